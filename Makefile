@@ -1,0 +1,46 @@
+# Carve: `make demo` then `make test` on a fresh machine.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+ARCH   := $(shell uname -m)
+# torch + torchvision pairs that install from this workplace's local wheels (see README)
+ifeq ($(ARCH),x86_64)
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
+else
+TORCH  ?= torch==2.9.1 torchvision==0.24.1
+endif
+DEMO_ROOT ?= demo-data
+PYTEST_ARGS ?=
+
+.PHONY: install demo test bench lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+demo: install
+	$(VENV)/bin/carve synth --out $(DEMO_ROOT)/raw/sim --episodes 12 --workers 2
+	$(VENV)/bin/carve run --source $(DEMO_ROOT)/raw/sim --root $(DEMO_ROOT)/carve
+	$(VENV)/bin/carve eval-segments --pred $(DEMO_ROOT)/carve --truth $(DEMO_ROOT)/raw/sim/ground_truth_events.json
+	$(VENV)/bin/carve report --root $(DEMO_ROOT)/carve
+	@echo
+	@echo "events:  $(DEMO_ROOT)/carve/events/"
+	@echo "shards:  $(DEMO_ROOT)/carve/shards/ (manifest.json per version)"
+	@echo "report:  $(DEMO_ROOT)/carve/reports/index.html"
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: install
+	$(PY) -m bench.run_all
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check . || true
+
+clean:
+	rm -rf $(DEMO_ROOT) .pytest_cache

@@ -1,0 +1,1 @@
+"""Carve's ingest pipeline: config, readers, video, segmentation, Ray stages, CLI, service."""

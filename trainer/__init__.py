@@ -1,0 +1,1 @@
+"""Bundled torch trainer for the event-grounded world-action model."""
