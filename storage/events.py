@@ -1,0 +1,74 @@
+"""The event catalog on disk: `<root>/events/batch=<id>/part-<episode-key>.parquet`.
+
+All events, unbalanced, as schema-v1 Parquet, partitioned by ingest batch (one batch per
+`carve run`). Each part file holds whole episodes and is written atomically; the SQLite
+catalog records an episode as `ok` only after its part file is in place, so a crash leaves
+either a finished episode or none. `read_events` reads back the batches the catalog says
+are good (or all of them) and validates the schema version of every file.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from storage.fs import atomic_write_table, join, list_files, resolve
+from storage.schema import EVENT_SCHEMA, check_schema, conform
+
+
+def events_dir(root: str) -> str:
+    return join(str(root), "events")
+
+
+def new_batch_id() -> str:
+    """Sortable, unique ingest-batch id."""
+    return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def part_path(root: str, batch: str, key: str) -> str:
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in key)
+    return join(events_dir(root), f"batch={batch}", f"part-{safe}.parquet")
+
+
+def write_event_part(root: str, batch: str, key: str, table: pa.Table, row_group_size: int = 256) -> str:
+    """Atomically write one part file of events (conformed to schema v1); return its path."""
+    path = part_path(root, batch, key)
+    atomic_write_table(conform(table, EVENT_SCHEMA), path, row_group_size=row_group_size)
+    return path
+
+
+def event_files(root: str, batches: list[str] | None = None) -> list[str]:
+    files = list_files(events_dir(root), ".parquet")
+    if batches is None:
+        return files
+    wanted = {f"batch={b}" for b in batches}
+    return [f for f in files if any(seg in wanted for seg in f.split("/"))]
+
+
+def read_events(
+    root: str,
+    columns: list[str] | None = None,
+    batches: list[str] | None = None,
+    filter_episodes: set[str] | None = None,
+) -> pa.Table:
+    """Read events (optionally only some columns / batches / episodes) as one table."""
+    files = event_files(root, batches)
+    if not files:
+        cols = columns or EVENT_SCHEMA.names
+        return pa.schema([EVENT_SCHEMA.field(c) for c in cols]).empty_table()
+    fs, _ = resolve(root)
+    tables = []
+    for f in files:
+        pf = pq.ParquetFile(f, filesystem=fs)
+        check_schema(pf.schema_arrow, f)
+        t = pf.read(columns=columns)
+        if filter_episodes is not None:
+            ep = t.column("episode_id") if "episode_id" in t.column_names else pf.read(columns=["episode_id"]).column(0)
+            mask = pc.is_in(ep, value_set=pa.array(sorted(filter_episodes), pa.string()))
+            t = t.filter(mask)
+        tables.append(t)
+    return pa.concat_tables(tables, promote_options="default")
