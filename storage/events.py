@@ -49,26 +49,65 @@ def event_files(root: str, batches: list[str] | None = None) -> list[str]:
     return [f for f in files if any(seg in wanted for seg in f.split("/"))]
 
 
+def committed_parts(root: str) -> dict[str, set[str]]:
+    """batch -> episode_ids the catalog records as `ok` in that batch."""
+    from storage.catalog import Catalog
+
+    out: dict[str, set[str]] = {}
+    with Catalog(root) as cat:
+        for rec in cat.episodes(status="ok"):
+            if rec.batch:
+                out.setdefault(rec.batch, set()).add(rec.episode_id)
+    return out
+
+
+def _batch_of(path: str) -> str | None:
+    for seg in path.split("/"):
+        if seg.startswith("batch="):
+            return seg[len("batch=") :]
+    return None
+
+
 def read_events(
     root: str,
     columns: list[str] | None = None,
     batches: list[str] | None = None,
     filter_episodes: set[str] | None = None,
+    committed_only: bool = True,
 ) -> pa.Table:
-    """Read events (optionally only some columns / batches / episodes) as one table."""
+    """Read events (optionally only some columns / batches / episodes) as one table.
+
+    With `committed_only` (the default) only rows of episodes that the catalog records as
+    `ok` *in that batch* are returned: part files left behind by a crash before the catalog
+    commit, or superseded by a re-ingest of a changed episode, are ignored.
+    """
     files = event_files(root, batches)
-    if not files:
-        cols = columns or EVENT_SCHEMA.names
-        return pa.schema([EVENT_SCHEMA.field(c) for c in cols]).empty_table()
+    want_cols = list(columns) if columns is not None else None
+    if want_cols is not None and "episode_id" not in want_cols:
+        read_cols = [*want_cols, "episode_id"]
+    else:
+        read_cols = want_cols
+    committed = committed_parts(root) if committed_only else None
     fs, _ = resolve(root)
     tables = []
     for f in files:
+        allowed: set[str] | None = None
+        if committed is not None:
+            allowed = committed.get(_batch_of(f) or "", set())
+            if not allowed:
+                continue
+        if filter_episodes is not None:
+            allowed = set(filter_episodes) if allowed is None else allowed & set(filter_episodes)
         pf = pq.ParquetFile(f, filesystem=fs)
         check_schema(pf.schema_arrow, f)
-        t = pf.read(columns=columns)
-        if filter_episodes is not None:
-            ep = t.column("episode_id") if "episode_id" in t.column_names else pf.read(columns=["episode_id"]).column(0)
-            mask = pc.is_in(ep, value_set=pa.array(sorted(filter_episodes), pa.string()))
+        t = pf.read(columns=read_cols)
+        if allowed is not None:
+            mask = pc.is_in(t.column("episode_id"), value_set=pa.array(sorted(allowed), pa.string()))
             t = t.filter(mask)
+        if want_cols is not None:
+            t = t.select(want_cols)
         tables.append(t)
+    if not tables:
+        cols = want_cols or EVENT_SCHEMA.names
+        return pa.schema([EVENT_SCHEMA.field(c) for c in cols]).empty_table()
     return pa.concat_tables(tables, promote_options="default")
