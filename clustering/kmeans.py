@@ -91,7 +91,7 @@ def as_unit_vectors(x: np.ndarray, event_ids: Sequence[str] | None = None) -> np
 
 def heuristic_k(n: int) -> int:
     """~sqrt(n/2) clamped to [K_MIN, K_MAX] (not yet clamped to n)."""
-    return max(K_MIN, min(K_MAX, int(round(math.sqrt(max(n, 0) / 2.0)))))
+    return max(K_MIN, min(K_MAX, round(math.sqrt(max(n, 0) / 2.0))))
 
 
 def choose_k(n: int, k: int | None = None, *, what: str = "events") -> int:

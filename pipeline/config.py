@@ -125,6 +125,12 @@ class ServiceConfig(_Section):
     allowed_roots: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     rate_limit_per_min: int = Field(default=600, ge=1)
+    max_concurrent_jobs: int = Field(default=1, ge=1)  # pipeline subprocesses at once; the rest queue
+    stale_after_s: float = Field(default=30.0, gt=0)  # a running job with an older heartbeat is orphaned
+    poll_interval_s: float = Field(default=1.0, gt=0)  # job runner: reap / heartbeat / start queued
+    cancel_grace_s: float = Field(default=10.0, ge=0)  # SIGTERM, then SIGKILL after this long
+    # config sections a job submission may override (never root, ray or service)
+    overridable: list[str] = Field(default_factory=lambda: ["source", "segment", "caption", "embed", "cluster", "shard"])
 
 
 class CarveConfig(_Section):

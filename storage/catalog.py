@@ -266,6 +266,58 @@ class Catalog:
             rows = self._conn.execute("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
         return [_job_dict(r) for r in rows]
 
+    _UNSET: Any = object()
+
+    def transition_job(
+        self, job_id: str, from_states: tuple[str, ...], expect_owner: Any = _UNSET, **fields: Any
+    ) -> bool:
+        """Compare-and-set a job: update `fields` only if its state is in `from_states` (and, if
+        given, its owner is `expect_owner`). True if the row changed. Two servers sharing one
+        catalog use this so that only one of them starts, adopts, cancels or finishes a job."""
+        allowed = {"state", "stage", "progress", "error", "pid", "owner", "heartbeat"}
+        bad = set(fields) - allowed
+        if bad:
+            raise ValueError(f"unknown job fields {sorted(bad)}")
+        if not from_states:
+            raise ValueError("transition_job needs at least one from_state")
+        if "progress" in fields and not isinstance(fields["progress"], str):
+            fields["progress"] = json.dumps(fields["progress"])
+        fields["updated_at"] = time.time()
+        cols = ", ".join(f"{k}=?" for k in fields)
+        where = f"id=? AND state IN ({','.join('?' * len(from_states))})"
+        args: list[Any] = [*fields.values(), job_id, *from_states]
+        if expect_owner is not Catalog._UNSET:
+            if expect_owner is None:
+                where += " AND owner IS NULL"
+            else:
+                where += " AND owner=?"
+                args.append(expect_owner)
+        with self._tx() as c:
+            cur = c.execute(f"UPDATE jobs SET {cols} WHERE {where}", args)
+            return cur.rowcount == 1
+
+    def job_episodes(self, job_id: str, max_failures: int = 200) -> dict[str, Any]:
+        """What a job ingested: its datasets, ok/failed episode counts and the failures with reasons."""
+        rows = self._conn.execute(
+            "SELECT dataset, status, COUNT(*) AS n FROM episodes WHERE job_id=? GROUP BY dataset, status", (job_id,)
+        ).fetchall()
+        fails = self._conn.execute(
+            "SELECT episode_id, dataset, episode_index, error FROM episodes WHERE job_id=? AND status='failed'"
+            " ORDER BY dataset, episode_index LIMIT ?",
+            (job_id, max_failures),
+        ).fetchall()
+        return {
+            "datasets": sorted({r["dataset"] for r in rows}),
+            "ok": sum(int(r["n"]) for r in rows if r["status"] == "ok"),
+            "failed": sum(int(r["n"]) for r in rows if r["status"] == "failed"),
+            "failures": [dict(r) for r in fails],
+        }
+
+    def integrity_ok(self) -> bool:
+        """SQLite's own integrity check of the catalog file."""
+        row = self._conn.execute("PRAGMA integrity_check").fetchone()
+        return bool(row) and row[0] == "ok"
+
     # -- versions -----------------------------------------------------------------
     def record_version(self, kind: str, version: int, path: str, meta: dict[str, Any] | None = None) -> None:
         with self._tx() as c:
