@@ -25,8 +25,9 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(VENV)/bin/carve synth --out $(DEMO_ROOT)/raw/sim --episodes 12 --workers 2
 	$(VENV)/bin/carve run --source $(DEMO_ROOT)/raw/sim --root $(DEMO_ROOT)/carve
-	$(VENV)/bin/carve eval-segments --pred $(DEMO_ROOT)/carve --truth $(DEMO_ROOT)/raw/sim/ground_truth_events.json
-	$(VENV)/bin/carve report --root $(DEMO_ROOT)/carve
+	$(VENV)/bin/carve eval-segments --root $(DEMO_ROOT)/carve --truth $(DEMO_ROOT)/raw/sim/ground_truth_events.json
+	$(VENV)/bin/carve eval-captions --root $(DEMO_ROOT)/carve --truth $(DEMO_ROOT)/raw/sim/ground_truth_events.json
+	$(VENV)/bin/carve report --root $(DEMO_ROOT)/carve --out $(DEMO_ROOT)/carve/reports
 	@echo
 	@echo "events:  $(DEMO_ROOT)/carve/events/"
 	@echo "shards:  $(DEMO_ROOT)/carve/shards/ (manifest.json per version)"
@@ -40,7 +41,6 @@ bench: install
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check . || true
 
 clean:
 	rm -rf $(DEMO_ROOT) .pytest_cache

@@ -13,6 +13,7 @@ Levels come from the config (`cluster.levels`, top first) or `auto_levels` from 
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -96,16 +97,16 @@ def auto_levels(n: int, k: int | None = None, levels: list[int] | None = None) -
         levels = [int(v) for v in levels]
         if any(v < 1 for v in levels):
             raise ClusteringError(f"cluster.levels must all be >= 1, got {levels}")
-        if any(a > b for a, b in zip(levels, levels[1:], strict=False)):
+        if any(a > b for a, b in itertools.pairwise(levels)):
             raise ClusteringError(f"cluster.levels go top level first and may not grow upwards, got {levels}")
         if k is not None and k != levels[-1]:
             raise ClusteringError(f"cluster.k={k} disagrees with the leaf level of cluster.levels={levels}")
-        choose_k(n, levels[-1])  # explicit: error if larger than n
-        return levels
+        leaf = choose_k(n, levels[-1])  # clamped to n with a warning
+        return [min(v, leaf) for v in levels]
     leaf = choose_k(n, k)
     if leaf < 8:
         return [leaf]
-    return [max(2, int(round(math.sqrt(leaf)))), leaf]
+    return [max(2, round(math.sqrt(leaf))), leaf]
 
 
 def build_hierarchy(

@@ -4,8 +4,8 @@ Owns the low-level clustering primitives the rest of `clustering/` builds on:
 
 * `as_unit_vectors` turns an embedding column into an L2-normalised float32 matrix and
   refuses NaN/inf rows (naming how many and which event_ids) or zero vectors;
-* `choose_k` picks k from the config or a size heuristic (~sqrt(n/2), clamped); an explicit
-  k larger than the number of events is an error, a heuristic one is clamped with a warning;
+* `choose_k` picks k from the config or a size heuristic (~sqrt(n/2)); a k larger than the
+  number of events is clamped to n with a warning naming both numbers;
 * `train_kmeans` runs `faiss.Kmeans(d, k, niter, spherical=True, seed)` from a seeded
   k-means++ initialisation (on a subsample), so unequal blobs are all found;
 * `build_index` / `assign` do inner-product search on an `IndexFlatIP` of the centroids and
@@ -95,44 +95,49 @@ def heuristic_k(n: int) -> int:
 
 
 def choose_k(n: int, k: int | None = None, *, what: str = "events") -> int:
-    """The k to use for `n` points: an explicit k must be <= n; a heuristic k is clamped to n."""
+    """The k to use for `n` points: the configured k, or the size heuristic; clamped to n.
+
+    A k larger than the number of points cannot be trained, so it is clamped to `n` and a
+    warning says so (`k_clamp_message` gives the same text for reports)."""
     if n <= 0:
         raise ClusteringError(f"cannot cluster 0 {what}: the catalog has no embedded events")
-    if k is not None:
-        if k < 1:
-            raise ClusteringError(f"k must be >= 1, got {k}")
-        if k > n:
-            raise ClusteringError(
-                f"k={k} is larger than the number of {what} ({n}); lower cluster.k or ingest more episodes"
-            )
-        return int(k)
-    hk = heuristic_k(n)
-    if hk > n:
-        log_event(log, "k_clamped", logging.WARNING, n=n, heuristic=hk, k=n)
-        hk = n
-    return hk
+    if k is not None and k < 1:
+        raise ClusteringError(f"k must be >= 1, got {k}")
+    want = int(k) if k is not None else heuristic_k(n)
+    if want > n:
+        log_event(log, "k_clamped", logging.WARNING, message=k_clamp_message(want, n, what, k is not None))
+        return n
+    return want
+
+
+def k_clamp_message(k: int, n: int, what: str = "events", explicit: bool = True) -> str:
+    src = "cluster.k" if explicit else "the size heuristic"
+    return f"k={k} (from {src}) is larger than the number of {what} ({n}); using k={n}"
 
 
 def kmeans_pp_init(x: np.ndarray, k: int, seed: int, max_points: int = _KMPP_MAX_POINTS) -> np.ndarray:
-    """Seeded k-means++ centres (on a random subsample of at most `max_points` rows)."""
+    """Seeded greedy k-means++ centres (as in scikit-learn: 2 + log k candidates per step, the
+    one that lowers the potential most wins) on a random subsample of at most `max_points` rows."""
     rng = np.random.default_rng(seed)
     n = len(x)
     sample = x if n <= max_points else x[rng.choice(n, size=max_points, replace=False)]
     m = len(sample)
+    trials = 2 + int(math.log(k)) if k > 1 else 1
     centres = np.empty((k, x.shape[1]), dtype=np.float32)
-    first = int(rng.integers(m))
-    centres[0] = sample[first]
+    centres[0] = sample[int(rng.integers(m))]
     # squared euclidean distance on the unit sphere = 2 - 2 cos
     d2 = np.maximum(2.0 - 2.0 * (sample @ centres[0]), 0.0).astype(np.float64)
     for i in range(1, k):
         total = d2.sum()
-        if total <= 0:  # fewer distinct points than k: pick any remaining point
-            idx = int(rng.integers(m))
-        else:
-            idx = int(np.searchsorted(np.cumsum(d2), rng.random() * total))
-            idx = min(idx, m - 1)
-        centres[i] = sample[idx]
-        d2 = np.minimum(d2, np.maximum(2.0 - 2.0 * (sample @ centres[i]), 0.0))
+        if total <= 0:  # fewer distinct points than k: pick any point
+            centres[i] = sample[int(rng.integers(m))]
+            continue
+        cand = np.searchsorted(np.cumsum(d2), rng.random(trials) * total)
+        cand = np.minimum(cand, m - 1)
+        cand_d2 = np.minimum(d2[None, :], np.maximum(2.0 - 2.0 * (sample[cand] @ sample.T), 0.0))
+        best = int(np.argmin(cand_d2.sum(axis=1)))
+        centres[i] = sample[cand[best]]
+        d2 = cand_d2[best]
     return centres
 
 

@@ -100,6 +100,7 @@ class ClusterConfig(_Section):
     niter: int = Field(default=25, ge=1)
     seed: int = 0
     dedup_threshold: float = Field(default=0.97, gt=0.0, le=1.0)
+    recluster_drift_ratio: float = Field(default=1.5, gt=0.0)  # new/training mean centroid distance -> recluster
 
 
 class ShardConfig(_Section):

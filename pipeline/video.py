@@ -78,7 +78,7 @@ class _PyAVDecoder:
         except FileNotFoundError:
             raise VideoError(uri, "file not found") from None
         except av.error.FFmpegError as e:
-            raise VideoError(uri, f"cannot open ({_ff_reason(e)}); the file may be truncated or not a video")
+            raise VideoError(uri, f"cannot open ({_ff_reason(e)}); the file may be truncated or not a video") from None
         if not self.container.streams.video:
             self.container.close()
             raise VideoError(uri, "has no video stream")
@@ -108,6 +108,7 @@ class _PyAVDecoder:
         self.cur: tuple[float, Any] | None = None
         self.eof = False
         self.sought = False
+        self.must_seek = False  # set after demux-only probing moved the read position
 
     # cursor ------------------------------------------------------------------------------
     def seek(self, t: float) -> None:
@@ -124,6 +125,28 @@ class _PyAVDecoder:
         self.prev = self.cur = None
         self.eof = False
         self.sought = True
+        self.must_seek = False
+
+    def last_packet_time(self, near_s: float) -> float | None:
+        """Pts (seconds) of the last video packet, found by demuxing (not decoding) from the
+        keyframe before `near_s`. None when no packet is found there. A file whose index
+        promises more frames than its bytes hold shows up here as an early last packet."""
+        import av
+
+        self.seek(max(near_s, self.start_time))
+        last: float | None = None
+        try:
+            for packet in self.container.demux(self.stream):
+                if packet.pts is None or packet.size == 0:
+                    continue
+                t = float(packet.pts * self.time_base)
+                last = t if last is None else max(last, t)
+        except av.error.FFmpegError as e:
+            raise VideoError(self.uri, f"file is truncated or corrupt near {near_s:.3f} s ({_ff_reason(e)})") from None
+        self._it = None
+        self.prev = self.cur = None
+        self.must_seek = True
+        return last
 
     def needs_seek(self, t: float, gap_s: float) -> bool:
         """Whether the frames at or after `t` can no longer (or not cheaply) be reached by decoding on.
@@ -131,6 +154,8 @@ class _PyAVDecoder:
         True when a frame at or after `t` was already passed (backwards request) or when `t`
         lies more than `gap_s` beyond the cursor.
         """
+        if self.must_seek:
+            return True
         if self.cur is None:
             return (not self.sought) and t - self.start_time > gap_s
         cur_t = self.cur[0]
@@ -233,6 +258,33 @@ class VideoReader:
         )
 
     # public API --------------------------------------------------------------------------------
+    @property
+    def end_time(self) -> float:
+        """End of the last frame according to the container index (start + duration)."""
+        dec = self._require_av()
+        if self.duration > 0:
+            return dec.start_time + self.duration
+        return dec.start_time + self.num_frames / self.fps
+
+    def verify_span(self, start_s: float, end_s: float) -> None:
+        """Check, without decoding, that frames cover [start_s, end_s): the container index must
+        reach `end_s` and the packets must really be there (a truncated file whose index is
+        intact ends early). Raises `VideoError` saying where the video ends."""
+        period = 1.0 / self.fps
+        tol = 0.5 * period + 1e-4
+        if self.end_time + tol < end_s:
+            raise VideoError(
+                self.path,
+                f"ends at {self.end_time:.3f} s ({self.num_frames} frames) but frames are needed up to {end_s:.3f} s",
+            )
+        last_needed = max(start_s, end_s - period)
+        last = self._require_av().last_packet_time(last_needed)
+        if last is None or last + tol < last_needed:
+            where = "no packets" if last is None else f"the last packet is at {last:.3f} s"
+            raise VideoError(
+                self.path, f"is truncated: {where} but the frame at {last_needed:.3f} s is needed"
+            )
+
     def read_range(self, start_s: float, end_s: float) -> np.ndarray:
         """Frames whose pts fall in [start_s, end_s), in order, as (N, H, W, 3) uint8."""
         if end_s <= start_s:

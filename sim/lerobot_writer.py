@@ -1,7 +1,8 @@
 """Write LeRobot datasets (v3.0 and v2.1) the way the `lerobot` library lays them out.
 
-Owns `EpisodeArrays` (one episode in memory: task, state, action, per-camera frames) and
-`write_lerobot_dataset`, used by the simulator (`carve synth`) and by tests.
+Owns `EpisodeArrays` (one episode in memory: task, state, action, per-camera frames),
+`write_lerobot_dataset`, used by the simulator (`carve synth`) and by tests, and the video
+helpers `pick_encoder` / `write_video` (also used by `sim/formats.py`).
 
 v3.0 (lerobot's `CODEBASE_VERSION = "v3.0"`):
 ```
@@ -148,6 +149,19 @@ class _VideoFile:
         for packet in self.stream.encode():
             self.container.mux(packet)
         self.container.close()
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: int, codec: str = "h264") -> Path:
+    """Encode (T, H, W, 3) uint8 RGB frames as one mp4 (yuv420p, keyframe every second)."""
+    path = Path(path)
+    if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames have shape {frames.shape} {frames.dtype}, expected (T, H, W, 3) uint8")
+    vf = _VideoFile(path, pick_encoder(codec), int(fps), int(frames.shape[2]), int(frames.shape[1]))
+    try:
+        vf.append(frames)
+    finally:
+        vf.close()
+    return path
 
 
 def _video_info(fps: int, height: int, width: int, codec_name: str) -> dict[str, Any]:

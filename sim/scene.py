@@ -1,18 +1,20 @@
-"""The pybullet world of one simulated episode: ground, Franka Panda, tray, coloured boxes, camera.
+"""The pybullet world of one simulated episode: ground, Franka Panda, tray, coloured objects, camera.
 
 `Scene` owns one pybullet client in DIRECT mode (each worker process makes its own) and
-exposes the few operations the scripted controller needs:
+exposes the few operations the scripted controller (`sim/tasks.py`) needs:
 
-* `add_box(...)` / `add_tray(...)`: objects with a randomised colour and size,
-* `command(ee_target, gripper_closed)`: one control tick (IK of the end-effector target with
-  the gripper pointing down, joint position control, finger position control),
-* `step()`: one 240 Hz physics step,
+* `add_object(...)` / `add_tray(...)`: objects with a randomised shape, colour and size
+  (boxes and cylinders built from primitives, or pybullet_data's lego brick),
+* `ik(pos, yaw)`: joint angles putting the grasp frame at `pos` with the gripper pointing down,
+* `drive(q0, q1, w0, w1)`: one recorded frame of motion: the arm is moved kinematically
+  from `q0` to `q1` (and the finger gap from `w0` to `w1`) over a few sub-steps while the
+  physics of the objects runs (teleoperation-style tracking: the arm reaches its target),
+* `grasp(obj)` / `release()`: a held object follows the hand rigidly (grasp assist),
 * `observe()`: the recorded state vector (see `STATE_NAMES`),
 * `render(size)`: an RGB frame from the episode's randomised camera (`ER_TINY_RENDERER`).
 
-State layout (`STATE_NAMES`): the 7 arm joint angles (rad), `gripper_width` (sum of the two
-finger joint positions, metres, 0 = closed, 0.08 = fully open), and the world position of
-the grasp frame between the fingertips (`ee_x, ee_y, ee_z`, metres).
+State layout (`STATE_NAMES`): the 7 arm joint angles (rad) and `gripper_opening` (sum of
+the two finger joint positions, metres, 0 = closed, 0.08 = fully open).
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ import pybullet as pb
 import pybullet_data
 
 PHYSICS_HZ = 240
-STATE_NAMES = [*(f"joint_{i}" for i in range(7)), "gripper_width", "ee_x", "ee_y", "ee_z"]
+STATE_NAMES = [*(f"joint_{i}" for i in range(7)), "gripper_opening"]
+ACTION_NAMES = [*(f"joint_{i}_target" for i in range(7)), "gripper_command"]
 ARM_JOINTS = list(range(7))
 FINGER_JOINTS = [9, 10]
 EE_LINK = 11  # panda_grasptarget: between the fingertips
 FINGER_OPEN = 0.04  # per finger, metres
-ARM_FORCES = [87.0] * 4 + [12.0] * 3
-FINGER_FORCE = 40.0
+GRIPPER_MAX = 2 * FINGER_OPEN
+SUBSTEPS = 4  # kinematic arm updates per recorded frame
 # null-space IK parameters (from pybullet's panda examples): keep the elbow up and the wrist sane
 _LOWER = [-2.9671, -1.8326, -2.9671, -3.1416, -2.9671, -0.0873, -2.9671]
 _UPPER = [2.9671, 1.8326, 2.9671, 0.0, 2.9671, 3.8223, 2.9671]
@@ -48,6 +51,7 @@ COLORS: dict[str, tuple[float, float, float]] = {
     "cyan": (0.10, 0.75, 0.80),
     "pink": (0.95, 0.45, 0.65),
 }
+SHAPES = ("cube", "block", "cylinder", "lego brick")
 
 
 @dataclass
@@ -72,23 +76,29 @@ class CameraPose:
 
 
 @dataclass
-class Box:
-    """A coloured box resting on the ground."""
+class SceneObject:
+    """A coloured object resting on the ground."""
 
     body: int
+    shape: str  # one of SHAPES (the noun used in task text)
     color: str
-    half: tuple[float, float, float]  # half extents x, y, z (metres)
+    half: tuple[float, float, float]  # half extents x, y, z of its bounding box (metres)
     yaw: float
 
     @property
     def height(self) -> float:
         return 2.0 * self.half[2]
 
+    @property
+    def grip_width(self) -> float:
+        """The finger gap when closed on the object (across its narrower horizontal side)."""
+        return float(min(2.0 * min(self.half[0], self.half[1]), GRIPPER_MAX * 0.9))
+
 
 class Scene:
     """One pybullet DIRECT client holding the robot, the tray and the objects of one episode."""
 
-    def __init__(self, rng: np.random.Generator, *, home: tuple[float, float, float] = (0.35, 0.0, 0.45)):
+    def __init__(self, rng: np.random.Generator, *, home: tuple[float, float, float] = (0.35, 0.0, 0.40)):
         self.client = pb.connect(pb.DIRECT)
         c = self.client
         pb.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=c)
@@ -98,40 +108,66 @@ class Scene:
         shade = rng.uniform(0.55, 0.85)
         pb.changeVisualShape(self.plane, -1, rgbaColor=[shade, shade * 0.95, shade * 0.88, 1], physicsClientId=c)
         self.robot = pb.loadURDF("franka_panda/panda.urdf", [0, 0, 0], useFixedBase=True, physicsClientId=c)
-        for j in FINGER_JOINTS:
-            pb.changeDynamics(self.robot, j, lateralFriction=1.5, spinningFriction=0.01, physicsClientId=c)
+        for j in [*ARM_JOINTS, *FINGER_JOINTS]:  # the arm is driven kinematically: no gravity sag
+            pb.setJointMotorControl2(self.robot, j, pb.VELOCITY_CONTROL, force=0, physicsClientId=c)
         self.camera = CameraPose.sample(rng)
-        self.boxes: list[Box] = []
+        self.objects: list[SceneObject] = []
         self.tray: int | None = None
         self.tray_pos: tuple[float, float] | None = None
         self.tray_half = 0.0
-        self._grasp_cid: int | None = None
-        self.yaw = 0.0  # gripper yaw about the vertical, follows the object being handled
-        home_q = self.ik(home, 0.0, REST_POSE)
-        for j, q in zip(ARM_JOINTS, home_q, strict=True):
-            pb.resetJointState(self.robot, j, q, physicsClientId=c)
-        for j in FINGER_JOINTS:
-            pb.resetJointState(self.robot, j, FINGER_OPEN, physicsClientId=c)
-        self._q_target = list(home_q)
+        self.home = np.asarray(home, dtype=np.float64)
+        self._held: tuple[int, tuple, tuple] | None = None
+        self.ik_iterations = 200
+        self.width = GRIPPER_MAX
+        self.q = np.asarray(REST_POSE, dtype=np.float64)
+        self._set_robot(self.q, self.width)  # the IK solver starts from the current joints
+        for _ in range(3):
+            self.q = self.ik(home, 0.0, REST_POSE)
+            self._set_robot(self.q, self.width)
         self._view = pb.computeViewMatrixFromYawPitchRoll(
             self.camera.target, self.camera.distance, self.camera.yaw, self.camera.pitch, 0.0, 2, physicsClientId=c
         )
         self._proj = pb.computeProjectionMatrixFOV(self.camera.fov, 1.0, 0.05, 5.0, physicsClientId=c)
 
     # --- world building -------------------------------------------------------------------
-    def add_box(
-        self, pos: tuple[float, float], half: tuple[float, float, float], yaw: float, color: str, mass: float = 0.1
-    ) -> Box:
+    def add_object(self, shape: str, pos: tuple[float, float], size: float, yaw: float, color: str) -> SceneObject:
+        """Add a `shape` ("cube", "block", "cylinder", "lego brick") of about `size` metres."""
         c = self.client
-        col = pb.createCollisionShape(pb.GEOM_BOX, halfExtents=half, physicsClientId=c)
-        vis = pb.createVisualShape(pb.GEOM_BOX, halfExtents=half, rgbaColor=[*COLORS[color], 1.0], physicsClientId=c)
-        body = pb.createMultiBody(
-            mass, col, vis, [pos[0], pos[1], half[2] + 0.001], pb.getQuaternionFromEuler([0, 0, yaw]), physicsClientId=c
-        )
-        pb.changeDynamics(body, -1, lateralFriction=1.2, spinningFriction=0.005, rollingFriction=0.0005, physicsClientId=c)
-        box = Box(body=body, color=color, half=half, yaw=yaw)
-        self.boxes.append(box)
-        return box
+        rgba = [*COLORS[color], 1.0]
+        if shape == "lego brick":
+            scale = size / 0.032
+            half = (0.016 * scale, 0.016 * scale, 0.0115 * scale)
+            body = pb.loadURDF(
+                "lego/lego.urdf", [pos[0], pos[1], half[2] + 0.002], pb.getQuaternionFromEuler([0, 0, yaw]),
+                globalScaling=scale, physicsClientId=c,
+            )
+            pb.changeVisualShape(body, -1, rgbaColor=rgba, physicsClientId=c)
+        else:
+            if shape == "cube":
+                half = (size / 2, size / 2, size / 2)
+            elif shape == "block":
+                half = (size * 0.9, size / 2, size * 0.4)
+            elif shape == "cylinder":
+                half = (size / 2, size / 2, size * 0.6)
+            else:
+                raise ValueError(f"unknown object shape {shape!r}; use one of {SHAPES}")
+            if shape == "cylinder":
+                col = pb.createCollisionShape(pb.GEOM_CYLINDER, radius=half[0], height=2 * half[2], physicsClientId=c)
+                vis = pb.createVisualShape(
+                    pb.GEOM_CYLINDER, radius=half[0], length=2 * half[2], rgbaColor=rgba, physicsClientId=c
+                )
+            else:
+                col = pb.createCollisionShape(pb.GEOM_BOX, halfExtents=half, physicsClientId=c)
+                vis = pb.createVisualShape(pb.GEOM_BOX, halfExtents=half, rgbaColor=rgba, physicsClientId=c)
+            body = pb.createMultiBody(
+                0.1, col, vis, [pos[0], pos[1], half[2] + 0.001], pb.getQuaternionFromEuler([0, 0, yaw]),
+                physicsClientId=c,
+            )
+        pb.changeDynamics(body, -1, lateralFriction=0.9, spinningFriction=0.005, rollingFriction=0.0005,
+                          physicsClientId=c)
+        obj = SceneObject(body=body, shape=shape, color=color, half=half, yaw=yaw)
+        self.objects.append(obj)
+        return obj
 
     def add_tray(self, pos: tuple[float, float], scale: float, rng: np.random.Generator) -> None:
         c = self.client
@@ -144,88 +180,96 @@ class Scene:
     def settle_world(self, steps: int = 60) -> None:
         """Let objects come to rest before the episode starts (not recorded)."""
         for _ in range(steps):
-            self.hold()
+            self._set_robot(self.q, self.width)
             pb.stepSimulation(physicsClientId=self.client)
 
     # --- control --------------------------------------------------------------------------
-    def ik(self, pos: tuple[float, float, float] | np.ndarray, yaw: float, rest: list[float] | None = None) -> list[float]:
+    def ik(self, pos: tuple[float, float, float] | np.ndarray, yaw: float, rest: list[float] | None = None) -> np.ndarray:
+        """Joint angles for the grasp frame at `pos`, gripper pointing down, rotated `yaw` rad."""
         orn = pb.getQuaternionFromEuler([math.pi, 0.0, yaw])
+        if rest is None:  # an elbow-up posture facing the target (the solver starts from the current joints)
+            rest = list(REST_POSE)
+            rest[0] = math.atan2(float(pos[1]), float(pos[0]))
+            rest[6] = REST_POSE[6] + yaw - rest[0]
+        half = FINGER_OPEN / 2
+        # null-space IK needs limits for every movable joint: 7 arm joints + 2 fingers
         q = pb.calculateInverseKinematics(
             self.robot, EE_LINK, [float(v) for v in pos], orn,
-            lowerLimits=_LOWER, upperLimits=_UPPER, jointRanges=_RANGES,
-            restPoses=rest if rest is not None else self._rest(yaw),
-            maxNumIterations=30, residualThreshold=1e-5, physicsClientId=self.client,
+            lowerLimits=[*_LOWER, 0.0, 0.0], upperLimits=[*_UPPER, FINGER_OPEN, FINGER_OPEN],
+            jointRanges=[*_RANGES, FINGER_OPEN, FINGER_OPEN], restPoses=[*rest, half, half],
+            maxNumIterations=self.ik_iterations, residualThreshold=1e-12, physicsClientId=self.client,
         )
-        return list(q[:7])
+        return np.clip(np.asarray(q[:7], dtype=np.float64), _LOWER, _UPPER)
 
-    def _rest(self, yaw: float) -> list[float]:
-        r = list(REST_POSE)
-        r[6] = REST_POSE[6] + yaw
-        return r
-
-    def command(self, ee_target: np.ndarray, gripper_closed: bool) -> None:
-        """Set joint targets for one control tick."""
+    def solve(self, pos: np.ndarray, yaw: float, passes: int = 3) -> np.ndarray:
+        """IK iterated to a fixed point, so that a still target gives still joints (the
+        null-space pull of a single IK call would make the arm creep while it should dwell)."""
         c = self.client
-        self._q_target = self.ik(ee_target, self.yaw)
-        pb.setJointMotorControlArray(
-            self.robot, ARM_JOINTS, pb.POSITION_CONTROL, targetPositions=self._q_target, forces=ARM_FORCES,
-            positionGains=[0.08] * 7, physicsClientId=c,
-        )
-        width = 0.0 if gripper_closed else FINGER_OPEN
-        pb.setJointMotorControlArray(
-            self.robot, FINGER_JOINTS, pb.POSITION_CONTROL, targetPositions=[width, width],
-            forces=[FINGER_FORCE, FINGER_FORCE], positionGains=[0.03, 0.03], physicsClientId=c,
-        )
+        q = self.q
+        for _ in range(passes):
+            q_new = self.ik(pos, yaw)
+            done = float(np.max(np.abs(q_new - q))) < 1e-4
+            q = q_new
+            if done:
+                break
+            for j, v in zip(ARM_JOINTS, q, strict=True):
+                pb.resetJointState(self.robot, j, float(v), physicsClientId=c)
+        for j, v in zip(ARM_JOINTS, self.q, strict=True):
+            pb.resetJointState(self.robot, j, float(v), physicsClientId=c)
+        return q
 
-    def hold(self) -> None:
+    def _set_robot(self, q: np.ndarray, width: float) -> None:
         c = self.client
-        pb.setJointMotorControlArray(
-            self.robot, ARM_JOINTS, pb.POSITION_CONTROL, targetPositions=self._q_target, forces=ARM_FORCES,
-            physicsClientId=c,
-        )
+        for j, v in zip(ARM_JOINTS, q, strict=True):
+            pb.resetJointState(self.robot, j, float(v), physicsClientId=c)
+        for j in FINGER_JOINTS:
+            pb.resetJointState(self.robot, j, float(width) / 2.0, physicsClientId=c)
+        if self._held is not None:
+            body, rel_pos, rel_orn = self._held
+            hand = pb.getLinkState(self.robot, EE_LINK, computeForwardKinematics=True, physicsClientId=c)
+            pos, orn = pb.multiplyTransforms(hand[4], hand[5], rel_pos, rel_orn)
+            pb.resetBasePositionAndOrientation(body, pos, orn, physicsClientId=c)
+            pb.resetBaseVelocity(body, [0, 0, 0], [0, 0, 0], physicsClientId=c)
 
-    def attach(self, box: Box) -> None:
-        """Grasp assist: once the fingers have closed on `box`, hold it with a fixed constraint.
+    def drive(self, q1: np.ndarray, width1: float, fps: int) -> None:
+        """Move from the current joints/finger gap to `q1`/`width1` over one frame (1/fps s)."""
+        q0, w0 = self.q, self.width
+        steps = max(1, PHYSICS_HZ // fps)
+        per = max(1, steps // SUBSTEPS)
+        done = 0
+        for k in range(1, SUBSTEPS + 1):
+            a = k / SUBSTEPS
+            self._set_robot(q0 + (q1 - q0) * a, w0 + (width1 - w0) * a)
+            n = per if k < SUBSTEPS else steps - done
+            for _ in range(n):
+                pb.stepSimulation(physicsClientId=self.client)
+            done += n
+        self.q = np.asarray(q1, dtype=np.float64)
+        self.width = float(width1)
+        self._set_robot(self.q, self.width)
 
-        Friction grasps in pybullet slip during fast transport; real teleop grasps do not. The
-        fingers still physically close on the box, so `gripper_width` shows the real grasp.
-        """
-        if self._grasp_cid is not None:
-            return
+    def grasp(self, obj: SceneObject) -> None:
+        """Grasp assist: from now on `obj` follows the hand rigidly (as a firm teleop grasp does)."""
         c = self.client
-        hand = pb.getLinkState(self.robot, EE_LINK, physicsClientId=c)
-        obj_pos, obj_orn = pb.getBasePositionAndOrientation(box.body, physicsClientId=c)
+        hand = pb.getLinkState(self.robot, EE_LINK, computeForwardKinematics=True, physicsClientId=c)
+        obj_pos, obj_orn = pb.getBasePositionAndOrientation(obj.body, physicsClientId=c)
         inv_pos, inv_orn = pb.invertTransform(hand[4], hand[5])
         rel_pos, rel_orn = pb.multiplyTransforms(inv_pos, inv_orn, obj_pos, obj_orn)
-        self._grasp_cid = pb.createConstraint(
-            self.robot, EE_LINK, box.body, -1, pb.JOINT_FIXED, [0, 0, 0], rel_pos, [0, 0, 0],
-            parentFrameOrientation=rel_orn, physicsClientId=c,
-        )
-        pb.changeConstraint(self._grasp_cid, maxForce=60.0, physicsClientId=c)
+        self._held = (obj.body, rel_pos, rel_orn)
 
-    def detach(self) -> None:
-        if self._grasp_cid is not None:
-            pb.removeConstraint(self._grasp_cid, physicsClientId=self.client)
-            self._grasp_cid = None
-
-    def step(self) -> None:
-        pb.stepSimulation(physicsClientId=self.client)
+    def release(self) -> None:
+        self._held = None
 
     # --- observation ----------------------------------------------------------------------
     def ee_position(self) -> np.ndarray:
-        return np.asarray(pb.getLinkState(self.robot, EE_LINK, physicsClientId=self.client)[4], dtype=np.float64)
-
-    def gripper_width(self) -> float:
-        js = pb.getJointStates(self.robot, FINGER_JOINTS, physicsClientId=self.client)
-        return float(js[0][0] + js[1][0])
+        st = pb.getLinkState(self.robot, EE_LINK, computeForwardKinematics=True, physicsClientId=self.client)
+        return np.asarray(st[4], dtype=np.float64)
 
     def observe(self) -> np.ndarray:
-        js = pb.getJointStates(self.robot, ARM_JOINTS, physicsClientId=self.client)
-        q = [s[0] for s in js]
-        return np.asarray([*q, self.gripper_width(), *self.ee_position()], dtype=np.float32)
+        return np.asarray([*self.q, self.width], dtype=np.float32)
 
-    def box_position(self, box: Box) -> np.ndarray:
-        return np.asarray(pb.getBasePositionAndOrientation(box.body, physicsClientId=self.client)[0])
+    def object_position(self, obj: SceneObject) -> np.ndarray:
+        return np.asarray(pb.getBasePositionAndOrientation(obj.body, physicsClientId=self.client)[0])
 
     def render(self, size: int) -> np.ndarray:
         img = pb.getCameraImage(

@@ -1,0 +1,137 @@
+"""Decode + segment throughput of the Carve ingest path against a raw PyAV decode.
+
+The Carve path is `pipeline.stages.decode_segment` on one worker, exactly the function the
+Ray Data ingest stage maps over episodes: it opens each episode through the reader, decodes
+its frames, segments it and encodes the keyframe JPEGs. Two configurations are measured:
+
+* `full`: `segment.use_visual = True`, so every frame of every episode is decoded (the
+  worst case; this is the number compared with the raw decode, target >= 0.7x);
+* `default`: the shipped config (kinematic boundaries only; only keyframes are decoded).
+
+The baseline decodes every frame of the same video files with plain PyAV in the same process
+(`thread_type="AUTO"`, frames converted to RGB arrays), with no Carve code involved.
+A Ray Data run of the same episodes (one decode task at a time) is reported separately so
+that the orchestration overhead is visible.
+
+    python -m bench.bench_pipeline [--episodes 8] [--frames 150] [--source DATASET]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def synthetic_dataset(out: Path, episodes: int, frames: int, size: int = 128, fps: int = 12) -> Path:
+    """A LeRobot v3.0 dataset of moving-object episodes with gripper cycles and pauses."""
+    from sim.lerobot_writer import write_lerobot_dataset
+    from sim.toy import STATE_NAMES, toy_episode
+
+    eps = (toy_episode(i, frames=frames, size=size) for i in range(episodes))
+    return Path(write_lerobot_dataset(out, eps, fps=fps, state_names=STATE_NAMES, action_names=STATE_NAMES))
+
+
+def raw_decode(paths: list[Path]) -> int:
+    import av
+
+    n = 0
+    for p in paths:
+        with av.open(str(p)) as c:
+            s = c.streams.video[0]
+            s.thread_type = "AUTO"
+            for fr in c.decode(s):
+                fr.to_ndarray(format="rgb24")
+                n += 1
+    return n
+
+
+def carve_decode_segment(refs: list[Any], use_visual: bool) -> tuple[int, int]:
+    import pyarrow as pa
+
+    from pipeline.config import SegmentConfig, SourceConfig
+    from pipeline.stages import decode_segment
+
+    seg = SegmentConfig(use_visual=use_visual)
+    src = SourceConfig()
+    events = 0
+    for r in refs:
+        out = decode_segment(pa.Table.from_pylist([r.to_row()]), seg, src)
+        errs = [e for e in out.column("_error").to_pylist() if e]
+        if errs:
+            raise RuntimeError(f"decode_segment quarantined an episode: {errs[0]}")
+        events += out.num_rows
+    return len(refs), events
+
+
+def ray_data_run(refs: list[Any]) -> float:
+    import ray.data
+
+    from pipeline.config import RayConfig, SegmentConfig, SourceConfig
+    from pipeline.ray_env import ensure_ray
+    from pipeline.stages import decode_segment
+
+    ensure_ray(RayConfig(num_cpus=2, object_store_memory_mb=256, progress=False))
+    t0 = time.perf_counter()
+    ds = ray.data.from_items([r.to_row() for r in refs], override_num_blocks=len(refs))
+    ds = ds.map_batches(decode_segment, fn_kwargs={"seg_cfg": SegmentConfig(use_visual=True), "src_cfg": SourceConfig()},
+                        batch_size=1, batch_format="pyarrow", compute=ray.data.TaskPoolStrategy(size=1))
+    ds.materialize()
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--episodes", type=int, default=8)
+    ap.add_argument("--frames", type=int, default=150)
+    ap.add_argument("--source", default=None, help="benchmark an existing dataset instead of a synthetic one")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--no-ray", action="store_true")
+    args = ap.parse_args(argv)
+
+    from pipeline.sources import open_source
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src_path = Path(args.source) if args.source else synthetic_dataset(Path(tmp) / "ds", args.episodes, args.frames)
+        src = open_source(str(src_path))
+        refs = src.list_episodes()
+        videos = sorted(src_path.glob("videos/**/*.mp4"))
+
+        raw_decode(videos)  # warm the page cache and the codec
+        best: dict[str, float] = {"raw": float("inf"), "full": float("inf"), "default": float("inf")}
+        n_raw = 0
+        n_events = 0
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            n_raw = raw_decode(videos)
+            best["raw"] = min(best["raw"], time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            _, n_events = carve_decode_segment(refs, use_visual=True)
+            best["full"] = min(best["full"], time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            carve_decode_segment(refs, use_visual=False)
+            best["default"] = min(best["default"], time.perf_counter() - t0)
+        frames = n_raw  # every frame of every episode (one camera)
+        res: dict[str, Any] = {
+            "description": "frames/s of decode+segment (one worker) vs plain PyAV decode of the same videos",
+            "command": "python -m bench.bench_pipeline" + (f" --source {args.source}" if args.source else ""),
+            "episodes": len(refs),
+            "frames": frames,
+            "events": n_events,
+            "raw_decode_fps": frames / best["raw"],
+            "carve_full_decode_segment_fps": frames / best["full"],
+            "carve_default_config_fps": frames / best["default"],
+            "ratio": best["raw"] / best["full"],
+            "ratio_default_config": best["raw"] / best["default"],
+        }
+        if not args.no_ray:
+            res["ray_data_1_worker_fps"] = frames / ray_data_run(refs)
+    return res
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(main(), indent=2))

@@ -1,0 +1,238 @@
+"""clustering.curate end to end on small synthetic catalogs: cluster, assign, drift, recluster, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from clustering.kmeans import ClusteringError
+from pipeline.config import CarveConfig
+from storage.catalog import Catalog
+from storage.events import write_event_part
+from storage.schema import events_to_table, make_event_id
+
+
+def blob_embeddings(sizes: list[int], dim: int = 16, seed: int = 0, spread: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors around len(sizes) random directions; returns (x, true blob label)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(len(sizes), dim))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    xs, ys = [], []
+    for b, n in enumerate(sizes):
+        pts = centres[b] + spread * rng.normal(size=(n, dim))
+        xs.append(pts)
+        ys.append(np.full(n, b))
+    x = np.concatenate(xs).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True), np.concatenate(ys)
+
+
+def add_episodes(root: Path, x: np.ndarray, *, per_episode: int = 10, dataset: str = "d", first_episode: int = 0,
+                 batch: str = "b1", labels: np.ndarray | None = None) -> list[str]:
+    """Write events with embeddings `x` as committed episodes of `per_episode` events; return event ids."""
+    ids: list[str] = []
+    recs = []
+    rows_by_ep: dict[str, list[dict]] = {}
+    for i, v in enumerate(x):
+        ep_index = first_episode + i // per_episode
+        ep = f"{dataset}/{ep_index:06d}"
+        k = i % per_episode
+        eid = make_event_id(ep, k * 10, k * 10 + 10)
+        ids.append(eid)
+        label = int(labels[i]) if labels is not None else -1
+        rows_by_ep.setdefault(ep, []).append({
+            "event_id": eid, "episode_id": ep, "dataset": dataset, "source_uri": "/src", "episode_index": ep_index,
+            "event_index": k, "num_events": per_episode, "start_frame": k * 10, "end_frame": k * 10 + 10,
+            "fps": 10.0, "task": f"task {label}", "caption": f"blob {label}", "next_caption": "",
+            "state": [[0.0, 1.0]] * 2, "action": [[0.5]] * 2,
+            "emb_text": [float(a) for a in v[:8]], "emb": [float(a) for a in v],
+        })
+    for ep, rows in rows_by_ep.items():
+        write_event_part(str(root), batch, ep, events_to_table(rows))
+        recs.append({"episode_id": ep, "dataset": dataset, "episode_index": rows[0]["episode_index"],
+                     "source_uri": "/src", "fingerprint": "fp-" + ep, "status": "ok", "num_events": len(rows),
+                     "batch": batch})
+    with Catalog(root) as cat:
+        cat.upsert_dataset(dataset, "/src", "folder")
+        cat.record_episodes(recs)
+    return ids
+
+
+def cfg_for(root: Path, **cluster) -> CarveConfig:
+    return CarveConfig.model_validate({"root": str(root), "ray": {"progress": False},
+                                       "cluster": {"niter": 10, **cluster}, "shard": {"rows_per_shard": 64}})
+
+
+def _sha(files: list[Path]) -> dict[str, str]:
+    return {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+
+
+def _assignments(root: Path, v: int) -> pa.Table:
+    from clustering.versions import read_assignments
+
+    return read_assignments(str(root), v)
+
+
+def test_cluster_catalog_finds_blobs_and_writes_the_agreed_layout(tmp_path: Path):
+    from clustering.curate import cluster_catalog
+    from clustering.versions import load_clustering
+
+    x, y = blob_embeddings([60, 30, 20, 10], seed=1)
+    ids = add_episodes(tmp_path, x, labels=y)
+    v = cluster_catalog(cfg_for(tmp_path, k=4))
+    assert v == 1
+    vdir = tmp_path / "clusters" / "v001"
+    for name in ("centroids.npy", "index.faiss", "hierarchy.json", "meta.json"):
+        assert (vdir / name).exists(), name
+    meta = json.loads((vdir / "meta.json").read_text())
+    assert meta["k"] == 4 and meta["n_events"] == len(ids) and meta["dim"] == 16
+    c = np.load(vdir / "centroids.npy")
+    assert c.shape == (4, 16) and c.dtype == np.float32
+    assert np.allclose(np.linalg.norm(c, axis=1), 1.0, atol=1e-4)
+    asg = _assignments(tmp_path, v)
+    assert sorted(asg.column("event_id").to_pylist()) == sorted(ids)
+    # every true blob lands in exactly one cluster and blobs do not share clusters
+    by_id = dict(zip(asg.column("event_id").to_pylist(), asg.column("cluster_id").to_pylist(), strict=True))
+    found = [by_id[e] for e in ids]
+    pairs = {(int(t), int(f)) for t, f in zip(y, found, strict=True)}
+    assert len(pairs) == 4 and len({f for _, f in pairs}) == 4
+    cl = load_clustering(str(tmp_path))
+    assert cl.version == 1 and cl.index.ntotal == 4
+    with Catalog(tmp_path) as cat:
+        assert [r["version"] for r in cat.versions("clusters")] == [1]
+
+
+def test_hierarchy_paths_are_consistent_with_parents(tmp_path: Path):
+    from clustering.curate import cluster_catalog
+    from clustering.versions import load_clustering
+
+    x, _ = blob_embeddings([20] * 8, seed=2)
+    add_episodes(tmp_path, x)
+    v = cluster_catalog(cfg_for(tmp_path, levels=[3, 8]))
+    cl = load_clustering(str(tmp_path), v)
+    assert cl.hierarchy.levels == [3, 8]
+    parents = cl.hierarchy.parents[1]
+    for row in _assignments(tmp_path, v).to_pylist():
+        top, leaf = row["cluster_path"]
+        assert leaf == row["cluster_id"] and parents[leaf] == top
+
+
+def test_near_duplicates_point_at_a_kept_event_and_nothing_is_deleted(tmp_path: Path):
+    from clustering.curate import cluster_catalog
+
+    x, _ = blob_embeddings([30, 30], seed=3, spread=0.3)
+    rng = np.random.default_rng(0)
+    dups = x[:5] + 1e-4 * rng.normal(size=(5, x.shape[1])).astype(np.float32)
+    ids = add_episodes(tmp_path, np.concatenate([x, dups]), per_episode=5)
+    v = cluster_catalog(cfg_for(tmp_path, k=2, dedup_threshold=0.999))
+    rows = {r["event_id"]: r for r in _assignments(tmp_path, v).to_pylist()}
+    assert len(rows) == len(ids)
+    marked = {e: r["dup_of"] for e, r in rows.items() if r["dup_of"]}
+    assert len(marked) == 5
+    for orig, copy in zip(ids[:5], ids[-5:], strict=True):
+        pair = {orig, copy}
+        # exactly one of each pair is kept, the other points at it
+        dup = next(e for e in pair if e in marked)
+        assert marked[dup] == (pair - {dup}).pop()
+        assert rows[marked[dup]]["dup_of"] is None
+
+
+def test_assign_new_writes_a_new_part_and_keeps_old_files(tmp_path: Path):
+    from clustering.curate import assign_new, cluster_catalog, coverage_drift
+
+    x, _ = blob_embeddings([40, 40], seed=4)
+    add_episodes(tmp_path, x)
+    cfg = cfg_for(tmp_path, k=2)
+    v = cluster_catalog(cfg)
+    before = _sha(sorted(p for p in (tmp_path / "clusters").rglob("*") if p.is_file()))
+    assert assign_new(cfg) == v  # nothing new: no new part
+    assert len(list((tmp_path / "clusters/v001/assignments").glob("*.parquet"))) == 1
+    x2, _ = blob_embeddings([40, 40], seed=4)  # same blobs, new samples
+    x2 = x2 + 0.01
+    new_ids = add_episodes(tmp_path, x2 / np.linalg.norm(x2, axis=1, keepdims=True), first_episode=100, batch="b2")
+    assert assign_new(cfg) == v
+    parts = sorted((tmp_path / "clusters/v001/assignments").glob("*.parquet"))
+    assert len(parts) == 2
+    after = _sha(sorted(p for p in (tmp_path / "clusters").rglob("*") if p.is_file()))
+    assert {k: after[k] for k in before} == before
+    asg = _assignments(tmp_path, v)
+    assert set(new_ids) <= set(asg.column("event_id").to_pylist())
+    d = coverage_drift(cfg)
+    assert d["new_events"] == len(new_ids) and d["train_events"] == 80
+    assert d["ratio"] is not None and d["ratio"] < 3.0
+
+
+def test_drift_flags_far_away_new_events(tmp_path: Path):
+    from clustering.curate import assign_new, cluster_catalog, coverage_drift, recluster
+
+    x, _ = blob_embeddings([30, 30], seed=5, dim=16)
+    add_episodes(tmp_path, x)
+    cfg = cfg_for(tmp_path, k=2)
+    cluster_catalog(cfg)
+    far, _ = blob_embeddings([30], seed=99, dim=16)  # a new direction the centroids never saw
+    add_episodes(tmp_path, far, first_episode=50, batch="b2")
+    assign_new(cfg)
+    d = coverage_drift(cfg)
+    assert d["recommend_recluster"] and d["ratio"] > cfg.cluster.recluster_drift_ratio
+    v2 = recluster(cfg)
+    assert v2 == 2 and (tmp_path / "clusters/v001/meta.json").exists()
+    assert coverage_drift(cfg)["new_events"] == 0
+
+
+def test_k_larger_than_events_is_clamped_with_a_message(tmp_path: Path, caplog):
+    from clustering.curate import cluster_catalog
+
+    x, _ = blob_embeddings([3, 3], seed=6)
+    add_episodes(tmp_path, x, per_episode=3)
+    with caplog.at_level(logging.WARNING, logger="carve"):
+        logging.getLogger("carve").propagate = True
+        try:
+            v = cluster_catalog(cfg_for(tmp_path, k=50))
+        finally:
+            logging.getLogger("carve").propagate = False
+    meta = json.loads((tmp_path / "clusters" / f"v{v:03d}" / "meta.json").read_text())
+    assert meta["k"] == 6 and meta["k_requested"] == 50
+    assert "larger than the number of events (6)" in meta["k_note"]
+    assert any("k=50" in str(getattr(r, "fields", {})) for r in caplog.records)
+
+
+def test_nan_embedding_is_refused_naming_the_event(tmp_path: Path):
+    from clustering.curate import cluster_catalog
+
+    x, _ = blob_embeddings([10, 10], seed=7)
+    x[13, 4] = np.nan
+    ids = add_episodes(tmp_path, x)
+    with pytest.raises(ClusteringError, match=ids[13]):
+        cluster_catalog(cfg_for(tmp_path, k=2))
+    assert not (tmp_path / "clusters" / "v001" / "meta.json").exists()
+
+
+def test_empty_catalog_is_a_clear_error(tmp_path: Path):
+    from clustering.curate import assign_new, cluster_catalog, cut_shards
+
+    with pytest.raises(ClusteringError, match="no committed events"):
+        cluster_catalog(cfg_for(tmp_path))
+    with pytest.raises(ClusteringError, match="no clustering yet"):
+        assign_new(cfg_for(tmp_path))
+    with pytest.raises(ClusteringError, match="no clustering yet"):
+        cut_shards(cfg_for(tmp_path))
+
+
+def test_missing_embeddings_are_refused(tmp_path: Path):
+    from clustering.curate import cluster_catalog
+
+    ep = "d/000000"
+    rows = [{"event_id": make_event_id(ep, 0, 10), "episode_id": ep, "dataset": "d", "episode_index": 0,
+             "event_index": 0, "num_events": 1, "start_frame": 0, "end_frame": 10, "fps": 10.0, "task": "t",
+             "state": [[0.0]], "action": [[0.0]]}]
+    write_event_part(str(tmp_path), "b", ep, events_to_table(rows))
+    with Catalog(tmp_path) as cat:
+        cat.record_episodes([{"episode_id": ep, "dataset": "d", "episode_index": 0, "source_uri": "/s",
+                              "status": "ok", "num_events": 1, "batch": "b"}])
+    with pytest.raises(ClusteringError, match="embed"):
+        cluster_catalog(cfg_for(tmp_path))

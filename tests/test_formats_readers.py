@@ -1,0 +1,171 @@
+"""Every reader round-trips the episodes its writer (sim/lerobot_writer.py, sim/formats.py) wrote."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import av
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.sources import detect_format, load_episode, open_source
+from pipeline.sources.base import EpisodeRef
+from sim.formats import index_frames, read_index, write_dataset
+from sim.lerobot_writer import EpisodeArrays
+
+FPS = 10
+CAM = "observation.images.front"
+WRIST = "observation.images.wrist"
+STATE_NAMES = ["frame", "joint_1", "gripper"]
+ACTION_NAMES = ["d_frame", "d_joint_1", "gripper_cmd"]
+LENGTHS = [9, 14, 11]
+
+
+def make_episodes(lengths: list[int] = LENGTHS, cams: tuple[str, ...] = (CAM,)) -> list[EpisodeArrays]:
+    """State dim 0 and every frame carry the global frame index, so the tests can check alignment."""
+    eps, start = [], 0
+    for e, n in enumerate(lengths):
+        g = np.arange(start, start + n, dtype=np.float32)
+        state = np.stack([g, np.sin(g), (g % 5 < 2).astype(np.float32)], axis=1)
+        action = state + np.float32(0.5)
+        frames = {c: index_frames(range(start + k * 1000, start + k * 1000 + n)) for k, c in enumerate(cams)}
+        eps.append(EpisodeArrays(task=f"task {e % 2}", state=state, action=action, frames=frames))
+        start += n
+    return eps
+
+
+def write(tmp_path: Path, fmt: str, episodes: list[EpisodeArrays], **kw) -> Path:
+    root = tmp_path / fmt
+    return write_dataset(root, episodes, format=fmt, fps=FPS, state_names=STATE_NAMES, action_names=ACTION_NAMES, **kw)
+
+
+def _check_roundtrip(path: Path, fmt: str, episodes: list[EpisodeArrays], expect_format: str) -> list[EpisodeRef]:
+    assert detect_format(str(path)) == expect_format
+    src = open_source(str(path))
+    assert src.format == expect_format
+    refs = src.list_episodes()
+    assert [r.episode_index for r in refs] == list(range(len(episodes)))
+    assert len({r.fingerprint for r in refs}) == len(refs)
+    for ref, want in zip(refs, episodes, strict=True):
+        # refs travel through Ray as rows/pickles
+        ref2 = EpisodeRef.from_row(pickle.loads(pickle.dumps(ref.to_row())))
+        ep = load_episode(ref2)
+        assert ep.length == want.length
+        assert ep.task == want.task
+        assert ep.fps == pytest.approx(FPS)
+        if fmt == "robomimic":  # gripper dims are stored first (robot0_gripper_qpos < robot0_joint_pos)
+            np.testing.assert_allclose(ep.state, want.state[:, [2, 0, 1]])
+            assert ep.state_names[0].startswith("robot0_gripper_qpos")
+        else:
+            np.testing.assert_allclose(ep.state, want.state)
+        if fmt not in ("robomimic", "aloha"):
+            assert ep.state_names == STATE_NAMES
+            assert ep.action_names == ACTION_NAMES
+        np.testing.assert_allclose(ep.action, want.action)
+        first = want.state[0, 0].astype(int)
+        frames = ep.frames()
+        assert frames.shape == (want.length, 64, 64, 3)
+        assert [read_index(f) for f in frames] == list(range(first, first + want.length))
+        pick = [want.length - 1, 0, want.length // 2]
+        assert [read_index(f) for f in ep.frames(None, pick)] == [first + i for i in pick]
+    return refs
+
+
+@pytest.mark.parametrize("fmt", ["lerobot-v3.0", "lerobot-v2.1"])
+def test_lerobot_roundtrip_h264(tmp_path: Path, fmt: str) -> None:
+    eps = make_episodes()
+    path = write(tmp_path, fmt, eps, episodes_per_file=2)
+    _check_roundtrip(path, fmt, eps, "lerobot")
+    info = json.loads((path / "meta/info.json").read_text())
+    assert info["codebase_version"] == fmt.split("-")[1]
+
+
+def test_lerobot_v30_roundtrip_av1(tmp_path: Path) -> None:
+    if not any(c in av.codecs_available for c in ("libsvtav1", "libaom-av1")):
+        pytest.skip("no AV1 encoder (libsvtav1/libaom-av1) in this PyAV build")
+    eps = make_episodes([6, 8])
+    path = write(tmp_path, "lerobot-v3.0", eps, codec="av1", episodes_per_file=2)
+    refs = _check_roundtrip(path, "lerobot-v3.0", eps, "lerobot")
+    ep = load_episode(refs[1], video_backend="auto")
+    assert ep._frame_fn is not None
+    assert ep._frame_fn.reader(CAM).backend == "pyav"  # decord cannot open AV1
+
+
+def test_v30_layout_is_lerobots(tmp_path: Path) -> None:
+    """The files and episode-meta columns the lerobot library itself reads."""
+    path = write(tmp_path, "lerobot-v3.0", make_episodes(), episodes_per_file=2)
+    for rel in ("meta/info.json", "meta/stats.json", "meta/tasks.parquet", "meta/episodes/chunk-000/file-000.parquet",
+                "data/chunk-000/file-000.parquet", "data/chunk-000/file-001.parquet",
+                f"videos/{CAM}/chunk-000/file-000.mp4", f"videos/{CAM}/chunk-000/file-001.mp4"):
+        assert (path / rel).is_file(), rel
+    meta = pq.read_table(path / "meta/episodes/chunk-000/file-000.parquet")
+    for col in ("episode_index", "tasks", "length", "data/chunk_index", "data/file_index", "dataset_from_index",
+                "dataset_to_index", f"videos/{CAM}/chunk_index", f"videos/{CAM}/file_index",
+                f"videos/{CAM}/from_timestamp", f"videos/{CAM}/to_timestamp"):
+        assert col in meta.column_names, col
+    tasks = pq.read_table(path / "meta/tasks.parquet").to_pandas()
+    assert sorted(tasks.index) == ["task 0", "task 1"]
+
+
+def test_v30_multi_camera_and_shared_file_mapping(tmp_path: Path) -> None:
+    eps = make_episodes([7, 12, 5, 10], cams=(CAM, WRIST))
+    path = write(tmp_path, "lerobot-v3.0", eps, episodes_per_file=3)
+    refs = open_source(str(path)).list_episodes()
+    assert refs[1].locator["videos"][CAM]["path"] == refs[2].locator["videos"][CAM]["path"]  # same shared file
+    starts = np.cumsum([0, *[e.length for e in eps]])
+    for ref, s, e in zip(refs, starts[:-1], eps, strict=True):
+        for backend in ("pyav", "decord"):
+            ep = load_episode(ref, camera=WRIST, video_backend=backend)
+            assert ep.cameras == [CAM, WRIST]
+            got = [read_index(f) for f in ep.frames(WRIST)]
+            assert got == list(range(s + 1000, s + 1000 + e.length))
+            assert [read_index(f) for f in ep.frames(CAM, [e.length - 1])] == [s + e.length - 1]
+
+
+@pytest.mark.parametrize("fmt", ["folder-npz", "folder-parquet"])
+def test_folder_roundtrip(tmp_path: Path, fmt: str) -> None:
+    eps = make_episodes()
+    path = write(tmp_path, fmt, eps)
+    _check_roundtrip(path, fmt, eps, "folder")
+
+
+def test_folder_without_sidecar_uses_timestamps_and_video_fps(tmp_path: Path) -> None:
+    eps = make_episodes([8])
+    path = write(tmp_path, "folder-npz", eps)
+    (path / "episode_000000.json").unlink()
+    ep = load_episode(open_source(str(path)).list_episodes()[0])
+    assert ep.fps == pytest.approx(FPS)
+    assert ep.state_names == ["state_0", "state_1", "state_2"]
+    assert [read_index(f) for f in ep.frames("camera", [3])] == [3]
+
+
+@pytest.mark.parametrize("fmt,kw", [("robomimic", {}), ("aloha", {}), ("aloha", {"compress": True})])
+def test_hdf5_roundtrip(tmp_path: Path, fmt: str, kw: dict) -> None:
+    eps = make_episodes()
+    path = write(tmp_path, fmt, eps, **kw)
+    refs = _check_roundtrip(path, fmt, eps, "hdf5")
+    ep = load_episode(refs[0])
+    assert ep.cameras == ["front"]
+    assert ep.robot == ("aloha" if fmt == "aloha" else "robomimic")
+
+
+def test_fingerprint_changes_only_for_the_touched_episode(tmp_path: Path) -> None:
+    eps = make_episodes()
+    path = write(tmp_path, "lerobot-v2.1", eps)
+    before = [r.fingerprint for r in open_source(str(path)).list_episodes()]
+    assert before == [r.fingerprint for r in open_source(str(path)).list_episodes()]
+    target = path / "data/chunk-000/episode_000001.parquet"
+    pq.write_table(pq.read_table(target), target, compression="zstd")
+    after = [r.fingerprint for r in open_source(str(path)).list_episodes()]
+    assert after[0] == before[0] and after[2] == before[2]
+    assert after[1] != before[1]
+
+
+def test_dataset_name_override_and_episode_ids(tmp_path: Path) -> None:
+    path = write(tmp_path, "lerobot-v3.0", make_episodes([5, 6]))
+    src = open_source(str(path), dataset="panda")
+    assert src.dataset == "panda"
+    assert [r.episode_id for r in src.list_episodes()] == ["panda/000000", "panda/000001"]

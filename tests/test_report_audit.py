@@ -1,0 +1,112 @@
+"""The coverage audit (clustering/audit.py) and `carve report` on fabricated, format-true roots."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from clustering import audit as au
+from pipeline.service.testing import fabricate_root
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def fab(tmp_path_factory):
+    return fabricate_root(tmp_path_factory.mktemp("audit") / "root", datasets=("sim", "aloha"))
+
+
+def test_cluster_rows_flags_and_counts(fab):
+    a = au.load_audit(fab.root)
+    rows = {r["cluster_id"]: r for r in au.cluster_rows(a)}
+    assign = pq.read_table(fab.root / "clusters/v001/assignments/part-00000.parquet").to_pylist()
+    assert set(rows) == set(range(fab.k))
+    assert sum(r["size"] for r in rows.values()) == len(assign) == a.events.num_rows
+    for cid, r in rows.items():
+        assert r["duplicates"] == sum(1 for x in assign if x["cluster_id"] == cid and x["dup_of"])
+    assert rows[fab.tiny_cluster]["size"] == 1 and rows[fab.tiny_cluster]["under_covered"]
+    assert [c for c, r in rows.items() if r["under_covered"]] == [fab.tiny_cluster]
+    before = sum(r["share_before"] for r in rows.values())
+    after = sum(r["share_after"] for r in rows.values())
+    assert before == pytest.approx(1.0) and after == pytest.approx(1.0)
+
+
+def test_dataset_scope_and_coverage_tables(fab):
+    a = au.load_audit(fab.root, "aloha")
+    assert set(a.events.column("dataset").to_pylist()) == {"aloha"}
+    assert [f["dataset"] for f in a.failures] == ["aloha"]
+    by_task = au.coverage(a, "task")
+    assert sum(r["events"] for r in by_task) == a.events.num_rows
+    assert sum(r["episodes"] for r in by_task) == a.episodes_ok
+    by_robot = {r["robot"]: r for r in au.coverage(a, "robot")}
+    assert set(by_robot) == {"panda", "so100"}
+    assert all(r["clusters"] >= 1 for r in by_robot.values())
+
+
+def test_pca_separates_two_blobs():
+    rng = np.random.default_rng(1)
+    a = rng.normal(0, 0.1, size=(50, 12)) + 3.0
+    b = rng.normal(0, 0.1, size=(50, 12)) - 3.0
+    xy = au.pca_2d(np.vstack([a, b]).astype(np.float32))
+    assert xy.shape == (100, 2)
+    first = xy[:, 0]
+    assert first[:50].min() > first[50:].max() or first[:50].max() < first[50:].min()
+
+
+def test_write_report_is_self_contained(fab, tmp_path: Path):
+    out = tmp_path / "rep"
+    path = au.write_report(fab.root, out)
+    page = path.read_text()
+    refs = re.findall(r"src='([^']+)'", page)
+    files = [r for r in refs if not r.startswith("data:")]
+    assert set(files) == {"sizes.png", "map.png", "coverage.png"}
+    for f in files:
+        with Image.open(out / f) as im:
+            assert im.format == "PNG" and im.size[0] > 100
+    assert not any(r.startswith(("http:", "https:", "//")) for r in refs)
+    assert sum(1 for r in refs if r.startswith("data:image/jpeg")) >= 3  # keyframe thumbnails
+    assert page.count("data-cluster=") == fab.k
+    for failed in fab.failures:
+        assert failed in page
+
+
+def test_events_without_clusters_still_report(tmp_path: Path):
+    fab = fabricate_root(tmp_path / "root", clusters=False)
+    a = au.load_audit(fab.root)
+    assert a.clusters_version is None and au.cluster_rows(a) == []
+    page, charts = au.render_report(a, inline=True)
+    assert "not clustered yet" in page and set(charts) == {"map.png"}
+
+
+def test_manifest_versions_are_validated(tmp_path: Path):
+    fab = fabricate_root(tmp_path / "root")
+    man_path = fab.root / "shards/v001/manifest.json"
+    man = json.loads(man_path.read_text())
+    (fab.root / "shards/v002").mkdir()  # an unfinished version: no manifest yet
+    assert au.latest_manifest(fab.root)[0] == 1
+    man_path.write_text(json.dumps({**man, "manifest_version": 2}))
+    with pytest.raises(au.AuditError, match=r"v001/manifest.json: manifest_version 2"):
+        au.read_manifest(fab.root, 1)
+    man_path.write_text(json.dumps({**man, "schema_version": 9}))
+    with pytest.raises(au.AuditError, match="schema v9"):
+        au.read_manifest(fab.root, 1)
+    man_path.write_text("{not json")
+    with pytest.raises(au.AuditError, match="not valid JSON"):
+        au.read_manifest(fab.root, 1)
+
+
+def test_carve_report_cli(fab, tmp_path: Path):
+    out = tmp_path / "cli-report"
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "report", "--root", str(fab.root), "--out", str(out),
+                        "--dataset", "sim"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    page = (out / "index.html").read_text()
+    assert "Coverage audit: sim" in page and (out / "sizes.png").exists()
