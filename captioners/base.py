@@ -24,6 +24,7 @@ from pipeline.config import CaptionConfig
 from pipeline.errors import CarveError
 
 STATUS_OK = "ok"
+STATUS_EMPTY = "empty"  # the backend answered but with no usable caption
 
 
 def failed(reason: str) -> str:
@@ -66,7 +67,7 @@ class EventView:
 
 @dataclass
 class CaptionResult:
-    """A caption for one event; `status` is "ok" or "failed: <reason>" (caption then "")."""
+    """A caption for one event; `status` is "ok", "empty" or "failed: <reason>" (caption then "")."""
 
     caption: str
     status: str = STATUS_OK
@@ -109,13 +110,9 @@ def make_captioner(cfg: CaptionConfig) -> Captioner:
 
         return OpenAICaptioner(cfg)
     if backend == "vllm":
-        from captioners.vllm_engine import require_vllm
+        from captioners.vllm_engine import VLLMCaptioner
 
-        require_vllm()
-        raise CarveError(
-            "caption.backend=vllm runs as a Ray Data processor, not per batch: build it with "
-            "captioners.vllm_engine.build_vllm_caption_processor(cfg) and apply it to the event dataset"
-        )
+        return VLLMCaptioner(cfg)
     raise CarveError(f"unknown caption backend {backend!r}; expected kinematic, openai or vllm")
 
 

@@ -185,7 +185,8 @@ def load_audit(root: str | Path, dataset: str | None = None) -> Audit:
     if dataset is not None:
         events = events.filter(pc.equal(events.column("dataset"), dataset))
     audit = Audit(root=root, dataset=dataset, events=events)
-    cversions = list_versions(root, "clusters")
+    # a clusters folder without meta.json is an interrupted write (meta.json is written last)
+    cversions = [v for v in list_versions(root, "clusters") if (version_dir(root, "clusters", v) / "meta.json").exists()]
     if cversions:
         v = cversions[-1]
         audit.clusters_version = v
@@ -194,8 +195,12 @@ def load_audit(root: str | Path, dataset: str | None = None) -> Audit:
         ids = assign.column("event_id").to_pylist()
         cids = assign.column("cluster_id").to_pylist()
         dups = assign.column("dup_of").to_pylist()
-        audit.cluster_of = {e: int(c) for e, c in zip(ids, cids, strict=True) if c is not None}
-        audit.dup_of = {e: d for e, d in zip(ids, dups, strict=True) if d}
+        for e, c, d in zip(ids, cids, dups, strict=True):  # the first assignment of an event wins
+            if c is None or e in audit.cluster_of:
+                continue
+            audit.cluster_of[e] = int(c)
+            if d:
+                audit.dup_of[e] = d
     lm = latest_manifest(root)
     if lm is not None:
         audit.manifest_version, audit.manifest = lm
@@ -370,11 +375,15 @@ def chart_map(audit: Audit) -> bytes | None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     lab = np.asarray(labels)
-    sc = ax.scatter(xy[:, 0], xy[:, 1], c=np.where(lab < 0, -1, lab), cmap="tab20", s=10, alpha=0.8)
+    ids = sorted(set(lab.tolist()) - {-1})
+    cmap = plt.get_cmap("tab10" if len(ids) <= 10 else "tab20")
+    for j, c in enumerate(ids):
+        sel = lab == c
+        ax.scatter(xy[sel, 0], xy[sel, 1], color=cmap(j % cmap.N), s=10, alpha=0.8, label=f"cluster {c}")
     if (lab < 0).any():
-        ax.scatter(xy[lab < 0, 0], xy[lab < 0, 1], c="lightgray", s=10, label="unassigned")
-        ax.legend(fontsize=8)
-    fig.colorbar(sc, ax=ax, label="cluster")
+        ax.scatter(xy[lab < 0, 0], xy[lab < 0, 1], c="lightgray", s=10, label="not clustered")
+    if len(ids) <= 20:
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.set_title(f"event embeddings (PCA, {x.shape[0]} events)", fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])

@@ -34,8 +34,8 @@ from clustering.kmeans import (
 )
 from clustering.versions import (
     INITIAL_PART,
+    claim_version,
     load_clustering,
-    next_version,
     read_assignments,
     save_clustering,
     version_dir,
@@ -97,7 +97,7 @@ def cluster_catalog(cfg: CarveConfig) -> int:
     labels, dist = assign(build_index(hier.leaf_centroids), x)
     paths = hier.paths(labels)
     dup_of = mark_duplicates(x, labels, dist, ids, cc.dedup_threshold)
-    version = next_version(root, "clusters")
+    version = claim_version(root, "clusters")
     sizes = np.bincount(labels, minlength=hier.levels[-1])
     meta: dict[str, Any] = {
         "version": version,
@@ -297,7 +297,7 @@ def cut_shards(cfg: CarveConfig, policy: str | BalancePolicy | None = None, tota
         i = out.schema.get_field_index(name)
         out = out.set_column(i, out.schema.field(name), col.take(take))
     dims = _emb_dims(out)
-    version = next_version(root, "shards")
+    version = claim_version(root, "shards")
     vdir = version_dir(root, "shards", version)
     shards = write_shards(out, vdir, rows_per_shard=sc.rows_per_shard, row_group_size=sc.row_group_size,
                           compression=sc.compression, emb_dims=dims, progress=cfg.ray.progress and len(rows) > 50_000)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 _BLOCK = 2048
+_BLOCK_FLOATS = 16_000_000  # at most ~64 MB of similarities at a time
 
 
 def _rank(cluster_dist: np.ndarray, event_ids: Sequence[str], members: np.ndarray) -> np.ndarray:
@@ -34,8 +35,9 @@ def _greedy(x: np.ndarray, ranked: np.ndarray, threshold: float, dup_idx: np.nda
         return
     xm = x[ranked]
     marked = np.zeros(m, dtype=bool)
-    for s in range(0, m, _BLOCK):
-        block = xm[s : s + _BLOCK] @ xm.T  # (b, m) cosine similarities
+    bsz = max(16, min(_BLOCK, _BLOCK_FLOATS // m))
+    for s in range(0, m, bsz):
+        block = xm[s : s + bsz] @ xm.T  # (b, m) cosine similarities
         for r in range(block.shape[0]):
             i = s + r
             if marked[i]:

@@ -30,6 +30,7 @@ log = get_logger("clustering.kmeans")
 K_MIN = 2
 K_MAX = 1024
 _KMPP_MAX_POINTS = 20_000
+_KMPP_POINTS_PER_CENTROID = 32  # k-means++ seeds on a subsample of this many points per centroid
 
 
 class ClusteringError(CarveError):
@@ -115,11 +116,14 @@ def k_clamp_message(k: int, n: int, what: str = "events", explicit: bool = True)
     return f"k={k} (from {src}) is larger than the number of {what} ({n}); using k={n}"
 
 
-def kmeans_pp_init(x: np.ndarray, k: int, seed: int, max_points: int = _KMPP_MAX_POINTS) -> np.ndarray:
+def kmeans_pp_init(x: np.ndarray, k: int, seed: int, max_points: int | None = None) -> np.ndarray:
     """Seeded greedy k-means++ centres (as in scikit-learn: 2 + log k candidates per step, the
-    one that lowers the potential most wins) on a random subsample of at most `max_points` rows."""
+    one that lowers the potential most wins) on a random subsample of at most `max_points` rows
+    (default: 32 per centroid, at least 1000, at most 20000)."""
     rng = np.random.default_rng(seed)
     n = len(x)
+    if max_points is None:
+        max_points = min(_KMPP_MAX_POINTS, max(1000, _KMPP_POINTS_PER_CENTROID * k))
     sample = x if n <= max_points else x[rng.choice(n, size=max_points, replace=False)]
     m = len(sample)
     trials = 2 + int(math.log(k)) if k > 1 else 1

@@ -26,7 +26,16 @@ import pyarrow.parquet as pq
 
 from clustering.hierarchical import Hierarchy
 from clustering.kmeans import ClusteringError, build_index
-from storage.fs import atomic_write_bytes, atomic_write_table, exists, join, list_files, read_bytes, resolve
+from storage.fs import (
+    atomic_write_bytes,
+    atomic_write_table,
+    exists,
+    is_local,
+    join,
+    list_files,
+    read_bytes,
+    resolve,
+)
 
 CLUSTERS_FORMAT = "carve.clusters"
 CLUSTERS_VERSION = 1
@@ -93,6 +102,25 @@ def next_version(root: str, kind: str) -> int:
         with Catalog(path) as cat:
             seen += [int(r["version"]) for r in cat.versions(kind)]
     return max(seen, default=0) + 1
+
+
+def claim_version(root: str, kind: str) -> int:
+    """`next_version`, with its folder created exclusively on local disks, so two processes
+    cutting shards (or clustering) at once never get the same number."""
+    import os
+
+    fs, _ = resolve(str(root))
+    v = next_version(root, kind)
+    if not is_local(fs):
+        return v
+    while True:
+        path = resolve(version_dir(root, kind, v))[1]
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            os.mkdir(path)
+            return v
+        except FileExistsError:
+            v += 1
 
 
 @dataclass

@@ -18,6 +18,7 @@ notes/shared_formats.md). Predictions come from the event catalog (`--root`) or 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -70,7 +71,7 @@ def prf(counts: dict[str, int]) -> dict[str, float]:
 
 def segments_from_boundaries(bounds: Iterable[int], length: int) -> list[tuple[int, int]]:
     edges = [0, *sorted(b for b in set(bounds) if 0 < b < length), length]
-    return list(zip(edges[:-1], edges[1:], strict=True))
+    return list(itertools.pairwise(edges))
 
 
 def segment_counts(pred: Iterable[int], true: Iterable[int], length: int, iou: float = 0.5) -> dict[str, int]:

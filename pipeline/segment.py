@@ -26,6 +26,7 @@ are merged into a neighbour by dropping their weaker boundary; segments longer t
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -266,19 +267,16 @@ def _merge_short(bounds: list[tuple[int, str]], n: int, min_len: int) -> list[tu
         i = int(short[np.argmin(lens[short])])  # the shortest segment, [edges[i], edges[i+1])
         # candidate boundaries to drop: b[i-1] (its start) and b[i] (its end), when they exist
         options = [j for j in (i - 1, i) if 0 <= j < len(b)]
-
-        def cost(j: int) -> tuple[int, int]:
-            merged = lens[j] + lens[j + 1]
-            return (_PRIORITY[b[j][1]], merged)
-
-        b.pop(min(options, key=cost))
+        # drop the lower-priority boundary; on a tie the one whose merge gives the shorter segment
+        costs = [(_PRIORITY[b[j][1]], int(lens[j] + lens[j + 1])) for j in options]
+        b.pop(options[costs.index(min(costs))])
     return b
 
 
 def _split_long(bounds: list[tuple[int, str]], n: int, max_len: int) -> list[tuple[int, str]]:
     edges = [0, *(t for t, _ in bounds), n]
     out = list(bounds)
-    for a, e in zip(edges[:-1], edges[1:], strict=True):
+    for a, e in itertools.pairwise(edges):
         length = e - a
         if length > max_len:
             parts = int(np.ceil(length / max_len))

@@ -9,7 +9,10 @@ frames:
 * `read_at(timestamps)`: for each timestamp the frame whose pts is nearest, which must lie
   within half a frame period. Targets are visited in time order; the decoder seeks only when
   going backwards or jumping more than `seek_gap_s` ahead, and decodes forward otherwise, so
-  dense requests never reseek per frame. Only the selected frames are converted to RGB.
+  dense requests never reseek per frame. Only the selected frames are converted to RGB;
+* `verify_span(start_s, end_s)`: checks without decoding that the container index reaches
+  `end_s` and that the packets are really there (demuxes only the last GOP), so a video that
+  is shorter than the action stream or truncated is caught before any decode.
 
 Backend "auto" probes the codec with PyAV and uses decord for H.264 (decord cannot open AV1,
 LeRobot's default codec) and PyAV (libdav1d) for everything else. Missing, truncated and
@@ -19,7 +22,6 @@ undecodable files raise `VideoError` naming the file and the reason; readers tur
 
 from __future__ import annotations
 
-import bisect
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
@@ -86,6 +88,7 @@ class _PyAVDecoder:
         if threads:
             self.stream.thread_type = "AUTO"
         self.time_base = self.stream.time_base
+        self.tb = float(self.time_base) if self.time_base else 1e-6  # float seconds per pts tick
         cc = self.stream.codec_context
         self.codec = str(cc.name)
         self.width = int(cc.width)
@@ -139,7 +142,7 @@ class _PyAVDecoder:
             for packet in self.container.demux(self.stream):
                 if packet.pts is None or packet.size == 0:
                     continue
-                t = float(packet.pts * self.time_base)
+                t = packet.pts * self.tb
                 last = t if last is None else max(last, t)
         except av.error.FFmpegError as e:
             raise VideoError(self.uri, f"file is truncated or corrupt near {near_s:.3f} s ({_ff_reason(e)})") from None
@@ -166,12 +169,12 @@ class _PyAVDecoder:
             return True  # the keyframe we landed on is after t
         return t - cur_t > gap_s
 
-    def step(self) -> bool:
-        """Decode the next frame into `cur` (moving `cur` to `prev`); False at end of stream."""
+    def next_frame(self) -> tuple[float, Any] | None:
+        """Decode the next frame without touching the cursor; None at end of stream."""
         import av
 
         if self.eof:
-            return False
+            return None
         if self._it is None:
             self._it = self.container.decode(self.stream)
         while True:
@@ -179,15 +182,21 @@ class _PyAVDecoder:
                 frame = next(self._it)
             except StopIteration:
                 self.eof = True
-                return False
+                return None
             except av.error.FFmpegError as e:
                 after = f"{self.cur[0]:.3f} s" if self.cur is not None else "the start"
                 raise VideoError(self.uri, f"decoding failed after {after} ({_ff_reason(e)})") from None
-            if frame.pts is None:
-                continue
-            self.prev = self.cur
-            self.cur = (float(frame.pts * self.time_base), frame)
-            return True
+            if frame.pts is not None:
+                return frame.pts * self.tb, frame
+
+    def step(self) -> bool:
+        """Decode the next frame into `cur` (moving `cur` to `prev`); False at end of stream."""
+        nxt = self.next_frame()
+        if nxt is None:
+            return False
+        self.prev = self.cur
+        self.cur = nxt
+        return True
 
     def close(self) -> None:
         self.container.close()
@@ -215,20 +224,34 @@ class VideoReader:
             raise VideoError(self.path, "file not found")
         self.seek_gap_s = float(seek_gap_s)
         self._av = _PyAVDecoder(self.path)
+        try:
+            self._init_backend(backend)
+        except BaseException:
+            self._av.close()
+            raise
+
+    def _init_backend(self, backend: Backend) -> None:
         self.codec: str = self._av.codec
         self.fps: float = self._av.fps
         self.duration: float = self._av.duration
         self.num_frames: int = self._av.num_frames
         self.width: int = self._av.width
         self.height: int = self._av.height
+        self.start_time: float = self._av.start_time  # pts of the first frame, seconds
         self._decord: Any = None
         self._decord_ts: np.ndarray | None = None
         if backend == "auto":
             use_decord = (
                 self.codec in DECORD_CODECS and not _is_remote(self.path) and _decord_available()
             )
-            backend = "decord" if use_decord else "pyav"
-        if backend == "decord":
+            backend = "pyav"
+            if use_decord:
+                try:
+                    self._open_decord()
+                    backend = "decord"
+                except VideoError:  # PyAV opened it, so fall back to PyAV
+                    self._decord = None
+        elif backend == "decord":
             if _is_remote(self.path):
                 raise VideoError(self.path, "decord cannot read remote URIs; use the pyav backend")
             self._open_decord()
@@ -291,21 +314,29 @@ class VideoReader:
             return self._empty()
         if self.backend == "decord":
             ts = self._decord_times()
-            lo = bisect.bisect_left(ts.tolist(), start_s - _EPS)
-            hi = bisect.bisect_left(ts.tolist(), end_s - _EPS)
-            return self._decord_batch(list(range(lo, hi)))
+            lo, hi = np.searchsorted(ts, [start_s - _EPS, end_s - _EPS], side="left")
+            return self._decord_batch(list(range(int(lo), int(hi))))
         dec = self._require_av()
         if dec.needs_seek(start_s, self.seek_gap_s):
             dec.seek(start_s)
+        lo, hi = start_s - _EPS, end_s - _EPS
         out: list[np.ndarray] = []
-        if dec.cur is not None and start_s - _EPS <= dec.cur[0] < end_s - _EPS:
+        if dec.cur is not None and lo <= dec.cur[0] < hi:
             out.append(_to_rgb(dec.cur[1]))
-        while dec.step():
-            t = dec.cur[0]  # type: ignore[index]
-            if t >= end_s - _EPS:
+        # Hold no reference to frames already converted: with frame threading, every frame kept
+        # alive pins a decoder buffer and measurably slows decoding down.
+        dec.prev = None
+        while (nxt := dec.next_frame()) is not None:
+            dec.cur = nxt
+            if nxt[0] >= hi:
                 break
-            if t >= start_s - _EPS:
-                out.append(_to_rgb(dec.cur[1]))  # type: ignore[index]
+            if nxt[0] >= lo:
+                out.append(_to_rgb(nxt[1]))
+                dec.cur = (nxt[0], None)
+            del nxt
+        if dec.cur is not None and dec.cur[1] is None:  # cursor frame was consumed: refetch on demand
+            dec.cur = None
+            dec.must_seek = True
         return np.stack(out) if out else self._empty()
 
     def read_at(self, timestamps: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -377,11 +408,9 @@ class VideoReader:
     def _decord_times(self) -> np.ndarray:
         if self._decord_ts is None:
             n = len(self._decord)
-            self._decord_ts = (
-                np.asarray(self._decord.get_frame_timestamp(np.arange(n)))[:, 0].astype(np.float64)
-                if n
-                else np.zeros(0)
-            )
+            ts = np.asarray(self._decord.get_frame_timestamp(np.arange(n)))[:, 0].astype(np.float64) if n else np.zeros(0)
+            # decord counts from the first frame; PyAV (and LeRobot's from_timestamp) use stream pts
+            self._decord_ts = ts + (self.start_time - ts[0]) if n else ts
         return self._decord_ts
 
     def _decord_batch(self, idx: list[int]) -> np.ndarray:

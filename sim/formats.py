@@ -63,6 +63,27 @@ def read_index(frame: np.ndarray) -> int:
     return value
 
 
+INDEX_STATE_NAMES = ["frame", "joint_1", "gripper"]
+INDEX_ACTION_NAMES = ["d_frame", "d_joint_1", "gripper_cmd"]
+
+
+def index_episodes(
+    lengths: Iterable[int], cameras: Iterable[str] = ("observation.images.front",), size: int = 64
+) -> list[EpisodeArrays]:
+    """Episodes for alignment tests and benchmarks: state dim 0 holds the global frame index
+    and camera k's frames show `index + 1000 * k` (`index_frames`), so a reader's frames can
+    be checked against its state. State/action names are `INDEX_STATE_NAMES`/`INDEX_ACTION_NAMES`."""
+    cams = list(cameras)
+    eps, start = [], 0
+    for e, n in enumerate(lengths):
+        g = np.arange(start, start + n, dtype=np.float32)
+        state = np.stack([g, np.sin(g), (g % 5 < 2).astype(np.float32)], axis=1)
+        frames = {c: index_frames(range(start + k * 1000, start + k * 1000 + n), size) for k, c in enumerate(cams)}
+        eps.append(EpisodeArrays(task=f"task {e % 2}", state=state, action=state + np.float32(0.5), frames=frames))
+        start += n
+    return eps
+
+
 def short_camera(key: str) -> str:
     """`observation.images.front` -> `front` (the camera name in HDF5 layouts)."""
     return key.rsplit(".", 1)[-1]
@@ -245,6 +266,9 @@ def write_aloha(
                 f.attrs["compress"] = bool(compress)
                 f.attrs["fps"] = float(fps)
                 f.attrs["task"] = ep.task
+                if state_names is not None and action_names is not None:  # not in real ALOHA files
+                    f.attrs["state_names"] = json.dumps(list(state_names))
+                    f.attrs["action_names"] = json.dumps(list(action_names))
                 obs = f.create_group("observations")
                 obs.create_dataset("qpos", data=ep.state.astype(np.float32))
                 obs.create_dataset("qvel", data=np.zeros_like(ep.state, dtype=np.float32))
@@ -260,6 +284,11 @@ def write_aloha(
 
 
 # ------------------------------------------------------------------------------------------ dispatch
+def _dir_of(written: Path, root: str | Path) -> Path:
+    """`root` itself when it is the directory the file was written into, else the file."""
+    return written.parent if written.parent == Path(root).absolute() else written
+
+
 def write_dataset(
     root: str | Path,
     episodes: Iterable[EpisodeArrays],
@@ -273,7 +302,8 @@ def write_dataset(
     overwrite: bool = False,
     **kwargs: Any,
 ) -> Path:
-    """Write `episodes` in `format` (one of `FORMATS`); returns the path to open as a source."""
+    """Write `episodes` in `format` (one of `FORMATS`); returns the path to open as a source
+    (`root` as an absolute path, except robomimic with a `root` ending in .hdf5: that file)."""
     common = {"fps": fps, "state_names": state_names, "action_names": action_names, "overwrite": overwrite}
     writers: dict[str, Callable[[], Path]] = {
         "lerobot-v3.0": lambda: write_lerobot_dataset(
@@ -286,7 +316,7 @@ def write_dataset(
         "folder-parquet": lambda: write_folder(
             root, episodes, arrays="parquet", codec=codec, robot_type=robot_type, **common
         ),
-        "robomimic": lambda: write_robomimic(root, episodes, **common, **kwargs),
+        "robomimic": lambda: _dir_of(write_robomimic(root, episodes, **common, **kwargs), root),
         "aloha": lambda: write_aloha(root, episodes, **common, **kwargs),
     }
     if format not in writers:

@@ -396,7 +396,9 @@ class _DatasetWriter:
 
     def _finish_v30(self) -> None:
         self._close_files()
-        tasks = pd.DataFrame({"task_index": list(self.tasks.values())}, index=list(self.tasks.keys()))
+        tasks = pd.DataFrame(
+            {"task_index": list(self.tasks.values())}, index=pd.Index(list(self.tasks.keys()), name="task")
+        )
         (self.tmp / "meta").mkdir(parents=True, exist_ok=True)
         tasks.to_parquet(self.tmp / "meta/tasks.parquet")
         ep_path = self.tmp / V30_EPISODES_PATH.format(chunk_index=0, file_index=0)
@@ -415,7 +417,9 @@ class _DatasetWriter:
             "splits": {"train": f"0:{self.n_episodes}"},
             "data_path": V30_DATA_PATH,
             "video_path": V30_VIDEO_PATH if self.cameras else None,
-            "features": self.features(),
+            "features": {  # v3.0 records the rate on every non-video feature too
+                k: (f if f["dtype"] == "video" else {**f, "fps": self.fps}) for k, f in self.features().items()
+            },
         }
         self._write_json("meta/info.json", info)
 

@@ -23,8 +23,27 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import pybullet as pb
-import pybullet_data
+
+
+def _import_pybullet_quietly():  # pybullet prints a build-time banner on stderr at import
+    import os
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import pybullet
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    return pybullet
+
+
+pb = _import_pybullet_quietly()
+import pybullet_data  # noqa: E402
 
 PHYSICS_HZ = 240
 STATE_NAMES = [*(f"joint_{i}" for i in range(7)), "gripper_opening"]
@@ -68,7 +87,7 @@ class CameraPose:
     def sample(cls, rng: np.random.Generator) -> CameraPose:
         return cls(
             target=(0.5 + rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05), rng.uniform(0.02, 0.1)),
-            distance=float(rng.uniform(0.85, 1.2)),
+            distance=float(rng.uniform(0.75, 1.05)),
             yaw=float(90.0 + rng.uniform(-35.0, 35.0)),  # 90 = looking from +x back at the robot
             pitch=float(rng.uniform(-55.0, -30.0)),
             fov=float(rng.uniform(50.0, 62.0)),
@@ -95,6 +114,33 @@ class SceneObject:
         return float(min(2.0 * min(self.half[0], self.half[1]), GRIPPER_MAX * 0.9))
 
 
+def lowpoly_panda_urdf() -> str:
+    """Path of a copy of pybullet_data's panda.urdf whose visual meshes are the (20x lighter)
+    collision meshes: TinyRenderer time is dominated by triangle count. Cached per user."""
+    import os
+    import tempfile
+
+    src_dir = os.path.join(pybullet_data.getDataPath(), "franka_panda")
+    out_dir = os.path.join(tempfile.gettempdir(), f"carve-sim-{os.getuid()}")
+    out = os.path.join(out_dir, "panda_lowpoly.urdf")
+    if os.path.exists(out):
+        return out
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(src_dir, "panda.urdf")) as f:
+        text = f.read()
+    coll = os.path.join(src_dir, "meshes", "collision")
+    text = text.replace("package://meshes/visual/", coll + "/").replace("package://meshes/collision/", coll + "/")
+    tmp = f"{out}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, out)
+    return out
+
+
+_LINK_SHADES = {-1: 0.92, 0: 0.92, 1: 0.92, 2: 0.92, 3: 0.92, 4: 0.92, 5: 0.92, 6: 0.25, 7: 0.25, 8: 0.92,
+                9: 0.25, 10: 0.25}
+
+
 class Scene:
     """One pybullet DIRECT client holding the robot, the tray and the objects of one episode."""
 
@@ -107,7 +153,10 @@ class Scene:
         self.plane = pb.loadURDF("plane.urdf", physicsClientId=c)
         shade = rng.uniform(0.55, 0.85)
         pb.changeVisualShape(self.plane, -1, rgbaColor=[shade, shade * 0.95, shade * 0.88, 1], physicsClientId=c)
-        self.robot = pb.loadURDF("franka_panda/panda.urdf", [0, 0, 0], useFixedBase=True, physicsClientId=c)
+        self.robot = pb.loadURDF(lowpoly_panda_urdf(), [0, 0, 0], useFixedBase=True, physicsClientId=c)
+        for link, shade in _LINK_SHADES.items():  # Panda colours: white links, dark wrist and fingers
+            pb.changeVisualShape(self.robot, link, rgbaColor=[shade, shade, shade * 1.02 if shade < 0.5 else shade, 1],
+                                 physicsClientId=c)
         for j in [*ARM_JOINTS, *FINGER_JOINTS]:  # the arm is driven kinematically: no gravity sag
             pb.setJointMotorControl2(self.robot, j, pb.VELOCITY_CONTROL, force=0, physicsClientId=c)
         self.camera = CameraPose.sample(rng)
@@ -117,7 +166,7 @@ class Scene:
         self.tray_half = 0.0
         self.home = np.asarray(home, dtype=np.float64)
         self._held: tuple[int, tuple, tuple] | None = None
-        self.ik_iterations = 200
+        self.ik_iterations = 50
         self.width = GRIPPER_MAX
         self.q = np.asarray(REST_POSE, dtype=np.float64)
         self._set_robot(self.q, self.width)  # the IK solver starts from the current joints
@@ -185,23 +234,31 @@ class Scene:
 
     # --- control --------------------------------------------------------------------------
     def ik(self, pos: tuple[float, float, float] | np.ndarray, yaw: float, rest: list[float] | None = None) -> np.ndarray:
-        """Joint angles for the grasp frame at `pos`, gripper pointing down, rotated `yaw` rad."""
+        """Joint angles for the grasp frame at `pos`, gripper pointing down, rotated `yaw` rad.
+
+        With `rest`, null-space IK pulls the arm towards that posture (used once, for the home
+        pose). Without it, plain damped least squares from the current joints: the solution
+        moves continuously with the target and a still target gives still joints (a
+        null-space pull would make the arm creep while the operator holds it still)."""
         orn = pb.getQuaternionFromEuler([math.pi, 0.0, yaw])
-        if rest is None:  # an elbow-up posture facing the target (the solver starts from the current joints)
-            rest = list(REST_POSE)
-            rest[0] = math.atan2(float(pos[1]), float(pos[0]))
-            rest[6] = REST_POSE[6] + yaw - rest[0]
-        half = FINGER_OPEN / 2
-        # null-space IK needs limits for every movable joint: 7 arm joints + 2 fingers
-        q = pb.calculateInverseKinematics(
-            self.robot, EE_LINK, [float(v) for v in pos], orn,
-            lowerLimits=[*_LOWER, 0.0, 0.0], upperLimits=[*_UPPER, FINGER_OPEN, FINGER_OPEN],
-            jointRanges=[*_RANGES, FINGER_OPEN, FINGER_OPEN], restPoses=[*rest, half, half],
-            maxNumIterations=self.ik_iterations, residualThreshold=1e-12, physicsClientId=self.client,
-        )
+        target = [float(v) for v in pos]
+        if rest is not None:
+            half = FINGER_OPEN / 2
+            # null-space IK needs limits for every movable joint: 7 arm joints + 2 fingers
+            q = pb.calculateInverseKinematics(
+                self.robot, EE_LINK, target, orn,
+                lowerLimits=[*_LOWER, 0.0, 0.0], upperLimits=[*_UPPER, FINGER_OPEN, FINGER_OPEN],
+                jointRanges=[*_RANGES, FINGER_OPEN, FINGER_OPEN], restPoses=[*rest, half, half],
+                maxNumIterations=200, residualThreshold=1e-12, physicsClientId=self.client,
+            )
+        else:
+            q = pb.calculateInverseKinematics(
+                self.robot, EE_LINK, target, orn, maxNumIterations=self.ik_iterations, residualThreshold=1e-6,
+                physicsClientId=self.client,
+            )
         return np.clip(np.asarray(q[:7], dtype=np.float64), _LOWER, _UPPER)
 
-    def solve(self, pos: np.ndarray, yaw: float, passes: int = 3) -> np.ndarray:
+    def solve(self, pos: np.ndarray, yaw: float, passes: int = 2) -> np.ndarray:
         """IK iterated to a fixed point, so that a still target gives still joints (the
         null-space pull of a single IK call would make the arm creep while it should dwell)."""
         c = self.client

@@ -91,7 +91,9 @@ class _Recorder:
         self.yaw = 0.0
         self.width = scene.width
         self.grip_cmd = 0.0
-        self._tremor = np.zeros(3)
+        self._tremor = np.zeros(7)
+        self._pose: tuple[float, ...] = ()
+        self._q_nominal = scene.q.copy()
 
     @property
     def t(self) -> int:
@@ -111,9 +113,13 @@ class _Recorder:
         self.states.append(self.scene.observe())
         if self.render:
             self.frames.append(self.scene.render(self.size))
-        # hand tremor: a slowly varying sub-millimetre offset, as in real teleoperation
-        self._tremor = 0.7 * self._tremor + self.rng.normal(0.0, 0.0004, 3)
-        q1 = self.scene.solve(pos + self._tremor, yaw)
+        pose = (*np.round(np.asarray(pos, dtype=np.float64), 9), round(float(yaw), 9))
+        if pose != self._pose:  # a held pose keeps its joints: the arm does not creep while dwelling
+            self._q_nominal = self.scene.solve(np.asarray(pos, dtype=np.float64), yaw)
+            self._pose = pose
+        # hand tremor: a slowly varying offset of ~1 mrad per joint, as in real teleoperation
+        self._tremor = 0.7 * self._tremor + self.rng.normal(0.0, 0.0006, 7)
+        q1 = self._q_nominal + self._tremor
         self.actions.append(np.asarray([*q1, self.grip_cmd], dtype=np.float32))
         self.scene.drive(q1, width, self.fps)
         self.pos, self.yaw, self.width = np.asarray(pos, dtype=np.float64), yaw, width
@@ -126,7 +132,7 @@ class _Recorder:
         n = self.frames_for(*secs)
         p0, p1 = self.pos.copy(), np.asarray(target, dtype=np.float64)
         c = (p0 + p1) / 2
-        c[2] = max(p0[2], p1[2]) + arc
+        c[2] += arc
         y0, y1 = self.yaw, self.yaw if yaw is None else yaw
         for i in range(1, n + 1):
             s = float(_min_jerk(i / n))
@@ -230,7 +236,7 @@ def _place_at(rec: _Recorder, obj: SceneObject, xy: np.ndarray, z: float) -> Non
 
 def _retreat(rec: _Recorder) -> None:
     target = rec.scene.home + rec.rng.uniform(-0.04, 0.04, 3)
-    rec.move("retreat", target, (0.8, 1.2), arc=0.03, yaw=0.0)
+    rec.move("retreat", target, (0.8, 1.2), arc=0.03)
     rec.dwell((0.1, 0.3))
 
 
@@ -287,6 +293,7 @@ def _push(rec: _Recorder) -> str:
     z = max(obj.half[2] * 0.8, 0.015)
     start = np.array([p[0], p[1], z]) - d * (radius + 0.035)
     yaw = float(np.arctan2(d[1], d[0])) + np.pi / 2  # finger pads face the push direction
+    yaw = (yaw + np.pi / 2) % np.pi - np.pi / 2  # the hand is symmetric under a half turn
     rec.begin("reach")
     _idle(rec)
     rec.move(None, start, (1.2, 1.8), arc=0.15, yaw=yaw)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,15 +45,21 @@ def shard_name(i: int) -> str:
     return f"part-{i:05d}.parquet"
 
 
-def encode_shard(table: pa.Table, row_group_size: int, compression: str = "zstd") -> bytes:
-    """The Parquet bytes of one shard."""
+def encode_shard(table: pa.Table, row_group_size: int, compression: str = "zstd") -> pa.Buffer:
+    """The Parquet bytes of one shard (an Arrow buffer; supports the buffer protocol)."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, row_group_size=row_group_size, compression=compression, write_statistics=True)
-    return sink.getvalue().to_pybytes()
+    return sink.getvalue()
 
 
-def _write_one(data: bytes, uri: str) -> None:
+def _write_one(data: bytes | pa.Buffer, uri: str) -> None:
     atomic_write_bytes(data, uri)
+
+
+def _hash_and_write(data: pa.Buffer, uri: str) -> str:
+    digest = hashlib.sha256(memoryview(data)).hexdigest()
+    _write_one(data, uri)
+    return digest
 
 
 def write_shards(
@@ -65,7 +72,11 @@ def write_shards(
     emb_dims: dict[str, int] | None = None,
     progress: bool = False,
 ) -> list[ShardInfo]:
-    """Write `table` (in order) as shard parts under `version_dir`; return what was written."""
+    """Write `table` (in order) as shard parts under `version_dir`; return what was written.
+
+    Shard i is hashed and written on a helper thread while shard i+1 is encoded (both release
+    the GIL). The first failure stops the loop and is re-raised; parts already renamed into
+    place stay, and no manifest is written by this function."""
     if rows_per_shard < 1 or row_group_size < 1:
         raise ValueError(f"rows_per_shard ({rows_per_shard}) and row_group_size ({row_group_size}) must be >= 1")
     table = conform(table, event_schema(emb_dims or None))
@@ -74,13 +85,28 @@ def write_shards(
         from tqdm import tqdm
 
         starts = tqdm(starts, desc="shards", unit="shard")
-    out = []
-    for i, s in enumerate(starts):
-        part = table.slice(s, rows_per_shard)
-        data = encode_shard(part, min(row_group_size, rows_per_shard), compression)
-        name = shard_name(i)
-        _write_one(data, join(version_dir, name))
-        out.append(ShardInfo(path=name, rows=part.num_rows, bytes=len(data), sha256=hashlib.sha256(data).hexdigest()))
+    out: list[ShardInfo] = []
+    pending: tuple[Future[str], ShardInfo] | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as pool:
+        try:
+            for i, s in enumerate(starts):
+                part = table.slice(s, rows_per_shard)
+                data = encode_shard(part, min(row_group_size, rows_per_shard), compression)
+                if pending is not None:
+                    fut, info = pending
+                    info.sha256 = fut.result()
+                    out.append(info)
+                name = shard_name(i)
+                pending = (pool.submit(_hash_and_write, data, join(version_dir, name)),
+                           ShardInfo(path=name, rows=part.num_rows, bytes=data.size, sha256=""))
+            if pending is not None:
+                fut, info = pending
+                info.sha256 = fut.result()
+                out.append(info)
+                pending = None
+        finally:
+            if pending is not None:  # an error while encoding: let the in-flight write finish first
+                pending[0].exception()
     return out
 
 

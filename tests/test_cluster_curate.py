@@ -236,3 +236,33 @@ def test_missing_embeddings_are_refused(tmp_path: Path):
                               "status": "ok", "num_events": 1, "batch": "b"}])
     with pytest.raises(ClusteringError, match="embed"):
         cluster_catalog(cfg_for(tmp_path))
+
+
+def test_pipeline_curate_step_clusters_then_assigns_and_reshards(tmp_path: Path):
+    """pipeline.run.curate, the integration point: first run clusters, later runs assign + reshard."""
+    from pipeline.run import JobReporter, RunSummary, curate
+
+    x, _ = blob_embeddings([30, 30, 30], seed=8, spread=0.15)
+    add_episodes(tmp_path, x)
+    cfg = cfg_for(tmp_path)
+
+    def run() -> RunSummary:
+        s = RunSummary()
+        with Catalog(tmp_path) as cat:
+            curate(cfg, cat, JobReporter(cat, None), s)
+        return s
+
+    s1 = run()
+    assign_before = _sha(sorted((tmp_path / "clusters").rglob("assignments/*.parquet")))
+    s2 = run()  # nothing new
+    assert s2.clusters_version == s1.clusters_version and s2.shards_version == s1.shards_version + 1
+    assert _sha(sorted((tmp_path / "clusters").rglob("assignments/*.parquet"))) == assign_before
+    x3, _ = blob_embeddings([10], seed=8, spread=0.15)
+    add_episodes(tmp_path, x3, first_episode=90, batch="b2")
+    s3 = run()
+    after = _sha(sorted((tmp_path / "clusters").rglob("assignments/*.parquet")))
+    assert s3.clusters_version == s1.clusters_version and len(after) == len(assign_before) + 1
+    assert {k: after[k] for k in assign_before} == assign_before
+    assert (tmp_path / "shards" / f"v{s1.shards_version:03d}" / "manifest.json").exists()
+    m = json.loads((tmp_path / "shards" / f"v{s3.shards_version:03d}" / "manifest.json").read_text())
+    assert m["eligible_events"] + m["duplicates_excluded"] == 100

@@ -15,15 +15,17 @@ import pytest
 
 from pipeline.errors import EpisodeError, SourceError
 from pipeline.sources import load_episode, open_source
-from sim.formats import index_frames, write_dataset
+from sim.formats import INDEX_ACTION_NAMES, INDEX_STATE_NAMES, index_episodes, index_frames, write_dataset
 from sim.lerobot_writer import write_video
-from tests.test_formats_readers import ACTION_NAMES, CAM, FPS, STATE_NAMES, make_episodes
+
+CAM = "observation.images.front"
+FPS = 10
 
 
 def write(tmp_path: Path, fmt: str, lengths: list[int] = [8, 12, 10], **kw) -> Path:  # noqa: B006
     return write_dataset(
-        tmp_path / fmt, make_episodes(lengths), format=fmt, fps=FPS,
-        state_names=STATE_NAMES, action_names=ACTION_NAMES, **kw,
+        tmp_path / fmt, index_episodes(lengths), format=fmt, fps=FPS,
+        state_names=INDEX_STATE_NAMES, action_names=INDEX_ACTION_NAMES, **kw,
     )
 
 
@@ -61,7 +63,7 @@ def test_unknown_codebase_version(tmp_path: Path) -> None:
 def test_missing_info_json(tmp_path: Path) -> None:
     path = write(tmp_path, "lerobot-v3.0")
     (path / "meta/info.json").unlink()
-    with pytest.raises(SourceError, match="missing meta/info.json") as ei:
+    with pytest.raises(SourceError, match=r"missing meta/info\.json") as ei:
         open_source(str(path))
     assert str(path) in str(ei.value)
 
@@ -77,7 +79,7 @@ def test_missing_v30_episodes_meta(tmp_path: Path) -> None:
 def test_missing_v21_episodes_jsonl(tmp_path: Path) -> None:
     path = write(tmp_path, "lerobot-v2.1")
     (path / "meta/episodes.jsonl").unlink()
-    with pytest.raises(SourceError, match="missing meta/episodes.jsonl"):
+    with pytest.raises(SourceError, match=r"missing meta/episodes\.jsonl"):
         open_source(str(path)).list_episodes()
 
 
@@ -181,7 +183,7 @@ def test_truncated_faststart_video_detected_without_decoding(tmp_path: Path) -> 
             c.mux(p)
     data = mp4.read_bytes()
     mp4.write_bytes(data[: len(data) // 2])
-    _episode_error(path, 0, "camera camera: video", video_backend="pyav")
+    _episode_error(path, 0, f"camera {CAM}: video .*episode_000000.mp4: is truncated", video_backend="pyav")
 
 
 def test_video_shorter_than_actions(tmp_path: Path) -> None:
@@ -217,7 +219,7 @@ def test_hdf5_images_shorter_than_actions(tmp_path: Path) -> None:
         f["observations/images"].create_dataset("front", data=imgs[:5])
     _episode_error(path, 1, r"camera front: video ends at 0\.50 s \(5 images\) but actions run to 1\.20 s")
     rpath = write(tmp_path, "robomimic")
-    with h5py.File(rpath, "a") as f:
+    with h5py.File(rpath / "demos.hdf5", "a") as f:
         a = f["data/demo_0/actions"][()]
         a[3, 0] = np.nan
         f["data/demo_0/actions"][...] = a
@@ -226,6 +228,6 @@ def test_hdf5_images_shorter_than_actions(tmp_path: Path) -> None:
 
 def test_unknown_camera(tmp_path: Path) -> None:
     path = write(tmp_path, "lerobot-v3.0")
-    with pytest.raises(SourceError, match="no video feature 'observation.images.top'"):
+    with pytest.raises(SourceError, match=r"no video feature 'observation\.images\.top'"):
         open_source(str(path), camera="observation.images.top")
     _episode_error(path, 0, "no camera 'top'", camera="top")

@@ -13,28 +13,27 @@ import pytest
 
 from pipeline.sources import detect_format, load_episode, open_source
 from pipeline.sources.base import EpisodeRef
-from sim.formats import index_frames, read_index, write_dataset
+from sim.formats import (
+    INDEX_ACTION_NAMES,
+    INDEX_STATE_NAMES,
+    index_episodes,
+    index_frames,
+    read_index,
+    write_dataset,
+)
 from sim.lerobot_writer import EpisodeArrays
 
 FPS = 10
 CAM = "observation.images.front"
 WRIST = "observation.images.wrist"
-STATE_NAMES = ["frame", "joint_1", "gripper"]
-ACTION_NAMES = ["d_frame", "d_joint_1", "gripper_cmd"]
+STATE_NAMES = INDEX_STATE_NAMES
+ACTION_NAMES = INDEX_ACTION_NAMES
 LENGTHS = [9, 14, 11]
 
 
 def make_episodes(lengths: list[int] = LENGTHS, cams: tuple[str, ...] = (CAM,)) -> list[EpisodeArrays]:
     """State dim 0 and every frame carry the global frame index, so the tests can check alignment."""
-    eps, start = [], 0
-    for e, n in enumerate(lengths):
-        g = np.arange(start, start + n, dtype=np.float32)
-        state = np.stack([g, np.sin(g), (g % 5 < 2).astype(np.float32)], axis=1)
-        action = state + np.float32(0.5)
-        frames = {c: index_frames(range(start + k * 1000, start + k * 1000 + n)) for k, c in enumerate(cams)}
-        eps.append(EpisodeArrays(task=f"task {e % 2}", state=state, action=action, frames=frames))
-        start += n
-    return eps
+    return index_episodes(lengths, cams)
 
 
 def write(tmp_path: Path, fmt: str, episodes: list[EpisodeArrays], **kw) -> Path:
@@ -61,7 +60,7 @@ def _check_roundtrip(path: Path, fmt: str, episodes: list[EpisodeArrays], expect
             assert ep.state_names[0].startswith("robot0_gripper_qpos")
         else:
             np.testing.assert_allclose(ep.state, want.state)
-        if fmt not in ("robomimic", "aloha"):
+        if fmt != "robomimic":
             assert ep.state_names == STATE_NAMES
             assert ep.action_names == ACTION_NAMES
         np.testing.assert_allclose(ep.action, want.action)
@@ -169,3 +168,52 @@ def test_dataset_name_override_and_episode_ids(tmp_path: Path) -> None:
     src = open_source(str(path), dataset="panda")
     assert src.dataset == "panda"
     assert [r.episode_id for r in src.list_episodes()] == ["panda/000000", "panda/000001"]
+
+
+def test_file_uri_and_explicit_format(tmp_path: Path) -> None:
+    path = write(tmp_path, "lerobot-v3.0", make_episodes([6, 7]), episodes_per_file=2)
+    src = open_source(f"file://{path}", "lerobot", video_backend="pyav")
+    refs = src.list_episodes()
+    ep = load_episode(refs[1], video_backend="pyav")
+    assert [read_index(f) for f in ep.frames(CAM, [0, 6])] == [6, 12]
+
+
+def test_plain_aloha_file_gets_the_aloha_joint_names(tmp_path: Path) -> None:
+    """Real ALOHA files carry no names: 14-dim qpos/action get ALOHA's bimanual joint names."""
+    from sim.formats import write_aloha
+
+    n = 6
+    state = np.tile(np.arange(14, dtype=np.float32), (n, 1))
+    ep = EpisodeArrays(task="fold", state=state, action=state * 2, frames={"cam_high": index_episodes([n])[0].frames[CAM]})
+    path = write_aloha(tmp_path / "aloha", [ep], fps=50)
+    loaded = load_episode(open_source(str(path)).list_episodes()[0])
+    assert loaded.state_names[6] == "left_gripper" and loaded.state_names[13] == "right_gripper"
+    assert loaded.action_names == loaded.state_names
+    assert loaded.fps == 50 and loaded.cameras == ["cam_high"]
+    assert [read_index(f) for f in loaded.frames("cam_high", [5, 1])] == [5, 1]
+
+
+def test_folder_video_whose_first_pts_is_not_zero(tmp_path: Path) -> None:
+    """Sample k of a folder episode is the k-th frame even when the stream starts at pts > 0."""
+    from fractions import Fraction
+
+    path = write(tmp_path, "folder-npz", make_episodes([10]))
+    mp4 = path / "episode_000000.mp4"
+    with av.open(str(mp4), "w") as c:
+        s = c.add_stream("libx264", rate=FPS, options={"g": "4"})
+        s.width = s.height = 64
+        s.pix_fmt = "yuv420p"
+        s.codec_context.time_base = Fraction(1, FPS)
+        for k, img in enumerate(index_frames(range(10))):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = k + 3
+            frame.time_base = Fraction(1, FPS)
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    ref = open_source(str(path)).list_episodes()[0]
+    for backend in ("pyav", "decord"):
+        ep = load_episode(ref, video_backend=backend)
+        assert [read_index(f) for f in ep.frames()] == list(range(10))
+        assert [read_index(f) for f in ep.frames(None, [9, 0])] == [9, 0]

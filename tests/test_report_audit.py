@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
@@ -110,3 +111,16 @@ def test_carve_report_cli(fab, tmp_path: Path):
     assert r.returncode == 0, r.stderr
     page = (out / "index.html").read_text()
     assert "Coverage audit: sim" in page and (out / "sizes.png").exists()
+
+
+def test_unfinished_clusters_version_is_ignored(tmp_path: Path):
+    fab = fabricate_root(tmp_path / "root")
+    part = fab.root / "clusters/v001/assignments/part-00000.parquet"
+    (fab.root / "clusters/v002/assignments").mkdir(parents=True)  # interrupted: no meta.json yet
+    t = pq.read_table(part)
+    pq.write_table(t.set_column(t.schema.get_field_index("cluster_id"), "cluster_id",
+                                pa.array([0] * t.num_rows, pa.int32())),
+                   fab.root / "clusters/v002/assignments/part-00000.parquet")
+    a = au.load_audit(fab.root)
+    assert a.clusters_version == 1
+    assert len({c for c in a.cluster_of.values()}) == fab.k

@@ -121,8 +121,8 @@ def test_two_servers_on_one_catalog(tmp_path: Path):
                 assert job["state"] == "running" and job["owner"] == owner
             assert cat.integrity_ok()
         # either server cancels a job owned by the other (the owner kills its process)
-        jid = next(iter(ids_a))
-        r = httpx.post(f"{b.url}/jobs/{jid}/cancel", headers=AUTH)
+        jid, other = (next(iter(ids_a)), b) if ids_a else (next(iter(ids_b)), a)
+        r = httpx.post(f"{other.url}/jobs/{jid}/cancel", headers=AUTH)
         assert r.status_code == 202 and r.json()["state"] == "cancelling"
 
 
@@ -145,6 +145,7 @@ def test_source_that_vanished_before_start_fails_with_reason(tmp_path: Path):
 def _pipeline_ready() -> None:
     try:
         import captioners.stage  # noqa: F401
+
         import clustering.embed  # noqa: F401
         from pipeline.sources import open_source  # noqa: F401
         from sim.toy import toy_episode  # noqa: F401
@@ -231,3 +232,37 @@ def test_cancel_and_vanishing_source_mid_run(tmp_path: Path):
             assert all(f["error"] for f in b["episodes"]["failures"])
     with Catalog(root) as cat:
         assert cat.integrity_ok()
+
+
+def test_cancel_reaches_a_job_process_whose_server_died(tmp_path: Path):
+    """A job process outliving its server (same host) is still cancellable from a new server."""
+    import socket
+    import subprocess
+    import sys
+
+    root = tmp_path / "root"
+    with Catalog(root) as cat:
+        jid = cat.create_job(str(tmp_path), "auto")
+    # a process whose command line names the job, like `carve run --job-id ID` does
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "--job-id", jid])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        with Catalog(root) as cat:
+            cat.update_job(jid, state="running", owner=f"{socket.gethostname()}:{dead.pid}:gone00", pid=proc.pid,
+                           heartbeat=time.time())
+        app = create_app(_cfg(root, tmp_path), start_runner=False)
+        with LiveServer(app) as srv, httpx.Client(base_url=srv.url, headers=AUTH) as c:
+            r = c.post(f"/jobs/{jid}/cancel")
+            assert r.status_code == 202 and r.json()["state"] == "cancelling"
+            app.state.runner.tick()
+            assert proc.wait(timeout=20) != 0  # terminated by SIGTERM
+            # its heartbeat stops; once stale the job ends cancelled, not lost
+            with Catalog(root) as cat:
+                cat.update_job(jid, heartbeat=time.time() - 3600)
+            app.state.runner.tick()
+            assert c.get(f"/jobs/{jid}").json()["state"] == "cancelled"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -12,7 +12,9 @@ generator; rows are read lazily, one row group at a time, and dropped once all t
 indices have been emitted. The index stream is computed without reading data, so
 resuming at global batch `b` skips exactly the samples a stream already delivered:
 with W workers the DataLoader takes batch k from worker k % W, so worker w skips
-ceil((b - w) / W) of its batches. Streams are infinite, so the round robin never shifts.
+ceil((b - w) / W) of its batches (and, since a new DataLoader starts its round robin at
+worker 0, loader worker i of the resumed run plays worker (i + b) % W). Streams are
+infinite, so the round robin never shifts.
 
 Held-out episodes. `split="train"` drops rows whose episode hashes into the held-out
 fraction (`holdout_frac`), `split="eval"` keeps only those, `split="all"` keeps every row.
@@ -20,9 +22,10 @@ fraction (`holdout_frac`), `split="eval"` keeps only those, `split="all"` keeps 
 Views. `view="event"`: one sample per event: the event's start visual embedding, end
 visual embedding, caption text embedding, hashed task embedding, start state, and the
 action (and state) sequence padded to `max_len` with a mask. `view="chunk"`: one chunk of
-H = `chunk_len` actions per event per epoch, at an offset drawn from a stateless hash of
-(seed, epoch, unit, row); the observation is the event's start visual embedding (the only
-visual embedding stored per event) plus the state at the chunk's first frame.
+H = `chunk_len` actions per event per epoch, at an offset inside the event's first `max_len`
+steps drawn from a stateless hash of (seed, epoch, unit, row); the observation is the
+event's start visual embedding (the only visual embedding stored per event) plus the state
+at the chunk's first frame.
 
 Task text. The chunk baseline and the unified model condition on the episode's task. We use a
 hashed bag-of-words embedding of the `task` string (signed feature hashing of unigrams and
@@ -33,6 +36,7 @@ needs no model and no lookup of the episode's first event, which may live in ano
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import random
 from collections.abc import Iterator
@@ -61,7 +65,7 @@ class DataError(CarveError):
 def task_embedding(task: str, dim: int) -> np.ndarray:
     """Signed hashed bag of unigrams + bigrams of `task`, L2-normalised (zeros for an empty task)."""
     words = [w for w in "".join(c.lower() if c.isalnum() else " " for c in task or "").split() if w]
-    feats = words + [f"{a}_{b}" for a, b in zip(words, words[1:], strict=False)]
+    feats = words + [f"{a}_{b}" for a, b in itertools.pairwise(words)]
     v = np.zeros(dim, np.float32)
     for f in feats:
         h = int.from_bytes(hashlib.blake2b(f.encode(), digest_size=8).digest(), "little")
@@ -134,10 +138,16 @@ class RowGroup:
     end_visual: np.ndarray
 
     @classmethod
-    def read(cls, unit: Unit) -> RowGroup:
+    def read(cls, unit: Unit, files: dict[str, pq.ParquetFile] | None = None) -> RowGroup:
+        """Read and decode one unit; `files` caches open ParquetFile handles by path."""
         where = f"{unit.shard} (row group {unit.row_group})"
         try:
-            t = pq.ParquetFile(unit.shard).read_row_group(unit.row_group, columns=READ_COLUMNS)
+            pf = files.get(unit.shard) if files is not None else None
+            if pf is None:
+                pf = pq.ParquetFile(unit.shard)
+                if files is not None:
+                    files[unit.shard] = pf
+            t = pf.read_row_group(unit.row_group, columns=READ_COLUMNS)
         except (OSError, pa.ArrowInvalid) as e:
             raise DataError(f"{where}: cannot read: {e}") from e
         ids = t.column("event_id").to_pylist()
@@ -193,6 +203,10 @@ def probe(manifest: Manifest, cfg: DataConfig) -> tuple[DataDims, NormStats]:
     assert first is not None
     s, a = np.concatenate(states), np.concatenate(actions)
     dims = DataDims(s.shape[1], a.shape[1], first.visual.shape[1], first.text.shape[1], cfg.task_dim)
+    s = s[np.isfinite(s).all(1)]  # non-finite frames are left to the loss check, not the statistics
+    a = a[np.isfinite(a).all(1)]
+    if len(s) == 0 or len(a) == 0:
+        raise DataError(f"{manifest.path}: no finite state/action frames in the first {seen} rows")
     stats = NormStats(
         s.mean(0).astype(np.float32),
         np.maximum(s.std(0), 1e-3).astype(np.float32),
@@ -235,9 +249,14 @@ class EventStream(IterableDataset):
 
     # -- which rows each stream owns
     def stream_id(self) -> tuple[int, int, int, int]:
-        """(g, G, worker, num_workers) for the calling process."""
+        """(g, G, worker, num_workers) for the calling process.
+
+        A DataLoader always starts its round robin at worker 0, so after resuming at batch b,
+        worker i plays the part of the original worker (i + b) % num_workers.
+        """
         info = get_worker_info()
-        w, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        i, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        w = (i + self.start_batch) % nw
         return self.rank * nw + w, self.world_size * nw, w, nw
 
     def units_for(self, g: int, total: int) -> list[int]:
@@ -300,6 +319,7 @@ class EventStream(IterableDataset):
             rng = random.Random(f"{self.cfg.seed}-{epoch}-{g}")
             remaining = {u: len(rows) for u, rows in valid.items()}
             cache: dict[int, RowGroup] = {}
+            files: dict[str, pq.ParquetFile] = {}
             for u, r in self._epoch_indices(valid, epoch, g, rng):
                 remaining[u] -= 1
                 if skip > 0:
@@ -307,7 +327,7 @@ class EventStream(IterableDataset):
                     continue
                 rg = cache.get(u)
                 if rg is None:
-                    rg = cache[u] = RowGroup.read(self.manifest.units[u])
+                    rg = cache[u] = RowGroup.read(self.manifest.units[u], files)
                 yield self._sample(rg, r, epoch, u)
                 if remaining[u] == 0:
                     cache.pop(u, None)

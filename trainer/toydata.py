@@ -6,7 +6,8 @@ sequence of phases; phase p moves the state along a fixed direction d_p, so an e
 actions are a function of its caption embedding (which encodes p) and its start state
 (the step size decays as the state approaches the phase's goal), its length depends on the
 phase and on the start state, and the visual embeddings are a fixed nonlinear projection
-of the state (so the end-observation embedding is predictable from the start).
+of the state plus a code of the phase the scene is in (so the next event is partly visible,
+and the end-observation embedding is predictable from the start).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from storage.schema import event_schema, events_to_table, make_event_id
@@ -36,6 +36,7 @@ def _episodes(n_episodes: int, state_dim: int, visual_dim: int, text_dim: int, s
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
     proj = g.normal(size=(state_dim, visual_dim)).astype(np.float32) / np.sqrt(state_dim)
     phase_text = g.normal(size=(len(PHASES), text_dim)).astype(np.float32)
+    phase_vis = g.normal(size=(len(PHASES), visual_dim)).astype(np.float32)  # what the camera shows of a phase
     base_len = g.integers(6, 20, size=len(PHASES))
     rng = np.random.default_rng(seed)
     rows: list[dict[str, Any]] = []
@@ -60,8 +61,9 @@ def _episodes(n_episodes: int, state_dim: int, visual_dim: int, text_dim: int, s
             events.append((k, p, frame, L, st, ac, text))
             frame += L
         for k, p, start, L, st, ac, text in events:
-            vis = np.tanh(st[0] @ proj)
-            end = np.tanh(state_after(st, ac) @ proj)
+            nxt = events[k + 1][1] if k + 1 < len(events) else p
+            vis = np.tanh(st[0] @ proj + 0.8 * phase_vis[p])
+            end = np.tanh(state_after(st, ac) @ proj + 0.8 * phase_vis[nxt])
             rows.append(
                 {
                     "event_id": make_event_id(episode_id, start, start + L),

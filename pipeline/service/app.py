@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.config import CarveConfig, ConfigError
 from pipeline.service.auth import bearer_scheme, check_request, resolve_token
-from pipeline.service.jobs import TERMINAL_STATES, JobRunner
+from pipeline.service.jobs import TERMINAL_STATES, JobRunner, cancel_marker
 from pipeline.service.limits import BodyLimitMiddleware, RateLimitMiddleware, SourceRejected, confine_source
 from pipeline.service.views import NotFound, Views
 from storage.catalog import Catalog
@@ -142,6 +142,11 @@ def create_app(cfg: CarveConfig, *, start_runner: bool = True, ray_address: str 
                                                             "format": req.format}})
         except ConfigError as e:
             raise _unprocessable(["body", "overrides"], str(e)) from e
+        stopping = [j["id"] for j in catalog().jobs(state="cancelling", limit=10_000) if j["source_uri"] == source]
+        if stopping:
+            return JSONResponse(status_code=409, content={
+                "detail": f"job {stopping[0]} on {source} is still being cancelled; retry shortly",
+                "job_id": stopping[0]})
         job_id, created = catalog().create_job_if_idle(source, req.format, req.overrides)
         if not created:
             return JSONResponse(status_code=409, content={
@@ -178,6 +183,9 @@ def create_app(cfg: CarveConfig, *, start_runner: bool = True, ray_address: str 
         if cat.transition_job(job_id, ("queued", "resumable"), state="cancelled", error="cancelled"):
             return _job_view(_job(job_id), True)
         if cat.transition_job(job_id, ("running",), state="cancelling"):
+            marker = cancel_marker(cfg.root, job_id)
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
             runner.request_cancel(job_id)
             return _job_view(_job(job_id), True)
         job = _job(job_id)

@@ -6,8 +6,10 @@ every `service.poll_interval_s`:
 
 1. reaps its finished subprocesses (the subprocess's own `JobReporter` normally wrote the
    final state; a process that died without doing so is marked failed with its exit code);
-2. kills its processes whose job was asked to cancel (state `cancelling`): SIGTERM, then
-   SIGKILL after `cancel_grace_s`;
+2. kills its processes whose job was asked to cancel (state `cancelling`, or the marker file
+   `<root>/jobs/<id>/cancel`): SIGTERM, then SIGKILL after `cancel_grace_s`; a cancelling job
+   whose server on this host died is signalled by pid (after checking that process's command
+   line names the job);
 3. refreshes the heartbeat of the jobs it owns;
 4. recovers orphans: a `running`/`cancelling` job whose heartbeat is older than
    `stale_after_s` (its server and its subprocess are both gone) becomes `resumable`
@@ -158,12 +160,13 @@ class JobRunner:
         log_event(log, "job_reaped", job=jid, rc=rc, state=final)
 
     def _handle_cancels(self) -> None:
+        self._cancel_orphans()
         if not self._procs:
             return
         now = time.time()
         for jid, p in list(self._procs.items()):
             job = self.catalog.job(jid)
-            if job is not None and job["state"] == "cancelling":
+            if (job is not None and job["state"] == "cancelling") or cancel_marker(self.cfg.root, jid).exists():
                 self._cancel.add(jid)
             if jid not in self._cancel:
                 continue
@@ -172,6 +175,23 @@ class JobRunner:
                 p.term_sent = now
             elif now - p.term_sent > self.cfg.service.cancel_grace_s:
                 _signal(p.popen, signal.SIGKILL)
+
+    def _cancel_orphans(self) -> None:
+        """SIGTERM the pipeline process of a job asked to cancel whose server (on this host) is gone."""
+        host = socket.gethostname()
+        for job in self.catalog.jobs(state="cancelling", limit=10_000):
+            if job["id"] in self._procs or not job.get("pid") or not job.get("owner"):
+                continue
+            o_host, _, rest = job["owner"].partition(":")
+            o_pid = rest.partition(":")[0]
+            if o_host != host or not o_pid.isdigit() or _pid_alive(int(o_pid)):
+                continue  # its owner is alive (or elsewhere) and will do it
+            if _is_job_process(int(job["pid"]), job["id"]):
+                try:
+                    os.kill(int(job["pid"]), signal.SIGTERM)
+                    log_event(log, "orphan_cancelled", job=job["id"], pid=job["pid"])
+                except ProcessLookupError:
+                    pass
 
     def _heartbeat(self) -> None:
         now = time.time()
@@ -254,6 +274,30 @@ class JobRunner:
         with self._lock:
             if job_id in self._procs:
                 self._cancel.add(job_id)
+
+
+def cancel_marker(root: str, job_id: str) -> Path:
+    """A file the API drops to ask the owning server to cancel (survives a racing state write)."""
+    return job_dir(root, job_id) / "cancel"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_job_process(pid: int, job_id: str) -> bool:
+    """True if `pid` is alive and its command line names `job_id` (guards against pid reuse)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return job_id.encode() in cmdline
 
 
 def _signal(p: subprocess.Popen[bytes], sig: int) -> None:

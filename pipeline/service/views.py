@@ -2,14 +2,16 @@
 
 Everything is computed from the files under the root (`clustering.audit` readers) and the
 catalog, and cached per (dataset, data fingerprint): the fingerprint is a stat of the
-events/clusters/shards trees plus the catalog's per-dataset episode counts, so a new part
-file, clusters version or manifest invalidates the cache while job heartbeats do not.
+events/clusters/shards trees plus the catalog's per-dataset episode counts, re-checked at
+most twice a second, so a new part file, clusters version or manifest invalidates the cache
+while job heartbeats do not.
 """
 
 from __future__ import annotations
 
 import base64
 import threading
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -32,16 +34,29 @@ class NotFound(LookupError):
 class Views:
     """Cached read views over one root (thread-safe; one instance per server)."""
 
-    def __init__(self, root: str, max_entries: int = 16):
+    def __init__(self, root: str, max_entries: int = 16, fingerprint_ttl_s: float = 0.5):
         self.root = root
+        self.fingerprint_ttl_s = fingerprint_ttl_s
+        self._fp: tuple[float, tuple[Any, ...]] | None = None
         self.max_entries = max_entries
         self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._lock = threading.Lock()
         self._build_locks: dict[tuple[Any, ...], threading.Lock] = {}
 
-    def _key(self, cat: Catalog, what: str, dataset: str | None) -> tuple[Any, ...]:
+    def _fingerprint(self, cat: Catalog) -> tuple[Any, ...]:
+        """(episode counts, file stats), recomputed at most every `fingerprint_ttl_s`."""
+        now = time.monotonic()
+        with self._lock:
+            if self._fp is not None and now - self._fp[0] < self.fingerprint_ttl_s:
+                return self._fp[1]
         stats = tuple((d["name"], d["ok"], d["failed"], d["events"]) for d in cat.datasets())
-        return (what, dataset, stats, au.data_fingerprint(self.root))
+        fp = (stats, au.data_fingerprint(self.root))
+        with self._lock:
+            self._fp = (now, fp)
+        return fp
+
+    def _key(self, cat: Catalog, what: str, dataset: str | None) -> tuple[Any, ...]:
+        return (what, dataset, self._fingerprint(cat))
 
     def _cached(self, key: tuple[Any, ...], build: Any) -> Any:
         with self._lock:
@@ -77,7 +92,8 @@ class Views:
         clusters = []
         for v in au.list_versions(self.root, "clusters"):
             meta = au.read_clusters_meta(self.root, v)
-            clusters.append({"version": v, "k": meta.get("k"), "levels": meta.get("levels"),
+            complete = (au.version_dir(self.root, "clusters", v) / "meta.json").exists()
+            clusters.append({"version": v, "complete": complete, "k": meta.get("k"), "levels": meta.get("levels"),
                              "n_events": meta.get("n_events"), "created_at": meta.get("created_at")})
         shards = []
         for v in au.list_versions(self.root, "shards"):

@@ -93,9 +93,12 @@ class VideoFrames:
         timestamps: np.ndarray,
         fps: float,
         backend: str = "auto",
+        relative_to_stream_start: bool = False,
     ):
         self.label = label
+        self.relative = relative_to_stream_start  # offsets count from the first frame's pts
         self.videos = dict(videos)
+        self._base = dict(videos)
         self.timestamps = np.asarray(timestamps, dtype=np.float64)
         self.fps = float(fps)
         self.backend = backend
@@ -105,31 +108,36 @@ class VideoFrames:
         if cam not in self._readers:
             uri, _ = self.videos[cam]
             try:
-                self._readers[cam] = VideoReader(uri, backend=self.backend)  # type: ignore[arg-type]
+                r = VideoReader(uri, backend=self.backend)  # type: ignore[arg-type]
             except VideoError as e:
                 raise EpisodeError(self.label, f"camera {cam}: {e}") from None
+            if self.relative and r.start_time:
+                self.videos[cam] = (uri, self._base[cam][1] + r.start_time)
+            self._readers[cam] = r
         return self._readers[cam]
 
     def verify(self, cam: str) -> None:
         """The video of `cam` exists, opens, and covers every frame of the action stream."""
-        _, offset = self.videos[cam]
         r = self.reader(cam)
+        uri, offset = self.videos[cam]
         start = offset + float(self.timestamps[0])
         end = offset + float(self.timestamps[-1]) + 1.0 / self.fps
         if abs(r.fps - self.fps) > 0.01 * self.fps:
             raise EpisodeError(self.label, f"camera {cam}: video runs at {r.fps:g} fps but the data at {self.fps:g} fps")
+        if r.end_time + 0.5 / r.fps < end:
+            raise EpisodeError(
+                self.label,
+                f"camera {cam}: video ends at {r.end_time - offset:.2f} s but actions run to {end - offset:.2f} s "
+                f"({r.num_frames} frames in {uri})",
+            )
         try:
             r.verify_span(start, end)
         except VideoError as e:
-            ends = r.end_time - offset
-            raise EpisodeError(
-                self.label,
-                f"camera {cam}: video ends at {ends:.2f} s but actions run to {end - offset:.2f} s ({e})",
-            ) from None
+            raise EpisodeError(self.label, f"camera {cam}: {e}") from None
 
     def __call__(self, cam: str, indices: Sequence[int] | None) -> np.ndarray:
-        _, offset = self.videos[cam]
         r = self.reader(cam)
+        _, offset = self.videos[cam]
         n = self.timestamps.shape[0]
         try:
             if indices is None:
@@ -159,4 +167,5 @@ class VideoFrames:
     def __getstate__(self) -> dict[str, Any]:  # picklable: readers are reopened on use
         d = dict(self.__dict__)
         d["_readers"] = {}
+        d["videos"] = dict(self._base)
         return d

@@ -159,7 +159,9 @@ def load_folder_episode(ref: EpisodeRef, *, camera: str | None = None, video_bac
     check_signals(label, state, action, ts)
     if camera is not None and camera != cam:
         raise EpisodeError(label, f"no camera {camera!r}; this episode has [{cam!r}]")
-    frames = VideoFrames(label, {cam: (video_uri, 0.0)}, ts - ts[0], fps, backend=video_backend)
+    frames = VideoFrames(
+        label, {cam: (video_uri, 0.0)}, ts - ts[0], fps, backend=video_backend, relative_to_stream_start=True
+    )
     frames.verify(cam)
     task = str(meta.get("task") or (_task_text(arrays["task"]) if "task" in arrays else ""))
     state_names = list(meta.get("state_names") or default_names("state", state.shape[1]))

@@ -196,15 +196,31 @@ def _robomimic(f: Any, demo: str, label: str) -> dict[str, Any]:
     }
 
 
+def _names_attr(f: Any, key: str, dim: int) -> list[str] | None:
+    """Optional JSON list of per-dimension names stored as a file attribute (Carve's writer adds it)."""
+    try:
+        names = json.loads(_attr(f, key) or "null")
+    except (TypeError, ValueError):
+        return None
+    if isinstance(names, list) and len(names) == dim and all(isinstance(n, str) for n in names):
+        return names
+    return None
+
+
 def _aloha(f: Any, label: str) -> dict[str, Any]:
     state = as_2d_float(f["observations/qpos"][()], label, "observations/qpos")
     action = as_2d_float(f["action"][()], label, "action")
     cams = {}
     if "observations/images" in f:
         cams = {k: f["observations/images"][k].name for k in sorted(f["observations/images"].keys())}
-    names = ALOHA_NAMES if state.shape[1] == len(ALOHA_NAMES) else default_names("qpos", state.shape[1])
+    names = _names_attr(f, "state_names", state.shape[1]) or (
+        ALOHA_NAMES if state.shape[1] == len(ALOHA_NAMES) else default_names("qpos", state.shape[1])
+    )
+    action_names = _names_attr(f, "action_names", action.shape[1]) or (
+        ALOHA_NAMES if action.shape[1] == len(ALOHA_NAMES) else default_names("action", action.shape[1])
+    )
     return {
-        "state": state, "action": action, "state_names": names, "cams": cams,
+        "state": state, "action": action, "state_names": names, "action_names": action_names, "cams": cams,
         "compressed": bool(_attr(f, "compress")), "fps": float(_attr(f, "fps") or ALOHA_FPS),
         "task": str(_attr(f, "task") or ""), "robot": "aloha",
     }
@@ -240,7 +256,6 @@ def load_hdf5_episode(ref: EpisodeRef, *, camera: str | None = None) -> Episode:
     return Episode(
         ref=ref, fps=d["fps"], task=d["task"], state=d["state"], action=d["action"],
         timestamps=np.arange(t, dtype=np.float64) / d["fps"], state_names=d["state_names"],
-        action_names=default_names("action", d["action"].shape[1]) if loc["kind"] == "robomimic"
-        else (ALOHA_NAMES if d["action"].shape[1] == len(ALOHA_NAMES) else default_names("action", d["action"].shape[1])),
+        action_names=d.get("action_names") or default_names("action", d["action"].shape[1]),
         cameras=cams, robot=d["robot"], _frame_fn=frames,
     )

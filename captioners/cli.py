@@ -1,0 +1,58 @@
+"""`carve eval-captions`: caption verb accuracy of a catalog against simulated ground truth.
+
+    carve eval-captions --root ROOT --truth DATASET/ground_truth_events.json [--json] [--min-accuracy 0.9]
+
+Reads the committed events of ROOT (`storage.events.read_events`), maps each to the
+ground-truth phase it overlaps most and compares the caption's leading verb with the phase
+name (`captioners.eval`). Prints accuracy overall and per phase and the common confusions,
+or the full report as JSON with `--json`. Exit code 1 when `--min-accuracy` is not met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pipeline.errors import CarveError
+
+EVENT_COLUMNS = ["dataset", "episode_index", "start_frame", "end_frame", "caption"]
+
+
+def eval_captions(args: argparse.Namespace) -> int:
+    from captioners.eval import evaluate, format_report
+    from pipeline.cli import load_config
+    from storage.events import read_events
+
+    cfg = load_config(args)
+    truth_path = Path(args.truth)
+    if not truth_path.is_file():
+        raise CarveError(f"ground truth file {truth_path} does not exist")
+    try:
+        truth = json.loads(truth_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CarveError(f"ground truth file {truth_path} is not valid JSON: {e}") from e
+    if not isinstance(truth, dict) or not isinstance(truth.get("episodes"), list):
+        raise CarveError(f"ground truth file {truth_path} has no `episodes` list")
+    table = read_events(cfg.root, columns=EVENT_COLUMNS)
+    if table.num_rows == 0:
+        raise CarveError(f"no events in the catalog at {cfg.root}; run `carve run` first")
+    report = evaluate(table.select(EVENT_COLUMNS).to_pylist(), truth)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    if args.min_accuracy is not None and report["accuracy"] < args.min_accuracy:
+        return 1
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from pipeline.cli import add_common
+
+    p = subparsers.add_parser(
+        "eval-captions", help="caption verb accuracy against simulated ground truth",
+        description="Compare each event's caption verb with the ground-truth phase it overlaps most.",
+    )
+    add_common(p)
+    p.add_argument("--truth", required=True, help="ground_truth_events.json written by `carve synth`")
+    p.add_argument("--json", action="store_true", help="print the full report as JSON")
+    p.add_argument("--min-accuracy", type=float, default=None, help="exit 1 when accuracy is below this")
+    p.set_defaults(func=eval_captions)

@@ -1,0 +1,168 @@
+"""The kinematic captioner on hand-built signals: verbs, phrases, next_caption linking, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from test_captioners_helpers import (
+    episode_table,
+    event_rows,
+    pick_place_script,
+    push_script,
+    script_episode,
+    two_object_script,
+)
+
+from captioners.base import views_from_table
+from captioners.eval import evaluate, leading_verb
+from captioners.kinematic import KinematicCaptioner, label_phases, parse_task
+from captioners.stage import CaptionStage
+from pipeline.config import CaptionConfig, SegmentConfig
+from storage.schema import EVENT_SCHEMA, events_to_table
+
+
+def _captions(table: pa.Table) -> list[str]:
+    out = CaptionStage(CaptionConfig(backend="kinematic"))(table)
+    return out.column("caption").to_pylist()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pick_place_verbs_and_phrases(seed: int) -> None:
+    table, phases = episode_table(pick_place_script(seed), "put the red cube in the tray", seed=seed)
+    caps = _captions(table)
+    assert [leading_verb(c) for c in caps] == [p["name"] for p in phases]
+    assert caps[0] == "reach toward the red cube"
+    assert "the red cube" in caps[2] and "tray" in caps[4]
+    assert caps[-1].startswith("retreat")
+
+
+def test_stack_mentions_base_cube() -> None:
+    table, phases = episode_table(pick_place_script(3), "stack the red cube on the blue cube")
+    caps = _captions(table)
+    assert [leading_verb(c) for c in caps] == [p["name"] for p in phases]
+    place = caps[[p["name"] for p in phases].index("place")]
+    assert place == "place the red cube on the blue cube"
+
+
+def test_two_object_uses_second_object_in_second_cycle() -> None:
+    table, phases = episode_table(two_object_script(4), "put the red cube and then the blue cylinder in the tray")
+    caps = _captions(table)
+    assert [leading_verb(c) for c in caps] == [p["name"] for p in phases]
+    grasps = [c for c in caps if c.startswith("grasp")]
+    assert grasps == ["grasp the red cube", "grasp the blue cylinder"]
+
+
+def test_push_without_grasp() -> None:
+    table, _ = episode_table(push_script(5), "push the green cube to the left", grip0=0.0)
+    caps = _captions(table)
+    assert [leading_verb(c) for c in caps] == ["reach", "push", "retreat"]
+    assert caps[1] == "push the green cube to the left"
+
+
+def test_next_caption_links_within_episode_and_keeps_row_order() -> None:
+    t1, _ = episode_table(pick_place_script(0), "put the red cube in the tray", episode_id="a", episode_index=0)
+    t2, _ = episode_table(push_script(1), "push the green cube to the right", episode_id="b", episode_index=1,
+                          grip0=0.0)
+    table = pa.concat_tables([t1, t2])
+    perm = np.random.default_rng(0).permutation(table.num_rows)
+    shuffled = table.take(pa.array(perm))
+    out = CaptionStage(CaptionConfig())(shuffled)
+    assert out.num_rows == table.num_rows
+    assert out.column("event_id").to_pylist() == shuffled.column("event_id").to_pylist()
+    rows = out.select(["episode_id", "event_index", "caption", "next_caption", "caption_status",
+                       "caption_model"]).to_pylist()
+    by_key = {(r["episode_id"], r["event_index"]): r for r in rows}
+    for (ep, k), r in by_key.items():
+        nxt = by_key.get((ep, k + 1))
+        assert r["next_caption"] == (nxt["caption"] if nxt else "")
+        assert r["caption_status"] == "ok" and r["caption"]
+        assert r["caption_model"] == KinematicCaptioner.name
+    assert by_key[("a", 6)]["next_caption"] == "" and by_key[("b", 2)]["next_caption"] == ""
+
+
+def test_deterministic() -> None:
+    table, _ = episode_table(two_object_script(7), "put the red cube and then the blue cube in the tray")
+    assert _captions(table) == _captions(table)
+
+
+def test_dwell_only_event_repeats_previous_phase() -> None:
+    state, grip, phases = script_episode(pick_place_script(2))
+    # split the lift phase so that its trailing dwell is an event of its own
+    bounds = []
+    for p in phases:
+        if p["name"] == "lift":
+            bounds += [(p["start"], p["end"] - 3), (p["end"] - 3, p["end"])]
+        else:
+            bounds.append((p["start"], p["end"]))
+    table = events_to_table(event_rows("e", "put the red cube in the tray", state, grip, bounds))
+    verbs = [leading_verb(c) for c in _captions(table)]
+    assert verbs == ["reach", "grasp", "lift", "lift", "move", "place", "release", "retreat"]
+
+
+def test_segmenter_events_score_high_on_constructed_ground_truth() -> None:
+    from pipeline.segment import segment_episode
+
+    names = [*(f"joint_{i}" for i in range(7)), "gripper_opening"]
+    rows, truth = [], {"dataset": "test", "episodes": []}
+    scripts = [(pick_place_script(s), "put the red cube in the tray", 1.0) for s in range(3)]
+    scripts += [(push_script(s), "push the red cube to the left", 0.0) for s in range(2)]
+    scripts += [(two_object_script(9), "put the red cube and then the blue cube in the tray", 1.0)]
+    for i, (script, task, g0) in enumerate(scripts):
+        state, grip, phases = script_episode(script, dwell=4, seed=i, grip0=g0)
+        segs = segment_episode(state, state, 12.0, SegmentConfig(), names, names)
+        ev = event_rows(f"ep{i}", task, state, grip, [(s.start, s.end) for s in segs], episode_index=i,
+                        start_reasons=[s.start_reason for s in segs])
+        rows += CaptionStage(CaptionConfig())(events_to_table(ev)).to_pylist()
+        truth["episodes"].append({"episode_index": i, "task": task, "length": len(state), "phases": phases})
+    rep = evaluate(rows, truth)
+    assert rep["accuracy"] >= 0.9, rep
+
+
+def test_arbitrary_task_text_is_handled() -> None:
+    table, _ = episode_table(pick_place_script(0), "Fold the towel neatly, please!!")
+    caps = _captions(table)
+    assert all(c and leading_verb(c) for c in caps)
+    table, _ = episode_table(push_script(0), "", grip0=0.0)
+    assert all(c and leading_verb(c) for c in _captions(table))
+
+
+def test_missing_signals_still_caption() -> None:
+    rows = event_rows("x", "put the red cube in the tray", np.zeros((20, 8), np.float32),
+                      np.zeros(20, np.float32), [(0, 10), (10, 20)], keyframes=False)
+    for r in rows:
+        r["state"], r["action"], r["gripper"] = [], [], []
+    caps = _captions(events_to_table(rows, EVENT_SCHEMA))
+    assert len(caps) == 2 and all(caps)
+
+
+@pytest.mark.parametrize(
+    ("task", "objects", "target", "relation"),
+    [
+        ("put the red cube in the tray", ["the red cube"], "the tray", "in"),
+        ("stack the red cube on the blue cube", ["the red cube"], "the blue cube", "on"),
+        ("put the red cube and then the blue cube in the tray", ["the red cube", "the blue cube"], "the tray", "in"),
+        ("Place a green lego brick into the bowl.", ["the green lego brick"], "the bowl", "in"),
+        ("pick up the bottle and place it on the shelf", ["the bottle"], "the shelf", "on"),
+        ("put the spoon into the cup and close the lid", ["the spoon"], "the cup", "in"),
+    ],
+)
+def test_parse_task(task: str, objects: list[str], target: str, relation: str) -> None:
+    p = parse_task(task)
+    assert p.objects == objects and p.target == target and p.relation == relation and not p.is_push
+
+
+def test_parse_push_task() -> None:
+    p = parse_task("push the green cube to the left")
+    assert p.is_push and p.objects == ["the green cube"] and p.direction == "to the left"
+    assert parse_task("slide the block forward").direction == "forward"
+    assert parse_task("slide the block forward").objects == ["the block"]
+    assert parse_task("pick up the bottle").objects == ["the bottle"]
+    assert parse_task("").objects == ["the object"]
+
+
+def test_label_phases_sees_only_one_episode() -> None:
+    table, phases = episode_table(pick_place_script(1), "put the red cube in the tray")
+    (views,) = views_from_table(table)
+    assert label_phases(views) == [p["name"] for p in phases]
+    assert label_phases([]) == []

@@ -1,0 +1,272 @@
+"""The OpenAI-compatible captioner against a local chat-completions server on a real socket.
+
+The server (`http.server`, threaded) implements POST /v1/chat/completions and GET /v1/models
+with the real response JSON shape, records every request and misbehaves on demand, keyed
+by the episode's task text: "FAIL-ALWAYS" answers 500 forever, "FAIL-ONCE" answers 500 to
+the first request of each event, "SLOW-ONCE" stalls past the client timeout once per event,
+"EMPTY" answers with no text, "BAD-REQUEST" answers 400.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from test_captioners_helpers import event_rows, script_episode
+
+from captioners.openai_http import clean_caption
+from captioners.stage import CaptionStage
+from pipeline.config import CaptionConfig
+from storage.schema import events_to_table
+
+
+class FakeChatServer:
+    """A minimal OpenAI-compatible server running in a thread on 127.0.0.1."""
+
+    def __init__(self, delay_s: float = 0.0, slow_s: float = 2.0):
+        self.requests: list[dict[str, Any]] = []
+        self.attempts: Counter[str] = Counter()
+        self.inflight = 0
+        self.max_inflight = 0
+        self.delay_s = delay_s
+        self.slow_s = slow_s
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _send(self, code: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout test)
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/") == "/v1/models":
+                    self._send(200, {"object": "list", "data": [
+                        {"id": "served-model", "object": "model", "created": 0, "owned_by": "test"}]})
+                else:
+                    self._send(404, {"error": {"message": "not found"}})
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path != "/v1/chat/completions":
+                    self._send(404, {"error": {"message": "not found"}})
+                    return
+                with server.lock:
+                    server.inflight += 1
+                    server.max_inflight = max(server.max_inflight, server.inflight)
+                    body["_auth"] = self.headers.get("Authorization")
+                    server.requests.append(body)
+                try:
+                    server.respond(self, body)
+                finally:
+                    with server.lock:
+                        server.inflight -= 1
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def respond(self, h: Any, body: dict[str, Any]) -> None:
+        text = user_text(body)
+        task = re.search(r'Task of the whole episode: "(.*?)"', text).group(1)
+        event = int(re.search(r"This is event (\d+) of", text).group(1))
+        key = f"{task}#{event}"
+        with self.lock:
+            self.attempts[key] += 1
+            attempt = self.attempts[key]
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if "FAIL-ALWAYS" in task or ("FAIL-ONCE" in task and attempt == 1):
+            h._send(500, {"error": {"message": "engine crashed", "type": "server_error"}})
+            return
+        if "BAD-REQUEST" in task:
+            h._send(400, {"error": {"message": "image too large", "type": "invalid_request_error"}})
+            return
+        if "SLOW-ONCE" in task and attempt == 1:
+            time.sleep(self.slow_s)
+        content = "" if "EMPTY" in task else f"Caption: Move the cube, step {event}.\nExtra chatter here."
+        h._send(200, {
+            "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "created": int(time.time()),
+            "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                         "finish_reason": "stop", "logprobs": None}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        })
+
+
+def user_text(body: dict[str, Any]) -> str:
+    user = next(m for m in body["messages"] if m["role"] == "user")
+    return "".join(p["text"] for p in user["content"] if p["type"] == "text")
+
+
+def images(body: dict[str, Any]) -> list[str]:
+    user = next(m for m in body["messages"] if m["role"] == "user")
+    return [p["image_url"]["url"] for p in user["content"] if p["type"] == "image_url"]
+
+
+@pytest.fixture
+def server() -> Iterator[FakeChatServer]:
+    s = FakeChatServer()
+    s.thread.start()
+    yield s
+    s.httpd.shutdown()
+    s.httpd.server_close()
+
+
+def make_table(tasks: list[str], n_events: int = 3) -> pa.Table:
+    rows = []
+    state, grip, _ = script_episode([("reach", 6, None, None)] * n_events, dwell=0)
+    for i, task in enumerate(tasks):
+        bounds = [(k * 6, (k + 1) * 6) for k in range(n_events)]
+        rows += event_rows(f"ep{i}", task, state, grip, bounds, episode_index=i)
+    return events_to_table(rows)
+
+
+def cfg_for(server: FakeChatServer, **kw: Any) -> CaptionConfig:
+    base = dict(backend="openai", base_url=server.base_url, model="test-vlm", timeout_s=5.0, max_retries=2,
+                backoff_s=0.01, max_concurrency=4, api_key_env="CARVE_TEST_CAPTION_KEY")
+    base.update(kw)
+    return CaptionConfig(**base)
+
+
+def test_requests_carry_images_task_previous_caption_and_model(server: FakeChatServer, monkeypatch) -> None:
+    monkeypatch.setenv("CARVE_TEST_CAPTION_KEY", "sk-test-123")
+    table = make_table(["put the red cube in the tray"])
+    out = CaptionStage(cfg_for(server))(table)
+    assert len(server.requests) == 3
+    reqs = sorted(server.requests, key=lambda b: user_text(b))
+    for k, body in enumerate(reqs):
+        assert body["model"] == "test-vlm"
+        assert body["_auth"] == "Bearer sk-test-123"
+        assert body["messages"][0]["role"] == "system" and "reach" in body["messages"][0]["content"]
+        urls = images(body)
+        sent = table.column("keyframes")[k].as_py()
+        assert [base64.b64decode(u.split(",", 1)[1]) for u in urls] == sent
+        assert all(u.startswith("data:image/jpeg;base64,") for u in urls)
+        assert "put the red cube in the tray" in user_text(body)
+    # events of an episode go in order, each with the previous event's (cleaned) caption
+    assert "first event" in user_text(server.requests[0])
+    assert "Previous event: move the cube, step 1" in user_text(server.requests[1])
+    assert "Previous event: move the cube, step 2" in user_text(server.requests[2])
+    caps = out.column("caption").to_pylist()
+    assert caps == ["move the cube, step 1", "move the cube, step 2", "move the cube, step 3"]
+    assert out.column("next_caption").to_pylist() == [*caps[1:], ""]
+    assert set(out.column("caption_status").to_pylist()) == {"ok"}
+    assert out.column("caption_model").to_pylist()[0].startswith("test-vlm@prompt-v1")
+
+
+def test_retries_on_500(server: FakeChatServer) -> None:
+    out = CaptionStage(cfg_for(server))(make_table(["FAIL-ONCE put it in the tray"], n_events=2))
+    assert set(out.column("caption_status").to_pylist()) == {"ok"}
+    assert all(v == 2 for v in server.attempts.values()) and len(server.attempts) == 2
+
+
+def test_retries_after_timeout() -> None:
+    srv = FakeChatServer(slow_s=3.0)
+    srv.thread.start()
+    try:
+        out = CaptionStage(cfg_for(srv, timeout_s=0.5))(make_table(["SLOW-ONCE push it"], n_events=1))
+    finally:
+        srv.httpd.shutdown()
+        srv.httpd.server_close()
+    assert out.column("caption_status").to_pylist() == ["ok"]
+    assert out.column("caption").to_pylist() == ["move the cube, step 1"]
+    assert list(srv.attempts.values()) == [2]
+
+
+def test_permanent_failure_is_marked_not_dropped(server: FakeChatServer) -> None:
+    table = make_table(["put the red cube in the tray", "FAIL-ALWAYS stack it", "BAD-REQUEST push it"], n_events=2)
+    out = CaptionStage(cfg_for(server, max_retries=1))(table)
+    assert out.num_rows == table.num_rows
+    rows = out.select(["episode_id", "caption", "caption_status", "next_caption"]).to_pylist()
+    good = [r for r in rows if r["episode_id"] == "ep0"]
+    bad = [r for r in rows if r["episode_id"] == "ep1"]
+    rejected = [r for r in rows if r["episode_id"] == "ep2"]
+    assert all(r["caption_status"] == "ok" and r["caption"] for r in good)
+    for r in bad:
+        assert r["caption"] == "" and r["caption_status"].startswith("failed: ")
+        assert "500" in r["caption_status"] and "episode ep1" in r["caption_status"]
+    # 5xx is retried (2 attempts each), a 400 is not
+    assert server.attempts["FAIL-ALWAYS stack it#1"] == 2
+    assert server.attempts["BAD-REQUEST push it#1"] == 1
+    assert all("400" in r["caption_status"] for r in rejected)
+    # a failed predecessor is reported as unknown, not as "first event"
+    second = [b for b in server.requests if "FAIL-ALWAYS" in user_text(b) and "event 2 of" in user_text(b)]
+    assert second and "not available" in user_text(second[0])
+
+
+def test_empty_reply_marked_empty(server: FakeChatServer) -> None:
+    out = CaptionStage(cfg_for(server))(make_table(["EMPTY put it in the tray"], n_events=2))
+    assert out.column("caption_status").to_pylist() == ["empty", "empty"]
+    assert out.column("caption").to_pylist() == ["", ""]
+
+
+def test_concurrency_limit_respected() -> None:
+    srv = FakeChatServer(delay_s=0.3)
+    srv.thread.start()
+    try:
+        tasks = [f"put cube {i} in the tray" for i in range(6)]
+        out = CaptionStage(cfg_for(srv, max_concurrency=2))(make_table(tasks, n_events=2))
+    finally:
+        srv.httpd.shutdown()
+        srv.httpd.server_close()
+    assert set(out.column("caption_status").to_pylist()) == {"ok"}
+    assert len(srv.requests) == 12
+    assert 1 <= srv.max_inflight <= 2
+
+
+def test_model_discovered_when_not_configured(server: FakeChatServer) -> None:
+    out = CaptionStage(cfg_for(server, model=""))(make_table(["put the red cube in the tray"], n_events=1))
+    assert server.requests[0]["model"] == "served-model"
+    assert out.column("caption_model").to_pylist()[0].startswith("served-model")
+
+
+def test_unreachable_server_marks_events_failed() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = CaptionConfig(backend="openai", base_url=f"http://127.0.0.1:{port}/v1", model="m", max_retries=1,
+                        backoff_s=0.01, timeout_s=2.0)
+    out = CaptionStage(cfg)(make_table(["put it in the tray"], n_events=2))
+    statuses = out.column("caption_status").to_pylist()
+    assert all(s.startswith("failed: ") and "connect" in s for s in statuses)
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("Caption: Grasp the red cube.", "grasp the red cube"),
+        ('"Lift the red cube"\nBecause the gripper closed.', "lift the red cube"),
+        ("<think>hmm</think>\n1. Place the cube in the tray. Then more.", "place the cube in the tray"),
+        ("**Release the cube**", "release the cube"),
+        ("...", ""),
+        ("", ""),
+        (None, ""),
+    ],
+)
+def test_clean_caption(reply: str | None, expected: str) -> None:
+    assert clean_caption(reply) == expected

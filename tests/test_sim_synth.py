@@ -1,0 +1,86 @@
+"""`carve synth`: the LeRobot v3.0 dataset it writes agrees with its ground-truth file, the
+result does not depend on the number of workers, and segmentation scores well on it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.cli import main as carve_main
+from pipeline.config import SegmentConfig
+from pipeline.eval_segments import evaluate
+from pipeline.segment import segment_episode
+from sim.synth import GROUND_TRUTH_FILE, synthesize
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("synth") / "sim"
+    return synthesize(str(out), episodes=4, workers=1, seed=3, fps=10, size=32, codec="h264", tasks=None,
+                      progress=False)
+
+
+def test_dataset_matches_ground_truth(dataset: Path) -> None:
+    gt = json.loads((dataset / GROUND_TRUTH_FILE).read_text())
+    info = json.loads((dataset / "meta/info.json").read_text())
+    assert info["codebase_version"] == "v3.0" and info["fps"] == 10 and gt["fps"] == 10
+    assert gt["dataset"] == "sim"
+    assert info["total_episodes"] == len(gt["episodes"]) == 4
+    assert [e["task_type"] for e in gt["episodes"]] == ["pick_place", "stack", "push", "two_object"]
+    assert any("gripper" in n for n in info["features"]["observation.state"]["names"])
+    assert info["features"]["observation.images.front"]["shape"][:2] == [32, 32]
+    eps = pq.read_table(next((dataset / "meta/episodes").rglob("*.parquet"))).to_pylist()
+    for row, e in zip(sorted(eps, key=lambda r: r["episode_index"]), gt["episodes"], strict=True):
+        assert row["episode_index"] == e["episode_index"]
+        assert row["tasks"] == [e["task"]]
+        assert row["length"] == e["length"]
+        phases = e["phases"]
+        assert phases[0]["start"] == 0 and phases[-1]["end"] == e["length"]
+        assert e["boundaries"] == [p["start"] for p in phases[1:]]
+    data = pq.read_table(dataset / "data/chunk-000/file-000.parquet")
+    assert data.num_rows == sum(e["length"] for e in gt["episodes"])
+    tasks = pq.read_table(dataset / "meta/tasks.parquet").to_pandas()
+    assert set(tasks.index) == {e["task"] for e in gt["episodes"]}
+
+
+def test_segmentation_scores_on_the_written_data(dataset: Path) -> None:
+    gt = json.loads((dataset / GROUND_TRUTH_FILE).read_text())
+    info = json.loads((dataset / "meta/info.json").read_text())
+    names = info["features"]["observation.state"]["names"]
+    data = pq.read_table(dataset / "data/chunk-000/file-000.parquet").to_pydict()
+    ep_idx = np.asarray(data["episode_index"])
+    state_all = np.asarray(data["observation.state"], dtype=np.float32)
+    action_all = np.asarray(data["action"], dtype=np.float32)
+    pred = {}
+    for e in gt["episodes"]:
+        m = ep_idx == e["episode_index"]
+        segs = segment_episode(state_all[m], action_all[m], 10, SegmentConfig(), names, None)
+        pred[e["episode_index"]] = [s.start for s in segs[1:]]
+    rep = evaluate(gt, pred, tol=2)
+    assert rep["overall"]["boundary_f1"] >= 0.9
+    assert 0.8 <= rep["overall"]["count_ratio"] <= 1.25
+
+
+def test_workers_do_not_change_the_result_and_cli_runs(tmp_path: Path, dataset: Path) -> None:
+    out = tmp_path / "sim2"
+    rc = carve_main(["synth", "--out", str(out), "--episodes", "2", "--workers", "2", "--seed", "3",
+                     "--fps", "10", "--size", "32", "--tasks", "pick_place", "stack", "-q"])
+    assert rc == 0
+    two = json.loads((out / GROUND_TRUTH_FILE).read_text())["episodes"]
+    one = json.loads((dataset / GROUND_TRUTH_FILE).read_text())["episodes"][:2]
+    assert [(e["task"], e["boundaries"], e["length"]) for e in two] == [
+        (e["task"], e["boundaries"], e["length"]) for e in one
+    ]
+    # an existing dataset is not overwritten silently
+    assert carve_main(["synth", "--out", str(out), "--episodes", "1", "--workers", "1", "--size", "32", "-q"]) == 2
+
+
+def test_synthesize_rejects_bad_arguments(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown task type"):
+        synthesize(str(tmp_path / "x"), 1, 1, 0, 10, 32, "h264", ["fold_laundry"])
+    with pytest.raises(ValueError, match="size"):
+        synthesize(str(tmp_path / "x"), 1, 1, 0, 10, 33, "h264", None)

@@ -1,0 +1,237 @@
+"""Trainer data path: manifest validation, disjoint splitting, determinism, resume skipping, collation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from storage.schema import META_VERSION, event_schema
+from trainer.config import DataConfig
+from trainer.data import DataError, EventStream, collate, in_holdout, make_loader, task_embedding
+from trainer.manifest import ManifestError, open_manifest
+from trainer.toydata import write_toy_shards
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_toy_shards(tmp_path_factory.mktemp("toy") / "shards" / "v001", n_episodes=24)
+
+
+def _ids(ds: EventStream, n: int | None = None) -> list[str]:
+    out: list[str] = []
+    for s in ds:
+        out.append(s["event_id"])
+        if n is not None and len(out) >= n:
+            break
+    return out
+
+
+def _all_ids(manifest_path: Path) -> list[str]:
+    m = json.loads(manifest_path.read_text())
+    ids: list[str] = []
+    for s in m["shards"]:
+        ids += pq.read_table(manifest_path.parent / s["path"], columns=["event_id"]).column(0).to_pylist()
+    return ids
+
+
+# ------------------------------------------------------------------ manifest validation
+def test_open_manifest_finds_latest_version_under_root(toy: Path) -> None:
+    root = toy.parent.parent.parent
+    m = open_manifest(root)
+    assert Path(m.path) == toy
+    assert m.total_rows == len(_all_ids(toy))
+    assert sum(u.rows for u in m.units) == m.total_rows
+
+
+def _rewrite_manifest(src: Path, dst_dir: Path, **changes: object) -> Path:
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    raw = json.loads(src.read_text())
+    raw.update(changes)
+    for s in raw["shards"]:
+        (dst_dir / s["path"]).write_bytes((src.parent / s["path"]).read_bytes())
+    (dst_dir / "manifest.json").write_text(json.dumps(raw))
+    return dst_dir / "manifest.json"
+
+
+def test_newer_manifest_version_refused(toy: Path, tmp_path: Path) -> None:
+    p = _rewrite_manifest(toy, tmp_path / "m", manifest_version=2)
+    with pytest.raises(ManifestError, match="manifest_version 2 is newer"):
+        open_manifest(p)
+
+
+def test_newer_schema_version_in_manifest_refused(toy: Path, tmp_path: Path) -> None:
+    p = _rewrite_manifest(toy, tmp_path / "m", schema_version=7)
+    with pytest.raises(ManifestError, match="schema_version 7"):
+        open_manifest(p)
+
+
+def test_shard_with_newer_schema_metadata_refused(toy: Path, tmp_path: Path) -> None:
+    p = _rewrite_manifest(toy, tmp_path / "m")
+    shard = p.parent / "part-00000.parquet"
+    t = pq.read_table(shard)
+    meta = dict(t.schema.metadata)
+    meta[META_VERSION] = b"9"
+    pq.write_table(t.replace_schema_metadata(meta), shard)
+    with pytest.raises(ManifestError, match=r"part-00000\.parquet.*schema v9"):
+        open_manifest(p)
+
+
+def test_shard_missing_columns_refused(toy: Path, tmp_path: Path) -> None:
+    p = _rewrite_manifest(toy, tmp_path / "m")
+    shard = p.parent / "part-00001.parquet"
+    t = pq.read_table(shard).drop_columns(["emb_text", "action"])
+    pq.write_table(t, shard)
+    with pytest.raises(ManifestError, match=r"part-00001\.parquet: missing required columns.*action"):
+        open_manifest(p)
+
+
+def test_empty_manifest_refused(toy: Path, tmp_path: Path) -> None:
+    p = _rewrite_manifest(toy, tmp_path / "m", shards=[], total_rows=0)
+    with pytest.raises(ManifestError, match="no shards with rows"):
+        open_manifest(p)
+
+
+def test_missing_shard_and_no_manifest(toy: Path, tmp_path: Path) -> None:
+    p = _rewrite_manifest(toy, tmp_path / "m")
+    (p.parent / "part-00000.parquet").unlink()
+    with pytest.raises(ManifestError, match=r"part-00000\.parquet is missing"):
+        open_manifest(p)
+    with pytest.raises(ManifestError, match=r"no manifest\.json"):
+        open_manifest(tmp_path / "nothing")
+
+
+def test_null_embedding_names_event(toy: Path, tmp_path: Path) -> None:
+    p = _rewrite_manifest(toy, tmp_path / "m", shards=[json.loads(toy.read_text())["shards"][0]])
+    shard = p.parent / "part-00000.parquet"
+    t = pq.read_table(shard)
+    col = t.column("emb_visual").to_pylist()
+    col[3] = None
+    bad_id = t.column("event_id")[3].as_py()
+    t = t.set_column(t.schema.get_field_index("emb_visual"), "emb_visual", pa.array(col, pa.list_(pa.float32())))
+    pq.write_table(t.cast(event_schema(json.loads(p.read_text())["emb_dims"])), shard, row_group_size=16)
+    ds = EventStream(open_manifest(p), DataConfig(holdout_frac=0.0), infinite=False)
+    with pytest.raises(DataError, match=f"event {bad_id} has no emb_visual"):
+        _ids(ds)
+
+
+# ------------------------------------------------------------------ splitting + order
+@pytest.mark.parametrize("world", [2, 3])
+def test_ranks_see_disjoint_rows_covering_the_epoch(toy: Path, world: int) -> None:
+    m = open_manifest(toy)
+    cfg = DataConfig(holdout_frac=0.0, shuffle_buffer=8)
+    per_rank = [_ids(EventStream(m, cfg, split="all", rank=r, world_size=world, infinite=False)) for r in range(world)]
+    flat = [i for ids in per_rank for i in ids]
+    assert all(per_rank)
+    assert len(flat) == len(set(flat))  # no row twice, across ranks
+    assert sorted(flat) == sorted(_all_ids(toy))  # and nothing lost
+
+
+def test_dataloader_workers_and_ranks_do_not_overlap(toy: Path) -> None:
+    m = open_manifest(toy)
+    cfg = DataConfig(holdout_frac=0.0, shuffle_buffer=4, batch_size=4)
+    per_rank = []
+    for rank in range(2):
+        ds = EventStream(m, cfg, split="all", rank=rank, world_size=2, infinite=False)
+        per_rank.append([e for b in make_loader(ds, 4, 2) for e in b["event_id"]])
+    flat = per_rank[0] + per_rank[1]
+    assert per_rank[0] and per_rank[1]
+    assert len(flat) == len(set(flat))
+    assert sorted(flat) == sorted(_all_ids(toy))
+
+
+def test_order_is_deterministic_per_seed_and_changes_per_epoch(toy: Path) -> None:
+    m = open_manifest(toy)
+    n = m.total_rows
+    cfg = DataConfig(holdout_frac=0.0, shuffle_buffer=16, seed=3)
+    a = _ids(EventStream(m, cfg, split="all"), 2 * n)
+    b = _ids(EventStream(m, cfg, split="all"), 2 * n)
+    assert a == b
+    assert sorted(a[:n]) == sorted(a[n:])  # each epoch is a permutation of all rows
+    assert a[:n] != a[n:]
+    c = _ids(EventStream(m, DataConfig(holdout_frac=0.0, shuffle_buffer=16, seed=4), split="all"), n)
+    assert c != a[:n]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_from_batch_skips_exactly(toy: Path, workers: int) -> None:
+    m = open_manifest(toy)
+    cfg = DataConfig(holdout_frac=0.0, shuffle_buffer=8, batch_size=5, num_workers=workers)
+
+    def batches(start: int, n: int) -> list[list[str]]:
+        ds = EventStream(m, cfg, split="all", start_batch=start)
+        it = iter(make_loader(ds, cfg.batch_size, workers))
+        return [next(it)["event_id"] for _ in range(n)]
+
+    full = batches(0, 40)  # crosses the epoch boundary (128 rows / 5)
+    assert batches(29, 11) == full[29:]
+
+
+def test_holdout_split_is_by_episode(toy: Path) -> None:
+    m = open_manifest(toy)
+    cfg = DataConfig(holdout_frac=0.3, shuffle=False)
+    train = list(EventStream(m, cfg, split="train", infinite=False))
+    held = list(EventStream(m, cfg, split="eval", infinite=False))
+    tr_eps = {s["event_id"] for s in train}
+    assert held and train
+    assert not (tr_eps & {s["event_id"] for s in held})
+    t = pq.read_table(toy.parent / "part-00000.parquet", columns=["event_id", "episode_id"]).to_pylist()
+    ep_of = {r["event_id"]: r["episode_id"] for r in t}
+    for s in held:
+        if s["event_id"] in ep_of:
+            assert in_holdout(ep_of[s["event_id"]], 0.3)
+
+
+# ------------------------------------------------------------------ views + collation
+def test_event_view_pads_and_masks(toy: Path) -> None:
+    m = open_manifest(toy)
+    cfg = DataConfig(holdout_frac=0.0, shuffle=False, max_len=12)
+    rows = pq.read_table(toy.parent / "part-00000.parquet", columns=["event_id", "action"]).to_pylist()
+    lens = {r["event_id"]: len(r["action"]) for r in rows}
+    samples = [s for s in EventStream(m, cfg, split="all", infinite=False) if s["event_id"] in lens]
+    batch = collate(samples[:8])
+    assert batch["actions"].shape[1] == 12
+    for i, eid in enumerate(batch["event_id"]):
+        n = min(lens[eid], 12)
+        assert int(batch["mask"][i].sum()) == n == int(batch["length"][i])
+        assert torch.all(batch["actions"][i, n:] == 0)
+        src = next(r for r in rows if r["event_id"] == eid)
+        np.testing.assert_allclose(batch["actions"][i, :n].numpy(), np.array(src["action"][:n], np.float32))
+
+
+def test_chunk_view_takes_h_steps_from_inside_the_event(toy: Path) -> None:
+    m = open_manifest(toy)
+    cfg = DataConfig(holdout_frac=0.0, shuffle=False, chunk_len=4)
+    rows = {r["event_id"]: r for r in pq.read_table(toy.parent / "part-00000.parquet", columns=["event_id", "action", "state"]).to_pylist()}
+    offsets = set()
+    for s in EventStream(m, cfg, view="chunk", split="all", infinite=False):
+        r = rows.get(s["event_id"])
+        if r is None:
+            continue
+        o = int(s["offset"])
+        offsets.add(o)
+        assert s["actions"].shape == (4, len(r["action"][0]))
+        np.testing.assert_allclose(s["actions"][: s["length"]], np.array(r["action"][o : o + 4], np.float32)[: s["length"]])
+        np.testing.assert_allclose(s["state"], np.array(r["state"][o], np.float32))
+    assert len(offsets) > 1  # chunks are not all at the event start
+
+
+def test_task_embedding_is_stable_and_discriminative() -> None:
+    a = task_embedding("put the red cube in the tray", 64)
+    assert np.allclose(a, task_embedding("Put the red cube in the tray!", 64))
+    assert abs(float(np.linalg.norm(a)) - 1.0) < 1e-5
+    b = task_embedding("push the green block to the left", 64)
+    assert float(a @ b) < 0.9
+    assert not task_embedding("", 64).any()
+
+
+def test_more_streams_than_row_groups_is_a_clear_error(toy: Path) -> None:
+    m = open_manifest(toy)
+    ds = EventStream(m, DataConfig(holdout_frac=0.0), split="all", rank=0, world_size=len(m.units) + 1)
+    with pytest.raises(DataError, match=rf"{len(m.units)} row groups cannot feed {len(m.units) + 1} loader streams"):
+        next(iter(ds))
