@@ -58,8 +58,13 @@ def _train_rate(manifest_path: Path, out: Path, mode: str, steps: int) -> float:
     warm = min(5, steps // 2)
     cfg = TrainConfig.from_dict(
         {
-            "mode": mode, "max_steps": steps, "out_dir": str(out / mode), "log_every": steps - warm,
-            "ckpt_every": 10**6, "progress": False, "tensorboard": False,
+            "mode": mode,
+            "max_steps": steps,
+            "out_dir": str(out / mode),
+            "log_every": steps - warm,
+            "ckpt_every": 10**6,
+            "progress": False,
+            "tensorboard": False,
             "data": {"manifest": str(manifest_path), "batch_size": 32, "max_len": 48, "chunk_len": 16},
             "model": {"d_model": 64, "n_layers": 2, "n_heads": 4},
         }
@@ -84,13 +89,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from trainer.toydata import write_toy_shards
 
     with tempfile.TemporaryDirectory() as tmp:
-        mpath = write_toy_shards(Path(tmp) / "v001", n_episodes=args.episodes, rows_per_shard=512, row_group_size=64)
+        mpath = write_toy_shards(
+            Path(tmp) / "v001", n_episodes=args.episodes, rows_per_shard=512, row_group_size=64
+        )
         m = open_manifest(mpath)
         n_base, t_base = _baseline(m.shards, READ_COLUMNS)
         n0, t0 = _loader(m, 0)
         n2, t2 = _loader(m, 2)
         assert n0 == n2 == n_base == m.total_rows
-        rates = {mode: _train_rate(mpath, Path(tmp) / "train", mode, args.steps) for mode in ("event", "unified", "chunk")}
+        rates = {
+            mode: _train_rate(mpath, Path(tmp) / "train", mode, args.steps)
+            for mode in ("event", "unified", "chunk")
+        }
     res: dict[str, Any] = {
         "description": "trainer data loader (one epoch, event view, batches of 64) vs plain pyarrow read of the same shards; CPU training steps/s",
         "command": f"python -m bench.bench_trainer --episodes {args.episodes} --steps {args.steps} --threads {args.threads}",

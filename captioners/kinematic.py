@@ -5,17 +5,21 @@ gripper opening (`gripper`, in [0, 1]), the arm motion (state rows without the g
 column), the boundary reasons and the event's position in its episode, plus the objects and
 target parsed from the episode's task text. The rules, per episode:
 
+0. Events split only by `max_len` (an arbitrary cut) are labelled as one.
 1. An event whose gripper opening falls by more than `GRIP_DELTA` is a *grasp*; one whose
    opening rises by more than `GRIP_DELTA` is a *release* (boundary reasons
-   `gripper_close`/`gripper_open` at the event's start count as a weaker cue).
+   `gripper_close`/`gripper_open` at the event's start count when there is no gripper
+   signal). A gripper event that is mostly arm motion after the fingers settled is the
+   motion instead: grasp+lift is a *lift*, release+retreat a *retreat* (or the next *reach*).
 2. Between a grasp and the following release the object is held: the held events are
    *lift* (first), *place* (last) and *move* (the rest); with only two held events the
    longer one is the *move*, with one it is a *move*.
 3. With the gripper open: events before a grasp *reach* toward the next object, events after
    the last release *retreat*.
 4. Without any grasp in the episode (a closed fist, e.g. "push ..." tasks): the first moving
-   event is a *reach*, the last one (when it returns towards the start pose) a *retreat*, the
-   ones in between *push* when the task asks for a push, else *move*.
+   event is a *reach*, the last one a *retreat* (with 3+ moving events, or when it returns
+   towards the start pose, or when the first event is much longer, i.e. two motions merged),
+   the ones in between *push* when the task asks for a push, else *move*.
 5. An event with (almost) no arm or gripper motion repeats its predecessor's phase: a dwell
    belongs to the phase it follows (a first idle event is part of the reach).
 
@@ -129,6 +133,8 @@ class _Signals:
     g_rise: float  # largest rise of the opening inside the event (>= 0)
     g_mean: float | None
     path: float  # arm path length in the state's units
+    path_after_grip: float  # arm path after the gripper transition has (nearly) finished
+    frac_after_grip: float  # fraction of the event's frames after that point
     start_pose: np.ndarray
     end_pose: np.ndarray
     frames: int
@@ -162,23 +168,66 @@ def _signals(view: EventView, gdim: int | None) -> _Signals:
     g = np.asarray(view.gripper, np.float64)
     arm = _arm(view, gdim).astype(np.float64)
     path = float(np.linalg.norm(np.diff(arm, axis=0), axis=1).sum()) if len(arm) > 1 else 0.0
+    path_after, frac_after = 0.0, 0.0
     if len(g):
         run_max = np.maximum.accumulate(g)
         run_min = np.minimum.accumulate(g)
         drop, rise = float(np.max(run_max - g)), float(np.max(g - run_min))
         gs, ge, gm = float(g[0]), float(g[-1]), float(g.mean())
+        if max(drop, rise) >= GRIP_DELTA:
+            settled = np.flatnonzero(np.abs(g - g[-1]) > 0.1)
+            t_c = int(settled[-1]) + 1 if len(settled) else 0
+            if len(arm) == len(g) and t_c < len(arm) - 1:
+                path_after = float(np.linalg.norm(np.diff(arm[t_c:], axis=0), axis=1).sum())
+            frac_after = (len(g) - t_c) / len(g)
     else:
         drop = rise = 0.0
         gs = ge = gm = None
-    return _Signals(gs, ge, drop, rise, gm, path, arm[0], arm[-1], max(1, view.num_frames))
+    return _Signals(gs, ge, drop, rise, gm, path, path_after, frac_after, arm[0], arm[-1], max(1, view.num_frames))
 
 
 # ------------------------------------------------------------------------------------- labelling
+def _merge_max_len(events: list[EventView]) -> tuple[list[EventView], list[int]]:
+    """Join events split only by `max_len` (an arbitrary cut, not a semantic one).
+
+    Returns the merged views and, per original event, the index of its merged view.
+    """
+    merged: list[EventView] = []
+    owner: list[int] = []
+    for v in events:
+        if merged and v.start_reason == "max_len" and merged[-1].end_frame == v.start_frame:
+            m = merged[-1]
+            merged[-1] = EventView(
+                episode_id=m.episode_id, event_index=m.event_index, num_events=m.num_events, task=m.task,
+                start_frame=m.start_frame, end_frame=v.end_frame, fps=m.fps, start_reason=m.start_reason,
+                boundary_reason=v.boundary_reason, keyframes=m.keyframes,
+                state=_vstack(m.state, v.state), action=_vstack(m.action, v.action),
+                gripper=np.concatenate([np.asarray(m.gripper, np.float32), np.asarray(v.gripper, np.float32)]),
+                row=m.row,
+            )
+        else:
+            merged.append(v)
+        owner.append(len(merged) - 1)
+    return merged, owner
+
+
+def _vstack(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if a.ndim == 2 and b.ndim == 2 and a.size and b.size and a.shape[1] == b.shape[1]:
+        return np.vstack([a, b])
+    return np.zeros((0, 0), np.float32)
+
+
 def label_phases(events: list[EventView]) -> list[str]:
     """The phase name (see PHASES) of each event of one episode, in order. Deterministic."""
-    n = len(events)
-    if n == 0:
+    if not events:
         return []
+    merged, owner = _merge_max_len(events)
+    labels = _label_merged(merged)
+    return [labels[k] for k in owner]
+
+
+def _label_merged(events: list[EventView]) -> list[str]:
+    n = len(events)
     phrases = parse_task(events[0].task)
     gdim = None
     for v in events:
@@ -188,6 +237,8 @@ def label_phases(events: list[EventView]) -> list[str]:
     sig = [_signals(v, gdim) for v in events]
     longest = max(s.path for s in sig) or 1.0
     still = [s.path < STILL_FRACTION * longest and s.g_drop < GRIP_DELTA and s.g_rise < GRIP_DELTA for s in sig]
+    # a gripper event that is mostly the arm moving afterwards (e.g. "grasp + lift" in one event)
+    motion_led = [s.frac_after_grip > 0.5 and s.path_after_grip > STILL_FRACTION * longest for s in sig]
 
     labels: list[str | None] = [None] * n
     for i, (v, s) in enumerate(zip(events, sig, strict=True)):
@@ -206,26 +257,26 @@ def label_phases(events: list[EventView]) -> list[str]:
             weaker = i if getattr(sig[i], key) < getattr(sig[i - 1], key) else i - 1
             labels[weaker] = None if not still[weaker] else labels[weaker]
 
-    grasps = [i for i in range(n) if labels[i] == "grasp"]
-    if grasps:
-        _label_pick_cycles(labels, sig, still)
+    if any(lab == "grasp" for lab in labels):
+        _label_pick_cycles(labels, sig, still, motion_led)
     else:
-        _label_no_grasp(labels, sig, still, phrases, events)
-    # dwell-only events repeat the phase they follow (gripper events keep their own label)
+        _label_no_grasp(labels, sig, still, phrases)
+    # dwell-only events repeat the phase they follow (a first idle event is part of the reach)
     out: list[str] = []
     for i in range(n):
         lab = labels[i]
         if still[i] and lab not in ("grasp", "release"):
-            lab = out[-1] if out and out[-1] not in ("grasp", "release") else (lab or "reach")
-            if out and out[-1] in ("grasp", "release"):
-                lab = out[-1]
+            lab = out[-1] if out else "reach"
         out.append(lab or "move")
     return out
 
 
-def _label_pick_cycles(labels: list[str | None], sig: list[_Signals], still: list[bool]) -> None:
+def _label_pick_cycles(
+    labels: list[str | None], sig: list[_Signals], still: list[bool], motion_led: list[bool]
+) -> None:
     n = len(labels)
     last_release = max((i for i in range(n) if labels[i] == "release"), default=-1)
+    releases = [i for i in range(n) if labels[i] == "release"]
     i = 0
     while i < n:
         if labels[i] == "grasp":
@@ -233,6 +284,8 @@ def _label_pick_cycles(labels: list[str | None], sig: list[_Signals], still: lis
             while j < n and labels[j] not in ("release", "grasp"):
                 j += 1
             held = [k for k in range(i + 1, j) if not still[k]]
+            if motion_led[i]:  # the grasp event is mostly the lift: it opens the held stretch
+                held = [i, *held]
             _label_held(labels, sig, held)  # still held events are resolved by the dwell rule
             i = j
             continue
@@ -240,6 +293,9 @@ def _label_pick_cycles(labels: list[str | None], sig: list[_Signals], still: lis
             labels[i] = "retreat" if i > last_release >= 0 and not any(
                 lab == "grasp" for lab in labels[i:]) else "reach"
         i += 1
+    for r in releases:  # a release that is mostly the arm moving away is the retreat (or next reach)
+        if motion_led[r]:
+            labels[r] = "reach" if any(lab == "grasp" for lab in labels[r + 1 :]) else "retreat"
 
 
 def _label_held(labels: list[str | None], sig: list[_Signals], held: list[int]) -> None:
@@ -261,10 +317,7 @@ def _label_held(labels: list[str | None], sig: list[_Signals], held: list[int]) 
         labels[k] = "move"
 
 
-def _label_no_grasp(
-    labels: list[str | None], sig: list[_Signals], still: list[bool], phrases: TaskPhrases,
-    events: list[EventView],
-) -> None:
+def _label_no_grasp(labels: list[str | None], sig: list[_Signals], still: list[bool], phrases: TaskPhrases) -> None:
     n = len(labels)
     moving = [i for i in range(n) if not still[i] and labels[i] is None]
     if not moving:
@@ -274,15 +327,19 @@ def _label_no_grasp(
     span = max(float(np.linalg.norm(s.end_pose - home)) for s in sig) or 1.0
 
     def returns_home(i: int) -> bool:
-        return float(np.linalg.norm(sig[i].end_pose - home)) < HOME_FRACTION * span
+        d_end = float(np.linalg.norm(sig[i].end_pose - home))
+        return d_end < HOME_FRACTION * span or d_end < HOME_FRACTION * float(np.linalg.norm(sig[i].start_pose - home))
 
     labels[moving[0]] = "reach"
     rest = moving[1:]
     if not rest:
         return
-    if len(rest) >= 2 or returns_home(rest[-1]):
-        last = rest[-1]
-        labels[last] = "retreat" if returns_home(last) or len(rest) >= 2 else middle
+    last = rest[-1]
+    # the last motion is the retreat when there are 3+ motions, when it goes back towards the start
+    # pose, or when the first event is clearly two motions merged (much longer than the last one)
+    merged_first = sig[moving[0]].frames >= 1.5 * sig[last].frames
+    if len(rest) >= 2 or returns_home(last) or merged_first:
+        labels[last] = "retreat"
         rest = rest[:-1]
     for k in rest:
         labels[k] = middle
@@ -329,7 +386,7 @@ def caption_episode_events(events: list[EventView]) -> list[str]:
     cycle = -1  # index of the object of the current grasp cycle
     prev = None
     for ph in phases:
-        if ph in ("reach", "grasp") and prev in (None, "release", "retreat") and ph != prev:
+        if (ph == "reach" and prev != "reach") or (ph == "grasp" and prev not in ("reach", "grasp")):
             cycle += 1
         k = max(cycle, 0)
         holding = phrases.obj(k) if ph in ("lift", "move", "place", "release") else ""

@@ -16,11 +16,12 @@ imported lazily; nothing here runs on a machine without vLLM except the clear er
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Sequence
 from typing import Any
 
-from captioners.base import Captioner, CaptionResult, EventView
-from captioners.openai_http import STATUS_EMPTY, build_messages, clean_caption
+from captioners.base import STATUS_EMPTY, Captioner, CaptionResult, EventView
+from captioners.openai_http import build_messages, clean_caption
 from captioners.prompts import load_prompt
 from pipeline.config import CaptionConfig
 from pipeline.errors import CarveError
@@ -43,10 +44,11 @@ def require_vllm() -> tuple[Any, Any]:
 
 
 def build_vllm_caption_processor(cfg: CaptionConfig, concurrency: int = 1, batch_size: int = 16) -> Any:
-    """A Ray Data LLM processor: rows {messages_json...} in, rows with `caption`/`caption_status` out.
+    """A Ray Data LLM processor: rows {_key, messages_json} in, rows {_key, caption, caption_status} out.
 
-    Input rows need a `messages` column (OpenAI chat format, as `build_messages` makes) and
-    keep any other columns (`_key` is used by `VLLMCaptioner` to put results back in place).
+    `messages_json` is the JSON of the OpenAI-format chat messages `build_messages` makes (a
+    string column: the system and user messages' `content` differ in type, which Arrow cannot
+    hold in one column); `_key` lets `VLLMCaptioner` put the results back in place.
     """
     _, llm = require_vllm()
     if not cfg.model:
@@ -69,7 +71,7 @@ def build_vllm_caption_processor(cfg: CaptionConfig, concurrency: int = 1, batch
     def preprocess(row: dict[str, Any]) -> dict[str, Any]:
         return dict(
             _key=row["_key"],
-            messages=row["messages"],
+            messages=json.loads(row["messages_json"]),
             sampling_params={"temperature": temperature, "max_tokens": max_tokens},
         )
 
@@ -109,7 +111,7 @@ class VLLMCaptioner(Captioner):
             for i, evs in enumerate(episodes):
                 if k < len(evs):
                     prev = results[i][k - 1].caption if k and results[i][k - 1].ok else ""
-                    rows.append({"_key": i, "messages": build_messages(self.prompt, evs[k], prev)})
+                    rows.append({"_key": i, "messages_json": json.dumps(build_messages(self.prompt, evs[k], prev))})
             out = {r["_key"]: r for r in self.processor(ray.data.from_items(rows)).take_all()}
             for i, evs in enumerate(episodes):
                 if k < len(evs):

@@ -5,10 +5,12 @@ exposes the few operations the scripted controller (`sim/tasks.py`) needs:
 
 * `add_object(...)` / `add_tray(...)`: objects with a randomised shape, colour and size
   (boxes and cylinders built from primitives, or pybullet_data's lego brick),
-* `ik(pos, yaw)`: joint angles putting the grasp frame at `pos` with the gripper pointing down,
-* `drive(q0, q1, w0, w1)`: one recorded frame of motion: the arm is moved kinematically
-  from `q0` to `q1` (and the finger gap from `w0` to `w1`) over a few sub-steps while the
-  physics of the objects runs (teleoperation-style tracking: the arm reaches its target),
+* `ik(pos, yaw)` / `solve(pos, yaw)`: joint angles putting the grasp frame at `pos` with the
+  gripper pointing down (the pybullet data Panda, drawn with its light collision meshes),
+* `drive(q1, width1, fps)`: one recorded frame of motion: the arm is moved kinematically
+  from its current joints to `q1` (and the finger gap to `width1`) over a few sub-steps
+  while the physics of the objects runs (teleoperation-style tracking: the arm reaches
+  its target),
 * `grasp(obj)` / `release()`: a held object follows the hand rigidly (grasp assist),
 * `observe()`: the recorded state vector (see `STATE_NAMES`),
 * `render(size)`: an RGB frame from the episode's randomised camera (`ER_TINY_RENDERER`).

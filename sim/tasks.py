@@ -200,6 +200,10 @@ def _random_shape(rng: np.random.Generator) -> str:
     return str(rng.choice(SHAPES))
 
 
+def _uniform(rec: _Recorder, lo: float, hi: float) -> float:
+    return float(rec.rng.uniform(lo, hi))
+
+
 # --------------------------------------------------------------------------------------------
 # Controllers
 
@@ -214,12 +218,8 @@ def _pick(rec: _Recorder, obj: SceneObject, *, arc: float = 0.12) -> None:
     rec.gripper("grasp", True, obj.grip_width, (0.35, 0.5))
     scene.grasp(obj)
     rec.dwell()
-    rec.move("lift", np.array([p[0], p[1], grasp_z + rng_uniform(rec, 0.10, 0.15)]), (0.6, 0.9))
+    rec.move("lift", np.array([p[0], p[1], grasp_z + _uniform(rec, 0.10, 0.15)]), (0.6, 0.9))
     rec.dwell()
-
-
-def rng_uniform(rec: _Recorder, lo: float, hi: float) -> float:
-    return float(rec.rng.uniform(lo, hi))
 
 
 def _place_at(rec: _Recorder, obj: SceneObject, xy: np.ndarray, z: float) -> None:
@@ -298,7 +298,7 @@ def _push(rec: _Recorder) -> str:
     _idle(rec)
     rec.move(None, start, (1.2, 1.8), arc=0.15, yaw=yaw)
     rec.dwell()
-    rec.move("push", start + d * rng_uniform(rec, 0.10, 0.16), (0.8, 1.2))
+    rec.move("push", start + d * _uniform(rec, 0.10, 0.16), (0.8, 1.2))
     rec.dwell()
     _retreat(rec)
     return f"push the {obj.color} {obj.shape} to the {direction}"

@@ -42,7 +42,7 @@ def script_episode(steps: list[tuple[str, int, np.ndarray | None, float | None]]
 
 
 def pick_place_steps(obj_at: np.ndarray, place_at: np.ndarray) -> list:
-    up = np.r_[0, 0.4, 0, 0, 0, 0, 0]
+    up = np.r_[0, 0.6, 0, 0.2, 0, 0, 0]
     return [
         ("reach", 16, obj_at, None),
         ("grasp", 5, None, 0.0),

@@ -166,3 +166,27 @@ def test_label_phases_sees_only_one_episode() -> None:
     (views,) = views_from_table(table)
     assert label_phases(views) == [p["name"] for p in phases]
     assert label_phases([]) == []
+
+
+def test_max_len_pieces_share_their_phase() -> None:
+    state, grip, phases = script_episode(push_script(3), grip0=0.0)
+    reach, push, retreat = phases
+    third = (reach["end"] - reach["start"]) // 3
+    bounds = [(0, third), (third, 2 * third), (2 * third, reach["end"]),
+              (push["start"], push["end"]), (retreat["start"], retreat["end"])]
+    reasons = ["episode_start", "max_len", "max_len", "pause", "pause"]
+    table = events_to_table(event_rows("p", "push the red cube to the left", state, grip, bounds,
+                                       start_reasons=reasons))
+    assert [leading_verb(c) for c in _captions(table)] == ["reach", "reach", "reach", "push", "retreat"]
+
+
+def test_gripper_event_dominated_by_motion_takes_the_motion_phase() -> None:
+    state, grip, phases = script_episode(pick_place_script(6))
+    names = [p["name"] for p in phases]
+    g, lift = phases[names.index("grasp")], phases[names.index("lift")]
+    r, ret = phases[names.index("release")], phases[names.index("retreat")]
+    bounds = [(p["start"], p["end"]) for p in phases if p["name"] in ("reach", "move", "place")]
+    bounds += [(g["start"], lift["end"]), (r["start"], ret["end"])]  # grasp+lift, release+retreat
+    bounds.sort()
+    table = events_to_table(event_rows("m", "put the red cube in the tray", state, grip, bounds))
+    assert [leading_verb(c) for c in _captions(table)] == ["reach", "lift", "move", "place", "retreat"]

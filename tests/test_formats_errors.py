@@ -231,3 +231,10 @@ def test_unknown_camera(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match=r"no video feature 'observation\.images\.top'"):
         open_source(str(path), camera="observation.images.top")
     _episode_error(path, 0, "no camera 'top'", camera="top")
+
+
+def test_missing_v30_data_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "lerobot-v3.0", episodes_per_file=2)
+    (path / "data/chunk-000/file-001.parquet").unlink()
+    _episode_error(path, 2, r"data/chunk-000/file-001\.parquet")
+    assert _load(path, 1).length == 12

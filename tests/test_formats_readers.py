@@ -90,7 +90,7 @@ def test_lerobot_v30_roundtrip_av1(tmp_path: Path) -> None:
     refs = _check_roundtrip(path, "lerobot-v3.0", eps, "lerobot")
     ep = load_episode(refs[1], video_backend="auto")
     assert ep._frame_fn is not None
-    assert ep._frame_fn.reader(CAM).backend == "pyav"  # decord cannot open AV1
+    assert ep._frame_fn.videos.reader(CAM).backend == "pyav"  # decord cannot open AV1
 
 
 def test_v30_layout_is_lerobots(tmp_path: Path) -> None:
@@ -217,3 +217,59 @@ def test_folder_video_whose_first_pts_is_not_zero(tmp_path: Path) -> None:
         ep = load_episode(ref, video_backend=backend)
         assert [read_index(f) for f in ep.frames()] == list(range(10))
         assert [read_index(f) for f in ep.frames(None, [9, 0])] == [9, 0]
+
+
+def test_lerobot_image_features_stored_in_parquet(tmp_path: Path) -> None:
+    """lerobot's `image` dtype: PNG bytes in the data parquet instead of an mp4."""
+    import io
+
+    import pyarrow as pa
+    from PIL import Image
+
+    eps = make_episodes([5, 7], cams=())
+    path = write(tmp_path, "lerobot-v2.1", eps)
+    info = json.loads((path / "meta/info.json").read_text())
+    info["features"]["observation.image"] = {"dtype": "image", "shape": [64, 64, 3], "names": ["height", "width", "channel"]}
+    (path / "meta/info.json").write_text(json.dumps(info))
+    start = 0
+    for i, ep in enumerate(eps):
+        f = path / f"data/chunk-000/episode_{i:06d}.parquet"
+        table = pq.read_table(f)
+        pngs = []
+        for img in index_frames(range(start, start + ep.length)):
+            b = io.BytesIO()
+            Image.fromarray(img).save(b, format="PNG")
+            pngs.append({"bytes": b.getvalue(), "path": None})
+        pq.write_table(table.append_column("observation.image", pa.array(pngs)), f)
+        start += ep.length
+    refs = open_source(str(path)).list_episodes()
+    loaded = load_episode(refs[1])
+    assert loaded.cameras == ["observation.image"]
+    assert [read_index(f) for f in loaded.frames()] == list(range(5, 12))
+    assert [read_index(f) for f in loaded.frames(None, [6, 0])] == [11, 5]
+
+
+def test_folder_episode_numbers_come_from_names(tmp_path: Path) -> None:
+    path = write(tmp_path, "folder-npz", make_episodes([5, 6]))
+    for old, new in (("episode_000000", "ep_12"), ("episode_000001", "ep_5")):
+        for ext in ("mp4", "npz", "json"):
+            (path / f"{old}.{ext}").rename(path / f"{new}.{ext}")
+    refs = open_source(str(path)).list_episodes()
+    assert [(r.episode_index, r.locator["name"]) for r in refs] == [(5, "ep_5"), (12, "ep_12")]
+    assert load_episode(refs[0]).length == 6
+
+
+def test_folder_arrays_sampled_faster_than_the_video(tmp_path: Path) -> None:
+    """20 Hz arrays over a 10 fps video: each sample gets the nearest frame (no fps contract)."""
+    path = write(tmp_path, "folder-npz", make_episodes([10]))
+    z = dict(np.load(path / "episode_000000.npz"))
+    n = 19  # 0.0 .. 0.9 s at 20 Hz
+    np.savez(path / "episode_000000.npz", state=np.zeros((n, 3), np.float32), action=np.zeros((n, 3), np.float32),
+             timestamps=np.arange(n) / 20.0, task=z["task"])
+    meta = json.loads((path / "episode_000000.json").read_text())
+    meta["fps"] = 20
+    (path / "episode_000000.json").write_text(json.dumps(meta))
+    ep = load_episode(open_source(str(path)).list_episodes()[0], video_backend="pyav")
+    got = [read_index(f) for f in ep.frames()]
+    assert len(got) == n
+    assert got[::2] == list(range(10))  # samples at whole frame times hit those frames exactly

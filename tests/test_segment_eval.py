@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -103,3 +104,40 @@ def test_load_truth_errors_name_the_file(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"dataset": "x"}))
     with pytest.raises(ValueError, match=r"bad\.json"):
         load_truth(bad)
+
+
+def write_catalog(root: Path, dataset: str, episodes: dict[int, list[int]], length: int) -> None:
+    import pyarrow as pa
+
+    from storage.catalog import Catalog
+    from storage.events import write_event_part
+    from storage.schema import EVENT_SCHEMA, conform, make_event_id
+
+    rows, records = [], []
+    for idx, bounds in episodes.items():
+        ep_id = f"{dataset}/{idx:06d}"
+        edges = [0, *bounds, length]
+        for k, (a, b) in enumerate(itertools.pairwise(edges)):
+            rows.append({"event_id": make_event_id(ep_id, a, b), "episode_id": ep_id, "dataset": dataset,
+                         "episode_index": idx, "event_index": k, "num_events": len(edges) - 1,
+                         "start_frame": a, "end_frame": b, "fps": 12.0})
+        records.append({"episode_id": ep_id, "dataset": dataset, "episode_index": idx, "source_uri": "mem",
+                        "status": "ok", "num_events": len(edges) - 1, "batch": "b1"})
+    cols = {f.name: [r.get(f.name) for r in rows] for f in EVENT_SCHEMA}
+    write_event_part(str(root), "b1", dataset, conform(pa.Table.from_pydict(cols, schema=EVENT_SCHEMA)))
+    with Catalog(root) as cat:
+        cat.upsert_dataset(dataset, "mem", "folder")
+        cat.record_episodes(records)
+
+
+def test_predictions_from_catalog_group_by_episode_and_dataset(tmp_path: Path) -> None:
+    from pipeline.eval_segments import predictions_from_catalog
+
+    write_catalog(tmp_path, "sim", {0: [20, 35], 1: [10]}, 60)
+    write_catalog(tmp_path, "other", {0: [5, 6, 7]}, 60)
+    assert predictions_from_catalog(str(tmp_path), hint="sim") == {0: [20, 35], 1: [10]}
+    assert predictions_from_catalog(str(tmp_path), "other") == {0: [5, 6, 7]}
+    with pytest.raises(ValueError, match="pick one with --dataset"):
+        predictions_from_catalog(str(tmp_path), hint="nope")
+    with pytest.raises(ValueError, match="no dataset 'x'"):
+        predictions_from_catalog(str(tmp_path), "x")

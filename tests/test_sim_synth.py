@@ -84,3 +84,20 @@ def test_synthesize_rejects_bad_arguments(tmp_path: Path) -> None:
         synthesize(str(tmp_path / "x"), 1, 1, 0, 10, 32, "h264", ["fold_laundry"])
     with pytest.raises(ValueError, match="size"):
         synthesize(str(tmp_path / "x"), 1, 1, 0, 10, 33, "h264", None)
+
+
+def test_eval_segments_cli_on_the_dataset(dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = carve_main(["eval-segments", "--truth", str(dataset / GROUND_TRUTH_FILE), "--source", str(dataset),
+                     "--json"])
+    assert rc == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert set(rep["per_task"]) == {"pick_place", "stack", "push", "two_object"}
+    assert rep["overall"]["episodes"] == 4 and rep["missing_episodes"] == []
+    assert rep["overall"]["boundary_f1"] >= 0.9
+
+
+def test_cli_task_choices_match_the_simulator() -> None:
+    from sim.cli import TASK_CHOICES
+    from sim.tasks import TASK_TYPES
+
+    assert tuple(TASK_CHOICES) == tuple(TASK_TYPES)

@@ -113,7 +113,9 @@ def test_null_embedding_names_event(toy: Path, tmp_path: Path) -> None:
     col = t.column("emb_visual").to_pylist()
     col[3] = None
     bad_id = t.column("event_id")[3].as_py()
-    t = t.set_column(t.schema.get_field_index("emb_visual"), "emb_visual", pa.array(col, pa.list_(pa.float32())))
+    t = t.set_column(
+        t.schema.get_field_index("emb_visual"), "emb_visual", pa.array(col, pa.list_(pa.float32()))
+    )
     pq.write_table(t.cast(event_schema(json.loads(p.read_text())["emb_dims"])), shard, row_group_size=16)
     ds = EventStream(open_manifest(p), DataConfig(holdout_frac=0.0), infinite=False)
     with pytest.raises(DataError, match=f"event {bad_id} has no emb_visual"):
@@ -125,7 +127,9 @@ def test_null_embedding_names_event(toy: Path, tmp_path: Path) -> None:
 def test_ranks_see_disjoint_rows_covering_the_epoch(toy: Path, world: int) -> None:
     m = open_manifest(toy)
     cfg = DataConfig(holdout_frac=0.0, shuffle_buffer=8)
-    per_rank = [_ids(EventStream(m, cfg, split="all", rank=r, world_size=world, infinite=False)) for r in range(world)]
+    per_rank = [
+        _ids(EventStream(m, cfg, split="all", rank=r, world_size=world, infinite=False)) for r in range(world)
+    ]
     flat = [i for ids in per_rank for i in ids]
     assert all(per_rank)
     assert len(flat) == len(set(flat))  # no row twice, across ranks
@@ -207,7 +211,12 @@ def test_event_view_pads_and_masks(toy: Path) -> None:
 def test_chunk_view_takes_h_steps_from_inside_the_event(toy: Path) -> None:
     m = open_manifest(toy)
     cfg = DataConfig(holdout_frac=0.0, shuffle=False, chunk_len=4)
-    rows = {r["event_id"]: r for r in pq.read_table(toy.parent / "part-00000.parquet", columns=["event_id", "action", "state"]).to_pylist()}
+    rows = {
+        r["event_id"]: r
+        for r in pq.read_table(
+            toy.parent / "part-00000.parquet", columns=["event_id", "action", "state"]
+        ).to_pylist()
+    }
     offsets = set()
     for s in EventStream(m, cfg, view="chunk", split="all", infinite=False):
         r = rows.get(s["event_id"])
@@ -216,7 +225,9 @@ def test_chunk_view_takes_h_steps_from_inside_the_event(toy: Path) -> None:
         o = int(s["offset"])
         offsets.add(o)
         assert s["actions"].shape == (4, len(r["action"][0]))
-        np.testing.assert_allclose(s["actions"][: s["length"]], np.array(r["action"][o : o + 4], np.float32)[: s["length"]])
+        np.testing.assert_allclose(
+            s["actions"][: s["length"]], np.array(r["action"][o : o + 4], np.float32)[: s["length"]]
+        )
         np.testing.assert_allclose(s["state"], np.array(r["state"][o], np.float32))
     assert len(offsets) > 1  # chunks are not all at the event start
 
@@ -233,5 +244,7 @@ def test_task_embedding_is_stable_and_discriminative() -> None:
 def test_more_streams_than_row_groups_is_a_clear_error(toy: Path) -> None:
     m = open_manifest(toy)
     ds = EventStream(m, DataConfig(holdout_frac=0.0), split="all", rank=0, world_size=len(m.units) + 1)
-    with pytest.raises(DataError, match=rf"{len(m.units)} row groups cannot feed {len(m.units) + 1} loader streams"):
+    with pytest.raises(
+        DataError, match=rf"{len(m.units)} row groups cannot feed {len(m.units) + 1} loader streams"
+    ):
         next(iter(ds))

@@ -30,10 +30,21 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _cfg(manifest: Path, out: Path, **over: Any) -> TrainConfig:
     base: dict[str, Any] = {
-        "mode": "event", "max_steps": 40, "out_dir": str(out), "log_every": 1, "ckpt_every": 1000,
-        "progress": False, "tensorboard": False,
-        "data": {"manifest": str(manifest), "batch_size": 16, "max_len": 32, "chunk_len": 8, "shuffle_buffer": 32,
-                 "holdout_frac": 0.2},
+        "mode": "event",
+        "max_steps": 40,
+        "out_dir": str(out),
+        "log_every": 1,
+        "ckpt_every": 1000,
+        "progress": False,
+        "tensorboard": False,
+        "data": {
+            "manifest": str(manifest),
+            "batch_size": 16,
+            "max_len": 32,
+            "chunk_len": 8,
+            "shuffle_buffer": 32,
+            "holdout_frac": 0.2,
+        },
         "model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "block_size": 4},
         "optim": {"warmup_steps": 5},
     }
@@ -98,7 +109,13 @@ def test_unified_action_loss_reaches_language_head(toy: Path) -> None:
 
 
 def test_resume_is_bit_for_bit(toy: Path, tmp_path: Path) -> None:
-    over = {"max_steps": 8, "ckpt_every": 4, "keep_last": 0, "data": {"num_workers": 2}, "model": {"dropout": 0.1}}
+    over = {
+        "max_steps": 8,
+        "ckpt_every": 4,
+        "keep_last": 0,
+        "data": {"num_workers": 2},
+        "model": {"dropout": 0.1},
+    }
     a = train(_cfg(toy, tmp_path / "a", mode="unified", **over))
     ckpt4 = tmp_path / "a" / "ckpt-00000004.pt"
     assert ckpt4.exists()
@@ -110,7 +127,9 @@ def test_resume_is_bit_for_bit(toy: Path, tmp_path: Path) -> None:
         assert torch.equal(v, sb["model"][k]), k
     assert sa["adamw"]["state"].keys() == sb["adamw"]["state"].keys()
     for k in sa["muon"]["state"]:
-        assert torch.equal(sa["muon"]["state"][k]["momentum_buffer"], sb["muon"]["state"][k]["momentum_buffer"])
+        assert torch.equal(
+            sa["muon"]["state"][k]["momentum_buffer"], sb["muon"]["state"][k]["momentum_buffer"]
+        )
 
 
 def test_resume_auto_continues_from_latest(toy: Path, tmp_path: Path) -> None:
@@ -128,8 +147,13 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(toy: Path, tmp_path: Path
     for s in raw["shards"]:
         (d / s["path"]).write_bytes((toy.parent / s["path"]).read_bytes())
     (d / "manifest.json").write_text(toy.read_text())
-    cfg = _cfg(d / "manifest.json", tmp_path / "run", max_steps=100, ckpt_every=2,
-               data={"shuffle": False, "holdout_frac": 0.0, "batch_size": 16})
+    cfg = _cfg(
+        d / "manifest.json",
+        tmp_path / "run",
+        max_steps=100,
+        ckpt_every=2,
+        data={"shuffle": False, "holdout_frac": 0.0, "batch_size": 16},
+    )
     m = open_manifest(d)
     unit = m.units[EventStream(m, cfg.data)._unit_order[-1]]
     table = pq.read_table(unit.shard)
@@ -137,10 +161,14 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(toy: Path, tmp_path: Path
     actions = table.column("action").to_pylist()
     for r in range(start, start + unit.rows):
         actions[r] = [[float("nan")] * len(f) for f in actions[r]]
-    table = table.set_column(table.schema.get_field_index("action"), "action", pa.array(actions, table.schema.field("action").type))
+    table = table.set_column(
+        table.schema.get_field_index("action"), "action", pa.array(actions, table.schema.field("action").type)
+    )
     pq.write_table(table, unit.shard, row_group_size=16)
     bad_step = m.total_rows // 16  # 1-based step whose batch is the poisoned row group
-    with pytest.raises(TrainingDiverged, match=rf"loss became NaN/inf at step {bad_step}.*ckpt-{bad_step - 2:08d}\.pt") as ei:
+    with pytest.raises(
+        TrainingDiverged, match=rf"loss became NaN/inf at step {bad_step}.*ckpt-{bad_step - 2:08d}\.pt"
+    ) as ei:
         train(cfg)
     assert "last good checkpoint" in str(ei.value)
     names = [p.name for p in list_checkpoints(tmp_path / "run")]
@@ -152,7 +180,10 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(toy: Path, tmp_path: Path
 def test_incompatible_checkpoint_errors(toy: Path, tmp_path: Path) -> None:
     train(_cfg(toy, tmp_path / "a", max_steps=2, ckpt_every=2))
     ck = str(tmp_path / "a" / "ckpt-00000002.pt")
-    with pytest.raises(CheckpointError, match=r"ckpt-00000002\.pt: incompatible.*model\.d_model: checkpoint has 32, this run has 64"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"ckpt-00000002\.pt: incompatible.*model\.d_model: checkpoint has 32, this run has 64",
+    ):
         train(_cfg(toy, tmp_path / "b", resume=ck, model={"d_model": 64}))
     with pytest.raises(CheckpointError, match=r"mode: checkpoint has 'event', this run has 'chunk'"):
         train(_cfg(toy, tmp_path / "b", resume=ck, mode="chunk"))
@@ -203,8 +234,19 @@ def test_cli_train_then_eval_model(toy: Path, tmp_path: Path, capsys: pytest.Cap
         "data: {batch_size: 8, max_len: 24, chunk_len: 6}\nmodel: {d_model: 16, n_layers: 1, n_heads: 2}\n"
     )
     root = toy.parent.parent.parent
-    rc = carve_main(["train", "--config", str(cfg), "--root", str(root), "--out-dir", str(tmp_path / "run"),
-                     "--set", "data.holdout_frac=0.25"])
+    rc = carve_main(
+        [
+            "train",
+            "--config",
+            str(cfg),
+            "--root",
+            str(root),
+            "--out-dir",
+            str(tmp_path / "run"),
+            "--set",
+            "data.holdout_frac=0.25",
+        ]
+    )
     assert rc == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["step"] == 3 and Path(out["checkpoint"]).exists()

@@ -28,7 +28,15 @@ CKPT_VERSION = 1
 # model-config keys that change parameter shapes or the computation
 SHAPE_KEYS = ("d_model", "n_layers", "n_heads", "mlp_ratio", "block_size")
 # data keys the saved data position is only valid for
-POSITION_KEYS = ("world_size", "num_workers", "batch_size", "seed", "shuffle", "shuffle_buffer", "holdout_frac")
+POSITION_KEYS = (
+    "world_size",
+    "num_workers",
+    "batch_size",
+    "seed",
+    "shuffle",
+    "shuffle_buffer",
+    "holdout_frac",
+)
 
 
 class CheckpointError(CarveError):
@@ -90,12 +98,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != CKPT_FORMAT:
         raise CheckpointError(f"{p}: not a Carve trainer checkpoint")
     if int(state.get("ckpt_version", 0)) > CKPT_VERSION:
-        raise CheckpointError(f"{p}: checkpoint version {state['ckpt_version']} is newer than this trainer reads")
+        raise CheckpointError(
+            f"{p}: checkpoint version {state['ckpt_version']} is newer than this trainer reads"
+        )
     return state
 
 
 def check_compatible(
-    state: dict[str, Any], where: str, spec: ModelSpec | None, model_cfg: dict[str, Any], position: dict[str, Any]
+    state: dict[str, Any],
+    where: str,
+    spec: ModelSpec | None,
+    model_cfg: dict[str, Any],
+    position: dict[str, Any],
 ) -> None:
     """Raise CheckpointError listing every difference that makes an exact resume impossible."""
     problems: list[str] = []
@@ -107,7 +121,9 @@ def check_compatible(
     saved_cfg = state.get("model_cfg", {})
     for k in SHAPE_KEYS:
         if saved_cfg.get(k) != model_cfg.get(k):
-            problems.append(f"model.{k}: checkpoint has {saved_cfg.get(k)!r}, this run has {model_cfg.get(k)!r}")
+            problems.append(
+                f"model.{k}: checkpoint has {saved_cfg.get(k)!r}, this run has {model_cfg.get(k)!r}"
+            )
     saved_pos = state.get("data", {})
     for k in POSITION_KEYS:
         if k in position and saved_pos.get(k) != position[k]:

@@ -32,7 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_common(e)
     add_train_args(e)
     e.add_argument("--checkpoint", action="append", default=[], help="checkpoint to score (repeatable)")
-    e.add_argument("--compare", action="store_true", help="train event, unified and chunk modes with the same budget")
+    e.add_argument(
+        "--compare", action="store_true", help="train event, unified and chunk modes with the same budget"
+    )
     e.add_argument("--json", default=None, help="also write the results as JSON here")
     e.set_defaults(func=cmd_eval)
 
@@ -48,8 +50,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     _logging(args)
     cfg = config_from_args(args)
     res = train(cfg)
-    print(json.dumps({"step": res["step"], "final_loss": res["losses"][-1] if res["losses"] else None,
-                      "checkpoint": res["checkpoint"]}))
+    print(
+        json.dumps(
+            {
+                "step": res["step"],
+                "final_loss": res["losses"][-1] if res["losses"] else None,
+                "checkpoint": res["checkpoint"],
+            }
+        )
+    )
     return 0
 
 

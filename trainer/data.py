@@ -54,7 +54,16 @@ from pipeline.errors import CarveError
 from trainer.config import DataConfig
 from trainer.manifest import Manifest, Unit
 
-READ_COLUMNS = ["event_id", "episode_id", "task", "state", "action", "emb_visual", "emb_text", "end_emb_visual"]
+READ_COLUMNS = [
+    "event_id",
+    "episode_id",
+    "task",
+    "state",
+    "action",
+    "emb_visual",
+    "emb_text",
+    "end_emb_visual",
+]
 
 
 class DataError(CarveError):
@@ -277,12 +286,16 @@ class EventStream(IterableDataset):
             else:
                 eps = pq.ParquetFile(unit.shard).read_row_group(unit.row_group, columns=["episode_id"])
                 keep_eval = self.split == "eval"
-                rows = [i for i, e in enumerate(eps.column(0).to_pylist()) if in_holdout(e, frac) == keep_eval]
+                rows = [
+                    i for i, e in enumerate(eps.column(0).to_pylist()) if in_holdout(e, frac) == keep_eval
+                ]
             if rows:
                 out[u] = rows
         return out
 
-    def _epoch_indices(self, valid: dict[int, list[int]], epoch: int, g: int, rng: random.Random) -> Iterator[tuple[int, int]]:
+    def _epoch_indices(
+        self, valid: dict[int, list[int]], epoch: int, g: int, rng: random.Random
+    ) -> Iterator[tuple[int, int]]:
         units = list(valid)  # in this stream's dealt order
         if self.cfg.shuffle:
             rng.shuffle(units)
@@ -390,7 +403,7 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def make_loader(ds: EventStream, batch_size: int, num_workers: int) -> DataLoader:
+def make_loader(ds: EventStream, batch_size: int, num_workers: int, pin_memory: bool = False) -> DataLoader:
     return DataLoader(
         ds,
         batch_size=batch_size,
@@ -398,4 +411,5 @@ def make_loader(ds: EventStream, batch_size: int, num_workers: int) -> DataLoade
         collate_fn=collate,
         worker_init_fn=_worker_init if num_workers else None,
         persistent_workers=False,
+        pin_memory=pin_memory,
     )

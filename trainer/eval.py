@@ -70,7 +70,9 @@ def _predict(model: WorldActionModel, batch: dict[str, Any]) -> dict[str, torch.
     return res
 
 
-def evaluate(model: WorldActionModel, manifest: Manifest, data_cfg: DataConfig, batch_size: int = 64) -> dict[str, Any]:
+def evaluate(
+    model: WorldActionModel, manifest: Manifest, data_cfg: DataConfig, batch_size: int = 64
+) -> dict[str, Any]:
     dcfg = copy.deepcopy(data_cfg)
     dcfg.shuffle = False
     ds = EventStream(manifest, dcfg, view="event", split="eval", infinite=False)
@@ -96,7 +98,9 @@ def evaluate(model: WorldActionModel, manifest: Manifest, data_cfg: DataConfig, 
             len_ok.extend((d <= LEN_TOL).tolist())
             len_err.extend(d.tolist())
         if "end_visual" in pred:
-            fut.extend((1 - F.cosine_similarity(pred["end_visual"].float(), batch["end_visual"], dim=-1)).tolist())
+            fut.extend(
+                (1 - F.cosine_similarity(pred["end_visual"].float(), batch["end_visual"], dim=-1)).tolist()
+            )
         if "latent" in pred:
             lat.extend((1 - F.cosine_similarity(pred["latent"].float(), batch["text"], dim=-1)).tolist())
     if not ev_mse:
@@ -130,7 +134,9 @@ def evaluate_checkpoint(path: str | Path, manifest: str | None = None) -> dict[s
     return res
 
 
-def compare(cfg: TrainConfig, modes: tuple[str, ...] = ("event", "unified", "chunk")) -> tuple[list[dict[str, Any]], str]:
+def compare(
+    cfg: TrainConfig, modes: tuple[str, ...] = ("event", "unified", "chunk")
+) -> tuple[list[dict[str, Any]], str]:
     """Train each mode with the same budget from `cfg`, evaluate each on held-out episodes."""
     results = []
     for mode in modes:
@@ -155,9 +161,16 @@ def _fmt(v: Any) -> str:
 
 def markdown_table(results: list[dict[str, Any]]) -> str:
     cols = [
-        ("mode", "mode"), ("params", "params"), ("step", "steps"), ("events", "held-out events"),
-        ("mse_event", "action MSE / event"), ("mse_frame", "action MSE / step"), ("early", "MSE t<8"),
-        ("late", "MSE t>=8"), ("len_acc", "length acc (±2)"), ("future_cos_err", "future-obs cos err"),
+        ("mode", "mode"),
+        ("params", "params"),
+        ("step", "steps"),
+        ("events", "held-out events"),
+        ("mse_event", "action MSE / event"),
+        ("mse_frame", "action MSE / step"),
+        ("early", "MSE t<8"),
+        ("late", "MSE t>=8"),
+        ("len_acc", "length acc (±2)"),
+        ("future_cos_err", "future-obs cos err"),
         ("latent_cos_err", "latent cos err"),
     ]
     lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]

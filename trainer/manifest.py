@@ -67,12 +67,18 @@ def find_manifest(path: str | Path) -> Path:
     shards = p / "shards"
     if shards.is_dir():
         versions = sorted(
-            (d for d in shards.iterdir() if re.fullmatch(r"v\d+", d.name) and (d / "manifest.json").is_file()),
+            (
+                d
+                for d in shards.iterdir()
+                if re.fullmatch(r"v\d+", d.name) and (d / "manifest.json").is_file()
+            ),
             key=lambda d: int(d.name[1:]),
         )
         if versions:
             return versions[-1] / "manifest.json"
-    raise ManifestError(f"{p}: no manifest.json (looked for the file, <dir>/manifest.json and <root>/shards/vNNN/)")
+    raise ManifestError(
+        f"{p}: no manifest.json (looked for the file, <dir>/manifest.json and <root>/shards/vNNN/)"
+    )
 
 
 def open_manifest(path: str | Path, required: tuple[str, ...] = TRAIN_COLUMNS) -> Manifest:

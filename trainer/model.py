@@ -142,8 +142,10 @@ class WorldActionModel(nn.Module):
     def set_norm_stats(self, state_mean: Any, state_std: Any, action_mean: Any, action_std: Any) -> None:
         with torch.no_grad():
             for name, v in (
-                ("state_mean", state_mean), ("state_std", state_std),
-                ("action_mean", action_mean), ("action_std", action_std),
+                ("state_mean", state_mean),
+                ("state_std", state_std),
+                ("action_mean", action_mean),
+                ("action_std", action_std),
             ):
                 getattr(self, name).copy_(torch.as_tensor(v, dtype=torch.float32))
 
@@ -206,7 +208,9 @@ class WorldActionModel(nn.Module):
         parts = {"action": action_loss}
         total = action_loss
         if "stop_logits" in pred:
-            length_loss = F.cross_entropy(pred["stop_logits"].float(), (batch["length"].long() - 1).clamp_min(0))
+            length_loss = F.cross_entropy(
+                pred["stop_logits"].float(), (batch["length"].long() - 1).clamp_min(0)
+            )
             parts["length"] = length_loss
             total = total + cfg.length_loss_weight * length_loss
         if "end_visual" in pred:
@@ -222,4 +226,3 @@ class WorldActionModel(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-

@@ -30,13 +30,17 @@ TASKS = {
 COLORS = ("red", "green", "yellow")
 
 
-def _episodes(n_episodes: int, state_dim: int, visual_dim: int, text_dim: int, seed: int) -> list[dict[str, Any]]:
+def _episodes(
+    n_episodes: int, state_dim: int, visual_dim: int, text_dim: int, seed: int
+) -> list[dict[str, Any]]:
     g = np.random.default_rng(1234)  # fixed "world": directions, projections, phase embeddings
     dirs = g.normal(size=(len(PHASES), state_dim)).astype(np.float32)
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
     proj = g.normal(size=(state_dim, visual_dim)).astype(np.float32) / np.sqrt(state_dim)
     phase_text = g.normal(size=(len(PHASES), text_dim)).astype(np.float32)
-    phase_vis = g.normal(size=(len(PHASES), visual_dim)).astype(np.float32)  # what the camera shows of a phase
+    phase_vis = g.normal(size=(len(PHASES), visual_dim)).astype(
+        np.float32
+    )  # what the camera shows of a phase
     base_len = g.integers(6, 20, size=len(PHASES))
     rng = np.random.default_rng(seed)
     rows: list[dict[str, Any]] = []
@@ -123,7 +127,9 @@ def write_toy_shards(
         table = events_to_table(rows[i : i + rows_per_shard], schema)
         name = f"part-{i // rows_per_shard:05d}.parquet"
         pq.write_table(table, out / name, row_group_size=row_group_size, compression="zstd")
-        shards.append({"path": name, "rows": table.num_rows, "bytes": (out / name).stat().st_size, "sha256": ""})
+        shards.append(
+            {"path": name, "rows": table.num_rows, "bytes": (out / name).stat().st_size, "sha256": ""}
+        )
     manifest: dict[str, Any] = {
         "format": "carve.manifest",
         "manifest_version": 1,
@@ -142,5 +148,3 @@ def write_toy_shards(
     path = out / "manifest.json"
     path.write_text(json.dumps(manifest, indent=1))
     return path
-
-

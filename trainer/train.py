@@ -3,11 +3,12 @@
 `train(cfg)` streams the manifest's training split, optimises the 2-D hidden weight matrices
 of the backbone with `torch.optim.Muon` and everything else (input projections/embeddings,
 norms, biases, output heads) with AdamW, both under the same linear-warmup + cosine
-schedule, clips gradients, uses bf16 autocast on CUDA only, logs metrics to
-`<out_dir>/metrics.jsonl` and TensorBoard, and writes atomic checkpoints every `ckpt_every`
-steps and at the end. A resume restores model, optimisers, schedulers, RNG and the data
-position, so it continues bit-for-bit. A non-finite loss or gradient stops the run with
-`TrainingDiverged` before the optimisers step; the last good checkpoint is left in place.
+schedule, clips gradients, uses bf16 autocast on CUDA only, logs metrics (window means,
+averaged over ranks) to `<out_dir>/metrics.jsonl` and TensorBoard, and writes atomic
+checkpoints every `ckpt_every` steps and at the end. A resume restores model, optimisers,
+schedulers, RNG and the data position, so it continues bit-for-bit. A non-finite loss or
+gradient stops the run with `TrainingDiverged` before the optimisers step; the last good
+checkpoint is left in place.
 
     torchrun --nproc_per_node 2 -m trainer.train --config cfg.yaml --manifest ROOT/shards/v001
 """
@@ -81,18 +82,27 @@ def make_spec(cfg: TrainConfig, manifest: Manifest) -> tuple[ModelSpec, Any]:
     return spec, stats
 
 
-def make_optimizers(model: WorldActionModel, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+def make_optimizers(
+    model: WorldActionModel, cfg: TrainConfig
+) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
     o = cfg.optim
     muon = torch.optim.Muon(model.muon_parameters(), lr=o.muon_lr, weight_decay=o.muon_weight_decay)
-    adamw = torch.optim.AdamW(model.adamw_parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+    adamw = torch.optim.AdamW(
+        model.adamw_parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay
+    )
     return muon, adamw
 
 
 def _position(cfg: TrainConfig, world: int) -> dict[str, Any]:
     d = cfg.data
     return {
-        "world_size": world, "num_workers": d.num_workers, "batch_size": d.batch_size, "seed": d.seed,
-        "shuffle": d.shuffle, "shuffle_buffer": d.shuffle_buffer, "holdout_frac": d.holdout_frac,
+        "world_size": world,
+        "num_workers": d.num_workers,
+        "batch_size": d.batch_size,
+        "seed": d.seed,
+        "shuffle": d.shuffle,
+        "shuffle_buffer": d.shuffle_buffer,
+        "holdout_frac": d.holdout_frac,
     }
 
 
@@ -108,7 +118,9 @@ def _device(cfg: TrainConfig, local_rank: int) -> torch.device:
 
 
 def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+    return {
+        k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()
+    }
 
 
 def _any_rank(flag: bool, world: int, device: torch.device) -> bool:
@@ -175,10 +187,22 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dic
 
     wrapped: nn.Module = _LossModule(model)
     if world > 1:
-        wrapped = nn.parallel.DistributedDataParallel(wrapped, device_ids=[device.index] if device.type == "cuda" else None)
+        wrapped = nn.parallel.DistributedDataParallel(
+            wrapped, device_ids=[device.index] if device.type == "cuda" else None
+        )
 
-    ds = EventStream(manifest, cfg.data, view=view_for(cfg.mode), split="train", rank=rank, world_size=world, start_batch=step)
-    loader = iter(make_loader(ds, cfg.data.batch_size, cfg.data.num_workers))
+    ds = EventStream(
+        manifest,
+        cfg.data,
+        view=view_for(cfg.mode),
+        split="train",
+        rank=rank,
+        world_size=world,
+        start_batch=step,
+    )
+    loader = iter(
+        make_loader(ds, cfg.data.batch_size, cfg.data.num_workers, pin_memory=device.type == "cuda")
+    )
     if state is not None:  # after the loader iterator drew its worker seeds, as in an uninterrupted run
         rngs = state["rng"]
         set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0])
@@ -202,7 +226,9 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dic
     window: dict[str, float] = {}
     n_window = 0
     t_window = time.perf_counter()
-    bar = tqdm(total=cfg.max_steps, initial=step, disable=not (cfg.progress and rank == 0), desc=f"train[{cfg.mode}]")
+    bar = tqdm(
+        total=cfg.max_steps, initial=step, disable=not (cfg.progress and rank == 0), desc=f"train[{cfg.mode}]"
+    )
     try:
         while step < cfg.max_steps:
             batch = next(loader)
@@ -226,30 +252,40 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dic
             step += 1
             lv = float(loss.detach())
             losses.append(lv)
-            for k, v in {"loss": lv, **{k: float(v) for k, v in parts.items()}, "grad_norm": float(gnorm)}.items():
+            for k, v in {
+                "loss": lv,
+                **{k: float(v) for k, v in parts.items()},
+                "grad_norm": float(gnorm),
+            }.items():
                 window[k] = window.get(k, 0.0) + v
             n_window += 1
             bar.update(1)
-            if rank == 0 and (step % cfg.log_every == 0 or step == cfg.max_steps):
-                dt = time.perf_counter() - t_window
-                rec = {"step": step, **{k: v / n_window for k, v in window.items()}}
-                rec.update(
-                    {
-                        "lr": adamw.param_groups[0]["lr"],
-                        "muon_lr": muon.param_groups[0]["lr"],
-                        "steps_per_s": n_window / dt if dt > 0 else None,
-                        "events_per_s": n_window * cfg.data.batch_size * world / dt if dt > 0 else None,
-                        "time": time.time(),
-                    }
-                )
-                assert metrics_f is not None
-                metrics_f.write(json.dumps(rec) + "\n")
-                metrics_f.flush()
-                if writer is not None:
-                    for k, v in rec.items():
-                        if k not in ("step", "time") and v is not None:
-                            writer.add_scalar(f"train/{k}", v, step)
-                bar.set_postfix(loss=f"{rec['loss']:.4f}")
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                if world > 1:  # log the mean over ranks
+                    keys = sorted(window)
+                    t = torch.tensor([window[k] for k in keys], dtype=torch.float64, device=device)
+                    dist.all_reduce(t)
+                    window = dict(zip(keys, (t / world).tolist(), strict=True))
+                if rank == 0:
+                    dt = time.perf_counter() - t_window
+                    rec = {"step": step, **{k: v / n_window for k, v in window.items()}}
+                    rec.update(
+                        {
+                            "lr": adamw.param_groups[0]["lr"],
+                            "muon_lr": muon.param_groups[0]["lr"],
+                            "steps_per_s": n_window / dt if dt > 0 else None,
+                            "events_per_s": n_window * cfg.data.batch_size * world / dt if dt > 0 else None,
+                            "time": time.time(),
+                        }
+                    )
+                    assert metrics_f is not None
+                    metrics_f.write(json.dumps(rec) + "\n")
+                    metrics_f.flush()
+                    if writer is not None:
+                        for k, v in rec.items():
+                            if k not in ("step", "time") and v is not None:
+                                writer.add_scalar(f"train/{k}", v, step)
+                    bar.set_postfix(loss=f"{rec['loss']:.4f}")
                 window, n_window, t_window = {}, 0, time.perf_counter()
             if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
                 last_ckpt = _checkpoint(cfg, model, muon, adamw, scheds, step, rank, world, manifest, spec)
@@ -261,7 +297,12 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dic
             writer.close()
         if ids_f is not None:
             ids_f.close()
-    return {"step": step, "losses": losses, "checkpoint": str(last_ckpt) if last_ckpt else None, "spec": asdict(spec)}
+    return {
+        "step": step,
+        "losses": losses,
+        "checkpoint": str(last_ckpt) if last_ckpt else None,
+        "spec": asdict(spec),
+    }
 
 
 def _diverged_msg(what: str, step: int, last: Path | None) -> str:
@@ -298,7 +339,12 @@ def _checkpoint(
             "muon": muon.state_dict(),
             "adamw": adamw.state_dict(),
             "schedulers": [s.state_dict() for s in scheds],
-            "data": {"batch": step, **_position(cfg, world), "manifest": manifest.path, "manifest_version": manifest.version},
+            "data": {
+                "batch": step,
+                **_position(cfg, world),
+                "manifest": manifest.path,
+                "manifest_version": manifest.version,
+            },
             "rng": rngs,
         }
         save_checkpoint(state, path)
@@ -347,7 +393,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="trainer.train", description="Train the event-grounded world-action model.")
+    ap = argparse.ArgumentParser(
+        prog="trainer.train", description="Train the event-grounded world-action model."
+    )
     ap.add_argument("--config", "-c", default=None)
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--root", default=None)
@@ -360,8 +408,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"trainer: error: {e}", file=sys.stderr)
         return 2
     if _dist_info()[0] == 0:
-        print(json.dumps({"step": res["step"], "final_loss": res["losses"][-1] if res["losses"] else None,
-                          "checkpoint": res["checkpoint"]}))
+        print(
+            json.dumps(
+                {
+                    "step": res["step"],
+                    "final_loss": res["losses"][-1] if res["losses"] else None,
+                    "checkpoint": res["checkpoint"],
+                }
+            )
+        )
     return 0
 
 

@@ -94,9 +94,11 @@ class VideoFrames:
         fps: float,
         backend: str = "auto",
         relative_to_stream_start: bool = False,
+        require_same_fps: bool = True,
     ):
         self.label = label
         self.relative = relative_to_stream_start  # offsets count from the first frame's pts
+        self.require_same_fps = require_same_fps  # else each sample takes the nearest frame
         self.videos = dict(videos)
         self._base = dict(videos)
         self.timestamps = np.asarray(timestamps, dtype=np.float64)
@@ -122,7 +124,7 @@ class VideoFrames:
         uri, offset = self.videos[cam]
         start = offset + float(self.timestamps[0])
         end = offset + float(self.timestamps[-1]) + 1.0 / self.fps
-        if abs(r.fps - self.fps) > 0.01 * self.fps:
+        if self.require_same_fps and abs(r.fps - self.fps) > 0.01 * self.fps:
             raise EpisodeError(self.label, f"camera {cam}: video runs at {r.fps:g} fps but the data at {self.fps:g} fps")
         if r.end_time + 0.5 / r.fps < end:
             raise EpisodeError(

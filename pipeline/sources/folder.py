@@ -5,7 +5,8 @@ Arrays: `state` (T, Ds), `action` (T, Da), optional `timestamps` (T,) seconds (n
 a per-frame string column whose first value is used). An optional `<name>.json` sidecar may
 give `task`, `fps`, `state_names`, `action_names`, `camera` and `robot`.
 
-Episodes are numbered by the sorted order of their names; a name with an mp4 but no arrays
+Episodes are numbered by the trailing integer of their names when every name has a distinct
+one (`episode_000012` -> 12), else by sorted order; a name with an mp4 but no arrays
 (or arrays but no mp4) is still listed, and fails in `load_folder_episode` with the reason.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -62,7 +64,7 @@ class FolderSource:
         if not names:
             raise SourceError(f"dataset {self.uri}: unreadable layout: no <name>.mp4 + <name>.npz/.parquet files")
         refs = []
-        for idx, name in enumerate(names):
+        for idx, name in zip(_episode_numbers(names), names, strict=True):
             arrays = next((name + e for e in ARRAY_EXTS if name + e in files), None)
             loc = {
                 "name": name,
@@ -77,7 +79,16 @@ class FolderSource:
                     locator=loc, fingerprint=fingerprint("folder", name, stamps),
                 )
             )
-        return refs
+        return sorted(refs, key=lambda r: r.episode_index)
+
+
+def _episode_numbers(names: list[str]) -> list[int]:
+    """Each name's trailing integer when all names have distinct ones (stable when episodes are
+    added), else the position in sorted order."""
+    nums = [re.search(r"(\d+)$", n) for n in names]
+    if all(nums) and len({int(m.group(1)) for m in nums if m}) == len(names):
+        return [int(m.group(1)) for m in nums if m]
+    return list(range(len(names)))
 
 
 def _read_arrays(fs: pafs.FileSystem, path: str, label: str) -> dict[str, Any]:
@@ -160,7 +171,8 @@ def load_folder_episode(ref: EpisodeRef, *, camera: str | None = None, video_bac
     if camera is not None and camera != cam:
         raise EpisodeError(label, f"no camera {camera!r}; this episode has [{cam!r}]")
     frames = VideoFrames(
-        label, {cam: (video_uri, 0.0)}, ts - ts[0], fps, backend=video_backend, relative_to_stream_start=True
+        label, {cam: (video_uri, 0.0)}, ts - ts[0], fps, backend=video_backend,
+        relative_to_stream_start=True, require_same_fps=False,
     )
     frames.verify(cam)
     task = str(meta.get("task") or (_task_text(arrays["task"]) if "task" in arrays else ""))

@@ -11,13 +11,16 @@ of the shared mp4 only.
 v2.x: `meta/episodes.jsonl`, `meta/tasks.jsonl`, one parquet and one mp4 per episode at the
 paths given by info.json's `data_path` / `video_path` templates.
 
-Works on local paths and pyarrow.fs URIs. Problems with the dataset as a whole raise
+Cameras are the `video` features plus any `image` features (PNG/JPEG bytes embedded in the
+data parquet, decoded on demand). Works on local paths and pyarrow.fs URIs. Problems with the dataset as a whole raise
 `SourceError`; problems with one episode raise `EpisodeError` from `load_lerobot_episode`.
 """
 
 from __future__ import annotations
 
+import io
 import json
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -103,7 +106,9 @@ class LeRobotSource:
             raise SourceError(f"dataset {uri}: meta/info.json features lack {STATE_KEY!r} and/or {ACTION_KEY!r}")
         if not self.info.get("fps"):
             raise SourceError(f"dataset {uri}: meta/info.json has no fps")
-        self.cameras = [k for k, f in feats.items() if f.get("dtype") == "video"]
+        self.video_keys = [k for k, f in feats.items() if f.get("dtype") == "video"]
+        self.image_keys = [k for k, f in feats.items() if f.get("dtype") == "image"]
+        self.cameras = self.video_keys + self.image_keys
         if camera is not None and camera not in self.cameras:
             raise SourceError(f"dataset {uri}: no video feature {camera!r}; cameras are {self.cameras}")
         self.camera = camera
@@ -116,6 +121,7 @@ class LeRobotSource:
             "fps": float(self.info["fps"]),
             "robot": self.info.get("robot_type") or "unknown",
             "cameras": self.cameras,
+            "image_keys": self.image_keys,
             "state_names": feature_names(self.info["features"].get(STATE_KEY), "state"),
             "action_names": feature_names(self.info["features"].get(ACTION_KEY), "action"),
         }
@@ -159,7 +165,7 @@ class LeRobotSource:
             raise SourceError(f"dataset {self.uri}: meta/episodes/ holds no parquet files")
         data_tpl = self.info.get("data_path")
         video_tpl = self.info.get("video_path")
-        if not data_tpl or (self.cameras and not video_tpl):
+        if not data_tpl or (self.video_keys and not video_tpl):
             raise SourceError(f"dataset {self.uri}: meta/info.json lacks data_path/video_path templates")
         out = []
         for path in files:
@@ -170,7 +176,7 @@ class LeRobotSource:
             except (OSError, pa.ArrowInvalid) as e:
                 raise SourceError(f"dataset {self.uri}: cannot read {path} ({e})") from None
             needed = {"episode_index", "data/chunk_index", "data/file_index", "dataset_from_index", "dataset_to_index"}
-            for cam in self.cameras:
+            for cam in self.video_keys:
                 needed |= {f"videos/{cam}/{c}" for c in ("chunk_index", "file_index", "from_timestamp", "to_timestamp")}
             missing = sorted(needed - set(table.column_names))
             if missing:
@@ -186,7 +192,7 @@ class LeRobotSource:
                         "from_ts": float(r[f"videos/{cam}/from_timestamp"]),
                         "to_ts": float(r[f"videos/{cam}/to_timestamp"]),
                     }
-                    for cam in self.cameras
+                    for cam in self.video_keys
                 }
                 tasks = r.get("tasks") or []
                 out.append(
@@ -210,7 +216,7 @@ class LeRobotSource:
             raise SourceError(f"dataset {self.uri}: meta/episodes.jsonl lists no episodes")
         data_tpl = self.info.get("data_path")
         video_tpl = self.info.get("video_path")
-        if not data_tpl or (self.cameras and not video_tpl):
+        if not data_tpl or (self.video_keys and not video_tpl):
             raise SourceError(f"dataset {self.uri}: meta/info.json lacks data_path/video_path templates")
         chunks = int(self.info.get("chunks_size") or 1000)
         out = []
@@ -231,7 +237,7 @@ class LeRobotSource:
                             "path": video_tpl.format(episode_chunk=chunk, video_key=cam, episode_index=idx),
                             "from_ts": 0.0,
                         }
-                        for cam in self.cameras
+                        for cam in self.video_keys
                     },
                 }
             )
@@ -267,6 +273,43 @@ def _column(table: pa.Table, name: str, label: str) -> np.ndarray:
             return flat.reshape(len(col), col.type.list_size)
         return as_2d_float(np.asarray(col.to_pylist(), dtype=object), label, name)
     return col.to_numpy(zero_copy_only=False)
+
+
+class _LeRobotFrames:
+    """Frames of one episode: video keys via `VideoFrames`, image keys (PNG/JPEG bytes stored
+    in the data parquet, lerobot's `image` dtype) decoded from the column on demand."""
+
+    def __init__(self, label: str, videos: VideoFrames | None, images: dict[str, pa.Array]):
+        self.label = label
+        self.videos = videos
+        self.images = images
+
+    def __call__(self, cam: str, indices: Sequence[int] | None) -> np.ndarray:
+        if cam not in self.images:
+            assert self.videos is not None
+            return self.videos(cam, indices)
+        col = self.images[cam]
+        n = len(col)
+        idx = range(n) if indices is None else [int(i) for i in indices]
+        out = []
+        for i in idx:
+            if not -n <= i < n:
+                raise EpisodeError(self.label, f"frame index {i} out of range 0..{n - 1}")
+            out.append(_decode_image(col[i].as_py(), self.label, cam, i))
+        return np.stack(out) if out else np.empty((0, 0, 0, 3), dtype=np.uint8)
+
+
+def _decode_image(value: Any, label: str, cam: str, i: int) -> np.ndarray:
+    from PIL import Image
+
+    data = value.get("bytes") if isinstance(value, dict) else value
+    if not data:
+        raise EpisodeError(label, f"camera {cam}: frame {i} has no embedded image bytes")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im.convert("RGB"))
+    except OSError as e:
+        raise EpisodeError(label, f"camera {cam}: frame {i} is not a decodable image ({e})") from None
 
 
 def load_lerobot_episode(ref: EpisodeRef, *, camera: str | None = None, video_backend: str = "auto") -> Episode:
@@ -306,22 +349,33 @@ def load_lerobot_episode(ref: EpisodeRef, *, camera: str | None = None, video_ba
         task = _tasks_table(ref.source_uri, loc["version"]).get(int(table.column("task_index")[0].as_py()), "")
 
     cameras = list(loc.get("cameras") or [])
+    image_keys = [k for k in loc.get("image_keys") or [] if k in cameras]
     frame_fn = None
     if cameras:
         videos = {cam: (join(root, v["path"]), float(v["from_ts"])) for cam, v in loc["videos"].items()}
-        frame_fn = VideoFrames(label, videos, ts, fps, backend=video_backend)
+        vf = VideoFrames(label, videos, ts, fps, backend=video_backend) if videos else None
+        images = {}
+        for key in image_keys:
+            if key not in table.column_names:
+                raise EpisodeError(label, f"data file has no image column {key!r}")
+            images[key] = table.column(key).combine_chunks()
+            if images[key].null_count:
+                raise EpisodeError(label, f"camera {key}: {images[key].null_count} frames have no image")
+        frame_fn = _LeRobotFrames(label, vf, images)
         cam = camera or cameras[0]
         if cam not in cameras:
             raise EpisodeError(label, f"no camera {cam!r}; the dataset has {cameras}")
-        vmeta = loc["videos"][cam]
-        if "to_ts" in vmeta:
-            span = vmeta["to_ts"] - vmeta["from_ts"]
-            needed = float(ts[-1]) + 1.0 / fps
-            if span + 0.5 / fps < needed:
-                raise EpisodeError(
-                    label, f"camera {cam}: video ends at {span:.2f} s but actions run to {needed:.2f} s"
-                )
-        frame_fn.verify(cam)
+        if cam in loc["videos"]:
+            vmeta = loc["videos"][cam]
+            if "to_ts" in vmeta:
+                span = vmeta["to_ts"] - vmeta["from_ts"]
+                needed = float(ts[-1]) + 1.0 / fps
+                if span + 0.5 / fps < needed:
+                    raise EpisodeError(
+                        label, f"camera {cam}: video ends at {span:.2f} s but actions run to {needed:.2f} s"
+                    )
+            assert vf is not None
+            vf.verify(cam)
     state_names = list(loc.get("state_names") or [])
     action_names = list(loc.get("action_names") or [])
     if len(state_names) != state.shape[1]:
