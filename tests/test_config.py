@@ -27,7 +27,7 @@ def test_unknown_key_is_rejected(tmp_path):
 def test_bad_value_names_the_key():
     with pytest.raises(ConfigError, match=r"caption\.backend"):
         CarveConfig.load(None, ["caption.backend=gpt"])
-    with pytest.raises(ConfigError, match="section.key=value"):
+    with pytest.raises(ConfigError, match=r"section\.key=value"):
         CarveConfig.load(None, ["nonsense"])
 
 

@@ -8,6 +8,7 @@ finished work; a new episode is ingested and *assigned* without touching what wa
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import subprocess
 import sys
@@ -118,7 +119,7 @@ def test_bad_episodes_quarantined_good_ones_written_and_rerun_is_incremental(fol
         by_ep.setdefault(r["episode_id"], []).append(r)
     for evs in by_ep.values():
         evs.sort(key=lambda r: r["event_index"])
-        for a, b in zip(evs, evs[1:], strict=False):
+        for a, b in itertools.pairwise(evs):
             assert a["next_caption"] == b["caption"]
         assert evs[-1]["next_caption"] == ""
 

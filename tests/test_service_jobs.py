@@ -142,24 +142,6 @@ def test_source_that_vanished_before_start_fails_with_reason(tmp_path: Path):
 
 
 # -- slow: the real pipeline ----------------------------------------------------------------
-def _pipeline_ready() -> None:
-    try:
-        import captioners.stage  # noqa: F401
-
-        import clustering.embed  # noqa: F401
-        from pipeline.sources import open_source  # noqa: F401
-        from sim.toy import toy_episode  # noqa: F401
-    except ImportError as e:
-        pytest.skip(f"pipeline not ready: {e}")
-
-
-def _curate_ready() -> None:
-    try:
-        import clustering.curate  # noqa: F401
-    except ImportError as e:
-        pytest.skip(f"clustering.curate not ready: {e}")
-
-
 def _write_toy_folder(folder: Path, episodes: int, frames: int = 96) -> None:
     import av
 
@@ -185,8 +167,6 @@ def _write_toy_folder(folder: Path, episodes: int, frames: int = 96) -> None:
 
 @pytest.mark.slow
 def test_http_job_on_toy_dataset_completes_and_is_served(tmp_path: Path):
-    _pipeline_ready()
-    _curate_ready()
     allowed = tmp_path / "allowed"
     _write_toy_folder(allowed / "toy", episodes=4)
     root = tmp_path / "root"
@@ -207,7 +187,6 @@ def test_http_job_on_toy_dataset_completes_and_is_served(tmp_path: Path):
 
 @pytest.mark.slow
 def test_cancel_and_vanishing_source_mid_run(tmp_path: Path):
-    _pipeline_ready()
     allowed = tmp_path / "allowed"
     _write_toy_folder(allowed / "a", episodes=6)
     _write_toy_folder(allowed / "b", episodes=6)
