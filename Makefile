@@ -11,7 +11,7 @@ endif
 DEMO_ROOT ?= demo-data
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench quality lint clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,10 @@ test: install
 
 bench: install
 	$(PY) -m bench.run_all
+
+# segmentation F1, caption accuracy, cluster balance and the model comparison on simulated data
+quality: install
+	$(PY) -m bench.quality
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -197,18 +197,24 @@ def visual_features_from_frames(frames: np.ndarray) -> np.ndarray:
     L2-normalised, plus a coarse 4-bin-per-channel colour histogram. (T, 256) float32."""
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be (T, H, W, 3), got {frames.shape}")
+    if frames.dtype != np.uint8:
+        frames = np.clip(frames, 0, 255).astype(np.uint8)
     t, h, w, _ = frames.shape
     if t == 0:
         return np.zeros((0, 256), dtype=np.float32)
     gh, gw = max(1, h // 8), max(1, w // 8)
-    x = frames[:, : gh * 8, : gw * 8].astype(np.float32) / 255.0
-    thumb = x.reshape(t, 8, x.shape[1] // 8, 8, x.shape[2] // 8, 3).mean(axis=(2, 4)).reshape(t, -1)
+    # integer block sums (no float copy of the whole clip), then one small float division
+    x = frames[:, : gh * 8, : gw * 8]
+    row_dtype = np.uint16 if gw * 255 < 2**16 else np.uint32
+    cols = np.add.reduceat(x, np.arange(0, gw * 8, gw), axis=2, dtype=row_dtype)  # (t, 8gh, 8, 3)
+    blocks = np.add.reduceat(cols, np.arange(0, gh * 8, gh), axis=1, dtype=np.uint32)  # (t, 8, 8, 3)
+    thumb = blocks.astype(np.float32).reshape(t, -1) / (gh * gw * 255.0)
     thumb -= thumb.mean(axis=1, keepdims=True)
     thumb /= np.linalg.norm(thumb, axis=1, keepdims=True) + 1e-6
-    q = np.minimum((frames[:, ::2, ::2] // 64).astype(np.int64), 3)  # 4 levels per channel
-    codes = (q[..., 0] * 16 + q[..., 1] * 4 + q[..., 2]).reshape(t, -1)
-    hist = np.zeros((t, 64), dtype=np.float32)
-    np.add.at(hist, (np.repeat(np.arange(t), codes.shape[1]), codes.reshape(-1)), 1.0)
+    q = frames[:, ::2, ::2] >> 6  # 4 levels per channel (uint8)
+    codes = ((q[..., 0] << 4) | (q[..., 1] << 2) | q[..., 2]).reshape(t, -1).astype(np.intp)
+    codes += (np.arange(t, dtype=np.intp) * 64)[:, None]
+    hist = np.bincount(codes.ravel(), minlength=64 * t).reshape(t, 64).astype(np.float32)
     hist /= np.linalg.norm(hist, axis=1, keepdims=True) + 1e-6
     return np.concatenate([thumb, hist], axis=1).astype(np.float32)
 

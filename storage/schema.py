@@ -48,7 +48,7 @@ EVENT_FIELDS: list[pa.Field] = [
     pa.field("caption", pa.string()),
     pa.field("next_caption", pa.string()),
     pa.field("caption_model", pa.string()),
-    pa.field("caption_status", pa.string()),  # "ok" or "failed: <reason>"
+    pa.field("caption_status", pa.string()),  # "ok", "empty" (the captioner returned nothing) or "failed: <reason>"
     pa.field("keyframes", pa.list_(pa.binary())),  # JPEGs: start, middle, end
     pa.field("state", pa.list_(_f32_list)),
     pa.field("action", pa.list_(_f32_list)),
