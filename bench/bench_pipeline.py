@@ -35,17 +35,10 @@ def synthetic_dataset(out: Path, episodes: int, frames: int, size: int = 128, fp
 
 
 def raw_decode(paths: list[Path]) -> int:
-    import av
+    """Every frame of every file decoded to RGB by plain PyAV (the same baseline as bench_decode)."""
+    from bench.bench_decode import raw_pyav_decode
 
-    n = 0
-    for p in paths:
-        with av.open(str(p)) as c:
-            s = c.streams.video[0]
-            s.thread_type = "AUTO"
-            for fr in c.decode(s):
-                fr.to_ndarray(format="rgb24")
-                n += 1
-    return n
+    return raw_pyav_decode(paths)
 
 
 def carve_decode_segment(refs: list[Any], use_visual: bool) -> tuple[int, int]:

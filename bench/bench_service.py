@@ -2,7 +2,7 @@
 
 Carve path: `carve serve` (a separate process, as deployed) over a fabricated, format-true
 root (pipeline/service/testing.py), hit by `--requests` concurrent GETs (half /jobs, half
-/datasets/sim/clusters) from an httpx AsyncClient; optionally (`--with-job`) while a real
+/datasets/sim/clusters) from an httpx AsyncClient, while (unless `--no-job`) a real
 `carve run` job submitted over HTTP ingests a toy folder dataset. Baseline: a plain Starlette
 app answering a constant JSON /health under the same uvicorn, hit the same way.
 
@@ -10,8 +10,8 @@ Reports errors (non-200 or transport errors), p50/p99 latency of each, and
 `ratio` = baseline p99 / Carve p99 (so < 1 means the Carve routes are that much slower than
 an empty endpoint).
 
-    python -m bench.bench_service                     # 200 concurrent GETs
-    python -m bench.bench_service --requests 400 --with-job
+    python -m bench.bench_service                     # 200 concurrent GETs while a job runs
+    python -m bench.bench_service --requests 400 --no-job
 """
 
 from __future__ import annotations
@@ -83,32 +83,13 @@ def _pct(lat: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(lat) * 1000.0, q)) if lat else float("nan")
 
 
-def _write_toy_dataset(folder: Path, episodes: int) -> None:
-    import av
-
-    from sim.toy import toy_episode
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(episodes):
-        ep = toy_episode(i, frames=96)
-        video = next(iter(ep.frames.values()))
-        with av.open(str(folder / f"ep{i}.mp4"), "w") as ctr:
-            s = ctr.add_stream("libx264", rate=12)
-            s.width, s.height, s.pix_fmt = video.shape[2], video.shape[1], "yuv420p"
-            for fr in video:
-                for pkt in s.encode(av.VideoFrame.from_ndarray(fr, format="rgb24")):
-                    ctr.mux(pkt)
-            for pkt in s.encode():
-                ctr.mux(pkt)
-        np.savez(folder / f"ep{i}.npz", state=ep.state, action=ep.action, timestamps=np.arange(96) / 12.0)
-        (folder / f"ep{i}.json").write_text(json.dumps({"task": ep.task, "fps": 12}))
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=200, help="concurrent GETs per round")
     ap.add_argument("--episodes", type=int, default=20, help="episodes per fabricated dataset")
-    ap.add_argument("--with-job", action="store_true", help="run a real ingestion job during the load")
+    ap.add_argument("--with-job", dest="with_job", action="store_true", default=True,
+                    help="run a real ingestion job during the load (the default)")
+    ap.add_argument("--no-job", dest="with_job", action="store_false", help="load an idle server")
     ap.add_argument("--baseline-server", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.baseline_server is not None:  # child mode: serve the baseline app
@@ -134,16 +115,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     headers = {"Authorization": f"Bearer {TOKEN}"}
     url, burl = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{bport}"
-    job_state = None
+    job_state = job_state_before = None
     try:
         _wait_up(url, carve)
         _wait_up(burl, base)
         job_id = None
         if args.with_job:
-            _write_toy_dataset(allowed / "toy", episodes=4)
+            from sim.toy import write_toy_folder
+
+            write_toy_folder(allowed / "toy", episodes=4)
             r = httpx.post(f"{url}/jobs", json={"source": str(allowed / "toy"), "format": "folder"}, headers=headers)
             job_id = r.json().get("id")
-            time.sleep(2.0)
+            deadline = time.time() + 60  # load only once the job's pipeline is really running
+            while time.time() < deadline:
+                if httpx.get(f"{url}/jobs/{job_id}", headers=headers).json().get("state") == "running":
+                    break
+                time.sleep(0.2)
+            job_state_before = httpx.get(f"{url}/jobs/{job_id}", headers=headers).json().get("state")
         # warm the caches once, as a real dashboard would
         httpx.get(f"{url}/datasets/sim/clusters", headers=headers, timeout=60)
         n = args.requests
@@ -168,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         res = {
             "description": f"{n} concurrent GETs (half /jobs, half /datasets/sim/clusters) against `carve serve` on "
                            "loopback vs a plain Starlette /health; ratio = baseline p99 / Carve p99",
-            "command": "python -m bench.bench_service" + (" --with-job" if args.with_job else ""),
+            "command": "python -m bench.bench_service" + ("" if args.with_job else " --no-job"),
             "requests": n,
             "events_in_catalog": len(fab.event_ids),
             "errors": errors,
@@ -183,6 +171,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "baseline_p99_ms": _pct(blat, 99),
             "baseline_wall_s": base_s,
             "with_job": bool(args.with_job),
+            "job_state_before_load": job_state_before,
             "job_state_after_load": job_state,
         }
         res["ratio"] = res["baseline_p99_ms"] / res["p99_ms"] if res["p99_ms"] else float("nan")

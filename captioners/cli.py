@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from pipeline.errors import CarveError
 
@@ -22,18 +21,14 @@ EVENT_COLUMNS = ["dataset", "episode_index", "start_frame", "end_frame", "captio
 def eval_captions(args: argparse.Namespace) -> int:
     from captioners.eval import evaluate, format_report
     from pipeline.cli import load_config
+    from pipeline.eval_segments import load_truth
     from storage.events import read_events
 
     cfg = load_config(args)
-    truth_path = Path(args.truth)
-    if not truth_path.is_file():
-        raise CarveError(f"ground truth file {truth_path} does not exist")
     try:
-        truth = json.loads(truth_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CarveError(f"ground truth file {truth_path} is not valid JSON: {e}") from e
-    if not isinstance(truth, dict) or not isinstance(truth.get("episodes"), list):
-        raise CarveError(f"ground truth file {truth_path} has no `episodes` list")
+        truth = load_truth(args.truth)
+    except (FileNotFoundError, ValueError) as e:
+        raise CarveError(str(e)) from e
     table = read_events(cfg.root, columns=EVENT_COLUMNS)
     if table.num_rows == 0:
         raise CarveError(f"no events in the catalog at {cfg.root}; run `carve run` first")

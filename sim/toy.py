@@ -4,14 +4,18 @@
 for (a gripper that closes and opens, short pauses between phases) and whose video shows a
 coloured block sliding across a textured background. It is orders of magnitude faster to
 make than a pybullet rollout (`sim/synth.py`), which is what the demo and the segmentation
-evaluation use.
+evaluation use. `write_toy_folder` writes a plain-folder dataset of them.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
 import numpy as np
 
-from sim.lerobot_writer import EpisodeArrays
+from sim.lerobot_writer import EpisodeArrays, write_video
 
 STATE_NAMES = [f"joint_{j}" for j in range(7)] + ["gripper"]
 CAMERA = "observation.images.front"
@@ -37,3 +41,20 @@ def toy_episode(seed: int, frames: int = 96, size: int = 64, task: str = "put th
     for k in range(frames):
         img[k, size // 3 : size // 3 + size // 4, cx[k] : cx[k] + size // 4] = (220, 40, 40)
     return EpisodeArrays(task=task, state=state, action=action, frames={CAMERA: img})
+
+
+TOY_TASKS = ("put the red cube in the tray", "stack the red cube on the blue cube", "push the green cube to the left")
+
+
+def write_toy_folder(folder: str | Path, episodes: int, frames: int = 96, fps: int = 12,
+                     tasks: Sequence[str] = TOY_TASKS) -> Path:
+    """A plain-folder dataset of toy episodes: `ep<i>.mp4` (H.264) + `ep<i>.npz` + `ep<i>.json`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(episodes):
+        ep = toy_episode(i, frames=frames, task=tasks[i % len(tasks)])
+        write_video(folder / f"ep{i}.mp4", next(iter(ep.frames.values())), fps)
+        np.savez(folder / f"ep{i}.npz", state=ep.state, action=ep.action,
+                 timestamps=np.arange(frames, dtype=np.float64) / fps)
+        (folder / f"ep{i}.json").write_text(json.dumps({"task": ep.task, "fps": fps}))
+    return folder

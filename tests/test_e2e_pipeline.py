@@ -14,24 +14,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
+from sim.lerobot_writer import write_video
 from sim.toy import toy_episode
 
 pytestmark = pytest.mark.usefixtures("ray_local")
-
-
-def write_mp4(path: Path, frames: np.ndarray, fps: int = 12) -> None:
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=fps)
-        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        for fr in frames:
-            for pkt in s.encode(av.VideoFrame.from_ndarray(fr, format="rgb24")):
-                c.mux(pkt)
-        for pkt in s.encode():
-            c.mux(pkt)
 
 
 def write_folder_episode(folder: Path, name: str, seed: int, *, frames: int = 96, task: str | None = None,
@@ -43,7 +32,7 @@ def write_folder_episode(folder: Path, name: str, seed: int, *, frames: int = 96
         action[frames // 2, 0] = np.nan
     if corrupt == "inf":
         state[3, 1] = np.inf
-    write_mp4(folder / f"{name}.mp4", video[: video_frames or frames])
+    write_video(folder / f"{name}.mp4", video[: video_frames or frames], 12)
     if corrupt == "truncated":
         data = (folder / f"{name}.mp4").read_bytes()
         (folder / f"{name}.mp4").write_bytes(data[: len(data) // 3])
@@ -66,7 +55,7 @@ def folder_dataset(tmp_path: Path) -> Path:
         if kind == "short":
             write_folder_episode(ds, name, seed=9, video_frames=40)
         elif kind == "empty":
-            write_mp4(ds / f"{name}.mp4", np.zeros((2, 64, 64, 3), np.uint8))
+            write_video(ds / f"{name}.mp4", np.zeros((2, 64, 64, 3), np.uint8), 12)
             np.savez(ds / f"{name}.npz", state=np.zeros((0, 8), np.float32), action=np.zeros((0, 8), np.float32),
                      timestamps=np.zeros(0))
         else:

@@ -4,19 +4,18 @@ and (slow) real `carve run` subprocesses submitted over HTTP on a toy folder dat
 from __future__ import annotations
 
 import concurrent.futures as cf
-import json
 import os
 import shutil
 import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 
 from pipeline.config import CarveConfig
 from pipeline.service.app import create_app
 from pipeline.service.testing import LiveServer, fabricate_root
+from sim.toy import write_toy_folder
 from storage.catalog import Catalog
 
 TOKEN = "jobs-token-0123456789abcdef"
@@ -142,33 +141,10 @@ def test_source_that_vanished_before_start_fails_with_reason(tmp_path: Path):
 
 
 # -- slow: the real pipeline ----------------------------------------------------------------
-def _write_toy_folder(folder: Path, episodes: int, frames: int = 96) -> None:
-    import av
-
-    from sim.toy import toy_episode
-
-    folder.mkdir(parents=True)
-    tasks = ["put the red cube in the tray", "stack the red cube on the blue cube", "push the green cube to the left"]
-    for i in range(episodes):
-        ep = toy_episode(i, frames=frames, task=tasks[i % 3])
-        video = next(iter(ep.frames.values()))
-        with av.open(str(folder / f"ep{i}.mp4"), "w") as ctr:
-            s = ctr.add_stream("libx264", rate=12)
-            s.width, s.height, s.pix_fmt = video.shape[2], video.shape[1], "yuv420p"
-            for fr in video:
-                for pkt in s.encode(av.VideoFrame.from_ndarray(fr, format="rgb24")):
-                    ctr.mux(pkt)
-            for pkt in s.encode():
-                ctr.mux(pkt)
-        np.savez(folder / f"ep{i}.npz", state=ep.state, action=ep.action,
-                 timestamps=np.arange(frames, dtype=np.float64) / 12.0)
-        (folder / f"ep{i}.json").write_text(json.dumps({"task": ep.task, "fps": 12}))
-
-
 @pytest.mark.slow
 def test_http_job_on_toy_dataset_completes_and_is_served(tmp_path: Path):
     allowed = tmp_path / "allowed"
-    _write_toy_folder(allowed / "toy", episodes=4)
+    write_toy_folder(allowed / "toy", episodes=4)
     root = tmp_path / "root"
     app = create_app(_cfg(root, allowed))
     with LiveServer(app) as srv, httpx.Client(base_url=srv.url, headers=AUTH, timeout=60) as c:
@@ -188,8 +164,8 @@ def test_http_job_on_toy_dataset_completes_and_is_served(tmp_path: Path):
 @pytest.mark.slow
 def test_cancel_and_vanishing_source_mid_run(tmp_path: Path):
     allowed = tmp_path / "allowed"
-    _write_toy_folder(allowed / "a", episodes=6)
-    _write_toy_folder(allowed / "b", episodes=6)
+    write_toy_folder(allowed / "a", episodes=6)
+    write_toy_folder(allowed / "b", episodes=6)
     root = tmp_path / "root"
     app = create_app(_cfg(root, allowed, max_concurrent_jobs=2))
     with LiveServer(app) as srv, httpx.Client(base_url=srv.url, headers=AUTH, timeout=60) as c:

@@ -45,20 +45,12 @@ def _logging(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from trainer.train import config_from_args, train
+    from trainer.train import config_from_args, summary_json, train
 
     _logging(args)
     cfg = config_from_args(args)
     res = train(cfg)
-    print(
-        json.dumps(
-            {
-                "step": res["step"],
-                "final_loss": res["losses"][-1] if res["losses"] else None,
-                "checkpoint": res["checkpoint"],
-            }
-        )
-    )
+    print(summary_json(res))
     return 0
 
 

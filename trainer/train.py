@@ -392,6 +392,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return cfg.validate()
 
 
+def summary_json(res: dict[str, Any]) -> str:
+    """The one-line JSON a finished run prints: last step, last loss, checkpoint path."""
+    return json.dumps(
+        {"step": res["step"], "final_loss": res["losses"][-1] if res["losses"] else None, "checkpoint": res["checkpoint"]}
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="trainer.train", description="Train the event-grounded world-action model."
@@ -408,15 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"trainer: error: {e}", file=sys.stderr)
         return 2
     if _dist_info()[0] == 0:
-        print(
-            json.dumps(
-                {
-                    "step": res["step"],
-                    "final_loss": res["losses"][-1] if res["losses"] else None,
-                    "checkpoint": res["checkpoint"],
-                }
-            )
-        )
+        print(summary_json(res))
     return 0
 
 
