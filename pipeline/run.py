@@ -139,12 +139,12 @@ def ingest(cfg: CarveConfig, catalog: Catalog, reporter: JobReporter, summary: R
     ds = ds.map_batches(
         CaptionStep, fn_constructor_kwargs={"cfg": cfg.caption},
         batch_size=None, batch_format="pyarrow", compute=pool(size=cfg.ray.caption_concurrency),
-        ray_remote_args=actor_args,
+        **actor_args,
     )
     ds = ds.map_batches(
         EmbedStep, fn_constructor_kwargs={"cfg": cfg.embed},
         batch_size=None, batch_format="pyarrow", compute=pool(size=cfg.ray.embed_concurrency),
-        ray_remote_args=actor_args,
+        **actor_args,
     )
     ds = ds.map_batches(
         write_events, fn_kwargs={"root": cfg.root, "batch_id": batch_id, "row_group_size": cfg.shard.row_group_size},
