@@ -128,9 +128,6 @@ def ingest(cfg: CarveConfig, catalog: Catalog, reporter: JobReporter, summary: R
     batch_id = new_batch_id()
     summary.batch = batch_id
     pool = ray.data.ActorPoolStrategy
-    # On the embedded local Ray a dead actor means a dead machine: no restarts (this also keeps
-    # Ray from logging its "constructor arguments in the object store" restart warning).
-    actor_args = {"max_restarts": 0} if not cfg.ray.address else {}
     ds = ray.data.from_items([r.to_row() for r in todo], override_num_blocks=len(todo))
     ds = ds.map_batches(
         decode_segment, fn_kwargs={"seg_cfg": cfg.segment, "src_cfg": cfg.source},
@@ -139,12 +136,10 @@ def ingest(cfg: CarveConfig, catalog: Catalog, reporter: JobReporter, summary: R
     ds = ds.map_batches(
         CaptionStep, fn_constructor_kwargs={"cfg": cfg.caption},
         batch_size=None, batch_format="pyarrow", compute=pool(size=cfg.ray.caption_concurrency),
-        **actor_args,
     )
     ds = ds.map_batches(
         EmbedStep, fn_constructor_kwargs={"cfg": cfg.embed},
         batch_size=None, batch_format="pyarrow", compute=pool(size=cfg.ray.embed_concurrency),
-        **actor_args,
     )
     ds = ds.map_batches(
         write_events, fn_kwargs={"root": cfg.root, "batch_id": batch_id, "row_group_size": cfg.shard.row_group_size},
