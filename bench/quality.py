@@ -37,7 +37,6 @@ END = "<!-- quality:end -->"
 
 TRAIN_YAML = """\
 max_steps: {steps}
-seed: 0
 data:
   batch_size: 32
   max_len: 48
