@@ -8,7 +8,7 @@ Owns:
   with an event [start, end) (ties go to the earlier phase);
 * `evaluate(events, truth)`: accuracy overall and per phase plus a confusion table, over
   event rows (dicts with episode_index, start_frame, end_frame, caption, and optionally
-  dataset) and the ground-truth JSON of notes/shared_formats.md.
+  dataset) and the ground-truth JSON of docs/FORMATS.md.
 """
 
 from __future__ import annotations

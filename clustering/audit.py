@@ -75,7 +75,7 @@ def read_clusters_meta(root: str | Path, version: int) -> dict[str, Any]:
 
 
 def read_assignments(root: str | Path, version: int) -> pa.Table:
-    """All assignment part files of a clusters version (columns per shared_formats.md)."""
+    """All assignment part files of a clusters version (columns in docs/FORMATS.md)."""
     adir = version_dir(root, "clusters", version) / "assignments"
     cols = ["event_id", "episode_id", "dataset", "cluster_id", "cluster_dist", "dup_of"]
     files = sorted(p for p in adir.glob("part-*.parquet")) if adir.is_dir() else []

@@ -11,7 +11,7 @@ Owns the metrics and the CLI:
 * `register(subparsers)`: `carve eval-segments --truth GT.json [--root ROOT | --source DATASET]`.
 
 Ground truth is `<dataset>/ground_truth_events.json` as written by `carve synth` (see
-notes/shared_formats.md). Predictions come from the event catalog (`--root`) or from running
+docs/FORMATS.md). Predictions come from the event catalog (`--root`) or from running
 `pipeline.segment` directly on the dataset (`--source`).
 """
 

@@ -3,7 +3,7 @@
 `synthesize(out, episodes, workers, seed, fps, size, codec, tasks)` runs the scripted pybullet
 episodes of `sim/tasks.py` in parallel worker processes (each with its own pybullet DIRECT
 client), streams them in episode order into `sim.lerobot_writer.write_lerobot_dataset`, and
-writes `<out>/ground_truth_events.json` (format in notes/shared_formats.md) from the
+writes `<out>/ground_truth_events.json` (format in docs/FORMATS.md) from the
 controllers' own phase schedules. Task types are assigned round-robin so every requested
 type is covered; each episode's randomness comes from (seed, episode index) only, so a
 dataset is reproducible regardless of the number of workers.

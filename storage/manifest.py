@@ -1,6 +1,6 @@
 """The shard manifest: `<root>/shards/vNNN/manifest.json`, written LAST and atomically.
 
-Format `carve.manifest`, `manifest_version` 1 (see notes/shared_formats.md): the version
+Format `carve.manifest`, `manifest_version` 1 (see docs/FORMATS.md): the version
 numbers of the shards and of the clustering they were cut from, the balancing policy, the
 shard config, embedding sizes, every shard's relative path, row count, size and sha256, the
 per-cluster row counts and balance statistics before/after, the sources and the totals.

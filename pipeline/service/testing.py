@@ -3,7 +3,7 @@
 * `fabricate_root(root, ...)` writes a small but format-true Carve root: schema-v1 event
   parts under `events/` recorded `ok` in the catalog (plus quarantined episodes with reasons),
   `clusters/v001/` (centroids, meta, hierarchy, assignments with near-duplicates) and
-  `shards/v001/` (a part file and `manifest.json` written last), per shared_formats.md.
+  `shards/v001/` (a part file and `manifest.json` written last), per docs/FORMATS.md.
 * `LiveServer` runs the real app under uvicorn on a free loopback port in a thread.
 """
 
