@@ -484,10 +484,15 @@ def render_report(audit: Audit, inline: bool = True) -> tuple[str, dict[str, byt
     ]
     if audit.manifest and audit.manifest.get("stats"):
         st = audit.manifest["stats"]
+
+        def num(when: str, key: str, fmt: str) -> str:
+            v = st.get(when, {}).get(key)
+            return format(v, fmt) if isinstance(v, int | float) else "–"
+
         out.append(
             "<p>Balance (max/min cluster ratio, normalised entropy): before "
-            f"{st.get('before', {}).get('max_min_ratio', '–')} / {st.get('before', {}).get('entropy', '–')}, after "
-            f"{st.get('after', {}).get('max_min_ratio', '–')} / {st.get('after', {}).get('entropy', '–')}.</p>"
+            f"{num('before', 'max_min_ratio', '.2f')} / {num('before', 'entropy', '.3f')}, after "
+            f"{num('after', 'max_min_ratio', '.2f')} / {num('after', 'entropy', '.3f')}.</p>"
         )
     out += ["<h2>Cluster sizes before / after balancing</h2>", img("sizes.png", "cluster sizes"),
             "<h2>Event embedding map</h2>", img("map.png", "embedding map"),
