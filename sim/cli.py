@@ -1,4 +1,9 @@
-"""`carve synth`: the command line of the simulator (see sim/synth.py)."""
+"""`carve synth`: the command line of the simulator (see sim/synth.py).
+
+`--noise LEVEL` (0..1, default 0) adds the teleoperation-noise model of
+`sim.tasks.OperatorNoise`: hand drift, per-motion speed variation, brief mid-motion
+hesitations and variable dwells; 0 is the clean scripted operator.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ def _run(args: argparse.Namespace) -> int:
         root = synthesize(
             args.out, args.episodes, workers=args.workers, seed=args.seed, fps=args.fps, size=args.size,
             codec=args.codec, tasks=args.tasks, overwrite=args.overwrite, progress=not args.quiet,
+            operator_noise=args.noise,
         )
     except (ValueError, FileExistsError) as e:
         print(f"carve synth: error: {e}")
@@ -44,6 +50,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--codec", choices=["h264", "av1"], default="h264")
     p.add_argument("--tasks", nargs="+", choices=list(TASK_CHOICES), default=None,
                    help="task types to generate (round-robin); default: all")
+    p.add_argument("--noise", type=float, default=0.0, metavar="LEVEL",
+                   help="teleoperation noise 0..1 (hand drift, speed variation, hesitations, "
+                        "variable dwells); 0 = clean scripted operator")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_run)
