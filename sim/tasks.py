@@ -15,7 +15,7 @@ the operator behave like a human teleoperator; every effect scales with the leve
 
 * hand drift: a smooth, low-frequency (~0.5-2 Hz) random offset of the commanded
   end-effector target (about 2.5 mm rms horizontally at level 1, half that vertically),
-  present while moving *and* while holding still;
+  present while moving *and* while holding still (it builds up from zero at the start);
 * speed variation: each motion (and gripper actuation) gets its own duration factor
   (log-normal) and an asymmetric velocity profile (a monotone time warp of minimum jerk),
   and its path bends sideways by a random control-point offset;
