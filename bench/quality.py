@@ -4,7 +4,8 @@ Runs the user-facing commands, in order, on a fresh simulated dataset and record
 print, together with each command:
 
 1. `carve synth` (all four tasks) and `carve run` (ingest -> ... -> shard, offline defaults);
-2. `carve eval-segments` (boundary P/R/F1 at +-2 frames, segment F1@0.5, event-count ratio);
+2. `carve eval-segments` (boundary P/R/F1 at +-2 frames, segment F1@0.5, event-count ratio),
+   also on smaller datasets simulated with teleoperation noise (`carve synth --noise`);
 3. `carve eval-captions` (kinematic caption verb accuracy against the ground-truth phases);
 4. the cluster histogram before/after balancing from the shard manifest (max/min share,
    normalised entropy);
@@ -125,6 +126,23 @@ def run(args: argparse.Namespace) -> str:
     seg_out, _ = _run(seg_cmd)
     parts.append(f"### Segmentation\nCommand: `{_show(seg_cmd)}`\n\n```\n{seg_out.rstrip()}\n```\n")
 
+    for level in args.noise_levels:
+        nsrc, nroot = out / f"sim-noise{level:g}", out / f"carve-noise{level:g}"
+        nsynth = [carve, "synth", "--out", _rel(nsrc), "--episodes", str(args.noise_episodes), "--workers",
+                  str(args.workers), "--seed", str(args.seed + 1), "--noise", f"{level:g}", "-q"]
+        _run(nsynth)
+        _run([carve, "run", "--source", _rel(nsrc), "--root", _rel(nroot), "--no-shard"])
+        nseg = [carve, "eval-segments", "--root", _rel(nroot), "--truth", _rel(nsrc / "ground_truth_events.json")]
+        nout, _ = _run(nseg)
+        ncap = [carve, "eval-captions", "--root", _rel(nroot), "--truth", _rel(nsrc / "ground_truth_events.json")]
+        ncap_out, _ = _run(ncap)
+        parts.append(
+            f"#### Segmentation and captions with teleoperation noise {level:g}\n"
+            f"`{_show(nsynth)}`, `carve run --source {_rel(nsrc)} --root {_rel(nroot)} --no-shard`, then "
+            f"`{_show(nseg)}` and `{_show(ncap)}`:\n\n```\n{nout.rstrip()}\n\n"
+            f"{ncap_out.splitlines()[0] if ncap_out else ''}\n```\n"
+        )
+
     cap_cmd = [carve, "eval-captions", "--root", _rel(root), "--truth", truth]
     cap_out, _ = _run(cap_cmd)
     parts.append(f"### Kinematic captions\nCommand: `{_show(cap_cmd)}`\n\n```\n{cap_out.rstrip()}\n```\n")
@@ -154,7 +172,8 @@ def run(args: argparse.Namespace) -> str:
 
     head = (
         f"{BEGIN}\n_Generated {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')} by "
-        f"`python -m bench.quality --episodes {args.episodes} --steps {args.steps} --seed {args.seed}` on "
+        f"`python -m bench.quality --episodes {args.episodes} --steps {args.steps} --seed {args.seed} "
+        f"--noise-levels {' '.join(f'{x:g}' for x in args.noise_levels)} --noise-episodes {args.noise_episodes}` on "
         f"{platform.machine()}, {os.cpu_count()} CPUs._\n\n"
     )
     return head + "\n".join(parts) + f"\n{END}"
@@ -177,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=300, help="training steps per mode (0 skips the model comparison)")
+    ap.add_argument("--noise-levels", type=float, nargs="*", default=[0.5, 1.0],
+                    help="also score segmentation on datasets simulated with this operator noise")
+    ap.add_argument("--noise-episodes", type=int, default=24)
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "quality"))
     ap.add_argument("--no-write", action="store_true", help="print the section instead of writing BENCHMARKS.md")
     args = ap.parse_args(argv)
