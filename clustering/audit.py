@@ -33,9 +33,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-MANIFEST_FORMAT = "carve.manifest"
-MANIFEST_VERSION_KNOWN = 1
-SCHEMA_VERSION_KNOWN = 1
+from storage.manifest import ManifestError
+from storage.manifest import read_manifest as storage_read_manifest
+
 UNDER_COVERED_FRACTION = 0.25  # a cluster below this fraction of the mean cluster size is flagged
 UNDER_COVERED_MIN = 3  # ...and so is any cluster with fewer events than this
 _VERSION_DIR = re.compile(r"^v(\d{3,})$")
@@ -111,23 +111,14 @@ _ASSIGN_SCHEMA = pa.schema(
 
 
 def read_manifest(root: str | Path, version: int) -> dict[str, Any]:
-    """A shards manifest, validated: refuses a newer manifest or schema version by name."""
+    """A shards manifest, validated by `storage.manifest` (which refuses a newer manifest or
+    schema version, naming the file); its errors surface as `AuditError`."""
     path = version_dir(root, "shards", version) / "manifest.json"
     try:
-        m = json.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise AuditError(f"{path}: no manifest (shards version {version} is incomplete)") from e
-    except json.JSONDecodeError as e:
-        raise AuditError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(m, dict) or m.get("format") != MANIFEST_FORMAT:
-        raise AuditError(f"{path}: not a {MANIFEST_FORMAT} file")
-    if int(m.get("manifest_version", 0)) > MANIFEST_VERSION_KNOWN:
-        raise AuditError(
-            f"{path}: manifest_version {m.get('manifest_version')} is newer than this Carve reads "
-            f"({MANIFEST_VERSION_KNOWN}); upgrade Carve"
-        )
-    if int(m.get("schema_version", 1)) > SCHEMA_VERSION_KNOWN:
-        raise AuditError(f"{path}: event schema v{m.get('schema_version')} is newer than this Carve reads")
+        m = storage_read_manifest(str(path))
+    except ManifestError as e:
+        raise AuditError(str(e)) from e
+    m.pop("_dir", None)
     return m
 
 
