@@ -61,6 +61,10 @@ def cmd_recluster(args: argparse.Namespace) -> int:
     return 0
 
 
+def _num(v: float | None, spec: str) -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
 def cmd_shard(args: argparse.Namespace) -> int:
     from clustering.curate import cut_shards
     from pipeline.cli import load_config
@@ -74,8 +78,8 @@ def cmd_shard(args: argparse.Namespace) -> int:
     _emit(args, m,
           f"shards v{v:03d}: {m['total_rows']} rows in {len(m['shards'])} shards ({m['unique_events']} unique events), "
           f"policy {m['policy']['name']}, clusters v{m['clusters_version']:03d}\n"
-          f"  max/min cluster share {b['max_min_ratio']} -> {a['max_min_ratio']}, "
-          f"normalised entropy {b['entropy']} -> {a['entropy']}\n"
+          f"  max/min cluster share {_num(b['max_min_ratio'], '.2f')} -> {_num(a['max_min_ratio'], '.2f')}, "
+          f"normalised entropy {_num(b['entropy'], '.3f')} -> {_num(a['entropy'], '.3f')}\n"
           f"  {cfg.root}/shards/v{v:03d}/manifest.json")
     return 0
 

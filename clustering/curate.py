@@ -13,6 +13,7 @@ re-captions or re-embeds: it reads the `emb` column of the event catalog.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 from collections import Counter
 from typing import Any
@@ -44,9 +45,11 @@ from clustering.versions import (
 from pipeline.config import CarveConfig
 from pipeline.log import get_logger, log_event
 from storage.catalog import Catalog
-from storage.events import read_events
+from storage.events import iter_events, read_events
+from storage.gather import gather_parts
 from storage.manifest import build_manifest, utc_now, write_manifest
-from storage.shards import write_shards
+from storage.schema import EVENT_SCHEMA, conform
+from storage.shards import write_shard_parts
 
 log = get_logger("clustering.curate")
 
@@ -269,12 +272,12 @@ def cut_shards(cfg: CarveConfig, policy: str | BalancePolicy | None = None, tota
     pol = _policy(cfg, policy)
     cl = load_clustering(root)
     assign_new(cfg)
-    events = read_events(root)
-    if events.num_rows == 0:
+    ids = read_events(root, columns=["event_id", "dataset"])
+    if ids.num_rows == 0:
         raise ClusteringError(f"{root}: the event catalog has no committed events to shard")
     asg = _unique_assignments(root, cl.version)
     row_of = {e: i for i, e in enumerate(asg.column("event_id").to_pylist())}
-    idx = np.array([row_of[e] for e in events.column("event_id").to_pylist()], dtype=np.int64)
+    idx = np.array([row_of[e] for e in ids.column("event_id").to_pylist()], dtype=np.int64)
     a = asg.take(pa.array(idx))
     cids = a.column("cluster_id").to_numpy(zero_copy_only=False).astype(np.int64)
     dup = np.asarray(a.column("dup_of").is_null().to_numpy(zero_copy_only=False), dtype=bool)
@@ -286,21 +289,30 @@ def cut_shards(cfg: CarveConfig, policy: str | BalancePolicy | None = None, tota
     if len(rows) == 0:
         raise ClusteringError(f"{root}: no events eligible for shards")
     elig_sizes = Counter(cids[eligible].tolist())
-    weight = np.array([targets.get(int(c), 0) / max(elig_sizes.get(int(c), 1), 1) for c in cids], np.float32)
-    take = pa.array(rows)
-    out = events.take(take)
-    for name, col in (
-        ("cluster_id", a.column("cluster_id")), ("cluster_path", a.column("cluster_path")),
-        ("cluster_dist", a.column("cluster_dist")), ("dup_of", a.column("dup_of")),
-        ("weight", pa.chunked_array([pa.array(weight)])),
-    ):
-        i = out.schema.get_field_index(name)
-        out = out.set_column(i, out.schema.field(name), col.take(take))
-    dims = _emb_dims(out)
+    weight = pa.array(np.array([targets.get(int(c), 0) / max(elig_sizes.get(int(c), 1), 1) for c in cids], np.float32))
+    dims: dict[str, int] = {}
+
+    def annotate(sub: pa.Table, g: np.ndarray) -> pa.Table:
+        take = pa.array(g)
+        for name, col in (
+            ("cluster_id", a.column("cluster_id")), ("cluster_path", a.column("cluster_path")),
+            ("cluster_dist", a.column("cluster_dist")), ("dup_of", a.column("dup_of")), ("weight", weight),
+        ):
+            sub = sub.set_column(sub.schema.get_field_index(name), EVENT_SCHEMA.field(name), col.take(take))
+        for k, v in _emb_dims(sub).items():
+            dims[k] = max(dims.get(k, 0), v)
+        return conform(sub, EVENT_SCHEMA)
+
+    # one pass over the event files, spilling the selected rows; memory stays ~one part file + one shard
+    parts = gather_parts(iter_events(root), rows, sc.rows_per_shard, annotate=annotate)
+    first = next(parts)  # runs the spill pass, so `dims` is complete before any shard is written
     version = claim_version(root, "shards")
     vdir = version_dir(root, "shards", version)
-    shards = write_shards(out, vdir, rows_per_shard=sc.rows_per_shard, row_group_size=sc.row_group_size,
-                          compression=sc.compression, emb_dims=dims, progress=cfg.ray.progress and len(rows) > 50_000)
+    shards = write_shard_parts(itertools.chain([first], parts), vdir,
+                               row_group_size=min(sc.row_group_size, sc.rows_per_shard),
+                               compression=sc.compression, emb_dims=dims,
+                               progress=cfg.ray.progress and len(rows) > 50_000,
+                               total=-(-len(rows) // sc.rows_per_shard))
     before = Counter(cids.tolist())
     after = Counter(cids[rows].tolist())
     keys = sorted(before)
@@ -313,7 +325,7 @@ def cut_shards(cfg: CarveConfig, policy: str | BalancePolicy | None = None, tota
         shards=[s.as_dict() for s in shards],
         clusters={"before": {str(c): int(before[c]) for c in keys}, "after": {str(c): int(after.get(c, 0)) for c in keys}},
         stats={"before": balance_stats(before, keys), "after": balance_stats(after, keys)},
-        sources=_sources(root, set(events.column("dataset").to_pylist())),
+        sources=_sources(root, set(ids.column("dataset").to_pylist())),
         unique_events=len(set(rows.tolist())),
         extra={"requested_rows": want, "eligible_events": n_eligible, "duplicates_excluded": int((~eligible).sum())},
     )

@@ -4,13 +4,15 @@ All events, unbalanced, as schema-v1 Parquet, partitioned by ingest batch (one b
 `carve run`). Each part file holds whole episodes and is written atomically; the SQLite
 catalog records an episode as `ok` only after its part file is in place, so a crash leaves
 either a finished episode or none. `read_events` reads back the batches the catalog says
-are good (or all of them) and validates the schema version of every file.
+are good (or all of them) and validates the schema version of every file; `iter_events`
+streams the same rows one part file at a time.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -68,19 +70,15 @@ def _batch_of(path: str) -> str | None:
     return None
 
 
-def read_events(
+def iter_events(
     root: str,
     columns: list[str] | None = None,
     batches: list[str] | None = None,
     filter_episodes: set[str] | None = None,
     committed_only: bool = True,
-) -> pa.Table:
-    """Read events (optionally only some columns / batches / episodes) as one table.
-
-    With `committed_only` (the default) only rows of episodes that the catalog records as
-    `ok` *in that batch* are returned: part files left behind by a crash before the catalog
-    commit, or superseded by a re-ingest of a changed episode, are ignored.
-    """
+) -> Iterator[pa.Table]:
+    """The events of `read_events`, one table per part file, in the same order (so row i of
+    `read_events` is row i of the concatenation); holds one part file in memory at a time."""
     files = event_files(root, batches)
     want_cols = list(columns) if columns is not None else None
     if want_cols is not None and "episode_id" not in want_cols:
@@ -89,7 +87,6 @@ def read_events(
         read_cols = want_cols
     committed = committed_parts(root) if committed_only else None
     fs, _ = resolve(root)
-    tables = []
     for f in files:
         allowed: set[str] | None = None
         if committed is not None:
@@ -106,8 +103,24 @@ def read_events(
             t = t.filter(mask)
         if want_cols is not None:
             t = t.select(want_cols)
-        tables.append(t)
+        yield t
+
+
+def read_events(
+    root: str,
+    columns: list[str] | None = None,
+    batches: list[str] | None = None,
+    filter_episodes: set[str] | None = None,
+    committed_only: bool = True,
+) -> pa.Table:
+    """Read events (optionally only some columns / batches / episodes) as one table.
+
+    With `committed_only` (the default) only rows of episodes that the catalog records as
+    `ok` *in that batch* are returned: part files left behind by a crash before the catalog
+    commit, or superseded by a re-ingest of a changed episode, are ignored.
+    """
+    tables = list(iter_events(root, columns, batches, filter_episodes, committed_only))
     if not tables:
-        cols = want_cols or EVENT_SCHEMA.names
+        cols = list(columns) if columns is not None else EVENT_SCHEMA.names
         return pa.schema([EVENT_SCHEMA.field(c) for c in cols]).empty_table()
     return pa.concat_tables(tables, promote_options="default")

@@ -1,7 +1,8 @@
 """Shard files: `<root>/shards/vNNN/part-XXXXX.parquet` writing, and reading back a version.
 
 `write_shards` cuts an ordered, already balanced table of schema-v1 event rows into parts of
-`rows_per_shard` rows (zstd, `row_group_size` row groups, schema version and `emb_dims` in the
+`rows_per_shard` rows (`write_shard_parts` writes parts given one table at a time, for callers
+that stream them) (zstd, `row_group_size` row groups, schema version and `emb_dims` in the
 Arrow metadata). Each part is serialised in memory, hashed (sha256) and written atomically
 (temp name + rename), so a crash leaves whole parts only; the caller writes the manifest last
 (`storage.manifest.write_manifest`), so a version without a manifest is an interrupted one.
@@ -13,7 +14,7 @@ each file's sha256 against the manifest) and validate the schema version of ever
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -72,26 +73,44 @@ def write_shards(
     emb_dims: dict[str, int] | None = None,
     progress: bool = False,
 ) -> list[ShardInfo]:
-    """Write `table` (in order) as shard parts under `version_dir`; return what was written.
+    """Write `table` (in order) as shard parts of `rows_per_shard` rows under `version_dir`."""
+    if rows_per_shard < 1:
+        raise ValueError(f"rows_per_shard ({rows_per_shard}) must be >= 1")
+    parts = (table.slice(s, rows_per_shard) for s in range(0, table.num_rows, rows_per_shard))
+    n = -(-table.num_rows // rows_per_shard)
+    return write_shard_parts(parts, version_dir, row_group_size=min(row_group_size, rows_per_shard),
+                             compression=compression, emb_dims=emb_dims, progress=progress, total=n)
+
+
+def write_shard_parts(
+    parts: Iterable[pa.Table],
+    version_dir: str,
+    *,
+    row_group_size: int,
+    compression: str = "zstd",
+    emb_dims: dict[str, int] | None = None,
+    progress: bool = False,
+    total: int | None = None,
+) -> list[ShardInfo]:
+    """Write each table of `parts` (in order) as shard part i under `version_dir`.
 
     Shard i is hashed and written on a helper thread while shard i+1 is encoded (both release
     the GIL). The first failure stops the loop and is re-raised; parts already renamed into
     place stay, and no manifest is written by this function."""
-    if rows_per_shard < 1 or row_group_size < 1:
-        raise ValueError(f"rows_per_shard ({rows_per_shard}) and row_group_size ({row_group_size}) must be >= 1")
-    table = conform(table, event_schema(emb_dims or None))
-    starts = range(0, table.num_rows, rows_per_shard)
+    if row_group_size < 1:
+        raise ValueError(f"row_group_size ({row_group_size}) must be >= 1")
+    schema = event_schema(emb_dims or None)
     if progress:
         from tqdm import tqdm
 
-        starts = tqdm(starts, desc="shards", unit="shard")
+        parts = tqdm(parts, desc="shards", unit="shard", total=total)
     out: list[ShardInfo] = []
     pending: tuple[Future[str], ShardInfo] | None = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as pool:
         try:
-            for i, s in enumerate(starts):
-                part = table.slice(s, rows_per_shard)
-                data = encode_shard(part, min(row_group_size, rows_per_shard), compression)
+            for i, raw in enumerate(parts):
+                part = conform(raw, schema)
+                data = encode_shard(part, row_group_size, compression)
                 if pending is not None:
                     fut, info = pending
                     info.sha256 = fut.result()
