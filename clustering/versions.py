@@ -170,15 +170,29 @@ def load_clustering(root: str, version: int | None = None) -> Clustering:
     fs, mpath = resolve(join(vdir, "meta.json"))
     if not exists(fs, mpath):
         raise ClusteringError(f"{vdir}: clustering version {version} does not exist or was never finished")
-    meta = json.loads(read_bytes(join(vdir, "meta.json")))
+    try:
+        meta = json.loads(read_bytes(join(vdir, "meta.json")))
+    except json.JSONDecodeError as e:
+        raise ClusteringError(f"{vdir}/meta.json: not valid JSON ({e})") from e
     if int(meta.get("clusters_format_version", 1)) > CLUSTERS_VERSION:
         raise ClusteringError(
             f"{vdir}/meta.json: clusters format v{meta['clusters_format_version']} is newer than this Carve "
             f"reads (v{CLUSTERS_VERSION}); upgrade Carve"
         )
-    centroids = np.load(io.BytesIO(read_bytes(join(vdir, "centroids.npy"))))
-    index = faiss.deserialize_index(np.frombuffer(read_bytes(join(vdir, "index.faiss")), dtype=np.uint8))
-    hierarchy = Hierarchy.from_json(json.loads(read_bytes(join(vdir, "hierarchy.json"))), f"{vdir}/hierarchy.json")
+    name = "centroids.npy"
+    try:
+        centroids = np.load(io.BytesIO(read_bytes(join(vdir, name))))
+        name = "index.faiss"
+        index = faiss.deserialize_index(np.frombuffer(read_bytes(join(vdir, name)), dtype=np.uint8))
+        name = "hierarchy.json"
+        hierarchy = Hierarchy.from_json(json.loads(read_bytes(join(vdir, name))), f"{vdir}/{name}")
+    except (OSError, ValueError, RuntimeError) as e:  # missing/truncated file, bad JSON, faiss refusing bytes
+        if isinstance(e, ClusteringError):
+            raise
+        raise ClusteringError(
+            f"{vdir}/{name}: clustering version {version} is damaged ({type(e).__name__}: {e}); "
+            "run `carve recluster` to make a fresh version"
+        ) from e
     return Clustering(version=int(version), path=vdir, centroids=centroids, hierarchy=hierarchy, meta=meta, index=index)
 
 

@@ -223,6 +223,29 @@ def test_empty_catalog_is_a_clear_error(tmp_path: Path):
         cut_shards(cfg_for(tmp_path))
 
 
+@pytest.mark.parametrize("damage", ["missing index", "truncated index", "bad hierarchy"])
+def test_damaged_clustering_version_is_a_clear_error(tmp_path: Path, damage: str):
+    from clustering.curate import cluster_catalog, cut_shards
+
+    x, y = blob_embeddings([20, 20], seed=3)
+    add_episodes(tmp_path, x, labels=y)
+    cluster_catalog(cfg_for(tmp_path, k=2))
+    vdir = tmp_path / "clusters" / "v001"
+    if damage == "missing index":
+        (vdir / "index.faiss").unlink()
+        name = "index.faiss"
+    elif damage == "truncated index":
+        data = (vdir / "index.faiss").read_bytes()
+        (vdir / "index.faiss").write_bytes(data[: len(data) // 3])
+        name = "index.faiss"
+    else:
+        (vdir / "hierarchy.json").write_text("{not json")
+        name = "hierarchy.json"
+    with pytest.raises(ClusteringError, match=rf"v001/{name}: clustering version 1 is damaged.*recluster"):
+        cut_shards(cfg_for(tmp_path))
+    assert not (tmp_path / "shards").exists() or not any((tmp_path / "shards").glob("v*/manifest.json"))
+
+
 def test_missing_embeddings_are_refused(tmp_path: Path):
     from clustering.curate import cluster_catalog
 

@@ -21,7 +21,7 @@ from pipeline.log import setup_logging
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from trainer.train import add_train_args
+    from trainer.config import add_train_args  # torch-free: `carve <anything>` must not import torch
 
     p = subparsers.add_parser("train", help="train the world-action model on a shard manifest")
     add_common(p)

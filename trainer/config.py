@@ -9,6 +9,7 @@ sections). Overrides are `dotted.key=value` strings parsed as YAML scalars
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,3 +196,11 @@ def apply_override(cfg: TrainConfig, item: str) -> None:
     for p in reversed(parts[:-1]):
         nested = {p: nested}
     _merge(cfg, nested, "")
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manifest", default=None, help="manifest.json, a shards/vNNN folder, or a Carve root")
+    p.add_argument("--mode", choices=("event", "unified", "chunk"), default=None)
+    p.add_argument("--out-dir", default=None, help="checkpoints, metrics.jsonl, tb/")
+    p.add_argument("--steps", type=int, default=None, help="max_steps")
+    p.add_argument("--resume", default=None, help="checkpoint path, or 'auto' for the latest in --out-dir")

@@ -42,7 +42,7 @@ from trainer.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from trainer.config import TrainConfig
+from trainer.config import TrainConfig, add_train_args
 from trainer.data import EventStream, make_loader, probe
 from trainer.manifest import Manifest, open_manifest
 from trainer.model import ModelSpec, WorldActionModel
@@ -365,14 +365,6 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[WorldActionModel,
 
 
 # ------------------------------------------------------------------ command line
-def add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--manifest", default=None, help="manifest.json, a shards/vNNN folder, or a Carve root")
-    p.add_argument("--mode", choices=("event", "unified", "chunk"), default=None)
-    p.add_argument("--out-dir", default=None, help="checkpoints, metrics.jsonl, tb/")
-    p.add_argument("--steps", type=int, default=None, help="max_steps")
-    p.add_argument("--resume", default=None, help="checkpoint path, or 'auto' for the latest in --out-dir")
-
-
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     overrides = list(getattr(args, "overrides", None) or [])
     cfg = TrainConfig.load(getattr(args, "config", None), overrides)
