@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Iterator
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from storage.fs import atomic_write_table, join, list_files, resolve
@@ -86,6 +85,7 @@ def iter_events(
     else:
         read_cols = want_cols
     committed = committed_parts(root) if committed_only else None
+    wanted_eps = set(filter_episodes) if filter_episodes is not None else None
     fs, _ = resolve(root)
     for f in files:
         allowed: set[str] | None = None
@@ -93,14 +93,17 @@ def iter_events(
             allowed = committed.get(_batch_of(f) or "", set())
             if not allowed:
                 continue
-        if filter_episodes is not None:
-            allowed = set(filter_episodes) if allowed is None else allowed & set(filter_episodes)
+        if wanted_eps is not None:
+            allowed = wanted_eps if allowed is None else allowed & wanted_eps
         pf = pq.ParquetFile(f, filesystem=fs)
         check_schema(pf.schema_arrow, f)
         t = pf.read(columns=read_cols)
         if allowed is not None:
-            mask = pc.is_in(t.column("episode_id"), value_set=pa.array(sorted(allowed), pa.string()))
-            t = t.filter(mask)
+            # set membership per row (a part file holds few episodes; building an Arrow value set
+            # of the whole batch for every file would cost O(files x episodes))
+            keep = [e in allowed for e in t.column("episode_id").to_pylist()]
+            if not all(keep):
+                t = t.filter(pa.array(keep, pa.bool_()))
         if want_cols is not None:
             t = t.select(want_cols)
         yield t
