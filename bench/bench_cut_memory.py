@@ -4,8 +4,10 @@ A format-true Carve root (`pipeline.service.testing.fabricate_root`: events with
 embeddings and action slices; catalog) is written with `--episodes` x 8 events and clustered
 with `carve recluster`. Then two child processes run, each measured by its peak RSS:
 
-* Carve: `carve shard --root ROOT` (one pass over the event part files, spilling the selected
-  rows to local Arrow IPC, writing one shard at a time; `storage/gather.py`);
+* Carve: `carve shard --root ROOT --set shard.include_duplicates=true` (so every event is
+  eligible and the cut writes as many rows as the catalog holds): one pass over the event part
+  files spilling the selected rows to local Arrow IPC, then one shard at a time
+  (`storage/gather.py`);
 * baseline: a plain `pyarrow` read of every event part file into one table (what an
   in-memory cut needs before it can reorder rows), nothing else.
 
@@ -70,7 +72,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         base_mb, out = _peak_rss_mb([sys.executable, "-c", _BASELINE, str(root)])
         rows, nbytes = (int(x) for x in out.split()[-2:])
         t0 = time.perf_counter()
-        carve_mb, _ = _peak_rss_mb([carve, "shard", "--root", str(root), "--set", "ray.progress=false"])
+        carve_mb, _ = _peak_rss_mb([carve, "shard", "--root", str(root), "--set", "ray.progress=false",
+                                    "--set", "shard.include_duplicates=true"])
         cut_s = time.perf_counter() - t0
         disk_mb = sum(f.stat().st_size for f in (root / "events").rglob("*.parquet")) / 2**20
     return {

@@ -48,7 +48,7 @@ from storage.catalog import Catalog
 from storage.events import iter_events, read_events
 from storage.gather import gather_parts
 from storage.manifest import build_manifest, utc_now, write_manifest
-from storage.schema import EVENT_SCHEMA, conform
+from storage.schema import EVENT_SCHEMA
 from storage.shards import write_shard_parts
 
 log = get_logger("clustering.curate")
@@ -301,7 +301,7 @@ def cut_shards(cfg: CarveConfig, policy: str | BalancePolicy | None = None, tota
             sub = sub.set_column(sub.schema.get_field_index(name), EVENT_SCHEMA.field(name), col.take(take))
         for k, v in _emb_dims(sub).items():
             dims[k] = max(dims.get(k, 0), v)
-        return conform(sub, EVENT_SCHEMA)
+        return sub
 
     # one pass over the event files, spilling the selected rows; memory stays ~one part file + one shard
     parts = gather_parts(iter_events(root), rows, sc.rows_per_shard, annotate=annotate)

@@ -5,8 +5,8 @@ clusters, some rows repeated). `gather_parts` does that without holding the cata
 memory: one pass over the source tables (one event part file at a time) spills each selected
 row, tagged with its output position, into a local Arrow IPC file per group of output parts;
 then each spill file is read back (memory-mapped), sorted by position and cut into parts.
-Peak memory is one source table plus one group of output parts; at most `max_open` spill
-files are open at once. The spill directory is temporary and removed afterwards.
+Peak memory is one source table, the spill buffer (`flush_bytes`) and one group of output
+parts; at most `max_open` spill files are open at once. The spill directory is temporary and removed afterwards.
 """
 
 from __future__ import annotations
@@ -30,13 +30,15 @@ def gather_parts(
     annotate: Callable[[pa.Table, np.ndarray], pa.Table] | None = None,
     spill_dir: str | None = None,
     max_open: int = 128,
+    flush_bytes: int = 16 << 20,
 ) -> Iterator[pa.Table]:
     """Yield the parts of `concat(tables).take(rows)`, `rows_per_part` rows each, in order.
 
     `rows[p]` is the global row index (in the concatenation of `tables`) of output row `p`;
     rows may repeat. `annotate(sub, global_rows)` may add or replace columns of each selected
-    slice before it is spilled (it must return the same schema every time). The source is
-    consumed completely before the first part is yielded."""
+    slice before it is spilled (it must return the same schema every time). Selected rows are
+    buffered up to `flush_bytes` and then spilled together. The source is consumed completely
+    before the first part is yielded."""
     if rows_per_part < 1 or max_open < 1:
         raise ValueError(f"rows_per_part ({rows_per_part}) and max_open ({max_open}) must be >= 1")
     rows = np.asarray(rows, dtype=np.int64)
@@ -51,6 +53,34 @@ def gather_parts(
     with tempfile.TemporaryDirectory(prefix="carve-gather-", dir=spill_dir) as tmp:
         writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
         schema: pa.Schema | None = None
+        pending: list[pa.Table] = []
+        pending_bytes = 0
+
+        def flush() -> None:
+            # one sort + one slice per spill file for everything buffered, not per source table
+            nonlocal schema, pending_bytes
+            if not pending:
+                return
+            buf = pa.concat_tables(pending, promote_options="default")
+            pending.clear()
+            pending_bytes = 0
+            if schema is None:
+                schema = buf.schema
+            elif not buf.schema.equals(schema):
+                buf = buf.cast(schema)
+            pos = buf.column(POS).to_numpy()
+            bucket = (pos // rows_per_part) // group
+            by_bucket = np.argsort(bucket, kind="stable")
+            buf = buf.take(pa.array(by_bucket))
+            bucket = bucket[by_bucket]
+            edges = np.flatnonzero(np.diff(bucket)) + 1
+            for lo, hi in zip(np.r_[0, edges], np.r_[edges, len(bucket)], strict=True):
+                b = int(bucket[lo])
+                w = writers.get(b)
+                if w is None:
+                    w = writers[b] = pa.ipc.new_file(os.path.join(tmp, f"{b:06d}.arrow"), schema)
+                w.write_table(buf.slice(int(lo), int(hi - lo)))
+
         g0 = 0
         try:
             for t in tables:
@@ -62,18 +92,12 @@ def gather_parts(
                     if annotate is not None:
                         sub = annotate(sub, g)
                     sub = sub.append_column(POS, pa.array(pos, pa.int64()))
-                    if schema is None:
-                        schema = sub.schema
-                    elif not sub.schema.equals(schema):
-                        sub = sub.cast(schema)
-                    bucket = (pos // rows_per_part) // group
-                    for b in np.unique(bucket):
-                        piece = sub.filter(pa.array(bucket == b))
-                        w = writers.get(int(b))
-                        if w is None:
-                            w = writers[int(b)] = pa.ipc.new_file(os.path.join(tmp, f"{int(b):06d}.arrow"), schema)
-                        w.write_table(piece)
+                    pending.append(sub)
+                    pending_bytes += sub.nbytes
+                    if pending_bytes >= flush_bytes:
+                        flush()
                 g0 += n
+            flush()
         finally:
             for w in writers.values():
                 w.close()

@@ -19,14 +19,16 @@ def _sources(sizes: list[int]) -> list[pa.Table]:
     return out
 
 
+@pytest.mark.parametrize("flush_bytes", [1, 64 << 20])  # spill after every source table, or once
 @pytest.mark.parametrize("max_open", [1, 3, 128])
-def test_parts_equal_take_of_concatenation_with_repeats(tmp_path, max_open):
+def test_parts_equal_take_of_concatenation_with_repeats(tmp_path, max_open, flush_bytes):
     srcs = _sources([7, 0, 13, 5, 21])
     total = sum(t.num_rows for t in srcs)
     rng = np.random.default_rng(0)
     rows = rng.integers(0, total, size=101)  # repeats and any order
     ref = pa.concat_tables(srcs).take(pa.array(rows))
-    parts = list(gather_parts(iter(srcs), rows, 16, spill_dir=str(tmp_path), max_open=max_open))
+    parts = list(gather_parts(iter(srcs), rows, 16, spill_dir=str(tmp_path), max_open=max_open,
+                              flush_bytes=flush_bytes))
     assert [p.num_rows for p in parts] == [16] * 6 + [5]
     assert pa.concat_tables(parts).equals(ref)
     assert list(tmp_path.iterdir()) == []  # the spill directory is removed
