@@ -45,7 +45,7 @@ from clustering.versions import (
 from pipeline.config import CarveConfig
 from pipeline.log import get_logger, log_event
 from storage.catalog import Catalog
-from storage.events import iter_events, read_events
+from storage.events import iter_events, read_events, snapshot
 from storage.gather import gather_parts
 from storage.manifest import build_manifest, utc_now, write_manifest
 from storage.schema import EVENT_SCHEMA
@@ -271,12 +271,19 @@ def cut_shards(cfg: CarveConfig, policy: str | BalancePolicy | None = None, tota
     root, sc = cfg.root, cfg.shard
     pol = _policy(cfg, policy)
     cl = load_clustering(root)
+    # the catalog as of now: every read below sees these rows in this order (another job may be
+    # committing episodes meanwhile); assign_new runs after it, so all of them have assignments
+    snap = snapshot(root)
     assign_new(cfg)
-    ids = read_events(root, columns=["event_id", "dataset"])
+    ids = read_events(root, columns=["event_id", "dataset"], snap=snap)
     if ids.num_rows == 0:
         raise ClusteringError(f"{root}: the event catalog has no committed events to shard")
     asg = _unique_assignments(root, cl.version)
     row_of = {e: i for i, e in enumerate(asg.column("event_id").to_pylist())}
+    missing = [e for e in ids.column("event_id").to_pylist() if e not in row_of]
+    if missing:
+        raise ClusteringError(f"{root}: {len(missing)} events have no cluster assignment in clusters "
+                              f"v{cl.version:03d} (e.g. {missing[0]}); run `carve cluster` and retry")
     idx = np.array([row_of[e] for e in ids.column("event_id").to_pylist()], dtype=np.int64)
     a = asg.take(pa.array(idx))
     cids = a.column("cluster_id").to_numpy(zero_copy_only=False).astype(np.int64)
@@ -304,7 +311,7 @@ def cut_shards(cfg: CarveConfig, policy: str | BalancePolicy | None = None, tota
         return sub
 
     # one pass over the event files, spilling the selected rows; memory stays ~one part file + one shard
-    parts = gather_parts(iter_events(root), rows, sc.rows_per_shard, annotate=annotate)
+    parts = gather_parts(iter_events(root, snap=snap), rows, sc.rows_per_shard, annotate=annotate)
     first = next(parts)  # runs the spill pass, so `dims` is complete before any shard is written
     version = claim_version(root, "shards")
     vdir = version_dir(root, "shards", version)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -69,22 +70,39 @@ def _batch_of(path: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class EventSnapshot:
+    """Which part files (and which of their episodes) make up the catalog at one moment.
+
+    Reads given the same snapshot see the same rows in the same order even while another job
+    commits new episodes, so row indices computed from one read stay valid for the next."""
+
+    files: tuple[str, ...]
+    committed: dict[str, set[str]] | None
+
+
+def snapshot(root: str, batches: list[str] | None = None, committed_only: bool = True) -> EventSnapshot:
+    return EventSnapshot(tuple(event_files(root, batches)), committed_parts(root) if committed_only else None)
+
+
 def iter_events(
     root: str,
     columns: list[str] | None = None,
     batches: list[str] | None = None,
     filter_episodes: set[str] | None = None,
     committed_only: bool = True,
+    snap: EventSnapshot | None = None,
 ) -> Iterator[pa.Table]:
     """The events of `read_events`, one table per part file, in the same order (so row i of
-    `read_events` is row i of the concatenation); holds one part file in memory at a time."""
-    files = event_files(root, batches)
+    `read_events` is row i of the concatenation); holds one part file in memory at a time.
+    With `snap`, the files and committed episodes are those of the snapshot."""
+    snap = snap or snapshot(root, batches, committed_only)
+    files, committed = snap.files, snap.committed
     want_cols = list(columns) if columns is not None else None
     if want_cols is not None and "episode_id" not in want_cols:
         read_cols = [*want_cols, "episode_id"]
     else:
         read_cols = want_cols
-    committed = committed_parts(root) if committed_only else None
     wanted_eps = set(filter_episodes) if filter_episodes is not None else None
     fs, _ = resolve(root)
     for f in files:
@@ -115,6 +133,7 @@ def read_events(
     batches: list[str] | None = None,
     filter_episodes: set[str] | None = None,
     committed_only: bool = True,
+    snap: EventSnapshot | None = None,
 ) -> pa.Table:
     """Read events (optionally only some columns / batches / episodes) as one table.
 
@@ -122,7 +141,7 @@ def read_events(
     `ok` *in that batch* are returned: part files left behind by a crash before the catalog
     commit, or superseded by a re-ingest of a changed episode, are ignored.
     """
-    tables = list(iter_events(root, columns, batches, filter_episodes, committed_only))
+    tables = list(iter_events(root, columns, batches, filter_episodes, committed_only, snap))
     if not tables:
         cols = list(columns) if columns is not None else EVENT_SCHEMA.names
         return pa.schema([EVENT_SCHEMA.field(c) for c in cols]).empty_table()

@@ -53,3 +53,29 @@ def test_rows_beyond_the_source_and_bad_sizes_are_errors(tmp_path):
     with pytest.raises(ValueError, match="must be >= 1"):
         list(gather_parts(_sources([4]), np.array([1]), 0))
     assert list(gather_parts(_sources([4]), np.array([], dtype=np.int64), 4)) == []
+
+
+def test_snapshot_reads_ignore_episodes_committed_later(tmp_path):
+    from storage.catalog import Catalog
+    from storage.events import iter_events, read_events, snapshot, write_event_part
+    from storage.schema import events_to_table, make_event_id
+
+    def commit(i: int) -> str:
+        ep = f"d/{i:06d}"
+        rows = [{"event_id": make_event_id(ep, 0, 10), "episode_id": ep, "dataset": "d", "episode_index": i,
+                 "event_index": 0, "num_events": 1, "start_frame": 0, "end_frame": 10, "fps": 10.0, "task": "t",
+                 "state": [[0.0]], "action": [[0.0]]}]
+        write_event_part(str(tmp_path), f"b{i}", ep, events_to_table(rows))
+        with Catalog(tmp_path) as cat:
+            cat.record_episodes([{"episode_id": ep, "dataset": "d", "episode_index": i, "source_uri": "/s",
+                                  "status": "ok", "num_events": 1, "batch": f"b{i}"}])
+        return rows[0]["event_id"]
+
+    first = [commit(0), commit(1)]
+    snap = snapshot(str(tmp_path))
+    later = commit(2)
+    assert read_events(str(tmp_path), columns=["event_id"], snap=snap).column("event_id").to_pylist() == first
+    streamed = [e for t in iter_events(str(tmp_path), columns=["event_id"], snap=snap)
+                for e in t.column("event_id").to_pylist()]
+    assert streamed == first
+    assert later in read_events(str(tmp_path), columns=["event_id"]).column("event_id").to_pylist()
