@@ -177,7 +177,7 @@ def test_cancel_and_vanishing_source_mid_run(tmp_path: Path):
         r = c.post(f"/jobs/{ja}/cancel")
         if r.status_code == 202:
             a = _wait(c, ja, lambda j: j["state"] in TERMINAL, timeout=120)
-            assert a["state"] == "cancelled"
+            assert a["state"] == "cancelled", (a["error"], a.get("stage"))
             with pytest.raises(ProcessLookupError):
                 os.kill(a["pid"], 0)
         b = _wait(c, jb, lambda j: j["state"] in TERMINAL, timeout=400)
