@@ -92,6 +92,9 @@ class JobReporter:
             self._thread.join(timeout=5)
         if self.job_id:
             with self._lock:
+                job = self.catalog.job(self.job_id)
+                if state == "failed" and job is not None and job["state"] == "cancelling":
+                    state, error = "cancelled", "cancelled"  # asked to stop: whatever broke on the way, it's a cancel
                 self.catalog.update_job(
                     self.job_id, state=state, error=error, progress=dict(self.progress), heartbeat=time.time()
                 )
