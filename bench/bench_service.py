@@ -128,10 +128,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             job_id = r.json().get("id")
             deadline = time.time() + 60  # load only once the job's pipeline is really running
             while time.time() < deadline:
-                if httpx.get(f"{url}/jobs/{job_id}", headers=headers).json().get("state") == "running":
+                job_state_before = httpx.get(f"{url}/jobs/{job_id}", headers=headers).json().get("state")
+                if job_state_before == "running":
                     break
                 time.sleep(0.2)
-            job_state_before = httpx.get(f"{url}/jobs/{job_id}", headers=headers).json().get("state")
         # warm the caches once, as a real dashboard would
         httpx.get(f"{url}/datasets/sim/clusters", headers=headers, timeout=60)
         n = args.requests

@@ -280,11 +280,12 @@ def cut_shards(cfg: CarveConfig, policy: str | BalancePolicy | None = None, tota
         raise ClusteringError(f"{root}: the event catalog has no committed events to shard")
     asg = _unique_assignments(root, cl.version)
     row_of = {e: i for i, e in enumerate(asg.column("event_id").to_pylist())}
-    missing = [e for e in ids.column("event_id").to_pylist() if e not in row_of]
+    event_ids = ids.column("event_id").to_pylist()
+    missing = [e for e in event_ids if e not in row_of]
     if missing:
         raise ClusteringError(f"{root}: {len(missing)} events have no cluster assignment in clusters "
                               f"v{cl.version:03d} (e.g. {missing[0]}); run `carve cluster` and retry")
-    idx = np.array([row_of[e] for e in ids.column("event_id").to_pylist()], dtype=np.int64)
+    idx = np.array([row_of[e] for e in event_ids], dtype=np.int64)
     a = asg.take(pa.array(idx))
     cids = a.column("cluster_id").to_numpy(zero_copy_only=False).astype(np.int64)
     dup = np.asarray(a.column("dup_of").is_null().to_numpy(zero_copy_only=False), dtype=bool)

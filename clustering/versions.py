@@ -16,6 +16,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,20 +180,21 @@ def load_clustering(root: str, version: int | None = None) -> Clustering:
             f"{vdir}/meta.json: clusters format v{meta['clusters_format_version']} is newer than this Carve "
             f"reads (v{CLUSTERS_VERSION}); upgrade Carve"
         )
-    name = "centroids.npy"
-    try:
-        centroids = np.load(io.BytesIO(read_bytes(join(vdir, name))))
-        name = "index.faiss"
-        index = faiss.deserialize_index(np.frombuffer(read_bytes(join(vdir, name)), dtype=np.uint8))
-        name = "hierarchy.json"
-        hierarchy = Hierarchy.from_json(json.loads(read_bytes(join(vdir, name))), f"{vdir}/{name}")
-    except (OSError, ValueError, RuntimeError) as e:  # missing/truncated file, bad JSON, faiss refusing bytes
-        if isinstance(e, ClusteringError):
+
+    def load(name: str, parse: Callable[[bytes], Any]) -> Any:
+        try:
+            return parse(read_bytes(join(vdir, name)))
+        except ClusteringError:
             raise
-        raise ClusteringError(
-            f"{vdir}/{name}: clustering version {version} is damaged ({type(e).__name__}: {e}); "
-            "run `carve recluster` to make a fresh version"
-        ) from e
+        except (OSError, ValueError, RuntimeError) as e:  # missing/truncated file, bad JSON, faiss refusing bytes
+            raise ClusteringError(
+                f"{vdir}/{name}: clustering version {version} is damaged ({type(e).__name__}: {e}); "
+                "run `carve recluster` to make a fresh version"
+            ) from e
+
+    centroids = load("centroids.npy", lambda b: np.load(io.BytesIO(b)))
+    index = load("index.faiss", lambda b: faiss.deserialize_index(np.frombuffer(b, dtype=np.uint8)))
+    hierarchy = load("hierarchy.json", lambda b: Hierarchy.from_json(json.loads(b), f"{vdir}/hierarchy.json"))
     return Clustering(version=int(version), path=vdir, centroids=centroids, hierarchy=hierarchy, meta=meta, index=index)
 
 

@@ -1,9 +1,9 @@
 """Shard files: `<root>/shards/vNNN/part-XXXXX.parquet` writing, and reading back a version.
 
 `write_shards` cuts an ordered, already balanced table of schema-v1 event rows into parts of
-`rows_per_shard` rows (`write_shard_parts` writes parts given one table at a time, for callers
-that stream them) (zstd, `row_group_size` row groups, schema version and `emb_dims` in the
-Arrow metadata). Each part is serialised in memory, hashed (sha256) and written atomically
+`rows_per_shard` rows; `write_shard_parts` writes parts handed over one table at a time, for
+callers that stream them. Parts are zstd Parquet with `row_group_size` row groups and the
+schema version and `emb_dims` in the Arrow metadata. Each part is serialised in memory, hashed (sha256) and written atomically
 (temp name + rename), so a crash leaves whole parts only; the caller writes the manifest last
 (`storage.manifest.write_manifest`), so a version without a manifest is an interrupted one.
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_sim_tasks import EXPECTED
 
 from pipeline.cli import main as carve_main
 from pipeline.config import SegmentConfig
@@ -18,14 +19,6 @@ from pipeline.segment import segment_episode
 from sim.scene import STATE_NAMES
 from sim.synth import GROUND_TRUTH_FILE, synthesize
 from sim.tasks import TASK_TYPES, OperatorNoise, SimEpisode, run_episode
-
-PICK = ["reach", "grasp", "lift", "move", "place", "release"]
-EXPECTED = {
-    "pick_place": [*PICK, "retreat"],
-    "stack": [*PICK, "retreat"],
-    "push": ["reach", "push", "retreat"],
-    "two_object": [*PICK, *PICK, "retreat"],
-}
 
 
 def _same(a: SimEpisode, b: SimEpisode) -> bool:
