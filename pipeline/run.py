@@ -92,12 +92,12 @@ class JobReporter:
             self._thread.join(timeout=5)
         if self.job_id:
             with self._lock:
-                job = self.catalog.job(self.job_id)
-                if state == "failed" and job is not None and job["state"] == "cancelling":
-                    state, error = "cancelled", "cancelled"  # asked to stop: whatever broke on the way, it's a cancel
-                self.catalog.update_job(
-                    self.job_id, state=state, error=error, progress=dict(self.progress), heartbeat=time.time()
-                )
+                fields = {"progress": dict(self.progress), "heartbeat": time.time()}
+                if self.catalog.transition_job(self.job_id, ("cancelling",), **fields):
+                    # being cancelled: the server that signalled this process records the end
+                    # once the process has exited, so "cancelled" never shows while it still runs
+                    return
+                self.catalog.update_job(self.job_id, state=state, error=error, **fields)
 
 
 def ingest(cfg: CarveConfig, catalog: Catalog, reporter: JobReporter, summary: RunSummary) -> None:

@@ -5,7 +5,8 @@ shared by every server on the same root. Each server runs one `JobRunner` thread
 every `service.poll_interval_s`:
 
 1. reaps its finished subprocesses (the subprocess's own `JobReporter` normally wrote the
-   final state; a process that died without doing so is marked failed with its exit code);
+   final state; a process that died without doing so is marked failed with its exit code;
+   a cancelled job is always ended here, after its process has exited);
 2. kills its processes whose job was asked to cancel (state `cancelling`, or the marker file
    `<root>/jobs/<id>/cancel`): SIGTERM, then SIGKILL after `cancel_grace_s`; a cancelling job
    whose server on this host died is signalled by pid (after checking that process's command
