@@ -43,8 +43,10 @@ bench: install
 quality: install
 	$(PY) -m bench.quality
 
+# ruff, then the layer contracts of pyproject.toml (import-linter over the installed layout)
 lint: install
 	$(VENV)/bin/ruff check .
+	$(PY) .ci/lint_imports.py
 
 clean:
 	rm -rf $(DEMO_ROOT) .pytest_cache

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--episodes", type=int, default=8000)
     args = ap.parse_args(argv)
-    from pipeline.service.testing import fabricate_root
+    from carve.sim.service_fakes import fabricate_root
 
     carve = str(Path(sys.executable).with_name("carve"))
     with tempfile.TemporaryDirectory(prefix="carve-bench-cut-") as tmp:

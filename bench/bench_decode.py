@@ -24,7 +24,7 @@ import numpy as np
 
 def textured_episodes(n: int, frames: int, size: int, seed: int = 0) -> list[Any]:
     """Episodes whose frames are a noise texture scrolling sideways (not trivially compressible)."""
-    from sim.formats import index_episodes
+    from carve.sim.formats import index_episodes
 
     rng = np.random.default_rng(seed)
     eps = index_episodes([frames] * n, cameras=(), size=size)
@@ -53,7 +53,7 @@ def raw_pyav_decode(paths: list[Path]) -> int:
 
 def carve_decode(uri: str, backend: str) -> int:
     """Every frame of every episode through open_source/load_episode/Episode.frames."""
-    from pipeline.sources import load_episode, open_source
+    from carve.ingest.sources import load_episode, open_source
 
     n = 0
     for ref in open_source(uri).list_episodes():
@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--source", default=None, help="benchmark an existing LeRobot dataset instead")
     args = ap.parse_args(argv)
 
-    from sim.formats import INDEX_ACTION_NAMES, INDEX_STATE_NAMES
-    from sim.lerobot_writer import write_lerobot_dataset
+    from carve.sim.formats import INDEX_ACTION_NAMES, INDEX_STATE_NAMES
+    from carve.sim.lerobot_writer import write_lerobot_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.source:

@@ -36,7 +36,7 @@ def _mean_cos(x: np.ndarray, centroids: np.ndarray, labels: np.ndarray) -> float
 
 
 def run_carve(x: np.ndarray, k: int, niter: int, seed: int, full: bool) -> tuple[float, float]:
-    from clustering.kmeans import assign, build_index, train_kmeans
+    from carve.clustering.kmeans import assign, build_index, train_kmeans
 
     t0 = time.perf_counter()
     mppc = len(x) if full else 256

@@ -27,8 +27,8 @@ from typing import Any
 
 def synthetic_dataset(out: Path, episodes: int, frames: int, size: int = 128, fps: int = 12) -> Path:
     """A LeRobot v3.0 dataset of moving-object episodes with gripper cycles and pauses."""
-    from sim.lerobot_writer import write_lerobot_dataset
-    from sim.toy import STATE_NAMES, toy_episode
+    from carve.sim.lerobot_writer import write_lerobot_dataset
+    from carve.sim.toy import STATE_NAMES, toy_episode
 
     eps = (toy_episode(i, frames=frames, size=size) for i in range(episodes))
     return Path(write_lerobot_dataset(out, eps, fps=fps, state_names=STATE_NAMES, action_names=STATE_NAMES))
@@ -44,8 +44,8 @@ def raw_decode(paths: list[Path]) -> int:
 def carve_decode_segment(refs: list[Any], use_visual: bool) -> tuple[int, int]:
     import pyarrow as pa
 
-    from pipeline.config import SegmentConfig, SourceConfig
-    from pipeline.stages import decode_segment
+    from carve.core.config import SegmentConfig, SourceConfig
+    from carve.pipeline.stages import decode_segment
 
     seg = SegmentConfig(use_visual=use_visual)
     src = SourceConfig()
@@ -62,9 +62,9 @@ def carve_decode_segment(refs: list[Any], use_visual: bool) -> tuple[int, int]:
 def ray_data_run(refs: list[Any]) -> float:
     import ray.data
 
-    from pipeline.config import RayConfig, SegmentConfig, SourceConfig
-    from pipeline.ray_env import ensure_ray
-    from pipeline.stages import decode_segment
+    from carve.core.config import RayConfig, SegmentConfig, SourceConfig
+    from carve.pipeline.ray_env import ensure_ray
+    from carve.pipeline.stages import decode_segment
 
     ensure_ray(RayConfig(num_cpus=2, object_store_memory_mb=256, progress=False))
     t0 = time.perf_counter()
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--no-ray", action="store_true")
     args = ap.parse_args(argv)
 
-    from pipeline.sources import open_source
+    from carve.ingest.sources import open_source
 
     with tempfile.TemporaryDirectory() as tmp:
         src_path = Path(args.source) if args.source else synthetic_dataset(Path(tmp) / "ds", args.episodes, args.frames)

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         uvicorn.run(_baseline_app(), host="127.0.0.1", port=args.baseline_server, log_level="error")
         return {}
 
-    from pipeline.service.testing import fabricate_root, free_port
+    from carve.sim.service_fakes import fabricate_root, free_port
 
     tmp = Path(tempfile.mkdtemp(prefix="carve-bench-service-"))
     fab = fabricate_root(tmp / "root", datasets=("sim", "aloha"), episodes=args.episodes, k=8)
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     env = {**os.environ, "CARVE_TOKEN": TOKEN}
     port, bport = free_port(), free_port()
     carve = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "serve", "--root", str(fab.root), "--port", str(port),
+        [sys.executable, "-m", "carve.cli.main", "serve", "--root", str(fab.root), "--port", str(port),
          "--allow-root", str(allowed), "--set", "service.rate_limit_per_min=1000000",
          "--set", "ray.num_cpus=1", "--set", "ray.progress=false"],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         _wait_up(burl, base)
         job_id = None
         if args.with_job:
-            from sim.toy import write_toy_folder
+            from carve.sim.toy import write_toy_folder
 
             write_toy_folder(allowed / "toy", episodes=4)
             r = httpx.post(f"{url}/jobs", json={"source": str(allowed / "toy"), "format": "folder"}, headers=headers)

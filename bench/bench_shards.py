@@ -28,7 +28,7 @@ DIMS = {"visual": 64, "text": 384, "motion": 32, "emb": 480, "end_visual": 64}
 
 def make_events(n: int, seed: int = 0, frames: int = 12) -> pa.Table:
     """A schema-v1 table of `n` synthetic events with every column a shard carries."""
-    from storage.schema import EVENT_SCHEMA, make_event_id
+    from carve.storage.schema import EVENT_SCHEMA, make_event_id
 
     rng = np.random.default_rng(seed)
 
@@ -70,8 +70,8 @@ def make_events(n: int, seed: int = 0, frames: int = 12) -> pa.Table:
 
 
 def run_carve(table: pa.Table, out: Path, rows_per_shard: int, row_group_size: int) -> float:
-    from storage.manifest import build_manifest, write_manifest
-    from storage.shards import write_shards
+    from carve.storage.manifest import build_manifest, write_manifest
+    from carve.storage.shards import write_shards
 
     t0 = time.perf_counter()
     shards = write_shards(table, str(out), rows_per_shard=rows_per_shard, row_group_size=row_group_size,

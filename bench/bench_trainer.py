@@ -41,8 +41,8 @@ def _baseline(shards: list[str], columns: list[str]) -> tuple[int, float]:
 
 
 def _loader(manifest: Any, workers: int) -> tuple[int, float]:
-    from trainer.config import DataConfig
-    from trainer.data import EventStream, make_loader
+    from carve.trainer.config import DataConfig
+    from carve.trainer.data import EventStream, make_loader
 
     cfg = DataConfig(batch_size=64, holdout_frac=0.0, shuffle_buffer=512, num_workers=workers)
     ds = EventStream(manifest, cfg, view="event", split="all", infinite=False)
@@ -52,8 +52,8 @@ def _loader(manifest: Any, workers: int) -> tuple[int, float]:
 
 
 def _train_rate(manifest_path: Path, out: Path, mode: str, steps: int) -> float:
-    from trainer.config import TrainConfig
-    from trainer.train import train
+    from carve.trainer.config import TrainConfig
+    from carve.trainer.train import train
 
     warm = min(5, steps // 2)
     cfg = TrainConfig.from_dict(
@@ -84,9 +84,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     torch.set_num_threads(args.threads)
 
-    from trainer.data import READ_COLUMNS
-    from trainer.manifest import open_manifest
-    from trainer.toydata import write_toy_shards
+    from carve.trainer.data import READ_COLUMNS
+    from carve.trainer.manifest import open_manifest
+    from carve.sim.toydata import write_toy_shards
 
     with tempfile.TemporaryDirectory() as tmp:
         mpath = write_toy_shards(

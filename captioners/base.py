@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from pipeline.config import CaptionConfig
-from pipeline.errors import CarveError
+from carve.core.config import CaptionConfig
+from carve.core.errors import CarveError
 
 STATUS_OK = "ok"
 STATUS_EMPTY = "empty"  # the backend answered but with no usable caption
@@ -102,15 +102,15 @@ def make_captioner(cfg: CaptionConfig) -> Captioner:
     """The captioner `cfg.backend` names: "kinematic" | "openai" | "vllm"."""
     backend = cfg.backend
     if backend == "kinematic":
-        from captioners.kinematic import KinematicCaptioner
+        from carve.captioners.kinematic import KinematicCaptioner
 
         return KinematicCaptioner(cfg)
     if backend == "openai":
-        from captioners.openai_http import OpenAICaptioner
+        from carve.captioners.openai_http import OpenAICaptioner
 
         return OpenAICaptioner(cfg)
     if backend == "vllm":
-        from captioners.vllm_engine import VLLMCaptioner
+        from carve.captioners.vllm_engine import VLLMCaptioner
 
         return VLLMCaptioner(cfg)
     raise CarveError(f"unknown caption backend {backend!r}; expected kinematic, openai or vllm")

@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from captioners.base import Captioner, CaptionResult, EventView
-from pipeline.config import CaptionConfig
+from carve.captioners.base import Captioner, CaptionResult, EventView
+from carve.core.config import CaptionConfig
 
 GRIP_DELTA = 0.3  # change of the normalised opening that counts as closing/opening
 STILL_FRACTION = 0.08  # arm path below this fraction of the episode's longest event path = still

@@ -23,13 +23,13 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from captioners.base import STATUS_EMPTY, Captioner, CaptionResult, EventView
-from captioners.prompts import Prompt, load_prompt
-from pipeline.config import CaptionConfig
-from pipeline.errors import CarveError
-from pipeline.log import get_logger
+from carve.captioners.base import STATUS_EMPTY, Captioner, CaptionResult, EventView
+from carve.captioners.prompts import Prompt, load_prompt
+from carve.core.config import CaptionConfig
+from carve.core.errors import CarveError
+from carve.core.log import get_logger
 
-log = get_logger("captioners.openai")
+log = get_logger("carve.captioners.openai")
 
 MAX_CAPTION_WORDS = 24
 

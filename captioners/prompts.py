@@ -15,7 +15,7 @@ from importlib import resources
 
 import yaml
 
-from pipeline.errors import CarveError
+from carve.core.errors import CarveError
 
 _VERSION_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from captioners.base import Captioner, link_next_captions, make_captioner, views_from_table
-from pipeline.config import CaptionConfig
-from pipeline.log import get_logger
+from carve.captioners.base import Captioner, link_next_captions, make_captioner, views_from_table
+from carve.core.config import CaptionConfig
+from carve.core.log import get_logger
 
-log = get_logger("captioners.stage")
+log = get_logger("carve.captioners.stage")
 
 CAPTION_COLUMNS = ("caption", "next_caption", "caption_model", "caption_status")
 

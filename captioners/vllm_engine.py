@@ -20,11 +20,11 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from captioners.base import STATUS_EMPTY, Captioner, CaptionResult, EventView
-from captioners.openai_http import build_messages, clean_caption
-from captioners.prompts import load_prompt
-from pipeline.config import CaptionConfig
-from pipeline.errors import CarveError
+from carve.captioners.base import STATUS_EMPTY, Captioner, CaptionResult, EventView
+from carve.captioners.openai_http import build_messages, clean_caption
+from carve.captioners.prompts import load_prompt
+from carve.core.config import CaptionConfig
+from carve.core.errors import CarveError
 
 INSTALL_HINT = "pip install carve[vllm]"
 

@@ -1,1 +1,1 @@
-"""Embedders, faiss k-means and hierarchical k-means, near-duplicate marking, balancing, audit."""
+"""faiss k-means and hierarchical k-means, near-duplicate marking, balancing, the shard cut and versioned clusterings."""

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from clustering.kmeans import ClusteringError
+from carve.clustering.kmeans import ClusteringError
 
 PolicyName = Literal["uniform", "temperature", "hierarchical"]
 POLICIES: tuple[str, ...] = ("uniform", "temperature", "hierarchical")

@@ -22,10 +22,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from clustering.balance import BalancePolicy, balance, balance_stats
-from clustering.dedup import mark_against_existing, mark_duplicates
-from clustering.hierarchical import auto_levels, build_hierarchy
-from clustering.kmeans import (
+from carve.clustering.balance import BalancePolicy, balance, balance_stats
+from carve.clustering.dedup import mark_against_existing, mark_duplicates
+from carve.clustering.hierarchical import auto_levels, build_hierarchy
+from carve.clustering.kmeans import (
     ClusteringError,
     as_unit_vectors,
     assign,
@@ -33,7 +33,7 @@ from clustering.kmeans import (
     embedding_matrix,
     k_clamp_message,
 )
-from clustering.versions import (
+from carve.clustering.versions import (
     INITIAL_PART,
     claim_version,
     load_clustering,
@@ -42,16 +42,16 @@ from clustering.versions import (
     version_dir,
     write_assignments,
 )
-from pipeline.config import CarveConfig
-from pipeline.log import get_logger, log_event
-from storage.catalog import Catalog
-from storage.events import iter_events, read_events, snapshot
-from storage.gather import gather_parts
-from storage.manifest import build_manifest, utc_now, write_manifest
-from storage.schema import EVENT_SCHEMA
-from storage.shards import write_shard_parts
+from carve.core.config import CarveConfig
+from carve.core.log import get_logger, log_event
+from carve.storage.catalog import Catalog
+from carve.storage.events import iter_events, read_events, snapshot
+from carve.storage.gather import gather_parts
+from carve.storage.manifest import build_manifest, utc_now, write_manifest
+from carve.storage.schema import EVENT_SCHEMA
+from carve.storage.shards import write_shard_parts
 
-log = get_logger("clustering.curate")
+log = get_logger("carve.clustering.curate")
 
 _KEY_COLS = ["event_id", "episode_id", "dataset", "emb"]
 

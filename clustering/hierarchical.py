@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from clustering.kmeans import ClusteringError, assign, build_index, choose_k, train_kmeans
+from carve.clustering.kmeans import ClusteringError, assign, build_index, choose_k, train_kmeans
 
 HIERARCHY_FORMAT = "carve.hierarchy"
 HIERARCHY_VERSION = 1

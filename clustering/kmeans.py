@@ -22,10 +22,10 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
-from pipeline.errors import CarveError
-from pipeline.log import get_logger, log_event
+from carve.core.errors import CarveError
+from carve.core.log import get_logger, log_event
 
-log = get_logger("clustering.kmeans")
+log = get_logger("carve.clustering.kmeans")
 
 K_MIN = 2
 K_MAX = 1024

@@ -25,9 +25,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from clustering.hierarchical import Hierarchy
-from clustering.kmeans import ClusteringError, build_index
-from storage.fs import (
+from carve.clustering.hierarchical import Hierarchy
+from carve.clustering.kmeans import ClusteringError, build_index
+from carve.storage.fs import (
     atomic_write_bytes,
     atomic_write_table,
     exists,
@@ -95,7 +95,7 @@ def latest_version(root: str, kind: str) -> int | None:
 
 def next_version(root: str, kind: str) -> int:
     """One more than any version on disk (complete or not) or recorded in the catalog."""
-    from storage.catalog import Catalog
+    from carve.storage.catalog import Catalog
 
     seen = list(_numbered_dirs(root, kind))
     fs, path = resolve(str(root))

@@ -1,1 +1,1 @@
-"""Carve's ingest pipeline: config, readers, video, segmentation, Ray stages, CLI, service."""
+"""`carve run`: the Ray Data stages (`stages`), joining or starting Ray (`ray_env`) and the DAG (`run`)."""

@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 
-from pipeline.config import RayConfig
+from carve.core.config import RayConfig
 
 
 def ensure_ray(cfg: RayConfig) -> None:

@@ -21,9 +21,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.config import CarveConfig
-from pipeline.log import get_logger, log_event
-from storage.catalog import Catalog
+from carve.core.config import CarveConfig
+from carve.core.log import get_logger, log_event
+from carve.storage.catalog import Catalog
 
 log = get_logger("run")
 
@@ -104,10 +104,10 @@ def ingest(cfg: CarveConfig, catalog: Catalog, reporter: JobReporter, summary: R
     """List, skip finished, decode+segment+caption+embed+write on Ray Data, record in the catalog."""
     import ray.data
 
-    from pipeline.ray_env import ensure_ray
-    from pipeline.sources import open_source
-    from pipeline.stages import CaptionStep, EmbedStep, decode_segment, write_events
-    from storage.events import new_batch_id
+    from carve.pipeline.ray_env import ensure_ray
+    from carve.ingest.sources import open_source
+    from carve.pipeline.stages import CaptionStep, EmbedStep, decode_segment, write_events
+    from carve.storage.events import new_batch_id
 
     reporter.stage("listing")
     src = open_source(
@@ -168,7 +168,7 @@ def ingest(cfg: CarveConfig, catalog: Catalog, reporter: JobReporter, summary: R
 
 def curate(cfg: CarveConfig, catalog: Catalog, reporter: JobReporter, summary: RunSummary) -> None:
     """Cluster (first time) or assign new events to the existing clustering, then cut shards."""
-    from clustering import curate as cur
+    from carve.clustering import curate as cur
 
     if not catalog.episodes(status="ok"):
         return
@@ -184,7 +184,7 @@ def curate(cfg: CarveConfig, catalog: Catalog, reporter: JobReporter, summary: R
 def run_pipeline(cfg: CarveConfig, job_id: str | None = None, shard: bool = True) -> RunSummary:
     """Run ingest -> caption -> embed -> catalog -> cluster -> shard; return what happened."""
     if not cfg.source.uri:
-        from pipeline.errors import CarveError
+        from carve.core.errors import CarveError
 
         raise CarveError("no source given: pass --source DIR or set source.uri")
     t0 = time.time()

@@ -21,10 +21,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.config import CaptionConfig, EmbedConfig, SegmentConfig, SourceConfig
-from pipeline.errors import CarveError, EpisodeError
-from pipeline.sources.base import Episode, EpisodeRef
-from storage.schema import EVENT_SCHEMA, make_event_id
+from carve.core.config import CaptionConfig, EmbedConfig, SegmentConfig, SourceConfig
+from carve.core.errors import CarveError, EpisodeError
+from carve.ingest.sources.base import Episode, EpisodeRef
+from carve.storage.schema import EVENT_SCHEMA, make_event_id
 
 STATUS_FIELDS = [pa.field("_fingerprint", pa.string()), pa.field("_error", pa.string())]
 STAGE_SCHEMA = pa.schema(list(EVENT_SCHEMA) + STATUS_FIELDS, metadata=EVENT_SCHEMA.metadata)
@@ -68,7 +68,7 @@ def keyframe_indices(start: int, end: int) -> tuple[int, int, int]:
 
 def episode_events(ep: Episode, seg_cfg: SegmentConfig, camera: str | None) -> list[dict[str, Any]]:
     """Segment one loaded episode and build its schema-v1 event rows (keyframes included)."""
-    from pipeline.segment import (
+    from carve.ingest.segment import (
         find_gripper_dim,
         gripper_opening,
         segment_episode,
@@ -160,7 +160,7 @@ def rows_to_stage_table(rows: list[dict[str, Any]]) -> pa.Table:
 def decode_segment(batch: pa.Table, seg_cfg: SegmentConfig, src_cfg: SourceConfig) -> pa.Table:
     """Ray Data map_batches function: EpisodeRef rows in, event rows (or one failure row per
     quarantined episode) out. Never raises for a bad episode."""
-    from pipeline.sources import load_episode
+    from carve.ingest.sources import load_episode
 
     rows: list[dict[str, Any]] = []
     for r in batch.to_pylist():
@@ -202,7 +202,7 @@ def _apply_to_good_rows(batch: pa.Table, fn: Any, stage: str) -> pa.Table:
         out = events
     if out.num_rows != good.num_rows:
         raise RuntimeError(f"{stage} returned {out.num_rows} rows for {good.num_rows}")
-    from storage.schema import conform
+    from carve.storage.schema import conform
 
     out = conform(out.select([c for c in out.column_names if c in EVENT_SCHEMA.names]), EVENT_SCHEMA)
     merged = pa.Table.from_arrays(
@@ -215,7 +215,7 @@ class CaptionStep:
     """Actor: the configured captioner over the good rows of a batch."""
 
     def __init__(self, cfg: CaptionConfig):
-        from captioners.stage import CaptionStage
+        from carve.captioners.stage import CaptionStage
 
         self.stage = CaptionStage(cfg)
 
@@ -227,7 +227,7 @@ class EmbedStep:
     """Actor: the configured embedders over the good rows of a batch."""
 
     def __init__(self, cfg: EmbedConfig):
-        from clustering.embed import EmbedStage
+        from carve.embedding.embed import EmbedStage
 
         self.stage = EmbedStage(cfg)
 
@@ -238,7 +238,7 @@ class EmbedStep:
 # --------------------------------------------------------------------------- write
 def write_events(batch: pa.Table, root: str, batch_id: str, row_group_size: int = 256) -> pa.Table:
     """Write the good events of this block as one atomic part file; one summary row per episode."""
-    from storage.events import write_event_part
+    from carve.storage.events import write_event_part
 
     good, bad, _ = _split(batch)
     path = ""

@@ -16,8 +16,8 @@ TASK_CHOICES = ("pick_place", "stack", "push", "two_object")
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pipeline.cli import load_config
-    from sim.synth import synthesize
+    from carve.cli.main import load_config
+    from carve.sim.synth import synthesize
 
     load_config(args)  # logging level and config validation, like every subcommand
     t0 = time.perf_counter()
@@ -37,7 +37,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    from pipeline.cli import add_common
+    from carve.cli.main import add_common
 
     p = subparsers.add_parser("synth", help="simulate Franka Panda episodes as a LeRobot v3.0 dataset + ground truth")
     add_common(p)

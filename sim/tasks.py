@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from sim.scene import COLORS, GRIPPER_MAX, SHAPES, Scene, SceneObject
+from carve.sim.scene import COLORS, GRIPPER_MAX, SHAPES, Scene, SceneObject
 
 PHASE_NAMES = ("reach", "grasp", "lift", "move", "place", "release", "retreat", "push")
 TASK_TYPES = ("pick_place", "stack", "push", "two_object")

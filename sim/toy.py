@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.lerobot_writer import EpisodeArrays, write_video
+from carve.sim.lerobot_writer import EpisodeArrays, write_video
 
 STATE_NAMES = [f"joint_{j}" for j in range(7)] + ["gripper"]
 CAMERA = "observation.images.front"

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage.fs import atomic_write_table, join, list_files, resolve
-from storage.schema import EVENT_SCHEMA, check_schema, conform
+from carve.storage.fs import atomic_write_table, join, list_files, resolve
+from carve.storage.schema import EVENT_SCHEMA, check_schema, conform
 
 
 def events_dir(root: str) -> str:
@@ -53,7 +53,7 @@ def event_files(root: str, batches: list[str] | None = None) -> list[str]:
 
 def committed_parts(root: str) -> dict[str, set[str]]:
     """batch -> episode_ids the catalog records as `ok` in that batch."""
-    from storage.catalog import Catalog
+    from carve.storage.catalog import Catalog
 
     out: dict[str, set[str]] = {}
     with Catalog(root) as cat:

@@ -19,8 +19,8 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from storage.fs import atomic_write_bytes, exists, join, read_bytes, resolve
-from storage.schema import SCHEMA_VERSION
+from carve.storage.fs import atomic_write_bytes, exists, join, read_bytes, resolve
+from carve.storage.schema import SCHEMA_VERSION
 
 MANIFEST_FORMAT = "carve.manifest"
 MANIFEST_VERSION = 1

@@ -22,9 +22,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage.fs import atomic_write_bytes, join, read_bytes
-from storage.manifest import read_manifest
-from storage.schema import check_schema, conform, event_schema
+from carve.storage.fs import atomic_write_bytes, join, read_bytes
+from carve.storage.manifest import read_manifest
+from carve.storage.schema import check_schema, conform, event_schema
 
 
 class ShardIntegrityError(ValueError):

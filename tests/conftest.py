@@ -17,8 +17,8 @@ def ray_local():
     """An embedded Ray sized for the 2-core CI box, shared by every test that needs one."""
     import ray
 
-    from pipeline.config import RayConfig
-    from pipeline.ray_env import ensure_ray
+    from carve.core.config import RayConfig
+    from carve.pipeline.ray_env import ensure_ray
 
     ensure_ray(RayConfig(num_cpus=2, object_store_memory_mb=256, progress=False))
     yield ray

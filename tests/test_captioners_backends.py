@@ -8,12 +8,12 @@ import pyarrow as pa
 import pytest
 from test_captioners_helpers import episode_table, pick_place_script
 
-from captioners.base import Captioner, CaptionResult, EventView, failed, make_captioner
-from captioners.kinematic import KinematicCaptioner
-from captioners.prompts import available_versions, load_prompt
-from captioners.stage import CaptionStage
-from pipeline.config import CaptionConfig
-from pipeline.errors import CarveError
+from carve.captioners.base import Captioner, CaptionResult, EventView, failed, make_captioner
+from carve.captioners.kinematic import KinematicCaptioner
+from carve.captioners.prompts import available_versions, load_prompt
+from carve.captioners.stage import CaptionStage
+from carve.core.config import CaptionConfig
+from carve.core.errors import CarveError
 
 
 def test_vllm_backend_missing_gives_install_hint() -> None:
@@ -78,8 +78,8 @@ def test_stage_on_empty_table() -> None:
 
 
 def test_caption_step_in_pipeline_stage_passes_through() -> None:
-    from pipeline.stages import STAGE_SCHEMA, CaptionStep
-    from storage.schema import conform
+    from carve.pipeline.stages import STAGE_SCHEMA, CaptionStep
+    from carve.storage.schema import conform
 
     table, _ = episode_table(pick_place_script(0), "put the red cube in the tray")
     ev = conform(table)

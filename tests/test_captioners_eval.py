@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from captioners.eval import evaluate, format_report, leading_verb, overlap_phase
-from pipeline.cli import main
-from storage.catalog import Catalog
-from storage.events import write_event_part
-from storage.schema import events_to_table, make_event_id
+from carve.captioners.eval import evaluate, format_report, leading_verb, overlap_phase
+from carve.cli.main import main
+from carve.storage.catalog import Catalog
+from carve.storage.events import write_event_part
+from carve.storage.schema import events_to_table, make_event_id
 
 PHASES = [
     {"name": "reach", "start": 0, "end": 20},

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from storage.schema import events_to_table, make_event_id
+from carve.storage.schema import events_to_table, make_event_id
 
 HOME = np.zeros(7)
 

@@ -14,12 +14,12 @@ from test_captioners_helpers import (
     two_object_script,
 )
 
-from captioners.base import views_from_table
-from captioners.eval import evaluate, leading_verb
-from captioners.kinematic import KinematicCaptioner, label_phases, parse_task
-from captioners.stage import CaptionStage
-from pipeline.config import CaptionConfig, SegmentConfig
-from storage.schema import EVENT_SCHEMA, events_to_table
+from carve.captioners.base import views_from_table
+from carve.captioners.eval import evaluate, leading_verb
+from carve.captioners.kinematic import KinematicCaptioner, label_phases, parse_task
+from carve.captioners.stage import CaptionStage
+from carve.core.config import CaptionConfig, SegmentConfig
+from carve.storage.schema import EVENT_SCHEMA, events_to_table
 
 
 def _captions(table: pa.Table) -> list[str]:
@@ -101,7 +101,7 @@ def test_dwell_only_event_repeats_previous_phase() -> None:
 
 
 def test_segmenter_events_score_high_on_constructed_ground_truth() -> None:
-    from pipeline.segment import segment_episode
+    from carve.ingest.segment import segment_episode
 
     names = [*(f"joint_{i}" for i in range(7)), "gripper_opening"]
     rows, truth = [], {"dataset": "test", "episodes": []}

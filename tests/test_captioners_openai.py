@@ -23,10 +23,10 @@ import pyarrow as pa
 import pytest
 from test_captioners_helpers import event_rows, script_episode
 
-from captioners.openai_http import clean_caption
-from captioners.stage import CaptionStage
-from pipeline.config import CaptionConfig
-from storage.schema import events_to_table
+from carve.captioners.openai_http import clean_caption
+from carve.captioners.stage import CaptionStage
+from carve.core.config import CaptionConfig
+from carve.storage.schema import events_to_table
 
 
 class FakeChatServer:

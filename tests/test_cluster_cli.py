@@ -7,7 +7,7 @@ from pathlib import Path
 
 from test_cluster_curate import add_episodes, blob_embeddings
 
-from pipeline.cli import main
+from carve.cli.main import main
 
 
 def test_cli_cluster_shard_versions(tmp_path: Path, capsys):

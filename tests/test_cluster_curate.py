@@ -11,11 +11,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from clustering.kmeans import ClusteringError
-from pipeline.config import CarveConfig
-from storage.catalog import Catalog
-from storage.events import write_event_part
-from storage.schema import events_to_table, make_event_id
+from carve.clustering.kmeans import ClusteringError
+from carve.core.config import CarveConfig
+from carve.storage.catalog import Catalog
+from carve.storage.events import write_event_part
+from carve.storage.schema import events_to_table, make_event_id
 
 
 def blob_embeddings(sizes: list[int], dim: int = 16, seed: int = 0, spread: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
@@ -73,14 +73,14 @@ def _sha(files: list[Path]) -> dict[str, str]:
 
 
 def _assignments(root: Path, v: int) -> pa.Table:
-    from clustering.versions import read_assignments
+    from carve.clustering.versions import read_assignments
 
     return read_assignments(str(root), v)
 
 
 def test_cluster_catalog_finds_blobs_and_writes_the_agreed_layout(tmp_path: Path):
-    from clustering.curate import cluster_catalog
-    from clustering.versions import load_clustering
+    from carve.clustering.curate import cluster_catalog
+    from carve.clustering.versions import load_clustering
 
     x, y = blob_embeddings([60, 30, 20, 10], seed=1)
     ids = add_episodes(tmp_path, x, labels=y)
@@ -108,8 +108,8 @@ def test_cluster_catalog_finds_blobs_and_writes_the_agreed_layout(tmp_path: Path
 
 
 def test_hierarchy_paths_are_consistent_with_parents(tmp_path: Path):
-    from clustering.curate import cluster_catalog
-    from clustering.versions import load_clustering
+    from carve.clustering.curate import cluster_catalog
+    from carve.clustering.versions import load_clustering
 
     x, _ = blob_embeddings([20] * 8, seed=2)
     add_episodes(tmp_path, x)
@@ -123,7 +123,7 @@ def test_hierarchy_paths_are_consistent_with_parents(tmp_path: Path):
 
 
 def test_near_duplicates_point_at_a_kept_event_and_nothing_is_deleted(tmp_path: Path):
-    from clustering.curate import cluster_catalog
+    from carve.clustering.curate import cluster_catalog
 
     x, _ = blob_embeddings([30, 30], seed=3, spread=0.3)
     rng = np.random.default_rng(0)
@@ -143,7 +143,7 @@ def test_near_duplicates_point_at_a_kept_event_and_nothing_is_deleted(tmp_path: 
 
 
 def test_assign_new_writes_a_new_part_and_keeps_old_files(tmp_path: Path):
-    from clustering.curate import assign_new, cluster_catalog, coverage_drift
+    from carve.clustering.curate import assign_new, cluster_catalog, coverage_drift
 
     x, _ = blob_embeddings([40, 40], seed=4)
     add_episodes(tmp_path, x)
@@ -168,7 +168,7 @@ def test_assign_new_writes_a_new_part_and_keeps_old_files(tmp_path: Path):
 
 
 def test_drift_flags_far_away_new_events(tmp_path: Path):
-    from clustering.curate import assign_new, cluster_catalog, coverage_drift, recluster
+    from carve.clustering.curate import assign_new, cluster_catalog, coverage_drift, recluster
 
     x, _ = blob_embeddings([30, 30], seed=5, dim=16)
     add_episodes(tmp_path, x)
@@ -185,7 +185,7 @@ def test_drift_flags_far_away_new_events(tmp_path: Path):
 
 
 def test_k_larger_than_events_is_clamped_with_a_message(tmp_path: Path, caplog):
-    from clustering.curate import cluster_catalog
+    from carve.clustering.curate import cluster_catalog
 
     x, _ = blob_embeddings([3, 3], seed=6)
     add_episodes(tmp_path, x, per_episode=3)
@@ -202,7 +202,7 @@ def test_k_larger_than_events_is_clamped_with_a_message(tmp_path: Path, caplog):
 
 
 def test_nan_embedding_is_refused_naming_the_event(tmp_path: Path):
-    from clustering.curate import cluster_catalog
+    from carve.clustering.curate import cluster_catalog
 
     x, _ = blob_embeddings([10, 10], seed=7)
     x[13, 4] = np.nan
@@ -213,7 +213,7 @@ def test_nan_embedding_is_refused_naming_the_event(tmp_path: Path):
 
 
 def test_empty_catalog_is_a_clear_error(tmp_path: Path):
-    from clustering.curate import assign_new, cluster_catalog, cut_shards
+    from carve.clustering.curate import assign_new, cluster_catalog, cut_shards
 
     with pytest.raises(ClusteringError, match="no committed events"):
         cluster_catalog(cfg_for(tmp_path))
@@ -225,7 +225,7 @@ def test_empty_catalog_is_a_clear_error(tmp_path: Path):
 
 @pytest.mark.parametrize("damage", ["missing index", "truncated index", "bad hierarchy"])
 def test_damaged_clustering_version_is_a_clear_error(tmp_path: Path, damage: str):
-    from clustering.curate import cluster_catalog, cut_shards
+    from carve.clustering.curate import cluster_catalog, cut_shards
 
     x, y = blob_embeddings([20, 20], seed=3)
     add_episodes(tmp_path, x, labels=y)
@@ -247,7 +247,7 @@ def test_damaged_clustering_version_is_a_clear_error(tmp_path: Path, damage: str
 
 
 def test_missing_embeddings_are_refused(tmp_path: Path):
-    from clustering.curate import cluster_catalog
+    from carve.clustering.curate import cluster_catalog
 
     ep = "d/000000"
     rows = [{"event_id": make_event_id(ep, 0, 10), "episode_id": ep, "dataset": "d", "episode_index": 0,
@@ -263,7 +263,7 @@ def test_missing_embeddings_are_refused(tmp_path: Path):
 
 def test_pipeline_curate_step_clusters_then_assigns_and_reshards(tmp_path: Path):
     """pipeline.run.curate, the integration point: first run clusters, later runs assign + reshard."""
-    from pipeline.run import JobReporter, RunSummary, curate
+    from carve.pipeline.run import JobReporter, RunSummary, curate
 
     x, _ = blob_embeddings([30, 30, 30], seed=8, spread=0.15)
     add_episodes(tmp_path, x)

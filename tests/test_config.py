@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import CarveConfig, ConfigError
+from carve.core.config import CarveConfig, ConfigError
 
 
 def test_yaml_and_overrides(tmp_path):

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim.lerobot_writer import write_video
-from sim.toy import toy_episode
+from carve.sim.lerobot_writer import write_video
+from carve.sim.toy import toy_episode
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -64,7 +64,7 @@ def folder_dataset(tmp_path: Path) -> Path:
 
 
 def _cfg(root: Path, source: Path):
-    from pipeline.config import CarveConfig
+    from carve.core.config import CarveConfig
 
     return CarveConfig().with_overrides({
         "root": str(root),
@@ -80,9 +80,9 @@ def _sha(paths: list[Path]) -> dict[str, str]:
 
 
 def test_bad_episodes_quarantined_good_ones_written_and_rerun_is_incremental(folder_dataset: Path, tmp_path: Path):
-    from pipeline.run import run_pipeline
-    from storage.catalog import Catalog
-    from storage.events import read_events
+    from carve.pipeline.run import run_pipeline
+    from carve.storage.catalog import Catalog
+    from carve.storage.events import read_events
 
     root = tmp_path / "carve"
     s = run_pipeline(_cfg(root, folder_dataset))
@@ -142,7 +142,7 @@ def test_bad_episodes_quarantined_good_ones_written_and_rerun_is_incremental(fol
 def test_cli_reports_quarantine_with_exit_code(folder_dataset: Path, tmp_path: Path):
     root = tmp_path / "cli"
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "run", "--source", str(folder_dataset), "--format", "folder",
+        [sys.executable, "-m", "carve.cli.main", "run", "--source", str(folder_dataset), "--format", "folder",
          "--root", str(root), "--no-shard", "--json", "--set", "ray.num_cpus=1", "--set", "ray.progress=false"],
         capture_output=True, text=True, timeout=600,
     )

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clustering.embed import (
+from carve.embedding.embed import (
     EmbedError,
     EmbedStage,
     MiniLMEmbedder,
@@ -18,8 +18,8 @@ from clustering.embed import (
     make_text_embedder,
     make_visual_embedder,
 )
-from pipeline.config import EmbedConfig
-from storage.schema import events_to_table, make_event_id
+from carve.core.config import EmbedConfig
+from carve.storage.schema import events_to_table, make_event_id
 
 TINY = {
     "embed_dim": 24,

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from clustering.descriptors import DESCRIPTOR_DIM
-from clustering.embed import (
+from carve.embedding.descriptors import DESCRIPTOR_DIM
+from carve.embedding.embed import (
     DescriptorEmbedder,
     EmbedError,
     EmbedStage,
@@ -21,8 +21,8 @@ from clustering.embed import (
     make_visual_embedder,
     motion_descriptor,
 )
-from pipeline.config import EmbedConfig
-from storage.schema import EVENT_SCHEMA, conform, events_to_table, make_event_id
+from carve.core.config import EmbedConfig
+from carve.storage.schema import EVENT_SCHEMA, conform, events_to_table, make_event_id
 
 RED, BLUE, GREEN = (220, 30, 30), (30, 30, 220), (30, 200, 30)
 

@@ -13,10 +13,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.errors import EpisodeError, SourceError
-from pipeline.sources import load_episode, open_source
-from sim.formats import INDEX_ACTION_NAMES, INDEX_STATE_NAMES, index_episodes, index_frames, write_dataset
-from sim.lerobot_writer import write_video
+from carve.core.errors import EpisodeError, SourceError
+from carve.ingest.sources import load_episode, open_source
+from carve.sim.formats import INDEX_ACTION_NAMES, INDEX_STATE_NAMES, index_episodes, index_frames, write_dataset
+from carve.sim.lerobot_writer import write_video
 
 CAM = "observation.images.front"
 FPS = 10

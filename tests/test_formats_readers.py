@@ -11,9 +11,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.sources import detect_format, load_episode, open_source
-from pipeline.sources.base import EpisodeRef
-from sim.formats import (
+from carve.ingest.sources import detect_format, load_episode, open_source
+from carve.ingest.sources.base import EpisodeRef
+from carve.sim.formats import (
     INDEX_ACTION_NAMES,
     INDEX_STATE_NAMES,
     index_episodes,
@@ -21,7 +21,7 @@ from sim.formats import (
     read_index,
     write_dataset,
 )
-from sim.lerobot_writer import EpisodeArrays
+from carve.sim.lerobot_writer import EpisodeArrays
 
 FPS = 10
 CAM = "observation.images.front"
@@ -180,7 +180,7 @@ def test_file_uri_and_explicit_format(tmp_path: Path) -> None:
 
 def test_plain_aloha_file_gets_the_aloha_joint_names(tmp_path: Path) -> None:
     """Real ALOHA files carry no names: 14-dim qpos/action get ALOHA's bimanual joint names."""
-    from sim.formats import write_aloha
+    from carve.sim.formats import write_aloha
 
     n = 6
     state = np.tile(np.arange(14, dtype=np.float32), (n, 1))

@@ -8,9 +8,9 @@ import av
 import numpy as np
 import pytest
 
-from pipeline.video import VideoError, VideoReader
-from sim.formats import index_frames, read_index
-from sim.lerobot_writer import _VideoFile, pick_encoder, write_video
+from carve.ingest.video import VideoError, VideoReader
+from carve.sim.formats import index_frames, read_index
+from carve.sim.lerobot_writer import _VideoFile, pick_encoder, write_video
 
 FPS = 10
 AV1_ENCODERS = [c for c in ("libsvtav1", "libaom-av1", "librav1e") if c in av.codecs_available]

@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from clustering import audit as au
-from pipeline.service.testing import fabricate_root
+from carve.report import audit as au
+from carve.sim.service_fakes import fabricate_root
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,7 +106,7 @@ def test_manifest_versions_are_validated(tmp_path: Path):
 
 def test_carve_report_cli(fab, tmp_path: Path):
     out = tmp_path / "cli-report"
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "report", "--root", str(fab.root), "--out", str(out),
+    r = subprocess.run([sys.executable, "-m", "carve.cli.main", "report", "--root", str(fab.root), "--out", str(out),
                         "--dataset", "sim"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     page = (out / "index.html").read_text()

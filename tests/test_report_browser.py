@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import CarveConfig
-from pipeline.service.app import create_app
-from pipeline.service.testing import LiveServer, fabricate_root
+from carve.core.config import CarveConfig
+from carve.service.app import create_app
+from carve.sim.service_fakes import LiveServer, fabricate_root
 
 CHROMIUM = "/usr/bin/chromium"
 TOKEN = "browser-token-0123456789abcdef"

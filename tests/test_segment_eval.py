@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.eval_segments import (
+from carve.ingest.eval_segments import (
     boundary_counts,
     evaluate,
     format_report,
@@ -109,9 +109,9 @@ def test_load_truth_errors_name_the_file(tmp_path: Path) -> None:
 def write_catalog(root: Path, dataset: str, episodes: dict[int, list[int]], length: int) -> None:
     import pyarrow as pa
 
-    from storage.catalog import Catalog
-    from storage.events import write_event_part
-    from storage.schema import EVENT_SCHEMA, conform, make_event_id
+    from carve.storage.catalog import Catalog
+    from carve.storage.events import write_event_part
+    from carve.storage.schema import EVENT_SCHEMA, conform, make_event_id
 
     rows, records = [], []
     for idx, bounds in episodes.items():
@@ -131,7 +131,7 @@ def write_catalog(root: Path, dataset: str, episodes: dict[int, list[int]], leng
 
 
 def test_predictions_from_catalog_group_by_episode_and_dataset(tmp_path: Path) -> None:
-    from pipeline.eval_segments import predictions_from_catalog
+    from carve.ingest.eval_segments import predictions_from_catalog
 
     write_catalog(tmp_path, "sim", {0: [20, 35], 1: [10]}, 60)
     write_catalog(tmp_path, "other", {0: [5, 6, 7]}, 60)

@@ -8,8 +8,8 @@ import itertools
 import numpy as np
 import pytest
 
-from pipeline.config import SegmentConfig
-from pipeline.segment import (
+from carve.core.config import SegmentConfig
+from carve.ingest.segment import (
     Segment,
     find_gripper_dim,
     gripper_opening,

@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.config import CarveConfig
-from pipeline.service.app import create_app
-from pipeline.service.testing import LiveServer, fabricate_root
+from carve.core.config import CarveConfig
+from carve.service.app import create_app
+from carve.sim.service_fakes import LiveServer, fabricate_root
 
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from pipeline.service.testing import free_port
+from carve.sim.service_fakes import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "cli-token-0123456789abcdef"
@@ -23,7 +23,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def test_serve_refuses_without_token(tmp_path: Path):
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "serve", "--root", str(tmp_path / "root"),
+    r = subprocess.run([sys.executable, "-m", "carve.cli.main", "serve", "--root", str(tmp_path / "root"),
                         "--port", str(free_port())], cwd=REPO, env=_env(), capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2 and "CARVE_TOKEN" in r.stderr
@@ -32,7 +32,7 @@ def test_serve_refuses_without_token(tmp_path: Path):
 def test_serve_with_env_token(tmp_path: Path):
     port = free_port()
     (tmp_path / "allowed").mkdir()
-    p = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--root", str(tmp_path / "root"),
+    p = subprocess.Popen([sys.executable, "-m", "carve.cli.main", "serve", "--root", str(tmp_path / "root"),
                           "--port", str(port), "--allow-root", str(tmp_path / "allowed")],
                          cwd=REPO, env=_env(CARVE_TOKEN=TOKEN), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

@@ -12,11 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline.config import CarveConfig
-from pipeline.service.app import create_app
-from pipeline.service.testing import LiveServer, fabricate_root
-from sim.toy import write_toy_folder
-from storage.catalog import Catalog
+from carve.core.config import CarveConfig
+from carve.service.app import create_app
+from carve.sim.service_fakes import LiveServer, fabricate_root
+from carve.sim.toy import write_toy_folder
+from carve.storage.catalog import Catalog
 
 TOKEN = "jobs-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from pipeline.config import CarveConfig
-from pipeline.service.app import create_app
-from pipeline.service.testing import LiveServer, fabricate_root
+from carve.core.config import CarveConfig
+from carve.service.app import create_app
+from carve.sim.service_fakes import LiveServer, fabricate_root
 
 TOKEN = "schema-token-0123456789abcdef"
 

@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 from test_cluster_curate import add_episodes, blob_embeddings, cfg_for
 
-from clustering.curate import cluster_catalog, cut_shards
-from storage.manifest import ManifestError, read_manifest
-from storage.schema import emb_dims, schema_version
-from storage.shards import ShardIntegrityError, ShardReader, iter_shards
+from carve.clustering.curate import cluster_catalog, cut_shards
+from carve.storage.manifest import ManifestError, read_manifest
+from carve.storage.schema import emb_dims, schema_version
+from carve.storage.shards import ShardIntegrityError, ShardReader, iter_shards
 
 SIZES = [240, 60, 30, 30]
 
@@ -120,7 +120,7 @@ def test_newer_manifest_or_schema_is_refused(clustered):
 
 
 def test_interrupted_shard_write_leaves_no_manifest_and_old_versions_readable(clustered, monkeypatch):
-    import storage.shards as shards_mod
+    import carve.storage.shards as shards_mod
 
     root, _ = clustered
     cfg = cfg_for(root)

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from test_sim_tasks import EXPECTED
 
-from pipeline.cli import main as carve_main
-from pipeline.config import SegmentConfig
-from pipeline.eval_segments import evaluate
-from pipeline.segment import segment_episode
-from sim.scene import STATE_NAMES
-from sim.synth import GROUND_TRUTH_FILE, synthesize
-from sim.tasks import TASK_TYPES, OperatorNoise, SimEpisode, run_episode
+from carve.cli.main import main as carve_main
+from carve.core.config import SegmentConfig
+from carve.ingest.eval_segments import evaluate
+from carve.ingest.segment import segment_episode
+from carve.sim.scene import STATE_NAMES
+from carve.sim.synth import GROUND_TRUTH_FILE, synthesize
+from carve.sim.tasks import TASK_TYPES, OperatorNoise, SimEpisode, run_episode
 
 
 def _same(a: SimEpisode, b: SimEpisode) -> bool:

@@ -10,11 +10,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.cli import main as carve_main
-from pipeline.config import SegmentConfig
-from pipeline.eval_segments import evaluate
-from pipeline.segment import segment_episode
-from sim.synth import GROUND_TRUTH_FILE, synthesize
+from carve.cli.main import main as carve_main
+from carve.core.config import SegmentConfig
+from carve.ingest.eval_segments import evaluate
+from carve.ingest.segment import segment_episode
+from carve.sim.synth import GROUND_TRUTH_FILE, synthesize
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_eval_segments_cli_on_the_dataset(dataset: Path, capsys: pytest.CaptureF
 
 
 def test_cli_task_choices_match_the_simulator() -> None:
-    from sim.cli import TASK_CHOICES
-    from sim.tasks import TASK_TYPES
+    from carve.sim.cli import TASK_CHOICES
+    from carve.sim.tasks import TASK_TYPES
 
     assert tuple(TASK_CHOICES) == tuple(TASK_TYPES)

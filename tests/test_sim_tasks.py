@@ -9,10 +9,10 @@ import re
 import numpy as np
 import pytest
 
-from pipeline.config import SegmentConfig
-from pipeline.segment import find_gripper_dim
-from sim.scene import ACTION_NAMES, STATE_NAMES
-from sim.tasks import PHASE_NAMES, TASK_TYPES, run_episode
+from carve.core.config import SegmentConfig
+from carve.ingest.segment import find_gripper_dim
+from carve.sim.scene import ACTION_NAMES, STATE_NAMES
+from carve.sim.tasks import PHASE_NAMES, TASK_TYPES, run_episode
 
 PICK = ["reach", "grasp", "lift", "move", "place", "release"]
 EXPECTED = {

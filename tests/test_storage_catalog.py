@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from storage.catalog import Catalog
-from storage.events import events_dir, read_events, write_event_part
-from storage.schema import EVENT_SCHEMA, SchemaError, check_schema, events_to_table, make_event_id
+from carve.storage.catalog import Catalog
+from carve.storage.events import events_dir, read_events, write_event_part
+from carve.storage.schema import EVENT_SCHEMA, SchemaError, check_schema, events_to_table, make_event_id
 
 
 def _events(episode_id: str, n: int, index: int = 0) -> pa.Table:

@@ -1,4 +1,4 @@
-"""storage.gather: the bounded-memory ordered gather used to cut shards."""
+"""carve.storage.gather: the bounded-memory ordered gather used to cut shards."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from storage.gather import gather_parts
+from carve.storage.gather import gather_parts
 
 
 def _sources(sizes: list[int]) -> list[pa.Table]:
@@ -56,9 +56,9 @@ def test_rows_beyond_the_source_and_bad_sizes_are_errors(tmp_path):
 
 
 def test_snapshot_reads_ignore_episodes_committed_later(tmp_path):
-    from storage.catalog import Catalog
-    from storage.events import iter_events, read_events, snapshot, write_event_part
-    from storage.schema import events_to_table, make_event_id
+    from carve.storage.catalog import Catalog
+    from carve.storage.events import iter_events, read_events, snapshot, write_event_part
+    from carve.storage.schema import events_to_table, make_event_id
 
     def commit(i: int) -> str:
         ep = f"d/{i:06d}"

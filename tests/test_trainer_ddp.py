@@ -11,8 +11,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import torch
 
-from trainer.checkpoint import load_checkpoint
-from trainer.toydata import write_toy_shards
+from carve.trainer.checkpoint import load_checkpoint
+from carve.sim.toydata import write_toy_shards
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,7 +29,7 @@ def test_torchrun_two_ranks_see_disjoint_events(tmp_path: Path) -> None:
         "--nproc_per_node",
         "2",
         "-m",
-        "trainer.train",
+        "carve.trainer.train",
         "--manifest",
         str(manifest),
         "--out-dir",

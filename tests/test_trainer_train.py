@@ -12,15 +12,15 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipeline.cli import main as carve_main
-from trainer.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
-from trainer.config import TrainConfig, TrainConfigError
-from trainer.data import EventStream
-from trainer.eval import evaluate, markdown_table
-from trainer.manifest import open_manifest
-from trainer.model import ModelSpec, WorldActionModel, staircase_mask
-from trainer.toydata import write_toy_shards
-from trainer.train import TrainingDiverged, load_model, train
+from carve.cli.main import main as carve_main
+from carve.trainer.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
+from carve.trainer.config import TrainConfig, TrainConfigError
+from carve.trainer.data import EventStream
+from carve.trainer.eval import evaluate, markdown_table
+from carve.trainer.manifest import open_manifest
+from carve.trainer.model import ModelSpec, WorldActionModel, staircase_mask
+from carve.sim.toydata import write_toy_shards
+from carve.trainer.train import TrainingDiverged, load_model, train
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_unified_action_loss_reaches_language_head(toy: Path) -> None:
         batch_samples.append(s)
         if len(batch_samples) == 4:
             break
-    from trainer.data import collate
+    from carve.trainer.data import collate
 
     batch = collate(batch_samples)
     out = model(batch)

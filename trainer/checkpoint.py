@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.errors import CarveError
-from trainer.model import ModelSpec
+from carve.core.errors import CarveError
+from carve.trainer.model import ModelSpec
 
 CKPT_FORMAT = "carve.trainer.ckpt"
 CKPT_VERSION = 1

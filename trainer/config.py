@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
-from pipeline.errors import CarveError
+from carve.core.errors import CarveError
 
 Mode = Literal["event", "unified", "chunk"]
 MODES: tuple[str, ...] = ("event", "unified", "chunk")

@@ -50,9 +50,9 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pipeline.errors import CarveError
-from trainer.config import DataConfig
-from trainer.manifest import Manifest, Unit
+from carve.core.errors import CarveError
+from carve.trainer.config import DataConfig
+from carve.trainer.manifest import Manifest, Unit
 
 READ_COLUMNS = [
     "event_id",

@@ -30,11 +30,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainer.config import DataConfig, TrainConfig
-from trainer.data import DataError, EventStream, make_loader
-from trainer.manifest import Manifest, open_manifest
-from trainer.model import WorldActionModel, count_parameters
-from trainer.train import load_model, train
+from carve.trainer.config import DataConfig, TrainConfig
+from carve.trainer.data import DataError, EventStream, make_loader
+from carve.trainer.manifest import Manifest, open_manifest
+from carve.trainer.model import WorldActionModel, count_parameters
+from carve.trainer.train import load_model, train
 
 LEN_TOL = 2
 

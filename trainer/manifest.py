@@ -18,8 +18,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from pipeline.errors import CarveError
-from storage.schema import REQUIRED_COLUMNS, SchemaError, check_schema
+from carve.core.errors import CarveError
+from carve.storage.schema import REQUIRED_COLUMNS, SchemaError, check_schema
 
 MANIFEST_FORMAT = "carve.manifest"
 MANIFEST_VERSION = 1

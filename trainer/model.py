@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainer.config import ModelConfig
+from carve.trainer.config import ModelConfig
 
 
 @dataclass(frozen=True)

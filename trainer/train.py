@@ -10,7 +10,7 @@ schedulers, RNG and the data position, so it continues bit-for-bit. A non-finite
 gradient stops the run with `TrainingDiverged` before the optimisers step; the last good
 checkpoint is left in place.
 
-    torchrun --nproc_per_node 2 -m trainer.train --config cfg.yaml --manifest ROOT/shards/v001
+    torchrun --nproc_per_node 2 -m carve.trainer.train --config cfg.yaml --manifest ROOT/shards/v001
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from pipeline.errors import CarveError
-from trainer.checkpoint import (
+from carve.core.errors import CarveError
+from carve.trainer.checkpoint import (
     check_compatible,
     ckpt_name,
     latest_checkpoint,
@@ -42,10 +42,10 @@ from trainer.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from trainer.config import TrainConfig, add_train_args
-from trainer.data import EventStream, make_loader, probe
-from trainer.manifest import Manifest, open_manifest
-from trainer.model import ModelSpec, WorldActionModel
+from carve.trainer.config import TrainConfig, add_train_args
+from carve.trainer.data import EventStream, make_loader, probe
+from carve.trainer.manifest import Manifest, open_manifest
+from carve.trainer.model import ModelSpec, WorldActionModel
 
 
 class TrainingDiverged(CarveError):
@@ -393,7 +393,7 @@ def summary_json(res: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="trainer.train", description="Train the event-grounded world-action model."
+        prog="carve.trainer.train", description="Train the event-grounded world-action model."
     )
     ap.add_argument("--config", "-c", default=None)
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")

@@ -1,0 +1,1 @@
+"""Event captioners: offline kinematic heuristic, OpenAI-compatible HTTP, in-process vLLM."""

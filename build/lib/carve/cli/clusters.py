@@ -1,0 +1,131 @@
+"""`carve cluster`, `carve recluster`, `carve shard`, `carve versions`: the CLI of clustering/curate.py.
+
+    carve cluster   --root R     first time: cluster the catalog; later: assign new events
+    carve recluster --root R     a fresh clustering version over every event
+    carve shard     --root R [--policy uniform|temperature|hierarchical] [--total N]
+    carve versions  --root R     clusters and shards versions, and the coverage drift
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from carve.clustering.balance import POLICIES
+
+
+def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+    print(json.dumps(data, indent=2, default=str) if getattr(args, "json", False) else text)
+
+
+def _drift_line(d: dict[str, Any] | None) -> str:
+    if not d:
+        return "drift: n/a"
+    if d["new_events"] == 0:
+        return f"drift: no events assigned since clustering ({d['train_events']} clustered)"
+    line = (f"drift: {d['new_events']} events assigned later, mean centroid distance {d['new_mean_dist']:.4f} "
+            f"vs {d['train_mean_dist']:.4f} at training (ratio {d['ratio']})")
+    if d["recommend_recluster"]:
+        line += f"\n  recluster recommended: {d['reason']} (run `carve recluster`)"
+    return line
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from carve.clustering.curate import assign_new, cluster_catalog, coverage_drift
+    from carve.clustering.versions import latest_version
+    from carve.cli.main import load_config
+
+    cfg = load_config(args)
+    if latest_version(cfg.root, "clusters") is None:
+        v, action = cluster_catalog(cfg), "clustered"
+    else:
+        v, action = assign_new(cfg), "assigned new events to"
+    d = coverage_drift(cfg, v)
+    _emit(args, {"clusters_version": v, "action": action, "drift": d},
+          f"{action} clusters v{v:03d}: {cfg.root}/clusters/v{v:03d}/\n{_drift_line(d)}")
+    return 0
+
+
+def cmd_recluster(args: argparse.Namespace) -> int:
+    from carve.clustering.curate import recluster
+    from carve.clustering.versions import load_clustering
+    from carve.cli.main import load_config
+
+    cfg = load_config(args)
+    v = recluster(cfg)
+    meta = load_clustering(cfg.root, v).meta
+    _emit(args, {"clusters_version": v, "meta": meta},
+          f"clusters v{v:03d}: k={meta['k']} levels={meta['levels']} over {meta['n_events']} events, "
+          f"{meta['n_duplicates']} near-duplicates" + (f"\n  note: {meta['k_note']}" if meta.get("k_note") else ""))
+    return 0
+
+
+def _num(v: float | None, spec: str) -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def cmd_shard(args: argparse.Namespace) -> int:
+    from carve.clustering.curate import cut_shards
+    from carve.cli.main import load_config
+    from carve.storage.manifest import read_manifest
+
+    cfg = load_config(args)
+    v = cut_shards(cfg, policy=args.policy, total=args.total)
+    m = read_manifest(cfg.root, v)
+    m.pop("_dir", None)
+    b, a = m["stats"]["before"], m["stats"]["after"]
+    _emit(args, m,
+          f"shards v{v:03d}: {m['total_rows']} rows in {len(m['shards'])} shards ({m['unique_events']} unique events), "
+          f"policy {m['policy']['name']}, clusters v{m['clusters_version']:03d}\n"
+          f"  max/min cluster share {_num(b['max_min_ratio'], '.2f')} -> {_num(a['max_min_ratio'], '.2f')}, "
+          f"normalised entropy {_num(b['entropy'], '.3f')} -> {_num(a['entropy'], '.3f')}\n"
+          f"  {cfg.root}/shards/v{v:03d}/manifest.json")
+    return 0
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    from carve.clustering.curate import versions_summary
+    from carve.cli.main import load_config
+
+    cfg = load_config(args)
+    s = versions_summary(cfg)
+    lines = ["clusters:"]
+    for r in s["clusters"]:
+        m = r["meta"]
+        lines.append(f"  v{r['version']:03d}  k={m.get('k')} levels={m.get('levels')} events={m.get('n_events')} "
+                     f"later={m.get('n_assigned_later', 0)}  {r['path']}")
+    lines.append("shards:")
+    for r in s["shards"]:
+        m = r["meta"]
+        lines.append(f"  v{r['version']:03d}  rows={m.get('total_rows')} shards={m.get('shards')} "
+                     f"policy={m.get('policy')} clusters=v{m.get('clusters_version', 0):03d}  {r['path']}")
+    lines.append(_drift_line(s["drift"]))
+    _emit(args, s, "\n".join(lines))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from carve.cli.main import add_common
+
+    p = subparsers.add_parser("cluster", help="cluster the event catalog (first time) or assign new events")
+    add_common(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_cluster)
+
+    p = subparsers.add_parser("recluster", help="a fresh clustering version over every event")
+    add_common(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_recluster)
+
+    p = subparsers.add_parser("shard", help="write a new cluster-balanced shards version + manifest")
+    add_common(p)
+    p.add_argument("--policy", choices=POLICIES, default=None, help="balancing policy (default: shard.policy)")
+    p.add_argument("--total", type=int, default=None, help="rows across all shards (default: shard.total_events)")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.set_defaults(func=cmd_shard)
+
+    p = subparsers.add_parser("versions", help="list clusters and shards versions and the coverage drift")
+    add_common(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_versions)

@@ -1,0 +1,1 @@
+"""The ground floor: the typed config (`config`), Carve's error types (`errors`) and structured logging (`log`)."""

@@ -1,0 +1,221 @@
+"""Typed configuration for every Carve stage.
+
+One pydantic model (`CarveConfig`) with a section per stage. It loads from YAML
+(`CarveConfig.load(path)`) and takes dotted overrides from the CLI
+(`--set segment.min_len_frames=6`, values parsed as YAML scalars). Unknown keys are
+rejected so a typo in a config file is an error, not a silent default.
+
+The trainer keeps its own dataclass config (`trainer/config.py`), in the nanoGPT style.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RayConfig(_Section):
+    """Where stages run. `address=None` starts an embedded local Ray."""
+
+    address: str | None = None
+    num_cpus: int | None = Field(default=None, ge=1)
+    object_store_memory_mb: int | None = Field(default=512, ge=64)
+    decode_concurrency: int = Field(default=1, ge=1)
+    caption_concurrency: int = Field(default=1, ge=1)
+    embed_concurrency: int = Field(default=1, ge=1)
+    progress: bool = True
+
+
+class SourceConfig(_Section):
+    """The raw episodes to ingest."""
+
+    uri: str = ""
+    format: Literal["auto", "lerobot", "folder", "hdf5"] = "auto"
+    dataset: str | None = None  # defaults to the source directory name
+    camera: str | None = None  # defaults to the first camera of the dataset
+    video_backend: Literal["auto", "decord", "pyav"] = "auto"
+    max_episodes: int | None = Field(default=None, ge=1)
+
+
+class SegmentConfig(_Section):
+    """Event-joint detection (see pipeline/segment.py for the algorithm)."""
+
+    gripper_dim: int | None = None  # index into state; None = find by name
+    gripper_name_pattern: str = "gripper"
+    gripper_hysteresis: float = Field(default=0.15, ge=0.0, le=0.5)  # fraction of the gripper range
+    gripper_min_hold_frames: int = Field(default=2, ge=1)  # debounce: the new state must hold this long
+    use_pauses: bool = True
+    pause_speed: float = Field(default=0.08, ge=0.0)  # fraction of the episode's p95 speed
+    pause_min_frames: int = Field(default=3, ge=1)
+    refractory_frames: int = Field(default=4, ge=0)  # no two boundaries closer than this
+    use_visual: bool = False
+    visual_threshold: float = Field(default=0.35, ge=0.0)
+    min_len_frames: int = Field(default=4, ge=1)
+    max_len_frames: int = Field(default=150, ge=2)
+    keyframe_size: int = Field(default=96, ge=16)  # JPEG keyframes are resized to this (short side)
+    keyframe_quality: int = Field(default=85, ge=10, le=100)
+
+
+class CaptionConfig(_Section):
+    """Which captioner describes events."""
+
+    backend: Literal["kinematic", "openai", "vllm"] = "kinematic"
+    model: str = ""
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key_env: str = "OPENAI_API_KEY"
+    max_concurrency: int = Field(default=8, ge=1)
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=3, ge=0)
+    backoff_s: float = Field(default=0.5, ge=0)
+    max_tokens: int = Field(default=64, ge=1)
+    temperature: float = 0.0
+    prompt_version: str = "v1"
+
+
+class EmbedConfig(_Section):
+    """Which embedders run and how the fused `emb` is built."""
+
+    visual: Literal["open_clip", "descriptor", "none"] = "descriptor"
+    text: Literal["minilm", "open_clip", "none"] = "minilm"
+    open_clip_model: str = "ViT-B-32"
+    open_clip_pretrained: str | None = None  # a pretrained tag or a local checkpoint path
+    device: str = "cpu"
+    batch_size: int = Field(default=32, ge=1)
+    weights: dict[str, float] = Field(default_factory=lambda: {"visual": 1.0, "text": 1.0, "motion": 0.5})
+    motion_dim: int = Field(default=32, ge=4)
+
+
+class ClusterConfig(_Section):
+    """faiss k-means / hierarchical k-means and near-duplicate marking."""
+
+    k: int | None = Field(default=None, ge=1)  # None = size heuristic
+    levels: list[int] = Field(default_factory=list)  # hierarchical k per level, top first; [] = auto
+    niter: int = Field(default=25, ge=1)
+    seed: int = 0
+    dedup_threshold: float = Field(default=0.97, gt=0.0, le=1.0)
+    recluster_drift_ratio: float = Field(default=1.5, gt=0.0)  # new/training mean centroid distance -> recluster
+
+
+class ShardConfig(_Section):
+    """Cluster-balanced shard writing."""
+
+    policy: Literal["uniform", "temperature", "hierarchical"] = "uniform"
+    temperature: float = Field(default=0.5, ge=0.0, le=1.0)
+    max_repeat: int = Field(default=4, ge=1)
+    total_events: int | None = Field(default=None, ge=1)  # None = number of unique events
+    rows_per_shard: int = Field(default=2048, ge=1)
+    row_group_size: int = Field(default=256, ge=1)
+    compression: str = "zstd"
+    include_duplicates: bool = False
+    seed: int = 0
+
+
+class ServiceConfig(_Section):
+    """`carve serve`."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    token: str | None = None  # or CARVE_TOKEN in the environment
+    allowed_roots: list[str] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    rate_limit_per_min: int = Field(default=600, ge=1)
+    max_concurrent_jobs: int = Field(default=1, ge=1)  # pipeline subprocesses at once; the rest queue
+    stale_after_s: float = Field(default=30.0, gt=0)  # a running job with an older heartbeat is orphaned
+    poll_interval_s: float = Field(default=1.0, gt=0)  # job runner: reap / heartbeat / start queued
+    cancel_grace_s: float = Field(default=10.0, ge=0)  # SIGTERM, then SIGKILL after this long
+    # config sections a job submission may override (never root, ray or service)
+    overridable: list[str] = Field(default_factory=lambda: ["source", "segment", "caption", "embed", "cluster", "shard"])
+
+
+class CarveConfig(_Section):
+    """Everything one `carve` invocation needs."""
+
+    root: str = "./carve-data"
+    log_level: str = "WARNING"
+    ray: RayConfig = Field(default_factory=RayConfig)
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    segment: SegmentConfig = Field(default_factory=SegmentConfig)
+    caption: CaptionConfig = Field(default_factory=CaptionConfig)
+    embed: EmbedConfig = Field(default_factory=EmbedConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    shard: ShardConfig = Field(default_factory=ShardConfig)
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: list[str] | None = None) -> CarveConfig:
+        """Load YAML (if given) then apply `a.b.c=value` overrides; raise ConfigError with reasons."""
+        data: dict[str, Any] = {}
+        if path is not None:
+            p = Path(path)
+            if not p.exists():
+                raise ConfigError(f"config file {p} does not exist")
+            try:
+                loaded = yaml.safe_load(p.read_text()) or {}
+            except yaml.YAMLError as e:
+                raise ConfigError(f"config file {p} is not valid YAML: {e}") from e
+            if not isinstance(loaded, dict):
+                raise ConfigError(f"config file {p} must hold a mapping, got {type(loaded).__name__}")
+            data = loaded
+        for item in overrides or []:
+            apply_override(data, item)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            raise ConfigError(_format_validation(e)) from e
+
+    def with_overrides(self, overrides: dict[str, Any]) -> CarveConfig:
+        """A copy with a nested dict of overrides merged in (used by the HTTP service)."""
+        data = self.model_dump()
+        _deep_merge(data, overrides)
+        try:
+            return CarveConfig.model_validate(data)
+        except ValidationError as e:
+            raise ConfigError(_format_validation(e)) from e
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message says which key and why."""
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """Apply one `dotted.key=value` override to a nested dict in place."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    key, raw = item.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override {item!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    for part in parts[:-1]:
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override {item!r}: {part} is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _deep_merge(base[k], v)
+        else:
+            base[k] = v
+
+
+def _format_validation(e: ValidationError) -> str:
+    lines = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err["loc"])
+        lines.append(f"{loc}: {err['msg']}")
+    return "invalid config: " + "; ".join(lines)

@@ -1,0 +1,441 @@
+"""Frame-accurate video decoding (PyAV or decord) by presentation timestamp.
+
+Owns `VideoReader` and `VideoError`. A reader opens one video file (local path, `file://`,
+or a pyarrow.fs URI such as `s3://...`, which only PyAV can stream) and returns RGB uint8
+frames:
+
+* `read_range(start_s, end_s)`: the frames whose pts fall in [start, end), decoded
+  sequentially after at most one seek;
+* `read_at(timestamps)`: for each timestamp the frame whose pts is nearest, which must lie
+  within half a frame period. Targets are visited in time order; the decoder seeks only when
+  going backwards or jumping more than `seek_gap_s` ahead, and decodes forward otherwise, so
+  dense requests never reseek per frame. Only the selected frames are converted to RGB;
+* `verify_span(start_s, end_s)`: checks without decoding that the container index reaches
+  `end_s` and that the packets are really there (demuxes only the last GOP), so a video that
+  is shorter than the action stream or truncated is caught before any decode.
+
+Backend "auto" probes the codec with PyAV and uses decord for H.264 (decord cannot open AV1,
+LeRobot's default codec) and PyAV (libdav1d) for everything else. Missing, truncated and
+undecodable files raise `VideoError` naming the file and the reason; readers turn it into an
+`EpisodeError` for the episode.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from carve.core.errors import CarveError
+
+Backend = Literal["auto", "decord", "pyav"]
+DECORD_CODECS = frozenset({"h264"})
+_EPS = 1e-6
+
+
+class VideoError(CarveError):
+    """A video file that cannot be opened or decoded. The message names the file and the reason."""
+
+    def __init__(self, path: str, reason: str):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"video {path}: {reason}")
+
+
+def _is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+def _local_path(uri: str) -> str:
+    return uri[len("file://") :] if uri.startswith("file://") else uri
+
+
+def _decord_available() -> bool:
+    try:
+        import decord  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+class _PyAVDecoder:
+    """Sequential PyAV decoding with an explicit cursor (the last two decoded frames)."""
+
+    def __init__(self, uri: str, threads: bool = True):
+        import av
+
+        self.uri = uri
+        self._fileobj = None
+        try:
+            if _is_remote(uri):
+                from carve.storage.fs import resolve
+
+                fs, path = resolve(uri)
+                self._fileobj = fs.open_input_file(path)
+                self.container = av.open(self._fileobj, "r")
+            else:
+                self.container = av.open(_local_path(uri), "r")
+        except FileNotFoundError:
+            raise VideoError(uri, "file not found") from None
+        except av.error.FFmpegError as e:
+            raise VideoError(uri, f"cannot open ({_ff_reason(e)}); the file may be truncated or not a video") from None
+        if not self.container.streams.video:
+            self.container.close()
+            raise VideoError(uri, "has no video stream")
+        self.stream = self.container.streams.video[0]
+        if threads:
+            self.stream.thread_type = "AUTO"
+        self.time_base = self.stream.time_base
+        self.tb = float(self.time_base) if self.time_base else 1e-6  # float seconds per pts tick
+        cc = self.stream.codec_context
+        self.codec = str(cc.name)
+        self.width = int(cc.width)
+        self.height = int(cc.height)
+        rate = self.stream.average_rate or self.stream.guessed_rate or self.stream.base_rate
+        if not rate:
+            raise VideoError(uri, "has no frame rate")
+        self.fps = float(rate)
+        if self.stream.duration is not None and self.time_base is not None:
+            self.duration = float(self.stream.duration * self.time_base)
+        elif self.container.duration is not None:
+            self.duration = float(self.container.duration) / 1_000_000
+        else:
+            self.duration = 0.0
+        start = self.stream.start_time
+        self.start_time = float(start * self.time_base) if start is not None and self.time_base else 0.0
+        self.num_frames = int(self.stream.frames) or round((self.duration - self.start_time) * self.fps)
+        self._it: Iterator[Any] | None = None
+        self.prev: tuple[float, Any] | None = None
+        self.cur: tuple[float, Any] | None = None
+        self.eof = False
+        self.sought = False
+        self.must_seek = False  # set after demux-only probing moved the read position
+
+    # cursor ------------------------------------------------------------------------------
+    def seek(self, t: float) -> None:
+        """Seek to the keyframe at or before `t`; decoding resumes from there."""
+        import av
+
+        target = max(t, self.start_time)
+        offset = int(target / float(self.time_base)) if self.time_base else int(target * 1_000_000)
+        try:
+            self.container.seek(offset, stream=self.stream, backward=True, any_frame=False)
+        except av.error.FFmpegError as e:
+            raise VideoError(self.uri, f"seek to {t:.3f} s failed ({_ff_reason(e)})") from None
+        self._it = None
+        self.prev = self.cur = None
+        self.eof = False
+        self.sought = True
+        self.must_seek = False
+
+    def last_packet_time(self, near_s: float) -> float | None:
+        """Pts (seconds) of the last video packet, found by demuxing (not decoding) from the
+        keyframe before `near_s`. None when no packet is found there. A file whose index
+        promises more frames than its bytes hold shows up here as an early last packet."""
+        import av
+
+        self.seek(max(near_s, self.start_time))
+        last: float | None = None
+        try:
+            for packet in self.container.demux(self.stream):
+                if packet.pts is None or packet.size == 0:
+                    continue
+                t = packet.pts * self.tb
+                last = t if last is None else max(last, t)
+        except av.error.FFmpegError as e:
+            raise VideoError(self.uri, f"file is truncated or corrupt near {near_s:.3f} s ({_ff_reason(e)})") from None
+        self._it = None
+        self.prev = self.cur = None
+        self.must_seek = True
+        return last
+
+    def needs_seek(self, t: float, gap_s: float) -> bool:
+        """Whether the frames at or after `t` can no longer (or not cheaply) be reached by decoding on.
+
+        True when a frame at or after `t` was already passed (backwards request) or when `t`
+        lies more than `gap_s` beyond the cursor.
+        """
+        if self.must_seek:
+            return True
+        if self.cur is None:
+            return (not self.sought) and t - self.start_time > gap_s
+        cur_t = self.cur[0]
+        if self.prev is not None:
+            if self.prev[0] >= t - _EPS:
+                return True
+        elif self.sought and cur_t > t + _EPS:
+            return True  # the keyframe we landed on is after t
+        return t - cur_t > gap_s
+
+    def next_frame(self) -> tuple[float, Any] | None:
+        """Decode the next frame without touching the cursor; None at end of stream."""
+        import av
+
+        if self.eof:
+            return None
+        if self._it is None:
+            self._it = self.container.decode(self.stream)
+        while True:
+            try:
+                frame = next(self._it)
+            except StopIteration:
+                self.eof = True
+                return None
+            except av.error.FFmpegError as e:
+                after = f"{self.cur[0]:.3f} s" if self.cur is not None else "the start"
+                raise VideoError(self.uri, f"decoding failed after {after} ({_ff_reason(e)})") from None
+            if frame.pts is not None:
+                return frame.pts * self.tb, frame
+
+    def step(self) -> bool:
+        """Decode the next frame into `cur` (moving `cur` to `prev`); False at end of stream."""
+        nxt = self.next_frame()
+        if nxt is None:
+            return False
+        self.prev = self.cur
+        self.cur = nxt
+        return True
+
+    def close(self) -> None:
+        self.container.close()
+        if self._fileobj is not None:
+            self._fileobj.close()
+
+
+def _ff_reason(e: Exception) -> str:
+    msg = getattr(e, "strerror", None) or str(e)
+    return str(msg).strip()
+
+
+def _to_rgb(frame: Any) -> np.ndarray:
+    return frame.to_ndarray(format="rgb24")
+
+
+class VideoReader:
+    """Open one video and decode frames by timestamp. See the module docstring."""
+
+    def __init__(self, path_or_uri: str, backend: Backend = "auto", seek_gap_s: float = 1.0):
+        self.path = str(path_or_uri)
+        if backend not in ("auto", "decord", "pyav"):
+            raise ValueError(f"unknown video backend {backend!r}; use auto, decord or pyav")
+        if not _is_remote(self.path) and not os.path.exists(_local_path(self.path)):
+            raise VideoError(self.path, "file not found")
+        self.seek_gap_s = float(seek_gap_s)
+        self._av = _PyAVDecoder(self.path)
+        try:
+            self._init_backend(backend)
+        except BaseException:
+            self._av.close()
+            raise
+
+    def _init_backend(self, backend: Backend) -> None:
+        self.codec: str = self._av.codec
+        self.fps: float = self._av.fps
+        self.duration: float = self._av.duration
+        self.num_frames: int = self._av.num_frames
+        self.width: int = self._av.width
+        self.height: int = self._av.height
+        self.start_time: float = self._av.start_time  # pts of the first frame, seconds
+        self._decord: Any = None
+        self._decord_ts: np.ndarray | None = None
+        if backend == "auto":
+            use_decord = (
+                self.codec in DECORD_CODECS and not _is_remote(self.path) and _decord_available()
+            )
+            backend = "pyav"
+            if use_decord:
+                try:
+                    self._open_decord()
+                    backend = "decord"
+                except VideoError:  # PyAV opened it, so fall back to PyAV
+                    self._decord = None
+        elif backend == "decord":
+            if _is_remote(self.path):
+                raise VideoError(self.path, "decord cannot read remote URIs; use the pyav backend")
+            self._open_decord()
+        self.backend: str = backend
+
+    # properties / lifecycle ------------------------------------------------------------------
+    @property
+    def frame_period(self) -> float:
+        return 1.0 / self.fps
+
+    def close(self) -> None:
+        if self._av is not None:
+            self._av.close()
+            self._av = None  # type: ignore[assignment]
+        self._decord = None
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"VideoReader({self.path!r}, backend={self.backend}, codec={self.codec}, fps={self.fps:g}, "
+            f"frames={self.num_frames}, {self.width}x{self.height})"
+        )
+
+    # public API --------------------------------------------------------------------------------
+    @property
+    def end_time(self) -> float:
+        """End of the last frame according to the container index (start + duration)."""
+        dec = self._require_av()
+        if self.duration > 0:
+            return dec.start_time + self.duration
+        return dec.start_time + self.num_frames / self.fps
+
+    def verify_span(self, start_s: float, end_s: float) -> None:
+        """Check, without decoding, that frames cover [start_s, end_s): the container index must
+        reach `end_s` and the packets must really be there (a truncated file whose index is
+        intact ends early). Raises `VideoError` saying where the video ends."""
+        period = 1.0 / self.fps
+        tol = 0.5 * period + 1e-4
+        if self.end_time + tol < end_s:
+            raise VideoError(
+                self.path,
+                f"ends at {self.end_time:.3f} s ({self.num_frames} frames) but frames are needed up to {end_s:.3f} s",
+            )
+        last_needed = max(start_s, end_s - period)
+        last = self._require_av().last_packet_time(last_needed)
+        if last is None or last + tol < last_needed:
+            where = "no packets" if last is None else f"the last packet is at {last:.3f} s"
+            raise VideoError(
+                self.path, f"is truncated: {where} but the frame at {last_needed:.3f} s is needed"
+            )
+
+    def read_range(self, start_s: float, end_s: float) -> np.ndarray:
+        """Frames whose pts fall in [start_s, end_s), in order, as (N, H, W, 3) uint8."""
+        if end_s <= start_s:
+            return self._empty()
+        if self.backend == "decord":
+            ts = self._decord_times()
+            lo, hi = np.searchsorted(ts, [start_s - _EPS, end_s - _EPS], side="left")
+            return self._decord_batch(list(range(int(lo), int(hi))))
+        dec = self._require_av()
+        if dec.needs_seek(start_s, self.seek_gap_s):
+            dec.seek(start_s)
+        lo, hi = start_s - _EPS, end_s - _EPS
+        out: list[np.ndarray] = []
+        if dec.cur is not None and lo <= dec.cur[0] < hi:
+            out.append(_to_rgb(dec.cur[1]))
+        # Hold no reference to frames already converted: with frame threading, every frame kept
+        # alive pins a decoder buffer and measurably slows decoding down.
+        dec.prev = None
+        while (nxt := dec.next_frame()) is not None:
+            dec.cur = nxt
+            if nxt[0] >= hi:
+                break
+            if nxt[0] >= lo:
+                out.append(_to_rgb(nxt[1]))
+                dec.cur = (nxt[0], None)
+            del nxt
+        if dec.cur is not None and dec.cur[1] is None:  # cursor frame was consumed: refetch on demand
+            dec.cur = None
+            dec.must_seek = True
+        return np.stack(out) if out else self._empty()
+
+    def read_at(self, timestamps: Sequence[float] | np.ndarray) -> np.ndarray:
+        """For each timestamp, the frame with the nearest pts (within half a frame period)."""
+        ts = np.asarray(timestamps, dtype=np.float64).reshape(-1)
+        if ts.size == 0:
+            return self._empty()
+        if not np.all(np.isfinite(ts)):
+            raise VideoError(self.path, "requested a non-finite timestamp")
+        tol = 0.5 / self.fps + 1e-4
+        if self.backend == "decord":
+            return self._decord_read_at(ts, tol)
+        dec = self._require_av()
+        order = np.argsort(ts, kind="stable")
+        out = np.empty((ts.size, self.height, self.width, 3), dtype=np.uint8)
+        last_t: float | None = None
+        last_img: np.ndarray | None = None
+        for i in order:
+            target = float(ts[i])
+            if last_t is not None and target == last_t and last_img is not None:
+                out[i] = last_img
+                continue
+            if dec.needs_seek(target - tol, self.seek_gap_s):
+                dec.seek(target - tol)
+            # advance until the cursor is at or past the target
+            while dec.cur is None or dec.cur[0] < target:
+                if not dec.step():
+                    break
+            best = self._nearest(dec, target)
+            if best is None or abs(best[0] - target) > tol:
+                where = "no frame" if best is None else f"nearest frame at {best[0]:.3f} s"
+                raise VideoError(
+                    self.path,
+                    f"no frame within half a frame period of {target:.3f} s ({where}; "
+                    f"video has {self.num_frames} frames, {self.duration:.3f} s)",
+                )
+            img = _to_rgb(best[1])
+            if img.shape != out.shape[1:]:
+                raise VideoError(self.path, f"frame at {best[0]:.3f} s is {img.shape}, expected {out.shape[1:]}")
+            out[i] = img
+            last_t, last_img = target, img
+        return out
+
+    # pyav helpers -------------------------------------------------------------------------------
+    def _require_av(self) -> _PyAVDecoder:
+        if self._av is None:
+            raise VideoError(self.path, "reader is closed")
+        return self._av
+
+    @staticmethod
+    def _nearest(dec: _PyAVDecoder, target: float) -> tuple[float, Any] | None:
+        cands = [c for c in (dec.prev, dec.cur) if c is not None]
+        if not cands:
+            return None
+        return min(cands, key=lambda c: abs(c[0] - target))
+
+    def _empty(self) -> np.ndarray:
+        return np.empty((0, self.height, self.width, 3), dtype=np.uint8)
+
+    # decord helpers ----------------------------------------------------------------------------
+    def _open_decord(self) -> None:
+        try:
+            import decord
+
+            self._decord = decord.VideoReader(_local_path(self.path), ctx=decord.cpu(0))
+        except Exception as e:  # decord raises its own DECORDError / RuntimeError
+            raise VideoError(self.path, f"decord cannot open it ({str(e).splitlines()[0][:200]})") from None
+
+    def _decord_times(self) -> np.ndarray:
+        if self._decord_ts is None:
+            n = len(self._decord)
+            ts = np.asarray(self._decord.get_frame_timestamp(np.arange(n)))[:, 0].astype(np.float64) if n else np.zeros(0)
+            # decord counts from the first frame; PyAV (and LeRobot's from_timestamp) use stream pts
+            self._decord_ts = ts + (self.start_time - ts[0]) if n else ts
+        return self._decord_ts
+
+    def _decord_batch(self, idx: list[int]) -> np.ndarray:
+        if not idx:
+            return self._empty()
+        try:
+            return np.asarray(self._decord.get_batch(idx).asnumpy(), dtype=np.uint8)
+        except Exception as e:
+            raise VideoError(self.path, f"decoding failed ({str(e).splitlines()[0][:200]})") from None
+
+    def _decord_read_at(self, ts: np.ndarray, tol: float) -> np.ndarray:
+        times = self._decord_times()
+        if times.size == 0:
+            raise VideoError(self.path, "has no decodable frames")
+        right = np.clip(np.searchsorted(times, ts), 0, times.size - 1)
+        left = np.clip(right - 1, 0, times.size - 1)
+        pick = np.where(np.abs(times[left] - ts) <= np.abs(times[right] - ts), left, right)
+        err = np.abs(times[pick] - ts)
+        if np.any(err > tol):
+            bad = int(np.argmax(err > tol))
+            raise VideoError(
+                self.path,
+                f"no frame within half a frame period of {ts[bad]:.3f} s (nearest frame at "
+                f"{times[pick[bad]]:.3f} s; video has {times.size} frames, {self.duration:.3f} s)",
+            )
+        uniq, inverse = np.unique(pick, return_inverse=True)
+        frames = self._decord_batch(uniq.tolist())
+        return frames[inverse]

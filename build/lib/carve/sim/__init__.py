@@ -1,0 +1,1 @@
+"""Synthetic robot-manipulation episodes from pybullet (Franka Panda), written as LeRobot datasets."""

@@ -1,0 +1,1 @@
+"""Arrow event schema, SQLite catalog, atomic Parquet writing, shards and manifests, filesystems."""

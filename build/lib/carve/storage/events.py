@@ -1,0 +1,148 @@
+"""The event catalog on disk: `<root>/events/batch=<id>/part-<episode-key>.parquet`.
+
+All events, unbalanced, as schema-v1 Parquet, partitioned by ingest batch (one batch per
+`carve run`). Each part file holds whole episodes and is written atomically; the SQLite
+catalog records an episode as `ok` only after its part file is in place, so a crash leaves
+either a finished episode or none. `read_events` reads back the batches the catalog says
+are good (or all of them) and validates the schema version of every file; `iter_events`
+streams the same rows one part file at a time.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from carve.storage.fs import atomic_write_table, join, list_files, resolve
+from carve.storage.schema import EVENT_SCHEMA, check_schema, conform
+
+
+def events_dir(root: str) -> str:
+    return join(str(root), "events")
+
+
+def new_batch_id() -> str:
+    """Sortable, unique ingest-batch id."""
+    return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def part_path(root: str, batch: str, key: str) -> str:
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in key)
+    return join(events_dir(root), f"batch={batch}", f"part-{safe}.parquet")
+
+
+def write_event_part(root: str, batch: str, key: str, table: pa.Table, row_group_size: int = 256) -> str:
+    """Atomically write one part file of events (conformed to schema v1); return its path."""
+    path = part_path(root, batch, key)
+    atomic_write_table(conform(table, EVENT_SCHEMA), path, row_group_size=row_group_size)
+    return path
+
+
+def event_files(root: str, batches: list[str] | None = None) -> list[str]:
+    files = list_files(events_dir(root), ".parquet")
+    if batches is None:
+        return files
+    wanted = {f"batch={b}" for b in batches}
+    return [f for f in files if any(seg in wanted for seg in f.split("/"))]
+
+
+def committed_parts(root: str) -> dict[str, set[str]]:
+    """batch -> episode_ids the catalog records as `ok` in that batch."""
+    from carve.storage.catalog import Catalog
+
+    out: dict[str, set[str]] = {}
+    with Catalog(root) as cat:
+        for rec in cat.episodes(status="ok"):
+            if rec.batch:
+                out.setdefault(rec.batch, set()).add(rec.episode_id)
+    return out
+
+
+def _batch_of(path: str) -> str | None:
+    for seg in path.split("/"):
+        if seg.startswith("batch="):
+            return seg[len("batch=") :]
+    return None
+
+
+@dataclass(frozen=True)
+class EventSnapshot:
+    """Which part files (and which of their episodes) make up the catalog at one moment.
+
+    Reads given the same snapshot see the same rows in the same order even while another job
+    commits new episodes, so row indices computed from one read stay valid for the next."""
+
+    files: tuple[str, ...]
+    committed: dict[str, set[str]] | None
+
+
+def snapshot(root: str, batches: list[str] | None = None, committed_only: bool = True) -> EventSnapshot:
+    return EventSnapshot(tuple(event_files(root, batches)), committed_parts(root) if committed_only else None)
+
+
+def iter_events(
+    root: str,
+    columns: list[str] | None = None,
+    batches: list[str] | None = None,
+    filter_episodes: set[str] | None = None,
+    committed_only: bool = True,
+    snap: EventSnapshot | None = None,
+) -> Iterator[pa.Table]:
+    """The events of `read_events`, one table per part file, in the same order (so row i of
+    `read_events` is row i of the concatenation); holds one part file in memory at a time.
+    With `snap`, the files and committed episodes are those of the snapshot."""
+    snap = snap or snapshot(root, batches, committed_only)
+    files, committed = snap.files, snap.committed
+    want_cols = list(columns) if columns is not None else None
+    if want_cols is not None and "episode_id" not in want_cols:
+        read_cols = [*want_cols, "episode_id"]
+    else:
+        read_cols = want_cols
+    wanted_eps = set(filter_episodes) if filter_episodes is not None else None
+    fs, _ = resolve(root)
+    for f in files:
+        allowed: set[str] | None = None
+        if committed is not None:
+            allowed = committed.get(_batch_of(f) or "", set())
+            if not allowed:
+                continue
+        if wanted_eps is not None:
+            allowed = wanted_eps if allowed is None else allowed & wanted_eps
+        pf = pq.ParquetFile(f, filesystem=fs)
+        check_schema(pf.schema_arrow, f)
+        t = pf.read(columns=read_cols)
+        if allowed is not None:
+            # set membership per row (a part file holds few episodes; building an Arrow value set
+            # of the whole batch for every file would cost O(files x episodes))
+            keep = [e in allowed for e in t.column("episode_id").to_pylist()]
+            if not all(keep):
+                t = t.filter(pa.array(keep, pa.bool_()))
+        if want_cols is not None:
+            t = t.select(want_cols)
+        yield t
+
+
+def read_events(
+    root: str,
+    columns: list[str] | None = None,
+    batches: list[str] | None = None,
+    filter_episodes: set[str] | None = None,
+    committed_only: bool = True,
+    snap: EventSnapshot | None = None,
+) -> pa.Table:
+    """Read events (optionally only some columns / batches / episodes) as one table.
+
+    With `committed_only` (the default) only rows of episodes that the catalog records as
+    `ok` *in that batch* are returned: part files left behind by a crash before the catalog
+    commit, or superseded by a re-ingest of a changed episode, are ignored.
+    """
+    tables = list(iter_events(root, columns, batches, filter_episodes, committed_only, snap))
+    if not tables:
+        cols = list(columns) if columns is not None else EVENT_SCHEMA.names
+        return pa.schema([EVENT_SCHEMA.field(c) for c in cols]).empty_table()
+    return pa.concat_tables(tables, promote_options="default")

@@ -1,0 +1,150 @@
+"""The shard manifest: `<root>/shards/vNNN/manifest.json`, written LAST and atomically.
+
+Format `carve.manifest`, `manifest_version` 1 (see docs/FORMATS.md): the version
+numbers of the shards and of the clustering they were cut from, the balancing policy, the
+shard config, embedding sizes, every shard's relative path, row count, size and sha256, the
+per-cluster row counts and balance statistics before/after, the sources and the totals.
+
+`read_manifest` accepts a manifest file, a `shards/vNNN` folder or a Carve root (then the
+latest complete version, or `version=`), validates it and refuses a `manifest_version` or
+`schema_version` newer than this code knows, with a message naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from carve.storage.fs import atomic_write_bytes, exists, join, read_bytes, resolve
+from carve.storage.schema import SCHEMA_VERSION
+
+MANIFEST_FORMAT = "carve.manifest"
+MANIFEST_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+_VDIR = re.compile(r"^v(\d{3,})$")
+_REQUIRED = ("format", "manifest_version", "version", "schema_version", "shards", "total_rows")
+
+
+class ManifestError(ValueError):
+    """A manifest Carve cannot use; the message names the file and the reason."""
+
+
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def build_manifest(
+    *,
+    version: int,
+    clusters_version: int | None,
+    policy: dict[str, Any],
+    config: dict[str, Any],
+    emb_dims: dict[str, int],
+    shards: list[dict[str, Any]],
+    clusters: dict[str, dict[str, int]],
+    stats: dict[str, dict[str, Any]],
+    sources: list[dict[str, Any]],
+    unique_events: int,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    m: dict[str, Any] = {
+        "format": MANIFEST_FORMAT,
+        "manifest_version": MANIFEST_VERSION,
+        "version": int(version),
+        "created_at": utc_now(),
+        "schema_version": SCHEMA_VERSION,
+        "clusters_version": clusters_version,
+        "policy": policy,
+        "config": config,
+        "emb_dims": emb_dims,
+        "shards": shards,
+        "clusters": clusters,
+        "stats": stats,
+        "sources": sources,
+        "total_rows": int(sum(int(s["rows"]) for s in shards)),
+        "unique_events": int(unique_events),
+    }
+    if extra:
+        m.update(extra)
+    return m
+
+
+def write_manifest(version_dir: str, manifest: dict[str, Any]) -> str:
+    """Atomically write `manifest.json` into `version_dir`; call only after every shard is in place."""
+    validate_manifest(manifest, join(version_dir, MANIFEST_NAME))
+    path = join(version_dir, MANIFEST_NAME)
+    atomic_write_bytes(json.dumps(manifest, indent=2, sort_keys=False).encode(), path)
+    return path
+
+
+def validate_manifest(m: Any, where: str) -> dict[str, Any]:
+    if not isinstance(m, dict):
+        raise ManifestError(f"{where}: not a JSON object")
+    if m.get("format") != MANIFEST_FORMAT:
+        raise ManifestError(f"{where}: not a Carve manifest (format={m.get('format')!r})")
+    missing = [k for k in _REQUIRED if k not in m]
+    if missing:
+        raise ManifestError(f"{where}: missing keys {missing}")
+    mv, sv = int(m["manifest_version"]), int(m["schema_version"])
+    if mv > MANIFEST_VERSION:
+        raise ManifestError(
+            f"{where}: manifest_version {mv} is newer than this Carve reads (up to {MANIFEST_VERSION}); upgrade Carve"
+        )
+    if sv > SCHEMA_VERSION:
+        raise ManifestError(
+            f"{where}: shards use event schema v{sv}, this Carve reads up to v{SCHEMA_VERSION}; upgrade Carve"
+        )
+    if mv < 1 or sv < 1:
+        raise ManifestError(f"{where}: unknown manifest_version {mv} / schema_version {sv}")
+    for s in m["shards"]:
+        if not isinstance(s, dict) or not {"path", "rows", "sha256"} <= set(s):
+            raise ManifestError(f"{where}: shard entry {s!r} lacks path/rows/sha256")
+    return m
+
+
+def manifest_path(path_or_root: str, version: int | None = None) -> str:
+    """Resolve a manifest file, a `shards/vNNN` folder or a Carve root (+ version) to a manifest file."""
+    s = str(path_or_root).rstrip("/")
+    if s.endswith(".json"):
+        return s
+    fs, p = resolve(s)
+    if exists(fs, join(p, MANIFEST_NAME)) and version is None:
+        return join(s, MANIFEST_NAME)
+    if version is None:
+        done = manifest_versions(s)
+        if not done:
+            raise ManifestError(f"{s}: no shard manifest found (no shards/vNNN/manifest.json); run `carve shard`")
+        version = done[-1]
+    return join(s, "shards", f"v{int(version):03d}", MANIFEST_NAME)
+
+
+def manifest_versions(root: str) -> list[int]:
+    """Shard versions under `<root>/shards/` whose manifest.json exists (complete versions), sorted."""
+    fs, p = resolve(join(str(root), "shards"))
+    if not exists(fs, p):
+        return []
+    out = []
+    for info in fs.get_file_info(pafs.FileSelector(p, recursive=False)):
+        m = _VDIR.match(info.base_name)
+        if m and info.type == pafs.FileType.Directory and exists(fs, join(info.path, MANIFEST_NAME)):
+            out.append(int(m.group(1)))
+    return sorted(out)
+
+
+def read_manifest(path_or_root: str, version: int | None = None) -> dict[str, Any]:
+    """Load and validate a manifest; adds `_dir` (the folder its shard paths are relative to)."""
+    path = manifest_path(path_or_root, version)
+    fs, p = resolve(path)
+    if not exists(fs, p):
+        raise ManifestError(f"{path}: manifest does not exist (shard version missing or interrupted)")
+    try:
+        m = json.loads(read_bytes(path))
+    except json.JSONDecodeError as e:
+        raise ManifestError(f"{path}: not valid JSON: {e}") from e
+    validate_manifest(m, path)
+    m["_dir"] = path.rpartition("/")[0]
+    return m

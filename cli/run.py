@@ -1,0 +1,83 @@
+"""`carve run` and `carve status`: the command-line face of pipeline/run.py."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+
+from carve.pipeline.run import Cancelled, run_pipeline
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Cancelled()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from carve.cli.main import load_config
+
+    if args.source:
+        args.overrides.append(f"source.uri={args.source}")
+    if args.format:
+        args.overrides.append(f"source.format={args.format}")
+    if args.ray_address:
+        args.overrides.append(f"ray.address={args.ray_address}")
+    cfg = load_config(args)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        s = run_pipeline(cfg, job_id=args.job_id, shard=not args.no_shard)
+    except Cancelled:
+        print("carve: run cancelled", file=sys.stderr)
+        return 143
+    if args.json:
+        print(json.dumps(s.as_dict(), indent=2))
+    else:
+        print(
+            f"dataset {s.dataset}: {s.episodes_total} episodes, {s.episodes_skipped} already ingested, "
+            f"{s.episodes_ok} ingested, {s.episodes_failed} quarantined, {s.events} events "
+            f"in {s.seconds:.1f} s"
+        )
+        for ep, err in s.failures:
+            print(f"  quarantined {ep}: {err}")
+        print(f"events:  {cfg.root}/events/" + (f"batch={s.batch}/" if s.batch else ""))
+        if s.clusters_version is not None:
+            print(f"clusters: {cfg.root}/clusters/v{s.clusters_version:03d}/")
+        if s.shards_version is not None:
+            print(f"shards:  {cfg.root}/shards/v{s.shards_version:03d}/manifest.json")
+    return 3 if s.episodes_failed else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from carve.cli.main import load_config
+    from carve.storage.catalog import Catalog
+
+    cfg = load_config(args)
+    with Catalog(cfg.root) as cat:
+        for d in cat.datasets():
+            print(f"{d['name']}: {d['ok']} episodes ok, {d['failed']} quarantined, {d['events']} events ({d['source_uri']})")
+        for rec in cat.episodes(status="failed"):
+            print(f"  quarantined {rec.episode_id}: {rec.error}")
+        for kind in ("clusters", "shards"):
+            vs = cat.versions(kind)
+            if vs:
+                print(f"{kind}: " + ", ".join(f"v{v['version']:03d}" for v in vs))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from carve.cli.main import add_common
+
+    p = sub.add_parser("run", help="ingest -> segment -> caption -> embed -> cluster -> shard")
+    add_common(p)
+    p.add_argument("--source", help="dataset root (LeRobot v2.1/v3.0, MP4+arrays folder, HDF5)")
+    p.add_argument("--format", choices=["auto", "lerobot", "folder", "hdf5"], default=None)
+    p.add_argument("--ray-address", default=None, help="connect to a Ray cluster instead of the embedded one")
+    p.add_argument("--job-id", default=None, help="(service) report progress into this catalog job")
+    p.add_argument("--no-shard", action="store_true", help="stop after the event catalog is written")
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    p.set_defaults(func=cmd_run)
+
+    q = sub.add_parser("status", help="what the catalog holds: datasets, quarantined episodes, versions")
+    add_common(q)
+    q.set_defaults(func=cmd_status)

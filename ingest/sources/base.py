@@ -1,0 +1,100 @@
+"""The record types every reader produces.
+
+A reader lists `EpisodeRef`s (small, picklable, one per episode: these are the rows of the
+first Ray Data stage) and loads an `Episode` from a ref on a worker. Frames are decoded on
+demand through `Episode.frames`, so segmentation can run on signals alone and only the
+keyframes are decoded when vision is not needed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class EpisodeRef:
+    """Where one episode lives. `locator` is format-specific and JSON-serialisable."""
+
+    source_uri: str  # dataset root (local path or pyarrow.fs URI)
+    format: str  # "lerobot" | "folder" | "hdf5"
+    dataset: str  # dataset name
+    episode_index: int
+    locator: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    fingerprint: str = ""  # changes when the episode's bytes change; used to skip finished work
+
+    @property
+    def episode_id(self) -> str:
+        return f"{self.dataset}/{self.episode_index:06d}"
+
+    @property
+    def label(self) -> str:
+        """Human-readable name used in error messages."""
+        return f"episode {self.episode_index} of {self.format}://{self.source_uri}"
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "source_uri": self.source_uri,
+            "format": self.format,
+            "dataset": self.dataset,
+            "episode_index": int(self.episode_index),
+            "locator": json.dumps(self.locator, sort_keys=True),
+            "fingerprint": self.fingerprint,
+        }
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> EpisodeRef:
+        loc = row.get("locator") or "{}"
+        return cls(
+            source_uri=str(row["source_uri"]),
+            format=str(row["format"]),
+            dataset=str(row["dataset"]),
+            episode_index=int(row["episode_index"]),
+            locator=json.loads(loc) if isinstance(loc, str) else dict(loc),
+            fingerprint=str(row.get("fingerprint") or ""),
+        )
+
+
+FrameFn = Callable[[str, Sequence[int] | None], np.ndarray]
+
+
+@dataclass
+class Episode:
+    """One loaded episode: aligned per-frame signals plus lazy video access.
+
+    `state`, `action` are (T, D) float32 arrays, `timestamps` (T,) seconds from the episode
+    start. `frames(camera, indices)` returns (N, H, W, 3) uint8 RGB frames for the given
+    frame indices (all frames when `indices` is None), frame-accurate by timestamp.
+    """
+
+    ref: EpisodeRef
+    fps: float
+    task: str
+    state: np.ndarray
+    action: np.ndarray
+    timestamps: np.ndarray
+    state_names: list[str]
+    action_names: list[str]
+    cameras: list[str]
+    robot: str = "unknown"
+    _frame_fn: FrameFn | None = field(default=None, repr=False)
+
+    @property
+    def length(self) -> int:
+        return int(self.state.shape[0])
+
+    def frames(self, camera: str | None = None, indices: Sequence[int] | None = None) -> np.ndarray:
+        if self._frame_fn is None or not self.cameras:
+            from carve.core.errors import EpisodeError
+
+            raise EpisodeError(self.ref.label, "has no video")
+        cam = camera or self.cameras[0]
+        if cam not in self.cameras:
+            from carve.core.errors import EpisodeError
+
+            raise EpisodeError(self.ref.label, f"unknown camera {cam!r}; has {self.cameras}")
+        return self._frame_fn(cam, indices)

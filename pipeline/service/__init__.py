@@ -1,1 +1,0 @@
-"""The HTTP service (`carve serve`): app, job runner, auth, limits and read views."""
