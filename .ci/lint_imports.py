@@ -2,8 +2,9 @@
 
 The packages live in top-level folders mapped into one `carve.*` namespace by setuptools'
 `package-dir`, so the source tree is not itself a `carve` package that import-linter can walk.
-This script installs the project (no dependencies) into a scratch folder, which gives the real
-`carve/` tree, and runs `lint-imports` there. `make lint` calls it; tests/test_layers.py uses
+This script lays the Python files out in a scratch folder as an install would (from the same
+`package-dir` table of pyproject.toml), which gives the real `carve/` tree, and runs
+`lint-imports` there. `make lint` calls it; tests/test_layers.py uses
 `build_layout` and `check` to show that an upward import breaks the contract.
 
     python .ci/lint_imports.py [--keep DIR]
@@ -17,18 +18,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def build_layout(dst: Path) -> Path:
-    """Install the project without dependencies into `dst`; return the folder that holds `carve/`."""
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--no-compile", "--target", str(dst), str(REPO)],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    """Copy the Python files of every `package-dir` entry to `dst/carve/...`; return `dst`."""
+    cfg = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    for pkg, folder in sorted(cfg.items()):  # "carve" before "carve.x"
+        target = dst.joinpath(*pkg.split("."))
+        shutil.copytree(REPO / folder, target, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests"))
     return dst
 
 

@@ -1,6 +1,6 @@
 """Decode + segment throughput of the Carve ingest path against a raw PyAV decode.
 
-The Carve path is `pipeline.stages.decode_segment` on one worker, exactly the function the
+The Carve path is `carve.pipeline.steps.DecodeSegment` on one worker, exactly the function the
 Ray Data ingest stage maps over episodes: it opens each episode through the reader, decodes
 its frames, segments it and encodes the keyframe JPEGs. Two configurations are measured:
 
@@ -43,15 +43,13 @@ def raw_decode(paths: list[Path]) -> int:
 
 def carve_decode_segment(refs: list[Any], use_visual: bool) -> tuple[int, int]:
     import pyarrow as pa
-
     from carve.core.config import SegmentConfig, SourceConfig
-    from carve.pipeline.stages import decode_segment
+    from carve.pipeline.steps import DecodeSegment
 
-    seg = SegmentConfig(use_visual=use_visual)
-    src = SourceConfig()
+    step = DecodeSegment(SegmentConfig(use_visual=use_visual), SourceConfig())
     events = 0
     for r in refs:
-        out = decode_segment(pa.Table.from_pylist([r.to_row()]), seg, src)
+        out = step(pa.Table.from_pylist([r.to_row()]))
         errs = [e for e in out.column("_error").to_pylist() if e]
         if errs:
             raise RuntimeError(f"decode_segment quarantined an episode: {errs[0]}")
@@ -60,18 +58,18 @@ def carve_decode_segment(refs: list[Any], use_visual: bool) -> tuple[int, int]:
 
 
 def ray_data_run(refs: list[Any]) -> float:
-    import ray.data
-
     from carve.core.config import RayConfig, SegmentConfig, SourceConfig
+    from carve.pipeline.executor import RayExecutor, StepSpec
     from carve.pipeline.ray_env import ensure_ray
-    from carve.pipeline.stages import decode_segment
+    from carve.pipeline.steps import DecodeSegment
 
-    ensure_ray(RayConfig(num_cpus=2, object_store_memory_mb=256, progress=False))
+    cfg = RayConfig(num_cpus=2, object_store_memory_mb=256, progress=False)
+    ensure_ray(cfg)
     t0 = time.perf_counter()
-    ds = ray.data.from_items([r.to_row() for r in refs], override_num_blocks=len(refs))
-    ds = ds.map_batches(decode_segment, fn_kwargs={"seg_cfg": SegmentConfig(use_visual=True), "src_cfg": SourceConfig()},
-                        batch_size=1, batch_format="pyarrow", compute=ray.data.TaskPoolStrategy(size=1))
-    ds.materialize()
+    spec = StepSpec(DecodeSegment, {"seg_cfg": SegmentConfig(use_visual=True), "src_cfg": SourceConfig()},
+                    concurrency=1, batch_size=1)
+    for _ in RayExecutor(cfg).run([r.to_row() for r in refs], [spec]):
+        pass
     return time.perf_counter() - t0
 
 

@@ -71,10 +71,12 @@ def make_events(n: int, seed: int = 0, frames: int = 12) -> pa.Table:
 
 def run_carve(table: pa.Table, out: Path, rows_per_shard: int, row_group_size: int) -> float:
     from carve.storage.manifest import build_manifest, write_manifest
+    from carve.storage.root import open_root
     from carve.storage.shards import write_shards
 
     t0 = time.perf_counter()
-    shards = write_shards(table, str(out), rows_per_shard=rows_per_shard, row_group_size=row_group_size,
+    out_root = open_root(out)
+    shards = write_shards(table, out_root, out_root.base, rows_per_shard=rows_per_shard, row_group_size=row_group_size,
                           compression="zstd", emb_dims=DIMS)
     write_manifest(str(out), build_manifest(
         version=1, clusters_version=1, policy={"name": "uniform"}, config={}, emb_dims=DIMS,

@@ -84,9 +84,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     torch.set_num_threads(args.threads)
 
+    from carve.sim.toydata import write_toy_shards
     from carve.trainer.data import READ_COLUMNS
     from carve.trainer.manifest import open_manifest
-    from carve.sim.toydata import write_toy_shards
 
     with tempfile.TemporaryDirectory() as tmp:
         mpath = write_toy_shards(

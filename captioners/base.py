@@ -1,5 +1,6 @@
 """The captioner contract: what a captioner sees (`EventView`), what it returns
-(`CaptionResult`), the `Captioner` base class and `make_captioner(cfg)`.
+(`CaptionResult`) and the `Captioner` base class. Every backend imports this module and it
+imports no backend; `captioners/registry.py:make_captioner(cfg)` picks one.
 
 A captioner describes the events of ONE episode at a time (`caption_episode`), given in
 `event_index` order, so a backend can condition each caption on the previous one. Batches of
@@ -19,9 +20,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-
-from carve.core.config import CaptionConfig
-from carve.core.errors import CarveError
 
 STATUS_OK = "ok"
 STATUS_EMPTY = "empty"  # the backend answered but with no usable caption
@@ -96,24 +94,6 @@ class Captioner(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients/pools; the default has nothing to release."""
-
-
-def make_captioner(cfg: CaptionConfig) -> Captioner:
-    """The captioner `cfg.backend` names: "kinematic" | "openai" | "vllm"."""
-    backend = cfg.backend
-    if backend == "kinematic":
-        from carve.captioners.kinematic import KinematicCaptioner
-
-        return KinematicCaptioner(cfg)
-    if backend == "openai":
-        from carve.captioners.openai_http import OpenAICaptioner
-
-        return OpenAICaptioner(cfg)
-    if backend == "vllm":
-        from carve.captioners.vllm_engine import VLLMCaptioner
-
-        return VLLMCaptioner(cfg)
-    raise CarveError(f"unknown caption backend {backend!r}; expected kinematic, openai or vllm")
 
 
 def link_next_captions(results: Sequence[CaptionResult]) -> list[str]:

@@ -6,11 +6,14 @@ accept any key). For every event it sends the prompt of `captioners/prompts/<ver
 with the episode's task, the previous event's caption and the event's keyframes as base64
 JPEG `image_url` data URIs. The events of one episode are captioned in order (each request
 carries the previous caption); episodes run concurrently, with at most `cfg.max_concurrency`
-requests in flight. Timeouts, connection errors, 429 and 5xx replies are retried
-`cfg.max_retries` times with exponential backoff (`cfg.backoff_s` x 2^attempt); an event
-that still fails is kept with `caption_status="failed: <reason>"` and an empty caption. A
-reply with no usable text is marked "empty"; chatty replies are cleaned to one phrase.
-When `cfg.model` is empty the server's first listed model is used.
+requests in flight (a request waiting to be retried keeps its slot). Retries are the `openai`
+client's own (`AsyncOpenAI(max_retries=cfg.max_retries, timeout=cfg.timeout_s)`): timeouts,
+connection errors, 408/409/429 and 5xx replies are retried with jittered exponential backoff,
+and a server's `Retry-After` / `retry-after-ms` header sets the wait. Each event also has an
+overall deadline (`event_deadline_s`) so a server that trickles bytes cannot hang the stage.
+An event that still fails is kept with `caption_status="failed: <reason>"` and an empty
+caption. A reply with no usable text is marked "empty"; chatty replies are cleaned to one
+phrase. When `cfg.model` is empty the server's first listed model is used.
 """
 
 from __future__ import annotations
@@ -27,11 +30,10 @@ from carve.captioners.base import STATUS_EMPTY, Captioner, CaptionResult, EventV
 from carve.captioners.prompts import Prompt, load_prompt
 from carve.core.config import CaptionConfig
 from carve.core.errors import CarveError
-from carve.core.log import get_logger
-
-log = get_logger("carve.captioners.openai")
 
 MAX_CAPTION_WORDS = 24
+# the longest server-directed wait (Retry-After) the openai client honours between attempts
+MAX_RETRY_WAIT_S = 120.0
 
 _PREFIX_RE = re.compile(r"^\s*(?:caption|answer|description|action|event(?:\s*\d+)?)\s*[:\-–]\s*", re.I)
 
@@ -81,13 +83,19 @@ def build_messages(prompt: Prompt, view: EventView, previous_caption: str) -> li
     return [{"role": "system", "content": prompt.system}, {"role": "user", "content": content}]
 
 
+def event_deadline_s(cfg: CaptionConfig) -> float:
+    """The most one event may take over all its attempts: 1.5 x the timeout per attempt plus the waits."""
+    return (cfg.max_retries + 1) * cfg.timeout_s * 1.5 + cfg.max_retries * MAX_RETRY_WAIT_S
+
+
 def _retryable(exc: BaseException) -> bool:
+    """Whether the openai client retries this error (so a failure means every attempt was used)."""
     import openai
 
-    if isinstance(exc, openai.APITimeoutError | openai.APIConnectionError | asyncio.TimeoutError):
+    if isinstance(exc, openai.APITimeoutError | openai.APIConnectionError):
         return True
     if isinstance(exc, openai.APIStatusError):
-        return exc.status_code == 429 or exc.status_code >= 500
+        return exc.status_code in (408, 409, 429) or exc.status_code >= 500
     return False
 
 
@@ -156,7 +164,8 @@ class OpenAICaptioner(Captioner):
         import openai
 
         return openai.AsyncOpenAI(
-            base_url=self.cfg.base_url, api_key=self.api_key, timeout=self.cfg.timeout_s, max_retries=0
+            base_url=self.cfg.base_url, api_key=self.api_key, timeout=self.cfg.timeout_s,
+            max_retries=self.cfg.max_retries,
         )
 
     async def _resolve_model(self, client: Any) -> str:
@@ -195,28 +204,22 @@ class OpenAICaptioner(Captioner):
     async def _event(self, client: Any, sem: asyncio.Semaphore, view: EventView, previous: str) -> CaptionResult:
         messages = build_messages(self.prompt, view, previous)
         attempts = self.cfg.max_retries + 1
-        last: BaseException | None = None
-        for attempt in range(attempts):
-            try:
-                async with sem:
-                    resp = await asyncio.wait_for(
-                        client.chat.completions.create(
-                            model=self.model, messages=messages, max_tokens=self.cfg.max_tokens,
-                            temperature=self.cfg.temperature,
-                        ),
-                        timeout=self.cfg.timeout_s * 1.5,
-                    )
-                return self._result(resp)
-            except Exception as e:
-                last = e
-                if not _retryable(e) or attempt == attempts - 1:
-                    break
-                delay = self.cfg.backoff_s * (2**attempt)
-                log.debug("retrying %s after %s (attempt %d/%d)", view.label, _describe(e), attempt + 1, attempts)
-                await asyncio.sleep(delay)
-        assert last is not None
-        tries = f" after {attempts} attempts" if _retryable(last) and attempts > 1 else ""
-        return CaptionResult.failure(f"{view.label}: {_describe(last)}{tries}")
+        deadline = event_deadline_s(self.cfg)
+        try:
+            async with sem:
+                resp = await asyncio.wait_for(
+                    client.chat.completions.create(
+                        model=self.model, messages=messages, max_tokens=self.cfg.max_tokens,
+                        temperature=self.cfg.temperature,
+                    ),
+                    timeout=deadline,
+                )
+        except TimeoutError:  # our overall deadline, not the client's per-request timeout
+            return CaptionResult.failure(f"{view.label}: no reply within {deadline:g} s over {attempts} attempts")
+        except Exception as e:
+            tries = f" after {attempts} attempts" if _retryable(e) and attempts > 1 else ""
+            return CaptionResult.failure(f"{view.label}: {_describe(e)}{tries}")
+        return self._result(resp)
 
     @staticmethod
     def _result(resp: Any) -> CaptionResult:

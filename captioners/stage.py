@@ -1,7 +1,7 @@
 """The caption stage of `carve run`: `CaptionStage(cfg)(table) -> table`.
 
 Takes a `pa.Table` of schema-v1 event rows holding whole episodes, captions them with the
-captioner `cfg.backend` names (`captioners.base.make_captioner`) and returns the same rows,
+captioner `cfg.backend` names (`captioners.registry.make_captioner`) and returns the same rows,
 in the same order, with `caption`, `next_caption` (the following event's caption in the same
 episode, "" for the last), `caption_model` and `caption_status` ("ok" / "empty" /
 "failed: <reason>") filled. Rows are never dropped; a failed event keeps an empty caption.
@@ -10,8 +10,8 @@ episode, "" for the last), `caption_model` and `caption_status` ("ok" / "empty" 
 from __future__ import annotations
 
 import pyarrow as pa
-
-from carve.captioners.base import Captioner, link_next_captions, make_captioner, views_from_table
+from carve.captioners.base import Captioner, link_next_captions, views_from_table
+from carve.captioners.registry import make_captioner
 from carve.core.config import CaptionConfig
 from carve.core.log import get_logger
 

@@ -23,13 +23,14 @@ def eval_captions(args: argparse.Namespace) -> int:
     from carve.cli.main import load_config
     from carve.ingest.eval_segments import load_truth
     from carve.storage.events import read_events
+    from carve.storage.root import open_root
 
     cfg = load_config(args)
     try:
         truth = load_truth(args.truth)
     except (FileNotFoundError, ValueError) as e:
         raise CarveError(str(e)) from e
-    table = read_events(cfg.root, columns=EVENT_COLUMNS)
+    table = read_events(open_root(cfg.root), columns=EVENT_COLUMNS)
     if table.num_rows == 0:
         raise CarveError(f"no events in the catalog at {cfg.root}; run `carve run` first")
     report = evaluate(table.select(EVENT_COLUMNS).to_pylist(), truth)

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from carve.clustering.balance import POLICIES
+from carve.storage.root import open_root
 
 
 def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
@@ -32,29 +33,31 @@ def _drift_line(d: dict[str, Any] | None) -> str:
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
+    from carve.cli.main import load_config
     from carve.clustering.curate import assign_new, cluster_catalog, coverage_drift
     from carve.clustering.versions import latest_version
-    from carve.cli.main import load_config
 
     cfg = load_config(args)
-    if latest_version(cfg.root, "clusters") is None:
-        v, action = cluster_catalog(cfg), "clustered"
+    root = open_root(cfg.root)
+    if latest_version(root, "clusters") is None:
+        v, action = cluster_catalog(root, cfg), "clustered"
     else:
-        v, action = assign_new(cfg), "assigned new events to"
-    d = coverage_drift(cfg, v)
+        v, action = assign_new(root, cfg), "assigned new events to"
+    d = coverage_drift(root, cfg, v)
     _emit(args, {"clusters_version": v, "action": action, "drift": d},
           f"{action} clusters v{v:03d}: {cfg.root}/clusters/v{v:03d}/\n{_drift_line(d)}")
     return 0
 
 
 def cmd_recluster(args: argparse.Namespace) -> int:
+    from carve.cli.main import load_config
     from carve.clustering.curate import recluster
     from carve.clustering.versions import load_clustering
-    from carve.cli.main import load_config
 
     cfg = load_config(args)
-    v = recluster(cfg)
-    meta = load_clustering(cfg.root, v).meta
+    root = open_root(cfg.root)
+    v = recluster(root, cfg)
+    meta = load_clustering(root, v).meta
     _emit(args, {"clusters_version": v, "meta": meta},
           f"clusters v{v:03d}: k={meta['k']} levels={meta['levels']} over {meta['n_events']} events, "
           f"{meta['n_duplicates']} near-duplicates" + (f"\n  note: {meta['k_note']}" if meta.get("k_note") else ""))
@@ -66,12 +69,12 @@ def _num(v: float | None, spec: str) -> str:
 
 
 def cmd_shard(args: argparse.Namespace) -> int:
-    from carve.clustering.curate import cut_shards
     from carve.cli.main import load_config
+    from carve.clustering.curate import cut_shards
     from carve.storage.manifest import read_manifest
 
     cfg = load_config(args)
-    v = cut_shards(cfg, policy=args.policy, total=args.total)
+    v = cut_shards(open_root(cfg.root), cfg, policy=args.policy, total=args.total)
     m = read_manifest(cfg.root, v)
     m.pop("_dir", None)
     b, a = m["stats"]["before"], m["stats"]["after"]
@@ -85,11 +88,11 @@ def cmd_shard(args: argparse.Namespace) -> int:
 
 
 def cmd_versions(args: argparse.Namespace) -> int:
-    from carve.clustering.curate import versions_summary
     from carve.cli.main import load_config
+    from carve.clustering.curate import versions_summary
 
     cfg = load_config(args)
-    s = versions_summary(cfg)
+    s = versions_summary(open_root(cfg.root), cfg)
     lines = ["clusters:"]
     for r in s["clusters"]:
         m = r["meta"]

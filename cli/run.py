@@ -6,6 +6,7 @@ import argparse
 import json
 import signal
 import sys
+from typing import Any
 
 from carve.pipeline.run import Cancelled, run_pipeline
 
@@ -40,6 +41,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         for ep, err in s.failures:
             print(f"  quarantined {ep}: {err}")
+        if s.stages:
+            print(format_stages(s.stages))
         print(f"events:  {cfg.root}/events/" + (f"batch={s.batch}/" if s.batch else ""))
         if s.clusters_version is not None:
             print(f"clusters: {cfg.root}/clusters/v{s.clusters_version:03d}/")
@@ -48,12 +51,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 3 if s.episodes_failed else 0
 
 
+def format_stages(stages: dict[str, dict[str, Any]]) -> str:
+    """The per-step table of a run summary."""
+    lines = [f"  {'step':<16} {'episodes':>8} {'events':>7} {'failed':>6} {'seconds':>8}"]
+    for name, s in stages.items():
+        lines.append(f"  {name:<16} {s.get('episodes', ''):>8} {s.get('events', ''):>7} "
+                     f"{s.get('failures', ''):>6} {s.get('seconds', 0.0):>8.2f}")
+    return "\n".join(lines)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from carve.cli.main import load_config
-    from carve.storage.catalog import Catalog
+    from carve.storage.root import open_root
 
     cfg = load_config(args)
-    with Catalog(cfg.root) as cat:
+    with open_root(cfg.root) as root:
+        cat = root.catalog
         for d in cat.datasets():
             print(f"{d['name']}: {d['ok']} episodes ok, {d['failed']} quarantined, {d['events']} events ({d['source_uri']})")
         for rec in cat.episodes(status="failed"):

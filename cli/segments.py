@@ -14,6 +14,7 @@ from carve.ingest.eval_segments import (
     predictions_from_catalog,
     predictions_from_source,
 )
+from carve.storage.root import open_root
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -26,7 +27,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.source:
         predicted = predictions_from_source(args.source, cfg.segment, cfg.source, progress=not args.json)
     else:
-        predicted = predictions_from_catalog(cfg.root, args.dataset, hint=truth.get("dataset"))
+        predicted = predictions_from_catalog(open_root(cfg.root), args.dataset, hint=truth.get("dataset"))
     report = evaluate(truth, predicted, tol=args.tolerance)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0 if report["overall"] else 1

@@ -8,7 +8,6 @@ import sys
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
-
     from carve.cli.main import load_config
     from carve.service.app import create_app
     from carve.service.auth import TokenError
@@ -32,8 +31,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from carve.report.audit import write_report
     from carve.cli.main import load_config
+    from carve.report.audit import write_report
 
     cfg = load_config(args)
     path = write_report(cfg.root, args.out, dataset=args.dataset)

@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
-
 from carve.clustering.kmeans import ClusteringError
 
 PolicyName = Literal["uniform", "temperature", "hierarchical"]

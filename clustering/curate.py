@@ -1,10 +1,13 @@
 """Curation driver: cluster the catalog, assign new events, measure drift, cut balanced shards.
 
-    cluster_catalog(cfg) -> clusters version   all committed events -> hierarchical k-means + dedup
-    assign_new(cfg)      -> clusters version   unassigned events -> latest centroids, new part file
-    recluster(cfg)       -> clusters version   a fresh clustering of everything (old ones kept)
-    coverage_drift(cfg)  -> dict               how far new events sit from the centroids vs. training
-    cut_shards(cfg)      -> shards version     balance + write shards + manifest (last)
+    cluster_catalog(root, cfg) -> clusters version   all committed events -> hierarchical k-means + dedup
+    assign_new(root, cfg)      -> clusters version   unassigned events -> latest centroids, new part file
+    recluster(root, cfg)       -> clusters version   a fresh clustering of everything (old ones kept)
+    coverage_drift(root, cfg)  -> dict               how far new events sit from the centroids vs. training
+    cut_shards(root, cfg)      -> shards version     balance + write shards + manifest (last)
+
+`root` is the opened root handle (`carve.storage.root.Root`): its filesystem and catalog are
+used as they are, never resolved again here.
 
 Versions are recorded in the catalog (`versions` table) as they are finished. Nothing here
 re-captions or re-embeds: it reads the `emb` column of the event catalog.
@@ -21,7 +24,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-
 from carve.clustering.balance import BalancePolicy, balance, balance_stats
 from carve.clustering.dedup import mark_against_existing, mark_duplicates
 from carve.clustering.hierarchical import auto_levels, build_hierarchy
@@ -44,10 +46,10 @@ from carve.clustering.versions import (
 )
 from carve.core.config import CarveConfig
 from carve.core.log import get_logger, log_event
-from carve.storage.catalog import Catalog
 from carve.storage.events import iter_events, read_events, snapshot
 from carve.storage.gather import gather_parts
 from carve.storage.manifest import build_manifest, utc_now, write_manifest
+from carve.storage.root import Root
 from carve.storage.schema import EVENT_SCHEMA
 from carve.storage.shards import write_shard_parts
 
@@ -56,7 +58,7 @@ log = get_logger("carve.clustering.curate")
 _KEY_COLS = ["event_id", "episode_id", "dataset", "emb"]
 
 
-def _embedded(root: str) -> tuple[list[str], list[str], list[str], pa.ChunkedArray]:
+def _embedded(root: Root) -> tuple[list[str], list[str], list[str], pa.ChunkedArray]:
     t = read_events(root, columns=_KEY_COLS)
     return (
         t.column("event_id").to_pylist(),
@@ -85,9 +87,9 @@ def _dist_summary(dist: np.ndarray) -> dict[str, float]:
     return {"mean": float(d.mean()), "p50": float(np.median(d)), "p95": float(np.quantile(d, 0.95))}
 
 
-def cluster_catalog(cfg: CarveConfig) -> int:
+def cluster_catalog(root: Root, cfg: CarveConfig) -> int:
     """Cluster every committed event into a new clusters version; return its number."""
-    root, cc = cfg.root, cfg.cluster
+    cc = cfg.cluster
     ids, episodes, datasets, emb = _embedded(root)
     n = len(ids)
     if n == 0:
@@ -117,18 +119,17 @@ def cluster_catalog(cfg: CarveConfig) -> int:
         "config": cc.model_dump(),
     }
     vdir = save_clustering(root, version, hier, meta, _assignment_table(ids, episodes, datasets, labels, paths, dist, dup_of))
-    with Catalog(root) as cat:
-        cat.record_version("clusters", version, vdir, {k: meta[k] for k in ("k", "levels", "n_events", "n_duplicates")})
+    root.catalog.record_version("clusters", version, vdir, {k: meta[k] for k in ("k", "levels", "n_events", "n_duplicates")})
     log_event(log, "clustered", version=version, k=meta["k"], levels=meta["levels"], n=n)
     return version
 
 
-def recluster(cfg: CarveConfig) -> int:
+def recluster(root: Root, cfg: CarveConfig) -> int:
     """A fresh clustering of the whole catalog as a new version (earlier versions stay as they are)."""
-    return cluster_catalog(cfg)
+    return cluster_catalog(root, cfg)
 
 
-def _unique_assignments(root: str, version: int) -> pa.Table:
+def _unique_assignments(root: Root, version: int) -> pa.Table:
     asg = read_assignments(root, version)
     if asg.num_rows == 0:
         return asg
@@ -136,12 +137,11 @@ def _unique_assignments(root: str, version: int) -> pa.Table:
     return asg.take(pa.array(np.sort(first)))
 
 
-def assign_new(cfg: CarveConfig) -> int:
+def assign_new(root: Root, cfg: CarveConfig) -> int:
     """Assign committed events that the latest clustering has not seen to its centroids.
 
     They go into a new assignments part file (older ones are never touched), with near-dups
     marked against the existing representatives. Returns the clusters version (unchanged)."""
-    root = cfg.root
     cl = load_clustering(root)
     asg = _unique_assignments(root, cl.version)
     seen = set(asg.column("event_id").to_pylist())
@@ -179,26 +179,26 @@ def assign_new(cfg: CarveConfig) -> int:
         root, cl.version,
         _assignment_table(new_ids, [episodes[i] for i in pos], [datasets[i] for i in pos], labels, paths, dist, dup_of),
     )
-    drift = coverage_drift(cfg, cl.version)
-    with Catalog(root) as cat:
-        rec = next((r for r in cat.versions("clusters") if int(r["version"]) == cl.version), None)
-        meta = dict(rec["meta"]) if rec else {}
-        meta.update(n_assigned_later=drift["new_events"], drift=drift)
-        cat.record_version("clusters", cl.version, rec["path"] if rec else cl.path, meta)
+    drift = coverage_drift(root, cfg, cl.version)
+    cat = root.catalog
+    rec = next((r for r in cat.versions("clusters") if int(r["version"]) == cl.version), None)
+    meta = dict(rec["meta"]) if rec else {}
+    meta.update(n_assigned_later=drift["new_events"], drift=drift)
+    cat.record_version("clusters", cl.version, rec["path"] if rec else cl.path, meta)
     log_event(log, "assigned", version=cl.version, n=len(new_ids), part=path, drift_ratio=drift["ratio"])
     if drift["recommend_recluster"]:
         log_event(log, "recluster_recommended", logging.WARNING, version=cl.version, reason=drift["reason"])
     return cl.version
 
 
-def coverage_drift(cfg: CarveConfig, version: int | None = None) -> dict[str, Any]:
+def coverage_drift(root: Root, cfg: CarveConfig, version: int | None = None) -> dict[str, Any]:
     """How well the clustering still covers the catalog.
 
     `ratio` = mean centroid distance (1 - cos) of events assigned after training / that of
     the training events. Near 1: new data looks like the old; well above 1 (>= cluster.
     recluster_drift_ratio), or more new events than training ones: recluster."""
-    cl = load_clustering(cfg.root, version)
-    asg = _unique_assignments(cfg.root, cl.version)
+    cl = load_clustering(root, version)
+    asg = _unique_assignments(root, cl.version)
     parts = np.asarray(asg.column("part").to_pylist(), dtype=object)
     dist = asg.column("cluster_dist").to_numpy(zero_copy_only=False).astype(np.float64)
     train = parts == INITIAL_PART
@@ -239,20 +239,20 @@ def _emb_dims(t: pa.Table) -> dict[str, int]:
     return out
 
 
-def _sources(root: str, datasets: set[str]) -> list[dict[str, Any]]:
-    with Catalog(root) as cat:
-        out = []
-        for d in cat.datasets():
-            if d["name"] not in datasets:
-                continue
-            fps = sorted(f"{r.episode_id}:{r.fingerprint}" for r in cat.episodes(dataset=d["name"], status="ok"))
-            out.append({
-                "dataset": d["name"], "source_uri": d["source_uri"], "format": d["format"],
-                "fingerprint": hashlib.sha256("\n".join(fps).encode()).hexdigest()[:32],
-            })
-        known = {s["dataset"] for s in out}
-        out += [{"dataset": d, "source_uri": None, "fingerprint": None} for d in sorted(datasets - known)]
-        return out
+def _sources(root: Root, datasets: set[str]) -> list[dict[str, Any]]:
+    cat = root.catalog
+    out = []
+    for d in cat.datasets():
+        if d["name"] not in datasets:
+            continue
+        fps = sorted(f"{r.episode_id}:{r.fingerprint}" for r in cat.episodes(dataset=d["name"], status="ok"))
+        out.append({
+            "dataset": d["name"], "source_uri": d["source_uri"], "format": d["format"],
+            "fingerprint": hashlib.sha256("\n".join(fps).encode()).hexdigest()[:32],
+        })
+    known = {s["dataset"] for s in out}
+    out += [{"dataset": d, "source_uri": None, "fingerprint": None} for d in sorted(datasets - known)]
+    return out
 
 
 def _policy(cfg: CarveConfig, policy: str | BalancePolicy | None) -> BalancePolicy:
@@ -262,19 +262,19 @@ def _policy(cfg: CarveConfig, policy: str | BalancePolicy | None) -> BalancePoli
     return BalancePolicy(name=policy or sc.policy, temperature=sc.temperature, max_repeat=sc.max_repeat, seed=sc.seed)
 
 
-def cut_shards(cfg: CarveConfig, policy: str | BalancePolicy | None = None, total: int | None = None) -> int:
+def cut_shards(root: Root, cfg: CarveConfig, policy: str | BalancePolicy | None = None, total: int | None = None) -> int:
     """Balance the catalog over the latest clustering and write a new shards version; return it.
 
     Events not yet assigned are assigned first (`assign_new`). Near-duplicates are left out
     unless `shard.include_duplicates`. `total` (default `shard.total_events`, else the number
     of eligible events) is the number of rows across all shards."""
-    root, sc = cfg.root, cfg.shard
+    sc = cfg.shard
     pol = _policy(cfg, policy)
     cl = load_clustering(root)
     # the catalog as of now: every read below sees these rows in this order (another job may be
     # committing episodes meanwhile); assign_new runs after it, so all of them have assignments
     snap = snapshot(root)
-    assign_new(cfg)
+    assign_new(root, cfg)
     ids = read_events(root, columns=["event_id", "dataset"], snap=snap)
     if ids.num_rows == 0:
         raise ClusteringError(f"{root}: the event catalog has no committed events to shard")
@@ -316,7 +316,7 @@ def cut_shards(cfg: CarveConfig, policy: str | BalancePolicy | None = None, tota
     first = next(parts)  # runs the spill pass, so `dims` is complete before any shard is written
     version = claim_version(root, "shards")
     vdir = version_dir(root, "shards", version)
-    shards = write_shard_parts(itertools.chain([first], parts), vdir,
+    shards = write_shard_parts(itertools.chain([first], parts), root, vdir,
                                row_group_size=min(sc.row_group_size, sc.rows_per_shard),
                                compression=sc.compression, emb_dims=dims,
                                progress=cfg.ray.progress and len(rows) > 50_000,
@@ -337,22 +337,21 @@ def cut_shards(cfg: CarveConfig, policy: str | BalancePolicy | None = None, tota
         unique_events=len(set(rows.tolist())),
         extra={"requested_rows": want, "eligible_events": n_eligible, "duplicates_excluded": int((~eligible).sum())},
     )
-    write_manifest(vdir, manifest)
-    with Catalog(root) as cat:
-        cat.record_version("shards", version, vdir, {
-            "clusters_version": cl.version, "policy": pol.name, "total_rows": manifest["total_rows"],
-            "shards": len(shards), "entropy_after": manifest["stats"]["after"]["entropy"],
-        })
+    write_manifest(root.uri_of(vdir), manifest)
+    root.catalog.record_version("shards", version, vdir, {
+        "clusters_version": cl.version, "policy": pol.name, "total_rows": manifest["total_rows"],
+        "shards": len(shards), "entropy_after": manifest["stats"]["after"]["entropy"],
+    })
     log_event(log, "sharded", version=version, rows=manifest["total_rows"], shards=len(shards), policy=pol.name)
     return version
 
 
-def versions_summary(cfg: CarveConfig) -> dict[str, Any]:
+def versions_summary(root: Root, cfg: CarveConfig) -> dict[str, Any]:
     """Clusters and shards versions recorded in the catalog, plus the latest clustering's drift."""
-    with Catalog(cfg.root) as cat:
-        out: dict[str, Any] = {"clusters": cat.versions("clusters"), "shards": cat.versions("shards")}
+    cat = root.catalog
+    out: dict[str, Any] = {"clusters": cat.versions("clusters"), "shards": cat.versions("shards")}
     try:
-        out["drift"] = coverage_drift(cfg)
+        out["drift"] = coverage_drift(root, cfg)
     except ClusteringError:
         out["drift"] = None
     return out

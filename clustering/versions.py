@@ -24,19 +24,9 @@ import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-
 from carve.clustering.hierarchical import Hierarchy
 from carve.clustering.kmeans import ClusteringError, build_index
-from carve.storage.fs import (
-    atomic_write_bytes,
-    atomic_write_table,
-    exists,
-    is_local,
-    join,
-    list_files,
-    read_bytes,
-    resolve,
-)
+from carve.storage.root import Root
 
 CLUSTERS_FORMAT = "carve.clusters"
 CLUSTERS_VERSION = 1
@@ -57,65 +47,49 @@ ASSIGNMENT_SCHEMA = pa.schema(
 )
 
 
-def kind_dir(root: str, kind: str) -> str:
+def _check_kind(kind: str) -> str:
     if kind not in ("clusters", "shards"):
         raise ValueError(f"unknown version kind {kind!r}")
-    return join(str(root), kind)
+    return kind
 
 
-def version_dir(root: str, kind: str, version: int) -> str:
-    return join(kind_dir(root, kind), f"v{int(version):03d}")
+def version_dir(root: Root, kind: str, version: int) -> str:
+    """The folder (a path on `root.fs`) of one version."""
+    return root.path(_check_kind(kind), f"v{int(version):03d}")
 
 
-def _numbered_dirs(root: str, kind: str) -> list[int]:
-    import pyarrow.fs as pafs
-
-    fs, path = resolve(kind_dir(root, kind))
-    if not exists(fs, path):
-        return []
-    out = []
-    for info in fs.get_file_info(pafs.FileSelector(path, recursive=False)):
-        m = _VDIR.match(info.base_name)
-        if info.type == pafs.FileType.Directory and m:
-            out.append(int(m.group(1)))
-    return sorted(out)
+def _numbered_dirs(root: Root, kind: str) -> list[int]:
+    return sorted(int(m.group(1)) for name in root.list_dirs(_check_kind(kind)) if (m := _VDIR.match(name)))
 
 
-def complete_versions(root: str, kind: str) -> list[int]:
+def complete_versions(root: Root, kind: str) -> list[int]:
     """Versions whose final marker (clusters: meta.json, shards: manifest.json) exists."""
     marker = "meta.json" if kind == "clusters" else "manifest.json"
-    fs, _ = resolve(str(root))
-    return [v for v in _numbered_dirs(root, kind) if exists(fs, resolve(join(version_dir(root, kind, v), marker))[1])]
+    return [v for v in _numbered_dirs(root, kind) if root.exists(kind, f"v{v:03d}", marker)]
 
 
-def latest_version(root: str, kind: str) -> int | None:
+def latest_version(root: Root, kind: str) -> int | None:
     done = complete_versions(root, kind)
     return done[-1] if done else None
 
 
-def next_version(root: str, kind: str) -> int:
+def next_version(root: Root, kind: str) -> int:
     """One more than any version on disk (complete or not) or recorded in the catalog."""
-    from carve.storage.catalog import Catalog
-
     seen = list(_numbered_dirs(root, kind))
-    fs, path = resolve(str(root))
-    if exists(fs, join(path, "catalog.sqlite")):
-        with Catalog(path) as cat:
-            seen += [int(r["version"]) for r in cat.versions(kind)]
+    seen += [int(r["version"]) for r in root.catalog.versions(kind)]
     return max(seen, default=0) + 1
 
 
-def claim_version(root: str, kind: str) -> int:
+def claim_version(root: Root, kind: str) -> int:
     """`next_version`, with its folder created exclusively on local disks, so two processes
     cutting shards (or clustering) at once never get the same number."""
     import os
 
-    fs, _ = resolve(str(root))
     v = next_version(root, kind)
-    if not is_local(fs):
+    if not root.is_local:
         return v
     while True:
-        path = resolve(version_dir(root, kind, v))[1]
+        path = version_dir(root, kind, v)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         try:
             os.mkdir(path)
@@ -145,34 +119,33 @@ class Clustering:
 
 
 def save_clustering(
-    root: str, version: int, hierarchy: Hierarchy, meta: dict[str, Any], assignments: pa.Table
+    root: Root, version: int, hierarchy: Hierarchy, meta: dict[str, Any], assignments: pa.Table
 ) -> str:
     """Write a whole clustering version (meta.json last); return its folder."""
     vdir = version_dir(root, "clusters", version)
     centroids = np.ascontiguousarray(hierarchy.leaf_centroids, dtype=np.float32)
     buf = io.BytesIO()
     np.save(buf, centroids)
-    atomic_write_bytes(buf.getvalue(), join(vdir, "centroids.npy"))
-    atomic_write_bytes(bytes(faiss.serialize_index(build_index(centroids))), join(vdir, "index.faiss"))
-    atomic_write_bytes(json.dumps(hierarchy.to_json()).encode(), join(vdir, "hierarchy.json"))
+    root.write_bytes(f"{vdir}/centroids.npy", buf.getvalue())
+    root.write_bytes(f"{vdir}/index.faiss", bytes(faiss.serialize_index(build_index(centroids))))
+    root.write_bytes(f"{vdir}/hierarchy.json", json.dumps(hierarchy.to_json()).encode())
     write_assignments(root, version, assignments, key=INITIAL_PART[len("part-") : -len(".parquet")])
     full_meta = {"format": CLUSTERS_FORMAT, "clusters_format_version": CLUSTERS_VERSION, **meta}
-    atomic_write_bytes(json.dumps(full_meta, indent=2, sort_keys=True).encode(), join(vdir, "meta.json"))
+    root.write_bytes(f"{vdir}/meta.json", json.dumps(full_meta, indent=2, sort_keys=True).encode())
     return vdir
 
 
-def load_clustering(root: str, version: int | None = None) -> Clustering:
+def load_clustering(root: Root, version: int | None = None) -> Clustering:
     """Load a clustering version (default: the latest complete one)."""
     if version is None:
         version = latest_version(root, "clusters")
         if version is None:
             raise ClusteringError(f"{root}: no clustering yet; run `carve cluster` first")
     vdir = version_dir(root, "clusters", version)
-    fs, mpath = resolve(join(vdir, "meta.json"))
-    if not exists(fs, mpath):
+    if not root.exists("clusters", f"v{int(version):03d}", "meta.json"):
         raise ClusteringError(f"{vdir}: clustering version {version} does not exist or was never finished")
     try:
-        meta = json.loads(read_bytes(join(vdir, "meta.json")))
+        meta = json.loads(root.read_bytes(f"{vdir}/meta.json"))
     except json.JSONDecodeError as e:
         raise ClusteringError(f"{vdir}/meta.json: not valid JSON ({e})") from e
     if int(meta.get("clusters_format_version", 1)) > CLUSTERS_VERSION:
@@ -183,7 +156,7 @@ def load_clustering(root: str, version: int | None = None) -> Clustering:
 
     def load(name: str, parse: Callable[[bytes], Any]) -> Any:
         try:
-            return parse(read_bytes(join(vdir, name)))
+            return parse(root.read_bytes(f"{vdir}/{name}"))
         except ClusteringError:
             raise
         except (OSError, ValueError, RuntimeError) as e:  # missing/truncated file, bad JSON, faiss refusing bytes
@@ -198,27 +171,25 @@ def load_clustering(root: str, version: int | None = None) -> Clustering:
     return Clustering(version=int(version), path=vdir, centroids=centroids, hierarchy=hierarchy, meta=meta, index=index)
 
 
-def assignment_files(root: str, version: int) -> list[str]:
-    return list_files(join(version_dir(root, "clusters", version), "assignments"), ".parquet")
+def assignment_files(root: Root, version: int) -> list[str]:
+    return root.list_files("clusters", f"v{int(version):03d}", "assignments", suffix=".parquet")
 
 
-def write_assignments(root: str, version: int, table: pa.Table, key: str | None = None) -> str:
+def write_assignments(root: Root, version: int, table: pa.Table, key: str | None = None) -> str:
     """Write one new assignments part file (never overwriting an existing one); return its path."""
     key = key or time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    path = join(version_dir(root, "clusters", version), "assignments", f"part-{key}.parquet")
-    fs, p = resolve(path)
-    if exists(fs, p):
+    path = f"{version_dir(root, 'clusters', version)}/assignments/part-{key}.parquet"
+    if root.exists(root.relative(path)):
         raise ClusteringError(f"{path}: assignments part already exists; parts are never rewritten")
-    atomic_write_table(table.cast(ASSIGNMENT_SCHEMA), path)
+    root.write_table(path, table.cast(ASSIGNMENT_SCHEMA))
     return path
 
 
-def read_assignments(root: str, version: int) -> pa.Table:
+def read_assignments(root: Root, version: int) -> pa.Table:
     """All assignment parts of a version, with a `part` column (file name) appended."""
     tables = []
     for f in assignment_files(root, version):
-        fs, p = resolve(f)
-        t = pq.read_table(p, filesystem=fs).cast(ASSIGNMENT_SCHEMA)
+        t = pq.read_table(f, filesystem=root.fs).cast(ASSIGNMENT_SCHEMA)
         tables.append(t.append_column("part", pa.array([f.rpartition("/")[2]] * t.num_rows, pa.string())))
     if not tables:
         return ASSIGNMENT_SCHEMA.append(pa.field("part", pa.string())).empty_table()

@@ -5,13 +5,15 @@ One pydantic model (`CarveConfig`) with a section per stage. It loads from YAML
 (`--set segment.min_len_frames=6`, values parsed as YAML scalars). Unknown keys are
 rejected so a typo in a config file is an error, not a silent default.
 
-The trainer keeps its own dataclass config (`trainer/config.py`), in the nanoGPT style.
+`load_config(cls, path, overrides)` is that loading path for any pydantic model: the
+trainer's `TrainConfig` (`trainer/config.py`) is loaded through it too, so both configs
+share one override syntax, one validation and one error format.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -72,8 +74,7 @@ class CaptionConfig(_Section):
     api_key_env: str = "OPENAI_API_KEY"
     max_concurrency: int = Field(default=8, ge=1)
     timeout_s: float = Field(default=60.0, gt=0)
-    max_retries: int = Field(default=3, ge=0)
-    backoff_s: float = Field(default=0.5, ge=0)
+    max_retries: int = Field(default=3, ge=0)  # the openai client's own retries (Retry-After, jittered backoff)
     max_tokens: int = Field(default=64, ge=1)
     temperature: float = 0.0
     prompt_version: str = "v1"
@@ -151,37 +152,75 @@ class CarveConfig(_Section):
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: list[str] | None = None) -> CarveConfig:
         """Load YAML (if given) then apply `a.b.c=value` overrides; raise ConfigError with reasons."""
-        data: dict[str, Any] = {}
-        if path is not None:
-            p = Path(path)
-            if not p.exists():
-                raise ConfigError(f"config file {p} does not exist")
-            try:
-                loaded = yaml.safe_load(p.read_text()) or {}
-            except yaml.YAMLError as e:
-                raise ConfigError(f"config file {p} is not valid YAML: {e}") from e
-            if not isinstance(loaded, dict):
-                raise ConfigError(f"config file {p} must hold a mapping, got {type(loaded).__name__}")
-            data = loaded
-        for item in overrides or []:
-            apply_override(data, item)
-        try:
-            return cls.model_validate(data)
-        except ValidationError as e:
-            raise ConfigError(_format_validation(e)) from e
+        return load_config(cls, path, overrides)
 
     def with_overrides(self, overrides: dict[str, Any]) -> CarveConfig:
         """A copy with a nested dict of overrides merged in (used by the HTTP service)."""
         data = self.model_dump()
         _deep_merge(data, overrides)
-        try:
-            return CarveConfig.model_validate(data)
-        except ValidationError as e:
-            raise ConfigError(_format_validation(e)) from e
+        return validate_config(CarveConfig, data)
 
 
 class ConfigError(ValueError):
     """A config file or override that cannot be used; the message says which key and why."""
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_config(
+    cls: type[M],
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    *,
+    section: str | None = None,
+    error: type[ConfigError] = ConfigError,
+    what: str = "config",
+) -> M:
+    """Validate `cls` from a YAML file (if given) plus `dotted.key=value` overrides.
+
+    With `section`, a file that holds a mapping under that key is read from there (one file can
+    carry several configs) and a leading `section.` is dropped from override keys. Every problem
+    (missing or malformed file, bad override, unknown key, wrong type) raises `error` with a
+    message naming the key and the reason.
+    """
+    try:
+        data = _read_yaml(path) if path is not None else {}
+        if section is not None and isinstance(data.get(section), dict):
+            data = data[section]
+        prefix = f"{section}." if section is not None else None
+        for item in overrides or []:
+            if prefix is not None and item.lstrip().startswith(prefix):
+                item = item.lstrip()[len(prefix) :]
+            apply_override(data, item)
+    except ConfigError as e:
+        if isinstance(e, error):
+            raise
+        raise error(str(e)) from e
+    return validate_config(cls, data, error=error, what=what)
+
+
+def validate_config(
+    cls: type[M], data: dict[str, Any], *, error: type[ConfigError] = ConfigError, what: str = "config"
+) -> M:
+    """`cls.model_validate(data)`, with a pydantic ValidationError turned into `error` (key: reason)."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        raise error(_format_validation(e, what)) from e
+
+
+def _read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        loaded = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {p} is not valid YAML: {e}") from e
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {p} must hold a mapping, got {type(loaded).__name__}")
+    return loaded
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
@@ -213,9 +252,12 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
             base[k] = v
 
 
-def _format_validation(e: ValidationError) -> str:
+def _format_validation(e: ValidationError, what: str = "config") -> str:
     lines = []
     for err in e.errors():
         loc = ".".join(str(x) for x in err["loc"])
-        lines.append(f"{loc}: {err['msg']}")
-    return "invalid config: " + "; ".join(lines)
+        err_ctx = err.get("ctx") or {}
+        # a model-level check raises ValueError("key: reason"): show its text, not pydantic's prefix
+        msg = str(err_ctx["error"]) if err["type"] == "value_error" and "error" in err_ctx else err["msg"]
+        lines.append(f"{loc}: {msg}" if loc else msg)
+    return f"invalid {what}: " + "; ".join(lines)

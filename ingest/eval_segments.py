@@ -17,7 +17,6 @@ docs/FORMATS.md). Predictions come from the event catalog (`--root`) or from run
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 from collections.abc import Iterable
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from carve.storage.root import Root
 from scipy.optimize import linear_sum_assignment
 
 DEFAULT_TOLERANCE = 2
@@ -155,7 +155,7 @@ def load_truth(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def predictions_from_catalog(root: str, dataset: str | None = None, hint: str | None = None) -> dict[int, list[int]]:
+def predictions_from_catalog(root: Root, dataset: str | None = None, hint: str | None = None) -> dict[int, list[int]]:
     """episode_index -> internal boundaries, from the events in `<root>/events/`.
 
     `dataset` picks one dataset of the catalog (an error lists the choices); without it the
@@ -188,10 +188,9 @@ def predictions_from_catalog(root: str, dataset: str | None = None, hint: str | 
 def predictions_from_source(uri: str, seg_cfg: Any, src_cfg: Any | None = None,
                             progress: bool = True) -> dict[int, list[int]]:
     """episode_index -> internal boundaries, by running the segmenter on the dataset's signals."""
-    from tqdm import tqdm
-
     from carve.ingest.segment import segment_episode
     from carve.ingest.sources import load_episode, open_source
+    from tqdm import tqdm
 
     src = open_source(uri, getattr(src_cfg, "format", "auto") if src_cfg else "auto")
     refs = src.list_episodes()

@@ -31,7 +31,6 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-
 from carve.core.config import SegmentConfig
 
 EPISODE_START = "episode_start"

@@ -1,17 +1,21 @@
 """`carve run`: the whole DAG in one screen.
 
-    list episodes (driver)                      pipeline.sources.open_source
+    open the root once (driver)                 carve.storage.root.open_root
+    list episodes (driver)                      carve.ingest.sources.open_source
       -> skip episodes already ingested          catalog fingerprints
-      -> decode + segment      (Ray tasks)       pipeline.stages.decode_segment
-      -> caption               (Ray actors)      captioners.stage.CaptionStage
-      -> embed                 (Ray actors)      clustering.embed.EmbedStage
-      -> write event parts     (Ray tasks)       pipeline.stages.write_events -> <root>/events/
-      -> record episodes       (driver)          catalog.sqlite (ok / failed + reason)
-    cluster or assign          (driver, faiss)   clustering.curate
-    balance + shard            (driver)          clustering.curate.cut_shards -> <root>/shards/vNNN/
+      -> DecodeSegment         (Ray tasks)       pipeline.steps  (carve.ingest)
+      -> Caption               (Ray actors)      pipeline.steps  (carve.captioners)
+      -> Embed                 (Ray actors)      pipeline.steps  (carve.embedding)
+      -> WriteEvents           (Ray tasks)       pipeline.steps  -> <root>/events/
+      -> record episodes       (driver)          catalog (ok / failed + reason)
+    cluster or assign          (driver, faiss)   carve.clustering.curate
+    balance + shard            (driver)          carve.clustering.curate.cut_shards -> <root>/shards/vNNN/
 
-One bad episode is quarantined with its reason and the job carries on; part files are written
-atomically and an episode is recorded `ok` only after its part file is in place.
+One bad episode is quarantined with its reason and the job carries on (the one mechanism is
+`PipelineStep.__call__`); part files are written atomically and an episode is recorded `ok`
+only after its part file is in place. Each step's stats (episodes, events, seconds, failures)
+are added up here, printed in the run summary, kept in the service's job record and in the
+catalog's `runs` table, which the report shows.
 """
 
 from __future__ import annotations
@@ -19,11 +23,17 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carve.core.config import CarveConfig
+from carve.core.errors import CarveError
 from carve.core.log import get_logger, log_event
+from carve.pipeline.step import RunStats
 from carve.storage.catalog import Catalog
+from carve.storage.root import Root, open_root
+
+if TYPE_CHECKING:
+    from carve.pipeline.executor import Executor, StepSpec
 
 log = get_logger("run")
 
@@ -45,6 +55,7 @@ class RunSummary:
     shards_version: int | None = None
     failures: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -56,7 +67,7 @@ class JobReporter:
     def __init__(self, catalog: Catalog, job_id: str | None, interval_s: float = 2.0):
         self.catalog = catalog
         self.job_id = job_id
-        self.progress: dict[str, int] = {"episodes_total": 0, "episodes_done": 0, "episodes_failed": 0, "events": 0}
+        self.progress: dict[str, Any] = {"episodes_total": 0, "episodes_done": 0, "episodes_failed": 0, "events": 0}
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -75,9 +86,9 @@ class JobReporter:
                 except Exception:  # the heartbeat must never kill the run
                     pass
 
-    def stage(self, name: str, **progress: int) -> None:
+    def stage(self, name: str, **progress: Any) -> None:
         self.progress.update(progress)
-        log_event(log, "stage", stage=name, **self.progress)
+        log_event(log, "stage", stage=name, **{k: v for k, v in self.progress.items() if k != "stages"})
         if self.job_id:
             with self._lock:
                 self.catalog.update_job(self.job_id, stage=name, progress=dict(self.progress), heartbeat=time.time())
@@ -100,15 +111,29 @@ class JobReporter:
                 self.catalog.update_job(self.job_id, state=state, error=error, **fields)
 
 
-def ingest(cfg: CarveConfig, catalog: Catalog, reporter: JobReporter, summary: RunSummary) -> None:
-    """List, skip finished, decode+segment+caption+embed+write on Ray Data, record in the catalog."""
-    import ray.data
+def build_steps(cfg: CarveConfig, root: Root, batch_id: str) -> list[StepSpec]:
+    """The ingest DAG's steps for this config (optional dependencies checked here, on the driver)."""
+    from carve.pipeline.executor import StepSpec
+    from carve.pipeline.steps import Caption, DecodeSegment, Embed, WriteEvents
 
-    from carve.pipeline.ray_env import ensure_ray
+    Caption.check(cfg.caption)
+    Embed.check(cfg.embed)
+    return [
+        StepSpec(DecodeSegment, {"seg_cfg": cfg.segment, "src_cfg": cfg.source},
+                 concurrency=cfg.ray.decode_concurrency, batch_size=1),
+        StepSpec(Caption, {"cfg": cfg.caption}, concurrency=cfg.ray.caption_concurrency),
+        StepSpec(Embed, {"cfg": cfg.embed}, concurrency=cfg.ray.embed_concurrency),
+        StepSpec(WriteEvents, {"root": root, "batch_id": batch_id, "row_group_size": cfg.shard.row_group_size}),
+    ]
+
+
+def ingest(cfg: CarveConfig, root: Root, reporter: JobReporter, summary: RunSummary,
+           executor: Executor | None = None) -> None:
+    """List, skip finished, decode+segment+caption+embed+write (Ray Data by default), record in the catalog."""
     from carve.ingest.sources import open_source
-    from carve.pipeline.stages import CaptionStep, EmbedStep, decode_segment, write_events
     from carve.storage.events import new_batch_id
 
+    catalog = root.catalog
     reporter.stage("listing")
     src = open_source(
         cfg.source.uri, cfg.source.format, dataset=cfg.source.dataset,
@@ -127,33 +152,23 @@ def ingest(cfg: CarveConfig, catalog: Catalog, reporter: JobReporter, summary: R
     if not todo:
         return
 
-    ensure_ray(cfg.ray)
     batch_id = new_batch_id()
     summary.batch = batch_id
-    pool = ray.data.ActorPoolStrategy
-    ds = ray.data.from_items([r.to_row() for r in todo], override_num_blocks=len(todo))
-    ds = ds.map_batches(
-        decode_segment, fn_kwargs={"seg_cfg": cfg.segment, "src_cfg": cfg.source},
-        batch_size=1, batch_format="pyarrow", compute=ray.data.TaskPoolStrategy(size=cfg.ray.decode_concurrency),
-    )
-    ds = ds.map_batches(
-        CaptionStep, fn_constructor_kwargs={"cfg": cfg.caption},
-        batch_size=None, batch_format="pyarrow", compute=pool(size=cfg.ray.caption_concurrency),
-    )
-    ds = ds.map_batches(
-        EmbedStep, fn_constructor_kwargs={"cfg": cfg.embed},
-        batch_size=None, batch_format="pyarrow", compute=pool(size=cfg.ray.embed_concurrency),
-    )
-    ds = ds.map_batches(
-        write_events, fn_kwargs={"root": cfg.root, "batch_id": batch_id, "row_group_size": cfg.shard.row_group_size},
-        batch_size=None, batch_format="pyarrow",
-    )
-    for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+    steps = build_steps(cfg, root, batch_id)
+    stats = RunStats([s.name for s in steps])
+    if executor is None:
+        from carve.pipeline.executor import RayExecutor
+        from carve.pipeline.ray_env import ensure_ray
+
+        ensure_ray(cfg.ray)
+        executor = RayExecutor(cfg.ray)
+    for block in executor.run([r.to_row() for r in todo], steps):
         records = block.to_pylist()
         if not records:
             continue
         catalog.record_episodes(records, job_id=reporter.job_id)
         for r in records:
+            stats.add_episode(r["stats"], int(r["num_events"]))
             if r["status"] == "ok":
                 summary.episodes_ok += 1
                 summary.events += int(r["num_events"])
@@ -163,39 +178,44 @@ def ingest(cfg: CarveConfig, catalog: Catalog, reporter: JobReporter, summary: R
                 summary.failures.append((r["episode_id"], r["error"] or "unknown error"))
                 reporter.bump(episodes_done=1, episodes_failed=1)
                 log_event(log, "episode_quarantined", episode=r["episode_id"], error=r["error"])
-        reporter.stage("ingest")
+        summary.stages = stats.as_dict()
+        reporter.stage("ingest", stages=summary.stages)
 
 
-def curate(cfg: CarveConfig, catalog: Catalog, reporter: JobReporter, summary: RunSummary) -> None:
+def curate(cfg: CarveConfig, root: Root, reporter: JobReporter, summary: RunSummary) -> None:
     """Cluster (first time) or assign new events to the existing clustering, then cut shards."""
     from carve.clustering import curate as cur
 
+    catalog = root.catalog
     if not catalog.episodes(status="ok"):
         return
     reporter.stage("cluster")
+    t0 = time.perf_counter()
     if catalog.versions("clusters"):
-        summary.clusters_version = cur.assign_new(cfg)
+        summary.clusters_version = cur.assign_new(root, cfg)
     else:
-        summary.clusters_version = cur.cluster_catalog(cfg)
-    reporter.stage("shard")
-    summary.shards_version = cur.cut_shards(cfg)
+        summary.clusters_version = cur.cluster_catalog(root, cfg)
+    summary.stages["cluster"] = {"events": summary.events, "seconds": round(time.perf_counter() - t0, 3)}
+    reporter.stage("shard", stages=summary.stages)
+    t0 = time.perf_counter()
+    summary.shards_version = cur.cut_shards(root, cfg)
+    summary.stages["shard"] = {"seconds": round(time.perf_counter() - t0, 3)}
 
 
-def run_pipeline(cfg: CarveConfig, job_id: str | None = None, shard: bool = True) -> RunSummary:
+def run_pipeline(cfg: CarveConfig, job_id: str | None = None, shard: bool = True,
+                 executor: Executor | None = None) -> RunSummary:
     """Run ingest -> caption -> embed -> catalog -> cluster -> shard; return what happened."""
     if not cfg.source.uri:
-        from carve.core.errors import CarveError
-
         raise CarveError("no source given: pass --source DIR or set source.uri")
     t0 = time.time()
     summary = RunSummary()
-    with Catalog(cfg.root) as catalog:
-        reporter = JobReporter(catalog, job_id)
+    with open_root(cfg.root) as root:
+        reporter = JobReporter(root.catalog, job_id)
         try:
-            ingest(cfg, catalog, reporter, summary)
+            ingest(cfg, root, reporter, summary, executor)
             if shard:
-                curate(cfg, catalog, reporter, summary)
-            reporter.stage("done")
+                curate(cfg, root, reporter, summary)
+            reporter.stage("done", stages=summary.stages)
         except Cancelled:
             reporter.finish("cancelled", error="cancelled")
             raise
@@ -203,5 +223,7 @@ def run_pipeline(cfg: CarveConfig, job_id: str | None = None, shard: bool = True
             reporter.finish("failed", error=f"{type(e).__name__}: {e}")
             raise
         reporter.finish("succeeded")
-    summary.seconds = time.time() - t0
+        summary.seconds = time.time() - t0
+        if summary.batch:
+            root.catalog.record_run(summary.batch, summary.dataset, job_id, summary.seconds, summary.as_dict())
     return summary

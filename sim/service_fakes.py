@@ -60,6 +60,7 @@ def fabricate_root(
     from carve.storage.catalog import Catalog
     from carve.storage.events import write_event_part
     from carve.storage.fs import atomic_write_bytes, atomic_write_table
+    from carve.storage.root import open_root
     from carve.storage.schema import event_schema, events_to_table, make_event_id
 
     root = Path(root)
@@ -97,7 +98,7 @@ def fabricate_root(
                         "state": [[0.0] * 4 for _ in range(10)], "action": [[0.0] * 4 for _ in range(10)],
                         "emb": emb.tolist(), "_cluster": c,
                     })
-                write_event_part(str(root), batch, ep_id, events_to_table(rows))
+                write_event_part(open_root(root), batch, ep_id, events_to_table(rows))
                 all_rows += rows
                 records.append({"episode_id": ep_id, "dataset": ds, "episode_index": ep, "source_uri": f"/data/{ds}",
                                 "fingerprint": f"fp{ep}", "status": "ok", "num_events": len(rows), "batch": batch})

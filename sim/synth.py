@@ -26,12 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
-
 from carve.sim.lerobot_writer import EpisodeArrays, write_lerobot_dataset
 from carve.sim.scene import ACTION_NAMES, STATE_NAMES
 from carve.sim.tasks import TASK_TYPES, SimEpisode, run_episode
 from carve.storage.fs import atomic_write_bytes
+from tqdm import tqdm
 
 CAMERA_KEY = "observation.images.front"
 GROUND_TRUTH_FILE = "ground_truth_events.json"

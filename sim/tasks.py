@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
 from carve.sim.scene import COLORS, GRIPPER_MAX, SHAPES, Scene, SceneObject
 
 PHASE_NAMES = ("reach", "grasp", "lift", "move", "place", "release", "retreat", "push")

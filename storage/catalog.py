@@ -17,7 +17,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from carve.core.errors import CarveError
+
+if TYPE_CHECKING:
+    from carve.storage.root import Root
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets (
@@ -56,6 +61,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS runs (
+    batch TEXT PRIMARY KEY,          -- the ingest batch a `carve run` wrote
+    dataset TEXT NOT NULL,
+    job_id TEXT,
+    seconds REAL NOT NULL,
+    summary TEXT NOT NULL,           -- JSON: counts, failures and per-step stats
+    created_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS versions (
     kind TEXT NOT NULL,              -- clusters | shards
     version INTEGER NOT NULL,
@@ -95,6 +108,16 @@ class Catalog:
         self._conn.execute("PRAGMA busy_timeout=30000")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(_SCHEMA)
+
+    @classmethod
+    def for_root(cls, root: Root) -> Catalog:
+        """The catalog of an opened root (SQLite at `<root>/catalog.sqlite`)."""
+        if not root.is_local:
+            raise CarveError(
+                f"root {root.uri}: the embedded SQLite catalog needs a local root directory; "
+                "an object-store root needs a catalog server"
+            )
+        return cls(root.base)
 
     def close(self) -> None:
         self._conn.close()
@@ -325,6 +348,25 @@ class Catalog:
                 "INSERT OR REPLACE INTO versions(kind, version, path, meta, created_at) VALUES (?,?,?,?,?)",
                 (kind, int(version), path, json.dumps(meta or {}), time.time()),
             )
+
+    # -- runs -------------------------------------------------------------------------
+    def record_run(self, batch: str, dataset: str, job_id: str | None, seconds: float,
+                   summary: dict[str, Any]) -> None:
+        """Keep what one `carve run` did (per-step stats included) for the report and `carve status`."""
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO runs (batch, dataset, job_id, seconds, summary, created_at) VALUES (?,?,?,?,?,?)",
+                (batch, dataset, job_id, float(seconds), json.dumps(summary), time.time()),
+            )
+
+    def runs(self, dataset: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest runs first, each with its decoded summary."""
+        q, args = "SELECT * FROM runs", []
+        if dataset is not None:
+            q += " WHERE dataset = ?"
+            args.append(dataset)
+        rows = self._conn.execute(q + " ORDER BY created_at DESC LIMIT ?", [*args, limit]).fetchall()
+        return [{**dict(r), "summary": json.loads(r["summary"])} for r in rows]
 
     def versions(self, kind: str) -> list[dict[str, Any]]:
         rows = self._conn.execute(

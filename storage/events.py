@@ -17,13 +17,10 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from carve.storage.fs import atomic_write_table, join, list_files, resolve
+from carve.storage.root import Root
 from carve.storage.schema import EVENT_SCHEMA, check_schema, conform
 
-
-def events_dir(root: str) -> str:
-    return join(str(root), "events")
+EVENTS_DIR = "events"
 
 
 def new_batch_id() -> str:
@@ -31,35 +28,32 @@ def new_batch_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
-def part_path(root: str, batch: str, key: str) -> str:
+def part_path(root: Root, batch: str, key: str) -> str:
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in key)
-    return join(events_dir(root), f"batch={batch}", f"part-{safe}.parquet")
+    return root.path(EVENTS_DIR, f"batch={batch}", f"part-{safe}.parquet")
 
 
-def write_event_part(root: str, batch: str, key: str, table: pa.Table, row_group_size: int = 256) -> str:
+def write_event_part(root: Root, batch: str, key: str, table: pa.Table, row_group_size: int = 256) -> str:
     """Atomically write one part file of events (conformed to schema v1); return its path."""
     path = part_path(root, batch, key)
-    atomic_write_table(conform(table, EVENT_SCHEMA), path, row_group_size=row_group_size)
+    root.write_table(path, conform(table, EVENT_SCHEMA), row_group_size=row_group_size)
     return path
 
 
-def event_files(root: str, batches: list[str] | None = None) -> list[str]:
-    files = list_files(events_dir(root), ".parquet")
+def event_files(root: Root, batches: list[str] | None = None) -> list[str]:
+    files = root.list_files(EVENTS_DIR, suffix=".parquet")
     if batches is None:
         return files
     wanted = {f"batch={b}" for b in batches}
     return [f for f in files if any(seg in wanted for seg in f.split("/"))]
 
 
-def committed_parts(root: str) -> dict[str, set[str]]:
+def committed_parts(root: Root) -> dict[str, set[str]]:
     """batch -> episode_ids the catalog records as `ok` in that batch."""
-    from carve.storage.catalog import Catalog
-
     out: dict[str, set[str]] = {}
-    with Catalog(root) as cat:
-        for rec in cat.episodes(status="ok"):
-            if rec.batch:
-                out.setdefault(rec.batch, set()).add(rec.episode_id)
+    for rec in root.catalog.episodes(status="ok"):
+        if rec.batch:
+            out.setdefault(rec.batch, set()).add(rec.episode_id)
     return out
 
 
@@ -81,12 +75,12 @@ class EventSnapshot:
     committed: dict[str, set[str]] | None
 
 
-def snapshot(root: str, batches: list[str] | None = None, committed_only: bool = True) -> EventSnapshot:
+def snapshot(root: Root, batches: list[str] | None = None, committed_only: bool = True) -> EventSnapshot:
     return EventSnapshot(tuple(event_files(root, batches)), committed_parts(root) if committed_only else None)
 
 
 def iter_events(
-    root: str,
+    root: Root,
     columns: list[str] | None = None,
     batches: list[str] | None = None,
     filter_episodes: set[str] | None = None,
@@ -104,7 +98,6 @@ def iter_events(
     else:
         read_cols = want_cols
     wanted_eps = set(filter_episodes) if filter_episodes is not None else None
-    fs, _ = resolve(root)
     for f in files:
         allowed: set[str] | None = None
         if committed is not None:
@@ -113,7 +106,7 @@ def iter_events(
                 continue
         if wanted_eps is not None:
             allowed = wanted_eps if allowed is None else allowed & wanted_eps
-        pf = pq.ParquetFile(f, filesystem=fs)
+        pf = pq.ParquetFile(f, filesystem=root.fs)
         check_schema(pf.schema_arrow, f)
         t = pf.read(columns=read_cols)
         if allowed is not None:
@@ -128,7 +121,7 @@ def iter_events(
 
 
 def read_events(
-    root: str,
+    root: Root,
     columns: list[str] | None = None,
     batches: list[str] | None = None,
     filter_episodes: set[str] | None = None,

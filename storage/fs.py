@@ -1,9 +1,14 @@
 """Filesystems and atomic writes.
 
-Every path Carve writes is a pyarrow.fs URI (a local path by default, `s3://` for object
-stores). `atomic_write_table` and `atomic_write_bytes` write to a temporary name beside the
-target and rename it into place, so a crash never leaves a half-written file under a final
-name. On object stores, where a single PUT is already atomic, the object is written directly.
+Every path Carve writes is on a `pyarrow.fs` filesystem (local by default, `s3://` for object
+stores). The `*_at(fs, path, ...)` functions work on an already-resolved filesystem and path;
+a Carve root resolves once (`carve.storage.root.open_root`) and calls them through its handle.
+The URI forms (`atomic_write_table(table, uri)`, ...) resolve first, for one-off files outside
+a root (a simulated dataset, a source).
+
+`atomic_write_*` write to a temporary name beside the target and rename it into place, so a
+crash never leaves a half-written file under a final name. On object stores, where a single
+PUT is already atomic, the object is written directly.
 """
 
 from __future__ import annotations
@@ -48,15 +53,15 @@ def _tmp_name(path: str) -> str:
     return f"{head}/.tmp-{uuid.uuid4().hex[:8]}-{tail}"
 
 
-def atomic_write_table(
+def atomic_write_table_at(
+    fs: pafs.FileSystem,
+    path: str,
     table: pa.Table,
-    uri: str,
     *,
     row_group_size: int | None = None,
     compression: str = "zstd",
 ) -> int:
-    """Write `table` as Parquet at `uri` atomically; return the bytes written."""
-    fs, path = resolve(uri)
+    """Write `table` as Parquet at `path` on `fs` atomically; return the bytes written."""
     makedirs(fs, path.rpartition("/")[0])
     target = _tmp_name(path) if is_local(fs) else path
     try:
@@ -77,9 +82,8 @@ def atomic_write_table(
     return int(fs.get_file_info(path).size)
 
 
-def atomic_write_bytes(data: bytes, uri: str) -> None:
-    """Write bytes at `uri` atomically (temp name + rename on local filesystems)."""
-    fs, path = resolve(uri)
+def atomic_write_bytes_at(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    """Write bytes at `path` on `fs` atomically (temp name + rename on local filesystems)."""
     makedirs(fs, path.rpartition("/")[0])
     target = _tmp_name(path) if is_local(fs) else path
     try:
@@ -93,15 +97,13 @@ def atomic_write_bytes(data: bytes, uri: str) -> None:
         raise
 
 
-def read_bytes(uri: str) -> bytes:
-    fs, path = resolve(uri)
+def read_bytes_at(fs: pafs.FileSystem, path: str) -> bytes:
     with fs.open_input_stream(path) as f:
         return f.read()
 
 
-def list_files(uri: str, suffix: str = "") -> list[str]:
-    """Files below `uri` (recursively) ending in `suffix`, sorted; temp files are skipped."""
-    fs, path = resolve(uri)
+def list_files_at(fs: pafs.FileSystem, path: str, suffix: str = "") -> list[str]:
+    """Files below `path` (recursively) ending in `suffix`, sorted; temp files are skipped."""
     if not exists(fs, path):
         return []
     infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
@@ -111,3 +113,30 @@ def list_files(uri: str, suffix: str = "") -> list[str]:
         if i.type == pafs.FileType.File and i.path.endswith(suffix) and not i.base_name.startswith(".tmp-")
     ]
     return sorted(out)
+
+
+def list_dirs_at(fs: pafs.FileSystem, path: str) -> list[str]:
+    """Names of the directories directly below `path`, sorted ([] if `path` is missing)."""
+    if not exists(fs, path):
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=False))
+    return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+
+
+# -- URI forms, for files outside a Carve root ----------------------------------------------
+def atomic_write_table(table: pa.Table, uri: str, **kwargs: object) -> int:
+    fs, path = resolve(uri)
+    return atomic_write_table_at(fs, path, table, **kwargs)  # type: ignore[arg-type]
+
+
+def atomic_write_bytes(data: bytes, uri: str) -> None:
+    fs, path = resolve(uri)
+    atomic_write_bytes_at(fs, path, data)
+
+
+def read_bytes(uri: str) -> bytes:
+    return read_bytes_at(*resolve(uri))
+
+
+def list_files(uri: str, suffix: str = "") -> list[str]:
+    return list_files_at(*resolve(uri), suffix)

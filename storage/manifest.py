@@ -5,9 +5,12 @@ numbers of the shards and of the clustering they were cut from, the balancing po
 shard config, embedding sizes, every shard's relative path, row count, size and sha256, the
 per-cluster row counts and balance statistics before/after, the sources and the totals.
 
-`read_manifest` accepts a manifest file, a `shards/vNNN` folder or a Carve root (then the
-latest complete version, or `version=`), validates it and refuses a `manifest_version` or
-`schema_version` newer than this code knows, with a message naming the file.
+`read_manifest` accepts a manifest file, a `shards/vNNN` folder or a Carve root (a URI, a
+path or an opened `Root`; then the latest complete version, or `version=`), validates it and
+refuses a `manifest_version` or `schema_version` newer than this code knows, with a message
+naming the file. This is the only reader of the format: the trainer (`trainer.manifest`) and
+the coverage audit (`report.audit`) build their views on it, and `ManifestError` is the one
+error type for a manifest Carve cannot use.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import pyarrow.fs as pafs
-
-from carve.storage.fs import atomic_write_bytes, exists, join, read_bytes, resolve
+from carve.core.errors import CarveError
+from carve.storage.fs import atomic_write_bytes, join
+from carve.storage.root import Root, open_root
 from carve.storage.schema import SCHEMA_VERSION
 
 MANIFEST_FORMAT = "carve.manifest"
@@ -29,8 +34,8 @@ _VDIR = re.compile(r"^v(\d{3,})$")
 _REQUIRED = ("format", "manifest_version", "version", "schema_version", "shards", "total_rows")
 
 
-class ManifestError(ValueError):
-    """A manifest Carve cannot use; the message names the file and the reason."""
+class ManifestError(CarveError, ValueError):
+    """A manifest (or a shard it lists) Carve cannot use; the message names the file and the reason."""
 
 
 def utc_now() -> str:
@@ -96,7 +101,8 @@ def validate_manifest(m: Any, where: str) -> dict[str, Any]:
         )
     if sv > SCHEMA_VERSION:
         raise ManifestError(
-            f"{where}: shards use event schema v{sv}, this Carve reads up to v{SCHEMA_VERSION}; upgrade Carve"
+            f"{where}: schema_version {sv}: the shards use event schema v{sv}, this Carve reads up to "
+            f"v{SCHEMA_VERSION}; upgrade Carve"
         )
     if mv < 1 or sv < 1:
         raise ManifestError(f"{where}: unknown manifest_version {mv} / schema_version {sv}")
@@ -106,45 +112,53 @@ def validate_manifest(m: Any, where: str) -> dict[str, Any]:
     return m
 
 
-def manifest_path(path_or_root: str, version: int | None = None) -> str:
-    """Resolve a manifest file, a `shards/vNNN` folder or a Carve root (+ version) to a manifest file."""
-    s = str(path_or_root).rstrip("/")
-    if s.endswith(".json"):
-        return s
-    fs, p = resolve(s)
-    if exists(fs, join(p, MANIFEST_NAME)) and version is None:
-        return join(s, MANIFEST_NAME)
+def _locate(root: Root, version: int | None) -> str:
+    """The manifest file (a path on `root.fs`) for a file, a `shards/vNNN` folder or a root (+ version)."""
+    if root.base.endswith(".json") or root.fs.get_file_info(root.base).type == pafs.FileType.File:
+        return root.base
+    if version is None and root.exists(MANIFEST_NAME):
+        return root.path(MANIFEST_NAME)
     if version is None:
-        done = manifest_versions(s)
+        done = manifest_versions(root)
         if not done:
-            raise ManifestError(f"{s}: no shard manifest found (no shards/vNNN/manifest.json); run `carve shard`")
+            raise ManifestError(
+                f"{root.uri}: no shard manifest found (no manifest.json in the folder nor under "
+                "shards/vNNN/); run `carve shard`"
+            )
         version = done[-1]
-    return join(s, "shards", f"v{int(version):03d}", MANIFEST_NAME)
+    return root.path("shards", f"v{int(version):03d}", MANIFEST_NAME)
 
 
-def manifest_versions(root: str) -> list[int]:
+def manifest_path(path_or_root: str | Path | Root, version: int | None = None) -> str:
+    """Resolve a manifest file, a `shards/vNNN` folder or a Carve root (+ version) to a manifest URI."""
+    root = open_root(path_or_root)
+    return root.uri_of(_locate(root, version))
+
+
+def manifest_versions(root: str | Path | Root) -> list[int]:
     """Shard versions under `<root>/shards/` whose manifest.json exists (complete versions), sorted."""
-    fs, p = resolve(join(str(root), "shards"))
-    if not exists(fs, p):
-        return []
+    root = open_root(root)
     out = []
-    for info in fs.get_file_info(pafs.FileSelector(p, recursive=False)):
-        m = _VDIR.match(info.base_name)
-        if m and info.type == pafs.FileType.Directory and exists(fs, join(info.path, MANIFEST_NAME)):
+    for name in root.list_dirs("shards"):
+        m = _VDIR.match(name)
+        if m and root.exists("shards", name, MANIFEST_NAME):
             out.append(int(m.group(1)))
     return sorted(out)
 
 
-def read_manifest(path_or_root: str, version: int | None = None) -> dict[str, Any]:
-    """Load and validate a manifest; adds `_dir` (the folder its shard paths are relative to)."""
-    path = manifest_path(path_or_root, version)
-    fs, p = resolve(path)
-    if not exists(fs, p):
-        raise ManifestError(f"{path}: manifest does not exist (shard version missing or interrupted)")
+def read_manifest(path_or_root: str | Path | Root, version: int | None = None) -> dict[str, Any]:
+    """Load and validate a manifest; adds `_dir` (the folder, as a URI, its shard paths are relative to)."""
+    root = open_root(path_or_root)
+    path = _locate(root, version)
+    where = root.uri_of(path)
+    if root.fs.get_file_info(path).type == pafs.FileType.NotFound:
+        raise ManifestError(f"{where}: manifest does not exist (shard version missing or interrupted)")
     try:
-        m = json.loads(read_bytes(path))
+        m = json.loads(root.read_bytes(path))
     except json.JSONDecodeError as e:
-        raise ManifestError(f"{path}: not valid JSON: {e}") from e
-    validate_manifest(m, path)
-    m["_dir"] = path.rpartition("/")[0]
+        raise ManifestError(f"{where}: not valid JSON: {e}") from e
+    except OSError as e:
+        raise ManifestError(f"{where}: cannot read the manifest: {e}") from e
+    validate_manifest(m, where)
+    m["_dir"] = where.rpartition("/")[0]
     return m

@@ -21,9 +21,9 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from carve.storage.fs import atomic_write_bytes, join, read_bytes
+from carve.storage.fs import join, read_bytes
 from carve.storage.manifest import read_manifest
+from carve.storage.root import Root
 from carve.storage.schema import check_schema, conform, event_schema
 
 
@@ -53,18 +53,15 @@ def encode_shard(table: pa.Table, row_group_size: int, compression: str = "zstd"
     return sink.getvalue()
 
 
-def _write_one(data: bytes | pa.Buffer, uri: str) -> None:
-    atomic_write_bytes(data, uri)
-
-
-def _hash_and_write(data: pa.Buffer, uri: str) -> str:
+def _hash_and_write(root: Root, data: pa.Buffer, path: str) -> str:
     digest = hashlib.sha256(memoryview(data)).hexdigest()
-    _write_one(data, uri)
+    root.write_bytes(path, data)
     return digest
 
 
 def write_shards(
     table: pa.Table,
+    root: Root,
     version_dir: str,
     *,
     rows_per_shard: int,
@@ -78,12 +75,13 @@ def write_shards(
         raise ValueError(f"rows_per_shard ({rows_per_shard}) must be >= 1")
     parts = (table.slice(s, rows_per_shard) for s in range(0, table.num_rows, rows_per_shard))
     n = -(-table.num_rows // rows_per_shard)
-    return write_shard_parts(parts, version_dir, row_group_size=min(row_group_size, rows_per_shard),
+    return write_shard_parts(parts, root, version_dir, row_group_size=min(row_group_size, rows_per_shard),
                              compression=compression, emb_dims=emb_dims, progress=progress, total=n)
 
 
 def write_shard_parts(
     parts: Iterable[pa.Table],
+    root: Root,
     version_dir: str,
     *,
     row_group_size: int,
@@ -92,7 +90,7 @@ def write_shard_parts(
     progress: bool = False,
     total: int | None = None,
 ) -> list[ShardInfo]:
-    """Write each table of `parts` (in order) as shard part i under `version_dir`.
+    """Write each table of `parts` (in order) as shard part i under `version_dir` (a path on `root.fs`).
 
     Shard i is hashed and written on a helper thread while shard i+1 is encoded (both release
     the GIL). The first failure stops the loop and is re-raised; parts already renamed into
@@ -116,7 +114,7 @@ def write_shard_parts(
                     info.sha256 = fut.result()
                     out.append(info)
                 name = shard_name(i)
-                pending = (pool.submit(_hash_and_write, data, join(version_dir, name)),
+                pending = (pool.submit(_hash_and_write, root, data, f"{version_dir}/{name}"),
                            ShardInfo(path=name, rows=part.num_rows, bytes=data.size, sha256=""))
             if pending is not None:
                 fut, info = pending

@@ -6,14 +6,14 @@ import importlib
 
 import pyarrow as pa
 import pytest
-from test_captioners_helpers import episode_table, pick_place_script
-
-from carve.captioners.base import Captioner, CaptionResult, EventView, failed, make_captioner
+from carve.captioners.base import Captioner, CaptionResult, EventView, failed
 from carve.captioners.kinematic import KinematicCaptioner
 from carve.captioners.prompts import available_versions, load_prompt
+from carve.captioners.registry import make_captioner
 from carve.captioners.stage import CaptionStage
 from carve.core.config import CaptionConfig
 from carve.core.errors import CarveError
+from test_captioners_helpers import episode_table, pick_place_script
 
 
 def test_vllm_backend_missing_gives_install_hint() -> None:
@@ -78,14 +78,16 @@ def test_stage_on_empty_table() -> None:
 
 
 def test_caption_step_in_pipeline_stage_passes_through() -> None:
-    from carve.pipeline.stages import STAGE_SCHEMA, CaptionStep
+    from carve.pipeline.step import STAGE_SCHEMA
+    from carve.pipeline.steps import Caption
     from carve.storage.schema import conform
 
     table, _ = episode_table(pick_place_script(0), "put the red cube in the tray")
     ev = conform(table)
     batch = pa.Table.from_arrays(
-        [*ev.columns, pa.array(["fp"] * ev.num_rows), pa.nulls(ev.num_rows, pa.string())], schema=STAGE_SCHEMA
+        [*ev.columns, pa.array(["fp"] * ev.num_rows), pa.nulls(ev.num_rows, pa.string()),
+         pa.nulls(ev.num_rows, pa.string())], schema=STAGE_SCHEMA
     )
-    out = CaptionStep(CaptionConfig())(batch)
+    out = Caption(CaptionConfig())(batch)
     assert out.column("_error").null_count == out.num_rows
     assert all(out.column("caption").to_pylist())

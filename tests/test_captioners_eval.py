@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-
 from carve.captioners.eval import evaluate, format_report, leading_verb, overlap_phase
 from carve.cli.main import main
 from carve.storage.catalog import Catalog
 from carve.storage.events import write_event_part
+from carve.storage.root import open_root
 from carve.storage.schema import events_to_table, make_event_id
 
 PHASES = [
@@ -83,7 +83,7 @@ def _write_catalog(root: Path, captions: list[str]) -> None:
         rows.append({"event_id": make_event_id("sim/0", s, e), "episode_id": "sim/0", "dataset": "sim",
                      "episode_index": 0, "event_index": k, "num_events": len(bounds), "start_frame": s,
                      "end_frame": e, "fps": 12.0, "task": "t", "caption": cap, "state": [], "action": []})
-    path = write_event_part(str(root), "b1", "000000", events_to_table(rows))
+    path = write_event_part(open_root(root), "b1", "000000", events_to_table(rows))
     with Catalog(str(root)) as cat:
         cat.record_episodes([{"episode_id": "sim/0", "dataset": "sim", "episode_index": 0, "source_uri": "x",
                               "fingerprint": "f", "status": "ok", "num_events": 4, "batch": "b1", "path": path}])

@@ -6,9 +6,8 @@ import io
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image
-
 from carve.storage.schema import events_to_table, make_event_id
+from PIL import Image
 
 HOME = np.zeros(7)
 

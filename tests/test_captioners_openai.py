@@ -1,10 +1,12 @@
 """The OpenAI-compatible captioner against a local chat-completions server on a real socket.
 
 The server (`http.server`, threaded) implements POST /v1/chat/completions and GET /v1/models
-with the real response JSON shape, records every request and misbehaves on demand, keyed
-by the episode's task text: "FAIL-ALWAYS" answers 500 forever, "FAIL-ONCE" answers 500 to
-the first request of each event, "SLOW-ONCE" stalls past the client timeout once per event,
-"EMPTY" answers with no text, "BAD-REQUEST" answers 400.
+with the real response JSON shape, records every request (and when it arrived) and misbehaves
+on demand, keyed by the episode's task text: "FAIL-ALWAYS" answers 500 forever, "FAIL-ONCE"
+answers 500 to the first request of each event, "RATE-LIMIT-ONCE" answers 429 with
+`Retry-After: 1` to the first request of each event, "SLOW-ONCE" stalls past the client
+timeout once per event, "EMPTY" answers with no text, "BAD-REQUEST" answers 400. Retries are
+the openai client's own (Retry-After honoured, jittered exponential backoff otherwise).
 """
 
 from __future__ import annotations
@@ -21,12 +23,11 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from test_captioners_helpers import event_rows, script_episode
-
 from carve.captioners.openai_http import clean_caption
 from carve.captioners.stage import CaptionStage
 from carve.core.config import CaptionConfig
 from carve.storage.schema import events_to_table
+from test_captioners_helpers import event_rows, script_episode
 
 
 class FakeChatServer:
@@ -35,6 +36,7 @@ class FakeChatServer:
     def __init__(self, delay_s: float = 0.0, slow_s: float = 2.0):
         self.requests: list[dict[str, Any]] = []
         self.attempts: Counter[str] = Counter()
+        self.arrivals: dict[str, list[float]] = {}  # event key -> monotonic arrival time of each attempt
         self.inflight = 0
         self.max_inflight = 0
         self.delay_s = delay_s
@@ -46,10 +48,12 @@ class FakeChatServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def _send(self, code: int, body: dict[str, Any]) -> None:
+            def _send(self, code: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(body).encode()
                 try:
                     self.send_response(code)
+                    for name, value in (headers or {}).items():
+                        self.send_header(name, value)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
@@ -96,10 +100,14 @@ class FakeChatServer:
         with self.lock:
             self.attempts[key] += 1
             attempt = self.attempts[key]
+            self.arrivals.setdefault(key, []).append(time.monotonic())
         if self.delay_s:
             time.sleep(self.delay_s)
         if "FAIL-ALWAYS" in task or ("FAIL-ONCE" in task and attempt == 1):
             h._send(500, {"error": {"message": "engine crashed", "type": "server_error"}})
+            return
+        if "RATE-LIMIT-ONCE" in task and attempt == 1:
+            h._send(429, {"error": {"message": "slow down", "type": "rate_limit_error"}}, {"Retry-After": "1"})
             return
         if "BAD-REQUEST" in task:
             h._send(400, {"error": {"message": "image too large", "type": "invalid_request_error"}})
@@ -146,7 +154,7 @@ def make_table(tasks: list[str], n_events: int = 3) -> pa.Table:
 
 def cfg_for(server: FakeChatServer, **kw: Any) -> CaptionConfig:
     base = dict(backend="openai", base_url=server.base_url, model="test-vlm", timeout_s=5.0, max_retries=2,
-                backoff_s=0.01, max_concurrency=4, api_key_env="CARVE_TEST_CAPTION_KEY")
+                max_concurrency=4, api_key_env="CARVE_TEST_CAPTION_KEY")
     base.update(kw)
     return CaptionConfig(**base)
 
@@ -181,6 +189,30 @@ def test_retries_on_500(server: FakeChatServer) -> None:
     out = CaptionStage(cfg_for(server))(make_table(["FAIL-ONCE put it in the tray"], n_events=2))
     assert set(out.column("caption_status").to_pylist()) == {"ok"}
     assert all(v == 2 for v in server.attempts.values()) and len(server.attempts) == 2
+
+
+def test_429_waits_for_retry_after(server: FakeChatServer) -> None:
+    out = CaptionStage(cfg_for(server))(make_table(["RATE-LIMIT-ONCE put it in the tray"], n_events=1))
+    assert out.column("caption_status").to_pylist() == ["ok"]
+    assert out.column("caption").to_pylist() == ["move the cube, step 1"]
+    (first, second), = server.arrivals.values()  # the 429, then the retry
+    # the client waited for the server's Retry-After (1 s), not its own 0.5 s backoff
+    assert second - first >= 0.9
+
+
+def test_persistent_500_fails_after_max_retries_plus_one_attempts(server: FakeChatServer) -> None:
+    out = CaptionStage(cfg_for(server, max_retries=2))(make_table(["FAIL-ALWAYS put it in the tray"], n_events=1))
+    assert out.num_rows == 1 and out.column("caption").to_pylist() == [""]
+    (status,) = out.column("caption_status").to_pylist()
+    assert status.startswith("failed: ") and "HTTP 500" in status and "after 3 attempts" in status
+    assert dict(server.attempts) == {"FAIL-ALWAYS put it in the tray#1": 3}
+
+
+def test_no_retries_when_max_retries_is_zero(server: FakeChatServer) -> None:
+    out = CaptionStage(cfg_for(server, max_retries=0))(make_table(["FAIL-ONCE put it in the tray"], n_events=1))
+    (status,) = out.column("caption_status").to_pylist()
+    assert status.startswith("failed: ") and "500" in status and "attempts" not in status
+    assert list(server.attempts.values()) == [1]
 
 
 def test_retries_after_timeout() -> None:
@@ -250,7 +282,7 @@ def test_unreachable_server_marks_events_failed() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cfg = CaptionConfig(backend="openai", base_url=f"http://127.0.0.1:{port}/v1", model="m", max_retries=1,
-                        backoff_s=0.01, timeout_s=2.0)
+                        timeout_s=2.0)
     out = CaptionStage(cfg)(make_table(["put it in the tray"], n_events=2))
     statuses = out.column("caption_status").to_pylist()
     assert all(s.startswith("failed: ") and "connect" in s for s in statuses)

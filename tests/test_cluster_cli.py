@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from test_cluster_curate import add_episodes, blob_embeddings
-
 from carve.cli.main import main
+from test_cluster_curate import add_episodes, blob_embeddings
 
 
 def test_cli_cluster_shard_versions(tmp_path: Path, capsys):

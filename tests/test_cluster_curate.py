@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-
 from carve.clustering.kmeans import ClusteringError
 from carve.core.config import CarveConfig
 from carve.storage.catalog import Catalog
 from carve.storage.events import write_event_part
+from carve.storage.root import Root, open_root
 from carve.storage.schema import events_to_table, make_event_id
 
 
@@ -53,7 +53,7 @@ def add_episodes(root: Path, x: np.ndarray, *, per_episode: int = 10, dataset: s
             "emb_text": [float(a) for a in v[:8]], "emb": [float(a) for a in v],
         })
     for ep, rows in rows_by_ep.items():
-        write_event_part(str(root), batch, ep, events_to_table(rows))
+        write_event_part(open_root(root), batch, ep, events_to_table(rows))
         recs.append({"episode_id": ep, "dataset": dataset, "episode_index": rows[0]["episode_index"],
                      "source_uri": "/src", "fingerprint": "fp-" + ep, "status": "ok", "num_events": len(rows),
                      "batch": batch})
@@ -61,6 +61,11 @@ def add_episodes(root: Path, x: np.ndarray, *, per_episode: int = 10, dataset: s
         cat.upsert_dataset(dataset, "/src", "folder")
         cat.record_episodes(recs)
     return ids
+
+
+def with_root(cfg: CarveConfig) -> tuple[Root, CarveConfig]:
+    """(opened root, config): the arguments of the curate functions for one config."""
+    return open_root(cfg.root), cfg
 
 
 def cfg_for(root: Path, **cluster) -> CarveConfig:
@@ -75,7 +80,7 @@ def _sha(files: list[Path]) -> dict[str, str]:
 def _assignments(root: Path, v: int) -> pa.Table:
     from carve.clustering.versions import read_assignments
 
-    return read_assignments(str(root), v)
+    return read_assignments(open_root(root), v)
 
 
 def test_cluster_catalog_finds_blobs_and_writes_the_agreed_layout(tmp_path: Path):
@@ -84,7 +89,7 @@ def test_cluster_catalog_finds_blobs_and_writes_the_agreed_layout(tmp_path: Path
 
     x, y = blob_embeddings([60, 30, 20, 10], seed=1)
     ids = add_episodes(tmp_path, x, labels=y)
-    v = cluster_catalog(cfg_for(tmp_path, k=4))
+    v = cluster_catalog(*with_root(cfg_for(tmp_path, k=4)))
     assert v == 1
     vdir = tmp_path / "clusters" / "v001"
     for name in ("centroids.npy", "index.faiss", "hierarchy.json", "meta.json"):
@@ -101,7 +106,7 @@ def test_cluster_catalog_finds_blobs_and_writes_the_agreed_layout(tmp_path: Path
     found = [by_id[e] for e in ids]
     pairs = {(int(t), int(f)) for t, f in zip(y, found, strict=True)}
     assert len(pairs) == 4 and len({f for _, f in pairs}) == 4
-    cl = load_clustering(str(tmp_path))
+    cl = load_clustering(open_root(tmp_path))
     assert cl.version == 1 and cl.index.ntotal == 4
     with Catalog(tmp_path) as cat:
         assert [r["version"] for r in cat.versions("clusters")] == [1]
@@ -113,8 +118,8 @@ def test_hierarchy_paths_are_consistent_with_parents(tmp_path: Path):
 
     x, _ = blob_embeddings([20] * 8, seed=2)
     add_episodes(tmp_path, x)
-    v = cluster_catalog(cfg_for(tmp_path, levels=[3, 8]))
-    cl = load_clustering(str(tmp_path), v)
+    v = cluster_catalog(*with_root(cfg_for(tmp_path, levels=[3, 8])))
+    cl = load_clustering(open_root(tmp_path), v)
     assert cl.hierarchy.levels == [3, 8]
     parents = cl.hierarchy.parents[1]
     for row in _assignments(tmp_path, v).to_pylist():
@@ -129,7 +134,7 @@ def test_near_duplicates_point_at_a_kept_event_and_nothing_is_deleted(tmp_path: 
     rng = np.random.default_rng(0)
     dups = x[:5] + 1e-4 * rng.normal(size=(5, x.shape[1])).astype(np.float32)
     ids = add_episodes(tmp_path, np.concatenate([x, dups]), per_episode=5)
-    v = cluster_catalog(cfg_for(tmp_path, k=2, dedup_threshold=0.999))
+    v = cluster_catalog(*with_root(cfg_for(tmp_path, k=2, dedup_threshold=0.999)))
     rows = {r["event_id"]: r for r in _assignments(tmp_path, v).to_pylist()}
     assert len(rows) == len(ids)
     marked = {e: r["dup_of"] for e, r in rows.items() if r["dup_of"]}
@@ -148,21 +153,21 @@ def test_assign_new_writes_a_new_part_and_keeps_old_files(tmp_path: Path):
     x, _ = blob_embeddings([40, 40], seed=4)
     add_episodes(tmp_path, x)
     cfg = cfg_for(tmp_path, k=2)
-    v = cluster_catalog(cfg)
+    v = cluster_catalog(open_root(cfg.root), cfg)
     before = _sha(sorted(p for p in (tmp_path / "clusters").rglob("*") if p.is_file()))
-    assert assign_new(cfg) == v  # nothing new: no new part
+    assert assign_new(open_root(cfg.root), cfg) == v  # nothing new: no new part
     assert len(list((tmp_path / "clusters/v001/assignments").glob("*.parquet"))) == 1
     x2, _ = blob_embeddings([40, 40], seed=4)  # same blobs, new samples
     x2 = x2 + 0.01
     new_ids = add_episodes(tmp_path, x2 / np.linalg.norm(x2, axis=1, keepdims=True), first_episode=100, batch="b2")
-    assert assign_new(cfg) == v
+    assert assign_new(open_root(cfg.root), cfg) == v
     parts = sorted((tmp_path / "clusters/v001/assignments").glob("*.parquet"))
     assert len(parts) == 2
     after = _sha(sorted(p for p in (tmp_path / "clusters").rglob("*") if p.is_file()))
     assert {k: after[k] for k in before} == before
     asg = _assignments(tmp_path, v)
     assert set(new_ids) <= set(asg.column("event_id").to_pylist())
-    d = coverage_drift(cfg)
+    d = coverage_drift(open_root(cfg.root), cfg)
     assert d["new_events"] == len(new_ids) and d["train_events"] == 80
     assert d["ratio"] is not None and d["ratio"] < 3.0
 
@@ -173,15 +178,15 @@ def test_drift_flags_far_away_new_events(tmp_path: Path):
     x, _ = blob_embeddings([30, 30], seed=5, dim=16)
     add_episodes(tmp_path, x)
     cfg = cfg_for(tmp_path, k=2)
-    cluster_catalog(cfg)
+    cluster_catalog(open_root(cfg.root), cfg)
     far, _ = blob_embeddings([30], seed=99, dim=16)  # a new direction the centroids never saw
     add_episodes(tmp_path, far, first_episode=50, batch="b2")
-    assign_new(cfg)
-    d = coverage_drift(cfg)
+    assign_new(open_root(cfg.root), cfg)
+    d = coverage_drift(open_root(cfg.root), cfg)
     assert d["recommend_recluster"] and d["ratio"] > cfg.cluster.recluster_drift_ratio
-    v2 = recluster(cfg)
+    v2 = recluster(open_root(cfg.root), cfg)
     assert v2 == 2 and (tmp_path / "clusters/v001/meta.json").exists()
-    assert coverage_drift(cfg)["new_events"] == 0
+    assert coverage_drift(open_root(cfg.root), cfg)["new_events"] == 0
 
 
 def test_k_larger_than_events_is_clamped_with_a_message(tmp_path: Path, caplog):
@@ -192,7 +197,7 @@ def test_k_larger_than_events_is_clamped_with_a_message(tmp_path: Path, caplog):
     with caplog.at_level(logging.WARNING, logger="carve"):
         logging.getLogger("carve").propagate = True
         try:
-            v = cluster_catalog(cfg_for(tmp_path, k=50))
+            v = cluster_catalog(*with_root(cfg_for(tmp_path, k=50)))
         finally:
             logging.getLogger("carve").propagate = False
     meta = json.loads((tmp_path / "clusters" / f"v{v:03d}" / "meta.json").read_text())
@@ -208,7 +213,7 @@ def test_nan_embedding_is_refused_naming_the_event(tmp_path: Path):
     x[13, 4] = np.nan
     ids = add_episodes(tmp_path, x)
     with pytest.raises(ClusteringError, match=ids[13]):
-        cluster_catalog(cfg_for(tmp_path, k=2))
+        cluster_catalog(*with_root(cfg_for(tmp_path, k=2)))
     assert not (tmp_path / "clusters" / "v001" / "meta.json").exists()
 
 
@@ -216,11 +221,11 @@ def test_empty_catalog_is_a_clear_error(tmp_path: Path):
     from carve.clustering.curate import assign_new, cluster_catalog, cut_shards
 
     with pytest.raises(ClusteringError, match="no committed events"):
-        cluster_catalog(cfg_for(tmp_path))
+        cluster_catalog(*with_root(cfg_for(tmp_path)))
     with pytest.raises(ClusteringError, match="no clustering yet"):
-        assign_new(cfg_for(tmp_path))
+        assign_new(*with_root(cfg_for(tmp_path)))
     with pytest.raises(ClusteringError, match="no clustering yet"):
-        cut_shards(cfg_for(tmp_path))
+        cut_shards(*with_root(cfg_for(tmp_path)))
 
 
 @pytest.mark.parametrize("damage", ["missing index", "truncated index", "bad hierarchy"])
@@ -229,7 +234,7 @@ def test_damaged_clustering_version_is_a_clear_error(tmp_path: Path, damage: str
 
     x, y = blob_embeddings([20, 20], seed=3)
     add_episodes(tmp_path, x, labels=y)
-    cluster_catalog(cfg_for(tmp_path, k=2))
+    cluster_catalog(*with_root(cfg_for(tmp_path, k=2)))
     vdir = tmp_path / "clusters" / "v001"
     if damage == "missing index":
         (vdir / "index.faiss").unlink()
@@ -242,7 +247,7 @@ def test_damaged_clustering_version_is_a_clear_error(tmp_path: Path, damage: str
         (vdir / "hierarchy.json").write_text("{not json")
         name = "hierarchy.json"
     with pytest.raises(ClusteringError, match=rf"v001/{name}: clustering version 1 is damaged.*recluster"):
-        cut_shards(cfg_for(tmp_path))
+        cut_shards(*with_root(cfg_for(tmp_path)))
     assert not (tmp_path / "shards").exists() or not any((tmp_path / "shards").glob("v*/manifest.json"))
 
 
@@ -253,12 +258,12 @@ def test_missing_embeddings_are_refused(tmp_path: Path):
     rows = [{"event_id": make_event_id(ep, 0, 10), "episode_id": ep, "dataset": "d", "episode_index": 0,
              "event_index": 0, "num_events": 1, "start_frame": 0, "end_frame": 10, "fps": 10.0, "task": "t",
              "state": [[0.0]], "action": [[0.0]]}]
-    write_event_part(str(tmp_path), "b", ep, events_to_table(rows))
+    write_event_part(open_root(tmp_path), "b", ep, events_to_table(rows))
     with Catalog(tmp_path) as cat:
         cat.record_episodes([{"episode_id": ep, "dataset": "d", "episode_index": 0, "source_uri": "/s",
                               "status": "ok", "num_events": 1, "batch": "b"}])
     with pytest.raises(ClusteringError, match="embed"):
-        cluster_catalog(cfg_for(tmp_path))
+        cluster_catalog(*with_root(cfg_for(tmp_path)))
 
 
 def test_pipeline_curate_step_clusters_then_assigns_and_reshards(tmp_path: Path):
@@ -271,8 +276,8 @@ def test_pipeline_curate_step_clusters_then_assigns_and_reshards(tmp_path: Path)
 
     def run() -> RunSummary:
         s = RunSummary()
-        with Catalog(tmp_path) as cat:
-            curate(cfg, cat, JobReporter(cat, None), s)
+        with open_root(tmp_path) as root:
+            curate(cfg, root, JobReporter(root.catalog, None), s)
         return s
 
     s1 = run()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_cluster_curate import blob_embeddings
-
 from carve.clustering.dedup import mark_against_existing, mark_duplicates
 from carve.clustering.hierarchical import Hierarchy, auto_levels, build_hierarchy
 from carve.clustering.kmeans import ClusteringError, as_unit_vectors, choose_k, kmeans
+from carve.storage.root import open_root
+from test_cluster_curate import blob_embeddings
 
 
 def test_choose_k_heuristic_and_clamp():
@@ -79,6 +79,6 @@ def test_new_events_dedup_against_existing_representatives():
 def test_claimed_version_numbers_are_never_handed_out_twice(tmp_path):
     from carve.clustering.versions import claim_version, latest_version
 
-    assert [claim_version(str(tmp_path), "shards") for _ in range(3)] == [1, 2, 3]
-    assert latest_version(str(tmp_path), "shards") is None  # claimed but never finished
-    assert claim_version(str(tmp_path), "clusters") == 1
+    assert [claim_version(open_root(tmp_path), "shards") for _ in range(3)] == [1, 2, 3]
+    assert latest_version(open_root(tmp_path), "shards") is None  # claimed but never finished
+    assert claim_version(open_root(tmp_path), "clusters") == 1

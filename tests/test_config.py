@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from carve.core.config import CarveConfig, ConfigError
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from carve.sim.lerobot_writer import write_video
 from carve.sim.toy import toy_episode
+from carve.storage.root import open_root
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -96,7 +96,7 @@ def test_bad_episodes_quarantined_good_ones_written_and_rerun_is_incremental(fol
             assert err and "episode" in err  # names the episode
         reasons = " ".join(failed.values()).lower()
         assert "nan" in reasons and "inf" in reasons
-    ev = read_events(str(root), columns=["episode_id", "event_index", "num_events", "caption", "next_caption", "emb"])
+    ev = read_events(open_root(root), columns=["episode_id", "event_index", "num_events", "caption", "next_caption", "emb"])
     assert set(ev.column("episode_id").to_pylist()) == {r.episode_id for r in Catalog(root).episodes(status="ok")}
     assert ev.num_rows == s.events and s.events >= 4 * 2
     rows = ev.to_pylist()

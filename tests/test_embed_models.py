@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
+from carve.core.config import EmbedConfig
 from carve.embedding.embed import (
     EmbedError,
     EmbedStage,
@@ -18,8 +17,8 @@ from carve.embedding.embed import (
     make_text_embedder,
     make_visual_embedder,
 )
-from carve.core.config import EmbedConfig
 from carve.storage.schema import events_to_table, make_event_id
+from PIL import Image
 
 TINY = {
     "embed_dim": 24,

@@ -8,8 +8,7 @@ import math
 import numpy as np
 import pyarrow as pa
 import pytest
-from PIL import Image
-
+from carve.core.config import EmbedConfig
 from carve.embedding.descriptors import DESCRIPTOR_DIM
 from carve.embedding.embed import (
     DescriptorEmbedder,
@@ -21,8 +20,8 @@ from carve.embedding.embed import (
     make_visual_embedder,
     motion_descriptor,
 )
-from carve.core.config import EmbedConfig
 from carve.storage.schema import EVENT_SCHEMA, conform, events_to_table, make_event_id
+from PIL import Image
 
 RED, BLUE, GREEN = (220, 30, 30), (30, 30, 220), (30, 200, 30)
 

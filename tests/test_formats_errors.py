@@ -12,10 +12,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-
 from carve.core.errors import EpisodeError, SourceError
 from carve.ingest.sources import load_episode, open_source
-from carve.sim.formats import INDEX_ACTION_NAMES, INDEX_STATE_NAMES, index_episodes, index_frames, write_dataset
+from carve.sim.formats import (
+    INDEX_ACTION_NAMES,
+    INDEX_STATE_NAMES,
+    index_episodes,
+    index_frames,
+    write_dataset,
+)
 from carve.sim.lerobot_writer import write_video
 
 CAM = "observation.images.front"

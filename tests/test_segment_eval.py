@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from carve.ingest.eval_segments import (
     boundary_counts,
     evaluate,
@@ -17,6 +16,7 @@ from carve.ingest.eval_segments import (
     prf,
     segment_counts,
 )
+from carve.storage.root import open_root
 
 TRUE = [20, 35, 50, 80, 100]
 LENGTH = 130
@@ -108,7 +108,6 @@ def test_load_truth_errors_name_the_file(tmp_path: Path) -> None:
 
 def write_catalog(root: Path, dataset: str, episodes: dict[int, list[int]], length: int) -> None:
     import pyarrow as pa
-
     from carve.storage.catalog import Catalog
     from carve.storage.events import write_event_part
     from carve.storage.schema import EVENT_SCHEMA, conform, make_event_id
@@ -124,7 +123,7 @@ def write_catalog(root: Path, dataset: str, episodes: dict[int, list[int]], leng
         records.append({"episode_id": ep_id, "dataset": dataset, "episode_index": idx, "source_uri": "mem",
                         "status": "ok", "num_events": len(edges) - 1, "batch": "b1"})
     cols = {f.name: [r.get(f.name) for r in rows] for f in EVENT_SCHEMA}
-    write_event_part(str(root), "b1", dataset, conform(pa.Table.from_pydict(cols, schema=EVENT_SCHEMA)))
+    write_event_part(open_root(root), "b1", dataset, conform(pa.Table.from_pydict(cols, schema=EVENT_SCHEMA)))
     with Catalog(root) as cat:
         cat.upsert_dataset(dataset, "mem", "folder")
         cat.record_episodes(records)

@@ -7,7 +7,6 @@ import itertools
 
 import numpy as np
 import pytest
-
 from carve.core.config import SegmentConfig
 from carve.ingest.segment import (
     Segment,

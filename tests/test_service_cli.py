@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 from carve.sim.service_fakes import free_port
 
 REPO = Path(__file__).resolve().parents[1]

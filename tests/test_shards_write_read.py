@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from test_cluster_curate import add_episodes, blob_embeddings, cfg_for
-
 from carve.clustering.curate import cluster_catalog, cut_shards
 from carve.storage.manifest import ManifestError, read_manifest
+from carve.storage.root import open_root
 from carve.storage.schema import emb_dims, schema_version
 from carve.storage.shards import ShardIntegrityError, ShardReader, iter_shards
+from test_cluster_curate import add_episodes, blob_embeddings, cfg_for, with_root
 
 SIZES = [240, 60, 30, 30]
 
@@ -23,14 +23,14 @@ SIZES = [240, 60, 30, 30]
 def clustered(tmp_path: Path) -> tuple[Path, list[str]]:
     x, y = blob_embeddings(SIZES, seed=11, spread=0.15)
     ids = add_episodes(tmp_path, x, labels=y)
-    cluster_catalog(cfg_for(tmp_path, k=len(SIZES)))
+    cluster_catalog(*with_root(cfg_for(tmp_path, k=len(SIZES))))
     return tmp_path, ids
 
 
 def test_cut_shards_writes_balanced_verified_shards_and_manifest_last(clustered):
     root, ids = clustered
     cfg = cfg_for(root)
-    v = cut_shards(cfg)
+    v = cut_shards(open_root(cfg.root), cfg)
     vdir = root / "shards" / f"v{v:03d}"
     m = json.loads((vdir / "manifest.json").read_text())
     assert m["format"] == "carve.manifest" and m["manifest_version"] == 1 and m["version"] == v
@@ -66,8 +66,8 @@ def test_cut_shards_writes_balanced_verified_shards_and_manifest_last(clustered)
 def test_policies_and_total_override(clustered):
     root, _ = clustered
     cfg = cfg_for(root)
-    v1 = cut_shards(cfg, policy="temperature", total=200)
-    v2 = cut_shards(cfg, policy="hierarchical", total=200)
+    v1 = cut_shards(open_root(cfg.root), cfg, policy="temperature", total=200)
+    v2 = cut_shards(open_root(cfg.root), cfg, policy="hierarchical", total=200)
     m1, m2 = read_manifest(str(root), v1), read_manifest(str(root), v2)
     assert m1["total_rows"] == m2["total_rows"] == 200
     assert m1["policy"]["name"] == "temperature" and m2["policy"]["name"] == "hierarchical"
@@ -80,20 +80,20 @@ def test_duplicates_are_excluded_unless_asked(tmp_path: Path):
     copies = x[:6] + 1e-5
     add_episodes(tmp_path, np.concatenate([x, copies / np.linalg.norm(copies, axis=1, keepdims=True)]), per_episode=2)
     cfg = cfg_for(tmp_path, k=2, dedup_threshold=0.999)
-    cluster_catalog(cfg)
-    m = read_manifest(str(tmp_path), cut_shards(cfg))
+    cluster_catalog(open_root(cfg.root), cfg)
+    m = read_manifest(str(tmp_path), cut_shards(open_root(cfg.root), cfg))
     assert m["duplicates_excluded"] == 6 and m["eligible_events"] == 80
     t = ShardReader(str(tmp_path)).read_all()
     assert t.column("dup_of").null_count == t.num_rows
     cfg.shard.include_duplicates = True
-    m2 = read_manifest(str(tmp_path), cut_shards(cfg))
+    m2 = read_manifest(str(tmp_path), cut_shards(open_root(cfg.root), cfg))
     assert m2["duplicates_excluded"] == 0 and m2["eligible_events"] == 86
     assert ShardReader(str(tmp_path)).read_all().column("dup_of").null_count < m2["total_rows"]
 
 
 def test_sha256_mismatch_is_detected(clustered):
     root, _ = clustered
-    v = cut_shards(cfg_for(root))
+    v = cut_shards(*with_root(cfg_for(root)))
     m = read_manifest(str(root), v)
     victim = Path(m["_dir"]) / m["shards"][1]["path"]
     data = bytearray(victim.read_bytes())
@@ -105,7 +105,7 @@ def test_sha256_mismatch_is_detected(clustered):
 
 def test_newer_manifest_or_schema_is_refused(clustered):
     root, _ = clustered
-    v = cut_shards(cfg_for(root))
+    v = cut_shards(*with_root(cfg_for(root)))
     path = root / "shards" / f"v{v:03d}" / "manifest.json"
     m = json.loads(path.read_text())
     path.write_text(json.dumps({**m, "manifest_version": 2}))
@@ -124,7 +124,7 @@ def test_interrupted_shard_write_leaves_no_manifest_and_old_versions_readable(cl
 
     root, _ = clustered
     cfg = cfg_for(root)
-    v1 = cut_shards(cfg)
+    v1 = cut_shards(open_root(cfg.root), cfg)
     old = (root / "shards" / f"v{v1:03d}" / "manifest.json").read_bytes()
     real = shards_mod._write_one
     calls = {"n": 0}
@@ -137,14 +137,14 @@ def test_interrupted_shard_write_leaves_no_manifest_and_old_versions_readable(cl
 
     monkeypatch.setattr(shards_mod, "_write_one", flaky)
     with pytest.raises(OSError, match="disk full"):
-        cut_shards(cfg)
+        cut_shards(open_root(cfg.root), cfg)
     broken = root / "shards" / f"v{v1 + 1:03d}"
     assert broken.exists() and not (broken / "manifest.json").exists()
     assert not list(broken.glob(".tmp-*"))
     assert read_manifest(str(root))["version"] == v1  # latest complete version
     assert (root / "shards" / f"v{v1:03d}" / "manifest.json").read_bytes() == old
     monkeypatch.setattr(shards_mod, "_write_one", real)
-    v3 = cut_shards(cfg)
+    v3 = cut_shards(open_root(cfg.root), cfg)
     assert v3 == v1 + 2  # the interrupted number is never reused
     assert len(list(iter_shards(str(root), v1, verify=True))) == len(list(iter_shards(str(root), v3, verify=True)))
 

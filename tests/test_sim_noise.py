@@ -10,8 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_sim_tasks import EXPECTED
-
 from carve.cli.main import main as carve_main
 from carve.core.config import SegmentConfig
 from carve.ingest.eval_segments import evaluate
@@ -19,6 +17,7 @@ from carve.ingest.segment import segment_episode
 from carve.sim.scene import STATE_NAMES
 from carve.sim.synth import GROUND_TRUTH_FILE, synthesize
 from carve.sim.tasks import TASK_TYPES, OperatorNoise, SimEpisode, run_episode
+from test_sim_tasks import EXPECTED
 
 
 def _same(a: SimEpisode, b: SimEpisode) -> bool:

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from carve.cli.main import main as carve_main
 from carve.core.config import SegmentConfig
 from carve.ingest.eval_segments import evaluate

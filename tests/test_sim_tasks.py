@@ -8,7 +8,6 @@ import re
 
 import numpy as np
 import pytest
-
 from carve.core.config import SegmentConfig
 from carve.ingest.segment import find_gripper_dim
 from carve.sim.scene import ACTION_NAMES, STATE_NAMES

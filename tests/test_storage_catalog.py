@@ -7,9 +7,9 @@ import multiprocessing as mp
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from carve.storage.catalog import Catalog
 from carve.storage.events import events_dir, read_events, write_event_part
+from carve.storage.root import open_root
 from carve.storage.schema import EVENT_SCHEMA, SchemaError, check_schema, events_to_table, make_event_id
 
 
@@ -63,24 +63,24 @@ def test_schema_version_checks(tmp_path):
 def test_read_events_returns_only_committed_episodes(tmp_path):
     root = str(tmp_path)
     with Catalog(root) as cat:
-        write_event_part(root, "b1", "p0", pa.concat_tables([_events("d/000000", 3, 0), _events("d/000001", 2, 1)]))
+        write_event_part(open_root(root), "b1", "p0", pa.concat_tables([_events("d/000000", 3, 0), _events("d/000001", 2, 1)]))
         # episode 1 was written but the run crashed before the catalog commit: not visible
         cat.record_episodes([_rec("d/000000", "ok", "b1", n=3)])
-        t = read_events(root, columns=["episode_id", "event_index"])
+        t = read_events(open_root(root), columns=["episode_id", "event_index"])
         assert sorted(set(t.column("episode_id").to_pylist())) == ["d/000000"]
         assert t.num_rows == 3
         # a re-ingest of episode 0 in batch b2 supersedes the b1 rows
-        write_event_part(root, "b2", "p0", _events("d/000000", 4, 0))
+        write_event_part(open_root(root), "b2", "p0", _events("d/000000", 4, 0))
         cat.record_episodes([_rec("d/000000", "ok", "b2", fp="f2", n=4)])
-        t = read_events(root, columns=["event_index"])
+        t = read_events(open_root(root), columns=["event_index"])
         assert t.num_rows == 4
         assert t.column_names == ["event_index"]
-        assert read_events(root, committed_only=False).num_rows == 3 + 2 + 4
+        assert read_events(open_root(root), committed_only=False).num_rows == 3 + 2 + 4
 
 
 def test_atomic_part_leaves_no_temp_files(tmp_path):
     root = str(tmp_path)
-    write_event_part(root, "b1", "p0", _events("d/000000", 2))
+    write_event_part(open_root(root), "b1", "p0", _events("d/000000", 2))
     files = [p.name for p in (tmp_path / "events" / "batch=b1").iterdir()]
     assert files == ["part-p0.parquet"]
     schema = pq.read_schema(tmp_path / "events" / "batch=b1" / "part-p0.parquet")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
-
 from carve.storage.gather import gather_parts
+from carve.storage.root import open_root
 
 
 def _sources(sizes: list[int]) -> list[pa.Table]:
@@ -65,17 +65,17 @@ def test_snapshot_reads_ignore_episodes_committed_later(tmp_path):
         rows = [{"event_id": make_event_id(ep, 0, 10), "episode_id": ep, "dataset": "d", "episode_index": i,
                  "event_index": 0, "num_events": 1, "start_frame": 0, "end_frame": 10, "fps": 10.0, "task": "t",
                  "state": [[0.0]], "action": [[0.0]]}]
-        write_event_part(str(tmp_path), f"b{i}", ep, events_to_table(rows))
+        write_event_part(open_root(tmp_path), f"b{i}", ep, events_to_table(rows))
         with Catalog(tmp_path) as cat:
             cat.record_episodes([{"episode_id": ep, "dataset": "d", "episode_index": i, "source_uri": "/s",
                                   "status": "ok", "num_events": 1, "batch": f"b{i}"}])
         return rows[0]["event_id"]
 
     first = [commit(0), commit(1)]
-    snap = snapshot(str(tmp_path))
+    snap = snapshot(open_root(tmp_path))
     later = commit(2)
-    assert read_events(str(tmp_path), columns=["event_id"], snap=snap).column("event_id").to_pylist() == first
-    streamed = [e for t in iter_events(str(tmp_path), columns=["event_id"], snap=snap)
+    assert read_events(open_root(tmp_path), columns=["event_id"], snap=snap).column("event_id").to_pylist() == first
+    streamed = [e for t in iter_events(open_root(tmp_path), columns=["event_id"], snap=snap)
                 for e in t.column("event_id").to_pylist()]
     assert streamed == first
-    assert later in read_events(str(tmp_path), columns=["event_id"]).column("event_id").to_pylist()
+    assert later in read_events(open_root(tmp_path), columns=["event_id"]).column("event_id").to_pylist()

@@ -10,12 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-
+from carve.sim.toydata import write_toy_shards
 from carve.storage.schema import META_VERSION, event_schema
 from carve.trainer.config import DataConfig
 from carve.trainer.data import DataError, EventStream, collate, in_holdout, make_loader, task_embedding
 from carve.trainer.manifest import ManifestError, open_manifest
-from carve.sim.toydata import write_toy_shards
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch
-
-from carve.trainer.checkpoint import load_checkpoint
 from carve.sim.toydata import write_toy_shards
+from carve.trainer.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 

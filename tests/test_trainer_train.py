@@ -11,15 +11,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-
 from carve.cli.main import main as carve_main
+from carve.core.config import ConfigError
+from carve.core.errors import CarveError
+from carve.sim.toydata import write_toy_shards
 from carve.trainer.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
 from carve.trainer.config import TrainConfig, TrainConfigError
 from carve.trainer.data import EventStream
 from carve.trainer.eval import evaluate, markdown_table
 from carve.trainer.manifest import open_manifest
 from carve.trainer.model import ModelSpec, WorldActionModel, staircase_mask
-from carve.sim.toydata import write_toy_shards
 from carve.trainer.train import TrainingDiverged, load_model, train
 
 
@@ -199,16 +200,75 @@ def test_incompatible_checkpoint_errors(toy: Path, tmp_path: Path) -> None:
 
 
 def test_config_errors(tmp_path: Path) -> None:
-    with pytest.raises(TrainConfigError, match=r"unknown trainer config key 'model\.dmodel'"):
+    with pytest.raises(TrainConfigError, match=r"model\.dmodel: Extra inputs are not permitted"):
         TrainConfig.from_dict({"model": {"dmodel": 3}})
-    with pytest.raises(TrainConfigError, match="mode: must be one of"):
+    with pytest.raises(TrainConfigError, match=r"mode: Input should be 'event', 'unified' or 'chunk'"):
         TrainConfig.from_dict({"mode": "diffusion"})
-    with pytest.raises(TrainConfigError, match=r"data\.batch_size: expected an integer"):
+    with pytest.raises(TrainConfigError, match=r"data\.batch_size: Input should be a valid integer"):
         TrainConfig.load(None, ["data.batch_size=abc"])
+    with pytest.raises(TrainConfigError, match=r"data\.batch_size: Input should be greater than or equal to 1"):
+        TrainConfig.load(None, ["data.batch_size=0"])
+    with pytest.raises(TrainConfigError, match=r"data\.chunk_len: must be at most data\.max_len \(8\), got 16"):
+        TrainConfig.load(None, ["data.max_len=8"])
+    with pytest.raises(TrainConfigError, match=r"model\.d_model: must be a multiple of model\.n_heads"):
+        TrainConfig.load(None, ["model.n_heads=3"])
+    with pytest.raises(TrainConfigError, match=r"section\.key=value"):
+        TrainConfig.load(None, ["nonsense"])
+    with pytest.raises(TrainConfigError, match="does not exist"):
+        TrainConfig.load(tmp_path / "nope.yaml")
     p = tmp_path / "c.yaml"
     p.write_text("root: ./x\ntrain:\n  mode: chunk\n  model:\n    d_model: 48\n")
     cfg = TrainConfig.load(p, ["model.n_heads=3", "train.max_steps=7"])
     assert (cfg.mode, cfg.model.d_model, cfg.model.n_heads, cfg.max_steps) == ("chunk", 48, 3, 7)
+    # a section edited in place is re-checked by check() (train() calls it)
+    cfg.data.chunk_len = 100
+    with pytest.raises(TrainConfigError, match=r"data\.chunk_len"):
+        cfg.check()
+
+
+def test_wrong_type_in_override_names_the_key() -> None:
+    with pytest.raises(TrainConfigError, match=r"invalid trainer config: optim\.lr: Input should be a valid number"):
+        TrainConfig.load(None, ["optim.lr=abc"])
+    with pytest.raises(TrainConfigError, match=r"tensorboard: Input should be a valid boolean"):
+        TrainConfig.load(None, ["tensorboard=maybe"])
+    # the same error type as the pipeline's config, and a CarveError for the CLIs
+    with pytest.raises(ConfigError):
+        TrainConfig.load(None, ["optim.betas=[0.9]"])
+    with pytest.raises(CarveError):
+        TrainConfig.load(None, ["model.d_model=big"])
+
+
+def test_yaml_trainer_config_loads(tmp_path: Path) -> None:
+    p = tmp_path / "train.yaml"
+    p.write_text(
+        "mode: unified\nmax_steps: 12\nresume: auto\n"
+        "data: {batch_size: 8, max_len: 24, chunk_len: 6, holdout_frac: 0.25}\n"
+        "model: {d_model: 48, n_heads: 6}\noptim: {lr: 1.0e-3, betas: [0.8, 0.9]}\n"
+    )
+    cfg = TrainConfig.load(p, ["optim.lr=2e-3", "data.shuffle=false"])
+    assert (cfg.mode, cfg.max_steps, cfg.resume) == ("unified", 12, "auto")
+    assert (cfg.data.batch_size, cfg.data.max_len, cfg.data.chunk_len, cfg.data.holdout_frac) == (8, 24, 6, 0.25)
+    assert cfg.data.shuffle is False and cfg.data.num_workers == 0  # unset keys keep their defaults
+    assert (cfg.model.d_model, cfg.model.n_heads, cfg.model.n_layers) == (48, 6, 4)
+    assert cfg.optim.lr == 2e-3 and cfg.optim.betas == (0.8, 0.9)
+    # what a checkpoint stores validates back to the same config
+    assert TrainConfig.from_dict(cfg.model_dump()) == cfg
+    # a checkpoint written by the dataclass trainer stored dataclasses.asdict(): that dict validates
+    legacy = {
+        "mode": "chunk", "max_steps": 1000, "out_dir": "./carve-train", "log_every": 10, "ckpt_every": 200,
+        "keep_last": 3, "resume": None, "tensorboard": True, "progress": True, "log_event_ids": False,
+        "device": "auto",
+        "data": {"manifest": "", "batch_size": 32, "num_workers": 0, "shuffle": True, "shuffle_buffer": 1024,
+                 "seed": 0, "holdout_frac": 0.1, "task_dim": 128, "max_len": 64, "chunk_len": 16, "norm_rows": 4096},
+        "model": {"d_model": 128, "n_layers": 4, "n_heads": 4, "mlp_ratio": 4.0, "dropout": 0.0, "block_size": 8,
+                  "latent_loss_weight": 1.0, "length_loss_weight": 0.1, "world_loss_weight": 0.5},
+        "optim": {"lr": 0.003, "muon_lr": 0.02, "weight_decay": 0.01, "muon_weight_decay": 0.01,
+                  "betas": (0.9, 0.95), "warmup_steps": 20, "min_lr_frac": 0.1, "grad_clip": 1.0},
+    }
+    old = TrainConfig.from_dict(legacy)
+    assert old == TrainConfig(mode="chunk") and old.model_dump() == legacy
+    with pytest.raises(TrainConfigError, match="invalid trainer config: mode"):
+        TrainConfig.from_dict({**legacy, "mode": "diffusion"})
 
 
 def test_eval_scores_each_mode(toy: Path, tmp_path: Path) -> None:

@@ -1,62 +1,73 @@
-"""The trainer's configuration: plain dataclasses (nanoGPT style), loaded from YAML plus overrides.
+"""The trainer's configuration: pydantic sections loaded from YAML plus overrides, like `CarveConfig`.
 
 `TrainConfig` has three sections, `data`, `model` and `optim`, plus run-level fields (mode,
-steps, output folder, checkpoint cadence). A YAML file may hold the trainer config at its top
-level or under a `train:` key (so one file can also carry the pipeline's `CarveConfig`
-sections). Overrides are `dotted.key=value` strings parsed as YAML scalars
-(`model.d_model=64`, `mode=unified`); an unknown key is an error, not a silent default.
+steps, output folder, checkpoint cadence). It is loaded by core's `load_config` (the same
+override syntax, validation and error format as the pipeline's `CarveConfig`): a YAML file may
+hold the trainer config at its top level or under a `train:` key (so one file can also carry the
+pipeline's sections), and overrides are `dotted.key=value` strings parsed as YAML scalars
+(`model.d_model=64`, `mode=unified`, `train.max_steps=7`). An unknown key or a wrong type is a
+`TrainConfigError` naming the key, not a silent default. Sections reject unknown keys and
+validate every assignment; the checks that span two fields (`data.chunk_len <= data.max_len`,
+`model.d_model % model.n_heads == 0`) run when a `TrainConfig` is built and in `check()`.
+`model_dump()` is what a checkpoint stores and `from_dict` reads it back. Torch-free: `carve
+<anything>` imports this module at startup.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
+from carve.core.config import ConfigError, load_config, validate_config
 from carve.core.errors import CarveError
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Mode = Literal["event", "unified", "chunk"]
 MODES: tuple[str, ...] = ("event", "unified", "chunk")
 
 
-class TrainConfigError(CarveError):
+class TrainConfigError(ConfigError, CarveError):
     """A trainer config that cannot be used; the message names the key and the reason."""
 
 
-@dataclass
-class DataConfig:
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """What the loader streams from the manifest and how."""
+
     manifest: str = ""  # manifest.json, its folder, or a root holding shards/vNNN (latest used)
-    batch_size: int = 32
-    num_workers: int = 0
+    batch_size: int = Field(default=32, ge=1)
+    num_workers: int = Field(default=0, ge=0)
     shuffle: bool = True
-    shuffle_buffer: int = 1024
+    shuffle_buffer: int = Field(default=1024, ge=1)
     seed: int = 0
-    holdout_frac: float = 0.1  # fraction of episodes held out for eval (hash of episode_id)
+    holdout_frac: float = Field(default=0.1, ge=0.0, lt=1.0)  # episodes held out for eval (hash of episode_id)
     task_dim: int = 128  # size of the hashed task-text embedding
-    max_len: int = 64  # event mode: longest action sequence predicted (longer events are truncated)
-    chunk_len: int = 16  # unified / chunk modes: H
+    max_len: int = Field(default=64, ge=1)  # event mode: longest action sequence predicted (longer truncated)
+    chunk_len: int = Field(default=16, ge=1)  # unified / chunk modes: H (<= max_len)
     norm_rows: int = 4096  # rows read to estimate state/action normalisation
 
 
-@dataclass
-class ModelConfig:
-    d_model: int = 128
+class ModelConfig(_Section):
+    """The world-action transformer (`trainer/model.py`)."""
+
+    d_model: int = 128  # a multiple of n_heads
     n_layers: int = 4
-    n_heads: int = 4
+    n_heads: int = Field(default=4, ge=1)
     mlp_ratio: float = 4.0
     dropout: float = 0.0
-    block_size: int = 8  # action positions per staircase block
+    block_size: int = Field(default=8, ge=1)  # action positions per staircase block
     latent_loss_weight: float = 1.0  # unified: language-head loss weight
     length_loss_weight: float = 0.1  # event: stop/length loss weight
     world_loss_weight: float = 0.5  # event / unified: end-observation head loss weight
 
 
-@dataclass
-class OptimConfig:
+class OptimConfig(_Section):
+    """Muon for the 2-D hidden weight matrices, AdamW for the rest, warmup + cosine schedule."""
+
     lr: float = 3e-3  # AdamW (embeddings, norms, biases, heads)
     muon_lr: float = 0.02  # Muon (2-D hidden weight matrices)
     weight_decay: float = 0.01
@@ -67,138 +78,51 @@ class OptimConfig:
     grad_clip: float = 1.0
 
 
-@dataclass
-class TrainConfig:
-    mode: str = "event"
-    max_steps: int = 1000
+class TrainConfig(_Section):
+    """Everything one training run needs."""
+
+    mode: Mode = "event"
+    max_steps: int = Field(default=1000, ge=1)
     out_dir: str = "./carve-train"
-    log_every: int = 10
-    ckpt_every: int = 200
+    log_every: int = Field(default=10, ge=1)
+    ckpt_every: int = Field(default=200, ge=1)
     keep_last: int = 3
     resume: str | None = None  # checkpoint path, or "auto" for the latest in out_dir
     tensorboard: bool = True
     progress: bool = True
     log_event_ids: bool = False  # write the event ids each rank trained on (audit / DDP tests)
     device: str = "auto"  # auto = cuda if available else cpu
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
 
-    def validate(self) -> TrainConfig:
-        if self.mode not in MODES:
-            raise TrainConfigError(f"mode: must be one of {list(MODES)}, got {self.mode!r}")
-        checks = [
-            ("max_steps", self.max_steps >= 1),
-            ("data.batch_size", self.data.batch_size >= 1),
-            ("data.num_workers", self.data.num_workers >= 0),
-            ("data.shuffle_buffer", self.data.shuffle_buffer >= 1),
-            ("data.max_len", self.data.max_len >= 1),
-            ("data.chunk_len", 1 <= self.data.chunk_len <= self.data.max_len),
-            ("data.holdout_frac", 0.0 <= self.data.holdout_frac < 1.0),
-            ("model.d_model", self.model.d_model % self.model.n_heads == 0),
-            ("model.block_size", self.model.block_size >= 1),
-            ("log_every", self.log_every >= 1),
-            ("ckpt_every", self.ckpt_every >= 1),
-        ]
-        for name, ok in checks:
-            if not ok:
-                raise TrainConfigError(f"{name}: invalid value {_get(self, name)!r}")
+    @model_validator(mode="after")
+    def _cross_checks(self) -> TrainConfig:
+        d, m = self.data, self.model
+        if d.chunk_len > d.max_len:
+            raise ValueError(f"data.chunk_len: must be at most data.max_len ({d.max_len}), got {d.chunk_len}")
+        if m.d_model % m.n_heads:
+            raise ValueError(f"model.d_model: must be a multiple of model.n_heads ({m.n_heads}), got {m.d_model}")
         return self
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    def check(self) -> TrainConfig:
+        """Re-run every check (also the cross-field ones after in-place edits of a section); return self."""
+        self.from_dict(self.model_dump())
+        return self
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        cfg = cls()
-        _merge(cfg, data, "")
-        return cfg.validate()
+        """A validated config from a plain dict (a checkpoint's `config`); TrainConfigError names bad keys."""
+        return validate_config(cls, data, error=TrainConfigError, what="trainer config")
 
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-        data: dict[str, Any] = {}
-        if path is not None:
-            p = Path(path)
-            if not p.exists():
-                raise TrainConfigError(f"config file {p} does not exist")
-            try:
-                loaded = yaml.safe_load(p.read_text()) or {}
-            except yaml.YAMLError as e:
-                raise TrainConfigError(f"config file {p} is not valid YAML: {e}") from e
-            if not isinstance(loaded, dict):
-                raise TrainConfigError(f"config file {p} must hold a mapping")
-            # a combined carve config keeps the trainer's section under `train:`
-            data = loaded["train"] if isinstance(loaded.get("train"), dict) else loaded
-        cfg = cls()
-        _merge(cfg, data, "")
-        for item in overrides or []:
-            apply_override(cfg, item)
-        return cfg.validate()
-
-
-def _get(obj: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _coerce(current: Any, value: Any, key: str) -> Any:
-    if isinstance(current, bool):
-        if isinstance(value, bool):
-            return value
-        raise TrainConfigError(f"{key}: expected true/false, got {value!r}")
-    if isinstance(current, int) and not isinstance(current, bool):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise TrainConfigError(f"{key}: expected an integer, got {value!r}")
-    if isinstance(current, float):
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise TrainConfigError(f"{key}: expected a number, got {value!r}")
-    if isinstance(current, tuple):
-        if isinstance(value, list | tuple):
-            return tuple(float(v) for v in value)
-        raise TrainConfigError(f"{key}: expected a list, got {value!r}")
-    if value is not None and not isinstance(value, str):
-        raise TrainConfigError(f"{key}: expected a string, got {value!r}")
-    return value
-
-
-def _merge(obj: Any, data: dict[str, Any], prefix: str) -> None:
-    names = {f.name for f in dataclasses.fields(obj)}
-    for k, v in data.items():
-        key = f"{prefix}{k}"
-        if k not in names:
-            raise TrainConfigError(f"unknown trainer config key {key!r} (known: {sorted(names)})")
-        cur = getattr(obj, k)
-        if dataclasses.is_dataclass(cur):
-            if not isinstance(v, dict):
-                raise TrainConfigError(f"{key}: must be a mapping")
-            _merge(cur, v, key + ".")
-        else:
-            setattr(obj, k, _coerce(cur, v, key))
-
-
-def apply_override(cfg: TrainConfig, item: str) -> None:
-    """Apply `a.b=value` (value parsed as a YAML scalar) to `cfg` in place."""
-    if "=" not in item:
-        raise TrainConfigError(f"override {item!r} must look like key=value or section.key=value")
-    key, raw = item.split("=", 1)
-    key = key.strip()
-    if key.startswith("train."):
-        key = key[len("train.") :]
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    parts = key.split(".")
-    nested: dict[str, Any] = {parts[-1]: value}
-    for p in reversed(parts[:-1]):
-        nested = {p: nested}
-    _merge(cfg, nested, "")
+        """YAML (top level or its `train:` section) plus `key=value` overrides, through core's loader."""
+        return load_config(cls, path, overrides, section="train", error=TrainConfigError, what="trainer config")
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
+    """The trainer's own flags (`--config`/`--set`/`--root` come from the caller's parser)."""
     p.add_argument("--manifest", default=None, help="manifest.json, a shards/vNNN folder, or a Carve root")
     p.add_argument("--mode", choices=("event", "unified", "chunk"), default=None)
     p.add_argument("--out-dir", default=None, help="checkpoints, metrics.jsonl, tb/")

@@ -1,29 +1,26 @@
-"""Reading a shard manifest for training (the trainer's own reader of the agreed format).
+"""The trainer's view of a shard manifest: its shards and their row groups.
 
 `open_manifest(path)` accepts a `manifest.json`, the `shards/vNNN/` folder holding one, or a
-Carve root (the newest `shards/vNNN/` is used). It validates the manifest
-(`format == "carve.manifest"`, `manifest_version` and `schema_version` not newer than this
-reader knows, at least one shard with rows) and the Parquet schema of every shard
-(`storage.schema.check_schema` with the columns the trainer needs), and lists the shards'
-row groups: the units the data loader deals out to DDP ranks and DataLoader workers.
+Carve root (the newest complete `shards/vNNN/` is used). Finding, reading and validating the
+manifest is `storage.manifest.read_manifest` (the one reader of the format, whose
+`ManifestError` this module re-exports); on top of it this view requires at least one shard
+with rows, checks the Parquet schema of every shard (`storage.schema.check_schema` with the
+columns the trainer needs) and lists the shards' row groups: the units the data loader deals
+out to DDP ranks and DataLoader workers.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-
-from carve.core.errors import CarveError
+from carve.storage.manifest import ManifestError, manifest_path, read_manifest
 from carve.storage.schema import REQUIRED_COLUMNS, SchemaError, check_schema
 
-MANIFEST_FORMAT = "carve.manifest"
-MANIFEST_VERSION = 1
-KNOWN_SCHEMA_VERSION = 1
+__all__ = ["TRAIN_COLUMNS", "Manifest", "ManifestError", "Unit", "open_manifest"]
+
 TRAIN_COLUMNS: tuple[str, ...] = (
     *REQUIRED_COLUMNS,
     "caption",
@@ -31,10 +28,6 @@ TRAIN_COLUMNS: tuple[str, ...] = (
     "emb_text",
     "end_emb_visual",
 )
-
-
-class ManifestError(CarveError):
-    """A manifest or shard the trainer cannot use; the message names the file and the reason."""
 
 
 @dataclass(frozen=True)
@@ -57,55 +50,19 @@ class Manifest:
     raw: dict[str, Any]
 
 
-def find_manifest(path: str | Path) -> Path:
-    """The manifest.json for a file, a shard-version folder or a Carve root."""
-    p = Path(path)
-    if p.is_file():
-        return p
-    if (p / "manifest.json").is_file():
-        return p / "manifest.json"
-    shards = p / "shards"
-    if shards.is_dir():
-        versions = sorted(
-            (
-                d
-                for d in shards.iterdir()
-                if re.fullmatch(r"v\d+", d.name) and (d / "manifest.json").is_file()
-            ),
-            key=lambda d: int(d.name[1:]),
-        )
-        if versions:
-            return versions[-1] / "manifest.json"
-    raise ManifestError(
-        f"{p}: no manifest.json (looked for the file, <dir>/manifest.json and <root>/shards/vNNN/)"
-    )
-
-
 def open_manifest(path: str | Path, required: tuple[str, ...] = TRAIN_COLUMNS) -> Manifest:
-    mpath = find_manifest(path)
-    try:
-        raw = json.loads(mpath.read_text())
-    except json.JSONDecodeError as e:
-        raise ManifestError(f"{mpath}: not valid JSON: {e}") from e
-    if not isinstance(raw, dict) or raw.get("format") != MANIFEST_FORMAT:
-        raise ManifestError(f"{mpath}: not a Carve manifest (format != {MANIFEST_FORMAT!r})")
-    mv = raw.get("manifest_version")
-    if not isinstance(mv, int) or mv > MANIFEST_VERSION:
-        raise ManifestError(
-            f"{mpath}: manifest_version {mv!r} is newer than this trainer reads (up to {MANIFEST_VERSION}); upgrade Carve"
-        )
-    sv = raw.get("schema_version")
-    if not isinstance(sv, int) or sv > KNOWN_SCHEMA_VERSION:
-        raise ManifestError(
-            f"{mpath}: event schema_version {sv!r} is newer than this trainer reads (up to v{KNOWN_SCHEMA_VERSION})"
-        )
-    entries = raw.get("shards") or []
+    """The trainer's view of the manifest at `path` (a file, a `shards/vNNN/` folder or a root)."""
+    mpath = Path(manifest_path(path))
+    raw = read_manifest(str(mpath))
+    raw.pop("_dir", None)
+    mdir = mpath.parent
+    entries = raw["shards"]
     if not entries or not any(int(e.get("rows", 0)) > 0 for e in entries):
         raise ManifestError(f"{mpath}: the manifest lists no shards with rows; nothing to train on")
     shards: list[str] = []
     units: list[Unit] = []
     for e in entries:
-        spath = (mpath.parent / e["path"]).resolve()
+        spath = (mdir / e["path"]).resolve()
         if not spath.is_file():
             raise ManifestError(f"{mpath}: shard {e['path']} is missing ({spath})")
         try:

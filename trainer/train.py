@@ -133,7 +133,7 @@ def _any_rank(flag: bool, world: int, device: torch.device) -> bool:
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run training as configured; return a summary (steps, last losses, checkpoint paths)."""
-    cfg.validate()
+    cfg.check()
     rank, world, local_rank = _dist_info()
     own_pg = False
     device = _device(cfg, local_rank)
@@ -164,7 +164,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dic
     state = None
     if resume_path is not None:
         state = load_checkpoint(resume_path)
-        check_compatible(state, str(resume_path), spec, asdict(cfg.model), _position(cfg, world))
+        check_compatible(state, str(resume_path), spec, cfg.model.model_dump(), _position(cfg, world))
 
     torch.manual_seed(cfg.data.seed)
     model = WorldActionModel(cfg.model, spec).to(device)
@@ -333,8 +333,8 @@ def _checkpoint(
             "step": step,
             "mode": cfg.mode,
             "spec": asdict(spec),
-            "model_cfg": asdict(cfg.model),
-            "config": cfg.to_dict(),
+            "model_cfg": cfg.model.model_dump(),
+            "config": cfg.model_dump(),
             "model": model.state_dict(),
             "muon": muon.state_dict(),
             "adamw": adamw.state_dict(),
@@ -381,7 +381,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         cfg.max_steps = args.steps
     if args.resume:
         cfg.resume = args.resume
-    return cfg.validate()
+    return cfg.check()
 
 
 def summary_json(res: dict[str, Any]) -> str:

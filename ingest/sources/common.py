@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow.fs as pafs
-
 from carve.core.errors import EpisodeError
 from carve.ingest.video import VideoError, VideoReader
 

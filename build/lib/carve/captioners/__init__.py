@@ -1,1 +1,0 @@
-"""Event captioners: offline kinematic heuristic, OpenAI-compatible HTTP, in-process vLLM."""

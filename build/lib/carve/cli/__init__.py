@@ -1,1 +1,0 @@
-"""The `carve` command line: one entry point (`main`) and one module of subcommands per area."""

@@ -1,1 +1,0 @@
-"""The ground floor: the typed config (`config`), Carve's error types (`errors`) and structured logging (`log`)."""

@@ -1,1 +1,0 @@
-"""Event embeddings: open_clip / MiniLM / offline descriptor embedders, the motion descriptor and the fused `emb`."""

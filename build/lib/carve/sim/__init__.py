@@ -1,1 +1,0 @@
-"""Synthetic robot-manipulation episodes from pybullet (Franka Panda), written as LeRobot datasets."""

@@ -1,1 +1,0 @@
-"""Arrow event schema, SQLite catalog, atomic Parquet writing, shards and manifests, filesystems."""
