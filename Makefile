@@ -34,7 +34,7 @@ demo: install
 	@echo "report:  $(DEMO_ROOT)/carve/reports/index.html"
 
 test: install
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -P -m pytest -q $(PYTEST_ARGS)
 
 bench: install
 	$(PY) -m bench.run_all

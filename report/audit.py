@@ -14,6 +14,8 @@ all through one `Root` opened at the entry (`load_audit(root, ...)` takes a URI,
 * `coverage(audit, key)` counts events, episodes, clusters and duplicates per task or robot;
   `keyframes_of` fetches the keyframes of a few events; `map_sample` and `pca_2d` give the
   points of the embedding map.
+* `version_summaries(root, dataset)` lists every clusters and shards version (the versions
+  view); `data_fingerprint(root)` is the service's cache key.
 
 Charts are `report.charts`, the HTML page is `report.render` (jinja2 templates).
 """
@@ -114,6 +116,36 @@ def data_fingerprint(root: RootLike) -> tuple[Any, ...]:
             if info.type == pafs.FileType.File and not info.base_name.startswith(".tmp-"):
                 parts.append((info.path, info.size, info.mtime_ns))
     return tuple(sorted(parts, key=repr))
+
+
+def version_summaries(root: RootLike, dataset: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Every clusters and shards version with its headline numbers (the versions view).
+
+    Unfinished versions are listed with `complete: False` (a shards version also with the
+    reason its manifest cannot be used); a shards version whose sources do not include
+    `dataset` is left out."""
+    root = open_root(root)
+    done = set(cv.complete_versions(root, "clusters"))
+    clusters = []
+    for v in version_folders(root, "clusters"):
+        meta = read_clusters_meta(root, v)
+        clusters.append({"version": v, "complete": v in done, "k": meta.get("k"), "levels": meta.get("levels"),
+                         "n_events": meta.get("n_events"), "created_at": meta.get("created_at")})
+    shards = []
+    for v in version_folders(root, "shards"):
+        try:
+            m = read_manifest(root, v)
+        except AuditError as e:
+            shards.append({"version": v, "complete": False, "error": str(e)})
+            continue
+        sources = [s.get("dataset") for s in m.get("sources") or []]
+        if dataset is not None and sources and dataset not in sources:
+            continue
+        shards.append({"version": v, "complete": True, "created_at": m.get("created_at"),
+                       "clusters_version": m.get("clusters_version"), "policy": m.get("policy"),
+                       "total_rows": m.get("total_rows"), "unique_events": m.get("unique_events"),
+                       "shards": len(m.get("shards") or []), "stats": m.get("stats")})
+    return {"clusters": clusters, "shards": shards}
 
 
 # -- the audit data ------------------------------------------------------------------------

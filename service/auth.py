@@ -2,7 +2,7 @@
 
 The token comes from `service.token` in the config or, if unset, `CARVE_TOKEN` in the
 environment; a server without one refuses to start. Every route but `/health` depends on
-`require_token`. API clients send `Authorization: Bearer <token>`; so that an analyst can
+`require_token` (which reads the token `create_app` resolved from `app.state.token`). API clients send `Authorization: Bearer <token>`; so that an analyst can
 open the report page in a plain browser, HTML routes also accept HTTP Basic auth whose
 password is the token (the browser prompts for it). Comparison is constant-time.
 """
@@ -14,7 +14,7 @@ import binascii
 import hmac
 import os
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 MIN_TOKEN_LEN = 16
@@ -60,3 +60,8 @@ def check_request(request: Request, creds: HTTPAuthorizationCredentials | None, 
     challenge = 'Basic realm="carve", charset="UTF-8"' if html else "Bearer"
     reason = "missing bearer token" if presented is None else "invalid token"
     raise HTTPException(status_code=401, detail=reason, headers={"WWW-Authenticate": challenge})
+
+
+def require_token(request: Request, creds: HTTPAuthorizationCredentials | None = Security(bearer_scheme)) -> None:
+    """FastAPI dependency: 401 unless the request carries the app's token (`app.state.token`)."""
+    check_request(request, creds, request.app.state.token)

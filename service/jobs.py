@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from carve.core.config import CarveConfig
 from carve.core.log import get_logger, log_event
 from carve.storage.catalog import Catalog

@@ -1,9 +1,9 @@
 """Read-only views the HTTP service serves: datasets, versions, clusters, events, report pages.
 
-Everything is computed from the files under the root (`clustering.audit` readers) and the
-catalog, and cached per (dataset, data fingerprint): the fingerprint is a stat of the
-events/clusters/shards trees plus the catalog's per-dataset episode counts, re-checked at
-most twice a second, so a new part file, clusters version or manifest invalidates the cache
+Everything is computed from the files under the root (the `report.audit` read side, over one
+`Root` opened here) and the catalog, and cached per (dataset, data fingerprint): the
+fingerprint is a stat of the events/clusters/shards trees plus the catalog's per-dataset
+episode counts, re-checked at most twice a second, so a new part file, clusters version or manifest invalidates the cache
 while job heartbeats do not.
 """
 
@@ -16,9 +16,11 @@ from collections import OrderedDict
 from typing import Any
 
 import pyarrow.compute as pc
-
 from carve.report import audit as au
+from carve.report.render import render_report
 from carve.storage.catalog import Catalog
+from carve.storage.events import read_events
+from carve.storage.root import Root, open_root
 
 _EVENT_META = [
     "event_id", "episode_id", "dataset", "source_uri", "camera", "robot", "episode_index", "event_index",
@@ -34,8 +36,8 @@ class NotFound(LookupError):
 class Views:
     """Cached read views over one root (thread-safe; one instance per server)."""
 
-    def __init__(self, root: str, max_entries: int = 16, fingerprint_ttl_s: float = 0.5):
-        self.root = root
+    def __init__(self, root: str | Root, max_entries: int = 16, fingerprint_ttl_s: float = 0.5):
+        self.root = open_root(root)
         self.fingerprint_ttl_s = fingerprint_ttl_s
         self._fp: tuple[float, tuple[Any, ...]] | None = None
         self.max_entries = max_entries
@@ -89,27 +91,7 @@ class Views:
 
     def versions(self, cat: Catalog, name: str) -> dict[str, Any]:
         self.require_dataset(cat, name)
-        clusters = []
-        for v in au.list_versions(self.root, "clusters"):
-            meta = au.read_clusters_meta(self.root, v)
-            complete = (au.version_dir(self.root, "clusters", v) / "meta.json").exists()
-            clusters.append({"version": v, "complete": complete, "k": meta.get("k"), "levels": meta.get("levels"),
-                             "n_events": meta.get("n_events"), "created_at": meta.get("created_at")})
-        shards = []
-        for v in au.list_versions(self.root, "shards"):
-            try:
-                m = au.read_manifest(self.root, v)
-            except au.AuditError as e:
-                shards.append({"version": v, "complete": False, "error": str(e)})
-                continue
-            sources = [s.get("dataset") for s in m.get("sources") or []]
-            if sources and name not in sources:
-                continue
-            shards.append({"version": v, "complete": True, "created_at": m.get("created_at"),
-                           "clusters_version": m.get("clusters_version"), "policy": m.get("policy"),
-                           "total_rows": m.get("total_rows"), "unique_events": m.get("unique_events"),
-                           "shards": len(m.get("shards") or []), "stats": m.get("stats")})
-        return {"dataset": name, "clusters": clusters, "shards": shards}
+        return {"dataset": name, **au.version_summaries(self.root, name)}
 
     def clusters(self, cat: Catalog, name: str) -> dict[str, Any]:
         self.require_dataset(cat, name)
@@ -133,7 +115,7 @@ class Views:
     def report(self, cat: Catalog, name: str) -> str:
         self.require_dataset(cat, name)
         return self._cached(self._key(cat, "report", name),
-                            lambda: au.render_report(au.load_audit(self.root, name), inline=True)[0])
+                            lambda: render_report(au.load_audit(self.root, name), inline=True)[0])
 
     # -- events --------------------------------------------------------------------------
     def _event_row(self, cat: Catalog, event_id: str) -> dict[str, Any]:
@@ -143,8 +125,6 @@ class Views:
         if hit < 0:
             raise NotFound(f"unknown event {event_id!r}")
         episode = a.events.column("episode_id")[hit].as_py()
-        from carve.storage.events import read_events
-
         t = read_events(self.root, columns=_EVENT_META, filter_episodes={episode})
         t = t.filter(pc.equal(t.column("event_id"), event_id))
         if t.num_rows == 0:

@@ -1,4 +1,4 @@
-"""The coverage audit (clustering/audit.py) and `carve report` on fabricated, format-true roots."""
+"""The coverage audit (report/audit.py, report/render.py) and `carve report` on fabricated, format-true roots."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from carve.report import audit as au
+from carve.report import render
 from carve.sim.service_fakes import fabricate_root
 from PIL import Image
 
@@ -63,7 +64,7 @@ def test_pca_separates_two_blobs():
 
 def test_write_report_is_self_contained(fab, tmp_path: Path):
     out = tmp_path / "rep"
-    path = au.write_report(fab.root, out)
+    path = render.write_report(fab.root, out)
     page = path.read_text()
     refs = re.findall(r"src='([^']+)'", page)
     files = [r for r in refs if not r.startswith("data:")]
@@ -82,7 +83,7 @@ def test_events_without_clusters_still_report(tmp_path: Path):
     fab = fabricate_root(tmp_path / "root", clusters=False)
     a = au.load_audit(fab.root)
     assert a.clusters_version is None and au.cluster_rows(a) == []
-    page, charts = au.render_report(a, inline=True)
+    page, charts = render.render_report(a, inline=True)
     assert "not clustered yet" in page and set(charts) == {"map.png"}
 
 
@@ -123,3 +124,21 @@ def test_unfinished_clusters_version_is_ignored(tmp_path: Path):
     a = au.load_audit(fab.root)
     assert a.clusters_version == 1
     assert len({c for c in a.cluster_of.values()}) == fab.k
+
+
+def test_captions_tasks_and_errors_are_escaped(tmp_path: Path):
+    fab = fabricate_root(tmp_path / "root")
+    a = au.load_audit(fab.root)
+    evil = "<script>alert('x')</script>"
+    caps = a.events.column("caption").to_pylist()
+    a.events = a.events.set_column(a.events.schema.get_field_index("caption"), "caption",
+                                   pa.array([evil + c for c in caps], pa.string()))
+    a.events = a.events.set_column(a.events.schema.get_field_index("task"), "task",
+                                   pa.array([f"<b onmouseover='x'>{t}</b>" for t in a.events.column("task").to_pylist()],
+                                            pa.string()))
+    a.failures = [{**f, "error": "bad <img src=x onerror=alert(1)>"} for f in a.failures]
+    page, _ = render.render_report(a, inline=True)
+    assert "<script" not in page and "<b onmouseover" not in page and "<img src=x" not in page
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" + caps[0] in page  # a card's sample caption
+    assert "&lt;b onmouseover=&#39;x&#39;&gt;" in page  # the coverage-by-task table
+    assert "bad &lt;img src=x onerror=alert(1)&gt;" in page  # the quarantined-episodes table

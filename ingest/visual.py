@@ -1,0 +1,158 @@
+"""Per-frame visual descriptors of RGB frames: Carve's one training-free image descriptor.
+
+Segmentation (`ingest.segment`, visual change points) describes every frame of an episode with
+it, and the offline visual embedder (`embedding.embedders.DescriptorEmbedder`,
+`embed.visual=descriptor`) describes event keyframes with it. It is deterministic, needs no
+model file and is cheap on CPU.
+
+* `image_descriptors(images, size=64)` -> (N, DESCRIPTOR_DIM) float32, L2-normalised rows, for
+  a (T, H, W, 3) frame array or a sequence of images (HxWx3 / HxWx4 / HxW; non-uint8 values
+  are clipped to [0, 255]). Each image is resized to size x size (PIL bilinear) and described
+  by four blocks, each L2-normalised and weighted before the final normalisation so no block
+  dominates:
+    - a joint HSV colour histogram (8 hue x 3 saturation x 3 value bins, Hellinger/sqrt),
+    - a 4x4 colour layout (mean RGB per cell, centred at mid-grey): *where* colours are,
+    - a 4x4 grid of 8-bin unsigned gradient-orientation histograms (HOG-like): shapes/edges,
+    - an 8-bin grey-level histogram.
+  A flat image has no gradients: that block is zero and stays zero (no NaN). Rows do not
+  depend on which other images share the call (batched and one-by-one results are equal).
+* `l2_normalize(x)`: row-wise L2 normalisation that leaves zero rows at zero.
+
+The numpy work is vectorised over all frames of a chunk; cell sums add the pixels of a cell
+in row-major order, so the values are bit-for-bit those of the original per-image code (the
+embeddings of existing event parts and shards do not change).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+DESCRIPTOR_SIZE = 64  # images are resized to this square before describing
+_H_BINS, _S_BINS, _V_BINS = 8, 3, 3
+_GRID = 4  # cells per side for colour layout and gradient grid
+_ORIENT_BINS = 8
+_GRAY_BINS = 8
+_BLOCK_WEIGHTS = {"hsv": 1.0, "layout": 1.0, "hog": 1.0, "gray": 0.5}
+_BLOCKS = ("hsv", "layout", "hog", "gray")
+
+DESCRIPTOR_DIM = (
+    _H_BINS * _S_BINS * _V_BINS + _GRID * _GRID * 3 + _GRID * _GRID * _ORIENT_BINS + _GRAY_BINS
+)  # 72 + 48 + 128 + 8 = 256
+
+_EPS = 1e-12
+_CHUNK_PIXELS = 1 << 21  # described pixels per chunk (bounds the float32 temporaries to ~100 MB)
+_GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """L2-normalise along `axis`; all-zero vectors stay zero instead of becoming NaN."""
+    x = np.asarray(x, dtype=np.float32)
+    norm = np.linalg.norm(x, axis=axis, keepdims=True)
+    return (x / np.maximum(norm, _EPS)).astype(np.float32)
+
+
+def image_descriptors(images: np.ndarray | Sequence[np.ndarray], size: int = DESCRIPTOR_SIZE) -> np.ndarray:
+    """Describe RGB images (a (T, H, W, 3) array or a sequence of HxWx3 images); (N, DESCRIPTOR_DIM)
+    float32 L2-normalised rows. `size` must be a positive multiple of 4."""
+    if size <= 0 or size % _GRID:
+        raise ValueError(f"descriptor size must be a positive multiple of {_GRID}, got {size}")
+    n = len(images)
+    out = np.zeros((n, DESCRIPTOR_DIM), dtype=np.float32)
+    if n == 0:
+        return out
+    chunk = max(1, _CHUNK_PIXELS // (size * size))
+    for lo in range(0, n, chunk):
+        rgb = np.stack([_resized(images[i], size) for i in range(lo, min(lo + chunk, n))])
+        out[lo : lo + len(rgb)] = _describe(rgb)
+    return out
+
+
+# ----------------------------------------------------------------------------- internals
+
+
+def _resized(img: np.ndarray, size: int) -> np.ndarray:
+    """One image as size x size RGB uint8 (PIL bilinear; unchanged when already that size)."""
+    arr = np.asarray(img)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"expected an RGB image of shape HxWx3, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    if arr.shape[:2] == (size, size):
+        return np.ascontiguousarray(arr[:, :, :3])
+    pil = Image.fromarray(np.ascontiguousarray(arr[:, :, :3]))
+    return np.asarray(pil.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+def _describe(rgb: np.ndarray) -> np.ndarray:
+    """(N, S, S, 3) uint8 -> (N, DESCRIPTOR_DIM) float32 descriptors."""
+    n, s = rgb.shape[0], rgb.shape[1]
+    # PIL's HSV conversion is per pixel: one call over the frames stacked vertically
+    hsv = np.asarray(Image.fromarray(rgb.reshape(n * s, s, 3)).convert("HSV"), dtype=np.uint8)
+    gray = (rgb.astype(np.float32) @ _GRAY_WEIGHTS) / 255.0
+    blocks = {
+        "hsv": _hsv_hist(hsv.reshape(n, s, s, 3)),
+        "layout": _colour_layout(rgb),
+        "hog": _gradient_grid(gray),
+        "gray": _gray_hist(gray),
+    }
+    parts = [l2_normalize(blocks[k]) * _BLOCK_WEIGHTS[k] for k in _BLOCKS]
+    return l2_normalize(np.concatenate(parts, axis=1))
+
+
+def _hsv_hist(hsv: np.ndarray) -> np.ndarray:
+    n = hsv.shape[0]
+    h = hsv[..., 0].astype(np.intp) * _H_BINS // 256
+    s = hsv[..., 1].astype(np.intp) * _S_BINS // 256
+    v = hsv[..., 2].astype(np.intp) * _V_BINS // 256
+    nb = _H_BINS * _S_BINS * _V_BINS
+    idx = (h * _S_BINS + s) * _V_BINS + v + (np.arange(n, dtype=np.intp)[:, None, None] * nb)
+    hist = np.bincount(idx.ravel(), minlength=n * nb).reshape(n, nb).astype(np.float32)
+    hist /= float(hsv.shape[1] * hsv.shape[2])
+    return np.sqrt(hist)
+
+
+def _cell_sum(x: np.ndarray) -> np.ndarray:
+    """(N, S, S, ...) -> (N, G, G, ...) float sums over G x G square cells.
+
+    The c x c pixels of a cell are added one after the other in row-major order: the cell
+    offsets are moved to a leading axis and reduced there, so each output is a sequential sum
+    (the same order, and so the same float32 rounding, as summing the reshaped cell axes).
+    """
+    n, s = x.shape[0], x.shape[1]
+    c = s // _GRID
+    rest = x.shape[3:]
+    cells = x.reshape(n, _GRID, c, _GRID, c, *rest).transpose(2, 4, 0, 1, 3, *range(5, 5 + len(rest)))
+    return np.add.reduce(np.ascontiguousarray(cells).reshape(c * c, -1), axis=0).reshape(n, _GRID, _GRID, *rest)
+
+
+def _colour_layout(rgb: np.ndarray) -> np.ndarray:
+    f = rgb.astype(np.float32) / 255.0
+    c = rgb.shape[1] // _GRID
+    means = _cell_sum(f) / float(c * c)  # (N, G, G, 3)
+    return (means - 0.5).reshape(rgb.shape[0], -1)
+
+
+def _gradient_grid(gray: np.ndarray) -> np.ndarray:
+    gx = np.zeros_like(gray)
+    gy = np.zeros_like(gray)
+    gx[:, :, 1:-1] = gray[:, :, 2:] - gray[:, :, :-2]
+    gy[:, 1:-1, :] = gray[:, 2:, :] - gray[:, :-2, :]
+    mag = np.hypot(gx, gy)
+    ang = np.mod(np.arctan2(gy, gx), np.pi)  # unsigned orientation in [0, pi)
+    b = np.minimum((ang / np.pi * _ORIENT_BINS).astype(np.intp), _ORIENT_BINS - 1)
+    onehot = np.where(b[..., None] == np.arange(_ORIENT_BINS), mag[..., None], np.float32(0))
+    cells = _cell_sum(onehot)  # (N, G, G, B)
+    return np.sqrt(cells).reshape(gray.shape[0], -1)
+
+
+def _gray_hist(gray: np.ndarray) -> np.ndarray:
+    n = gray.shape[0]
+    b = np.minimum((gray * _GRAY_BINS).astype(np.intp), _GRAY_BINS - 1)
+    idx = b + np.arange(n, dtype=np.intp)[:, None, None] * _GRAY_BINS
+    hist = np.bincount(idx.ravel(), minlength=n * _GRAY_BINS).reshape(n, _GRAY_BINS).astype(np.float32)
+    return np.sqrt(hist / float(gray.shape[1] * gray.shape[2]))

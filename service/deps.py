@@ -1,0 +1,61 @@
+"""FastAPI dependencies of the service: what a route needs, taken from the app's state.
+
+`create_app` puts the configuration (`app.state.cfg`), the read views (`.views`), the job
+runner (`.runner`) and the per-thread catalogs (`.catalogs`) on the app; routes declare them
+as parameters (`cfg: CfgDep`, `views: ViewsDep`, ...) instead of closing over them.
+
+A SQLite connection must not be shared by two requests running at once (a transaction of one
+would swallow the statements of the other), and FastAPI may run a dependency and its route on
+different worker threads, so the catalog dependency is a `Catalogs` handle whose `get()` the
+route calls: it returns the connection of the thread the route runs on.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Annotated
+
+from carve.core.config import CarveConfig
+from carve.service.jobs import JobRunner
+from carve.service.views import Views
+from carve.storage.catalog import Catalog
+from fastapi import Depends, Request
+
+NAME_PATTERN = r"^[A-Za-z0-9_.\-]{1,200}$"  # a dataset name in a path
+ID_PATTERN = r"^[A-Za-z0-9_\-]{1,128}$"  # a job or event id in a path
+
+
+class Catalogs:
+    """One catalog connection per worker thread, opened on first use."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self._local = threading.local()
+
+    def get(self) -> Catalog:
+        cat = getattr(self._local, "cat", None)
+        if cat is None:
+            cat = self._local.cat = Catalog(self.root)
+        return cat
+
+
+def get_cfg(request: Request) -> CarveConfig:
+    return request.app.state.cfg
+
+
+def get_views(request: Request) -> Views:
+    return request.app.state.views
+
+
+def get_runner(request: Request) -> JobRunner:
+    return request.app.state.runner
+
+
+def get_catalogs(request: Request) -> Catalogs:
+    return request.app.state.catalogs
+
+
+CfgDep = Annotated[CarveConfig, Depends(get_cfg)]
+ViewsDep = Annotated[Views, Depends(get_views)]
+RunnerDep = Annotated[JobRunner, Depends(get_runner)]
+CatalogsDep = Annotated[Catalogs, Depends(get_catalogs)]

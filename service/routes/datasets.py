@@ -1,0 +1,44 @@
+"""Datasets, their clusters and their events (read-only; token required).
+
+    GET /datasets, /datasets/{name}, /datasets/{name}/clusters
+    GET /events/{id}, /events/{id}/keyframes/{i}.jpg
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from carve.service.auth import require_token
+from carve.service.deps import ID_PATTERN, NAME_PATTERN, CatalogsDep, ViewsDep
+from fastapi import APIRouter, Depends, Path
+from fastapi.responses import Response
+
+router = APIRouter(dependencies=[Depends(require_token)])
+
+
+@router.get("/datasets", tags=["datasets"])
+def datasets(catalogs: CatalogsDep) -> list[dict[str, Any]]:
+    return catalogs.get().datasets()
+
+
+@router.get("/datasets/{name}", tags=["datasets"])
+def dataset(views: ViewsDep, catalogs: CatalogsDep, name: str = Path(pattern=NAME_PATTERN)) -> dict[str, Any]:
+    return views.require_dataset(catalogs.get(), name)
+
+
+@router.get("/datasets/{name}/clusters", tags=["datasets"])
+def clusters(views: ViewsDep, catalogs: CatalogsDep, name: str = Path(pattern=NAME_PATTERN)) -> dict[str, Any]:
+    return views.clusters(catalogs.get(), name)
+
+
+@router.get("/events/{event_id}", tags=["events"])
+def event(views: ViewsDep, catalogs: CatalogsDep, event_id: str = Path(pattern=ID_PATTERN),
+          images: bool = True) -> dict[str, Any]:
+    return views.event(catalogs.get(), event_id, images=images)
+
+
+@router.get("/events/{event_id}/keyframes/{index}.jpg", tags=["events"], response_class=Response,
+            responses={200: {"content": {"image/jpeg": {}}}})
+def keyframe(views: ViewsDep, catalogs: CatalogsDep, event_id: str = Path(pattern=ID_PATTERN),
+             index: int = Path(ge=0, le=64)) -> Response:
+    return Response(views.keyframe(catalogs.get(), event_id, index), media_type="image/jpeg")

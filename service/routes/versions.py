@@ -1,0 +1,16 @@
+"""`GET /datasets/{name}/versions`: the clusters and shards versions of a dataset (token required)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from carve.service.auth import require_token
+from carve.service.deps import NAME_PATTERN, CatalogsDep, ViewsDep
+from fastapi import APIRouter, Depends, Path
+
+router = APIRouter(tags=["datasets"], dependencies=[Depends(require_token)])
+
+
+@router.get("/datasets/{name}/versions")
+def versions(views: ViewsDep, catalogs: CatalogsDep, name: str = Path(pattern=NAME_PATTERN)) -> dict[str, Any]:
+    return views.versions(catalogs.get(), name)

@@ -1,0 +1,122 @@
+"""The pipeline's steps: one failure mechanism, per-step stats, declared dependencies, executors.
+
+A step that raises quarantines exactly the episodes of its batch, with the step's name and the
+reason; rows quarantined earlier pass through untouched; the seconds and failures of each step
+add up on the driver; a missing optional dependency fails before any work with an install hint;
+and the in-process executor produces the same event rows as the Ray one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from test_e2e_pipeline import _cfg, folder_dataset  # noqa: F401  (fixture)
+
+from carve.core.config import CaptionConfig, EmbedConfig
+from carve.core.errors import EpisodeError
+from carve.pipeline.step import (
+    STAGE_SCHEMA,
+    MissingDependency,
+    PipelineStep,
+    RunStats,
+    check_requirements,
+    rows_to_stage_table,
+)
+from carve.pipeline.steps import Caption, Embed
+
+
+def _rows(episodes: dict[str, int], failed: tuple[str, ...] = ()) -> pa.Table:
+    rows = []
+    for ep, n in episodes.items():
+        for k in range(n):
+            rows.append({"event_id": f"{ep}:{k}", "episode_id": ep, "dataset": "d", "source_uri": "/s",
+                         "episode_index": 0, "event_index": k, "num_events": n, "start_frame": k,
+                         "end_frame": k + 1, "fps": 10.0, "_fingerprint": "fp", "_error": None})
+    for ep in failed:
+        rows.append({"event_id": f"failed:{ep}", "episode_id": ep, "dataset": "d", "source_uri": "/s",
+                     "episode_index": 0, "event_index": -1, "num_events": 0, "start_frame": 0, "end_frame": 0,
+                     "fps": 0.0, "_fingerprint": "fp", "_error": "decode_segment failed: bad video",
+                     "_stats": '{"seconds":{},"failed_at":"decode_segment"}'})
+    return rows_to_stage_table(rows)
+
+
+class Upper(PipelineStep):
+    name = "upper"
+
+    def process(self, events: pa.Table) -> pa.Table:
+        return events.set_column(events.schema.get_field_index("caption"), "caption",
+                                 pa.array([e.upper() for e in events.column("event_id").to_pylist()]))
+
+
+class Broken(PipelineStep):
+    name = "broken"
+
+    def process(self, events: pa.Table) -> pa.Table:
+        raise EpisodeError("episode 3 of /s", "the model refused this batch")
+
+
+def test_a_step_fills_good_rows_and_passes_quarantined_ones_through():
+    out = Upper()(_rows({"a": 2, "b": 1}, failed=("c",)))
+    assert out.schema == STAGE_SCHEMA
+    by_id = {r["event_id"]: r for r in out.to_pylist()}
+    assert by_id["a:0"]["caption"] == "A:0" and by_id["b:0"]["caption"] == "B:0"
+    assert by_id["failed:c"]["caption"] is None and by_id["failed:c"]["_error"].startswith("decode_segment failed")
+    assert '"upper"' in by_id["a:0"]["_stats"] and '"upper"' not in by_id["failed:c"]["_stats"]
+
+
+def test_a_failing_step_quarantines_its_episodes_with_its_name_and_reason():
+    out = Broken()(_rows({"a": 2, "b": 1}, failed=("c",)))
+    errors = {r["episode_id"]: r["_error"] for r in out.to_pylist()}
+    assert errors["a"] == errors["b"] == "broken failed: episode 3 of /s: the model refused this batch"
+    assert errors["c"].startswith("decode_segment failed")  # the earlier reason is kept
+    stats = RunStats(["decode_segment", "broken"])
+    seen = set()
+    for r in out.to_pylist():
+        if r["episode_id"] not in seen:
+            seen.add(r["episode_id"])
+            stats.add_episode(r["_stats"], 0)
+    assert stats.steps["broken"].failures == 2 and stats.steps["decode_segment"].failures == 1
+
+
+def test_run_stats_add_up_seconds_events_and_failures():
+    stats = RunStats(["decode_segment", "caption"])
+    stats.add_episode('{"seconds":{"decode_segment":1.5,"caption":0.5}}', 4)
+    stats.add_episode('{"seconds":{"decode_segment":0.5,"caption":0.25}}', 2)
+    stats.add_episode('{"seconds":{"decode_segment":0.1},"failed_at":"caption"}', 0)
+    d = stats.as_dict()
+    assert d["decode_segment"] == {"episodes": 3, "events": 6, "seconds": 2.1, "failures": 0}
+    assert d["caption"] == {"episodes": 3, "events": 6, "seconds": 0.75, "failures": 1}
+
+
+def test_missing_optional_dependency_fails_early_with_an_install_hint():
+    with pytest.raises(MissingDependency, match=r"step demo needs no_such_module_xyz.*pip install no-such-pkg"):
+        check_requirements("demo", {"no_such_module_xyz": "no-such-pkg", "json": "json"})
+    # the vLLM captioner's extra is never installed here (it would replace torch)
+    with pytest.raises(MissingDependency, match="pip install"):
+        Caption.check(CaptionConfig(backend="vllm"))
+    Caption.check(CaptionConfig(backend="kinematic"))  # nothing optional
+    assert Embed.requires(EmbedConfig(visual="open_clip", text="minilm")) == {
+        "open_clip": "open_clip_torch", "sentence_transformers": "sentence-transformers"}
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_local_executor_writes_the_same_events_as_ray(folder_dataset: Path, tmp_path: Path):  # noqa: F811
+    from carve.pipeline.executor import LocalExecutor
+    from carve.pipeline.run import run_pipeline
+    from carve.storage.events import read_events
+    from carve.storage.root import open_root
+
+    cols = ["event_id", "start_frame", "end_frame", "boundary_reason", "caption", "next_caption", "emb", "keyframes"]
+    tables = []
+    for name, executor in (("ray", None), ("local", LocalExecutor())):
+        root = tmp_path / name
+        s = run_pipeline(_cfg(root, folder_dataset), shard=False, executor=executor)
+        assert s.episodes_ok == 4 and s.episodes_failed == 5
+        assert s.stages["decode_segment"]["failures"] == 5 and s.stages["embed"]["episodes"] == 4
+        assert s.stages["write"]["events"] == s.events
+        with open_root(root) as r:
+            tables.append(read_events(r, columns=cols).sort_by("event_id"))
+            assert r.catalog.runs()[0]["summary"]["stages"]["decode_segment"]["episodes"] == 9
+    assert tables[0].num_rows > 0 and tables[0].equals(tables[1])
