@@ -32,7 +32,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from carve.cli.main import load_config
-    from carve.report.audit import write_report
+    from carve.report.render import write_report
 
     cfg = load_config(args)
     path = write_report(cfg.root, args.out, dataset=args.dataset)

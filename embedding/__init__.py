@@ -1,1 +1,1 @@
-"""Event embeddings: open_clip / MiniLM / offline descriptor embedders, the motion descriptor and the fused `emb`."""
+"""Event embeddings: `embedders` (open_clip / MiniLM / the offline descriptor), `motion` (the motion descriptor), `fusion` (the fused `emb`) and `stage` (`EmbedStage`, an event table in, embedding columns out)."""

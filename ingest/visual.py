@@ -117,17 +117,16 @@ def _hsv_hist(hsv: np.ndarray) -> np.ndarray:
 
 
 def _cell_sum(x: np.ndarray) -> np.ndarray:
-    """(N, S, S, ...) -> (N, G, G, ...) float sums over G x G square cells.
+    """(N, S, S, C) -> (N, G, G, C) float sums over G x G square cells.
 
     The c x c pixels of a cell are added one after the other in row-major order: the cell
     offsets are moved to a leading axis and reduced there, so each output is a sequential sum
     (the same order, and so the same float32 rounding, as summing the reshaped cell axes).
     """
-    n, s = x.shape[0], x.shape[1]
+    n, s, ch = x.shape[0], x.shape[1], x.shape[3]
     c = s // _GRID
-    rest = x.shape[3:]
-    cells = x.reshape(n, _GRID, c, _GRID, c, *rest).transpose(2, 4, 0, 1, 3, *range(5, 5 + len(rest)))
-    return np.add.reduce(np.ascontiguousarray(cells).reshape(c * c, -1), axis=0).reshape(n, _GRID, _GRID, *rest)
+    cells = np.ascontiguousarray(x.reshape(n, _GRID, c, _GRID, c, ch).transpose(2, 4, 0, 1, 3, 5))
+    return np.add.reduce(cells.reshape(c * c, -1), axis=0).reshape(n, _GRID, _GRID, ch)
 
 
 def _colour_layout(rgb: np.ndarray) -> np.ndarray:
@@ -138,6 +137,7 @@ def _colour_layout(rgb: np.ndarray) -> np.ndarray:
 
 
 def _gradient_grid(gray: np.ndarray) -> np.ndarray:
+    n, size = gray.shape[0], gray.shape[1]
     gx = np.zeros_like(gray)
     gy = np.zeros_like(gray)
     gx[:, :, 1:-1] = gray[:, :, 2:] - gray[:, :, :-2]
@@ -145,9 +145,14 @@ def _gradient_grid(gray: np.ndarray) -> np.ndarray:
     mag = np.hypot(gx, gy)
     ang = np.mod(np.arctan2(gy, gx), np.pi)  # unsigned orientation in [0, pi)
     b = np.minimum((ang / np.pi * _ORIENT_BINS).astype(np.intp), _ORIENT_BINS - 1)
-    onehot = np.where(b[..., None] == np.arange(_ORIENT_BINS), mag[..., None], np.float32(0))
-    cells = _cell_sum(onehot)  # (N, G, G, B)
-    return np.sqrt(cells).reshape(gray.shape[0], -1)
+    # each pixel's magnitude goes to (frame, cell row, cell col, orientation bin); np.add.at adds
+    # in pixel order, so every cell/bin is the row-major sequential float32 sum of its pixels
+    cell = np.arange(size, dtype=np.intp) // (size // _GRID)
+    cell_bin = (cell[:, None] * _GRID + cell[None, :]) * _ORIENT_BINS  # (S, S)
+    frame = np.arange(n, dtype=np.intp)[:, None, None] * (_GRID * _GRID * _ORIENT_BINS)
+    cells = np.zeros(n * _GRID * _GRID * _ORIENT_BINS, dtype=np.float32)
+    np.add.at(cells, (b + cell_bin + frame).ravel(), mag.ravel())
+    return np.sqrt(cells).reshape(n, -1)
 
 
 def _gray_hist(gray: np.ndarray) -> np.ndarray:

@@ -120,7 +120,7 @@ class Embed(PipelineStep):
         return req
 
     def __init__(self, cfg: EmbedConfig):
-        from carve.embedding.embed import EmbedStage
+        from carve.embedding.stage import EmbedStage
 
         self.stage = EmbedStage(cfg)
 

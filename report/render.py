@@ -126,7 +126,11 @@ def write_report(root: RootLike, out_dir: str | Path | None = None, dataset: str
     """Write `index.html` plus its PNG charts into `out_dir` (default `<root>/reports`); return the HTML path."""
     r = open_root(root)
     out = str(out_dir) if out_dir else r.uri_of(r.path("reports"))
-    page, charts = render_report(load_audit(r, dataset), inline=False)
+    try:
+        page, charts = render_report(load_audit(r, dataset), inline=False)
+    finally:
+        if r is not root:  # opened here: close its catalog
+            r.close()
     for name, data in charts.items():
         atomic_write_bytes(data, f"{out}/{name}")
     atomic_write_bytes(page.encode(), f"{out}/index.html")

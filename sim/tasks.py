@@ -1,80 +1,128 @@
-"""Scripted teleoperation of the simulated Panda: the four task types and their phase schedules.
+"""Simulated teleoperation episodes: the task types, their plans, and the physics rollout.
 
-`run_episode(task_type, seed, fps=..., size=..., operator_noise=...)` builds a randomised
-`Scene`, drives the arm with a scripted controller the way a teleoperator would (smooth
-minimum-jerk motions along curved paths, a little hand tremor, brief dwells between phases)
-and records, per frame: the state (7 joint angles + gripper opening), the action (the joint
-targets commanded for the next frame + the gripper command: 1 = close, 0 = open), an RGB
-frame, and which phase the command belongs to. The phase schedule is the controller's own:
-phase k starts at the frame where its first command is issued; a dwell belongs to the phase
-it follows. The ground truth of `carve synth` is exactly this schedule.
+`run_episode(task_type, seed, fps=..., size=..., style=..., arms=..., cameras=...,
+operator_noise=...)` builds a randomised `Scene`, plans what the operator commands
+(`sim.operator.ArmPlan`, in seconds), and runs it under physics: at each physics step the
+commanded hand pose (plus tremor) goes through IK to the joint servos, grasps are made by
+contact; at each recorded frame (1/fps) it reads back the measured state and renders every
+camera. Recorded per frame:
 
-Operator noise (`operator_noise` in [0, 1], default 0 = the clean scripted operator, whose
-episodes are bit-identical to those of earlier versions). Above 0, `OperatorNoise` makes
-the operator behave like a human teleoperator; every effect scales with the level:
+* state: per arm the 7 measured joint angles and the measured finger gap (m, with
+  gripper-sensor noise);
+* action: per arm the 7 commanded joint targets at that frame and the gripper command: one
+  arm records the binary command (1 = close, 0 = open, `gripper_command`); two arms record
+  the commanded finger gap in metres, as an ALOHA leader arm does (`left_gripper`, ...);
+* one RGB frame per camera (`observation.images.<name>`).
 
-* hand drift: a smooth, low-frequency (~0.5-2 Hz) random offset of the commanded
-  end-effector target (about 2.5 mm rms horizontally at level 1, half that vertically),
-  present while moving *and* while holding still (it builds up from zero at the start);
-* speed variation: each motion (and gripper actuation) gets its own duration factor
-  (log-normal) and an asymmetric velocity profile (a monotone time warp of minimum jerk),
-  and its path bends sideways by a random control-point offset;
-* hesitations: occasionally (probability ~0.4 x level per motion) the hand slows down
-  mid-motion to 15-50% of its speed for 0.25-0.6 s, never to a full stop;
-* variable dwells: the pauses at the real phase changes are stretched or shortened by a
-  log-normal factor (never below the clean minimum of 2 frames).
+The ground truth is the operator's phase schedule, sampled at the dataset's fps: a phase
+starts at the first frame at or after its planned start time (see `sim/operator.py` for
+where a phase starts); phases are per arm and carry an `arm` field.
 
-The noise draws come from their own stream derived from the episode seed, so a seed gives
-the same scene, task and nominal plan at every noise level; only the execution differs.
-The phase schedule is still recorded from what is executed, so the ground truth stays exact.
-
-Task types and their phases:
+Task types (`TASK_TYPES`, one arm) and their phases:
 * `pick_place`  reach grasp lift move place release retreat
 * `stack`       the same, placing one cube on another
 * `push`        reach push retreat (gripper closed throughout: no grasp)
 * `two_object`  reach grasp lift move place release, twice, then retreat
+Two arms (`TWO_ARM_TASK_TYPES`):
+* `bimanual_pick_place`  each arm puts its own object into the shared tray (pick_place
+  phases per arm); the right arm starts while the left one is placing, releasing or
+  retreating, so their activity overlaps.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from carve.sim.scene import COLORS, GRIPPER_MAX, SHAPES, Scene, SceneObject
 
-PHASE_NAMES = ("reach", "grasp", "lift", "move", "place", "release", "retreat", "push")
+from carve.sim.operator import MIN_PHASE, PHASE_NAMES, STYLES, ArmPlan, OperatorNoise
+from carve.sim.scene import (
+    COLORS,
+    GRIPPER_MAX,
+    SHAPES,
+    Scene,
+    SceneObject,
+    action_names,
+    arm_names,
+    camera_names,
+    state_names,
+)
+
 TASK_TYPES = ("pick_place", "stack", "push", "two_object")
+TWO_ARM_TASK_TYPES = ("bimanual_pick_place",)
+ALL_TASK_TYPES = TASK_TYPES + TWO_ARM_TASK_TYPES
 PUSH_DIRECTIONS = {"left": (0.0, 1.0), "right": (0.0, -1.0), "front": (1.0, 0.0), "back": (-1.0, 0.0)}
+MIN_ARM_GAP = 0.3  # s: phase changes of different arms are at least this far apart
+FPS_RANGE = (10, 50)
+__all__ = ["MIN_PHASE", "PHASE_NAMES", "STYLES", "TASK_TYPES", "TWO_ARM_TASK_TYPES", "ALL_TASK_TYPES", "Phase", "SimEpisode",
+           "run_episode", "task_types_for"]
+
+
+def task_types_for(arms: int) -> tuple[str, ...]:
+    return TASK_TYPES if arms == 1 else TWO_ARM_TASK_TYPES
 
 
 @dataclass
 class Phase:
-    """One controller phase: frames [start, end)."""
+    """One phase of one arm: frames [start, end) and seconds [start_s, end_s)."""
 
     name: str
     start: int
     end: int
+    arm: str = "arm"
+    start_s: float = 0.0
+    end_s: float = 0.0
+    obj: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "start": self.start, "end": self.end, "arm": self.arm,
+                "start_s": round(self.start_s, 4), "end_s": round(self.end_s, 4), "object": self.obj}
 
 
 @dataclass
 class SimEpisode:
-    """A recorded episode with its ground-truth phase schedule."""
+    """A recorded episode with its ground-truth phase schedule and the simulator's own traces."""
 
     task: str
     task_type: str
-    state: np.ndarray  # (T, 8) float32
-    action: np.ndarray  # (T, 8) float32
-    frames: np.ndarray  # (T, size, size, 3) uint8, or (T, 0, 0, 3) when not rendered
-    phases: list[Phase] = field(default_factory=list)
+    fps: int
+    style: str
+    arms: list[str]
+    cameras: list[str]  # feature keys, observation.images.<name>
+    state: np.ndarray  # (T, Ds) float32
+    action: np.ndarray  # (T, Da) float32
+    frames: dict[str, np.ndarray]  # key -> (T, H, W, 3) uint8 (empty dict when not rendered)
+    phases: list[Phase] = field(default_factory=list)  # all arms, sorted by start
+    duration_s: float = 0.0
+    ee_cmd: np.ndarray | None = None  # (T, arms, 3) commanded grasp-frame position (with tremor)
+    ee_meas: np.ndarray | None = None  # (T, arms, 3) measured grasp-frame position
+    objects: dict[str, np.ndarray] = field(default_factory=dict)  # task object name -> (T, 3) position
+    held: np.ndarray | None = None  # (T, arms) bool: the arm holds an object (grasp constraint)
 
     @property
     def length(self) -> int:
         return int(self.state.shape[0])
 
     @property
+    def state_names(self) -> list[str]:
+        return state_names(len(self.arms))
+
+    @property
+    def action_names(self) -> list[str]:
+        return action_names(len(self.arms))
+
+    def arm_phases(self, arm: str) -> list[Phase]:
+        return [p for p in self.phases if p.arm == arm]
+
+    def arm_boundaries(self, arm: str) -> list[int]:
+        return [p.start for p in self.arm_phases(arm) if p.start > 0]
+
+    @property
     def boundaries(self) -> list[int]:
-        return [p.start for p in self.phases[1:]]
+        """The union over arms of the frames where a phase starts (0 excluded)."""
+        return sorted({p.start for p in self.phases if 0 < p.start < self.length})
 
     def ground_truth(self, episode_index: int) -> dict[str, Any]:
         """This episode's entry in `ground_truth_events.json`."""
@@ -83,290 +131,117 @@ class SimEpisode:
             "task": self.task,
             "task_type": self.task_type,
             "length": self.length,
+            "fps": self.fps,
+            "duration_s": round(self.duration_s, 4),
+            "style": self.style,
+            "arms": list(self.arms),
+            "cameras": list(self.cameras),
             "boundaries": self.boundaries,
-            "phases": [{"name": p.name, "start": p.start, "end": p.end} for p in self.phases],
+            "arm_boundaries": {a: self.arm_boundaries(a) for a in self.arms},
+            "phases": [p.to_json() for p in self.phases],
         }
-
-
-def _min_jerk(s: np.ndarray | float) -> np.ndarray | float:
-    return 10 * s**3 - 15 * s**4 + 6 * s**5
-
-
-def _bezier(p0: np.ndarray, c: np.ndarray, p1: np.ndarray, s: float) -> np.ndarray:
-    return (1 - s) ** 2 * p0 + 2 * (1 - s) * s * c + s**2 * p1
-
-
-NOISE_STREAM = 0x6E6F6973  # mixed into the episode seed to derive the operator-noise stream
-
-
-class OperatorNoise:
-    """Human-teleoperator imperfections at `level` in (0, 1] (see the module docstring).
-
-    Owns its own random stream (derived from the episode seed), so adding noise never shifts
-    the draws that build the scene and the nominal plan."""
-
-    DRIFT_XY = 0.0025  # m rms of the hand drift at level 1 (horizontal)
-    DRIFT_Z = 0.00125  # m rms (vertical: operators hold height better)
-    DRIFT_TAU = 0.25  # s, time constant of each of the drift's two low-pass stages
-    SPEED_SIGMA = 0.25  # log-normal sigma of a motion's duration factor at level 1
-    SKEW = 0.45  # max asymmetry of the velocity profile at level 1
-    BEND = 0.08  # sideways bend of a path, as a fraction of its length (rms, level 1)
-    HESITATION_P = 0.4  # chance of one hesitation per motion at level 1
-    DWELL_SIGMA = 0.45  # log-normal sigma of a dwell's length factor at level 1
-
-    def __init__(self, level: float, seed: int, fps: int):
-        if not 0.0 < level <= 1.0:
-            raise ValueError(f"operator noise must be in (0, 1], got {level}")
-        self.level = float(level)
-        self.fps = int(fps)
-        self.rng = np.random.default_rng([int(seed), NOISE_STREAM])
-        self._a = float(np.exp(-1.0 / (self.DRIFT_TAU * self.fps)))
-        # two cascaded AR(1) stages; x2 has variance (1 + a^2) / (1 + a)^2 when x1 has variance 1
-        self._gain = (1.0 + self._a) / np.sqrt(1.0 + self._a**2)
-        # the teleop session starts registered to the robot: the drift builds up from zero
-        # (over ~2 DRIFT_TAU) instead of starting with an offset, which would jump the first frame
-        self._x1 = np.zeros(3)
-        self._x2 = np.zeros(3)
-        self._amp = self.level * np.array([self.DRIFT_XY, self.DRIFT_XY, self.DRIFT_Z])
-
-    def _advance(self) -> None:
-        a = self._a
-        self._x1 = a * self._x1 + np.sqrt(1.0 - a * a) * self.rng.normal(0.0, 1.0, 3)
-        self._x2 = a * self._x2 + (1.0 - a) * self._x1
-
-    def drift(self) -> np.ndarray:
-        """The hand's drift (m, xyz) for the next command: smooth, zero-mean, low-frequency."""
-        self._advance()
-        return self._x2 * self._gain * self._amp
-
-    def _factor(self, sigma: float, lo: float, hi: float) -> float:
-        return float(np.clip(np.exp(self.rng.normal(0.0, sigma * self.level)), lo, hi))
-
-    def duration(self, n: int) -> int:
-        """A motion's frame count after this operator's speed variation for it."""
-        return max(2, round(n * self._factor(self.SPEED_SIGMA, 0.6, 1.6)))
-
-    def dwell(self, n: int) -> int:
-        """A dwell's frame count: stretched or shortened, never below the clean minimum of 2."""
-        return max(2, round(n * self._factor(self.DWELL_SIGMA, 0.5, 3.0)))
-
-    def bend(self, p0: np.ndarray, p1: np.ndarray, c: np.ndarray) -> np.ndarray:
-        """The Bezier control point `c` pushed sideways (horizontally) by a random amount."""
-        d = p1[:2] - p0[:2]
-        norm = float(np.linalg.norm(d))
-        if norm > 1e-6:
-            side = np.array([-d[1], d[0]]) / norm
-        else:  # a vertical motion: any horizontal direction
-            ang = self.rng.uniform(0.0, 2 * np.pi)
-            side = np.array([np.cos(ang), np.sin(ang)])
-        length = float(np.linalg.norm(p1 - p0))
-        out = c.copy()
-        out[:2] += side * self.rng.normal(0.0, self.BEND * self.level) * length
-        return out
-
-    def progress(self, n: int) -> list[float]:
-        """Normalised progress (0, 1] per frame of a motion planned for `n` frames: a speed
-        factor, an asymmetric time warp and, sometimes, a mid-motion hesitation that slows the
-        hand to 15-50% of its speed (never a stop), which makes the motion a little longer."""
-        m = self.duration(n)
-        w = np.ones(m)
-        if m >= 8 and self.rng.random() < self.HESITATION_P * self.level:
-            depth = self.rng.uniform(0.5, 0.85)
-            width = max(3, round(self.rng.uniform(0.25, 0.6) * self.fps))
-            extra = round(depth * width / 2)  # the frames the slow-down costs
-            w = np.ones(m + extra)
-            mid = round(self.rng.uniform(0.3, 0.7) * (m + extra))
-            j0 = max(1, mid - width // 2)
-            j = np.arange(len(w))
-            inside = (j >= j0) & (j <= j0 + width)
-            w[inside] -= depth * 0.5 * (1 - np.cos(2 * np.pi * (j[inside] - j0) / width))
-        u = np.cumsum(w) / float(np.sum(w))
-        skew = self.rng.uniform(-self.SKEW, self.SKEW) * self.level
-        u = u + skew * np.sin(np.pi * u) / np.pi  # monotone: du'/du = 1 + skew cos(pi u) > 0
-        u[-1] = 1.0
-        return [float(v) for v in u]
-
-
-class _Recorder:
-    """Issues one command per frame and records observation, action, frame and phase."""
-
-    def __init__(self, scene: Scene, rng: np.random.Generator, fps: int, size: int, render: bool,
-                 noise: OperatorNoise | None = None):
-        self.scene, self.rng, self.fps, self.size, self.render = scene, rng, fps, size, render
-        self.noise = noise
-        # the joint tremor draws from the noise stream when there is one (the main stream then
-        # sees exactly the draws of the clean operator: same scene, same nominal plan)
-        self._tremor_rng = rng if noise is None else noise.rng
-        self.states: list[np.ndarray] = []
-        self.actions: list[np.ndarray] = []
-        self.frames: list[np.ndarray] = []
-        self.phases: list[Phase] = []
-        self.pos = scene.ee_position()
-        self.yaw = 0.0
-        self.width = scene.width
-        self.grip_cmd = 0.0
-        self._tremor = np.zeros(7)
-        self._pose: tuple[float, ...] = ()
-        self._q_nominal = scene.q.copy()
-
-    @property
-    def t(self) -> int:
-        return len(self.states)
-
-    def frames_for(self, lo_s: float, hi_s: float) -> int:
-        return max(2, round(self.rng.uniform(lo_s, hi_s) * self.fps))
-
-    def begin(self, name: str) -> None:
-        assert name in PHASE_NAMES, name
-        if self.phases:
-            self.phases[-1].end = self.t
-        self.phases.append(Phase(name, self.t, self.t))
-
-    def tick(self, pos: np.ndarray, yaw: float, width: float) -> None:
-        """Record the current observation, then command the hand to `pos`/`yaw`/`width`."""
-        self.states.append(self.scene.observe())
-        if self.render:
-            self.frames.append(self.scene.render(self.size))
-        cmd = np.asarray(pos, dtype=np.float64)
-        if self.noise is not None:  # the operator's hand drifts around the intended target
-            cmd = cmd + self.noise.drift()
-            cmd[2] = max(cmd[2], 0.008)  # the fingertips stay above the table
-        pose = (*np.round(cmd, 9), round(float(yaw), 9))
-        if pose != self._pose:  # a held pose keeps its joints: the arm does not creep while dwelling
-            self._q_nominal = self.scene.solve(cmd, yaw)
-            self._pose = pose
-        # hand tremor: a slowly varying offset of ~1 mrad per joint, as in real teleoperation
-        self._tremor = 0.7 * self._tremor + self._tremor_rng.normal(0.0, 0.0006, 7)
-        q1 = self._q_nominal + self._tremor
-        self.actions.append(np.asarray([*q1, self.grip_cmd], dtype=np.float32))
-        self.scene.drive(q1, width, self.fps)
-        self.pos, self.yaw, self.width = np.asarray(pos, dtype=np.float64), yaw, width
-
-    def move(self, name: str | None, target: np.ndarray, secs: tuple[float, float], *,
-             arc: float = 0.0, yaw: float | None = None) -> None:
-        """A smooth minimum-jerk motion to `target`, bulging up by `arc` metres mid-way."""
-        if name:
-            self.begin(name)
-        n = self.frames_for(*secs)
-        p0, p1 = self.pos.copy(), np.asarray(target, dtype=np.float64)
-        c = (p0 + p1) / 2
-        c[2] += arc
-        y0, y1 = self.yaw, self.yaw if yaw is None else yaw
-        if self.noise is None:
-            progress = [i / n for i in range(1, n + 1)]
-        else:
-            c = self.noise.bend(p0, p1, c)
-            progress = self.noise.progress(n)
-        for u in progress:
-            s = float(_min_jerk(u))
-            self.tick(_bezier(p0, c, p1, s), y0 + (y1 - y0) * s, self.width)
-
-    def gripper(self, name: str, close: bool, width: float, secs: tuple[float, float]) -> None:
-        """Close or open the fingers to `width` while the arm holds still."""
-        self.begin(name)
-        self.grip_cmd = 1.0 if close else 0.0
-        n = self.frames_for(*secs)
-        if self.noise is not None:
-            n = self.noise.duration(n)
-        w0 = self.width
-        for i in range(1, n + 1):
-            s = float(_min_jerk(i / n))
-            self.tick(self.pos, self.yaw, w0 + (width - w0) * s)
-
-    def dwell(self, secs: tuple[float, float] = (0.2, 0.4)) -> None:
-        """Hold still (up to the operator's drift) at a phase change."""
-        n = self.frames_for(*secs)
-        if self.noise is not None:
-            n = self.noise.dwell(n)
-        for _ in range(n):
-            self.tick(self.pos, self.yaw, self.width)
-
-    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Phase]]:
-        self.phases[-1].end = self.t
-        frames = (np.stack(self.frames) if self.frames
-                  else np.zeros((self.t, 0, 0, 3), dtype=np.uint8))
-        return np.stack(self.states), np.stack(self.actions), frames, self.phases
 
 
 # --------------------------------------------------------------------------------------------
 # World sampling
 
 
-def _sample_positions(rng: np.random.Generator, n: int, side: float, min_dist: float = 0.09) -> list[np.ndarray]:
-    """`n` object positions on the table half opposite the tray (`side` = sign of the tray's y)."""
+def _sample_positions(rng: np.random.Generator, n: int, xr: tuple[float, float], yr: tuple[float, float],
+                      min_dist: float = 0.09, taken: list[np.ndarray] | None = None) -> list[np.ndarray]:
     out: list[np.ndarray] = []
+    others = list(taken or [])
+    if n == 0:
+        return out
     for _ in range(500):
-        p = np.array([rng.uniform(0.42, 0.62), -side * rng.uniform(0.02, 0.26)])
-        if all(np.linalg.norm(p - q) >= min_dist for q in out):
+        p = np.array([rng.uniform(*xr), rng.uniform(*yr)])
+        if all(np.linalg.norm(p - q) >= min_dist for q in [*out, *others]):
             out.append(p)
             if len(out) == n:
                 return out
     raise RuntimeError(f"could not place {n} objects apart")
 
 
+def _add_objects(scene: Scene, rng: np.random.Generator, shapes: list[str], positions: list[np.ndarray],
+                 colors: list[str], size: tuple[float, float] = (0.035, 0.05)) -> list[SceneObject]:
+    return [scene.add_object(shape, (float(p[0]), float(p[1])), float(rng.uniform(*size)),
+                             float(rng.uniform(-0.6, 0.6)), colors[i])
+            for i, (shape, p) in enumerate(zip(shapes, positions, strict=True))]
+
+
 def _build_world(scene: Scene, rng: np.random.Generator, shapes: list[str], with_tray: bool = True
-                 ) -> tuple[list[SceneObject], float]:
+                 ) -> list[SceneObject]:
+    """One arm: the tray on one side, the objects (and 0-2 distractors) on the other."""
     side = float(rng.choice([-1.0, 1.0]))
     if with_tray:
         scene.add_tray((float(rng.uniform(0.45, 0.58)), side * float(rng.uniform(0.27, 0.33))),
                        float(rng.uniform(0.42, 0.5)), rng)
     n_distractors = int(rng.integers(0, 3))
-    colors = list(rng.permutation(list(COLORS)))
-    positions = _sample_positions(rng, len(shapes) + n_distractors, side)
-    objs = []
-    for i, shape in enumerate(shapes):
-        objs.append(scene.add_object(shape, tuple(positions[i]), float(rng.uniform(0.035, 0.05)),
-                                     float(rng.uniform(-0.6, 0.6)), colors[i]))
-    for j in range(n_distractors):
-        k = len(shapes) + j
-        scene.add_object(str(rng.choice(SHAPES)), tuple(positions[k]), float(rng.uniform(0.03, 0.045)),
-                         float(rng.uniform(-0.6, 0.6)), colors[k])
+    colors = [str(c) for c in rng.permutation(list(COLORS))]
+    ys = (-side * 0.26, -side * 0.02) if side > 0 else (-side * 0.02, -side * 0.26)
+    positions = _sample_positions(rng, len(shapes) + n_distractors, (0.42, 0.62), ys)
+    objs = _add_objects(scene, rng, shapes, positions[: len(shapes)], colors)
+    _add_objects(scene, rng, [str(rng.choice(SHAPES)) for _ in range(n_distractors)], positions[len(shapes):],
+                 colors[len(shapes):], (0.03, 0.045))
     scene.settle_world()
-    return objs, side
+    return objs
 
 
 def _random_shape(rng: np.random.Generator) -> str:
     return str(rng.choice(SHAPES))
 
 
-def _uniform(rec: _Recorder, lo: float, hi: float) -> float:
-    return float(rec.rng.uniform(lo, hi))
-
-
 # --------------------------------------------------------------------------------------------
-# Controllers
+# Plans
 
 
-def _pick(rec: _Recorder, obj: SceneObject, *, arc: float = 0.12) -> None:
-    """reach (already begun by the caller) -> grasp -> lift."""
-    scene = rec.scene
+def _new_plan(scene: Scene, arm_index: int, style: str, rng: np.random.Generator, noise: OperatorNoise,
+              *, closed: bool = False) -> ArmPlan:
+    arm = scene.arms[arm_index]
+    width = 0.0 if closed else GRIPPER_MAX
+    return ArmPlan(arm=arm.name, start_pos=arm.home.copy(), start_yaw=0.0, start_width=width, style=style, rng=rng,
+                   noise=noise, start_closed=closed)
+
+
+def _idle(plan: ArmPlan) -> None:
+    """Operators often take a moment before they start moving (part of the first phase)."""
+    plan.hold(float(plan.rng.uniform(0.0, 0.2)))
+
+
+def _pick(plan: ArmPlan, scene: Scene, obj: SceneObject, *, arc: float = 0.12, first: bool = True) -> None:
+    """reach -> grasp -> lift."""
     p = scene.object_position(obj)
     grasp_z = max(obj.half[2], 0.018)
-    rec.move(None, np.array([p[0], p[1], grasp_z]), (1.2, 1.8), arc=arc, yaw=obj.yaw)
-    rec.dwell()
-    rec.gripper("grasp", True, obj.grip_width, (0.35, 0.5))
-    scene.grasp(obj)
-    rec.dwell()
-    rec.move("lift", np.array([p[0], p[1], grasp_z + _uniform(rec, 0.10, 0.15)]), (0.6, 0.9))
-    rec.dwell()
+    plan.begin("reach", obj.name)
+    if first:
+        _idle(plan)
+    plan.move(None, np.array([p[0], p[1], grasp_z]), (1.2, 1.8), arc=arc, rise=0.0 if first else 0.1,
+              descend=0.1, yaw=obj.yaw)
+    plan.pause()
+    plan.react()
+    plan.grip("grasp", True, max(obj.grip_width - 0.012, 0.0), (0.35, 0.5), obj.name)
+    plan.pause()
+    plan.react()
+    plan.move("lift", np.array([p[0], p[1], grasp_z + float(plan.rng.uniform(0.10, 0.15))]), (0.6, 0.9),
+              obj=obj.name)
+    plan.pause()
 
 
-def _place_at(rec: _Recorder, obj: SceneObject, xy: np.ndarray, z: float) -> None:
-    scene = rec.scene
-    hover = max(rec.pos[2], z + 0.08)
-    rec.move("move", np.array([xy[0], xy[1], hover]), (1.0, 1.6), arc=0.04)
-    rec.dwell()
-    rec.move("place", np.array([xy[0], xy[1], z]), (0.6, 0.9))
-    rec.dwell()
-    scene.release()
-    rec.gripper("release", False, GRIPPER_MAX, (0.3, 0.45))
-    rec.dwell()
+def _place_at(plan: ArmPlan, obj: SceneObject, xy: np.ndarray, z: float) -> None:
+    """move -> place (lower) -> release; lift, move and place blend in the blended style."""
+    hover = max(plan.pos[2], z + 0.08)
+    plan.move("move", np.array([xy[0], xy[1], hover]), (1.0, 1.6), arc=0.04, blend=True, obj=obj.name)
+    plan.pause()
+    plan.move("place", np.array([xy[0], xy[1], z]), (0.6, 0.9), blend=True, obj=obj.name)
+    plan.pause()
+    plan.react()
+    plan.grip("release", False, GRIPPER_MAX, (0.3, 0.45), obj.name, early=(0.6, 0.9))
+    plan.pause()
 
 
-def _retreat(rec: _Recorder) -> None:
-    target = rec.scene.home + rec.rng.uniform(-0.04, 0.04, 3)
-    rec.move("retreat", target, (0.8, 1.2), arc=0.03)
-    rec.dwell((0.1, 0.3))
+def _retreat(plan: ArmPlan, home: np.ndarray, *, blend: bool = False) -> None:
+    target = home + plan.rng.uniform(-0.04, 0.04, 3)
+    plan.move("retreat", target, (0.8, 1.2), arc=0.03, rise=0.0 if blend else 0.08, blend=blend)
+    plan.hold(float(plan.rng.uniform(0.1, 0.3)))
 
 
 def _tray_spot(scene: Scene, rng: np.random.Generator, k: int = 0, of: int = 1) -> np.ndarray:
@@ -383,97 +258,230 @@ def _tray_floor(scene: Scene) -> float:
     return 0.02 * (scene.tray_half / 0.3) + 0.005
 
 
-def _pick_place(rec: _Recorder) -> str:
-    scene, rng = rec.scene, rec.rng
-    (obj,), _ = _build_world(scene, rng, [_random_shape(rng)])
-    rec.begin("reach")
-    _idle(rec)
-    _pick(rec, obj)
-    spot = _tray_spot(scene, rng)
-    _place_at(rec, obj, spot, _tray_floor(scene) + max(obj.half[2], 0.018) + 0.01)
-    _retreat(rec)
-    return f"put the {obj.color} {obj.shape} in the tray"
+def _place_z(scene: Scene, obj: SceneObject) -> float:
+    return _tray_floor(scene) + max(obj.half[2], 0.018) + 0.01
 
 
-def _stack(rec: _Recorder) -> str:
-    scene, rng = rec.scene, rec.rng
-    (top, base), _ = _build_world(scene, rng, ["cube", "cube"], with_tray=False)
-    rec.begin("reach")
-    _idle(rec)
-    _pick(rec, top)
+@dataclass
+class _Plan:
+    task: str
+    plans: list[ArmPlan]
+    graspable: list[list[SceneObject]]  # per arm
+    tracked: list[SceneObject]
+
+
+def _pick_place(scene: Scene, rng: np.random.Generator, style: str, noise: OperatorNoise) -> _Plan:
+    (obj,) = _build_world(scene, rng, [_random_shape(rng)])
+    plan = _new_plan(scene, 0, style, rng, noise)
+    _pick(plan, scene, obj)
+    _place_at(plan, obj, _tray_spot(scene, rng), _place_z(scene, obj))
+    _retreat(plan, scene.arms[0].home)
+    return _Plan(f"put the {obj.color} {obj.shape} in the tray", [plan], [[obj]], [obj])
+
+
+def _stack(scene: Scene, rng: np.random.Generator, style: str, noise: OperatorNoise) -> _Plan:
+    top, base = _build_world(scene, rng, ["cube", "cube"], with_tray=False)
+    plan = _new_plan(scene, 0, style, rng, noise)
+    _pick(plan, scene, top)
     bp = scene.object_position(base)
-    _place_at(rec, top, bp[:2], base.height + top.half[2] + 0.008)
-    _retreat(rec)
-    return f"stack the {top.color} cube on the {base.color} cube"
+    _place_at(plan, top, bp[:2], base.height + top.half[2] + 0.008)
+    _retreat(plan, scene.arms[0].home)
+    return _Plan(f"stack the {top.color} cube on the {base.color} cube", [plan], [[top]], [top, base])
 
 
-def _push(rec: _Recorder) -> str:
-    scene, rng = rec.scene, rec.rng
+def _push(scene: Scene, rng: np.random.Generator, style: str, noise: OperatorNoise) -> _Plan:
     shape = str(rng.choice(["cube", "block", "cylinder"]))
-    (obj,), _ = _build_world(scene, rng, [shape], with_tray=bool(rng.random() < 0.5))
+    (obj,) = _build_world(scene, rng, [shape], with_tray=bool(rng.random() < 0.5))
     direction = str(rng.choice(list(PUSH_DIRECTIONS)))
     d = np.array([*PUSH_DIRECTIONS[direction], 0.0])
-    scene.width = 0.0  # a closed fist pushes; the gripper stays closed for the whole episode
-    rec.width = 0.0
-    rec.grip_cmd = 1.0
-    scene.settle_world(5)
+    plan = _new_plan(scene, 0, style, rng, noise, closed=True)  # a closed fist pushes: no grasp
     p = scene.object_position(obj)
     radius = max(obj.half[0], obj.half[1])
     z = max(obj.half[2] * 0.8, 0.015)
     start = np.array([p[0], p[1], z]) - d * (radius + 0.035)
     yaw = float(np.arctan2(d[1], d[0])) + np.pi / 2  # finger pads face the push direction
     yaw = (yaw + np.pi / 2) % np.pi - np.pi / 2  # the hand is symmetric under a half turn
-    rec.begin("reach")
-    _idle(rec)
-    rec.move(None, start, (1.2, 1.8), arc=0.15, yaw=yaw)
-    rec.dwell()
-    rec.move("push", start + d * _uniform(rec, 0.10, 0.16), (0.8, 1.2))
-    rec.dwell()
-    _retreat(rec)
-    return f"push the {obj.color} {obj.shape} to the {direction}"
+    plan.begin("reach", obj.name)
+    _idle(plan)
+    plan.move(None, start, (1.2, 1.8), arc=0.15, descend=0.08, yaw=yaw)
+    plan.pause()
+    plan.move("push", start + d * float(rng.uniform(0.10, 0.16)), (0.8, 1.2), blend=True, overlap=(0.15, 0.3),
+              obj=obj.name)
+    plan.pause()
+    _retreat(plan, scene.arms[0].home, blend=True)
+    return _Plan(f"push the {obj.color} {obj.shape} to the {direction}", [plan], [[]], [obj])
 
 
-def _two_object(rec: _Recorder) -> str:
-    scene, rng = rec.scene, rec.rng
-    (a, b), _ = _build_world(scene, rng, [_random_shape(rng), _random_shape(rng)])
-    rec.begin("reach")
-    _idle(rec)
+def _two_object(scene: Scene, rng: np.random.Generator, style: str, noise: OperatorNoise) -> _Plan:
+    a, b = _build_world(scene, rng, [_random_shape(rng), _random_shape(rng)])
+    plan = _new_plan(scene, 0, style, rng, noise)
     for k, obj in enumerate((a, b)):
-        if k:
-            rec.begin("reach")  # the second reach starts from the tray
-        _pick(rec, obj, arc=0.12 if k == 0 else 0.06)
-        _place_at(rec, obj, _tray_spot(scene, rng, k, 2), _tray_floor(scene) + max(obj.half[2], 0.018) + 0.01)
-    _retreat(rec)
-    return f"put the {a.color} {a.shape} and then the {b.color} {b.shape} in the tray"
+        _pick(plan, scene, obj, arc=0.12 if k == 0 else 0.06, first=k == 0)
+        _place_at(plan, obj, _tray_spot(scene, rng, k, 2), _place_z(scene, obj))
+    _retreat(plan, scene.arms[0].home)
+    return _Plan(f"put the {a.color} {a.shape} and then the {b.color} {b.shape} in the tray", [plan], [[a, b]], [a, b])
 
 
-def _idle(rec: _Recorder) -> None:
-    """Operators often take a moment before they start moving (part of the first phase)."""
-    n = int(rec.rng.integers(0, 3))
-    for _ in range(n):
-        rec.tick(rec.pos, rec.yaw, rec.width)
+def _bimanual_pick_place(scene: Scene, rng: np.random.Generator, style: str, noise: OperatorNoise) -> _Plan:
+    """Two arms, a shared tray in the middle; each arm puts the object on its side into it."""
+    scene.add_tray((float(rng.uniform(0.47, 0.53)), float(rng.uniform(-0.02, 0.02))), float(rng.uniform(0.42, 0.48)),
+                   rng)
+    colors = [str(c) for c in rng.permutation(list(COLORS))]
+    left_p = _sample_positions(rng, 1, (0.42, 0.6), (0.22, 0.4))
+    right_p = _sample_positions(rng, 1, (0.42, 0.6), (-0.4, -0.22))
+    n_distractors = int(rng.integers(0, 3))
+    extra = _sample_positions(rng, n_distractors, (0.42, 0.62), (0.2, 0.42), taken=[*left_p,
+                              *(np.array([p[0], -p[1]]) for p in right_p)])
+    extra = [np.array([p[0], p[1] * (1 if k % 2 == 0 else -1)]) for k, p in enumerate(extra)]
+    left, right = _add_objects(scene, rng, [_random_shape(rng), _random_shape(rng)], [*left_p, *right_p], colors)
+    _add_objects(scene, rng, [str(rng.choice(SHAPES)) for _ in range(n_distractors)], extra, colors[2:],
+                 (0.03, 0.045))
+    scene.settle_world()
+    plans = []
+    for i, obj in enumerate((left, right)):
+        plan = _new_plan(scene, i, style, rng, noise)
+        _pick(plan, scene, obj, first=i == 0)
+        spot = np.array(scene.tray_pos) + np.array([rng.uniform(-0.03, 0.03), (1 if i == 0 else -1) * 0.06])
+        _place_at(plan, obj, spot, _place_z(scene, obj))
+        _retreat(plan, scene.arms[i].home)
+        plans.append(plan)
+    lp, rp = plans
+    starts = {p.name: p.t for p in lp.phases}
+    # the right arm starts while the left one finishes (placing, releasing or retreating), at
+    # least MIN_ARM_GAP away from every phase change of the left arm
+    t_r = float(rng.uniform(starts["place"], starts["retreat"] + 0.5))
+    left_t = [p.t for p in lp.phases]
+    for _ in range(100):
+        right_t = [p.t + t_r for p in rp.phases]
+        if min(abs(a - b) for a in left_t for b in right_t) >= MIN_ARM_GAP:
+            break
+        t_r += 0.05
+    rp.shifted(t_r)
+    return _Plan(f"put the {left.color} {left.shape} in the tray with the left arm and the "
+                 f"{right.color} {right.shape} with the right arm", plans, [[left], [right]], [left, right])
 
 
-_CONTROLLERS = {"pick_place": _pick_place, "stack": _stack, "push": _push, "two_object": _two_object}
+_PLANNERS = {"pick_place": _pick_place, "stack": _stack, "push": _push, "two_object": _two_object,
+             "bimanual_pick_place": _bimanual_pick_place}
+
+
+# --------------------------------------------------------------------------------------------
+# Rollout
+
+
+def _frame_of(t: float, fps: int) -> int:
+    """The first frame at or after time `t`."""
+    return int(math.ceil(t * fps - 1e-6))
+
+
+def _phases(plans: list[ArmPlan], end: float, n: int, fps: int) -> list[Phase]:
+    out = []
+    for plan in plans:
+        spans = plan.phase_spans(end)
+        for k, (p, t_end) in enumerate(spans):
+            start = min(_frame_of(p.t, fps), n)
+            stop = n if k + 1 == len(spans) else min(_frame_of(t_end, fps), n)
+            out.append(Phase(p.name, start, stop, plan.arm, p.t, t_end, p.obj))
+    order = {p.arm: i for i, p in enumerate(plans)}
+    out.sort(key=lambda ph: (ph.start, order[ph.arm]))
+    return out
+
+
+def _rollout(scene: Scene, planned: _Plan, fps: int, size: int, cams: list[str], render: bool,
+             noise: OperatorNoise) -> dict[str, Any]:
+    plans = planned.plans
+    arms = scene.arms
+    for arm, objs in zip(arms, planned.graspable, strict=True):
+        arm.graspable = list(objs)
+    end = max(p.end for p in plans)
+    n = max(1, _frame_of(end, fps))
+    tremors = [noise.tremor(end + 1.0) for _ in plans]
+    n_sub = scene.set_substeps(fps)
+    binary_gripper = len(arms) == 1
+
+    def command(i: int, t: float) -> tuple[np.ndarray, float, float]:
+        plan = plans[i]
+        pos, yaw = plan.pose(t)
+        pos = pos + tremors[i](t)
+        pos[2] = max(pos[2], 0.008)  # the fingertips stay above the table
+        width = plan.width(t)
+        q = scene.command(arms[i], pos, yaw, width, plan.closed(t))
+        return q, width, pos
+
+    for i in range(len(arms)):  # servos settle on the start pose at this physics rate (not recorded)
+        command(i, 0.0)
+    scene.settle_world(0.25)
+    states, actions, ee_cmd, ee_meas, held = [], [], [], [], []
+    frames: dict[str, list[np.ndarray]] = {c: [] for c in cams} if render else {}
+    tracks: dict[str, list[np.ndarray]] = {o.name: [] for o in planned.tracked}
+    for k in range(n):
+        t = k / fps
+        st, ac, ec, em = [], [], [], []
+        sensor = noise.gripper_sensor(len(arms))
+        for i, arm in enumerate(arms):
+            st.extend([*scene.joint_positions(arm), max(0.0, scene.gripper_opening(arm) + float(sensor[i]))])
+            em.append(scene.ee_position(arm))
+        for cam in frames:
+            frames[cam].append(scene.render(cam, size))
+        for o in planned.tracked:
+            tracks[o.name].append(scene.object_position(o))
+        held.append([arm.held is not None for arm in arms])
+        for i in range(len(arms)):
+            q, width, pos = command(i, t)
+            grip = (1.0 if plans[i].closed(t) else 0.0) if binary_gripper else width
+            ac.extend([*q, grip])
+            ec.append(pos)
+        states.append(np.asarray(st, dtype=np.float32))
+        actions.append(np.asarray(ac, dtype=np.float32))
+        ee_cmd.append(ec)
+        ee_meas.append(em)
+        for j in range(n_sub):
+            if j:
+                for i in range(len(arms)):
+                    command(i, t + j * scene.dt)
+            scene.step()
+    return {
+        "state": np.stack(states), "action": np.stack(actions), "end": end, "n": n,
+        "frames": {f"observation.images.{c}": np.stack(v) for c, v in frames.items()},
+        "ee_cmd": np.asarray(ee_cmd), "ee_meas": np.asarray(ee_meas), "held": np.asarray(held, dtype=bool),
+        "objects": {name: np.asarray(v) for name, v in tracks.items()},
+    }
 
 
 def run_episode(task_type: str, seed: int, *, fps: int = 12, size: int = 128, render: bool = True,
-                operator_noise: float = 0.0) -> SimEpisode:
-    """Simulate one episode of `task_type` (see TASK_TYPES) from `seed`.
+                operator_noise: float = 0.0, style: str = "dwell", arms: int = 1, cameras: int = 1) -> SimEpisode:
+    """Simulate one episode of `task_type` from `seed` (see the module docstring).
 
-    `operator_noise` in [0, 1] adds human-teleoperator imperfections (`OperatorNoise`);
-    0 is the clean scripted operator."""
-    if task_type not in _CONTROLLERS:
-        raise ValueError(f"unknown task type {task_type!r}; use one of {', '.join(TASK_TYPES)}")
+    `fps` in FPS_RANGE (the motion takes the same seconds at any rate), `style` in STYLES,
+    `arms` 1 or 2 (two arms run `TWO_ARM_TASK_TYPES`), `cameras` views per frame,
+    `operator_noise` in [0, 1] (0 = the clean scripted operator)."""
+    if arms not in (1, 2):
+        raise ValueError(f"arms must be 1 or 2, got {arms}")
+    allowed = task_types_for(arms)
+    if task_type not in allowed:
+        raise ValueError(f"unknown task type {task_type!r} for {arms} arm(s); use one of {', '.join(allowed)}")
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r}; use one of {', '.join(STYLES)}")
     if not 0.0 <= operator_noise <= 1.0:
         raise ValueError(f"operator_noise must be in [0, 1], got {operator_noise}")
-    noise = OperatorNoise(operator_noise, seed, fps) if operator_noise > 0 else None
+    if not FPS_RANGE[0] <= fps <= FPS_RANGE[1]:
+        raise ValueError(f"fps must be in [{FPS_RANGE[0]}, {FPS_RANGE[1]}], got {fps}")
+    cams = camera_names(arms, cameras)
+    noise = OperatorNoise(operator_noise, seed)
     rng = np.random.default_rng(seed)
-    scene = Scene(rng)
+    scene = Scene(rng, arms=arms, cameras=cams)
     try:
-        rec = _Recorder(scene, rng, fps, size, render, noise)
-        task = _CONTROLLERS[task_type](rec)
-        state, action, frames, phases = rec.finish()
+        planned = _PLANNERS[task_type](scene, rng, style, noise)
+        rec = _rollout(scene, planned, fps, size, cams, render, noise)
     finally:
         scene.close()
-    return SimEpisode(task=task, task_type=task_type, state=state, action=action, frames=frames, phases=phases)
+    phases = _phases(planned.plans, rec["end"], rec["n"], fps)
+    bad = [p for p in phases if p.end <= p.start]
+    if bad:  # MIN_PHASE and MIN_ARM_GAP make this impossible at fps >= 10
+        raise RuntimeError(f"{task_type} seed {seed}: phases {bad} have no frame at {fps} fps")
+    return SimEpisode(
+        task=planned.task, task_type=task_type, fps=fps, style=style, arms=list(arm_names(arms)),
+        cameras=[f"observation.images.{c}" for c in cams], state=rec["state"], action=rec["action"],
+        frames=rec["frames"], phases=phases, duration_s=rec["n"] / fps, ee_cmd=rec["ee_cmd"],
+        ee_meas=rec["ee_meas"], objects=rec["objects"], held=rec["held"],
+    )

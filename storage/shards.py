@@ -53,9 +53,13 @@ def encode_shard(table: pa.Table, row_group_size: int, compression: str = "zstd"
     return sink.getvalue()
 
 
+def _write_one(root: Root, data: bytes | pa.Buffer, path: str) -> None:
+    root.write_bytes(path, data)
+
+
 def _hash_and_write(root: Root, data: pa.Buffer, path: str) -> str:
     digest = hashlib.sha256(memoryview(data)).hexdigest()
-    root.write_bytes(path, data)
+    _write_one(root, data, path)
     return digest
 
 

@@ -9,17 +9,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from carve.core.config import EmbedConfig
-from carve.embedding.descriptors import DESCRIPTOR_DIM
-from carve.embedding.embed import (
-    DescriptorEmbedder,
-    EmbedError,
-    EmbedStage,
-    embedding_dims,
-    fuse,
-    make_text_embedder,
-    make_visual_embedder,
-    motion_descriptor,
-)
+from carve.embedding.embedders import DescriptorEmbedder, EmbedError, make_text_embedder, make_visual_embedder
+from carve.embedding.fusion import embedding_dims, fuse
+from carve.embedding.motion import motion_descriptor
+from carve.embedding.stage import EmbedStage
+from carve.ingest.visual import DESCRIPTOR_DIM
 from carve.storage.schema import EVENT_SCHEMA, conform, events_to_table, make_event_id
 from PIL import Image
 

@@ -129,11 +129,11 @@ def test_interrupted_shard_write_leaves_no_manifest_and_old_versions_readable(cl
     real = shards_mod._write_one
     calls = {"n": 0}
 
-    def flaky(data: bytes, uri: str) -> None:
+    def flaky(root, data: bytes, path: str) -> None:
         calls["n"] += 1
         if calls["n"] == 3:
             raise OSError("disk full")
-        real(data, uri)
+        real(root, data, path)
 
     monkeypatch.setattr(shards_mod, "_write_one", flaky)
     with pytest.raises(OSError, match="disk full"):

@@ -41,6 +41,8 @@ class Unit:
 
 @dataclass(frozen=True)
 class Manifest:
+    """A validated manifest as the trainer uses it: shard paths, row-group units, embedding sizes, the raw JSON."""
+
     path: str
     version: int
     emb_dims: dict[str, int]

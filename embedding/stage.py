@@ -1,0 +1,184 @@
+"""The embed stage: visual, text and motion embeddings of events, and the fused `emb`.
+
+`EmbedStage(cfg)` is the callable that the pipeline's Embed step runs inside a Ray actor over
+a `pa.Table` of captioned schema-v1 event rows. It adds (all `list<float32>`):
+
+* `emb_visual`     - visual embedding of the event's START keyframe (`keyframes[0]`),
+* `end_emb_visual` - visual embedding of its LAST keyframe (`keyframes[-1]`, future-observation target),
+* `emb_text`       - text embedding of `caption`,
+* `emb_motion`     - `motion.motion_descriptor` of the event's state/action/gripper slices,
+* `emb`            - the fused vector (`fusion.fuse` with `cfg.weights`).
+
+The embedders (`embedders.make_visual_embedder` / `make_text_embedder`) are built lazily, on
+first use; encoding is batched by `cfg.batch_size`. Events without keyframes get a zero visual
+vector (counted in `EmbedStage.stats["missing_keyframes"]` and logged), empty captions a zero
+text vector. A NaN/inf anywhere raises `EmbedError` naming the event. A disabled modality's
+column is null.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from carve.core.config import EmbedConfig
+from carve.core.log import get_logger, log_event
+from carve.embedding.embedders import (
+    Embedder,
+    EmbedError,
+    decode_image,
+    make_text_embedder,
+    make_visual_embedder,
+)
+from carve.embedding.fusion import embedding_dims, fuse
+from carve.embedding.motion import frames_2d, motion_descriptor
+
+OUTPUT_COLUMNS = ("emb_visual", "end_emb_visual", "emb_text", "emb_motion", "emb")
+
+_log = get_logger("embed")
+
+
+class EmbedStage:
+    """Callable over a `pa.Table` of captioned event rows; returns it with the embedding columns set."""
+
+    def __init__(self, cfg: EmbedConfig):
+        self.cfg = cfg
+        self.dims = embedding_dims(cfg)  # validates weights early
+        self._visual: Embedder | None = None
+        self._text: Embedder | None = None
+        self.stats = {"events": 0, "missing_keyframes": 0, "empty_captions": 0}
+
+    @property
+    def visual(self) -> Embedder:
+        if self._visual is None:
+            self._visual = make_visual_embedder(self.cfg)
+        return self._visual
+
+    @property
+    def text(self) -> Embedder:
+        if self._text is None:
+            self._text = make_text_embedder(self.cfg)
+        return self._text
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        n = table.num_rows
+        ids = _column(table, "event_id", n)
+        episodes = _column(table, "episode_id", n)
+        where = [f"event {e} of episode {ep}" for e, ep in zip(ids, episodes, strict=True)]
+        vis, end_vis = self._visual_parts(table, where)
+        text = self._text_part(table)
+        motion = self._motion_part(table, where)
+        parts = {"visual": vis, "text": text, "motion": motion}
+        for name, arr in (("visual", vis), ("end visual", end_vis), ("text", text), ("motion", motion)):
+            _check_finite(arr, name, where)
+        fused = fuse(parts, self.cfg.weights)
+        _check_finite(fused, "fused", where)
+        self.stats["events"] += n
+        out = table
+        for col, arr in zip(OUTPUT_COLUMNS, (vis, end_vis, text, motion, fused), strict=True):
+            out = _set_column(out, col, _to_list_array(arr))
+        return out
+
+    # -- parts
+    def _visual_parts(self, table: pa.Table, where: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        n = table.num_rows
+        dim = self.dims["visual"]
+        start = np.zeros((n, dim), dtype=np.float32)
+        end = np.zeros((n, dim), dtype=np.float32)
+        if dim == 0:
+            return start, end
+        kfs = _column(table, "keyframes", n)
+        images: list[np.ndarray] = []
+        slots: list[tuple[int, bool]] = []  # (row, is_end)
+        missing: list[str] = []
+        for i, frames in enumerate(kfs):
+            frames = [f for f in (frames or []) if f]
+            if not frames:
+                missing.append(where[i])
+                continue
+            first = decode_image(frames[0], where[i])
+            images.append(first)
+            slots.append((i, False))
+            images.append(decode_image(frames[-1], where[i]) if len(frames) > 1 else first)
+            slots.append((i, True))
+        if missing:
+            self.stats["missing_keyframes"] += len(missing)
+            log_event(_log, "missing_keyframes", logging.WARNING, count=len(missing), first=missing[0])
+        if images:
+            vecs = self.visual.encode(images)
+            if vecs.shape != (len(images), dim):
+                raise EmbedError(f"visual embedder {self.visual.name} returned {vecs.shape}, expected ({len(images)}, {dim})")
+            for (row, is_end), v in zip(slots, vecs, strict=True):
+                (end if is_end else start)[row] = v
+        return start, end
+
+    def _text_part(self, table: pa.Table) -> np.ndarray:
+        n = table.num_rows
+        dim = self.dims["text"]
+        if dim == 0:
+            return np.zeros((n, 0), dtype=np.float32)
+        captions = _column(table, "caption", n)
+        self.stats["empty_captions"] += sum(1 for c in captions if not (c or "").strip())
+        vecs = self.text.encode(captions)
+        if vecs.shape != (n, dim):
+            raise EmbedError(f"text embedder {self.text.name} returned {vecs.shape}, expected ({n}, {dim})")
+        return vecs.astype(np.float32)
+
+    def _motion_part(self, table: pa.Table, where: list[str]) -> np.ndarray:
+        n = table.num_rows
+        states = _column(table, "state", n)
+        actions = _column(table, "action", n)
+        grippers = _column(table, "gripper", n)
+        out = np.zeros((n, self.cfg.motion_dim), dtype=np.float32)
+        for i in range(n):
+            try:
+                for name, x in (("state", states[i]), ("action", actions[i]), ("gripper", grippers[i])):
+                    _check_finite_input(x, name)
+                out[i] = motion_descriptor(states[i], actions[i], grippers[i], self.cfg.motion_dim)
+            except (EmbedError, ValueError) as e:
+                raise EmbedError(f"{where[i]}: cannot build the motion embedding: {e}") from e
+        return out
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _column(table: pa.Table, name: str, n: int) -> list[Any]:
+    return table.column(name).to_pylist() if name in table.column_names else [None] * n
+
+
+def _check_finite(arr: np.ndarray, part: str, where: list[str]) -> None:
+    if arr.size == 0:
+        return
+    bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
+    if bad.size:
+        names = ", ".join(where[i] for i in bad[:3]) + (f" and {bad.size - 3} more" if bad.size > 3 else "")
+        raise EmbedError(f"{names}: {part} embedding has NaN/inf values (check the event's inputs)")
+
+
+def _check_finite_input(x: Any, name: str) -> None:
+    """Refuse NaN/inf in a per-frame input (list<float> or list<list<float>>), naming the frame."""
+    if x is None or len(x) == 0:
+        return
+    arr = frames_2d(x)  # (T, D); a list<float> is one column
+    bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
+    if bad.size:
+        raise EmbedError(f"{name} has NaN/inf values at frame(s) {bad[:5].tolist()} of the event")
+
+
+def _to_list_array(arr: np.ndarray) -> pa.Array:
+    n, d = arr.shape
+    values = pa.array(np.ascontiguousarray(arr, dtype=np.float32).ravel(), type=pa.float32())
+    if d == 0:  # a disabled modality: null, not an empty vector
+        return pa.nulls(n, pa.list_(pa.float32()))
+    offsets = pa.array(np.arange(0, n * d + 1, d, dtype=np.int32), type=pa.int32())
+    return pa.ListArray.from_arrays(offsets, values, type=pa.list_(pa.float32()))
+
+
+def _set_column(table: pa.Table, name: str, arr: pa.Array) -> pa.Table:
+    field = pa.field(name, pa.list_(pa.float32()))
+    if name in table.column_names:
+        return table.set_column(table.column_names.index(name), field, arr)
+    return table.append_column(field, arr)
