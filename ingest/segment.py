@@ -1,8 +1,8 @@
 """Event segmentation: split one episode into variable-length events at semantic joints.
 
 Owns `Segment`, `find_gripper_dim`, `gripper_opening`, `segment_episode` and
-`visual_features_from_frames` (called by `pipeline/stages.py`). Everything is numpy over the
-episode's signals; it costs a small fraction of decoding the episode's video.
+`visual_features` (called by `ingest/events.py`). Everything is numpy over the episode's
+signals; it costs a small fraction of decoding the episode's video.
 
 Boundary candidates, each with the reason recorded on the events it separates
 (`storage.schema.BOUNDARY_REASONS`):
@@ -15,8 +15,9 @@ Boundary candidates, each with the reason recorded on the events it separates
   below `pause_speed` x the episode's 95th-percentile speed for at least `pause_min_frames`
   frames. The boundary is placed where motion resumes (the onset of the next movement);
   an idle stretch at the very start or end of an episode is not a boundary.
-* `visual` (only with `use_visual`): peaks of a windowed change score over cheap per-frame
-  image features (`visual_features_from_frames`) above `visual_threshold`.
+* `visual` (only with `use_visual`): peaks of a windowed change score over per-frame image
+  descriptors (`visual_features`: Carve's one image descriptor, `ingest.visual`, computed at
+  VISUAL_SIZE x VISUAL_SIZE) above `visual_threshold`.
 
 Candidates are accepted in priority order (gripper, then pause, then visual) unless an
 accepted boundary lies within `refractory_frames`. Segments shorter than `min_len_frames`
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from carve.core.config import SegmentConfig
+from carve.ingest.visual import image_descriptors
 
 EPISODE_START = "episode_start"
 EPISODE_END = "episode_end"
@@ -191,31 +193,16 @@ def pause_boundaries(speed: np.ndarray, cfg: SegmentConfig) -> list[tuple[int, s
 # Visual change points
 
 
-def visual_features_from_frames(frames: np.ndarray) -> np.ndarray:
-    """Cheap per-frame features: an 8x8 colour thumbnail (area-averaged), mean-removed and
-    L2-normalised, plus a coarse 4-bin-per-channel colour histogram. (T, 256) float32."""
+VISUAL_SIZE = 32  # frames are described at this resolution for change points (keyframe embeddings: 64)
+
+
+def visual_features(frames: np.ndarray) -> np.ndarray:
+    """Per-frame descriptors of an episode's (T, H, W, 3) frames for `visual_boundaries`:
+    `ingest.visual.image_descriptors` at VISUAL_SIZE, (T, 256) float32 unit rows."""
+    frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be (T, H, W, 3), got {frames.shape}")
-    if frames.dtype != np.uint8:
-        frames = np.clip(frames, 0, 255).astype(np.uint8)
-    t, h, w, _ = frames.shape
-    if t == 0:
-        return np.zeros((0, 256), dtype=np.float32)
-    gh, gw = max(1, h // 8), max(1, w // 8)
-    # integer block sums (no float copy of the whole clip), then one small float division
-    x = frames[:, : gh * 8, : gw * 8]
-    row_dtype = np.uint16 if gw * 255 < 2**16 else np.uint32
-    cols = np.add.reduceat(x, np.arange(0, gw * 8, gw), axis=2, dtype=row_dtype)  # (t, 8gh, 8, 3)
-    blocks = np.add.reduceat(cols, np.arange(0, gh * 8, gh), axis=1, dtype=np.uint32)  # (t, 8, 8, 3)
-    thumb = blocks.astype(np.float32).reshape(t, -1) / (gh * gw * 255.0)
-    thumb -= thumb.mean(axis=1, keepdims=True)
-    thumb /= np.linalg.norm(thumb, axis=1, keepdims=True) + 1e-6
-    q = frames[:, ::2, ::2] >> 6  # 4 levels per channel (uint8)
-    codes = ((q[..., 0] << 4) | (q[..., 1] << 2) | q[..., 2]).reshape(t, -1).astype(np.intp)
-    codes += (np.arange(t, dtype=np.intp) * 64)[:, None]
-    hist = np.bincount(codes.ravel(), minlength=64 * t).reshape(t, 64).astype(np.float32)
-    hist /= np.linalg.norm(hist, axis=1, keepdims=True) + 1e-6
-    return np.concatenate([thumb, hist], axis=1).astype(np.float32)
+    return image_descriptors(frames, size=VISUAL_SIZE)
 
 
 def visual_change_score(feats: np.ndarray, window: int = 3) -> np.ndarray:

@@ -164,6 +164,7 @@ class Audit:
     manifest: dict[str, Any] | None = None
     failures: list[dict[str, Any]] = field(default_factory=list)
     episodes_ok: int = 0
+    runs: list[dict[str, Any]] = field(default_factory=list)  # latest `carve run`s first, with per-step stats
 
 
 def load_audit(root: RootLike, dataset: str | None = None) -> Audit:
@@ -197,7 +198,17 @@ def load_audit(root: RootLike, dataset: str | None = None) -> Audit:
         for r in cat.episodes(dataset=dataset, status="failed")
     ]
     audit.episodes_ok = len(cat.episodes(dataset=dataset, status="ok"))
+    audit.runs = cat.runs(dataset=dataset, limit=5)
     return audit
+
+
+def step_rows(audit: Audit) -> list[dict[str, Any]]:
+    """One row per step of the latest run: episodes, events, failures, seconds."""
+    if not audit.runs:
+        return []
+    stages = audit.runs[0]["summary"].get("stages") or {}
+    return [{"step": name, **{k: s.get(k, "") for k in ("episodes", "events", "failures", "seconds")}}
+            for name, s in stages.items()]
 
 
 def cluster_rows(audit: Audit, samples: int = 3) -> list[dict[str, Any]]:

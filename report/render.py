@@ -26,6 +26,7 @@ from carve.report.audit import (
     duplicate_count,
     load_audit,
     sample_keyframes,
+    step_rows,
 )
 from carve.report.charts import report_charts
 from carve.storage.fs import atomic_write_bytes
@@ -111,6 +112,8 @@ def report_context(audit: Audit, rows: list[dict[str, Any]], charts: dict[str, b
         "by_robot": coverage(audit, "robot"),
         "under_covered": [r for r in rows if r["under_covered"]],
         "cards": cards,
+        "steps": step_rows(audit),
+        "last_run": audit.runs[0] if audit.runs else None,
     }
 
 

@@ -105,6 +105,8 @@ def test_missing_optional_dependency_fails_early_with_an_install_hint():
 def test_local_executor_writes_the_same_events_as_ray(folder_dataset: Path, tmp_path: Path):  # noqa: F811
     from carve.pipeline.executor import LocalExecutor
     from carve.pipeline.run import run_pipeline
+    from carve.report.audit import load_audit
+    from carve.report.render import render_report
     from carve.storage.events import read_events
     from carve.storage.root import open_root
 
@@ -119,4 +121,6 @@ def test_local_executor_writes_the_same_events_as_ray(folder_dataset: Path, tmp_
         with open_root(root) as r:
             tables.append(read_events(r, columns=cols).sort_by("event_id"))
             assert r.catalog.runs()[0]["summary"]["stages"]["decode_segment"]["episodes"] == 9
+            page, _ = render_report(load_audit(r))
+            assert "id='last-run'" in page and "<td>decode_segment</td><td>9</td>" in page
     assert tables[0].num_rows > 0 and tables[0].equals(tables[1])

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from carve.storage.catalog import Catalog
-from carve.storage.events import events_dir, read_events, write_event_part
+from carve.storage.events import part_path, read_events, write_event_part
 from carve.storage.root import open_root
 from carve.storage.schema import EVENT_SCHEMA, SchemaError, check_schema, events_to_table, make_event_id
 
@@ -85,7 +85,7 @@ def test_atomic_part_leaves_no_temp_files(tmp_path):
     assert files == ["part-p0.parquet"]
     schema = pq.read_schema(tmp_path / "events" / "batch=b1" / "part-p0.parquet")
     assert check_schema(schema, "part") == 1
-    assert events_dir(root).endswith("/events")
+    assert part_path(open_root(root), "b1", "p0").endswith("/events/batch=b1/part-p0.parquet")
 
 
 def test_catalog_fingerprints_and_failures(tmp_path):
