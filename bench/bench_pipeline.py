@@ -43,6 +43,7 @@ def raw_decode(paths: list[Path]) -> int:
 
 def carve_decode_segment(refs: list[Any], use_visual: bool) -> tuple[int, int]:
     import pyarrow as pa
+
     from carve.core.config import SegmentConfig, SourceConfig
     from carve.pipeline.steps import DecodeSegment
 

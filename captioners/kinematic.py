@@ -35,6 +35,7 @@ import re
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from carve.captioners.base import Captioner, CaptionResult, EventView
 from carve.core.config import CaptionConfig
 

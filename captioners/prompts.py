@@ -14,6 +14,7 @@ from functools import lru_cache
 from importlib import resources
 
 import yaml
+
 from carve.core.errors import CarveError
 
 _VERSION_RE = re.compile(r"^[A-Za-z0-9_.-]+$")

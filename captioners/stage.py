@@ -10,6 +10,7 @@ episode, "" for the last), `caption_model` and `caption_status` ("ok" / "empty" 
 from __future__ import annotations
 
 import pyarrow as pa
+
 from carve.captioners.base import Captioner, link_next_captions, views_from_table
 from carve.captioners.registry import make_captioner
 from carve.core.config import CaptionConfig

@@ -28,6 +28,7 @@ _REGISTRARS = (
     "carve.cli.clusters",
     "carve.cli.train",
     "carve.cli.serve",
+    "carve.cli.export",
 )
 # subcommands that live beside the house (e.g. `carve synth` in carve.sim) are entry points
 # of this group, so that nothing here imports them

@@ -8,6 +8,7 @@ import sys
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
+
     from carve.cli.main import load_config
     from carve.service.app import create_app
     from carve.service.auth import TokenError

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
+
 from carve.clustering.kmeans import ClusteringError
 
 PolicyName = Literal["uniform", "temperature", "hierarchical"]

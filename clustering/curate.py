@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from carve.clustering.balance import BalancePolicy, balance, balance_stats
 from carve.clustering.dedup import mark_against_existing, mark_duplicates
 from carve.clustering.hierarchical import auto_levels, build_hierarchy

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from carve.clustering.kmeans import ClusteringError, assign, build_index, choose_k, train_kmeans
 
 HIERARCHY_FORMAT = "carve.hierarchy"

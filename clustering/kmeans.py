@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import faiss
 import numpy as np
 import pyarrow as pa
+
 from carve.core.errors import CarveError
 from carve.core.log import get_logger, log_event
 

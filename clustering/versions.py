@@ -24,6 +24,7 @@ import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from carve.clustering.hierarchical import Hierarchy
 from carve.clustering.kmeans import ClusteringError, build_index
 from carve.storage.root import Root

@@ -58,7 +58,7 @@ class SegmentConfig(_Section):
     pause_min_frames: int = Field(default=3, ge=1)
     refractory_frames: int = Field(default=4, ge=0)  # no two boundaries closer than this
     use_visual: bool = False
-    visual_threshold: float = Field(default=0.35, ge=0.0)
+    visual_threshold: float = Field(default=0.22, ge=0.0)  # on the change score of ingest.visual descriptors
     min_len_frames: int = Field(default=4, ge=1)
     max_len_frames: int = Field(default=150, ge=2)
     keyframe_size: int = Field(default=96, ge=16)  # JPEG keyframes are resized to this (short side)

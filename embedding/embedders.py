@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
 from carve.core.config import EmbedConfig
 from carve.core.errors import CarveError
 from carve.core.log import get_logger, log_event
@@ -75,13 +76,9 @@ class DescriptorEmbedder:
     name = "descriptor"
     dim = DESCRIPTOR_DIM
 
-    def __init__(self, batch_size: int = 256):
-        self.batch_size = batch_size
-
     def encode(self, items: Sequence[Any]) -> np.ndarray:
-        images = [_to_rgb_array(x) for x in items]
-        out = [image_descriptors(images[i : i + self.batch_size]) for i in range(0, len(images), self.batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, self.dim), dtype=np.float32)
+        """Images (encoded bytes, PIL images or arrays) -> (N, dim); described in bounded chunks."""
+        return image_descriptors([_to_rgb_array(x) for x in items])
 
 
 class MiniLMEmbedder:

@@ -16,6 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
 from carve.core.config import EmbedConfig
 from carve.embedding.embedders import text_dim, visual_dim
 from carve.ingest.visual import l2_normalize

@@ -19,6 +19,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+
 from carve.ingest.visual import l2_normalize
 
 _MOTION_POINTS = (0.25, 0.5, 0.75)  # interior resampling points of the trajectory shape

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
 from carve.core.config import EmbedConfig
 from carve.core.log import get_logger, log_event
 from carve.embedding.embedders import (

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from carve.storage.root import Root
 from scipy.optimize import linear_sum_assignment
+
+from carve.storage.root import Root
 
 DEFAULT_TOLERANCE = 2
 
@@ -188,9 +189,10 @@ def predictions_from_catalog(root: Root, dataset: str | None = None, hint: str |
 def predictions_from_source(uri: str, seg_cfg: Any, src_cfg: Any | None = None,
                             progress: bool = True) -> dict[int, list[int]]:
     """episode_index -> internal boundaries, by running the segmenter on the dataset's signals."""
+    from tqdm import tqdm
+
     from carve.ingest.segment import segment_episode
     from carve.ingest.sources import load_episode, open_source
-    from tqdm import tqdm
 
     src = open_source(uri, getattr(src_cfg, "format", "auto") if src_cfg else "auto")
     refs = src.list_episodes()

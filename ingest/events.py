@@ -13,6 +13,7 @@ import io
 from typing import Any
 
 import numpy as np
+
 from carve.core.config import SegmentConfig
 from carve.core.errors import EpisodeError
 from carve.ingest.sources.base import Episode
@@ -45,8 +46,8 @@ def episode_events(ep: Episode, seg_cfg: SegmentConfig, camera: str | None) -> l
         find_gripper_dim,
         gripper_opening,
         segment_episode,
-        visual_features_from_frames,
     )
+    from carve.ingest.visual import frame_descriptors
 
     ref = ep.ref
     if ep.length == 0:
@@ -58,7 +59,7 @@ def episode_events(ep: Episode, seg_cfg: SegmentConfig, camera: str | None) -> l
         all_frames = ep.frames(cam, None)
         if all_frames.shape[0] < ep.length:
             raise EpisodeError(ref.label, f"video has {all_frames.shape[0]} frames but the episode has {ep.length}")
-        vis = visual_features_from_frames(all_frames[: ep.length])
+        vis = frame_descriptors(all_frames[: ep.length])
     segments = segment_episode(
         ep.state, ep.action, ep.fps, seg_cfg, ep.state_names, ep.action_names, visual_features=vis
     )

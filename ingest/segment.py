@@ -1,8 +1,8 @@
 """Event segmentation: split one episode into variable-length events at semantic joints.
 
-Owns `Segment`, `find_gripper_dim`, `gripper_opening`, `segment_episode` and
-`visual_features` (called by `ingest/events.py`). Everything is numpy over the episode's
-signals; it costs a small fraction of decoding the episode's video.
+Owns `Segment`, `find_gripper_dim`, `gripper_opening` and `segment_episode` (called by
+`ingest/events.py`). Everything is numpy over the episode's signals; it costs a small
+fraction of decoding the episode's video.
 
 Boundary candidates, each with the reason recorded on the events it separates
 (`storage.schema.BOUNDARY_REASONS`):
@@ -15,9 +15,10 @@ Boundary candidates, each with the reason recorded on the events it separates
   below `pause_speed` x the episode's 95th-percentile speed for at least `pause_min_frames`
   frames. The boundary is placed where motion resumes (the onset of the next movement);
   an idle stretch at the very start or end of an episode is not a boundary.
-* `visual` (only with `use_visual`): peaks of a windowed change score over per-frame image
-  descriptors (`visual_features`: Carve's one image descriptor, `ingest.visual`, computed at
-  VISUAL_SIZE x VISUAL_SIZE) above `visual_threshold`.
+* `visual` (only with `use_visual`): peaks of a windowed change score (`visual_change_score`)
+  over the per-frame image descriptors the caller passes as `visual_features` (Carve's one
+  image descriptor: `ingest.visual.frame_descriptors` of the episode's frames, unit rows)
+  above `visual_threshold`.
 
 Candidates are accepted in priority order (gripper, then pause, then visual) unless an
 accepted boundary lies within `refractory_frames`. Segments shorter than `min_len_frames`
@@ -32,8 +33,8 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+
 from carve.core.config import SegmentConfig
-from carve.ingest.visual import image_descriptors
 
 EPISODE_START = "episode_start"
 EPISODE_END = "episode_end"
@@ -191,18 +192,6 @@ def pause_boundaries(speed: np.ndarray, cfg: SegmentConfig) -> list[tuple[int, s
 
 # --------------------------------------------------------------------------------------------
 # Visual change points
-
-
-VISUAL_SIZE = 32  # frames are described at this resolution for change points (keyframe embeddings: 64)
-
-
-def visual_features(frames: np.ndarray) -> np.ndarray:
-    """Per-frame descriptors of an episode's (T, H, W, 3) frames for `visual_boundaries`:
-    `ingest.visual.image_descriptors` at VISUAL_SIZE, (T, 256) float32 unit rows."""
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be (T, H, W, 3), got {frames.shape}")
-    return image_descriptors(frames, size=VISUAL_SIZE)
 
 
 def visual_change_score(feats: np.ndarray, window: int = 3) -> np.ndarray:

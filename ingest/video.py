@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
+
 from carve.core.errors import CarveError
 
 Backend = Literal["auto", "decord", "pyav"]

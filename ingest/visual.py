@@ -1,6 +1,6 @@
 """Per-frame visual descriptors of RGB frames: Carve's one training-free image descriptor.
 
-Segmentation (`ingest.segment`, visual change points) describes every frame of an episode with
+Segmentation (visual change points, `ingest.segment`) describes every frame of an episode with
 it, and the offline visual embedder (`embedding.embedders.DescriptorEmbedder`,
 `embed.visual=descriptor`) describes event keyframes with it. It is deterministic, needs no
 model file and is cheap on CPU.
@@ -16,11 +16,15 @@ model file and is cheap on CPU.
     - an 8-bin grey-level histogram.
   A flat image has no gradients: that block is zero and stays zero (no NaN). Rows do not
   depend on which other images share the call (batched and one-by-one results are equal).
+* `frame_descriptors(frames, size=32)`: the same descriptor for every frame of a (T, H, W, 3)
+  clip, on frames first shrunk by an integer box filter (cheap enough for all frames of an
+  episode: segmentation's visual change points).
 * `l2_normalize(x)`: row-wise L2 normalisation that leaves zero rows at zero.
 
-The numpy work is vectorised over all frames of a chunk; cell sums add the pixels of a cell
-in row-major order, so the values are bit-for-bit those of the original per-image code (the
-embeddings of existing event parts and shards do not change).
+The numpy work is vectorised over all frames of a chunk. Cell sums add the pixels of a cell
+one after the other in row-major order, so every float32 value is the same whatever the batch,
+the chunking or the vectorisation (the embeddings in written event parts and shards are
+reproducible bit for bit).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 DESCRIPTOR_SIZE = 64  # images are resized to this square before describing
+FRAME_DESCRIPTOR_SIZE = 32  # `frame_descriptors` (every frame of an episode) works at this size
 _H_BINS, _S_BINS, _V_BINS = 8, 3, 3
 _GRID = 4  # cells per side for colour layout and gradient grid
 _ORIENT_BINS = 8
@@ -61,12 +66,45 @@ def image_descriptors(images: np.ndarray | Sequence[np.ndarray], size: int = DES
         raise ValueError(f"descriptor size must be a positive multiple of {_GRID}, got {size}")
     n = len(images)
     out = np.zeros((n, DESCRIPTOR_DIM), dtype=np.float32)
-    if n == 0:
-        return out
     chunk = max(1, _CHUNK_PIXELS // (size * size))
     for lo in range(0, n, chunk):
-        rgb = np.stack([_resized(images[i], size) for i in range(lo, min(lo + chunk, n))])
+        batch = images[lo : lo + chunk]
+        if isinstance(batch, np.ndarray) and batch.dtype == np.uint8 and batch.shape[1:] == (size, size, 3):
+            rgb = np.ascontiguousarray(batch)  # already described-size frames: nothing to resize
+        else:
+            rgb = np.stack([_resized(im, size) for im in batch])
         out[lo : lo + len(rgb)] = _describe(rgb)
+    return out
+
+
+def frame_descriptors(frames: np.ndarray, size: int = FRAME_DESCRIPTOR_SIZE) -> np.ndarray:
+    """Descriptors of every frame of a (T, H, W, 3) clip (an episode's camera), (T, DESCRIPTOR_DIM).
+
+    The same descriptor as `image_descriptors(frames, size)`, computed on frames first shrunk by
+    integer factors with a box filter (PIL `reduce`, one call over the stacked frames; the last
+    H % factor rows and W % factor columns are dropped) to about size x size. That is several
+    times cheaper than a bilinear resize of every full frame, so all frames of an episode can be
+    described for visual change points; the values are close to, not equal to, those of
+    `image_descriptors` of the same frame.
+    """
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be (T, H, W, 3), got {frames.shape}")
+    if frames.dtype != np.uint8:
+        frames = np.clip(frames, 0, 255).astype(np.uint8)
+    n, h, w, _ = frames.shape
+    fh, fw = max(1, h // size), max(1, w // size)
+    oh, ow = h // fh, w // fw
+    if fh == fw == 1 or n == 0:
+        return image_descriptors(frames, size)
+    out = np.zeros((n, DESCRIPTOR_DIM), dtype=np.float32)
+    chunk = max(1, 4 * _CHUNK_PIXELS // (h * w))
+    for lo in range(0, n, chunk):
+        x = np.ascontiguousarray(frames[lo : lo + chunk, : oh * fh, : ow * fw])
+        k = x.shape[0]
+        tall = Image.fromarray(x.reshape(k * oh * fh, ow * fw, 3))  # frame rows stay in their own blocks
+        small = np.asarray(tall.reduce((fw, fh)), dtype=np.uint8).reshape(k, oh, ow, 3)
+        out[lo : lo + k] = image_descriptors(small, size)
     return out
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pyarrow as pa
+
 from carve.core.config import RayConfig
 from carve.pipeline.step import PipelineStep
 

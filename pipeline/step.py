@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from carve.core.errors import CarveError
 from carve.ingest.sources.base import EpisodeRef
 from carve.storage.schema import EVENT_SCHEMA, conform

@@ -18,6 +18,7 @@ import uuid
 from typing import Any
 
 import pyarrow as pa
+
 from carve.core.config import CaptionConfig, EmbedConfig, SegmentConfig, SourceConfig
 from carve.core.errors import CarveError
 from carve.ingest.sources.base import EpisodeRef

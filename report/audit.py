@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
+
 from carve.clustering import versions as cv
 from carve.core.errors import CarveError
 from carve.storage import manifest as sm

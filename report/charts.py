@@ -15,6 +15,7 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
+
 from carve.report.audit import Audit, map_sample, pca_2d
 
 

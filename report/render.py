@@ -18,6 +18,8 @@ import base64
 from pathlib import Path
 from typing import Any
 
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
 from carve.report.audit import (
     Audit,
     RootLike,
@@ -31,7 +33,6 @@ from carve.report.audit import (
 from carve.report.charts import report_charts
 from carve.storage.fs import atomic_write_bytes
 from carve.storage.root import open_root
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 TEMPLATE = "report.html.j2"
 _CHARTS = (  # (file name, element id, alt text) in page order

@@ -24,16 +24,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
 from carve.core.config import CarveConfig
 from carve.service.auth import resolve_token
 from carve.service.deps import Catalogs
 from carve.service.jobs import TERMINAL_STATES, JobRunner
 from carve.service.limits import BodyLimitMiddleware, RateLimitMiddleware
-from carve.service.routes import datasets, health, jobs, report, versions
+from carve.service.routes import datasets, export, health, jobs, report, versions
 from carve.service.views import NotFound, Views
-from carve.storage.catalog import Catalog
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from carve.storage.root import open_root
 
 
 async def _not_found(request: Request, exc: Exception) -> JSONResponse:
@@ -43,8 +44,9 @@ async def _not_found(request: Request, exc: Exception) -> JSONResponse:
 def create_app(cfg: CarveConfig, *, start_runner: bool = True, ray_address: str | None = None) -> FastAPI:
     """Build the app for `cfg` (raises auth.TokenError without a usable token)."""
     token = resolve_token(cfg.service.token)
-    runner = JobRunner(cfg, ray_address=ray_address or cfg.ray.address)
-    Catalog(cfg.root).close()  # create the schema before serving
+    root = open_root(cfg.root)  # opened once; views, catalogs and the runner share the handle
+    root.catalog  # noqa: B018 - creates the schema before serving
+    runner = JobRunner(cfg, root=root, ray_address=ray_address or cfg.ray.address)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -60,12 +62,13 @@ def create_app(cfg: CarveConfig, *, start_runner: bool = True, ray_address: str 
     app.state.cfg = cfg
     app.state.token = token
     app.state.runner = runner
-    app.state.views = Views(cfg.root)
-    app.state.catalogs = Catalogs(cfg.root)
+    app.state.root = root
+    app.state.views = Views(root)
+    app.state.catalogs = Catalogs(root)
     app.state.terminal_states = TERMINAL_STATES
     app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.service.max_body_bytes)
     app.add_middleware(RateLimitMiddleware, per_min=cfg.service.rate_limit_per_min, exempt=("/health",))
     app.add_exception_handler(NotFound, _not_found)
-    for module in (health, jobs, datasets, versions, report):
+    for module in (health, jobs, datasets, versions, report, export):
         app.include_router(module.router)
     return app

@@ -15,11 +15,13 @@ from __future__ import annotations
 import threading
 from typing import Annotated
 
+from fastapi import Depends, Request
+
 from carve.core.config import CarveConfig
 from carve.service.jobs import JobRunner
 from carve.service.views import Views
 from carve.storage.catalog import Catalog
-from fastapi import Depends, Request
+from carve.storage.root import Root
 
 NAME_PATTERN = r"^[A-Za-z0-9_.\-]{1,200}$"  # a dataset name in a path
 ID_PATTERN = r"^[A-Za-z0-9_\-]{1,128}$"  # a job or event id in a path
@@ -28,14 +30,14 @@ ID_PATTERN = r"^[A-Za-z0-9_\-]{1,128}$"  # a job or event id in a path
 class Catalogs:
     """One catalog connection per worker thread, opened on first use."""
 
-    def __init__(self, root: str):
+    def __init__(self, root: Root):
         self.root = root
         self._local = threading.local()
 
     def get(self) -> Catalog:
         cat = getattr(self._local, "cat", None)
         if cat is None:
-            cat = self._local.cat = Catalog(self.root)
+            cat = self._local.cat = Catalog.for_root(self.root)
         return cat
 
 

@@ -39,9 +39,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from carve.core.config import CarveConfig
 from carve.core.log import get_logger, log_event
 from carve.storage.catalog import Catalog
+from carve.storage.root import Root, open_root
 
 log = get_logger("service.jobs")
 
@@ -78,6 +80,7 @@ class JobRunner:
     """Starts, watches, cancels and recovers pipeline jobs for one server (see module doc)."""
 
     cfg: CarveConfig
+    root: Root | None = None  # the server's opened root; opened from cfg.root when not given
     ray_address: str | None = None
     owner: str = field(default_factory=new_owner_id)
     python: str = sys.executable
@@ -89,12 +92,14 @@ class JobRunner:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._cat: Catalog | None = None
+        if self.root is None:
+            self.root = open_root(self.cfg.root)
 
     # -- lifecycle ---------------------------------------------------------------------
     @property
     def catalog(self) -> Catalog:
         if self._cat is None:
-            self._cat = Catalog(self.cfg.root)
+            self._cat = Catalog.for_root(self.root)
         return self._cat
 
     def start(self) -> None:
@@ -253,7 +258,7 @@ class JobRunner:
         tmp = d / f".tmp-{uuid.uuid4().hex[:6]}-config.yaml"
         tmp.write_text(yaml.safe_dump(job_config(self.cfg, job["overrides"]), sort_keys=False))
         os.replace(tmp, cfg_path)
-        argv = [self.python, "-m", "carve.cli.main", "run", "--root", self.cfg.root, "--source", source,
+        argv = [self.python, "-m", "carve", "run", "--root", self.root.uri_of(self.root.base), "--source", source,
                 "--format", job["format"], "--job-id", job["id"], "--config", str(cfg_path)]
         if self.ray_address:
             argv += ["--ray-address", self.ray_address]
@@ -261,7 +266,7 @@ class JobRunner:
         env = {**os.environ, "CARVE_JOB_ID": job["id"]}
         env.pop("CARVE_TOKEN", None)
         popen = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 env=env, cwd=str(Path(__file__).resolve().parents[2]), start_new_session=True)
+                                 env=env, start_new_session=True)
         self._procs[job["id"]] = _Proc(popen=popen, started=time.time(), log_file=logf)
         self.catalog.transition_job(job["id"], ("running", "cancelling"), expect_owner=self.owner, pid=popen.pid)
         log_event(log, "job_started", job=job["id"], pid=popen.pid, source=source)

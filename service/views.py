@@ -16,6 +16,7 @@ from collections import OrderedDict
 from typing import Any
 
 import pyarrow.compute as pc
+
 from carve.report import audit as au
 from carve.report.render import render_report
 from carve.storage.catalog import Catalog

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from carve.sim.lerobot_writer import EpisodeArrays, write_lerobot_dataset, write_video
 
 FORMATS = ("lerobot-v3.0", "lerobot-v2.1", "folder-npz", "folder-parquet", "robomimic", "aloha")

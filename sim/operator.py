@@ -13,7 +13,8 @@ visual targets"). Two operator styles (`STYLES`):
 * `dwell`: every motion and gripper actuation ends in a short hold (0.2-0.4 s) before the
   next phase starts, like the scripted operator of earlier versions;
 * `blended`: continuous motion through via-points: lift -> move -> lower (place) overlap
-  (the next sub-movement starts while the previous one is still under way, 35-50% overlap),
+  (the next sub-movement starts while the previous one is decelerating, when its speed has
+  dropped to 40-60% of its peak),
   so the hand never stops between them; it stops only to grasp and to release (and at the
   end of the reach onto an object). Push episodes blend reach -> push -> retreat.
 
@@ -26,7 +27,7 @@ where the direction of travel turns over). A hold belongs to the phase it follow
 scripted operator): per-episode speed (log-normal factor) and per-motion duration jitter, an
 asymmetric velocity profile and occasional mid-motion hesitations (slowing to 15-50% speed,
 never stopping), sideways path bends, variable holds, band-limited hand tremor on the
-commanded position (0.3-3 Hz, about 2.5 mm rms horizontally at level 1) and gripper-sensor
+commanded position (0.2-2 Hz, about 2.5 mm rms horizontally at level 1) and gripper-sensor
 noise (N(0, 0.5 mm) at level 1) on the measured opening. Its draws come from their own stream
 derived from the episode seed, so the scene and the nominal plan are the same at every level.
 """
@@ -111,7 +112,7 @@ class OperatorNoise:
     HOLD_SIGMA = 0.45  # log-normal sigma of a hold's length factor at level 1
     TREMOR_XY = 0.0025  # m rms of the hand tremor at level 1 (horizontal)
     TREMOR_Z = 0.00125  # m rms (vertical: operators hold height better)
-    TREMOR_BAND = (0.3, 3.0)  # Hz
+    TREMOR_BAND = (0.2, 2.0)  # Hz
     TREMOR_HZ = 100.0  # the rate the tremor is synthesised at (then interpolated)
     GRIPPER_SIGMA = 0.0005  # m, gripper-sensor noise at level 1
 
@@ -259,12 +260,13 @@ class ArmPlan:
 
     def move(self, name: str | None, target: np.ndarray, secs: tuple[float, float], *, arc: float = 0.0,
              rise: float = 0.0, descend: float = 0.0, yaw: float | None = None, blend: bool = False,
-             overlap: tuple[float, float] = (0.35, 0.5), obj: str | None = None) -> Motion:
+             overlap: tuple[float, float] = (0.4, 0.6), obj: str | None = None) -> Motion:
         """A minimum-jerk motion to `target` taking `secs` (a range, drawn), bulging up by `arc`;
         `rise` / `descend` (m) make it leave straight up / arrive straight down (out of a tray,
         onto an object).
 
-        With `blend` (blended style only) it starts before the previous motion ends; the
+        With `blend` (blended style only) it starts while the previous motion is decelerating,
+        once that one's speed has dropped to a fraction (drawn from `overlap`) of its peak; the
         phase `name` then starts at their crossover (see the module docstring)."""
         dur = self.noise.duration(float(self.rng.uniform(*secs)))
         target = np.asarray(target, dtype=np.float64)
@@ -278,8 +280,7 @@ class ArmPlan:
         dyaw = 0.0 if yaw is None else float(yaw) - self.yaw
         prev = self._last_motion if (blend and self.blended) else None
         if prev is not None:
-            frac = float(self.rng.uniform(*overlap))
-            t0 = prev.t1 - frac * min(prev.dur, dur)
+            t0 = handoff(prev, float(self.rng.uniform(*overlap)))
         else:
             t0 = self.t
         m = Motion(t0=t0, dur=dur, delta=delta, c1=c1, c2=c2, dyaw=dyaw, warp=warp)
@@ -359,6 +360,15 @@ class ArmPlan:
             nxt = self.phases[i + 1].t if i + 1 < len(self.phases) else end
             out.append((p, nxt))
         return out
+
+
+def handoff(a: Motion, frac: float, step: float = 1e-3) -> float:
+    """The first time after `a`'s speed peak at which its speed has dropped to `frac` of the peak."""
+    ts = np.arange(a.t0, a.t1 + step / 2, step)
+    v = a.speed(ts)
+    peak = int(np.argmax(v))
+    below = np.nonzero(v[peak:] <= frac * v[peak])[0]
+    return float(ts[peak + below[0]]) if len(below) else a.t1
 
 
 def crossover(a: Motion, b: Motion, step: float = 1e-3) -> float:

@@ -1,19 +1,21 @@
 """`carve synth`: generate a simulated LeRobot v3.0 dataset plus its ground-truth events.
 
-`synthesize(out, episodes, workers, seed, fps, size, codec, tasks, operator_noise=...)` runs
-the scripted pybullet episodes of `sim/tasks.py` in parallel worker processes (each with its
-own pybullet DIRECT client), streams them in episode order into
-`sim.lerobot_writer.write_lerobot_dataset`, and writes `<out>/ground_truth_events.json`
-(format in docs/FORMATS.md) from the controllers' own phase schedules. Task types are
-assigned round-robin so every requested type is covered; each episode's randomness comes
-from (seed, episode index) only, so a dataset is reproducible regardless of the number of
-workers.
+`synthesize(out, episodes, workers, seed, fps, size, codec, tasks, operator_noise=..., style=...,
+arms=..., cameras=...)` runs the pybullet episodes of `sim/tasks.py` (physics-driven arms,
+scripted teleoperator of `sim/operator.py`) in parallel worker processes (each with its own
+pybullet DIRECT clients), streams them in episode order into
+`sim.lerobot_writer.write_lerobot_dataset` (one video feature per camera), and writes
+`<out>/ground_truth_events.json` (format in docs/FORMATS.md) from the operator's own phase
+schedules. Task types are assigned round-robin so every requested type is covered; each
+episode's randomness comes from (seed, episode index) only, so a dataset is reproducible
+regardless of the number of workers, and its motion (in seconds) regardless of the fps.
 
-`operator_noise` (0..1, `carve synth --noise`) switches on the teleoperation-noise model of
-`sim.tasks.OperatorNoise` (hand drift, per-motion speed variation, mid-motion hesitations,
-variable dwells); 0 reproduces the clean scripted operator exactly. The level is recorded
-as `generator.operator_noise` in the ground truth, whose boundaries are always the frames
-where the executed phase changes.
+Conditions: `style` ("dwell" or "blended"), `fps` (10..50), `arms` (1, or 2 with ALOHA-style
+`left_*` / `right_*` names), `cameras` (views per frame), `operator_noise` (0..1: speed
+variation, tremor, hesitations, gripper-sensor noise). The defaults are the historical
+dataset (`LEGACY`: dwell, 12 fps, one camera, one arm); other styles / arm counts default to
+30 fps and two cameras. Every condition is recorded under `generator` in the ground truth,
+and per episode (`fps`, `style`, `arms`, `cameras`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
+
 from carve.sim.lerobot_writer import EpisodeArrays, write_lerobot_dataset
 from carve.sim.scene import action_names, camera_names, state_names
 from carve.sim.tasks import FPS_RANGE, STYLES, SimEpisode, run_episode, task_types_for

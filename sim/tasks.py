@@ -56,8 +56,18 @@ ALL_TASK_TYPES = TASK_TYPES + TWO_ARM_TASK_TYPES
 PUSH_DIRECTIONS = {"left": (0.0, 1.0), "right": (0.0, -1.0), "front": (1.0, 0.0), "back": (-1.0, 0.0)}
 MIN_ARM_GAP = 0.3  # s: phase changes of different arms are at least this far apart
 FPS_RANGE = (10, 50)
-__all__ = ["MIN_PHASE", "PHASE_NAMES", "STYLES", "TASK_TYPES", "TWO_ARM_TASK_TYPES", "ALL_TASK_TYPES", "Phase", "SimEpisode",
-           "run_episode", "task_types_for"]
+__all__ = [
+    "ALL_TASK_TYPES",
+    "MIN_PHASE",
+    "PHASE_NAMES",
+    "STYLES",
+    "TASK_TYPES",
+    "TWO_ARM_TASK_TYPES",
+    "Phase",
+    "SimEpisode",
+    "run_episode",
+    "task_types_for",
+]
 
 
 def task_types_for(arms: int) -> tuple[str, ...]:
@@ -371,7 +381,7 @@ _PLANNERS = {"pick_place": _pick_place, "stack": _stack, "push": _push, "two_obj
 
 def _frame_of(t: float, fps: int) -> int:
     """The first frame at or after time `t`."""
-    return int(math.ceil(t * fps - 1e-6))
+    return math.ceil(t * fps - 1e-6)
 
 
 def _phases(plans: list[ArmPlan], end: float, n: int, fps: int) -> list[Phase]:

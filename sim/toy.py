@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
 from carve.sim.lerobot_writer import EpisodeArrays, write_video
 
 STATE_NAMES = [f"joint_{j}" for j in range(7)] + ["gripper"]

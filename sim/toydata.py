@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
+
 from carve.storage.schema import event_schema, events_to_table, make_event_id
 
 PHASES = ("reach", "grasp", "lift", "move", "place", "release", "retreat", "push")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from carve.storage.root import Root
 from carve.storage.schema import EVENT_SCHEMA, check_schema, conform
 

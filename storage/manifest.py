@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.fs as pafs
+
 from carve.core.errors import CarveError
 from carve.storage.fs import atomic_write_bytes, join
 from carve.storage.root import Root, open_root

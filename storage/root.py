@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
+
 from carve.storage import fs as fsx
 
 if TYPE_CHECKING:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from carve.storage.fs import join, read_bytes
 from carve.storage.manifest import read_manifest
 from carve.storage.root import Root

@@ -16,6 +16,7 @@ os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 def ray_local():
     """An embedded Ray sized for the 2-core CI box, shared by every test that needs one."""
     import ray
+
     from carve.core.config import RayConfig
     from carve.pipeline.ray_env import ensure_ray
 

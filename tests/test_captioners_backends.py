@@ -6,6 +6,8 @@ import importlib
 
 import pyarrow as pa
 import pytest
+from test_captioners_helpers import episode_table, pick_place_script
+
 from carve.captioners.base import Captioner, CaptionResult, EventView, failed
 from carve.captioners.kinematic import KinematicCaptioner
 from carve.captioners.prompts import available_versions, load_prompt
@@ -13,7 +15,6 @@ from carve.captioners.registry import make_captioner
 from carve.captioners.stage import CaptionStage
 from carve.core.config import CaptionConfig
 from carve.core.errors import CarveError
-from test_captioners_helpers import episode_table, pick_place_script
 
 
 def test_vllm_backend_missing_gives_install_hint() -> None:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from carve.captioners.eval import evaluate, format_report, leading_verb, overlap_phase
 from carve.cli.main import main
 from carve.storage.catalog import Catalog

@@ -6,8 +6,9 @@ import io
 
 import numpy as np
 import pyarrow as pa
-from carve.storage.schema import events_to_table, make_event_id
 from PIL import Image
+
+from carve.storage.schema import events_to_table, make_event_id
 
 HOME = np.zeros(7)
 

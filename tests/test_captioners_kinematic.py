@@ -5,12 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
-from carve.captioners.base import views_from_table
-from carve.captioners.eval import evaluate, leading_verb
-from carve.captioners.kinematic import KinematicCaptioner, label_phases, parse_task
-from carve.captioners.stage import CaptionStage
-from carve.core.config import CaptionConfig, SegmentConfig
-from carve.storage.schema import EVENT_SCHEMA, events_to_table
 from test_captioners_helpers import (
     episode_table,
     event_rows,
@@ -19,6 +13,13 @@ from test_captioners_helpers import (
     script_episode,
     two_object_script,
 )
+
+from carve.captioners.base import views_from_table
+from carve.captioners.eval import evaluate, leading_verb
+from carve.captioners.kinematic import KinematicCaptioner, label_phases, parse_task
+from carve.captioners.stage import CaptionStage
+from carve.core.config import CaptionConfig, SegmentConfig
+from carve.storage.schema import EVENT_SCHEMA, events_to_table
 
 
 def _captions(table: pa.Table) -> list[str]:

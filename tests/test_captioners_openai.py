@@ -23,11 +23,12 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from test_captioners_helpers import event_rows, script_episode
+
 from carve.captioners.openai_http import clean_caption
 from carve.captioners.stage import CaptionStage
 from carve.core.config import CaptionConfig
 from carve.storage.schema import events_to_table
-from test_captioners_helpers import event_rows, script_episode
 
 
 class FakeChatServer:

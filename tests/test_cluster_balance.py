@@ -6,6 +6,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+
 from carve.clustering.balance import BalancePolicy, allocate, balance, balance_stats, interleave, plan_targets
 from carve.clustering.kmeans import ClusteringError
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from carve.cli.main import main
 from test_cluster_curate import add_episodes, blob_embeddings
+
+from carve.cli.main import main
 
 
 def test_cli_cluster_shard_versions(tmp_path: Path, capsys):

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+
 from carve.clustering.kmeans import ClusteringError
 from carve.core.config import CarveConfig
 from carve.storage.catalog import Catalog

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_cluster_curate import blob_embeddings
+
 from carve.clustering.dedup import mark_against_existing, mark_duplicates
 from carve.clustering.hierarchical import Hierarchy, auto_levels, build_hierarchy
 from carve.clustering.kmeans import ClusteringError, as_unit_vectors, choose_k, kmeans
 from carve.storage.root import open_root
-from test_cluster_curate import blob_embeddings
 
 
 def test_choose_k_heuristic_and_clamp():

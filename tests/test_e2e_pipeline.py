@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from carve.sim.lerobot_writer import write_video
 from carve.sim.toy import toy_episode
 from carve.storage.root import open_root

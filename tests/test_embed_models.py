@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from carve.core.config import EmbedConfig
 from carve.embedding.embedders import EmbedError, MiniLMEmbedder, make_text_embedder, make_visual_embedder
 from carve.embedding.fusion import embedding_dims
 from carve.embedding.stage import EmbedStage
 from carve.storage.schema import events_to_table, make_event_id
-from PIL import Image
 
 TINY = {
     "embed_dim": 24,

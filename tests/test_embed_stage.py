@@ -8,14 +8,16 @@ import math
 import numpy as np
 import pyarrow as pa
 import pytest
+from PIL import Image
+
 from carve.core.config import EmbedConfig
 from carve.embedding.embedders import DescriptorEmbedder, EmbedError, make_text_embedder, make_visual_embedder
 from carve.embedding.fusion import embedding_dims, fuse
 from carve.embedding.motion import motion_descriptor
 from carve.embedding.stage import EmbedStage
-from carve.ingest.visual import DESCRIPTOR_DIM
+from carve.ingest import visual
+from carve.ingest.visual import DESCRIPTOR_DIM, image_descriptors
 from carve.storage.schema import EVENT_SCHEMA, conform, events_to_table, make_event_id
-from PIL import Image
 
 RED, BLUE, GREEN = (220, 30, 30), (30, 30, 220), (30, 200, 30)
 
@@ -161,6 +163,49 @@ def test_descriptor_distinguishes_red_from_blue() -> None:
     assert v.shape == (3, DESCRIPTOR_DIM)
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     assert cos(v[0], v[1]) > cos(v[0], v[2]) + 0.2
+
+
+def test_descriptor_rows_do_not_depend_on_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(0)
+    images = [
+        rng.integers(0, 256, (48, 40, 3), dtype=np.uint8),
+        np.full((64, 64, 3), 90, np.uint8),  # flat: no gradients
+        rng.integers(0, 256, (30, 70), dtype=np.uint8),  # grey
+        rng.integers(0, 256, (20, 20, 4), dtype=np.uint8),  # RGBA
+        rng.normal(120, 80, (33, 33, 3)),  # float, clipped
+        rng.integers(0, 256, (120, 160, 3), dtype=np.uint8),
+    ]
+    whole = image_descriptors(images)
+    one_by_one = np.concatenate([image_descriptors([im]) for im in images])
+    monkeypatch.setattr(visual, "_CHUNK_PIXELS", 2 * 64 * 64)  # chunks of two images
+    chunked = image_descriptors(images)
+    assert whole.shape == (6, DESCRIPTOR_DIM) and whole.dtype == np.float32
+    assert whole.tobytes() == one_by_one.tobytes() == chunked.tobytes()
+    assert np.isfinite(whole).all()
+    np.testing.assert_allclose(np.linalg.norm(whole, axis=1), 1.0, atol=1e-5)
+    assert not np.any(whole[1, 72 + 48 : 72 + 48 + 128])  # the flat image's gradient block is zero
+    frames = np.stack([images[0], images[0][::-1]])
+    assert image_descriptors(frames).tobytes() == image_descriptors(list(frames)).tobytes()
+
+
+def test_descriptor_cell_sums_round_like_row_major_pixel_sums() -> None:
+    """The vectorised cell sums add a cell's pixels in row-major order, like a plain reshape-sum
+    (the float32 rounding, and so every embedding written before, stays the same)."""
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+    f = rgb.astype(np.float32) / 255.0
+    assert visual._cell_sum(f).tobytes() == f.reshape(5, 4, 16, 4, 16, 3).sum(axis=(2, 4)).tobytes()
+    gray = (f @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).astype(np.float32)
+    gx = np.zeros_like(gray)
+    gy = np.zeros_like(gray)
+    gx[:, :, 1:-1] = gray[:, :, 2:] - gray[:, :, :-2]
+    gy[:, 1:-1, :] = gray[:, 2:, :] - gray[:, :-2, :]
+    mag = np.hypot(gx, gy)
+    b = np.minimum((np.mod(np.arctan2(gy, gx), np.pi) / np.pi * 8).astype(np.int64), 7)
+    onehot = np.zeros((*gray.shape, 8), dtype=np.float32)
+    np.put_along_axis(onehot, b[..., None], mag[..., None], axis=-1)
+    reference = np.sqrt(onehot.reshape(5, 4, 16, 4, 16, 8).sum(axis=(2, 4))).reshape(5, -1)
+    assert visual._gradient_grid(gray).tobytes() == reference.tobytes()
 
 
 def test_fuse_weights_are_similarity_shares() -> None:

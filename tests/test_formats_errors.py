@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+
 from carve.core.errors import EpisodeError, SourceError
 from carve.ingest.sources import load_episode, open_source
 from carve.sim.formats import (

@@ -10,6 +10,7 @@ import av
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+
 from carve.ingest.sources import detect_format, load_episode, open_source
 from carve.ingest.sources.base import EpisodeRef
 from carve.sim.formats import (

@@ -7,6 +7,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+
 from carve.ingest.video import VideoError, VideoReader
 from carve.sim.formats import index_frames, read_index
 from carve.sim.lerobot_writer import _VideoFile, pick_encoder, write_video

@@ -12,10 +12,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
+
 from carve.report import audit as au
 from carve.report import render
 from carve.sim.service_fakes import fabricate_root
-from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from carve.core.config import CarveConfig
 from carve.service.app import create_app
 from carve.sim.service_fakes import LiveServer, fabricate_root

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from carve.ingest.eval_segments import (
     boundary_counts,
     evaluate,
@@ -108,6 +109,7 @@ def test_load_truth_errors_name_the_file(tmp_path: Path) -> None:
 
 def write_catalog(root: Path, dataset: str, episodes: dict[int, list[int]], length: int) -> None:
     import pyarrow as pa
+
     from carve.storage.catalog import Catalog
     from carve.storage.events import write_event_part
     from carve.storage.schema import EVENT_SCHEMA, conform, make_event_id

@@ -7,14 +7,15 @@ import itertools
 
 import numpy as np
 import pytest
+
 from carve.core.config import SegmentConfig
 from carve.ingest.segment import (
     Segment,
     find_gripper_dim,
     gripper_opening,
     segment_episode,
-    visual_features_from_frames,
 )
+from carve.ingest.visual import frame_descriptors, image_descriptors
 
 NAMES = [*(f"joint_{i}" for i in range(7)), "gripper_opening"]
 
@@ -189,7 +190,7 @@ def test_visual_change_point_found_only_when_enabled() -> None:
     frames[20:] = (30, 30, 200)
     frames[20:, 8:24, 8:24] = (240, 240, 240)
     frames = np.clip(frames.astype(int) + rng.integers(-5, 6, frames.shape), 0, 255).astype(np.uint8)
-    feats = visual_features_from_frames(frames)
+    feats = frame_descriptors(frames)
     assert feats.shape[0] == 40 and feats.dtype == np.float32
     state = np.zeros((40, 8), np.float32)
     on = segment_episode(state, state, 12, SegmentConfig(use_visual=True, use_pauses=False), NAMES, NAMES,
@@ -197,3 +198,38 @@ def test_visual_change_point_found_only_when_enabled() -> None:
     assert [(s.start, s.start_reason) for s in on[1:]] == [(20, "visual")]
     off = segment_episode(state, state, 12, SegmentConfig(use_pauses=False), NAMES, NAMES, visual_features=feats)
     assert len(off) == 1
+
+
+def panning_scene(n: int = 40, seed: int = 0) -> np.ndarray:
+    """(n, 128, 128, 3) uint8 frames of a smooth scene panning 2 px per frame, with sensor noise."""
+    y, x = np.mgrid[0:128, 0 : 128 + 2 * n]
+    scene = np.stack([128 + 60 * np.sin(x / 9.0) * np.cos(y / 13.0), 120 + 50 * np.cos(x / 17.0 + y / 11.0),
+                      100 + 40 * np.sin(y / 7.0)], axis=-1)
+    frames = np.stack([scene[:, 2 * t : 2 * t + 128] for t in range(n)])
+    return np.clip(frames + np.random.default_rng(seed).normal(0, 4, frames.shape), 0, 255).astype(np.uint8)
+
+
+def test_default_visual_threshold_ignores_a_camera_pan_and_finds_an_object_appearing() -> None:
+    frames = panning_scene()
+    state = np.zeros((len(frames), 8), np.float32)
+    cfg = SegmentConfig(use_visual=True, use_pauses=False)
+    pan = segment_episode(state, state, 12, cfg, NAMES, NAMES, visual_features=frame_descriptors(frames))
+    assert len(pan) == 1
+    frames[20:, 40:90, 30:100] = (230, 200, 20)  # a yellow object enters the view at frame 20
+    obj = segment_episode(state, state, 12, cfg, NAMES, NAMES, visual_features=frame_descriptors(frames))
+    assert [(s.start, s.start_reason) for s in obj[1:]] == [(20, "visual")]
+
+
+def test_frame_descriptors_are_the_image_descriptor_of_box_shrunk_frames() -> None:
+    frames = panning_scene(n=6)
+    feats = frame_descriptors(frames)
+    assert feats.shape == (6, 256) and feats.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-5)
+    sums = frames.reshape(6, 32, 4, 32, 4, 3).sum(axis=(2, 4), dtype=np.uint32)
+    shrunk = ((sums + 8) // 16).astype(np.uint8)  # 4x4 box filter, rounded to nearest
+    np.testing.assert_array_equal(feats, image_descriptors(shrunk, size=32))
+    assert np.all(np.sum(feats * image_descriptors(frames, size=32), axis=1) > 0.9)  # close to the bilinear resize
+    odd = frame_descriptors(frames[:, :100, :90])  # sizes that are not a multiple of 32 still give unit rows
+    np.testing.assert_allclose(np.linalg.norm(odd, axis=1), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="frames must be"):
+        frame_descriptors(frames[0])

@@ -15,10 +15,11 @@ from pathlib import Path
 import httpx
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
+
 from carve.core.config import CarveConfig
 from carve.service.app import create_app
 from carve.sim.service_fakes import LiveServer, fabricate_root
-from PIL import Image
 
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+
 from carve.sim.service_fakes import free_port
 
 REPO = Path(__file__).resolve().parents[1]

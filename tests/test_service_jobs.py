@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from carve.core.config import CarveConfig
 from carve.service.app import create_app
 from carve.sim.service_fakes import LiveServer, fabricate_root

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
-from carve.core.config import CarveConfig
-from carve.service.app import create_app
-from carve.sim.service_fakes import LiveServer, fabricate_root
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
+
+from carve.core.config import CarveConfig
+from carve.service.app import create_app
+from carve.sim.service_fakes import LiveServer, fabricate_root
 
 TOKEN = "schema-token-0123456789abcdef"
 

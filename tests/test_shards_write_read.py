@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from test_cluster_curate import add_episodes, blob_embeddings, cfg_for, with_root
+
 from carve.clustering.curate import cluster_catalog, cut_shards
 from carve.storage.manifest import ManifestError, read_manifest
 from carve.storage.root import open_root
 from carve.storage.schema import emb_dims, schema_version
 from carve.storage.shards import ShardIntegrityError, ShardReader, iter_shards
-from test_cluster_curate import add_episodes, blob_embeddings, cfg_for, with_root
 
 SIZES = [240, 60, 30, 30]
 

@@ -1,5 +1,6 @@
-"""`carve synth`: the LeRobot v3.0 dataset it writes agrees with its ground-truth file, the
-result does not depend on the number of workers, and segmentation scores well on it."""
+"""`carve synth` in its historical configuration (dwell, one arm, one camera): the LeRobot
+v3.0 dataset it writes agrees with its ground-truth file, the result does not depend on the
+number of workers, the defaults are that configuration, and segmentation scores well on it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+
 from carve.cli.main import main as carve_main
 from carve.core.config import SegmentConfig
 from carve.ingest.eval_segments import evaluate
@@ -32,6 +34,9 @@ def test_dataset_matches_ground_truth(dataset: Path) -> None:
     assert [e["task_type"] for e in gt["episodes"]] == ["pick_place", "stack", "push", "two_object"]
     assert any("gripper" in n for n in info["features"]["observation.state"]["names"])
     assert info["features"]["observation.images.front"]["shape"][:2] == [32, 32]
+    assert [k for k, f in info["features"].items() if f["dtype"] == "video"] == ["observation.images.front"]
+    assert gt["generator"]["style"] == "dwell" and gt["generator"]["arms"] == 1
+    assert gt["generator"]["cameras"] == ["observation.images.front"]
     eps = pq.read_table(next((dataset / "meta/episodes").rglob("*.parquet"))).to_pylist()
     for row, e in zip(sorted(eps, key=lambda r: r["episode_index"]), gt["episodes"], strict=True):
         assert row["episode_index"] == e["episode_index"]
@@ -40,6 +45,7 @@ def test_dataset_matches_ground_truth(dataset: Path) -> None:
         phases = e["phases"]
         assert phases[0]["start"] == 0 and phases[-1]["end"] == e["length"]
         assert e["boundaries"] == [p["start"] for p in phases[1:]]
+        assert (e["fps"], e["style"], e["arms"], e["cameras"]) == (10, "dwell", ["arm"], ["observation.images.front"])
     data = pq.read_table(dataset / "data/chunk-000/file-000.parquet")
     assert data.num_rows == sum(e["length"] for e in gt["episodes"])
     tasks = pq.read_table(dataset / "meta/tasks.parquet").to_pandas()
@@ -95,8 +101,27 @@ def test_eval_segments_cli_on_the_dataset(dataset: Path, capsys: pytest.CaptureF
     assert rep["overall"]["boundary_f1"] >= 0.9
 
 
-def test_cli_task_choices_match_the_simulator() -> None:
-    from carve.sim.cli import TASK_CHOICES
-    from carve.sim.tasks import TASK_TYPES
+def test_cli_choices_match_the_simulator() -> None:
+    from carve.sim.cli import STYLE_CHOICES, TASK_CHOICES
+    from carve.sim.tasks import ALL_TASK_TYPES, STYLES
 
-    assert tuple(TASK_CHOICES) == tuple(TASK_TYPES)
+    assert tuple(TASK_CHOICES) == tuple(ALL_TASK_TYPES)
+    assert tuple(STYLE_CHOICES) == tuple(STYLES)
+
+
+def test_defaults_are_the_historical_configuration(tmp_path: Path) -> None:
+    from carve.sim.synth import default_cameras, default_fps
+
+    assert (default_fps("dwell", 1), default_cameras("dwell", 1)) == (12, 1)
+    assert (default_fps("blended", 1), default_cameras("blended", 1)) == (30, 2)
+    assert (default_fps("dwell", 2), default_cameras("dwell", 2)) == (30, 2)
+    out = tmp_path / "default"
+    assert carve_main(["synth", "--out", str(out), "--episodes", "1", "--workers", "1", "--size", "16",
+                       "--tasks", "push", "-q"]) == 0
+    gt = json.loads((out / GROUND_TRUTH_FILE).read_text())
+    assert gt["fps"] == 12
+    assert {k: gt["generator"][k] for k in ("style", "arms", "cameras", "operator_noise")} == {
+        "style": "dwell", "arms": 1, "cameras": ["observation.images.front"], "operator_noise": 0.0}
+    assert carve_main(["synth", "--out", str(tmp_path / "bad"), "--episodes", "1", "--fps", "60", "-q"]) == 2
+    assert carve_main(["synth", "--out", str(tmp_path / "bad"), "--episodes", "1", "--arms", "2",
+                       "--tasks", "push", "-q"]) == 2

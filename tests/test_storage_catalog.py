@@ -7,6 +7,7 @@ import multiprocessing as mp
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from carve.storage.catalog import Catalog
 from carve.storage.events import part_path, read_events, write_event_part
 from carve.storage.root import open_root

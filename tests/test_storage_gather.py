@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
+
 from carve.storage.gather import gather_parts
 from carve.storage.root import open_root
 

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+
 from carve.sim.toydata import write_toy_shards
 from carve.storage.schema import META_VERSION, event_schema
 from carve.trainer.config import DataConfig

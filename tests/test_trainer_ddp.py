@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch
+
 from carve.sim.toydata import write_toy_shards
 from carve.trainer.checkpoint import load_checkpoint
 

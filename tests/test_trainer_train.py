@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+
 from carve.cli.main import main as carve_main
 from carve.core.config import ConfigError
 from carve.core.errors import CarveError

@@ -19,9 +19,10 @@ import argparse
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 from carve.core.config import ConfigError, load_config, validate_config
 from carve.core.errors import CarveError
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Mode = Literal["event", "unified", "chunk"]
 MODES: tuple[str, ...] = ("event", "unified", "chunk")

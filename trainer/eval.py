@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from carve.trainer.config import DataConfig, TrainConfig
 from carve.trainer.data import DataError, EventStream, make_loader
 from carve.trainer.manifest import Manifest, open_manifest

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+
 from carve.storage.manifest import ManifestError, manifest_path, read_manifest
 from carve.storage.schema import REQUIRED_COLUMNS, SchemaError, check_schema
 

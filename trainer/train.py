@@ -28,6 +28,9 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
 from carve.core.errors import CarveError
 from carve.trainer.checkpoint import (
     check_compatible,
@@ -43,8 +46,6 @@ from carve.trainer.config import TrainConfig, add_train_args
 from carve.trainer.data import EventStream, make_loader, probe
 from carve.trainer.manifest import Manifest, open_manifest
 from carve.trainer.model import ModelSpec, WorldActionModel
-from torch import nn
-from tqdm import tqdm
 
 
 class TrainingDiverged(CarveError):

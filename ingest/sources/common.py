@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow.fs as pafs
+
 from carve.core.errors import EpisodeError
 from carve.ingest.video import VideoError, VideoReader
 

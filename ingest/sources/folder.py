@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
 from carve.core.errors import EpisodeError, SourceError
 from carve.ingest.sources.base import Episode, EpisodeRef
 from carve.ingest.sources.common import (

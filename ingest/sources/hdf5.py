@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow.fs as pafs
+
 from carve.core.errors import EpisodeError, SourceError
 from carve.ingest.sources.base import Episode, EpisodeRef
 from carve.ingest.sources.common import as_2d_float, check_signals, default_names, file_stamp, fingerprint

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
 from carve.core.errors import EpisodeError, SourceError
 from carve.ingest.sources.base import Episode, EpisodeRef
 from carve.ingest.sources.common import (

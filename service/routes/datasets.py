@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from carve.service.auth import require_token
-from carve.service.deps import ID_PATTERN, NAME_PATTERN, CatalogsDep, ViewsDep
 from fastapi import APIRouter, Depends, Path
 from fastapi.responses import Response
+
+from carve.service.auth import require_token
+from carve.service.deps import ID_PATTERN, NAME_PATTERN, CatalogsDep, ViewsDep
 
 router = APIRouter(dependencies=[Depends(require_token)])
 

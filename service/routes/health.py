@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from carve.service.deps import RunnerDep
 from fastapi import APIRouter
+
+from carve.service.deps import RunnerDep
 
 router = APIRouter(tags=["service"])
 

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
 from carve.core.config import ConfigError
 from carve.service.auth import require_token
 from carve.service.deps import ID_PATTERN, Catalogs, CatalogsDep, CfgDep, RunnerDep
 from carve.service.jobs import cancel_marker
 from carve.service.limits import SourceRejected, confine_source
 from carve.service.views import NotFound
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(require_token)])
 

@@ -3,10 +3,11 @@ browsers may send it as the HTTP Basic password, see auth.py)."""
 
 from __future__ import annotations
 
-from carve.service.auth import require_token
-from carve.service.deps import NAME_PATTERN, CatalogsDep, ViewsDep
 from fastapi import APIRouter, Depends, Path
 from fastapi.responses import HTMLResponse
+
+from carve.service.auth import require_token
+from carve.service.deps import NAME_PATTERN, CatalogsDep, ViewsDep
 
 router = APIRouter(tags=["report"], dependencies=[Depends(require_token)])
 

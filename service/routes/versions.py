@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import APIRouter, Depends, Path
+
 from carve.service.auth import require_token
 from carve.service.deps import NAME_PATTERN, CatalogsDep, ViewsDep
-from fastapi import APIRouter, Depends, Path
 
 router = APIRouter(tags=["datasets"], dependencies=[Depends(require_token)])
 

@@ -1,0 +1,138 @@
+"""Which columns of an episode belong to which arm: the signal layout the segmenter reads.
+
+`arm_layouts(state_names, action_names, state_dim, action_dim, cfg)` finds every gripper
+column (names matching `segment.gripper_name_pattern`, in the state first and in the action
+for grippers that exist only in the action stream) and groups the columns by arm prefix:
+ALOHA-style `left_*` / `right_*`, robomimic-style `robot0_*`, or none for a single arm. Each
+`ArmLayout` names the arm, its motion columns and their kind, and its gripper column.
+
+Motion columns are the arm's Cartesian end-effector position when the names show one
+(`x`/`y`/`z`, `*pos*`, `eef`), measured in metres, else its joints, in radians (joints in
+degrees are recognised by their range and converted), so that every speed threshold of the
+segmenter is in m/s or rad/s. Columns of velocities, torques, orientations and images are
+never motion columns. Without names, every non-gripper state column is one arm's joints.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from carve.core.config import SegmentConfig
+
+_NOT_MOTION = re.compile(r"(vel|torque|effort|current|force|quat|rot|roll|pitch|yaw|image|timestamp|index|frame)",
+                         re.IGNORECASE)
+_CARTESIAN = re.compile(r"(^|[._])(x|y|z)$|pos|eef|ee_", re.IGNORECASE)
+SINGLE_ARM = "arm"
+
+
+@dataclass
+class ArmLayout:
+    """One arm's columns: motion (state or action) and gripper (state or action)."""
+
+    name: str
+    motion: list[int] = field(default_factory=list)
+    motion_in_action: bool = False
+    kind: str = "joint"  # "joint" (rad) or "cartesian" (m)
+    degrees: bool = False  # joint columns recorded in degrees (converted to rad)
+    gripper: int | None = None
+    gripper_in_action: bool = False
+
+    def motion_signal(self, state: np.ndarray, action: np.ndarray | None) -> np.ndarray:
+        """(T, k) motion columns in SI units (rad or m); (T, 0) when the arm has none."""
+        src = action if self.motion_in_action else state
+        if src is None or not self.motion:
+            return np.zeros((state.shape[0], 0))
+        x = np.asarray(src, dtype=np.float64)[:, self.motion]
+        return np.deg2rad(x) if self.degrees else x
+
+    def gripper_signal(self, state: np.ndarray, action: np.ndarray | None) -> np.ndarray:
+        """(T,) gripper opening in the recording's own units; empty without a gripper."""
+        src = action if self.gripper_in_action else state
+        if self.gripper is None or src is None:
+            return np.zeros((0,))
+        return np.asarray(src, dtype=np.float64)[:, self.gripper]
+
+
+def _prefix(name: str, pattern: re.Pattern[str]) -> str:
+    """The part of a gripper column's name before the gripper token (`left_gripper` -> `left_`)."""
+    m = pattern.search(name)
+    return name[: m.start()] if m else ""
+
+
+def _arm_name(prefix: str) -> str:
+    p = prefix.strip("._- ").lower()
+    return p or SINGLE_ARM
+
+
+def _motion_columns(names: list[str], members: list[int], exclude: set[int]) -> tuple[list[int], str]:
+    cand = [i for i in members if i not in exclude and not _NOT_MOTION.search(names[i])]
+    cart = [i for i in cand if _CARTESIAN.search(names[i])]
+    if len(cart) == 3:
+        return cart, "cartesian"
+    return cand, "joint"
+
+
+def _looks_like_degrees(x: np.ndarray) -> bool:
+    """Joint angles whose range could not be radians (more than two turns end to end)."""
+    return x.size > 0 and float(np.nanmax(np.abs(x))) > 4 * np.pi
+
+
+def arm_layouts(
+    state_names: list[str] | None,
+    action_names: list[str] | None,
+    state: np.ndarray,
+    action: np.ndarray | None,
+    cfg: SegmentConfig,
+) -> list[ArmLayout]:
+    """The arms of an episode (at least one), each with its motion and gripper columns."""
+    pat = re.compile(cfg.gripper_name_pattern, re.IGNORECASE)
+    sdim = state.shape[1] if state.ndim == 2 else 0
+    adim = action.shape[1] if action is not None and action.ndim == 2 else 0
+    snames = list(state_names or [])[:sdim] if state_names and len(state_names) == sdim else []
+    anames = list(action_names or [])[:adim] if action_names and len(action_names) == adim else []
+
+    arms: dict[str, ArmLayout] = {}
+    prefixes: dict[str, str] = {}
+    if cfg.gripper_dim is not None and 0 <= cfg.gripper_dim < sdim:
+        arms[SINGLE_ARM] = ArmLayout(SINGLE_ARM, gripper=int(cfg.gripper_dim))
+        prefixes[SINGLE_ARM] = ""
+    else:
+        for names, in_action in ((snames, False), (anames, True)):
+            for i, n in enumerate(names):
+                if not pat.search(n):
+                    continue
+                pre = _prefix(n, pat)
+                arm = _arm_name(pre)
+                if arm in arms and arms[arm].gripper is not None:
+                    continue  # a second finger of the same gripper, or the action twin of a state gripper
+                arms[arm] = ArmLayout(arm, gripper=i, gripper_in_action=in_action)
+                prefixes[arm] = pre
+    if not arms:
+        arms[SINGLE_ARM] = ArmLayout(SINGLE_ARM)
+        prefixes[SINGLE_ARM] = ""
+
+    multi = len(arms) > 1
+    for arm, lay in arms.items():
+        pre = prefixes[arm].lower()
+        for names, dim, in_action in ((snames, sdim, False), (anames, adim, True)):
+            if not dim:
+                continue
+            if names:
+                members = [i for i in range(dim) if not multi or names[i].lower().startswith(pre)]
+            else:
+                members = list(range(dim))
+            exclude = {lay.gripper} if lay.gripper is not None and lay.gripper_in_action == in_action else set()
+            if names:
+                motion, kind = _motion_columns(names, members, exclude)
+            else:
+                motion, kind = [i for i in members if i not in exclude], "joint"
+            if motion:
+                lay.motion, lay.kind, lay.motion_in_action = motion, kind, in_action
+                break
+        if lay.motion and lay.kind == "joint":
+            src = action if lay.motion_in_action else state
+            lay.degrees = _looks_like_degrees(np.asarray(src, dtype=np.float64)[:, lay.motion])
+    return sorted(arms.values(), key=lambda a: a.name)

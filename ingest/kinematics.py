@@ -1,0 +1,152 @@
+"""Motion cues of one arm, in physical units: speed, pauses, and waypoints where motion changes.
+
+All thresholds are in seconds and in m/s (Cartesian end-effector columns) or rad/s (joints),
+resolved from the episode's fps, so the same configuration serves 10 fps and 50 fps.
+
+* `smooth(x, fps, sigma_s)`: Gaussian smoothing in time (hand tremor and sensor noise are
+  faster than a manipulation phase), `speed(x, fps)`: the norm of its time derivative.
+* `pause_boundaries`: where the arm, after standing still (speed below the pause speed for at
+  least `pause_min_s`), starts moving again: the onset of the next movement.
+* `waypoint_boundaries`: the waypoints of Automatic Waypoint Extraction (AWE; Shi, Sharma,
+  Zhao, Finn, "Waypoint-Based Imitation Learning for Robotic Manipulation", CoRL 2023). AWE's
+  greedy selection keeps adding the frame whose position lies farthest from the polyline
+  through the waypoints chosen so far until every frame lies within an error budget; here the
+  budget is `waypoint_error_m` / `waypoint_error_rad` and the initial waypoints are the
+  episode's ends plus the gripper and pause boundaries already found, as in AWE. A waypoint
+  only becomes an event boundary where the motion really changes: the direction of the path
+  turns by at least `turn_deg`, or the arm slows to a velocity minimum (below `dip_ratio` of
+  the peak speeds on both sides). A single curved reach thus stays one event while
+  lift -> move -> lower, blended without a stop, becomes three.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+
+from carve.core.config import SegmentConfig
+
+PAUSE = "pause"
+MOTION = "motion_change"
+
+
+def smooth(x: np.ndarray, fps: float, sigma_s: float) -> np.ndarray:
+    """Gaussian smoothing along time with a width in seconds (no-op for sigma below half a frame)."""
+    sigma = sigma_s * fps
+    if x.shape[0] < 3 or sigma < 0.5:
+        return x
+    return gaussian_filter1d(x, sigma=sigma, axis=0, mode="nearest")
+
+
+def speed(x: np.ndarray, fps: float) -> np.ndarray:
+    """Per-frame speed (units per second) of a (T, k) signal, by central differences."""
+    if x.shape[0] < 2 or x.shape[1] == 0:
+        return np.zeros(x.shape[0])
+    return np.linalg.norm(np.gradient(x, axis=0), axis=1) * fps
+
+
+def thresholds(kind: str, cfg: SegmentConfig) -> tuple[float, float]:
+    """(pause speed, waypoint error) for a motion kind: m/s and m, or rad/s and rad."""
+    if kind == "cartesian":
+        return cfg.pause_speed_m_s, cfg.waypoint_error_m
+    return cfg.pause_speed_rad_s, cfg.waypoint_error_rad
+
+
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    m = np.concatenate([[False], mask, [False]]).astype(np.int8)
+    d = np.diff(m)
+    return np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+
+
+def still_mask(sp: np.ndarray, fps: float, pause_speed: float, cfg: SegmentConfig) -> np.ndarray:
+    """Frames inside pauses: speed below `pause_speed` for at least `pause_min_s`."""
+    starts, ends = _runs(sp < pause_speed)
+    out = np.zeros(len(sp), dtype=bool)
+    min_len = max(2, int(round(cfg.pause_min_s * fps)))
+    for a, e in zip(starts, ends, strict=True):
+        if e - a >= min_len:
+            out[a:e] = True
+    return out
+
+
+def pause_boundaries(sp: np.ndarray, fps: float, pause_speed: float, cfg: SegmentConfig) -> list[tuple[int, str]]:
+    """(frame, "pause") where motion resumes after each pause inside the episode."""
+    n = len(sp)
+    if n < 3:
+        return []
+    still = still_mask(sp, fps, pause_speed, cfg)
+    starts, ends = _runs(still)
+    out = []
+    for a, e in zip(starts, ends, strict=True):
+        if a == 0 or e >= n:
+            continue  # idle at the very start or end is not a joint between two events
+        inside = sp[a:e]
+        floor = min(float(np.median(inside)) + 3.0 * float(np.median(np.abs(inside - np.median(inside)))),
+                    0.5 * pause_speed)
+        k = int(e)
+        while k > a + 1 and sp[k - 1] > floor:  # back to where the arm actually started moving
+            k -= 1
+        out.append((k, PAUSE))
+    return out
+
+
+def _seg_dist(x: np.ndarray, a: int, b: int) -> np.ndarray:
+    """Distance of x[a+1:b] to the segment x[a] -> x[b]."""
+    p, q = x[a], x[b]
+    d = q - p
+    pts = x[a + 1 : b] - p
+    dd = float(d @ d)
+    if dd <= 1e-18:
+        return np.linalg.norm(pts, axis=1)
+    t = np.clip(pts @ d / dd, 0.0, 1.0)
+    return np.linalg.norm(pts - t[:, None] * d, axis=1)
+
+
+def awe_waypoints(x: np.ndarray, err: float, initial: list[int]) -> list[int]:
+    """AWE greedy waypoint selection (geometric reconstruction error), from `initial` waypoints."""
+    n = x.shape[0]
+    wps = sorted({0, n - 1, *(int(i) for i in initial if 0 <= i < n)})
+    stack = list(zip(wps[:-1], wps[1:], strict=True))
+    out = set(wps)
+    while stack:
+        a, b = stack.pop()
+        if b - a < 2:
+            continue
+        dist = _seg_dist(x, a, b)
+        k = int(np.argmax(dist))
+        if dist[k] <= err:
+            continue
+        m = a + 1 + k
+        out.add(m)
+        stack += [(a, m), (m, b)]
+    return sorted(out)
+
+
+def _turn_deg(x: np.ndarray, prev: int, cur: int, nxt: int) -> float:
+    u, v = x[cur] - x[prev], x[nxt] - x[cur]
+    nu, nv = float(np.linalg.norm(u)), float(np.linalg.norm(v))
+    if nu < 1e-12 or nv < 1e-12:
+        return 0.0
+    return float(np.degrees(np.arccos(np.clip(u @ v / (nu * nv), -1.0, 1.0))))
+
+
+def waypoint_boundaries(x: np.ndarray, sp: np.ndarray, still: np.ndarray, err: float, fixed: list[int],
+                        cfg: SegmentConfig) -> list[tuple[int, str]]:
+    """(frame, "motion_change") at AWE waypoints where the motion turns or slows to a minimum."""
+    n = x.shape[0]
+    if n < 5 or x.shape[1] == 0:
+        return []
+    wps = awe_waypoints(x, err, fixed)
+    fixed_set = set(fixed)
+    out = []
+    for i in range(1, len(wps) - 1):
+        w = wps[i]
+        if w in fixed_set or still[w]:
+            continue  # already a boundary, or inside a pause (the pause rule owns those)
+        turn = _turn_deg(x, wps[i - 1], w, wps[i + 1])
+        before = float(sp[wps[i - 1] : w + 1].max())
+        after = float(sp[w : wps[i + 1] + 1].max())
+        dip = sp[w] < cfg.dip_ratio * min(before, after)
+        if turn >= cfg.turn_deg or dip:
+            out.append((w, MOTION))
+    return out
