@@ -41,26 +41,36 @@ class SourceConfig(_Section):
     uri: str = ""
     format: Literal["auto", "lerobot", "folder", "hdf5"] = "auto"
     dataset: str | None = None  # defaults to the source directory name
-    camera: str | None = None  # defaults to the first camera of the dataset
+    camera: str | list[str] | None = None  # a subset of the cameras ("a,b" or a list); None = every camera
     video_backend: Literal["auto", "decord", "pyav"] = "auto"
     max_episodes: int | None = Field(default=None, ge=1)
 
 
 class SegmentConfig(_Section):
-    """Event-joint detection (see pipeline/segment.py for the algorithm)."""
+    """Event-joint detection (see ingest/segment.py). Times are seconds, speeds m/s or rad/s,
+    resolved from each episode's fps: one configuration serves every frame rate."""
 
-    gripper_dim: int | None = None  # index into state; None = find by name
-    gripper_name_pattern: str = "gripper"
-    gripper_hysteresis: float = Field(default=0.15, ge=0.0, le=0.5)  # fraction of the gripper range
-    gripper_min_hold_frames: int = Field(default=2, ge=1)  # debounce: the new state must hold this long
+    gripper_dim: int | None = None  # a state column to use as the (only) gripper; None = find by name
+    gripper_name_pattern: str = "gripper|finger|claw|jaw"
+    gripper_hysteresis: float = Field(default=0.3, ge=0.0, le=0.45)  # band, as a fraction of the travel
+    gripper_min_travel: float = Field(default=0.0, ge=0.0)  # in the recording's gripper unit
+    gripper_min_travel_sigma: float = Field(default=10.0, ge=0.0)  # travel must exceed this x sensor noise
+    gripper_min_hold_s: float = Field(default=0.06, ge=0.0)  # debounce: a new state must hold this long
+    smooth_s: float = Field(default=0.06, ge=0.0)  # Gaussian smoothing of motion (tremor, sensor noise)
     use_pauses: bool = True
-    pause_speed: float = Field(default=0.08, ge=0.0)  # fraction of the episode's p95 speed
-    pause_min_frames: int = Field(default=3, ge=1)
-    refractory_frames: int = Field(default=4, ge=0)  # no two boundaries closer than this
+    pause_speed_m_s: float = Field(default=0.02, gt=0.0)  # end-effector speed below this: still
+    pause_speed_rad_s: float = Field(default=0.06, gt=0.0)  # joint speed below this: still
+    pause_min_s: float = Field(default=0.15, gt=0.0)
+    use_waypoints: bool = True  # AWE waypoints where motion turns or slows without stopping
+    waypoint_error_m: float = Field(default=0.02, gt=0.0)
+    waypoint_error_rad: float = Field(default=0.08, gt=0.0)
+    turn_deg: float = Field(default=45.0, ge=0.0, le=180.0)
+    dip_ratio: float = Field(default=0.5, gt=0.0, le=1.0)  # a velocity minimum below this x both peaks
+    refractory_s: float = Field(default=0.2, ge=0.0)  # no two boundaries closer than this
     use_visual: bool = False
     visual_threshold: float = Field(default=0.22, ge=0.0)  # on the change score of ingest.visual descriptors
-    min_len_frames: int = Field(default=4, ge=1)
-    max_len_frames: int = Field(default=150, ge=2)
+    min_len_s: float = Field(default=0.2, gt=0.0)
+    max_len_s: float = Field(default=15.0, gt=0.0)
     keyframe_size: int = Field(default=96, ge=16)  # JPEG keyframes are resized to this (short side)
     keyframe_quality: int = Field(default=85, ge=10, le=100)
 

@@ -3,8 +3,10 @@
 `EmbedStage(cfg)` is the callable that the pipeline's Embed step runs inside a Ray actor over
 a `pa.Table` of captioned schema-v1 event rows. It adds (all `list<float32>`):
 
-* `emb_visual`     - visual embedding of the event's START keyframe (`keyframes[0]`),
-* `end_emb_visual` - visual embedding of its LAST keyframe (`keyframes[-1]`, future-observation target),
+* `emb_visual`     - visual embedding of the event's START keyframe; with several cameras
+                     (`cameras`, keyframes camera-major) the unit mean over the cameras,
+* `emb_visual_cameras` - the START keyframe embedding of each camera, in `cameras` order,
+* `end_emb_visual` - the same for its LAST keyframe (future-observation target),
 * `emb_text`       - text embedding of `caption`,
 * `emb_motion`     - `motion.motion_descriptor` of the event's state/action/gripper slices,
 * `emb`            - the fused vector (`fusion.fuse` with `cfg.weights`).
@@ -68,7 +70,7 @@ class EmbedStage:
         ids = _column(table, "event_id", n)
         episodes = _column(table, "episode_id", n)
         where = [f"event {e} of episode {ep}" for e, ep in zip(ids, episodes, strict=True)]
-        vis, end_vis = self._visual_parts(table, where)
+        vis, end_vis, per_cam = self._visual_parts(table, where)
         text = self._text_part(table)
         motion = self._motion_part(table, where)
         parts = {"visual": vis, "text": text, "motion": motion}
@@ -80,40 +82,60 @@ class EmbedStage:
         out = table
         for col, arr in zip(OUTPUT_COLUMNS, (vis, end_vis, text, motion, fused), strict=True):
             out = _set_column(out, col, _to_list_array(arr))
+        if self.dims["visual"]:
+            cams = pa.array([[v.astype(np.float32).tolist() for v in row] for row in per_cam],
+                            pa.list_(pa.list_(pa.float32())))
+            out = _set_column(out, "emb_visual_cameras", cams)
         return out
 
     # -- parts
-    def _visual_parts(self, table: pa.Table, where: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    def _visual_parts(self, table: pa.Table, where: list[str]) -> tuple[np.ndarray, np.ndarray, list[list[np.ndarray]]]:
+        """Start and end visual embeddings per event (the mean over its cameras, unit length when
+        there are several) and the start embedding of each camera."""
         n = table.num_rows
         dim = self.dims["visual"]
         start = np.zeros((n, dim), dtype=np.float32)
         end = np.zeros((n, dim), dtype=np.float32)
+        per_cam: list[list[np.ndarray]] = [[] for _ in range(n)]
         if dim == 0:
-            return start, end
+            return start, end, per_cam
         kfs = _column(table, "keyframes", n)
+        cams = _column(table, "cameras", n) if "cameras" in table.column_names else [None] * n
         images: list[np.ndarray] = []
-        slots: list[tuple[int, bool]] = []  # (row, is_end)
+        slots: list[tuple[int, int, bool]] = []  # (row, camera, is_end)
         missing: list[str] = []
         for i, frames in enumerate(kfs):
             frames = [f for f in (frames or []) if f]
             if not frames:
                 missing.append(where[i])
                 continue
-            first = decode_image(frames[0], where[i])
-            images.append(first)
-            slots.append((i, False))
-            images.append(decode_image(frames[-1], where[i]) if len(frames) > 1 else first)
-            slots.append((i, True))
+            n_cam = max(1, len(cams[i] or []))
+            if len(frames) % n_cam:
+                raise EmbedError(f"{where[i]}: {len(frames)} keyframes do not divide over {n_cam} cameras")
+            k = len(frames) // n_cam
+            for c in range(n_cam):
+                own = frames[c * k : (c + 1) * k]
+                first = decode_image(own[0], where[i])
+                images.append(first)
+                slots.append((i, c, False))
+                images.append(decode_image(own[-1], where[i]) if len(own) > 1 else first)
+                slots.append((i, c, True))
         if missing:
             self.stats["missing_keyframes"] += len(missing)
             log_event(_log, "missing_keyframes", logging.WARNING, count=len(missing), first=missing[0])
-        if images:
-            vecs = self.visual.encode(images)
-            if vecs.shape != (len(images), dim):
-                raise EmbedError(f"visual embedder {self.visual.name} returned {vecs.shape}, expected ({len(images)}, {dim})")
-            for (row, is_end), v in zip(slots, vecs, strict=True):
-                (end if is_end else start)[row] = v
-        return start, end
+        if not images:
+            return start, end, per_cam
+        vecs = self.visual.encode(images)
+        if vecs.shape != (len(images), dim):
+            raise EmbedError(f"visual embedder {self.visual.name} returned {vecs.shape}, expected ({len(images)}, {dim})")
+        ends: list[list[np.ndarray]] = [[] for _ in range(n)]
+        for (row, _c, is_end), v in zip(slots, vecs, strict=True):
+            (ends if is_end else per_cam)[row].append(v)
+        for row in range(n):
+            if per_cam[row]:
+                start[row] = _camera_mean(per_cam[row])
+                end[row] = _camera_mean(ends[row])
+        return start, end, per_cam
 
     def _text_part(self, table: pa.Table) -> np.ndarray:
         n = table.num_rows
@@ -179,7 +201,16 @@ def _to_list_array(arr: np.ndarray) -> pa.Array:
 
 
 def _set_column(table: pa.Table, name: str, arr: pa.Array) -> pa.Table:
-    field = pa.field(name, pa.list_(pa.float32()))
+    field = pa.field(name, arr.type)
     if name in table.column_names:
         return table.set_column(table.column_names.index(name), field, arr)
     return table.append_column(field, arr)
+
+
+def _camera_mean(vecs: list[np.ndarray]) -> np.ndarray:
+    """One camera's vector as it is; several cameras' mean, scaled back to unit length."""
+    if len(vecs) == 1:
+        return vecs[0]
+    m = np.mean(np.stack(vecs), axis=0)
+    norm = float(np.linalg.norm(m))
+    return m / norm if norm > 0 else m

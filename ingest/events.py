@@ -40,54 +40,67 @@ def keyframe_indices(start: int, end: int) -> tuple[int, int, int]:
     return start, (start + last) // 2, last
 
 
-def episode_events(ep: Episode, seg_cfg: SegmentConfig, camera: str | None) -> list[dict[str, Any]]:
-    """Segment one loaded episode and build its schema-v1 event rows (keyframes included)."""
-    from carve.ingest.segment import (
-        find_gripper_dim,
-        gripper_opening,
-        segment_episode,
-    )
+def selected_cameras(ep: Episode, camera: str | list[str] | None) -> list[str]:
+    """The cameras to use: all of the episode's, or the configured subset (names or comma-separated)."""
+    if camera is None or camera == "":
+        return list(ep.cameras)
+    wanted = [c.strip() for c in camera.split(",")] if isinstance(camera, str) else list(camera)
+    missing = [c for c in wanted if c not in ep.cameras]
+    if missing:
+        raise EpisodeError(ep.ref.label, f"unknown camera(s) {missing}; the episode has {ep.cameras}")
+    return wanted
+
+
+def episode_events(ep: Episode, seg_cfg: SegmentConfig, camera: str | list[str] | None) -> list[dict[str, Any]]:
+    """Segment one loaded episode and build its event rows (keyframes of every selected camera)."""
+    from carve.ingest.segment import gripper_track, segment_episode
     from carve.ingest.visual import frame_descriptors
 
     ref = ep.ref
     if ep.length == 0:
         raise EpisodeError(ref.label, "episode is empty (0 frames)")
-    cam = camera or (ep.cameras[0] if ep.cameras else None)
-    all_frames: np.ndarray | None = None
+    cams = selected_cameras(ep, camera)
+    all_frames: dict[str, np.ndarray] = {}
     vis = None
-    if seg_cfg.use_visual and cam is not None:
-        all_frames = ep.frames(cam, None)
-        if all_frames.shape[0] < ep.length:
-            raise EpisodeError(ref.label, f"video has {all_frames.shape[0]} frames but the episode has {ep.length}")
-        vis = frame_descriptors(all_frames[: ep.length])
+    if seg_cfg.use_visual and cams:
+        parts = []
+        for cam in cams:
+            all_frames[cam] = ep.frames(cam, None)
+            if all_frames[cam].shape[0] < ep.length:
+                raise EpisodeError(ref.label, f"video of camera {cam} has {all_frames[cam].shape[0]} frames "
+                                              f"but the episode has {ep.length}")
+            parts.append(frame_descriptors(all_frames[cam][: ep.length]))
+        vis = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1) / np.sqrt(len(parts))
     segments = segment_episode(
         ep.state, ep.action, ep.fps, seg_cfg, ep.state_names, ep.action_names, visual_features=vis
     )
     if not segments:
         raise EpisodeError(ref.label, "segmentation produced no events")
-    gdim = find_gripper_dim(ep.state_names, seg_cfg)
-    grip = gripper_opening(ep.state, gdim)
+    grips = gripper_track(ep.state, ep.action, seg_cfg, ep.state_names, ep.action_names)
 
-    jpegs: dict[int, bytes] = {}
-    if cam is not None:
-        wanted = sorted({i for s in segments for i in keyframe_indices(s.start, s.end)})
-        frames = all_frames[wanted] if all_frames is not None else ep.frames(cam, wanted)
+    jpegs: dict[tuple[str, int], bytes] = {}
+    wanted = sorted({i for s in segments for i in keyframe_indices(s.start, s.end)})
+    for cam in cams:
+        frames = all_frames[cam][wanted] if cam in all_frames else ep.frames(cam, wanted)
         if len(frames) != len(wanted):
             raise EpisodeError(ref.label, f"decoded {len(frames)} of {len(wanted)} keyframes from camera {cam}")
         for i, fr in zip(wanted, frames, strict=True):
-            jpegs[i] = encode_jpeg(fr, seg_cfg.keyframe_size, seg_cfg.keyframe_quality)
+            jpegs[(cam, i)] = encode_jpeg(fr, seg_cfg.keyframe_size, seg_cfg.keyframe_quality)
 
     rows = []
     n = len(segments)
     for k, s in enumerate(segments):
+        grip = next((grips[a] for a in s.arms if a in grips), next(iter(grips.values()), None))
         rows.append(
             {
                 "event_id": make_event_id(ref.episode_id, s.start, s.end),
                 "episode_id": ref.episode_id,
                 "dataset": ref.dataset,
                 "source_uri": ref.source_uri,
-                "camera": cam,
+                "camera": cams[0] if cams else None,
+                "cameras": cams,
                 "robot": ep.robot,
+                "arms": s.arms,
                 "episode_index": ref.episode_index,
                 "event_index": k,
                 "num_events": n,
@@ -97,10 +110,10 @@ def episode_events(ep: Episode, seg_cfg: SegmentConfig, camera: str | None) -> l
                 "start_reason": s.start_reason,
                 "boundary_reason": s.end_reason,
                 "task": ep.task,
-                "keyframes": [jpegs[i] for i in keyframe_indices(s.start, s.end)] if jpegs else [],
+                "keyframes": [jpegs[(c, i)] for c in cams for i in keyframe_indices(s.start, s.end)],
                 "state": ep.state[s.start : s.end].astype(np.float32).tolist(),
                 "action": ep.action[s.start : s.end].astype(np.float32).tolist(),
-                "gripper": grip[s.start : s.end].astype(np.float32).tolist() if len(grip) else [],
+                "gripper": grip[s.start : s.end].astype(np.float32).tolist() if grip is not None else [],
             }
         )
     return rows

@@ -56,7 +56,7 @@ def gripper_states(g: np.ndarray, fps: float, cfg: SegmentConfig) -> np.ndarray 
     idx = np.where(code >= 0, np.arange(len(code)), 0)
     np.maximum.accumulate(idx, out=idx)
     state = code[idx]
-    hold = max(1, int(round(cfg.gripper_min_hold_s * fps)))
+    hold = max(1, round(cfg.gripper_min_hold_s * fps))
     for _ in range(3):  # a run (other than the first) shorter than `hold` reverts to the previous state
         change = np.flatnonzero(np.diff(state)) + 1
         if len(change) == 0:

@@ -21,6 +21,8 @@ resolved from the episode's fps, so the same configuration serves 10 fps and 50 
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
@@ -62,7 +64,7 @@ def still_mask(sp: np.ndarray, fps: float, pause_speed: float, cfg: SegmentConfi
     """Frames inside pauses: speed below `pause_speed` for at least `pause_min_s`."""
     starts, ends = _runs(sp < pause_speed)
     out = np.zeros(len(sp), dtype=bool)
-    min_len = max(2, int(round(cfg.pause_min_s * fps)))
+    min_len = max(2, round(cfg.pause_min_s * fps))
     for a, e in zip(starts, ends, strict=True):
         if e - a >= min_len:
             out[a:e] = True
@@ -106,7 +108,7 @@ def awe_waypoints(x: np.ndarray, err: float, initial: list[int]) -> list[int]:
     """AWE greedy waypoint selection (geometric reconstruction error), from `initial` waypoints."""
     n = x.shape[0]
     wps = sorted({0, n - 1, *(int(i) for i in initial if 0 <= i < n)})
-    stack = list(zip(wps[:-1], wps[1:], strict=True))
+    stack = list(itertools.pairwise(wps))
     out = set(wps)
     while stack:
         a, b = stack.pop()

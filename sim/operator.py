@@ -14,7 +14,7 @@ visual targets"). Two operator styles (`STYLES`):
   next phase starts, like the scripted operator of earlier versions;
 * `blended`: continuous motion through via-points: lift -> move -> lower (place) overlap
   (the next sub-movement starts while the previous one is decelerating, when its speed has
-  dropped to 40-60% of its peak),
+  dropped to 75-90% of its peak: soon after the peak),
   so the hand never stops between them; it stops only to grasp and to release (and at the
   end of the reach onto an object). Push episodes blend reach -> push -> retreat.
 
@@ -260,7 +260,7 @@ class ArmPlan:
 
     def move(self, name: str | None, target: np.ndarray, secs: tuple[float, float], *, arc: float = 0.0,
              rise: float = 0.0, descend: float = 0.0, yaw: float | None = None, blend: bool = False,
-             overlap: tuple[float, float] = (0.4, 0.6), obj: str | None = None) -> Motion:
+             overlap: tuple[float, float] = (0.75, 0.9), obj: str | None = None) -> Motion:
         """A minimum-jerk motion to `target` taking `secs` (a range, drawn), bulging up by `arc`;
         `rise` / `descend` (m) make it leave straight up / arrive straight down (out of a tray,
         onto an object).

@@ -2,7 +2,8 @@
 
 This is the written-down format of ../shared/design/ARCHITECTURE.md ("Event row"), with
 these additions (see README, "Divergences"): `robot`, `start_reason`, `caption_status`,
-`gripper` (per-frame gripper opening in [0, 1], empty when unknown) and the embedding
+`gripper` (per-frame gripper opening in [0, 1] of the event's first acting arm, empty when
+unknown), `cameras` and `arms` (schema v2) and the embedding
 columns as variable `list<float32>` (their sizes depend on the embedders chosen, and are
 recorded in the metadata key `carve.emb_dims` of shards).
 
@@ -20,12 +21,13 @@ from typing import Any
 import pyarrow as pa
 
 SCHEMA_NAME = "carve.event"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # v2 adds `cameras`, `arms` and `emb_visual_cameras`; v1 files read with them null
 META_NAME = b"carve.schema"
 META_VERSION = b"carve.schema_version"
 META_EMB_DIMS = b"carve.emb_dims"
 
-BOUNDARY_REASONS = ("gripper_close", "gripper_open", "pause", "visual", "max_len", "episode_start", "episode_end")
+BOUNDARY_REASONS = ("gripper_close", "gripper_open", "pause", "motion_change", "visual", "max_len",
+                    "episode_start", "episode_end")
 
 _f32_list = pa.list_(pa.float32())
 
@@ -34,8 +36,10 @@ EVENT_FIELDS: list[pa.Field] = [
     pa.field("episode_id", pa.string(), nullable=False),
     pa.field("dataset", pa.string(), nullable=False),
     pa.field("source_uri", pa.string()),
-    pa.field("camera", pa.string()),
+    pa.field("camera", pa.string()),  # the first of `cameras`
+    pa.field("cameras", pa.list_(pa.string())),  # the views of `keyframes` / `emb_visual_cameras`, in order
     pa.field("robot", pa.string()),
+    pa.field("arms", pa.list_(pa.string())),  # the arm(s) acting in the event ("arm" for a single arm)
     pa.field("episode_index", pa.int32(), nullable=False),
     pa.field("event_index", pa.int32(), nullable=False),
     pa.field("num_events", pa.int32(), nullable=False),
@@ -49,11 +53,12 @@ EVENT_FIELDS: list[pa.Field] = [
     pa.field("next_caption", pa.string()),
     pa.field("caption_model", pa.string()),
     pa.field("caption_status", pa.string()),  # "ok", "empty" (the captioner returned nothing) or "failed: <reason>"
-    pa.field("keyframes", pa.list_(pa.binary())),  # JPEGs: start, middle, end
+    pa.field("keyframes", pa.list_(pa.binary())),  # JPEGs: start, middle, end of each camera, camera-major
     pa.field("state", pa.list_(_f32_list)),
     pa.field("action", pa.list_(_f32_list)),
     pa.field("gripper", _f32_list),
-    pa.field("emb_visual", _f32_list),
+    pa.field("emb_visual", _f32_list),  # mean over cameras of the start-keyframe embeddings (unit)
+    pa.field("emb_visual_cameras", pa.list_(_f32_list)),  # start-keyframe embedding per camera
     pa.field("emb_text", _f32_list),
     pa.field("emb_motion", _f32_list),
     pa.field("emb", _f32_list),

@@ -65,7 +65,7 @@ def open_source(
     format: str = "auto",
     *,
     dataset: str | None = None,
-    camera: str | None = None,
+    camera: str | list[str] | None = None,
     video_backend: str = "auto",
 ) -> Source:
     """Open a dataset for listing. Dataset-level problems raise `SourceError`."""
@@ -87,7 +87,7 @@ def open_source(
     raise SourceError(f"dataset {uri}: unknown format {fmt!r}; use auto, {', '.join(FORMATS)}")
 
 
-def load_episode(ref: EpisodeRef, *, camera: str | None = None, video_backend: str = "auto") -> Episode:
+def load_episode(ref: EpisodeRef, *, camera: str | list[str] | None = None, video_backend: str = "auto") -> Episode:
     """Load and validate one episode (frames stay on disk until `Episode.frames` is called)."""
     if ref.format == "lerobot":
         from carve.ingest.sources.lerobot import load_lerobot_episode

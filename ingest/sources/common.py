@@ -171,3 +171,11 @@ class VideoFrames:
         d["_readers"] = {}
         d["videos"] = dict(self._base)
         return d
+
+
+def camera_list(camera: str | list[str] | None) -> list[str] | None:
+    """A camera selection (one name, "a,b", or a list) as a list; None = every camera."""
+    if camera is None or camera == "" or camera == []:
+        return None
+    names = [c.strip() for c in camera.split(",")] if isinstance(camera, str) else [str(c) for c in camera]
+    return [c for c in names if c]

@@ -27,6 +27,7 @@ from carve.ingest.sources.base import Episode, EpisodeRef
 from carve.ingest.sources.common import (
     VideoFrames,
     as_2d_float,
+    camera_list,
     check_signals,
     default_names,
     file_stamp,
@@ -43,7 +44,7 @@ class FolderSource:
 
     format = "folder"
 
-    def __init__(self, uri: str, *, dataset: str | None = None, camera: str | None = None):
+    def __init__(self, uri: str, *, dataset: str | None = None, camera: str | list[str] | None = None):
         self.uri = uri
         self.fs, self.root = resolve(uri)
         info = self.fs.get_file_info(self.root)
@@ -126,7 +127,8 @@ def _task_text(value: Any) -> str:
     return str(arr.reshape(-1)[0]) if arr.size else ""
 
 
-def load_folder_episode(ref: EpisodeRef, *, camera: str | None = None, video_backend: str = "auto") -> Episode:
+def load_folder_episode(ref: EpisodeRef, *, camera: str | list[str] | None = None,
+                        video_backend: str = "auto") -> Episode:
     loc = ref.locator
     label = ref.label
     fs, root = resolve(ref.source_uri)
@@ -168,8 +170,9 @@ def load_folder_episode(ref: EpisodeRef, *, camera: str | None = None, video_bac
     if ts is None:
         ts = np.arange(state.shape[0], dtype=np.float64) / fps
     check_signals(label, state, action, ts)
-    if camera is not None and camera != cam:
-        raise EpisodeError(label, f"no camera {camera!r}; this episode has [{cam!r}]")
+    for c in camera_list(camera) or []:
+        if c != cam:
+            raise EpisodeError(label, f"no camera {c!r}; this episode has [{cam!r}]")
     frames = VideoFrames(
         label, {cam: (video_uri, 0.0)}, ts - ts[0], fps, backend=video_backend,
         relative_to_stream_start=True, require_same_fps=False,

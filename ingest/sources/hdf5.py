@@ -27,7 +27,14 @@ import pyarrow.fs as pafs
 
 from carve.core.errors import EpisodeError, SourceError
 from carve.ingest.sources.base import Episode, EpisodeRef
-from carve.ingest.sources.common import as_2d_float, check_signals, default_names, file_stamp, fingerprint
+from carve.ingest.sources.common import (
+    as_2d_float,
+    camera_list,
+    check_signals,
+    default_names,
+    file_stamp,
+    fingerprint,
+)
 from carve.storage.fs import is_local, join, resolve
 
 H5_EXTS = (".hdf5", ".h5", ".hdf")
@@ -67,7 +74,7 @@ class HDF5Source:
 
     format = "hdf5"
 
-    def __init__(self, uri: str, *, dataset: str | None = None, camera: str | None = None):
+    def __init__(self, uri: str, *, dataset: str | None = None, camera: str | list[str] | None = None):
         self.uri = uri
         self.fs, self.root = resolve(uri)
         info = self.fs.get_file_info(self.root)
@@ -226,7 +233,7 @@ def _aloha(f: Any, label: str) -> dict[str, Any]:
     }
 
 
-def load_hdf5_episode(ref: EpisodeRef, *, camera: str | None = None) -> Episode:
+def load_hdf5_episode(ref: EpisodeRef, *, camera: str | list[str] | None = None) -> Episode:
     loc = ref.locator
     label = ref.label
     fs, root = resolve(ref.source_uri)
@@ -238,9 +245,10 @@ def load_hdf5_episode(ref: EpisodeRef, *, camera: str | None = None) -> Episode:
             t = d["state"].shape[0]
             check_signals(label, d["state"], d["action"], np.arange(t, dtype=np.float64) / d["fps"])
             cams = list(d["cams"])
-            if camera is not None and camera not in cams:
-                raise EpisodeError(label, f"no camera {camera!r}; the episode has {cams}")
-            for cam in [camera] if camera else cams[:1]:
+            for c in camera_list(camera) or []:
+                if c not in cams:
+                    raise EpisodeError(label, f"no camera {c!r}; the episode has {cams}")
+            for cam in camera_list(camera) or cams:
                 n = f[d["cams"][cam]].shape[0]
                 if n < t:
                     raise EpisodeError(

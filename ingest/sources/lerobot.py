@@ -35,6 +35,7 @@ from carve.ingest.sources.base import Episode, EpisodeRef
 from carve.ingest.sources.common import (
     VideoFrames,
     as_2d_float,
+    camera_list,
     check_signals,
     default_names,
     file_stamp,
@@ -91,7 +92,7 @@ class LeRobotSource:
 
     format = "lerobot"
 
-    def __init__(self, uri: str, *, dataset: str | None = None, camera: str | None = None):
+    def __init__(self, uri: str, *, dataset: str | None = None, camera: str | list[str] | None = None):
         self.uri = uri
         self.fs, self.root = resolve(uri)
         self.info = _read_json(self.fs, join(self.root, "meta/info.json"), "meta/info.json", uri)
@@ -109,8 +110,9 @@ class LeRobotSource:
         self.video_keys = [k for k, f in feats.items() if f.get("dtype") == "video"]
         self.image_keys = [k for k, f in feats.items() if f.get("dtype") == "image"]
         self.cameras = self.video_keys + self.image_keys
-        if camera is not None and camera not in self.cameras:
-            raise SourceError(f"dataset {uri}: no video feature {camera!r}; cameras are {self.cameras}")
+        unknown = [c for c in camera_list(camera) or [] if c not in self.cameras]
+        if unknown:
+            raise SourceError(f"dataset {uri}: no video feature {unknown[0]!r}; cameras are {self.cameras}")
         self.camera = camera
         self.dataset = dataset or self.root.rstrip("/").rsplit("/", 1)[-1]
 
@@ -312,7 +314,8 @@ def _decode_image(value: Any, label: str, cam: str, i: int) -> np.ndarray:
         raise EpisodeError(label, f"camera {cam}: frame {i} is not a decodable image ({e})") from None
 
 
-def load_lerobot_episode(ref: EpisodeRef, *, camera: str | None = None, video_backend: str = "auto") -> Episode:
+def load_lerobot_episode(ref: EpisodeRef, *, camera: str | list[str] | None = None,
+                         video_backend: str = "auto") -> Episode:
     loc = ref.locator
     label = ref.label
     fs, root = resolve(ref.source_uri)
@@ -362,10 +365,11 @@ def load_lerobot_episode(ref: EpisodeRef, *, camera: str | None = None, video_ba
             if images[key].null_count:
                 raise EpisodeError(label, f"camera {key}: {images[key].null_count} frames have no image")
         frame_fn = _LeRobotFrames(label, vf, images)
-        cam = camera or cameras[0]
-        if cam not in cameras:
-            raise EpisodeError(label, f"no camera {cam!r}; the dataset has {cameras}")
-        if cam in loc["videos"]:
+        for cam in camera_list(camera) or cameras:
+            if cam not in cameras:
+                raise EpisodeError(label, f"no camera {cam!r}; the dataset has {cameras}")
+            if cam not in loc["videos"]:
+                continue
             vmeta = loc["videos"][cam]
             if "to_ts" in vmeta:
                 span = vmeta["to_ts"] - vmeta["from_ts"]
