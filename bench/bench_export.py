@@ -12,13 +12,14 @@ in the same process:
 
 and reports frames/s of each and `ratio` = carve / pyav (target >= 0.7). Also reported: the
 stream-copy export of the same version (`copy_fps`; H.264 sources, whole episodes).
-Run: `python -m bench.bench_export [--episodes 6 --frames 150 --size 224 --codec av1 --repeats 2]`.
+Run: `python -m bench.bench_export [--episodes 6 --frames 150 --size 224 --codec av1 --repeats 3]`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--codec", default="av1", choices=["av1", "h264"])
     ap.add_argument("--episodes-per-file", type=int, default=3)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)
 
     from bench.bench_decode import textured_episodes
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from carve.sim.formats import INDEX_ACTION_NAMES, INDEX_STATE_NAMES
     from carve.sim.lerobot_writer import write_lerobot_dataset
 
+    os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1's banner, for both paths
     fps = 15
     encoder = pick_encoder(args.codec)
     with tempfile.TemporaryDirectory() as tmp:

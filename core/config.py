@@ -61,6 +61,8 @@ class SegmentConfig(_Section):
     pause_speed_m_s: float = Field(default=0.02, gt=0.0)  # end-effector speed below this: still
     pause_speed_rad_s: float = Field(default=0.06, gt=0.0)  # joint speed below this: still
     pause_min_s: float = Field(default=0.15, gt=0.0)
+    move_speed_m_s: float = Field(default=0.08, gt=0.0)  # above this the arm is clearly moving
+    move_speed_rad_s: float = Field(default=0.25, gt=0.0)
     use_waypoints: bool = True  # AWE waypoints where motion turns or slows without stopping
     waypoint_error_m: float = Field(default=0.02, gt=0.0)
     waypoint_error_rad: float = Field(default=0.08, gt=0.0)

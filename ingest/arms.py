@@ -6,6 +6,12 @@ for grippers that exist only in the action stream) and groups the columns by arm
 ALOHA-style `left_*` / `right_*`, robomimic-style `robot0_*`, or none for a single arm. Each
 `ArmLayout` names the arm, its motion columns and their kind, and its gripper column.
 
+An arm's gripper may show in the state (the measured opening) and in the action (the
+operator's command). Transitions are read from the command when there is one: it is the
+operator's intent, free of sensor noise and ahead of the fingers' lag; its polarity (some
+commands are 1 = close) is taken from its correlation with the measured opening, else higher
+is taken as open. The measured opening is what captions and the `gripper` column show.
+
 Motion columns are the arm's Cartesian end-effector position when the names show one
 (`x`/`y`/`z`, `*pos*`, `eef`), measured in metres, else its joints, in radians (joints in
 degrees are recognised by their range and converted), so that every speed threshold of the
@@ -37,8 +43,8 @@ class ArmLayout:
     motion_in_action: bool = False
     kind: str = "joint"  # "joint" (rad) or "cartesian" (m)
     degrees: bool = False  # joint columns recorded in degrees (converted to rad)
-    gripper: int | None = None
-    gripper_in_action: bool = False
+    gripper: int | None = None  # state column of the measured opening
+    gripper_action: int | None = None  # action column of the command
 
     def motion_signal(self, state: np.ndarray, action: np.ndarray | None) -> np.ndarray:
         """(T, k) motion columns in SI units (rad or m); (T, 0) when the arm has none."""
@@ -48,12 +54,24 @@ class ArmLayout:
         x = np.asarray(src, dtype=np.float64)[:, self.motion]
         return np.deg2rad(x) if self.degrees else x
 
-    def gripper_signal(self, state: np.ndarray, action: np.ndarray | None) -> np.ndarray:
-        """(T,) gripper opening in the recording's own units; empty without a gripper."""
-        src = action if self.gripper_in_action else state
-        if self.gripper is None or src is None:
-            return np.zeros((0,))
-        return np.asarray(src, dtype=np.float64)[:, self.gripper]
+    def gripper_measured(self, state: np.ndarray, action: np.ndarray | None) -> np.ndarray:
+        """(T,) measured opening (state), else the command; empty without a gripper."""
+        if self.gripper is not None:
+            return np.asarray(state, dtype=np.float64)[:, self.gripper]
+        return self.gripper_command(state, action)
+
+    def gripper_command(self, state: np.ndarray, action: np.ndarray | None) -> np.ndarray:
+        """(T,) the gripper command oriented so that higher is more open, else the measured opening."""
+        if self.gripper_action is None or action is None:
+            if self.gripper is None:
+                return np.zeros((0,))
+            return np.asarray(state, dtype=np.float64)[:, self.gripper]
+        cmd = np.asarray(action, dtype=np.float64)[:, self.gripper_action]
+        if self.gripper is not None:
+            meas = np.asarray(state, dtype=np.float64)[:, self.gripper]
+            if np.std(cmd) > 0 and np.std(meas) > 0 and np.corrcoef(cmd, meas)[0, 1] < 0:
+                cmd = -cmd
+        return cmd
 
 
 def _prefix(name: str, pattern: re.Pattern[str]) -> str:
@@ -106,10 +124,12 @@ def arm_layouts(
                     continue
                 pre = _prefix(n, pat)
                 arm = _arm_name(pre)
-                if arm in arms and arms[arm].gripper is not None:
-                    continue  # a second finger of the same gripper, or the action twin of a state gripper
-                arms[arm] = ArmLayout(arm, gripper=i, gripper_in_action=in_action)
-                prefixes[arm] = pre
+                lay = arms.setdefault(arm, ArmLayout(arm))
+                prefixes.setdefault(arm, pre)
+                if in_action and lay.gripper_action is None:
+                    lay.gripper_action = i
+                elif not in_action and lay.gripper is None:
+                    lay.gripper = i  # a second finger of the same gripper is skipped
     if not arms:
         arms[SINGLE_ARM] = ArmLayout(SINGLE_ARM)
         prefixes[SINGLE_ARM] = ""
@@ -124,7 +144,8 @@ def arm_layouts(
                 members = [i for i in range(dim) if not multi or names[i].lower().startswith(pre)]
             else:
                 members = list(range(dim))
-            exclude = {lay.gripper} if lay.gripper is not None and lay.gripper_in_action == in_action else set()
+            g = lay.gripper_action if in_action else lay.gripper
+            exclude = {g} if g is not None else set()
             if names:
                 motion, kind = _motion_columns(names, members, exclude)
             else:

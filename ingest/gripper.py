@@ -11,9 +11,9 @@ the whole band when the gripper hardly moves; instead the signal's own noise flo
   `gripper_min_travel`, in the recording's unit) never transitions;
 * the hysteresis band is `gripper_hysteresis` x travel, but never less than 4 noise sigmas,
   from each level; a new state must hold `gripper_min_hold_s` seconds;
-* each transition is placed at its onset: the last frame before the fingers started moving,
-  found by walking back while the opening still moves in the transition's direction by more
-  than the noise.
+* each transition is placed at its onset: the first frame at which the opening moves toward
+  its new state, found by walking back while the opening still moves in the transition's
+  direction by more than the noise.
 """
 
 from __future__ import annotations
@@ -83,8 +83,8 @@ def gripper_transitions(g: np.ndarray, fps: float, cfg: SegmentConfig) -> list[t
     for t in np.flatnonzero(np.diff(state)) + 1:
         closing = state[t] == 0
         k = int(t)
-        while k > prev + 1:
-            step = g[k - 1] - g[k] if closing else g[k] - g[k - 1]
+        while k > prev + 1:  # back over the frames the opening already moved into
+            step = g[k - 2] - g[k - 1] if closing else g[k - 1] - g[k - 2]
             if step <= step_noise:
                 break
             k -= 1

@@ -7,6 +7,10 @@ resolved from the episode's fps, so the same configuration serves 10 fps and 50 
   faster than a manipulation phase), `speed(x, fps)`: the norm of its time derivative.
 * `pause_boundaries`: where the arm, after standing still (speed below the pause speed for at
   least `pause_min_s`), starts moving again: the onset of the next movement.
+* `motion_starts`: after a gripper closes or opens, the arm holds (the fingers need it still)
+  and then moves off: the onset of that move (the speed minimum before the arm first exceeds
+  the moving speed) ends the grasp or release. It does not need the arm to be perfectly still,
+  so hand tremor during the hold does not hide it.
 * `waypoint_boundaries`: the waypoints of Automatic Waypoint Extraction (AWE; Shi, Sharma,
   Zhao, Finn, "Waypoint-Based Imitation Learning for Robotic Manipulation", CoRL 2023). AWE's
   greedy selection keeps adding the frame whose position lies farthest from the polyline
@@ -30,6 +34,7 @@ from carve.core.config import SegmentConfig
 
 PAUSE = "pause"
 MOTION = "motion_change"
+MOTION_START = "motion_start"
 
 
 def smooth(x: np.ndarray, fps: float, sigma_s: float) -> np.ndarray:
@@ -54,6 +59,39 @@ def thresholds(kind: str, cfg: SegmentConfig) -> tuple[float, float]:
     return cfg.pause_speed_rad_s, cfg.waypoint_error_rad
 
 
+def move_speed(kind: str, cfg: SegmentConfig) -> float:
+    """The speed above which the arm is clearly moving (m/s or rad/s)."""
+    return cfg.move_speed_m_s if kind == "cartesian" else cfg.move_speed_rad_s
+
+
+def motion_starts(sp: np.ndarray, fps: float, after: list[int], until: list[int], moving: float,
+                  cfg: SegmentConfig) -> list[tuple[int, str]]:
+    """(frame, "motion_start"): for each gripper transition at `after[i]`, the onset of the first
+    sustained move (speed >= `moving` for `pause_min_s`) between `min_len_s` after it and the next
+    transition (`until[i]`), walked back to the speed minimum that precedes it (the search starts
+    0.1 s after the transition; an arm already moving then never held, and starts nothing)."""
+    n = len(sp)
+    hold = max(1, round(cfg.pause_min_s * fps))
+    settle = max(1, round(0.1 * fps))  # the transition's own first frames
+    fast = np.convolve((sp >= moving).astype(np.int32), np.ones(hold, np.int32), mode="full")[hold - 1 : hold - 1 + n]
+    out = []
+    for t0, t1 in zip(after, until, strict=True):
+        lo = t0 + settle
+        hi = min(t1, n)
+        run_end = np.flatnonzero(fast[lo:hi] >= hold)  # windows ending here are all fast
+        if len(run_end) == 0:
+            continue
+        k = lo + int(run_end[0]) - hold + 1  # first frame of the sustained move
+        k = max(k, lo)
+        floor = 0.2 * moving  # the rising edge starts where the speed leaves the holding level
+        while k > lo and floor <= sp[k - 1] < sp[k]:
+            k -= 1
+        if k == lo and sp[lo] >= floor:
+            continue  # the arm never held still after the transition: no new movement starts here
+        out.append((int(k), MOTION_START))
+    return out
+
+
 def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     m = np.concatenate([[False], mask, [False]]).astype(np.int8)
     d = np.diff(m)
@@ -71,8 +109,10 @@ def still_mask(sp: np.ndarray, fps: float, pause_speed: float, cfg: SegmentConfi
     return out
 
 
-def pause_boundaries(sp: np.ndarray, fps: float, pause_speed: float, cfg: SegmentConfig) -> list[tuple[int, str]]:
-    """(frame, "pause") where motion resumes after each pause inside the episode."""
+def pause_boundaries(sp: np.ndarray, fps: float, pause_speed: float, cfg: SegmentConfig,
+                     moving: float) -> list[tuple[int, str]]:
+    """(frame, "pause") where motion resumes after each pause inside the episode: only where the
+    arm then really moves (reaches `moving` within `pause_min_s` x 2), not where it jitters."""
     n = len(sp)
     if n < 3:
         return []
@@ -85,6 +125,9 @@ def pause_boundaries(sp: np.ndarray, fps: float, pause_speed: float, cfg: Segmen
         inside = sp[a:e]
         floor = min(float(np.median(inside)) + 3.0 * float(np.median(np.abs(inside - np.median(inside)))),
                     0.5 * pause_speed)
+        horizon = int(e) + max(2, round(2 * cfg.pause_min_s * fps))
+        if float(sp[int(e) : horizon].max(initial=0.0)) < moving:
+            continue
         k = int(e)
         while k > a + 1 and sp[k - 1] > floor:  # back to where the arm actually started moving
             k -= 1
@@ -132,7 +175,7 @@ def _turn_deg(x: np.ndarray, prev: int, cur: int, nxt: int) -> float:
     return float(np.degrees(np.arccos(np.clip(u @ v / (nu * nv), -1.0, 1.0))))
 
 
-def waypoint_boundaries(x: np.ndarray, sp: np.ndarray, still: np.ndarray, err: float, fixed: list[int],
+def waypoint_boundaries(x: np.ndarray, sp: np.ndarray, still: np.ndarray, err: float, fixed: list[int], fps: float,
                         cfg: SegmentConfig) -> list[tuple[int, str]]:
     """(frame, "motion_change") at AWE waypoints where the motion turns or slows to a minimum."""
     n = x.shape[0]
@@ -150,5 +193,23 @@ def waypoint_boundaries(x: np.ndarray, sp: np.ndarray, still: np.ndarray, err: f
         after = float(sp[w : wps[i + 1] + 1].max())
         dip = sp[w] < cfg.dip_ratio * min(before, after)
         if turn >= cfg.turn_deg or dip:
-            out.append((w, MOTION))
+            out.append((_apex(x, sp, w, wps[i - 1], wps[i + 1], fps, cfg), MOTION))
     return out
+
+
+def _apex(x: np.ndarray, sp: np.ndarray, w: int, prev: int, nxt: int, fps: float, cfg: SegmentConfig) -> int:
+    """The frame of a rounded corner where the path turns fastest, within `refractory_s` of the
+    waypoint `w` (the waypoint itself sits where the path is farthest from a chord, which a
+    lopsided chord pulls away from the corner)."""
+    r = max(1, round(cfg.refractory_s * fps))
+    a, b = max(prev + 1, w - r), min(nxt - 1, w + r)
+    if b - a < 2:
+        return w
+    v = np.gradient(x[max(a - 1, 0) : b + 2], axis=0)
+    norm = np.linalg.norm(v, axis=1, keepdims=True)
+    u = v / np.maximum(norm, 1e-12)
+    turn = np.linalg.norm(np.gradient(u, axis=0), axis=1)
+    turn[norm[:, 0] < 1e-9] = 0.0
+    off = max(a - 1, 0)
+    inner = turn[a - off : b - off + 1]
+    return int(a + np.argmax(inner)) if inner.size else w

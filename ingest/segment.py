@@ -8,6 +8,9 @@ configuration serves 10 to 50 fps. Per arm, boundary candidates are:
 
 * `gripper_close` / `gripper_open` (`ingest.gripper`): hysteresis in the gripper's own units
   from its noise floor, debounced in seconds, placed at the onset of the transition;
+* `motion_start` (`ingest.kinematics`): after a gripper transition, the onset of the arm's
+  next sustained move, which ends the grasp or release even when tremor keeps the hand from
+  standing perfectly still;
 * `pause` (`ingest.kinematics`): the arm, after standing still for `pause_min_s`, starts to
   move again (placed at that onset);
 * `motion_change` (`ingest.kinematics`): AWE waypoints (Shi et al., CoRL 2023) where the path
@@ -16,9 +19,10 @@ configuration serves 10 to 50 fps. Per arm, boundary candidates are:
 * `visual` (only with `use_visual`, over the whole episode): peaks of a windowed change score
   of per-frame image descriptors (`ingest.visual.frame_descriptors`) above `visual_threshold`.
 
-Each arm's candidates are accepted in priority order (gripper, pause, motion, visual) unless
-one already lies within `refractory_s`; the episode's boundaries are the union over arms
-(again with the refractory rule), so no event spans another arm's grasp or release, and
+Each arm's candidates are accepted in priority order (gripper, motion start, pause, motion
+change, visual) unless one already lies within `refractory_s`; the episode's boundaries are the
+union over arms (again with the refractory rule, plus the onset of each arm's first move when
+there are several arms), so no event spans another arm's grasp or release, and
 `segment_arms` gives the per-arm event streams. Segments shorter than `min_len_s` are merged
 into a neighbour by dropping their weaker boundary; segments longer than `max_len_s` are split
 evenly (`max_len`). Each segment records the arm(s) that act in it. The segments tile [0, T).
@@ -36,7 +40,10 @@ from carve.ingest.arms import ArmLayout, arm_layouts
 from carve.ingest.gripper import GRIPPER_CLOSE, GRIPPER_OPEN, gripper_transitions
 from carve.ingest.kinematics import (
     MOTION,
+    MOTION_START,
     PAUSE,
+    motion_starts,
+    move_speed,
     pause_boundaries,
     smooth,
     speed,
@@ -49,7 +56,7 @@ EPISODE_START = "episode_start"
 EPISODE_END = "episode_end"
 VISUAL = "visual"
 MAX_LEN = "max_len"
-_PRIORITY = {GRIPPER_CLOSE: 4, GRIPPER_OPEN: 4, PAUSE: 3, MOTION: 2, VISUAL: 1, MAX_LEN: 0}
+_PRIORITY = {GRIPPER_CLOSE: 5, GRIPPER_OPEN: 5, MOTION_START: 4, PAUSE: 3, MOTION: 2, VISUAL: 1, MAX_LEN: 0}
 
 
 @dataclass
@@ -114,17 +121,20 @@ def arm_signals(layout: ArmLayout, state: np.ndarray, action: np.ndarray | None,
                 cfg: SegmentConfig) -> ArmSignals:
     """Smoothed motion, speed and the gripper/pause/motion boundary candidates of one arm."""
     n = state.shape[0]
-    g = layout.gripper_signal(state, action)
+    g = layout.gripper_command(state, action)
     cands: list[tuple[int, str]] = gripper_transitions(g, fps, cfg) if len(g) else []
     x = smooth(layout.motion_signal(state, action), fps, cfg.smooth_s)
     sp = speed(x, fps) if x.shape[1] else np.zeros(n)
     if x.shape[1]:
         pause_speed, err = thresholds(layout.kind, cfg)
         still = still_mask(sp, fps, pause_speed, cfg)
+        grips = [b for b, _ in cands]
+        moving = move_speed(layout.kind, cfg)
+        cands += motion_starts(sp, fps, grips, [*grips[1:], n][: len(grips)], moving, cfg)
         if cfg.use_pauses:
-            cands += pause_boundaries(sp, fps, pause_speed, cfg)
+            cands += pause_boundaries(sp, fps, pause_speed, cfg, moving)
         if cfg.use_waypoints:
-            cands += waypoint_boundaries(x, sp, still, err, [t for t, _ in cands], cfg)
+            cands += waypoint_boundaries(x, sp, still, err, [t for t, _ in cands], fps, cfg)
     return ArmSignals(layout, sp, g, _accept(cands, n, _frames(cfg.refractory_s, fps)))
 
 
@@ -246,6 +256,10 @@ def segment_episode(
     if n == 0:
         return []
     cands = [b for a in arms for b in a.boundaries]
+    if len(arms) > 1:  # an arm that starts later than the episode starts its first event then
+        for a in arms:
+            first = next((t for t, r in a.boundaries if r in (GRIPPER_CLOSE, GRIPPER_OPEN)), n)
+            cands += motion_starts(a.speed, fps, [0], [first], move_speed(a.layout.kind, cfg), cfg)
     if cfg.use_visual and visual_features is not None and len(visual_features) == n:
         cands += visual_boundaries(np.asarray(visual_features), cfg)
     segs = _finish(_accept(cands, n, _frames(cfg.refractory_s, fps)), n, fps, cfg)
@@ -261,7 +275,7 @@ def gripper_track(state: np.ndarray, action: np.ndarray | None, cfg: SegmentConf
     act = np.asarray(action, dtype=np.float64) if action is not None else None
     out = {}
     for lay in arm_layouts(state_names, action_names, state, act, cfg):
-        g = lay.gripper_signal(state, act)
+        g = lay.gripper_measured(state, act)
         if len(g) == 0:
             continue
         lo, hi = np.percentile(g, [5, 95])

@@ -13,10 +13,11 @@ visual targets"). Two operator styles (`STYLES`):
 * `dwell`: every motion and gripper actuation ends in a short hold (0.2-0.4 s) before the
   next phase starts, like the scripted operator of earlier versions;
 * `blended`: continuous motion through via-points: lift -> move -> lower (place) overlap
-  (the next sub-movement starts while the previous one is decelerating, when its speed has
-  dropped to 75-90% of its peak: soon after the peak),
-  so the hand never stops between them; it stops only to grasp and to release (and at the
-  end of the reach onto an object). Push episodes blend reach -> push -> retreat.
+  (the next sub-movement starts once the previous one has passed its peak speed and slowed
+  to 75-90% of it), so the hand never stops between them; it stops only to grasp and to
+  release (and at the end of the reach onto an object). Push episodes blend reach -> push
+  -> retreat with later hand-offs (15-30% and 30-50% of the peak speed), and after a
+  release the hand leaves before the fingers are fully open.
 
 Ground truth (`PlannedPhase`): a phase starts where the operator's phase changes: at the
 first command of the phase (a motion's start, a gripper command), or, where two motions
@@ -274,8 +275,12 @@ class ArmPlan:
         ctrl = delta / 2
         ctrl[2] += arc
         ctrl = self.noise.bend(delta, ctrl)  # the quadratic Bezier's control point, as a cubic:
-        c1 = 2 * ctrl / 3 + np.array([0.0, 0.0, rise])
-        c2 = delta / 3 + 2 * ctrl / 3 + np.array([0.0, 0.0, descend])
+        c1 = 2 * ctrl / 3
+        c2 = delta / 3 + 2 * ctrl / 3
+        if rise:  # leave straight up: the first control point above the start
+            c1 = np.array([0.0, 0.0, max(c1[2], 0.0) + rise])
+        if descend:  # arrive straight down: the second control point above the target
+            c2 = np.array([delta[0], delta[1], max(c2[2], delta[2]) + descend])
         warp, dur = self.noise.warp(dur)
         dyaw = 0.0 if yaw is None else float(yaw) - self.yaw
         prev = self._last_motion if (blend and self.blended) else None
@@ -285,7 +290,10 @@ class ArmPlan:
             t0 = self.t
         m = Motion(t0=t0, dur=dur, delta=delta, c1=c1, c2=c2, dyaw=dyaw, warp=warp)
         if name:
-            self.begin(name, obj, crossover(prev, m) if prev is not None else t0)
+            start = t0
+            if prev is not None:  # where the new sub-movement takes over; never a sliver of a phase
+                start = max(crossover(prev, m), (self.phases[-1].t if self.phases else 0.0) + MIN_PHASE)
+            self.begin(name, obj, start)
         self.motions.append(m)
         self.pos = target.copy()
         self.yaw += dyaw

@@ -248,9 +248,10 @@ def _place_at(plan: ArmPlan, obj: SceneObject, xy: np.ndarray, z: float) -> None
     plan.pause()
 
 
-def _retreat(plan: ArmPlan, home: np.ndarray, *, blend: bool = False) -> None:
+def _retreat(plan: ArmPlan, home: np.ndarray, *, blend: bool = False, overlap: tuple[float, float] = (0.3, 0.5)
+             ) -> None:
     target = home + plan.rng.uniform(-0.04, 0.04, 3)
-    plan.move("retreat", target, (0.8, 1.2), arc=0.03, rise=0.0 if blend else 0.08, blend=blend)
+    plan.move("retreat", target, (0.8, 1.2), arc=0.03, rise=0.0 if blend else 0.08, blend=blend, overlap=overlap)
     plan.hold(float(plan.rng.uniform(0.1, 0.3)))
 
 
@@ -318,7 +319,7 @@ def _push(scene: Scene, rng: np.random.Generator, style: str, noise: OperatorNoi
     plan.move("push", start + d * float(rng.uniform(0.10, 0.16)), (0.8, 1.2), blend=True, overlap=(0.15, 0.3),
               obj=obj.name)
     plan.pause()
-    _retreat(plan, scene.arms[0].home, blend=True)
+    _retreat(plan, scene.arms[0].home, blend=True, overlap=(0.3, 0.5))
     return _Plan(f"push the {obj.color} {obj.shape} to the {direction}", [plan], [[]], [obj])
 
 
