@@ -113,6 +113,8 @@ def episode_events(ep: Episode, seg_cfg: SegmentConfig, camera: str | list[str] 
                 "keyframes": [jpegs[(c, i)] for c in cams for i in keyframe_indices(s.start, s.end)],
                 "state": ep.state[s.start : s.end].astype(np.float32).tolist(),
                 "action": ep.action[s.start : s.end].astype(np.float32).tolist(),
+                "state_names": list(ep.state_names),
+                "action_names": list(ep.action_names),
                 "gripper": grip[s.start : s.end].astype(np.float32).tolist() if grip is not None else [],
             }
         )

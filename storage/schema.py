@@ -3,7 +3,7 @@
 This is the written-down format of ../shared/design/ARCHITECTURE.md ("Event row"), with
 these additions (see README, "Divergences"): `robot`, `start_reason`, `caption_status`,
 `gripper` (per-frame gripper opening in [0, 1] of the event's first acting arm, empty when
-unknown), `cameras` and `arms` (schema v2) and the embedding
+unknown), `cameras`, `arms`, `state_names`, `action_names` (schema v2) and the embedding
 columns as variable `list<float32>` (their sizes depend on the embedders chosen, and are
 recorded in the metadata key `carve.emb_dims` of shards).
 
@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 
 SCHEMA_NAME = "carve.event"
-SCHEMA_VERSION = 2  # v2 adds `cameras`, `arms` and `emb_visual_cameras`; v1 files read with them null
+SCHEMA_VERSION = 2  # v2 adds cameras, arms, state/action names, emb_visual_cameras; v1 files read them as null
 META_NAME = b"carve.schema"
 META_VERSION = b"carve.schema_version"
 META_EMB_DIMS = b"carve.emb_dims"
@@ -56,6 +56,8 @@ EVENT_FIELDS: list[pa.Field] = [
     pa.field("keyframes", pa.list_(pa.binary())),  # JPEGs: start, middle, end of each camera, camera-major
     pa.field("state", pa.list_(_f32_list)),
     pa.field("action", pa.list_(_f32_list)),
+    pa.field("state_names", pa.list_(pa.string())),  # column names of `state` (v2)
+    pa.field("action_names", pa.list_(pa.string())),  # column names of `action` (v2)
     pa.field("gripper", _f32_list),
     pa.field("emb_visual", _f32_list),  # mean over cameras of the start-keyframe embeddings (unit)
     pa.field("emb_visual_cameras", pa.list_(_f32_list)),  # start-keyframe embedding per camera
