@@ -168,7 +168,11 @@ def export_lerobot(
     episodes_per_file: int | None = None,
     video_backend: str = "auto",
 ) -> ExportSummary:
-    """Export shards version `version` (default: the latest) of `root` to `out` (module doc)."""
+    """Export shards version `version` (default: the latest) of `root` to `out` (module doc).
+
+    `video` "auto" stream-copies the cameras whose spans allow it, "reencode" re-encodes all;
+    `crf` overrides the encoder's quality; `dataset` exports only that dataset's rows;
+    `episodes_per_file` rolls data/video files sooner than lerobot's size limits."""
     t0 = time.perf_counter()
     root = open_root(root)
     if unit not in UNITS:
@@ -267,13 +271,11 @@ def _resolve_version(root: Root, version: int | None) -> int:
 
 
 def _plan(root: Root, version: int, unit: str, only: str | None, backend: str) -> tuple[list[_Item], list[_Source]]:
+    arm_col = next((c for c in _ARM_COLUMNS if c in EVENT_SCHEMA.names), None)
     try:
-        reader = ShardReader(root, version)  # type: ignore[arg-type]
+        reader = ShardReader(root, version, columns=_SHARD_COLUMNS + ([arm_col] if arm_col else []))  # type: ignore[arg-type]
     except ManifestError as e:
         raise ExportError(str(e)) from None
-    arm_col = next((c for c in _ARM_COLUMNS if c in EVENT_SCHEMA.names), None)
-    cols = _SHARD_COLUMNS + ([arm_col] if arm_col else [])
-    reader.columns = cols
     rows: list[dict[str, Any]] = []
     for t in reader:
         rows.extend(t.to_pylist())
@@ -449,7 +451,7 @@ def _write(writer: DatasetWriter, items: list[_Item], weights: dict[int, np.ndar
     tasks: dict[str, int] = {}
     subtasks: dict[str, int] = {}
     side: list[dict[str, Any]] = []
-    placed: dict[str, dict[str, VideoLoc]] = {}  # event unit: event id -> where its video went
+    placed: dict[str, tuple[dict[str, VideoLoc], dict[str, Any]]] = {}  # event id -> its video, image stats
     psnr_checks: list[tuple[Path, float, np.ndarray, np.ndarray]] = []
     first_of: dict[str, int] = {}  # event unit: event id -> the exported episode that holds its video
     firsts = [i for i, it in enumerate(items) if it.first_of is None]
@@ -477,8 +479,7 @@ def _write(writer: DatasetWriter, items: list[_Item], weights: dict[int, np.ndar
             locs: dict[str, VideoLoc] = {}
             img_stats: dict[str, Any] = {}
             if it.first_of is not None:
-                locs = placed[it.first_of]
-                img_stats = placed[it.first_of + "#stats"]  # type: ignore[assignment]
+                locs, img_stats = placed[it.first_of]
             else:
                 for cam in cameras:
                     locs[cam], img_stats[cam], sample = _write_camera(writer, ep, it, cam, cam in copy_cams,
@@ -487,8 +488,7 @@ def _write(writer: DatasetWriter, items: list[_Item], weights: dict[int, np.ndar
                         psnr_checks.append((locs[cam].path, locs[cam].start, *sample))
                 if unit == "event":
                     first_of[it.events[0].event_id] = writer.n_episodes
-                    placed[it.events[0].event_id] = locs
-                    placed[it.events[0].event_id + "#stats"] = img_stats  # type: ignore[assignment]
+                    placed[it.events[0].event_id] = (locs, img_stats)
             # frames table
             gidx = writer.n_frames
             table = _frame_table(ep, it, writer.fps, writer.n_episodes, gidx, task_idx, sub_idx, weights[i])

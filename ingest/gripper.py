@@ -10,7 +10,7 @@ the whole band when the gripper hardly moves; instead the signal's own noise flo
   gripper whose travel is below `gripper_min_travel_sigma` x noise (or below the absolute
   `gripper_min_travel`, in the recording's unit) never transitions;
 * the hysteresis band is `gripper_hysteresis` x travel, but never less than 4 noise sigmas,
-  from each level; a new state must hold `gripper_min_hold_s` seconds;
+  from each level; a new state must hold `gripper_min_hold_s` seconds (and two frames);
 * each transition is placed at its onset: the first frame at which the opening moves toward
   its new state, found by walking back while the opening still moves in the transition's
   direction by more than the noise.
@@ -56,7 +56,7 @@ def gripper_states(g: np.ndarray, fps: float, cfg: SegmentConfig) -> np.ndarray 
     idx = np.where(code >= 0, np.arange(len(code)), 0)
     np.maximum.accumulate(idx, out=idx)
     state = code[idx]
-    hold = max(1, round(cfg.gripper_min_hold_s * fps))
+    hold = max(2, round(cfg.gripper_min_hold_s * fps))  # a one-frame spike is never a transition
     for _ in range(3):  # a run (other than the first) shorter than `hold` reverts to the previous state
         change = np.flatnonzero(np.diff(state)) + 1
         if len(change) == 0:

@@ -1,5 +1,7 @@
-"""Segmentation rules on constructed signals: gripper transitions, pauses, visual change
-points, hysteresis/debounce, min/max length and the tiling of [0, T)."""
+"""Segmentation rules on constructed signals: gripper transitions, motion starts, pauses,
+motion changes, visual change points, hysteresis/debounce, min/max length, physical units
+(the same motion at 10, 30 and 50 fps, joints in degrees, Cartesian metres), several arms and
+grippers that exist only in the action stream, and the tiling of [0, T)."""
 
 from __future__ import annotations
 
@@ -9,12 +11,8 @@ import numpy as np
 import pytest
 
 from carve.core.config import SegmentConfig
-from carve.ingest.segment import (
-    Segment,
-    find_gripper_dim,
-    gripper_opening,
-    segment_episode,
-)
+from carve.ingest.arms import arm_layouts
+from carve.ingest.segment import Segment, segment_arms, segment_episode
 from carve.ingest.visual import frame_descriptors, image_descriptors
 
 NAMES = [*(f"joint_{i}" for i in range(7)), "gripper_opening"]
@@ -26,16 +24,19 @@ def min_jerk_steps(n: int, dist: float) -> np.ndarray:
     return np.diff(np.concatenate([[0.0], pos]))
 
 
-def build(plan: list[tuple[str, int]], seed: int = 0, jitter: float = 2e-4) -> tuple[np.ndarray, list[int]]:
-    """State (T, 8) from a plan of ("move", n) / ("still", n) / ("close", n) / ("open", n)
-    steps; returns it with the frames where each step after the first begins."""
+def build(plan: list[tuple[str, float]], fps: float = 12, seed: int = 0, jitter: float = 2e-4,
+          ) -> tuple[np.ndarray, list[int]]:
+    """State (T, 8) from a plan of ("move", s) / ("still", s) / ("close", s) / ("open", s) steps of
+    s seconds (joints in rad, gripper in m); returns it with the frames where each step after the
+    first begins. A move covers 0.5 rad along a random joint direction with a minimum-jerk profile."""
     rng = np.random.default_rng(seed)
     q = np.zeros(7)
     g = 0.08
     rows, starts = [], []
     direction = rng.normal(size=7)
     direction /= np.linalg.norm(direction)
-    for kind, n in plan:
+    for kind, secs in plan:
+        n = max(1, round(secs * fps))
         starts.append(len(rows))
         steps = min_jerk_steps(n, 0.5) if kind == "move" else np.zeros(n)
         gsteps = {"close": -min_jerk_steps(n, 0.04), "open": min_jerk_steps(n, 0.04)}.get(kind, np.zeros(n))
@@ -61,62 +62,101 @@ def check_tiling(segs: list[Segment], n: int) -> None:
     assert all(a.end_reason == b.start_reason for a, b in itertools.pairwise(segs))
 
 
-def test_find_gripper_dim_by_name_config_and_absent() -> None:
-    cfg = SegmentConfig()
-    assert find_gripper_dim(NAMES, cfg) == 7
-    assert find_gripper_dim(["x", "Left_Gripper_pos", "y"], cfg) == 1
-    assert find_gripper_dim(["a", "b"], cfg) is None
-    assert find_gripper_dim(None, cfg) is None
-    assert find_gripper_dim(["a", "b"], SegmentConfig(gripper_dim=0)) == 0
-    assert find_gripper_dim(["hand", "claw"], SegmentConfig(gripper_name_pattern="claw")) == 1
+def test_arm_layouts_by_name_prefix_action_only_and_config() -> None:
+    st = np.zeros((5, 8))
+    (one,) = arm_layouts(NAMES, NAMES, st, st, SegmentConfig())
+    assert one.name == "arm" and one.gripper == 7 and one.gripper_action == 7 and one.motion == list(range(7))
+    two = [*(f"left_j{i}" for i in range(3)), "left_gripper", *(f"right_j{i}" for i in range(3)), "right_gripper"]
+    lay = {a.name: a for a in arm_layouts(two, two, st, st, SegmentConfig())}
+    assert lay["left"].motion == [0, 1, 2] and lay["left"].gripper == 3
+    assert lay["right"].motion == [4, 5, 6] and lay["right"].gripper == 7
+    act_only = arm_layouts([f"q{i}" for i in range(7)], [*(f"q{i}" for i in range(7)), "gripper_cmd"],
+                           st[:, :7], st, SegmentConfig())
+    assert act_only[0].gripper is None and act_only[0].gripper_action == 7
+    cart = ["x", "y", "z", "roll", "pitch", "yaw", "pad", "gripper"]
+    (c,) = arm_layouts(cart, cart, st, st, SegmentConfig())
+    assert c.kind == "cartesian" and c.motion == [0, 1, 2]
+    (cfg_dim,) = arm_layouts(["a", "b"], None, st[:, :2], None, SegmentConfig(gripper_dim=0))
+    assert cfg_dim.gripper == 0 and cfg_dim.motion == [1]
 
 
-def test_gripper_opening_normalises_and_handles_missing() -> None:
-    state = np.zeros((5, 3), np.float32)
-    state[:, 2] = [0.08, 0.06, 0.04, 0.06, 0.08]
-    g = gripper_opening(state, 2)
-    assert g.shape == (5,) and g.min() == 0.0 and g.max() == 1.0
-    assert g[1] == pytest.approx(0.5)
-    assert gripper_opening(state, None).shape == (0,)
-    const = np.full((4, 2), 0.08, np.float32)
-    assert np.all(gripper_opening(const, 1) == 1.0)
-    with pytest.raises(ValueError, match="gripper dim 5"):
-        gripper_opening(state, 5)
+PICK = [("move", 1.5), ("still", 0.25), ("close", 0.4), ("still", 0.25), ("move", 0.8), ("still", 0.25),
+        ("move", 1.3), ("still", 0.25), ("open", 0.35), ("still", 0.25), ("move", 1.0), ("still", 0.2)]
 
 
-def test_pick_and_place_signal_gets_gripper_and_pause_boundaries_with_reasons() -> None:
-    plan = [("move", 18), ("still", 3), ("close", 5), ("still", 3), ("move", 10), ("still", 3),
-            ("move", 16), ("still", 3), ("open", 4), ("still", 3), ("move", 12), ("still", 2)]
-    state, starts = build(plan)
-    # phase starts: grasp = the close step, lift = next move, move, release = open, retreat
-    close_at, lift_at, move_at, open_at, retreat_at = starts[1], starts[3], starts[5], starts[7], starts[9]
-    segs = segment_episode(state, action_of(state), 12, SegmentConfig(), NAMES, NAMES)
+def _pick_boundaries(fps: float) -> tuple[list[Segment], dict[str, int], int]:
+    state, starts = build(PICK, fps=fps)
+    segs = segment_episode(state, action_of(state), fps, SegmentConfig(), NAMES, NAMES)
     check_tiling(segs, len(state))
-    got = {(s.start, s.start_reason) for s in segs[1:]}
-    for frame, reason in [(close_at, "gripper_close"), (lift_at, "pause"), (move_at, "pause"),
-                          (open_at, "gripper_open"), (retreat_at, "pause")]:
-        assert any(abs(f - frame) <= 1 and r == reason for f, r in got), (frame, reason, sorted(got))
-    assert len(segs) == 6
+    phases = {"grasp": starts[1], "lift": starts[3], "move": starts[5], "release": starts[7], "retreat": starts[9]}
+    return segs, phases, len(state)
 
 
-def test_gripper_boundary_is_at_the_onset_of_closing() -> None:
+def test_pick_and_place_signal_gets_one_boundary_per_phase_with_reasons() -> None:
+    segs, ph, _ = _pick_boundaries(12)
+    got = [(s.start, s.start_reason) for s in segs[1:]]
+    want = [(ph["grasp"], "gripper_close"), (ph["lift"], "motion_start"), (ph["move"], "pause"),
+            (ph["release"], "gripper_open"), (ph["retreat"], "motion_start")]
+    assert len(got) == len(want), got
+    for (f, r), (wf, wr) in zip(got, want, strict=True):
+        assert r == wr and abs(f - wf) <= 1, (got, want)
+
+
+@pytest.mark.parametrize("fps", [10, 30, 50])
+def test_the_same_motion_at_another_frame_rate_gives_the_same_boundaries_in_seconds(fps: int) -> None:
+    """One configuration at 10..50 fps: the same phases, each within 0.06 s (or a frame) of its start."""
+    ref, _, _ = _pick_boundaries(12)
+    segs, ph, _ = _pick_boundaries(fps)
+    assert [s.start_reason for s in segs] == [s.start_reason for s in ref]
+    tol = max(1, round(0.06 * fps))
+    for s, phase in zip(segs[1:], ("grasp", "lift", "move", "release", "retreat"), strict=True):
+        assert abs(s.start - ph[phase]) <= tol, (fps, phase, s.start, ph[phase])
+
+
+def test_joints_in_degrees_and_cartesian_metres_are_read_in_si_units() -> None:
+    state, _ = build(PICK, fps=30)
+    rad = segment_episode(state, action_of(state), 30, SegmentConfig(), NAMES, NAMES)
+    deg = state.copy()
+    deg[:, :7] = np.degrees(deg[:, :7]) + 90.0  # a robot logging degrees, offset so the range shows it
+    got = segment_episode(deg, action_of(deg), 30, SegmentConfig(), NAMES, NAMES)
+    assert [(s.start, s.start_reason) for s in got] == [(s.start, s.start_reason) for s in rad]
+    # Cartesian: 0.5 rad moves become 0.3 m moves of the end effector
+    cart_names = ["x", "y", "z", "gripper"]
+    cart = np.concatenate([state[:, :3] * 0.6, state[:, 7:8]], axis=1)
+    c = segment_episode(cart, action_of(cart), 30, SegmentConfig(), cart_names, cart_names)
+    assert [s.start_reason for s in c] == [s.start_reason for s in rad]
+
+
+def test_gripper_boundary_is_at_the_first_frame_of_closing() -> None:
     state = np.zeros((40, 8), np.float32)
     state[:, 7] = 0.08
-    state[20:, 7] = np.linspace(0.075, 0.03, 20).clip(0.04)  # starts moving after frame 19
-    segs = segment_episode(state, state, 12, SegmentConfig(use_pauses=False), NAMES, NAMES)
-    assert [(s.start, s.start_reason) for s in segs] == [(0, "episode_start"), (19, "gripper_close")]
+    state[20:, 7] = np.linspace(0.075, 0.03, 20).clip(0.04)  # moving from frame 20 on
+    segs = segment_episode(state, None, 12, SegmentConfig(use_pauses=False), NAMES, None)
+    assert [(s.start, s.start_reason) for s in segs] == [(0, "episode_start"), (20, "gripper_close")]
 
 
-def test_one_frame_gripper_glitch_is_debounced() -> None:
+def test_the_gripper_command_is_preferred_and_its_polarity_learned() -> None:
+    """The command (1 = close here) leads the measured opening by the fingers' lag."""
     state = np.zeros((60, 8), np.float32)
     state[:, 7] = 0.08
-    state[30, 7] = 0.0  # a single-frame sensor glitch
-    segs = segment_episode(state, state, 12, SegmentConfig(use_pauses=False, gripper_min_hold_frames=2), NAMES, NAMES)
-    assert len(segs) == 1
-    # with hold 1 the same glitch is two transitions (merged by the min-length rule into one event edge)
-    segs1 = segment_episode(state, state, 12, SegmentConfig(use_pauses=False, gripper_min_hold_frames=1,
-                                                                 min_len_frames=1, refractory_frames=0), NAMES, NAMES)
-    assert [s.start_reason for s in segs1[1:]] == ["gripper_close", "gripper_open"]
+    state[24:, 7] = np.linspace(0.075, 0.03, 36).clip(0.04)  # the fingers follow 4 frames late
+    action = np.zeros((60, 8), np.float32)
+    action[20:, 7] = 1.0
+    segs = segment_episode(state, action, 12, SegmentConfig(use_pauses=False), NAMES, NAMES)
+    assert [(s.start, s.start_reason) for s in segs[1:]] == [(20, "gripper_close")]
+
+
+def test_sensor_noise_and_one_frame_glitches_make_no_transition() -> None:
+    rng = np.random.default_rng(5)
+    state = np.zeros((90, 8), np.float32)
+    state[:, 7] = 0.08 + rng.normal(0, 0.0005, 90)  # 0.5 mm gripper-sensor noise, gripper never moves
+    state[45, 7] = 0.0  # and a single-frame glitch
+    assert len(segment_episode(state, None, 30, SegmentConfig(), NAMES, None)) == 1
+    # a real close with the same noise and a one-frame glitch back open while closed
+    state[50:, 7] = 0.01 + rng.normal(0, 0.0005, 40)
+    state[70, 7] = 0.08
+    segs = segment_episode(state, None, 30, SegmentConfig(), NAMES, None)
+    assert [s.start_reason for s in segs[1:]] == ["gripper_close"] and abs(segs[1].start - 50) <= 1
 
 
 def test_hysteresis_ignores_wobble_inside_the_band() -> None:
@@ -124,63 +164,112 @@ def test_hysteresis_ignores_wobble_inside_the_band() -> None:
     state[:, 7] = 0.0
     state[10:, 7] = 1.0
     state[25:35, 7] = [0.6, 0.45, 0.6, 0.45, 0.6, 0.45, 0.6, 0.45, 0.6, 1.0]  # wobble around 0.5
-    segs = segment_episode(state, state, 12, SegmentConfig(use_pauses=False), NAMES, NAMES)
+    segs = segment_episode(state, None, 12, SegmentConfig(use_pauses=False), NAMES, None)
     assert [s.start_reason for s in segs[1:]] == ["gripper_open"]
 
 
-def test_idle_at_start_and_end_is_not_a_boundary() -> None:
-    state, _starts = build([("still", 6), ("move", 20), ("still", 8)])
+def test_idle_at_start_and_end_of_a_single_arm_is_not_a_boundary() -> None:
+    state, _starts = build([("still", 0.5), ("move", 1.7), ("still", 0.7)])
     segs = segment_episode(state, action_of(state), 12, SegmentConfig(), NAMES, NAMES)
     assert len(segs) == 1
 
 
-def test_pause_boundaries_respect_min_pause_frames() -> None:
-    plan = [("move", 15), ("still", 1), ("move", 15), ("still", 6), ("move", 15)]
-    state, starts = build(plan)
-    strict = SegmentConfig(pause_min_frames=5)
-    segs = segment_episode(state, action_of(state), 12, strict, NAMES, NAMES)
+def test_pause_boundaries_respect_the_minimum_pause_in_seconds() -> None:
+    plan = [("move", 1.2), ("still", 0.08), ("move", 1.2), ("still", 0.5), ("move", 1.2)]
+    state, starts = build(plan, fps=30)
+    segs = segment_episode(state, action_of(state), 30, SegmentConfig(pause_min_s=0.45, use_waypoints=False),
+                           NAMES, NAMES)
     assert [s.start_reason for s in segs[1:]] == ["pause"]
     assert abs(segs[1].start - starts[3]) <= 1
 
 
+def test_blended_motion_turning_without_a_stop_is_cut_at_the_turn() -> None:
+    """lift -> move -> lower as one continuous path (no stop) in Cartesian metres at 30 fps."""
+    fps, n = 30, 150
+    t = np.linspace(0, 1, n)
+    # a smooth path: up 0.15 m, across 0.4 m, down 0.15 m, corners rounded by the time profile
+    s = 3 * t**2 - 2 * t**3
+    way = np.array([[0.0, 0, 0], [0.0, 0, 0.15], [0.4, 0, 0.15], [0.4, 0, 0.0]])
+    seg_len = np.linalg.norm(np.diff(way, axis=0), axis=1)
+    arc = np.concatenate([[0], np.cumsum(seg_len)]) / seg_len.sum()
+    xyz = np.stack([np.interp(s, arc, way[:, k]) for k in range(3)], axis=1)
+    from scipy.ndimage import gaussian_filter1d
+
+    xyz = gaussian_filter1d(xyz, 3, axis=0, mode="nearest")  # rounded corners, never still
+    names = ["x", "y", "z", "gripper"]
+    state = np.concatenate([xyz, np.full((n, 1), 0.01)], axis=1)
+    segs = segment_episode(state, None, fps, SegmentConfig(), names, None)
+    corners = [int(np.argmin(np.abs(np.interp(s, arc, np.arange(4)) - k))) for k in (1, 2)]
+    got = [sg.start for sg in segs[1:] if sg.start_reason == "motion_change"]
+    assert len(got) == 2 and all(abs(g - c) <= 3 for g, c in zip(got, corners, strict=True)), (got, corners)
+
+
 def test_min_length_merges_short_segment_keeping_the_gripper_boundary() -> None:
-    # a pause boundary 2 frames after a gripper transition: with refractory 0 both are
-    # candidates; the 2-frame segment between them is merged away by dropping the pause
-    plan = [("move", 15), ("still", 4), ("close", 2), ("move", 15)]
+    plan = [("move", 1.2), ("still", 0.35), ("close", 0.17), ("move", 1.2)]
     state, _starts = build(plan)
-    cfg = SegmentConfig(refractory_frames=0, min_len_frames=4)
+    cfg = SegmentConfig(refractory_s=0.0, min_len_s=0.3)
     segs = segment_episode(state, action_of(state), 12, cfg, NAMES, NAMES)
     check_tiling(segs, len(state))
-    assert all(s.length >= 4 for s in segs)
-    assert [s.start_reason for s in segs[1:]] == ["gripper_close"]
-    loose = segment_episode(state, action_of(state), 12, SegmentConfig(refractory_frames=0, min_len_frames=1),
-                            NAMES, NAMES)
-    assert [s.start_reason for s in loose[1:]] == ["gripper_close", "pause"]
+    assert all(s.length >= round(0.3 * 12) for s in segs)
+    assert segs[1].start_reason == "gripper_close"
 
 
 def test_max_length_splits_long_segments_evenly() -> None:
-    state, _ = build([("move", 100)])
-    segs = segment_episode(state, action_of(state), 12, SegmentConfig(max_len_frames=30), NAMES, NAMES)
-    check_tiling(segs, 100)
-    assert len(segs) == 4
-    assert all(s.length <= 30 for s in segs)
+    state, _ = build([("move", 8.3)])
+    segs = segment_episode(state, action_of(state), 12, SegmentConfig(max_len_s=2.5), NAMES, NAMES)
+    check_tiling(segs, len(state))
+    assert len(segs) == 4 and all(s.length <= 30 for s in segs)
     assert [s.start_reason for s in segs[1:]] == ["max_len"] * 3
 
 
-def test_state_without_gripper_name_uses_pauses_only() -> None:
-    plan = [("move", 15), ("still", 5), ("move", 15)]
+def test_state_without_gripper_name_uses_motion_only() -> None:
+    plan = [("move", 1.2), ("still", 0.4), ("move", 1.2)]
     state, _starts = build(plan)
     segs = segment_episode(state[:, :7], None, 12, SegmentConfig(), [f"q{i}" for i in range(7)], None)
     assert [s.start_reason for s in segs[1:]] == ["pause"]
+
+
+def _two_arms(fps: float = 30) -> tuple[np.ndarray, list[str], dict[str, list[int]], int]:
+    """Left picks and places; the right arm starts while the left still places, then picks too."""
+    left, ls = build(PICK, fps=fps, seed=1)
+    right, rs = build([("still", 3.0), *PICK], fps=fps, seed=2)
+    n = max(len(left), len(right))
+    left = np.concatenate([left, np.repeat(left[-1:], n - len(left), axis=0)])
+    right = right[:n]
+    names = [*(f"left_joint_{i}" for i in range(7)), "left_gripper",
+             *(f"right_joint_{i}" for i in range(7)), "right_gripper"]
+    state = np.concatenate([left, right], axis=1)
+    # per arm the start of PICK[1:] (as `build` returns them); the right arm first moves at rs[0]
+    return state, names, {"left": ls, "right": rs[1:]}, rs[0]
+
+
+def test_two_arms_every_gripper_is_read_and_no_event_spans_another_arms_grasp_and_release() -> None:
+    state, names, starts, right_onset = _two_arms()
+    segs = segment_episode(state, action_of(state), 30, SegmentConfig(), names, names)
+    check_tiling(segs, len(state))
+    reasons = [s.start_reason for s in segs]
+    assert reasons.count("gripper_close") == 2 and reasons.count("gripper_open") == 2
+    for arm, st in starts.items():
+        close, release = st[1], st[7]
+        assert not any(s.start <= close and release < s.end for s in segs), arm
+        grasp = next(s for s in segs if s.start_reason == "gripper_close" and abs(s.start - close) <= 2)
+        assert arm in grasp.arms
+    # the right arm's first move (while the left arm still works) starts an event
+    assert any(s.start_reason == "motion_start" and "right" in s.arms and abs(s.start - right_onset) <= 3
+               for s in segs)
+    per_arm = segment_arms(state, action_of(state), 30, SegmentConfig(), names, names)
+    assert set(per_arm) == {"left", "right"}
+    assert [s.start_reason for s in per_arm["left"]].count("gripper_close") == 1
+    assert all(s.arms == ["right"] for s in per_arm["right"])
 
 
 def test_random_signals_always_tile() -> None:
     rng = np.random.default_rng(3)
     for n in (1, 2, 5, 37, 200):
         state = rng.normal(size=(n, 8)).astype(np.float32)
-        segs = segment_episode(state, state, 12, SegmentConfig(max_len_frames=50), NAMES, NAMES)
+        segs = segment_episode(state, state, 12, SegmentConfig(max_len_s=4.0), NAMES, NAMES)
         check_tiling(segs, n)
-        assert all(s.length <= 50 for s in segs)
+        assert all(s.length <= 48 for s in segs)
 
 
 def test_visual_change_point_found_only_when_enabled() -> None:
