@@ -53,7 +53,7 @@ class Prompt:
 
 
 def available_versions() -> list[str]:
-    root = resources.files("captioners") / "prompts"
+    root = resources.files("carve.captioners") / "prompts"
     return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
@@ -62,7 +62,7 @@ def load_prompt(version: str = "v1") -> Prompt:
     """The prompt `version` (e.g. "v1"); CarveError naming the file when missing or malformed."""
     if not _VERSION_RE.match(version):
         raise CarveError(f"caption prompt version {version!r} is not a valid name")
-    path = resources.files("captioners") / "prompts" / f"{version}.yaml"
+    path = resources.files("carve.captioners") / "prompts" / f"{version}.yaml"
     if not path.is_file():
         raise CarveError(
             f"caption prompt version {version!r} not found ({path}); available: {', '.join(available_versions())}"

@@ -40,7 +40,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", default=None, help="YAML config file")
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a config value, e.g. --set segment.min_len_frames=6 (repeatable)",
+        help="override a config value, e.g. --set segment.min_len_s=0.3 (repeatable)",
     )
     p.add_argument("--root", default=None, help="output root (catalog, events, clusters, shards, reports)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="-v info logs, -vv debug")

@@ -2,7 +2,7 @@
 
 One pydantic model (`CarveConfig`) with a section per stage. It loads from YAML
 (`CarveConfig.load(path)`) and takes dotted overrides from the CLI
-(`--set segment.min_len_frames=6`, values parsed as YAML scalars). Unknown keys are
+(`--set segment.min_len_s=0.3`, values parsed as YAML scalars). Unknown keys are
 rejected so a typo in a config file is an error, not a silent default.
 
 `load_config(cls, path, overrides)` is that loading path for any pydantic model: the

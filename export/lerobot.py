@@ -116,7 +116,7 @@ class _Event:
     dup_of: str | None = None
     weight: float = 0.0  # the version's cluster weight; 0 for an event the version left out
     rows: int = 0  # rows of this event in the shards version
-    arms: str | None = None
+    arms: list[str] | None = None
 
     @property
     def text(self) -> str:
@@ -298,7 +298,7 @@ def _plan(root: Root, version: int, unit: str, only: str | None, backend: str) -
             caption=r.get("caption") or "", next_caption=r.get("next_caption") or "",
             cluster_id=r.get("cluster_id") if in_shards else None, dup_of=r.get("dup_of") if in_shards else None,
             weight=float(r.get("weight") or 0.0) if in_shards else 0.0, rows=counts.get(r["event_id"], 0),
-            arms=str(r[arm_col]) if arm_col and r.get(arm_col) is not None else None,
+            arms=_as_list(r.get(arm_col)) if arm_col else None,
         )
 
     if unit == "episode":
@@ -327,6 +327,12 @@ def _plan(root: Root, version: int, unit: str, only: str | None, backend: str) -
         for k in range(counts[eid]):  # the balance's repetitions
             items.append(_Item(src=s, start=ev.start, end=ev.end, events=[ev], first_of=eid if k else None))
     return items, sources
+
+
+def _as_list(v: Any) -> list[str] | None:
+    if v is None:
+        return None
+    return [str(x) for x in v] if isinstance(v, list | tuple) else [str(v)]
 
 
 def _check_span(ev: _Event, s: _Source) -> None:
@@ -590,7 +596,7 @@ _SIDECAR_SCHEMA = pa.schema([
     ("index_from", pa.int64()), ("index_to", pa.int64()), ("dataset", pa.string()),
     ("source_episode_id", pa.string()), ("source_episode_index", pa.int64()), ("source_start_frame", pa.int64()),
     ("source_end_frame", pa.int64()), ("task", pa.string()), ("caption", pa.string()), ("next_caption", pa.string()),
-    ("subtask_index", pa.int64()), ("arms", pa.string()), ("cluster_id", pa.int32()), ("dup_of", pa.string()),
+    ("subtask_index", pa.int64()), ("arms", pa.list_(pa.string())), ("cluster_id", pa.int32()), ("dup_of", pa.string()),
     ("weight", pa.float32()), ("shard_rows", pa.int32()), ("in_shards", pa.bool_()),
     ("repeat_of_episode", pa.int64()),
 ], metadata={b"carve.format": b"carve.lerobot_events", b"carve.format_version": b"1"})

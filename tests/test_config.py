@@ -9,11 +9,11 @@ from carve.core.config import CarveConfig, ConfigError
 
 def test_yaml_and_overrides(tmp_path):
     p = tmp_path / "cfg.yaml"
-    p.write_text("root: /tmp/x\nsegment:\n  min_len_frames: 7\ncaption:\n  backend: openai\n")
-    cfg = CarveConfig.load(p, ["segment.max_len_frames=90", "ray.num_cpus=2", "cluster.levels=[4, 16]"])
+    p.write_text("root: /tmp/x\nsegment:\n  min_len_s: 0.7\ncaption:\n  backend: openai\n")
+    cfg = CarveConfig.load(p, ["segment.max_len_s=9.0", "ray.num_cpus=2", "cluster.levels=[4, 16]"])
     assert cfg.root == "/tmp/x"
-    assert cfg.segment.min_len_frames == 7
-    assert cfg.segment.max_len_frames == 90
+    assert cfg.segment.min_len_s == 0.7
+    assert cfg.segment.max_len_s == 9.0
     assert cfg.caption.backend == "openai"
     assert cfg.ray.num_cpus == 2
     assert cfg.cluster.levels == [4, 16]

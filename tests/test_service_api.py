@@ -127,11 +127,11 @@ def test_event_detail_and_keyframes(env):
 def test_submit_then_duplicate_source_gets_409_naming_the_job(env):
     c = env["client"]
     src = str(env["allowed"] / "ds1")
-    r = c.post("/jobs", json={"source": src, "format": "folder", "overrides": {"segment": {"min_len_frames": 6}}})
+    r = c.post("/jobs", json={"source": src, "format": "folder", "overrides": {"segment": {"min_len_s": 0.5}}})
     assert r.status_code == 202, r.text
     job_id = r.json()["id"]
     job = c.get(f"/jobs/{job_id}").json()
-    assert job["state"] == "queued" and job["overrides"] == {"segment": {"min_len_frames": 6}}
+    assert job["state"] == "queued" and job["overrides"] == {"segment": {"min_len_s": 0.5}}
     assert job["episodes"] == {"datasets": [], "ok": 0, "failed": 0, "failures": []}
     # the same directory spelled differently is the same source
     r2 = c.post("/jobs", json={"source": src + "/./", "format": "folder"})
@@ -176,7 +176,7 @@ def test_source_confinement(env, source, status, needle):
     [
         ({"source": "{ds3}", "overrides": {"service": {"token": "x"}}}, "may not be overridden"),
         ({"source": "{ds3}", "overrides": {"ray": {"address": "x"}}}, "may not be overridden"),
-        ({"source": "{ds3}", "overrides": {"segment": {"min_len_frames": -1}}}, "min_len_frames"),
+        ({"source": "{ds3}", "overrides": {"segment": {"min_len_s": -1}}}, "min_len_s"),
         ({"source": "{ds3}", "overrides": {"segment": {"no_such_key": 1}}}, "no_such_key"),
         ({"source": "{ds3}", "overrides": {"source": {"uri": "/etc"}}}, "uri"),
         ({"source": "{ds3}", "format": "mkv"}, "format"),

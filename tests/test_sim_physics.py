@@ -35,7 +35,7 @@ def test_measured_hand_follows_the_commanded_one(pick: SimEpisode) -> None:
 
 def test_grasped_object_moves_with_the_gripper_then_falls_and_rests(pick: SimEpisode) -> None:
     assert pick.ee_meas is not None and pick.held is not None
-    (name, obj), = pick.objects.items()
+    (obj,) = pick.objects.values()
     held = pick.held[:, 0]
     ph = {p.name: p for p in pick.phases}
     assert held[ph["lift"].start : ph["release"].start].all()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from carve.core.config import SegmentConfig
-from carve.ingest.segment import find_gripper_dim
+from carve.ingest.arms import arm_layouts
 from carve.sim.scene import ACTION_NAMES, STATE_NAMES
 from carve.sim.tasks import PHASE_NAMES, TASK_TYPES, run_episode
 
@@ -80,7 +80,8 @@ def test_ground_truth_tiles_episode_with_task_phases(episodes: dict, task_type: 
 @pytest.mark.parametrize("task_type", TASK_TYPES)
 def test_gripper_and_grasp_follow_the_phase_schedule(episodes: dict, task_type: str) -> None:
     ep = episodes[task_type]
-    gdim = find_gripper_dim(STATE_NAMES, SegmentConfig())
+    (arm,) = arm_layouts(STATE_NAMES, None, ep.state, None, SegmentConfig())
+    gdim = arm.gripper
     assert gdim == 7
     grip = ep.state[:, gdim]
     held = ep.held[:, 0]
