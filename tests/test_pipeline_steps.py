@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from test_e2e_pipeline import _cfg, folder_dataset  # noqa: F401  (fixture)
@@ -110,7 +111,8 @@ def test_local_executor_writes_the_same_events_as_ray(folder_dataset: Path, tmp_
     from carve.storage.events import read_events
     from carve.storage.root import open_root
 
-    cols = ["event_id", "start_frame", "end_frame", "boundary_reason", "caption", "next_caption", "emb", "keyframes"]
+    cols = ["event_id", "start_frame", "end_frame", "boundary_reason", "arms", "caption", "next_caption", "keyframes",
+            "emb"]
     tables = []
     for name, executor in (("ray", None), ("local", LocalExecutor())):
         root = tmp_path / name
@@ -123,4 +125,9 @@ def test_local_executor_writes_the_same_events_as_ray(folder_dataset: Path, tmp_
             assert r.catalog.runs()[0]["summary"]["stages"]["decode_segment"]["episodes"] == 9
             page, _ = render_report(load_audit(r))
             assert "id='last-run'" in page and "<td>decode_segment</td><td>9</td>" in page
-    assert tables[0].num_rows > 0 and tables[0].equals(tables[1])
+    ray_t, local_t = tables
+    assert ray_t.num_rows > 0
+    assert ray_t.drop_columns(["emb"]).equals(local_t.drop_columns(["emb"]))
+    # the text embedder batches differently (a Ray block vs one episode): float noise only
+    np.testing.assert_allclose(np.array(ray_t.column("emb").to_pylist()), np.array(local_t.column("emb").to_pylist()),
+                               atol=1e-5)

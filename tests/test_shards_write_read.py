@@ -14,7 +14,7 @@ from test_cluster_curate import add_episodes, blob_embeddings, cfg_for, with_roo
 from carve.clustering.curate import cluster_catalog, cut_shards
 from carve.storage.manifest import ManifestError, read_manifest
 from carve.storage.root import open_root
-from carve.storage.schema import emb_dims, schema_version
+from carve.storage.schema import SCHEMA_VERSION, emb_dims, schema_version
 from carve.storage.shards import ShardIntegrityError, ShardReader, iter_shards
 
 SIZES = [240, 60, 30, 30]
@@ -53,7 +53,7 @@ def test_cut_shards_writes_balanced_verified_shards_and_manifest_last(clustered)
     # file-level format: schema version + emb dims in Arrow metadata, zstd, row groups
     first = vdir / m["shards"][0]["path"]
     pf = pq.ParquetFile(first)
-    assert schema_version(pf.schema_arrow) == 1 and emb_dims(pf.schema_arrow) == {"emb": 16, "text": 8}
+    assert schema_version(pf.schema_arrow) == SCHEMA_VERSION and emb_dims(pf.schema_arrow) == {"emb": 16, "text": 8}
     assert pf.metadata.row_group(0).column(0).compression == "ZSTD"
     t = ShardReader(str(root)).read_all()
     assert t.num_rows == m["total_rows"]

@@ -1,4 +1,7 @@
-"""Catalog bookkeeping, schema validation and the committed-only event reader."""
+"""Catalog bookkeeping, schema validation and the committed-only event reader.
+
+The catalog tests run on both backends (`catalog_url`: SQLite in the root, and a fresh
+PostgreSQL database; see tests/pg_server.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,15 @@ import pytest
 from carve.storage.catalog import Catalog
 from carve.storage.events import part_path, read_events, write_event_part
 from carve.storage.root import open_root
-from carve.storage.schema import EVENT_SCHEMA, SchemaError, check_schema, events_to_table, make_event_id
+from carve.storage.schema import (
+    EVENT_SCHEMA,
+    SCHEMA_VERSION,
+    SchemaError,
+    check_schema,
+    conform,
+    events_to_table,
+    make_event_id,
+)
 
 
 def _events(episode_id: str, n: int, index: int = 0) -> pa.Table:
@@ -51,9 +62,16 @@ def test_event_ids_are_stable_and_distinct():
 
 def test_schema_version_checks(tmp_path):
     check_schema(EVENT_SCHEMA, "x")
-    newer = EVENT_SCHEMA.with_metadata({b"carve.schema_version": b"2"})
-    with pytest.raises(SchemaError, match="v2"):
+    newer = EVENT_SCHEMA.with_metadata({b"carve.schema_version": b"3"})
+    with pytest.raises(SchemaError, match="v3"):
         check_schema(newer, "shard.parquet")
+    # a v1 table (before cameras/arms/names) is still read: the new columns come back null
+    v1 = pa.schema([f for f in EVENT_SCHEMA if f.name not in ("cameras", "arms", "state_names", "action_names",
+                                                              "emb_visual_cameras")],
+                   metadata={**EVENT_SCHEMA.metadata, b"carve.schema_version": b"1"})
+    assert check_schema(v1, "old.parquet") == 1
+    old = conform(v1.empty_table().append_column("x", pa.array([], pa.int8())).drop_columns(["x"]))
+    assert old.schema.names == EVENT_SCHEMA.names
     with pytest.raises(SchemaError, match="not a Carve event table"):
         check_schema(pa.schema([("a", pa.int32())]), "foreign.parquet")
     missing = pa.schema([f for f in EVENT_SCHEMA if f.name != "action"], metadata=EVENT_SCHEMA.metadata)
@@ -61,7 +79,7 @@ def test_schema_version_checks(tmp_path):
         check_schema(missing, "m.parquet")
 
 
-def test_read_events_returns_only_committed_episodes(tmp_path):
+def test_read_events_returns_only_committed_episodes(tmp_path, catalog_url):
     root = str(tmp_path)
     with Catalog(root) as cat:
         write_event_part(open_root(root), "b1", "p0", pa.concat_tables([_events("d/000000", 3, 0), _events("d/000001", 2, 1)]))
@@ -85,11 +103,11 @@ def test_atomic_part_leaves_no_temp_files(tmp_path):
     files = [p.name for p in (tmp_path / "events" / "batch=b1").iterdir()]
     assert files == ["part-p0.parquet"]
     schema = pq.read_schema(tmp_path / "events" / "batch=b1" / "part-p0.parquet")
-    assert check_schema(schema, "part") == 1
+    assert check_schema(schema, "part") == SCHEMA_VERSION
     assert part_path(open_root(root), "b1", "p0").endswith("/events/batch=b1/part-p0.parquet")
 
 
-def test_catalog_fingerprints_and_failures(tmp_path):
+def test_catalog_fingerprints_and_failures(tmp_path, catalog_url):
     with Catalog(tmp_path) as cat:
         cat.upsert_dataset("d", "/src", "lerobot")
         cat.record_episodes([_rec("d/000000", "ok", "b1", n=5), _rec("d/000001", "failed", None)])
@@ -110,7 +128,7 @@ def _hammer(root: str, worker: int) -> None:
             cat.create_job(f"/src/{worker}/{i}", "auto")
 
 
-def test_concurrent_writers_do_not_corrupt(tmp_path):
+def test_concurrent_writers_do_not_corrupt(tmp_path, catalog_url):
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_hammer, args=(str(tmp_path), w)) for w in range(3)]
     for p in procs:
@@ -121,10 +139,10 @@ def test_concurrent_writers_do_not_corrupt(tmp_path):
     with Catalog(tmp_path) as cat:
         assert len(cat.episodes()) == 120
         assert len(cat.jobs(limit=1000)) == 120
-        assert cat._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert cat.integrity_ok()
 
 
-def test_one_active_job_per_source(tmp_path):
+def test_one_active_job_per_source(tmp_path, catalog_url):
     with Catalog(tmp_path) as cat:
         a, created_a = cat.create_job_if_idle("/src/x", "auto")
         b, created_b = cat.create_job_if_idle("/src/x", "auto")
