@@ -1,24 +1,33 @@
 """Score predicted event boundaries against ground truth (`carve eval-segments`).
 
-Owns the metrics and the CLI:
+Owns the metrics and the predictions they score:
 
 * `match_boundaries(pred, true, tol)`: one-to-one matching of boundary frames within +-tol
   (maximum matching, then minimum total distance; Hungarian assignment);
 * `boundary_counts` / `prf`: true/false positives, misses, precision/recall/F1;
 * `segment_counts`: segments matched one-to-one at IoU >= 0.5 (segment F1);
-* `evaluate(truth, predicted, tol)`: per task type and overall (micro-averaged) report with
-  the predicted/true event-count ratio;
-* `register(subparsers)`: `carve eval-segments --truth GT.json [--root ROOT | --source DATASET]`.
+* `evaluate(truth, predicted, tol | tol_s=)`: per task type and overall (micro-averaged) report
+  with the predicted/true event-count ratio and the per-episode counts. The boundary tolerance
+  is `tol` frames, or `tol_s` seconds resolved per episode from its fps (round half up of
+  tol_s x fps frames), so one tolerance means the same time at every frame rate;
+  `bootstrap=N` adds 95% percentile confidence intervals of the F1s from N resamples of the
+  episodes (seeded), and `paired_bootstrap` the interval of the F1 difference of two
+  methods scored on the same episodes;
+* predictions: from the event catalog (`predictions_from_catalog`), or by running a method on
+  the dataset's signals (`predictions_by_method`): `carve`, the segmenter
+  (`ingest.segment.segment_episode`), or `keyframes`, the PerAct/RVT keyframe rule
+  (`ingest.keyframes.perceiver_keyframes`), the peer baseline scored in the same run;
+* `format_report(report)`: the text table the CLI prints (`cli/segments.py`).
 
 Ground truth is `<dataset>/ground_truth_events.json` as written by `carve synth` (see
-docs/FORMATS.md). Predictions come from the event catalog (`--root`) or from running
-`pipeline.segment` directly on the dataset (`--source`).
+docs/FORMATS.md).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -91,28 +100,125 @@ def _add(total: dict[str, int], part: dict[str, int]) -> None:
         total[k] = total.get(k, 0) + v
 
 
+def tolerance_frames(tol_s: float, fps: float) -> int:
+    """`tol_s` seconds in frames at `fps`, rounded half up (0.1 s: 1 frame at 12 fps, 3 at 30, 5 at 50)."""
+    if tol_s < 0 or fps <= 0:
+        raise ValueError(f"tolerance {tol_s} s at {fps} fps: need tolerance >= 0 and fps > 0")
+    return math.floor(tol_s * fps + 0.5 + 1e-9)
+
+
+def _episode_fps(ep: dict[str, Any], truth: dict[str, Any]) -> float:
+    fps = ep.get("fps", truth.get("fps"))
+    if not fps or float(fps) <= 0:
+        raise ValueError(f"episode {ep.get('episode_index')} of {truth.get('dataset', 'the ground truth')}: "
+                         "no fps recorded, so a tolerance in seconds cannot be resolved; use frames (--tolerance)")
+    return float(fps)
+
+
+def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    """Vectorised `prf(...)["f1"]`."""
+    tp, fp, fn = (np.asarray(x, dtype=np.float64) for x in (tp, fp, fn))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.where(tp + fp > 0, tp / (tp + fp), 1.0)
+        r = np.where(tp + fn > 0, tp / (tp + fn), 1.0)
+        return np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
+
+
+def _resample_weights(n_episodes: int, n: int, seed: int) -> np.ndarray:
+    """(n, E) how often each episode is drawn in each of `n` bootstrap resamples."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n_episodes, np.full(n_episodes, 1.0 / n_episodes), size=n)
+
+
+def _counts_matrix(episodes: list[dict[str, Any]], key: str) -> np.ndarray:
+    return np.asarray([[e[key]["tp"], e[key]["fp"], e[key]["fn"]] for e in episodes], dtype=np.float64)
+
+
+def _f1_draws(episodes: list[dict[str, Any]], key: str, weights: np.ndarray) -> np.ndarray:
+    sums = weights @ _counts_matrix(episodes, key)
+    return _f1(sums[:, 0], sums[:, 1], sums[:, 2])
+
+
+def bootstrap_ci(episodes: list[dict[str, Any]], n: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> dict[str, list[float]]:
+    """Percentile intervals of the micro-averaged boundary and segment F1 over `n` resamples
+    of the episodes (the `per_episode` records of an `evaluate` report)."""
+    if not episodes or n <= 0:
+        return {}
+    w = _resample_weights(len(episodes), n, seed)
+    q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
+    return {f"{key}_f1_ci": [float(x) for x in np.percentile(_f1_draws(episodes, key, w), q)]
+            for key in ("boundary", "segment")}
+
+
+def paired_bootstrap(a: dict[str, Any], b: dict[str, Any], n: int = 1000, seed: int = 0, level: float = 0.95,
+                     key: str = "boundary") -> dict[str, Any]:
+    """F1(a) - F1(b) of two reports scored on the same episodes, with its percentile interval
+    and the share of resamples in which `a` is not better (the same resamples for both)."""
+    ea = {e["episode_index"]: e for e in a["per_episode"]}
+    eb = {e["episode_index"]: e for e in b["per_episode"]}
+    common = sorted(set(ea) & set(eb))
+    if not common:
+        raise ValueError("the two reports share no episode")
+    ca, cb = [ea[i] for i in common], [eb[i] for i in common]
+    point = float(_f1(*_counts_matrix(ca, key).sum(0)) - _f1(*_counts_matrix(cb, key).sum(0)))
+    out: dict[str, Any] = {"metric": f"{key}_f1", "episodes": len(common), "diff": point}
+    if n > 0:
+        w = _resample_weights(len(common), n, seed)
+        d = _f1_draws(ca, key, w) - _f1_draws(cb, key, w)
+        q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
+        out.update(ci=[float(x) for x in np.percentile(d, q)], p_not_better=float(np.mean(d <= 0)),
+                   resamples=n, seed=seed)
+    return out
+
+
 def evaluate(
-    truth: dict[str, Any], predicted: dict[int, list[int]], tol: int = DEFAULT_TOLERANCE, iou: float = 0.5
+    truth: dict[str, Any],
+    predicted: dict[int, list[int]],
+    tol: int = DEFAULT_TOLERANCE,
+    iou: float = 0.5,
+    *,
+    tol_s: float | None = None,
+    bootstrap: int = 0,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Score `predicted` (episode_index -> internal boundary frames) against `truth` (the
-    ground_truth_events.json dict). Episodes missing from `predicted` are reported and not
-    scored. Returns {"overall": {...}, "per_task": {task_type: {...}}, "episodes": n, ...}."""
+    ground_truth_events.json dict), with a boundary tolerance of `tol` frames or, when `tol_s`
+    is given, `tol_s` seconds resolved per episode from its fps. Episodes missing from
+    `predicted` are reported and not scored. Returns {"overall": {...}, "per_task":
+    {task_type: {...}}, "per_episode": [...], "tolerance": frames | None, "tolerance_s":
+    seconds | None, "tolerance_frames": {fps: frames}, ...}; with `bootstrap` > 0 the overall
+    entry carries 95% intervals (`boundary_f1_ci`, `segment_f1_ci`)."""
     groups: dict[str, dict[str, Any]] = {}
     missing = []
+    per_episode: list[dict[str, Any]] = []
+    resolved: dict[str, int] = {}
     for ep in truth.get("episodes", []):
         idx = int(ep["episode_index"])
         if idx not in predicted:
             missing.append(idx)
             continue
-        pred = sorted(b for b in predicted[idx] if 0 < b < int(ep["length"]))
+        length = int(ep["length"])
+        if tol_s is not None:
+            fps = _episode_fps(ep, truth)
+            ep_tol = tolerance_frames(tol_s, fps)
+            resolved[f"{fps:g}"] = ep_tol
+        else:
+            ep_tol = int(tol)
+        pred = sorted(b for b in predicted[idx] if 0 < b < length)
         true = sorted(int(b) for b in ep["boundaries"])
-        for key in ("__overall__", str(ep.get("task_type", "unknown"))):
+        rec = {"episode_index": idx, "task_type": str(ep.get("task_type", "unknown")), "length": length,
+               "tolerance_frames": ep_tol, "boundary": boundary_counts(pred, true, ep_tol),
+               "segment": segment_counts(pred, true, length, iou), "pred_events": len(pred) + 1,
+               "true_events": len(true) + 1}
+        per_episode.append(rec)
+        for key in ("__overall__", rec["task_type"]):
             g = groups.setdefault(key, {"boundary": {}, "segment": {}, "pred_events": 0, "true_events": 0,
                                         "episodes": 0})
-            _add(g["boundary"], boundary_counts(pred, true, tol))
-            _add(g["segment"], segment_counts(pred, true, int(ep["length"]), iou))
-            g["pred_events"] += len(pred) + 1
-            g["true_events"] += len(true) + 1
+            _add(g["boundary"], rec["boundary"])
+            _add(g["segment"], rec["segment"])
+            g["pred_events"] += rec["pred_events"]
+            g["true_events"] += rec["true_events"]
             g["episodes"] += 1
 
     def summarise(g: dict[str, Any]) -> dict[str, Any]:
@@ -130,11 +236,18 @@ def evaluate(
         }
 
     overall = groups.pop("__overall__", None)
+    summary = summarise(overall) if overall else None
+    if summary is not None and bootstrap > 0:
+        summary.update(bootstrap_ci(per_episode, bootstrap, seed))
+        summary["bootstrap"] = {"resamples": bootstrap, "seed": seed, "level": 0.95}
     return {
-        "tolerance": tol,
+        "tolerance": None if tol_s is not None else int(tol),
+        "tolerance_s": tol_s,
+        "tolerance_frames": resolved if tol_s is not None else {},
         "iou": iou,
-        "overall": summarise(overall) if overall else None,
+        "overall": summary,
         "per_task": {k: summarise(v) for k, v in sorted(groups.items())},
+        "per_episode": per_episode,
         "missing_episodes": missing,
     }
 
@@ -186,31 +299,61 @@ def predictions_from_catalog(root: Root, dataset: str | None = None, hint: str |
     return {k: sorted(set(v)) for k, v in out.items()}
 
 
-def predictions_from_source(uri: str, seg_cfg: Any, src_cfg: Any | None = None,
-                            progress: bool = True) -> dict[int, list[int]]:
-    """episode_index -> internal boundaries, by running the segmenter on the dataset's signals."""
+METHODS = ("carve", "keyframes")  # what `predictions_by_method` can run on a dataset's signals
+
+
+def predictions_by_method(uri: str, seg_cfg: Any, src_cfg: Any | None = None, methods: Iterable[str] = ("carve",),
+                          progress: bool = True) -> dict[str, dict[int, list[int]]]:
+    """method -> episode_index -> internal boundaries, running each method on the dataset's
+    signals (one pass over the episodes): `carve` is the segmenter with `seg_cfg`, `keyframes`
+    the PerAct/RVT keyframe rule (`ingest.keyframes`; `seg_cfg` only locates the grippers)."""
     from tqdm import tqdm
 
+    from carve.ingest.keyframes import perceiver_keyframes
     from carve.ingest.segment import segment_episode
     from carve.ingest.sources import load_episode, open_source
 
+    methods = list(dict.fromkeys(methods))
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; use {', '.join(METHODS)}")
     src = open_source(uri, getattr(src_cfg, "format", "auto") if src_cfg else "auto")
     refs = src.list_episodes()
-    out: dict[int, list[int]] = {}
+    out: dict[str, dict[int, list[int]]] = {m: {} for m in methods}
     for ref in tqdm(refs, desc="segment", unit="ep", disable=not progress):
         ep = load_episode(ref)
-        segs = segment_episode(ep.state, ep.action, ep.fps, seg_cfg, ep.state_names, ep.action_names)
-        out[int(ref.episode_index)] = [s.start for s in segs[1:]]
+        idx = int(ref.episode_index)
+        if "carve" in out:
+            segs = segment_episode(ep.state, ep.action, ep.fps, seg_cfg, ep.state_names, ep.action_names)
+            out["carve"][idx] = [s.start for s in segs[1:]]
+        if "keyframes" in out:
+            out["keyframes"][idx] = perceiver_keyframes(ep.state, ep.action, ep.fps, ep.state_names,
+                                                        ep.action_names, cfg=seg_cfg)
     return out
+
+
+def predictions_from_source(uri: str, seg_cfg: Any, src_cfg: Any | None = None,
+                            progress: bool = True, method: str = "carve") -> dict[int, list[int]]:
+    """episode_index -> internal boundaries, by running `method` (the segmenter by default) on the dataset's signals."""
+    return predictions_by_method(uri, seg_cfg, src_cfg, [method], progress)[method]
 
 
 # --------------------------------------------------------------------------------------------
 # CLI
 
 
-def format_report(report: dict[str, Any]) -> str:
+def _tolerance_text(report: dict[str, Any]) -> str:
+    if report.get("tolerance_s") is not None:
+        per_fps = ", ".join(f"{f} frames at {fps} fps" for fps, f in sorted(report["tolerance_frames"].items(),
+                                                                           key=lambda kv: float(kv[0])))
+        return f"+-{report['tolerance_s']:g} s ({per_fps or 'no episode scored'})"
+    return f"+-{report['tolerance']} frames"
+
+
+def format_report(report: dict[str, Any], title: str | None = None) -> str:
     head = f"{'task':<12} {'eps':>4} {'P':>6} {'R':>6} {'F1':>6} {'segF1':>6} {'pred/true':>10}"
-    lines = [f"boundary tolerance +-{report['tolerance']} frames, segment IoU >= {report['iou']}", head]
+    lines = [f"{title + ': ' if title else ''}boundary tolerance {_tolerance_text(report)}, "
+             f"segment IoU >= {report['iou']}", head]
 
     def row(name: str, r: dict[str, Any]) -> str:
         return (f"{name:<12} {r['episodes']:>4} {r['boundary_precision']:>6.3f} {r['boundary_recall']:>6.3f} "
@@ -218,8 +361,23 @@ def format_report(report: dict[str, Any]) -> str:
 
     for name, r in report["per_task"].items():
         lines.append(row(name, r))
-    if report["overall"]:
-        lines.append(row("overall", report["overall"]))
+    overall = report["overall"]
+    if overall:
+        lines.append(row("overall", overall))
+        if "boundary_f1_ci" in overall:
+            b, s = overall["boundary_f1_ci"], overall["segment_f1_ci"]
+            lines.append(f"95% bootstrap intervals over episodes ({overall['bootstrap']['resamples']} resamples, "
+                         f"seed {overall['bootstrap']['seed']}): F1 [{b[0]:.3f}, {b[1]:.3f}], "
+                         f"segF1 [{s[0]:.3f}, {s[1]:.3f}]")
     if report["missing_episodes"]:
         lines.append(f"episodes without predictions: {report['missing_episodes']}")
     return "\n".join(lines)
+
+
+def format_comparison(name: str, cmp: dict[str, Any]) -> str:
+    """One line: Carve's F1 minus a baseline's, with its interval when bootstrapped."""
+    text = f"carve - {name}: boundary F1 {cmp['diff']:+.3f} over {cmp['episodes']} episodes"
+    if "ci" in cmp:
+        text += (f", 95% paired bootstrap interval [{cmp['ci'][0]:+.3f}, {cmp['ci'][1]:+.3f}], "
+                 f"{name} at least as good in {100 * cmp['p_not_better']:.1f}% of resamples")
+    return text

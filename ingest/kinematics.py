@@ -83,10 +83,8 @@ def motion_starts(sp: np.ndarray, fps: float, after: list[int], until: list[int]
             continue
         k = lo + int(run_end[0]) - hold + 1  # first frame of the sustained move
         k = max(k, lo)
-        floor = 0.2 * moving  # the rising edge starts where the speed leaves the holding level
-        while k > lo and floor <= sp[k - 1] < sp[k]:
-            k -= 1
-        if k == lo and sp[lo] >= floor:
+        k = onset(sp, k, lo, hold_level(sp[lo:k], moving))
+        if k == lo and sp[lo] >= 0.2 * moving:
             continue  # the arm never held still after the transition: no new movement starts here
         out.append((int(k), MOTION_START))
     return out
@@ -109,10 +107,27 @@ def still_mask(sp: np.ndarray, fps: float, pause_speed: float, cfg: SegmentConfi
     return out
 
 
+def hold_level(sp: np.ndarray, moving: float) -> float:
+    """The speed of a holding arm (tremor, sensor noise): median + 3 MAD of `sp`, within 0.05..0.2 x moving."""
+    if len(sp) == 0:
+        return 0.2 * moving
+    med = float(np.median(sp))
+    return float(np.clip(med + 3.0 * float(np.median(np.abs(sp - med))), 0.05 * moving, 0.2 * moving))
+
+
+def onset(sp: np.ndarray, k: int, lo: int, floor: float) -> int:
+    """Walk back from a moving frame `k` (not before `lo`) while the speed still falls, down to the
+    holding level `floor`: the frame where the movement starts."""
+    while k > lo and sp[k - 1] > floor and sp[k - 1] < sp[k]:
+        k -= 1
+    return k
+
+
 def pause_boundaries(sp: np.ndarray, fps: float, pause_speed: float, cfg: SegmentConfig,
                      moving: float) -> list[tuple[int, str]]:
     """(frame, "pause") where motion resumes after each pause inside the episode: only where the
-    arm then really moves (reaches `moving` within `pause_min_s` x 2), not where it jitters."""
+    arm then really moves (reaches `moving` within `pause_min_s` x 2), not where it jitters. The
+    boundary is the onset of that move (`onset`), the same frame the motion-start rule finds."""
     n = len(sp)
     if n < 3:
         return []
@@ -122,16 +137,11 @@ def pause_boundaries(sp: np.ndarray, fps: float, pause_speed: float, cfg: Segmen
     for a, e in zip(starts, ends, strict=True):
         if a == 0 or e >= n:
             continue  # idle at the very start or end is not a joint between two events
-        inside = sp[a:e]
-        floor = min(float(np.median(inside)) + 3.0 * float(np.median(np.abs(inside - np.median(inside)))),
-                    0.5 * pause_speed)
         horizon = int(e) + max(2, round(2 * cfg.pause_min_s * fps))
-        if float(sp[int(e) : horizon].max(initial=0.0)) < moving:
+        fast = np.flatnonzero(sp[int(e) : horizon] >= moving)
+        if len(fast) == 0:
             continue
-        k = int(e)
-        while k > a + 1 and sp[k - 1] > floor:  # back to where the arm actually started moving
-            k -= 1
-        out.append((k, PAUSE))
+        out.append((onset(sp, int(e) + int(fast[0]), int(a) + 1, hold_level(sp[a:e], moving)), PAUSE))
     return out
 
 

@@ -139,7 +139,8 @@ def arm_signals(layout: ArmLayout, state: np.ndarray, action: np.ndarray | None,
 
 
 def _frames(seconds: float, fps: float) -> int:
-    return max(1, round(seconds * fps))
+    """A duration in frames at `fps`, rounded up (a refractory or minimum length is never shortened)."""
+    return max(1, int(np.ceil(seconds * fps - 1e-9)))
 
 
 def _accept(cands: list[tuple[int, str]], n: int, refractory: int) -> list[tuple[int, str]]:
@@ -256,10 +257,14 @@ def segment_episode(
     if n == 0:
         return []
     cands = [b for a in arms for b in a.boundaries]
-    if len(arms) > 1:  # an arm that starts later than the episode starts its first event then
+    if len(arms) > 1:  # an arm that starts while another already works starts its first event then
         for a in arms:
             first = next((t for t, r in a.boundaries if r in (GRIPPER_CLOSE, GRIPPER_OPEN)), n)
-            cands += motion_starts(a.speed, fps, [0], [first], move_speed(a.layout.kind, cfg), cfg)
+            for t, r in motion_starts(a.speed, fps, [0], [first], move_speed(a.layout.kind, cfg), cfg):
+                others = [o for o in arms if o is not a]
+                if any(np.sum(o.speed[:t] > move_speed(o.layout.kind, cfg)) >= _frames(cfg.pause_min_s, fps)
+                       for o in others):
+                    cands.append((t, r))
     if cfg.use_visual and visual_features is not None and len(visual_features) == n:
         cands += visual_boundaries(np.asarray(visual_features), cfg)
     segs = _finish(_accept(cands, n, _frames(cfg.refractory_s, fps)), n, fps, cfg)

@@ -33,7 +33,7 @@ from carve.ingest.sources.common import (
     file_stamp,
     fingerprint,
 )
-from carve.storage.fs import join, resolve
+from carve.storage.fs import join, resolve, uri_with
 
 ARRAY_EXTS = (".npz", ".parquet")
 DEFAULT_CAMERA = "camera"
@@ -158,7 +158,7 @@ def load_folder_episode(ref: EpisodeRef, *, camera: str | list[str] | None = Non
     if loc.get("video") is None:
         raise EpisodeError(label, f"video {loc['name']}.mp4 is missing")
     cam = meta.get("camera") or DEFAULT_CAMERA
-    video_uri = join(root, loc["video"])
+    video_uri = uri_with(ref.source_uri, join(root, loc["video"]))  # a URI the decoder opens again
     if not fps:  # no timestamps, no sidecar: the video's own rate
         from carve.ingest.video import VideoError, VideoReader
 

@@ -41,7 +41,7 @@ from carve.ingest.sources.common import (
     file_stamp,
     fingerprint,
 )
-from carve.storage.fs import join, resolve
+from carve.storage.fs import join, resolve, uri_with
 
 SUPPORTED_VERSIONS = ("v2.0", "v2.1", "v3.0")
 STATE_KEY = "observation.state"
@@ -355,7 +355,9 @@ def load_lerobot_episode(ref: EpisodeRef, *, camera: str | list[str] | None = No
     image_keys = [k for k in loc.get("image_keys") or [] if k in cameras]
     frame_fn = None
     if cameras:
-        videos = {cam: (join(root, v["path"]), float(v["from_ts"])) for cam, v in loc["videos"].items()}
+        # URIs, not paths on `fs`: the decoder resolves them again (the source's endpoint query kept)
+        videos = {cam: (uri_with(ref.source_uri, join(root, v["path"])), float(v["from_ts"]))
+                  for cam, v in loc["videos"].items()}
         vf = VideoFrames(label, videos, ts, fps, backend=video_backend) if videos else None
         images = {}
         for key in image_keys:
