@@ -57,7 +57,7 @@ from carve.export.video import DEFAULT_CRF, VideoExportError, pick_encoder, psnr
 from carve.export.writer import DatasetWriter, VideoLoc
 from carve.ingest.sources import Episode, EpisodeRef, load_episode, open_source
 from carve.storage.events import read_events
-from carve.storage.fs import join, resolve
+from carve.storage.fs import join, resolve, uri_with
 from carve.storage.manifest import ManifestError, manifest_versions
 from carve.storage.root import Root, open_root
 from carve.storage.schema import EVENT_SCHEMA
@@ -223,7 +223,7 @@ def export_lerobot(
                              "source_root": root.uri, "sidecar": L.CARVE_EVENTS_PATH}},
         )
         writer.write_info(info)  # last: a folder without info.json is an unfinished export
-        _swap_into_place(tmp, dest)
+        swap_into_place(tmp, dest)
     except BaseException as e:
         writer.abort()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -393,15 +393,14 @@ def _dataset_shape(sources: list[_Source]) -> tuple[int, list[str], str | None, 
 
 
 def _source_video(ref: EpisodeRef, cam: str) -> tuple[str, float] | None:
-    """(local video path, start seconds) of a LeRobot episode's camera, or None when not copyable."""
+    """(video path or URI, start seconds) of a LeRobot episode's camera, or None when not copyable.
+    A source on an object store is copied from too (export.video.open_input reads it in place)."""
     loc = ref.locator
     if ref.format != "lerobot" or cam not in (loc.get("videos") or {}):
         return None
-    fs, base = resolve(ref.source_uri)
-    if type(fs).__name__ != "LocalFileSystem":
-        return None
+    _, base = resolve(ref.source_uri)
     v = loc["videos"][cam]
-    return join(base, v["path"]), float(v.get("from_ts") or 0.0)
+    return uri_with(ref.source_uri, join(base, v["path"])), float(v.get("from_ts") or 0.0)
 
 
 def _copyable_cameras(items: list[_Item], cameras: list[str], fps: int, backend: str) -> set[str]:
@@ -623,7 +622,8 @@ def _measure_psnr(checks: list[tuple[Path, float, np.ndarray, np.ndarray]], fps:
     return out
 
 
-def _swap_into_place(tmp: Path, dest: Path) -> None:
+def swap_into_place(tmp: Path, dest: Path) -> None:
+    """Rename a finished dataset folder `tmp` onto `dest`, replacing an old one only after the new one is in place."""
     old = None
     if dest.exists():
         old = dest.parent / f".old-{uuid.uuid4().hex[:8]}-{dest.name}"

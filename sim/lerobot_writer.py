@@ -37,19 +37,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-V30_DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
-V30_VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
-V30_EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+# lerobot's v3.0 paths and default features, as Carve's exporter writes them
+from carve.export.layout import DEFAULT_DATA_PATH as V30_DATA_PATH
+from carve.export.layout import DEFAULT_EPISODES_PATH as V30_EPISODES_PATH
+from carve.export.layout import DEFAULT_FEATURES
+from carve.export.layout import DEFAULT_VIDEO_PATH as V30_VIDEO_PATH
+from carve.export.lerobot import swap_into_place
+
 V21_DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
 V21_VIDEO_PATH = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
 
-DEFAULT_FEATURES: dict[str, dict[str, Any]] = {
-    "timestamp": {"dtype": "float32", "shape": [1], "names": None},
-    "frame_index": {"dtype": "int64", "shape": [1], "names": None},
-    "episode_index": {"dtype": "int64", "shape": [1], "names": None},
-    "index": {"dtype": "int64", "shape": [1], "names": None},
-    "task_index": {"dtype": "int64", "shape": [1], "names": None},
-}
 _STAT_KEYS = ("min", "max", "mean", "std", "count")
 _CODECS = {"h264": ("libx264",), "av1": ("libsvtav1", "libaom-av1"), "hevc": ("libx265",)}
 
@@ -528,13 +525,7 @@ def write_lerobot_dataset(
         for ep in episodes:
             writer.add(ep)
         writer.finish()
-        old = None
-        if root.exists():
-            old = root.parent / f".old-{uuid.uuid4().hex[:8]}-{root.name}"
-            os.rename(root, old)
-        os.rename(tmp, root)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        swap_into_place(tmp, root)
     except BaseException:
         writer.abort()
         shutil.rmtree(tmp, ignore_errors=True)
