@@ -15,11 +15,13 @@ PYTEST_ARGS ?=
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml tests/fixtures/lerobot/requirements-lerobot044.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e ".[dev]"
+	# the real lerobot 0.4.4 dataset code, the conformance reference for LeRobot formats (tests/fixtures/lerobot)
+	$(PY) -m pip install -q --no-deps -r tests/fixtures/lerobot/requirements-lerobot044.txt
 	touch $@
 
 demo: install

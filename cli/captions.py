@@ -1,11 +1,16 @@
-"""`carve eval-captions`: caption verb accuracy of a catalog against simulated ground truth.
+"""`carve eval-captions`: caption verb and object accuracy of a catalog against simulated ground truth.
 
-    carve eval-captions --root ROOT --truth DATASET/ground_truth_events.json [--json] [--min-accuracy 0.9]
+    carve eval-captions --root ROOT --truth DATASET/ground_truth_events.json [--json]
+                        [--min-accuracy 0.9] [--min-object-accuracy 0.9]
 
 Reads the committed events of ROOT (`storage.events.read_events`), maps each to the
-ground-truth phase it overlaps most and compares the caption's leading verb with the phase
-name (`captioners.eval`). Prints accuracy overall and per phase and the common confusions,
-or the full report as JSON with `--json`. Exit code 1 when `--min-accuracy` is not met.
+ground-truth phase it is scored against (the phase it overlaps most; with two arms, the acting
+arm's: `captioners.eval.truth_phase`) and compares the caption's leading verb with the phase
+name and the object it names with the phase's `object` (colour words + head noun:
+`captioners.eval.object_matches`). Prints verb accuracy overall, per phase and per arm, object
+accuracy (over events whose phase has an object), arm accuracy for multi-arm episodes and the
+common confusions, or the full report as JSON with `--json`. Exit code 1 when `--min-accuracy`
+(verb) or `--min-object-accuracy` is not met.
 """
 
 from __future__ import annotations
@@ -23,19 +28,21 @@ def eval_captions(args: argparse.Namespace) -> int:
     from carve.cli.main import load_config
     from carve.ingest.eval_segments import load_truth
     from carve.storage.events import read_events
-    from carve.storage.root import open_root
+    from carve.storage.root import root_of
 
     cfg = load_config(args)
     try:
         truth = load_truth(args.truth)
     except (FileNotFoundError, ValueError) as e:
         raise CarveError(str(e)) from e
-    table = read_events(open_root(cfg.root), columns=EVENT_COLUMNS)
+    table = read_events(root_of(cfg), columns=EVENT_COLUMNS)
     if table.num_rows == 0:
         raise CarveError(f"no events in the catalog at {cfg.root}; run `carve run` first")
     report = evaluate(table.select(EVENT_COLUMNS).to_pylist(), truth)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     if args.min_accuracy is not None and report["accuracy"] < args.min_accuracy:
+        return 1
+    if args.min_object_accuracy is not None and report["object_accuracy"] < args.min_object_accuracy:
         return 1
     return 0
 
@@ -44,11 +51,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from carve.cli.main import add_common
 
     p = subparsers.add_parser(
-        "eval-captions", help="caption verb accuracy against simulated ground truth",
-        description="Compare each event's caption verb with the ground-truth phase it overlaps most.",
+        "eval-captions", help="caption verb and object accuracy against simulated ground truth",
+        description="Compare each event's caption verb and object with the ground-truth phase it overlaps most "
+                    "(with two arms: the acting arm's phase).",
     )
     add_common(p)
     p.add_argument("--truth", required=True, help="ground_truth_events.json written by `carve synth`")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
-    p.add_argument("--min-accuracy", type=float, default=None, help="exit 1 when accuracy is below this")
+    p.add_argument("--min-accuracy", type=float, default=None, help="exit 1 when verb accuracy is below this")
+    p.add_argument("--min-object-accuracy", type=float, default=None,
+                   help="exit 1 when object accuracy is below this")
     p.set_defaults(func=eval_captions)

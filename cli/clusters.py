@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from carve.clustering.balance import POLICIES
-from carve.storage.root import open_root
+from carve.storage.root import root_of
 
 
 def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
@@ -38,7 +38,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     from carve.clustering.versions import latest_version
 
     cfg = load_config(args)
-    root = open_root(cfg.root)
+    root = root_of(cfg)
     if latest_version(root, "clusters") is None:
         v, action = cluster_catalog(root, cfg), "clustered"
     else:
@@ -55,7 +55,7 @@ def cmd_recluster(args: argparse.Namespace) -> int:
     from carve.clustering.versions import load_clustering
 
     cfg = load_config(args)
-    root = open_root(cfg.root)
+    root = root_of(cfg)
     v = recluster(root, cfg)
     meta = load_clustering(root, v).meta
     _emit(args, {"clusters_version": v, "meta": meta},
@@ -74,7 +74,7 @@ def cmd_shard(args: argparse.Namespace) -> int:
     from carve.storage.manifest import read_manifest
 
     cfg = load_config(args)
-    v = cut_shards(open_root(cfg.root), cfg, policy=args.policy, total=args.total)
+    v = cut_shards(root_of(cfg), cfg, policy=args.policy, total=args.total)
     m = read_manifest(cfg.root, v)
     m.pop("_dir", None)
     b, a = m["stats"]["before"], m["stats"]["after"]
@@ -92,7 +92,7 @@ def cmd_versions(args: argparse.Namespace) -> int:
     from carve.clustering.curate import versions_summary
 
     cfg = load_config(args)
-    s = versions_summary(open_root(cfg.root), cfg)
+    s = versions_summary(root_of(cfg), cfg)
     lines = ["clusters:"]
     for r in s["clusters"]:
         m = r["meta"]

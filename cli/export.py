@@ -26,10 +26,10 @@ def _version(text: str) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from carve.cli.main import load_config
     from carve.export.lerobot import export_lerobot
-    from carve.storage.root import open_root
+    from carve.storage.root import root_of
 
     cfg = load_config(args)
-    with open_root(cfg.root) as root:
+    with root_of(cfg) as root:
         s = export_lerobot(
             root, args.out, version=args.shards, unit=args.unit, task_from=args.task_from, codec=args.codec,
             video="reencode" if args.reencode else "auto", crf=args.crf, dataset=args.dataset,

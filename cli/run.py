@@ -24,6 +24,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.overrides.append(f"source.format={args.format}")
     if args.ray_address:
         args.overrides.append(f"ray.address={args.ray_address}")
+    if args.allow_shared_local_root:
+        args.overrides.append("ray.allow_shared_local_root=true")
     cfg = load_config(args)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
@@ -62,10 +64,10 @@ def format_stages(stages: dict[str, dict[str, Any]]) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from carve.cli.main import load_config
-    from carve.storage.root import open_root
+    from carve.storage.root import root_of
 
     cfg = load_config(args)
-    with open_root(cfg.root) as root:
+    with root_of(cfg) as root:
         cat = root.catalog
         for d in cat.datasets():
             print(f"{d['name']}: {d['ok']} episodes ok, {d['failed']} quarantined, {d['events']} events ({d['source_uri']})")
@@ -85,7 +87,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(p)
     p.add_argument("--source", help="dataset root (LeRobot v2.1/v3.0, MP4+arrays folder, HDF5)")
     p.add_argument("--format", choices=["auto", "lerobot", "folder", "hdf5"], default=None)
-    p.add_argument("--ray-address", default=None, help="connect to a Ray cluster instead of the embedded one")
+    p.add_argument("--ray-address", default=None,
+                   help="join a Ray cluster at its head's GCS address (head:6379) instead of starting an "
+                        "embedded Ray; see docs/CLUSTER.md")
+    p.add_argument("--allow-shared-local-root", action="store_true",
+                   help="on a multi-node cluster, accept a local root/source: every node mounts it at the same path")
     p.add_argument("--job-id", default=None, help="(service) report progress into this catalog job")
     p.add_argument("--no-shard", action="store_true", help="stop after the event catalog is written")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class _Section(BaseModel):
@@ -24,15 +24,47 @@ class _Section(BaseModel):
 
 
 class RayConfig(_Section):
-    """Where stages run. `address=None` starts an embedded local Ray."""
+    """Where stages run. `address=None` starts an embedded local Ray; an address joins a cluster
+    (docs/CLUSTER.md: shipping Carve to the workers, token authentication, GPUs)."""
 
     address: str | None = None
     num_cpus: int | None = Field(default=None, ge=1)
+    num_gpus: int | None = Field(default=None, ge=0)  # embedded Ray only; None = what Ray detects
     object_store_memory_mb: int | None = Field(default=512, ge=64)
     decode_concurrency: int = Field(default=1, ge=1)
     caption_concurrency: int = Field(default=1, ge=1)
     embed_concurrency: int = Field(default=1, ge=1)
+    # GPUs each embed worker reserves when embed.device is cuda; 0.5 lets two workers share one GPU
+    embed_num_gpus: float = Field(default=1.0, gt=0)
     progress: bool = True
+    # cluster mode (address set)
+    auth: Literal["auto", "token", "disabled"] = "auto"  # auto: token when a token is at hand
+    ship_code: bool = True  # send the driver's carve package to the workers (runtime_env py_modules)
+    # driver environment variables the workers get (those that are set): object-store settings
+    forward_env: list[str] = Field(default_factory=lambda: [
+        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
+        "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
+    ])
+    runtime_env: dict[str, Any] = Field(default_factory=dict)  # extra runtime_env entries (pip, env_vars, ...)
+    # a local root or source on a multi-node cluster: allowed only when every node mounts it at the same path
+    allow_shared_local_root: bool = False
+
+    @field_validator("address")
+    @classmethod
+    def _not_ray_client(cls, v: str | None) -> str | None:
+        if v and v.startswith("ray://"):
+            raise ValueError(
+                "a Ray Client address (ray://) cannot run Carve's pipeline (Ray Data does not execute through "
+                "Ray Client); run carve on a machine in the cluster's network (the head node will do) with the "
+                "head's GCS address, e.g. --ray-address head:6379")
+        return v
+
+    @field_validator("embed_num_gpus")
+    @classmethod
+    def _whole_above_one(cls, v: float) -> float:
+        if v > 1 and v != int(v):
+            raise ValueError("a share of one GPU (0 < x <= 1) or a whole number of GPUs")
+        return v
 
 
 class SourceConfig(_Section):
@@ -89,7 +121,7 @@ class CaptionConfig(_Section):
     max_retries: int = Field(default=3, ge=0)  # the openai client's own retries (Retry-After, jittered backoff)
     max_tokens: int = Field(default=64, ge=1)
     temperature: float = 0.0
-    prompt_version: str = "v1"
+    prompt_version: str = "v2"  # captioners/prompts/<version>.yaml; v2: open vocabulary, JSON schema reply
 
 
 class EmbedConfig(_Section):
@@ -114,6 +146,11 @@ class ClusterConfig(_Section):
     seed: int = 0
     dedup_threshold: float = Field(default=0.97, gt=0.0, le=1.0)
     recluster_drift_ratio: float = Field(default=1.5, gt=0.0)  # new/training mean centroid distance -> recluster
+    # k-means trains on a seeded sample of this many events per leaf centroid (all events if fewer);
+    # every event is then assigned in batches streamed from the event part files
+    train_sample_per_centroid: int = Field(default=256, ge=1)
+    batch_rows: int = Field(default=16384, ge=1)  # embeddings assigned per batch while streaming
+    spill_dir: str | None = None  # local folder for the per-cluster embedding spill of dedup; None = temp dir
 
 
 class ShardConfig(_Section):
@@ -147,6 +184,17 @@ class ServiceConfig(_Section):
     overridable: list[str] = Field(default_factory=lambda: ["source", "segment", "caption", "embed", "cluster", "shard"])
 
 
+class CatalogConfig(_Section):
+    """Where the catalog database lives (storage/catalog.py), as a SQLAlchemy URL.
+
+    None: `CARVE_CATALOG_URL` from the environment, else `<root>/catalog.sqlite` of a local root.
+    An `s3://` root needs one: `postgresql+psycopg://user:password@host:5432/carve` (clusters,
+    several servers) or a SQLite file on a local disk, `sqlite:////var/lib/carve/catalog.sqlite`.
+    Prefer the environment variable for a URL with a password: a config file is easy to leak."""
+
+    url: str | None = None
+
+
 class CarveConfig(_Section):
     """Everything one `carve` invocation needs."""
 
@@ -160,6 +208,7 @@ class CarveConfig(_Section):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     shard: ShardConfig = Field(default_factory=ShardConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
+    catalog: CatalogConfig = Field(default_factory=CatalogConfig)
 
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: list[str] | None = None) -> CarveConfig:

@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, Any
 from carve.core.config import CarveConfig
 from carve.core.errors import CarveError
 from carve.core.log import get_logger, log_event
+from carve.pipeline.ray_env import gpus_needed
 from carve.pipeline.step import RunStats
 from carve.storage.catalog import Catalog
-from carve.storage.root import Root, open_root
+from carve.storage.root import Root, root_of
 
 if TYPE_CHECKING:
     from carve.pipeline.executor import Executor, StepSpec
@@ -114,15 +115,19 @@ class JobReporter:
 def build_steps(cfg: CarveConfig, root: Root, batch_id: str) -> list[StepSpec]:
     """The ingest DAG's steps for this config (optional dependencies checked here, on the driver)."""
     from carve.pipeline.executor import StepSpec
+    from carve.pipeline.ray_env import gpu_request
     from carve.pipeline.steps import Caption, DecodeSegment, Embed, WriteEvents
 
     Caption.check(cfg.caption)
     Embed.check(cfg.embed)
+    gpus = gpu_request(cfg)
     return [
         StepSpec(DecodeSegment, {"seg_cfg": cfg.segment, "src_cfg": cfg.source},
                  concurrency=cfg.ray.decode_concurrency, batch_size=1),
-        StepSpec(Caption, {"cfg": cfg.caption}, concurrency=cfg.ray.caption_concurrency),
-        StepSpec(Embed, {"cfg": cfg.embed}, concurrency=cfg.ray.embed_concurrency),
+        StepSpec(Caption, {"cfg": cfg.caption}, concurrency=cfg.ray.caption_concurrency,
+                 num_gpus=gpus.get(Caption.name, 0.0)),
+        StepSpec(Embed, {"cfg": cfg.embed}, concurrency=cfg.ray.embed_concurrency,
+                 num_gpus=gpus.get(Embed.name, 0.0)),
         StepSpec(WriteEvents, {"root": root, "batch_id": batch_id, "row_group_size": cfg.shard.row_group_size}),
     ]
 
@@ -158,9 +163,8 @@ def ingest(cfg: CarveConfig, root: Root, reporter: JobReporter, summary: RunSumm
     stats = RunStats([s.name for s in steps])
     if executor is None:
         from carve.pipeline.executor import RayExecutor
-        from carve.pipeline.ray_env import ensure_ray
 
-        ensure_ray(cfg.ray)
+        start_ray(cfg, root)
         executor = RayExecutor(cfg.ray)
     for block in executor.run([r.to_row() for r in todo], steps):
         records = block.to_pylist()
@@ -180,6 +184,26 @@ def ingest(cfg: CarveConfig, root: Root, reporter: JobReporter, summary: RunSumm
                 log_event(log, "episode_quarantined", episode=r["episode_id"], error=r["error"])
         summary.stages = stats.as_dict()
         reporter.stage("ingest", stages=summary.stages)
+
+
+def start_ray(cfg: CarveConfig, root: Root) -> None:
+    """Start or join Ray, then refuse a run it cannot do (a node-local root on several nodes, no
+    GPU for a GPU step) with an error that says what to use instead (pipeline/ray_env.py)."""
+    from carve.pipeline.ray_env import check_cluster, ensure_ray
+
+    ensure_ray(cfg.ray)
+    check_cluster(cfg, root)
+
+
+def for_cluster(cfg: CarveConfig) -> CarveConfig:
+    """`cfg` with local root and source paths made absolute: workers resolve paths from their own
+    working directory, not the driver's."""
+    import os
+
+    def absolute(uri: str) -> str:
+        return os.path.abspath(uri) if uri and "://" not in uri else uri
+
+    return cfg.with_overrides({"root": absolute(cfg.root), "source": {"uri": absolute(cfg.source.uri)}})
 
 
 def curate(cfg: CarveConfig, root: Root, reporter: JobReporter, summary: RunSummary) -> None:
@@ -207,11 +231,15 @@ def run_pipeline(cfg: CarveConfig, job_id: str | None = None, shard: bool = True
     """Run ingest -> caption -> embed -> catalog -> cluster -> shard; return what happened."""
     if not cfg.source.uri:
         raise CarveError("no source given: pass --source DIR or set source.uri")
+    if cfg.ray.address and executor is None:
+        cfg = for_cluster(cfg)
     t0 = time.time()
     summary = RunSummary()
-    with open_root(cfg.root) as root:
+    with root_of(cfg) as root:
         reporter = JobReporter(root.catalog, job_id)
         try:
+            if executor is None and (cfg.ray.address or gpus_needed(cfg)):
+                start_ray(cfg, root)  # a cluster or a GPU: refuse what cannot run before any work
             ingest(cfg, root, reporter, summary, executor)
             if shard:
                 curate(cfg, root, reporter, summary)

@@ -34,7 +34,7 @@ from carve.service.jobs import TERMINAL_STATES, JobRunner
 from carve.service.limits import BodyLimitMiddleware, RateLimitMiddleware
 from carve.service.routes import datasets, export, health, jobs, report, versions
 from carve.service.views import NotFound, Views
-from carve.storage.root import open_root
+from carve.storage.root import root_of
 
 
 async def _not_found(request: Request, exc: Exception) -> JSONResponse:
@@ -44,7 +44,7 @@ async def _not_found(request: Request, exc: Exception) -> JSONResponse:
 def create_app(cfg: CarveConfig, *, start_runner: bool = True, ray_address: str | None = None) -> FastAPI:
     """Build the app for `cfg` (raises auth.TokenError without a usable token)."""
     token = resolve_token(cfg.service.token)
-    root = open_root(cfg.root)  # opened once; views, catalogs and the runner share the handle
+    root = root_of(cfg)  # opened once; views, catalogs and the runner share the handle
     root.catalog  # noqa: B018 - creates the schema before serving
     runner = JobRunner(cfg, root=root, ray_address=ray_address or cfg.ray.address)
 

@@ -4,10 +4,11 @@
 runner (`.runner`) and the per-thread catalogs (`.catalogs`) on the app; routes declare them
 as parameters (`cfg: CfgDep`, `views: ViewsDep`, ...) instead of closing over them.
 
-A SQLite connection must not be shared by two requests running at once (a transaction of one
-would swallow the statements of the other), and FastAPI may run a dependency and its route on
-different worker threads, so the catalog dependency is a `Catalogs` handle whose `get()` the
-route calls: it returns the connection of the thread the route runs on.
+The catalog dependency is a `Catalogs` handle whose `get()` the route calls: it returns the
+root's one `Catalog` (SQLite or PostgreSQL), opened on first use. A `Catalog` takes a pooled
+connection per call, so requests running at once on different worker threads never share a
+transaction, and a PostgreSQL catalog costs one small connection pool per server, not one per
+thread.
 """
 
 from __future__ import annotations
@@ -28,17 +29,15 @@ ID_PATTERN = r"^[A-Za-z0-9_\-]{1,128}$"  # a job or event id in a path
 
 
 class Catalogs:
-    """One catalog connection per worker thread, opened on first use."""
+    """The server's catalog (the root's, shared by every worker thread), opened on first use."""
 
     def __init__(self, root: Root):
         self.root = root
-        self._local = threading.local()
+        self._lock = threading.Lock()
 
     def get(self) -> Catalog:
-        cat = getattr(self._local, "cat", None)
-        if cat is None:
-            cat = self._local.cat = Catalog.for_root(self.root)
-        return cat
+        with self._lock:  # the root opens its catalog once, whichever thread asks first
+            return self.root.catalog
 
 
 def get_cfg(request: Request) -> CarveConfig:

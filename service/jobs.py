@@ -21,16 +21,21 @@ every `service.poll_interval_s`:
 
 The subprocess is `python -m carve.cli.main run --root R --source S --format F --job-id ID
 --config <root>/jobs/<id>/config.yaml` (plus `--ray-address` when the server has one); its
-output goes to `<root>/jobs/<id>/log.txt`.
+output goes to `<root>/jobs/<id>/log.txt`. The catalog URL reaches it as `CARVE_CATALOG_URL` in
+its environment, never in the config file (a PostgreSQL URL may hold a password). For an
+object-store root the job folders are local to the server (`job_dir`); cancelling then goes
+through the catalog's `cancelling` state alone.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -42,8 +47,9 @@ import yaml
 
 from carve.core.config import CarveConfig
 from carve.core.log import get_logger, log_event
-from carve.storage.catalog import Catalog
-from carve.storage.root import Root, open_root
+from carve.storage.catalog import CATALOG_ENV, Catalog
+from carve.storage.fs import is_uri, split_query
+from carve.storage.root import Root, root_of
 
 log = get_logger("service.jobs")
 
@@ -57,13 +63,20 @@ def new_owner_id() -> str:
 
 
 def job_dir(root: str, job_id: str) -> Path:
+    """`<root>/jobs/<id>` of a local root; for an object-store root a local folder of this host
+    (`<tmp>/carve-jobs/<hash of the root>/<id>`): logs and configs are the server's files."""
+    if is_uri(str(root)):
+        key = hashlib.sha1(split_query(str(root))[0].encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / "carve-jobs" / key / job_id
     return Path(root) / "jobs" / job_id
 
 
 def job_config(base: CarveConfig, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The config a job subprocess runs with: base + overrides, without the service section."""
+    """The config a job subprocess runs with: base + overrides, without the service section
+    (its token) and the catalog section (its URL may hold a password; it goes by environment)."""
     cfg = base.with_overrides(overrides).model_dump()
     cfg.pop("service", None)  # never write the token to disk
+    cfg.pop("catalog", None)
     return cfg
 
 
@@ -93,7 +106,7 @@ class JobRunner:
         self._lock = threading.Lock()
         self._cat: Catalog | None = None
         if self.root is None:
-            self.root = open_root(self.cfg.root)
+            self.root = root_of(self.cfg)
 
     # -- lifecycle ---------------------------------------------------------------------
     @property
@@ -265,6 +278,9 @@ class JobRunner:
         logf = open(d / "log.txt", "ab")  # noqa: SIM115 - closed when the process is reaped
         env = {**os.environ, "CARVE_JOB_ID": job["id"]}
         env.pop("CARVE_TOKEN", None)
+        catalog_url = self.root.catalog_url  # the server's catalog, however it was given
+        if catalog_url:
+            env[CATALOG_ENV] = catalog_url
         popen = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  env=env, start_new_session=True)
         self._procs[job["id"]] = _Proc(popen=popen, started=time.time(), log_file=logf)

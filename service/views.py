@@ -1,10 +1,28 @@
-"""Read-only views the HTTP service serves: datasets, versions, clusters, events, report pages.
+"""Read-only views the HTTP service serves: datasets, versions, clusters, coverage, events, report pages.
 
-Everything is computed from the files under the root (the `report.audit` read side, over one
-`Root` opened here) and the catalog, and cached per (dataset, data fingerprint): the
-fingerprint is a stat of the events/clusters/shards trees plus the catalog's per-dataset
-episode counts, re-checked at most twice a second, so a new part file, clusters version or manifest invalidates the cache
-while job heartbeats do not.
+The views that must stay fast on a large root never load the events or their embeddings:
+
+* **clusters / coverage** (`/datasets/{d}/clusters`, `/datasets/{d}/coverage`) read the summary
+  written with the latest clusters version (`clusters/vNNN/summary.parquet` + `summary.json`,
+  see `clustering.summary`; for a version without one it is computed once from the assignments
+  and the events' small columns) plus the latest shard manifest, cached per state: (clusters
+  version, its assignment parts, the summary file's size and mtime, the manifest version),
+  re-checked at most every `fingerprint_ttl_s` (by a background thread while the last value
+  is younger than `stale_ok_s`, so no request waits for the listings or catalog queries).
+* **one event** (`/events/{id}`, its keyframes) is a point lookup: the event's episode from the
+  latest clustering's assignments (`AssignmentIndex`: parts sorted by event_id, so their
+  row-group statistics find the one row group to read), the episode's batch from the catalog
+  (`episodes`: a map episode -> batch, reloaded when the catalog's dataset counts or batches
+  change), then the event's row from that batch only (`report.audit.BatchIndex`: the batch's
+  part footers, read once and kept, select the row group holding the episode). Cost per
+  lookup: two row-group reads; per new batch: one footer read per part file. An event the
+  clustering has not assigned yet (its episode was committed after the last clustering or
+  assignment, normally only until the run's curate step ends) is searched in the batches of
+  such episodes only; an unknown id costs nothing more once everything is assigned.
+
+The coverage report page (`/report/{d}`) still renders the full audit (`report.audit.load_audit`,
+which reads the events with their embeddings for the embedding map), cached per (dataset, data
+fingerprint): a stat of the events/clusters/shards trees plus the catalog's episode counts.
 """
 
 from __future__ import annotations
@@ -13,14 +31,18 @@ import base64
 import threading
 import time
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
-import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
+from carve.clustering import summary as cs
+from carve.clustering.versions import AssignmentIndex, assignment_files, latest_version
 from carve.report import audit as au
 from carve.report.render import render_report
 from carve.storage.catalog import Catalog
-from carve.storage.events import read_events
+from carve.storage.manifest import manifest_versions
 from carve.storage.root import Root, open_root
 
 _EVENT_META = [
@@ -34,34 +56,71 @@ class NotFound(LookupError):
     """A dataset, event or keyframe that does not exist; the message says which."""
 
 
+class ClustersState(NamedTuple):
+    """What the cluster views depend on; a new value invalidates their caches."""
+
+    version: int | None
+    parts: tuple[str, ...]
+    summary: tuple[int, int] | None  # (size, mtime_ns) of summary.json
+    manifest_version: int | None
+
+
 class Views:
     """Cached read views over one root (thread-safe; one instance per server)."""
 
-    def __init__(self, root: str | Root, max_entries: int = 16, fingerprint_ttl_s: float = 0.5):
+    def __init__(self, root: str | Root, max_entries: int = 64, fingerprint_ttl_s: float = 0.5,
+                 max_batches: int = 256, stale_ok_s: float = 5.0):
         self.root = open_root(root)
         self.fingerprint_ttl_s = fingerprint_ttl_s
-        self._fp: tuple[float, tuple[Any, ...]] | None = None
+        self.stale_ok_s = max(stale_ok_s, fingerprint_ttl_s) if fingerprint_ttl_s > 0 else 0.0
+        self._refreshing: set[str] = set()
         self.max_entries = max_entries
+        self.max_batches = max_batches
         self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._lock = threading.Lock()
         self._build_locks: dict[tuple[Any, ...], threading.Lock] = {}
+        self._ttl: dict[str, tuple[float, Any]] = {}
+        self._batches: OrderedDict[str, au.BatchIndex] = OrderedDict()
 
-    def _fingerprint(self, cat: Catalog) -> tuple[Any, ...]:
-        """(episode counts, file stats), recomputed at most every `fingerprint_ttl_s`."""
+    # -- caches ------------------------------------------------------------------------------
+    def _recent(self, name: str, compute: Callable[[], Any], fresh: bool = False) -> Any:
+        """`compute()`, recomputed at most every `fingerprint_ttl_s` (or now, with `fresh`).
+
+        A value older than that but younger than `stale_ok_s` is returned as it is while one
+        background thread recomputes it, so under steady load no request waits for the catalog
+        queries or directory listings behind it; an older one is recomputed first."""
         now = time.monotonic()
         with self._lock:
-            if self._fp is not None and now - self._fp[0] < self.fingerprint_ttl_s:
-                return self._fp[1]
-        stats = tuple((d["name"], d["ok"], d["failed"], d["events"]) for d in cat.datasets())
-        fp = (stats, au.data_fingerprint(self.root))
+            hit = self._ttl.get(name)
+            if hit is not None and not fresh:
+                age = now - hit[0]
+                if age < self.fingerprint_ttl_s:
+                    return hit[1]
+                if age < self.stale_ok_s:
+                    if name not in self._refreshing:
+                        self._refreshing.add(name)
+                        threading.Thread(target=self._refresh, args=(name, compute), daemon=True,
+                                         name=f"views-refresh-{name}").start()
+                    return hit[1]
+        value = compute()
         with self._lock:
-            self._fp = (now, fp)
-        return fp
+            self._ttl[name] = (now, value)
+        return value
 
-    def _key(self, cat: Catalog, what: str, dataset: str | None) -> tuple[Any, ...]:
-        return (what, dataset, self._fingerprint(cat))
+    def _refresh(self, name: str, compute: Callable[[], Any]) -> None:
+        try:
+            t0 = time.monotonic()
+            value = compute()
+            with self._lock:
+                self._ttl[name] = (t0, value)
+        except Exception:  # the next request recomputes it in the foreground and sees the error
+            with self._lock:
+                self._ttl.pop(name, None)
+        finally:
+            with self._lock:
+                self._refreshing.discard(name)
 
-    def _cached(self, key: tuple[Any, ...], build: Any) -> Any:
+    def _cached(self, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
@@ -78,66 +137,182 @@ class Views:
                     self._cache.popitem(last=False)
             return value
 
-    def audit(self, cat: Catalog, dataset: str | None) -> au.Audit:
-        return self._cached(self._key(cat, "audit", dataset), lambda: au.load_audit(self.root, dataset))
+    # -- catalog state -------------------------------------------------------------------------
+    def _datasets(self, cat: Catalog, fresh: bool = False) -> dict[str, dict[str, Any]]:
+        return self._recent("datasets", lambda: {d["name"]: d for d in cat.datasets()}, fresh)
 
-    # -- datasets ------------------------------------------------------------------------
-    @staticmethod
-    def require_dataset(cat: Catalog, name: str) -> dict[str, Any]:
-        d = cat.dataset(name)
+    def _catalog_stats(self, cat: Catalog) -> tuple[Any, ...]:
+        return tuple((d["name"], d["ok"], d["failed"], d["events"]) for d in self._datasets(cat).values())
+
+    def _episodes(self, cat: Catalog) -> dict[str, tuple[str, str | None]]:
+        """episode_id -> (dataset, batch) of every committed episode, reloaded when the catalog's
+        dataset counts or its batches change (checked at most every `fingerprint_ttl_s`)."""
+        key = self._recent("episodes_key", lambda: (self._catalog_stats(cat), tuple(cat.ok_batches())))
+        return self._cached(("episodes", None, key), lambda: {
+            r.episode_id: (r.dataset, r.batch) for r in cat.episodes(status="ok")})
+
+    def require_dataset(self, cat: Catalog, name: str) -> dict[str, Any]:
+        d = self._datasets(cat).get(name) or self._datasets(cat, fresh=True).get(name)
         if d is None:
-            known = [x["name"] for x in cat.datasets()]
+            known = list(self._datasets(cat))
             raise NotFound(f"unknown dataset {name!r}; known: {known}")
         return d
 
+    # -- clustering state ----------------------------------------------------------------------
+    def _clusters_state(self) -> ClustersState:
+        def compute() -> ClustersState:
+            root = self.root
+            v = latest_version(root, "clusters")
+            mv = manifest_versions(root)
+            if v is None:
+                return ClustersState(None, (), None, mv[-1] if mv else None)
+            parts = tuple(f.rpartition("/")[2] for f in assignment_files(root, v))
+            info = root.fs.get_file_info(root.path("clusters", f"v{v:03d}", cs.SUMMARY_JSON))
+            summ = (info.size, info.mtime_ns) if info.type == pafs.FileType.File else None
+            return ClustersState(v, parts, summ, mv[-1] if mv else None)
+
+        return self._recent("clusters_state", compute)
+
+    def _summary(self, cat: Catalog, st: ClustersState) -> cs.ClusterSummary:
+        assert st.version is not None
+        # a summary computed from the assignments (no summary.json) also depends on the events
+        extra = self._catalog_stats(cat) if st.summary is None else None
+        return self._cached(("summary", None, st, extra), lambda: au.cluster_summary(self.root, st.version))
+
+    def _manifest(self, version: int | None) -> dict[str, Any] | None:
+        if version is None:
+            return None
+        return self._cached(("manifest", None, version), lambda: au.read_manifest(self.root, version))
+
+    def _clusters_meta(self, version: int) -> dict[str, Any]:
+        return self._cached(("clusters_meta", None, version), lambda: au.read_clusters_meta(self.root, version))
+
+    def _index(self, st: ClustersState) -> AssignmentIndex:
+        assert st.version is not None
+        return self._cached(("index", None, st.version, st.parts), lambda: AssignmentIndex(self.root, st.version))
+
+    def _assigned_episodes(self, st: ClustersState) -> frozenset[str]:
+        def build() -> frozenset[str]:
+            out: set[str] = set()
+            for f in assignment_files(self.root, st.version):
+                out.update(pq.read_table(f, filesystem=self.root.fs, columns=["episode_id"])
+                           .column("episode_id").unique().to_pylist())
+            return frozenset(out)
+
+        return self._cached(("assigned_episodes", None, st.version, st.parts), build)
+
+    def _batch(self, batch: str) -> au.BatchIndex:
+        with self._lock:
+            b = self._batches.get(batch)
+            if b is not None:
+                self._batches.move_to_end(batch)
+                return b
+        b = au.BatchIndex(self.root, batch)  # batches are written once: kept until evicted
+        with self._lock:
+            self._batches[batch] = b
+            while len(self._batches) > self.max_batches:
+                self._batches.popitem(last=False)
+        return b
+
+    # -- the report page (full audit) ----------------------------------------------------------
+    def _fingerprint(self, cat: Catalog) -> tuple[Any, ...]:
+        """(episode counts, file stats) for the report page, recomputed at most every `fingerprint_ttl_s`."""
+        return self._recent("fingerprint", lambda: (self._catalog_stats(cat), au.data_fingerprint(self.root)))
+
+    def audit(self, cat: Catalog, dataset: str | None) -> au.Audit:
+        return self._cached(("audit", dataset, self._fingerprint(cat)), lambda: au.load_audit(self.root, dataset))
+
+    def report(self, cat: Catalog, name: str) -> str:
+        self.require_dataset(cat, name)
+        return self._cached(("report", name, self._fingerprint(cat)),
+                            lambda: render_report(au.load_audit(self.root, name), inline=True)[0])
+
+    # -- datasets ------------------------------------------------------------------------------
     def versions(self, cat: Catalog, name: str) -> dict[str, Any]:
         self.require_dataset(cat, name)
         return {"dataset": name, **au.version_summaries(self.root, name)}
 
     def clusters(self, cat: Catalog, name: str) -> dict[str, Any]:
-        self.require_dataset(cat, name)
+        """Per-cluster rows of one dataset from the latest clustering's summary (no events read)."""
+        d = self.require_dataset(cat, name)
+        st = self._clusters_state()
 
         def build() -> dict[str, Any]:
-            a = au.load_audit(self.root, name)
-            rows = au.cluster_rows(a)
+            manifest = self._manifest(st.manifest_version)
+            rows: list[dict[str, Any]] = []
+            k = None
+            if st.version is not None:
+                k = self._clusters_meta(st.version).get("k")
+                rows = au.summary_cluster_rows(self._summary(cat, st), int(k or 0), manifest, dataset=name)
+                k = k if k is not None else len(rows)
             return {
                 "dataset": name,
-                "clusters_version": a.clusters_version,
-                "shards_version": a.manifest_version,
-                "k": a.clusters_meta.get("k", len(rows)) if a.clusters_version is not None else None,
-                "events": a.events.num_rows,
-                "stats": (a.manifest or {}).get("stats"),
-                "note": None if a.clusters_version is not None else "not clustered yet",
+                "clusters_version": st.version,
+                "shards_version": st.manifest_version,
+                "k": k,
+                "events": d["events"],
+                "stats": (manifest or {}).get("stats"),
+                "note": None if st.version is not None else "not clustered yet",
                 "clusters": rows,
             }
 
-        return self._cached(self._key(cat, "clusters", name), build)
+        return self._cached(("clusters", name, st, d["events"]), build)
 
-    def report(self, cat: Catalog, name: str) -> str:
-        self.require_dataset(cat, name)
-        return self._cached(self._key(cat, "report", name),
-                            lambda: render_report(au.load_audit(self.root, name), inline=True)[0])
+    def coverage(self, cat: Catalog, name: str) -> dict[str, Any]:
+        """Events, episodes, clusters and near-duplicates per task and per robot of one dataset,
+        from the latest clustering's summary."""
+        d = self.require_dataset(cat, name)
+        st = self._clusters_state()
 
-    # -- events --------------------------------------------------------------------------
-    def _event_row(self, cat: Catalog, event_id: str) -> dict[str, Any]:
-        a = self.audit(cat, None)
-        ids = a.events.column("event_id")
-        hit = pc.index(ids, event_id).as_py()
-        if hit < 0:
-            raise NotFound(f"unknown event {event_id!r}")
-        episode = a.events.column("episode_id")[hit].as_py()
-        t = read_events(self.root, columns=_EVENT_META, filter_episodes={episode})
-        t = t.filter(pc.equal(t.column("event_id"), event_id))
+        def build() -> dict[str, Any]:
+            if st.version is None:
+                return {"dataset": name, "clusters_version": None, "events": d["events"], "by_task": [],
+                        "by_robot": [], "note": "not clustered yet"}
+            s = self._summary(cat, st)
+            tot = s.datasets.get(name) or {}
+            return {"dataset": name, "clusters_version": st.version, "events": d["events"],
+                    "assigned": tot.get("assigned", 0), "duplicates": tot.get("duplicates", 0),
+                    "by_task": au.summary_coverage(s, name, "task"), "by_robot": au.summary_coverage(s, name, "robot"),
+                    "note": None}
+
+        return self._cached(("coverage", name, st, d["events"]), build)
+
+    # -- events --------------------------------------------------------------------------------
+    def _locate(self, cat: Catalog, event_id: str) -> tuple[str, str, dict[str, Any] | None, int | None]:
+        """(episode_id, batch, assignment row or None, clusters version) of a committed event."""
+        st = self._clusters_state()
+        episodes = self._episodes(cat)
+        hit = self._index(st).lookup(event_id) if st.version is not None else None
+        if hit is not None:
+            ep = episodes.get(hit["episode_id"])
+            if ep is None or ep[1] is None:
+                raise NotFound(f"event {event_id!r} is no longer in the catalog")
+            return hit["episode_id"], ep[1], hit, st.version
+        # not assigned yet: only episodes the clustering has not seen can hold it
+        seen = self._assigned_episodes(st) if st.version is not None else frozenset()
+        pending: dict[str, set[str]] = {}
+        for e, (_ds, batch) in episodes.items():
+            if batch is not None and e not in seen:
+                pending.setdefault(batch, set()).add(e)
+        for batch in sorted(pending):
+            t = self._batch(batch).read(pending[batch], event_id, ["episode_id"])
+            if t.num_rows:
+                return t.column("episode_id")[0].as_py(), batch, None, st.version
+        raise NotFound(f"unknown event {event_id!r}")
+
+    def _event_row(self, cat: Catalog, event_id: str, columns: list[str]) -> dict[str, Any]:
+        episode, batch, hit, version = self._locate(cat, event_id)
+        t = self._batch(batch).read(episode, event_id, columns)
         if t.num_rows == 0:
             raise NotFound(f"event {event_id!r} is no longer in the catalog")
         row = t.slice(0, 1).to_pylist()[0]
-        row["cluster_id"] = a.cluster_of.get(event_id)
-        row["dup_of"] = a.dup_of.get(event_id)
-        row["clusters_version"] = a.clusters_version
+        row["cluster_id"] = hit["cluster_id"] if hit else None
+        row["dup_of"] = hit["dup_of"] if hit else None
+        row["clusters_version"] = version
         return row
 
     def event(self, cat: Catalog, event_id: str, images: bool = True) -> dict[str, Any]:
-        row = self._event_row(cat, event_id)
+        row = self._event_row(cat, event_id, _EVENT_META)
         frames = row.pop("keyframes") or []
         row["num_keyframes"] = len(frames)
         row["keyframe_urls"] = [f"/events/{event_id}/keyframes/{i}.jpg" for i in range(len(frames))]
@@ -146,7 +321,7 @@ class Views:
         return row
 
     def keyframe(self, cat: Catalog, event_id: str, index: int) -> bytes:
-        row = self._event_row(cat, event_id)
+        row = self._event_row(cat, event_id, ["event_id", "keyframes"])
         frames = row.get("keyframes") or []
         if not 0 <= index < len(frames):
             raise NotFound(f"event {event_id!r} has {len(frames)} keyframes; no keyframe {index}")

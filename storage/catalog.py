@@ -1,85 +1,123 @@
-"""The SQLite catalog at `<root>/catalog.sqlite`: episodes, jobs, datasets and versions.
+"""The catalog: datasets, episodes, jobs, runs and versions, in SQLite or PostgreSQL.
 
 It records, per episode, its fingerprint, status (`ok`, `failed`) and error, and which
 ingest batch holds its events, so that a re-run skips finished episodes and a bad one is
-quarantined with its reason. Jobs of the HTTP service live here too. The database runs in
-WAL mode with a busy timeout so that several processes (two servers, a job subprocess) can
-share it; every write is one short transaction.
+quarantined with its reason. Jobs of the HTTP service live here too, and the version numbers
+of clusterings and shard sets are claimed here (`claim_version`), so two processes never
+write the same version, on a local disk or an object store.
+
+Backends, by SQLAlchemy URL (SQLAlchemy Core; the schema is `carve.storage.migrations`,
+applied when a catalog opens):
+
+* `sqlite:///<path>`: the embedded default, `<root>/catalog.sqlite` of a local root. WAL mode
+  with a busy timeout, so several processes (two servers, a job subprocess) share it; a write
+  is one short `BEGIN IMMEDIATE` transaction.
+* `postgresql+psycopg://user:password@host:5432/db` (psycopg 3; `postgresql://` means the
+  same): for clusters, object-store roots and several service replicas. Writes are short
+  transactions; a compare-and-set (`transition_job`) is one conditional UPDATE, and
+  `create_job_if_idle` holds a transaction-scoped advisory lock on its source.
+
+Which URL a root uses: `catalog_url_for` (explicit `catalog.url`, else `CARVE_CATALOG_URL`,
+else the SQLite file of a local root). A catalog on a server belongs to one root: the first
+root that opens it is recorded (`carve_meta`) and another root is refused, so two roots never
+mix their episodes in one database. A `Catalog` is safe to share between threads (each call
+takes a pooled connection); connection failures raise `CatalogError` naming the database
+(password hidden) and the reason.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import sqlite3
+import os
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from carve.core.errors import CarveError
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+
+from carve.storage import migrations
+from carve.storage.fs import split_query
+from carve.storage.migrations import CatalogError
 
 if TYPE_CHECKING:
     from carve.storage.root import Root
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS datasets (
-    name TEXT PRIMARY KEY,
-    source_uri TEXT NOT NULL,
-    format TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS episodes (
-    episode_id TEXT PRIMARY KEY,
-    dataset TEXT NOT NULL,
-    episode_index INTEGER NOT NULL,
-    source_uri TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    status TEXT NOT NULL,            -- ok | failed
-    error TEXT,
-    num_events INTEGER NOT NULL DEFAULT 0,
-    batch TEXT,                      -- events/<batch>/ holding this episode's events
-    job_id TEXT,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS episodes_dataset ON episodes(dataset, status);
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    source_uri TEXT NOT NULL,
-    format TEXT NOT NULL,
-    overrides TEXT NOT NULL DEFAULT '{}',
-    state TEXT NOT NULL,             -- queued | running | succeeded | failed | cancelled | resumable
-    stage TEXT,
-    progress TEXT NOT NULL DEFAULT '{}',
-    error TEXT,
-    pid INTEGER,
-    owner TEXT,
-    heartbeat REAL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
-CREATE TABLE IF NOT EXISTS runs (
-    batch TEXT PRIMARY KEY,          -- the ingest batch a `carve run` wrote
-    dataset TEXT NOT NULL,
-    job_id TEXT,
-    seconds REAL NOT NULL,
-    summary TEXT NOT NULL,           -- JSON: counts, failures and per-step stats
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS versions (
-    kind TEXT NOT NULL,              -- clusters | shards
-    version INTEGER NOT NULL,
-    path TEXT NOT NULL,
-    meta TEXT NOT NULL DEFAULT '{}',
-    created_at REAL NOT NULL,
-    PRIMARY KEY (kind, version)
-);
-"""
-
+CATALOG_ENV = "CARVE_CATALOG_URL"
+SQLITE_NAME = "catalog.sqlite"
 ACTIVE_JOB_STATES = ("queued", "running")
+__all__ = ["ACTIVE_JOB_STATES", "CATALOG_ENV", "Catalog", "CatalogError", "EpisodeRecord", "catalog_url_for"]
+_JOB_FIELDS = {"state", "stage", "progress", "error", "pid", "owner", "heartbeat"}
+
+# -- tables (as migrations.HEAD leaves them; the DDL itself is in migrations.py) ------------------
+_md = sa.MetaData()
+DATASETS = sa.Table(
+    "datasets", _md,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("source_uri", sa.Text, nullable=False),
+    sa.Column("format", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+)
+EPISODES = sa.Table(
+    "episodes", _md,
+    sa.Column("episode_id", sa.Text, primary_key=True),
+    sa.Column("dataset", sa.Text, nullable=False),
+    sa.Column("episode_index", sa.Integer, nullable=False),
+    sa.Column("source_uri", sa.Text, nullable=False),
+    sa.Column("fingerprint", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("num_events", sa.Integer, nullable=False),
+    sa.Column("batch", sa.Text),
+    sa.Column("job_id", sa.Text),
+    sa.Column("updated_at", sa.Double, nullable=False),
+)
+JOBS = sa.Table(
+    "jobs", _md,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("source_uri", sa.Text, nullable=False),
+    sa.Column("format", sa.Text, nullable=False),
+    sa.Column("overrides", sa.Text, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("stage", sa.Text),
+    sa.Column("progress", sa.Text, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("pid", sa.Integer),
+    sa.Column("owner", sa.Text),
+    sa.Column("heartbeat", sa.Double),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+)
+RUNS = sa.Table(
+    "runs", _md,
+    sa.Column("batch", sa.Text, primary_key=True),
+    sa.Column("dataset", sa.Text, nullable=False),
+    sa.Column("job_id", sa.Text),
+    sa.Column("seconds", sa.Double, nullable=False),
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+)
+VERSIONS = sa.Table(
+    "versions", _md,
+    sa.Column("kind", sa.Text, primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("meta", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),  # claimed | complete
+)
+META = sa.Table(
+    "carve_meta", _md,
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
 
 
 @dataclass
@@ -95,32 +133,122 @@ class EpisodeRecord:
     batch: str | None
 
 
-class Catalog:
-    """Thin, process-safe access to `catalog.sqlite`. Open one per thread/process."""
+# -- which database -----------------------------------------------------------------------------
+def sqlite_url(path: str | Path) -> str:
+    return f"sqlite:///{os.path.abspath(path)}"
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.path = self.root / "catalog.sqlite"
-        self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA busy_timeout=30000")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.executescript(_SCHEMA)
+
+def root_identity(root: Root) -> str:
+    """How a catalog names the root it belongs to: the local path, or `scheme://bucket/prefix`."""
+    return split_query(root.uri_of(root.base))[0]
+
+
+def catalog_url_for(root: Root, explicit: str | None = None) -> str | None:
+    """The catalog URL of `root`: `explicit`, else `CARVE_CATALOG_URL`, else `<root>/catalog.sqlite`
+    for a local root; None for an object-store root without one."""
+    url = explicit or os.environ.get(CATALOG_ENV) or None
+    if url:
+        return url
+    return sqlite_url(Path(root.base) / SQLITE_NAME) if root.is_local else None
+
+
+def _normalize(url: str) -> sa.URL:
+    try:
+        u = make_url(url)
+    except sa.exc.ArgumentError as e:
+        raise CatalogError(f"catalog URL {url!r} is not a database URL ({e}); "
+                           "use sqlite:////path/catalog.sqlite or postgresql+psycopg://user@host:5432/db") from None
+    backend = u.get_backend_name()
+    if backend == "postgresql" and u.get_driver_name() in ("psycopg2", "psycopg", "postgresql"):
+        u = u.set(drivername="postgresql+psycopg")
+    elif backend != "sqlite":
+        raise CatalogError(f"catalog {u.render_as_string(hide_password=True)}: unsupported database {backend!r}; "
+                           "use sqlite:///... or postgresql+psycopg://...")
+    if backend == "sqlite" and (not u.database or u.database == ":memory:"):
+        raise CatalogError(f"catalog {url!r}: a SQLite catalog must be a file (sqlite:////path/catalog.sqlite)")
+    return u
+
+
+def _sqlite_engine(u: sa.URL) -> sa.Engine:
+    Path(u.database or "").parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(u, connect_args={"timeout": 30.0, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _rec: Any) -> None:
+        dbapi_conn.isolation_level = None  # the driver never opens transactions; "begin" below does
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: sa.Connection) -> None:
+        # writers take the write lock up front (no deadlocking lock upgrades); readers a snapshot
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("carve_write") else "BEGIN")
+
+    return engine
+
+
+def _lock_key(*parts: str) -> int:
+    """A signed 64-bit advisory-lock key for `parts`."""
+    return int.from_bytes(hashlib.sha256("\0".join(parts).encode()).digest()[:8], "big", signed=True)
+
+
+class Catalog:
+    """Access to one catalog database (module doc). Thread-safe; `close()` releases its connections.
+
+    `Catalog(root_dir)` is the catalog of a local root directory (`CARVE_CATALOG_URL`, else its
+    `catalog.sqlite`); `Catalog(url=...)` a database by URL; `Catalog.for_root(root)` the
+    catalog of an opened root."""
+
+    def __init__(self, root: str | Path | None = None, *, url: str | None = None, root_id: str | None = None):
+        if url is None:
+            if root is None:
+                raise ValueError("Catalog needs a local root directory or a database url")
+            url = os.environ.get(CATALOG_ENV) or None
+            if url is not None and root_id is None:
+                root_id = os.path.abspath(root)
+            url = url or sqlite_url(Path(root) / SQLITE_NAME)
+        u = _normalize(url)
+        self.backend: str = u.get_backend_name()
+        self.url: str = u.render_as_string(hide_password=True)  # printable: no password
+        self.path: Path | None = Path(u.database or "") if self.backend == "sqlite" else None
+        self.root = Path(root) if root is not None else None
+        if self.backend == "sqlite":
+            self.engine = _sqlite_engine(u)
+            # the catalog file inside its root belongs to that root by where it is
+            if self.path is not None and root_id is not None and self.path.parent == Path(root_id):
+                root_id = None
+        else:
+            self.engine = sa.create_engine(u, pool_pre_ping=True, pool_size=4, max_overflow=8)
+        self._closed = threading.Event()
+        try:
+            self._open(root_id)
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     @classmethod
     def for_root(cls, root: Root) -> Catalog:
-        """The catalog of an opened root (SQLite at `<root>/catalog.sqlite`)."""
-        if not root.is_local:
-            raise CarveError(
-                f"root {root.uri}: the embedded SQLite catalog needs a local root directory; "
-                "an object-store root needs a catalog server"
+        """The catalog of an opened root (`root.catalog_url`; see `catalog_url_for`)."""
+        url = root.catalog_url
+        if url is None:
+            raise CatalogError(
+                f"root {root.uri}: an object-store root has no embedded catalog; set catalog.url or "
+                f"{CATALOG_ENV} to a PostgreSQL URL (postgresql+psycopg://user:password@host:5432/carve), "
+                "or to a SQLite file on a local disk (sqlite:////var/lib/carve/catalog.sqlite) if only this "
+                "machine uses the root"
             )
-        return cls(root.base)
+        return cls(url=url, root_id=root_identity(root))
+
+    def __repr__(self) -> str:
+        return f"Catalog({self.url!r})"
 
     def close(self) -> None:
-        self._conn.close()
+        if not self._closed.is_set():
+            self._closed.set()
+            self.engine.dispose()
 
     def __enter__(self) -> Catalog:
         return self
@@ -128,37 +256,91 @@ class Catalog:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- connections ------------------------------------------------------------------------------
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._conn.execute("BEGIN IMMEDIATE")
+    def _errors(self) -> Iterator[None]:
         try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
+            yield
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as e:
+            reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0][:300]
+            raise CatalogError(f"catalog {self.url}: {reason}") from e
+
+    @contextmanager
+    def _tx(self) -> Iterator[sa.Connection]:
+        """One write transaction (SQLite: BEGIN IMMEDIATE), committed on success."""
+        with self._errors(), self.engine.connect() as c:
+            c.execution_options(carve_write=True)
+            with c.begin():
+                yield c
+
+    @contextmanager
+    def _read(self) -> Iterator[sa.Connection]:
+        with self._errors(), self.engine.connect() as c:
+            yield c
+
+    def _insert(self, table: sa.Table) -> Any:
+        if self.backend == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
         else:
-            self._conn.execute("COMMIT")
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(table)
+
+    def _upsert(self, table: sa.Table, keys: list[str], update: list[str]) -> Any:
+        stmt = self._insert(table)
+        return stmt.on_conflict_do_update(index_elements=keys, set_={k: stmt.excluded[k] for k in update})
+
+    def _open(self, root_id: str | None) -> None:
+        """Migrate to migrations.HEAD (once, under a lock) and check which root the catalog belongs to."""
+        with self._read() as c:
+            rev = migrations.current_revision(c)
+            bound = self._bound_root(c) if rev == migrations.HEAD else None
+        if rev == migrations.HEAD and (root_id is None or bound == root_id):
+            return
+        migrations.pending(rev, f"catalog {self.url}")  # a newer schema: refuse before locking
+        with self._tx() as c:
+            if self.backend == "postgresql":
+                c.execute(sa.select(sa.func.pg_advisory_xact_lock(migrations.PG_LOCK_KEY)))
+            migrations.upgrade(c, f"catalog {self.url}")
+            if root_id is None:
+                return
+            bound = self._bound_root(c)
+            if bound is None:
+                c.execute(META.insert().values(key="root", value=root_id))
+            elif bound != root_id:
+                raise CatalogError(
+                    f"catalog {self.url} belongs to root {bound}, not {root_id}: give every root its own "
+                    f"database (if the root moved, update it: UPDATE carve_meta SET value='{root_id}' "
+                    "WHERE key='root')"
+                )
+
+    @staticmethod
+    def _bound_root(c: sa.Connection) -> str | None:
+        return c.execute(sa.select(META.c.value).where(META.c.key == "root")).scalar_one_or_none()
 
     # -- datasets -----------------------------------------------------------------
     def upsert_dataset(self, name: str, source_uri: str, fmt: str) -> None:
         with self._tx() as c:
-            c.execute(
-                "INSERT INTO datasets(name, source_uri, format, created_at) VALUES (?,?,?,?) "
-                "ON CONFLICT(name) DO UPDATE SET source_uri=excluded.source_uri, format=excluded.format",
-                (name, source_uri, fmt, time.time()),
-            )
+            c.execute(self._upsert(DATASETS, ["name"], ["source_uri", "format"]),
+                      {"name": name, "source_uri": source_uri, "format": fmt, "created_at": time.time()})
 
     def datasets(self) -> list[dict[str, Any]]:
-        rows = self._conn.execute(
-            "SELECT d.name, d.source_uri, d.format, d.created_at, "
-            "SUM(e.status='ok') AS ok, SUM(e.status='failed') AS failed, "
-            "COALESCE(SUM(CASE WHEN e.status='ok' THEN e.num_events END), 0) AS events "
-            "FROM datasets d LEFT JOIN episodes e ON e.dataset = d.name GROUP BY d.name ORDER BY d.name"
-        ).fetchall()
-        return [
-            {**dict(r), "ok": int(r["ok"] or 0), "failed": int(r["failed"] or 0), "events": int(r["events"] or 0)}
-            for r in rows
-        ]
+        d, e = DATASETS.c, EPISODES.c
+
+        def total(value: Any) -> Any:
+            return sa.func.coalesce(sa.func.sum(sa.case((e.status == "ok", value), else_=0)), 0)
+
+        failed = sa.func.coalesce(sa.func.sum(sa.case((e.status == "failed", 1), else_=0)), 0)
+        q = (
+            sa.select(d.name, d.source_uri, d.format, d.created_at, total(1).label("ok"),
+                      failed.label("failed"), total(e.num_events).label("events"))
+            .select_from(DATASETS.outerjoin(EPISODES, e.dataset == d.name))
+            .group_by(d.name, d.source_uri, d.format, d.created_at)
+            .order_by(d.name)
+        )
+        with self._read() as c:
+            rows = c.execute(q).mappings().all()
+        return [{**dict(r), "ok": int(r["ok"] or 0), "failed": int(r["failed"] or 0), "events": int(r["events"] or 0)}
+                for r in rows]
 
     def dataset(self, name: str) -> dict[str, Any] | None:
         return next((d for d in self.datasets() if d["name"] == name), None)
@@ -166,127 +348,110 @@ class Catalog:
     # -- episodes -----------------------------------------------------------------
     def finished_fingerprints(self, dataset: str) -> dict[str, str]:
         """episode_id -> fingerprint of episodes already ingested successfully."""
-        rows = self._conn.execute(
-            "SELECT episode_id, fingerprint FROM episodes WHERE dataset=? AND status='ok'", (dataset,)
-        ).fetchall()
-        return {r["episode_id"]: r["fingerprint"] for r in rows}
+        e = EPISODES.c
+        with self._read() as c:
+            rows = c.execute(sa.select(e.episode_id, e.fingerprint).where(e.dataset == dataset, e.status == "ok"))
+            return {r.episode_id: r.fingerprint for r in rows}
 
     def record_episodes(self, records: list[dict[str, Any]], job_id: str | None = None) -> None:
         """Insert or replace episode records (keys: episode_id, dataset, episode_index,
         source_uri, fingerprint, status, error, num_events, batch) in one transaction."""
+        if not records:
+            return
         now = time.time()
+        rows = [
+            {
+                "episode_id": r["episode_id"], "dataset": r["dataset"], "episode_index": int(r["episode_index"]),
+                "source_uri": r["source_uri"], "fingerprint": r.get("fingerprint", ""), "status": r["status"],
+                "error": r.get("error"), "num_events": int(r.get("num_events", 0)), "batch": r.get("batch"),
+                "job_id": job_id, "updated_at": now,
+            }
+            for r in records
+        ]
+        stmt = self._upsert(EPISODES, ["episode_id"], ["fingerprint", "status", "error", "num_events", "batch",
+                                                       "job_id", "updated_at", "source_uri"])
         with self._tx() as c:
-            c.executemany(
-                "INSERT INTO episodes(episode_id, dataset, episode_index, source_uri, fingerprint, status, error,"
-                " num_events, batch, job_id, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT(episode_id) DO UPDATE SET fingerprint=excluded.fingerprint, status=excluded.status,"
-                " error=excluded.error, num_events=excluded.num_events, batch=excluded.batch,"
-                " job_id=excluded.job_id, updated_at=excluded.updated_at, source_uri=excluded.source_uri",
-                [
-                    (
-                        r["episode_id"],
-                        r["dataset"],
-                        int(r["episode_index"]),
-                        r["source_uri"],
-                        r.get("fingerprint", ""),
-                        r["status"],
-                        r.get("error"),
-                        int(r.get("num_events", 0)),
-                        r.get("batch"),
-                        job_id,
-                        now,
-                    )
-                    for r in records
-                ],
-            )
+            c.execute(stmt, rows)
 
     def episodes(self, dataset: str | None = None, status: str | None = None) -> list[EpisodeRecord]:
-        q = "SELECT * FROM episodes WHERE 1=1"
-        args: list[Any] = []
+        e = EPISODES.c
+        q = sa.select(e.episode_id, e.dataset, e.episode_index, e.source_uri, e.fingerprint, e.status, e.error,
+                      e.num_events, e.batch)
         if dataset is not None:
-            q += " AND dataset=?"
-            args.append(dataset)
+            q = q.where(e.dataset == dataset)
         if status is not None:
-            q += " AND status=?"
-            args.append(status)
-        q += " ORDER BY dataset, episode_index"
-        return [
-            EpisodeRecord(
-                episode_id=r["episode_id"],
-                dataset=r["dataset"],
-                episode_index=r["episode_index"],
-                source_uri=r["source_uri"],
-                fingerprint=r["fingerprint"],
-                status=r["status"],
-                error=r["error"],
-                num_events=r["num_events"],
-                batch=r["batch"],
-            )
-            for r in self._conn.execute(q, args).fetchall()
-        ]
+            q = q.where(e.status == status)
+        with self._read() as c:
+            rows = c.execute(q.order_by(e.dataset, e.episode_index)).mappings().all()
+        return [EpisodeRecord(**dict(r)) for r in rows]
 
     def ok_batches(self, dataset: str | None = None) -> list[str]:
         """Event batches that hold at least one successfully ingested episode."""
-        q = "SELECT DISTINCT batch FROM episodes WHERE status='ok' AND batch IS NOT NULL"
-        args: list[Any] = []
+        e = EPISODES.c
+        q = sa.select(e.batch).distinct().where(e.status == "ok", e.batch.is_not(None))
         if dataset is not None:
-            q += " AND dataset=?"
-            args.append(dataset)
-        return sorted(r["batch"] for r in self._conn.execute(q, args).fetchall())
+            q = q.where(e.dataset == dataset)
+        with self._read() as c:
+            return sorted(c.execute(q).scalars())
 
     # -- jobs ---------------------------------------------------------------------
-    def create_job(self, source_uri: str, fmt: str, overrides: dict[str, Any] | None = None) -> str:
-        job_id = uuid.uuid4().hex[:16]
+    @staticmethod
+    def _new_job(source_uri: str, fmt: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
         now = time.time()
+        return {"id": uuid.uuid4().hex[:16], "source_uri": source_uri, "format": fmt,
+                "overrides": json.dumps(overrides or {}), "state": "queued", "progress": "{}",
+                "created_at": now, "updated_at": now}
+
+    def create_job(self, source_uri: str, fmt: str, overrides: dict[str, Any] | None = None) -> str:
+        row = self._new_job(source_uri, fmt, overrides)
         with self._tx() as c:
-            c.execute(
-                "INSERT INTO jobs(id, source_uri, format, overrides, state, progress, created_at, updated_at)"
-                " VALUES (?,?,?,?,?,?,?,?)",
-                (job_id, source_uri, fmt, json.dumps(overrides or {}), "queued", "{}", now, now),
-            )
-        return job_id
+            c.execute(JOBS.insert().values(**row))
+        return row["id"]
 
     def create_job_if_idle(self, source_uri: str, fmt: str, overrides: dict[str, Any] | None = None) -> tuple[str, bool]:
-        """Create a job unless one is already active for the same source; returns (id, created)."""
-        now = time.time()
+        """Create a job unless one is already active for the same source; returns (id, created).
+        Atomic across processes: SQLite's write lock, or a PostgreSQL advisory lock on the source."""
+        j = JOBS.c
         with self._tx() as c:
-            row = c.execute(
-                "SELECT id FROM jobs WHERE source_uri=? AND state IN ('queued','running') ORDER BY created_at LIMIT 1",
-                (source_uri,),
-            ).fetchone()
-            if row is not None:
-                return row["id"], False
-            job_id = uuid.uuid4().hex[:16]
-            c.execute(
-                "INSERT INTO jobs(id, source_uri, format, overrides, state, progress, created_at, updated_at)"
-                " VALUES (?,?,?,?,?,?,?,?)",
-                (job_id, source_uri, fmt, json.dumps(overrides or {}), "queued", "{}", now, now),
-            )
-            return job_id, True
+            if self.backend == "postgresql":
+                c.execute(sa.select(sa.func.pg_advisory_xact_lock(_lock_key("carve.jobs", source_uri))))
+            active = c.execute(
+                sa.select(j.id).where(j.source_uri == source_uri, j.state.in_(ACTIVE_JOB_STATES))
+                .order_by(j.created_at).limit(1)
+            ).scalar_one_or_none()
+            if active is not None:
+                return active, False
+            row = self._new_job(source_uri, fmt, overrides)
+            c.execute(JOBS.insert().values(**row))
+            return row["id"], True
 
-    def update_job(self, job_id: str, **fields: Any) -> None:
-        allowed = {"state", "stage", "progress", "error", "pid", "owner", "heartbeat"}
-        bad = set(fields) - allowed
+    @staticmethod
+    def _job_values(fields: dict[str, Any]) -> dict[str, Any]:
+        bad = set(fields) - _JOB_FIELDS
         if bad:
             raise ValueError(f"unknown job fields {sorted(bad)}")
-        if "progress" in fields and not isinstance(fields["progress"], str):
-            fields["progress"] = json.dumps(fields["progress"])
-        fields["updated_at"] = time.time()
-        cols = ", ".join(f"{k}=?" for k in fields)
+        values = dict(fields)
+        if "progress" in values and not isinstance(values["progress"], str):
+            values["progress"] = json.dumps(values["progress"])
+        values["updated_at"] = time.time()
+        return values
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        values = self._job_values(fields)
         with self._tx() as c:
-            c.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*fields.values(), job_id))
+            c.execute(JOBS.update().where(JOBS.c.id == job_id).values(**values))
 
     def job(self, job_id: str) -> dict[str, Any] | None:
-        r = self._conn.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        with self._read() as c:
+            r = c.execute(sa.select(JOBS).where(JOBS.c.id == job_id)).mappings().first()
         return _job_dict(r) if r else None
 
     def jobs(self, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        q = sa.select(JOBS)
         if state:
-            rows = self._conn.execute(
-                "SELECT * FROM jobs WHERE state=? ORDER BY created_at DESC LIMIT ?", (state, limit)
-            ).fetchall()
-        else:
-            rows = self._conn.execute("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
+            q = q.where(JOBS.c.state == state)
+        with self._read() as c:
+            rows = c.execute(q.order_by(JOBS.c.created_at.desc()).limit(limit)).mappings().all()
         return [_job_dict(r) for r in rows]
 
     _UNSET: Any = object()
@@ -296,86 +461,109 @@ class Catalog:
     ) -> bool:
         """Compare-and-set a job: update `fields` only if its state is in `from_states` (and, if
         given, its owner is `expect_owner`). True if the row changed. Two servers sharing one
-        catalog use this so that only one of them starts, adopts, cancels or finishes a job."""
-        allowed = {"state", "stage", "progress", "error", "pid", "owner", "heartbeat"}
-        bad = set(fields) - allowed
-        if bad:
-            raise ValueError(f"unknown job fields {sorted(bad)}")
+        catalog use this so that only one of them starts, adopts, cancels or finishes a job; it
+        is one conditional UPDATE, atomic on SQLite and on PostgreSQL (which re-checks the
+        condition on the locked row)."""
+        values = self._job_values(fields)
         if not from_states:
             raise ValueError("transition_job needs at least one from_state")
-        if "progress" in fields and not isinstance(fields["progress"], str):
-            fields["progress"] = json.dumps(fields["progress"])
-        fields["updated_at"] = time.time()
-        cols = ", ".join(f"{k}=?" for k in fields)
-        where = f"id=? AND state IN ({','.join('?' * len(from_states))})"
-        args: list[Any] = [*fields.values(), job_id, *from_states]
+        j = JOBS.c
+        cond = [j.id == job_id, j.state.in_(from_states)]
         if expect_owner is not Catalog._UNSET:
-            if expect_owner is None:
-                where += " AND owner IS NULL"
-            else:
-                where += " AND owner=?"
-                args.append(expect_owner)
+            cond.append(j.owner.is_(None) if expect_owner is None else j.owner == expect_owner)
         with self._tx() as c:
-            cur = c.execute(f"UPDATE jobs SET {cols} WHERE {where}", args)
-            return cur.rowcount == 1
+            return c.execute(JOBS.update().where(*cond).values(**values)).rowcount == 1
 
     def job_episodes(self, job_id: str, max_failures: int = 200) -> dict[str, Any]:
         """What a job ingested: its datasets, ok/failed episode counts and the failures with reasons."""
-        rows = self._conn.execute(
-            "SELECT dataset, status, COUNT(*) AS n FROM episodes WHERE job_id=? GROUP BY dataset, status", (job_id,)
-        ).fetchall()
-        fails = self._conn.execute(
-            "SELECT episode_id, dataset, episode_index, error FROM episodes WHERE job_id=? AND status='failed'"
-            " ORDER BY dataset, episode_index LIMIT ?",
-            (job_id, max_failures),
-        ).fetchall()
+        e = EPISODES.c
+        with self._read() as c:
+            rows = c.execute(
+                sa.select(e.dataset, e.status, sa.func.count().label("n")).where(e.job_id == job_id)
+                .group_by(e.dataset, e.status)
+            ).all()
+            fails = c.execute(
+                sa.select(e.episode_id, e.dataset, e.episode_index, e.error)
+                .where(e.job_id == job_id, e.status == "failed")
+                .order_by(e.dataset, e.episode_index).limit(max_failures)
+            ).mappings().all()
         return {
-            "datasets": sorted({r["dataset"] for r in rows}),
-            "ok": sum(int(r["n"]) for r in rows if r["status"] == "ok"),
-            "failed": sum(int(r["n"]) for r in rows if r["status"] == "failed"),
+            "datasets": sorted({r.dataset for r in rows}),
+            "ok": sum(int(r.n) for r in rows if r.status == "ok"),
+            "failed": sum(int(r.n) for r in rows if r.status == "failed"),
             "failures": [dict(r) for r in fails],
         }
 
     def integrity_ok(self) -> bool:
-        """SQLite's own integrity check of the catalog file."""
-        row = self._conn.execute("PRAGMA integrity_check").fetchone()
-        return bool(row) and row[0] == "ok"
+        """SQLite's own integrity check of the catalog file; on PostgreSQL, that the server answers
+        and the schema is at the current revision."""
+        with self._read() as c:
+            if self.backend == "sqlite":
+                row = c.exec_driver_sql("PRAGMA integrity_check").first()
+                return bool(row) and row[0] == "ok"
+            return migrations.current_revision(c) == migrations.HEAD
+
+    def revision(self) -> str | None:
+        """The schema revision of the database (`carve.storage.migrations`)."""
+        with self._read() as c:
+            return migrations.current_revision(c)
 
     # -- versions -----------------------------------------------------------------
+    def claim_version(self, kind: str, floor: int = 1, path: Callable[[int], str] | None = None) -> int:
+        """Claim the next free version number of `kind` (at least `floor`, one more than any
+        number claimed or recorded): a `claimed` row is inserted, and the (kind, version)
+        primary key makes the claim exclusive across processes and hosts."""
+        v_ = VERSIONS.c
+        for _ in range(50):
+            try:
+                with self._tx() as c:
+                    top = c.execute(sa.select(sa.func.max(v_.version)).where(v_.kind == kind)).scalar_one_or_none()
+                    v = max(int(top or 0) + 1, int(floor))
+                    c.execute(VERSIONS.insert().values(kind=kind, version=v, path=path(v) if path else "",
+                                                       meta="{}", created_at=time.time(), state="claimed"))
+                    return v
+            except sa.exc.IntegrityError:  # another process claimed it between our read and insert
+                continue
+        raise CatalogError(f"catalog {self.url}: could not claim a {kind} version (50 conflicting claims)")
+
     def record_version(self, kind: str, version: int, path: str, meta: dict[str, Any] | None = None) -> None:
+        """Record a finished version (insert, or complete its claim)."""
         with self._tx() as c:
-            c.execute(
-                "INSERT OR REPLACE INTO versions(kind, version, path, meta, created_at) VALUES (?,?,?,?,?)",
-                (kind, int(version), path, json.dumps(meta or {}), time.time()),
-            )
+            c.execute(self._upsert(VERSIONS, ["kind", "version"], ["path", "meta", "created_at", "state"]),
+                      {"kind": kind, "version": int(version), "path": path, "meta": json.dumps(meta or {}),
+                       "created_at": time.time(), "state": "complete"})
+
+    def versions(self, kind: str, include_claimed: bool = False) -> list[dict[str, Any]]:
+        """Finished versions of `kind` (kind, version, path, meta, created_at), oldest first; with
+        `include_claimed` also the numbers claimed by writes not finished (or abandoned)."""
+        v_ = VERSIONS.c
+        q = sa.select(v_.kind, v_.version, v_.path, v_.meta, v_.created_at).where(v_.kind == kind)
+        if not include_claimed:
+            q = q.where(v_.state == "complete")
+        with self._read() as c:
+            rows = c.execute(q.order_by(v_.version)).mappings().all()
+        return [{**dict(r), "meta": json.loads(r["meta"])} for r in rows]
 
     # -- runs -------------------------------------------------------------------------
     def record_run(self, batch: str, dataset: str, job_id: str | None, seconds: float,
                    summary: dict[str, Any]) -> None:
         """Keep what one `carve run` did (per-step stats included) for the report and `carve status`."""
         with self._tx() as c:
-            c.execute(
-                "INSERT OR REPLACE INTO runs (batch, dataset, job_id, seconds, summary, created_at) VALUES (?,?,?,?,?,?)",
-                (batch, dataset, job_id, float(seconds), json.dumps(summary), time.time()),
-            )
+            c.execute(self._upsert(RUNS, ["batch"], ["dataset", "job_id", "seconds", "summary", "created_at"]),
+                      {"batch": batch, "dataset": dataset, "job_id": job_id, "seconds": float(seconds),
+                       "summary": json.dumps(summary), "created_at": time.time()})
 
     def runs(self, dataset: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         """The latest runs first, each with its decoded summary."""
-        q, args = "SELECT * FROM runs", []
+        q = sa.select(RUNS)
         if dataset is not None:
-            q += " WHERE dataset = ?"
-            args.append(dataset)
-        rows = self._conn.execute(q + " ORDER BY created_at DESC LIMIT ?", [*args, limit]).fetchall()
+            q = q.where(RUNS.c.dataset == dataset)
+        with self._read() as c:
+            rows = c.execute(q.order_by(RUNS.c.created_at.desc()).limit(limit)).mappings().all()
         return [{**dict(r), "summary": json.loads(r["summary"])} for r in rows]
 
-    def versions(self, kind: str) -> list[dict[str, Any]]:
-        rows = self._conn.execute(
-            "SELECT * FROM versions WHERE kind=? ORDER BY version", (kind,)
-        ).fetchall()
-        return [{**dict(r), "meta": json.loads(r["meta"])} for r in rows]
 
-
-def _job_dict(r: sqlite3.Row) -> dict[str, Any]:
+def _job_dict(r: Any) -> dict[str, Any]:
     d = dict(r)
     d["overrides"] = json.loads(d.get("overrides") or "{}")
     d["progress"] = json.loads(d.get("progress") or "{}")

@@ -24,7 +24,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from carve.core.errors import CarveError
-from carve.storage.fs import atomic_write_bytes, join
+from carve.storage.fs import atomic_write_bytes, join, parent
 from carve.storage.root import Root, open_root
 from carve.storage.schema import SCHEMA_VERSION
 
@@ -161,5 +161,5 @@ def read_manifest(path_or_root: str | Path | Root, version: int | None = None) -
     except OSError as e:
         raise ManifestError(f"{where}: cannot read the manifest: {e}") from e
     validate_manifest(m, where)
-    m["_dir"] = where.rpartition("/")[0]
+    m["_dir"] = parent(where)
     return m

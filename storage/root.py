@@ -1,14 +1,22 @@
 """The Carve root handle: a root is opened once, and the handle is passed down.
 
-`open_root(uri)` resolves a root URI (a local path, `file://`, or any `pyarrow.fs` URI such
-as `s3://bucket/prefix`) into a `Root`: the filesystem, the base path on it, and the catalog
-(opened lazily, once). Code below the command line and the service takes a `Root`, never a
-URI string that it resolves again, so local roots, object stores and another catalog backend
-plug in here, in one place.
+`open_root(uri, catalog_url=None)` resolves a root URI (a local path, `file://`, or any
+`pyarrow.fs` URI such as `s3://bucket/prefix`, optionally with connection settings as a query:
+`s3://bucket/prefix?endpoint_override=http://host:9000`) into a `Root`: the filesystem, the
+base path on it, and the catalog (opened lazily, once). Code below the command line and the
+service takes a `Root`, never a URI string that it resolves again, so local roots, object
+stores and another catalog backend plug in here, in one place.
+
+The catalog is a database at a SQLAlchemy URL (`carve.storage.catalog`): `catalog_url` if
+given (the `catalog.url` setting), else `CARVE_CATALOG_URL` from the environment, else the
+embedded SQLite file `<root>/catalog.sqlite` of a local root. An object-store root has no
+default: it needs PostgreSQL (`postgresql+psycopg://user@host/db`) or an explicit SQLite file
+on a local disk (`sqlite:////var/lib/carve/catalog.sqlite`), and `root.catalog` says so.
 
 Everything under a root is addressed by a relative path (`root.path("shards", "v001")`).
-The handle pickles as its URI, so Ray tasks get a handle of their own on the worker; the
-catalog is not shipped (workers write files, the driver records them).
+The handle pickles as its URI, query included, so a Ray task gets a handle of its own on the
+worker that reaches the same object store; the catalog (and its URL, which may hold a
+password) is not shipped: workers write files, the driver records them.
 
 Layout (docs/FORMATS.md): `catalog.sqlite`, `events/batch=<id>/part-*.parquet`,
 `clusters/vNNN/`, `shards/vNNN/` + `manifest.json`, `reports/`, `jobs/`.
@@ -22,19 +30,22 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from carve.core.errors import CarveError
 from carve.storage import fs as fsx
 
 if TYPE_CHECKING:
+    from carve.core.config import CarveConfig
     from carve.storage.catalog import Catalog
 
 
 class Root:
     """An opened Carve root: `fs`, `base` (the root's path on `fs`) and `catalog`."""
 
-    def __init__(self, uri: str, fs: pafs.FileSystem, base: str):
+    def __init__(self, uri: str, fs: pafs.FileSystem, base: str, catalog_url: str | None = None):
         self.uri = uri
         self.fs = fs
         self.base = base.rstrip("/") or "/"
+        self._catalog_url = catalog_url  # explicit; None = CARVE_CATALOG_URL or the default
         self._catalog: Catalog | None = None
 
     # -- identity ---------------------------------------------------------------------
@@ -45,7 +56,7 @@ class Root:
         return self.uri
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
-        return open_root, (self.uri,)
+        return _reopen, (self.uri,)
 
     @property
     def is_local(self) -> bool:
@@ -68,11 +79,11 @@ class Root:
         return path[len(self.base):].lstrip("/") if path.startswith(self.base) else path
 
     def uri_of(self, path: str) -> str:
-        """A URI for a path on `fs` that `open_root`/`fs.resolve` would open again."""
+        """A URI for a path on `fs` that `open_root`/`fs.resolve` would open again (the root's
+        query, e.g. its endpoint, included)."""
         if self.is_local:
             return path
-        scheme = self.uri.split("://", 1)[0]
-        return f"{scheme}://{path}"
+        return fsx.uri_with(self.uri, path)
 
     # -- files ------------------------------------------------------------------------
     def exists(self, *parts: str) -> bool:
@@ -105,6 +116,15 @@ class Root:
 
     # -- catalog ----------------------------------------------------------------------
     @property
+    def catalog_url(self) -> str | None:
+        """The SQLAlchemy URL of this root's catalog (explicit, else `CARVE_CATALOG_URL`, else
+        `sqlite:///<root>/catalog.sqlite` for a local root); None for an object-store root
+        without one (opening its catalog then fails with what to set)."""
+        from carve.storage.catalog import catalog_url_for
+
+        return catalog_url_for(self, self._catalog_url)
+
+    @property
     def catalog(self) -> Catalog:
         """The catalog of this root, opened on first use and kept for the handle's life."""
         if self._catalog is None:
@@ -125,10 +145,42 @@ class Root:
         self.close()
 
 
-def open_root(uri: str | Path | Root) -> Root:
-    """Open a root URI once; a `Root` passes through unchanged."""
+def open_root(uri: str | Path | Root, catalog_url: str | None = None) -> Root:
+    """Open a root URI once, with its catalog at `catalog_url` (default: see the module doc);
+    a `Root` passes through unchanged. An object-store root is checked once here: an endpoint
+    that cannot be reached, refused credentials or a missing bucket raise `CarveError` naming
+    the root, before any work starts."""
     if isinstance(uri, Root):
+        if catalog_url is not None and catalog_url != uri._catalog_url:
+            raise ValueError(f"{uri.uri} is already open with another catalog")
         return uri
-    fs, base = fsx.resolve(uri)
-    return Root(str(uri), fs, base)
+    root = _reopen(str(uri), catalog_url)
+    if not root.is_local:
+        _check_reachable(root)
+    return root
 
+
+def _reopen(uri: str, catalog_url: str | None = None) -> Root:
+    """A handle without the reachability check (how a pickled handle comes back on a worker)."""
+    fs, base = fsx.resolve(uri)
+    return Root(uri, fs, base, catalog_url=catalog_url)
+
+
+def _check_reachable(root: Root) -> None:
+    bucket = root.base.lstrip("/").split("/", 1)[0]
+    try:
+        info = root.fs.get_file_info(bucket)
+    except OSError as e:
+        reason = str(e).strip().splitlines()[0][:300]
+        raise CarveError(
+            f"root {root.uri}: cannot reach the object store ({reason}); check the endpoint "
+            "(AWS_ENDPOINT_URL_S3, or endpoint_override= in the URI) and the credentials (AWS_ACCESS_KEY_ID, "
+            "AWS_SECRET_ACCESS_KEY)"
+        ) from None
+    if info.type == pafs.FileType.NotFound:
+        raise CarveError(f"root {root.uri}: bucket {bucket!r} does not exist on this object store; create it first")
+
+
+def root_of(cfg: CarveConfig) -> Root:
+    """Open the root of a Carve config, with its catalog URL (`catalog.url`) when one is set."""
+    return open_root(cfg.root, catalog_url=cfg.catalog.url)

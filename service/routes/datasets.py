@@ -1,7 +1,11 @@
 """Datasets, their clusters and their events (read-only; token required).
 
-    GET /datasets, /datasets/{name}, /datasets/{name}/clusters
+    GET /datasets, /datasets/{name}, /datasets/{name}/clusters, /datasets/{name}/coverage
     GET /events/{id}, /events/{id}/keyframes/{i}.jpg
+
+The cluster and coverage views read the summary written with the latest clusters version and
+the latest manifest; an event is a point lookup (assignments index, catalog, one row group of
+its batch). Neither reads embeddings or every event (service/views.py).
 """
 
 from __future__ import annotations
@@ -30,6 +34,11 @@ def dataset(views: ViewsDep, catalogs: CatalogsDep, name: str = Path(pattern=NAM
 @router.get("/datasets/{name}/clusters", tags=["datasets"])
 def clusters(views: ViewsDep, catalogs: CatalogsDep, name: str = Path(pattern=NAME_PATTERN)) -> dict[str, Any]:
     return views.clusters(catalogs.get(), name)
+
+
+@router.get("/datasets/{name}/coverage", tags=["datasets"])
+def coverage(views: ViewsDep, catalogs: CatalogsDep, name: str = Path(pattern=NAME_PATTERN)) -> dict[str, Any]:
+    return views.coverage(catalogs.get(), name)
 
 
 @router.get("/events/{event_id}", tags=["events"])

@@ -1,0 +1,175 @@
+"""Schema migrations of the catalog, run through Alembic's operations API when a catalog opens.
+
+The catalog's tables are created and changed only here, revision by revision, on SQLite and
+PostgreSQL alike; the revision a database is at lives in Alembic's own `alembic_version` table
+(so `alembic current` reads it too). The revisions are plain functions in this module, which
+ships inside the package: no script directory or `alembic.ini` is needed, and opening a catalog
+(`carve.storage.catalog.Catalog`) brings it to `HEAD` inside one transaction, holding SQLite's
+write lock or a PostgreSQL advisory lock, so several processes opening one catalog at once
+migrate it exactly once.
+
+A catalog written before migrations existed (Carve 0.2's `catalog.sqlite`, tables made by
+`CREATE TABLE IF NOT EXISTS`, no `alembic_version`) is revision 0001 with its rows: 0001 creates
+only the tables and indexes that are missing, and the later revisions upgrade it in place.
+
+Revisions (never edit one that has shipped; add the next):
+
+    0001  datasets, episodes, jobs, runs, versions (the schema of Carve 0.2)
+    0002  versions.state (`claimed` | `complete`: a version number is claimed in the catalog
+          before its files are written), carve_meta (the root a catalog belongs to), an index
+          on jobs(source_uri, state)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
+
+from carve.core.errors import CarveError
+
+VERSION_TABLE = sa.Table(  # Alembic's version table, as Alembic itself defines it
+    "alembic_version", sa.MetaData(), sa.Column("version_num", sa.String(32), primary_key=True)
+)
+PG_LOCK_KEY = 0x43415256_45000001  # pg_advisory_xact_lock key held while migrating ("CARVE", 1)
+
+
+class CatalogError(CarveError):
+    """A catalog that cannot be opened or reached; the message names it (no password) and why."""
+
+
+@dataclass(frozen=True)
+class Revision:
+    id: str
+    down: str | None
+    doc: str
+    upgrade: Callable[[Operations, sa.Connection], None]
+
+
+def _tables(conn: sa.Connection) -> set[str]:
+    return set(sa.inspect(conn).get_table_names())
+
+
+def _indexes(conn: sa.Connection, table: str) -> set[str]:
+    return {str(i["name"]) for i in sa.inspect(conn).get_indexes(table)}
+
+
+def _r0001(op: Operations, conn: sa.Connection) -> None:
+    have = _tables(conn)
+    if "datasets" not in have:
+        op.create_table(
+            "datasets",
+            sa.Column("name", sa.Text, primary_key=True),
+            sa.Column("source_uri", sa.Text, nullable=False),
+            sa.Column("format", sa.Text, nullable=False),
+            sa.Column("created_at", sa.Double, nullable=False),
+        )
+    if "episodes" not in have:
+        op.create_table(
+            "episodes",
+            sa.Column("episode_id", sa.Text, primary_key=True),
+            sa.Column("dataset", sa.Text, nullable=False),
+            sa.Column("episode_index", sa.Integer, nullable=False),
+            sa.Column("source_uri", sa.Text, nullable=False),
+            sa.Column("fingerprint", sa.Text, nullable=False),
+            sa.Column("status", sa.Text, nullable=False),  # ok | failed
+            sa.Column("error", sa.Text),
+            sa.Column("num_events", sa.Integer, nullable=False, server_default="0"),
+            sa.Column("batch", sa.Text),  # events/<batch>/ holding this episode's events
+            sa.Column("job_id", sa.Text),
+            sa.Column("updated_at", sa.Double, nullable=False),
+        )
+    if "episodes_dataset" not in _indexes(conn, "episodes"):
+        op.create_index("episodes_dataset", "episodes", ["dataset", "status"])
+    if "jobs" not in have:
+        op.create_table(
+            "jobs",
+            sa.Column("id", sa.Text, primary_key=True),
+            sa.Column("source_uri", sa.Text, nullable=False),
+            sa.Column("format", sa.Text, nullable=False),
+            sa.Column("overrides", sa.Text, nullable=False, server_default="{}"),
+            sa.Column("state", sa.Text, nullable=False),
+            sa.Column("stage", sa.Text),
+            sa.Column("progress", sa.Text, nullable=False, server_default="{}"),
+            sa.Column("error", sa.Text),
+            sa.Column("pid", sa.Integer),
+            sa.Column("owner", sa.Text),
+            sa.Column("heartbeat", sa.Double),
+            sa.Column("created_at", sa.Double, nullable=False),
+            sa.Column("updated_at", sa.Double, nullable=False),
+        )
+    if "jobs_state" not in _indexes(conn, "jobs"):
+        op.create_index("jobs_state", "jobs", ["state"])
+    if "runs" not in have:
+        op.create_table(
+            "runs",
+            sa.Column("batch", sa.Text, primary_key=True),
+            sa.Column("dataset", sa.Text, nullable=False),
+            sa.Column("job_id", sa.Text),
+            sa.Column("seconds", sa.Double, nullable=False),
+            sa.Column("summary", sa.Text, nullable=False),  # JSON: counts, failures and per-step stats
+            sa.Column("created_at", sa.Double, nullable=False),
+        )
+    if "versions" not in have:
+        op.create_table(
+            "versions",
+            sa.Column("kind", sa.Text, primary_key=True),  # clusters | shards
+            sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("path", sa.Text, nullable=False),
+            sa.Column("meta", sa.Text, nullable=False, server_default="{}"),
+            sa.Column("created_at", sa.Double, nullable=False),
+        )
+
+
+def _r0002(op: Operations, conn: sa.Connection) -> None:
+    op.add_column("versions", sa.Column("state", sa.Text, nullable=False, server_default="complete"))
+    op.create_table(
+        "carve_meta",
+        sa.Column("key", sa.Text, primary_key=True),
+        sa.Column("value", sa.Text, nullable=False),
+    )
+    op.create_index("jobs_source_state", "jobs", ["source_uri", "state"])
+
+
+REVISIONS: tuple[Revision, ...] = (
+    Revision("0001", None, "datasets, episodes, jobs, runs, versions (Carve 0.2)", _r0001),
+    Revision("0002", "0001", "versions.state, carve_meta, jobs(source_uri, state)", _r0002),
+)
+HEAD = REVISIONS[-1].id
+
+
+def current_revision(conn: sa.Connection) -> str | None:
+    """The revision the database on `conn` is at (None: no catalog yet, or one from before migrations)."""
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def pending(current: str | None, where: str = "catalog") -> list[Revision]:
+    """The revisions to apply after `current`; a revision this code does not know is an error."""
+    ids = [r.id for r in REVISIONS]
+    if current is None:
+        return list(REVISIONS)
+    if current not in ids:
+        raise CatalogError(
+            f"{where} is at schema revision {current}, which this Carve does not know (it knows up to {HEAD}); "
+            "it was written by a newer Carve: upgrade Carve"
+        )
+    return list(REVISIONS[ids.index(current) + 1 :])
+
+
+def upgrade(conn: sa.Connection, where: str = "catalog") -> list[str]:
+    """Bring the database on `conn` to HEAD inside the caller's transaction (which must hold the
+    migration lock); return the ids of the revisions applied."""
+    ctx = MigrationContext.configure(conn)
+    todo = pending(ctx.get_current_revision(), where)
+    if not todo:
+        return []
+    op = Operations(ctx)
+    for rev in todo:
+        rev.upgrade(op, conn)
+    VERSION_TABLE.create(conn, checkfirst=True)
+    conn.execute(VERSION_TABLE.delete())
+    conn.execute(VERSION_TABLE.insert().values(version_num=HEAD))
+    return [r.id for r in todo]
