@@ -7,9 +7,10 @@ A captioner describes the events of ONE episode at a time (`caption_episode`), g
 several episodes go through `caption_episodes`, which backends may parallelise across
 episodes. A failed event is never dropped: its result has `status="failed: <reason>"`.
 
-`views_from_table` turns schema-v1 event rows into views grouped by episode (defensive:
-rows may come in any order; each view remembers its row position), and `link_next_captions`
-fills `next_caption` from the following event of the same episode.
+`views_from_table` turns event rows (schema v1 or v2) into views grouped by episode
+(defensive: rows may come in any order; each view remembers its row position; the v2 columns
+`arms`, `cameras`, `state_names`, `action_names` are empty when absent), and
+`link_next_captions` fills `next_caption` from the following event of the same episode.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def failed(reason: str) -> str:
 
 @dataclass
 class EventView:
-    """One event, as a captioner sees it (built from one schema-v1 event row)."""
+    """One event, as a captioner sees it (built from one event row)."""
 
     episode_id: str
     event_index: int
@@ -44,11 +45,23 @@ class EventView:
     fps: float
     start_reason: str = ""
     boundary_reason: str = ""  # the reason of the boundary that ENDS the event
-    keyframes: list[bytes] = field(default_factory=list)  # JPEGs: start, middle, end
+    keyframes: list[bytes] = field(default_factory=list)  # JPEGs: start, middle, end of each camera, camera-major
     state: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # T x Ds
     action: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # T x Da
     gripper: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))  # T, opening in [0, 1]
     row: int = -1  # position of the source row in its batch (-1 when built by hand)
+    arms: list[str] = field(default_factory=list)  # arm(s) the segmenter saw acting ("arm" for one arm)
+    cameras: list[str] = field(default_factory=list)  # the views of `keyframes`, in order
+    state_names: list[str] = field(default_factory=list)  # column names of `state`
+    action_names: list[str] = field(default_factory=list)  # column names of `action`
+
+    def camera_keyframes(self) -> list[tuple[str, list[bytes]]]:
+        """(camera name, its keyframes) per view; one unnamed view ("") when `cameras` is unknown."""
+        cams = [c for c in self.cameras if c] if self.cameras else []
+        if not cams or len(self.keyframes) % len(cams):
+            return [("", list(self.keyframes))] if self.keyframes else []
+        per = len(self.keyframes) // len(cams)
+        return [(c, self.keyframes[i * per : (i + 1) * per]) for i, c in enumerate(cams)]
 
     @property
     def num_frames(self) -> int:
@@ -147,8 +160,12 @@ def _vector_column(col: pa.ChunkedArray | pa.Array) -> list[np.ndarray]:
     return [np.asarray(v if v is not None else [], np.float32) for v in arr.to_pylist()]
 
 
+def _str_list(v: object) -> list[str]:
+    return [str(x) for x in v if x is not None] if isinstance(v, list | tuple) else []
+
+
 def views_from_table(table: pa.Table) -> list[list[EventView]]:
-    """Group schema-v1 event rows into episodes of views sorted by event_index.
+    """Group event rows into episodes of views sorted by event_index.
 
     Episodes come out in order of their first row in the table.
     """
@@ -171,6 +188,8 @@ def views_from_table(table: pa.Table) -> list[list[EventView]]:
     state = _matrix_column(table.column("state"), n) if "state" in names else [np.zeros((0, 0), np.float32)] * n
     action = _matrix_column(table.column("action"), n) if "action" in names else [np.zeros((0, 0), np.float32)] * n
     grip = _vector_column(table.column("gripper")) if "gripper" in names else [np.zeros(0, np.float32)] * n
+    arms, cams = col("arms", None), col("cameras", None)
+    snames, anames = col("state_names", None), col("action_names", None)
 
     groups: dict[str, list[EventView]] = {}
     for i in range(n):
@@ -189,6 +208,10 @@ def views_from_table(table: pa.Table) -> list[list[EventView]]:
             action=action[i],
             gripper=grip[i],
             row=i,
+            arms=_str_list(arms[i]),
+            cameras=_str_list(cams[i]),
+            state_names=_str_list(snames[i]),
+            action_names=_str_list(anames[i]),
         )
         groups.setdefault(view.episode_id, []).append(view)
     return [sorted(g, key=lambda v: (v.event_index, v.start_frame, v.row)) for g in groups.values()]

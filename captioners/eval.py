@@ -1,14 +1,33 @@
-"""Caption accuracy against simulated ground truth (`carve eval-captions`).
+"""Caption accuracy against simulated ground truth (`carve eval-captions`): verb, object, arm.
 
 Owns:
 * `leading_verb(caption)`: the phase a caption names with its leading action verb (subject
   words such as "the robot" skipped, inflections and common synonyms folded: "grabs" ->
   grasp, "picks up" -> lift, "lowers" -> place, "opens the gripper" -> release ...), or None;
-* `overlap_phase(start, end, phases)`: the ground-truth phase with the largest frame overlap
-  with an event [start, end) (ties go to the earlier phase);
-* `evaluate(events, truth)`: accuracy overall and per phase plus a confusion table, over
-  event rows (dicts with episode_index, start_frame, end_frame, caption, and optionally
-  dataset) and the ground-truth JSON of docs/FORMATS.md.
+* `truth_phase(start, end, phases)`: the ground-truth phase an event [start, end) is scored
+  against. Per arm, the phase with the largest frame overlap (ties: the earlier one). With
+  several arms (two-arm data, where one arm's retreat, which lasts to the episode's end, spans
+  the other arm's whole pick), the arm whose phases cover most of the event wins; arms within
+  `TIE_FRACTION` of that coverage are tied, and the one whose phase is SHORTEST wins (the
+  specific action, not the other arm's long tail). The caption plays no part in this choice.
+  `overlap_phase` is its name;
+* `caption_object(caption)`: the object a caption names: the noun phrase right after its
+  leading verb (and a particle such as "up", "toward", "for"), up to the next preposition or
+  conjunction ("in", "on", "to", "with", "and" ...), determiners dropped:
+  "place the red cube in the tray" -> "red cube", "reach toward the blue lego brick with the
+  left arm" -> "blue lego brick";
+* `object_matches(truth_object, caption)`: the match rule for objects: the caption's object
+  phrase contains every COLOUR word of the true object (see `COLOURS`) and its head noun (the
+  last word; singular and plural fold: "cubes" = "cube"). A true object without a colour word
+  needs all of its words. So "the blue brick" matches "blue lego brick", "the red cube" does
+  not match "blue cube", and "place the cyan cube on the red cube" names "cyan cube";
+* `caption_arm(caption)`: "left" / "right" / "both" when the caption names an arm ("... with
+  the left arm", "left arm: ...", "the right hand ..."), else None;
+* `evaluate(events, truth)`: verb accuracy overall and per phase plus a confusion table;
+  object accuracy over the events whose true phase has an `object` (a retreat has none);
+  with several arms, accuracy per arm (of the true phase) and arm accuracy (the caption names
+  the true phase's arm), over event rows (dicts with episode_index, start_frame, end_frame,
+  caption, and optionally dataset) and the ground-truth JSON of docs/FORMATS.md.
 """
 
 from __future__ import annotations
@@ -37,6 +56,7 @@ _SKIP = {
     "the", "a", "an", "robot", "robotic", "arm", "gripper", "hand", "end", "effector", "end-effector", "it",
     "then", "now", "slowly", "carefully", "quickly", "gently", "first", "next", "finally", "and", "to",
     "is", "are", "starts", "begins", "continues", "panda", "manipulator", "i", "we", "will",
+    "left", "right", "both", "arms", "hands", "grippers",  # "left arm: grasp ...", "both arms lift ..."
 }
 _IRREGULAR = {"went": "go", "goes": "go", "brought": "bring", "put": "put", "set": "set", "let": "let",
               "held": "hold", "withdrew": "withdraw", "lifts": "lift", "moves": "move", "places": "place",
@@ -60,9 +80,24 @@ def _lemma(word: str) -> str:
     return w
 
 
-def leading_verb(caption: str | None) -> str | None:
-    """The phase named by the caption's leading action verb, or None when it names none."""
-    words = re.findall(r"[a-z]+(?:-[a-z]+)?", (caption or "").lower())
+TIE_FRACTION = 0.9  # arms whose best phase overlaps the event at least this share of the best are tied
+COLOURS = frozenset({
+    "red", "green", "blue", "yellow", "orange", "purple", "cyan", "magenta", "pink", "brown", "black", "white",
+    "gray", "grey", "violet", "teal", "beige", "gold", "golden", "silver", "navy", "maroon", "olive", "lime",
+    "turquoise", "indigo",
+})
+_PARTICLES = {"up", "down", "toward", "towards", "to", "for", "at", "onto", "over", "out", "off", "on", "into"}
+_STOPS = {
+    "in", "into", "on", "onto", "to", "toward", "towards", "over", "above", "at", "from", "with", "using", "next",
+    "beside", "near", "inside", "under", "below", "across", "off", "and", "then", "while", "by", "for", "so",
+    "until", "before", "after", "behind", "away", "back",
+}
+_DETERMINERS = {"the", "a", "an", "this", "that", "its", "their", "his", "her", "of"}
+_ARM_RE = re.compile(r"\b(left|right|both)\s+(?:arm|hand|gripper)s?\b")
+
+
+def _verb_span(words: list[str]) -> tuple[int, int] | None:
+    """(index of the leading verb, index after it and its particle word) in `words`, or None."""
     i = 0
     while i < len(words) and words[i] in _SKIP:
         i += 1
@@ -70,24 +105,110 @@ def leading_verb(caption: str | None) -> str | None:
         return None
     head = _lemma(words[i])
     nxt = _lemma(words[i + 1]) if i + 1 < len(words) else ""
-    two = f"{head}_{nxt}"
-    if two in _SYNONYMS:
-        return _SYNONYMS[two]
-    return _SYNONYMS.get(head)
+    if f"{head}_{nxt}" in _SYNONYMS:
+        return i, i + 2
+    if head in _SYNONYMS:
+        return i, i + 1
+    return None
+
+
+def _words(text: str | None) -> list[str]:
+    return re.findall(r"[a-z]+(?:-[a-z]+)?", (text or "").lower())
+
+
+def leading_verb(caption: str | None) -> str | None:
+    """The phase named by the caption's leading action verb, or None when it names none."""
+    words = _words(caption)
+    span = _verb_span(words)
+    if span is None:
+        return None
+    i, j = span
+    if j == i + 2:
+        return _SYNONYMS[f"{_lemma(words[i])}_{_lemma(words[i + 1])}"]
+    return _SYNONYMS[_lemma(words[i])]
+
+
+def caption_object(caption: str | None) -> str:
+    """The object phrase a caption names after its leading verb ("" when none); see the module doc."""
+    words = _words(_ARM_RE.sub(" ", (caption or "").lower()))
+    span = _verb_span(words)
+    if span is None:
+        return ""
+    k = span[1]
+    while k < len(words) and words[k] in _PARTICLES:
+        k += 1
+    out = []
+    while k < len(words) and words[k] not in _STOPS:
+        if words[k] not in _DETERMINERS:
+            out.append(words[k])
+        k += 1
+    return " ".join(out)
+
+
+def _forms(word: str) -> set[str]:
+    w = word.lower()
+    out = {w}
+    if len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
+        out.add(w[:-1])
+        if w.endswith("es"):
+            out.add(w[:-2])
+    return out
+
+
+def object_matches(truth_object: str | None, caption: str | None) -> bool:
+    """Whether the caption names the true object (colour words + head noun; see the module doc)."""
+    want = [w for w in _words(truth_object) if w not in _DETERMINERS]
+    if not want:
+        return False
+    have: set[str] = set()
+    for w in caption_object(caption).split():
+        have |= _forms(w)
+    colours = [w for w in want if w in COLOURS]
+    needed = [*colours, want[-1]] if colours else want
+    return all(_forms(w) & have for w in needed)
+
+
+def caption_arm(caption: str | None) -> str | None:
+    """The arm a caption names ("left" / "right" / "both"), or None."""
+    m = _ARM_RE.search((caption or "").lower())
+    return m.group(1) if m else None
+
+
+def _overlap(start: int, end: int, p: Mapping[str, Any]) -> int:
+    return min(int(end), int(p["end"])) - max(int(start), int(p["start"]))
+
+
+def truth_phase(start: int, end: int, phases: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The ground-truth phase an event [start, end) is scored against (see the module doc), or None."""
+    per_arm: dict[str, list[Any]] = {}  # arm -> [frames covered by its phases, best overlap, best phase]
+    for p in phases:
+        ov = _overlap(start, end, p)
+        if ov <= 0:
+            continue
+        entry = per_arm.setdefault(str(p.get("arm") or ""), [0, 0, p])
+        entry[0] += ov
+        if ov > entry[1]:
+            entry[1], entry[2] = ov, p
+    if not per_arm:
+        return None
+    most = max(e[0] for e in per_arm.values())
+    tied = [e for e in per_arm.values() if e[0] >= TIE_FRACTION * most]
+    best = min(tied, key=lambda e: (int(e[2]["end"]) - int(e[2]["start"]), -e[1], int(e[2]["start"])))
+    return best[2]
 
 
 def overlap_phase(start: int, end: int, phases: Iterable[Mapping[str, Any]]) -> str | None:
-    """The ground-truth phase name with the largest overlap with frames [start, end)."""
-    best, best_ov = None, 0
-    for p in phases:
-        ov = min(int(end), int(p["end"])) - max(int(start), int(p["start"]))
-        if ov > best_ov:
-            best, best_ov = str(p["name"]), ov
-    return best
+    """The name of `truth_phase(start, end, phases)`: for one arm, the phase overlapping most."""
+    p = truth_phase(start, end, phases)
+    return str(p["name"]) if p is not None else None
+
+
+def _ratio(correct: int, total: int) -> float:
+    return correct / total if total else 0.0
 
 
 def evaluate(events: Iterable[Mapping[str, Any]], truth: Mapping[str, Any]) -> dict[str, Any]:
-    """Accuracy of caption verbs against the overlapping ground-truth phases.
+    """Verb, object and arm accuracy of captions against the ground-truth phases (see the module doc).
 
     Events of episodes that the ground truth does not list are counted in `unmatched_events`.
     """
@@ -98,45 +219,90 @@ def evaluate(events: Iterable[Mapping[str, Any]], truth: Mapping[str, Any]) -> d
     if gt_dataset in datasets and len(datasets) > 1:
         rows = [r for r in rows if r.get("dataset") == gt_dataset]
     total = correct = unmatched = 0
+    obj_total = obj_correct = arm_total = arm_correct = 0
     per: dict[str, Counter[str]] = defaultdict(Counter)
+    per_arm: dict[str, Counter[str]] = defaultdict(Counter)
     confusion: dict[str, Counter[str]] = defaultdict(Counter)
     for r in rows:
         ep = by_index.get(int(r["episode_index"]))
         if ep is None:
             unmatched += 1
             continue
-        truth_phase = overlap_phase(int(r["start_frame"]), int(r["end_frame"]), ep.get("phases", []))
-        if truth_phase is None:
+        phases = ep.get("phases", [])
+        tp = truth_phase(int(r["start_frame"]), int(r["end_frame"]), phases)
+        if tp is None:
             unmatched += 1
             continue
-        pred = leading_verb(r.get("caption")) or "(none)"
+        truth_name = str(tp["name"])
+        arm = str(tp.get("arm") or "arm")
+        caption = r.get("caption")
+        pred = leading_verb(caption) or "(none)"
+        ok = pred == truth_name
         total += 1
-        per[truth_phase]["total"] += 1
-        if pred == truth_phase:
-            correct += 1
-            per[truth_phase]["correct"] += 1
-        confusion[truth_phase][pred] += 1
+        correct += ok
+        per[truth_name]["total"] += 1
+        per[truth_name]["correct"] += ok
+        per_arm[arm]["total"] += 1
+        per_arm[arm]["correct"] += ok
+        confusion[truth_name][pred] += 1
+        if tp.get("object"):
+            hit = object_matches(str(tp["object"]), caption)
+            obj_total += 1
+            obj_correct += hit
+            per_arm[arm]["obj_total"] += 1
+            per_arm[arm]["obj_correct"] += hit
+        if len({str(p.get("arm") or "arm") for p in phases}) > 1 or len(ep.get("arms") or []) > 1:
+            named = caption_arm(caption) == arm
+            arm_total += 1
+            arm_correct += named
+            per_arm[arm]["arm_total"] += 1
+            per_arm[arm]["arm_correct"] += named
     return {
         "events": total,
         "correct": correct,
-        "accuracy": correct / total if total else 0.0,
+        "accuracy": _ratio(correct, total),
+        "object_events": obj_total,
+        "object_correct": obj_correct,
+        "object_accuracy": _ratio(obj_correct, obj_total),
+        "arm_events": arm_total,
+        "arm_correct": arm_correct,
+        "arm_accuracy": _ratio(arm_correct, arm_total),
         "unmatched_events": unmatched,
         "per_phase": {
-            ph: {"events": c["total"], "accuracy": c["correct"] / c["total"] if c["total"] else 0.0}
+            ph: {"events": c["total"], "accuracy": _ratio(c["correct"], c["total"])}
             for ph, c in sorted(per.items(), key=lambda kv: PHASES.index(kv[0]) if kv[0] in PHASES else 99)
+        },
+        "per_arm": {
+            a: {"events": c["total"], "accuracy": _ratio(c["correct"], c["total"]),
+                "object_events": c["obj_total"], "object_accuracy": _ratio(c["obj_correct"], c["obj_total"]),
+                "arm_events": c["arm_total"], "arm_accuracy": _ratio(c["arm_correct"], c["arm_total"])}
+            for a, c in sorted(per_arm.items())
         },
         "confusion": {t: dict(c.most_common()) for t, c in confusion.items()},
     }
 
 
 def format_report(rep: Mapping[str, Any]) -> str:
-    """Human-readable accuracy table and the most common confusions."""
+    """Human-readable accuracy tables (verb, object, per arm) and the most common confusions."""
     lines = [f"caption verb accuracy: {rep['accuracy']:.1%} ({rep['correct']}/{rep['events']} events)"]
+    if "object_accuracy" in rep:
+        lines.append(f"caption object accuracy: {rep['object_accuracy']:.1%} "
+                     f"({rep['object_correct']}/{rep['object_events']} events whose phase has an object)")
+    if rep.get("arm_events"):
+        lines.append(f"caption arm accuracy: {rep['arm_accuracy']:.1%} "
+                     f"({rep['arm_correct']}/{rep['arm_events']} events of multi-arm episodes)")
     if rep.get("unmatched_events"):
         lines.append(f"  ({rep['unmatched_events']} events had no ground-truth episode/phase)")
     lines.append(f"  {'phase':<9} {'events':>6} {'accuracy':>9}")
     for ph, s in rep["per_phase"].items():
         lines.append(f"  {ph:<9} {s['events']:>6} {s['accuracy']:>9.1%}")
+    per_arm = rep.get("per_arm") or {}
+    if len(per_arm) > 1:
+        lines.append(f"  {'arm':<9} {'events':>6} {'verb':>9} {'object':>9} {'arm named':>10}")
+        for a, s in per_arm.items():
+            obj = f"{s['object_accuracy']:>9.1%}" if s["object_events"] else f"{'-':>9}"
+            named = f"{s['arm_accuracy']:>10.1%}" if s["arm_events"] else f"{'-':>10}"
+            lines.append(f"  {a:<9} {s['events']:>6} {s['accuracy']:>9.1%} {obj} {named}")
     mistakes = [(n, t, p) for t, c in rep["confusion"].items() for p, n in c.items() if p != t]
     if mistakes:
         lines.append("  most common confusions (truth -> caption verb):")

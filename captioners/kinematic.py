@@ -1,64 +1,99 @@
 """The offline kinematic captioner: a deterministic HEURISTIC, not a model.
 
-It describes each event of an episode from its signals alone (no pixels): the per-frame
-gripper opening (`gripper`, in [0, 1]), the arm motion (state rows without the gripper
-column), the boundary reasons and the event's position in its episode, plus the objects and
-target parsed from the episode's task text. The rules, per episode:
+It describes each event of an episode from its signals alone (no pixels) plus the objects,
+target and arm assignment parsed from the episode's task text. It labels PHASES PER ARM,
+frame by frame, on the whole episode (the event rows of one episode tile it), and then gives
+each event the phase of the arm acting in it. Only signals that any teleoperation recording
+has are used, read in physical units through `carve.ingest` (the segmenter's own readers and
+thresholds, `SegmentConfig()` defaults: seconds, m/s or rad/s):
 
-0. Events split only by `max_len` (an arbitrary cut) are labelled as one.
-1. An event whose gripper opening falls by more than `GRIP_DELTA` is a *grasp*; one whose
-   opening rises by more than `GRIP_DELTA` is a *release* (boundary reasons
-   `gripper_close`/`gripper_open` at the event's start count when there is no gripper
-   signal). A gripper event that is mostly arm motion after the fingers settled is the
-   motion instead: grasp+lift is a *lift*, release+retreat a *retreat* (or the next *reach*).
-2. Between a grasp and the following release the object is held: the held events are
-   *lift* (first), *place* (last) and *move* (the rest); with only two held events the
-   longer one is the *move*, with one it is a *move*.
-3. With the gripper open: events before a grasp *reach* toward the next object, events after
-   the last release *retreat*.
-4. Without any grasp in the episode (a closed fist, e.g. "push ..." tasks): the first moving
-   event is a *reach*, the last one a *retreat* (with 3+ moving events, or when it returns
-   towards the start pose, or when the first event is much longer, i.e. two motions merged),
-   the ones in between *push* when the task asks for a push, else *move*.
-5. An event with (almost) no arm or gripper motion repeats its predecessor's phase: a dwell
-   belongs to the phase it follows (a first idle event is part of the reach).
+* which columns belong to which arm (`ingest.arms.arm_layouts`: ALOHA-style `left_*` /
+  `right_*`, a single arm, grippers in the state or only in the action). Rows without column
+  names are one arm; its gripper is the state column that tracks the row's `gripper` opening;
+* each arm's gripper STATE (open / closed by hysteresis in the gripper's own units,
+  `ingest.gripper`), read from the operator's command when there is one: a close followed by
+  an open is one grasp cycle; the object is held in between;
+* each arm's motion (smoothed, `ingest.kinematics`): its speed, and "bouts" of motion (speed
+  above the pause speed around a stretch at the moving speed), so tremor is not motion.
 
-Phrases come from `parse_task`: "put the red cube in the tray" gives object "the red cube",
-target "the tray", relation "in"; "put A and then B in the tray" gives two objects (the
-k-th grasp cycle handles the k-th object); arbitrary task text degrades to "the object" and
-"the target". The same input always gives the same captions.
+Per arm, frames are labelled (the events' own boundaries are used only where noted):
+
+1. **grasp**: from the close onset until the arm moves off after holding (the segmenter's own
+   `motion_starts` rule, robust to tremor during the hold); **release**: from the open onset
+   until the arm moves off.
+2. **Held stretch** (between grasp and release): up first, then across, then down. A
+   least-squares three-piece polyline through the path (in the arm's motion space) gives the
+   three pieces; each piece's direction is its mean velocity away from the blends, and every
+   frame goes, in order, to the piece whose direction its velocity follows: where two blended
+   motions overlap, the split falls where the new one becomes the faster. The first piece is
+   **lift**, the middle one **move**, the last one **place**; a hold at a corner belongs to the
+   piece it ends. Held until the episode ends (never released): two pieces, lift and move.
+3. **Gripper open**: before a grasp the arm **reach**es (from its first motion on, or from the
+   previous release); after the last release it **retreat**s. Before its first motion an arm is
+   idle (the other arm may be working); the rest after its last motion belongs to its last
+   phase (a hold belongs to the phase it follows).
+4. **No grasp at all** (a closed fist, "push ..." tasks): the arm's active stretch is split
+   into **reach**, **push** (**move** when the task asks for no push) and **retreat**: at the two
+   event boundaries (the segmenter's pauses and velocity minima) through which the three-piece
+   polyline fits the path best, or by the free fit when there are fewer.
+
+Each event takes, per arm, the majority label of its frames; the event is about the arm with
+the most non-idle frames in it (an arm within `TIE_FRACTION` of that is a tie, and the one in
+the shorter phase wins: the specific action, not the long tail of an arm that has finished).
+An event where every arm is idle repeats its predecessor's phase (a first one: its successor's).
+
+Captions: the arm is named at the END in multi-arm episodes, "grasp the red cube with the
+left arm" (the leading verb stays first, as in single-arm captions); one-arm episodes name
+no arm. Phrases come from `parse_task`: "put the red cube in the tray" gives object "the red
+cube", target "the tray", relation "in"; "put A and then B in the tray" gives two objects (the
+k-th grasp cycle of the arm handles the k-th object); "put A in the tray with the left arm and
+B with the right arm" (or "left arm: ...; right arm: ...") gives each arm its own phrases;
+arbitrary task text degrades to "the object" and "the target". Without usable signals the
+boundary reasons (`gripper_close` / `gripper_open`) and the event order decide. The same
+input always gives the same captions.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from carve.captioners.base import Captioner, CaptionResult, EventView
-from carve.core.config import CaptionConfig
-
-GRIP_DELTA = 0.3  # change of the normalised opening that counts as closing/opening
-STILL_FRACTION = 0.08  # arm path below this fraction of the episode's longest event path = still
-HOME_FRACTION = 0.35  # end pose within this fraction of the episode's pose range of the start = home
+from carve.core.config import CaptionConfig, SegmentConfig
+from carve.ingest.arms import SINGLE_ARM, arm_layouts
+from carve.ingest.gripper import GRIPPER_CLOSE, GRIPPER_OPEN, gripper_states, gripper_transitions
+from carve.ingest.kinematics import motion_starts, move_speed, smooth, speed, thresholds
 
 PHASES = ("reach", "grasp", "lift", "move", "place", "release", "retreat", "push")
+REACH, GRASP, LIFT, MOVE, PLACE, RELEASE, RETREAT, PUSH = range(len(PHASES))
+IDLE = -1
+TIE_FRACTION = 0.9  # arms with at least this share of the most active arm's frames are tied
+FIT_POINTS = 64  # samples of a path (evenly in time) for the polyline fit
+DIRECTION_ROUNDS = 2  # piece directions re-estimated from the previous split
+SETTLE_S = 0.1  # a gripper transition's own first moments: motion starting inside it does not end it
 
 
 # ------------------------------------------------------------------------------------- task text
 @dataclass
 class TaskPhrases:
-    """Noun phrases parsed from a task instruction."""
+    """Noun phrases parsed from a task instruction, and per arm when the task assigns arms."""
 
     objects: list[str] = field(default_factory=lambda: ["the object"])
     target: str = ""  # "the tray", "the blue cube"; "" when the task names none
     relation: str = "in"  # "in", "on", "to" ...
     direction: str = ""  # for pushes: "to the left"
     is_push: bool = False
+    arms: dict[str, TaskPhrases] = field(default_factory=dict)  # "left" -> that arm's phrases
 
     def obj(self, k: int) -> str:
-        return self.objects[min(k, len(self.objects) - 1)]
+        return self.objects[min(max(k, 0), len(self.objects) - 1)]
+
+    def for_arm(self, arm: str) -> TaskPhrases:
+        """The phrases of `arm` when the task gives it its own, else the task's."""
+        return self.arms.get(arm, self)
 
 
 _DET = r"(?:the|a|an|this|that)"
@@ -66,6 +101,11 @@ _REL = r"(in|into|inside|on|onto|on top of|to|towards?|next to|onto the top of|o
 _PUT_VERBS = r"(?:put|place|move|stack|set|drop|transfer|carry|bring|pick up|pick|lay|insert|hang|stow)"
 _PUSH_VERBS = r"(?:push|slide|shove|nudge|sweep)"
 _DIRECTIONS = r"(?:left|right|front|back|forward|backward|away|the side)"
+_ARM_WORDS = r"(?:arm|hand|gripper)"
+# "... with the left arm", "using the right hand"
+_ARM_WITH = re.compile(rf"\s*,?\s*\b(?:with|using|by)\s+(?:the\s+|its\s+|their\s+)?(left|right)\s+{_ARM_WORDS}\b")
+# "left arm: ...", "the right arm puts ..."
+_ARM_SUBJECT = re.compile(rf"(?:^|[;.]|,|\band\b|\bthen\b|\bwhile\b)\s*(?:the\s+)?(left|right)\s+{_ARM_WORDS}\s*:?\s*")
 
 
 def _np(phrase: str) -> str:
@@ -85,11 +125,17 @@ def _cut_clause(phrase: str) -> str:
     return re.split(r"\s*(?:,|\band\b|\bthen\b|\bwhile\b|\bso\b|\bafter\b)\s*", phrase, maxsplit=1)[0].strip()
 
 
-def parse_task(task: str) -> TaskPhrases:
-    """Objects, target and relation of a task instruction (never raises)."""
-    text = " ".join(re.sub(r"[^\w\s,'-]", " ", (task or "").lower()).split())
-    # "pick up X and place it on Y" -> "pick up X on Y"
-    text = re.sub(rf"\s*,?\s+and(?:\s+then)?\s+{_PUT_VERBS}\s+(?:it|them)\b", "", text)
+def _base_verb(text: str) -> str:
+    """Third-person verbs at the start folded to the base form ("puts the cube" -> "put the cube")."""
+    m = re.match(r"^(\w+?)(?:es|s)\b(.*)$", text)
+    if m and re.fullmatch(rf"{_PUT_VERBS}|{_PUSH_VERBS}|pick", m.group(1)):
+        return m.group(1) + m.group(2)
+    return text
+
+
+def _parse_text(text: str) -> TaskPhrases:
+    """Objects, target and relation of one normalised clause."""
+    text = _base_verb(re.sub(rf"\s*,?\s+and(?:\s+then)?\s+{_PUT_VERBS}\s+(?:it|them)\b", "", text).strip(" ,"))
     out = TaskPhrases()
     if not text:
         return out
@@ -124,20 +170,96 @@ def parse_task(task: str) -> TaskPhrases:
     return out
 
 
+def _arm_clauses(text: str) -> list[tuple[str, str]]:
+    """(arm, clause) pairs when the task assigns work to arms, else []."""
+    pairs: list[tuple[str, str]] = []
+    with_arm = list(_ARM_WITH.finditer(text))
+    if with_arm:  # "<clause> with the left arm and <clause> with the right arm"
+        prev = 0
+        for m in with_arm:
+            pairs.append((m.group(1), text[prev : m.start()]))
+            prev = m.end()
+        return pairs
+    subj = list(_ARM_SUBJECT.finditer(text))
+    if subj:  # "left arm: <clause>; right arm: <clause>"
+        for i, m in enumerate(subj):
+            end = subj[i + 1].start() if i + 1 < len(subj) else len(text)
+            pairs.append((m.group(1), text[m.end() : end]))
+    return pairs
+
+
+def parse_task(task: str) -> TaskPhrases:
+    """Objects, target and relation of a task instruction, per arm when it names arms (never raises)."""
+    text = " ".join(re.sub(r"[^\w\s,;:'-]", " ", (task or "").lower()).split())
+    pairs = _arm_clauses(text)
+    if not pairs:
+        return _parse_text(text.replace(";", ",").replace(":", " "))
+    arms: dict[str, TaskPhrases] = {}
+    base: TaskPhrases | None = None
+    for arm, clause in pairs:
+        clause = re.sub(r"^(?:\s|,|;|:|\band\b|\bthen\b|\bwhile\b)+", "", clause).strip(" ,;:")
+        if not clause:
+            continue
+        if re.match(rf"^{_DET}\b", clause):  # a bare noun phrase: the verb of the first clause applies
+            p = _parse_text(f"put {clause}")
+        else:
+            p = _parse_text(clause)
+        if base is not None and not p.target:
+            p.target, p.relation = base.target, base.relation
+        if base is None:
+            base = p
+        arms.setdefault(arm, p)
+    if base is None:
+        return _parse_text(text)
+    objects = [o for p in arms.values() for o in p.objects]
+    return TaskPhrases(objects=objects, target=base.target, relation=base.relation, direction=base.direction,
+                       is_push=base.is_push, arms=arms)
+
+
 # ------------------------------------------------------------------------------------- signals
 @dataclass
-class _Signals:
-    g_start: float | None
-    g_end: float | None
-    g_drop: float  # largest fall of the opening inside the event (>= 0)
-    g_rise: float  # largest rise of the opening inside the event (>= 0)
-    g_mean: float | None
-    path: float  # arm path length in the state's units
-    path_after_grip: float  # arm path after the gripper transition has (nearly) finished
-    frac_after_grip: float  # fraction of the event's frames after that point
-    start_pose: np.ndarray
-    end_pose: np.ndarray
-    frames: int
+class _Episode:
+    """One episode reassembled from its event rows (local frames: the events back to back)."""
+
+    fps: float
+    starts: list[int]
+    ends: list[int]
+    state: np.ndarray | None  # (n, Ds) or None when the rows carry no usable state
+    action: np.ndarray | None
+    gripper: np.ndarray | None  # the rows' per-frame opening in [0, 1] (first acting arm)
+    state_names: list[str]
+    action_names: list[str]
+
+    @property
+    def n(self) -> int:
+        return self.ends[-1] if self.ends else 0
+
+
+def _assemble(events: list[EventView]) -> _Episode:
+    starts, ends, pos = [], [], 0
+    for v in events:
+        starts.append(pos)
+        pos += max(1, v.num_frames)
+        ends.append(pos)
+
+    def stack(mats: list[np.ndarray]) -> np.ndarray | None:
+        if not mats or any(m.ndim != 2 or m.shape[0] != e - s for m, s, e in zip(mats, starts, ends, strict=True)):
+            return None
+        if len({m.shape[1] for m in mats}) != 1 or mats[0].shape[1] == 0:
+            return None
+        x = np.vstack(mats).astype(np.float64)
+        return x if np.all(np.isfinite(x)) else None
+
+    grips = [np.asarray(v.gripper, np.float64) for v in events]
+    g = None
+    if all(len(x) == e - s for x, s, e in zip(grips, starts, ends, strict=True)):
+        g = np.concatenate(grips) if grips else None
+        if g is not None and not np.all(np.isfinite(g)):
+            g = None
+    fps = next((v.fps for v in events if v.fps and v.fps > 0), 10.0)
+    return _Episode(fps=float(fps), starts=starts, ends=ends, state=stack([v.state for v in events]),
+                    action=stack([v.action for v in events]), gripper=g,
+                    state_names=list(events[0].state_names), action_names=list(events[0].action_names))
 
 
 def _gripper_dim(state: np.ndarray, grip: np.ndarray) -> int | None:
@@ -155,218 +277,411 @@ def _gripper_dim(state: np.ndarray, grip: np.ndarray) -> int | None:
     return best
 
 
-def _arm(view: EventView, gdim: int | None) -> np.ndarray:
-    m = view.state if view.state.ndim == 2 and view.state.size else view.action
-    if m.ndim != 2 or m.size == 0:
-        return np.zeros((max(1, view.num_frames), 1), np.float32)
-    if gdim is not None and m is view.state and m.shape[1] > 1:
-        m = np.delete(m, gdim, axis=1)
-    return m
+@dataclass
+class _ArmSignal:
+    """What the labeller reads of one arm: its gripper opening (or command) and its motion."""
+
+    name: str
+    gripper: np.ndarray | None  # (n,) higher = more open; None without a gripper
+    motion: np.ndarray  # (n, k) in rad or m, smoothed; k = 0 without motion columns
+    kind: str
 
 
-def _signals(view: EventView, gdim: int | None) -> _Signals:
-    g = np.asarray(view.gripper, np.float64)
-    arm = _arm(view, gdim).astype(np.float64)
-    path = float(np.linalg.norm(np.diff(arm, axis=0), axis=1).sum()) if len(arm) > 1 else 0.0
-    path_after, frac_after = 0.0, 0.0
-    if len(g):
-        run_max = np.maximum.accumulate(g)
-        run_min = np.minimum.accumulate(g)
-        drop, rise = float(np.max(run_max - g)), float(np.max(g - run_min))
-        gs, ge, gm = float(g[0]), float(g[-1]), float(g.mean())
-        if max(drop, rise) >= GRIP_DELTA:
-            settled = np.flatnonzero(np.abs(g - g[-1]) > 0.1)
-            t_c = int(settled[-1]) + 1 if len(settled) else 0
-            if len(arm) == len(g) and t_c < len(arm) - 1:
-                path_after = float(np.linalg.norm(np.diff(arm[t_c:], axis=0), axis=1).sum())
-            frac_after = (len(g) - t_c) / len(g)
+def _arm_signals(ep: _Episode, cfg: SegmentConfig) -> list[_ArmSignal]:
+    n = ep.n
+    if ep.state is None:
+        return [_ArmSignal(SINGLE_ARM, ep.gripper, np.zeros((n, 0)), "joint")]
+    names_ok = len(ep.state_names) == ep.state.shape[1]
+    layouts = arm_layouts(ep.state_names if names_ok else None, ep.action_names or None, ep.state, ep.action, cfg)
+    if len(layouts) == 1 and layouts[0].gripper is None and layouts[0].gripper_action is None:
+        # no named gripper: the state column that follows the rows' opening, else the rows' opening
+        lay = layouts[0]
+        gdim = _gripper_dim(ep.state, ep.gripper) if ep.gripper is not None else None
+        if gdim is not None and not lay.motion_in_action:
+            lay.motion = [i for i in lay.motion if i != gdim]
+        grips = [ep.state[:, gdim] if gdim is not None else ep.gripper]
     else:
-        drop = rise = 0.0
-        gs = ge = gm = None
-    return _Signals(gs, ge, drop, rise, gm, path, path_after, frac_after, arm[0], arm[-1], max(1, view.num_frames))
+        grips = [lay.gripper_command(ep.state, ep.action) if lay.gripper is not None or lay.gripper_action is not None
+                 else None for lay in layouts]
+    out = []
+    for lay, g in zip(layouts, grips, strict=True):
+        x = smooth(lay.motion_signal(ep.state, ep.action), ep.fps, cfg.smooth_s)
+        out.append(_ArmSignal(lay.name, g if g is not None and len(g) == n else None, x, lay.kind))
+    return out
 
 
-# ------------------------------------------------------------------------------------- labelling
-def _merge_max_len(events: list[EventView]) -> tuple[list[EventView], list[int]]:
-    """Join events split only by `max_len` (an arbitrary cut, not a semantic one).
+# ------------------------------------------------------------------------------------- one arm
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    m = np.concatenate([[False], mask, [False]]).astype(np.int8)
+    d = np.diff(m)
+    return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist(), strict=True))
 
-    Returns the merged views and, per original event, the index of its merged view.
-    """
-    merged: list[EventView] = []
-    owner: list[int] = []
-    for v in events:
-        if merged and v.start_reason == "max_len" and merged[-1].end_frame == v.start_frame:
-            m = merged[-1]
-            merged[-1] = EventView(
-                episode_id=m.episode_id, event_index=m.event_index, num_events=m.num_events, task=m.task,
-                start_frame=m.start_frame, end_frame=v.end_frame, fps=m.fps, start_reason=m.start_reason,
-                boundary_reason=v.boundary_reason, keyframes=m.keyframes,
-                state=_vstack(m.state, v.state), action=_vstack(m.action, v.action),
-                gripper=np.concatenate([np.asarray(m.gripper, np.float32), np.asarray(v.gripper, np.float32)]),
-                row=m.row,
-            )
+
+def _bouts(sp: np.ndarray, fps: float, pause: float, fast: float, cfg: SegmentConfig) -> list[tuple[int, int]]:
+    """Stretches of real motion: above the pause speed, around at least a moment at the moving speed."""
+    hold = max(2, round(cfg.pause_min_s * fps))
+    runs = _runs(sp > pause)
+    merged: list[list[int]] = []
+    for a, e in runs:  # a dip shorter than a pause does not end the motion (hesitations)
+        if merged and a - merged[-1][1] < hold:
+            merged[-1][1] = e
         else:
-            merged.append(v)
-        owner.append(len(merged) - 1)
-    return merged, owner
+            merged.append([a, e])
+    need = max(1, hold // 2)
+    return [(a, e) for a, e in merged if int(np.sum(sp[a:e] >= fast)) >= need]
 
 
-def _vstack(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if a.ndim == 2 and b.ndim == 2 and a.size and b.size and a.shape[1] == b.shape[1]:
-        return np.vstack([a, b])
-    return np.zeros((0, 0), np.float32)
+def _move_off(sp: np.ndarray, fps: float, t: int, until: int, fast: float, cfg: SegmentConfig) -> int | None:
+    """After a gripper transition at t: where the arm, having held, moves off (`ingest.kinematics.motion_starts`,
+    the segmenter's rule: robust to tremor during the hold); None when it never held or never moves off."""
+    if sp.size == 0 or not np.any(sp):
+        return None
+    found = motion_starts(sp, fps, [t], [until], fast, cfg)
+    return found[0][0] if found else None
+
+
+def _cycles(trans: list[tuple[int, str]]) -> list[tuple[int | None, int | None]]:
+    """(close onset, open onset) of each grasp cycle; None where the episode starts holding / ends holding."""
+    out: list[tuple[int | None, int | None]] = []
+    for t, kind in trans:
+        if kind == GRIPPER_CLOSE:
+            out.append((t, None))
+        elif kind == GRIPPER_OPEN:
+            if out and out[-1][1] is None:
+                out[-1] = (out[-1][0], t)
+            elif not out:  # holding from the start
+                out.append((None, t))
+    return out
+
+
+def _polyline_fit(p: np.ndarray, pieces: int) -> list[int]:
+    """Indices of the inner vertices of the least-squares `pieces`-piece polyline through points `p`
+    (vertices on the points; cost: squared distances of the points to their piece)."""
+    m = len(p)
+    cost = np.full((m, m), np.inf)
+    for i in range(m - 1):
+        d = p[i + 1 :] - p[i]  # d[j]: from point i to point i+1+j (a chord, and a point between)
+        g = d @ d.T  # g[q, j] = d[q] . d[j]
+        vv = np.diag(g).copy()
+        t = np.clip(np.divide(g, vv[None, :], out=np.zeros_like(g), where=vv[None, :] > 1e-18), 0.0, 1.0)
+        res = vv[:, None] - 2.0 * t * g + t * t * vv[None, :]  # squared distance of point q to chord j
+        res = np.maximum(res, 0.0) * np.tri(len(d), k=-1).T  # only the points strictly inside (q < j)
+        cost[i, i + 1 :] = res.sum(axis=0)
+    best = np.full((pieces + 1, m), np.inf)
+    arg = np.zeros((pieces + 1, m), int)
+    best[0, 0] = 0.0
+    for k in range(1, pieces + 1):
+        for j in range(1, m):
+            tot = best[k - 1, :j] + cost[:j, j]
+            i = int(np.argmin(tot))
+            best[k, j], arg[k, j] = tot[i], i
+    corners, j = [], m - 1
+    for k in range(pieces, 1, -1):
+        j = int(arg[k, j])
+        corners.append(j)
+    return sorted(corners)
+
+
+def _direction_split(v: np.ndarray, dirs: list[np.ndarray]) -> list[int]:
+    """Frames where pieces 2..k start: the ordered split that maximises the velocity's projection on
+    the direction of its piece (a frame belongs to the piece whose direction it follows; on a flat
+    stretch, a hold, the later split wins, so a hold stays with the piece it ends)."""
+    m, k = len(v), len(dirs)
+    score = np.stack([v @ u for u in dirs], axis=1)  # (m, k)
+    cs = np.vstack([np.zeros((1, k)), np.cumsum(score, axis=0)])  # prefix sums, (m + 1, k)
+    # best[j][t]: the best value of pieces 0..j covering frames [0, t) ; piece j ends at t
+    best = np.full((k, m + 1), -np.inf)
+    arg = np.zeros((k, m + 1), int)
+    best[0] = cs[:, 0]
+    for j in range(1, k):
+        # piece j covers [a, t): value = best[j-1][a] + cs[t, j] - cs[a, j], with 1 <= a < t
+        f = best[j - 1] - cs[:, j]
+        run_val, run_arg = -np.inf, 0
+        for t in range(1, m + 1):
+            a = t - 1
+            if a >= 1 and f[a] >= run_val - 1e-12:  # ties: the later split
+                run_val, run_arg = f[a], a
+            if run_val > -np.inf:
+                best[j, t], arg[j, t] = run_val + cs[t, j], run_arg
+    out, t = [], m
+    for j in range(k - 1, 0, -1):
+        t = int(arg[j, t])
+        out.append(t)
+    return sorted(out)
+
+
+def _polyline_corners(x: np.ndarray, sp: np.ndarray, pause: float, pieces: int) -> list[int] | None:
+    """Frames (local) where pieces 2..k of the path `x` start, or None when it hardly moves.
+
+    A least-squares k-piece polyline through the path (sampled evenly in time, at most
+    `FIT_POINTS` points) gives the pieces; each piece's direction is its mean velocity over its
+    central half (away from the blends), and every frame then goes to the piece whose direction
+    its velocity follows, in order (`_direction_split`): where two blended motions overlap, the
+    split falls where the new one becomes the faster. The directions are re-estimated from that
+    split (`DIRECTION_ROUNDS`). A corner inside a hold is moved to the hold's end (the hold belongs
+    to the piece it ends).
+    """
+    m = x.shape[0]
+    if x.ndim != 2 or x.shape[1] == 0 or m < pieces + 1:
+        return None
+    moving = sp > pause
+    if int(moving.sum()) < 2:
+        return None
+    idx = np.unique(np.linspace(0, m - 1, min(m, FIT_POINTS)).round().astype(int))
+    if len(idx) < pieces + 1:
+        return None
+    verts = [0, *(int(idx[c]) for c in _polyline_fit(x[idx], pieces)), m - 1]
+    v = np.where(moving[:, None], np.gradient(x, axis=0), 0.0)
+    corners = verts[1:-1]
+    for _ in range(DIRECTION_ROUNDS):
+        dirs = []
+        for a, b in itertools.pairwise(verts):  # the mean velocity of the piece's central half
+            d = v[a + (b - a) // 4 : b - (b - a) // 4 + 1].sum(axis=0)
+            nd = float(np.linalg.norm(d))
+            dirs.append(d / nd if nd > 1e-12 else d)
+        corners = _direction_split(v, dirs)
+        verts = [0, *corners, m - 1]
+    out = []
+    for c in corners:
+        while 0 < c < m and not moving[c]:  # inside a hold: to its end
+            c += 1
+        out.append(min(c, m))
+    return out
+
+
+def _chord_cost(x: np.ndarray, i: int, j: int) -> float:
+    """Squared distances of the frames x[i..j] to the chord x[i] -> x[j]."""
+    pts = x[i : j + 1] - x[i]
+    v = x[j] - x[i]
+    vv = float(v @ v)
+    t = np.clip(pts @ v / vv, 0.0, 1.0) if vv > 1e-18 else np.zeros(len(pts))
+    return float(np.sum((pts - t[:, None] * v) ** 2))
+
+
+def _corners_among(x: np.ndarray, cands: list[int], pieces: int) -> list[int]:
+    """The `pieces` - 1 of the candidate frames through which the polyline fits the path best."""
+    m = len(x)
+    best, out = np.inf, cands[: pieces - 1]
+    for combo in itertools.combinations(cands, pieces - 1):
+        verts = [0, *combo, m - 1]
+        cost = sum(_chord_cost(x, a, b) for a, b in itertools.pairwise(verts))
+        if cost < best:
+            best, out = cost, list(combo)
+    return out
+
+
+def _label_path(labels: np.ndarray, x: np.ndarray, sp: np.ndarray, pause: float, a: int, e: int,
+                names: tuple[int, ...], fallback: int, cands: list[int] | None = None) -> None:
+    """Label frames [a, e) with `names`, one per piece of the path's polyline fit (corners among
+    the candidate frames `cands` when there are enough of them, else free)."""
+    if e <= a:
+        return
+    inside = sorted({c - a for c in cands or [] if a < c < e - 1})
+    if len(inside) >= len(names) - 1 and x.shape[1]:
+        corners: list[int] | None = _corners_among(x[a:e], inside, len(names))
+    else:
+        corners = _polyline_corners(x[a:e], sp[a:e], pause, len(names)) if e - a >= 3 else None
+    if corners is None:
+        labels[a:e] = fallback
+        return
+    edges = [0, *corners, e - a]
+    for name, lo, hi in zip(names, edges[:-1], edges[1:], strict=True):
+        labels[a + lo : a + max(lo, hi)] = name
+
+
+def _label_arm(sig: _ArmSignal, n: int, fps: float, cfg: SegmentConfig, is_push: bool,
+               bounds: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame: phase code (IDLE when the arm rests outside any phase) and grasp-cycle index.
+
+    `bounds` are the event boundaries of the episode (the segmenter's pauses and velocity minima);
+    without a grasp they are the candidate corners of reach | push | retreat."""
+    labels = np.full(n, IDLE, int)
+    cycle = np.zeros(n, int)
+    x = sig.motion
+    sp = speed(x, fps) if x.shape[1] else np.zeros(n)
+    pause, _ = thresholds(sig.kind, cfg)
+    fast = move_speed(sig.kind, cfg)
+    bouts = _bouts(sp, fps, pause, fast, cfg) if x.shape[1] else []
+    trans = gripper_transitions(sig.gripper, fps, cfg) if sig.gripper is not None else []
+    states = gripper_states(sig.gripper, fps, cfg) if trans else None
+    cycles = _cycles(trans)
+    settle = max(1, round(SETTLE_S * fps))
+    # without motion columns the arm counts as moving throughout (only the gripper tells the phases)
+    first_move = (bouts[0][0] if bouts else n) if x.shape[1] else 0
+    last_still = (bouts[-1][1] if bouts else 0) if x.shape[1] else n
+    if not cycles:
+        if bouts:
+            _label_path(labels, x, sp, pause, first_move, last_still, (REACH, PUSH if is_push else MOVE, RETREAT),
+                        PUSH if is_push else MOVE, bounds)
+        return _hold_to_end(labels), cycle
+
+    def settled(t: int, closed: bool) -> int:
+        """The frame after the gripper state (hysteresis) has switched, from onset t."""
+        if states is None:
+            return min(n, t + settle)
+        want = 0 if closed else 1
+        later = np.flatnonzero(states[t:] == want)
+        return min(n, t + (int(later[0]) if len(later) else 0) + 1)
+
+    prev_end = 0
+    for k, (c, o) in enumerate(cycles):
+        c0 = c if c is not None else 0
+        stop = o if o is not None else n
+        # approach: from the arm's first motion (first cycle) or from the previous release
+        a = min(first_move, c0) if k == 0 else prev_end
+        labels[a:c0], cycle[a:c0] = REACH, k
+        if c is not None:
+            ge = _move_off(sp, fps, c, stop, fast, cfg)
+            ge = ge if ge is not None else min(stop, settled(c, True))
+            labels[c:ge], cycle[c:ge] = GRASP, k
+        else:
+            ge = min(first_move, stop)
+        cycle[ge:stop] = k
+        if o is None:  # held to the end: up, then across
+            _label_path(labels, x, sp, pause, ge, n, (LIFT, MOVE), MOVE)
+            return _hold_to_end(labels), cycle
+        _label_path(labels, x, sp, pause, ge, o, (LIFT, MOVE, PLACE), MOVE)
+        nxt = cycles[k + 1][0] if k + 1 < len(cycles) and cycles[k + 1][0] is not None else n
+        re_ = _move_off(sp, fps, o, nxt, fast, cfg)
+        re_ = re_ if re_ is not None else min(nxt, settled(o, False))
+        labels[o:re_], cycle[o:re_] = RELEASE, k
+        prev_end = re_
+    if last_still > prev_end:  # after the last release: the retreat (the rest that follows belongs to it)
+        labels[prev_end:], cycle[prev_end:] = RETREAT, len(cycles) - 1
+    return _hold_to_end(labels), cycle
+
+
+def _hold_to_end(labels: np.ndarray) -> np.ndarray:
+    """The rest after an arm's last phase belongs to that phase (it holds its final pose)."""
+    act = np.flatnonzero(labels >= 0)
+    if len(act):
+        labels[act[-1] + 1 :] = labels[act[-1]]
+    return labels
+
+
+# ------------------------------------------------------------------------------------- events
+@dataclass
+class EventPhase:
+    """The phase of one event: its name, the arm it is about and the grasp cycle (object index)."""
+
+    phase: str
+    arm: str
+    cycle: int = 0
+
+
+def _run_length(labels: np.ndarray, t: int) -> int:
+    """Length of the run of equal labels containing frame t."""
+    v = labels[t]
+    a = t
+    while a > 0 and labels[a - 1] == v:
+        a -= 1
+    e = t
+    while e < len(labels) and labels[e] == v:
+        e += 1
+    return e - a
+
+
+def _event_phases_from_signals(ep: _Episode, is_push: bool) -> tuple[list[EventPhase | None], int]:
+    """Per event: the phase of the arm it is about (None when every arm rests), and the number of arms."""
+    cfg = SegmentConfig()
+    tracks = []
+    for sig in _arm_signals(ep, cfg):
+        labels, cycle = _label_arm(sig, ep.n, ep.fps, cfg, is_push, ep.starts[1:])
+        tracks.append((sig.name, labels, cycle))
+    out: list[EventPhase | None] = []
+    for s, e in zip(ep.starts, ep.ends, strict=True):
+        cands = []
+        for name, labels, cycle in tracks:
+            lab = labels[s:e]
+            act = lab[lab >= 0]
+            if len(act) == 0:
+                continue
+            counts = np.bincount(act, minlength=len(PHASES))
+            top = set(np.flatnonzero(counts == counts.max()).tolist())
+            ph = next(int(v) for v in lab if v in top)  # ties: the phase that comes first in the event
+            t = s + int(np.flatnonzero(lab == ph)[0])
+            k = int(np.bincount(cycle[s:e][lab == ph]).argmax())
+            cands.append((len(act), _run_length(labels, t), name, ph, k))
+        if not cands:
+            out.append(None)
+            continue
+        most = max(c[0] for c in cands)
+        tied = [c for c in cands if c[0] >= TIE_FRACTION * most]
+        _, _, name, ph, k = min(tied, key=lambda c: (c[1], -c[0], c[2]))
+        out.append(EventPhase(PHASES[ph], name, k))
+    return out, len(tracks)
+
+
+def _event_phases_from_reasons(events: list[EventView]) -> list[EventPhase | None]:
+    """Without signals: gripper boundary reasons give grasp/release; the rest follows their order."""
+    closes = [i for i, v in enumerate(events) if v.start_reason == GRIPPER_CLOSE]
+    if not closes:
+        return [EventPhase("move", SINGLE_ARM, 0) for _ in events]
+    out: list[EventPhase | None] = []
+    cycle, holding = -1, False
+    for i, v in enumerate(events):
+        if v.start_reason == GRIPPER_CLOSE:
+            cycle, holding = cycle + 1, True
+            out.append(EventPhase("grasp", SINGLE_ARM, cycle))
+        elif v.start_reason == GRIPPER_OPEN:
+            holding = False
+            out.append(EventPhase("release", SINGLE_ARM, max(cycle, 0)))
+        elif holding:
+            out.append(EventPhase("move", SINGLE_ARM, cycle))
+        elif any(c > i for c in closes):
+            out.append(EventPhase("reach", SINGLE_ARM, cycle + 1))
+        else:
+            out.append(EventPhase("retreat", SINGLE_ARM, max(cycle, 0)))
+    return out
+
+
+def _episode_phases(events: list[EventView]) -> tuple[list[EventPhase], int]:
+    phrases = parse_task(events[0].task)
+    ep = _assemble(events)
+    has_signal = ep.state is not None or (ep.gripper is not None and np.ptp(ep.gripper) > 0)
+    raw, arms = _event_phases_from_signals(ep, phrases.is_push) if has_signal else ([None] * len(events), 1)
+    if all(r is None for r in raw):
+        raw = _event_phases_from_reasons(events)
+    # an event where every arm rests belongs to the phase it follows (a first one: to the next)
+    out: list[EventPhase] = []
+    for i, r in enumerate(raw):
+        if r is None:
+            r = out[-1] if out else next((x for x in raw[i + 1 :] if x is not None), EventPhase("reach", SINGLE_ARM))
+        out.append(r)
+    return out, arms
+
+
+def event_phases(events: list[EventView]) -> list[EventPhase]:
+    """The phase, arm and object index of each event of one episode, in order. Deterministic."""
+    return _episode_phases(events)[0] if events else []
 
 
 def label_phases(events: list[EventView]) -> list[str]:
     """The phase name (see PHASES) of each event of one episode, in order. Deterministic."""
-    if not events:
-        return []
-    merged, owner = _merge_max_len(events)
-    labels = _label_merged(merged)
-    return [labels[k] for k in owner]
-
-
-def _label_merged(events: list[EventView]) -> list[str]:
-    n = len(events)
-    phrases = parse_task(events[0].task)
-    gdim = None
-    for v in events:
-        gdim = _gripper_dim(v.state, np.asarray(v.gripper)) if v.state.ndim == 2 else None
-        if gdim is not None:
-            break
-    sig = [_signals(v, gdim) for v in events]
-    longest = max(s.path for s in sig) or 1.0
-    still = [s.path < STILL_FRACTION * longest and s.g_drop < GRIP_DELTA and s.g_rise < GRIP_DELTA for s in sig]
-    # a gripper event that is mostly the arm moving afterwards (e.g. "grasp + lift" in one event)
-    motion_led = [s.frac_after_grip > 0.5 and s.path_after_grip > STILL_FRACTION * longest for s in sig]
-
-    labels: list[str | None] = [None] * n
-    for i, (v, s) in enumerate(zip(events, sig, strict=True)):
-        if s.g_drop >= GRIP_DELTA and s.g_drop >= s.g_rise:
-            labels[i] = "grasp"
-        elif s.g_rise >= GRIP_DELTA:
-            labels[i] = "release"
-        elif s.g_start is None and v.start_reason == "gripper_close":
-            labels[i] = "grasp"
-        elif s.g_start is None and v.start_reason == "gripper_open":
-            labels[i] = "release"
-    # a grasp/release split over two events: keep the one with the larger change
-    for i in range(1, n):
-        if labels[i] is not None and labels[i] == labels[i - 1]:
-            key = "g_drop" if labels[i] == "grasp" else "g_rise"
-            weaker = i if getattr(sig[i], key) < getattr(sig[i - 1], key) else i - 1
-            labels[weaker] = None if not still[weaker] else labels[weaker]
-
-    if any(lab == "grasp" for lab in labels):
-        _label_pick_cycles(labels, sig, still, motion_led)
-    else:
-        _label_no_grasp(labels, sig, still, phrases)
-    # dwell-only events repeat the phase they follow (a first idle event is part of the reach)
-    out: list[str] = []
-    for i in range(n):
-        lab = labels[i]
-        if still[i] and lab not in ("grasp", "release"):
-            lab = out[-1] if out else "reach"
-        out.append(lab or "move")
-    return out
-
-
-def _label_pick_cycles(
-    labels: list[str | None], sig: list[_Signals], still: list[bool], motion_led: list[bool]
-) -> None:
-    n = len(labels)
-    last_release = max((i for i in range(n) if labels[i] == "release"), default=-1)
-    releases = [i for i in range(n) if labels[i] == "release"]
-    i = 0
-    while i < n:
-        if labels[i] == "grasp":
-            j = i + 1
-            while j < n and labels[j] not in ("release", "grasp"):
-                j += 1
-            held = [k for k in range(i + 1, j) if not still[k]]
-            if motion_led[i]:  # the grasp event is mostly the lift: it opens the held stretch
-                held = [i, *held]
-            _label_held(labels, sig, held)  # still held events are resolved by the dwell rule
-            i = j
-            continue
-        if labels[i] is None:
-            labels[i] = "retreat" if i > last_release >= 0 and not any(
-                lab == "grasp" for lab in labels[i:]) else "reach"
-        i += 1
-    for r in releases:  # a release that is mostly the arm moving away is the retreat (or next reach)
-        if motion_led[r]:
-            labels[r] = "reach" if any(lab == "grasp" for lab in labels[r + 1 :]) else "retreat"
-
-
-def _label_held(labels: list[str | None], sig: list[_Signals], held: list[int]) -> None:
-    if not held:
-        return
-    if len(held) == 1:
-        labels[held[0]] = "move"
-        return
-    if len(held) == 2:
-        a, b = held
-        if sig[a].frames >= sig[b].frames:
-            labels[a], labels[b] = "move", "place"
-        else:
-            labels[a], labels[b] = "lift", "move"
-        return
-    labels[held[0]] = "lift"
-    labels[held[-1]] = "place"
-    for k in held[1:-1]:
-        labels[k] = "move"
-
-
-def _label_no_grasp(labels: list[str | None], sig: list[_Signals], still: list[bool], phrases: TaskPhrases) -> None:
-    n = len(labels)
-    moving = [i for i in range(n) if not still[i] and labels[i] is None]
-    if not moving:
-        return
-    middle = "push" if phrases.is_push else "move"
-    home = sig[0].start_pose
-    span = max(float(np.linalg.norm(s.end_pose - home)) for s in sig) or 1.0
-
-    def returns_home(i: int) -> bool:
-        d_end = float(np.linalg.norm(sig[i].end_pose - home))
-        return d_end < HOME_FRACTION * span or d_end < HOME_FRACTION * float(np.linalg.norm(sig[i].start_pose - home))
-
-    labels[moving[0]] = "reach"
-    rest = moving[1:]
-    if not rest:
-        return
-    last = rest[-1]
-    # the last motion is the retreat when there are 3+ motions, when it goes back towards the start
-    # pose, or when the first event is clearly two motions merged (much longer than the last one)
-    merged_first = sig[moving[0]].frames >= 1.5 * sig[last].frames
-    if len(rest) >= 2 or returns_home(last) or merged_first:
-        labels[last] = "retreat"
-        rest = rest[:-1]
-    for k in rest:
-        labels[k] = middle
+    return [p.phase for p in event_phases(events)]
 
 
 # ------------------------------------------------------------------------------------- wording
-def describe(phase: str, phrases: TaskPhrases, obj_index: int, holding: str) -> str:
+def describe(phase: str, phrases: TaskPhrases, obj_index: int, holding: str = "") -> str:
     """The caption of one phase, e.g. describe("place", ...) -> "place the red cube in the tray"."""
     obj = phrases.obj(obj_index)
     target = phrases.target
     rel = phrases.relation if phrases.relation in ("in", "on") else "at"
+    what = holding or obj
     if phase == "reach":
         return f"reach toward {obj}"
     if phase == "grasp":
         return f"grasp {obj}"
     if phase == "lift":
-        return f"lift {holding or obj}"
+        return f"lift {what}"
     if phase == "move":
-        what = holding or obj
         if target:
             return f"move {what} {'over' if rel == 'on' else 'to'} {target}"
         return f"move {what}"
     if phase == "place":
-        what = holding or obj
         return f"place {what} {rel} {target}" if target else f"place {what} down"
     if phase == "release":
-        return f"release {holding or obj}"
+        return f"release {what}"
     if phase == "retreat":
         return f"retreat from {target}" if target and not phrases.is_push else "retreat to the start position"
     if phase == "push":
@@ -376,29 +691,32 @@ def describe(phase: str, phrases: TaskPhrases, obj_index: int, holding: str) -> 
     return f"{phase} {obj}"
 
 
+def arm_suffix(arm: str) -> str:
+    """" with the left arm" for a named arm of a multi-arm robot ("" for a single arm)."""
+    name = arm.replace("_", " ").strip()
+    if not name or name == SINGLE_ARM:
+        return ""
+    return f" with the {name} arm"
+
+
 def caption_episode_events(events: list[EventView]) -> list[str]:
     """Captions for the events of one episode (sorted by event_index)."""
     if not events:
         return []
     phrases = parse_task(events[0].task)
-    phases = label_phases(events)
+    phases, arms = _episode_phases(events)
     out = []
-    cycle = -1  # index of the object of the current grasp cycle
-    prev = None
-    for ph in phases:
-        if (ph == "reach" and prev != "reach") or (ph == "grasp" and prev not in ("reach", "grasp")):
-            cycle += 1
-        k = max(cycle, 0)
-        holding = phrases.obj(k) if ph in ("lift", "move", "place", "release") else ""
-        out.append(describe(ph, phrases, k, holding))
-        prev = ph
+    for p in phases:
+        arm_phrases = phrases.for_arm(p.arm)
+        text = describe(p.phase, arm_phrases, p.cycle)
+        out.append(text + (arm_suffix(p.arm) if arms > 1 else ""))
     return out
 
 
 class KinematicCaptioner(Captioner):
     """Deterministic captions from signals + task text (see the module docstring)."""
 
-    name = "kinematic-v1"
+    name = "kinematic-v2"
 
     def __init__(self, cfg: CaptionConfig | None = None):
         self.cfg = cfg or CaptionConfig()

@@ -3,17 +3,26 @@
 `OpenAICaptioner(cfg)` uses the async `openai` client against `cfg.base_url` with the API key
 from the environment variable `cfg.api_key_env` (a placeholder when unset, as local servers
 accept any key). For every event it sends the prompt of `captioners/prompts/<version>.yaml`
-with the episode's task, the previous event's caption and the event's keyframes as base64
-JPEG `image_url` data URIs. The events of one episode are captioned in order (each request
-carries the previous caption); episodes run concurrently, with at most `cfg.max_concurrency`
-requests in flight (a request waiting to be retried keeps its slot). Retries are the `openai`
-client's own (`AsyncOpenAI(max_retries=cfg.max_retries, timeout=cfg.timeout_s)`): timeouts,
-connection errors, 408/409/429 and 5xx replies are retried with jittered exponential backoff,
-and a server's `Retry-After` / `retry-after-ms` header sets the wait. Each event also has an
-overall deadline (`event_deadline_s`) so a server that trickles bytes cannot hang the stage.
-An event that still fails is kept with `caption_status="failed: <reason>"` and an empty
-caption. A reply with no usable text is marked "empty"; chatty replies are cleaned to one
-phrase. When `cfg.model` is empty the server's first listed model is used.
+with the episode's task, the robot's arms, the previous event's caption and the keyframes of
+EVERY camera as base64 JPEG `image_url` data URIs, each camera's images after a text part
+naming it ("Camera observation.images.front: start, middle, end"). A prompt with a
+`response_schema` (v2) is sent with `response_format={"type": "json_schema", "json_schema":
+...}`, which OpenAI's structured outputs and vLLM's / SGLang's guided decoding honour; the reply
+goes through `captioners.replies.parse_reply` (validated JSON -> caption; plain text from a
+server that ignores the schema -> cleaned caption; invalid JSON -> the readable part, else a
+failed event with the reason). A server that REJECTS `response_format` (HTTP 400 naming it) is
+asked again without it, and from then on for the rest of the run.
+
+The events of one episode are captioned in order (each request carries the previous caption);
+episodes run concurrently, with at most `cfg.max_concurrency` requests in flight (a request
+waiting to be retried keeps its slot). Retries are the `openai` client's own
+(`AsyncOpenAI(max_retries=cfg.max_retries, timeout=cfg.timeout_s)`): timeouts, connection
+errors, 408/409/429 and 5xx replies are retried with jittered exponential backoff, and a
+server's `Retry-After` / `retry-after-ms` header sets the wait. Each event also has an overall
+deadline (`event_deadline_s`) so a server that trickles bytes cannot hang the stage. An event
+that still fails is kept with `caption_status="failed: <reason>"` and an empty caption. A reply
+with no usable text is marked "empty". When `cfg.model` is empty the server's first listed
+model is used. `max_tokens` is `cfg.max_tokens`, raised to the prompt's own floor.
 """
 
 from __future__ import annotations
@@ -26,61 +35,68 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from carve.captioners.base import STATUS_EMPTY, Captioner, CaptionResult, EventView
-from carve.captioners.prompts import Prompt, load_prompt
-from carve.core.config import CaptionConfig
-from carve.core.errors import CarveError
+import numpy as np
 
-MAX_CAPTION_WORDS = 24
+from carve.captioners.base import Captioner, CaptionResult, EventView
+from carve.captioners.prompts import Prompt, load_prompt
+from carve.captioners.replies import MAX_CAPTION_WORDS, clean_caption, parse_reply
+from carve.core.config import CaptionConfig, SegmentConfig
+from carve.core.errors import CarveError
+from carve.ingest.arms import SINGLE_ARM, arm_layouts
+
+__all__ = ["MAX_CAPTION_WORDS", "OpenAICaptioner", "build_messages", "clean_caption", "parse_reply", "robot_arms"]
+
 # the longest server-directed wait (Retry-After) the openai client honours between attempts
 MAX_RETRY_WAIT_S = 120.0
-
-_PREFIX_RE = re.compile(r"^\s*(?:caption|answer|description|action|event(?:\s*\d+)?)\s*[:\-–]\s*", re.I)
-
-
-def clean_caption(text: str | None) -> str:
-    """One short caption phrase from a model reply ("" when the reply has no words)."""
-    if not text:
-        return ""
-    # drop reasoning blocks some models emit, markdown and list markers
-    t = re.sub(r"<think>.*?</think>", " ", str(text), flags=re.S | re.I)
-    lines = [ln.strip() for ln in t.splitlines() if re.search(r"[A-Za-z]", ln)]
-    if not lines:
-        return ""
-    t = lines[0]
-    t = re.sub(r"^[\s>*#`\-•\d.)]+", "", t)
-    t = _PREFIX_RE.sub("", t)
-    t = t.replace("**", "").replace("`", "")
-    t = t.strip().strip("\"'“”‘’ ").strip()
-    t = re.sub(r"\s+", " ", t)
-    t = re.split(r"(?<=[a-z0-9])[.!?;](?:\s|$)", t, maxsplit=1)[0]  # first sentence
-    t = t.rstrip(" .!?;:,")
-    words = t.split()
-    if len(words) > MAX_CAPTION_WORDS:
-        t = " ".join(words[:MAX_CAPTION_WORDS])
-    if not re.search(r"[A-Za-z]{2,}", t):
-        return ""
-    return t[:1].lower() + t[1:] if t[:2].isalpha() and not t[:2].isupper() else t
+_SCHEMA_REJECTED = re.compile(r"response_format|json_schema|guided|structured", re.I)
 
 
 def image_data_uri(jpeg: bytes) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
-def build_messages(prompt: Prompt, view: EventView, previous_caption: str) -> list[dict[str, Any]]:
-    """The chat messages for one event: system prompt, then text + keyframe images."""
+def robot_arms(view: EventView) -> list[str]:
+    """The arm names of the robot ("left", "right"), from the event's column names; [] for one arm."""
+    names = view.state_names or []
+    if not names:
+        return []
+    width = len(names)
+    state = view.state if view.state.ndim == 2 and view.state.shape[1] == width else np.zeros((1, width))
+    action = view.action if view.action.ndim == 2 and view.action.shape[1] == len(view.action_names) else None
+    arms = [a.name for a in arm_layouts(names, view.action_names or None, state, action, SegmentConfig())]
+    return [] if len(arms) <= 1 or arms == [SINGLE_ARM] else arms
+
+
+def build_messages(prompt: Prompt, view: EventView, previous_caption: str,
+                   arms: list[str] | None = None) -> list[dict[str, Any]]:
+    """The chat messages for one event: system prompt, then text + every camera's keyframes, labelled."""
+    views = view.camera_keyframes()
+    named = [cam for cam, _ in views if cam]
     content: list[dict[str, Any]] = [
         {
             "type": "text",
             "text": prompt.user_text(
                 task=view.task, previous_caption=previous_caption, event_index=view.event_index,
                 num_events=view.num_events, duration_s=view.duration_s, num_images=len(view.keyframes),
+                camera_names=named, robot_arms=robot_arms(view) if arms is None else arms,
             ),
         }
     ]
-    for jpeg in view.keyframes:
-        content.append({"type": "image_url", "image_url": {"url": image_data_uri(jpeg)}})
+    for cam, jpegs in views:
+        if cam:
+            content.append({"type": "text", "text": f"Camera {cam}: {_frame_words(len(jpegs))}"})
+        for jpeg in jpegs:
+            content.append({"type": "image_url", "image_url": {"url": image_data_uri(jpeg)}})
     return [{"role": "system", "content": prompt.system}, {"role": "user", "content": content}]
+
+
+def _frame_words(n: int) -> str:
+    return "start, middle, end" if n == 3 else f"{n} frame(s) in time order"
+
+
+def max_tokens(cfg: CaptionConfig, prompt: Prompt) -> int:
+    """`cfg.max_tokens`, raised to the prompt's floor (a structured reply needs room for its JSON)."""
+    return max(cfg.max_tokens, prompt.max_tokens)
 
 
 def event_deadline_s(cfg: CaptionConfig) -> float:
@@ -145,6 +161,7 @@ class OpenAICaptioner(Captioner):
         self.prompt = load_prompt(cfg.prompt_version)
         self.model = cfg.model
         self.api_key = os.environ.get(cfg.api_key_env) or "EMPTY"
+        self.use_schema = self.prompt.response_format is not None  # False once a server rejects it
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -195,37 +212,53 @@ class OpenAICaptioner(Captioner):
     async def _episode(self, client: Any, sem: asyncio.Semaphore, events: list[EventView]) -> list[CaptionResult]:
         out: list[CaptionResult] = []
         previous = ""
+        arms = robot_arms(events[0]) if events else []
         for view in events:
-            res = await self._event(client, sem, view, previous)
+            res = await self._event(client, sem, view, previous, arms)
             out.append(res)
             previous = res.caption if res.ok else ""
         return out
 
-    async def _event(self, client: Any, sem: asyncio.Semaphore, view: EventView, previous: str) -> CaptionResult:
-        messages = build_messages(self.prompt, view, previous)
+    async def _create(self, client: Any, messages: list[dict[str, Any]], deadline: float) -> Any:
+        kwargs: dict[str, Any] = dict(model=self.model, messages=messages, max_tokens=max_tokens(self.cfg, self.prompt),
+                                      temperature=self.cfg.temperature)
+        schema = self.use_schema
+        if schema:
+            kwargs["response_format"] = self.prompt.response_format
+        try:
+            return await asyncio.wait_for(client.chat.completions.create(**kwargs), timeout=deadline)
+        except Exception as e:
+            import openai
+
+            if not (schema and isinstance(e, openai.BadRequestError) and _SCHEMA_REJECTED.search(str(e))):
+                raise
+        # the server does not take response_format: ask again without it (and from now on)
+        self.use_schema = False
+        kwargs.pop("response_format", None)
+        return await asyncio.wait_for(client.chat.completions.create(**kwargs), timeout=deadline)
+
+    async def _event(self, client: Any, sem: asyncio.Semaphore, view: EventView, previous: str,
+                     arms: list[str]) -> CaptionResult:
+        messages = build_messages(self.prompt, view, previous, arms)
         attempts = self.cfg.max_retries + 1
         deadline = event_deadline_s(self.cfg)
         try:
             async with sem:
-                resp = await asyncio.wait_for(
-                    client.chat.completions.create(
-                        model=self.model, messages=messages, max_tokens=self.cfg.max_tokens,
-                        temperature=self.cfg.temperature,
-                    ),
-                    timeout=deadline,
-                )
+                resp = await self._create(client, messages, deadline)
         except TimeoutError:  # our overall deadline, not the client's per-request timeout
             return CaptionResult.failure(f"{view.label}: no reply within {deadline:g} s over {attempts} attempts")
         except Exception as e:
             tries = f" after {attempts} attempts" if _retryable(e) and attempts > 1 else ""
             return CaptionResult.failure(f"{view.label}: {_describe(e)}{tries}")
-        return self._result(resp)
+        res = self._result(resp, arms)
+        if res.status.startswith("failed"):
+            return CaptionResult.failure(f"{view.label}: {res.status.removeprefix('failed: ')}")
+        return res
 
     @staticmethod
-    def _result(resp: Any) -> CaptionResult:
+    def _result(resp: Any, arms: list[str] | None = None) -> CaptionResult:
         choices = getattr(resp, "choices", None) or []
-        text = choices[0].message.content if choices and choices[0].message is not None else None
-        caption = clean_caption(text)
-        if not caption:
-            return CaptionResult(caption="", status=STATUS_EMPTY)
-        return CaptionResult(caption=caption)
+        message = choices[0].message if choices else None
+        if message is not None and getattr(message, "refusal", None):
+            return CaptionResult.failure(f"the model refused: {message.refusal}")
+        return parse_reply(message.content if message is not None else None, arms)

@@ -1,8 +1,11 @@
 """Versioned caption prompts: `load_prompt(version)` reads `captioners/prompts/<version>.yaml`.
 
 A prompt file holds `system` and `user` templates (str.format placeholders `{task}`,
-`{previous_caption}`, `{event_index}`, `{num_events}`, `{duration_s}`, `{num_images}`) and the
-text used as the previous caption of an episode's first event. The version ends up in each
+`{previous_caption}`, `{event_index}`, `{num_events}`, `{duration_s}`, `{num_images}`,
+`{num_cameras}`, `{camera_names}`, `{robot_arms}`) and the text used as the previous caption of
+an episode's first event. Optionally (v2 on) a `response_schema` (`name`, `schema`, `strict`:
+the `json_schema` of an OpenAI `response_format`, which vLLM and SGLang honour by guided
+decoding) and `max_tokens`, the least room its reply needs. The version ends up in each
 event's `caption_model`, so captions made with different prompts can be told apart.
 """
 
@@ -12,6 +15,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 
 import yaml
 
@@ -33,10 +37,22 @@ class Prompt:
     user: str
     first_event_previous: str = "(none, this is the first event)"
     unknown_previous: str = "(not available)"
+    response_schema: dict[str, Any] | None = None  # {"name", "schema", "strict"}: structured output
+    max_tokens: int = 0  # the least `max_tokens` a reply to this prompt needs (0: no floor)
+
+    @property
+    def response_format(self) -> dict[str, Any] | None:
+        """The OpenAI `response_format` asking for this prompt's JSON schema, or None (plain text)."""
+        if not self.response_schema:
+            return None
+        spec = {"name": self.response_schema.get("name") or "caption", "schema": self.response_schema["schema"]}
+        if "strict" in self.response_schema:
+            spec["strict"] = bool(self.response_schema["strict"])
+        return {"type": "json_schema", "json_schema": spec}
 
     def user_text(
         self, *, task: str, previous_caption: str, event_index: int, num_events: int, duration_s: float,
-        num_images: int,
+        num_images: int, camera_names: list[str] | None = None, robot_arms: list[str] | None = None,
     ) -> str:
         if event_index == 0:
             prev = self.first_event_previous
@@ -49,7 +65,18 @@ class Prompt:
             num_events=max(num_events, event_index + 1),
             duration_s=duration_s,
             num_images=num_images,
+            num_cameras=max(1, len(camera_names or [])),
+            camera_names=", ".join(camera_names or []) or "one camera",
+            robot_arms=_arms_text(robot_arms or []),
         )
+
+
+def _arms_text(arms: list[str]) -> str:
+    """"one arm" / "two arms: left, right" for the prompt."""
+    if len(arms) <= 1:
+        return "one arm"
+    words = {2: "two", 3: "three", 4: "four"}
+    return f"{words.get(len(arms), len(arms))} arms: {', '.join(arms)}"
 
 
 def available_versions() -> list[str]:
@@ -74,6 +101,17 @@ def load_prompt(version: str = "v1") -> Prompt:
     missing = [k for k in ("system", "user") if not isinstance(data.get(k), str) or not data.get(k).strip()]
     if missing:
         raise CarveError(f"caption prompt file {path} lacks {', '.join(missing)}")
-    kwargs = {k: data[k] for k in ("first_event_previous", "unknown_previous") if isinstance(data.get(k), str)}
+    kwargs: dict[str, Any] = {
+        k: data[k] for k in ("first_event_previous", "unknown_previous") if isinstance(data.get(k), str)
+    }
+    schema = data.get("response_schema")
+    if schema is not None:
+        if not isinstance(schema, dict) or not isinstance(schema.get("schema"), dict):
+            raise CarveError(f"caption prompt file {path}: response_schema needs a `schema` mapping (a JSON schema)")
+        kwargs["response_schema"] = schema
+    if data.get("max_tokens") is not None:
+        if not isinstance(data["max_tokens"], int) or data["max_tokens"] < 0:
+            raise CarveError(f"caption prompt file {path}: max_tokens must be a whole number >= 0")
+        kwargs["max_tokens"] = data["max_tokens"]
     return Prompt(version=str(data.get("version") or version), system=data["system"].strip(),
                   user=data["user"].strip(), **kwargs)

@@ -32,7 +32,8 @@ def test_vllm_backend_missing_gives_install_hint() -> None:
 def test_make_captioner_kinematic_and_openai() -> None:
     assert isinstance(make_captioner(CaptionConfig()), KinematicCaptioner)
     c = make_captioner(CaptionConfig(backend="openai", model="m"))
-    assert c.name == "m@prompt-v1"
+    assert c.name == "m@prompt-v2"  # v2 is the default prompt
+    assert make_captioner(CaptionConfig(backend="openai", model="m", prompt_version="v1")).name == "m@prompt-v1"
 
 
 def test_prompt_v1_loads_and_fills() -> None:
@@ -44,10 +45,27 @@ def test_prompt_v1_loads_and_fills() -> None:
                         duration_s=1.0, num_images=3)
     assert "stack it" in first and "first event" in first
     assert "grasp the cube" in later and "event 2 of 3" in later
+    assert load_prompt("v1").response_format is None and load_prompt("v1").max_tokens == 0
     with pytest.raises(CarveError, match="v99"):
         load_prompt("v99")
     with pytest.raises(CarveError, match="not a valid name"):
         load_prompt("../etc")
+
+
+def test_prompt_v2_asks_for_structured_open_vocabulary_output() -> None:
+    p = load_prompt("v2")
+    fmt = p.response_format
+    assert fmt is not None and fmt["type"] == "json_schema"
+    props = fmt["json_schema"]["schema"]["properties"]
+    assert set(props) == {"verb", "object", "target", "arm", "caption"}
+    assert all(v["type"] == "string" for v in props.values()) and "enum" not in props["verb"]
+    assert all(v in p.system for v in ("open", "fold", "wipe", "pour", "insert", "press"))
+    text = p.user_text(task="fold the towel", previous_caption="", event_index=0, num_events=2, duration_s=1.5,
+                       num_images=6, camera_names=["front", "wrist"], robot_arms=["left", "right"])
+    assert "fold the towel" in text and "two arms: left, right" in text and "(front, wrist)" in text
+    assert "one arm" in p.user_text(task="t", previous_caption="", event_index=0, num_events=1, duration_s=1.0,
+                                    num_images=3)
+    assert p.max_tokens >= 128
 
 
 class _FlakyCaptioner(Captioner):

@@ -1,4 +1,4 @@
-"""The kinematic captioner on hand-built signals: verbs, phrases, next_caption linking, determinism."""
+"""The kinematic captioner on hand-built signals: verbs, phrases, arms, next_caption linking, determinism."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from test_captioners_helpers import (
+    blended_episode,
     episode_table,
     event_rows,
     pick_place_script,
     push_script,
     script_episode,
+    segmented_rows,
+    two_arm_episode,
     two_object_script,
 )
 
@@ -190,3 +193,75 @@ def test_gripper_event_dominated_by_motion_takes_the_motion_phase() -> None:
     bounds.sort()
     table = events_to_table(event_rows("m", "put the red cube in the tray", state, grip, bounds))
     assert [leading_verb(c) for c in _captions(table)] == ["reach", "lift", "move", "place", "retreat"]
+
+
+TWO_ARM_TASK = "put the red cube in the tray with the left arm and the blue cylinder with the right arm"
+
+
+def _scored(rows: list[dict], truth: dict) -> dict:
+    return evaluate(CaptionStage(CaptionConfig())(events_to_table(rows)).to_pylist(), truth)
+
+
+def test_blended_motion_gets_the_right_verbs() -> None:
+    # lift -> move -> place flow through without a stop; the segmenter's cuts, not scripted ones
+    rows, truth = [], {"dataset": "test", "episodes": []}
+    for i in range(4):
+        state, _, phases = blended_episode(seed=10 + i)
+        rows += segmented_rows(f"b{i}", "put the red cube in the tray", state, None, 30.0, episode_index=i)
+        truth["episodes"].append({"episode_index": i, "phases": phases})
+    rep = _scored(rows, truth)
+    assert rep["accuracy"] >= 0.9 and rep["object_accuracy"] >= 0.9, rep
+    assert {"grasp", "lift", "move"} <= set(rep["per_phase"]), rep
+
+
+def test_two_arm_episode_is_labelled_per_arm_and_names_the_arm() -> None:
+    rows, truth = [], {"dataset": "test", "episodes": []}
+    for i in range(3):
+        state, names, _, phases = two_arm_episode(seed=20 + i)
+        rows += segmented_rows(f"t{i}", TWO_ARM_TASK, state, names, 30.0, episode_index=i)
+        truth["episodes"].append({"episode_index": i, "arms": ["left", "right"], "phases": phases})
+    out = CaptionStage(CaptionConfig())(events_to_table(rows)).to_pylist()
+    rep = evaluate(out, truth)
+    assert rep["accuracy"] >= 0.9 and rep["object_accuracy"] >= 0.9 and rep["arm_accuracy"] >= 0.9, rep
+    assert set(rep["per_arm"]) == {"left", "right"} and rep["per_arm"]["right"]["accuracy"] >= 0.9
+    caps = [r["caption"] for r in out if r["episode_id"] == "t0"]
+    # the right arm's own pick after the left arm let go (not one "release" event to the end)
+    right = [c for c in caps if c.endswith("with the right arm")]
+    assert [leading_verb(c) for c in right][:2] == ["reach", "grasp"], caps
+    assert "grasp the blue cylinder with the right arm" in caps and "grasp the red cube with the left arm" in caps
+    assert all(c.endswith(("with the left arm", "with the right arm")) for c in caps)
+
+
+def test_one_arm_captions_name_no_arm() -> None:
+    table, _ = episode_table(pick_place_script(0), "put the red cube in the tray")
+    assert not any("arm" in c for c in _captions(table))
+
+
+def test_idle_arm_does_not_take_over_events() -> None:
+    # the left arm rests after its retreat; the events of the right arm's pick are about the right arm
+    state, names, _, phases = two_arm_episode(seed=3)
+    rows = segmented_rows("t", TWO_ARM_TASK, state, names, 30.0)
+    (views,) = views_from_table(events_to_table(rows))
+    from carve.captioners.kinematic import event_phases
+
+    right_grasp = next(p for p in phases if p["arm"] == "right" and p["name"] == "grasp")
+    labelled = event_phases(views)
+    after = [lab for v, lab in zip(views, labelled, strict=True) if v.start_frame >= right_grasp["start"]]
+    assert after and all(lab.arm == "right" for lab in after), labelled
+
+
+@pytest.mark.parametrize(
+    ("task", "left", "right"),
+    [
+        (TWO_ARM_TASK, ["the red cube"], ["the blue cylinder"]),
+        ("left arm: put the green block in the bowl; right arm: put the cup on the shelf", ["the green block"],
+         ["the cup"]),
+        ("pick up the sponge with the right hand and put the plate in the rack with the left arm", ["the plate"],
+         ["the sponge"]),
+    ],
+)
+def test_parse_task_per_arm(task: str, left: list[str], right: list[str]) -> None:
+    p = parse_task(task)
+    assert p.for_arm("left").objects == left and p.for_arm("right").objects == right
+    assert p.for_arm("arm") is p and set(p.objects) == {*left, *right}
+    assert p.for_arm("left").target

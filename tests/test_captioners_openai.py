@@ -7,6 +7,12 @@ answers 500 to the first request of each event, "RATE-LIMIT-ONCE" answers 429 wi
 `Retry-After: 1` to the first request of each event, "SLOW-ONCE" stalls past the client
 timeout once per event, "EMPTY" answers with no text, "BAD-REQUEST" answers 400. Retries are
 the openai client's own (Retry-After honoured, jittered exponential backoff otherwise).
+
+By default the server ignores `response_format` and answers in plain text, as a server without
+structured outputs does. "JSON-REPLY" makes it honour the schema (a JSON object, "FENCED-JSON"
+inside a ```json fence), "BROKEN-JSON" answers truncated JSON whose first fields are still readable,
+"GARBAGE-JSON" JSON that cannot be read, "WRONG-SCHEMA" a JSON object of the wrong field types,
+and "REJECT-SCHEMA" answers 400 to any request that carries `response_format`.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import pytest
 from test_captioners_helpers import event_rows, script_episode
 
 from carve.captioners.openai_http import clean_caption
+from carve.captioners.prompts import load_prompt
+from carve.captioners.replies import parse_reply
 from carve.captioners.stage import CaptionStage
 from carve.core.config import CaptionConfig
 from carve.storage.schema import events_to_table
@@ -115,7 +123,26 @@ class FakeChatServer:
             return
         if "SLOW-ONCE" in task and attempt == 1:
             time.sleep(self.slow_s)
-        content = "" if "EMPTY" in task else f"Caption: Move the cube, step {event}.\nExtra chatter here."
+        if "REJECT-SCHEMA" in task and "response_format" in body:
+            h._send(400, {"error": {"message": "response_format json_schema is not supported by this server",
+                                    "type": "invalid_request_error"}})
+            return
+        reply = {"verb": "grasp", "object": "the red cube", "target": "", "arm": "left",
+                 "caption": f"Grasp the red cube, step {event}."}
+        if "EMPTY" in task:
+            content = ""
+        elif "FENCED-JSON" in task:
+            content = "```json\n" + json.dumps(reply) + "\n```"
+        elif "JSON-REPLY" in task:
+            content = json.dumps(reply)
+        elif "BROKEN-JSON" in task:
+            content = json.dumps(reply)[:-25]  # cut inside the caption: verb and object still readable
+        elif "GARBAGE-JSON" in task:
+            content = '{"verb": grasp, "object": [the red'
+        elif "WRONG-SCHEMA" in task:
+            content = json.dumps({"verb": 5, "object": ["the red cube"], "caption": 7})
+        else:
+            content = f"Caption: Move the cube, step {event}.\nExtra chatter here."
         h._send(200, {
             "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "created": int(time.time()),
             "model": body["model"],
@@ -154,7 +181,8 @@ def make_table(tasks: list[str], n_events: int = 3) -> pa.Table:
 
 
 def cfg_for(server: FakeChatServer, **kw: Any) -> CaptionConfig:
-    base = dict(backend="openai", base_url=server.base_url, model="test-vlm", timeout_s=5.0, max_retries=2,
+    base: dict[str, Any] = dict(backend="openai", base_url=server.base_url, model="test-vlm", timeout_s=5.0,
+                                max_retries=2,
                 max_concurrency=4, api_key_env="CARVE_TEST_CAPTION_KEY")
     base.update(kw)
     return CaptionConfig(**base)
@@ -183,7 +211,7 @@ def test_requests_carry_images_task_previous_caption_and_model(server: FakeChatS
     assert caps == ["move the cube, step 1", "move the cube, step 2", "move the cube, step 3"]
     assert out.column("next_caption").to_pylist() == [*caps[1:], ""]
     assert set(out.column("caption_status").to_pylist()) == {"ok"}
-    assert out.column("caption_model").to_pylist()[0].startswith("test-vlm@prompt-v1")
+    assert out.column("caption_model").to_pylist()[0].startswith("test-vlm@prompt-v2")
 
 
 def test_retries_on_500(server: FakeChatServer) -> None:
@@ -303,3 +331,121 @@ def test_unreachable_server_marks_events_failed() -> None:
 )
 def test_clean_caption(reply: str | None, expected: str) -> None:
     assert clean_caption(reply) == expected
+
+
+# ------------------------------------------------------------------ structured output (prompt v2)
+
+
+def test_request_carries_the_json_schema_response_format(server: FakeChatServer) -> None:
+    out = CaptionStage(cfg_for(server, max_tokens=32))(make_table(["put the red cube in the tray"], n_events=2))
+    assert set(out.column("caption_status").to_pylist()) == {"ok"}
+    for body in server.requests:
+        fmt = body["response_format"]
+        assert fmt["type"] == "json_schema"
+        spec = fmt["json_schema"]
+        assert spec["name"] == "event_caption" and spec["strict"] is True
+        assert spec["schema"]["required"] == ["verb", "object", "target", "arm", "caption"]
+        assert spec["schema"]["additionalProperties"] is False
+        assert spec["schema"] == load_prompt("v2").response_schema["schema"]
+        assert body["max_tokens"] >= 160  # the prompt's floor: room for the JSON object
+        assert '"verb"' in body["messages"][0]["content"] and "open vocabulary" in body["messages"][0]["content"]
+    # this server ignored the schema and answered in plain text: still captions, status ok
+    assert out.column("caption").to_pylist() == ["move the cube, step 1", "move the cube, step 2"]
+
+
+def test_prompt_v1_sends_no_response_format(server: FakeChatServer) -> None:
+    out = CaptionStage(cfg_for(server, prompt_version="v1"))(make_table(["put the red cube in the tray"], 1))
+    assert "response_format" not in server.requests[0] and server.requests[0]["max_tokens"] == 64
+    assert out.column("caption_model").to_pylist() == ["test-vlm@prompt-v1"]
+
+
+@pytest.mark.parametrize("task", ["JSON-REPLY put it in the tray", "FENCED-JSON put it in the tray"])
+def test_schema_honouring_server_reply_becomes_the_caption(server: FakeChatServer, task: str) -> None:
+    out = CaptionStage(cfg_for(server))(make_table([task], n_events=2))
+    assert out.column("caption").to_pylist() == ["grasp the red cube, step 1", "grasp the red cube, step 2"]
+    assert set(out.column("caption_status").to_pylist()) == {"ok"}
+    # one arm: the arm the reply names is not appended
+    assert "Previous event: grasp the red cube, step 1" in user_text(server.requests[1])
+
+
+def test_json_reply_names_the_arm_of_a_two_arm_robot(server: FakeChatServer) -> None:
+    from test_captioners_helpers import segmented_rows, two_arm_episode
+
+    state, names, _, _ = two_arm_episode(seed=1)
+    rows = segmented_rows("t", "JSON-REPLY put the red cube in the tray with the left arm", state, names, 30.0)[:2]
+    out = CaptionStage(cfg_for(server))(events_to_table(rows))
+    assert out.column("caption").to_pylist() == ["grasp the red cube, step 1 with the left arm",
+                                                 "grasp the red cube, step 2 with the left arm"]
+    assert "two arms: left, right" in user_text(server.requests[0])
+
+
+def test_invalid_json_is_read_where_possible_else_failed(server: FakeChatServer) -> None:
+    tasks = ["BROKEN-JSON put it in the tray", "GARBAGE-JSON put it in the tray", "WRONG-SCHEMA put it in the tray"]
+    out = CaptionStage(cfg_for(server))(make_table(tasks, n_events=1))
+    rows = {r["task"].split()[0]: r for r in out.select(["task", "caption", "caption_status"]).to_pylist()}
+    assert rows["BROKEN-JSON"]["caption"] == "grasp the red cube"  # from the verb and object
+    assert rows["BROKEN-JSON"]["caption_status"] == "ok"
+    garbage = rows["GARBAGE-JSON"]
+    assert garbage["caption"] == "" and garbage["caption_status"].startswith("failed: ")
+    assert "invalid JSON" in garbage["caption_status"] and "episode ep1" in garbage["caption_status"]
+    wrong = rows["WRONG-SCHEMA"]
+    assert wrong["caption"] == "" and "does not match the schema" in wrong["caption_status"]
+    assert out.num_rows == 3  # failed events are kept
+    assert all(v == 1 for v in server.attempts.values())  # a bad reply is not an HTTP error: no retries
+
+
+def test_server_rejecting_response_format_is_asked_again_without_it(server: FakeChatServer) -> None:
+    out = CaptionStage(cfg_for(server, max_concurrency=1))(make_table(["REJECT-SCHEMA put it in the tray"], 3))
+    assert set(out.column("caption_status").to_pylist()) == {"ok"}
+    assert out.column("caption").to_pylist()[0] == "move the cube, step 1"
+    with_schema = ["response_format" in b for b in server.requests]
+    assert with_schema[0] and not any(with_schema[1:]) and len(server.requests) == 4
+
+
+def test_every_camera_is_sent_labelled_by_name(server: FakeChatServer) -> None:
+    from test_captioners_helpers import tiny_jpeg
+
+    table = make_table(["put the red cube in the tray"], n_events=1)
+    rows = table.to_pylist()
+    rows[0]["cameras"] = ["observation.images.front", "observation.images.side"]
+    rows[0]["keyframes"] = [tiny_jpeg(v) for v in range(6)]
+    CaptionStage(cfg_for(server))(events_to_table(rows))
+    (body,) = server.requests
+    user = next(m for m in body["messages"] if m["role"] == "user")["content"]
+    kinds = [p["type"] if p["type"] == "image_url" else p["text"].split(":")[0] for p in user[1:]]
+    assert kinds == ["Camera observation.images.front", *["image_url"] * 3,
+                     "Camera observation.images.side", *["image_url"] * 3]
+    sent = [base64.b64decode(u.split(",", 1)[1]) for u in images(body)]
+    assert sent == rows[0]["keyframes"]
+    assert "2 camera(s) (observation.images.front, observation.images.side)" in user_text(body)
+
+
+@pytest.mark.parametrize(
+    ("reply", "arms", "caption", "status"),
+    [
+        ('{"verb": "wipe", "object": "the table", "target": "", "arm": "", "caption": "Wipe the table."}', [],
+         "wipe the table", "ok"),
+        ('{"verb": "fold", "object": "the towel", "target": "", "arm": "right", "caption": "fold the towel"}',
+         ["left", "right"], "fold the towel with the right arm", "ok"),
+        ('{"verb": "pour", "object": "the water", "target": "the cup", "arm": "Left arm", "caption": ""}',
+         ["left", "right"], "pour the water to the cup with the left arm", "ok"),
+        ('{"verb": "lift", "object": "", "target": "", "arm": "both", "caption": "lift the box"}',
+         ["left", "right"], "lift the box with both arms", "ok"),
+        ('{"verb": "press", "arm": "the elbow", "caption": "press the button with the left arm"}',
+         ["left", "right"], "press the button with the left arm", "ok"),
+        ('Sure! {"verb": "open", "object": "the drawer", "target": "", "arm": "", "caption": "open the drawer"}',
+         [], "open the drawer", "ok"),
+        ('{"caption": "insert the peg into the hole", "verb": "ins', [], "insert the peg into the hole", "ok"),
+        ("Insert the peg into the hole.", [], "insert the peg into the hole", "ok"),
+        ('"close the lid"', [], "close the lid", "ok"),
+        ('{"verb": "", "object": "", "target": "", "arm": "", "caption": ""}', [], "", "empty"),
+        ("", [], "", "empty"),
+        ('{"verb": ', [], "", "failed"),
+        ('["grasp"]', [], "", "failed"),
+        ('{"verb": 3, "caption": null}', [], "", "failed"),
+    ],
+)
+def test_parse_reply(reply: str, arms: list[str], caption: str, status: str) -> None:
+    res = parse_reply(reply, arms)
+    assert res.caption == caption
+    assert res.status.split(":")[0] == status
