@@ -3,10 +3,12 @@
 A step is described by a `StepSpec` (its class, constructor arguments, how many workers and
 rows per batch); the executor is separate from the steps, as in datatrove. `RayExecutor`
 builds the DAG top to bottom as `from_items -> map_batches(step) -> ...`, declaring each
-step's compute at its `map_batches` (actor pools for steps that hold a model, task pools
-otherwise), and yields the blocks of the last step as they finish. `LocalExecutor` runs the
-same steps one episode at a time in the calling process (tests, and the Ray-overhead
-measurement: same work, no Ray).
+step's compute and resources at its `map_batches` (actor pools for steps that hold a model,
+task pools otherwise; `num_gpus` for a step on a GPU, `num_cpus` otherwise), and yields the
+blocks of the last step as they finish. When the last block is out it logs the nodes each
+operator ran on (`ray_nodes`, info level), which is how a cluster run shows it was spread.
+`LocalExecutor` runs the same steps one episode at a time in the calling process (tests, and
+the Ray-overhead measurement: same work, no Ray).
 """
 
 from __future__ import annotations
@@ -18,17 +20,29 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from carve.core.config import RayConfig
+from carve.core.log import get_logger, log_event
 from carve.pipeline.step import PipelineStep
+
+log = get_logger("executor")
 
 
 @dataclass
 class StepSpec:
-    """One step of a DAG: `cls(**kwargs)` on batches of `batch_size` rows (None: whole blocks)."""
+    """One step of a DAG: `cls(**kwargs)` on batches of `batch_size` rows (None: whole blocks),
+    each worker reserving `num_gpus` GPUs (a share below 1 lets workers share one) or else
+    `num_cpus` CPUs."""
 
     cls: type[PipelineStep]
     kwargs: dict[str, Any] = field(default_factory=dict)
     concurrency: int | None = None  # workers; None: Ray Data's default for tasks
     batch_size: int | None = None
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+
+    def resources(self) -> dict[str, float]:
+        """What each worker asks Ray for, as `map_batches` takes it. A GPU worker gets Ray Data's
+        one CPU beside its GPUs (naming both is marked experimental by Ray Data)."""
+        return {"num_gpus": self.num_gpus} if self.num_gpus > 0 else {"num_cpus": self.num_cpus}
 
     @property
     def name(self) -> str:
@@ -57,24 +71,51 @@ class RayExecutor:
 
     def __init__(self, cfg: RayConfig):
         self.cfg = cfg
+        self.nodes: dict[str, list[str]] = {}  # after a run: operator -> node ids (see nodes_used)
 
     def run(self, rows: list[dict[str, Any]], steps: list[StepSpec]) -> Iterator[pa.Table]:
         import ray.data
 
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
         for s in steps:
+            # Ray Data's public map_batches wants a fixed batch size once GPUs are asked for; a step
+            # that takes whole blocks (one episode each) goes through map_batches_internal, which Ray
+            # Data's own map_groups uses for the same reason: same arguments, no such check
+            map_batches = ds.map_batches
+            if s.num_gpus > 0 and s.batch_size is None and hasattr(ds, "map_batches_internal"):
+                map_batches = ds.map_batches_internal
             if s.cls.compute == "actors":
-                ds = ds.map_batches(
+                ds = map_batches(
                     s.cls, fn_constructor_kwargs=s.kwargs, batch_size=s.batch_size, batch_format="pyarrow",
-                    compute=ray.data.ActorPoolStrategy(size=s.concurrency or 1),
+                    compute=ray.data.ActorPoolStrategy(size=s.concurrency or 1), **s.resources(),
                 )
             else:
                 compute = ray.data.TaskPoolStrategy(size=s.concurrency) if s.concurrency else None
-                ds = ds.map_batches(
+                ds = map_batches(
                     _task_of(s.cls), fn_kwargs={"kwargs": s.kwargs}, batch_size=s.batch_size,
-                    batch_format="pyarrow", compute=compute,
+                    batch_format="pyarrow", compute=compute, **s.resources(),
                 )
         yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
+        self.nodes = nodes_used(ds)
+        for op, ids in self.nodes.items():
+            log_event(log, "ray_nodes", operator=op, nodes=len(ids), node_ids=",".join(ids))
+
+
+def nodes_used(ds: Any) -> dict[str, list[str]]:
+    """{operator: ids of the nodes its tasks ran on} of an executed dataset, from Ray Data's block
+    stats (internal structures: empty if this Ray lays them out differently)."""
+    out: dict[str, set[str]] = {}
+    try:
+        stack = [ds._raw_stats()]
+        while stack:
+            st = stack.pop()
+            for op, blocks in st.metadata.items():
+                ids = {b.exec_stats.node_id for b in blocks if getattr(b, "exec_stats", None)}
+                out.setdefault(op, set()).update(i for i in ids if i)
+            stack.extend(st.parents)
+    except Exception:  # diagnostics only
+        return {}
+    return {op: sorted(ids) for op, ids in out.items()}
 
 
 class LocalExecutor:

@@ -1,20 +1,58 @@
-"""Starting or joining Ray for the pipeline stages.
+"""Starting or joining Ray for the pipeline stages, and refusing runs the cluster cannot do.
 
-`ensure_ray(cfg)` connects to `cfg.address` (a Ray cluster, e.g. `ray://head:10001` or
-`auto`) or starts an embedded local Ray sized by `num_cpus` and `object_store_memory_mb`
-so that it fits a small machine. It is idempotent within a process. Ray Data's progress
-bars follow `cfg.progress`; Ray's own logs are kept quiet. A SIGTERM handler installed by
-the caller survives `ray.init` (which would otherwise replace it).
+`ensure_ray(cfg)` starts an embedded local Ray sized by `num_cpus`, `num_gpus` and
+`object_store_memory_mb` so that it fits a small machine, or joins the cluster at
+`cfg.address`: the head's GCS address (`head:6379`), from a machine in the cluster's network.
+A Ray Client address (`ray://head:10001`) is refused by the config: Ray Data cannot execute
+a pipeline through Ray Client. It is idempotent within a process. Ray Data's progress bars
+follow `cfg.progress`; Ray's own logs are kept quiet. A SIGTERM handler installed by the
+caller survives `ray.init` (which would otherwise replace it).
+
+Joining a cluster (docs/CLUSTER.md):
+
+- **Code.** The workers import the driver's own `carve` package: it goes to the cluster as a
+  job `runtime_env` (`py_modules`). An installed `carve` is one folder; an editable install
+  maps `carve.*` onto the repository's top-level folders (setuptools `package-dir`), so those
+  are laid out as one `carve/` folder first (`carve_package`). The job also gets an empty
+  `working_dir`, so that the driver's own directory (a checkout, whose `carve/` would shadow
+  the shipped package) does not go on the workers' path. `ray.ship_code=false` relies on
+  the carve installed on the nodes instead. The dependencies (torch, pyarrow, ...) must be
+  installed on every node (the same image or virtualenv), as for any Ray job.
+- **Environment.** The variables named in `ray.forward_env` that are set on the driver (the
+  object store's endpoint and credentials) reach the workers through `runtime_env.env_vars`.
+- **Authentication.** A cluster started with token authentication (`RAY_AUTH_MODE=token`, the
+  default of `ray start --head` when a token exists) only answers a driver that presents its
+  token. With `ray.auth=auto` the driver turns token mode on when a token is at hand
+  (`RAY_AUTH_TOKEN`, the file at `RAY_AUTH_TOKEN_PATH`, or `~/.ray/auth_token`), unless
+  `RAY_AUTH_MODE` says otherwise; a failed connection says what to check.
+
+`check_cluster(cfg, root)` then refuses, before any work, a run the cluster cannot do: a
+node-local root or source while the cluster has several nodes (unless
+`ray.allow_shared_local_root`: every node mounts it at the same path), and a step that asks for
+a GPU when the cluster has none. `gpu_request(cfg)` is the one place that says which steps run
+on GPUs and how many each worker reserves.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import threading
+import tomllib
+from pathlib import Path
+from typing import Any
 
-from carve.core.config import RayConfig
+from carve.core.config import CarveConfig, RayConfig
+from carve.core.errors import CarveError
+from carve.core.log import get_logger, log_event
+from carve.storage.root import Root
+
+log = get_logger("ray")
+
+_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "tests")
 
 
 def ensure_ray(cfg: RayConfig) -> None:
@@ -34,10 +72,12 @@ def ensure_ray(cfg: RayConfig) -> None:
             "configure_logging": True,
         }
         if cfg.address:
-            ray.init(address=cfg.address, **kwargs)
+            _connect(cfg, kwargs)
         else:
             if cfg.num_cpus is not None:
                 kwargs["num_cpus"] = cfg.num_cpus
+            if cfg.num_gpus is not None:
+                kwargs["num_gpus"] = cfg.num_gpus
             if cfg.object_store_memory_mb is not None:
                 kwargs["object_store_memory"] = int(cfg.object_store_memory_mb) * 1024 * 1024
             ray.init(**kwargs)
@@ -52,3 +92,197 @@ def ensure_ray(cfg: RayConfig) -> None:
         ctx.print_on_execution_start = False
     except AttributeError:  # older Ray
         pass
+
+
+# -- joining a cluster ---------------------------------------------------------------------
+def _connect(cfg: RayConfig, kwargs: dict[str, Any]) -> None:
+    """`ray.init(address=...)` with Carve's runtime_env and the cluster's authentication."""
+    import ray
+
+    mode = _auth_mode(cfg)
+    with tempfile.TemporaryDirectory(prefix="carve-ship-") as scratch:
+        runtime_env = cluster_runtime_env(cfg, Path(scratch))
+        try:
+            ray.init(address=cfg.address, runtime_env=runtime_env, **kwargs)
+        except Exception as e:  # ConnectionError, AuthenticationError, a version mismatch, ...
+            raise CarveError(_connect_hint(cfg.address or "", mode, e)) from e
+    log_event(log, "ray_connected", address=cfg.address, auth=mode, nodes=len(alive_nodes()),
+              code="shipped" if cfg.ship_code else "installed on the nodes")
+
+
+def cluster_runtime_env(cfg: RayConfig, scratch: Path) -> dict[str, Any]:
+    """The job's runtime_env: the carve package (`py_modules`), forwarded variables, extras.
+
+    `scratch` holds the laid-out package of an editable install until `ray.init` has uploaded it.
+    """
+    env: dict[str, Any] = {k: v for k, v in cfg.runtime_env.items() if k not in ("py_modules", "env_vars")}
+    if cfg.ship_code:
+        env["py_modules"] = [str(carve_package(scratch)), *cfg.runtime_env.get("py_modules", [])]
+        if "working_dir" not in env:
+            # Ray puts the driver's working and script directories first on the workers' sys.path
+            # unless the job has a working_dir; run from a checkout, the `carve/` there would
+            # shadow the shipped package. An empty working_dir keeps the workers on the shipped code.
+            workdir = scratch / "workdir"
+            workdir.mkdir(exist_ok=True)
+            (workdir / "README").write_text("the working directory of carve's Ray workers (left empty)\n")
+            env["working_dir"] = str(workdir)
+    elif "py_modules" in cfg.runtime_env:
+        env["py_modules"] = list(cfg.runtime_env["py_modules"])
+    env_vars = {k: os.environ[k] for k in cfg.forward_env if os.environ.get(k)}
+    env_vars.update(cfg.runtime_env.get("env_vars", {}))
+    if env_vars:
+        env["env_vars"] = env_vars
+    return env
+
+
+def carve_package(scratch: Path) -> Path:
+    """The driver's `carve` package as one folder named `carve`, for `runtime_env.py_modules`.
+
+    A regular install already is one. An editable install maps `carve.*` onto the repository's
+    top-level folders through the `package-dir` table of its pyproject.toml; they are copied to
+    `scratch/carve/...` as an install would lay them out (sources and package data; no caches,
+    no tests), so the workers import exactly the code the driver imports.
+    """
+    import carve
+
+    pkg = Path(carve.__file__).resolve().parent
+    table = _package_dirs(pkg)
+    if all((pkg.parent / folder).resolve() == pkg.joinpath(*name.split(".")[1:])
+           for name, folder in table.items()):
+        return pkg
+    dst = scratch / "carve"
+    for name, folder in sorted(table.items()):  # "carve" before "carve.x"
+        shutil.copytree(pkg.parent / folder, dst.joinpath(*name.split(".")[1:]), dirs_exist_ok=True,
+                        ignore=_IGNORE)
+    return dst
+
+
+def _package_dirs(pkg: Path) -> dict[str, str]:
+    """`carve.*` name -> folder (relative to the repository) from pyproject.toml beside an
+    editable install's `carve/`; just `carve` for a regular install."""
+    pyproject = pkg.parent / "pyproject.toml"
+    if not pyproject.is_file():
+        return {"carve": pkg.name}
+    tool = tomllib.loads(pyproject.read_text()).get("tool", {})
+    return dict(tool.get("setuptools", {}).get("package-dir", {})) or {"carve": pkg.name}
+
+
+def _token_at_hand() -> bool:
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if path:
+        return Path(path).expanduser().is_file()
+    return (Path.home() / ".ray" / "auth_token").is_file()
+
+
+def _auth_mode(cfg: RayConfig) -> str:
+    """Set `RAY_AUTH_MODE` for this driver from `cfg.auth`; return the mode in effect."""
+    explicit = os.environ.get("RAY_AUTH_MODE")
+    if cfg.auth == "auto":
+        if explicit:
+            return explicit.lower()
+        mode = "token" if _token_at_hand() else "disabled"
+    else:
+        mode = cfg.auth
+        if mode == "token" and not _token_at_hand():
+            raise CarveError(
+                "ray.auth=token but no Ray token was found: set RAY_AUTH_TOKEN, or RAY_AUTH_TOKEN_PATH to a "
+                "file holding it, or copy it to ~/.ray/auth_token (`ray get-auth-token` on the head prints it)"
+            )
+    if mode != (explicit or "").lower():
+        os.environ["RAY_AUTH_MODE"] = mode
+        try:  # Ray reads its config once per process: make the new mode visible (as `ray start` does)
+            from ray._raylet import Config
+
+            Config.initialize("")
+        except Exception:  # pragma: no cover - older Ray without token authentication
+            pass
+    return mode
+
+
+def _connect_hint(address: str, mode: str, e: BaseException) -> str:
+    chain, c = [], e  # Ray wraps the reason (e.g. "Unauthenticated ... InvalidAuthToken") in its causes
+    while c is not None and len(chain) < 8:
+        chain.append(str(c))
+        c = c.__cause__ or c.__context__
+    rejected = any(w in text for text in chain for w in ("nauthenticated", "InvalidAuthToken", "AuthenticationError"))
+    msg = f"could not connect to the Ray cluster at {address}: {str(e).splitlines()[0]}"
+    if rejected:
+        msg += " (the cluster rejected this driver's authentication)"
+    if mode == "token":
+        return (msg + ". The driver used token authentication: check that RAY_AUTH_TOKEN, the file at "
+                "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token holds the cluster's token (`ray get-auth-token` on the "
+                "head prints it), that the address is the head's GCS address (host:port of `ray start --head "
+                "--port`) and that the driver's Python and Ray versions match the cluster's")
+    return (msg + ". If the cluster uses token authentication (RAY_AUTH_MODE=token on its nodes; `ray start "
+            "--head` turns it on when a token exists), give this driver the token: RAY_AUTH_TOKEN=..., or "
+            "RAY_AUTH_TOKEN_PATH=<file>, or ~/.ray/auth_token (`ray get-auth-token` on the head prints it). "
+            "Also check the address (the head's GCS address, host:port) and that the driver's Python and "
+            "Ray versions match the cluster's")
+
+
+# -- what the run needs from the cluster ---------------------------------------------------
+def gpu_request(cfg: CarveConfig) -> dict[str, float]:
+    """GPUs each worker of a step reserves: {step name: GPUs}, for the steps that need any.
+
+    `embed` runs its models on `embed.device`; on `cuda` each worker reserves
+    `ray.embed_num_gpus` (Ray then sets CUDA_VISIBLE_DEVICES for it). `caption.backend=vllm`
+    runs vLLM in Ray Data LLM's own engine actors, which reserve their GPUs themselves: the
+    caption worker that drives them holds none (holding one would starve the engine on a
+    one-GPU node), but the cluster must have a GPU (`gpus_needed`).
+    """
+    return {"embed": cfg.ray.embed_num_gpus} if cfg.embed.device.startswith("cuda") else {}
+
+
+def gpus_needed(cfg: CarveConfig) -> dict[str, float]:
+    """{what asks for a GPU: GPUs one worker needs on one node}: the steps' requests, plus vLLM's engine."""
+    need = {f"embed.device={cfg.embed.device}": g for g in gpu_request(cfg).values()}
+    if cfg.caption.backend == "vllm":
+        need["caption.backend=vllm"] = 1.0
+    return need
+
+
+def alive_nodes() -> list[dict[str, Any]]:
+    import ray
+
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def _is_local_uri(uri: str) -> bool:
+    return bool(uri) and ("://" not in uri or uri.startswith("file://"))
+
+
+def check_cluster(cfg: CarveConfig, root: Root) -> None:
+    """Refuse (CarveError), before any work, a run this Ray cannot do; `ray` must be initialised."""
+    import ray
+
+    nodes = alive_nodes()
+    if len(nodes) > 1 and not cfg.ray.allow_shared_local_root:
+        fix = ("use an s3:// {what} (or a directory every node mounts at the same path, with "
+               "--allow-shared-local-root)")
+        if root.is_local:
+            raise CarveError(
+                f"root {root.base} is a local directory but the cluster has {len(nodes)} nodes: workers on other "
+                f"nodes would write their part files there; " + fix.format(what="root"))
+        if _is_local_uri(cfg.source.uri):
+            raise CarveError(
+                f"source {cfg.source.uri} is a local directory but the cluster has {len(nodes)} nodes: workers on "
+                f"other nodes would not find its episodes there; " + fix.format(what="source"))
+    need = gpus_needed(cfg)
+    if need:
+        total = float(ray.cluster_resources().get("GPU", 0))
+        what = " and ".join(need)
+        if total == 0:
+            raise CarveError(
+                f"{what} needs a GPU but the Ray cluster has none ({len(nodes)} node(s), "
+                f"{ray.cluster_resources().get('CPU', 0):g} CPUs, 0 GPUs): start its nodes with their GPUs "
+                f"(`ray start --num-gpus=N`), or run on CPUs (embed.device=cpu; caption.backend=kinematic or "
+                f"openai)")
+        most = max(float(n.get("Resources", {}).get("GPU", 0)) for n in nodes)
+        for who, g in need.items():
+            if g > most:
+                raise CarveError(
+                    f"{who} asks for {g:g} GPUs per worker but no node of the Ray cluster has more than {most:g}: "
+                    f"lower ray.embed_num_gpus")
+    log_event(log, "cluster_ok", nodes=len(nodes), gpus=float(ray.cluster_resources().get("GPU", 0)))

@@ -1,15 +1,21 @@
-"""Shared pytest fixtures: a small embedded Ray for the whole session, offline model settings."""
+"""Shared pytest fixtures: a small embedded Ray for the whole session, offline model settings,
+a private PostgreSQL server and the catalog backends (pg_server.py), an S3 server (s3_server.py),
+a 2-node Ray cluster (ray_cluster.py)."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+from pg_server import catalog_url, catalog_url_module, postgres_server  # noqa: F401 - fixtures
+from ray_cluster import ray_cluster  # noqa: F401 - fixture: a 2-node Ray cluster on loopback (ray_cluster.py)
+from s3_server import s3, s3_server  # noqa: F401 - fixtures
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")  # no process of the tests asks a cloud for credentials
 
 
 @pytest.fixture(scope="session")
