@@ -184,3 +184,44 @@ def test_a_driver_without_the_token_is_told_how_to_authenticate(ray_cluster, tmp
     assert f"could not connect to the Ray cluster at {ray_cluster.address}" in err
     assert "rejected this driver's authentication" in err
     assert "RAY_AUTH_TOKEN" in err and "ray get-auth-token" in err
+
+
+@pytest.mark.timeout(900)
+def test_run_on_two_nodes_with_s3_and_postgres_matches_a_local_run(ray_cluster, ray_local, s3, postgres_server,
+                                                                   tmp_path: Path):
+    """The production shape: source and root on the S3 server, the catalog on PostgreSQL, the
+    steps on a 2-node cluster; its events, clusters and shards equal a local single-node run of
+    the same episodes (all but `source_uri`, which names where the source was read from)."""
+    from carve.pipeline.run import run_pipeline
+
+    source = write_source(tmp_path / "raw" / "toy")
+    src_uri = s3.upload(source, "raw/toy")
+    root = s3.uri("carve")
+    env = ray_cluster.driver_env(**s3.server.env(), CARVE_CATALOG_URL=postgres_server.new_database())
+    proc = subprocess.Popen(
+        [CARVE, "run", "--source", src_uri, "--format", "folder", "--root", root, "--ray-address",
+         ray_cluster.address, "--set", "cluster.k=3", "--set", "embed.text=none", "--set", "ray.progress=false"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    local = str(tmp_path / "local-root")
+    cfg = CarveConfig().with_overrides({
+        "root": local, "source": {"uri": str(source), "format": "folder"}, "cluster": {"k": 3},
+        "embed": {"text": "none"}, "ray": {"num_cpus": 2, "object_store_memory_mb": 256, "progress": False},
+    })
+    summary = run_pipeline(cfg)
+    out, err = proc.communicate(timeout=840)
+    assert proc.returncode == 0, err[-4000:]
+    assert "3 ingested, 0 quarantined" in out and summary.episodes_ok == 3
+    assert not any(k.startswith("catalog") for k in s3.keys("carve")), "the catalog lives in PostgreSQL"
+
+    def rows(uri: str, *parts: str, sort_by: str | None = None) -> pa.Table:
+        t = read_rows(uri, *parts, sort_by=sort_by)
+        return t.drop_columns(["source_uri"]) if "source_uri" in t.column_names else t
+
+    assert_same_rows(rows(local, "events", sort_by="event_id"), rows(root, "events", sort_by="event_id"), "events")
+    assert_same_rows(rows(local, "clusters", "v001", "assignments", sort_by="event_id"),
+                     rows(root, "clusters", "v001", "assignments", sort_by="event_id"), "cluster assignments")
+    lroot, croot = open_root(local), open_root(root, catalog_url=env["CARVE_CATALOG_URL"])
+    assert np.array_equal(np.load(lroot.open_input(lroot.path("clusters", "v001", "centroids.npy"))),
+                          np.load(croot.open_input(croot.path("clusters", "v001", "centroids.npy"))))
+    assert_same_rows(rows(local, "shards", "v001"), rows(root, "shards", "v001"), "shards")
+    assert [r["version"] for r in croot.catalog.versions("shards")] == [1]
