@@ -5,8 +5,11 @@ inner-product index of the centroids), `hierarchy.json`, `assignments/part-*.par
 `meta.json`, which is written LAST: a folder without `meta.json` is an interrupted write and
 is ignored (its number is never reused). Assignment part files are written once and never
 touched again; events ingested later get a new part file (see `clustering.curate.assign_new`).
-Version numbers of both clusters and shards come from `next_version`, the highest number on
-disk or in the catalog plus one.
+Version numbers of both clusters and shards are claimed in the catalog (`claim_version`): a
+`claimed` row is inserted before any file is written, and its (kind, version) key makes the
+claim exclusive across processes and hosts, on a local disk and on an object store alike
+(which has no exclusive mkdir). The number is one more than any version on disk (complete or
+not) or in the catalog (finished, claimed or abandoned); a number is never reused.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 import faiss
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from carve.clustering.hierarchical import Hierarchy
@@ -32,6 +36,7 @@ from carve.storage.root import Root
 CLUSTERS_FORMAT = "carve.clusters"
 CLUSTERS_VERSION = 1
 INITIAL_PART = "part-00000-initial.parquet"  # the assignments of the events the centroids were trained on
+ASSIGNMENT_ROW_GROUP = 1024  # rows per row group of an assignments part (the unit of an event lookup)
 _VDIR = re.compile(r"^v(\d{3,})$")
 
 ASSIGNMENT_SCHEMA = pa.schema(
@@ -75,28 +80,21 @@ def latest_version(root: Root, kind: str) -> int | None:
 
 
 def next_version(root: Root, kind: str) -> int:
-    """One more than any version on disk (complete or not) or recorded in the catalog."""
+    """One more than any version on disk (complete or not) or in the catalog (claimed or finished)."""
     seen = list(_numbered_dirs(root, kind))
-    seen += [int(r["version"]) for r in root.catalog.versions(kind)]
+    seen += [int(r["version"]) for r in root.catalog.versions(kind, include_claimed=True)]
     return max(seen, default=0) + 1
 
 
 def claim_version(root: Root, kind: str) -> int:
-    """`next_version`, with its folder created exclusively on local disks, so two processes
-    cutting shards (or clustering) at once never get the same number."""
-    import os
-
-    v = next_version(root, kind)
-    if not root.is_local:
-        return v
-    while True:
-        path = version_dir(root, kind, v)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        try:
-            os.mkdir(path)
-            return v
-        except FileExistsError:
-            v += 1
+    """A version number of `kind` that no other process gets: claimed in the catalog (which is the
+    arbiter on every kind of root), above every numbered folder on disk. On a local disk the
+    folder is created too."""
+    floor = max(_numbered_dirs(root, kind), default=0) + 1
+    v = root.catalog.claim_version(_check_kind(kind), floor, path=lambda n: version_dir(root, kind, n))
+    if root.is_local:
+        root.makedirs(kind, f"v{v:03d}")
+    return v
 
 
 @dataclass
@@ -177,13 +175,83 @@ def assignment_files(root: Root, version: int) -> list[str]:
 
 
 def write_assignments(root: Root, version: int, table: pa.Table, key: str | None = None) -> str:
-    """Write one new assignments part file (never overwriting an existing one); return its path."""
+    """Write one new assignments part file (never overwriting an existing one); return its path.
+
+    Rows are sorted by event_id and written in row groups of ASSIGNMENT_ROW_GROUP rows, so the
+    Parquet statistics of a part are an event-id index: `AssignmentIndex` finds one event by
+    reading a single row group."""
     key = key or time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     path = f"{version_dir(root, 'clusters', version)}/assignments/part-{key}.parquet"
     if root.exists(root.relative(path)):
         raise ClusteringError(f"{path}: assignments part already exists; parts are never rewritten")
-    root.write_table(path, table.cast(ASSIGNMENT_SCHEMA))
+    table = table.cast(ASSIGNMENT_SCHEMA)
+    if table.num_rows > 1:
+        table = table.sort_by("event_id")
+    root.write_table(path, table, row_group_size=ASSIGNMENT_ROW_GROUP)
     return path
+
+
+def unique_assignments(asg: pa.Table) -> pa.Table:
+    """The first assignment of each event_id (parts in file order), in that order."""
+    if asg.num_rows == 0:
+        return asg
+    rows = pa.array(np.arange(asg.num_rows, dtype=np.int64))
+    first = pa.table({"event_id": asg.column("event_id"), "_row": rows}).group_by(
+        "event_id", use_threads=False).aggregate([("_row", "min")]).column("_row_min")
+    keep = np.sort(first.to_numpy())
+    if len(keep) == asg.num_rows:
+        return asg
+    return asg.take(pa.array(keep))
+
+
+class AssignmentIndex:
+    """Point lookups of one event's assignment in a clusters version, without reading the parts.
+
+    Built from the footers of the version's assignment parts (one read each): the event_id
+    min/max of every row group. `lookup(event_id)` bisects them and reads the one row group
+    that can hold the id (parts written by `write_assignments` are sorted by event_id, so that
+    is one row group per part, checked in part order; the first part holding the id wins, as in
+    `read_assignments`). Unsorted parts (older writers) still work, with wider row groups."""
+
+    def __init__(self, root: Root, version: int):
+        self.root = root
+        self.version = int(version)
+        self.parts: list[tuple[str, pq.FileMetaData, list[tuple[str, str, int]]]] = []
+        for f in assignment_files(root, version):
+            pf = pq.ParquetFile(f, filesystem=root.fs)
+            md = pf.metadata
+            col = pf.schema_arrow.get_field_index("event_id")
+            groups = []
+            for i in range(md.num_row_groups):
+                st = md.row_group(i).column(col).statistics
+                if st is None or not st.has_min_max:
+                    groups.append(("", "\U0010ffff", i))
+                else:
+                    lo, hi = st.min, st.max
+                    groups.append((lo.decode() if isinstance(lo, bytes) else lo,
+                                   hi.decode() if isinstance(hi, bytes) else hi, i))
+            self.parts.append((f, md, groups))
+
+    @property
+    def part_names(self) -> list[str]:
+        return [f.rpartition("/")[2] for f, _, _ in self.parts]
+
+    LOOKUP_COLUMNS = ("event_id", "episode_id", "dataset", "cluster_id", "dup_of")
+
+    def lookup(self, event_id: str, columns: tuple[str, ...] = LOOKUP_COLUMNS) -> dict[str, Any] | None:
+        """The assignment row of `event_id` (`columns` of it, plus `part`) or None."""
+        for f, md, groups in self.parts:
+            for lo, hi, i in groups:
+                if not lo <= event_id <= hi:
+                    continue
+                pf = pq.ParquetFile(f, filesystem=self.root.fs, metadata=md)
+                t = pf.read_row_group(i, columns=list(columns))
+                hit = pc.index(t.column("event_id"), event_id).as_py()
+                if hit >= 0:
+                    row = t.slice(hit, 1).to_pylist()[0]
+                    row["part"] = f.rpartition("/")[2]
+                    return row
+        return None
 
 
 def read_assignments(root: Root, version: int) -> pa.Table:

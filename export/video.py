@@ -15,6 +15,8 @@
 * `CopiedVideo`: one mp4 made of copied spans (same codec parameters; `compatible` says
   whether a span from another source file can join it).
 * `psnr(a, b)`: peak signal-to-noise ratio in dB of two uint8 frame stacks.
+* `open_input(source)`: a PyAV input container of a local video or of one on an object store
+  (`s3://...`, read through pyarrow.fs, so copying a span fetches only the bytes it needs).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from carve.export.layout import CANONICAL_CODEC
+from carve.storage.fs import is_uri, resolve
 
 ENCODERS: dict[str, tuple[str, ...]] = {"av1": ("libsvtav1", "libaom-av1"), "h264": ("libx264",)}
 DEFAULT_CRF = {"libsvtav1": 24, "libaom-av1": 24, "libx264": 20}
@@ -36,6 +39,16 @@ DEFAULT_GOP = 2  # lerobot's encode_video_frames default: a keyframe every 2 fra
 
 class VideoExportError(RuntimeError):
     """A video that cannot be encoded or copied; the message names the file and the reason."""
+
+
+def open_input(source: str) -> Any:
+    """A PyAV input container for a local path or an object-store URI (see the module doc)."""
+    import av
+
+    if is_uri(source):
+        fs, path = resolve(source)
+        return av.open(fs.open_input_file(path), "r")
+    return av.open(source, "r")
 
 
 def pick_encoder(codec: str) -> str:
@@ -147,7 +160,7 @@ def span_packets(path: str, start_s: float, n: int, fps: float) -> SpanPackets |
     import av
 
     try:
-        container = av.open(path, "r")
+        container = open_input(path)
     except (FileNotFoundError, av.error.FileNotFoundError):
         raise VideoExportError(f"video {path}: file not found") from None
     except av.error.FFmpegError as e:
@@ -196,7 +209,7 @@ class CopiedVideo:
         self.fps = int(fps)
         self.key = first.key
         self.codec = first.codec
-        with av.open(first.source, "r") as src:
+        with open_input(first.source) as src:
             self.container = av.open(str(path), "w")
             self.stream = self.container.add_stream_from_template(src.streams.video[0])
         self.stream.time_base = Fraction(1, self.fps * 1024)

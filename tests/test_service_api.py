@@ -3,6 +3,7 @@
 The fixture fabricates a format-true root (events + catalog + clusters v001 + shards v001,
 see pipeline/service/testing.py) and serves it with the job runner off, so submitted jobs
 stay queued and nothing but the API is exercised here (job execution: test_service_jobs.py).
+Every test runs with the catalog in SQLite and in PostgreSQL (`catalog_url*`, tests/pg_server.py).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(tmp_path_factory, catalog_url_module):
     base = tmp_path_factory.mktemp("svc")
     fab = fabricate_root(base / "root", datasets=("sim", "aloha"))
     allowed = base / "allowed"
@@ -122,6 +123,52 @@ def test_event_detail_and_keyframes(env):
     assert Image.open(io.BytesIO(r.content)).size[0] > 0
     assert c.get(f"/events/{eid}/keyframes/7.jpg").status_code == 404
     assert c.get("/events/0123456789abcdef0000").status_code == 404
+
+
+def test_coverage_view_matches_the_audit(env):
+    from carve.report import audit as au
+
+    body = env["client"].get("/datasets/aloha/coverage").json()
+    a = au.load_audit(env["fab"].root, "aloha")
+    assert body["clusters_version"] == 1 and body["events"] == a.events.num_rows
+    assert body["by_task"] == au.coverage(a, "task") and body["by_robot"] == au.coverage(a, "robot")
+    assert env["client"].get("/datasets/nope/coverage").status_code == 404
+
+
+def test_event_lookup_reads_one_batch_and_finds_events_not_yet_assigned(tmp_path: Path, catalog_url):
+    """An event committed after the clustering (no assignment yet) is still found, in a part file
+    holding several episodes; a superseded or unknown id is a NotFound, not a scan."""
+    from carve.service.views import NotFound, Views
+    from carve.storage.events import write_event_part
+    from carve.storage.root import open_root
+    from carve.storage.schema import events_to_table, make_event_id
+
+    fab = fabricate_root(tmp_path / "root")
+    root = open_root(fab.root)
+    rows = []
+    for ep in ("sim/ep0100", "sim/ep0101"):
+        for k in range(3):
+            rows.append({"event_id": make_event_id(ep, k, k + 1), "episode_id": ep, "dataset": "sim",
+                         "episode_index": int(ep[-3:]), "event_index": k, "num_events": 3, "start_frame": k,
+                         "end_frame": k + 1, "fps": 10.0, "task": "t", "caption": f"late {ep} {k}",
+                         "keyframes": [b"\xff\xd8late"], "state": [[0.0]], "action": [[0.0]]})
+    write_event_part(root, "b-late", "chunk-0000", events_to_table(rows))
+    root.catalog.record_episodes([{"episode_id": ep, "dataset": "sim", "episode_index": int(ep[-3:]),
+                                   "source_uri": "/s", "status": "ok", "num_events": 3, "batch": "b-late"}
+                                  for ep in ("sim/ep0100", "sim/ep0101")])
+    views = Views(root, fingerprint_ttl_s=0.0)
+    late = views.event(root.catalog, rows[4]["event_id"])
+    assert late["caption"] == "late sim/ep0101 1" and late["cluster_id"] is None and late["clusters_version"] == 1
+    assert views.keyframe(root.catalog, rows[4]["event_id"], 0) == b"\xff\xd8late"
+    old = views.event(root.catalog, fab.event_ids[5], images=False)
+    assert old["cluster_id"] is not None and old["event_id"] == fab.event_ids[5]
+    with pytest.raises(NotFound, match="unknown event"):
+        views.event(root.catalog, "0123456789abcdef0000")
+    # the episode of an assigned event is re-ingested without it: gone, not served from the old batch
+    root.catalog.record_episodes([{"episode_id": old["episode_id"], "dataset": "sim", "episode_index": 0,
+                                   "source_uri": "/s", "status": "failed", "error": "gone", "num_events": 0}])
+    with pytest.raises(NotFound, match="no longer"):
+        views.event(root.catalog, fab.event_ids[5])
 
 
 def test_submit_then_duplicate_source_gets_409_naming_the_job(env):
@@ -220,7 +267,7 @@ def test_report_page_is_self_contained(env):
     assert "video ends at 4.2 s" in page  # the failures table
 
 
-def test_rate_limit_answers_429_with_retry_after(tmp_path: Path):
+def test_rate_limit_answers_429_with_retry_after(tmp_path: Path, catalog_url):
     fab = fabricate_root(tmp_path / "root", clusters=False)
     cfg = CarveConfig.model_validate({"root": str(fab.root),
                                       "service": {"token": TOKEN, "rate_limit_per_min": 3}})
@@ -232,7 +279,7 @@ def test_rate_limit_answers_429_with_retry_after(tmp_path: Path):
         assert c.get("/health").status_code == 200  # exempt
 
 
-def test_dataset_without_clusters_yet(tmp_path: Path):
+def test_dataset_without_clusters_yet(tmp_path: Path, catalog_url):
     fab = fabricate_root(tmp_path / "root", clusters=False)
     cfg = CarveConfig.model_validate({"root": str(fab.root), "service": {"token": TOKEN}})
     with LiveServer(create_app(cfg, start_runner=False)) as srv, httpx.Client(base_url=srv.url, headers=AUTH) as c:

@@ -1,4 +1,5 @@
-"""`carve serve` as a real process: refuses to start without a token; serves with CARVE_TOKEN."""
+"""`carve serve` as a real process: refuses to start without a token; serves with CARVE_TOKEN, with
+its catalog in SQLite and in PostgreSQL (CARVE_CATALOG_URL, which the job subprocess gets too)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def test_serve_refuses_without_token(tmp_path: Path):
     assert r.returncode == 2 and "CARVE_TOKEN" in r.stderr
 
 
-def test_serve_with_env_token(tmp_path: Path):
+def test_serve_with_env_token(tmp_path: Path, catalog_url):
     port = free_port()
     (tmp_path / "allowed").mkdir()
     p = subprocess.Popen([sys.executable, "-m", "carve.cli.main", "serve", "--root", str(tmp_path / "root"),

@@ -1,5 +1,6 @@
 """Job lifecycle of the service: restart recovery, two servers on one catalog, vanished sources,
-and (slow) real `carve run` subprocesses submitted over HTTP on a toy folder dataset."""
+and (slow) real `carve run` subprocesses submitted over HTTP on a toy folder dataset. Every test
+runs with the catalog in SQLite and in PostgreSQL (`catalog_url`, tests/pg_server.py)."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def _insert_job(cat: Catalog, source: str, state: str, owner: str | None, heartb
     return jid
 
 
-def test_restart_marks_orphans_resumable_keeps_live_jobs_and_resume_runs(tmp_path: Path):
+def test_restart_marks_orphans_resumable_keeps_live_jobs_and_resume_runs(tmp_path: Path, catalog_url):
     allowed = tmp_path / "allowed"
     src = allowed / "junk"
     src.mkdir(parents=True)
@@ -83,7 +84,7 @@ def test_restart_marks_orphans_resumable_keeps_live_jobs_and_resume_runs(tmp_pat
         assert cat.integrity_ok()
 
 
-def test_two_servers_on_one_catalog(tmp_path: Path):
+def test_two_servers_on_one_catalog(tmp_path: Path, catalog_url):
     allowed = tmp_path / "allowed"
     sources = [allowed / f"ds{i}" for i in range(6)]
     for s in sources:
@@ -125,7 +126,7 @@ def test_two_servers_on_one_catalog(tmp_path: Path):
         assert r.status_code == 202 and r.json()["state"] == "cancelling"
 
 
-def test_source_that_vanished_before_start_fails_with_reason(tmp_path: Path):
+def test_source_that_vanished_before_start_fails_with_reason(tmp_path: Path, catalog_url):
     allowed = tmp_path / "allowed"
     src = allowed / "soon-gone"
     src.mkdir(parents=True)
@@ -142,7 +143,7 @@ def test_source_that_vanished_before_start_fails_with_reason(tmp_path: Path):
 
 # -- slow: the real pipeline ----------------------------------------------------------------
 @pytest.mark.slow
-def test_http_job_on_toy_dataset_completes_and_is_served(tmp_path: Path):
+def test_http_job_on_toy_dataset_completes_and_is_served(tmp_path: Path, catalog_url):
     allowed = tmp_path / "allowed"
     write_toy_folder(allowed / "toy", episodes=4)
     root = tmp_path / "root"
@@ -162,7 +163,7 @@ def test_http_job_on_toy_dataset_completes_and_is_served(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_cancel_and_vanishing_source_mid_run(tmp_path: Path):
+def test_cancel_and_vanishing_source_mid_run(tmp_path: Path, catalog_url):
     allowed = tmp_path / "allowed"
     write_toy_folder(allowed / "a", episodes=6)
     write_toy_folder(allowed / "b", episodes=6)
@@ -189,7 +190,7 @@ def test_cancel_and_vanishing_source_mid_run(tmp_path: Path):
         assert cat.integrity_ok()
 
 
-def test_cancel_reaches_a_job_process_whose_server_died(tmp_path: Path):
+def test_cancel_reaches_a_job_process_whose_server_died(tmp_path: Path, catalog_url):
     """A job process outliving its server (same host) is still cancellable from a new server."""
     import socket
     import subprocess

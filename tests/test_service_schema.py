@@ -2,7 +2,7 @@
 
 Every operation gets a handful of generated requests (valid and invalid bodies, odd path
 parameters) with the token, against a fabricated root; the job runner is off so generated
-submissions only ever queue.
+submissions only ever queue. It runs with the catalog in SQLite and in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ TOKEN = "schema-token-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
-def live_url(tmp_path_factory):
+def live_url(tmp_path_factory, catalog_url_module):
     base = tmp_path_factory.mktemp("schema")
     fab = fabricate_root(base / "root")
     (base / "allowed" / "ds").mkdir(parents=True)

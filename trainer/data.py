@@ -52,7 +52,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from carve.core.errors import CarveError
 from carve.trainer.config import DataConfig
-from carve.trainer.manifest import Manifest, Unit
+from carve.trainer.manifest import Manifest, Unit, open_shard
 
 READ_COLUMNS = [
     "event_id",
@@ -153,7 +153,7 @@ class RowGroup:
         try:
             pf = files.get(unit.shard) if files is not None else None
             if pf is None:
-                pf = pq.ParquetFile(unit.shard)
+                pf = open_shard(unit.shard)
                 if files is not None:
                     files[unit.shard] = pf
             t = pf.read_row_group(unit.row_group, columns=READ_COLUMNS)
@@ -284,7 +284,7 @@ class EventStream(IterableDataset):
             if self.split == "all" or frac <= 0:
                 rows = list(range(unit.rows)) if self.split != "eval" else []
             else:
-                eps = pq.ParquetFile(unit.shard).read_row_group(unit.row_group, columns=["episode_id"])
+                eps = open_shard(unit.shard).read_row_group(unit.row_group, columns=["episode_id"])
                 keep_eval = self.split == "eval"
                 rows = [
                     i for i, e in enumerate(eps.column(0).to_pylist()) if in_holdout(e, frac) == keep_eval

@@ -7,6 +7,11 @@ manifest is `storage.manifest.read_manifest` (the one reader of the format, whos
 with rows, checks the Parquet schema of every shard (`storage.schema.check_schema` with the
 columns the trainer needs) and lists the shards' row groups: the units the data loader deals
 out to DDP ranks and DataLoader workers.
+
+A manifest may be local or on an object store (`s3://bucket/root`, endpoint from the URI's
+query or from `AWS_ENDPOINT_URL_S3`/`AWS_ENDPOINT_URL`): shards are named by URI (a local
+path, or `s3://...` with the manifest's query) and opened through pyarrow.fs (`open_shard`),
+in every rank and loader worker.
 """
 
 from __future__ import annotations
@@ -15,12 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from carve.storage.fs import is_uri, join, resolve
 from carve.storage.manifest import ManifestError, manifest_path, read_manifest
 from carve.storage.schema import REQUIRED_COLUMNS, SchemaError, check_schema
 
-__all__ = ["TRAIN_COLUMNS", "Manifest", "ManifestError", "Unit", "open_manifest"]
+__all__ = ["TRAIN_COLUMNS", "Manifest", "ManifestError", "Unit", "open_manifest", "open_shard"]
 
 TRAIN_COLUMNS: tuple[str, ...] = (
     *REQUIRED_COLUMNS,
@@ -35,7 +42,7 @@ TRAIN_COLUMNS: tuple[str, ...] = (
 class Unit:
     """One row group of one shard: the smallest piece of data dealt to a loader stream."""
 
-    shard: str  # absolute path
+    shard: str  # absolute path, or an object-store URI
     row_group: int
     rows: int
 
@@ -53,34 +60,45 @@ class Manifest:
     raw: dict[str, Any]
 
 
+def open_shard(shard: str) -> pq.ParquetFile:
+    """A shard (a local path or a `s3://` URI) opened through its pyarrow filesystem."""
+    fs, path = resolve(shard)
+    return pq.ParquetFile(path, filesystem=fs)
+
+
+def _shard_uri(mdir: str, rel: str) -> str:
+    return join(mdir, rel) if is_uri(mdir) else str((Path(mdir) / rel).resolve())
+
+
 def open_manifest(path: str | Path, required: tuple[str, ...] = TRAIN_COLUMNS) -> Manifest:
-    """The trainer's view of the manifest at `path` (a file, a `shards/vNNN/` folder or a root)."""
-    mpath = Path(manifest_path(path))
-    raw = read_manifest(str(mpath))
-    raw.pop("_dir", None)
-    mdir = mpath.parent
+    """The trainer's view of the manifest at `path` (a file, a `shards/vNNN/` folder or a root;
+    local or a URI)."""
+    mpath = manifest_path(path)
+    raw = read_manifest(mpath)
+    mdir = raw.pop("_dir")
     entries = raw["shards"]
     if not entries or not any(int(e.get("rows", 0)) > 0 for e in entries):
         raise ManifestError(f"{mpath}: the manifest lists no shards with rows; nothing to train on")
     shards: list[str] = []
     units: list[Unit] = []
     for e in entries:
-        spath = (mdir / e["path"]).resolve()
-        if not spath.is_file():
+        spath = _shard_uri(mdir, e["path"])
+        fs, fpath = resolve(spath)
+        if fs.get_file_info(fpath).type != pafs.FileType.File:
             raise ManifestError(f"{mpath}: shard {e['path']} is missing ({spath})")
         try:
-            pf = pq.ParquetFile(spath)
-            check_schema(pf.schema_arrow, str(spath), required=required)
+            pf = pq.ParquetFile(fpath, filesystem=fs)
+            check_schema(pf.schema_arrow, spath, required=required)
         except SchemaError as err:
             raise ManifestError(str(err)) from err
         except OSError as err:
             raise ManifestError(f"{spath}: cannot read Parquet footer: {err}") from err
-        shards.append(str(spath))
+        shards.append(spath)
         md = pf.metadata
         for rg in range(md.num_row_groups):
             n = md.row_group(rg).num_rows
             if n > 0:
-                units.append(Unit(str(spath), rg, n))
+                units.append(Unit(spath, rg, n))
     total = sum(u.rows for u in units)
     if total == 0:
         raise ManifestError(f"{mpath}: all shards are empty; nothing to train on")
