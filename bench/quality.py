@@ -10,7 +10,9 @@ print, together with each command:
 4. the cluster histogram before/after balancing from the shard manifest (max/min share,
    normalised entropy);
 5. `carve eval-model --compare` (event vs unified vs chunk models, same budget, held-out
-   episodes).
+   episodes);
+6. `bench.quality_segments`: segmentation per condition (dwell / blended / noise / two arms /
+   50 fps) at +-0.1 s beside the PerAct/RVT keyframe baseline, in its own section.
 
     python -m bench.quality                         # what `make quality` runs
     python -m bench.quality --episodes 24 --steps 100 --out bench/out/q   # smaller
@@ -201,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--noise-episodes", type=int, default=24)
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "quality"))
     ap.add_argument("--no-write", action="store_true", help="print the section instead of writing BENCHMARKS.md")
+    ap.add_argument("--condition-episodes", type=int, default=24,
+                    help="episodes per condition of the segmentation-across-conditions table (bench.quality_segments)")
+    ap.add_argument("--no-conditions", action="store_true", help="skip bench.quality_segments")
     args = ap.parse_args(argv)
     section = run(args)
     if args.no_write:
@@ -208,6 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         write_section(section)
         print(section)
+    if not args.no_conditions:  # its own section of BENCHMARKS.md, after this one
+        from bench import quality_segments
+
+        quality_segments.main(["--episodes", str(args.condition_episodes), "--workers", str(args.workers),
+                               "--out", str(Path(args.out) / "conditions"), *(["--no-write"] if args.no_write else [])])
     return 0
 
 

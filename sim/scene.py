@@ -411,6 +411,22 @@ class Scene:
         arm.closed = bool(closed)
         return q
 
+    def command_joints(self, arm: Arm, q: np.ndarray, width: float, closed: bool) -> None:
+        """Servo `arm` to the joint targets `q` and the finger gap `width` (no IK: what an agent
+        acting in `sim.env` commands); `closed` is the gripper command, as in `command`."""
+        q = np.clip(np.asarray(q, dtype=np.float64), _LOWER, _UPPER)
+        self._servo(arm, q, np.zeros(7), width)
+        arm.q_cmd = q
+        arm.width_cmd = float(width)
+        if arm.closed and not closed:
+            self.release(arm)
+        arm.closed = bool(closed)
+
+    def object_pose(self, obj: SceneObject) -> np.ndarray:
+        """(7,) position and quaternion (x, y, z, w) of `obj`."""
+        pos, orn = pb.getBasePositionAndOrientation(obj.body, physicsClientId=self.client)
+        return np.asarray([*pos, *orn], dtype=np.float64)
+
     def step(self) -> None:
         """One physics step, then grasps by contact for every arm commanded closed."""
         pb.stepSimulation(physicsClientId=self.client)

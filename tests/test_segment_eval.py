@@ -1,4 +1,6 @@
-"""Boundary/segment metrics of `pipeline.eval_segments` on hand-made cases, and the report."""
+"""Boundary/segment metrics of `carve.ingest.eval_segments` on hand-made cases (tolerance in frames and
+in seconds, bootstrap intervals), the report, `carve eval-segments`, and the PerAct/RVT keyframe
+baseline of `carve.ingest.keyframes` on hand-made signals."""
 
 from __future__ import annotations
 
@@ -136,9 +138,157 @@ def test_predictions_from_catalog_group_by_episode_and_dataset(tmp_path: Path) -
 
     write_catalog(tmp_path, "sim", {0: [20, 35], 1: [10]}, 60)
     write_catalog(tmp_path, "other", {0: [5, 6, 7]}, 60)
-    assert predictions_from_catalog(str(tmp_path), hint="sim") == {0: [20, 35], 1: [10]}
-    assert predictions_from_catalog(str(tmp_path), "other") == {0: [5, 6, 7]}
+    root = open_root(str(tmp_path))
+    assert predictions_from_catalog(root, hint="sim") == {0: [20, 35], 1: [10]}
+    assert predictions_from_catalog(root, "other") == {0: [5, 6, 7]}
     with pytest.raises(ValueError, match="pick one with --dataset"):
-        predictions_from_catalog(str(tmp_path), hint="nope")
+        predictions_from_catalog(root, hint="nope")
     with pytest.raises(ValueError, match="no dataset 'x'"):
-        predictions_from_catalog(str(tmp_path), "x")
+        predictions_from_catalog(root, "x")
+
+
+# --------------------------------------------------------------------------------------------
+# Tolerance in seconds, bootstrap intervals
+
+
+def test_tolerance_in_seconds_is_resolved_per_episode_from_its_fps() -> None:
+    from carve.ingest.eval_segments import tolerance_frames
+
+    assert [tolerance_frames(0.1, f) for f in (10, 12, 15, 25, 30, 50)] == [1, 1, 2, 3, 3, 5]  # half up
+    truth = {"dataset": "sim", "fps": 30, "episodes": [
+        {"episode_index": 0, "task_type": "a", "length": 300, "fps": 50, "boundaries": [100, 200]},
+        {"episode_index": 1, "task_type": "a", "length": 300, "boundaries": [100, 200]},  # falls back to 30
+    ]}
+    pred = {0: [105, 204], 1: [103, 204]}
+    rep = evaluate(truth, pred, tol_s=0.1)
+    assert rep["tolerance"] is None and rep["tolerance_s"] == 0.1
+    assert rep["tolerance_frames"] == {"50": 5, "30": 3}
+    eps = {e["episode_index"]: e for e in rep["per_episode"]}
+    assert eps[0]["tolerance_frames"] == 5 and eps[0]["boundary"] == {"tp": 2, "fp": 0, "fn": 0}
+    assert eps[1]["tolerance_frames"] == 3 and eps[1]["boundary"] == {"tp": 1, "fp": 1, "fn": 1}
+    # the same predictions at a fixed 3 frames: episode 0 loses both
+    assert evaluate(truth, pred, tol=3)["overall"]["boundary_tp"] == 1
+    assert "+-0.1 s (3 frames at 30 fps, 5 frames at 50 fps)" in format_report(rep)
+    assert "+-2 frames" in format_report(evaluate(truth, pred))
+
+
+def test_tolerance_in_seconds_needs_an_fps() -> None:
+    truth = {"dataset": "nofps", "episodes": [{"episode_index": 0, "length": 50, "boundaries": [10]}]}
+    with pytest.raises(ValueError, match="episode 0 of nofps: no fps"):
+        evaluate(truth, {0: [10]}, tol_s=0.1)
+
+
+def many_episodes(n: int = 20) -> tuple[dict, dict[int, list[int]], dict[int, list[int]]]:
+    """Ground truth of `n` episodes, a good and a poor prediction."""
+    eps, good, poor = [], {}, {}
+    for i in range(n):
+        true = [20 + i, 50, 80]
+        eps.append({"episode_index": i, "task_type": "t", "length": 100, "fps": 10, "boundaries": true})
+        good[i] = true if i % 4 else [20 + i, 50]
+        poor[i] = [30, 50] if i % 2 else [10, 40, 60, 90]
+    return {"dataset": "x", "fps": 10, "episodes": eps}, good, poor
+
+
+def test_bootstrap_intervals_are_seeded_and_contain_the_point_estimate() -> None:
+    from carve.ingest.eval_segments import paired_bootstrap
+
+    truth, good, poor = many_episodes()
+    a = evaluate(truth, good, tol_s=0.1, bootstrap=500, seed=3)
+    b = evaluate(truth, good, tol_s=0.1, bootstrap=500, seed=3)
+    o = a["overall"]
+    assert o["boundary_f1_ci"] == b["overall"]["boundary_f1_ci"]
+    assert o["boundary_f1_ci"][0] <= o["boundary_f1"] <= o["boundary_f1_ci"][1] < 1.0
+    assert o["segment_f1_ci"][0] <= o["segment_f1"] <= o["segment_f1_ci"][1]
+    assert "95% bootstrap intervals" in format_report(a)
+    assert "boundary_f1_ci" not in evaluate(truth, good, tol_s=0.1)["overall"]
+    p = evaluate(truth, poor, tol_s=0.1)
+    cmp = paired_bootstrap(a, p, n=500, seed=0)
+    assert cmp["diff"] == pytest.approx(o["boundary_f1"] - p["overall"]["boundary_f1"])
+    assert 0 < cmp["ci"][0] <= cmp["diff"] <= cmp["ci"][1] and cmp["p_not_better"] == 0.0
+    assert paired_bootstrap(a, a, n=200)["diff"] == 0.0
+
+
+def test_cli_tolerance_flags_and_baseline_need_a_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from carve.cli.main import main as carve_main
+
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps(truth_doc()))
+    with pytest.raises(SystemExit):
+        carve_main(["eval-segments", "--truth", str(gt), "--root", str(tmp_path), "--tolerance", "2",
+                    "--tolerance-s", "0.1"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match="--baseline keyframes runs on the dataset's signals"):
+        carve_main(["eval-segments", "--truth", str(gt), "--root", str(tmp_path), "--baseline", "keyframes"])
+
+
+# --------------------------------------------------------------------------------------------
+# The PerAct/RVT keyframe rule
+
+
+def arm_signals(n: int, fps: float, moves: list[tuple[int, int]], grip: list[tuple[int, int]],
+                rate: float = 1.0) -> tuple:
+    """(T, 7) joints moving at `rate` rad/s inside `moves` frame ranges, still elsewhere, and a
+    binary close command (1 = close) inside `grip` ranges, plus the measured opening."""
+    import numpy as np
+
+    vel = np.zeros((n, 7))
+    for a, b in moves:
+        vel[a:b] = rate
+    q = np.cumsum(vel, axis=0) / fps
+    cmd = np.zeros(n)
+    for a, b in grip:
+        cmd[a:b] = 1.0
+    opening = 0.08 * (1.0 - cmd)
+    return q, cmd, opening
+
+
+def test_keyframes_at_gripper_changes_and_stops_with_the_published_buffer() -> None:
+    import numpy as np
+
+    from carve.ingest.keyframes import perceiver_keyframes
+
+    fps, n = 20.0, 100
+    q, cmd, opening = arm_signals(n, fps, moves=[(0, 30), (45, 70)], grip=[(40, 80)])
+    state = np.column_stack([q, opening])
+    action = np.column_stack([q, cmd])
+    names_s = [*(f"joint_{i}" for i in range(7)), "gripper_opening"]
+    names_a = [*(f"joint_{i}_target" for i in range(7)), "gripper_command"]
+    keys = perceiver_keyframes(state, action, fps, names_s, names_a)
+    # gripper changes: closes at 40, opens at 80 (the stop buffer does not apply to them).
+    # stops: still from 30 (central differences) and from 70: a stop keyframe, then one every
+    # buffer + 1 = 5 frames (0.2 s at 20 fps: PerAct's 4 frames); none while the gripper changes
+    # within frames i-2..i+1 (41, 81); the second-to-last frame never stops, and the last frame
+    # (PerAct's final keyframe) is the episode's end, not a boundary.
+    assert keys == [30, 35, 40, 42, 70, 75, 80, 82, 87, 92, 97]
+    # while the arm moves (45..69) there is none
+    assert not [k for k in keys if 45 <= k < 70]
+
+
+def test_keyframe_buffer_is_in_seconds() -> None:
+    import numpy as np
+
+    from carve.ingest.keyframes import perceiver_keyframes
+
+    for fps in (10.0, 50.0):
+        n = int(3 * fps)
+        q, _, _ = arm_signals(n, fps, moves=[(0, int(fps))], grip=[])
+        keys = perceiver_keyframes(q, None, fps, None, None)
+        gaps = set(np.diff(keys).tolist())
+        assert gaps == {round(0.2 * fps) + 1}, (fps, keys)
+
+
+def test_keyframes_read_every_gripper_of_every_arm() -> None:
+    import numpy as np
+
+    from carve.ingest.keyframes import perceiver_keyframes
+
+    fps, n = 30.0, 120
+    ql, _, gl = arm_signals(n, fps, moves=[(0, n)], grip=[(20, 60)])
+    qr, _, gr = arm_signals(n, fps, moves=[(0, n)], grip=[(70, 100)])
+    names = [f"{a}_{c}" for a in ("left", "right") for c in (*(f"joint_{i}" for i in range(7)), "gripper")]
+    state = np.column_stack([ql, gl, qr, gr])
+    keys = perceiver_keyframes(state, state.copy(), fps, names, names)
+    assert keys == [20, 60, 70, 100]
+    # one arm still, the other moving: not stopped (PerAct2 requires both arms stopped)
+    still = np.column_stack([np.zeros_like(ql), gl, qr, gr])
+    assert perceiver_keyframes(still, None, fps, names, None) == [20, 60, 70, 100]

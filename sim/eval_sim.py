@@ -1,0 +1,151 @@
+"""`carve eval-sim`: a saved policy acting closed loop in `carve.sim.env`; success and task progress
+with 95% confidence intervals, per task type.
+
+    carve eval-sim --policy runs/event/policy --tasks pick_place push --seeds 50 --out eval.json
+
+`evaluate_policy(policy, tasks, seeds, ...)` runs one episode per (task type, environment seed):
+`policy.reset()`, then `select_action` / `env.step` until the env says done (success held, or
+the task's time limit). Environment seeds are `episode_seed(seed_base, i)` for i < `--seeds`
+(`eval_seeds`), the same for every policy, so two policies are compared on the same scenes;
+the default base (`EVAL_SEED_BASE`) is not a `carve synth --seed` anyone trains on by default
+(0). Reported per task type and over all: success rate with a Wilson 95% interval, mean
+progress (0..100) with a percentile-bootstrap 95% interval (`BOOT` resamples, seeded), and
+every episode's outcome. The env's conditions (fps, style, cameras, image size) default to the
+policy's fps and `carve synth`'s defaults; images are rendered only if the policy's visual
+encoder needs them, and privileged object poses are observed if the policy's state takes them
+(`privileged_state`, the pilot). Registered through the `carve.commands` entry point (nothing imported
+until it runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from typing import Any
+
+EVAL_SEED_BASE = 10_000
+BOOT = 2000
+TASK_CHOICES = ("pick_place", "stack", "push", "two_object", "bimanual_pick_place")
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion k / n."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
+def bootstrap_ci(values: list[float], n_boot: int = BOOT, seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap 95% interval of the mean."""
+    import numpy as np
+
+    x = np.asarray(values, dtype=np.float64)
+    if len(x) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), (n_boot, len(x)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def eval_seeds(n: int, base: int = EVAL_SEED_BASE) -> list[int]:
+    from carve.sim.synth import episode_seed
+
+    return [episode_seed(base, i) for i in range(n)]
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    k, n = sum(bool(r["success"]) for r in rows), len(rows)
+    prog = [float(r["progress"]) for r in rows]
+    return {"episodes": n, "success_rate": k / n if n else float("nan"), "success_ci95": list(wilson(k, n)),
+            "progress_mean": sum(prog) / n if n else float("nan"), "progress_ci95": list(bootstrap_ci(prog))}
+
+
+def evaluate_policy(policy: Any, tasks: list[str], seeds: list[int], *, fps: int | None = None,
+                    style: str = "dwell", size: int = 128, max_seconds: float | None = None,
+                    progress: bool = False) -> dict[str, Any]:
+    """Run `policy` once per (task, seed) in a `SimEnv`; per-task and overall summaries plus episodes."""
+    from carve.sim.env import SimEnv
+
+    render = policy.settings.visual != "zeros"
+    fps = fps or policy.settings.fps
+    rows: list[dict[str, Any]] = []
+    for task in tasks:
+        for seed in seeds:
+            t0 = time.perf_counter()
+            with SimEnv(fps=fps, style=style, size=size, render=render, max_seconds=max_seconds,
+                        privileged=bool(policy.settings.privileged_state)) as env:
+                obs = env.reset(task, seed)
+                policy.reset()
+                done, info = False, {"success": False, "progress": 0.0, "step": 0}
+                while not done:
+                    obs, _, done, info = env.step(policy.select_action(obs))
+            rows.append({"task": task, "seed": seed, "success": bool(info["success"]),
+                         "progress": float(info["progress"]), "steps": int(info["step"]),
+                         "seconds": round(time.perf_counter() - t0, 2)})
+            if progress:
+                print(f"{task} seed {seed}: success={info['success']} progress={info['progress']:.0f} "
+                      f"steps={info['step']}", flush=True)
+    out: dict[str, Any] = {"tasks": {t: summarize([r for r in rows if r["task"] == t]) for t in tasks},
+                           "overall": summarize(rows), "episodes": rows}
+    return out
+
+
+def format_table(res: dict[str, Any]) -> str:
+    lines = ["| task | episodes | success (95% CI) | progress (95% CI) |", "|---|---|---|---|"]
+    for name, s in [*res["tasks"].items(), ("all", res["overall"])]:
+        lo, hi = s["success_ci95"]
+        plo, phi = s["progress_ci95"]
+        lines.append(f"| {name} | {s['episodes']} | {s['success_rate']:.1%} ({lo:.1%}-{hi:.1%}) | "
+                     f"{s['progress_mean']:.1f} ({plo:.1f}-{phi:.1f}) |")
+    return "\n".join(lines)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from carve.cli.main import load_config
+    from carve.trainer.policy import Policy, PolicyError
+
+    load_config(args)
+    try:
+        policy = Policy.load(args.policy)
+    except PolicyError as e:
+        print(f"carve eval-sim: error: {e}")
+        return 2
+    seeds = eval_seeds(args.seeds, args.seed_base)
+    res = evaluate_policy(policy, list(args.tasks), seeds, fps=args.fps, style=args.style, size=args.size,
+                          max_seconds=args.max_seconds, progress=not args.quiet)
+    res.update({"policy": str(args.policy), "mode": policy.mode, "seed_base": args.seed_base})
+    print(format_table(res))
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).write_text(json.dumps(res, indent=1))
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    from carve.cli.main import add_common
+
+    p = subparsers.add_parser("eval-sim", help="run a saved policy closed loop in the simulator: success and "
+                                               "progress with 95%% CIs")
+    add_common(p)
+    p.add_argument("--policy", required=True, help="policy directory (Policy.save: model.safetensors, config.json, "
+                                                   "normalization.json)")
+    p.add_argument("--tasks", nargs="+", choices=list(TASK_CHOICES), default=["pick_place", "stack", "push",
+                                                                               "two_object"])
+    p.add_argument("--seeds", type=int, default=50, help="environment seeds per task type")
+    p.add_argument("--seed-base", type=int, default=EVAL_SEED_BASE,
+                   help="environment seed i is episode_seed(seed_base, i) (the same for every policy)")
+    p.add_argument("--fps", type=int, default=None, help="control rate (default: the policy's, else carve synth's)")
+    p.add_argument("--style", choices=["dwell", "blended"], default="dwell",
+                   help="picks carve synth's default fps / cameras for the scene")
+    p.add_argument("--size", type=int, default=128, help="rendered image size (the dataset's frame size)")
+    p.add_argument("--max-seconds", type=float, default=None, help="time limit per episode (default: per task)")
+    p.add_argument("--out", default=None, help="write the full results (every episode) as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no per-episode lines")
+    p.set_defaults(func=_run)
