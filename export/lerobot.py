@@ -190,6 +190,7 @@ def export_lerobot(
     version = _resolve_version(root, version)
     items, sources = _plan(root, version, unit, dataset, video_backend)
     fps, cameras, robot, names = _dataset_shape(sources)
+    extras = _extra_features(sources)
     copy_cams = _copyable_cameras(items, cameras, fps, video_backend) if video == "auto" else set()
     weights = _frame_weights(items, unit)
 
@@ -205,6 +206,7 @@ def export_lerobot(
         feats: dict[str, Any] = {
             "observation.state": L.vector_feature(len(names[0]), names[0]),
             "action": L.vector_feature(len(names[1]), names[1]),
+            **extras,
         }
         cam_desc: dict[str, str] = {}
         for cam in cameras:
@@ -390,6 +392,13 @@ def _dataset_shape(sources: list[_Source]) -> tuple[int, list[str], str | None, 
     robots = {s.robot for s in sources}
     robot = robots.pop() if len(robots) == 1 else "mixed"
     return round(s0.fps), list(s0.cameras), robot, (list(s0.state_names), list(s0.action_names))
+
+
+def _extra_features(sources: list[_Source]) -> dict[str, dict[str, Any]]:
+    """The source features beyond state/action/cameras that every exported episode has (kept as they are)."""
+    specs = [s.ref.locator.get("extra_features") or {} for s in sources]
+    common = set(specs[0]).intersection(*specs[1:]) if specs else set()
+    return {k: specs[0][k] for k in sorted(common) if all(sp[k] == specs[0][k] for sp in specs)}
 
 
 def _source_video(ref: EpisodeRef, cam: str) -> tuple[str, float] | None:
@@ -587,7 +596,16 @@ def _frame_table(ep: Episode, it: _Item, fps: int, episode_index: int, gidx: int
         "task_index": pa.array(task_idx),
         "subtask_index": pa.array(sub_idx),
         "sampling_weight": pa.array(weight.astype(np.float32)),
+        **{k: _feature_array(v[it.start:it.end]) for k, v in ep.extras.items()},
     })
+
+
+def _feature_array(x: np.ndarray) -> pa.Array:
+    """A source feature's frames as LeRobot stores them: a scalar column, or fixed-size lists."""
+    if x.ndim == 1:
+        return pa.array(x)
+    flat = np.ascontiguousarray(x).reshape(len(x), -1)
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])
 
 
 _SIDECAR_SCHEMA = pa.schema([

@@ -82,6 +82,11 @@ class Episode:
     cameras: list[str]
     robot: str = "unknown"
     _frame_fn: FrameFn | None = field(default=None, repr=False)
+    # the source's other per-frame features (e.g. LeRobot's observation.velocity, next.done), in
+    # their own dtype, (T,) or (T, k), with their feature specs (dtype, shape, names), so that an
+    # export keeps them
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    extra_features: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def length(self) -> int:

@@ -126,6 +126,7 @@ class LeRobotSource:
             "image_keys": self.image_keys,
             "state_names": feature_names(self.info["features"].get(STATE_KEY), "state"),
             "action_names": feature_names(self.info["features"].get(ACTION_KEY), "action"),
+            "extra_features": extra_features(self.info["features"]),
         }
 
     def list_episodes(self) -> list[EpisodeRef]:
@@ -314,6 +315,37 @@ def _decode_image(value: Any, label: str, cam: str, i: int) -> np.ndarray:
         raise EpisodeError(label, f"camera {cam}: frame {i} is not a decodable image ({e})") from None
 
 
+# per-frame columns every LeRobot dataset has, which Carve reads (or rebuilds) itself
+_RESERVED = {STATE_KEY, ACTION_KEY, "timestamp", "frame_index", "episode_index", "index", "task_index"}
+_NUMERIC = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool"}
+
+
+def extra_features(features: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The dataset's other numeric per-frame features (e.g. observation.velocity, next.done)."""
+    out = {}
+    for key, spec in features.items():
+        if key in _RESERVED or not isinstance(spec, dict) or spec.get("dtype") not in _NUMERIC:
+            continue
+        out[key] = {"dtype": spec["dtype"], "shape": list(spec.get("shape") or [1]), "names": spec.get("names")}
+    return out
+
+
+def _extras(table: pa.Table, specs: dict[str, dict[str, Any]], label: str) -> dict[str, np.ndarray]:
+    out = {}
+    for key, spec in specs.items():
+        if key not in table.column_names:
+            continue
+        col = table.column(key).combine_chunks()
+        if pa.types.is_fixed_size_list(col.type) or pa.types.is_list(col.type):
+            arr = np.asarray(col.to_pylist(), dtype=spec["dtype"])
+        else:
+            arr = col.to_numpy(zero_copy_only=False).astype(spec["dtype"])
+        if arr.shape[0] != table.num_rows:
+            raise EpisodeError(label, f"feature {key} has {arr.shape[0]} rows for {table.num_rows} frames")
+        out[key] = arr
+    return out
+
+
 def load_lerobot_episode(ref: EpisodeRef, *, camera: str | list[str] | None = None,
                          video_backend: str = "auto") -> Episode:
     loc = ref.locator
@@ -392,4 +424,6 @@ def load_lerobot_episode(ref: EpisodeRef, *, camera: str | list[str] | None = No
         ref=ref, fps=fps, task=task, state=state, action=action, timestamps=ts,
         state_names=state_names, action_names=action_names, cameras=cameras,
         robot=str(loc.get("robot") or "unknown"), _frame_fn=frame_fn,
+        extras=_extras(table, loc.get("extra_features") or {}, label),
+        extra_features=dict(loc.get("extra_features") or {}),
     )
