@@ -11,6 +11,15 @@ used as they are, never resolved again here.
 
 Versions are recorded in the catalog (`versions` table) as they are finished. Nothing here
 re-captions or re-embeds: it reads the `emb` column of the event catalog.
+
+Memory stays bounded on a large catalog (clustering/stream.py): k-means trains on a seeded
+sample of `cluster.train_sample_per_centroid` x k events; every event is then assigned in
+batches of `cluster.batch_rows` read part file by part file, its unit vector spilled to a
+local per-cluster file, and near-duplicates are marked one cluster at a time from the spill
+(the SemDeDup rule of clustering/dedup.py, unchanged). The driver holds the sample, the small
+key columns (event_id, episode_id, dataset), one batch and one cluster's embeddings, never the
+whole embedding matrix. A catalog no larger than the sample is clustered in memory, as before.
+Each clusters version also gets its summary for the audit views (clustering/summary.py).
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
-from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -26,15 +35,28 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from carve.clustering.balance import BalancePolicy, balance, balance_stats
-from carve.clustering.dedup import mark_against_existing, mark_duplicates
+from carve.clustering.dedup import (
+    against_existing,
+    cluster_members,
+    dedup_cluster,
+    mark_duplicates_by_cluster,
+    rank_order,
+)
 from carve.clustering.hierarchical import auto_levels, build_hierarchy
-from carve.clustering.kmeans import (
-    ClusteringError,
-    as_unit_vectors,
-    assign,
-    build_index,
-    embedding_matrix,
-    k_clamp_message,
+from carve.clustering.kmeans import ClusteringError, assign, build_index, k_clamp_message
+from carve.clustering.stream import (
+    ClusterSpill,
+    gather_unit_vectors,
+    iter_unit_batches,
+    read_keys,
+    sample_rows,
+)
+from carve.clustering.summary import (
+    align,
+    compute_summary,
+    refresh_summary,
+    summary_is_current,
+    write_summary,
 )
 from carve.clustering.versions import (
     INITIAL_PART,
@@ -42,12 +64,13 @@ from carve.clustering.versions import (
     load_clustering,
     read_assignments,
     save_clustering,
+    unique_assignments,
     version_dir,
     write_assignments,
 )
 from carve.core.config import CarveConfig
 from carve.core.log import get_logger, log_event
-from carve.storage.events import iter_events, read_events, snapshot
+from carve.storage.events import EventSnapshot, iter_events, read_events, snapshot
 from carve.storage.gather import gather_parts
 from carve.storage.manifest import build_manifest, utc_now, write_manifest
 from carve.storage.root import Root
@@ -56,31 +79,34 @@ from carve.storage.shards import write_shard_parts
 
 log = get_logger("carve.clustering.curate")
 
-_KEY_COLS = ["event_id", "episode_id", "dataset", "emb"]
-
-
-def _embedded(root: Root) -> tuple[list[str], list[str], list[str], pa.ChunkedArray]:
-    t = read_events(root, columns=_KEY_COLS)
-    return (
-        t.column("event_id").to_pylist(),
-        t.column("episode_id").to_pylist(),
-        t.column("dataset").to_pylist(),
-        t.column("emb"),
-    )
-
-
-def _assignment_table(ids, episodes, datasets, labels, paths, dist, dup_of) -> pa.Table:
+def _assignment_table(keys: pa.Table, labels: np.ndarray, paths: np.ndarray, dist: np.ndarray,
+                      dup_of: pa.Array) -> pa.Table:
+    """The assignments of the rows of `keys` (event_id, episode_id, dataset), built column-wise."""
+    depth = int(paths.shape[1]) if paths.ndim == 2 else 1
+    flat = pa.array(np.ascontiguousarray(paths, dtype=np.int32).reshape(-1))
+    offsets = pa.array(np.arange(0, len(labels) * depth + 1, depth, dtype=np.int32))
     return pa.table(
         {
-            "event_id": pa.array(ids, pa.string()),
-            "episode_id": pa.array(episodes, pa.string()),
-            "dataset": pa.array(datasets, pa.string()),
+            "event_id": keys.column("event_id"),
+            "episode_id": keys.column("episode_id"),
+            "dataset": keys.column("dataset"),
             "cluster_id": pa.array(np.asarray(labels, dtype=np.int32)),
-            "cluster_path": pa.array([list(map(int, p)) for p in paths], pa.list_(pa.int32())),
+            "cluster_path": pa.ListArray.from_arrays(offsets, flat),
             "cluster_dist": pa.array(np.asarray(dist, dtype=np.float32)),
-            "dup_of": pa.array(dup_of, pa.string()),
+            "dup_of": dup_of,
         }
     )
+
+
+def _ids_at(ids: pa.Array, rows: np.ndarray) -> pa.Array:
+    """ids[rows[i]] for rows >= 0, null where rows[i] < 0 (`dup_of` from row indices)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    neg = rows < 0
+    return ids.take(pa.array(np.where(neg, 0, rows), mask=neg)) if len(rows) else pa.array([], pa.string())
+
+
+def _id_list(ids: pa.Array) -> Callable[[np.ndarray], list[str]]:
+    return lambda rows: ids.take(pa.array(rows)).to_pylist()
 
 
 def _dist_summary(dist: np.ndarray) -> dict[str, float]:
@@ -88,21 +114,68 @@ def _dist_summary(dist: np.ndarray) -> dict[str, float]:
     return {"mean": float(d.mean()), "p50": float(np.median(d)), "p95": float(np.quantile(d, 0.95))}
 
 
+def _assign_streaming(root: Root, snap: EventSnapshot, index: Any, keys: pa.Table, dim: int,
+                      cc: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Assign every event of the snapshot in batches streamed from the part files, spilling each
+    batch's unit vectors by cluster; then mark near-duplicates one cluster at a time from the
+    spill. Returns (labels, cosine distances, dup_of as row index or -1)."""
+    n = keys.num_rows
+    labels = np.full(n, -1, dtype=np.int32)
+    dist = np.zeros(n, dtype=np.float32)
+    with ClusterSpill(dim, cc.spill_dir) as spill:
+        for b in iter_unit_batches(root, snap, batch_rows=cc.batch_rows, dim=dim):
+            lab, dst = assign(index, b.x)
+            labels[b.rows] = lab
+            dist[b.rows] = dst
+            spill.add(lab, b.x)
+        if (labels < 0).any():
+            raise ClusteringError(f"{root}: the event files changed while clustering; run it again")
+        members = cluster_members(labels)
+
+        def vectors(_j: int, rows: np.ndarray) -> np.ndarray:
+            xc = spill.read(int(labels[rows[0]]))  # in ascending row order, as `rows`
+            if len(xc) != len(rows):
+                raise ClusteringError(f"{root}: spill of cluster {int(labels[rows[0]])} holds {len(xc)} vectors, "
+                                      f"expected {len(rows)}")
+            return xc
+
+        dup_idx = mark_duplicates_by_cluster(members, vectors, dist, _id_list(keys.column("event_id")),
+                                             cc.dedup_threshold, n)
+    return labels, dist, dup_idx
+
+
 def cluster_catalog(root: Root, cfg: CarveConfig) -> int:
-    """Cluster every committed event into a new clusters version; return its number."""
+    """Cluster every committed event into a new clusters version; return its number.
+
+    k-means trains on a seeded sample of `cluster.train_sample_per_centroid` x k events (all of
+    them when the catalog is smaller: then everything happens in memory, as before). A larger
+    catalog is then assigned in batches streamed from the event part files, and near-duplicates
+    are marked one cluster at a time (`_assign_streaming`), so the driver holds the sample, one
+    batch and one cluster's embeddings, never the whole embedding matrix. The clustering's
+    summary for the views (`clustering.summary`) is written before `meta.json`."""
     cc = cfg.cluster
-    ids, episodes, datasets, emb = _embedded(root)
-    n = len(ids)
+    snap = snapshot(root)
+    keys = read_keys(root, snap)
+    n = keys.num_rows
     if n == 0:
         raise ClusteringError(f"{root}: the event catalog has no committed events to cluster; run `carve run` first")
-    x = as_unit_vectors(embedding_matrix(emb, ids), ids)
     requested = cc.levels[-1] if cc.levels else cc.k
     levels = auto_levels(n, cc.k, cc.levels or None)
     note = k_clamp_message(requested, n) if requested is not None and requested > n else None
-    hier = build_hierarchy(x, levels, niter=cc.niter, seed=cc.seed)
-    labels, dist = assign(build_index(hier.leaf_centroids), x)
+    sample = sample_rows(n, cc.train_sample_per_centroid * levels[-1], cc.seed)
+    x = gather_unit_vectors(root, snap, sample, n)
+    dim = int(x.shape[1])
+    hier = build_hierarchy(x, levels, niter=cc.niter, seed=cc.seed, max_points_per_centroid=cc.train_sample_per_centroid)
+    index = build_index(hier.leaf_centroids)
+    ids = keys.column("event_id")
+    if sample is None:  # the sample is the whole catalog, already in memory
+        labels, dist = assign(index, x)
+        dup_idx = mark_duplicates_by_cluster(cluster_members(labels), lambda _j, rows: x[rows], dist, _id_list(ids),
+                                             cc.dedup_threshold, n)
+    else:
+        del x
+        labels, dist, dup_idx = _assign_streaming(root, snap, index, keys, dim, cc)
     paths = hier.paths(labels)
-    dup_of = mark_duplicates(x, labels, dist, ids, cc.dedup_threshold)
     version = claim_version(root, "clusters")
     sizes = np.bincount(labels, minlength=hier.levels[-1])
     meta: dict[str, Any] = {
@@ -111,17 +184,23 @@ def cluster_catalog(root: Root, cfg: CarveConfig) -> int:
         "k_requested": requested,
         "k_note": note,
         "levels": [int(v) for v in hier.levels],
-        "dim": int(x.shape[1]),
+        "dim": dim,
         "n_events": n,
-        "n_duplicates": int(sum(d is not None for d in dup_of)),
+        "n_duplicates": int((dup_idx >= 0).sum()),
         "empty_clusters": int((sizes == 0).sum()),
         "train_dist": _dist_summary(dist),
+        "train_sample": n if sample is None else len(sample),
         "created_at": utc_now(),
         "config": cc.model_dump(),
     }
-    vdir = save_clustering(root, version, hier, meta, _assignment_table(ids, episodes, datasets, labels, paths, dist, dup_of))
+    table = _assignment_table(keys, labels, paths, dist, _ids_at(ids, dup_idx))
+    del paths
+    summary = compute_summary(root, snap, labels, dup_idx >= 0)
+    write_summary(root, version, summary, k=meta["k"], parts=[INITIAL_PART])
+    vdir = save_clustering(root, version, hier, meta, table)
     root.catalog.record_version("clusters", version, vdir, {k: meta[k] for k in ("k", "levels", "n_events", "n_duplicates")})
-    log_event(log, "clustered", version=version, k=meta["k"], levels=meta["levels"], n=n)
+    log_event(log, "clustered", version=version, k=meta["k"], levels=meta["levels"], n=n,
+              train_sample=meta["train_sample"])
     return version
 
 
@@ -131,62 +210,77 @@ def recluster(root: Root, cfg: CarveConfig) -> int:
 
 
 def _unique_assignments(root: Root, version: int) -> pa.Table:
-    asg = read_assignments(root, version)
-    if asg.num_rows == 0:
-        return asg
-    _, first = np.unique(np.asarray(asg.column("event_id").to_pylist(), dtype=object), return_index=True)
-    return asg.take(pa.array(np.sort(first)))
+    return unique_assignments(read_assignments(root, version))
 
 
 def assign_new(root: Root, cfg: CarveConfig) -> int:
     """Assign committed events that the latest clustering has not seen to its centroids.
 
     They go into a new assignments part file (older ones are never touched), with near-dups
-    marked against the existing representatives. Returns the clusters version (unchanged)."""
+    marked against the existing representatives of their cluster, then among themselves; the
+    version's summary is rewritten. Streams like `cluster_catalog`: the new events' vectors and
+    then those of the existing representatives of the clusters they land in are spilled by
+    cluster and compared one cluster at a time. Returns the clusters version (unchanged)."""
+    cc = cfg.cluster
     cl = load_clustering(root)
-    asg = _unique_assignments(root, cl.version)
-    seen = set(asg.column("event_id").to_pylist())
-    ids, episodes, datasets, emb = _embedded(root)
-    new = np.array([i not in seen for i in ids], dtype=bool)
-    if not new.any():
+    snap = snapshot(root)
+    keys = read_keys(root, snap)
+    cluster_row, dup_row = align(keys, _unique_assignments(root, cl.version))
+    new_rows = np.flatnonzero(cluster_row < 0)
+    if len(new_rows) == 0:
         return cl.version
-    pos = np.flatnonzero(new)
-    new_ids = [ids[i] for i in pos]
-    x_new = as_unit_vectors(embedding_matrix(emb.take(pa.array(pos)), new_ids), new_ids)
-    if x_new.shape[1] != cl.dim:
-        raise ClusteringError(
-            f"{cl.path}: new events have {x_new.shape[1]}-d embeddings but the clustering is {cl.dim}-d "
-            "(the embedders changed); run `carve recluster`"
-        )
-    labels, dist = assign(cl.index, x_new)
+    ids = keys.column("event_id")
+    m = len(new_rows)
+    labels = np.full(m, -1, dtype=np.int32)
+    dist = np.zeros(m, dtype=np.float32)
+    dup_new = np.full(m, -1, dtype=np.int64)  # global row of the event a new one duplicates
+    with ClusterSpill(cl.dim, cc.spill_dir) as spill_new, ClusterSpill(cl.dim, cc.spill_dir) as spill_ref:
+        pos = 0
+        for b in iter_unit_batches(root, snap, new_rows, batch_rows=cc.batch_rows):
+            if b.x.shape[1] != cl.dim:
+                raise ClusteringError(
+                    f"{cl.path}: new events have {b.x.shape[1]}-d embeddings but the clustering is {cl.dim}-d "
+                    "(the embedders changed); run `carve recluster`"
+                )
+            lab, dst = assign(cl.index, b.x)
+            labels[pos : pos + len(lab)] = lab
+            dist[pos : pos + len(lab)] = dst
+            pos += len(lab)
+            spill_new.add(lab, b.x)
+        if pos != m:
+            raise ClusteringError(f"{root}: the event files changed while assigning; run it again")
+        # existing representatives (still committed) of the clusters the new events land in
+        ref_rows = np.flatnonzero((cluster_row >= 0) & ~dup_row & np.isin(cluster_row, np.unique(labels)))
+        for b in iter_unit_batches(root, snap, ref_rows, batch_rows=cc.batch_rows, dim=cl.dim):
+            spill_ref.add(cluster_row[b.rows], b.x)
+        ref_of = {int(cluster_row[ref_rows[r[0]]]): ref_rows[r] for r in cluster_members(cluster_row[ref_rows])}
+        id_list = _id_list(ids)
+        for p in cluster_members(labels):  # positions into new_rows, ascending
+            c = int(labels[p[0]])
+            xn = spill_new.read(c)
+            refs = ref_of.get(c, np.zeros(0, np.int64))  # global rows, ascending: the order of spill_ref.read(c)
+            best = against_existing(xn, spill_ref.read(c), cc.dedup_threshold)
+            hit = best >= 0
+            dup_new[p[hit]] = refs[best[hit]]
+            rest = np.flatnonzero(~hit)
+            if len(rest) > 1:  # then among themselves
+                order = rank_order(dist[p[rest]], id_list(new_rows[p[rest]]))
+                rep = dedup_cluster(np.ascontiguousarray(xn[rest][order]), cc.dedup_threshold)
+                marked = np.flatnonzero(rep >= 0)
+                dup_new[p[rest[order[marked]]]] = new_rows[p[rest[order[rep[marked]]]]]
     paths = cl.hierarchy.paths(labels)
-    # existing representatives (still committed) to dedup against
-    row_of = {e: i for i, e in enumerate(ids)}
-    reps = [
-        (row_of[e], c)
-        for e, c, d in zip(asg.column("event_id").to_pylist(), asg.column("cluster_id").to_pylist(),
-                           asg.column("dup_of").to_pylist(), strict=True)
-        if d is None and e in row_of
-    ]
-    if reps:
-        ref_rows = np.array([r for r, _ in reps], dtype=np.int64)
-        ref_ids = [ids[r] for r in ref_rows]
-        x_ref = as_unit_vectors(embedding_matrix(emb.take(pa.array(ref_rows)), ref_ids), ref_ids)
-        ref_c = np.array([c for _, c in reps], dtype=np.int64)
-    else:
-        x_ref, ref_ids, ref_c = np.zeros((0, cl.dim), np.float32), [], np.zeros(0, np.int64)
-    dup_of = mark_against_existing(x_new, labels, dist, new_ids, x_ref, ref_c, ref_ids, cfg.cluster.dedup_threshold)
-    path = write_assignments(
-        root, cl.version,
-        _assignment_table(new_ids, [episodes[i] for i in pos], [datasets[i] for i in pos], labels, paths, dist, dup_of),
-    )
+    path = write_assignments(root, cl.version,
+                             _assignment_table(keys.take(pa.array(new_rows)), labels, paths, dist, _ids_at(ids, dup_new)))
+    cluster_row[new_rows] = labels
+    dup_row[new_rows] = dup_new >= 0
+    write_summary(root, cl.version, compute_summary(root, snap, cluster_row, dup_row))
     drift = coverage_drift(root, cfg, cl.version)
     cat = root.catalog
     rec = next((r for r in cat.versions("clusters") if int(r["version"]) == cl.version), None)
     meta = dict(rec["meta"]) if rec else {}
     meta.update(n_assigned_later=drift["new_events"], drift=drift)
     cat.record_version("clusters", cl.version, rec["path"] if rec else cl.path, meta)
-    log_event(log, "assigned", version=cl.version, n=len(new_ids), part=path, drift_ratio=drift["ratio"])
+    log_event(log, "assigned", version=cl.version, n=m, part=path, drift_ratio=drift["ratio"])
     if drift["recommend_recluster"]:
         log_event(log, "recluster_recommended", logging.WARNING, version=cl.version, reason=drift["reason"])
     return cl.version
@@ -276,18 +370,19 @@ def cut_shards(root: Root, cfg: CarveConfig, policy: str | BalancePolicy | None 
     # committing episodes meanwhile); assign_new runs after it, so all of them have assignments
     snap = snapshot(root)
     assign_new(root, cfg)
+    if not summary_is_current(root, cl.version):  # a version written before summaries, or an interrupted one
+        refresh_summary(root, cl.version)
     ids = read_events(root, columns=["event_id", "dataset"], snap=snap)
     if ids.num_rows == 0:
         raise ClusteringError(f"{root}: the event catalog has no committed events to shard")
     asg = _unique_assignments(root, cl.version)
-    row_of = {e: i for i, e in enumerate(asg.column("event_id").to_pylist())}
-    event_ids = ids.column("event_id").to_pylist()
-    missing = [e for e in event_ids if e not in row_of]
-    if missing:
-        raise ClusteringError(f"{root}: {len(missing)} events have no cluster assignment in clusters "
-                              f"v{cl.version:03d} (e.g. {missing[0]}); run `carve cluster` and retry")
-    idx = np.array([row_of[e] for e in event_ids], dtype=np.int64)
-    a = asg.take(pa.array(idx))
+    found = pc.index_in(ids.column("event_id"), value_set=asg.column("event_id").combine_chunks())
+    n_missing = found.null_count
+    if n_missing:
+        first = ids.column("event_id").filter(found.is_null())[0].as_py()
+        raise ClusteringError(f"{root}: {n_missing} events have no cluster assignment in clusters "
+                              f"v{cl.version:03d} (e.g. {first}); run `carve cluster` and retry")
+    a = asg.take(found)
     cids = a.column("cluster_id").to_numpy(zero_copy_only=False).astype(np.int64)
     dup = np.asarray(a.column("dup_of").is_null().to_numpy(zero_copy_only=False), dtype=bool)
     eligible = np.ones(len(cids), dtype=bool) if sc.include_duplicates else dup
@@ -297,8 +392,13 @@ def cut_shards(root: Root, cfg: CarveConfig, policy: str | BalancePolicy | None 
     rows, targets = balance(cids, eligible, want, pol, leaf_paths)
     if len(rows) == 0:
         raise ClusteringError(f"{root}: no events eligible for shards")
-    elig_sizes = Counter(cids[eligible].tolist())
-    weight = pa.array(np.array([targets.get(int(c), 0) / max(elig_sizes.get(int(c), 1), 1) for c in cids], np.float32))
+    kk = int(cids.max()) + 1 if len(cids) else 0
+    target_of = np.zeros(kk, dtype=np.float64)
+    for c, t in targets.items():
+        if 0 <= int(c) < kk:
+            target_of[int(c)] = t
+    elig_of = np.bincount(cids[eligible], minlength=kk)
+    weight = pa.array((target_of[cids] / np.maximum(np.where(elig_of > 0, elig_of, 1), 1)[cids]).astype(np.float32))
     dims: dict[str, int] = {}
 
     def annotate(sub: pa.Table, g: np.ndarray) -> pa.Table:
@@ -322,8 +422,8 @@ def cut_shards(root: Root, cfg: CarveConfig, policy: str | BalancePolicy | None 
                                compression=sc.compression, emb_dims=dims,
                                progress=cfg.ray.progress and len(rows) > 50_000,
                                total=-(-len(rows) // sc.rows_per_shard))
-    before = Counter(cids.tolist())
-    after = Counter(cids[rows].tolist())
+    before = dict(zip(*(v.tolist() for v in np.unique(cids, return_counts=True)), strict=True))
+    after = dict(zip(*(v.tolist() for v in np.unique(cids[rows], return_counts=True)), strict=True))
     keys = sorted(before)
     manifest = build_manifest(
         version=version,

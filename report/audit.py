@@ -15,7 +15,12 @@ all through one `Root` opened at the entry (`load_audit(root, ...)` takes a URI,
   `keyframes_of` fetches the keyframes of a few events; `map_sample` and `pca_2d` give the
   points of the embedding map.
 * `version_summaries(root, dataset)` lists every clusters and shards version (the versions
-  view); `data_fingerprint(root)` is the service's cache key.
+  view); `data_fingerprint(root)` is the report page's cache key in the service.
+* The views that must scale (the service's clusters and coverage views) never load the audit:
+  `cluster_summary(root, version, dataset)` reads the summary written with the clusters version
+  (`clustering.summary`: `clusters/vNNN/summary.parquet` + `summary.json`; computed from the
+  assignments and the events' small columns if a version has none), and
+  `summary_cluster_rows` / `summary_coverage` give the same rows as `cluster_rows` / `coverage`.
 
 Charts are `report.charts`, the HTML page is `report.render` (jinja2 templates).
 """
@@ -32,13 +37,17 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
+from carve.clustering import summary as cs
 from carve.clustering import versions as cv
 from carve.core.errors import CarveError
 from carve.storage import manifest as sm
-from carve.storage.events import read_events
+from carve.storage.events import EVENTS_DIR, read_events
 from carve.storage.root import Root, open_root
+from carve.storage.schema import EVENT_SCHEMA, check_schema
 
 UNDER_COVERED_FRACTION = 0.25  # a cluster below this fraction of the mean cluster size is flagged
 UNDER_COVERED_MIN = 3  # ...and so is any cluster with fewer events than this
@@ -222,20 +231,8 @@ def cluster_rows(audit: Audit, samples: int = 3) -> list[dict[str, Any]]:
         c = audit.cluster_of.get(eid)
         if c is not None:
             members.setdefault(c, []).append(i)
-    before_m: dict[str, int] = {}
-    after_m: dict[str, int] = {}
-    if audit.manifest:
-        before_m = {str(k): int(v) for k, v in (audit.manifest.get("clusters", {}).get("before") or {}).items()}
-        after_m = {str(k): int(v) for k, v in (audit.manifest.get("clusters", {}).get("after") or {}).items()}
-    k = int(audit.clusters_meta.get("k") or 0)
-    ids = sorted(set(members) | {int(x) for x in before_m} | {int(x) for x in after_m} | set(range(k)))
-    total = sum(len(m) for m in members.values())
-    tot_before = sum(before_m.values())
-    tot_after = sum(after_m.values())
-    mean = total / len(ids) if ids else 0.0
-    rows = []
-    for c in ids:
-        idx = members.get(c, [])
+    stats: dict[int, dict[str, Any]] = {}
+    for c, idx in members.items():
         seen: list[str] = []
         sample_events: list[str] = []
         for i in idx:
@@ -247,25 +244,107 @@ def cluster_rows(audit: Audit, samples: int = 3) -> list[dict[str, Any]]:
                 break
         if not sample_events:
             sample_events = [ev_ids[i] for i in idx[:samples]]
+        stats[c] = {
+            "size": len(idx),
+            "duplicates": sum(1 for i in idx if ev_ids[i] in audit.dup_of),
+            "top_tasks": [t for t, _ in Counter(tasks[i] or "" for i in idx).most_common(3)],
+            "sample_captions": seen,
+            "sample_events": sample_events,
+        }
+    return _rows(stats, int(audit.clusters_meta.get("k") or 0), audit.manifest)
+
+
+def _rows(stats: dict[int, dict[str, Any]], k: int, manifest: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The cluster rows from per-cluster stats in scope (size, duplicates, top_tasks, sample
+    captions and events), the clustering's k and the latest manifest's before/after counts."""
+    before_m: dict[str, int] = {}
+    after_m: dict[str, int] = {}
+    if manifest:
+        before_m = {str(c): int(v) for c, v in (manifest.get("clusters", {}).get("before") or {}).items()}
+        after_m = {str(c): int(v) for c, v in (manifest.get("clusters", {}).get("after") or {}).items()}
+    ids = sorted(set(stats) | {int(x) for x in before_m} | {int(x) for x in after_m} | set(range(k)))
+    total = sum(s["size"] for s in stats.values())
+    tot_before = sum(before_m.values())
+    tot_after = sum(after_m.values())
+    mean = total / len(ids) if ids else 0.0
+    empty = {"size": 0, "duplicates": 0, "top_tasks": [], "sample_captions": [], "sample_events": []}
+    rows = []
+    for c in ids:
+        st = stats.get(c, empty)
         n_before = before_m.get(str(c))
         n_after = after_m.get(str(c))
         rows.append(
             {
                 "cluster_id": c,
-                "size": len(idx),
-                "share": len(idx) / total if total else 0.0,
+                "size": st["size"],
+                "share": st["size"] / total if total else 0.0,
                 "size_before": n_before,
                 "size_after": n_after,
                 "share_before": (n_before / tot_before) if (n_before is not None and tot_before) else None,
                 "share_after": (n_after / tot_after) if (n_after is not None and tot_after) else None,
-                "duplicates": sum(1 for i in idx if ev_ids[i] in audit.dup_of),
-                "under_covered": len(idx) < max(UNDER_COVERED_MIN, UNDER_COVERED_FRACTION * mean),
-                "top_tasks": [t for t, _ in Counter(tasks[i] or "" for i in idx).most_common(3)],
-                "sample_captions": seen,
-                "sample_events": sample_events,
+                "duplicates": st["duplicates"],
+                "under_covered": st["size"] < max(UNDER_COVERED_MIN, UNDER_COVERED_FRACTION * mean),
+                "top_tasks": list(st["top_tasks"]),
+                "sample_captions": list(st["sample_captions"]),
+                "sample_events": list(st["sample_events"]),
             }
         )
     return rows
+
+
+# -- the precomputed summaries (clustering.summary): views that never read embeddings ----------
+def cluster_summary(root: RootLike, version: int, dataset: str | None = None) -> cs.ClusterSummary:
+    """The summary of a clusters version as written with it (only `dataset`'s rows if given), or,
+    for a version written before summaries (or whose summary is stale), one computed now from
+    its assignments and the committed events' small columns (a streaming pass, no embeddings)."""
+    root = open_root(root)
+    try:
+        s = cs.read_summary(root, version, dataset)
+        if s is None:
+            s = cs.summary_from_assignments(root, version)
+            if dataset is not None:
+                s = cs.ClusterSummary(clusters=s.for_dataset(dataset), meta=s.meta,
+                                      datasets={dataset: s.datasets[dataset]} if dataset in s.datasets else {})
+    except (OSError, pa.ArrowInvalid, ValueError, KeyError) as e:
+        where = root.uri_of(cv.version_dir(root, "clusters", version))
+        raise AuditError(f"{where}: cannot summarise the clustering ({type(e).__name__}: {e})") from e
+    return s
+
+
+def summary_cluster_rows(summary: cs.ClusterSummary, k: int, manifest: dict[str, Any] | None,
+                         dataset: str | None = None, samples: int = 3) -> list[dict[str, Any]]:
+    """`cluster_rows` from a summary (for one dataset, or all datasets summed)."""
+    t = summary.clusters if dataset is None else summary.for_dataset(dataset)
+    stats: dict[int, dict[str, Any]] = {}
+    tasks_of: dict[int, dict[str, int]] = {}
+    for r in t.to_pylist():
+        c = int(r["cluster_id"])
+        st = stats.setdefault(c, {"size": 0, "duplicates": 0, "top_tasks": [], "sample_captions": [],
+                                  "sample_events": []})
+        st["size"] += int(r["size"])
+        st["duplicates"] += int(r["duplicates"])
+        tc = tasks_of.setdefault(c, {})
+        for x in r["tasks"] or []:
+            tc[x["value"]] = tc.get(x["value"], 0) + int(x["count"])
+        for e, cap in zip(r["sample_event_ids"] or [], (r["sample_captions"] or []) + [None] * samples, strict=False):
+            if len(st["sample_events"]) >= samples:
+                break
+            if cap is None:
+                if not st["sample_captions"]:
+                    st["sample_events"].append(e)
+            elif cap not in st["sample_captions"]:
+                st["sample_captions"].append(cap)
+                st["sample_events"].append(e)
+    for c, tc in tasks_of.items():
+        stats[c]["top_tasks"] = [v for v, _ in sorted(tc.items(), key=lambda kv: -kv[1])[:3]]
+    return _rows(stats, k, manifest)
+
+
+def summary_coverage(summary: cs.ClusterSummary, dataset: str, key: str) -> list[dict[str, Any]]:
+    """`coverage(audit, key)` of one dataset (key: task | robot) from a summary."""
+    if key not in ("task", "robot"):
+        raise ValueError(f"coverage by {key!r}: choose task or robot")
+    return [dict(r) for r in (summary.datasets.get(dataset) or {}).get(f"by_{key}", [])]
 
 
 def coverage(audit: Audit, key: str) -> list[dict[str, Any]]:
@@ -312,6 +391,60 @@ def sample_keyframes(audit: Audit, rows: list[dict[str, Any]]) -> dict[str, list
     ep_of = dict(zip(audit.events.column("event_id").to_pylist(), audit.events.column("episode_id").to_pylist(),
                      strict=True))
     return keyframes_of(audit.root, samples, episodes={ep_of[e] for e in samples})
+
+
+# -- one event without reading the catalog: row-group statistics of one batch ---------------
+class BatchIndex:
+    """Where each episode's rows are in one events batch folder, for point reads of single events.
+
+    Built once per batch with `pyarrow.dataset` over `events/batch=<id>/` only (temporary files,
+    whose names start with '.', are skipped): the footer of each part file is read, and every row
+    group is mapped to its episodes: from the episode_id statistics when a row group holds one
+    episode (min == max), else from its episode_id column (read once). `read(episodes,
+    event_id, columns)` then reads only the row groups holding those episodes and filters them
+    to the event, whatever order the part files were written in. Cost: one footer per part file
+    of the batch plus the episode_id column of its multi-episode row groups, once; then one row
+    group (or the few holding the episode) per lookup."""
+
+    def __init__(self, root: RootLike, batch: str):
+        self.root = open_root(root)
+        self.batch = batch
+        base = self.root.path(EVENTS_DIR, f"batch={batch}")
+        try:
+            dset = pads.dataset(base, filesystem=self.root.fs, format="parquet")
+        except (OSError, pa.ArrowInvalid) as e:
+            raise AuditError(f"{self.root.uri_of(base)}: cannot list the batch ({type(e).__name__}: {e})") from e
+        self.where: dict[str, list[tuple[str, pq.FileMetaData, int]]] = {}
+        for frag in dset.get_fragments():
+            md = frag.metadata
+            pf = pq.ParquetFile(frag.path, filesystem=self.root.fs, metadata=md)
+            check_schema(pf.schema_arrow, frag.path)
+            col = pf.schema_arrow.get_field_index("episode_id")
+            for i in range(md.num_row_groups):
+                st = md.row_group(i).column(col).statistics
+                if st is not None and st.has_min_max and st.min == st.max:
+                    eps = [st.min.decode() if isinstance(st.min, bytes) else st.min]
+                else:
+                    eps = pf.read_row_group(i, columns=["episode_id"]).column("episode_id").unique().to_pylist()
+                for e in eps:
+                    self.where.setdefault(e, []).append((frag.path, md, i))
+
+    def read(self, episodes: str | set[str], event_id: str, columns: list[str]) -> pa.Table:
+        """The rows of `event_id` among `episodes` of this batch (usually one row)."""
+        eps = {episodes} if isinstance(episodes, str) else set(episodes)
+        cols = list(dict.fromkeys(["event_id", "episode_id", *columns]))
+        groups = sorted({(f, i): md for e in eps for f, md, i in self.where.get(e, ())}.items())
+        out = []
+        for (f, i), md in groups:
+            t = pq.ParquetFile(f, filesystem=self.root.fs, metadata=md).read_row_group(i, columns=cols)
+            t = t.filter(pc.equal(t.column("event_id"), event_id))
+            if t.num_rows:  # an event id names one episode's event; keep only the episodes asked for
+                t = t.filter(pc.is_in(t.column("episode_id"), value_set=pa.array(sorted(eps), pa.string())))
+            if t.num_rows:
+                out.append(t.select(columns))
+        if not out:
+            return pa.schema([EVENT_SCHEMA.field(c) for c in columns]).empty_table()
+        return pa.concat_tables(out, promote_options="default")
 
 
 # -- the embedding map ---------------------------------------------------------------------

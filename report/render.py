@@ -6,7 +6,8 @@
   quarantined episodes. With `inline` the PNGs are embedded as data URIs (the served page);
   otherwise the page links them by file name (`write_report` writes them beside it). The page
   loads nothing from the network.
-* `write_report(root, out_dir=None, dataset=None)` writes `index.html` and its PNGs.
+* `write_report(root, out_dir=None, dataset=None)` writes `index.html` and its PNGs (into a
+  local folder or an object store, e.g. `s3://bucket/root/reports`).
 
 Every value from the data (captions, task names, errors, ids) is escaped by the template
 engine; this module only shapes the audit into the templates' context.
@@ -31,7 +32,7 @@ from carve.report.audit import (
     step_rows,
 )
 from carve.report.charts import report_charts
-from carve.storage.fs import atomic_write_bytes
+from carve.storage.fs import atomic_write_bytes, is_uri, join
 from carve.storage.root import open_root
 
 TEMPLATE = "report.html.j2"
@@ -126,8 +127,10 @@ def render_report(audit: Audit, inline: bool = True) -> tuple[str, dict[str, byt
     return page, charts
 
 
-def write_report(root: RootLike, out_dir: str | Path | None = None, dataset: str | None = None) -> Path:
-    """Write `index.html` plus its PNG charts into `out_dir` (default `<root>/reports`); return the HTML path."""
+def write_report(root: RootLike, out_dir: str | Path | None = None, dataset: str | None = None) -> Path | str:
+    """Write `index.html` plus its PNG charts into `out_dir` (default `<root>/reports`; a local
+    folder or an object-store URI such as `s3://bucket/reports`); return the HTML path (a `Path`
+    on a local disk, else its URI)."""
     r = open_root(root)
     out = str(out_dir) if out_dir else r.uri_of(r.path("reports"))
     try:
@@ -136,6 +139,7 @@ def write_report(root: RootLike, out_dir: str | Path | None = None, dataset: str
         if r is not root:  # opened here: close its catalog
             r.close()
     for name, data in charts.items():
-        atomic_write_bytes(data, f"{out}/{name}")
-    atomic_write_bytes(page.encode(), f"{out}/index.html")
-    return Path(out) / "index.html"
+        atomic_write_bytes(data, join(out, name))
+    index = join(out, "index.html")
+    atomic_write_bytes(page.encode(), index)
+    return index if is_uri(index) else Path(index)

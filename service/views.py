@@ -28,6 +28,7 @@ fingerprint): a stat of the events/clusters/shards trees plus the catalog's epis
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import time
 from collections import OrderedDict
@@ -257,6 +258,13 @@ class Views:
             }
 
         return self._cached(("clusters", name, st, d["events"]), build)
+
+    def clusters_json(self, cat: Catalog, name: str) -> bytes:
+        """`clusters` serialised once per state (the route sends these bytes as they are)."""
+        d = self.require_dataset(cat, name)
+        st = self._clusters_state()
+        return self._cached(("clusters_json", name, st, d["events"]),
+                            lambda: json.dumps(self.clusters(cat, name), separators=(",", ":")).encode())
 
     def coverage(self, cat: Catalog, name: str) -> dict[str, Any]:
         """Events, episodes, clusters and near-duplicates per task and per robot of one dataset,

@@ -155,7 +155,8 @@ def test_assign_new_writes_a_new_part_and_keeps_old_files(tmp_path: Path):
     add_episodes(tmp_path, x)
     cfg = cfg_for(tmp_path, k=2)
     v = cluster_catalog(open_root(cfg.root), cfg)
-    before = _sha(sorted(p for p in (tmp_path / "clusters").rglob("*") if p.is_file()))
+    # everything but the summary (a derived view, rewritten with each new part) is written once
+    before = _sha(sorted(p for p in (tmp_path / "clusters").rglob("*") if p.is_file() and "summary" not in p.name))
     assert assign_new(open_root(cfg.root), cfg) == v  # nothing new: no new part
     assert len(list((tmp_path / "clusters/v001/assignments").glob("*.parquet"))) == 1
     x2, _ = blob_embeddings([40, 40], seed=4)  # same blobs, new samples
@@ -295,3 +296,78 @@ def test_pipeline_curate_step_clusters_then_assigns_and_reshards(tmp_path: Path)
     assert (tmp_path / "shards" / f"v{s1.shards_version:03d}" / "manifest.json").exists()
     m = json.loads((tmp_path / "shards" / f"v{s3.shards_version:03d}" / "manifest.json").read_text())
     assert m["eligible_events"] + m["duplicates_excluded"] == 100
+
+
+def test_streaming_clustering_trains_on_a_sample_and_keeps_the_rules(tmp_path: Path):
+    """A catalog larger than the training sample: k-means sees 4 x k events, every event is then
+    assigned in streamed batches and near-duplicates are marked one cluster at a time from the
+    spill; the blobs are still found and dup_of is what the in-memory rule gives."""
+    from carve.clustering.curate import assign_new, cluster_catalog
+    from carve.clustering.dedup import mark_against_existing, mark_duplicates
+    from carve.clustering.kmeans import as_unit_vectors
+
+    x, y = blob_embeddings([60, 30, 20, 10], seed=11, spread=0.05)
+    rng = np.random.default_rng(3)
+    x = np.concatenate([x, x[:8] + 1e-4 * rng.normal(size=(8, x.shape[1])).astype(np.float32)])
+    y = np.concatenate([y, y[:8]])
+    ids = add_episodes(tmp_path, x, per_episode=7, labels=y)
+    cfg = cfg_for(tmp_path, k=4, train_sample_per_centroid=4, batch_rows=16, dedup_threshold=0.995)
+    v = cluster_catalog(open_root(cfg.root), cfg)
+    meta = json.loads((tmp_path / "clusters/v001/meta.json").read_text())
+    assert meta["train_sample"] == 16 and meta["n_events"] == len(ids)
+    rows = {r["event_id"]: r for r in _assignments(tmp_path, v).to_pylist()}
+    found = [rows[e]["cluster_id"] for e in ids]
+    pairs = {(int(t), int(f)) for t, f in zip(y, found, strict=True)}
+    assert len(pairs) == 4 and len({f for _, f in pairs}) == 4
+    xu = as_unit_vectors(x)
+    labels = np.array(found)
+    dist = np.array([rows[e]["cluster_dist"] for e in ids], np.float32)
+    want = mark_duplicates(xu, labels, dist, ids, 0.995)
+    assert [rows[e]["dup_of"] for e in ids] == want and sum(d is not None for d in want) >= 8
+    # new events, some copies of kept ones: streamed assignment + dedup against the representatives
+    x2, _ = blob_embeddings([5, 5], seed=12, spread=0.05)
+    x2 = np.concatenate([x2, xu[[0, 70, 100]] + 1e-5, x2[:2] + 1e-5])
+    x2 /= np.linalg.norm(x2, axis=1, keepdims=True)
+    new_ids = add_episodes(tmp_path, x2, per_episode=5, first_episode=500, batch="b2")
+    assign_new(open_root(cfg.root), cfg)
+    allrows = {r["event_id"]: r for r in _assignments(tmp_path, v).to_pylist()}
+    reps = [e for e in ids if rows[e]["dup_of"] is None]
+    new_l = np.array([allrows[e]["cluster_id"] for e in new_ids])
+    new_d = np.array([allrows[e]["cluster_dist"] for e in new_ids], np.float32)
+    want_new = mark_against_existing(as_unit_vectors(x2), new_l, new_d, new_ids, xu[[ids.index(e) for e in reps]],
+                                     np.array([rows[e]["cluster_id"] for e in reps]), reps, 0.995)
+    assert [allrows[e]["dup_of"] for e in new_ids] == want_new
+    assert sum(d in reps for d in want_new) >= 3 and sum(d in new_ids for d in want_new) >= 2
+
+
+def test_summary_is_written_with_the_version_and_follows_new_parts(tmp_path: Path):
+    from carve.clustering import summary as cs
+    from carve.clustering.curate import assign_new, cluster_catalog, cut_shards
+
+    x, y = blob_embeddings([30, 20, 10], seed=13)
+    add_episodes(tmp_path, x, labels=y)
+    cfg = cfg_for(tmp_path, k=3)
+    v = cluster_catalog(open_root(cfg.root), cfg)
+    root = open_root(tmp_path)
+    s = cs.read_summary(root, v)
+    assert s is not None and s.meta["assignment_parts"] == ["part-00000-initial.parquet"]
+    asg = _assignments(tmp_path, v).to_pylist()
+    by_c = {r["cluster_id"]: r for r in s.for_dataset("d").to_pylist()}
+    for c, r in by_c.items():
+        assert r["size"] == sum(1 for a in asg if a["cluster_id"] == c)
+        assert r["duplicates"] == sum(1 for a in asg if a["cluster_id"] == c and a["dup_of"])
+        assert 1 <= len(r["sample_captions"]) <= 3 and r["tasks"][0]["count"] <= r["size"]
+    assert s.datasets["d"]["events"] == len(asg) and s.datasets["d"]["episodes"] == 6
+    # the written summary equals one computed from the assignments
+    again = cs.summary_from_assignments(root, v)
+    assert again.clusters.equals(s.clusters) and again.datasets == s.datasets
+    x2, _ = blob_embeddings([10], seed=14)
+    add_episodes(tmp_path, x2, first_episode=90, batch="b2")
+    assign_new(open_root(cfg.root), cfg)
+    s2 = cs.read_summary(root, v)
+    assert s2 is not None and len(s2.meta["assignment_parts"]) == 2 and s2.datasets["d"]["events"] == 70
+    # a stale or missing summary is rewritten by the next cut
+    (tmp_path / "clusters/v001/summary.json").unlink()
+    assert cs.read_summary(root, v) is None
+    cut_shards(open_root(cfg.root), cfg)
+    assert cs.read_summary(root, v).datasets == s2.datasets

@@ -83,3 +83,20 @@ def test_claimed_version_numbers_are_never_handed_out_twice(tmp_path):
     assert [claim_version(open_root(tmp_path), "shards") for _ in range(3)] == [1, 2, 3]
     assert latest_version(open_root(tmp_path), "shards") is None  # claimed but never finished
     assert claim_version(open_root(tmp_path), "clusters") == 1
+
+
+def test_numpy_lloyd_agrees_with_faiss_from_the_same_start_and_fills_empty_clusters():
+    from carve.clustering.kmeans import assign, build_index, kmeans_pp_init, train_kmeans
+
+    x, _ = blob_embeddings([300, 150, 80, 40, 20], dim=24, seed=40, spread=0.1)
+    init = kmeans_pp_init(x, 5, seed=3)
+    a = train_kmeans(x, 5, niter=15, init_centroids=init)
+    b = train_kmeans(x, 5, niter=15, init_centroids=init, engine="faiss")
+    la, _ = assign(build_index(a), x)
+    lb, _ = assign(build_index(b), x)
+    assert (la == lb).mean() > 0.99 and np.abs(a - b).max() < 1e-3
+    # more centroids than distinct points in some places: no centroid is left without points
+    start = np.repeat(x[:1], 8, axis=0)  # 8 identical starting centroids
+    c = train_kmeans(x, 8, niter=5, init_centroids=start)
+    lab, _ = assign(build_index(c), x)
+    assert len(np.unique(lab)) == 8

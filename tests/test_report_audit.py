@@ -143,3 +143,33 @@ def test_captions_tasks_and_errors_are_escaped(tmp_path: Path):
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" + caps[0] in page  # a card's sample caption
     assert "&lt;b onmouseover=&#39;x&#39;&gt;" in page  # the coverage-by-task table
     assert "bad &lt;img src=x onerror=alert(1)&gt;" in page  # the quarantined-episodes table
+
+
+def _without_samples(rows):
+    return [{k: v for k, v in r.items() if k not in ("sample_captions", "sample_events")} for r in rows]
+
+
+def test_summary_views_match_the_full_audit(fab, tmp_path):
+    """The service's summary-based rows equal the full audit's: on a fabricated root (summary computed
+    from the assignments) and on a root clustered by Carve (summary written with the version)."""
+    from test_cluster_curate import add_episodes, blob_embeddings, cfg_for
+
+    from carve.clustering.curate import cluster_catalog, cut_shards
+    from carve.storage.root import open_root
+
+    x, y = blob_embeddings([40, 25, 15, 3], seed=21, spread=0.1)
+    add_episodes(tmp_path, x, labels=y)
+    cfg = cfg_for(tmp_path, k=4)
+    cluster_catalog(open_root(cfg.root), cfg)
+    cut_shards(open_root(cfg.root), cfg)
+    for root, datasets in ((fab.root, fab.datasets), (tmp_path, ["d"])):
+        for ds in datasets:
+            a = au.load_audit(root, ds)
+            s = au.cluster_summary(root, a.clusters_version, ds)
+            full = au.cluster_rows(a)
+            fast = au.summary_cluster_rows(s, int(a.clusters_meta["k"]), a.manifest, dataset=ds)
+            assert _without_samples(fast) == _without_samples(full)
+            for f, g in zip(fast, full, strict=True):  # samples: distinct captions of members, first ones first
+                assert f["sample_captions"] == g["sample_captions"] and f["sample_events"] == g["sample_events"]
+            for key in ("task", "robot"):
+                assert au.summary_coverage(s, ds, key) == au.coverage(a, key)

@@ -10,6 +10,7 @@ its batch). Neither reads embeddings or every event (service/views.py).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Path
@@ -31,9 +32,19 @@ def dataset(views: ViewsDep, catalogs: CatalogsDep, name: str = Path(pattern=NAM
     return views.require_dataset(catalogs.get(), name)
 
 
-@router.get("/datasets/{name}/clusters", tags=["datasets"])
-def clusters(views: ViewsDep, catalogs: CatalogsDep, name: str = Path(pattern=NAME_PATTERN)) -> dict[str, Any]:
-    return views.clusters(catalogs.get(), name)
+_JSON = {200: {"content": {"application/json": {}}}}
+
+
+def _json(body: Any) -> Response:
+    """A JSON response serialised directly (the views return plain JSON values; FastAPI's
+    per-field encoder costs more than the cached view itself on large bodies)."""
+    data = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode()
+    return Response(data, media_type="application/json")
+
+
+@router.get("/datasets/{name}/clusters", tags=["datasets"], response_class=Response, responses=_JSON)
+def clusters(views: ViewsDep, catalogs: CatalogsDep, name: str = Path(pattern=NAME_PATTERN)) -> Response:
+    return _json(views.clusters_json(catalogs.get(), name))
 
 
 @router.get("/datasets/{name}/coverage", tags=["datasets"])
@@ -41,10 +52,10 @@ def coverage(views: ViewsDep, catalogs: CatalogsDep, name: str = Path(pattern=NA
     return views.coverage(catalogs.get(), name)
 
 
-@router.get("/events/{event_id}", tags=["events"])
+@router.get("/events/{event_id}", tags=["events"], response_class=Response, responses=_JSON)
 def event(views: ViewsDep, catalogs: CatalogsDep, event_id: str = Path(pattern=ID_PATTERN),
-          images: bool = True) -> dict[str, Any]:
-    return views.event(catalogs.get(), event_id, images=images)
+          images: bool = True) -> Response:
+    return _json(views.event(catalogs.get(), event_id, images=images))
 
 
 @router.get("/events/{event_id}/keyframes/{index}.jpg", tags=["events"], response_class=Response,

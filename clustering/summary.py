@@ -1,0 +1,324 @@
+"""Per-version summaries of a clustering, for the audit views: `clusters/vNNN/summary.*`.
+
+A clusters version holds, next to its assignments, what the service's cluster and coverage
+views show, precomputed so that no view reads embeddings or every event:
+
+* `summary.parquet`: one row per (dataset, cluster) with events: `size`, `duplicates`, the
+  most common tasks and robots with their counts (top `TOP`), and up to `SAMPLES` sample
+  events with distinct captions (the first in stream order; the first events if none has a
+  caption);
+* `summary.json` (written last): format and version, the clusters version, `k`, the names of
+  the assignment parts it covers, and per dataset the totals (`events`, `assigned`, `episodes`,
+  `duplicates`, `clusters`) and the coverage tables by task and by robot (events, distinct
+  episodes, distinct clusters, duplicates per value; unassigned events count as events).
+
+They are written by `clustering.curate` with every clustering (`cluster_catalog`), every new
+assignments part (`assign_new`) and, if missing or stale, with every shard cut (`cut_shards`).
+A summary is current while the assignment parts it names are the version's parts
+(`read_summary` returns None otherwise, and readers compute one in memory with
+`summary_from_assignments`, which is what an older root without summaries gets). Computing one
+is a single streaming pass over the small columns of the committed events (event_id,
+episode_id, dataset, task, robot, caption), one part file at a time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from carve.clustering.kmeans import ClusteringError
+from carve.clustering.stream import read_keys
+from carve.clustering.versions import assignment_files, read_assignments, unique_assignments, version_dir
+from carve.storage.events import EventSnapshot, iter_events, snapshot
+from carve.storage.manifest import utc_now
+from carve.storage.root import Root
+
+SUMMARY_FORMAT = "carve.clusters_summary"
+SUMMARY_VERSION = 1
+SUMMARY_JSON = "summary.json"
+SUMMARY_PARQUET = "summary.parquet"
+SAMPLES = 3
+TOP = 10
+UNKNOWN = "(unknown)"
+
+_counts = pa.list_(pa.struct([pa.field("value", pa.string()), pa.field("count", pa.int64())]))
+SUMMARY_SCHEMA = pa.schema(
+    [
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("cluster_id", pa.int32(), nullable=False),
+        pa.field("size", pa.int64(), nullable=False),
+        pa.field("duplicates", pa.int64(), nullable=False),
+        pa.field("tasks", _counts),
+        pa.field("robots", _counts),
+        pa.field("sample_event_ids", pa.list_(pa.string())),
+        pa.field("sample_captions", pa.list_(pa.string())),
+    ],
+    metadata={b"carve.summary_version": str(SUMMARY_VERSION).encode()},
+)
+_META_COLUMNS = ["event_id", "episode_id", "dataset", "task", "robot", "caption"]
+
+
+@dataclass
+class ClusterSummary:
+    """One clustering's summary: the per-(dataset, cluster) table and the per-dataset totals."""
+
+    clusters: pa.Table  # SUMMARY_SCHEMA, sorted by (dataset, cluster_id)
+    datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)  # summary.json without `datasets`
+
+    def for_dataset(self, dataset: str) -> pa.Table:
+        return self.clusters.filter(pc.equal(self.clusters.column("dataset"), dataset))
+
+
+class _Samples:
+    """The first SAMPLES distinct non-empty captions of one (dataset, cluster), and the first events."""
+
+    __slots__ = ("caption_ids", "captions", "first_ids")
+
+    def __init__(self) -> None:
+        self.captions: list[str] = []
+        self.caption_ids: list[str] = []
+        self.first_ids: list[str] = []
+
+    @property
+    def done(self) -> bool:
+        return len(self.captions) >= SAMPLES
+
+    def offer(self, event_id: str, caption: str | None) -> None:
+        if len(self.first_ids) < SAMPLES:
+            self.first_ids.append(event_id)
+        if caption and caption not in self.captions and len(self.captions) < SAMPLES:
+            self.captions.append(caption)
+            self.caption_ids.append(event_id)
+
+
+def compute_summary(root: Root, snap: EventSnapshot, cluster_of_row: np.ndarray, dup_of_row: np.ndarray) -> ClusterSummary:
+    """The summary of the snapshot's events, whose row i is in cluster `cluster_of_row[i]` (-1:
+    not assigned) and is a near-duplicate if `dup_of_row[i]`; one streaming pass."""
+    cluster_of_row = np.asarray(cluster_of_row, dtype=np.int64)
+    dup_of_row = np.asarray(dup_of_row, dtype=bool)
+    groups: dict[tuple[str, int, str, str], list[int]] = {}  # (dataset, cluster, task, robot) -> [events, dups]
+    eps_of: dict[tuple[str, str, str], set[str]] = {}  # (dataset, "task"|"robot", value) -> episodes
+    ds_eps: dict[str, set[str]] = {}
+    samples: dict[tuple[str, int], _Samples] = {}
+    g0 = 0
+    for t in iter_events(root, columns=_META_COLUMNS, snap=snap):
+        n = t.num_rows
+        if n == 0:
+            continue
+        if g0 + n > len(cluster_of_row):
+            raise ClusteringError(f"{root}: the event files changed while summarising the clustering")
+        c = cluster_of_row[g0 : g0 + n]
+        d = dup_of_row[g0 : g0 + n]
+        g0 += n
+        ds = t.column("dataset")
+        task = pc.fill_null(t.column("task"), "")
+        robot = pc.fill_null(t.column("robot"), "")
+        tt = pa.table({"dataset": ds, "cluster": pa.array(c), "task": task, "robot": robot,
+                       "dup": pa.array(d.astype(np.int64)), "episode_id": t.column("episode_id")})
+        agg = tt.group_by(["dataset", "cluster", "task", "robot"], use_threads=False).aggregate(
+            [("dup", "sum"), ("dup", "count")])
+        want_samples = False
+        for key_ds, key_c, key_t, key_r, n_dup, n_ev in zip(
+                *(agg.column(x).to_pylist() for x in ("dataset", "cluster", "task", "robot", "dup_sum", "dup_count")),
+                strict=True):
+            acc = groups.setdefault((key_ds, int(key_c), key_t, key_r), [0, 0])
+            acc[0] += int(n_ev)
+            acc[1] += int(n_dup)
+            if key_c >= 0 and not ((s := samples.get((key_ds, int(key_c)))) is not None and s.done):
+                want_samples = True
+        for key, col in (("task", "task"), ("robot", "robot")):
+            eps = tt.group_by(["dataset", col, "episode_id"], use_threads=False).aggregate([])
+            for e_ds, val, ep in zip(*(eps.column(x).to_pylist() for x in ("dataset", col, "episode_id")), strict=True):
+                eps_of.setdefault((e_ds, key, val), set()).add(ep)
+                ds_eps.setdefault(e_ds, set()).add(ep)
+        if not want_samples:  # every (dataset, cluster) of this part has its samples already
+            continue
+        ids = t.column("event_id").to_pylist()
+        caps = t.column("caption").to_pylist()
+        for i, (dsi, ci) in enumerate(zip(ds.to_pylist(), c.tolist(), strict=True)):
+            if ci < 0:
+                continue
+            s = samples.get((dsi, ci))
+            if s is None:
+                s = samples[(dsi, ci)] = _Samples()
+            elif s.done:
+                continue
+            s.offer(ids[i], caps[i])
+    if g0 != len(cluster_of_row):
+        raise ClusteringError(f"{root}: the event files changed while summarising the clustering "
+                              f"({g0} rows read, {len(cluster_of_row)} expected)")
+    return _build(groups, eps_of, ds_eps, samples)
+
+
+def _top(counter: dict[str, int]) -> list[dict[str, Any]]:
+    # most common first; ties keep first appearance (as collections.Counter.most_common)
+    return [{"value": v, "count": n} for v, n in sorted(counter.items(), key=lambda kv: -kv[1])[:TOP]]
+
+
+def _build(groups: dict[tuple[str, int, str, str], list[int]], eps_of: dict[tuple[str, str, str], set[str]],
+           ds_eps: dict[str, set[str]], samples: dict[tuple[str, int], _Samples]) -> ClusterSummary:
+    per: dict[tuple[str, int], dict[str, Any]] = {}
+    cov: dict[tuple[str, str, str], dict[str, Any]] = {}  # (dataset, key, value) -> events, clusters, duplicates
+    datasets: dict[str, dict[str, Any]] = {}
+    for (ds, c, task, robot), (n_ev, n_dup) in groups.items():
+        tot = datasets.setdefault(ds, {"events": 0, "assigned": 0, "duplicates": 0, "clusters": 0})
+        tot["events"] += n_ev
+        for key, val in (("task", task), ("robot", robot)):
+            a = cov.setdefault((ds, key, val), {"events": 0, "clusters": set(), "duplicates": 0})
+            a["events"] += n_ev
+            if c >= 0:
+                a["clusters"].add(c)
+                a["duplicates"] += n_dup
+        if c < 0:
+            continue
+        tot["assigned"] += n_ev
+        tot["duplicates"] += n_dup
+        p = per.setdefault((ds, c), {"size": 0, "duplicates": 0, "tasks": {}, "robots": {}})
+        p["size"] += n_ev
+        p["duplicates"] += n_dup
+        p["tasks"][task] = p["tasks"].get(task, 0) + n_ev
+        p["robots"][robot] = p["robots"].get(robot, 0) + n_ev
+    for ds, tot in datasets.items():
+        tot["episodes"] = len(ds_eps.get(ds, ()))
+        tot["clusters"] = sum(1 for d, _ in per if d == ds)
+        for key in ("task", "robot"):
+            rows = [{key: (val or UNKNOWN), "events": a["events"], "episodes": len(eps_of.get((d, key, val), ())),
+                     "clusters": len(a["clusters"]), "duplicates": a["duplicates"]}
+                    for (d, k, val), a in cov.items() if d == ds and k == key]
+            tot[f"by_{key}"] = _merge_unknown(rows, key)
+    keys = sorted(per)
+    empty = _Samples()
+
+    def sample(k: tuple[str, int]) -> tuple[list[str], list[str]]:
+        s = samples.get(k, empty)
+        return (s.caption_ids, s.captions) if s.captions else (s.first_ids, [])
+
+    cols = {
+        "dataset": [k[0] for k in keys], "cluster_id": [k[1] for k in keys],
+        "size": [per[k]["size"] for k in keys], "duplicates": [per[k]["duplicates"] for k in keys],
+        "tasks": [_top(per[k]["tasks"]) for k in keys], "robots": [_top(per[k]["robots"]) for k in keys],
+        "sample_event_ids": [sample(k)[0] for k in keys], "sample_captions": [sample(k)[1] for k in keys],
+    }
+    table = pa.Table.from_pydict(cols, schema=SUMMARY_SCHEMA)
+    return ClusterSummary(clusters=table, datasets=datasets)
+
+
+def _merge_unknown(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """Rows with value None and "" both read "(unknown)": one row of them; most events first."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r[key] in out:  # only UNKNOWN can repeat ("" and a literal "(unknown)")
+            o = out[r[key]]
+            for f in ("events", "episodes", "clusters", "duplicates"):
+                o[f] += r[f]
+        else:
+            out[r[key]] = dict(r)
+    return sorted(out.values(), key=lambda r: -r["events"])
+
+
+def align(keys: pa.Table, assignments: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """(cluster id or -1, is-duplicate) for each row of `keys` (an event_id column) from unique
+    assignments (one vectorised hash join; no per-event Python)."""
+    idx = pc.index_in(keys.column("event_id"), value_set=assignments.column("event_id").combine_chunks())
+    found = np.asarray(idx.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    pos = idx.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    n = keys.num_rows
+    cluster = np.full(n, -1, dtype=np.int64)
+    dup = np.zeros(n, dtype=bool)
+    if assignments.num_rows and found.any():
+        cids = assignments.column("cluster_id").to_numpy(zero_copy_only=False).astype(np.int64)
+        isdup = np.asarray(assignments.column("dup_of").is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        cluster[found] = cids[pos[found]]
+        dup[found] = isdup[pos[found]]
+    return cluster, dup
+
+
+def part_names(root: Root, version: int) -> list[str]:
+    return [f.rpartition("/")[2] for f in assignment_files(root, version)]
+
+
+def summary_from_assignments(root: Root, version: int, snap: EventSnapshot | None = None,
+                             keys: pa.Table | None = None) -> ClusterSummary:
+    """Compute (not write) the summary of a clusters version from its assignment parts and the
+    committed events: two streaming passes over small columns (the keys, then the metadata)."""
+    parts = part_names(root, version)
+    snap = snap or snapshot(root)
+    keys = keys if keys is not None else read_keys(root, snap)
+    cluster, dup = align(keys, unique_assignments(read_assignments(root, version)))
+    s = compute_summary(root, snap, cluster, dup)
+    s.meta = _meta(root, version, parts)
+    return s
+
+
+def _meta(root: Root, version: int, parts: list[str]) -> dict[str, Any]:
+    k = None
+    vdir = version_dir(root, "clusters", version)
+    if root.exists("clusters", f"v{int(version):03d}", "meta.json"):
+        k = json.loads(root.read_bytes(f"{vdir}/meta.json")).get("k")
+    return {"format": SUMMARY_FORMAT, "summary_version": SUMMARY_VERSION, "clusters_version": int(version), "k": k,
+            "assignment_parts": parts, "created_at": utc_now()}
+
+
+def write_summary(root: Root, version: int, summary: ClusterSummary, k: int | None = None,
+                  parts: list[str] | None = None) -> str:
+    """Write `summary.parquet`, then `summary.json`, into the clusters version's folder; it covers
+    the assignment `parts` (default: the version's parts as they are now)."""
+    vdir = version_dir(root, "clusters", version)
+    parts = part_names(root, version) if parts is None else list(parts)
+    meta = {**_meta(root, version, parts), **summary.meta, "assignment_parts": parts, "created_at": utc_now()}
+    if k is not None:
+        meta["k"] = int(k)
+    root.write_table(f"{vdir}/{SUMMARY_PARQUET}", summary.clusters.cast(SUMMARY_SCHEMA), row_group_size=4096)
+    root.write_bytes(f"{vdir}/{SUMMARY_JSON}",
+                     json.dumps({**meta, "datasets": summary.datasets}, indent=1, sort_keys=True).encode())
+    summary.meta = meta
+    return f"{vdir}/{SUMMARY_JSON}"
+
+
+def refresh_summary(root: Root, version: int, snap: EventSnapshot | None = None, keys: pa.Table | None = None) -> str:
+    """Recompute and write the summary of a version (after a new assignments part)."""
+    return write_summary(root, version, summary_from_assignments(root, version, snap, keys))
+
+
+def summary_is_current(root: Root, version: int) -> bool:
+    meta = read_summary_meta(root, version)
+    return meta is not None and meta.get("assignment_parts") == part_names(root, version)
+
+
+def read_summary_meta(root: Root, version: int) -> dict[str, Any] | None:
+    """`summary.json` of a version, or None if it has none (or one this Carve cannot read)."""
+    rel = ("clusters", f"v{int(version):03d}", SUMMARY_JSON)
+    if not root.exists(*rel):
+        return None
+    try:
+        meta = json.loads(root.read_bytes(root.path(*rel)))
+    except (OSError, ValueError):
+        return None
+    if meta.get("format") != SUMMARY_FORMAT or int(meta.get("summary_version", 0)) > SUMMARY_VERSION:
+        return None
+    return meta
+
+
+def read_summary(root: Root, version: int, dataset: str | None = None) -> ClusterSummary | None:
+    """The written summary of a version (only `dataset`'s rows if given), or None if it is
+    missing, unreadable or stale (its assignment parts are not the version's parts)."""
+    meta = read_summary_meta(root, version)
+    if meta is None or meta.get("assignment_parts") != part_names(root, version):
+        return None
+    path = f"{version_dir(root, 'clusters', version)}/{SUMMARY_PARQUET}"
+    try:
+        filters = [("dataset", "==", dataset)] if dataset is not None else None
+        table = pq.read_table(path, filesystem=root.fs, filters=filters).cast(SUMMARY_SCHEMA)
+    except (OSError, pa.ArrowInvalid):
+        return None
+    datasets = meta.pop("datasets", {}) or {}
+    if dataset is not None:
+        datasets = {dataset: datasets[dataset]} if dataset in datasets else {}
+    return ClusterSummary(clusters=table, datasets=datasets, meta=meta)
