@@ -123,15 +123,15 @@ def onset(sp: np.ndarray, k: int, lo: int, floor: float) -> int:
     return k
 
 
-def pause_boundaries(sp: np.ndarray, fps: float, pause_speed: float, cfg: SegmentConfig,
+def pause_boundaries(sp: np.ndarray, still: np.ndarray, fps: float, cfg: SegmentConfig,
                      moving: float) -> list[tuple[int, str]]:
     """(frame, "pause") where motion resumes after each pause inside the episode: only where the
-    arm then really moves (reaches `moving` within `pause_min_s` x 2), not where it jitters. The
+    arm then really moves (reaches `moving` within `pause_min_s` x 2), not where it jitters;
+    `still` is `still_mask` of the same speed. The
     boundary is the onset of that move (`onset`), the same frame the motion-start rule finds."""
     n = len(sp)
     if n < 3:
         return []
-    still = still_mask(sp, fps, pause_speed, cfg)
     starts, ends = _runs(still)
     out = []
     for a, e in zip(starts, ends, strict=True):

@@ -132,7 +132,7 @@ def arm_signals(layout: ArmLayout, state: np.ndarray, action: np.ndarray | None,
         moving = move_speed(layout.kind, cfg)
         cands += motion_starts(sp, fps, grips, [*grips[1:], n][: len(grips)], moving, cfg)
         if cfg.use_pauses:
-            cands += pause_boundaries(sp, fps, pause_speed, cfg, moving)
+            cands += pause_boundaries(sp, still, fps, cfg, moving)
         if cfg.use_waypoints:
             cands += waypoint_boundaries(x, sp, still, err, [t for t, _ in cands], fps, cfg)
     return ArmSignals(layout, sp, g, _accept(cands, n, _frames(cfg.refractory_s, fps)))

@@ -143,7 +143,7 @@ class PipelineStep(ABC):
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         t0 = time.perf_counter()
-        ok = pc.is_null(batch.column("_error")).to_numpy(zero_copy_only=False)
+        ok = good_mask(batch)
         good, bad = batch.filter(pa.array(ok)), batch.filter(pa.array(~ok))
         if good.num_rows == 0:
             return batch

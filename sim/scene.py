@@ -403,18 +403,17 @@ class Scene:
         the operator's gripper command (a grasp is made on contact, released on open).
         Returns the commanded joint targets."""
         q = self.ik(arm, pos, yaw)
-        self._servo(arm, q, np.zeros(7), width)
-        arm.q_cmd = q
-        arm.width_cmd = float(width)
-        if arm.closed and not closed:
-            self.release(arm)
-        arm.closed = bool(closed)
+        self._apply(arm, q, width, closed)
         return q
 
     def command_joints(self, arm: Arm, q: np.ndarray, width: float, closed: bool) -> None:
         """Servo `arm` to the joint targets `q` and the finger gap `width` (no IK: what an agent
         acting in `sim.env` commands); `closed` is the gripper command, as in `command`."""
-        q = np.clip(np.asarray(q, dtype=np.float64), _LOWER, _UPPER)
+        self._apply(arm, np.clip(np.asarray(q, dtype=np.float64), _LOWER, _UPPER), width, closed)
+
+    def _apply(self, arm: Arm, q: np.ndarray, width: float, closed: bool) -> None:
+        """Servo to joint targets `q` and finger gap `width`; release a held object when the
+        gripper command turns from closed to open."""
         self._servo(arm, q, np.zeros(7), width)
         arm.q_cmd = q
         arm.width_cmd = float(width)
