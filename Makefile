@@ -11,7 +11,7 @@ endif
 DEMO_ROOT ?= demo-data
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench quality lint clean
+.PHONY: install demo test bench quality paper lint clean
 
 install: $(VENV)/.installed
 
@@ -44,6 +44,11 @@ bench: install
 # segmentation F1, caption accuracy, cluster balance and the model comparison on simulated data
 quality: install
 	$(PY) -m bench.quality
+
+# the closed-loop study (issue 13): event vs unified vs chunk over 5 training seeds, balanced vs
+# unbalanced, >= 50 environment seeds per task type, privileged-state pilot; writes paper/study.{md,json}
+paper: install
+	$(VENV)/bin/carve eval-sim --study --out paper/study.md
 
 # ruff, then the layer contracts of pyproject.toml (import-linter over the installed layout)
 lint: install

@@ -5,6 +5,11 @@ captioner `cfg.backend` names (`captioners.registry.make_captioner`) and returns
 in the same order, with `caption`, `next_caption` (the following event's caption in the same
 episode, "" for the last), `caption_model` and `caption_status` ("ok" / "empty" /
 "failed: <reason>") filled. Rows are never dropped; a failed event keeps an empty caption.
+
+The whole block goes to the captioner in ONE `caption_episodes` call, so a concurrent backend
+(the OpenAI-compatible one: up to `cfg.max_concurrency` requests in flight) works across all
+its episodes and events; results come back per episode in event order, and `next_caption` is
+linked from them afterwards, whatever order the replies arrived in.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ def _set_column(table: pa.Table, name: str, values: list[str]) -> pa.Table:
 
 
 class CaptionStage:
-    """Callable over event batches (a Ray Data actor in `pipeline/stages.CaptionStep`)."""
+    """Callable over event batches (a Ray Data actor through `pipeline/steps.Caption`)."""
 
     def __init__(self, cfg: CaptionConfig, captioner: Captioner | None = None):
         self.cfg = cfg

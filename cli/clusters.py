@@ -80,7 +80,9 @@ def cmd_shard(args: argparse.Namespace) -> int:
     b, a = m["stats"]["before"], m["stats"]["after"]
     _emit(args, m,
           f"shards v{v:03d}: {m['total_rows']} rows in {len(m['shards'])} shards ({m['unique_events']} unique events), "
-          f"policy {m['policy']['name']}, clusters v{m['clusters_version']:03d}\n"
+          f"policy {m['policy']['name']}, clusters v{m['clusters_version']:03d}"
+          + (f", mode weights: {m['sampling']['epoch_samples']:g} weighted draws per epoch (sampling_weight)\n"
+             if m.get("mode") == "weights" else "\n") +
           f"  max/min cluster share {_num(b['max_min_ratio'], '.2f')} -> {_num(a['max_min_ratio'], '.2f')}, "
           f"normalised entropy {_num(b['entropy'], '.3f')} -> {_num(a['entropy'], '.3f')}\n"
           f"  {cfg.root}/shards/v{v:03d}/manifest.json")

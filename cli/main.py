@@ -23,12 +23,14 @@ from carve.core.log import setup_logging
 # modules of this package that define `register(subparsers)`
 _REGISTRARS = (
     "carve.cli.run",
+    "carve.cli.maintenance",
     "carve.cli.segments",
     "carve.cli.captions",
     "carve.cli.clusters",
     "carve.cli.train",
     "carve.cli.serve",
     "carve.cli.export",
+    "carve.cli.ui",
 )
 # subcommands that live beside the house (e.g. `carve synth` in carve.sim) are entry points
 # of this group, so that nothing here imports them

@@ -1,4 +1,4 @@
-"""`carve run` and `carve status`: the command-line face of pipeline/run.py."""
+"""`carve run`: the command-line face of pipeline/run.py (`carve status` is in cli/maintenance.py)."""
 
 from __future__ import annotations
 
@@ -62,24 +62,6 @@ def format_stages(stages: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    from carve.cli.main import load_config
-    from carve.storage.root import root_of
-
-    cfg = load_config(args)
-    with root_of(cfg) as root:
-        cat = root.catalog
-        for d in cat.datasets():
-            print(f"{d['name']}: {d['ok']} episodes ok, {d['failed']} quarantined, {d['events']} events ({d['source_uri']})")
-        for rec in cat.episodes(status="failed"):
-            print(f"  quarantined {rec.episode_id}: {rec.error}")
-        for kind in ("clusters", "shards"):
-            vs = cat.versions(kind)
-            if vs:
-                print(f"{kind}: " + ", ".join(f"v{v['version']:03d}" for v in vs))
-    return 0
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     from carve.cli.main import add_common
 
@@ -96,7 +78,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-shard", action="store_true", help="stop after the event catalog is written")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     p.set_defaults(func=cmd_run)
-
-    q = sub.add_parser("status", help="what the catalog holds: datasets, quarantined episodes, versions")
-    add_common(q)
-    q.set_defaults(func=cmd_status)

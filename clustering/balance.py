@@ -16,6 +16,16 @@ positions (cluster c's j-th row sits at (j + u_c) / m_c), so every prefix of the
 hence every shard, has each cluster's share to within one row. Everything is deterministic
 given the seed. `balance_stats` reports the max/min cluster-share ratio and the normalised
 entropy of a cluster distribution.
+
+Two ways to apply a policy (`shard.mode`):
+
+* `weigh` (mode "weights", the default): every eligible event exactly once, each with the
+  sampling weight `target_c / n_c` of its cluster (the rows per event the policy gives that
+  cluster), so the weights of a cluster add up to its target and an epoch of
+  `round(sum(weights))` weighted draws (`carve.storage.sampling.epoch_indices`) has, in
+  expectation, the cluster counts that `balance` would have written. Nothing is dropped;
+* `balance` (mode "resample"): the rows themselves are drawn (capped clusters repeated,
+  large ones downsampled), as before.
 """
 
 from __future__ import annotations
@@ -168,6 +178,16 @@ def balance(
 
     Only rows with `eligible` true are drawn (e.g. near-duplicates are not)."""
     cluster_ids = np.asarray(cluster_ids, dtype=np.int64)
+    by_cluster = _members_by_cluster(cluster_ids, eligible)
+    targets = plan_targets({c: len(m) for c, m in by_cluster.items()}, total, policy, leaf_paths)
+    picks = {
+        c: draw_rows(by_cluster[c], t, np.random.default_rng([policy.seed, c])) for c, t in targets.items()
+    }
+    rows, _ = interleave(picks, policy.seed)
+    return rows, targets
+
+
+def _members_by_cluster(cluster_ids: np.ndarray, eligible: np.ndarray) -> dict[int, np.ndarray]:
     idx = np.flatnonzero(np.asarray(eligible, dtype=bool))
     by_cluster: dict[int, np.ndarray] = {}
     if idx.size:
@@ -175,12 +195,32 @@ def balance(
         bounds = np.flatnonzero(np.diff(cluster_ids[order])) + 1
         for members in np.split(order, bounds):
             by_cluster[int(cluster_ids[members[0]])] = members
+    return by_cluster
+
+
+def weigh(
+    cluster_ids: np.ndarray,
+    eligible: np.ndarray,
+    total: int,
+    policy: BalancePolicy,
+    leaf_paths: Mapping[int, tuple[int, ...]] | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
+    """Every eligible row once, in interleaved order, with its sampling weight; and the targets.
+
+    Returns (row indices into `cluster_ids`, float64 weights aligned with them, targets). A row
+    of cluster c weighs `targets[c] / n_c` (n_c: eligible rows of c), the policy's rows per
+    event, so a cluster's weights sum to its target and all of them to `total` (capacity
+    permitting); a cluster the policy gives nothing weighs 0."""
+    cluster_ids = np.asarray(cluster_ids, dtype=np.int64)
+    by_cluster = _members_by_cluster(cluster_ids, eligible)
     targets = plan_targets({c: len(m) for c, m in by_cluster.items()}, total, policy, leaf_paths)
-    picks = {
-        c: draw_rows(by_cluster[c], t, np.random.default_rng([policy.seed, c])) for c, t in targets.items()
-    }
-    rows, _ = interleave(picks, policy.seed)
-    return rows, targets
+    picks = {c: np.random.default_rng([policy.seed, c]).permutation(m) for c, m in by_cluster.items()}
+    rows, cids = interleave(picks, policy.seed)
+    if not len(cids):
+        return rows, np.zeros(0, dtype=np.float64), targets
+    keys = np.array(sorted(by_cluster), dtype=np.int64)
+    per = np.array([targets.get(int(c), 0) / len(by_cluster[int(c)]) for c in keys], dtype=np.float64)
+    return rows, per[np.searchsorted(keys, cids)], targets
 
 
 def balance_stats(counts: Mapping[Any, int], clusters: list[Any] | None = None) -> dict[str, float | None]:

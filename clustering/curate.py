@@ -4,7 +4,9 @@
     assign_new(root, cfg)      -> clusters version   unassigned events -> latest centroids, new part file
     recluster(root, cfg)       -> clusters version   a fresh clustering of everything (old ones kept)
     coverage_drift(root, cfg)  -> dict               how far new events sit from the centroids vs. training
-    cut_shards(root, cfg)      -> shards version     balance + write shards + manifest (last)
+    cut_shards(root, cfg)      -> shards version     balance + write shards + manifest (last); by default
+                                                     (shard.mode "weights") every eligible event once with
+                                                     its `sampling_weight`, or "resample" (rows repeated/dropped)
 
 `root` is the opened root handle (`carve.storage.root.Root`): its filesystem and catalog are
 used as they are, never resolved again here.
@@ -16,7 +18,8 @@ Memory stays bounded on a large catalog (clustering/stream.py): k-means trains o
 sample of `cluster.train_sample_per_centroid` x k events; every event is then assigned in
 batches of `cluster.batch_rows` read part file by part file, its unit vector spilled to a
 local per-cluster file, and near-duplicates are marked one cluster at a time from the spill
-(the SemDeDup rule of clustering/dedup.py, unchanged). The driver holds the sample, the small
+(the SemDeDup rule of clustering/dedup.py plus its raw-signal check: each event's state/action
+fingerprint is spilled by cluster the same way). The driver holds the sample, the small
 key columns (event_id, episode_id, dataset), one batch and one cluster's embeddings, never the
 whole embedding matrix. A catalog no larger than the sample is clustered in memory, as before.
 Each clusters version also gets its summary for the audit views (clustering/summary.py).
@@ -34,16 +37,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from carve.clustering.balance import BalancePolicy, balance, balance_stats
+from carve.clustering.balance import BalancePolicy, balance, balance_stats, weigh
 from carve.clustering.dedup import (
+    SIG_DIM,
     against_existing,
     cluster_members,
     dedup_cluster,
+    event_fingerprints,
     mark_duplicates_by_cluster,
     rank_order,
 )
 from carve.clustering.hierarchical import auto_levels, build_hierarchy
 from carve.clustering.kmeans import ClusteringError, assign, build_index, k_clamp_message
+from carve.clustering.neighbours import write_neighbours
 from carve.clustering.stream import (
     ClusterSpill,
     gather_unit_vectors,
@@ -52,10 +58,14 @@ from carve.clustering.stream import (
     sample_rows,
 )
 from carve.clustering.summary import (
+    LayoutProjector,
     align,
     compute_summary,
+    layout_table,
+    refresh_layout,
     refresh_summary,
     summary_is_current,
+    write_layout,
     write_summary,
 )
 from carve.clustering.versions import (
@@ -71,6 +81,7 @@ from carve.clustering.versions import (
 from carve.core.config import CarveConfig
 from carve.core.log import get_logger, log_event
 from carve.storage.events import EventSnapshot, iter_events, read_events, snapshot
+from carve.storage.flags import excluded_events
 from carve.storage.gather import gather_parts
 from carve.storage.manifest import build_manifest, utc_now, write_manifest
 from carve.storage.root import Root
@@ -114,19 +125,40 @@ def _dist_summary(dist: np.ndarray) -> dict[str, float]:
     return {"mean": float(d.mean()), "p50": float(np.median(d)), "p95": float(np.quantile(d, 0.95))}
 
 
+def _spill_fingerprints(root: Root, snap: EventSnapshot, rows: np.ndarray | None, labels: np.ndarray,
+                        spill: ClusterSpill) -> None:
+    """Spill the signal fingerprints (clustering.dedup) of `rows` (sorted global rows; None: all)
+    by cluster, `labels[i]` being the cluster of the i-th of them; one part file at a time."""
+    want = None if rows is None else np.asarray(rows, dtype=np.int64)
+    g0 = pos = 0
+    for t in iter_events(root, columns=["state", "action"], snap=snap):
+        n_t = t.num_rows
+        if want is not None:
+            lo, hi = np.searchsorted(want, [g0, g0 + n_t])
+            t = t.take(pa.array(want[lo:hi] - g0))
+        g0 += n_t
+        if t.num_rows:
+            spill.add(labels[pos : pos + t.num_rows], event_fingerprints(t))
+            pos += t.num_rows
+
+
 def _assign_streaming(root: Root, snap: EventSnapshot, index: Any, keys: pa.Table, dim: int,
-                      cc: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      cc: Any, layout: tuple[LayoutProjector, np.ndarray] | None = None,
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Assign every event of the snapshot in batches streamed from the part files, spilling each
     batch's unit vectors by cluster; then mark near-duplicates one cluster at a time from the
     spill. Returns (labels, cosine distances, dup_of as row index or -1)."""
     n = keys.num_rows
     labels = np.full(n, -1, dtype=np.int32)
     dist = np.zeros(n, dtype=np.float32)
-    with ClusterSpill(dim, cc.spill_dir) as spill:
+    tol = cc.dedup_signal_tol
+    with ClusterSpill(dim, cc.spill_dir) as spill, ClusterSpill(SIG_DIM, cc.spill_dir) as sig_spill:
         for b in iter_unit_batches(root, snap, batch_rows=cc.batch_rows, dim=dim):
             lab, dst = assign(index, b.x)
             labels[b.rows] = lab
             dist[b.rows] = dst
+            if layout is not None:  # the map's 2-D position, in the same pass
+                layout[1][b.rows] = layout[0].project(b.x)
             spill.add(lab, b.x)
         if (labels < 0).any():
             raise ClusteringError(f"{root}: the event files changed while clustering; run it again")
@@ -139,8 +171,11 @@ def _assign_streaming(root: Root, snap: EventSnapshot, index: Any, keys: pa.Tabl
                                       f"expected {len(rows)}")
             return xc
 
+        if tol is not None:  # the raw-signal check of a near-duplicate
+            _spill_fingerprints(root, snap, None, labels, sig_spill)
         dup_idx = mark_duplicates_by_cluster(members, vectors, dist, _id_list(keys.column("event_id")),
-                                             cc.dedup_threshold, n)
+                                             cc.dedup_threshold, n,
+                                             lambda _j, rows: sig_spill.read(int(labels[rows[0]])), tol)
     return labels, dist, dup_idx
 
 
@@ -165,16 +200,24 @@ def cluster_catalog(root: Root, cfg: CarveConfig) -> int:
     sample = sample_rows(n, cc.train_sample_per_centroid * levels[-1], cc.seed)
     x = gather_unit_vectors(root, snap, sample, n)
     dim = int(x.shape[1])
+    proj = LayoutProjector.fit(x, cc.seed)  # the map's PCA, fitted on the training sample
+    xy = np.zeros((n, 2), dtype=np.float32)
     hier = build_hierarchy(x, levels, niter=cc.niter, seed=cc.seed, max_points_per_centroid=cc.train_sample_per_centroid)
     index = build_index(hier.leaf_centroids)
     ids = keys.column("event_id")
     if sample is None:  # the sample is the whole catalog, already in memory
         labels, dist = assign(index, x)
-        dup_idx = mark_duplicates_by_cluster(cluster_members(labels), lambda _j, rows: x[rows], dist, _id_list(ids),
-                                             cc.dedup_threshold, n)
+        xy = proj.project(x)
+        with ClusterSpill(SIG_DIM, cc.spill_dir) as sig_spill:  # fingerprints on disk, one cluster read at a time
+            if cc.dedup_signal_tol is not None:  # the raw-signal check of a near-duplicate
+                _spill_fingerprints(root, snap, None, labels, sig_spill)
+            dup_idx = mark_duplicates_by_cluster(cluster_members(labels), lambda _j, rows: x[rows], dist, _id_list(ids),
+                                                 cc.dedup_threshold, n,
+                                                 lambda _j, rows: sig_spill.read(int(labels[rows[0]])),
+                                                 cc.dedup_signal_tol)
     else:
         del x
-        labels, dist, dup_idx = _assign_streaming(root, snap, index, keys, dim, cc)
+        labels, dist, dup_idx = _assign_streaming(root, snap, index, keys, dim, cc, (proj, xy))
     paths = hier.paths(labels)
     version = claim_version(root, "clusters")
     sizes = np.bincount(labels, minlength=hier.levels[-1])
@@ -197,6 +240,9 @@ def cluster_catalog(root: Root, cfg: CarveConfig) -> int:
     del paths
     summary = compute_summary(root, snap, labels, dup_idx >= 0)
     write_summary(root, version, summary, k=meta["k"], parts=[INITIAL_PART])
+    write_layout(root, version, layout_table(root, snap, xy, labels, dup_idx >= 0), proj, parts=[INITIAL_PART])
+    write_neighbours(root, version, snap, keys, labels, [INITIAL_PART], reuse=False, batch_rows=cc.batch_rows,
+                     spill_dir=cc.spill_dir)  # the neighbours view's cluster-sorted vectors
     vdir = save_clustering(root, version, hier, meta, table)
     root.catalog.record_version("clusters", version, vdir, {k: meta[k] for k in ("k", "levels", "n_events", "n_duplicates")})
     log_event(log, "clustered", version=version, k=meta["k"], levels=meta["levels"], n=n,
@@ -234,7 +280,9 @@ def assign_new(root: Root, cfg: CarveConfig) -> int:
     labels = np.full(m, -1, dtype=np.int32)
     dist = np.zeros(m, dtype=np.float32)
     dup_new = np.full(m, -1, dtype=np.int64)  # global row of the event a new one duplicates
-    with ClusterSpill(cl.dim, cc.spill_dir) as spill_new, ClusterSpill(cl.dim, cc.spill_dir) as spill_ref:
+    tol = cc.dedup_signal_tol
+    with ClusterSpill(cl.dim, cc.spill_dir) as spill_new, ClusterSpill(cl.dim, cc.spill_dir) as spill_ref, \
+            ClusterSpill(SIG_DIM, cc.spill_dir) as sig_new, ClusterSpill(SIG_DIM, cc.spill_dir) as sig_ref:
         pos = 0
         for b in iter_unit_batches(root, snap, new_rows, batch_rows=cc.batch_rows):
             if b.x.shape[1] != cl.dim:
@@ -253,19 +301,24 @@ def assign_new(root: Root, cfg: CarveConfig) -> int:
         ref_rows = np.flatnonzero((cluster_row >= 0) & ~dup_row & np.isin(cluster_row, np.unique(labels)))
         for b in iter_unit_batches(root, snap, ref_rows, batch_rows=cc.batch_rows, dim=cl.dim):
             spill_ref.add(cluster_row[b.rows], b.x)
+        if tol is not None:  # the raw-signal check of a near-duplicate
+            _spill_fingerprints(root, snap, new_rows, labels, sig_new)
+            _spill_fingerprints(root, snap, ref_rows, cluster_row[ref_rows], sig_ref)
         ref_of = {int(cluster_row[ref_rows[r[0]]]): ref_rows[r] for r in cluster_members(cluster_row[ref_rows])}
         id_list = _id_list(ids)
         for p in cluster_members(labels):  # positions into new_rows, ascending
             c = int(labels[p[0]])
             xn = spill_new.read(c)
             refs = ref_of.get(c, np.zeros(0, np.int64))  # global rows, ascending: the order of spill_ref.read(c)
-            best = against_existing(xn, spill_ref.read(c), cc.dedup_threshold)
+            sn, sr = (sig_new.read(c), sig_ref.read(c)) if tol is not None else (None, None)
+            best = against_existing(xn, spill_ref.read(c), cc.dedup_threshold, sn, sr, tol)
             hit = best >= 0
             dup_new[p[hit]] = refs[best[hit]]
             rest = np.flatnonzero(~hit)
             if len(rest) > 1:  # then among themselves
                 order = rank_order(dist[p[rest]], id_list(new_rows[p[rest]]))
-                rep = dedup_cluster(np.ascontiguousarray(xn[rest][order]), cc.dedup_threshold)
+                rep = dedup_cluster(np.ascontiguousarray(xn[rest][order]), cc.dedup_threshold,
+                                    None if sn is None else sn[rest][order], tol)
                 marked = np.flatnonzero(rep >= 0)
                 dup_new[p[rest[order[marked]]]] = new_rows[p[rest[order[rep[marked]]]]]
     paths = cl.hierarchy.paths(labels)
@@ -274,6 +327,8 @@ def assign_new(root: Root, cfg: CarveConfig) -> int:
     cluster_row[new_rows] = labels
     dup_row[new_rows] = dup_new >= 0
     write_summary(root, cl.version, compute_summary(root, snap, cluster_row, dup_row))
+    refresh_layout(root, cl.version, snap, keys, batch_rows=cc.batch_rows)  # projects the new events only
+    write_neighbours(root, cl.version, snap, keys, cluster_row, batch_rows=cc.batch_rows, spill_dir=cc.spill_dir)
     drift = coverage_drift(root, cfg, cl.version)
     cat = root.catalog
     rec = next((r for r in cat.versions("clusters") if int(r["version"]) == cl.version), None)
@@ -362,7 +417,10 @@ def cut_shards(root: Root, cfg: CarveConfig, policy: str | BalancePolicy | None 
 
     Events not yet assigned are assigned first (`assign_new`). Near-duplicates are left out
     unless `shard.include_duplicates`. `total` (default `shard.total_events`, else the number
-    of eligible events) is the number of rows across all shards."""
+    of eligible events) is the size of a balanced epoch. `shard.mode` "weights" (default):
+    every eligible event is written once and the balance is its `sampling_weight` (weights
+    summing to `total`; `clustering.balance.weigh`); "resample": `total` rows drawn by the
+    policy (events repeated or left out), each `sampling_weight` 1."""
     sc = cfg.shard
     pol = _policy(cfg, policy)
     cl = load_clustering(root)
@@ -386,10 +444,17 @@ def cut_shards(root: Root, cfg: CarveConfig, policy: str | BalancePolicy | None 
     cids = a.column("cluster_id").to_numpy(zero_copy_only=False).astype(np.int64)
     dup = np.asarray(a.column("dup_of").is_null().to_numpy(zero_copy_only=False), dtype=bool)
     eligible = np.ones(len(cids), dtype=bool) if sc.include_duplicates else dup
+    flagged = excluded_events(root.catalog, a.column("event_id"), a.column("episode_id"))  # review flags
+    n_flagged = int((eligible & flagged).sum())
+    eligible &= ~flagged
     n_eligible = int(eligible.sum())
     want = int(total or sc.total_events or n_eligible)
     leaf_paths = {int(c): tuple(int(v) for v in p) for c, p in enumerate(cl.hierarchy.leaf_paths())}
-    rows, targets = balance(cids, eligible, want, pol, leaf_paths)
+    resample = sc.mode == "resample"
+    if resample:
+        rows, targets = balance(cids, eligible, want, pol, leaf_paths)
+    else:  # every eligible event once; the balance is in `sampling_weight`
+        rows, _, targets = weigh(cids, eligible, want, pol, leaf_paths)
     if len(rows) == 0:
         raise ClusteringError(f"{root}: no events eligible for shards")
     kk = int(cids.max()) + 1 if len(cids) else 0
@@ -399,6 +464,7 @@ def cut_shards(root: Root, cfg: CarveConfig, policy: str | BalancePolicy | None 
             target_of[int(c)] = t
     elig_of = np.bincount(cids[eligible], minlength=kk)
     weight = pa.array((target_of[cids] / np.maximum(np.where(elig_of > 0, elig_of, 1), 1)[cids]).astype(np.float32))
+    sampling = pa.array(np.ones(len(cids), np.float32)) if resample else weight
     dims: dict[str, int] = {}
 
     def annotate(sub: pa.Table, g: np.ndarray) -> pa.Table:
@@ -406,6 +472,7 @@ def cut_shards(root: Root, cfg: CarveConfig, policy: str | BalancePolicy | None 
         for name, col in (
             ("cluster_id", a.column("cluster_id")), ("cluster_path", a.column("cluster_path")),
             ("cluster_dist", a.column("cluster_dist")), ("dup_of", a.column("dup_of")), ("weight", weight),
+            ("sampling_weight", sampling),
         ):
             sub = sub.set_column(sub.schema.get_field_index(name), EVENT_SCHEMA.field(name), col.take(take))
         for k, v in _emb_dims(sub).items():
@@ -423,8 +490,10 @@ def cut_shards(root: Root, cfg: CarveConfig, policy: str | BalancePolicy | None 
                                progress=cfg.ray.progress and len(rows) > 50_000,
                                total=-(-len(rows) // sc.rows_per_shard))
     before = dict(zip(*(v.tolist() for v in np.unique(cids, return_counts=True)), strict=True))
-    after = dict(zip(*(v.tolist() for v in np.unique(cids[rows], return_counts=True)), strict=True))
+    written = dict(zip(*(v.tolist() for v in np.unique(cids[rows], return_counts=True)), strict=True))
+    after = written if resample else {int(c): int(t) for c, t in targets.items()}  # weights: expected per epoch
     keys = sorted(before)
+    w_rows = np.asarray(sampling.to_numpy(zero_copy_only=False), dtype=np.float64)[rows]
     manifest = build_manifest(
         version=version,
         clusters_version=cl.version,
@@ -432,15 +501,20 @@ def cut_shards(root: Root, cfg: CarveConfig, policy: str | BalancePolicy | None 
         config={**sc.model_dump(), "policy": pol.name},
         emb_dims=dims,
         shards=[s.as_dict() for s in shards],
-        clusters={"before": {str(c): int(before[c]) for c in keys}, "after": {str(c): int(after.get(c, 0)) for c in keys}},
+        clusters={"before": {str(c): int(before[c]) for c in keys}, "after": {str(c): int(after.get(c, 0)) for c in keys},
+                  "rows": {str(c): int(written.get(c, 0)) for c in keys}},
         stats={"before": balance_stats(before, keys), "after": balance_stats(after, keys)},
         sources=_sources(root, set(ids.column("dataset").to_pylist())),
         unique_events=len(set(rows.tolist())),
-        extra={"requested_rows": want, "eligible_events": n_eligible, "duplicates_excluded": int((~eligible).sum())},
+        extra={"requested_rows": want, "eligible_events": n_eligible, "duplicates_excluded": int((~eligible).sum()) - n_flagged,
+               "flagged_excluded": n_flagged, "mode": sc.mode,
+               "sampling": {"column": "sampling_weight", "epoch_samples": round(float(w_rows.sum()), 3),
+                            "min": float(w_rows.min()), "max": float(w_rows.max()), "mean": float(w_rows.mean()),
+                            "zero_rows": int((w_rows <= 0).sum())}},
     )
     write_manifest(root.uri_of(vdir), manifest)
     root.catalog.record_version("shards", version, vdir, {
-        "clusters_version": cl.version, "policy": pol.name, "total_rows": manifest["total_rows"],
+        "clusters_version": cl.version, "policy": pol.name, "mode": sc.mode, "total_rows": manifest["total_rows"],
         "shards": len(shards), "entropy_after": manifest["stats"]["after"]["entropy"],
     })
     log_event(log, "sharded", version=version, rows=manifest["total_rows"], shards=len(shards), policy=pol.name)

@@ -287,30 +287,41 @@ def refresh_summary(root: Root, version: int, snap: EventSnapshot | None = None,
     return write_summary(root, version, summary_from_assignments(root, version, snap, keys))
 
 
-def summary_is_current(root: Root, version: int) -> bool:
-    meta = read_summary_meta(root, version)
-    return meta is not None and meta.get("assignment_parts") == part_names(root, version)
-
-
-def read_summary_meta(root: Root, version: int) -> dict[str, Any] | None:
-    """`summary.json` of a version, or None if it has none (or one this Carve cannot read)."""
-    rel = ("clusters", f"v{int(version):03d}", SUMMARY_JSON)
+def read_version_meta(root: Root, version: int, filename: str, fmt: str, version_key: str,
+                      max_version: int) -> dict[str, Any] | None:
+    """The JSON file `filename` of a clusters version (summary, layout, neighbours), or None if it
+    has none, or one this Carve cannot read (another `format`, or a `version_key` above `max_version`)."""
+    rel = ("clusters", f"v{int(version):03d}", filename)
     if not root.exists(*rel):
         return None
     try:
         meta = json.loads(root.read_bytes(root.path(*rel)))
     except (OSError, ValueError):
         return None
-    if meta.get("format") != SUMMARY_FORMAT or int(meta.get("summary_version", 0)) > SUMMARY_VERSION:
+    if meta.get("format") != fmt or int(meta.get(version_key, 0)) > max_version:
         return None
     return meta
+
+
+def derived_is_current(root: Root, version: int, meta: dict[str, Any] | None) -> bool:
+    """Whether a file derived from a clusters version (its `meta`) covers the version's assignment parts."""
+    return meta is not None and meta.get("assignment_parts") == part_names(root, version)
+
+
+def summary_is_current(root: Root, version: int) -> bool:
+    return derived_is_current(root, version, read_summary_meta(root, version))
+
+
+def read_summary_meta(root: Root, version: int) -> dict[str, Any] | None:
+    """`summary.json` of a version, or None if it has none (or one this Carve cannot read)."""
+    return read_version_meta(root, version, SUMMARY_JSON, SUMMARY_FORMAT, "summary_version", SUMMARY_VERSION)
 
 
 def read_summary(root: Root, version: int, dataset: str | None = None) -> ClusterSummary | None:
     """The written summary of a version (only `dataset`'s rows if given), or None if it is
     missing, unreadable or stale (its assignment parts are not the version's parts)."""
     meta = read_summary_meta(root, version)
-    if meta is None or meta.get("assignment_parts") != part_names(root, version):
+    if not derived_is_current(root, version, meta):
         return None
     path = f"{version_dir(root, 'clusters', version)}/{SUMMARY_PARQUET}"
     try:
@@ -322,3 +333,203 @@ def read_summary(root: Root, version: int, dataset: str | None = None) -> Cluste
     if dataset is not None:
         datasets = {dataset: datasets[dataset]} if dataset in datasets else {}
     return ClusterSummary(clusters=table, datasets=datasets, meta=meta)
+
+
+# -- the 2-D layout of the embedding map ------------------------------------------------------------
+#
+# `clusters/vNNN/layout.parquet` holds one row per assigned event: its 2-D position (PCA of the
+# fused `emb`, fitted on the k-means training sample and applied in the streamed assignment
+# pass), its cluster and the columns the map filters on; `layout.json` (written last) holds the
+# projection (mean, two components), the extent and the assignment parts the layout covers. The
+# audit map pages read only these files, never the embeddings.
+
+LAYOUT_PARQUET = "layout.parquet"
+LAYOUT_JSON = "layout.json"
+LAYOUT_FORMAT = "carve.clusters_layout"
+LAYOUT_VERSION = 1
+LAYOUT_FIT_ROWS = 50_000  # at most this many sample rows go into the PCA fit
+LAYOUT_SCHEMA = pa.schema([
+    pa.field("event_id", pa.string(), nullable=False),
+    pa.field("episode_id", pa.string()),
+    pa.field("dataset", pa.string()),
+    pa.field("x", pa.float32()),
+    pa.field("y", pa.float32()),
+    pa.field("cluster", pa.int32()),
+    pa.field("dup", pa.bool_()),
+    pa.field("task", pa.string()),
+    pa.field("robot", pa.string()),
+    pa.field("arms", pa.list_(pa.string())),
+    pa.field("verb", pa.string()),
+    pa.field("caption", pa.string()),
+])
+_LAYOUT_META = ["event_id", "episode_id", "dataset", "task", "robot", "caption"]
+_VERB_SKIP = {"left", "right", "both", "arm", "arms", "hand", "hands", "gripper", "grippers", "the", "a", "an",
+              "then", "and", "robot", "first", "now"}
+
+
+def caption_verb(caption: str | None) -> str | None:
+    """The caption's leading word that is not an arm name or article, lower case ("reach
+    toward the cube" -> "reach", "left arm: lift the cup" -> "lift"); None for no caption."""
+    for w in "".join(ch if ch.isalpha() or ch == "-" else " " for ch in (caption or "").lower()).split():
+        if w not in _VERB_SKIP:
+            return w
+    return None
+
+
+@dataclass
+class LayoutProjector:
+    """A 2-D linear projection (PCA): `project(x) = (x - mean) @ components.T`."""
+
+    mean: np.ndarray  # (d,)
+    components: np.ndarray  # (2, d)
+
+    @classmethod
+    def fit(cls, x: np.ndarray, seed: int = 0) -> LayoutProjector:
+        x = np.asarray(x, dtype=np.float64)
+        if len(x) > LAYOUT_FIT_ROWS:
+            x = x[np.sort(np.random.default_rng(seed).choice(len(x), LAYOUT_FIT_ROWS, replace=False))]
+        d = x.shape[1] if x.ndim == 2 else 0
+        mean = x.mean(axis=0) if len(x) else np.zeros(d)
+        comps = np.zeros((2, d))
+        if len(x) > 1 and d:
+            _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+            m = min(2, vt.shape[0])
+            comps[:m] = vt[:m]
+            for i in range(m):  # a deterministic sign: the largest coordinate is positive
+                if comps[i, np.argmax(np.abs(comps[i]))] < 0:
+                    comps[i] = -comps[i]
+        return cls(mean.astype(np.float32), comps.astype(np.float32))
+
+    def project(self, x: np.ndarray) -> np.ndarray:
+        if len(x) == 0:
+            return np.zeros((0, 2), dtype=np.float32)
+        return ((np.asarray(x, dtype=np.float32) - self.mean) @ self.components.T).astype(np.float32)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean.tolist(), "components": self.components.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LayoutProjector:
+        return cls(np.asarray(d["mean"], dtype=np.float32), np.asarray(d["components"], dtype=np.float32))
+
+
+def _layout_meta_tables(root: Root, snap: EventSnapshot) -> Any:
+    try:
+        yield from iter_events(root, columns=[*_LAYOUT_META, "arms"], snap=snap)
+    except (KeyError, pa.ArrowInvalid):  # a schema-v1 part has no `arms`: read them all without it
+        for t in iter_events(root, columns=_LAYOUT_META, snap=snap):
+            yield t.append_column("arms", pa.nulls(t.num_rows, pa.list_(pa.string())))
+
+
+def layout_table(root: Root, snap: EventSnapshot, xy: np.ndarray, cluster_of_row: np.ndarray,
+                 dup_of_row: np.ndarray) -> pa.Table:
+    """The layout rows of the snapshot's assigned events (row i at `xy[i]`, in cluster
+    `cluster_of_row[i]`, -1: left out), with the map's filter columns; one streaming pass over
+    small columns."""
+    xy = np.asarray(xy, dtype=np.float32).reshape(-1, 2)
+    cluster_of_row = np.asarray(cluster_of_row, dtype=np.int64)
+    dup_of_row = np.asarray(dup_of_row, dtype=bool)
+    out: list[pa.Table] = []
+    g0 = 0
+    for t in _layout_meta_tables(root, snap):
+        n = t.num_rows
+        if g0 + n > len(cluster_of_row):
+            raise ClusteringError(f"{root}: the event files changed while laying out the clustering")
+        sl = slice(g0, g0 + n)
+        g0 += n
+        keep = cluster_of_row[sl] >= 0
+        if not keep.any():
+            continue
+        caps = t.column("caption")
+        tt = pa.table({
+            "event_id": t.column("event_id"), "episode_id": t.column("episode_id"), "dataset": t.column("dataset"),
+            "x": pa.array(xy[sl, 0]), "y": pa.array(xy[sl, 1]),
+            "cluster": pa.array(cluster_of_row[sl].astype(np.int32)), "dup": pa.array(dup_of_row[sl]),
+            "task": t.column("task"), "robot": t.column("robot"), "arms": t.column("arms"),
+            "verb": pa.array([caption_verb(c) for c in caps.to_pylist()], pa.string()), "caption": caps,
+        })
+        out.append(tt.filter(pa.array(keep)).cast(LAYOUT_SCHEMA))
+    return pa.concat_tables(out) if out else LAYOUT_SCHEMA.empty_table()
+
+
+def _extent(t: pa.Table) -> list[float]:
+    if t.num_rows == 0:
+        return [0.0, 1.0, 0.0, 1.0]
+    x, y = t.column("x"), t.column("y")
+    ext = [pc.min(x).as_py(), pc.max(x).as_py(), pc.min(y).as_py(), pc.max(y).as_py()]
+    return [float(v) if v is not None else 0.0 for v in ext]
+
+
+def write_layout(root: Root, version: int, table: pa.Table, projector: LayoutProjector,
+                 parts: list[str] | None = None) -> str:
+    """Write `layout.parquet`, then `layout.json`, into the clusters version's folder."""
+    vdir = version_dir(root, "clusters", version)
+    parts = part_names(root, version) if parts is None else list(parts)
+    root.write_table(f"{vdir}/{LAYOUT_PARQUET}", table.cast(LAYOUT_SCHEMA), row_group_size=16384)
+    meta = {"format": LAYOUT_FORMAT, "layout_version": LAYOUT_VERSION, "clusters_version": int(version),
+            "method": "pca", "rows": table.num_rows, "extent": _extent(table), "assignment_parts": parts,
+            "projection": projector.as_dict(), "created_at": utc_now()}
+    root.write_bytes(f"{vdir}/{LAYOUT_JSON}", json.dumps(meta).encode())
+    return f"{vdir}/{LAYOUT_JSON}"
+
+
+def read_layout_meta(root: Root, version: int) -> dict[str, Any] | None:
+    """`layout.json` of a version, or None if it has none (or one this Carve cannot read)."""
+    return read_version_meta(root, version, LAYOUT_JSON, LAYOUT_FORMAT, "layout_version", LAYOUT_VERSION)
+
+
+def layout_is_current(root: Root, version: int) -> bool:
+    return derived_is_current(root, version, read_layout_meta(root, version))
+
+
+def read_layout(root: Root, version: int) -> pa.Table | None:
+    """The written layout of a version, or None if it is missing or stale."""
+    if not layout_is_current(root, version):
+        return None
+    try:
+        return pq.read_table(f"{version_dir(root, 'clusters', version)}/{LAYOUT_PARQUET}",
+                             filesystem=root.fs).cast(LAYOUT_SCHEMA)
+    except (OSError, pa.ArrowInvalid):
+        return None
+
+
+def refresh_layout(root: Root, version: int, snap: EventSnapshot | None = None, keys: pa.Table | None = None,
+                   sample_per_centroid: int = 256, batch_rows: int = 16384, seed: int = 0) -> str:
+    """(Re)write the layout of a version: positions already in its layout are kept and only the
+    events without one are projected (with the stored projection); a version without a layout
+    gets a projection fitted on a seeded sample, then every event is projected in batches
+    streamed from the part files (as `cluster_catalog` does in its assignment pass)."""
+    from carve.clustering.stream import gather_unit_vectors, iter_unit_batches, sample_rows
+
+    snap = snap or snapshot(root)
+    keys = keys if keys is not None else read_keys(root, snap)
+    cluster, dup = align(keys, unique_assignments(read_assignments(root, version)))
+    n = keys.num_rows
+    xy = np.zeros((n, 2), dtype=np.float32)
+    todo = np.flatnonzero(cluster >= 0)
+    meta = read_layout_meta(root, version)
+    proj: LayoutProjector | None = None
+    if meta is not None:
+        proj = LayoutProjector.from_dict(meta["projection"])
+        try:
+            old = pq.read_table(f"{version_dir(root, 'clusters', version)}/{LAYOUT_PARQUET}", filesystem=root.fs,
+                                columns=["event_id", "x", "y"])
+        except (OSError, pa.ArrowInvalid):
+            old = None
+        if old is not None and old.num_rows:
+            idx = pc.index_in(keys.column("event_id"), value_set=old.column("event_id").combine_chunks())
+            found = np.asarray(idx.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+            pos = idx.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+            xy[found, 0] = old.column("x").to_numpy()[pos[found]]
+            xy[found, 1] = old.column("y").to_numpy()[pos[found]]
+            todo = np.flatnonzero((cluster >= 0) & ~found)
+    if proj is None:
+        k = int(cluster.max()) + 1 if n and cluster.max() >= 0 else 1
+        sample = sample_rows(n, sample_per_centroid * k, seed)
+        x = gather_unit_vectors(root, snap, sample, n)
+        proj = LayoutProjector.fit(x, seed)
+        del x
+    if len(todo):
+        for b in iter_unit_batches(root, snap, todo, batch_rows=batch_rows):
+            xy[b.rows] = proj.project(b.x)
+    return write_layout(root, version, layout_table(root, snap, xy, cluster, dup), proj)

@@ -34,6 +34,10 @@ class RayConfig(_Section):
     decode_concurrency: int = Field(default=1, ge=1)
     caption_concurrency: int = Field(default=1, ge=1)
     embed_concurrency: int = Field(default=1, ge=1)
+    # episodes per Ray block and per events part file (fewer when that would leave decode workers idle:
+    # pipeline/executor.py `plan_blocks`); a block's part is split at episode boundaries above part_target_mb
+    part_episodes: int = Field(default=32, ge=1)
+    part_target_mb: float = Field(default=128.0, gt=0)
     # GPUs each embed worker reserves when embed.device is cuda; 0.5 lets two workers share one GPU
     embed_num_gpus: float = Field(default=1.0, gt=0)
     progress: bool = True
@@ -44,6 +48,7 @@ class RayConfig(_Section):
     forward_env: list[str] = Field(default_factory=lambda: [
         "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
         "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
+        "CARVE_S3_MAX_ATTEMPTS",
     ])
     runtime_env: dict[str, Any] = Field(default_factory=dict)  # extra runtime_env entries (pip, env_vars, ...)
     # a local root or source on a multi-node cluster: allowed only when every node mounts it at the same path
@@ -117,6 +122,9 @@ class CaptionConfig(_Section):
     base_url: str = "http://127.0.0.1:8000/v1"
     api_key_env: str = "OPENAI_API_KEY"
     max_concurrency: int = Field(default=8, ge=1)
+    # openai backend: each request carries the previous event's caption (an episode's events go in
+    # order; concurrency comes from the episodes of a block); false: every event of a block at once
+    condition_on_previous: bool = True
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=3, ge=0)  # the openai client's own retries (Retry-After, jittered backoff)
     max_tokens: int = Field(default=64, ge=1)
@@ -145,6 +153,9 @@ class ClusterConfig(_Section):
     niter: int = Field(default=25, ge=1)
     seed: int = 0
     dedup_threshold: float = Field(default=0.97, gt=0.0, le=1.0)
+    # a near-duplicate must also repeat the raw signals: state+action trajectories resampled to 16
+    # points differ by at most this fraction of their motion (clustering/dedup.py); None = embedding only
+    dedup_signal_tol: float | None = Field(default=0.05, ge=0.0)
     recluster_drift_ratio: float = Field(default=1.5, gt=0.0)  # new/training mean centroid distance -> recluster
     # k-means trains on a seeded sample of this many events per leaf centroid (all events if fewer);
     # every event is then assigned in batches streamed from the event part files
@@ -165,6 +176,9 @@ class ShardConfig(_Section):
     compression: str = "zstd"
     include_duplicates: bool = False
     seed: int = 0
+    # "weights": every eligible event once, balance as its `sampling_weight`; "resample": rows
+    # downsampled/repeated to the policy's counts (the pre-weights behaviour)
+    mode: Literal["weights", "resample"] = "weights"
 
 
 class ServiceConfig(_Section):

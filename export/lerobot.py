@@ -443,7 +443,8 @@ def _frame_weights(items: list[_Item], unit: str) -> dict[int, np.ndarray]:
         n = it.end - it.start
         w = np.zeros(n, dtype=np.float64)
         if unit == "event":
-            w[:] = 1.0 / n  # each exported episode (event occurrence) equally likely
+            ev = it.events[0]  # the event's balance weight, shared by its occurrences (1 each if resampled)
+            w[:] = (ev.weight / ev.rows if ev.rows else 0.0) / n
         else:
             for ev in it.events:
                 a, b = max(ev.start, it.start) - it.start, min(ev.end, it.end) - it.start

@@ -5,6 +5,15 @@ episode's signals (and, when `segment.use_visual`, on per-frame visual descripto
 camera), decodes the start/middle/last keyframe of every event as a small JPEG and slices
 state, action and gripper per event. A problem with the episode raises `EpisodeError` naming
 it and the reason.
+
+Per-step observations (optional columns, so a policy trains on the observation at every
+decision point it will see, not only three keyframes):
+* `env_state`: when the source has `observation.environment_state` (LeRobot's name for
+  privileged environment state, e.g. a simulator's object poses), its frames sliced per event;
+* `obs_stride` / `obs_visual`: with `obs_stride=k > 0`, the visual descriptor
+  (`ingest.visual.image_descriptors`, the `descriptor` embedder's vector; the unit mean over the
+  selected cameras when there are several) of frames start, start + k, ... of every event.
+Without them (the default) the rows are exactly what they were.
 """
 
 from __future__ import annotations
@@ -18,6 +27,8 @@ from carve.core.config import SegmentConfig
 from carve.core.errors import EpisodeError
 from carve.ingest.sources.base import Episode
 from carve.storage.schema import make_event_id
+
+ENV_STATE_FEATURE = "observation.environment_state"
 
 
 def encode_jpeg(frame: np.ndarray, short_side: int, quality: int) -> bytes:
@@ -51,8 +62,27 @@ def selected_cameras(ep: Episode, camera: str | list[str] | None) -> list[str]:
     return wanted
 
 
-def episode_events(ep: Episode, seg_cfg: SegmentConfig, camera: str | list[str] | None) -> list[dict[str, Any]]:
-    """Segment one loaded episode and build its event rows (keyframes of every selected camera)."""
+def strided_descriptors(ep: Episode, cams: list[str], indices: list[int],
+                        decoded: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """(len(indices), D) visual descriptors of the given frames (unit mean over `cams`)."""
+    from carve.ingest.visual import image_descriptors
+
+    parts = []
+    for cam in cams:
+        frames = decoded[cam][indices] if decoded and cam in decoded else ep.frames(cam, indices)
+        if len(frames) != len(indices):
+            raise EpisodeError(ep.ref.label, f"decoded {len(frames)} of {len(indices)} strided frames from {cam}")
+        parts.append(np.asarray(image_descriptors(list(frames)), np.float32))
+    if len(parts) == 1:
+        return parts[0]
+    m = np.mean(parts, axis=0)
+    return (m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def episode_events(ep: Episode, seg_cfg: SegmentConfig, camera: str | list[str] | None,
+                   obs_stride: int = 0) -> list[dict[str, Any]]:
+    """Segment one loaded episode and build its event rows (keyframes of every selected camera;
+    per-step observation columns as the module docstring says)."""
     from carve.ingest.segment import gripper_track, segment_episode
     from carve.ingest.visual import frame_descriptors
 
@@ -87,6 +117,14 @@ def episode_events(ep: Episode, seg_cfg: SegmentConfig, camera: str | list[str] 
         for i, fr in zip(wanted, frames, strict=True):
             jpegs[(cam, i)] = encode_jpeg(fr, seg_cfg.keyframe_size, seg_cfg.keyframe_quality)
 
+    env = ep.extras.get(ENV_STATE_FEATURE)
+    if env is not None:
+        env = np.asarray(env, np.float32).reshape(ep.length, -1)
+    obs_vis: dict[int, np.ndarray] = {}
+    if obs_stride > 0 and cams:
+        idx = sorted({i for s in segments for i in range(s.start, s.end, obs_stride)})
+        obs_vis = dict(zip(idx, strided_descriptors(ep, cams, idx, all_frames), strict=True))
+
     rows = []
     n = len(segments)
     for k, s in enumerate(segments):
@@ -118,4 +156,9 @@ def episode_events(ep: Episode, seg_cfg: SegmentConfig, camera: str | list[str] 
                 "gripper": grip[s.start : s.end].astype(np.float32).tolist() if grip is not None else [],
             }
         )
+        if env is not None:
+            rows[-1]["env_state"] = env[s.start : s.end].tolist()
+        if obs_vis:
+            rows[-1]["obs_stride"] = int(obs_stride)
+            rows[-1]["obs_visual"] = [obs_vis[i].tolist() for i in range(s.start, s.end, obs_stride)]
     return rows

@@ -7,12 +7,21 @@ step's compute and resources at its `map_batches` (actor pools for steps that ho
 task pools otherwise; `num_gpus` for a step on a GPU, `num_cpus` otherwise), and yields the
 blocks of the last step as they finish. When the last block is out it logs the nodes each
 operator ran on (`ray_nodes`, info level), which is how a cluster run shows it was spread.
-`LocalExecutor` runs the same steps one episode at a time in the calling process (tests, and
-the Ray-overhead measurement: same work, no Ray).
+`LocalExecutor` runs the same steps block by block in the calling process (tests, and the
+Ray-overhead measurement: same work, no Ray).
+
+Blocks: the input rows (episodes) are cut into `plan_blocks` contiguous blocks of about
+`ray.part_episodes` episodes, and each block is one part file of events (WriteEvents). So
+that the decode workers are never idle for want of blocks, there are at least
+2 x `ray.decode_concurrency` blocks (each worker has one block in hand and one queued) when
+there are that many episodes: 1,000 episodes at the defaults (32, 1) make 32 blocks, 120 make
+4, 3 make 2. Ray Data's splitting of large output blocks is turned off for the run, so a
+block reaches WriteEvents whole and an episode is never split across two blocks.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -76,7 +85,23 @@ class RayExecutor:
     def run(self, rows: list[dict[str, Any]], steps: list[StepSpec]) -> Iterator[pa.Table]:
         import ray.data
 
-        ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+        if not rows:
+            return
+        ctx = ray.data.DataContext.get_current()
+        saved = ctx.target_max_block_size, ctx.raise_original_map_exception
+        # one block in, one block out: an episode must never be split over two blocks (two parts)
+        ctx.target_max_block_size = None
+        # a step's own error (e.g. NoSpaceError naming the part) reaches the driver as itself, a CarveError
+        ctx.raise_original_map_exception = True
+        try:
+            yield from self._run(rows, steps)
+        finally:
+            ctx.target_max_block_size, ctx.raise_original_map_exception = saved
+
+    def _run(self, rows: list[dict[str, Any]], steps: list[StepSpec]) -> Iterator[pa.Table]:
+        import ray.data
+
+        ds = ray.data.from_items(rows, override_num_blocks=plan_blocks(len(rows), self.cfg))
         for s in steps:
             # Ray Data's public map_batches wants a fixed batch size once GPUs are asked for; a step
             # that takes whole blocks (one episode each) goes through map_batches_internal, which Ray
@@ -119,12 +144,36 @@ def nodes_used(ds: Any) -> dict[str, list[str]]:
 
 
 class LocalExecutor:
-    """The same steps in this process, one input row (episode) at a time."""
+    """The same steps in this process, on the same blocks of episodes as `RayExecutor`."""
+
+    def __init__(self, cfg: RayConfig | None = None):
+        self.cfg = cfg or RayConfig()
 
     def run(self, rows: list[dict[str, Any]], steps: list[StepSpec]) -> Iterator[pa.Table]:
         built = [s.cls(**s.kwargs) for s in steps]
-        for row in rows:
-            block = pa.Table.from_pylist([row])
+        for chunk in split_rows(rows, plan_blocks(len(rows), self.cfg)):
+            block = pa.Table.from_pylist(chunk)
             for step in built:
                 block = step(block)
             yield block
+
+
+def plan_blocks(n: int, cfg: RayConfig) -> int:
+    """How many blocks `n` episodes make (module doc): ceil(n / part_episodes), at least
+    2 x decode_concurrency, at most n."""
+    if n <= 0:
+        return 0
+    return min(n, max(math.ceil(n / cfg.part_episodes), 2 * cfg.decode_concurrency))
+
+
+def split_rows(rows: list[dict[str, Any]], blocks: int) -> list[list[dict[str, Any]]]:
+    """`rows` in `blocks` contiguous runs of near-equal length (as Ray Data's `from_items` cuts them)."""
+    if not rows or blocks <= 0:
+        return []
+    q, r = divmod(len(rows), blocks)
+    out, start = [], 0
+    for i in range(blocks):
+        stop = start + q + (1 if i < r else 0)
+        out.append(rows[start:stop])
+        start = stop
+    return [c for c in out if c]

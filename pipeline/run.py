@@ -3,19 +3,22 @@
     open the root once (driver)                 carve.storage.root.open_root
     list episodes (driver)                      carve.ingest.sources.open_source
       -> skip episodes already ingested          catalog fingerprints
+      -> blocks of ray.part_episodes episodes    pipeline.executor.plan_blocks
       -> DecodeSegment         (Ray tasks)       pipeline.steps  (carve.ingest)
       -> Caption               (Ray actors)      pipeline.steps  (carve.captioners)
       -> Embed                 (Ray actors)      pipeline.steps  (carve.embedding)
-      -> WriteEvents           (Ray tasks)       pipeline.steps  -> <root>/events/
-      -> record episodes       (driver)          catalog (ok / failed + reason)
+      -> WriteEvents           (Ray tasks)       pipeline.steps  -> <root>/events/ (a part per block)
+      -> record episodes       (driver)          storage.parts.commit_block (ok + part / failed + reason)
     cluster or assign          (driver, faiss)   carve.clustering.curate
     balance + shard            (driver)          carve.clustering.curate.cut_shards -> <root>/shards/vNNN/
 
 One bad episode is quarantined with its reason and the job carries on (the one mechanism is
-`PipelineStep.__call__`); part files are written atomically and an episode is recorded `ok`
-only after its part file is in place. Each step's stats (episodes, events, seconds, failures)
-are added up here, printed in the run summary, kept in the service's job record and in the
-catalog's `runs` table, which the report shows.
+`PipelineStep.__call__`, which retries a failed block episode by episode so that one bad
+episode does not take its block-mates with it); part files are written atomically and an
+episode is recorded `ok`, with the part that holds it, only after that file is in place.
+Each step's stats (episodes, events, seconds, failures) are added up here, printed in the run
+summary, kept in the service's job record and in the catalog's `runs` table, which the report
+shows.
 """
 
 from __future__ import annotations
@@ -123,12 +126,13 @@ def build_steps(cfg: CarveConfig, root: Root, batch_id: str) -> list[StepSpec]:
     gpus = gpu_request(cfg)
     return [
         StepSpec(DecodeSegment, {"seg_cfg": cfg.segment, "src_cfg": cfg.source},
-                 concurrency=cfg.ray.decode_concurrency, batch_size=1),
+                 concurrency=cfg.ray.decode_concurrency),
         StepSpec(Caption, {"cfg": cfg.caption}, concurrency=cfg.ray.caption_concurrency,
                  num_gpus=gpus.get(Caption.name, 0.0)),
         StepSpec(Embed, {"cfg": cfg.embed}, concurrency=cfg.ray.embed_concurrency,
                  num_gpus=gpus.get(Embed.name, 0.0)),
-        StepSpec(WriteEvents, {"root": root, "batch_id": batch_id, "row_group_size": cfg.shard.row_group_size}),
+        StepSpec(WriteEvents, {"root": root, "batch_id": batch_id, "row_group_size": cfg.shard.row_group_size,
+                               "part_target_mb": cfg.ray.part_target_mb}),
     ]
 
 
@@ -137,6 +141,7 @@ def ingest(cfg: CarveConfig, root: Root, reporter: JobReporter, summary: RunSumm
     """List, skip finished, decode+segment+caption+embed+write (Ray Data by default), record in the catalog."""
     from carve.ingest.sources import open_source
     from carve.storage.events import new_batch_id
+    from carve.storage.parts import commit_block
 
     catalog = root.catalog
     reporter.stage("listing")
@@ -170,7 +175,7 @@ def ingest(cfg: CarveConfig, root: Root, reporter: JobReporter, summary: RunSumm
         records = block.to_pylist()
         if not records:
             continue
-        catalog.record_episodes(records, job_id=reporter.job_id)
+        commit_block(catalog, records, job_id=reporter.job_id)
         for r in records:
             stats.add_episode(r["stats"], int(r["num_events"]))
             if r["status"] == "ok":

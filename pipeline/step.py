@@ -7,8 +7,9 @@ of a batch. Calling the step (`step(batch)`, which is what Ray Data's `map_batch
 the one failure mechanism of the pipeline:
 
 - rows of episodes quarantined by an earlier step pass through untouched;
-- an exception in `process` quarantines the episodes of the batch with the step's name and
-  the reason, and the job carries on;
+- an exception in `process` on a batch of several episodes retries them one episode at a
+  time, so that only the episodes that fail on their own are quarantined, with the step's
+  name and the reason, and the job carries on;
 - the seconds the step spent are shared out over the rows it returned (`_stats`), so the
   driver can add them up per step (`StepStats`) from the one summary row per episode that
   reaches it, wherever the step ran.
@@ -152,6 +153,11 @@ class PipelineStep(ABC):
         try:
             out = self.process(events)
         except Exception as e:  # quarantine these episodes with the reason; the job goes on
+            episodes = pc.unique(good.column("episode_id")).to_pylist()
+            if len(episodes) > 1:  # one episode at a time: a bad one does not take its block-mates along
+                ids = good.column("episode_id")
+                parts = [self(good.filter(pc.equal(ids, ep))) for ep in episodes]
+                return pa.concat_tables([*parts, bad.cast(STAGE_SCHEMA)] if bad.num_rows else parts)
             reason = str(e) if isinstance(e, CarveError) else f"{type(e).__name__}: {e}"
             status = status.set_column(1, "_error", pa.array([f"{self.name} failed: {reason}"] * good.num_rows,
                                                              pa.string()))

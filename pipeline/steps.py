@@ -1,17 +1,21 @@
 """The steps of `carve run`, in DAG order (each a `PipelineStep`, see pipeline/step.py).
 
-- `DecodeSegment` (Ray tasks): EpisodeRef rows in, one row per event out (a quarantined
-  episode leaves a single row carrying its reason).
+- `DecodeSegment` (Ray tasks): a block of EpisodeRef rows in (`ray.part_episodes` episodes,
+  pipeline/executor.py), one row per event out (a quarantined episode leaves a single row
+  carrying its reason; its block-mates go on).
 - `Caption` (actors): the configured captioner (`carve.captioners`) over the good rows.
 - `Embed` (actors): the configured embedders (`carve.embedding`) over the good rows.
 - `WriteEvents` (Ray tasks): the good events of a block as one atomic part file under
-  `<root>/events/batch=<id>/`, and one summary row per episode for the driver to record.
+  `<root>/events/batch=<id>/` (several, cut at episode boundaries, when the block's Arrow size
+  exceeds `ray.part_target_mb`), and one summary row per episode, naming its part, for the
+  driver to commit (storage/parts.py `commit_block`).
 
 pipeline/run.py composes them and pipeline/executor.py runs them.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 import uuid
@@ -47,12 +51,16 @@ SUMMARY_SCHEMA = pa.schema(
         pa.field("batch", pa.string()),
         pa.field("path", pa.string()),
         pa.field("stats", pa.string()),
+        pa.field("part", pa.string()),  # the part file relative to the root ("" for a failed episode)
+        pa.field("part_rows", pa.int64()),
+        pa.field("part_bytes", pa.int64()),
     ]
 )
 
 
 class DecodeSegment(PipelineStep):
-    """Load each episode (signals + video), segment it into events and build their rows."""
+    """Load each episode of a block (signals + video), segment it into events and build their
+    rows; an episode that fails is quarantined alone."""
 
     name = "decode_segment"
     compute = "tasks"
@@ -130,35 +138,30 @@ class Embed(PipelineStep):
 
 
 class WriteEvents(PipelineStep):
-    """Write the good events of a block as one atomic part file; one summary row per episode."""
+    """Write the good events of a block as atomic part files (one, or several cut at episode
+    boundaries above `part_target_mb` of Arrow data); one summary row per episode."""
 
     name = "write"
     compute = "tasks"
 
-    def __init__(self, root: Root, batch_id: str, row_group_size: int = 256):
+    def __init__(self, root: Root, batch_id: str, row_group_size: int = 256, part_target_mb: float = 128.0):
         self.root = root
         self.batch_id = batch_id
         self.row_group_size = row_group_size
+        self.part_target_bytes = max(1, int(part_target_mb * 1024 * 1024))
 
     def process(self, events: pa.Table) -> pa.Table:  # not used: the output is one row per episode
         raise NotImplementedError
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from carve.storage.events import write_event_part
-
         t0 = time.perf_counter()
         ok = good_mask(batch)
         good, bad = batch.filter(pa.array(ok)), batch.filter(pa.array(~ok))
-        path = ""
-        if good.num_rows:
-            first = min(good.column("episode_index").to_pylist())
-            key = f"{first:06d}-{uuid.uuid4().hex[:8]}"
-            path = write_event_part(self.root, self.batch_id, key, good.select(EVENT_SCHEMA.names),
-                                    self.row_group_size)
+        where = self._write_parts(good)
         status_cols = ["episode_id", "dataset", "episode_index", "source_uri", *(f.name for f in STATUS_FIELDS)]
         summary: dict[str, dict[str, Any]] = {}
         for r in good.select(status_cols).to_pylist():
-            s = summary.setdefault(r["episode_id"], self._summary(r, "ok", None, path))
+            s = summary.setdefault(r["episode_id"], self._summary(r, "ok", None, *where[r["episode_id"]]))
             s["num_events"] += 1
             s["_row_stats"].append(r["_stats"])
         for r in bad.select(status_cols).to_pylist():
@@ -170,11 +173,43 @@ class WriteEvents(PipelineStep):
         rows = list(summary.values())
         return pa.Table.from_pydict({f.name: [r[f.name] for r in rows] for f in SUMMARY_SCHEMA}, schema=SUMMARY_SCHEMA)
 
-    def _summary(self, r: dict[str, Any], status: str, error: str | None, path: str) -> dict[str, Any]:
+    def _write_parts(self, good: pa.Table) -> dict[str, tuple[str, str, int, int]]:
+        """Write the good rows as parts of at most the target size, cut at episode boundaries (an
+        episode's rows are contiguous); episode_id -> (fs path, part relative to the root, the
+        part's rows, its bytes)."""
+        from carve.storage.events import write_event_part
+        from carve.storage.parts import plan_parts
+
+        if not good.num_rows:
+            return {}
+        events = good.select(EVENT_SCHEMA.names)
+        ids = events.column("episode_id").to_pylist()
+        first = {e: i for i, e in reversed(list(enumerate(ids)))}
+        order = sorted(range(len(ids)), key=lambda i: (first[ids[i]], i))
+        if order != list(range(len(ids))):  # steps keep an episode's rows together; if not, regroup them
+            events = events.take(pa.array(order, pa.int64()))
+            ids = [ids[i] for i in order]
+        starts = [i for i in range(len(ids)) if i == 0 or ids[i] != ids[i - 1]]
+        bounds = [*starts, len(ids)]
+        sizes = [events.slice(a, b - a).nbytes for a, b in itertools.pairwise(bounds)]
+        where: dict[str, tuple[str, str, int, int]] = {}
+        for first_ep, stop_ep in plan_parts(sizes, self.part_target_bytes):
+            a, b = bounds[first_ep], bounds[stop_ep]
+            part = events.slice(a, b - a)
+            key = f"{min(part.column('episode_index').to_pylist()):06d}-{uuid.uuid4().hex[:8]}"
+            path = write_event_part(self.root, self.batch_id, key, part, self.row_group_size)
+            size = int(self.root.fs.get_file_info(path).size or 0)
+            for e in ids[a:b]:
+                where[e] = (path, self.root.relative(path), part.num_rows, size)
+        return where
+
+    def _summary(self, r: dict[str, Any], status: str, error: str | None, path: str = "", part: str = "",
+                 part_rows: int = 0, part_bytes: int = 0) -> dict[str, Any]:
         return {
             "episode_id": r["episode_id"], "dataset": r["dataset"], "episode_index": r["episode_index"],
             "source_uri": r["source_uri"], "fingerprint": r["_fingerprint"], "status": status, "error": error,
             "num_events": 0, "batch": self.batch_id if status == "ok" else None, "path": path, "_row_stats": [],
+            "part": part, "part_rows": part_rows, "part_bytes": part_bytes,
         }
 
 

@@ -397,8 +397,10 @@ def sample_keyframes(audit: Audit, rows: list[dict[str, Any]]) -> dict[str, list
 class BatchIndex:
     """Where each episode's rows are in one events batch folder, for point reads of single events.
 
-    Built once per batch with `pyarrow.dataset` over `events/batch=<id>/` only (temporary files,
-    whose names start with '.', are skipped): the footer of each part file is read, and every row
+    Built once per batch (and again when its live part files change, e.g. after `carve compact`)
+    with `pyarrow.dataset` over the batch's live part files, or `events/batch=<id>/` for a batch
+    written before the catalog recorded parts (temporary files, whose names start with '.', are
+    skipped): the footer of each part file is read, and every row
     group is mapped to its episodes: from the episode_id statistics when a row group holds one
     episode (min == max), else from its episode_id column (read once). `read(episodes,
     event_id, columns)` then reads only the row groups holding those episodes and filters them
@@ -406,12 +408,15 @@ class BatchIndex:
     of the batch plus the episode_id column of its multi-episode row groups, once; then one row
     group (or the few holding the episode) per lookup."""
 
-    def __init__(self, root: RootLike, batch: str):
+    def __init__(self, root: RootLike, batch: str, files: list[str] | None = None):
         self.root = open_root(root)
         self.batch = batch
         base = self.root.path(EVENTS_DIR, f"batch={batch}")
         try:
-            dset = pads.dataset(base, filesystem=self.root.fs, format="parquet")
+            # `files`: the batch's live part files as the catalog lists them (compaction replaces
+            # files in a batch folder; parts written before catalog revision 0003 are not listed)
+            src = [self.root.path(f) for f in files] if files else base
+            dset = pads.dataset(src, filesystem=self.root.fs, format="parquet")
         except (OSError, pa.ArrowInvalid) as e:
             raise AuditError(f"{self.root.uri_of(base)}: cannot list the batch ({type(e).__name__}: {e})") from e
         self.where: dict[str, list[tuple[str, pq.FileMetaData, int]]] = {}

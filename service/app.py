@@ -11,6 +11,13 @@ token, see auth.py):
                                     routes/datasets.py
     GET  /datasets/{name}/versions  routes/versions.py
     GET  /report/{dataset}          routes/report.py: the coverage audit page, self-contained
+    GET  /datasets/{name}/map, /map/bins, /map/facets, /datasets/{name}/clusters/{c},
+         /datasets/{name}/coverage(.csv), /events/{id}/neighbours
+                                    routes/audit.py: the analysts' audit API (docs/API.md)
+    GET  /events/{id}/signals, /events/{id}/clip.mp4, /events/{id}/keyframe.jpg
+                                    routes/media.py
+    POST/GET /events/{id}/flags, DELETE /events/{id}/flags/{flag_id}, GET /datasets/{name}/flags
+                                    routes/flags.py
 
 `create_app` only assembles: it resolves the token, puts the configuration, the read views,
 the job runner and the per-thread catalogs on `app.state` (routes take them through the
@@ -32,7 +39,8 @@ from carve.service.auth import resolve_token
 from carve.service.deps import Catalogs
 from carve.service.jobs import TERMINAL_STATES, JobRunner
 from carve.service.limits import BodyLimitMiddleware, RateLimitMiddleware
-from carve.service.routes import datasets, export, health, jobs, report, versions
+from carve.service.routes import audit, datasets, export, flags, health, jobs, media, report, versions
+from carve.service.routes import ui as ui_routes
 from carve.service.views import NotFound, Views
 from carve.storage.root import root_of
 
@@ -69,6 +77,7 @@ def create_app(cfg: CarveConfig, *, start_runner: bool = True, ray_address: str 
     app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.service.max_body_bytes)
     app.add_middleware(RateLimitMiddleware, per_min=cfg.service.rate_limit_per_min, exempt=("/health",))
     app.add_exception_handler(NotFound, _not_found)
-    for module in (health, jobs, datasets, versions, report, export):
+    for module in (health, jobs, audit, datasets, versions, report, export, media, flags):
         app.include_router(module.router)
+    app.include_router(ui_routes.router)  # the analysts' pages under /ui/
     return app

@@ -6,8 +6,11 @@ read, or raises `SourceRejected` with the reason: no traversal (`..`), no symlin
 root), no other URI schemes unless the allow-list names that object-store prefix.
 
 `BodyLimitMiddleware` refuses bodies over `max_body_bytes` with 413 (declared or streamed)
-and `RateLimitMiddleware` is a per-client token bucket answering 429 with `Retry-After`.
-Both are plain ASGI middlewares so they run before any parsing.
+and `RateLimitMiddleware` is a per-client token bucket answering 429 with `Retry-After`. The
+event media GETs (`/events/{id}/keyframes/{i}.jpg`, `keyframe.jpg`, `clip.mp4`, `clip.webm`:
+a cluster grid shows 60 thumbnails and plays clips on hover) draw on a separate per-client
+bucket, by default `MEDIA_FACTOR` x the API budget, so browsing media never uses up the API
+budget and vice versa. Both are plain ASGI middlewares so they run before any parsing.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import json
 import math
 import os
 import posixpath
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -171,24 +175,36 @@ class TokenBucket:
             return wait
 
 
-class RateLimitMiddleware:
-    """Answer 429 (with Retry-After) to a client that exceeds its request rate."""
+MEDIA_PATHS = re.compile(r"^/events/[^/]+/(keyframes/\d+\.jpg|keyframe\.jpg|clip\.mp4|clip\.webm)$")
+MEDIA_FACTOR = 10  # the media budget per client, as a multiple of the API budget
 
-    def __init__(self, app: ASGIApp, per_min: int, exempt: tuple[str, ...] = ()):
+
+class RateLimitMiddleware:
+    """Answer 429 (with Retry-After) to a client that exceeds its request rate: `per_min` API
+    requests a minute, and separately `media_per_min` (default MEDIA_FACTOR x per_min) GET/HEAD
+    requests of event media (paths matching `media`)."""
+
+    def __init__(self, app: ASGIApp, per_min: int, exempt: tuple[str, ...] = (), media_per_min: int | None = None,
+                 media: re.Pattern[str] = MEDIA_PATHS):
         self.app = app
         self.bucket = TokenBucket(per_min)
+        self.media_bucket = TokenBucket(media_per_min if media_per_min is not None else MEDIA_FACTOR * per_min)
         self.exempt = exempt
+        self.media = media
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") in self.exempt:
+        path = scope.get("path") or ""
+        if scope["type"] != "http" or path in self.exempt:
             await self.app(scope, receive, send)
             return
         client = scope.get("client") or ("unknown", 0)
-        wait = self.bucket.take(str(client[0]))
+        is_media = scope.get("method") in ("GET", "HEAD") and self.media.match(path) is not None
+        wait = (self.media_bucket if is_media else self.bucket).take(str(client[0]))
         if wait > 0:
             retry = str(max(1, math.ceil(wait)))
+            what = "media rate limit" if is_media else "rate limit"
             await _send_json(
-                send, 429, {"detail": f"rate limit exceeded; retry in {retry} s"}, [(b"retry-after", retry.encode())]
+                send, 429, {"detail": f"{what} exceeded; retry in {retry} s"}, [(b"retry-after", retry.encode())]
             )
             return
         await self.app(scope, receive, send)

@@ -44,6 +44,7 @@ from carve.report import audit as au
 from carve.report.render import render_report
 from carve.storage.catalog import Catalog
 from carve.storage.manifest import manifest_versions
+from carve.storage.parts import live_parts
 from carve.storage.root import Root, open_root
 
 _EVENT_META = [
@@ -81,7 +82,7 @@ class Views:
         self._lock = threading.Lock()
         self._build_locks: dict[tuple[Any, ...], threading.Lock] = {}
         self._ttl: dict[str, tuple[float, Any]] = {}
-        self._batches: OrderedDict[str, au.BatchIndex] = OrderedDict()
+        self._batches: OrderedDict[tuple[str, tuple[str, ...]], au.BatchIndex] = OrderedDict()
 
     # -- caches ------------------------------------------------------------------------------
     def _recent(self, name: str, compute: Callable[[], Any], fresh: bool = False) -> Any:
@@ -202,15 +203,18 @@ class Views:
 
         return self._cached(("assigned_episodes", None, st.version, st.parts), build)
 
-    def _batch(self, batch: str) -> au.BatchIndex:
+    def _batch(self, cat: Catalog, batch: str) -> au.BatchIndex:
+        # keyed by the batch's live part files: compaction replaces them (one indexed catalog query)
+        files = tuple(p["path"] for p in live_parts(cat, batch))
+        key = (batch, files)
         with self._lock:
-            b = self._batches.get(batch)
+            b = self._batches.get(key)
             if b is not None:
-                self._batches.move_to_end(batch)
+                self._batches.move_to_end(key)
                 return b
-        b = au.BatchIndex(self.root, batch)  # batches are written once: kept until evicted
+        b = au.BatchIndex(self.root, batch, list(files))
         with self._lock:
-            self._batches[batch] = b
+            self._batches[key] = b
             while len(self._batches) > self.max_batches:
                 self._batches.popitem(last=False)
         return b
@@ -303,14 +307,14 @@ class Views:
             if batch is not None and e not in seen:
                 pending.setdefault(batch, set()).add(e)
         for batch in sorted(pending):
-            t = self._batch(batch).read(pending[batch], event_id, ["episode_id"])
+            t = self._batch(cat, batch).read(pending[batch], event_id, ["episode_id"])
             if t.num_rows:
                 return t.column("episode_id")[0].as_py(), batch, None, st.version
         raise NotFound(f"unknown event {event_id!r}")
 
     def _event_row(self, cat: Catalog, event_id: str, columns: list[str]) -> dict[str, Any]:
         episode, batch, hit, version = self._locate(cat, event_id)
-        t = self._batch(batch).read(episode, event_id, columns)
+        t = self._batch(cat, batch).read(episode, event_id, columns)
         if t.num_rows == 0:
             raise NotFound(f"event {event_id!r} is no longer in the catalog")
         row = t.slice(0, 1).to_pylist()[0]

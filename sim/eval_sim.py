@@ -13,7 +13,9 @@ progress (0..100) with a percentile-bootstrap 95% interval (`BOOT` resamples, se
 every episode's outcome. The env's conditions (fps, style, cameras, image size) default to the
 policy's fps and `carve synth`'s defaults; images are rendered only if the policy's visual
 encoder needs them, and privileged object poses are observed if the policy's state takes them
-(`privileged_state`, the pilot). Registered through the `carve.commands` entry point (nothing imported
+(`privileged_state`, the pilot). `--study` runs `carve.sim.study` instead (train event,
+unified and chunk models over several seeds and compare them closed loop; `--out` is its
+markdown report, the JSON goes beside it). Registered through the `carve.commands` entry point (nothing imported
 until it runs).
 """
 
@@ -28,6 +30,7 @@ from typing import Any
 EVAL_SEED_BASE = 10_000
 BOOT = 2000
 TASK_CHOICES = ("pick_place", "stack", "push", "two_object", "bimanual_pick_place")
+DEFAULT_TASKS = ("pick_place", "stack", "push", "two_object")
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -106,18 +109,37 @@ def format_table(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _run_study(args: argparse.Namespace) -> int:
+    from carve.sim.study import STUDY_TASKS, StudyConfig, run_study
+
+    if not args.out:
+        print("carve eval-sim: error: --study needs --out PATH (markdown; the JSON is written beside it)")
+        return 2
+    cfg = StudyConfig(tasks=list(args.tasks or STUDY_TASKS), env_seeds=args.seeds, seed_base=args.seed_base,
+                      train_seeds=args.train_seeds, train_episodes=args.train_episodes, steps=args.steps,
+                      batch_size=args.batch_size, workers=args.workers, text=args.text, fps=args.fps or 12,
+                      max_seconds=args.max_seconds)
+    run_study(cfg, args.out, progress=not args.quiet)
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from carve.cli.main import load_config
     from carve.trainer.policy import Policy, PolicyError
 
     load_config(args)
+    if args.study:
+        return _run_study(args)
+    if not args.policy:
+        print("carve eval-sim: error: give --policy DIR (or --study)")
+        return 2
     try:
         policy = Policy.load(args.policy)
     except PolicyError as e:
         print(f"carve eval-sim: error: {e}")
         return 2
     seeds = eval_seeds(args.seeds, args.seed_base)
-    res = evaluate_policy(policy, list(args.tasks), seeds, fps=args.fps, style=args.style, size=args.size,
+    res = evaluate_policy(policy, list(args.tasks or DEFAULT_TASKS), seeds, fps=args.fps, style=args.style, size=args.size,
                           max_seconds=args.max_seconds, progress=not args.quiet)
     res.update({"policy": str(args.policy), "mode": policy.mode, "seed_base": args.seed_base})
     print(format_table(res))
@@ -134,10 +156,10 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("eval-sim", help="run a saved policy closed loop in the simulator: success and "
                                                "progress with 95%% CIs")
     add_common(p)
-    p.add_argument("--policy", required=True, help="policy directory (Policy.save: model.safetensors, config.json, "
-                                                   "normalization.json)")
-    p.add_argument("--tasks", nargs="+", choices=list(TASK_CHOICES), default=["pick_place", "stack", "push",
-                                                                               "two_object"])
+    p.add_argument("--policy", default=None, help="policy directory (Policy.save: model.safetensors, config.json, "
+                                                  "normalization.json)")
+    p.add_argument("--tasks", nargs="+", choices=list(TASK_CHOICES), default=None,
+                   help="task types (default: pick_place stack push two_object; --study: pick_place push)")
     p.add_argument("--seeds", type=int, default=50, help="environment seeds per task type")
     p.add_argument("--seed-base", type=int, default=EVAL_SEED_BASE,
                    help="environment seed i is episode_seed(seed_base, i) (the same for every policy)")
@@ -148,4 +170,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-seconds", type=float, default=None, help="time limit per episode (default: per task)")
     p.add_argument("--out", default=None, help="write the full results (every episode) as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-episode lines")
+    g = p.add_argument_group("study (--study: train event / unified / chunk and compare them; see carve.sim.study)")
+    g.add_argument("--study", action="store_true", help="run the whole study; --out is the markdown report")
+    g.add_argument("--train-seeds", type=int, default=5, help="training seeds per mode")
+    g.add_argument("--train-episodes", type=int, default=40, help="demonstrations recorded for training")
+    g.add_argument("--steps", type=int, default=300, help="training steps per model")
+    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--workers", type=int, default=2, help="evaluation processes")
+    g.add_argument("--text", choices=["hashed", "minilm"], default="hashed", help="the one text encoder of every mode")
     p.set_defaults(func=_run)

@@ -78,6 +78,7 @@ EPISODES = sa.Table(
     sa.Column("batch", sa.Text),
     sa.Column("job_id", sa.Text),
     sa.Column("updated_at", sa.Double, nullable=False),
+    sa.Column("part", sa.Text),  # the part file holding its events (storage/parts.py); NULL before 0003
 )
 JOBS = sa.Table(
     "jobs", _md,
@@ -278,6 +279,15 @@ class Catalog:
         with self._errors(), self.engine.connect() as c:
             yield c
 
+    def transaction(self) -> Any:
+        """One write transaction (a context manager yielding the connection), for bookkeeping kept
+        beside these tables in other modules (storage/parts.py)."""
+        return self._tx()
+
+    def reading(self) -> Any:
+        """A read connection (context manager), for other modules' queries (storage/parts.py)."""
+        return self._read()
+
     def _insert(self, table: sa.Table) -> Any:
         if self.backend == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
@@ -353,9 +363,11 @@ class Catalog:
             rows = c.execute(sa.select(e.episode_id, e.fingerprint).where(e.dataset == dataset, e.status == "ok"))
             return {r.episode_id: r.fingerprint for r in rows}
 
-    def record_episodes(self, records: list[dict[str, Any]], job_id: str | None = None) -> None:
+    def record_episodes(self, records: list[dict[str, Any]], job_id: str | None = None,
+                        conn: sa.Connection | None = None) -> None:
         """Insert or replace episode records (keys: episode_id, dataset, episode_index,
-        source_uri, fingerprint, status, error, num_events, batch) in one transaction."""
+        source_uri, fingerprint, status, error, num_events, batch, optional part) in one
+        transaction (the caller's `conn`, if given: storage/parts.py commits a block with it)."""
         if not records:
             return
         now = time.time()
@@ -364,12 +376,15 @@ class Catalog:
                 "episode_id": r["episode_id"], "dataset": r["dataset"], "episode_index": int(r["episode_index"]),
                 "source_uri": r["source_uri"], "fingerprint": r.get("fingerprint", ""), "status": r["status"],
                 "error": r.get("error"), "num_events": int(r.get("num_events", 0)), "batch": r.get("batch"),
-                "job_id": job_id, "updated_at": now,
+                "job_id": job_id, "updated_at": now, "part": r.get("part") or None,
             }
             for r in records
         ]
         stmt = self._upsert(EPISODES, ["episode_id"], ["fingerprint", "status", "error", "num_events", "batch",
-                                                       "job_id", "updated_at", "source_uri"])
+                                                       "job_id", "updated_at", "source_uri", "part"])
+        if conn is not None:
+            conn.execute(stmt, rows)
+            return
         with self._tx() as c:
             c.execute(stmt, rows)
 

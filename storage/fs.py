@@ -17,10 +17,22 @@ variables (docs/CLUSTER.md); credentials never go into a URI.
 `atomic_write_*` write to a temporary name beside the target and rename it into place, so a
 crash never leaves a half-written file under a final name. On object stores, where a single
 PUT is already atomic, the object is written directly.
+
+Failures: a write (and a read other than of a missing file) that fails raises `StorageError`
+(a `CarveError` and an `OSError`) naming the file (`s3://bucket/key` on an object store) and the
+reason; a full disk raises its subclass `NoSpaceError` ("no space left on device"), after the
+temporary file is removed, so nothing half-written stays behind under any name.
+
+Retries: S3 requests that fail with a transient error (503 SlowDown, throttling, 500) are
+retried by the AWS SDK's standard strategy (jittered exponential backoff, at most 20 s apart)
+up to `CARVE_S3_MAX_ATTEMPTS` attempts in all (default 6); a persistent error then surfaces as
+`StorageError`. (A root's one-off reachability check when it opens tries 3 times, so a wrong
+endpoint is reported at once.)
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import uuid
 from pathlib import Path
@@ -29,8 +41,70 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from carve.core.errors import CarveError
+
 S3_ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 S3_REGION_ENV = ("AWS_REGION", "AWS_DEFAULT_REGION")
+S3_MAX_ATTEMPTS_ENV = "CARVE_S3_MAX_ATTEMPTS"
+S3_MAX_ATTEMPTS_DEFAULT = 6  # backoff ~1, 2, 4, 8, 16 s (jittered): up to ~30 s before giving up
+
+
+class StorageError(CarveError, OSError):
+    """A file Carve could not write (or read) on its filesystem; the message names the file and
+    the reason. Also an `OSError`, so code that handles I/O errors keeps handling it."""
+
+
+class NoSpaceError(StorageError):
+    """A write that ran out of space (ENOSPC); nothing was left under the file's name."""
+
+
+def s3_max_attempts() -> int:
+    """Attempts per S3 request (`CARVE_S3_MAX_ATTEMPTS`, default 6), first try included."""
+    raw = os.environ.get(S3_MAX_ATTEMPTS_ENV, "").strip()
+    if not raw:
+        return S3_MAX_ATTEMPTS_DEFAULT
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise CarveError(f"{S3_MAX_ATTEMPTS_ENV}={raw!r}: expected a whole number of attempts >= 1")
+    return n
+
+
+def with_max_attempts(fs: pafs.FileSystem, attempts: int | None = None) -> pafs.FileSystem:
+    """An S3 filesystem with the same settings and `attempts` (default `s3_max_attempts()`)
+    attempts per request (pyarrow's URI parsing cannot take a retry strategy); other
+    filesystems unchanged."""
+    if not isinstance(fs, pafs.S3FileSystem):
+        return fs
+    _, (options,) = fs.__reduce__()
+    strategy = pafs.AwsStandardS3RetryStrategy(max_attempts=attempts or s3_max_attempts())
+    return pafs.S3FileSystem(**{**options, "retry_strategy": strategy})
+
+
+def display_path(fs: pafs.FileSystem, path: str) -> str:
+    """`path` on `fs` as a user reads it: `s3://bucket/key` on S3, the path itself locally."""
+    return f"s3://{path.lstrip('/')}" if isinstance(fs, pafs.S3FileSystem) else path
+
+
+def storage_error(fs: pafs.FileSystem, path: str, action: str, e: OSError) -> StorageError:
+    """A `StorageError` (or `NoSpaceError`) for `action` ("write", "read") of `path` that failed with `e`."""
+    where = display_path(fs, path)
+    text = str(e).strip()
+    if e.errno == errno.ENOSPC or "No space left on device" in text:
+        err: StorageError = NoSpaceError(
+            f"cannot {action} {where}: no space left on device; nothing was written under this name "
+            "(free space or point the root at a larger disk, then run again)")
+        err.errno = errno.ENOSPC
+        return err
+    reason = text.splitlines()[0][:400] if text else type(e).__name__
+    if isinstance(fs, pafs.S3FileSystem):
+        reason += (f" (each S3 request was tried up to {s3_max_attempts()} times; "
+                   f"{S3_MAX_ATTEMPTS_ENV} sets how many)")
+    err = StorageError(f"cannot {action} {where}: {reason}")
+    err.errno = e.errno
+    return err
 
 
 def s3_settings(uri: str) -> str:
@@ -58,7 +132,8 @@ def resolve(uri: str | Path) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path) for a local path or a pyarrow.fs URI (`s3_settings` applied)."""
     s = str(uri)
     if "://" in s and not s.startswith("file://"):
-        return pafs.FileSystem.from_uri(s3_settings(s))
+        fs, path = pafs.FileSystem.from_uri(s3_settings(s))
+        return with_max_attempts(fs), path
     if s.startswith("file://"):
         s = s[len("file://") :]
     return pafs.LocalFileSystem(), os.path.abspath(s)
@@ -123,10 +198,11 @@ def atomic_write_table_at(
     row_group_size: int | None = None,
     compression: str = "zstd",
 ) -> int:
-    """Write `table` as Parquet at `path` on `fs` atomically; return the bytes written."""
-    makedirs(fs, path.rpartition("/")[0])
+    """Write `table` as Parquet at `path` on `fs` atomically; return the bytes written. A failure
+    raises `StorageError` (`NoSpaceError` for a full disk) naming `path`, with no file left behind."""
     target = _tmp_name(path) if is_local(fs) else path
     try:
+        makedirs(fs, path.rpartition("/")[0])
         pq.write_table(
             table,
             target,
@@ -137,31 +213,51 @@ def atomic_write_table_at(
         )
         if target != path:
             fs.move(target, path)
-    except BaseException:
-        if target != path and exists(fs, target):
-            fs.delete_file(target)
+        return int(fs.get_file_info(path).size)
+    except BaseException as e:
+        _remove_quietly(fs, target, path)
+        if isinstance(e, OSError) and not isinstance(e, StorageError):
+            raise storage_error(fs, path, "write", e) from e
         raise
-    return int(fs.get_file_info(path).size)
 
 
 def atomic_write_bytes_at(fs: pafs.FileSystem, path: str, data: bytes) -> None:
-    """Write bytes at `path` on `fs` atomically (temp name + rename on local filesystems)."""
-    makedirs(fs, path.rpartition("/")[0])
+    """Write bytes at `path` on `fs` atomically (temp name + rename on local filesystems). A failure
+    raises `StorageError` (`NoSpaceError` for a full disk) naming `path`, with no file left behind."""
     target = _tmp_name(path) if is_local(fs) else path
     try:
+        makedirs(fs, path.rpartition("/")[0])
         with fs.open_output_stream(target) as f:
             f.write(data)
         if target != path:
             fs.move(target, path)
-    except BaseException:
-        if target != path and exists(fs, target):
-            fs.delete_file(target)
+    except BaseException as e:
+        _remove_quietly(fs, target, path)
+        if isinstance(e, OSError) and not isinstance(e, StorageError):
+            raise storage_error(fs, path, "write", e) from e
         raise
 
 
+def _remove_quietly(fs: pafs.FileSystem, target: str, path: str) -> None:
+    """Remove the temporary file of a failed write (never the final `path`); best effort."""
+    if target == path:
+        return  # object stores: a failed PUT / aborted multipart upload leaves no object
+    try:
+        if exists(fs, target):
+            fs.delete_file(target)
+    except OSError:
+        pass
+
+
 def read_bytes_at(fs: pafs.FileSystem, path: str) -> bytes:
-    with fs.open_input_stream(path) as f:
-        return f.read()
+    """The bytes of `path`; `FileNotFoundError` if it is missing, `StorageError` on other failures."""
+    try:
+        with fs.open_input_stream(path) as f:
+            return f.read()
+    except (FileNotFoundError, StorageError):
+        raise
+    except OSError as e:
+        raise storage_error(fs, path, "read", e) from e
 
 
 def list_files_at(fs: pafs.FileSystem, path: str, suffix: str = "") -> list[str]:

@@ -18,6 +18,11 @@ Revisions (never edit one that has shipped; add the next):
     0002  versions.state (`claimed` | `complete`: a version number is claimed in the catalog
           before its files are written), carve_meta (the root a catalog belongs to), an index
           on jobs(source_uri, state)
+    0003  parts (one row per events part file: path, batch, dataset, rows, bytes, created_at,
+          state `live` | `compacted`, compacted_at) and episodes.part (the part file holding the
+          episode's events; NULL for episodes written before 0003, read by their batch)
+    0004  flags: analysts' review flags on events (kind, note, who, when; cleared, never
+          deleted: the audit trail), see storage/flags.py
 """
 
 from __future__ import annotations
@@ -134,9 +139,47 @@ def _r0002(op: Operations, conn: sa.Connection) -> None:
     op.create_index("jobs_source_state", "jobs", ["source_uri", "state"])
 
 
+def _r0003(op: Operations, conn: sa.Connection) -> None:
+    op.create_table(
+        "parts",
+        sa.Column("path", sa.Text, primary_key=True),  # relative to the root: events/batch=<id>/part-*.parquet
+        sa.Column("batch", sa.Text, nullable=False),
+        sa.Column("dataset", sa.Text, nullable=False),
+        sa.Column("rows", sa.Integer, nullable=False),
+        sa.Column("bytes", sa.BigInteger, nullable=False),
+        sa.Column("created_at", sa.Double, nullable=False),
+        sa.Column("state", sa.Text, nullable=False, server_default="live"),  # live | compacted
+        sa.Column("compacted_at", sa.Double),
+    )
+    op.create_index("parts_batch", "parts", ["batch", "state"])
+    op.add_column("episodes", sa.Column("part", sa.Text))
+    op.create_index("episodes_part", "episodes", ["part"])
+
+
+def _r0004(op: Operations, conn: sa.Connection) -> None:
+    op.create_table(
+        "flags",
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("event_id", sa.Text, nullable=False),
+        sa.Column("episode_id", sa.Text),
+        sa.Column("dataset", sa.Text),
+        sa.Column("kind", sa.Text, nullable=False),  # wrong_boundary | wrong_caption | bad_episode
+        sa.Column("note", sa.Text),
+        sa.Column("who", sa.Text, nullable=False),
+        sa.Column("created_at", sa.Double, nullable=False),
+        sa.Column("state", sa.Text, nullable=False),  # active | cleared
+        sa.Column("cleared_by", sa.Text),
+        sa.Column("cleared_at", sa.Double),
+    )
+    op.create_index("flags_event", "flags", ["event_id"])
+    op.create_index("flags_dataset_state", "flags", ["dataset", "state"])
+
+
 REVISIONS: tuple[Revision, ...] = (
     Revision("0001", None, "datasets, episodes, jobs, runs, versions (Carve 0.2)", _r0001),
     Revision("0002", "0001", "versions.state, carve_meta, jobs(source_uri, state)", _r0002),
+    Revision("0003", "0002", "parts, episodes.part", _r0003),
+    Revision("0004", "0003", "flags (review flags on events, with their audit trail)", _r0004),
 )
 HEAD = REVISIONS[-1].id
 

@@ -168,8 +168,8 @@ def _reopen(uri: str, catalog_url: str | None = None) -> Root:
 
 def _check_reachable(root: Root) -> None:
     bucket = root.base.lstrip("/").split("/", 1)[0]
-    try:
-        info = root.fs.get_file_info(bucket)
+    try:  # few attempts: a wrong endpoint is reported at once, not after the long retries of a run
+        info = fsx.with_max_attempts(root.fs, 3).get_file_info(bucket)
     except OSError as e:
         reason = str(e).strip().splitlines()[0][:300]
         raise CarveError(

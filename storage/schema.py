@@ -3,9 +3,10 @@
 This is the written-down format of ../shared/design/ARCHITECTURE.md ("Event row"), with
 these additions (see README, "Divergences"): `robot`, `start_reason`, `caption_status`,
 `gripper` (per-frame gripper opening in [0, 1] of the event's first acting arm, empty when
-unknown), `cameras`, `arms`, `state_names`, `action_names` (schema v2) and the embedding
-columns as variable `list<float32>` (their sizes depend on the embedders chosen, and are
-recorded in the metadata key `carve.emb_dims` of shards).
+unknown), the optional per-step observation columns `env_state`, `obs_stride`, `obs_visual`
+(null unless the source / ingest provides them), `cameras`, `arms`, `state_names`,
+`action_names` (schema v2) and the embedding columns as variable `list<float32>` (their sizes
+depend on the embedders chosen, and are recorded in the metadata key `carve.emb_dims` of shards).
 
 Readers call `check_schema(schema, where)`: a table written by a newer schema version, or
 one missing required columns, is refused with a message naming the file and the reason.
@@ -59,6 +60,12 @@ EVENT_FIELDS: list[pa.Field] = [
     pa.field("state_names", pa.list_(pa.string())),  # column names of `state` (v2)
     pa.field("action_names", pa.list_(pa.string())),  # column names of `action` (v2)
     pa.field("gripper", _f32_list),
+    # optional per-step observations (absent in older roots: read as null): the source's privileged
+    # environment state per frame (LeRobot's observation.environment_state, e.g. simulator object
+    # poses), and a visual descriptor of the frame every `obs_stride` frames from start_frame
+    pa.field("env_state", pa.list_(_f32_list)),
+    pa.field("obs_stride", pa.int32()),
+    pa.field("obs_visual", pa.list_(_f32_list)),
     pa.field("emb_visual", _f32_list),  # mean over cameras of the start-keyframe embeddings (unit)
     pa.field("emb_visual_cameras", pa.list_(_f32_list)),  # start-keyframe embedding per camera
     pa.field("emb_text", _f32_list),
@@ -69,7 +76,10 @@ EVENT_FIELDS: list[pa.Field] = [
     pa.field("cluster_path", pa.list_(pa.int32())),
     pa.field("cluster_dist", pa.float32()),
     pa.field("dup_of", pa.string()),
-    pa.field("weight", pa.float32()),
+    pa.field("weight", pa.float32()),  # shard rows: the policy's rows per event of the event's cluster
+    # shard rows: the weight a loader samples this row with (storage/sampling.py): `weight` in
+    # shard.mode "weights" (each event once), 1.0 in "resample" (the rows already repeat); null in event parts
+    pa.field("sampling_weight", pa.float32()),
 ]
 
 REQUIRED_COLUMNS = (

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from carve.storage.fs import join, read_bytes
@@ -98,8 +99,10 @@ def write_shard_parts(
     """Write each table of `parts` (in order) as shard part i under `version_dir` (a path on `root.fs`).
 
     Shard i is hashed and written on a helper thread while shard i+1 is encoded (both release
-    the GIL). The first failure stops the loop and is re-raised; parts already renamed into
-    place stay, and no manifest is written by this function."""
+    the GIL). The first failure stops the loop and is re-raised (a failed write as `StorageError`
+    naming the shard, `NoSpaceError` for a full disk); the parts this call already wrote are
+    then removed (best effort: a version without a manifest is never read), and no manifest is
+    written by this function."""
     if row_group_size < 1:
         raise ValueError(f"row_group_size ({row_group_size}) must be >= 1")
     schema = event_schema(emb_dims or None)
@@ -126,10 +129,23 @@ def write_shard_parts(
                 info.sha256 = fut.result()
                 out.append(info)
                 pending = None
-        finally:
+        except BaseException:
             if pending is not None:  # an error while encoding: let the in-flight write finish first
                 pending[0].exception()
+            _remove_parts(root, version_dir, len(out) + (pending is not None))
+            raise
     return out
+
+
+def _remove_parts(root: Root, version_dir: str, n: int) -> None:
+    """Remove parts 0..n-1 of an unfinished version (those that exist); never raises."""
+    for i in range(n):
+        path = f"{version_dir}/{shard_name(i)}"
+        try:
+            if root.fs.get_file_info(path).type != pafs.FileType.NotFound:
+                root.fs.delete_file(path)
+        except OSError:
+            pass
 
 
 class ShardReader:
@@ -184,6 +200,20 @@ class ShardReader:
     def iter_batches(self, batch_size: int = 256) -> Iterator[pa.RecordBatch]:
         for t in self:
             yield from t.to_batches(max_chunksize=batch_size)
+
+    def sampling_weights(self) -> Any:
+        """Every row's `sampling_weight` as a float64 array (storage.sampling.read_sampling_weights)."""
+        from carve.storage.sampling import read_sampling_weights
+
+        return read_sampling_weights(self)
+
+    def iter_weighted(self, epoch: int, seed: int, batch_size: int = 256, num_samples: int | None = None,
+                      ) -> Iterator[pa.Table]:
+        """One weighted epoch of the rows, in draw order (storage.sampling.iter_weighted): how a
+        version cut in shard mode "weights" is read balanced."""
+        from carve.storage.sampling import iter_weighted
+
+        return iter_weighted(self, epoch, seed, batch_size, num_samples)
 
     def read_all(self) -> pa.Table:
         tables = list(self)

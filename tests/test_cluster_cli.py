@@ -19,7 +19,7 @@ def test_cli_cluster_shard_versions(tmp_path: Path, capsys):
     assert out["clusters_version"] == 1 and out["action"] == "clustered"
 
     assert main(["shard", "--root", root, "--policy", "temperature", "--total", "90",
-                 "--set", "shard.rows_per_shard=32"]) == 0
+                 "--set", "shard.rows_per_shard=32", "--set", "shard.mode=resample"]) == 0
     text = capsys.readouterr().out
     assert "shards v001: 90 rows in 3 shards" in text and "policy temperature" in text
 

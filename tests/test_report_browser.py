@@ -6,53 +6,31 @@ where that is a failure. Saves a screenshot to tests/artifacts/report.png.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from browser import TOKEN, analyst_context, launch, need_browser, record_external
 
 from carve.core.config import CarveConfig
 from carve.service.app import create_app
 from carve.sim.service_fakes import LiveServer, fabricate_root
 
-CHROMIUM = "/usr/bin/chromium"
-TOKEN = "browser-token-0123456789abcdef"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 pytestmark = pytest.mark.browser
 
 
-def _need_browser() -> None:
-    required = os.environ.get("CARVE_REQUIRE_BROWSER") == "1"
-    missing = None
-    if not Path(CHROMIUM).exists():
-        missing = f"{CHROMIUM} not installed"
-    else:
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError as e:
-            missing = f"playwright not importable: {e}"
-    if missing:
-        if required:
-            pytest.fail(f"CARVE_REQUIRE_BROWSER=1 but {missing}")
-        pytest.skip(missing)
-
-
 def test_report_page_renders_charts_and_cards(tmp_path: Path):
-    _need_browser()
+    need_browser()
     from playwright.sync_api import sync_playwright
 
     fab = fabricate_root(tmp_path / "root", datasets=("sim",), episodes=8)
     cfg = CarveConfig.model_validate({"root": str(fab.root), "service": {"token": TOKEN}})
     with LiveServer(create_app(cfg, start_runner=False)) as srv, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        browser = launch(pw)
         try:
-            ctx = browser.new_context(http_credentials={"username": "analyst", "password": TOKEN},
-                                      viewport={"width": 1280, "height": 900})
-            page = ctx.new_page()
-            external: list[str] = []
-            page.on("request", lambda req: external.append(req.url)
-                    if not req.url.startswith((srv.url, "data:")) else None)
+            page = analyst_context(browser).new_page()
+            external = record_external(page, (srv.url, "data:"))
             resp = page.goto(f"{srv.url}/report/sim", wait_until="load")
             assert resp is not None and resp.status == 200
             assert "Coverage audit: sim" in page.title() + page.inner_text("h1")

@@ -31,6 +31,7 @@ def clustered(tmp_path: Path) -> tuple[Path, list[str]]:
 def test_cut_shards_writes_balanced_verified_shards_and_manifest_last(clustered):
     root, ids = clustered
     cfg = cfg_for(root)
+    cfg.shard.mode = "resample"  # the opt-in policy that repeats/drops rows (the default, weights: test_balance_weights)
     v = cut_shards(open_root(cfg.root), cfg)
     vdir = root / "shards" / f"v{v:03d}"
     m = json.loads((vdir / "manifest.json").read_text())
@@ -67,6 +68,7 @@ def test_cut_shards_writes_balanced_verified_shards_and_manifest_last(clustered)
 def test_policies_and_total_override(clustered):
     root, _ = clustered
     cfg = cfg_for(root)
+    cfg.shard.mode = "resample"
     v1 = cut_shards(open_root(cfg.root), cfg, policy="temperature", total=200)
     v2 = cut_shards(open_root(cfg.root), cfg, policy="hierarchical", total=200)
     m1, m2 = read_manifest(str(root), v1), read_manifest(str(root), v2)

@@ -248,3 +248,45 @@ def test_more_streams_than_row_groups_is_a_clear_error(toy: Path) -> None:
         DataError, match=rf"{len(m.units)} row groups cannot feed {len(m.units) + 1} loader streams"
     ):
         next(iter(ds))
+
+
+# ------------------------------------------------------------------ cluster balance as weights
+def _weighted_copy(toy: Path, dst: Path) -> tuple[Path, dict[str, float]]:
+    """The toy version with a `sampling_weight` column: 0, 0.5, 1 or 3 by row position."""
+    p = _rewrite_manifest(toy, dst)
+    weights: dict[str, float] = {}
+    for shard in sorted(dst.glob("*.parquet")):
+        pf = pq.ParquetFile(shard)
+        t = pf.read()
+        w = [(0.0, 0.5, 1.0, 3.0)[i % 4] for i in range(t.num_rows)]
+        weights.update(zip(t.column("event_id").to_pylist(), w, strict=True))
+        col = pa.array(w, pa.float32())
+        i = t.schema.get_field_index("sampling_weight")
+        t = t.set_column(i, "sampling_weight", col) if i >= 0 else t.append_column("sampling_weight", col)
+        pq.write_table(t, shard,
+                       row_group_size=pf.metadata.row_group(0).num_rows)
+    return p, weights
+
+
+def test_train_epochs_draw_rows_by_their_sampling_weight(toy: Path, tmp_path: Path) -> None:
+    from collections import Counter
+
+    p, weights = _weighted_copy(toy, tmp_path / "w")
+    m = open_manifest(p)
+    cfg = DataConfig(holdout_frac=0.0, shuffle_buffer=8, seed=5)
+    counts = Counter(_ids(EventStream(m, cfg, split="train", infinite=False)))
+    assert all(counts[e] == 0 for e, w in weights.items() if w == 0.0)  # left out by the balance
+    assert all(counts[e] == 1 for e, w in weights.items() if w == 1.0)
+    assert all(counts[e] == 3 for e, w in weights.items() if w == 3.0)  # repeated, as a resample cut would
+    halves = [counts[e] for e, w in weights.items() if w == 0.5]
+    assert set(halves) <= {0, 1} and 0 < sum(halves) < len(halves)
+    again = Counter(_ids(EventStream(m, cfg, split="train", infinite=False)))
+    assert again == counts  # deterministic by seed
+    other = Counter(_ids(EventStream(m, DataConfig(holdout_frac=0.0, shuffle_buffer=8, seed=6), split="train",
+                                     infinite=False)))
+    assert other != counts  # the fractional draws follow the seed
+    off = Counter(_ids(EventStream(m, DataConfig(holdout_frac=0.0, sampling_weights=False), split="train",
+                                   infinite=False)))
+    assert set(off.values()) == {1} and set(off) == set(weights)  # every row once without weights
+    every = Counter(_ids(EventStream(m, cfg, split="all", infinite=False)))
+    assert set(every.values()) == {1}  # only the train split is weighted

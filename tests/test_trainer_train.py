@@ -21,7 +21,7 @@ from carve.trainer.config import TrainConfig, TrainConfigError
 from carve.trainer.data import EventStream
 from carve.trainer.eval import evaluate, markdown_table
 from carve.trainer.manifest import open_manifest
-from carve.trainer.model import ModelSpec, WorldActionModel, staircase_mask
+from carve.trainer.model import ModelSpec, WorldActionModel, block_causal_mask
 from carve.trainer.train import TrainingDiverged, load_model, train
 
 
@@ -85,8 +85,8 @@ def test_optimizer_split(toy: Path) -> None:
     assert head_ids <= {id(p) for p in adamw}  # heads and input projections stay on AdamW
 
 
-def test_staircase_mask_is_block_causal() -> None:
-    m = staircase_mask([0, 0, 0, 1, 2, 2, 3, 3])
+def test_block_causal_mask() -> None:
+    m = block_causal_mask([0, 0, 0, 1, 2, 2, 3, 3])
     assert m[:3, :3].all() and not m[:3, 3:].any()  # observation block sees only itself
     assert m[3, :4].all() and not m[3, 4:].any()  # latent sees observation + itself
     assert m[4, :6].all() and not m[4, 6:].any()  # first action block: not the later one
@@ -267,7 +267,7 @@ def test_yaml_trainer_config_loads(tmp_path: Path) -> None:
                   "betas": (0.9, 0.95), "warmup_steps": 20, "min_lr_frac": 0.1, "grad_clip": 1.0},
     }
     old = TrainConfig.from_dict(legacy)
-    assert old == TrainConfig(mode="chunk") and old.model_dump() == legacy
+    assert old == TrainConfig(mode="chunk") and old.model_dump() == {**legacy, "seed": None}  # train.seed: new
     with pytest.raises(TrainConfigError, match="invalid trainer config: mode"):
         TrainConfig.from_dict({**legacy, "mode": "diffusion"})
 

@@ -44,12 +44,15 @@ class DataConfig(_Section):
     num_workers: int = Field(default=0, ge=0)
     shuffle: bool = True
     shuffle_buffer: int = Field(default=1024, ge=1)
-    seed: int = 0
+    seed: int = 0  # data order (shuffles, chunk offsets); the weights' initialisation is train.seed
     holdout_frac: float = Field(default=0.1, ge=0.0, lt=1.0)  # episodes held out for eval (hash of episode_id)
     task_dim: int = 128  # size of the hashed task-text embedding
     max_len: int = Field(default=64, ge=1)  # event mode: longest action sequence predicted (longer truncated)
     chunk_len: int = Field(default=16, ge=1)  # unified / chunk modes: H (<= max_len)
     norm_rows: int = 4096  # rows read to estimate state/action normalisation
+    # train split: draw each row floor(w) or ceil(w) times per epoch, w its shard `sampling_weight`
+    # (the cluster balance of a weights-mode shard version); False: every row once
+    sampling_weights: bool = True
 
 
 class ModelConfig(_Section):
@@ -60,7 +63,7 @@ class ModelConfig(_Section):
     n_heads: int = Field(default=4, ge=1)
     mlp_ratio: float = 4.0
     dropout: float = 0.0
-    block_size: int = Field(default=8, ge=1)  # action positions per staircase block
+    block_size: int = Field(default=8, ge=1)  # action positions per block of the block-causal (pi0-style) mask
     latent_loss_weight: float = 1.0  # unified: language-head loss weight
     length_loss_weight: float = 0.1  # event: stop/length loss weight
     world_loss_weight: float = 0.5  # event / unified: end-observation head loss weight
@@ -83,6 +86,7 @@ class TrainConfig(_Section):
     """Everything one training run needs."""
 
     mode: Mode = "event"
+    seed: int | None = None  # train.seed: weight initialisation / dropout (None: data.seed, as before)
     max_steps: int = Field(default=1000, ge=1)
     out_dir: str = "./carve-train"
     log_every: int = Field(default=10, ge=1)

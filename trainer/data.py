@@ -16,7 +16,8 @@ ceil((b - w) / W) of its batches (and, since a new DataLoader starts its round r
 worker 0, loader worker i of the resumed run plays worker (i + b) % W). Streams are
 infinite, so the round robin never shifts.
 
-Held-out episodes. `split="train"` drops rows whose episode hashes into the held-out
+Held-out episodes. Normalisation statistics (`probe`) come from training rows only.
+`split="train"` drops rows whose episode hashes into the held-out
 fraction (`holdout_frac`), `split="eval"` keeps only those, `split="all"` keeps every row.
 
 Views. `view="event"`: one sample per event: the event's start visual embedding, end
@@ -197,20 +198,29 @@ class NormStats:
     action_std: np.ndarray
 
 
+def _train_frames(off: np.ndarray, frames: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    idx = [np.arange(off[i], off[i + 1]) for i in np.flatnonzero(keep)]
+    return frames[np.concatenate(idx)] if idx else frames[:0]
+
+
 def probe(manifest: Manifest, cfg: DataConfig) -> tuple[DataDims, NormStats]:
-    """Feature sizes and state/action normalisation statistics from the first `norm_rows` rows."""
+    """Feature sizes and state/action normalisation statistics from the first `norm_rows`
+    training rows (rows of held-out episodes, `holdout_frac`, never enter the statistics)."""
     states, actions, first = [], [], None
     seen = 0
     for unit in manifest.units:
         rg = RowGroup.read(unit)
         first = first or rg
-        states.append(rg.state)
-        actions.append(rg.action)
-        seen += len(rg.event_id)
+        keep = np.array([not in_holdout(e, cfg.holdout_frac) for e in rg.episode_id], bool)
+        states.append(_train_frames(rg.state_off, rg.state, keep))
+        actions.append(_train_frames(rg.action_off, rg.action, keep))
+        seen += int(keep.sum())
         if seen >= cfg.norm_rows:
             break
     assert first is not None
     s, a = np.concatenate(states), np.concatenate(actions)
+    if len(s) == 0:  # every probed row is held out (a tiny manifest): fall back to the first row group
+        s, a = first.state, first.action
     dims = DataDims(s.shape[1], a.shape[1], first.visual.shape[1], first.text.shape[1], cfg.task_dim)
     s = s[np.isfinite(s).all(1)]  # non-finite frames are left to the loss check, not the statistics
     a = a[np.isfinite(a).all(1)]
@@ -279,18 +289,46 @@ class EventStream(IterableDataset):
     def _valid_rows(self, units: list[int]) -> dict[int, list[int]]:
         frac = self.cfg.holdout_frac
         out: dict[int, list[int]] = {}
+        self._weights: dict[int, list[float]] = {}
         for u in units:
             unit = self.manifest.units[u]
+            weighted = self.split == "train" and self.cfg.sampling_weights
+            pf = open_shard(unit.shard) if weighted or (self.split != "all" and frac > 0) else None
+            if weighted and pf is not None and "sampling_weight" in pf.schema_arrow.names:
+                w = pf.read_row_group(unit.row_group, columns=["sampling_weight"]).column(0).to_pylist()
+                self._weights[u] = [1.0 if x is None else float(x) for x in w]
             if self.split == "all" or frac <= 0:
                 rows = list(range(unit.rows)) if self.split != "eval" else []
             else:
-                eps = open_shard(unit.shard).read_row_group(unit.row_group, columns=["episode_id"])
+                assert pf is not None
+                eps = pf.read_row_group(unit.row_group, columns=["episode_id"])
                 keep_eval = self.split == "eval"
                 rows = [
                     i for i, e in enumerate(eps.column(0).to_pylist()) if in_holdout(e, frac) == keep_eval
                 ]
             if rows:
                 out[u] = rows
+        return out
+
+    def _draws(self, valid: dict[int, list[int]], rng: random.Random) -> dict[int, list[int]]:
+        """This epoch's rows per unit: a row of sampling weight w is drawn floor(w) or ceil(w)
+        times (expected w: a weights-mode version's weights sum to its epoch size), rows of
+        units without weights once; deterministic by (data seed, epoch, stream)."""
+        if not self._weights:
+            return valid
+        out: dict[int, list[int]] = {}
+        for u, rows in valid.items():
+            w = self._weights.get(u)
+            if w is None:
+                out[u] = rows
+                continue
+            drawn: list[int] = []
+            for r in rows:
+                k = int(w[r])
+                k += rng.random() < w[r] - k
+                drawn.extend([r] * k)
+            if drawn:
+                out[u] = drawn
         return out
 
     def _epoch_indices(
@@ -330,10 +368,11 @@ class EventStream(IterableDataset):
         epoch = 0
         while True:
             rng = random.Random(f"{self.cfg.seed}-{epoch}-{g}")
-            remaining = {u: len(rows) for u, rows in valid.items()}
+            drawn = self._draws(valid, rng)
+            remaining = {u: len(rows) for u, rows in drawn.items()}
             cache: dict[int, RowGroup] = {}
             files: dict[str, pq.ParquetFile] = {}
-            for u, r in self._epoch_indices(valid, epoch, g, rng):
+            for u, r in self._epoch_indices(drawn, epoch, g, rng):
                 remaining[u] -= 1
                 if skip > 0:
                     skip -= 1

@@ -20,13 +20,16 @@ Modes.
   head too.
 * chunk: the baseline, [vis, state, task | a_1..a_H], conditioned on the episode task only.
 
-Staircase (block-causal) mask. Tokens are grouped into blocks: block 0 = observation and
+Block-causal attention (pi0-style). This is the block-causal mask over learned query tokens of
+pi0 (Black et al. 2024), NOT Staircase Decoding: there is no relay depth and no staged latent
+reasoning (earlier versions called it "staircase"; `staircase_mask` remains as an alias of
+`block_causal_mask`). Tokens are grouped into blocks: block 0 = observation and
 text/task tokens; block 1 = the query block (lang query in pass 1; latent token and future
 query in pass 2; future query in event mode; absent in chunk mode); then the action
 positions in consecutive blocks of `block_size` (positions [0, b) are the first action
 block, [b, 2b) the next, ...). Token i may attend to token j iff block(j) <= block(i):
-bidirectional inside a block, causal across blocks. The mask matrix is therefore a
-staircase of square blocks on and below the diagonal; e.g. 3 obs tokens, 1 latent token and
+bidirectional inside a block, causal across blocks. The mask matrix is therefore square
+blocks on and below the diagonal; e.g. 3 obs tokens, 1 latent token and
 H = 4 with block_size = 2 gives block ids [0,0,0,1,2,2,3,3], and the first action block
 sees the observation and the latent but not the later actions, the second sees all.
 """
@@ -56,10 +59,13 @@ class ModelSpec:
     horizon: int  # action positions: max_len (event) or H (unified / chunk)
 
 
-def staircase_mask(block_ids: list[int], device: torch.device | None = None) -> Tensor:
+def block_causal_mask(block_ids: list[int], device: torch.device | None = None) -> Tensor:
     """Boolean [N, N] mask, True where token i may attend to token j (block(j) <= block(i))."""
     b = torch.tensor(block_ids, device=device)
     return b[None, :] <= b[:, None]
+
+
+staircase_mask = block_causal_mask  # the old (misleading) name
 
 
 class Block(nn.Module):
@@ -175,7 +181,7 @@ class WorldActionModel(nn.Module):
         queries: list[Tensor] = []
         if self.spec.mode == "unified":
             seq = torch.cat([obs, self.lang_query.expand(B, -1, -1)], 1)
-            h = self.backbone(seq, staircase_mask([0, 0, 0, 1], dev))
+            h = self.backbone(seq, block_causal_mask([0, 0, 0, 1], dev))
             z = self.lang_head(h[:, -1])
             out["latent"] = z
             queries.append(self.latent_in(z)[:, None])
@@ -185,7 +191,7 @@ class WorldActionModel(nn.Module):
         nq = sum(q.shape[1] for q in queries)
         q_block = 1 if nq else 0
         blocks = [0, 0, 0] + [1] * nq + [q_block + 1 + b for b in self._action_blocks()]
-        h = self.backbone(torch.cat([obs, *queries, acts], 1), staircase_mask(blocks, dev))
+        h = self.backbone(torch.cat([obs, *queries, acts], 1), block_causal_mask(blocks, dev))
         ha = h[:, 3 + nq :]
         out["actions"] = self.action_head(ha)
         if self.spec.mode != "chunk":

@@ -9,10 +9,14 @@ state vector), `images` ({camera: HxWx3 uint8}), `task` (the episode's instructi
 the model's inputs as the pipeline made its training rows: the visual token is the visual
 embedder's vector of each camera's image (the unit mean over cameras when there are several, as
 `embedding.stage` does for keyframes), the state is normalised by the model's statistics, the
-task is `trainer.data.task_embedding` (unified / chunk modes), and event mode's text token is
-the text embedder's vector of the next event's description: the task text itself
-(`text_source="task"`, captions off), or what a `planner(observation) -> str` returns
-(`text_source="planner"`, e.g. caption templates). With `privileged_state` the state is
+task token is `trainer.data.task_embedding` (`task_encoder="hash"`, the streaming trainer's)
+or the text encoder's vector of the task text (`task_encoder="text"`: one text encoder for
+every mode, as `trainer.episodes` trains them), and event mode's text token is the text
+encoder's vector of the next event's description: the task text itself (`text_source="task"`,
+captions off), or what a `planner(observation) -> str` returns (`text_source="planner"`, e.g.
+`trainer.planner.CaptionPlanner`'s caption templates; it is called once per plan, i.e. once per
+predicted event, and `reset()` resets it). A `CaptionPlanner` saved in the settings
+(`extra["planner"]`) is rebuilt on load. Text vectors are cached per string. With `privileged_state` the state is
 followed by the simulator's privileged object poses (`observation["privileged"]["object_state"]`),
 for the privileged-state pilot.
 
@@ -82,6 +86,7 @@ class PolicySettings:
     open_clip_pretrained: str | None = None
     cameras: list[str] | None = None  # image keys used, in order (None: every image, sorted by name)
     privileged_state: bool = False  # the state is the observation's state + privileged["object_state"]
+    task_encoder: str = "hash"  # the task token: "hash" (trainer.data.task_embedding) or "text" (the text encoder)
     state_names: list[str] | None = None  # informational: the dataset's columns
     action_names: list[str] | None = None
     fps: int | None = None
@@ -92,6 +97,8 @@ class PolicySettings:
             raise PolicyError(f"policy visual encoder must be one of {VISUAL_ENCODERS}, got {self.visual!r}")
         if self.text not in TEXT_ENCODERS:
             raise PolicyError(f"policy text encoder must be one of {TEXT_ENCODERS}, got {self.text!r}")
+        if self.task_encoder not in ("hash", "text"):
+            raise PolicyError(f"policy task_encoder must be 'hash' or 'text', got {self.task_encoder!r}")
         if self.text_source not in ("task", "planner"):
             raise PolicyError(f"policy text_source must be 'task' or 'planner', got {self.text_source!r}")
         n = self.n_action_steps
@@ -161,7 +168,12 @@ class Policy:
         self.settings = (settings or PolicySettings()).check(self.spec)
         self._visual = visual_encoder
         self._text = text_encoder
+        if planner is None and self.settings.text_source == "planner" and self.settings.extra.get("planner"):
+            from carve.trainer.planner import CaptionPlanner
+
+            planner = CaptionPlanner.from_dict(self.settings.extra["planner"])
         self.planner = planner
+        self._text_cache: dict[str, np.ndarray] = {}
         self.queue: deque[np.ndarray] = deque()
         self.plans = 0
         self.last_plan: dict[str, Any] = {}
@@ -204,6 +216,8 @@ class Policy:
         """Forget queued actions (call at the start of every episode)."""
         self.queue.clear()
         self.last_plan = {}
+        if self.planner is not None and hasattr(self.planner, "reset"):
+            self.planner.reset()
 
     def select_action(self, observation: dict[str, Any]) -> np.ndarray:
         """The next action (float32, the dataset's units); plans when the queue is empty."""
@@ -230,6 +244,15 @@ class Policy:
         norm = float(np.linalg.norm(m))
         return (m / norm).astype(np.float32) if norm > 0 else m
 
+    def _encode_text(self, text: str) -> np.ndarray:
+        v = self._text_cache.get(text)
+        if v is None:
+            enc = np.asarray(self.text_encoder.encode([text]), np.float32)
+            if enc.shape != (1, self.spec.text_dim):
+                raise PolicyError(f"text encoder gives {enc.shape[1:]} vectors, the model takes {self.spec.text_dim}")
+            v = self._text_cache[text] = enc[0]
+        return v
+
     def _event_text(self, observation: dict[str, Any]) -> str:
         if self.settings.text_source == "planner":
             if self.planner is None:
@@ -253,13 +276,11 @@ class Policy:
         batch = {
             "state": state,
             "visual": self._encode_visual(observation.get("images") or {}),
-            "task": task_embedding(task, spec.task_dim),
+            "task": (self._encode_text(task) if self.settings.task_encoder == "text"
+                     else task_embedding(task, spec.task_dim)),
         }
         if spec.mode == "event":
-            text = np.asarray(self.text_encoder.encode([self._event_text(observation)]), np.float32)
-            if text.shape != (1, spec.text_dim):
-                raise PolicyError(f"text encoder gives {text.shape[1:]} vectors, the model takes {spec.text_dim}")
-            batch["text"] = text[0]
+            batch["text"] = self._encode_text(self._event_text(observation))
         else:
             batch["text"] = np.zeros(spec.text_dim, np.float32)
         return {k: torch.from_numpy(np.ascontiguousarray(v))[None] for k, v in batch.items()}

@@ -166,7 +166,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dic
         state = load_checkpoint(resume_path)
         check_compatible(state, str(resume_path), spec, cfg.model.model_dump(), _position(cfg, world))
 
-    torch.manual_seed(cfg.data.seed)
+    torch.manual_seed(cfg.data.seed if cfg.seed is None else cfg.seed)  # train.seed, separate from data.seed
     model = WorldActionModel(cfg.model, spec).to(device)
     model.set_norm_stats(stats.state_mean, stats.state_std, stats.action_mean, stats.action_std)
     muon, adamw = make_optimizers(model, cfg)

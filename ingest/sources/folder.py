@@ -140,6 +140,8 @@ def load_folder_episode(ref: EpisodeRef, *, camera: str | list[str] | None = Non
         try:
             with fs.open_input_stream(join(root, loc["meta"])) as f:
                 meta = json.loads(f.read().decode())
+        except FileNotFoundError:
+            raise EpisodeError(label, f"sidecar file {join(root, loc['meta'])} is missing") from None
         except (OSError, json.JSONDecodeError) as e:
             raise EpisodeError(label, f"cannot read {loc['meta']} ({e})") from None
     for key in ("state", "action"):

@@ -1,6 +1,6 @@
 """Datasets, their clusters and their events (read-only; token required).
 
-    GET /datasets, /datasets/{name}, /datasets/{name}/clusters, /datasets/{name}/coverage
+    GET /datasets, /datasets/{name}, /datasets/{name}/clusters (/coverage: routes/audit.py)
     GET /events/{id}, /events/{id}/keyframes/{i}.jpg
 
 The cluster and coverage views read the summary written with the latest clusters version and
@@ -47,9 +47,7 @@ def clusters(views: ViewsDep, catalogs: CatalogsDep, name: str = Path(pattern=NA
     return _json(views.clusters_json(catalogs.get(), name))
 
 
-@router.get("/datasets/{name}/coverage", tags=["datasets"])
-def coverage(views: ViewsDep, catalogs: CatalogsDep, name: str = Path(pattern=NAME_PATTERN)) -> dict[str, Any]:
-    return views.coverage(catalogs.get(), name)
+# GET /datasets/{name}/coverage (views.coverage plus the change between versions) is in routes/audit.py
 
 
 @router.get("/events/{event_id}", tags=["events"], response_class=Response, responses=_JSON)

@@ -1,0 +1,267 @@
+"""Page-load time of the analysts' pages (/ui/) at 100k events against a plain static file served
+by the same server, same run.
+
+A format-true root with `--events` events is fabricated as the pages read it
+(`carve.sim.service_fakes.fabricate_root`: event parts, catalog, clusters v001 with its map
+layout and near-duplicates, a shards manifest; no pipeline run), plus a small root whose events
+point at a real H.264 LeRobot dataset (clips and signals cut from the source). Each root is
+served by `carve serve` in its own process, as deployed. Measured, `--loads` times each, after a
+warm-up round:
+
+* **map page**: the page's own requests in the order the page makes them (HTML; then the
+  dataset list, the facets and the versions at once; then `/map?limit=5000`; then `/map/bins`
+  because 100k > 5000), with the browser's copy of ui.js/ui.css/plotly.min.js (`warm`) and
+  with them fetched too (`cold`: + 4.8 MB of plotly.min.js);
+* **event view**: HTML; then the event, its signals, neighbours, flags and clip at once; then
+  its keyframes and its neighbours' thumbnails at once (random events);
+* with `--browser` (default when /usr/bin/chromium and Playwright exist): the same pages in
+  headless Chromium, from navigation to the plot drawn (`#map[data-ready]`), and to the
+  signals drawn and the clip decodable (`readyState >= 2`), each load in a fresh context
+  (cold: no cache, plotly.js parsed and compiled again) and in one kept context (`_warm`: an
+  analyst moving between pages, static files and compiled scripts cached);
+* **baseline**: `GET /ui/static/ui.css` (a plain static file of the same server), and in the
+  browser a navigation to it.
+
+Reports p50/p95 (ms) and `ratio_*` = page p95 / baseline p95 (how many static-file fetches one
+page load costs).
+
+    python -m bench.bench_ui [--events 100000] [--loads 30] [--no-browser]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+TOKEN = "bench-token-0123456789abcdef"
+CHROMIUM = "/usr/bin/chromium"
+STATIC = ["/ui/static/ui.css", "/ui/static/ui.js", "/ui/static/plotly.min.js"]
+
+
+def _pct(lat: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(lat) * 1000.0, q)) if lat else float("nan")
+
+
+async def _get(c: httpx.AsyncClient, path: str, errors: list[str]) -> bytes:
+    r = await c.get(path)
+    if r.status_code != 200:
+        errors.append(f"{path}: HTTP {r.status_code} {r.text[:160]}")
+    return r.content
+
+
+async def _all(c: httpx.AsyncClient, paths: list[str], errors: list[str]) -> list[bytes]:
+    return list(await asyncio.gather(*(_get(c, p, errors) for p in paths)))
+
+
+async def map_load(c: httpx.AsyncClient, dataset: str, cold: bool, errors: list[str]) -> None:
+    await _get(c, f"/ui/map?dataset={dataset}", errors)
+    first = [f"/datasets/{dataset}/map/facets", "/datasets", f"/datasets/{dataset}/versions"]
+    await _all(c, first + (STATIC if cold else []), errors)
+    m = json.loads(await _get(c, f"/datasets/{dataset}/map?offset=0&limit=5000", errors))
+    if m.get("total", 0) > len(m.get("points") or []):
+        await _get(c, f"/datasets/{dataset}/map/bins?bins=64", errors)
+
+
+async def event_load(c: httpx.AsyncClient, eid: str, errors: list[str], clip: bool = True) -> None:
+    await _get(c, f"/ui/event?id={eid}", errors)
+    e = f"/events/{eid}"
+    paths = [f"{e}?images=false", f"{e}/signals", f"{e}/neighbours?k=8", f"{e}/flags"] + ([f"{e}/clip.mp4"] if clip else [])
+    ev, _sig, nb, *_ = await _all(c, paths, errors)
+    n_kf = json.loads(ev).get("num_keyframes", 0) if ev else 0
+    neighbours = json.loads(nb).get("neighbours", []) if nb else []
+    await _all(c, [f"{e}/keyframes/{i}.jpg" for i in range(n_kf)]
+               + [f"/events/{n['event_id']}/keyframes/0.jpg" for n in neighbours], errors)
+
+
+async def _timed(n: int, make: Callable[[int], Awaitable[None]]) -> list[float]:
+    out = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        await make(i)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def http_runs(url: str, ids: list[str], dataset: str, loads: int, clip: bool, seed: int) -> dict[str, Any]:
+    """Per-page timings (s) of the page's own requests, sequenced as the page sequences them."""
+    rng = np.random.default_rng(seed)
+    errors: list[str] = []
+
+    async def go() -> dict[str, list[float]]:
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120,
+                                     limits=httpx.Limits(max_connections=6)) as c:  # a browser's 6 per host
+            await map_load(c, dataset, True, errors)  # warm-up: layout, facets, summaries
+            for i in rng.integers(len(ids), size=5):
+                await event_load(c, ids[i], errors, clip)
+            picks = [ids[i] for i in rng.integers(len(ids), size=loads)]
+            return {
+                "static": await _timed(loads, lambda i: _get(c, STATIC[0], errors)),
+                "map_warm": await _timed(loads, lambda i: map_load(c, dataset, False, errors)),
+                "map_cold": await _timed(loads, lambda i: map_load(c, dataset, True, errors)),
+                "event": await _timed(loads, lambda i: event_load(c, picks[i], errors, clip)),
+            }
+
+    out: dict[str, Any] = asyncio.run(go())
+    out["errors"] = errors
+    return out
+
+
+def browser_runs(url: str, ids: list[str], dataset: str, loads: int, seed: int, clip: bool) -> dict[str, list[float]]:
+    """Navigation -> plot drawn (map) / signals drawn and clip decodable (event), fresh context each."""
+    from playwright.sync_api import sync_playwright
+
+    rng = np.random.default_rng(seed + 1)
+    out: dict[str, list[float]] = {"static": [], "map": [], "event": [], "map_warm": [], "event_warm": []}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        try:
+            def context() -> Any:
+                ctx = browser.new_context(http_credentials={"username": "bench", "password": TOKEN},
+                                          viewport={"width": 1280, "height": 900})
+                ctx.set_default_timeout(120_000)
+                return ctx
+
+            warm = context()  # an analyst's browser: cache and compiled scripts kept between pages
+            warm_page = warm.new_page()
+
+            def once(kind: str, path: str, ready: Callable[[Any], None]) -> None:
+                ctx = None if kind.endswith("_warm") else context()
+                page = warm_page if ctx is None else ctx.new_page()
+                t0 = time.perf_counter()
+                page.goto(url + path, wait_until="commit")
+                ready(page)
+                out[kind].append(time.perf_counter() - t0)
+                if ctx is not None:
+                    ctx.close()
+
+            def map_ready(p: Any) -> None:
+                p.wait_for_selector("#map[data-ready='1']", state="attached")
+
+            def event_ready(p: Any) -> None:
+                p.wait_for_selector("#signals[data-ready='1']", state="attached")
+                p.wait_for_selector("#ev-meta dd", state="attached")
+                if clip:
+                    p.wait_for_function("() => document.querySelector('#clip').readyState >= 2")
+
+            once("map", f"/ui/map?dataset={dataset}", map_ready)  # warm-up
+            once("map_warm", f"/ui/map?dataset={dataset}", map_ready)
+            out["map"].clear()
+            out["map_warm"].clear()
+            for _ in range(loads):
+                once("static", STATIC[0], lambda p: p.wait_for_load_state("load"))
+                once("map", f"/ui/map?dataset={dataset}", map_ready)
+                once("event", f"/ui/event?id={ids[int(rng.integers(len(ids)))]}", event_ready)
+                once("map_warm", f"/ui/map?dataset={dataset}", map_ready)
+                once("event_warm", f"/ui/event?id={ids[int(rng.integers(len(ids)))]}", event_ready)
+            warm.close()
+        finally:
+            browser.close()
+    return out
+
+
+def _serve(root: Path, port: int) -> subprocess.Popen[bytes]:
+    carve = str(Path(sys.executable).with_name("carve"))
+    env = {**os.environ, "CARVE_TOKEN": TOKEN}
+    return subprocess.Popen([carve, "serve", "--root", str(root), "--port", str(port),
+                             "--set", "service.rate_limit_per_min=100000000", "--set", "ray.progress=false"],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--events-per-episode", type=int, default=200)
+    ap.add_argument("--loads", type=int, default=30, help="measured loads per page")
+    ap.add_argument("--browser", dest="browser", action="store_true", default=None)
+    ap.add_argument("--no-browser", dest="browser", action="store_false")
+    ap.add_argument("--keep", default=None, help="reuse/keep the fabricated roots in this folder")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    from bench.bench_service import _wait_up
+    from carve.sim.service_fakes import fabricate_root, free_port
+
+    if args.browser is None:
+        try:
+            import playwright.sync_api  # noqa: F401
+
+            args.browser = Path(CHROMIUM).exists()
+        except ImportError:
+            args.browser = False
+    tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="carve-bench-ui-"))
+    big, small = tmp / "big", tmp / "video"
+    procs: list[subprocess.Popen[bytes]] = []
+    res: dict[str, Any] = {}
+    try:
+        t0 = time.perf_counter()
+        epe = args.events_per_episode
+        eps = max(1, args.events // epe)
+        marker = tmp / "ids.json"
+        if not marker.exists():
+            fab = fabricate_root(big, datasets=("sim",), episodes=eps, events_per_episode=epe, k=32,
+                                 failed_episodes=0, seed=args.seed)
+            vfab = fabricate_root(small, datasets=("sim",), episodes=4, videos=True, seed=args.seed)
+            marker.write_text(json.dumps({"big": fab.event_ids, "video": vfab.event_ids}))
+        ids = json.loads(marker.read_text())
+        prep_s = time.perf_counter() - t0
+        port, vport = free_port(), free_port()
+        procs = [_serve(big, port), _serve(small, vport)]
+        url, vurl = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{vport}"
+        _wait_up(url, procs[0])
+        _wait_up(vurl, procs[1])
+        h = http_runs(url, ids["big"], "sim", args.loads, clip=False, seed=args.seed)
+        hv = http_runs(vurl, ids["video"], "sim", args.loads, clip=True, seed=args.seed)
+        b = browser_runs(url, ids["big"], "sim", max(5, args.loads // 5), args.seed, False) if args.browser else None
+        bv = browser_runs(vurl, ids["video"], "sim", max(5, args.loads // 5), args.seed, True) if args.browser else None
+        total = httpx.get(f"{url}/datasets/sim/map?limit=1", headers={"Authorization": f"Bearer {TOKEN}"},
+                          timeout=60).json()["total"]
+    finally:
+        for p in procs:
+            p.terminate()
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    res.update({
+        "description": "p50/p95 page-load time of /ui/map and /ui/event vs GET of a plain static file (ui.css) "
+                       "of the same server; ratio = page p95 / static p95",
+        "command": " ".join(["python -m bench.bench_ui", *(argv if argv is not None else [])]).strip(),
+        "events": len(ids["big"]), "map_total": total, "loads": args.loads, "prep_s": round(prep_s, 1),
+    })
+    rows = [("http", "100k", h, ["map_warm", "map_cold", "event"]), ("http", "video root", hv, ["event"])]
+    if b is not None and bv is not None:
+        rows += [("chromium", "100k", b, ["map", "map_warm", "event", "event_warm"]),
+                 ("chromium", "video root", bv, ["event", "event_warm"])]
+    print("| how | root | page | p50 ms | p95 ms | static p95 ms | page p95 / static p95 |")
+    print("|---|---|---|---|---|---|---|")
+    for how, where, r, pages in rows:
+        sp95 = _pct(r["static"], 95)
+        for pg in pages:
+            key = f"{how}_{'big' if where == '100k' else 'video'}_{pg}"
+            p50, p95 = _pct(r[pg], 50), _pct(r[pg], 95)
+            res.update({f"{key}_p50_ms": round(p50, 1), f"{key}_p95_ms": round(p95, 1),
+                        f"{key}_static_p95_ms": round(sp95, 2), f"ratio_{key}": round(p95 / sp95, 1)})
+            print(f"| {how} | {where} | {pg} | {p50:.1f} | {p95:.1f} | {sp95:.2f} | {p95 / sp95:.1f} |")
+    errors = h["errors"] + hv["errors"]
+    res["errors"] = len(errors)
+    res["error_examples"] = errors[:3]
+    return res
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(), indent=2))

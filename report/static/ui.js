@@ -1,0 +1,773 @@
+/* Carve analyst pages (report/static/ui.js): map, event view, cluster browser, coverage.
+ * Plain JS, no build step. Data come from the HTTP API (fetch with the page's bearer token) or,
+ * in a static export, from snapshot scripts data/<key>.js that call CARVE_SNAP_PUT(key, value)
+ * (scripts, not fetch, so that file:// works). Every value from the data is put into the page
+ * with textContent / attributes, never as HTML. */
+(function () {
+  "use strict";
+  var CFG = JSON.parse(document.getElementById("carve-config").textContent);
+  var STATIC = CFG.mode === "static";
+  var SNAP = {};
+  window.CARVE_SNAP_PUT = function (key, value) { SNAP[key] = value; };
+
+  // -- helpers -----------------------------------------------------------------------------
+  function $(sel, el) { return (el || document).querySelector(sel); }
+  function h(tag, attrs) {
+    var el = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (k) {
+      var v = attrs[k];
+      if (v === null || v === undefined || v === false) return;
+      if (k === "text") el.textContent = String(v);
+      else if (k.slice(0, 2) === "on") el.addEventListener(k.slice(2), v);
+      else el.setAttribute(k, v === true ? "" : String(v));
+    });
+    for (var i = 2; i < arguments.length; i++) {
+      var c = arguments[i];
+      if (c === null || c === undefined) continue;
+      el.appendChild(typeof c === "string" || typeof c === "number" ? document.createTextNode(String(c)) : c);
+    }
+    return el;
+  }
+  function qs(obj) {
+    var p = new URLSearchParams();
+    Object.keys(obj).forEach(function (k) { if (obj[k] !== "" && obj[k] !== null && obj[k] !== undefined) p.set(k, obj[k]); });
+    var s = p.toString();
+    return s ? "?" + s : "";
+  }
+  function params() { return new URLSearchParams(location.search); }
+  function pageUrl(name, q) {
+    var path = STATIC ? name + ".html" : (name === "index" ? CFG.base : CFG.base + name);
+    return path + qs(q || {});
+  }
+  function status(msg) { $("#status").textContent = msg || ""; }
+  function fail(where, e) { status(where + ": " + (e && e.message ? e.message : e)); }
+  function snapName(key) { return key.replace(/[^A-Za-z0-9_.-]/g, "_"); }
+  function list(v, key) {  // a list body, or the list under `key` of an object body
+    if (Array.isArray(v)) return v;
+    if (v && Array.isArray(v[key])) return v[key];
+    return [];
+  }
+  function when(v) {  // epoch seconds or an ISO string -> "YYYY-MM-DD HH:MM:SS UTC"
+    if (v === null || v === undefined || v === "") return "–";
+    var d = typeof v === "number" ? new Date(v * 1000) : new Date(v);
+    return isNaN(d.getTime()) ? String(v) : d.toISOString().replace("T", " ").slice(0, 19) + " UTC";
+  }
+  function fmt(v, d) {
+    if (v === null || v === undefined || v === "") return "–";
+    if (typeof v === "number") return Number.isInteger(v) ? String(v) : v.toFixed(d === undefined ? 3 : d);
+    return String(v);
+  }
+
+  var loaded = {};
+  function loadScript(src) {
+    if (!loaded[src]) {
+      loaded[src] = new Promise(function (resolve, reject) {
+        var s = h("script", {src: src});
+        s.onload = resolve;
+        s.onerror = function () { reject(new Error("not in this export: " + src)); };
+        document.head.appendChild(s);
+      });
+    }
+    return loaded[src];
+  }
+  /* plotly.min.js comes after this script (so that the API requests start first): wait for it. */
+  function plotlyReady() {
+    if (window.Plotly) return Promise.resolve(window.Plotly);
+    return new Promise(function (resolve) {
+      document.addEventListener("DOMContentLoaded", function () { resolve(window.Plotly); });
+    });
+  }
+  function authHeaders() { return CFG.token ? {Authorization: "Bearer " + CFG.token} : {}; }
+
+  /* GET a JSON API path (server) or its snapshot (static export). */
+  function api(path) {
+    if (STATIC) {
+      return loadScript("data/" + snapName(path) + ".js").then(function () {
+        if (!(path in SNAP)) throw new Error("not in this export: " + path);
+        return SNAP[path];
+      });
+    }
+    return fetch(path, {headers: authHeaders(), credentials: "same-origin"}).then(function (r) {
+      if (!r.ok) {
+        return r.text().then(function (t) {
+          var detail = t;
+          try { detail = JSON.parse(t).detail || t; } catch (e) { /* not JSON */ }
+          throw new Error(r.status + " " + (typeof detail === "string" ? detail : JSON.stringify(detail)));
+        });
+      }
+      return r.json();
+    });
+  }
+  /* POST/DELETE (server only: a static export cannot change anything). */
+  function send(method, path, body) {
+    if (STATIC) return Promise.reject(new Error("flagging needs the server (this is a static export)"));
+    var headers = authHeaders();
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    return fetch(path, {method: method, headers: headers, credentials: "same-origin",
+                        body: body === undefined ? undefined : JSON.stringify(body)}).then(function (r) {
+      if (!r.ok) return r.text().then(function (t) { throw new Error(r.status + " " + t); });
+      return r.status === 204 ? null : r.json();
+    });
+  }
+  /* A URL for an image, clip or CSV: the exported file, or a blob of the authenticated response. */
+  var blobs = {};
+  function media(path) {
+    if (STATIC) return Promise.resolve("media/" + snapName(path));
+    if (!blobs[path]) {
+      blobs[path] = fetch(path, {headers: authHeaders(), credentials: "same-origin"}).then(function (r) {
+        if (!r.ok) throw new Error(r.status + " " + path);
+        return r.blob();
+      }).then(function (b) { return URL.createObjectURL(b); });
+      blobs[path].catch(function () { delete blobs[path]; });
+    }
+    return blobs[path];
+  }
+  var P = {  // the API paths the pages read (the static export snapshots exactly these)
+    datasets: function () { return "/datasets"; },
+    versions: function (d) { return "/datasets/" + encodeURIComponent(d) + "/versions"; },
+    facets: function (d) { return "/datasets/" + encodeURIComponent(d) + "/map/facets"; },
+    map: function (d, q) { return "/datasets/" + encodeURIComponent(d) + "/map" + qs(q || {}); },
+    bins: function (d, q) { return "/datasets/" + encodeURIComponent(d) + "/map/bins" + qs(q || {}); },
+    event: function (id) { return "/events/" + encodeURIComponent(id) + "?images=false"; },
+    signals: function (id) { return "/events/" + encodeURIComponent(id) + "/signals"; },
+    neighbours: function (id) { return "/events/" + encodeURIComponent(id) + "/neighbours?k=8"; },
+    flags: function (id) { return "/events/" + encodeURIComponent(id) + "/flags"; },
+    clip: function (id) { return "/events/" + encodeURIComponent(id) + "/clip.mp4"; },
+    keyframe: function (id, i) { return "/events/" + encodeURIComponent(id) + "/keyframes/" + (i || 0) + ".jpg"; },
+    cluster: function (d, c, off) {
+      return "/datasets/" + encodeURIComponent(d) + "/clusters/" + c + "?offset=" + (off || 0) + "&limit=60";
+    },
+    coverage: function (d, q) { return "/datasets/" + encodeURIComponent(d) + "/coverage" + qs(q); },
+    coverageCsv: function (d, q) { return "/datasets/" + encodeURIComponent(d) + "/coverage.csv" + qs(q); },
+  };
+
+  // -- keyboard ----------------------------------------------------------------------------
+  var keys = {next: null, prev: null, open: null, flag: null};
+  var gPending = false;
+  function toggleHelp(show) {
+    var el = $("#help");
+    var on = show === undefined ? el.hidden : show;
+    el.hidden = !on;
+    $("#help-btn").setAttribute("aria-expanded", String(on));
+  }
+  document.addEventListener("keydown", function (ev) {
+    if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    var t = ev.target, typing = t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.tagName === "SELECT");
+    if (ev.key === "Escape") { toggleHelp(false); if (typing) t.blur(); return; }
+    if (typing) return;
+    var k = ev.key;
+    if (gPending) {
+      gPending = false;
+      var d = params().get("dataset") || CFG.dataset || "";
+      if (k === "m") { location.href = pageUrl("map", {dataset: d}); ev.preventDefault(); }
+      if (k === "c") { location.href = pageUrl("coverage", {dataset: d}); ev.preventDefault(); }
+      return;
+    }
+    if (k === "?") { toggleHelp(); ev.preventDefault(); return; }
+    if (k === "g") { gPending = true; return; }
+    if (k === "/") {
+      var f = $(".filters select, .filters input");
+      if (f) { f.focus(); ev.preventDefault(); }
+      return;
+    }
+    var isLink = t && (t.tagName === "A" || t.tagName === "BUTTON");
+    if ((k === "j" || k === "ArrowDown" || k === "ArrowRight") && keys.next) { keys.next(); ev.preventDefault(); }
+    else if ((k === "k" || k === "ArrowUp" || k === "ArrowLeft") && keys.prev) { keys.prev(); ev.preventDefault(); }
+    else if (k === "Enter" && keys.open && !isLink) { keys.open(); ev.preventDefault(); }
+    else if (k === "f" && keys.flag) { keys.flag(); ev.preventDefault(); }
+  });
+  /* j/k over a list of elements (links): select, scroll into view, focus; returns the cursor. */
+  function listCursor(getItems, onSelect) {
+    var cur = {i: -1};
+    function go(d) {
+      var items = getItems();
+      if (!items.length) return;
+      if (cur.i >= 0 && items[cur.i]) items[cur.i].classList.remove("sel");
+      cur.i = Math.max(0, Math.min(items.length - 1, cur.i + d));
+      var el = items[cur.i];
+      el.classList.add("sel");
+      var a = el.tagName === "A" ? el : el.querySelector("a");
+      (a || el).focus();
+      if (onSelect) onSelect(el, cur.i);
+    }
+    keys.next = function () { go(1); };
+    keys.prev = function () { go(cur.i < 0 ? 1 : -1); };
+    keys.open = function () {
+      var items = getItems(), el = items[cur.i];
+      var a = el && (el.tagName === "A" ? el : el.querySelector("a"));
+      if (a) a.click();
+    };
+    return cur;
+  }
+
+  // -- navigation --------------------------------------------------------------------------
+  function setupNav() {
+    var d = params().get("dataset") || "";
+    document.querySelectorAll("[data-nav]").forEach(function (a) {
+      var name = a.getAttribute("data-nav");
+      a.setAttribute("href", pageUrl(name, name === "index" ? {} : {dataset: d}));
+    });
+    $("#help-btn").addEventListener("click", function () { toggleHelp(); });
+  }
+
+  function datasetOrFirst() {
+    var d = params().get("dataset");
+    if (d) return Promise.resolve(d);
+    return api(P.datasets()).then(function (ds) {
+      if (!ds.length) throw new Error("no datasets");
+      return ds[0].name;
+    });
+  }
+
+  // -- index -------------------------------------------------------------------------------
+  function pageIndex() {
+    return api(P.datasets()).then(function (ds) {
+      var ul = $("#datasets");
+      ds.forEach(function (d) {
+        ul.appendChild(h("li", {},
+          h("b", {text: d.name}), " ",
+          h("span", {class: "muted", text: fmt(d.events) + " events · " + fmt(d.ok) + " episodes"}), " — ",
+          h("a", {href: pageUrl("map", {dataset: d.name}), text: "map"}), " · ",
+          h("a", {href: pageUrl("coverage", {dataset: d.name}), text: "coverage"})));
+      });
+      listCursor(function () { return Array.prototype.slice.call(ul.children); });
+    });
+  }
+
+  // -- map ---------------------------------------------------------------------------------
+  var FILTERS = ["clusters_version", "task", "robot", "arm", "verb", "cluster"];
+  function facetValues(facets, name) {
+    var v = facets && (facets[name] !== undefined ? facets[name] : facets[name + "s"]);
+    if (v === undefined && facets && facets.facets) return facetValues(facets.facets, name);
+    if (!v) return [];
+    if (Array.isArray(v)) {
+      return v.map(function (x) {
+        if (x !== null && typeof x === "object") return {value: x.value !== undefined ? x.value : x.name, count: x.count};
+        return {value: x, count: null};
+      });
+    }
+    return Object.keys(v).map(function (k) { return {value: k, count: v[k]}; });
+  }
+  function fillSelect(sel, values, current, label) {
+    values.forEach(function (x) {
+      var text = (label ? label(x.value) : String(x.value)) + (x.count !== null && x.count !== undefined ? " (" + x.count + ")" : "");
+      sel.appendChild(h("option", {value: String(x.value), text: text}));
+    });
+    if (current !== null && current !== undefined) sel.value = current;
+  }
+  function localFilter(points, q) {  // static export: the snapshot holds the whole map
+    return points.filter(function (p) {
+      if (q.task && p.task !== q.task) return false;
+      if (q.robot && p.robot !== q.robot) return false;
+      if (q.verb && p.verb !== q.verb) return false;
+      if (q.cluster !== undefined && q.cluster !== "" && String(p.cluster) !== String(q.cluster)) return false;
+      if (q.arm) {
+        var arms = Array.isArray(p.arms) ? p.arms.map(String) : String(p.arms || "").split(/[,+ ]/);
+        if (arms.indexOf(q.arm) < 0) return false;
+      }
+      return true;
+    });
+  }
+  var PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                 "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd"];
+  var MAP = {points: [], sel: -1};
+  window.CARVE_MAP = MAP;  // for tests and the console: the drawn points and the selection
+  function pageMap() {
+    var p = params();
+    return datasetOrFirst().then(function (d) {
+      CFG.dataset = d;
+      $("#map-title").textContent = d;
+      var form = $("#filters");
+      return Promise.all([api(P.datasets()), api(P.facets(d)).catch(function (e) { fail("facets", e); return {}; }),
+                          api(P.versions(d)).catch(function () { return {clusters: []}; })]).then(function (r) {
+        fillSelect($("#f-dataset"), r[0].map(function (x) { return {value: x.name, count: x.events}; }), d);
+        var facets = r[1];
+        var cv = facetValues(facets, "clusters_version");
+        if (!cv.length && facets.versions && facets.versions.clusters) {
+          cv = facets.versions.clusters.map(function (v) { return {value: v, count: null}; });
+        }
+        if (!cv.length) cv = list(r[2], "clusters").filter(function (v) { return v.complete !== false; })
+          .map(function (v) { return {value: v.version, count: v.n_events}; });
+        fillSelect($("#f-clusters_version"), cv, p.get("clusters_version"), function (v) { return "v" + String(v).padStart(3, "0"); });
+        ["task", "robot", "arm", "verb", "cluster"].forEach(function (name) {
+          fillSelect($("#f-" + name), facetValues(facets, name), p.get(name));
+        });
+        form.addEventListener("change", function (ev) {
+          if (ev.target.name === "dataset") { location.href = pageUrl("map", {dataset: ev.target.value}); return; }
+          drawMap(d, currentFilters());
+        });
+        form.addEventListener("reset", function () { setTimeout(function () { drawMap(d, currentFilters()); }, 0); });
+        return drawMap(d, currentFilters());
+      });
+    });
+  }
+  function currentFilters() {
+    var q = {};
+    FILTERS.forEach(function (name) { var el = $("#f-" + name); if (el && el.value !== "") q[name] = el.value; });
+    return q;
+  }
+  function drawMap(d, q, more) {
+    history.replaceState(null, "", pageUrl("map", Object.assign({dataset: d}, q)));
+    $("#map").setAttribute("data-ready", "0");
+    status("loading map…");
+    var limit = 5000;
+    var load = STATIC
+      ? api(P.map(d)).then(function (m) {
+          var pts = localFilter(m.points || [], q);
+          return {map: Object.assign({}, m, {points: pts.slice(0, limit), total: pts.length}), bins: m.bins_snapshot || null};
+        })
+      : api(P.map(d, Object.assign({}, q, {offset: more ? MAP.points.length : 0, limit: limit}))).then(function (m) {
+          if (more) m.points = MAP.points.concat(m.points || []);
+          if ((m.total || 0) <= (m.points || []).length) return {map: m, bins: null};
+          if (more && MAP.bins) return {map: m, bins: MAP.bins};
+          return api(P.bins(d, Object.assign({}, q, {bins: 64}))).then(function (b) { return {map: m, bins: b}; },
+                                                                      function () { return {map: m, bins: null}; });
+        });
+    return load.then(function (r) {
+      var m = r.map, pts = m.points || [];
+      MAP.points = pts;
+      MAP.bins = r.bins;
+      MAP.sel = -1;
+      var traces = [];
+      var bins = r.bins;
+      if (bins && bins.cells && !bins.counts) bins.counts = cellsToGrid(bins);
+      if (bins && (bins.counts || bins.z)) {
+        var ext = bins.extent || m.extent || [0, 1, 0, 1];
+        var z = bins.counts || bins.z, n = z.length;
+        var nx = (z[0] || []).length || n;
+        var xs = [], ys = [];
+        for (var i = 0; i < nx; i++) xs.push(ext[0] + (i + 0.5) * (ext[1] - ext[0]) / nx);
+        for (var j = 0; j < n; j++) ys.push(ext[2] + (j + 0.5) * (ext[3] - ext[2]) / n);
+        traces.push({type: "heatmap", x: bins.x || xs, y: bins.y || ys, z: z, colorscale: [[0, "rgb(238,238,238)"], [1, "rgb(140,140,140)"]],
+                     showscale: false, hoverinfo: "skip", zsmooth: false});
+      }
+      traces.push({
+        type: "scattergl", mode: "markers", x: pts.map(function (p) { return p.x; }), y: pts.map(function (p) { return p.y; }),
+        marker: {size: pts.length > 2000 ? 4 : 8, color: pts.map(function (p) { return PALETTE[(Number(p.cluster) || 0) % PALETTE.length]; }),
+                 opacity: 0.85, line: {width: 0}},
+        customdata: pts.map(function (p) { return p.cluster; }),
+        text: pts.map(function (p) { return p.caption || ""; }),
+        hovertemplate: "%{text}<extra>cluster %{customdata}</extra>", name: "events",
+      });
+      traces.push({type: "scattergl", mode: "markers", x: [], y: [], hoverinfo: "skip", name: "selected",
+                   marker: {size: 18, color: "rgba(0,0,0,0)", line: {width: 3, color: "#f5a623"}}});
+      var layout = {margin: {l: 30, r: 10, t: 10, b: 30}, showlegend: false, hovermode: "closest", dragmode: "pan",
+                    xaxis: {zeroline: false}, yaxis: {zeroline: false}};
+      var gd = $("#map");
+      return plotlyReady().then(function () {
+        return Plotly.react(gd, traces, layout, {displaylogo: false, responsive: true, scrollZoom: true});
+      }).then(function () {
+        MAP.scatterIndex = traces.length - 2;
+        if (!gd.dataset.bound) {
+          gd.dataset.bound = "1";
+          gd.on("plotly_hover", function (e) {
+            var pt = e.points && e.points[0];
+            if (pt && pt.curveNumber === MAP.scatterIndex) showPoint(pt.pointIndex);
+          });
+          gd.on("plotly_click", function (e) {
+            var pt = e.points && e.points[0];
+            if (pt && pt.curveNumber === MAP.scatterIndex) openPoint(pt.pointIndex);
+          });
+        }
+        var info = pts.length + " of " + fmt(m.total) + " events";
+        if (m.total > pts.length) info += " shown as points (the rest as a density underlay; narrow the filters to see them)";
+        if (m.version !== undefined) info += " · clustering v" + String(m.version).padStart(3, "0");
+        $("#map-info").textContent = info;
+        var btn = $("#map-more");
+        btn.hidden = STATIC || !(m.total > pts.length);
+        btn.onclick = function () { drawMap(d, q, true); };
+        gd.setAttribute("data-ready", "1");
+        status("");
+      });
+    }).catch(function (e) { fail("map", e); });
+  }
+  function cellsToGrid(b) {  // [{ix, iy, count}] -> z[iy][ix] (empty cells null: transparent)
+    var n = Number(b.bins) || 64, z = [];
+    for (var j = 0; j < n; j++) { var row = []; for (var i = 0; i < n; i++) row.push(null); z.push(row); }
+    b.cells.forEach(function (c) { if (c.iy < n && c.ix < n) z[c.iy][c.ix] = c.count; });
+    return z;
+  }
+  function showPoint(i) {
+    var p = MAP.points[i];
+    if (!p) return;
+    MAP.hover = i;
+    var img = $("#hover-img");
+    $("#hover-text").textContent = "";
+    $("#hover-text").classList.remove("muted");
+    $("#hover-text").appendChild(h("div", {},
+      h("b", {text: p.caption || "(no caption)"}), h("br"),
+      h("span", {class: "muted", text: "cluster " + fmt(p.cluster) + " · " + fmt(p.task) + " · " + fmt(p.robot) +
+                 (p.verb ? " · " + p.verb : "")}), h("br"),
+      h("a", {href: pageUrl("event", {id: p.event_id, dataset: CFG.dataset}), text: "open " + p.event_id})));
+    media(P.keyframe(p.event_id, 0)).then(function (u) {
+      if (MAP.hover === i) { img.src = u; img.alt = "keyframe of " + p.event_id; img.hidden = false; }
+    }).catch(function () { img.hidden = true; });
+  }
+  function openPoint(i) {
+    var p = MAP.points[i];
+    if (p) location.href = pageUrl("event", {id: p.event_id, dataset: CFG.dataset});
+  }
+  function selectPoint(i) {
+    if (!MAP.points.length) return;
+    MAP.sel = (i + MAP.points.length) % MAP.points.length;
+    var p = MAP.points[MAP.sel];
+    Plotly.restyle($("#map"), {x: [[p.x]], y: [[p.y]]}, [MAP.scatterIndex + 1]);
+    showPoint(MAP.sel);
+  }
+  function mapKeys() {
+    keys.next = function () { selectPoint(MAP.sel + 1); };
+    keys.prev = function () { selectPoint(MAP.sel < 0 ? 0 : MAP.sel - 1); };
+    keys.open = function () { if (MAP.sel >= 0) openPoint(MAP.sel); };
+    keys.flag = function () {  // the selected point's event, with its flag form focused
+      var p = MAP.points[MAP.sel >= 0 ? MAP.sel : MAP.hover];
+      if (p) location.href = pageUrl("event", {id: p.event_id, dataset: CFG.dataset, flag: 1});
+    };
+  }
+
+  // -- event view --------------------------------------------------------------------------
+  function pageEvent() {
+    var id = params().get("id");
+    if (!id) { status("no event id"); return Promise.resolve(); }
+    $("#ev-id").textContent = id;
+    var video = $("#clip");
+    video.addEventListener("error", function () { status(STATIC ? "this clip is not in the export" : "the clip cannot be played"); });
+    media(P.clip(id)).then(function (u) {
+      video.src = u;
+      var pr = video.play();
+      if (pr && pr.catch) pr.catch(function () { /* autoplay refused: the controls remain */ });
+    }).catch(function (e) { fail("clip", e); });
+    var evp = api(P.event(id)).then(function (ev) {
+      CFG.dataset = ev.dataset;
+      $("#crumbs").textContent = ev.dataset + " / " + ev.episode_id;
+      var dl = $("#ev-meta");
+      function row(k, v) { dl.appendChild(h("dt", {text: k})); dl.appendChild(h("dd", {}, v)); }
+      row("caption", h("b", {text: fmt(ev.caption)}));
+      row("next caption", fmt(ev.next_caption));
+      row("caption status", fmt(ev.caption_status) + (ev.caption_model ? " (" + ev.caption_model + ")" : ""));
+      row("task", fmt(ev.task));
+      row("robot / arms", fmt(ev.robot) + (ev.arms ? " / " + [].concat(ev.arms).join(", ") : ""));
+      row("span", "frames " + fmt(ev.start_frame) + "–" + fmt(ev.end_frame) + " at " + fmt(ev.fps, 1) + " fps");
+      row("boundaries", fmt(ev.start_reason) + " → " + fmt(ev.boundary_reason));
+      var cl = ev.cluster_id !== null && ev.cluster_id !== undefined
+        ? h("a", {href: pageUrl("cluster", {dataset: ev.dataset, c: ev.cluster_id}), text: "cluster " + ev.cluster_id}) : "–";
+      row("cluster", h("span", {}, cl, ev.clusters_version ? " (clustering v" + String(ev.clusters_version).padStart(3, "0") + ")" : ""));
+      if (ev.cluster_dist !== undefined) row("distance to centroid", fmt(ev.cluster_dist));
+      var dups = [].concat(ev.duplicates || []);
+      if (ev.dup_of) dups.unshift(ev.dup_of);
+      row("duplicates", dups.length ? h("span", {}, ...dups.map(function (d, i) {
+        return h("span", {}, i ? ", " : "", h("a", {href: pageUrl("event", {id: d, dataset: ev.dataset}), text: d}));
+      })) : "none");
+      row("episode", fmt(ev.episode_id));
+      var th = $("#keyframes");
+      for (var i = 0; i < (ev.num_keyframes || 0); i++) {
+        (function (img) {
+          th.appendChild(img);
+          media(P.keyframe(id, i)).then(function (u) { img.src = u; }).catch(function () { img.remove(); });
+        })(h("img", {alt: "keyframe " + i}));
+      }
+      return ev;
+    }).catch(function (e) { fail("event", e); });
+    var sig = api(P.signals(id)).then(drawSignals).catch(function (e) { $("#signals").textContent = "signals: " + e.message; });
+    var nb = api(P.neighbours(id)).then(function (r) {
+      var ol = $("#neighbours");
+      list(r, "neighbours").forEach(function (n) {
+        var nid = n.event_id || n.id;
+        var img = h("img", {class: "media", alt: ""});
+        media(P.keyframe(nid, 0)).then(function (u) { img.src = u; img.alt = "keyframe of " + nid; })
+          .catch(function () { /* none */ });
+        ol.appendChild(h("li", {}, h("a", {href: pageUrl("event", {id: nid, dataset: CFG.dataset})}, img,
+          h("div", {text: n.caption || nid}),
+          h("div", {class: "muted", text: "d=" + fmt(n.distance !== undefined ? n.distance : n.dist) +
+                   (n.cluster !== undefined ? " · cluster " + n.cluster : "")}))));
+      });
+      if (!ol.children.length) ol.appendChild(h("li", {class: "muted", text: "no neighbours"}));
+    }).catch(function (e) { $("#neighbours").textContent = "neighbours: " + e.message; });
+    if (STATIC) { $("#flag-submit").disabled = true; $("#flag-submit").title = "flagging needs the server"; }
+    loadFlags(id);
+    $("#flag-form").addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      send("POST", P.flags(id), {kind: $("#flag-kind").value, note: $("#flag-note").value}).then(function () {
+        $("#flag-note").value = "";
+        status("flagged");
+        return loadFlags(id);
+      }).catch(function (e) { fail("flag", e); });
+    });
+    listCursor(function () { return Array.prototype.slice.call(document.querySelectorAll("#neighbours li")); });
+    keys.flag = function () { $("#flag-kind").focus(); };
+    if (params().get("flag")) $("#flag-kind").focus();
+    return Promise.all([evp, sig, nb]);
+  }
+  function loadFlags(id) {
+    return api(P.flags(id)).then(function (r) {
+      var ul = $("#flags");
+      ul.textContent = "";
+      var flags = list(r, "flags");
+      flags.forEach(function (f) {
+        var fid = f.id !== undefined ? f.id : f.flag_id;
+        var active = f.state ? f.state === "active" : !(f.removed_at || f.cleared_at || f.active === false);
+        var li = h("li", {class: "flag", "data-flag-id": fid},
+          h("span", {class: active ? "badge" : "badge off", text: f.kind}), " ",
+          h("span", {text: f.note || ""}), " ",
+          h("span", {class: "muted", text: "by " + fmt(f.who || f.user) + " at " + when(f.created_at)}));
+        if (active && !STATIC) {
+          li.appendChild(h("button", {type: "button", class: "unflag", text: "unflag", onclick: function () {
+            send("DELETE", P.flags(id) + "/" + encodeURIComponent(fid)).then(function () { return loadFlags(id); })
+              .catch(function (e) { fail("unflag", e); });
+          }}));
+        } else if (!active) {
+          li.appendChild(h("span", {class: "muted", text: " (unflagged by " + fmt(f.cleared_by) + " at " +
+                                     when(f.cleared_at || f.removed_at) + ")"}));
+        }
+        ul.appendChild(li);
+      });
+      if (!flags.length) ul.appendChild(h("li", {class: "muted", text: "no flags"}));
+    }).catch(function (e) { $("#flags").textContent = "flags: " + e.message; });
+  }
+  function series(block, nT) {  // {names, values} with values per time step or per channel -> [[...] per channel]
+    if (!block || !block.values) return {names: [], cols: []};
+    var v = block.values, names = block.names || [];
+    var cols;
+    if (v.length === nT && (Array.isArray(v[0]) || nT === 0)) {
+      var nc = nT ? v[0].length : 0;
+      cols = [];
+      for (var c = 0; c < nc; c++) cols.push(v.map(function (r) { return r[c]; }));
+    } else if (Array.isArray(v[0])) {
+      cols = v;
+    } else {
+      cols = [v];
+    }
+    return {names: names, cols: cols};
+  }
+  function drawSignals(s) {
+    var t = s.t || [];
+    var groups = [["state", s.state], ["action", s.action], ["gripper", s.gripper]];
+    var traces = [], n = groups.length;
+    groups.forEach(function (g, gi) {
+      var sr = series(g[1], t.length);
+      sr.cols.forEach(function (col, ci) {
+        traces.push({type: "scatter", mode: "lines", x: t, y: col, name: g[0] + " " + (sr.names[ci] || ci),
+                     xaxis: "x", yaxis: gi ? "y" + (gi + 1) : "y", line: {width: 1.2}});
+      });
+    });
+    var layout = {margin: {l: 50, r: 10, t: 10, b: 35}, showlegend: false, hovermode: "x", shapes: [], annotations: [],
+                  xaxis: {title: {text: "t (s)"}, anchor: n > 1 ? "y" + n : "y"}};
+    groups.forEach(function (g, gi) {
+      var top = 1 - gi / n, bottom = 1 - (gi + 1) / n + 0.04;
+      layout[gi ? "yaxis" + (gi + 1) : "yaxis"] = {domain: [bottom, top], title: {text: g[0]}, zeroline: false};
+    });
+    var cur = s.event || (s.boundaries || []).filter(function (b) { return b.current; })[0] || (s.boundaries || [])[0];
+    (s.boundaries || []).forEach(function (b) {  // the episode's other event joints, light
+      if (b.current || b.t_end === undefined || (cur && b.t_end === cur.t_start) || (cur && b.t_end === cur.t_end)) return;
+      layout.shapes.push({type: "line", xref: "x", yref: "paper", x0: b.t_end, x1: b.t_end, y0: 0, y1: 1,
+                          line: {color: "#999", width: 1, dash: "dot"}});
+      layout.annotations.push({x: b.t_end, y: 0, xref: "x", yref: "paper", yanchor: "top", showarrow: false,
+                               text: String(b.reason_end || ""), font: {size: 9, color: "#777"}});
+    });
+    if (cur) {  // this event: its span, its two boundaries and their reasons
+      layout.shapes.push({type: "rect", xref: "x", yref: "paper", x0: cur.t_start, x1: cur.t_end, y0: 0, y1: 1,
+                          fillcolor: "rgba(10,102,194,0.08)", line: {width: 0}});
+      [["t_start", "reason_start"], ["t_end", "reason_end"]].forEach(function (k, ki) {
+        if (cur[k[0]] === undefined || cur[k[0]] === null) return;
+        layout.shapes.push({type: "line", xref: "x", yref: "paper", x0: cur[k[0]], x1: cur[k[0]], y0: 0, y1: 1,
+                            line: {color: ki ? "#c62828" : "#2e7d32", width: 2, dash: "dash"}});
+        layout.annotations.push({x: cur[k[0]], y: 1, xref: "x", yref: "paper", yanchor: "bottom", showarrow: false,
+                                 text: (ki ? "end: " : "start: ") + String(cur[k[1]] || ""),
+                                 font: {size: 10, color: ki ? "#c62828" : "#2e7d32"}, xanchor: ki ? "left" : "right"});
+      });
+    }
+    var video = $("#clip");
+    var baseShapes = layout.shapes.slice();  // plotly keeps (and mutates) the layout object
+    return plotlyReady().then(function () {
+      return Plotly.newPlot($("#signals"), traces, layout, {displaylogo: false, responsive: true});
+    }).then(function (gd) {
+      // the clip's playhead as a moving line over the signals
+      var t0 = cur && cur.t_start !== undefined ? cur.t_start : (t.length ? t[0] : 0);
+      var last = -1;
+      video.addEventListener("timeupdate", function () {
+        var x = t0 + video.currentTime;
+        if (Math.abs(x - last) < 0.05) return;
+        last = x;
+        var shapes = baseShapes.concat([{type: "line", xref: "x", yref: "paper", x0: x, x1: x, y0: 0, y1: 1,
+                                            line: {color: "#333", width: 1}}]);
+        Plotly.relayout(gd, {shapes: shapes});
+      });
+      $("#signals").setAttribute("data-ready", "1");
+    });
+  }
+
+  // -- cluster browser ---------------------------------------------------------------------
+  function pageCluster() {
+    var p = params(), d = p.get("dataset"), c = p.get("c");
+    $("#cl-id").textContent = c;
+    $("#cl-ds").textContent = d;
+    var offset = 0;
+    function load() {
+      return api(P.cluster(d, c, offset)).then(function (r) {
+        if (offset === 0) renderClusterHead(r, d);
+        var grid = $("#cl-grid");
+        var evs = list(r, "events");
+        evs.forEach(function (e) { grid.appendChild(clusterTile(e, d)); });
+        offset += evs.length;
+        var total = r.total !== undefined ? r.total : (r.size_before !== undefined ? r.size_before : offset);
+        $("#cl-count").textContent = "(" + offset + " of " + fmt(total) + ")";
+        $("#cl-more").hidden = STATIC || offset >= total || !evs.length;
+      }).catch(function (e) { fail("cluster", e); });
+    }
+    $("#cl-more").addEventListener("click", load);
+    listCursor(function () { return Array.prototype.slice.call(document.querySelectorAll("#cl-grid li")); },
+               function (li) { li.dispatchEvent(new Event("mouseenter")); });
+    return load();
+  }
+  function pick(r, names) { for (var i = 0; i < names.length; i++) if (r[names[i]] !== undefined) return r[names[i]]; return undefined; }
+  function renderClusterHead(r, d) {
+    var sizes = $("#cl-sizes");
+    var sz = r.balance || r.sizes || {};
+    [["events in " + d, r.size],
+     ["before balancing", pick(sz, ["before"]) !== undefined ? sz.before : pick(r, ["size_before", "before"])],
+     ["after balancing" + (sz.shards_version ? " (shards v" + String(sz.shards_version).padStart(3, "0") + ")" : ""),
+      pick(sz, ["after"]) !== undefined ? sz.after : pick(r, ["size_after", "after"])],
+     ["near-duplicates", r.duplicates !== undefined && !Array.isArray(r.duplicates) ? r.duplicates : list(r, "near_duplicates").length]]
+      .forEach(function (x) { sizes.appendChild(h("div", {}, h("b", {text: fmt(x[1])}), x[0])); });
+    var mem = r.members || {};
+    var box = $("#cl-members");
+    ["dataset", "task", "robot"].forEach(function (k) {
+      var v = mem[k] || mem[k + "s"] || r["by_" + k] || r["members_by_" + k];
+      if (!v) return;
+      var rows = Array.isArray(v) ? v.map(function (x) { return [x.value !== undefined ? x.value : x[k] || x.name, x.count !== undefined ? x.count : x.events]; })
+        : Object.keys(v).map(function (kk) { return [kk, v[kk]]; });
+      var tb = h("tbody");
+      rows.forEach(function (rr) { tb.appendChild(h("tr", {}, h("td", {text: fmt(rr[0])}), h("td", {text: fmt(rr[1])}))); });
+      box.appendChild(h("table", {class: "table"}, h("thead", {}, h("tr", {}, h("th", {text: k}), h("th", {text: "events"}))), tb));
+    });
+    var ul = $("#cl-dups");
+    var dups = list(r, "near_duplicates");
+    if (!dups.length && Array.isArray(r.duplicates)) dups = r.duplicates;
+    var rest = null;
+    dups.slice(0, 200).forEach(function (x, i) {
+      var a = x.event_id || x.id || x, b = x.dup_of || x.of;
+      var li = h("li", {}, h("a", {href: pageUrl("event", {id: a, dataset: d}), text: a}),
+        b ? h("span", {}, " ≈ ", h("a", {href: pageUrl("event", {id: b, dataset: d}), text: b})) : null,
+        x.caption ? h("span", {class: "muted", text: " · " + x.caption}) : null);
+      if (i < 8) { ul.appendChild(li); return; }
+      if (!rest) {
+        rest = h("ul", {class: "list"});
+        ul.appendChild(h("li", {}, h("details", {}, h("summary", {text: (Math.min(dups.length, 200) - 8) + " more"}), rest)));
+      }
+      rest.appendChild(li);
+    });
+    if (!dups.length) ul.appendChild(h("li", {class: "muted", text: "none"}));
+  }
+  function clusterTile(e, d) {
+    var id = e.event_id;
+    var img = h("img", {class: "media", alt: ""});
+    media(P.keyframe(id, 0)).then(function (u) { img.src = u; img.alt = "keyframe of " + id; })
+      .catch(function () { /* none */ });
+    var li = h("li", {"data-event-id": id},
+      h("a", {href: pageUrl("event", {id: id, dataset: d})}, img, h("div", {text: e.caption || id}),
+        h("div", {class: "muted", text: (e.task || "") + (e.dup_of ? " · duplicate" : "")})));
+    var video = null;
+    li.addEventListener("mouseenter", function () {
+      if (video) { video.play().catch(function () { /* ignore */ }); return; }
+      media(P.clip(id)).then(function (u) {
+        video = h("video", {class: "media", muted: true, loop: true, playsinline: true, src: u,
+                            "aria-label": "clip of " + id});
+        video.muted = true;
+        video.addEventListener("error", function () { video.replaceWith(img); });  // not exported: keep the thumbnail
+        img.replaceWith(video);
+        video.play().catch(function () { /* ignore */ });
+      }).catch(function () { /* keep the thumbnail */ });
+    });
+    li.addEventListener("mouseleave", function () { if (video) video.pause(); });
+    return li;
+  }
+
+  // -- coverage ----------------------------------------------------------------------------
+  function pageCoverage() {
+    return datasetOrFirst().then(function (d) {
+      CFG.dataset = d;
+      $("#cov-ds").textContent = d;
+      var p = params();
+      return api(P.versions(d)).then(function (vs) {
+        var kindSel = $("#cov-kind");
+        kindSel.value = p.get("kind") || "clusters";
+        function fillVersions() {
+          var vv = list(vs, kindSel.value).filter(function (v) { return v.complete !== false; }).map(function (v) { return v.version; });
+          ["#cov-from", "#cov-to"].forEach(function (s) { $(s).textContent = ""; });
+          fillSelect($("#cov-from"), vv.map(function (v) { return {value: v}; }), null, vnum);
+          fillSelect($("#cov-to"), vv.map(function (v) { return {value: v}; }), null, vnum);
+          if (vv.length) {
+            $("#cov-to").value = String(vv[vv.length - 1]);
+            $("#cov-from").value = String(vv.length > 1 ? vv[vv.length - 2] : vv[0]);
+          }
+        }
+        fillVersions();
+        if (p.get("from")) $("#cov-from").value = p.get("from");
+        if (p.get("to")) $("#cov-to").value = p.get("to");
+        $("#cov-form").addEventListener("change", function (ev) {
+          if (ev.target === kindSel) fillVersions();
+          drawCoverage(d);
+        });
+        return drawCoverage(d);
+      });
+    });
+  }
+  function vnum(v) { return "v" + String(v).padStart(3, "0"); }
+  function drawCoverage(d) {
+    var q = {from: $("#cov-from").value, to: $("#cov-to").value, kind: $("#cov-kind").value};
+    history.replaceState(null, "", pageUrl("coverage", Object.assign({dataset: d}, q)));
+    $("#cov-table").setAttribute("data-ready", "0");
+    var a = $("#cov-csv");
+    a.setAttribute("download", "coverage-" + d + "-" + q.kind + "-" + vnum(q.from) + "-" + vnum(q.to) + ".csv");
+    a.removeAttribute("href");
+    a.setAttribute("aria-disabled", "true");
+    media(P.coverageCsv(d, q)).then(function (u) { a.href = u; a.removeAttribute("aria-disabled"); })
+      .catch(function (e) { fail("csv", e); });
+    return api(P.coverage(d, q)).then(function (r) {
+      var sum = $("#cov-summary");
+      sum.textContent = "";
+      var rows = list(r, "clusters");
+      if (!rows.length) rows = list(r, "deltas");
+      var ch = r.changes || {};
+      var count = function (st) {
+        return ch[st] !== undefined ? ch[st] : rows.filter(function (x) { return x.status === st; }).length;
+      };
+      [["drift ratio", r.drift_ratio !== undefined ? r.drift_ratio : r.drift],
+       ["grew", count("grew")], ["shrank", count("shrank")], ["appeared", count("appeared")],
+       ["vanished", count("vanished")], ["under-covered", list(r, "under_covered").length]]
+        .forEach(function (x) { sum.appendChild(h("div", {}, h("b", {text: fmt(x[1])}), x[0])); });
+      var tb = $("#cov-table tbody");
+      tb.textContent = "";
+      rows.forEach(function (x) {
+        var c = x.cluster !== undefined ? x.cluster : x.cluster_id;
+        var from = pick(x, ["from", "before", "size_from", "n_from"]), to = pick(x, ["to", "after", "size_to", "n_to"]);
+        var delta = x.delta !== undefined ? x.delta : (to || 0) - (from || 0);
+        tb.appendChild(h("tr", {class: x.status || ""},
+          h("td", {}, h("a", {href: pageUrl("cluster", {dataset: d, c: c}), text: String(c)})),
+          h("td", {text: fmt(from)}), h("td", {text: fmt(to)}),
+          h("td", {text: (delta > 0 ? "+" : "") + fmt(delta)}), h("td", {class: "st", text: fmt(x.status)})));
+      });
+      var ul = $("#cov-under");
+      ul.textContent = "";
+      var under = list(r, "under_covered");
+      under.forEach(function (x) {
+        var c = x.cluster !== undefined ? x.cluster : (x.cluster_id !== undefined ? x.cluster_id : x);
+        ul.appendChild(h("li", {}, h("a", {href: pageUrl("cluster", {dataset: d, c: c}), text: "cluster " + c}),
+          x.size !== undefined || x.count !== undefined ? " — " + fmt(x.size !== undefined ? x.size : x.count) + " events" : "",
+          x.example_caption || x.caption ? h("span", {class: "muted", text: " · " + (x.example_caption || x.caption)}) : null,
+          x.suggested_episodes ? h("span", {class: "muted", text: " · collect ~" + x.suggested_episodes + " more episodes"}) : null));
+      });
+      if (!under.length) ul.appendChild(h("li", {class: "muted", text: "none"}));
+      listCursor(function () { return Array.prototype.slice.call(document.querySelectorAll("#cov-table tbody tr")); });
+      $("#cov-table").setAttribute("data-ready", "1");
+    }).catch(function (e) { fail("coverage", e); });
+  }
+
+  // -- start -------------------------------------------------------------------------------
+  setupNav();
+  var run = {index: pageIndex, map: function () { mapKeys(); return pageMap(); }, event: pageEvent,
+             cluster: pageCluster, coverage: pageCoverage}[CFG.page];
+  if (run) {
+    Promise.resolve().then(run).then(function () { document.body.setAttribute("data-loaded", "1"); })
+      .catch(function (e) { fail(CFG.page, e); document.body.setAttribute("data-loaded", "error"); });
+  }
+})();

@@ -1,0 +1,79 @@
+"""The analysts' pages (`/ui/` of `carve serve`, and the static export): shells and assets.
+
+Every page is a small HTML shell rendered from `report/templates/ui/<page>.html.j2` (jinja2,
+autoescaped) plus two static files of `report/static/` (`ui.js`, `ui.css`) and plotly.js, which
+is read from the installed `plotly` package (`plotly/package_data/plotly.min.js`): nothing is
+loaded from a CDN or any other host. The data come from the HTTP API through `fetch()` in the
+served pages, or from JSON snapshots (`data/*.js`, loaded by `<script>` so that `file://`
+works) in the static export (`report.ui_export`).
+
+* `PAGES`: the page names (`map`, `event`, `cluster`, `coverage`, `index`).
+* `render_ui(page, mode=..., token=..., base=...)` -> HTML of one shell.
+* `static_file(name)` -> (bytes, media type) of `ui.js`, `ui.css` or `plotly.min.js`.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from markupsafe import Markup
+
+from carve.report.render import ENV
+
+PAGES = ("index", "map", "event", "cluster", "coverage")
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+_MEDIA = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+STATIC_FILES = ("ui.js", "ui.css", "plotly.min.js")
+
+KEYS = (  # (key, what it does) - the help overlay of every page and the docs
+    ("j / ↓ / →", "next event or point"),
+    ("k / ↑ / ←", "previous event or point"),
+    ("Enter", "open the selected event (or cluster)"),
+    ("f", "flag the event: focus its flag form (on the map: of the selected point)"),
+    ("/", "focus the first filter"),
+    ("g m / g c", "go to the map / the coverage page"),
+    ("Esc", "close help, leave a field"),
+    ("?", "show or hide this help"),
+)
+
+
+def plotly_js_path() -> Path:
+    """plotly.min.js as the installed `plotly` package ships it (FileNotFoundError without it)."""
+    spec = importlib.resources.files("plotly") / "package_data" / "plotly.min.js"
+    path = Path(str(spec))
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} missing: pip install plotly")
+    return path
+
+
+@lru_cache(maxsize=8)
+def _read(name: str) -> bytes:
+    if name == "plotly.min.js":
+        return plotly_js_path().read_bytes()
+    return (STATIC_DIR / name).read_bytes()
+
+
+def static_file(name: str) -> tuple[bytes, str]:
+    """(content, media type) of one of STATIC_FILES; KeyError for anything else."""
+    if name not in STATIC_FILES:
+        raise KeyError(name)
+    return _read(name), _MEDIA[Path(name).suffix]
+
+
+def render_ui(page: str, *, mode: str = "server", token: str = "", base: str = "/ui/",
+              title: str | None = None, snapshots: list[str] | None = None) -> str:
+    """The HTML shell of `page`. `mode` is "server" (data from the API, `token` sent as Bearer)
+    or "static" (data from `data/*.js` snapshots beside the page; `snapshots` lists the keys the
+    export holds). `base` is where the static assets are (`/ui/static/` or `static/`)."""
+    if page not in PAGES:
+        raise KeyError(page)
+    cfg = {"mode": mode, "base": base, "token": token, "page": page, "snapshots": snapshots or []}
+    tpl = ENV.get_template(f"ui/{page}.html.j2")
+    return tpl.render(
+        page=page, title=title or page, keys=KEYS, static_base=base + "static/",
+        # JSON in a <script type=application/json>: '<' is escaped so no value can close the tag
+        config_json=Markup(json.dumps(cfg).replace("<", "\\u003c")),
+    )

@@ -1,0 +1,81 @@
+"""Review flags on events (token required): raise, clear (the row stays: audit trail), list.
+
+    POST   /events/{id}/flags            {"kind": "wrong_boundary"|"wrong_caption"|"bad_episode",
+                                          "note": str|null} -> 201, the flag
+    DELETE /events/{id}/flags/{flag_id}  clears it (state "cleared", cleared_by, cleared_at)
+    GET    /events/{id}/flags?state=active|cleared|all
+    GET    /datasets/{d}/flags?state=active|cleared|all
+
+Who: the user name of HTTP Basic auth, else the `X-Carve-User` header, else "token". Flags live
+in the catalog (storage/flags.py); active ones keep their events (a `bad_episode` flag: every
+event of the episode) out of the next shard version cut.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from pydantic import BaseModel, Field
+
+from carve.service.auth import require_token
+from carve.service.deps import ID_PATTERN, NAME_PATTERN, CatalogsDep, ViewsDep
+from carve.storage import flags as fl
+
+router = APIRouter(dependencies=[Depends(require_token)])
+
+
+class FlagIn(BaseModel):
+    kind: Literal["wrong_boundary", "wrong_caption", "bad_episode"]
+    note: str | None = Field(None, max_length=4000)
+
+
+def who_of(request: Request) -> str:
+    """The analyst behind a request: Basic auth user name, else X-Carve-User, else "token"."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "basic" and value:
+        try:
+            user = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")[0]
+        except (binascii.Error, UnicodeDecodeError):
+            user = ""
+        if user:
+            return user[:200]
+    return (request.headers.get("x-carve-user") or "").strip()[:200] or "token"
+
+
+def _state(state: str) -> str | None:
+    return None if state == "all" else state
+
+
+@router.post("/events/{event_id}/flags", tags=["flags"], status_code=201)
+def flag_event(body: FlagIn, request: Request, views: ViewsDep, catalogs: CatalogsDep,
+               event_id: str = Path(pattern=ID_PATTERN)) -> dict[str, Any]:
+    cat = catalogs.get()
+    row = views._event_row(cat, event_id, ["event_id", "episode_id", "dataset"])  # 404 for an unknown event
+    return fl.add_flag(cat, event_id, body.kind, who=who_of(request), note=body.note,
+                       episode_id=row["episode_id"], dataset=row["dataset"])
+
+
+@router.delete("/events/{event_id}/flags/{flag_id}", tags=["flags"])
+def unflag_event(request: Request, catalogs: CatalogsDep, event_id: str = Path(pattern=ID_PATTERN),
+                 flag_id: str = Path(pattern=ID_PATTERN)) -> dict[str, Any]:
+    f = fl.clear_flag(catalogs.get(), event_id, flag_id, who=who_of(request))
+    if f is None:
+        raise HTTPException(status_code=404, detail=f"event {event_id!r} has no flag {flag_id!r}")
+    return f
+
+
+@router.get("/events/{event_id}/flags", tags=["flags"])
+def event_flags(catalogs: CatalogsDep, event_id: str = Path(pattern=ID_PATTERN),
+                state: str = Query("all", pattern="^(active|cleared|all)$")) -> list[dict[str, Any]]:
+    return fl.list_flags(catalogs.get(), event_id=event_id, state=_state(state))
+
+
+@router.get("/datasets/{name}/flags", tags=["flags"])
+def dataset_flags(views: ViewsDep, catalogs: CatalogsDep, name: str = Path(pattern=NAME_PATTERN),
+                  state: str = Query("active", pattern="^(active|cleared|all)$")) -> list[dict[str, Any]]:
+    cat = catalogs.get()
+    views.require_dataset(cat, name)
+    return fl.list_flags(cat, dataset=name, state=_state(state))

@@ -1,0 +1,79 @@
+"""The analysts' pages under `/ui/` (token required; a browser may send it as the HTTP Basic
+password and is challenged for it, as on /report):
+
+    GET /ui/                    the datasets
+    GET /ui/map?dataset=&...    the embedding map (filters in the query string)
+    GET /ui/event?id=           one event: clip, signals, caption, neighbours, flags
+    GET /ui/cluster?dataset=&c= a cluster's events as thumbnails / clips
+    GET /ui/coverage?dataset=   coverage between two versions, CSV download
+    GET /ui/static/{name}       ui.js, ui.css and plotly.min.js (from the installed plotly)
+
+The pages are shells (report/ui_pages.py, report/templates/ui/); their script reads the API with
+`fetch()`, sending the token the page was opened with as a Bearer header (the page is served
+with `Cache-Control: no-store` so it is not kept). Nothing is loaded from another host.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials
+
+from carve.report.ui_pages import STATIC_FILES, render_ui, static_file
+from carve.service.auth import bearer_scheme, check_request
+
+
+def _require_token_basic(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer_scheme)) -> None:
+    """The service token, with a Basic challenge on 401 so that a browser asks for it."""
+    try:
+        check_request(request, creds, request.app.state.token)
+    except HTTPException as e:
+        raise HTTPException(status_code=e.status_code, detail=e.detail,
+                            headers={"WWW-Authenticate": 'Basic realm="carve", charset="UTF-8"'}) from None
+
+
+router = APIRouter(tags=["ui"], dependencies=[Depends(_require_token_basic)])
+_NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+
+
+def _page(request: Request, page: str) -> HTMLResponse:
+    return HTMLResponse(render_ui(page, mode="server", token=request.app.state.token, base="/ui/"), headers=_NO_STORE)
+
+
+@router.get("/ui", include_in_schema=False)
+def ui_root() -> RedirectResponse:
+    return RedirectResponse("/ui/", status_code=307)
+
+
+@router.get("/ui/", response_class=HTMLResponse)
+def ui_index(request: Request) -> HTMLResponse:
+    return _page(request, "index")
+
+
+@router.get("/ui/map", response_class=HTMLResponse)
+def ui_map(request: Request) -> HTMLResponse:
+    return _page(request, "map")
+
+
+@router.get("/ui/event", response_class=HTMLResponse)
+def ui_event(request: Request) -> HTMLResponse:
+    return _page(request, "event")
+
+
+@router.get("/ui/cluster", response_class=HTMLResponse)
+def ui_cluster(request: Request) -> HTMLResponse:
+    return _page(request, "cluster")
+
+
+@router.get("/ui/coverage", response_class=HTMLResponse)
+def ui_coverage(request: Request) -> HTMLResponse:
+    return _page(request, "coverage")
+
+
+@router.get("/ui/static/{name}", response_class=Response)
+def ui_static(name: str = Path(pattern=r"^[a-z.]{1,40}$")) -> Response:
+    if name not in STATIC_FILES:
+        raise HTTPException(status_code=404, detail=f"no static file {name!r}")
+    data, media = static_file(name)
+    return Response(data, media_type=media, headers={"Cache-Control": "private, max-age=3600",
+                                                     "X-Content-Type-Options": "nosniff"})

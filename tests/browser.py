@@ -1,0 +1,53 @@
+"""Headless Chromium (Playwright) for the browser tests (test_ui_browser.py, test_report_browser.py):
+the skip-or-fail check, the launch, an analyst's context and the hook that records requests that
+leave the test server.
+
+Skips when /usr/bin/chromium or Playwright is missing, unless CARVE_REQUIRE_BROWSER=1 (CI), where
+that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+TOKEN = "browser-token-0123456789abcdef"
+
+
+def need_browser() -> None:
+    """Skip the test (fail it under CARVE_REQUIRE_BROWSER=1) when Chromium or Playwright is missing."""
+    required = os.environ.get("CARVE_REQUIRE_BROWSER") == "1"
+    missing = None
+    if not Path(CHROMIUM).exists():
+        missing = f"{CHROMIUM} not installed"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError as e:
+            missing = f"playwright not importable: {e}"
+    if missing:
+        if required:
+            pytest.fail(f"CARVE_REQUIRE_BROWSER=1 but {missing}")
+        pytest.skip(missing)
+
+
+def launch(pw: Any, *args: str) -> Any:
+    """Headless /usr/bin/chromium from a `sync_playwright()` handle, with extra command-line `args`."""
+    return pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", *args])
+
+
+def analyst_context(browser: Any, **kw: Any) -> Any:
+    """A 1280x900 browser context logged in as the analyst (HTTP basic auth with the test token)."""
+    return browser.new_context(http_credentials={"username": "analyst", "password": TOKEN},
+                               viewport={"width": 1280, "height": 900}, **kw)
+
+
+def record_external(page: Any, allowed: tuple[str, ...]) -> list[str]:
+    """The list the page's requests to URLs not starting with one of `allowed` are appended to."""
+    external: list[str] = []
+    page.on("request", lambda req: external.append(req.url) if not req.url.startswith(allowed) else None)
+    return external
