@@ -270,7 +270,7 @@ def test_the_service_finds_an_event_again_after_compaction_replaced_its_part(
     from carve.service.app import create_app
     from carve.storage.parts import compact
 
-    root, s = _run(tmp_path, folder_dataset, "svc", part_episodes=1)
+    root, _s = _run(tmp_path, folder_dataset, "svc", part_episodes=1)
     before = read_events(open_root(root), columns=["event_id", "caption"])
     probe = before.column("event_id")[before.num_rows - 1].as_py()
     cfg = CarveConfig.model_validate({"root": str(root), "service": {"token": "t" * 24}})
