@@ -267,7 +267,9 @@ def test_yaml_trainer_config_loads(tmp_path: Path) -> None:
                   "betas": (0.9, 0.95), "warmup_steps": 20, "min_lr_frac": 0.1, "grad_clip": 1.0},
     }
     old = TrainConfig.from_dict(legacy)
-    assert old == TrainConfig(mode="chunk") and old.model_dump() == {**legacy, "seed": None}  # train.seed: new
+    # new since: train.seed, data.sampling_weights (their defaults fill in)
+    assert old == TrainConfig(mode="chunk")
+    assert old.model_dump() == {**legacy, "seed": None, "data": {**legacy["data"], "sampling_weights": True}}
     with pytest.raises(TrainConfigError, match="invalid trainer config: mode"):
         TrainConfig.from_dict({**legacy, "mode": "diffusion"})
 
