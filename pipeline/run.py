@@ -112,6 +112,11 @@ class JobReporter:
                     # being cancelled: the server that signalled this process records the end
                     # once the process has exited, so "cancelled" never shows while it still runs
                     return
+                if state == "cancelled":
+                    # signalled while the job read "running" (a cancel racing this process's own
+                    # "running" write): hand the end to the server all the same
+                    self.catalog.update_job(self.job_id, state="cancelling", **fields)
+                    return
                 self.catalog.update_job(self.job_id, state=state, error=error, **fields)
 
 

@@ -222,3 +222,22 @@ def test_cancel_reaches_a_job_process_whose_server_died(tmp_path: Path, catalog_
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_cancelled_job_process_leaves_the_end_to_its_server(tmp_path: Path, catalog_url):
+    """A job process stopped by a cancel never records `cancelled` itself, even when the cancel
+    raced its own `running` write: the server records it once the process has exited."""
+    from carve.pipeline.run import JobReporter
+
+    with Catalog(tmp_path / "root", url=catalog_url) as cat:
+        for before in ("cancelling", "running"):
+            jid = _insert_job(cat, str(tmp_path / "src"), "running", "host:1:x", time.time())
+            reporter = JobReporter(cat, jid, interval_s=60)  # writes "running" (what a racing cancel overwrote)
+            if before == "cancelling":
+                cat.update_job(jid, state="cancelling")
+            reporter.finish("cancelled", error="cancelled")
+            assert cat.job(jid)["state"] == "cancelling", before
+        done = _insert_job(cat, str(tmp_path / "src"), "running", "host:1:x", time.time())
+        ok = JobReporter(cat, done, interval_s=60)
+        ok.finish("succeeded")
+        assert cat.job(done)["state"] == "succeeded"
