@@ -110,6 +110,9 @@ class SegmentConfig(_Section):
     visual_threshold: float = Field(default=0.22, ge=0.0)  # on the change score of ingest.visual descriptors
     min_len_s: float = Field(default=0.2, gt=0.0)
     max_len_s: float = Field(default=15.0, gt=0.0)
+    # per-step observations for training at every decision point: the visual descriptor every
+    # `obs_every_s` seconds (`obs_visual`, `obs_stride` event columns); 0 = off
+    obs_every_s: float = Field(default=0.0, ge=0.0)
     keyframe_size: int = Field(default=96, ge=16)  # JPEG keyframes are resized to this (short side)
     keyframe_quality: int = Field(default=85, ge=10, le=100)
 

@@ -131,3 +131,26 @@ def test_local_executor_writes_the_same_events_as_ray(folder_dataset: Path, tmp_
     # the text embedder batches differently (a Ray block vs one episode): float noise only
     np.testing.assert_allclose(np.array(ray_t.column("emb").to_pylist()), np.array(local_t.column("emb").to_pylist()),
                                atol=1e-5)
+
+
+def test_decode_segment_adds_strided_observations_when_asked(folder_dataset: Path):  # noqa: F811
+    """`segment.obs_every_s` turns on the per-step observation columns, at a stride in frames
+    resolved from each episode's fps; off by default."""
+    from carve.core.config import SegmentConfig, SourceConfig
+    from carve.ingest.sources import open_source
+    from carve.pipeline.steps import DecodeSegment
+
+    plain = DecodeSegment(SegmentConfig(), SourceConfig())
+    for ref in open_source(str(folder_dataset)).list_episodes():  # the fixture also holds bad episodes
+        batch = pa.Table.from_pylist([ref.to_row()])
+        off = plain(batch).to_pylist()
+        if all(r["_error"] is None for r in off):
+            break
+    assert off and all(r["_error"] is None for r in off)
+    assert all(r["obs_visual"] is None and not r["obs_stride"] for r in off)
+    on = DecodeSegment(SegmentConfig(obs_every_s=0.25), SourceConfig())(batch).to_pylist()
+    stride = max(1, round(0.25 * on[0]["fps"]))
+    assert [(r["start_frame"], r["end_frame"]) for r in on] == [(r["start_frame"], r["end_frame"]) for r in off]
+    for r in on:
+        assert r["obs_stride"] == stride
+        assert len(r["obs_visual"]) == len(range(r["start_frame"], r["end_frame"], stride))
