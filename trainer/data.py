@@ -286,17 +286,18 @@ class EventStream(IterableDataset):
             )
         return self._unit_order[g::total]
 
-    def _valid_rows(self, units: list[int]) -> dict[int, list[int]]:
+    def _valid_rows(self, units: list[int]) -> tuple[dict[int, list[int]], dict[int, list[float]]]:
+        """(this split's rows per unit, the train split's `sampling_weight` per unit that has one)."""
         frac = self.cfg.holdout_frac
         out: dict[int, list[int]] = {}
-        self._weights: dict[int, list[float]] = {}
+        weights: dict[int, list[float]] = {}
         for u in units:
             unit = self.manifest.units[u]
             weighted = self.split == "train" and self.cfg.sampling_weights
             pf = open_shard(unit.shard) if weighted or (self.split != "all" and frac > 0) else None
             if weighted and pf is not None and "sampling_weight" in pf.schema_arrow.names:
                 w = pf.read_row_group(unit.row_group, columns=["sampling_weight"]).column(0).to_pylist()
-                self._weights[u] = [1.0 if x is None else float(x) for x in w]
+                weights[u] = [1.0 if x is None else float(x) for x in w]
             if self.split == "all" or frac <= 0:
                 rows = list(range(unit.rows)) if self.split != "eval" else []
             else:
@@ -308,17 +309,19 @@ class EventStream(IterableDataset):
                 ]
             if rows:
                 out[u] = rows
-        return out
+        return out, weights
 
-    def _draws(self, valid: dict[int, list[int]], rng: random.Random) -> dict[int, list[int]]:
+    @staticmethod
+    def _draws(valid: dict[int, list[int]], weights: dict[int, list[float]],
+               rng: random.Random) -> dict[int, list[int]]:
         """This epoch's rows per unit: a row of sampling weight w is drawn floor(w) or ceil(w)
         times (expected w: a weights-mode version's weights sum to its epoch size), rows of
         units without weights once; deterministic by (data seed, epoch, stream)."""
-        if not self._weights:
+        if not weights:
             return valid
         out: dict[int, list[int]] = {}
         for u, rows in valid.items():
-            w = self._weights.get(u)
+            w = weights.get(u)
             if w is None:
                 out[u] = rows
                 continue
@@ -355,7 +358,7 @@ class EventStream(IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         g, total, w, nw = self.stream_id()
-        valid = self._valid_rows(self.units_for(g, total))
+        valid, weights = self._valid_rows(self.units_for(g, total))
         if not valid:
             if not self.infinite:
                 return
@@ -368,7 +371,7 @@ class EventStream(IterableDataset):
         epoch = 0
         while True:
             rng = random.Random(f"{self.cfg.seed}-{epoch}-{g}")
-            drawn = self._draws(valid, rng)
+            drawn = self._draws(valid, weights, rng)
             remaining = {u: len(rows) for u, rows in drawn.items()}
             cache: dict[int, RowGroup] = {}
             files: dict[str, pq.ParquetFile] = {}

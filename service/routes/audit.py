@@ -485,6 +485,24 @@ def _status(before: int, after: int) -> str:
     return "grew" if after > before else "shrank" if after < before else "same"
 
 
+def _remapped(sizes: dict[int, int], mapping: dict[int, int] | None) -> dict[int, int]:
+    """Cluster sizes of one version keyed by the matching cluster of another (`_centroid_map`);
+    clusters mapped to the same target add up. No mapping: the same ids."""
+    out: dict[int, int] = {}
+    for c, n in sizes.items():
+        tgt = mapping.get(c, c) if mapping is not None else c
+        out[tgt] = out.get(tgt, 0) + n
+    return out
+
+
+def _drift_or_none(views: Views, cfg: CarveConfig, version: int) -> dict[str, Any] | None:
+    """The clustering's drift (`coverage_drift`) for `version`, or None when it cannot be computed."""
+    try:
+        return coverage_drift(views.root, cfg, version)
+    except ClusteringError:
+        return None
+
+
 def coverage_diff(views: Views, cat: Catalog, cfg: CarveConfig, name: str, kind: str | None, frm: int | None,
                   to: int | None, batch: str | None, min_ratio: float) -> dict[str, Any]:
     """Per cluster of `to`: size in `from` and in `to`, delta and status; the drift ratio; the
@@ -512,15 +530,9 @@ def coverage_diff(views: Views, cat: Catalog, cfg: CarveConfig, name: str, kind:
         frm_v = clusters_version(views, frm) if frm is not None else max([h for h in have if h < to_v] or [to_v])
         after = _cluster_sizes(views, cat, name, to_v)
         mapping = _centroid_map(views, frm_v, to_v) if frm_v != to_v else None
-        before = {}
-        for c, n in _cluster_sizes(views, cat, name, frm_v).items():
-            tgt = mapping.get(c, c) if mapping is not None else c
-            before[tgt] = before.get(tgt, 0) + n
+        before = _remapped(_cluster_sizes(views, cat, name, frm_v), mapping)
         cap_v = to_v
-        try:
-            drift = coverage_drift(views.root, cfg, to_v)
-        except ClusteringError:
-            drift = None
+        drift = _drift_or_none(views, cfg, to_v)
     elif kind == "shards":
         have = manifest_versions(views.root)
         if not have:
@@ -535,15 +547,9 @@ def coverage_diff(views: Views, cat: Catalog, cfg: CarveConfig, name: str, kind:
         ds_from = _shard_counts_ds(views, frm_v, name)
         mapping = _centroid_map(views, cv_from, cv_to) if cv_from != cv_to and cv_from and cv_to else None
         after = dict(ds_to)
-        before = {}
-        for c, n in ds_from.items():
-            tgt = mapping.get(c, c) if mapping is not None else c
-            before[tgt] = before.get(tgt, 0) + n
+        before = _remapped(ds_from, mapping)
         cap_v = cv_to
-        try:
-            drift = coverage_drift(views.root, cfg, cv_to)
-        except ClusteringError:
-            drift = None
+        drift = _drift_or_none(views, cfg, cv_to)
     else:
         raise HTTPException(status_code=422, detail=f"kind must be clusters or shards, not {kind!r}")
     caps = _captions(views, cat, name, cap_v) if cap_v else {}
