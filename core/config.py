@@ -88,7 +88,7 @@ class SegmentConfig(_Section):
     resolved from each episode's fps: one configuration serves every frame rate."""
 
     gripper_dim: int | None = None  # a state column to use as the (only) gripper; None = find by name
-    gripper_name_pattern: str = "gripper|finger|claw|jaw"
+    gripper_name_pattern: str = "grip|finger|claw|jaw"  # gripper, grip_effort, finger_joint1 ...
     gripper_hysteresis: float = Field(default=0.3, ge=0.0, le=0.45)  # band, as a fraction of the travel
     gripper_min_travel: float = Field(default=0.0, ge=0.0)  # in the recording's gripper unit
     gripper_min_travel_sigma: float = Field(default=10.0, ge=0.0)  # travel must exceed this x sensor noise
@@ -105,10 +105,10 @@ class SegmentConfig(_Section):
     waypoint_error_rad: float = Field(default=0.08, gt=0.0)
     turn_deg: float = Field(default=45.0, ge=0.0, le=180.0)
     dip_ratio: float = Field(default=0.5, gt=0.0, le=1.0)  # a velocity minimum below this x both peaks
-    refractory_s: float = Field(default=0.2, ge=0.0)  # no two boundaries closer than this
+    refractory_s: float = Field(default=0.1, ge=0.0)  # no two boundaries closer than this
     use_visual: bool = False
     visual_threshold: float = Field(default=0.22, ge=0.0)  # on the change score of ingest.visual descriptors
-    min_len_s: float = Field(default=0.2, gt=0.0)
+    min_len_s: float = Field(default=0.1, gt=0.0)  # phases as short as 0.15 s stay events
     max_len_s: float = Field(default=15.0, gt=0.0)
     # per-step observations for training at every decision point: the visual descriptor every
     # `obs_every_s` seconds (`obs_visual`, `obs_stride` event columns); 0 = off

@@ -31,8 +31,9 @@ re-encoded frames against the source is measured and reported.
 
 Safety: the dataset is built in a temporary folder beside `out` and renamed into place at the
 end; `meta/info.json` is written last. An unknown shards version, an existing `out` (unless
-`overwrite`), a source whose episodes or videos are gone, and any failure midway raise
-`ExportError` naming the thing, and leave `out` as it was.
+`overwrite`), a source whose episodes or videos are gone, a source video in a codec Carve cannot
+decode (checked before anything is written) and any failure midway raise `ExportError` naming
+the thing, and leave `out` as it was.
 """
 
 from __future__ import annotations
@@ -53,7 +54,14 @@ from carve.core.errors import CarveError
 from carve.core.log import get_logger, log_event
 from carve.export import layout as L
 from carve.export.stats import image_stats, sample_indices, vector_stats
-from carve.export.video import DEFAULT_CRF, VideoExportError, pick_encoder, psnr, span_packets
+from carve.export.video import (
+    DEFAULT_CRF,
+    VideoExportError,
+    check_decodable,
+    pick_encoder,
+    psnr,
+    span_packets,
+)
 from carve.export.writer import DatasetWriter, VideoLoc
 from carve.ingest.sources import Episode, EpisodeRef, load_episode, open_source
 from carve.storage.events import read_events
@@ -352,6 +360,7 @@ def _open_sources(root: Root, manifest: dict[str, Any], rows: list[dict[str, Any
         wanted.setdefault(r["dataset"], {})[int(r["episode_index"])] = r["episode_id"]
     known = {s.get("dataset"): s for s in manifest.get("sources") or []}
     out: list[_Source] = []
+    checked: set[str] = set()  # source videos whose codec was checked (episodes share files)
     for name in sorted(wanted):
         d = root.catalog.dataset(name) or known.get(name) or {}
         uri, fmt = d.get("source_uri"), d.get("format") or "auto"
@@ -366,6 +375,15 @@ def _open_sources(root: Root, manifest: dict[str, Any], rows: list[dict[str, Any
             if idx not in refs:
                 raise ExportError(f"dataset {name}: episode {idx} is no longer in its source {uri}")
             ref = refs[idx]
+            for cam in sorted((ref.locator.get("videos") or {}) if ref.format == "lerobot" else {}):
+                sv = _source_video(ref, cam)
+                if sv is None or sv[0] in checked:
+                    continue
+                try:
+                    check_decodable(sv[0])
+                except VideoExportError as e:
+                    raise ExportError(f"dataset {name}: cannot export {ref.label} camera {cam}: {e}") from None
+                checked.add(sv[0])
             try:
                 ep = load_episode(ref, video_backend=backend)
             except EpisodeError as e:
@@ -394,11 +412,21 @@ def _dataset_shape(sources: list[_Source]) -> tuple[int, list[str], str | None, 
     return round(s0.fps), list(s0.cameras), robot, (list(s0.state_names), list(s0.action_names))
 
 
+# per-frame columns the export writes itself; a source feature of the same name (a dataset already
+# annotated with lerobot's subtasks) is kept as `source.<name>`, so neither overwrites the other
+_WRITTEN_HERE = ("subtask_index", "sampling_weight")
+
+
+def _export_name(key: str) -> str:
+    return f"source.{key}" if key in _WRITTEN_HERE else key
+
+
 def _extra_features(sources: list[_Source]) -> dict[str, dict[str, Any]]:
-    """The source features beyond state/action/cameras that every exported episode has (kept as they are)."""
+    """The source features beyond state/action/cameras that every exported episode has, kept as
+    they are (under `_export_name`)."""
     specs = [s.ref.locator.get("extra_features") or {} for s in sources]
     common = set(specs[0]).intersection(*specs[1:]) if specs else set()
-    return {k: specs[0][k] for k in sorted(common) if all(sp[k] == specs[0][k] for sp in specs)}
+    return {_export_name(k): specs[0][k] for k in sorted(common) if all(sp[k] == specs[0][k] for sp in specs)}
 
 
 def _source_video(ref: EpisodeRef, cam: str) -> tuple[str, float] | None:
@@ -597,7 +625,7 @@ def _frame_table(ep: Episode, it: _Item, fps: int, episode_index: int, gidx: int
         "task_index": pa.array(task_idx),
         "subtask_index": pa.array(sub_idx),
         "sampling_weight": pa.array(weight.astype(np.float32)),
-        **{k: _feature_array(v[it.start:it.end]) for k, v in ep.extras.items()},
+        **{_export_name(k): _feature_array(v[it.start:it.end]) for k, v in ep.extras.items()},
     })
 
 

@@ -13,7 +13,14 @@
   are one contiguous run in decode order (nothing outside the span is needed to decode it)
   and its frames sit one per 1/fps. Otherwise None (the caller re-encodes).
 * `CopiedVideo`: one mp4 made of copied spans (same codec parameters; `compatible` says
-  whether a span from another source file can join it).
+  whether a span from another source file can join it). Copying needs no encoder: the output
+  stream takes the source stream's codec parameters as they are, so a stream whose only
+  codec in this build is a decoder (AV1 through libdav1d) copies like H.264 or HEVC.
+* `stream_codec(stream)` / `canonical_codec(name)`: a codec's name as lerobot's
+  `get_video_info` records it (the FFmpeg codec descriptor: "av1", "h264", "hevc"), never
+  the name of the decoder or encoder that handles it ("libdav1d", "libx264", "libx265").
+* `check_decodable(source)`: the codec of a source video, or an error naming the file and why
+  Carve cannot decode it (missing, not a video, a codec this PyAV build has no decoder for).
 * `psnr(a, b)`: peak signal-to-noise ratio in dB of two uint8 frame stacks.
 * `open_input(source)`: a PyAV input container of a local video or of one on an object store
   (`s3://...`, read through pyarrow.fs, so copying a span fetches only the bytes it needs).
@@ -71,8 +78,26 @@ def pick_encoder(codec: str) -> str:
     )
 
 
-def canonical_codec(encoder_or_codec: str) -> str:
-    return CANONICAL_CODEC.get(encoder_or_codec, encoder_or_codec)
+def canonical_codec(name: str) -> str:
+    """The codec's descriptor name of an encoder, decoder or codec name ("libsvtav1" and
+    "libdav1d" -> "av1", "libx265" -> "hevc"); the name itself when this build knows neither."""
+    import av
+
+    for mode in ("w", "r"):
+        try:
+            return str(av.Codec(name, mode).canonical_name)
+        except Exception:  # not an encoder (or decoder) name in this build
+            continue
+    return CANONICAL_CODEC.get(name, name)
+
+
+def stream_codec(stream: Any) -> str:
+    """The codec of an input stream by its descriptor name (what lerobot writes in info.json),
+    not `codec_context.name`, which is the decoder PyAV picked (e.g. "libdav1d" for AV1)."""
+    cc = stream.codec_context
+    if cc is None:
+        raise VideoExportError(f"stream {stream.index} has no codec")
+    return str(cc.codec.canonical_name)
 
 
 def encoder_options(encoder: str, crf: int | None = None, gop: int = DEFAULT_GOP) -> dict[str, str]:
@@ -155,6 +180,30 @@ class SpanPackets:
         return (self.codec, self.width, self.height, self.pix_fmt, self.extradata)
 
 
+def check_decodable(source: str) -> str:
+    """The codec of `source`'s first video stream ("av1", "h264", ...), after checking that this
+    PyAV build has a decoder for it; `VideoExportError` naming the file and the reason when the
+    file is missing, is not a video, or holds a codec Carve cannot decode."""
+    import av
+
+    try:
+        container = open_input(source)
+    except (FileNotFoundError, av.error.FileNotFoundError):
+        raise VideoExportError(f"video {source}: file not found") from None
+    except av.error.FFmpegError as e:
+        raise VideoExportError(f"video {source}: cannot open ({e}); the file may be truncated or not a video") from None
+    with container:
+        if not container.streams.video:
+            raise VideoExportError(f"video {source}: has no video stream")
+        stream = container.streams.video[0]
+        if stream.codec_context is None:  # FFmpeg knows no codec (or no decoder) for the stream's tag
+            raise VideoExportError(
+                f"video {source}: its video stream's codec is unknown to this PyAV {av.__version__} build "
+                f"(FFmpeg libavcodec {'.'.join(map(str, av.library_versions.get('libavcodec', ())))}: "
+                "no decoder), so Carve cannot decode it; re-encode it (e.g. to AV1 or H.264) first")
+        return stream_codec(stream)
+
+
 def span_packets(path: str, start_s: float, n: int, fps: float) -> SpanPackets | None:
     """The packets of frames [start_s, start_s + n/fps) of `path`, if the span copies cleanly."""
     import av
@@ -192,7 +241,7 @@ def span_packets(path: str, start_s: float, n: int, fps: float) -> SpanPackets |
         if sorted(r[1] for r in run) != list(range(n)):
             return None  # not one frame per 1/fps
         cc = stream.codec_context
-        return SpanPackets(source=path, codec=cc.name, width=cc.width, height=cc.height,
+        return SpanPackets(source=path, codec=stream_codec(stream), width=cc.width, height=cc.height,
                            pix_fmt=str(cc.pix_fmt), extradata=bytes(cc.extradata or b""), packets=run)
     finally:
         container.close()
@@ -211,7 +260,10 @@ class CopiedVideo:
         self.codec = first.codec
         with open_input(first.source) as src:
             self.container = av.open(str(path), "w")
-            self.stream = self.container.add_stream_from_template(src.streams.video[0])
+            # opaque: keep the template's own codec object (the decoder) and its parameters; the
+            # default builds an encoder from the decoder's name, which fails for decoder-only
+            # codecs (libdav1d) and is never used for muxing copied packets anyway
+            self.stream = self.container.add_stream_from_template(src.streams.video[0], opaque=True)
         self.stream.time_base = Fraction(1, self.fps * 1024)
         self.n_frames = 0
         self.bytes = 0

@@ -144,8 +144,10 @@ def arm_layouts(
                 members = [i for i in range(dim) if not multi or names[i].lower().startswith(pre)]
             else:
                 members = list(range(dim))
+            # every gripper column (a second finger too) is gripper, never motion
+            exclude = {i for i in members if names and pat.search(names[i])}
             g = lay.gripper_action if in_action else lay.gripper
-            exclude = {g} if g is not None else set()
+            exclude |= {g} if g is not None else set()
             if names:
                 motion, kind = _motion_columns(names, members, exclude)
             else:

@@ -13,14 +13,19 @@ Owns the metrics and the predictions they score:
   `bootstrap=N` adds 95% percentile confidence intervals of the F1s from N resamples of the
   episodes (seeded), and `paired_bootstrap` the interval of the F1 difference of two
   methods scored on the same episodes;
-* predictions: from the event catalog (`predictions_from_catalog`), or by running a method on
-  the dataset's signals (`predictions_by_method`): `carve`, the segmenter
-  (`ingest.segment.segment_episode`), or `keyframes`, the PerAct/RVT keyframe rule
-  (`ingest.keyframes.perceiver_keyframes`), the peer baseline scored in the same run;
+* predictions: from the event catalog (`catalog_episodes` / `predictions_from_catalog`), or
+  by running a method on the dataset's signals (`run_methods` / `predictions_by_method`):
+  `carve`, the segmenter (`ingest.segment.segment_episode`), or `keyframes`, the PerAct/RVT
+  keyframe rule (`ingest.keyframes.perceiver_keyframes`), the peer baseline scored in the same
+  run; both also give each scored episode's length and fps. `catalog_source(root, dataset)` is
+  the dataset a catalog's events came from (what `carve run` recorded), so a method can run on
+  it from `--root` alone;
 * `format_report(report)`: the text table the CLI prints (`cli/segments.py`).
 
-Ground truth is `<dataset>/ground_truth_events.json` as written by `carve synth` (see
-docs/FORMATS.md).
+Ground truth (`evaluate`'s `truth`) is the normalised form of `carve.ingest.truth.read_truth`:
+Carve's `ground_truth_events.json` from `carve synth`, JSON annotations of one's own, or a
+LeRobot dataset with per-frame `subtask_index` (docs/FORMATS.md). `load_truth` reads only
+Carve's own file, with its phases as written (what `carve eval-captions` needs).
 """
 
 from __future__ import annotations
@@ -108,7 +113,7 @@ def tolerance_frames(tol_s: float, fps: float) -> int:
 
 
 def _episode_fps(ep: dict[str, Any], truth: dict[str, Any]) -> float:
-    fps = ep.get("fps", truth.get("fps"))
+    fps = ep.get("fps") or truth.get("fps")
     if not fps or float(fps) <= 0:
         raise ValueError(f"episode {ep.get('episode_index')} of {truth.get('dataset', 'the ground truth')}: "
                          "no fps recorded, so a tolerance in seconds cannot be resolved; use frames (--tolerance)")
@@ -183,7 +188,8 @@ def evaluate(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Score `predicted` (episode_index -> internal boundary frames) against `truth` (the
-    ground_truth_events.json dict), with a boundary tolerance of `tol` frames or, when `tol_s`
+    ground_truth_events.json dict, or any form `carve.ingest.truth.read_truth` returns, its
+    entries' lengths known: see `complete_truth`), with a boundary tolerance of `tol` frames or, when `tol_s`
     is given, `tol_s` seconds resolved per episode from its fps. Episodes missing from
     `predicted` are reported and not scored. Returns {"overall": {...}, "per_task":
     {task_type: {...}}, "per_episode": [...], "tolerance": frames | None, "tolerance_s":
@@ -198,6 +204,9 @@ def evaluate(
         if idx not in predicted:
             missing.append(idx)
             continue
+        if ep.get("length") is None:
+            raise ValueError(f"episode {idx} of {truth.get('path') or truth.get('dataset') or 'the ground truth'}: "
+                             "no length given, and none known from the episodes scored")
         length = int(ep["length"])
         if tol_s is not None:
             fps = _episode_fps(ep, truth)
@@ -257,6 +266,8 @@ def evaluate(
 
 
 def load_truth(path: str | Path) -> dict[str, Any]:
+    """Carve's own `ground_truth_events.json` (from `carve synth`) as written; the other forms
+    `carve eval-segments` takes are read by `carve.ingest.truth.read_truth`."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"ground truth {p} does not exist")
@@ -269,14 +280,17 @@ def load_truth(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def predictions_from_catalog(root: Root, dataset: str | None = None, hint: str | None = None) -> dict[int, list[int]]:
-    """episode_index -> internal boundaries, from the events in `<root>/events/`.
+def catalog_episodes(root: Root, dataset: str | None = None, hint: str | None = None
+                     ) -> tuple[str, dict[int, list[int]], dict[int, dict[str, Any]]]:
+    """(dataset, episode_index -> internal boundaries, episode_index -> {"length", "fps"}) from
+    the events in `<root>/events/`; an episode's length is its last event's end frame.
 
     `dataset` picks one dataset of the catalog (an error lists the choices); without it the
     `hint` (the truth's dataset name) is used when present, else the catalog's only dataset."""
+    from carve.ingest.truth import episode_info
     from carve.storage.events import read_events
 
-    table = read_events(root, columns=["dataset", "episode_index", "start_frame", "end_frame"])
+    table = read_events(root, columns=["dataset", "episode_index", "start_frame", "end_frame", "fps"])
     if table.num_rows == 0:
         raise ValueError(f"catalog {root} has no events")
     cols = table.to_pydict()
@@ -290,23 +304,62 @@ def predictions_from_catalog(root: Root, dataset: str | None = None, hint: str |
     elif dataset not in names:
         raise ValueError(f"catalog {root} has no dataset {dataset!r} (it has {names})")
     out: dict[int, list[int]] = {}
-    for ds, idx, start in zip(cols["dataset"], cols["episode_index"], cols["start_frame"], strict=True):
+    rows = []
+    for ds, idx, start, end, fps in zip(cols["dataset"], cols["episode_index"], cols["start_frame"],
+                                        cols["end_frame"], cols["fps"], strict=True):
         if ds != dataset:
             continue
         lst = out.setdefault(int(idx), [])
         if start > 0:
             lst.append(int(start))
-    return {k: sorted(set(v)) for k, v in out.items()}
+        rows.append((idx, end, fps))
+    return dataset, {k: sorted(set(v)) for k, v in out.items()}, episode_info(rows)
+
+
+def predictions_from_catalog(root: Root, dataset: str | None = None, hint: str | None = None) -> dict[int, list[int]]:
+    """episode_index -> internal boundaries, from the events in `<root>/events/` (`catalog_episodes`)."""
+    return catalog_episodes(root, dataset, hint)[1]
+
+
+def catalog_source(root: Root, dataset: str) -> tuple[str, str]:
+    """(source URI, format) of `dataset` as `carve run` recorded it in the catalog of `root`,
+    checked to open; ValueError naming the URI when it is not recorded or cannot be opened."""
+    import pyarrow.fs as pafs
+
+    from carve.core.errors import SourceError
+    from carve.ingest.sources import open_source
+    from carve.storage.fs import resolve
+
+    rec = root.catalog.dataset(dataset)
+    if rec is None or not rec.get("source_uri"):
+        raise ValueError(f"the catalog of {root} records no source for dataset {dataset!r}; "
+                         "give the dataset with --source")
+    uri, fmt = str(rec["source_uri"]), str(rec.get("format") or "auto")
+    try:
+        fs, path = resolve(uri)
+        gone = fs.get_file_info(path).type == pafs.FileType.NotFound
+    except (OSError, ValueError):
+        gone = False  # open_source below says what is wrong
+    if gone:
+        raise ValueError(f"dataset {dataset!r} of the catalog of {root} was read from {uri} ({fmt}), which no "
+                         "longer exists; give the dataset with --source")
+    try:
+        open_source(uri, fmt)
+    except (SourceError, OSError) as e:
+        raise ValueError(f"dataset {dataset!r} of the catalog of {root} was read from {uri} ({fmt}), which "
+                         f"cannot be opened now ({e}); give the dataset with --source") from None
+    return uri, fmt
 
 
 METHODS = ("carve", "keyframes")  # what `predictions_by_method` can run on a dataset's signals
 
 
-def predictions_by_method(uri: str, seg_cfg: Any, src_cfg: Any | None = None, methods: Iterable[str] = ("carve",),
-                          progress: bool = True) -> dict[str, dict[int, list[int]]]:
-    """method -> episode_index -> internal boundaries, running each method on the dataset's
-    signals (one pass over the episodes): `carve` is the segmenter with `seg_cfg`, `keyframes`
-    the PerAct/RVT keyframe rule (`ingest.keyframes`; `seg_cfg` only locates the grippers)."""
+def run_methods(uri: str, seg_cfg: Any, methods: Iterable[str] = ("carve",), fmt: str = "auto",
+                progress: bool = True) -> tuple[dict[str, dict[int, list[int]]], dict[int, dict[str, Any]]]:
+    """(method -> episode_index -> internal boundaries, episode_index -> {"length", "fps"}),
+    running each method on the signals of the dataset at `uri` (one pass over the episodes):
+    `carve` is the segmenter with `seg_cfg`, `keyframes` the PerAct/RVT keyframe rule
+    (`ingest.keyframes`; `seg_cfg` only locates the grippers)."""
     from tqdm import tqdm
 
     from carve.ingest.keyframes import perceiver_keyframes
@@ -317,19 +370,28 @@ def predictions_by_method(uri: str, seg_cfg: Any, src_cfg: Any | None = None, me
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; use {', '.join(METHODS)}")
-    src = open_source(uri, getattr(src_cfg, "format", "auto") if src_cfg else "auto")
+    src = open_source(uri, fmt or "auto")
     refs = src.list_episodes()
     out: dict[str, dict[int, list[int]]] = {m: {} for m in methods}
+    info: dict[int, dict[str, Any]] = {}
     for ref in tqdm(refs, desc="segment", unit="ep", disable=not progress):
         ep = load_episode(ref)
         idx = int(ref.episode_index)
+        info[idx] = {"length": ep.length, "fps": float(ep.fps)}
         if "carve" in out:
             segs = segment_episode(ep.state, ep.action, ep.fps, seg_cfg, ep.state_names, ep.action_names)
             out["carve"][idx] = [s.start for s in segs[1:]]
         if "keyframes" in out:
             out["keyframes"][idx] = perceiver_keyframes(ep.state, ep.action, ep.fps, ep.state_names,
                                                         ep.action_names, cfg=seg_cfg)
-    return out
+    return out, info
+
+
+def predictions_by_method(uri: str, seg_cfg: Any, src_cfg: Any | None = None, methods: Iterable[str] = ("carve",),
+                          progress: bool = True) -> dict[str, dict[int, list[int]]]:
+    """method -> episode_index -> internal boundaries (`run_methods`; the format from `src_cfg`)."""
+    fmt = getattr(src_cfg, "format", "auto") if src_cfg else "auto"
+    return run_methods(uri, seg_cfg, methods, fmt, progress)[0]
 
 
 def predictions_from_source(uri: str, seg_cfg: Any, src_cfg: Any | None = None,

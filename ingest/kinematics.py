@@ -5,6 +5,8 @@ resolved from the episode's fps, so the same configuration serves 10 fps and 50 
 
 * `smooth(x, fps, sigma_s)`: Gaussian smoothing in time (hand tremor and sensor noise are
   faster than a manipulation phase), `speed(x, fps)`: the norm of its time derivative.
+* `sharpen_onset`: an onset found on the smoothed speed, moved to where the raw speed starts
+  to rise (smoothing spreads a movement's start backwards).
 * `pause_boundaries`: where the arm, after standing still (speed below the pause speed for at
   least `pause_min_s`), starts moving again: the onset of the next movement.
 * `motion_starts`: after a gripper closes or opens, the arm holds (the fingers need it still)
@@ -69,7 +71,8 @@ def motion_starts(sp: np.ndarray, fps: float, after: list[int], until: list[int]
     """(frame, "motion_start"): for each gripper transition at `after[i]`, the onset of the first
     sustained move (speed >= `moving` for `pause_min_s`) between `min_len_s` after it and the next
     transition (`until[i]`), walked back to the speed minimum that precedes it (the search starts
-    0.1 s after the transition; an arm already moving then never held, and starts nothing)."""
+    0.1 s after the transition; an arm that never slows below half the moving speed between the
+    transition and that onset never held, and starts nothing)."""
     n = len(sp)
     hold = max(1, round(cfg.pause_min_s * fps))
     settle = max(1, round(0.1 * fps))  # the transition's own first frames
@@ -84,8 +87,8 @@ def motion_starts(sp: np.ndarray, fps: float, after: list[int], until: list[int]
         k = lo + int(run_end[0]) - hold + 1  # first frame of the sustained move
         k = max(k, lo)
         k = onset(sp, k, lo, hold_level(sp[lo:k], moving))
-        if k == lo and sp[lo] >= 0.2 * moving:
-            continue  # the arm never held still after the transition: no new movement starts here
+        if float(np.min(sp[t0 : k + 1])) >= 0.5 * moving:
+            continue  # the arm never slowed to a hold after the transition: no new movement starts here
         out.append((int(k), MOTION_START))
     return out
 
@@ -121,6 +124,23 @@ def onset(sp: np.ndarray, k: int, lo: int, floor: float) -> int:
     while k > lo and sp[k - 1] > floor and sp[k - 1] < sp[k]:
         k -= 1
     return k
+
+
+def sharpen_onset(raw: np.ndarray, k: int, moving: float, hold: int) -> int:
+    """Smoothing spreads the start of a movement backwards by about the kernel's width, so an onset
+    found on the smoothed speed lies early. Move it forward to the first frame whose raw
+    (unsmoothed) speed leaves the hold level of the `hold` raw frames before it, never past the
+    first frame of clear motion (raw speed >= `moving`, within 2 x `hold` frames). Noisy raw speed
+    keeps the onset where it is."""
+    n = min(len(raw), k + 2 * hold)
+    end = k
+    while end < n and raw[end] < moving:
+        end += 1
+    floor = hold_level(raw[max(0, k - hold) : k], moving)
+    j = k
+    while j < end and raw[j] <= floor:
+        j += 1
+    return j if j < end else k
 
 
 def pause_boundaries(sp: np.ndarray, still: np.ndarray, fps: float, cfg: SegmentConfig,

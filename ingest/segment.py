@@ -45,6 +45,7 @@ from carve.ingest.kinematics import (
     motion_starts,
     move_speed,
     pause_boundaries,
+    sharpen_onset,
     smooth,
     speed,
     still_mask,
@@ -133,6 +134,10 @@ def arm_signals(layout: ArmLayout, state: np.ndarray, action: np.ndarray | None,
         cands += motion_starts(sp, fps, grips, [*grips[1:], n][: len(grips)], moving, cfg)
         if cfg.use_pauses:
             cands += pause_boundaries(sp, still, fps, cfg, moving)
+        raw = speed(layout.motion_signal(state, action), fps)
+        hold = max(2, round(cfg.pause_min_s * fps))
+        cands = [(sharpen_onset(raw, t, moving, hold), r) if r in (MOTION_START, PAUSE) else (t, r)
+                 for t, r in cands]
         if cfg.use_waypoints:
             cands += waypoint_boundaries(x, sp, still, err, [t for t, _ in cands], fps, cfg)
     return ArmSignals(layout, sp, g, _accept(cands, n, _frames(cfg.refractory_s, fps)))

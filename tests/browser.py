@@ -2,42 +2,28 @@
 the skip-or-fail check, the launch, an analyst's context and the hook that records requests that
 leave the test server.
 
-Skips when /usr/bin/chromium or Playwright is missing, unless CARVE_REQUIRE_BROWSER=1 (CI), where
-that is a failure.
+Skips with a reason naming the Debian package when chromium (or fonts-dejavu-core, or the
+playwright package) is missing, unless CARVE_REQUIRE_BROWSER=1 (CI), where that is a failure.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
-import pytest
+from requires import chromium_path, require_chromium
 
-CHROMIUM = "/usr/bin/chromium"
 TOKEN = "browser-token-0123456789abcdef"
 
 
 def need_browser() -> None:
-    """Skip the test (fail it under CARVE_REQUIRE_BROWSER=1) when Chromium or Playwright is missing."""
-    required = os.environ.get("CARVE_REQUIRE_BROWSER") == "1"
-    missing = None
-    if not Path(CHROMIUM).exists():
-        missing = f"{CHROMIUM} not installed"
-    else:
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError as e:
-            missing = f"playwright not importable: {e}"
-    if missing:
-        if required:
-            pytest.fail(f"CARVE_REQUIRE_BROWSER=1 but {missing}")
-        pytest.skip(missing)
+    """Skip the test (fail it under CARVE_REQUIRE_BROWSER=1) without Debian's chromium and
+    fonts-dejavu-core or the playwright package (the probe and the rule: requires.py)."""
+    require_chromium()
 
 
 def launch(pw: Any, *args: str) -> Any:
-    """Headless /usr/bin/chromium from a `sync_playwright()` handle, with extra command-line `args`."""
-    return pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", *args])
+    """Headless Debian chromium from a `sync_playwright()` handle, with extra command-line `args`."""
+    return pw.chromium.launch(executable_path=chromium_path(), headless=True, args=["--no-sandbox", *args])
 
 
 def analyst_context(browser: Any, **kw: Any) -> Any:

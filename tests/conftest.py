@@ -1,6 +1,8 @@
 """Shared pytest fixtures: a small embedded Ray for the whole session, offline model settings,
 a private PostgreSQL server and the catalog backends (pg_server.py), an S3 server (s3_server.py),
-a 2-node Ray cluster (ray_cluster.py)."""
+a 2-node Ray cluster (ray_cluster.py); the marker `@pytest.mark.requires("ffmpeg" | "chromium" |
+"postgres" | "lerobot")`, which skips (or, under its CARVE_REQUIRE_* variable, fails) a test
+whose Debian or Python package is missing (requires.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import os
 import pytest
 from pg_server import catalog_url, catalog_url_module, postgres_server  # noqa: F401 - fixtures
 from ray_cluster import ray_cluster  # noqa: F401 - fixture: a 2-node Ray cluster on loopback (ray_cluster.py)
+from requires import NEEDS, require
 from s3_server import s3, s3_server  # noqa: F401 - fixtures
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -29,3 +32,14 @@ def ray_local():
     ensure_ray(RayConfig(num_cpus=2, object_store_memory_mb=256, progress=False))
     yield ray
     ray.shutdown()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"requires(name): needs one of {sorted(NEEDS)} (tests/requires.py); "
+                                       "skips without it, fails under its CARVE_REQUIRE_* variable")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for mark in item.iter_markers("requires"):
+        for name in mark.args:
+            require(name)

@@ -1,11 +1,12 @@
 """A private PostgreSQL server for the tests, on 127.0.0.1, and the catalog-backend fixtures.
 
 `postgres_server` (session) runs `initdb` + `pg_ctl start` from Debian's `postgresql` package
-(`/usr/lib/postgresql/<v>/bin`, or `initdb` on PATH) in a fresh temporary folder, listening
+(`/usr/lib/postgresql/<v>/bin`, or `initdb` on PATH: `requires.postgres_bindir`) in a fresh temporary folder, listening
 only on 127.0.0.1 at a free port with password authentication, as the `postgres` system user
 when the tests run as root (initdb refuses root). Each test gets its own database
 (`new_database()`), so catalogs never share rows. Without the binaries the PostgreSQL cases
-skip, unless `CARVE_REQUIRE_POSTGRES=1` (CI sets it): then they fail.
+skip with a reason naming the Debian package, unless `CARVE_REQUIRE_POSTGRES=1` (CI sets it):
+then they fail (requires.py holds the probe and the rule).
 
 `catalog_url` (per test) and `catalog_url_module` (per module) are parametrized over
 `sqlite` (the embedded default: None, `<root>/catalog.sqlite`) and `postgresql` (a fresh
@@ -15,7 +16,6 @@ subprocesses included).
 
 from __future__ import annotations
 
-import glob
 import os
 import secrets
 import shutil
@@ -27,18 +27,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from requires import postgres_bindir, require_postgres
 
 HOST = "127.0.0.1"
 CATALOG_ENV = "CARVE_CATALOG_URL"
 BACKENDS = ("sqlite", "postgresql")
-
-
-def _bindir() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
-    if found:
-        return Path(found[-1]).parent
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
 
 
 def _free_port() -> int:
@@ -104,12 +97,9 @@ class PgServer:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PgServer]:
-    bindir = _bindir()
-    if bindir is None:
-        msg = "PostgreSQL binaries not found (apt-get install postgresql)"
-        if os.environ.get("CARVE_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"{msg}; CARVE_REQUIRE_POSTGRES=1 needs them")
-        pytest.skip(msg)
+    require_postgres()  # skips (fails under CARVE_REQUIRE_POSTGRES=1) without Debian's postgresql
+    bindir = postgres_bindir()
+    assert bindir is not None
     server = PgServer(bindir)
     deadline = time.time() + 5
     while True:  # a free port can be taken between probing and binding: retry on another

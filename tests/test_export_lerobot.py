@@ -12,21 +12,25 @@ shards version is exported three ways and loaded with `LeRobotDataset(repo_id, r
 
 The conformance tests skip when lerobot is not importable, unless CARVE_REQUIRE_LEROBOT=1
 (then they fail). Install: `pip install --no-deps -r tests/fixtures/lerobot/requirements-lerobot044.txt`.
+They decode with torchcodec (lerobot's default) where it loads, else with lerobot's PyAV backend
+(no Debian ffmpeg: the same frame checks still run; requires.lerobot_video_backend).
 The round trip (`carve run` on the export; events recovered from `subtask_index` changes match
 the original events) needs no lerobot.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
-import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from requires import lerobot_video_backend, require_lerobot
 
 from carve.core.config import CarveConfig
 from carve.export.lerobot import export_lerobot
@@ -67,15 +71,11 @@ def curated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return curated_root(tmp_path_factory)
 
 
-def _lerobot() -> Any:
-    try:
-        from lerobot.datasets.lerobot_dataset import LeRobotDataset
-    except ImportError as e:
-        if os.environ.get("CARVE_REQUIRE_LEROBOT") == "1":
-            pytest.fail(f"CARVE_REQUIRE_LEROBOT=1 but lerobot is not importable: {e}")
-        pytest.skip(f"lerobot is not importable ({e}); install it with `pip install --no-deps -r "
-                    "tests/fixtures/lerobot/requirements-lerobot044.txt`")
-    return LeRobotDataset
+def _lerobot() -> Callable[..., Any]:
+    """`LeRobotDataset` loading with the video backend this machine has: torchcodec where it
+    loads, else lerobot's PyAV backend (skips, or fails under CARVE_REQUIRE_LEROBOT=1, without
+    lerobot; fails under CARVE_REQUIRE_FFMPEG=1 without torchcodec)."""
+    return functools.partial(require_lerobot(), video_backend=lerobot_video_backend())
 
 
 def _sources(sim: Path) -> dict[int, Any]:

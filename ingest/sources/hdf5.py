@@ -41,6 +41,9 @@ H5_EXTS = (".hdf5", ".h5", ".hdf")
 ALOHA_JOINTS = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate", "gripper"]
 ALOHA_NAMES = [f"{side}_{j}" for side in ("left", "right") for j in ALOHA_JOINTS]
 ROBOMIMIC_FPS = 20.0
+# robomimic's actions are robosuite OSC_POSE commands, 7 per robot: a position and a rotation delta
+# and the gripper (-1 open .. +1 close)
+OSC_POSE = ["dpos_x", "dpos_y", "dpos_z", "drot_x", "drot_y", "drot_z", "gripper"]
 ALOHA_FPS = 50.0
 
 
@@ -192,15 +195,28 @@ def _robomimic(f: Any, demo: str, label: str) -> dict[str, Any]:
         raise EpisodeError(label, f"observations have different lengths: {lengths}")
     state = np.concatenate([a for _, a in low], axis=1)
     names = [f"{k}_{i}" for k, a in low for i in range(a.shape[1])]
+    action_names = _names_attr(f["data"], "action_names", action.shape[1]) or robomimic_action_names(
+        [k for k, _ in low], action.shape[1])
     env_args: dict[str, Any] = {}
     with contextlib.suppress(TypeError, ValueError):
         env_args = json.loads(_attr(f["data"], "env_args") or "{}")
     fps = _attr(g, "fps") or _attr(f["data"], "fps") or (env_args.get("env_kwargs") or {}).get("control_freq")
     task = _attr(g, "task") or _attr(f["data"], "task") or env_args.get("env_name") or ""
     return {
-        "state": state, "action": action, "state_names": names, "cams": cams, "compressed": False,
-        "fps": float(fps or ROBOMIMIC_FPS), "task": str(task), "robot": str(_attr(f["data"], "robot") or "robomimic"),
+        "state": state, "action": action, "state_names": names, "action_names": action_names, "cams": cams,
+        "compressed": False, "fps": float(fps or ROBOMIMIC_FPS), "task": str(task),
+        "robot": str(_attr(f["data"], "robot") or "robomimic"),
     }
+
+
+def robomimic_action_names(obs_keys: list[str], dim: int) -> list[str]:
+    """robomimic's action columns by its convention: OSC_POSE per robot (`robot0_dpos_x` ...
+    `robot0_gripper`), for the robots its observation keys name (`robot0_*`, `robot1_*`), when
+    the action has 7 columns per robot; else `action_i`."""
+    robots = sorted({m.group(1) for k in obs_keys if (m := re.match(r"(robot\d+)_", k))}) or ["robot0"]
+    if dim != len(OSC_POSE) * len(robots):
+        return default_names("action", dim)
+    return [f"{r}_{n}" for r in robots for n in OSC_POSE]
 
 
 def _names_attr(f: Any, key: str, dim: int) -> list[str] | None:
