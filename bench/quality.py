@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench.sections import write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN = "<!-- quality:begin -->"
 END = "<!-- quality:end -->"
@@ -181,17 +183,6 @@ def run(args: argparse.Namespace) -> str:
     return head + "\n".join(parts) + f"\n{END}"
 
 
-def write_section(section: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        new = head + section + tail
-    else:
-        new = old.rstrip() + "\n\n## Quality on simulated data\n\n" + section + "\n"
-    path.write_text(new)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__.splitlines()[0])
     ap.add_argument("--episodes", type=int, default=60)
@@ -211,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_write:
         print(section)
     else:
-        write_section(section)
+        write_section(section, BEGIN, END, "## Quality on simulated data")
         print(section)
     if not args.no_conditions:  # its own section of BENCHMARKS.md, after this one
         from bench import quality_segments

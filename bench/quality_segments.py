@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.sections import write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN = "<!-- quality-segments:begin -->"
 END = "<!-- quality-segments:end -->"
@@ -213,19 +215,6 @@ def run(args: argparse.Namespace) -> str:
     return "\n".join(parts) + f"\n{END}"
 
 
-def write_section(section: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        new = head + section + rest.split(END, 1)[1]
-    elif AFTER in old:
-        head, tail = old.split(AFTER, 1)
-        new = head + AFTER + f"\n\n{HEADING}\n\n" + section + "\n" + tail.lstrip("\n")
-    else:
-        new = old.rstrip() + f"\n\n{HEADING}\n\n" + section + "\n"
-    path.write_text(new)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.quality_segments", description=__doc__.splitlines()[0])
     ap.add_argument("--episodes", type=int, default=24, help="episodes per condition")
@@ -239,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     section = run(args)
     if not args.no_write:
-        write_section(section)
+        write_section(section, BEGIN, END, HEADING, after=AFTER)
     print(section)
     return 0
 

@@ -1,9 +1,10 @@
-"""Caption accuracy against simulated ground truth (`carve eval-captions`): verb, object, arm.
+"""Caption accuracy against ground truth (`carve eval-captions`): verb, object, arm, verb and arm.
 
 Owns:
 * `leading_verb(caption)`: the phase a caption names with its leading action verb (subject
   words such as "the robot" skipped, inflections and common synonyms folded: "grabs" ->
-  grasp, "picks up" -> lift, "lowers" -> place, "opens the gripper" -> release ...), or None;
+  grasp, "picks up" -> lift, "lowers" -> place, "opens the gripper" -> release, "stays" ->
+  hold ...), or None;
 * `truth_phase(start, end, phases)`: the ground-truth phase an event [start, end) is scored
   against. Per arm, the phase with the largest frame overlap (ties: the earlier one). With
   several arms (two-arm data, where one arm's retreat, which lasts to the episode's end, spans
@@ -11,6 +12,15 @@ Owns:
   `TIE_FRACTION` of that coverage are tied, and the one whose phase is SHORTEST wins (the
   specific action, not the other arm's long tail). The caption plays no part in this choice.
   `overlap_phase` is its name;
+* `acting_arms(start, end, phases)`: the arms the event is scored for. One arm (the arm of
+  `truth_phase`), unless the arms act TOGETHER: the truth phase's arm is "both", or another
+  tied arm's phase (see above) has the same name and runs at the same time (the two phases
+  overlap by at least `TOGETHER_FRACTION` of the longer one: both arms reach, insert or hold at
+  once). A long tail of one arm that merely ends with the other arm's phase of the same name
+  (a retreat lasting to the end of the episode) is not together;
+* `caption_clauses(caption)`: a caption's clauses ("grasp the cube with the right arm and
+  reach toward the cube with the left arm" has two), split at "and" / "while" / "whereas" /
+  ";" / "," where a new action verb follows, each with its verb and the arm it names;
 * `caption_object(caption)`: the object a caption names: the noun phrase right after its
   leading verb (and a particle such as "up", "toward", "for"), up to the next preposition or
   conjunction ("in", "on", "to", "with", "and" ...), determiners dropped:
@@ -21,13 +31,35 @@ Owns:
   last word; singular and plural fold: "cubes" = "cube"). A true object without a colour word
   needs all of its words. So "the blue brick" matches "blue lego brick", "the red cube" does
   not match "blue cube", and "place the cyan cube on the red cube" names "cyan cube";
-* `caption_arm(caption)`: "left" / "right" / "both" when the caption names an arm ("... with
-  the left arm", "left arm: ...", "the right hand ..."), else None;
-* `evaluate(events, truth)`: verb accuracy overall and per phase plus a confusion table;
-  object accuracy over the events whose true phase has an `object` (a retreat has none);
-  with several arms, accuracy per arm (of the true phase) and arm accuracy (the caption names
-  the true phase's arm), over event rows (dicts with episode_index, start_frame, end_frame,
-  caption, and optionally dataset) and the ground-truth JSON of docs/FORMATS.md.
+* `caption_arm(caption)`: the arm a caption (or a clause) names as the actor: "left" /
+  "right" / "both", from an instrument phrase ("... with the left arm", "using both hands"),
+  else a subject before the verb ("left arm: ...", "the right hand grasps ..."), else any arm
+  phrase that is not a place ("move the cube to the left arm" names no actor), else None;
+* `judge(start, end, phases, caption, arms)`: one event's verdict (below);
+* `evaluate(events, truth)`: the report (below) over event rows (dicts with episode_index,
+  start_frame, end_frame, caption, and optionally dataset) and the ground-truth JSON of
+  docs/FORMATS.md.
+
+How an event is judged (`judge`). The caption's clause for an arm is its first clause naming
+that arm, or naming "both" arms. In a multi-arm episode:
+
+* **one acting arm**: the ARM is right when a clause names that arm alone ("with both arms"
+  claims a joint action the truth does not have); the VERB is that clause's verb (else the
+  leading verb). So where the arms do different things, the caption must name the arm that
+  `truth_phase` picks with its verb, or name both arms' verbs, each with its arm ("grasp the
+  cube with the right arm and reach toward it with the left arm");
+* **arms acting together**: the ARM is right when every acting arm is named ("with both
+  arms", or one clause per arm); the VERB is right when the clauses of all acting arms name the
+  truth's verb. The OBJECT may be any acting arm's object (in an insertion one arm holds the
+  peg and the other the socket; a caption names one object phrase);
+* **VERB AND ARM** is right when both are right in the same caption.
+
+In a one-arm episode the arm is not scored: the verb is the leading verb, and "verb and arm"
+is the verb alone. The report (`evaluate`) gives verb accuracy overall, per phase, per arm
+(the acting arm, "both" for events where the arms act together) and per task type, a
+confusion table, object accuracy over the events whose true phase has an `object` (a retreat
+has none), arm accuracy over events of multi-arm episodes, and the combined verb-and-arm
+accuracy (`verb_arm_accuracy`) overall and in every breakdown.
 """
 
 from __future__ import annotations
@@ -37,7 +69,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-PHASES = ("reach", "grasp", "lift", "move", "place", "release", "retreat", "push")
+PHASES = ("reach", "grasp", "lift", "move", "place", "release", "retreat", "push", "hold")
 
 _SYNONYMS: dict[str, str] = {
     **{p: p for p in PHASES},
@@ -51,6 +83,7 @@ _SYNONYMS: dict[str, str] = {
     "withdraw": "retreat", "return": "retreat", "back": "retreat", "back_away": "retreat",
     "move_away": "retreat", "move_back": "retreat", "pull_back": "retreat", "retract": "retreat",
     "slide": "push", "shove": "push", "nudge": "push", "sweep": "push",
+    "stay": "hold", "remain": "hold", "wait": "hold", "keep_still": "hold",
 }
 _SKIP = {
     "the", "a", "an", "robot", "robotic", "arm", "gripper", "hand", "end", "effector", "end-effector", "it",
@@ -81,6 +114,7 @@ def _lemma(word: str) -> str:
 
 
 TIE_FRACTION = 0.9  # arms whose best phase overlaps the event at least this share of the best are tied
+TOGETHER_FRACTION = 0.5  # two arms' phases of one name overlapping this share of the longer: at once
 COLOURS = frozenset({
     "red", "green", "blue", "yellow", "orange", "purple", "cyan", "magenta", "pink", "brown", "black", "white",
     "gray", "grey", "violet", "teal", "beige", "gold", "golden", "silver", "navy", "maroon", "olive", "lime",
@@ -94,6 +128,14 @@ _STOPS = {
 }
 _DETERMINERS = {"the", "a", "an", "this", "that", "its", "their", "his", "her", "of"}
 _ARM_RE = re.compile(r"\b(left|right|both)\s+(?:arm|hand|gripper)s?\b")
+# the actor named as an instrument: "with the left arm", "using both hands", "by its right gripper"
+_ARM_WITH_RE = re.compile(
+    r"\b(?:with|using|by)\s+(?:the\s+|its\s+|their\s+|his\s+|her\s+)?(left|right|both)\s+(?:arm|hand|gripper)s?\b")
+# an arm phrase that is a place, not an actor: "to the left arm", "from the right hand"
+_ARM_PLACE_WORDS = {"to", "toward", "towards", "from", "into", "onto", "in", "on", "over", "near", "beside", "at",
+                    "of", "above", "under", "between", "behind"}
+# clause separators: "and", "while", "whereas", ";", "," (a clause starts only where a verb follows)
+_CLAUSE_SPLIT = re.compile(r"\s*;\s*|\s*,\s*|\s+(?:and|while|whereas)\s+")
 
 
 def _verb_span(words: list[str]) -> tuple[int, int] | None:

@@ -43,6 +43,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         for ep, err in s.failures:
             print(f"  quarantined {ep}: {err}")
+        for note in s.notes:
+            print(f"  note: {note}")
         if s.stages:
             print(format_stages(s.stages))
         print(f"events:  {cfg.root}/events/" + (f"batch={s.batch}/" if s.batch else ""))

@@ -15,8 +15,9 @@ is taken as open. The measured opening is what captions and the `gripper` column
 Motion columns are the arm's Cartesian end-effector position when the names show one
 (`x`/`y`/`z`, `*pos*`, `eef`), measured in metres, else its joints, in radians (joints in
 degrees are recognised by their range and converted), so that every speed threshold of the
-segmenter is in m/s or rad/s. Columns of velocities, torques, orientations and images are
-never motion columns. Without names, every non-gripper state column is one arm's joints.
+segmenter is in m/s or rad/s. Columns of velocities, torques, orientations, images and deltas
+(`dx`, `delta_*`, `dpos_*`: delta actions) are never motion columns. Without names, every
+non-gripper state column is one arm's joints.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from carve.core.config import SegmentConfig
 
 _NOT_MOTION = re.compile(r"(vel|torque|effort|current|force|quat|rot|roll|pitch|yaw|image|timestamp|index|frame)",
                          re.IGNORECASE)
+# deltas are not positions: `dx`, `dpos_x`, `delta_y`, `robot0_dpos_z` (robomimic's OSC_POSE names)
+_DELTA = re.compile(r"delta|(^|[._])d(pos|rot)?[._]?[xyz]$", re.IGNORECASE)
 _CARTESIAN = re.compile(r"(^|[._])(x|y|z)$|pos|eef|ee_", re.IGNORECASE)
 SINGLE_ARM = "arm"
 
@@ -86,7 +89,8 @@ def _arm_name(prefix: str) -> str:
 
 
 def _motion_columns(names: list[str], members: list[int], exclude: set[int]) -> tuple[list[int], str]:
-    cand = [i for i in members if i not in exclude and not _NOT_MOTION.search(names[i])]
+    cand = [i for i in members if i not in exclude and not _NOT_MOTION.search(names[i])
+            and not _DELTA.search(names[i])]
     cart = [i for i in cand if _CARTESIAN.search(names[i])]
     if len(cart) == 3:
         return cart, "cartesian"

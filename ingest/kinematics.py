@@ -67,12 +67,13 @@ def move_speed(kind: str, cfg: SegmentConfig) -> float:
 
 
 def motion_starts(sp: np.ndarray, fps: float, after: list[int], until: list[int], moving: float,
-                  cfg: SegmentConfig) -> list[tuple[int, str]]:
+                  cfg: SegmentConfig, raw: np.ndarray | None = None) -> list[tuple[int, str]]:
     """(frame, "motion_start"): for each gripper transition at `after[i]`, the onset of the first
     sustained move (speed >= `moving` for `pause_min_s`) between `min_len_s` after it and the next
     transition (`until[i]`), walked back to the speed minimum that precedes it (the search starts
     0.1 s after the transition; an arm that never slows below half the moving speed between the
-    transition and that onset never held, and starts nothing)."""
+    transition and that onset, in the smoothed speed or in the `raw` one when given, never held,
+    and starts nothing)."""
     n = len(sp)
     hold = max(1, round(cfg.pause_min_s * fps))
     settle = max(1, round(0.1 * fps))  # the transition's own first frames
@@ -87,7 +88,10 @@ def motion_starts(sp: np.ndarray, fps: float, after: list[int], until: list[int]
         k = lo + int(run_end[0]) - hold + 1  # first frame of the sustained move
         k = max(k, lo)
         k = onset(sp, k, lo, hold_level(sp[lo:k], moving))
-        if float(np.min(sp[t0 : k + 1])) >= 0.5 * moving:
+        held = float(np.min(sp[t0 : k + 1])) < 0.5 * moving
+        if raw is not None:  # a hold shorter than the smoothing kernel shows in the raw speed only
+            held = held or float(np.min(raw[t0 : k + 1])) < 0.5 * moving
+        if not held:
             continue  # the arm never slowed to a hold after the transition: no new movement starts here
         out.append((int(k), MOTION_START))
     return out

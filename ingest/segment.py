@@ -131,10 +131,10 @@ def arm_signals(layout: ArmLayout, state: np.ndarray, action: np.ndarray | None,
         still = still_mask(sp, fps, pause_speed, cfg)
         grips = [b for b, _ in cands]
         moving = move_speed(layout.kind, cfg)
-        cands += motion_starts(sp, fps, grips, [*grips[1:], n][: len(grips)], moving, cfg)
+        raw = speed(layout.motion_signal(state, action), fps)
+        cands += motion_starts(sp, fps, grips, [*grips[1:], n][: len(grips)], moving, cfg, raw)
         if cfg.use_pauses:
             cands += pause_boundaries(sp, still, fps, cfg, moving)
-        raw = speed(layout.motion_signal(state, action), fps)
         hold = max(2, round(cfg.pause_min_s * fps))
         cands = [(sharpen_onset(raw, t, moving, hold), r) if r in (MOTION_START, PAUSE) else (t, r)
                  for t, r in cands]

@@ -90,6 +90,11 @@ class _PyAVDecoder:
         self.time_base = self.stream.time_base
         self.tb = float(self.time_base) if self.time_base else 1e-6  # float seconds per pts tick
         cc = self.stream.codec_context
+        if cc is None:  # PyAV found no decoder for the stream's codec
+            tag = getattr(self.stream, "codec_tag", "") or "?"
+            self.container.close()
+            raise VideoError(uri, f"its video codec (tag {tag!r}) has no decoder in this FFmpeg build (PyAV "
+                                  f"{av.__version__}); re-encode it to AV1, H.264 or HEVC")
         self.codec = str(cc.name)
         self.width = int(cc.width)
         self.height = int(cc.height)

@@ -23,6 +23,7 @@ shows.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from carve.storage.catalog import Catalog
 from carve.storage.root import Root, root_of
 
 if TYPE_CHECKING:
+    from carve.ingest.sources.base import EpisodeRef
     from carve.pipeline.executor import Executor, StepSpec
 
 log = get_logger("run")
@@ -60,6 +62,7 @@ class RunSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the user should know about the source
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -141,6 +144,27 @@ def build_steps(cfg: CarveConfig, root: Root, batch_id: str) -> list[StepSpec]:
     ]
 
 
+def source_notes(ref: EpisodeRef, cfg: CarveConfig) -> list[str]:
+    """What a user bringing this dataset should know, from its first episode's columns (signals
+    only; no frame is decoded): a dataset with no gripper column is cut from motion alone."""
+    from carve.ingest.arms import arm_layouts
+    from carve.ingest.sources import load_episode
+
+    try:
+        ep = load_episode(ref)
+    except CarveError:
+        return []  # the episode's own step quarantines it with the reason
+    arms = arm_layouts(ep.state_names, ep.action_names, ep.state, ep.action, cfg.segment)
+    if any(a.gripper is not None or a.gripper_action is not None for a in arms):
+        return []
+    note = (f"{ref.label}: no gripper column (pattern {cfg.segment.gripper_name_pattern!r}) among the state "
+            f"names {ep.state_names} or the action names {ep.action_names}; events are cut from motion alone "
+            "(pauses, motion starts and turns). Name the gripper column, or pick one with "
+            "--set segment.gripper_dim=N")
+    log_event(log, "no_gripper", logging.WARNING, dataset=ref.dataset, source=ref.source_uri, detail=note)
+    return [note]
+
+
 def ingest(cfg: CarveConfig, root: Root, reporter: JobReporter, summary: RunSummary,
            executor: Executor | None = None) -> None:
     """List, skip finished, decode+segment+caption+embed+write (Ray Data by default), record in the catalog."""
@@ -166,6 +190,7 @@ def ingest(cfg: CarveConfig, root: Root, reporter: JobReporter, summary: RunSumm
     reporter.stage("ingest", episodes_total=len(todo))
     if not todo:
         return
+    summary.notes += source_notes(todo[0], cfg)
 
     batch_id = new_batch_id()
     summary.batch = batch_id

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from corrupt import break_codec_tag
 from test_export_lerobot import _cfg, _lerobot
 
 from carve.cli.main import main
@@ -299,18 +300,6 @@ def test_lerobot_default_decoder_torchcodec_reads_the_copied_export(built: Built
         assert np.array_equal(_item_frame(ds[i][cam]), pairs[i][1]), pairs[i][2]
 
 
-def _break_codec_tag(path: Path) -> bytes:
-    """Overwrite the codec tag of the mp4's video sample entry (the stsd entry: `av01`, `avc1`,
-    `hvc1`...) with one no decoder knows; the old tag."""
-    data = bytearray(path.read_bytes())
-    stsd = data.index(b"stsd")
-    tag = bytes(data[stsd + 16:stsd + 20])  # stsd: version/flags, entry count, entry size, then the tag
-    assert tag.isalnum(), tag
-    data[stsd + 16:stsd + 20] = b"zzzz"
-    path.write_bytes(bytes(data))
-    return tag
-
-
 def test_source_video_in_a_codec_carve_cannot_decode_is_a_clear_error_and_leaves_no_output(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     import av
@@ -321,7 +310,7 @@ def test_source_video_in_a_codec_carve_cannot_decode_is_a_clear_error_and_leaves
     row = _episode_rows(src)[0]
     cam = sorted(k for k, f in _info(src)["features"].items() if f["dtype"] == "video")[0]
     bad = _video_path(src, row, cam)
-    assert _break_codec_tag(bad) == b"av01"
+    assert break_codec_tag(bad) == b"av01"
     with av.open(str(bad)) as c:  # the premise: PyAV sees the stream but has no decoder for it
         assert c.streams.video[0].codec_context is None
 
