@@ -194,9 +194,9 @@ def item_table(res: dict[str, Any]) -> str:
         rows.append(f"| on every expert phase change (`truth_all.json`, phases < 0.15 s included) | "
                     f"{_ci(a, 'boundary_f1')}; keyframes {ka['boundary_f1']:.3f} |")
     if "cap" in res:
-        cap = res["cap"]["overall"] if "overall" in res["cap"] else res["cap"]
-        vals = [f"{key} {cap[key]:.3f}" for key in ("verb_accuracy", "arm_accuracy", "verb_and_arm_accuracy",
-                                                  "object_accuracy") if isinstance(cap.get(key), float)]
+        cap = res["cap"]["overall"] if isinstance(res["cap"].get("overall"), dict) else res["cap"]
+        vals = [f"{key.replace('_', ' ')} {v:.3f}" for key, v in cap.items()
+                if "accuracy" in key and isinstance(v, float)]
         rows.append(f"| captions against per-arm phases (`eval-captions`) | {', '.join(vals)} |")
     if "export" in res:
         e, ld, cp = res["export"], res["load"], res["copy"]

@@ -24,6 +24,10 @@ sidecar `meta/carve_events.parquet` has one row per exported event: its span in 
 episode and in the source, caption, next caption, arms (when the events carry them), cluster,
 dup_of, weight and shard rows.
 
+The source's other per-frame features (dtype, shape, names, values) are kept; one that the
+export writes itself (`subtask_index`, `sampling_weight`: a source already annotated with
+lerobot's subtasks) is kept as `source.<name>` beside Carve's.
+
 Video keeps the source's cameras, size and fps. A camera is stream-copied when every one of
 its exported spans allows it (whole GOPs, see video.span_packets); otherwise all its spans are
 re-encoded (`codec` "av1": libsvtav1 or libaom-av1, or "h264"), and the PSNR of sampled
