@@ -180,19 +180,25 @@ class SpanPackets:
         return (self.codec, self.width, self.height, self.pix_fmt, self.extradata)
 
 
+def _open_or_raise(source: str) -> Any:
+    """`open_input(source)`, or `VideoExportError` naming the file: missing, or not a readable video."""
+    import av
+
+    try:
+        return open_input(source)
+    except (FileNotFoundError, av.error.FileNotFoundError):
+        raise VideoExportError(f"video {source}: file not found") from None
+    except av.error.FFmpegError as e:
+        raise VideoExportError(f"video {source}: cannot open ({e}); the file may be truncated or not a video") from None
+
+
 def check_decodable(source: str) -> str:
     """The codec of `source`'s first video stream ("av1", "h264", ...), after checking that this
     PyAV build has a decoder for it; `VideoExportError` naming the file and the reason when the
     file is missing, is not a video, or holds a codec Carve cannot decode."""
     import av
 
-    try:
-        container = open_input(source)
-    except (FileNotFoundError, av.error.FileNotFoundError):
-        raise VideoExportError(f"video {source}: file not found") from None
-    except av.error.FFmpegError as e:
-        raise VideoExportError(f"video {source}: cannot open ({e}); the file may be truncated or not a video") from None
-    with container:
+    with _open_or_raise(source) as container:
         if not container.streams.video:
             raise VideoExportError(f"video {source}: has no video stream")
         stream = container.streams.video[0]
@@ -206,14 +212,7 @@ def check_decodable(source: str) -> str:
 
 def span_packets(path: str, start_s: float, n: int, fps: float) -> SpanPackets | None:
     """The packets of frames [start_s, start_s + n/fps) of `path`, if the span copies cleanly."""
-    import av
-
-    try:
-        container = open_input(path)
-    except (FileNotFoundError, av.error.FileNotFoundError):
-        raise VideoExportError(f"video {path}: file not found") from None
-    except av.error.FFmpegError as e:
-        raise VideoExportError(f"video {path}: cannot open ({e})") from None
+    container = _open_or_raise(path)
     try:
         stream = container.streams.video[0]
         tb = float(stream.time_base)
