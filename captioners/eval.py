@@ -20,7 +20,10 @@ Owns:
   (a retreat lasting to the end of the episode) is not together;
 * `caption_clauses(caption)`: a caption's clauses ("grasp the cube with the right arm and
   reach toward the cube with the left arm" has two), split at "and" / "while" / "whereas" /
-  ";" / "," where a new action verb follows, each with its verb and the arm it names;
+  ";" / "," where a new action verb follows, each with its verb and the arm it names; a clause
+  that names no arm shares the arm of the clause before it ("the right arm reaches for the cube
+  and grasps it"), or at the start, of the first clause naming one ("reach toward and grasp the
+  cube with the right arm");
 * `caption_object(caption)`: the object a caption names: the noun phrase right after its
   leading verb (and a particle such as "up", "toward", "for"), up to the next preposition or
   conjunction ("in", "on", "to", "with", "and" ...), determiners dropped:
@@ -45,7 +48,7 @@ that arm, or naming "both" arms. In a multi-arm episode:
 
 * **one acting arm**: the ARM is right when a clause names that arm alone ("with both arms"
   claims a joint action the truth does not have); the VERB is that clause's verb (else the
-  leading verb). So where the arms do different things, the caption must name the arm that
+  leading verb), and the OBJECT is read from that clause too. So where the arms do different things, the caption must name the arm that
   `truth_phase` picks with its verb, or name both arms' verbs, each with its arm ("grasp the
   cube with the right arm and reach toward it with the left arm");
 * **arms acting together**: the ARM is right when every acting arm is named ("with both
@@ -67,6 +70,7 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 PHASES = ("reach", "grasp", "lift", "move", "place", "release", "retreat", "push", "hold")
@@ -211,18 +215,64 @@ def object_matches(truth_object: str | None, caption: str | None) -> bool:
 
 
 def caption_arm(caption: str | None) -> str | None:
-    """The arm a caption names ("left" / "right" / "both"), or None."""
-    m = _ARM_RE.search((caption or "").lower())
-    return m.group(1) if m else None
+    """The arm a caption names as the actor ("left" / "right" / "both"), or None; see the module doc."""
+    text = (caption or "").lower()
+    m = _ARM_WITH_RE.search(text)
+    if m:
+        return m.group(1)
+    words = _words(text)
+    span = _verb_span(words)
+    before = " ".join(words[: span[0]]) if span else ""
+    m = _ARM_RE.search(before)
+    if m:  # the subject: "left arm: grasp ...", "the right hand grasps ..."
+        return m.group(1)
+    for m in _ARM_RE.finditer(text):
+        prev = [w for w in _words(text[: m.start()]) if w not in ("the", "a", "its", "their")][-1:]
+        if not prev or prev[0] not in _ARM_PLACE_WORDS:
+            return m.group(1)
+    return None
+
+
+@dataclass
+class Clause:
+    """One clause of a caption: its text, the phase its leading verb names, the arm it names."""
+
+    text: str
+    verb: str | None
+    arm: str | None
+
+
+def caption_clauses(caption: str | None) -> list[Clause]:
+    """The caption's clauses, each with its verb and arm (a part without a verb joins its clause)."""
+    parts = [p for p in _CLAUSE_SPLIT.split((caption or "").strip()) if p.strip()]
+    texts: list[str] = []
+    pending = ""  # words before the first verb ("left arm, grasp ..."): the first clause's subject
+    for part in parts:
+        if leading_verb(part) is None:
+            if texts:
+                texts[-1] = f"{texts[-1]} and {part}"
+            else:
+                pending = f"{pending} {part}".strip()
+            continue
+        texts.append(f"{pending} {part}".strip() if pending and not texts else part)
+        pending = ""
+    if not texts:
+        texts = [(caption or "").strip()]
+    out = [Clause(t, leading_verb(t), caption_arm(t)) for t in texts]
+    named = [c.arm for c in out if c.arm]
+    for i, c in enumerate(out):  # a clause naming no arm shares the arm of the one before (else of the next)
+        if c.arm is None and named:
+            c.arm = next((d.arm for d in reversed(out[:i]) if d.arm), named[0])
+    return out
 
 
 def _overlap(start: int, end: int, p: Mapping[str, Any]) -> int:
     return min(int(end), int(p["end"])) - max(int(start), int(p["start"]))
 
 
-def truth_phase(start: int, end: int, phases: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """The ground-truth phase an event [start, end) is scored against (see the module doc), or None."""
-    per_arm: dict[str, list[Any]] = {}  # arm -> [frames covered by its phases, best overlap, best phase]
+def _per_arm(start: int, end: int, phases: Iterable[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    """arm -> [frames of the event its phases cover, the best phase's overlap, the best phase]."""
+    per_arm: dict[str, list[Any]] = {}
     for p in phases:
         ov = _overlap(start, end, p)
         if ov <= 0:
@@ -231,11 +281,24 @@ def truth_phase(start: int, end: int, phases: Iterable[Mapping[str, Any]]) -> Ma
         entry[0] += ov
         if ov > entry[1]:
             entry[1], entry[2] = ov, p
+    return per_arm
+
+
+def _tied(per_arm: dict[str, list[Any]]) -> list[list[Any]]:
+    most = max(e[0] for e in per_arm.values())
+    return [e for e in per_arm.values() if e[0] >= TIE_FRACTION * most]
+
+
+def _length(p: Mapping[str, Any]) -> int:
+    return int(p["end"]) - int(p["start"])
+
+
+def truth_phase(start: int, end: int, phases: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The ground-truth phase an event [start, end) is scored against (see the module doc), or None."""
+    per_arm = _per_arm(start, end, phases)
     if not per_arm:
         return None
-    most = max(e[0] for e in per_arm.values())
-    tied = [e for e in per_arm.values() if e[0] >= TIE_FRACTION * most]
-    best = min(tied, key=lambda e: (int(e[2]["end"]) - int(e[2]["start"]), -e[1], int(e[2]["start"])))
+    best = min(_tied(per_arm), key=lambda e: (_length(e[2]), -e[1], int(e[2]["start"])))
     return best[2]
 
 
@@ -245,14 +308,94 @@ def overlap_phase(start: int, end: int, phases: Iterable[Mapping[str, Any]]) -> 
     return str(p["name"]) if p is not None else None
 
 
+def acting_arms(start: int, end: int, phases: Iterable[Mapping[str, Any]],
+                arms: Iterable[str] = ("left", "right")) -> tuple[Mapping[str, Any] | None, list[Mapping[str, Any]]]:
+    """(`truth_phase`, the phases of the arms acting in the event): one phase, or one per arm when
+    the arms act together (see the module doc). `arms` are the episode's arms (for an `arm: both`)."""
+    phases = list(phases)
+    per_arm = _per_arm(start, end, phases)
+    if not per_arm:
+        return None, []
+    tp = truth_phase(start, end, phases)
+    if tp is None:
+        return None, []
+    if str(tp.get("arm") or "") == "both":
+        return tp, [{**tp, "arm": a} for a in arms]
+    acting = [tp]
+    for e in _tied(per_arm):
+        q = e[2]
+        if q is tp or str(q["name"]) != str(tp["name"]):
+            continue
+        together = min(int(tp["end"]), int(q["end"])) - max(int(tp["start"]), int(q["start"]))
+        if together >= TOGETHER_FRACTION * max(_length(tp), _length(q)):
+            acting.append(q)
+    return tp, acting
+
+
+@dataclass
+class Verdict:
+    """One event judged against the truth (see the module doc)."""
+
+    truth: str  # the true phase name
+    arm: str  # the acting arm, "both" when the arms act together, "arm" for one unnamed arm
+    verb: str  # the caption's verb for the acting arm(s), "(none)" when it names none
+    verb_ok: bool
+    arm_ok: bool | None  # None: a one-arm episode (the arm is not scored)
+    object_ok: bool | None  # None: the true phase has no object
+
+    @property
+    def verb_arm_ok(self) -> bool:
+        return self.verb_ok and self.arm_ok is not False
+
+
+def judge(start: int, end: int, phases: Iterable[Mapping[str, Any]], caption: str | None,
+          arms: Iterable[str] | None = None) -> Verdict | None:
+    """The verdict on one event [start, end) with `caption` (None when no truth phase overlaps it).
+
+    `arms` are the episode's arms; with more than one (or phases of several arms) the arm is scored."""
+    phases = list(phases)
+    arm_list = [str(a) for a in arms or []]
+    phase_arms = sorted({str(p.get("arm") or "arm") for p in phases})
+    multi = len(arm_list) > 1 or len(phase_arms) > 1
+    tp, acting = acting_arms(start, end, phases, arm_list if len(arm_list) > 1 else ("left", "right"))
+    if tp is None:
+        return None
+    clauses = caption_clauses(caption)
+    together = len(acting) > 1
+
+    def clause_of(arm: str) -> Clause | None:
+        return next((c for c in clauses if c.arm == arm), None) or next((c for c in clauses if c.arm == "both"), None)
+
+    if not multi:
+        verb = leading_verb(caption)
+        arm_ok = None
+        texts = [caption or ""]
+    else:
+        mine = [clause_of(str(p.get("arm") or "")) for p in acting]
+        found = [c for c in mine if c is not None]
+        if together:
+            arm_ok = len(found) == len(mine)
+        else:
+            arm_ok = bool(found) and found[0].arm == str(tp.get("arm") or "")
+        # the verb the caption gives the acting arm(s): with arms together, a clause naming another verb counts
+        wrong = [c.verb for c in found if c.verb != str(tp["name"])]
+        verb = (wrong[0] if wrong else found[0].verb) if found else leading_verb(caption)
+        texts = [c.text for c in found] or [caption or ""]
+    truth_name = str(tp["name"])
+    objects = [str(p["object"]) for p in acting if p.get("object")]
+    object_ok = any(object_matches(o, t) for o in objects for t in texts) if objects else None
+    arm = "both" if together else str(tp.get("arm") or "arm")
+    return Verdict(truth=truth_name, arm=arm, verb=verb or "(none)", verb_ok=verb == truth_name, arm_ok=arm_ok,
+                   object_ok=object_ok)
+
+
 def _ratio(correct: int, total: int) -> float:
     return correct / total if total else 0.0
 
 
 def evaluate(events: Iterable[Mapping[str, Any]], truth: Mapping[str, Any]) -> dict[str, Any]:
-    """Verb, object and arm accuracy of captions against the ground-truth phases (see the module doc).
-
-    Events of episodes that the ground truth does not list are counted in `unmatched_events`.
+    """Verb, object, arm and verb-and-arm accuracy of captions against the ground-truth phases (see the
+    module doc). Events of episodes that the ground truth does not list are counted in `unmatched_events`.
     """
     by_index = {int(e["episode_index"]): e for e in truth.get("episodes", [])}
     gt_dataset = truth.get("dataset")
@@ -260,45 +403,42 @@ def evaluate(events: Iterable[Mapping[str, Any]], truth: Mapping[str, Any]) -> d
     datasets = {r.get("dataset") for r in rows}
     if gt_dataset in datasets and len(datasets) > 1:
         rows = [r for r in rows if r.get("dataset") == gt_dataset]
-    total = correct = unmatched = 0
-    obj_total = obj_correct = arm_total = arm_correct = 0
+    total = correct = unmatched = together = 0
+    obj_total = obj_correct = arm_total = arm_correct = va_correct = 0
     per: dict[str, Counter[str]] = defaultdict(Counter)
     per_arm: dict[str, Counter[str]] = defaultdict(Counter)
+    per_task: dict[str, Counter[str]] = defaultdict(Counter)
     confusion: dict[str, Counter[str]] = defaultdict(Counter)
     for r in rows:
         ep = by_index.get(int(r["episode_index"]))
         if ep is None:
             unmatched += 1
             continue
-        phases = ep.get("phases", [])
-        tp = truth_phase(int(r["start_frame"]), int(r["end_frame"]), phases)
-        if tp is None:
+        v = judge(int(r["start_frame"]), int(r["end_frame"]), ep.get("phases", []), r.get("caption"),
+                  ep.get("arms") or [])
+        if v is None:
             unmatched += 1
             continue
-        truth_name = str(tp["name"])
-        arm = str(tp.get("arm") or "arm")
-        caption = r.get("caption")
-        pred = leading_verb(caption) or "(none)"
-        ok = pred == truth_name
         total += 1
-        correct += ok
-        per[truth_name]["total"] += 1
-        per[truth_name]["correct"] += ok
-        per_arm[arm]["total"] += 1
-        per_arm[arm]["correct"] += ok
-        confusion[truth_name][pred] += 1
-        if tp.get("object"):
-            hit = object_matches(str(tp["object"]), caption)
+        correct += v.verb_ok
+        va_correct += v.verb_arm_ok
+        together += v.arm == "both"
+        confusion[v.truth][v.verb] += 1
+        task = str(ep.get("task_type") or "")
+        for bucket in (per[v.truth], per_arm[v.arm], *([per_task[task]] if task else [])):
+            bucket["total"] += 1
+            bucket["correct"] += v.verb_ok
+            bucket["va_correct"] += v.verb_arm_ok
+        if v.object_ok is not None:
             obj_total += 1
-            obj_correct += hit
-            per_arm[arm]["obj_total"] += 1
-            per_arm[arm]["obj_correct"] += hit
-        if len({str(p.get("arm") or "arm") for p in phases}) > 1 or len(ep.get("arms") or []) > 1:
-            named = caption_arm(caption) == arm
+            obj_correct += v.object_ok
+            per_arm[v.arm]["obj_total"] += 1
+            per_arm[v.arm]["obj_correct"] += v.object_ok
+        if v.arm_ok is not None:
             arm_total += 1
-            arm_correct += named
-            per_arm[arm]["arm_total"] += 1
-            per_arm[arm]["arm_correct"] += named
+            arm_correct += v.arm_ok
+            per_arm[v.arm]["arm_total"] += 1
+            per_arm[v.arm]["arm_correct"] += v.arm_ok
     return {
         "events": total,
         "correct": correct,
@@ -309,23 +449,33 @@ def evaluate(events: Iterable[Mapping[str, Any]], truth: Mapping[str, Any]) -> d
         "arm_events": arm_total,
         "arm_correct": arm_correct,
         "arm_accuracy": _ratio(arm_correct, arm_total),
+        "verb_arm_correct": va_correct,
+        "verb_arm_accuracy": _ratio(va_correct, total),
+        "together_events": together,
         "unmatched_events": unmatched,
         "per_phase": {
-            ph: {"events": c["total"], "accuracy": _ratio(c["correct"], c["total"])}
+            ph: {"events": c["total"], "accuracy": _ratio(c["correct"], c["total"]),
+                 "verb_arm_accuracy": _ratio(c["va_correct"], c["total"])}
             for ph, c in sorted(per.items(), key=lambda kv: PHASES.index(kv[0]) if kv[0] in PHASES else 99)
         },
         "per_arm": {
             a: {"events": c["total"], "accuracy": _ratio(c["correct"], c["total"]),
                 "object_events": c["obj_total"], "object_accuracy": _ratio(c["obj_correct"], c["obj_total"]),
-                "arm_events": c["arm_total"], "arm_accuracy": _ratio(c["arm_correct"], c["arm_total"])}
+                "arm_events": c["arm_total"], "arm_accuracy": _ratio(c["arm_correct"], c["arm_total"]),
+                "verb_arm_accuracy": _ratio(c["va_correct"], c["total"])}
             for a, c in sorted(per_arm.items())
+        },
+        "per_task": {
+            t: {"events": c["total"], "accuracy": _ratio(c["correct"], c["total"]),
+                "verb_arm_accuracy": _ratio(c["va_correct"], c["total"])}
+            for t, c in sorted(per_task.items())
         },
         "confusion": {t: dict(c.most_common()) for t, c in confusion.items()},
     }
 
 
 def format_report(rep: Mapping[str, Any]) -> str:
-    """Human-readable accuracy tables (verb, object, per arm) and the most common confusions."""
+    """Human-readable accuracy tables (verb, object, arm, verb and arm) and the most common confusions."""
     lines = [f"caption verb accuracy: {rep['accuracy']:.1%} ({rep['correct']}/{rep['events']} events)"]
     if "object_accuracy" in rep:
         lines.append(f"caption object accuracy: {rep['object_accuracy']:.1%} "
@@ -333,18 +483,28 @@ def format_report(rep: Mapping[str, Any]) -> str:
     if rep.get("arm_events"):
         lines.append(f"caption arm accuracy: {rep['arm_accuracy']:.1%} "
                      f"({rep['arm_correct']}/{rep['arm_events']} events of multi-arm episodes)")
+    if "verb_arm_accuracy" in rep:
+        both = f"; {rep['together_events']} with the arms acting together" if rep.get("together_events") else ""
+        lines.append(f"caption verb and arm accuracy: {rep['verb_arm_accuracy']:.1%} "
+                     f"({rep['verb_arm_correct']}/{rep['events']} events{both})")
     if rep.get("unmatched_events"):
         lines.append(f"  ({rep['unmatched_events']} events had no ground-truth episode/phase)")
-    lines.append(f"  {'phase':<9} {'events':>6} {'accuracy':>9}")
+    lines.append(f"  {'phase':<9} {'events':>6} {'accuracy':>9} {'verb+arm':>9}")
     for ph, s in rep["per_phase"].items():
-        lines.append(f"  {ph:<9} {s['events']:>6} {s['accuracy']:>9.1%}")
+        lines.append(f"  {ph:<9} {s['events']:>6} {s['accuracy']:>9.1%} {s.get('verb_arm_accuracy', 0.0):>9.1%}")
     per_arm = rep.get("per_arm") or {}
-    if len(per_arm) > 1:
-        lines.append(f"  {'arm':<9} {'events':>6} {'verb':>9} {'object':>9} {'arm named':>10}")
+    if len(per_arm) > 1 or rep.get("arm_events"):
+        lines.append(f"  {'arm':<9} {'events':>6} {'verb':>9} {'object':>9} {'arm named':>10} {'verb+arm':>9}")
         for a, s in per_arm.items():
             obj = f"{s['object_accuracy']:>9.1%}" if s["object_events"] else f"{'-':>9}"
             named = f"{s['arm_accuracy']:>10.1%}" if s["arm_events"] else f"{'-':>10}"
-            lines.append(f"  {a:<9} {s['events']:>6} {s['accuracy']:>9.1%} {obj} {named}")
+            lines.append(f"  {a:<9} {s['events']:>6} {s['accuracy']:>9.1%} {obj} {named} "
+                         f"{s.get('verb_arm_accuracy', 0.0):>9.1%}")
+    per_task = rep.get("per_task") or {}
+    if len(per_task) > 1:
+        lines.append(f"  {'task':<20} {'events':>6} {'verb':>9} {'verb+arm':>9}")
+        for t, s in per_task.items():
+            lines.append(f"  {t:<20} {s['events']:>6} {s['accuracy']:>9.1%} {s['verb_arm_accuracy']:>9.1%}")
     mistakes = [(n, t, p) for t, c in rep["confusion"].items() for p, n in c.items() if p != t]
     if mistakes:
         lines.append("  most common confusions (truth -> caption verb):")

@@ -3,16 +3,19 @@
 It describes each event of an episode from its signals alone (no pixels) plus the objects,
 target and arm assignment parsed from the episode's task text. It labels PHASES PER ARM,
 frame by frame, on the whole episode (the event rows of one episode tile it), and then gives
-each event the phase of the arm acting in it. Only signals that any teleoperation recording
+each event the phase of the arm(s) acting in it. Only signals that any teleoperation recording
 has are used, read in physical units through `carve.ingest` (the segmenter's own readers and
-thresholds, `SegmentConfig()` defaults: seconds, m/s or rad/s):
+thresholds, `SegmentConfig()` defaults: seconds, m/s or rad/s, m or rad), so one configuration
+serves every robot, simulator and frame rate:
 
 * which columns belong to which arm (`ingest.arms.arm_layouts`: ALOHA-style `left_*` /
   `right_*`, a single arm, grippers in the state or only in the action). Rows without column
   names are one arm; its gripper is the state column that tracks the row's `gripper` opening;
 * each arm's gripper STATE (open / closed by hysteresis in the gripper's own units,
   `ingest.gripper`), read from the operator's command when there is one: a close followed by
-  an open is one grasp cycle; the object is held in between;
+  an open is one grasp cycle; the object is held in between. An open before the arm's first
+  close is NO release when a close follows (nothing was held: the gripper opens to grasp,
+  during the approach); only without a later close does the episode start holding;
 * each arm's motion (smoothed, `ingest.kinematics`): its speed, and "bouts" of motion (speed
   above the pause speed around a stretch at the moving speed), so tremor is not motion.
 
@@ -20,37 +23,64 @@ Per arm, frames are labelled (the events' own boundaries are used only where not
 
 1. **grasp**: from the close onset until the arm moves off after holding (the segmenter's own
    `motion_starts` rule, robust to tremor during the hold); **release**: from the open onset
-   until the arm moves off.
+   until the arm moves off. An arm still braking at the end of its previous motion when the
+   gripper starts to move (its speed only falls until it rests) never "holds" by that rule: its
+   grasp / release then lasts until its next motion bout starts (a slow hand-over opening while
+   the arm waits is all release), and a last release that no motion follows lasts to the
+   episode's end. An arm that keeps moving through the transition ends it where the gripper
+   state has switched.
 2. **Held stretch** (between grasp and release): up first, then across, then down. A
    least-squares three-piece polyline through the path (in the arm's motion space) gives the
    three pieces; each piece's direction is its mean velocity away from the blends, and every
    frame goes, in order, to the piece whose direction its velocity follows: where two blended
    motions overlap, the split falls where the new one becomes the faster. The first piece is
    **lift**, the middle one **move**, the last one **place**; a hold at a corner belongs to the
-   piece it ends. Held until the episode ends (never released): two pieces, lift and move.
-3. **Gripper open**: before a grasp the arm **reach**es (from its first motion on, or from the
+   piece it ends. Held until the episode ends (never released): two pieces, lift and move (lift
+   and **place** when the task names a target and the arm comes to rest: the object reached it).
+3. **Hand-over** between two arms: arm A, holding, opens its gripper while arm B closes its
+   own (B's close onset from `HANDOVER_S` before A's open onset to `HANDOVER_S` after A's
+   gripper has finished opening), unless the task gives the arms different objects. A's open
+   is its **release**, and A brings the object over without putting it down (its held stretch
+   is lift, move: no place); B takes an object that is already up (its held stretch has no
+   lift: move, place; or move alone when B holds it to the end).
+4. **Gripper open**: before a grasp the arm **reach**es (from its first motion on, or from the
    previous release); after the last release it **retreat**s. Before its first motion an arm is
    idle (the other arm may be working); the rest after its last motion belongs to its last
    phase (a hold belongs to the phase it follows).
-4. **No grasp at all** (a closed fist, "push ..." tasks): the arm's active stretch is split
+5. **No grasp at all** (a closed fist, "push ..." tasks): the arm's active stretch is split
    into **reach**, **push** (**move** when the task asks for no push) and **retreat**: at the two
    event boundaries (the segmenter's pauses and velocity minima) through which the three-piece
    polyline fits the path best, or by the free fit when there are fewer.
+6. **hold** at the end: the arm's final rest, from its last frame at the moving speed and from
+   where it stays within the waypoint error (`waypoint_error_rad` / `_m`: a smaller motion is no
+   waypoint of the segmenter) of its final pose, is **hold** (its grasp or release keeps its
+   own label). An arm that settles slowly after its last command is holding, not moving.
 
-Each event takes, per arm, the majority label of its frames; the event is about the arm with
-the most non-idle frames in it (an arm within `TIE_FRACTION` of that is a tie, and the one in
-the shorter phase wins: the specific action, not the long tail of an arm that has finished).
-An event where every arm is idle repeats its predecessor's phase (a first one: its successor's).
+Each event takes, per arm, the majority label of its frames. Arms whose majority is **hold**
+are not acting; of the acting arms the event is about the arm with the most acting frames in
+it (an arm within `TIE_FRACTION` of that is a tie, and the one in the shorter phase, with the
+final hold it ends in, wins: the specific action, not the long tail of an arm that has
+finished). Two tied arms in the same
+phase AT ONCE (their runs of that phase overlap by `TOGETHER_FRACTION` of the longer one: both
+reach, grasp, lift or insert together) make the event the arms' together ("both"); a tied
+arm doing something else is named too, in a second clause. When no arm acts and the arms
+hold, the event is a hold of every holding arm. An event where every arm is idle repeats its
+predecessor's phase (a first one: its successor's).
 
 Captions: the arm is named at the END in multi-arm episodes, "grasp the red cube with the
-left arm" (the leading verb stays first, as in single-arm captions); one-arm episodes name
-no arm. Phrases come from `parse_task`: "put the red cube in the tray" gives object "the red
-cube", target "the tray", relation "in"; "put A and then B in the tray" gives two objects (the
-k-th grasp cycle of the arm handles the k-th object); "put A in the tray with the left arm and
-B with the right arm" (or "left arm: ...; right arm: ...") gives each arm its own phrases;
-arbitrary task text degrades to "the object" and "the target". Without usable signals the
-boundary reasons (`gripper_close` / `gripper_open`) and the event order decide. The same
-input always gives the same captions.
+left arm" (the leading verb stays first, as in single-arm captions), "reach toward the peg
+with both arms" for arms together, "grasp the cube with the right arm and reach toward the
+cube with the left arm" for two arms doing different things at once, "hold the cube still
+with both arms" ("hold still" when no holding arm holds an object); one-arm episodes name no
+arm. Phrases come from `parse_task`: "put the red cube in the tray" gives object "the red
+cube", target "the tray", relation "in" (a source, "from the table", is dropped); "put A and
+then B in the tray" gives two objects (the k-th grasp cycle of the arm handles the k-th
+object); "put A in the tray with the left arm and B with the right arm" (or "left arm: ...;
+right arm: ...") gives each arm its own phrases; "transfer A from the right arm to the left
+arm" gives the right arm A with target "the left arm" and the left arm A; arbitrary task text
+degrades to "the object" and "the target". Without usable signals the boundary reasons
+(`gripper_close` / `gripper_open`) and the event order decide. The same input always gives
+the same captions.
 """
 
 from __future__ import annotations
@@ -64,13 +94,17 @@ import numpy as np
 from carve.captioners.base import Captioner, CaptionResult, EventView
 from carve.core.config import CaptionConfig, SegmentConfig
 from carve.ingest.arms import SINGLE_ARM, arm_layouts
-from carve.ingest.gripper import GRIPPER_CLOSE, GRIPPER_OPEN, gripper_states, gripper_transitions
+from carve.ingest.gripper import GRIPPER_CLOSE, GRIPPER_OPEN, gripper_states, gripper_transitions, noise_sigma
 from carve.ingest.kinematics import motion_starts, move_speed, smooth, speed, thresholds
 
-PHASES = ("reach", "grasp", "lift", "move", "place", "release", "retreat", "push")
-REACH, GRASP, LIFT, MOVE, PLACE, RELEASE, RETREAT, PUSH = range(len(PHASES))
+PHASES = ("reach", "grasp", "lift", "move", "place", "release", "retreat", "push", "hold")
+REACH, GRASP, LIFT, MOVE, PLACE, RELEASE, RETREAT, PUSH, HOLD = range(len(PHASES))
 IDLE = -1
+BOTH = "both"  # the arm of an event that the arms do together
 TIE_FRACTION = 0.9  # arms with at least this share of the most active arm's frames are tied
+TOGETHER_FRACTION = 0.7  # two arms' runs of one phase overlapping this share of the longer: done together
+HANDOVER_S = 1.0  # one arm closes within this of the other's opening: a hand-over
+BRAKING_RISE = 1.1  # an arm braking to rest: its speed never rises above this x its speed at the start
 FIT_POINTS = 64  # samples of a path (evenly in time) for the polyline fit
 DIRECTION_ROUNDS = 2  # piece directions re-estimated from the previous split
 SETTLE_S = 0.1  # a gripper transition's own first moments: motion starting inside it does not end it
@@ -106,6 +140,9 @@ _ARM_WORDS = r"(?:arm|hand|gripper)"
 _ARM_WITH = re.compile(rf"\s*,?\s*\b(?:with|using|by)\s+(?:the\s+|its\s+|their\s+)?(left|right)\s+{_ARM_WORDS}\b")
 # "left arm: ...", "the right arm puts ..."
 _ARM_SUBJECT = re.compile(rf"(?:^|[;.]|,|\band\b|\bthen\b|\bwhile\b)\s*(?:the\s+)?(left|right)\s+{_ARM_WORDS}\s*:?\s*")
+# "... from the right arm to the left arm": a transfer between the arms
+_ARM_TRANSFER = re.compile(rf"\s*\bfrom\s+(?:the\s+|its\s+)?(left|right)\s+{_ARM_WORDS}\s+"
+                           rf"(?:over\s+)?(?:to|into|towards?)\s+(?:the\s+|its\s+)?(left|right)\s+{_ARM_WORDS}\b")
 
 
 def _np(phrase: str) -> str:
@@ -121,8 +158,10 @@ def _np(phrase: str) -> str:
 
 
 def _cut_clause(phrase: str) -> str:
-    """A noun phrase without a trailing clause ("the cup and close the lid" -> "the cup")."""
-    return re.split(r"\s*(?:,|\band\b|\bthen\b|\bwhile\b|\bso\b|\bafter\b)\s*", phrase, maxsplit=1)[0].strip()
+    """A noun phrase without a trailing clause or source ("the cup and close the lid" -> "the cup",
+    "the cup from the table" -> "the cup")."""
+    return re.split(r"\s*(?:,|\band\b|\bthen\b|\bwhile\b|\bso\b|\bafter\b|\bfrom\b)\s*", phrase,
+                    maxsplit=1)[0].strip()
 
 
 def _base_verb(text: str) -> str:
@@ -156,7 +195,8 @@ def _parse_text(text: str) -> TaskPhrases:
         return out
     m = re.match(rf"^(?:please\s+)?{_PUT_VERBS}\s+(.+?)\s+{_REL}\s+(.+)$", text)
     if m:
-        objs = re.split(r"\s*(?:,\s*and then|,\s*then|\s+and then|\s+then|,\s*and|\s+and|,)\s+", m.group(1))
+        what = re.sub(r"\s+from\s+.*$", "", m.group(1))  # "the cup from the table": where it comes from
+        objs = re.split(r"\s*(?:,\s*and then|,\s*then|\s+and then|\s+then|,\s*and|\s+and|,)\s+", what)
         objs = [_np(o) for o in objs if _np(o) and _np(o) not in ("it", "the it")]
         out.objects = objs or ["the object"]
         out.relation = {"into": "in", "inside": "in", "onto": "on", "on top of": "on",
@@ -191,6 +231,13 @@ def _arm_clauses(text: str) -> list[tuple[str, str]]:
 def parse_task(task: str) -> TaskPhrases:
     """Objects, target and relation of a task instruction, per arm when it names arms (never raises)."""
     text = " ".join(re.sub(r"[^\w\s,;:'-]", " ", (task or "").lower()).split())
+    m = _ARM_TRANSFER.search(text)
+    if m and m.group(1) != m.group(2):  # the source arm brings the object to the other arm, which takes it
+        p = parse_task(text[: m.start()] + text[m.end() :])
+        src = TaskPhrases(objects=list(p.objects), target=f"the {m.group(2)} arm", relation="to")
+        dst = TaskPhrases(objects=list(p.objects), target=p.target, relation=p.relation)
+        return TaskPhrases(objects=list(p.objects), target=p.target, relation=p.relation,
+                           arms={m.group(1): src, m.group(2): dst})
     pairs = _arm_clauses(text)
     if not pairs:
         return _parse_text(text.replace(";", ",").replace(":", " "))
@@ -341,15 +388,18 @@ def _move_off(sp: np.ndarray, fps: float, t: int, until: int, fast: float, cfg: 
 
 
 def _cycles(trans: list[tuple[int, str]]) -> list[tuple[int | None, int | None]]:
-    """(close onset, open onset) of each grasp cycle; None where the episode starts holding / ends holding."""
+    """(close onset, open onset) of each grasp cycle; None where the episode starts holding / ends holding.
+
+    An open before the first close is no release when a close follows (nothing was held: the
+    gripper opens to grasp, during the approach); without a later close the episode starts holding."""
     out: list[tuple[int | None, int | None]] = []
-    for t, kind in trans:
+    for i, (t, kind) in enumerate(trans):
         if kind == GRIPPER_CLOSE:
             out.append((t, None))
         elif kind == GRIPPER_OPEN:
             if out and out[-1][1] is None:
                 out[-1] = (out[-1][0], t)
-            elif not out:  # holding from the start
+            elif not out and not any(k == GRIPPER_CLOSE for _, k in trans[i + 1 :]):  # holding from the start
                 out.append((None, t))
     return out
 
@@ -476,6 +526,9 @@ def _label_path(labels: np.ndarray, x: np.ndarray, sp: np.ndarray, pause: float,
     the candidate frames `cands` when there are enough of them, else free)."""
     if e <= a:
         return
+    if len(names) == 1:
+        labels[a:e] = names[0]
+        return
     inside = sorted({c - a for c in cands or [] if a < c < e - 1})
     if len(inside) >= len(names) - 1 and x.shape[1]:
         corners: list[int] | None = _corners_among(x[a:e], inside, len(names))
@@ -489,31 +542,111 @@ def _label_path(labels: np.ndarray, x: np.ndarray, sp: np.ndarray, pause: float,
         labels[a + lo : a + max(lo, hi)] = name
 
 
+@dataclass
+class _Gripper:
+    """One arm's gripper events: transitions, hysteresis states and grasp cycles."""
+
+    trans: list[tuple[int, str]]
+    states: np.ndarray | None
+    cycles: list[tuple[int | None, int | None]]
+
+
+def _gripper_events(sig: _ArmSignal, fps: float, cfg: SegmentConfig) -> _Gripper:
+    trans = gripper_transitions(sig.gripper, fps, cfg) if sig.gripper is not None else []
+    states = gripper_states(sig.gripper, fps, cfg) if trans and sig.gripper is not None else None
+    return _Gripper(trans, states, _cycles(trans))
+
+
+def _travel_end(g: np.ndarray | None, t: int, opening: bool, fps: float) -> int:
+    """The frame where a gripper transition that starts at t has finished its travel (the opening
+    stops moving toward its new state by more than the noise over `SETTLE_S`)."""
+    if g is None or t >= len(g):
+        return t
+    w = max(1, round(SETTLE_S * fps))
+    sign = 1.0 if opening else -1.0
+    lo, hi = np.percentile(g, [5, 95])
+    step = max(3.0 * noise_sigma(g), 0.02 * float(hi - lo), 1e-12)
+    e = t
+    while e + w < len(g) and sign * (g[e + w] - g[e]) > step:
+        e += 1
+    return min(len(g), e + w)
+
+
+def _handovers(sigs: list[_ArmSignal], grips: list[_Gripper], fps: float,
+               phrases: TaskPhrases) -> tuple[list[set[int]], list[set[int]]]:
+    """Per arm: the grasp cycles that RECEIVE an object from another arm, and those that GIVE it.
+
+    A hand-over: arm A, holding (a close before the open), opens while arm B closes: B's close
+    onset lies between `HANDOVER_S` before A's open onset and `HANDOVER_S` after A's gripper has
+    finished opening. Not when the task gives the two arms different objects."""
+    gets: list[set[int]] = [set() for _ in sigs]
+    gives: list[set[int]] = [set() for _ in sigs]
+    w = HANDOVER_S * fps
+    for a, b in itertools.permutations(range(len(sigs)), 2):
+        pa, pb = phrases.arms.get(sigs[a].name), phrases.arms.get(sigs[b].name)
+        if pa is not None and pb is not None and not set(pa.objects) & set(pb.objects):
+            continue
+        for ka, (ca, oa) in enumerate(grips[a].cycles):
+            if ca is None or oa is None:
+                continue
+            done = _travel_end(sigs[a].gripper, oa, True, fps)
+            for kb, (cb, _) in enumerate(grips[b].cycles):
+                if cb is not None and oa - w <= cb <= done + w:
+                    gives[a].add(ka)
+                    gets[b].add(kb)
+    return gets, gives
+
+
+def _final_rest(x: np.ndarray, sp: np.ndarray, fast: float, err: float) -> int:
+    """The first frame of the arm's final rest: after its last clearly fast frame, and from where it
+    stays within `err` (the waypoint error: a smaller motion is no waypoint) of its final pose."""
+    n = len(x)
+    if n == 0 or x.ndim != 2 or x.shape[1] == 0:
+        return n
+    far = np.flatnonzero(np.linalg.norm(x - x[-1], axis=1) > err)
+    moving = np.flatnonzero(sp >= fast)
+    return max(int(far[-1]) + 1 if len(far) else 0, int(moving[-1]) + 1 if len(moving) else 0)
+
+
 def _label_arm(sig: _ArmSignal, n: int, fps: float, cfg: SegmentConfig, is_push: bool,
-               bounds: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per frame: phase code (IDLE when the arm rests outside any phase) and grasp-cycle index.
+               bounds: list[int] | None = None, grip: _Gripper | None = None, gets: set[int] | None = None,
+               gives: set[int] | None = None, has_target: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per frame: phase code (IDLE when the arm rests outside any phase), grasp-cycle index, and
+    whether the arm holds an object (between a close and the following open).
 
     `bounds` are the event boundaries of the episode (the segmenter's pauses and velocity minima);
-    without a grasp they are the candidate corners of reach | push | retreat."""
+    without a grasp they are the candidate corners of reach | push | retreat. `gets` / `gives` are
+    the grasp cycles that receive an object from / hand it to another arm (`_handovers`);
+    `has_target`: the task names where the object goes."""
     labels = np.full(n, IDLE, int)
     cycle = np.zeros(n, int)
+    held = np.zeros(n, bool)
     x = sig.motion
     sp = speed(x, fps) if x.shape[1] else np.zeros(n)
-    pause, _ = thresholds(sig.kind, cfg)
+    pause, err = thresholds(sig.kind, cfg)
     fast = move_speed(sig.kind, cfg)
     bouts = _bouts(sp, fps, pause, fast, cfg) if x.shape[1] else []
-    trans = gripper_transitions(sig.gripper, fps, cfg) if sig.gripper is not None else []
-    states = gripper_states(sig.gripper, fps, cfg) if trans else None
-    cycles = _cycles(trans)
+    grip = grip or _gripper_events(sig, fps, cfg)
+    states, cycles = grip.states, grip.cycles
+    gets, gives = gets or set(), gives or set()
     settle = max(1, round(SETTLE_S * fps))
     # without motion columns the arm counts as moving throughout (only the gripper tells the phases)
     first_move = (bouts[0][0] if bouts else n) if x.shape[1] else 0
     last_still = (bouts[-1][1] if bouts else 0) if x.shape[1] else n
+    rest = _final_rest(x, sp, fast, err) if bouts else n
+
+    def finish() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        out = _hold_to_end(labels)
+        if rest < n:  # the final rest after the arm's last motion: it holds (its grasp / release stay)
+            tail = out[rest:]
+            tail[(tail >= 0) & (tail != GRASP) & (tail != RELEASE)] = HOLD
+        return out, cycle, held
+
     if not cycles:
         if bouts:
             _label_path(labels, x, sp, pause, first_move, last_still, (REACH, PUSH if is_push else MOVE, RETREAT),
                         PUSH if is_push else MOVE, bounds)
-        return _hold_to_end(labels), cycle
+        return finish()
 
     def settled(t: int, closed: bool) -> int:
         """The frame after the gripper state (hysteresis) has switched, from onset t."""
@@ -523,32 +656,52 @@ def _label_arm(sig: _ArmSignal, n: int, fps: float, cfg: SegmentConfig, is_push:
         later = np.flatnonzero(states[t:] == want)
         return min(n, t + (int(later[0]) if len(later) else 0) + 1)
 
+    def moved_off(t: int, until: int, closed: bool) -> int:
+        """Where a grasp / release from t ends: where the arm, having held, moves off. When it never
+        held because it was still braking at the end of its previous motion (its speed only falls
+        from t to the end of that bout), where its next bout starts (after the last release, when
+        no motion follows: the episode's end); else where the gripper state has switched."""
+        found = _move_off(sp, fps, t, until, fast, cfg)
+        if found is not None:
+            return found
+        cur = next(((a, e) for a, e in bouts if a <= t < e), None)
+        if cur is not None and float(np.max(sp[t : cur[1]])) <= BRAKING_RISE * float(sp[t]):
+            nxt_bout = next((a for a, _ in bouts if cur[1] <= a < until), None)
+            if nxt_bout is not None:
+                return nxt_bout
+            if not closed and until >= n:
+                return n
+        return min(until, settled(t, closed))
+
     prev_end = 0
     for k, (c, o) in enumerate(cycles):
         c0 = c if c is not None else 0
         stop = o if o is not None else n
+        held[c0:stop] = True
         # approach: from the arm's first motion (first cycle) or from the previous release
         a = min(first_move, c0) if k == 0 else prev_end
         labels[a:c0], cycle[a:c0] = REACH, k
         if c is not None:
-            ge = _move_off(sp, fps, c, stop, fast, cfg)
-            ge = ge if ge is not None else min(stop, settled(c, True))
+            ge = moved_off(c, stop, True)
             labels[c:ge], cycle[c:ge] = GRASP, k
         else:
             ge = min(first_move, stop)
         cycle[ge:stop] = k
-        if o is None:  # held to the end: up, then across
-            _label_path(labels, x, sp, pause, ge, n, (LIFT, MOVE), MOVE)
-            return _hold_to_end(labels), cycle
-        _label_path(labels, x, sp, pause, ge, o, (LIFT, MOVE, PLACE), MOVE)
+        if o is None:  # held to the end: up, then across (or to the target, where the arm comes to rest)
+            names = (LIFT, PLACE) if has_target and rest < n else (LIFT, MOVE)
+            names = names[1:] if k in gets else names  # handed over: already up
+            _label_path(labels, x, sp, pause, ge, max(ge, min(n, rest)), names, MOVE)
+            return finish()
+        names = (LIFT, MOVE) if k in gives else (LIFT, MOVE, PLACE)  # handing over: no place
+        names = names[1:] if k in gets else names
+        _label_path(labels, x, sp, pause, ge, o, names, MOVE)
         nxt = cycles[k + 1][0] if k + 1 < len(cycles) and cycles[k + 1][0] is not None else n
-        re_ = _move_off(sp, fps, o, nxt, fast, cfg)
-        re_ = re_ if re_ is not None else min(nxt, settled(o, False))
+        re_ = moved_off(o, nxt, False)
         labels[o:re_], cycle[o:re_] = RELEASE, k
         prev_end = re_
     if last_still > prev_end:  # after the last release: the retreat (the rest that follows belongs to it)
         labels[prev_end:], cycle[prev_end:] = RETREAT, len(cycles) - 1
-    return _hold_to_end(labels), cycle
+    return finish()
 
 
 def _hold_to_end(labels: np.ndarray) -> np.ndarray:
@@ -562,15 +715,19 @@ def _hold_to_end(labels: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------- events
 @dataclass
 class EventPhase:
-    """The phase of one event: its name, the arm it is about and the grasp cycle (object index)."""
+    """The phase of one event: its name, the arm it is about ("both" when the arms do it together),
+    the grasp cycle (object index), whether the arm holds an object (for "hold"), and the phases of
+    other arms doing something else at the same time (named in the caption too)."""
 
     phase: str
     arm: str
     cycle: int = 0
+    holds: bool = True
+    others: list[EventPhase] = field(default_factory=list)
 
 
-def _run_length(labels: np.ndarray, t: int) -> int:
-    """Length of the run of equal labels containing frame t."""
+def _run(labels: np.ndarray, t: int) -> tuple[int, int]:
+    """[start, end) of the run of equal labels containing frame t."""
     v = labels[t]
     a = t
     while a > 0 and labels[a - 1] == v:
@@ -578,20 +735,66 @@ def _run_length(labels: np.ndarray, t: int) -> int:
     e = t
     while e < len(labels) and labels[e] == v:
         e += 1
-    return e - a
+    return a, e
 
 
-def _event_phases_from_signals(ep: _Episode, is_push: bool) -> tuple[list[EventPhase | None], int]:
-    """Per event: the phase of the arm it is about (None when every arm rests), and the number of arms."""
+@dataclass
+class _Cand:
+    """One arm's reading of one event."""
+
+    arm: str
+    phase: int  # the majority label of its non-idle frames
+    acting: int  # frames in a phase other than idle or hold
+    run: tuple[int, int]  # the run of that label containing its first frame in the event
+    cycle: int
+    holds: bool
+    tail: int = 0  # frames of the final hold that follows that run (the rest the phase ends in)
+
+    @property
+    def run_len(self) -> int:
+        return self.run[1] - self.run[0]
+
+
+def _together(a: _Cand, b: _Cand) -> bool:
+    """Two arms doing the same phase at once: their runs overlap by `TOGETHER_FRACTION` of the longer."""
+    ov = min(a.run[1], b.run[1]) - max(a.run[0], b.run[0])
+    return a.phase == b.phase and ov >= TOGETHER_FRACTION * max(a.run_len, b.run_len)
+
+
+def _event_phase(cands: list[_Cand]) -> EventPhase | None:
+    """The phase of one event from its arms' readings (see the module doc)."""
+    if not cands:
+        return None
+    movers = [c for c in cands if c.phase != HOLD]
+    if not movers:  # every arm holds still: a hold, with every arm that holds
+        first = next((c for c in cands if c.holds), cands[0])
+        arm = BOTH if len(cands) == 2 else first.arm
+        return EventPhase(PHASES[HOLD], arm, first.cycle, holds=any(c.holds for c in cands))
+    most = max(c.acting for c in movers)
+    tied = [c for c in movers if c.acting >= TIE_FRACTION * most]
+    main = min(tied, key=lambda c: (c.run_len + c.tail, -c.acting, c.arm))
+    rest = [c for c in tied if c is not main]
+    if len(cands) == 2 and rest and _together(main, rest[0]):
+        return EventPhase(PHASES[main.phase], BOTH, main.cycle, main.holds)
+    others = [EventPhase(PHASES[c.phase], c.arm, c.cycle, c.holds) for c in rest if c.phase != main.phase]
+    return EventPhase(PHASES[main.phase], main.arm, main.cycle, main.holds, others)
+
+
+def _event_phases_from_signals(ep: _Episode, phrases: TaskPhrases) -> tuple[list[EventPhase | None], int]:
+    """Per event: the phase of the arm(s) it is about (None when every arm rests), and the number of arms."""
     cfg = SegmentConfig()
+    sigs = _arm_signals(ep, cfg)
+    grips = [_gripper_events(s, ep.fps, cfg) for s in sigs]
+    gets, gives = _handovers(sigs, grips, ep.fps, phrases)
     tracks = []
-    for sig in _arm_signals(ep, cfg):
-        labels, cycle = _label_arm(sig, ep.n, ep.fps, cfg, is_push, ep.starts[1:])
-        tracks.append((sig.name, labels, cycle))
+    for sig, grip, get, give in zip(sigs, grips, gets, gives, strict=True):
+        labels, cycle, held = _label_arm(sig, ep.n, ep.fps, cfg, phrases.is_push, ep.starts[1:], grip, get, give,
+                                         bool(phrases.for_arm(sig.name).target))
+        tracks.append((sig.name, labels, cycle, held))
     out: list[EventPhase | None] = []
     for s, e in zip(ep.starts, ep.ends, strict=True):
         cands = []
-        for name, labels, cycle in tracks:
+        for name, labels, cycle, held in tracks:
             lab = labels[s:e]
             act = lab[lab >= 0]
             if len(act) == 0:
@@ -601,14 +804,11 @@ def _event_phases_from_signals(ep: _Episode, is_push: bool) -> tuple[list[EventP
             ph = next(int(v) for v in lab if v in top)  # ties: the phase that comes first in the event
             t = s + int(np.flatnonzero(lab == ph)[0])
             k = int(np.bincount(cycle[s:e][lab == ph]).argmax())
-            cands.append((len(act), _run_length(labels, t), name, ph, k))
-        if not cands:
-            out.append(None)
-            continue
-        most = max(c[0] for c in cands)
-        tied = [c for c in cands if c[0] >= TIE_FRACTION * most]
-        _, _, name, ph, k = min(tied, key=lambda c: (c[1], -c[0], c[2]))
-        out.append(EventPhase(PHASES[ph], name, k))
+            acting = int(np.sum((lab >= 0) & (lab != HOLD)))
+            run = _run(labels, t)
+            tail = ep.n - run[1] if run[1] < ep.n and np.all(labels[run[1] :] == HOLD) else 0
+            cands.append(_Cand(name, ph, acting, run, k, bool(held[e - 1]), tail))
+        out.append(_event_phase(cands))
     return out, len(tracks)
 
 
@@ -639,7 +839,7 @@ def _episode_phases(events: list[EventView]) -> tuple[list[EventPhase], int]:
     phrases = parse_task(events[0].task)
     ep = _assemble(events)
     has_signal = ep.state is not None or (ep.gripper is not None and np.ptp(ep.gripper) > 0)
-    raw, arms = _event_phases_from_signals(ep, phrases.is_push) if has_signal else ([None] * len(events), 1)
+    raw, arms = _event_phases_from_signals(ep, phrases) if has_signal else ([None] * len(events), 1)
     if all(r is None for r in raw):
         raw = _event_phases_from_reasons(events)
     # an event where every arm rests belongs to the phase it follows (a first one: to the next)
@@ -688,15 +888,43 @@ def describe(phase: str, phrases: TaskPhrases, obj_index: int, holding: str = ""
         if phrases.direction:
             return f"push {obj} {phrases.direction}"
         return f"push {obj} to {target}" if target else f"push {obj}"
+    if phase == "hold":
+        return f"hold {what} still"
     return f"{phase} {obj}"
 
 
 def arm_suffix(arm: str) -> str:
-    """" with the left arm" for a named arm of a multi-arm robot ("" for a single arm)."""
+    """" with the left arm" for a named arm of a multi-arm robot, " with both arms" for the arms
+    acting together ("" for a single arm)."""
     name = arm.replace("_", " ").strip()
     if not name or name == SINGLE_ARM:
         return ""
+    if name == BOTH:
+        return " with both arms"
     return f" with the {name} arm"
+
+
+def _phrases_of(phrases: TaskPhrases, arm: str, k: int) -> TaskPhrases:
+    """The phrases an arm's caption uses; for both arms, each arm's own object when the task gives
+    the arms different ones ("the peg and the socket")."""
+    if arm != BOTH or len(phrases.arms) < 2:
+        return phrases.for_arm(arm)
+    objs = list(dict.fromkeys(p.obj(k) for _, p in sorted(phrases.arms.items())))
+    first = next(iter(sorted(phrases.arms.items())))[1]
+    return TaskPhrases(objects=[" and ".join(objs)], target=first.target, relation=first.relation,
+                       direction=first.direction, is_push=first.is_push)
+
+
+def phase_caption(p: EventPhase, phrases: TaskPhrases, multi_arm: bool) -> str:
+    """The caption of one event's phase: "<verb> <object> ... with the left arm" (no arm for one arm);
+    other arms doing something else at the same time follow, "... and <verb> ... with the right arm"."""
+    parts = []
+    for q in [p, *p.others]:
+        text = describe(q.phase, _phrases_of(phrases, q.arm, q.cycle), q.cycle)
+        if q.phase == "hold" and not q.holds:
+            text = "hold still"
+        parts.append(text + (arm_suffix(q.arm) if multi_arm else ""))
+    return " and ".join(parts)
 
 
 def caption_episode_events(events: list[EventView]) -> list[str]:
@@ -705,18 +933,13 @@ def caption_episode_events(events: list[EventView]) -> list[str]:
         return []
     phrases = parse_task(events[0].task)
     phases, arms = _episode_phases(events)
-    out = []
-    for p in phases:
-        arm_phrases = phrases.for_arm(p.arm)
-        text = describe(p.phase, arm_phrases, p.cycle)
-        out.append(text + (arm_suffix(p.arm) if arms > 1 else ""))
-    return out
+    return [phase_caption(p, phrases, arms > 1) for p in phases]
 
 
 class KinematicCaptioner(Captioner):
     """Deterministic captions from signals + task text (see the module docstring)."""
 
-    name = "kinematic-v2"
+    name = "kinematic-v3"
 
     def __init__(self, cfg: CaptionConfig | None = None):
         self.cfg = cfg or CaptionConfig()

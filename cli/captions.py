@@ -1,16 +1,19 @@
-"""`carve eval-captions`: caption verb and object accuracy of a catalog against simulated ground truth.
+"""`carve eval-captions`: caption verb, object, arm and verb-and-arm accuracy of a catalog against ground truth.
 
     carve eval-captions --root ROOT --truth DATASET/ground_truth_events.json [--json]
-                        [--min-accuracy 0.9] [--min-object-accuracy 0.9]
+                        [--min-accuracy 0.9] [--min-object-accuracy 0.9] [--min-verb-arm-accuracy 0.95]
 
 Reads the committed events of ROOT (`storage.events.read_events`), maps each to the
 ground-truth phase it is scored against (the phase it overlaps most; with two arms, the acting
-arm's: `captioners.eval.truth_phase`) and compares the caption's leading verb with the phase
-name and the object it names with the phase's `object` (colour words + head noun:
-`captioners.eval.object_matches`). Prints verb accuracy overall, per phase and per arm, object
-accuracy (over events whose phase has an object), arm accuracy for multi-arm episodes and the
-common confusions, or the full report as JSON with `--json`. Exit code 1 when `--min-accuracy`
-(verb) or `--min-object-accuracy` is not met.
+arm's: `captioners.eval.truth_phase`, or both arms' when they do the same thing at once:
+`captioners.eval.acting_arms`) and judges each caption (`captioners.eval.judge`): the verb it
+gives the acting arm(s) against the phase name, the arm(s) it names, and the object it names
+against the phase's `object` (colour words + head noun: `captioners.eval.object_matches`).
+Prints verb accuracy overall, per phase, per arm and per task type, object accuracy (over
+events whose phase has an object), arm accuracy for multi-arm episodes, verb-and-arm accuracy
+(both right in the same caption; the verb alone in one-arm episodes) and the common
+confusions, or the full report as JSON with `--json`. Exit code 1 when `--min-accuracy`
+(verb), `--min-object-accuracy` or `--min-verb-arm-accuracy` is not met.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ def eval_captions(args: argparse.Namespace) -> int:
         return 1
     if args.min_object_accuracy is not None and report["object_accuracy"] < args.min_object_accuracy:
         return 1
+    if args.min_verb_arm_accuracy is not None and report["verb_arm_accuracy"] < args.min_verb_arm_accuracy:
+        return 1
     return 0
 
 
@@ -51,14 +56,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from carve.cli.main import add_common
 
     p = subparsers.add_parser(
-        "eval-captions", help="caption verb and object accuracy against simulated ground truth",
-        description="Compare each event's caption verb and object with the ground-truth phase it overlaps most "
-                    "(with two arms: the acting arm's phase).",
+        "eval-captions", help="caption verb, object and arm accuracy against ground truth",
+        description="Compare each event's caption verb, object and arm with the ground-truth phase it overlaps "
+                    "most (with two arms: the acting arm's phase, or both arms' when they act together).",
     )
     add_common(p)
-    p.add_argument("--truth", required=True, help="ground_truth_events.json written by `carve synth`")
+    p.add_argument("--truth", required=True,
+                   help="ground truth in the ground_truth_events.json form (`carve synth` writes it)")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.add_argument("--min-accuracy", type=float, default=None, help="exit 1 when verb accuracy is below this")
     p.add_argument("--min-object-accuracy", type=float, default=None,
                    help="exit 1 when object accuracy is below this")
+    p.add_argument("--min-verb-arm-accuracy", type=float, default=None,
+                   help="exit 1 when verb-and-arm accuracy (both right in one caption) is below this")
     p.set_defaults(func=eval_captions)

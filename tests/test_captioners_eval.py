@@ -1,5 +1,5 @@
-"""Caption evaluation: verb normalisation, object and arm matching, phase overlap mapping (one and two
-arms), accuracy, and `carve eval-captions`."""
+"""Caption evaluation: verb normalisation, object and arm matching, clauses, phase overlap mapping (one and
+two arms, arms acting together or apart), verb-and-arm accuracy, and `carve eval-captions`."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 
 from carve.captioners.eval import (
+    acting_arms,
     caption_arm,
+    caption_clauses,
     caption_object,
     evaluate,
     format_report,
+    judge,
     leading_verb,
     object_matches,
     overlap_phase,
@@ -63,6 +66,9 @@ TRUTH = {"dataset": "sim", "fps": 12, "episodes": [
         ("", None),
         (None, None),
         ("wave hello", None),
+        ("hold the cube still with both arms", "hold"),
+        ("the arm stays still", "hold"),
+        ("holding the peg", "hold"),
     ],
 )
 def test_leading_verb(caption: str | None, verb: str | None) -> None:
@@ -88,7 +94,8 @@ def test_evaluate_counts_accuracy_and_confusions() -> None:
     rep = evaluate(events, TRUTH)
     assert rep["events"] == 4 and rep["correct"] == 2 and rep["accuracy"] == pytest.approx(0.5)
     assert rep["unmatched_events"] == 1
-    assert rep["per_phase"]["lift"] == {"events": 1, "accuracy": 0.0}
+    assert rep["per_phase"]["lift"] == {"events": 1, "accuracy": 0.0, "verb_arm_accuracy": 0.0}
+    assert rep["verb_arm_correct"] == 2  # one arm: the verb alone
     assert rep["per_phase"]["reach"]["accuracy"] == 1.0
     assert rep["confusion"]["lift"] == {"move": 1}
     assert rep["confusion"]["move"] == {"(none)": 1}
@@ -145,6 +152,138 @@ def test_caption_arm() -> None:
     assert caption_arm("push the cube to the left") is None
 
 
+@pytest.mark.parametrize(
+    ("caption", "arm"),
+    [
+        ("move the cube to the left arm with the right arm", "right"),  # the instrument, not the destination
+        ("move the cube to the left arm", None),  # an arm as a place names no actor
+        ("retreat from the left arm", None),
+        ("the right hand grasps the cube", "right"),  # the subject
+        ("Left arm, grasp the cube", "left"),
+        ("hold the peg still using both hands", "both"),
+        ("grasp the cube, left arm", "left"),
+    ],
+)
+def test_caption_arm_names_the_actor(caption: str, arm: str | None) -> None:
+    assert caption_arm(caption) == arm
+
+
+@pytest.mark.parametrize(
+    ("caption", "clauses"),
+    [
+        ("grasp the cube with the right arm and reach toward the cube with the left arm",
+         [("grasp", "right"), ("reach", "left")]),
+        ("put the red cube and the blue cube in the tray with the left arm", [("place", "left")]),
+        ("reach toward the peg and the socket with both arms", [("reach", "both")]),
+        ("The left arm grasps the socket while the right arm holds the peg.", [("grasp", "left"), ("hold", "right")]),
+        ("Left arm, grasp the cube", [("grasp", "left")]),
+        ("reach toward the cube", [("reach", None)]),
+        ("reach toward and grasp the cube with the right arm", [("reach", "right"), ("grasp", "right")]),
+        ("the left arm lifts the box and moves it to the shelf", [("lift", "left"), ("move", "left")]),
+        ("", [(None, None)]),
+    ],
+)
+def test_caption_clauses(caption: str, clauses: list[tuple[str | None, str | None]]) -> None:
+    assert [(c.verb, c.arm) for c in caption_clauses(caption)] == clauses
+
+
+# both arms on one schedule (an insertion): every phase is done together
+TOGETHER = [
+    {"name": "reach", "start": 0, "end": 100, "arm": "left", "object": "socket"},
+    {"name": "grasp", "start": 100, "end": 150, "arm": "left", "object": "socket"},
+    {"name": "hold", "start": 150, "end": 200, "arm": "left", "object": "socket"},
+    {"name": "reach", "start": 0, "end": 100, "arm": "right", "object": "peg"},
+    {"name": "grasp", "start": 100, "end": 150, "arm": "right", "object": "peg"},
+    {"name": "hold", "start": 150, "end": 200, "arm": "right", "object": "peg"},
+]
+# a hand-over: the arms act at once but do different things, then both hold
+APART = [
+    {"name": "move", "start": 0, "end": 100, "arm": "left", "object": None},
+    {"name": "grasp", "start": 100, "end": 160, "arm": "left", "object": "cube"},
+    {"name": "hold", "start": 160, "end": 200, "arm": "left", "object": "cube"},
+    {"name": "reach", "start": 0, "end": 90, "arm": "right", "object": "cube"},
+    {"name": "release", "start": 90, "end": 150, "arm": "right", "object": "cube"},
+    {"name": "retreat", "start": 150, "end": 160, "arm": "right", "object": None},
+    {"name": "hold", "start": 160, "end": 200, "arm": "right", "object": None},
+]
+
+
+def test_acting_arms_together_only_at_once() -> None:
+    tp, acting = acting_arms(0, 100, TOGETHER)
+    assert tp["arm"] == "left" and [(p["arm"], p["name"]) for p in acting] == [("left", "reach"), ("right", "reach")]
+    assert [p["arm"] for p in acting_arms(150, 200, APART)[1]] == ["left", "right"]  # both hold
+    assert [p["arm"] for p in acting_arms(0, 90, APART)[1]] == ["right"]  # move and reach: apart
+    # a retreat lasting to the end meets the other arm's retreat: the same name, but not at once
+    tail = [{"name": "retreat", "start": 20, "end": 100, "arm": "left"},
+            {"name": "retreat", "start": 80, "end": 100, "arm": "right"}]
+    assert [p["arm"] for p in acting_arms(80, 100, tail)[1]] == ["right"]
+    both = [{"name": "lift", "start": 0, "end": 50, "arm": "both", "object": "box"}]
+    assert [p["arm"] for p in acting_arms(0, 50, both, ["left", "right"])[1]] == ["left", "right"]
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "phases", "caption", "verb_ok", "arm_ok", "verb_arm_ok"),
+    [
+        # together: the caption must name both arms and the verb
+        (0, 100, TOGETHER, "reach toward the peg with both arms", True, True, True),
+        (0, 100, TOGETHER, "reach toward the socket with the left arm and reach toward the peg with the right arm",
+         True, True, True),
+        (0, 100, TOGETHER, "reach toward the peg with the left arm", True, False, False),
+        (0, 100, TOGETHER, "reach toward the socket with the left arm and grasp the peg with the right arm",
+         False, True, False),
+        (100, 150, TOGETHER, "reach toward the peg with both arms", False, True, False),
+        (150, 200, TOGETHER, "hold the peg still with both arms", True, True, True),
+        # apart: the arm the tie rule picks (the shorter phase: the right reach) with its verb, or both verbs
+        (0, 90, APART, "reach toward the cube with the right arm", True, True, True),
+        (0, 90, APART, "reach toward the cube with both arms", True, False, False),
+        (0, 90, APART, "move with the left arm and reach toward the cube with the right arm", True, True, True),
+        (0, 90, APART, "move to the standby pose with the left arm", False, False, False),
+        (0, 90, APART, "reach toward the cube", True, False, False),
+        (100, 150, APART, "release the cube with the right arm and grasp the cube with the left arm",
+         True, True, True),
+        (160, 200, APART, "hold the cube still with both arms", True, True, True),
+        (160, 200, APART, "move the cube with the left arm", False, False, False),
+    ],
+)
+def test_judge_verb_and_arm(start: int, end: int, phases: list[dict], caption: str, verb_ok: bool, arm_ok: bool,
+                            verb_arm_ok: bool) -> None:
+    v = judge(start, end, phases, caption, ["left", "right"])
+    assert (v.verb_ok, v.arm_ok, v.verb_arm_ok) == (verb_ok, arm_ok, verb_arm_ok), v
+
+
+def test_judge_objects_of_arms_together() -> None:
+    # in an insertion one arm holds the socket and the other the peg: either object is the right one
+    assert judge(0, 100, TOGETHER, "reach toward the peg with both arms", ["left", "right"]).object_ok is True
+    assert judge(0, 100, TOGETHER, "reach toward the socket with both arms", ["left", "right"]).object_ok is True
+    assert judge(0, 100, TOGETHER, "reach toward the cube with both arms", ["left", "right"]).object_ok is False
+    assert judge(0, 90, APART, "reach toward the cube with the right arm", ["left", "right"]).object_ok is True
+    assert judge(0, 100, PHASES, "reach toward it", None).arm_ok is None  # one arm: no arm scored
+    assert judge(200, 300, TOGETHER, "hold still", ["left", "right"]) is None
+
+
+def test_evaluate_reports_verb_and_arm_together_and_per_task() -> None:
+    truth = {"dataset": "sim", "episodes": [
+        {"episode_index": 0, "arms": ["left", "right"], "task_type": "insertion", "phases": TOGETHER},
+        {"episode_index": 1, "arms": ["left", "right"], "task_type": "transfer", "phases": APART},
+    ]}
+    caps = [(0, 0, 100, "reach toward the peg with both arms"), (0, 100, 150, "grasp the peg with the left arm"),
+            (0, 150, 200, "hold the peg still with both arms"), (1, 0, 90, "reach toward the cube with the right arm"),
+            (1, 90, 150, "release the cube with the right arm and grasp the cube with the left arm"),
+            (1, 160, 200, "move the cube with the left arm")]
+    rows = [{"episode_index": e, "start_frame": s, "end_frame": t, "caption": c} for e, s, t, c in caps]
+    rep = evaluate(rows, truth)
+    assert rep["events"] == 6 and rep["together_events"] == 4  # insertion x3 and the final hold
+    assert rep["correct"] == 5 and rep["arm_correct"] == 4 and rep["verb_arm_correct"] == 4
+    assert rep["verb_arm_accuracy"] == pytest.approx(4 / 6)
+    assert rep["per_arm"]["both"]["events"] == 4 and rep["per_arm"]["both"]["verb_arm_accuracy"] == pytest.approx(0.5)
+    assert rep["per_task"]["insertion"] == {"events": 3, "accuracy": 1.0, "verb_arm_accuracy": pytest.approx(2 / 3)}
+    assert rep["per_task"]["transfer"]["verb_arm_accuracy"] == pytest.approx(2 / 3)
+    assert rep["per_phase"]["hold"] == {"events": 2, "accuracy": 0.5, "verb_arm_accuracy": 0.5}
+    text = format_report(rep)
+    assert "caption verb and arm accuracy: 66.7% (4/6 events; 4 with the arms acting together)" in text
+    assert "insertion" in text and "hold -> move: 1" in text
+
+
 def test_truth_phase_with_two_arms_prefers_the_acting_arm() -> None:
     # only the left arm: its phases
     assert truth_phase(0, 10, TWO_ARM)["name"] == "grasp"
@@ -176,11 +315,13 @@ def test_evaluate_two_arms_reports_object_and_per_arm_accuracy() -> None:
     assert rep["arm_events"] == 6 and rep["arm_correct"] == 4
     assert rep["per_arm"]["left"] == {"events": 3, "accuracy": 1.0, "object_events": 2,
                                       "object_accuracy": 1.0, "arm_events": 3,
-                                      "arm_accuracy": pytest.approx(2 / 3)}
+                                      "arm_accuracy": pytest.approx(2 / 3), "verb_arm_accuracy": pytest.approx(2 / 3)}
+    assert rep["verb_arm_correct"] == 4 and rep["together_events"] == 0  # the unnamed release, the idle arm
     assert rep["per_arm"]["right"]["accuracy"] == pytest.approx(2 / 3)
     assert rep["per_arm"]["right"]["object_accuracy"] == pytest.approx(1 / 3)
     text = format_report(rep)
     assert "caption object accuracy: 60.0% (3/5" in text and "caption arm accuracy: 66.7%" in text
+    assert "caption verb and arm accuracy: 66.7% (4/6 events)" in text
     assert "right" in text and "lift -> retreat: 1" in text
 
 
@@ -209,6 +350,9 @@ def test_cli_eval_captions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert rep["object_events"] == 4 and rep["object_accuracy"] == pytest.approx(0.0)
     assert main(["eval-captions", "--root", str(root), "--truth", str(gt), "--min-accuracy", "0.9"]) == 1
     assert "75.0%" in capsys.readouterr().out
+    assert rep["verb_arm_accuracy"] == pytest.approx(0.75)  # one arm: the verb alone
+    assert main(["eval-captions", "--root", str(root), "--truth", str(gt), "--min-verb-arm-accuracy", "0.8"]) == 1
+    assert main(["eval-captions", "--root", str(root), "--truth", str(gt), "--min-verb-arm-accuracy", "0.7"]) == 0
 
 
 def test_cli_eval_captions_scores_objects(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -18,7 +20,7 @@ from test_captioners_helpers import (
 )
 
 from carve.captioners.base import views_from_table
-from carve.captioners.eval import evaluate, leading_verb
+from carve.captioners.eval import caption_clauses, evaluate, leading_verb
 from carve.captioners.kinematic import KinematicCaptioner, label_phases, parse_task
 from carve.captioners.stage import CaptionStage
 from carve.core.config import CaptionConfig, SegmentConfig
@@ -225,9 +227,10 @@ def test_two_arm_episode_is_labelled_per_arm_and_names_the_arm() -> None:
     assert rep["accuracy"] >= 0.9 and rep["object_accuracy"] >= 0.9 and rep["arm_accuracy"] >= 0.9, rep
     assert set(rep["per_arm"]) == {"left", "right"} and rep["per_arm"]["right"]["accuracy"] >= 0.9
     caps = [r["caption"] for r in out if r["episode_id"] == "t0"]
-    # the right arm's own pick after the left arm let go (not one "release" event to the end)
-    right = [c for c in caps if c.endswith("with the right arm")]
-    assert [leading_verb(c) for c in right][:2] == ["reach", "grasp"], caps
+    # the right arm's own pick after the left arm let go (not one "release" event to the end); a caption may
+    # name both arms ("release ... with the left arm and reach ... with the right arm")
+    right = [v for c in caps for cl in caption_clauses(c) if cl.arm == "right" for v in [cl.verb]]
+    assert [v for k, v in enumerate(right) if k == 0 or v != right[k - 1]][:2] == ["reach", "grasp"], caps
     assert "grasp the blue cylinder with the right arm" in caps and "grasp the red cube with the left arm" in caps
     assert all(c.endswith(("with the left arm", "with the right arm")) for c in caps)
 
@@ -265,3 +268,207 @@ def test_parse_task_per_arm(task: str, left: list[str], right: list[str]) -> Non
     assert p.for_arm("left").objects == left and p.for_arm("right").objects == right
     assert p.for_arm("arm") is p and set(p.objects) == {*left, *right}
     assert p.for_arm("left").target
+
+
+# ------------------------------------------------------------------ hand-made multi-arm signals (issue 18)
+Keys = list[tuple[float, list[float]]]  # (time in s, value(s)): minimum-jerk between keys, held outside
+FPS = 50.0
+
+
+def _track(keys: Keys, n: int, fps: float = FPS) -> np.ndarray:
+    """(n, d) samples of a key track: each span between two keys is one minimum-jerk move (rest at keys)."""
+    times = np.array([k[0] for k in keys])
+    vals = np.array([k[1] for k in keys], float)
+    out = np.empty((n, vals.shape[1]))
+    for f in range(n):
+        t = f / fps
+        i = int(np.searchsorted(times, t, side="right")) - 1
+        if i < 0 or i >= len(times) - 1:
+            out[f] = vals[0] if i < 0 else vals[-1]
+            continue
+        s = (t - times[i]) / (times[i + 1] - times[i])
+        out[f] = vals[i] + (vals[i + 1] - vals[i]) * (10 * s**3 - 15 * s**4 + 6 * s**5)
+    return out
+
+
+def _views(arms: dict[str, tuple[Keys, Keys]], bounds_s: list[float], task: str, end_s: float) -> list:
+    """EventViews of one episode: per arm (joint keys of 4 joints in rad, gripper keys 0 closed .. 1 open),
+    ALOHA-style names (`left_*` / `right_*`; one arm "": unprefixed), events cut at `bounds_s` seconds."""
+    from carve.captioners.base import EventView
+
+    n = round(end_s * FPS)
+    cols, names = [], []
+    for arm, (joints, grip) in arms.items():
+        pre = f"{arm}_" if arm else ""
+        cols += [_track(joints, n), _track(grip, n)]
+        names += [*(f"{pre}j{i}" for i in range(4)), f"{pre}gripper"]
+    state = np.hstack(cols).astype(np.float32)
+    gcol = names.index(next(nm for nm in names if nm.endswith("gripper")))
+    cuts = [0, *(round(b * FPS) for b in bounds_s), n]
+    return [EventView(episode_id="h", event_index=k, num_events=len(cuts) - 1, task=task, start_frame=s,
+                      end_frame=e, fps=FPS, state=state[s:e], action=state[s:e], gripper=state[s:e, gcol],
+                      state_names=names, action_names=names)
+            for k, (s, e) in enumerate(itertools.pairwise(cuts))]
+
+
+def _j(*v: float) -> list[float]:
+    return list(v)
+
+
+def test_cycles_an_opening_before_any_grasp_is_no_release() -> None:
+    from carve.captioners.kinematic import _cycles
+
+    # opens while approaching, then a grasp cycle: only the grasp cycle
+    assert _cycles([(2, "gripper_open"), (100, "gripper_close"), (200, "gripper_open")]) == [(100, 200)]
+    # opens and never closes again: the episode started holding, that open is a release
+    assert _cycles([(5, "gripper_open")]) == [(None, 5)]
+    assert _cycles([(10, "gripper_close"), (50, "gripper_open"), (70, "gripper_close")]) == [(10, 50), (70, None)]
+
+
+def test_gripper_opening_during_the_approach_is_part_of_the_reach() -> None:
+    # one arm starts with its gripper closed and opens it on the way to the cube, while moving fast (as ALOHA /
+    # SO-100 arms rest closed)
+    joints = [(0.0, _j(0, 0, 0, 0)), (1.5, _j(0.8, 0, 0, 0)), (2.6, _j(0.8, 0, 0, 0)),  # reach, then still
+              (3.2, _j(0.8, 0.5, 0, 0)), (3.4, _j(0.8, 0.5, 0, 0)),  # lift
+              (4.0, _j(0.8, 0.5, 0.6, 0)), (4.2, _j(0.8, 0.5, 0.6, 0)),  # move
+              (4.7, _j(0.8, 0.0, 0.6, 0)), (5.4, _j(0.8, 0.0, 0.6, 0)),  # place, then still
+              (6.2, _j(0, 0, 0, 0))]  # retreat
+    grip = [(0.0, _j(0)), (0.3, _j(0)), (1.4, _j(1)), (1.8, _j(1)), (2.2, _j(0)), (4.8, _j(0)), (5.2, _j(1))]
+    views = _views({"": (joints, grip)}, [0.8, 1.8, 2.6, 3.3, 4.1, 4.8, 5.4], "put the red cube in the tray", 6.6)
+    from carve.captioners.kinematic import caption_episode_events, label_phases
+
+    assert label_phases(views) == ["reach", "reach", "grasp", "lift", "move", "place", "release", "retreat"]
+    assert caption_episode_events(views)[0] == "reach toward the red cube"
+
+
+def _insertion(task: str = "insert the peg into the socket") -> list:
+    """Both arms on the same schedule (mirrored joints): reach opening the gripper, grasp, lift, insert, hold."""
+    def arm(sign: float) -> tuple[Keys, Keys]:
+        joints = [(0.0, _j(0, 0, 0, 0)), (2.0, _j(sign * 0.9, 0.2, 0, 0)), (2.8, _j(sign * 0.9, 0.2, 0, 0)),
+                  (3.6, _j(sign * 0.9, 0.8, 0, 0)), (4.4, _j(sign * 0.9, 0.8, sign * 0.5, 0))]
+        grip = [(0.0, _j(0)), (1.8, _j(1)), (2.1, _j(1)), (2.5, _j(0))]
+        return joints, grip
+    return _views({"left": arm(1.0), "right": arm(-1.0)}, [1.0, 2.0, 2.8, 3.6, 4.5], task, 6.0)
+
+
+def test_arms_doing_the_same_thing_at_once_are_captioned_with_both_arms() -> None:
+    from carve.captioners.kinematic import caption_episode_events, event_phases
+
+    views = _insertion()
+    assert caption_episode_events(views) == [
+        "reach toward the peg with both arms",
+        "reach toward the peg with both arms",
+        "grasp the peg with both arms",
+        "lift the peg with both arms",
+        "place the peg in the socket with both arms",  # held to the end, brought to the task's target
+        "hold the peg still with both arms",  # every arm still at the end: a hold, not the last motion
+    ]
+    assert {p.arm for p in event_phases(views)} == {"both"}
+
+
+def _transfer(task: str = "Transfer the cube from the right arm to the left arm") -> list:
+    """A hand-over: the right arm picks the cube and opens at the meeting point while the left arm closes."""
+    right = ([(0.0, _j(0, 0, 0, 0)), (1.6, _j(-0.8, 0.3, 0, 0)), (2.6, _j(-0.8, 0.3, 0, 0)),  # reach, grasp
+              (3.2, _j(-0.8, 0.8, 0, 0)), (3.8, _j(-0.3, 0.8, 0.2, 0)),  # lift, move to the meeting point
+              (5.0, _j(-0.3, 0.8, 0.2, 0)), (5.8, _j(-0.9, 0.2, 0, 0))],  # wait (hand over), retreat
+             [(0.0, _j(0)), (1.5, _j(1)), (2.0, _j(1)), (2.4, _j(0)), (4.0, _j(0)), (4.8, _j(1))])
+    left = ([(0.0, _j(0, 0, 0, 0)), (1.6, _j(0.4, 0.4, 0, 0)), (3.8, _j(0.3, 0.8, 0.2, 0)),  # standby, approach
+             (4.8, _j(0.3, 0.8, 0.2, 0)), (5.8, _j(0.9, 0.6, 0.5, 0))],  # take the cube, carry it away
+            [(0.0, _j(0)), (1.5, _j(1)), (4.0, _j(1)), (4.4, _j(0))])
+    return _views({"left": left, "right": right}, [2.0, 2.6, 3.2, 4.0, 4.8, 5.8], task, 7.0)
+
+
+def test_hand_over_is_a_release_and_the_taker_moves_the_object_without_lifting_it() -> None:
+    from carve.captioners.eval import caption_clauses
+    from carve.captioners.kinematic import caption_episode_events
+
+    caps = caption_episode_events(_transfer())
+    per_arm = [{c.arm: c.verb for c in caption_clauses(cap)} for cap in caps]
+    assert caps[0] == "reach toward the cube with the right arm", caps  # the opening on the way is no release
+    assert [p.get("right") for p in per_arm[:4]] == ["reach", "grasp", "lift", "move"], caps  # no place
+    assert per_arm[4] == {"left": "grasp", "right": "release"}, caps  # both named: they act at once
+    assert per_arm[5] == {"right": "retreat", "left": "move"}, caps  # the cube is already up: no lift
+    assert caps[-1] == "hold the cube still with both arms", caps
+    assert not any(p.get("right") == "place" or p.get("left") == "lift" for p in per_arm), caps
+
+
+def test_hand_over_needs_the_same_object() -> None:
+    from carve.captioners.kinematic import _arm_signals, _assemble, _gripper_events, _handovers, parse_task
+    from carve.core.config import SegmentConfig
+
+    for task, expect in (("Transfer the cube from the right arm to the left arm", ([{0}, set()], [set(), {0}])),
+                         ("put the red cube in the tray with the right arm and the blue cube with the left arm",
+                          ([set(), set()], [set(), set()]))):
+        ep = _assemble(_transfer(task))
+        sigs = _arm_signals(ep, SegmentConfig())
+        assert [s.name for s in sigs] == ["left", "right"]
+        grips = [_gripper_events(s, ep.fps, SegmentConfig()) for s in sigs]
+        assert _handovers(sigs, grips, ep.fps, parse_task(task)) == expect, task
+
+
+def test_release_lasts_while_the_gripper_opens_on_a_still_arm() -> None:
+    # the gripper starts opening while the arm is still braking at the end of a slow place (so the arm never
+    # "holds then moves off" right after the open), opens slowly, the arm waits, then retreats (an SO-100
+    # hand-over: the other arm takes the cube out of view)
+    joints = [(0.0, _j(0, 0, 0, 0)), (1.2, _j(0.8, 0, 0, 0)), (2.0, _j(0.8, 0, 0, 0)),  # reach, grasp
+              (2.8, _j(0.8, 0.6, 0, 0)), (3.4, _j(0.8, 0.6, 0.6, 0)), (5.0, _j(0.8, -0.2, 0.6, 0)),  # lift, move, place
+              (6.0, _j(0.8, -0.2, 0.6, 0)), (7.0, _j(0, 0, 0, 0))]  # wait (hand over), retreat
+    grip = [(0.0, _j(1)), (1.3, _j(1)), (1.7, _j(0)), (4.3, _j(0)), (5.8, _j(1))]
+    views = _views({"": (joints, grip)}, [1.3, 2.0, 2.8, 3.4, 4.3, 6.0], "pick up the cube and hand it over", 7.4)
+    from carve.captioners.kinematic import label_phases
+
+    assert label_phases(views) == ["reach", "grasp", "lift", "move", "place", "release", "retreat"]
+
+
+def test_opening_while_already_retreating_stays_a_short_release() -> None:
+    # the operator starts to retreat and opens the gripper on the way (the arm speeds up through the open):
+    # the release ends where the gripper has switched, the rest of that motion is the retreat
+    joints = [(0.0, _j(0, 0, 0, 0)), (1.2, _j(0.8, 0, 0, 0)), (2.0, _j(0.8, 0, 0, 0)),  # reach, grasp
+              (2.8, _j(0.8, 0.6, 0, 0)), (3.4, _j(0.8, 0.6, 0.6, 0)), (4.0, _j(0.8, 0.2, 0.6, 0)),  # lift, move, place
+              (5.4, _j(0, 0, 0, 0))]  # retreat, opening the gripper on the way
+    grip = [(0.0, _j(1)), (1.3, _j(1)), (1.7, _j(0)), (4.2, _j(0)), (4.5, _j(1))]
+    views = _views({"": (joints, grip)}, [1.3, 2.0, 2.8, 3.4, 4.0], "put the cube in the tray", 6.0)
+    from carve.captioners.kinematic import label_phases
+
+    assert label_phases(views) == ["reach", "grasp", "lift", "move", "place", "retreat"]
+
+
+def test_final_rest_starts_where_the_arm_stays_within_the_waypoint_error() -> None:
+    from carve.captioners.kinematic import _final_rest
+    from carve.ingest.kinematics import speed
+
+    # 1 rad/s for 1 s, then it settles: x = 1 + 0.2 (1 - exp(-(t - 1) / 0.2)), speed exp(-(t - 1) / 0.2)
+    t = np.arange(0, 3.0, 1 / FPS)
+    x = np.where(t <= 1.0, t, 1.0 + 0.2 * (1 - np.exp(-(t - 1.0) / 0.2)))[:, None]
+    # within 0.08 rad of the end from t = 1 + 0.2 ln 2.5 = 1.183 s; below 0.25 rad/s from 1 + 0.2 ln 4 = 1.277 s
+    sp = speed(x, FPS)
+    assert abs(_final_rest(x, sp, 0.25, 0.08) - round(1.277 * FPS)) <= 1  # the later of the two
+    assert abs(_final_rest(x, sp, 5.0, 0.08) - round(1.183 * FPS)) <= 1  # never fast: the pose alone
+    still = np.zeros((20, 3))
+    assert _final_rest(still, speed(still, FPS), 0.25, 0.08) == 0
+
+
+def test_parse_task_arm_transfer_and_source() -> None:
+    p = parse_task("Transfer the cube from the right arm to the left arm")
+    assert p.objects == ["the cube"] and p.target == ""
+    assert p.for_arm("right").objects == ["the cube"] and p.for_arm("right").target == "the left arm"
+    assert p.for_arm("left").objects == ["the cube"] and p.for_arm("left").target == ""
+    q = parse_task("put the cup from the table in the sink")
+    assert q.objects == ["the cup"] and q.target == "the sink" and q.relation == "in"
+    assert parse_task("take the cube from the box").objects == ["the cube"]
+
+
+def test_hold_and_both_wording() -> None:
+    from carve.captioners.kinematic import EventPhase, arm_suffix, describe, phase_caption
+
+    assert describe("hold", parse_task("insert the peg into the socket"), 0) == "hold the peg still"
+    assert arm_suffix("both") == " with both arms" and arm_suffix("left") == " with the left arm"
+    assert arm_suffix("arm") == ""
+    two = parse_task(TWO_ARM_TASK)
+    assert phase_caption(EventPhase("reach", "both", 0), two, True) == \
+        "reach toward the red cube and the blue cylinder with both arms"
+    assert phase_caption(EventPhase("hold", "both", 0, holds=False), two, True) == "hold still with both arms"
+    assert phase_caption(EventPhase("grasp", "right", 0, others=[EventPhase("retreat", "left", 0)]), two, True) == \
+        "grasp the blue cylinder with the right arm and retreat from the tray with the left arm"
+    assert phase_caption(EventPhase("hold", "arm", 0, holds=False), parse_task("put the cube in the tray"),
+                         False) == "hold still"
