@@ -152,8 +152,8 @@ def source_notes(ref: EpisodeRef, cfg: CarveConfig) -> list[str]:
 
     try:
         ep = load_episode(ref)
-    except CarveError:
-        return []  # the episode's own step quarantines it with the reason
+    except Exception:  # any failure: the episode's own step quarantines it with the reason
+        return []
     arms = arm_layouts(ep.state_names, ep.action_names, ep.state, ep.action, cfg.segment)
     if any(a.gripper is not None or a.gripper_action is not None for a in arms):
         return []
