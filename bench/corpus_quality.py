@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.quality_segments import _carve, _ci, _rel, _run, _show
 from bench.sections import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,46 +48,16 @@ BOOTSTRAP = 1000
 MIN_F1 = 0.85  # issue 18's target on every third-party-simulator item
 
 
-def _carve() -> str:
-    exe = Path(sys.executable).with_name("carve")
-    return str(exe) if exe.exists() else "carve"
-
-
-def _rel(p: Path) -> str:
-    try:
-        return str(p.resolve().relative_to(ROOT))
-    except ValueError:
-        return str(p)
-
-
-def _run(cmd: list[str]) -> tuple[str, float]:
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    if proc.returncode != 0:
-        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout[-2000:]}\n"
-                         f"{proc.stderr[-4000:]}")
-    return proc.stdout, time.perf_counter() - t0
-
-
-def _show(cmd: list[str]) -> str:
-    return " ".join("carve" if c == _carve() else c for c in cmd)
-
-
-def _ci(r: dict[str, Any], key: str) -> str:
-    lo, hi = r.get(f"{key}_ci", [float("nan")] * 2)
-    return f"{r[key]:.3f} [{lo:.2f}, {hi:.2f}]"
-
-
 def segments(item: CorpusItem, root: Path, truth: Path, bootstrap: int) -> tuple[dict[str, Any], list[str]]:
     cmd = [_carve(), "eval-segments", "--root", _rel(root), "--truth", _rel(truth), "--tolerance-s",
            f"{TOLERANCE_S:g}", "--baseline", "keyframes", "--bootstrap", str(bootstrap), "--json"]
-    text, _ = _run(cmd)
+    text, _, _ = _run(cmd)
     return json.loads(text), cmd
 
 
 def captions(root: Path, truth: Path) -> tuple[dict[str, Any], list[str]]:
     cmd = [_carve(), "eval-captions", "--root", _rel(root), "--truth", _rel(truth), "--json"]
-    text, _ = _run(cmd)
+    text, _, _ = _run(cmd)
     return json.loads(text), cmd
 
 
@@ -145,7 +115,7 @@ def measure(item: CorpusItem, out: Path, bootstrap: int) -> dict[str, Any]:
     res: dict[str, Any] = {"item": item, "commands": []}
     run = [_carve(), "run", "--source", _rel(item.source), "--format", item.format, "--root", _rel(root),
            "--set", f"source.dataset={item.name}", "--set", "ray.progress=false", "--json"]
-    text, res["t_run"] = _run(run)
+    text, res["t_run"], _ = _run(run)
     res["run"] = json.loads(text[text.index("{"):])
     res["commands"].append(run)
     res["seg"], cmd = segments(item, root, truth, bootstrap)
@@ -161,7 +131,7 @@ def measure(item: CorpusItem, out: Path, bootstrap: int) -> dict[str, Any]:
     if item.video == "mp4":
         exp = base / "export"
         cmd = [_carve(), "export", "--root", _rel(root), "--format", "lerobot", "--out", _rel(exp), "--json"]
-        text, res["t_export"] = _run(cmd)
+        text, res["t_export"], _ = _run(cmd)
         res["commands"].append(cmd)
         res["export"] = json.loads(text)
         res["load"] = lerobot_load(exp)
