@@ -120,6 +120,7 @@ class TaskPhrases:
     relation: str = "in"  # "in", "on", "to" ...
     direction: str = ""  # for pushes: "to the left"
     is_push: bool = False
+    hands_over: bool = False  # "... and hand it over": the object goes to someone else, not onto a place
     arms: dict[str, TaskPhrases] = field(default_factory=dict)  # "left" -> that arm's phrases
 
     def obj(self, k: int) -> str:
@@ -140,6 +141,8 @@ _ARM_WORDS = r"(?:arm|hand|gripper)"
 _ARM_WITH = re.compile(rf"\s*,?\s*\b(?:with|using|by)\s+(?:the\s+|its\s+|their\s+)?(left|right)\s+{_ARM_WORDS}\b")
 # "left arm: ...", "the right arm puts ..."
 _ARM_SUBJECT = re.compile(rf"(?:^|[;.]|,|\band\b|\bthen\b|\bwhile\b)\s*(?:the\s+)?(left|right)\s+{_ARM_WORDS}\s*:?\s*")
+# "hand it over", "hand the cube over to ...", "a hand-over"
+_HAND_OVER = re.compile(r"\bhand(?:s|ed|ing)?(?:\s+(?!over\b)[\w'-]+){0,3}\s+over\b|\bhand-?over\b")
 # "... from the right arm to the left arm": a transfer between the arms
 _ARM_TRANSFER = re.compile(rf"\s*\bfrom\s+(?:the\s+|its\s+)?(left|right)\s+{_ARM_WORDS}\s+"
                            rf"(?:over\s+)?(?:to|into|towards?)\s+(?:the\s+|its\s+)?(left|right)\s+{_ARM_WORDS}\b")
@@ -231,6 +234,12 @@ def _arm_clauses(text: str) -> list[tuple[str, str]]:
 def parse_task(task: str) -> TaskPhrases:
     """Objects, target and relation of a task instruction, per arm when it names arms (never raises)."""
     text = " ".join(re.sub(r"[^\w\s,;:'-]", " ", (task or "").lower()).split())
+    phrases = _parse_task(text)
+    phrases.hands_over = bool(_HAND_OVER.search(text))
+    return phrases
+
+
+def _parse_task(text: str) -> TaskPhrases:
     m = _ARM_TRANSFER.search(text)
     if m and m.group(1) != m.group(2):  # the source arm brings the object to the other arm, which takes it
         p = parse_task(text[: m.start()] + text[m.end() :])
@@ -692,7 +701,7 @@ def _label_arm(sig: _ArmSignal, n: int, fps: float, cfg: SegmentConfig, is_push:
             names = names[1:] if k in gets else names  # handed over: already up
             _label_path(labels, x, sp, pause, ge, max(ge, min(n, rest)), names, MOVE)
             return finish()
-        names = (LIFT, MOVE) if k in gives else (LIFT, MOVE, PLACE)  # handing over: no place
+        names = (LIFT, MOVE, MOVE) if k in gives else (LIFT, MOVE, PLACE)  # handing over: no place
         names = names[1:] if k in gets else names
         _label_path(labels, x, sp, pause, ge, o, names, MOVE)
         nxt = cycles[k + 1][0] if k + 1 < len(cycles) and cycles[k + 1][0] is not None else n
@@ -786,6 +795,8 @@ def _event_phases_from_signals(ep: _Episode, phrases: TaskPhrases) -> tuple[list
     sigs = _arm_signals(ep, cfg)
     grips = [_gripper_events(s, ep.fps, cfg) for s in sigs]
     gets, gives = _handovers(sigs, grips, ep.fps, phrases)
+    if len(sigs) == 1 and phrases.hands_over:  # the one arm recorded hands its objects to someone unseen
+        gives = [set(range(len(grips[0].cycles)))]
     tracks = []
     for sig, grip, get, give in zip(sigs, grips, gets, gives, strict=True):
         labels, cycle, held = _label_arm(sig, ep.n, ep.fps, cfg, phrases.is_push, ep.starts[1:], grip, get, give,

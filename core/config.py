@@ -105,6 +105,11 @@ class SegmentConfig(_Section):
     waypoint_error_rad: float = Field(default=0.08, gt=0.0)
     turn_deg: float = Field(default=45.0, ge=0.0, le=180.0)
     dip_ratio: float = Field(default=0.5, gt=0.0, le=1.0)  # a velocity minimum below this x both peaks
+    use_speed_steps: bool = True  # a change between two steady speed levels (constant-speed controllers)
+    speed_step_ratio: float = Field(default=2.0, gt=1.0)  # the faster level is at least this x the slower
+    speed_step_window_s: float = Field(default=0.2, gt=0.0)  # each level holds this long ...
+    speed_step_steady: float = Field(default=0.25, gt=0.0)  # ... within this fraction of its median
+    speed_step_transition_s: float = Field(default=0.2, gt=0.0)  # the change completes within this
     refractory_s: float = Field(default=0.1, ge=0.0)  # no two boundaries closer than this
     use_visual: bool = False
     visual_threshold: float = Field(default=0.22, ge=0.0)  # on the change score of ingest.visual descriptors

@@ -23,6 +23,13 @@ resolved from the episode's fps, so the same configuration serves 10 fps and 50 
   turns by at least `turn_deg`, or the arm slows to a velocity minimum (below `dip_ratio` of
   the peak speeds on both sides). A single curved reach thus stays one event while
   lift -> move -> lower, blended without a stop, becomes three.
+* `speed_steps`: where the arm's speed moves from one sustained level to another at least
+  `speed_step_ratio` times faster or slower (each level steady within `speed_step_steady` over
+  `speed_step_window_s`, the change completed within `speed_step_transition_s`): a controller
+  moving through waypoints at constant speed (scripted experts, motion planners, waypoint
+  policies) changes phase this way without a stop, a turn a joint-space path shows, or a dip.
+  Human motion has bell-shaped speed profiles with no steady levels either side, so the rule
+  stays silent on teleoperation. The boundary is the onset of the change.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ from carve.core.config import SegmentConfig
 PAUSE = "pause"
 MOTION = "motion_change"
 MOTION_START = "motion_start"
+SPEED = "speed_change"
+_ONSET_DEV = 0.1  # a speed step starts where the speed leaves its former level by more than this fraction
 
 
 def smooth(x: np.ndarray, fps: float, sigma_s: float) -> np.ndarray:
@@ -247,3 +256,33 @@ def _apex(x: np.ndarray, sp: np.ndarray, w: int, prev: int, nxt: int, fps: float
     off = max(a - 1, 0)
     inner = turn[a - off : b - off + 1]
     return int(a + np.argmax(inner)) if inner.size else w
+
+
+def speed_steps(sp: np.ndarray, fps: float, pause_speed: float, moving: float,
+                cfg: SegmentConfig) -> list[tuple[int, str]]:
+    """(frame, "speed_change") where the speed `sp` steps between two steady moving levels (see
+    the module doc). Both levels are above `pause_speed` (a stop is the pause rule's), the faster
+    one at least half of `moving`; the frame is the first after the former level where the speed
+    leaves it by more than `_ONSET_DEV`."""
+    n = len(sp)
+    w = max(3, round(cfg.speed_step_window_s * fps))
+    g = max(1, round(cfg.speed_step_transition_s * fps))
+    if n < 2 * w + g:
+        return []
+    win = np.lib.stride_tricks.sliding_window_view(np.asarray(sp, dtype=np.float64), w)  # win[i] = sp[i:i+w]
+    med = np.median(win, axis=1)
+    steady = (win.max(axis=1) - win.min(axis=1)) <= cfg.speed_step_steady * np.maximum(med, 1e-12)
+    t = np.arange(w, n - g - w + 1)  # before = sp[t-w:t] (window t-w), after = sp[t+g:t+g+w] (window t+g)
+    mb, ma = med[t - w], med[t + g]
+    lo, hi = np.minimum(mb, ma), np.maximum(mb, ma)
+    ok = (steady[t - w] & steady[t + g] & (lo > pause_speed) & (hi >= 0.5 * moving)
+          & (hi >= cfg.speed_step_ratio * lo))
+    out = []
+    for e in _runs(ok)[1]:
+        k = int(t[e - 1])  # the last frame whose before-window is still the former level
+        level = float(mb[e - 1])
+        stop = min(n - 1, k + g)
+        while k < stop and abs(sp[k] - level) <= _ONSET_DEV * level:
+            k += 1
+        out.append((k, SPEED))
+    return out

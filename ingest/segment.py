@@ -16,11 +16,14 @@ configuration serves 10 to 50 fps. Per arm, boundary candidates are:
 * `motion_change` (`ingest.kinematics`): AWE waypoints (Shi et al., CoRL 2023) where the path
   turns by `turn_deg` or slows to a velocity minimum, for motion that flows from one phase
   into the next without a stop (lift -> move -> lower);
+* `speed_change` (`ingest.kinematics`): the onset of a change between two steady speed levels,
+  the way a controller moving at constant speed between waypoints changes phase; AWE waypoints
+  inside such a change are the same joint and are dropped;
 * `visual` (only with `use_visual`, over the whole episode): peaks of a windowed change score
   of per-frame image descriptors (`ingest.visual.frame_descriptors`) above `visual_threshold`.
 
 Each arm's candidates are accepted in priority order (gripper, motion start, pause, motion
-change, visual) unless one already lies within `refractory_s`; the episode's boundaries are the
+or speed change, visual) unless one already lies within `refractory_s`; the episode's boundaries are the
 union over arms (again with the refractory rule, plus the onset of each arm's first move when
 there are several arms), so no event spans another arm's grasp or release, and
 `segment_arms` gives the per-arm event streams. Segments shorter than `min_len_s` are merged
@@ -42,12 +45,14 @@ from carve.ingest.kinematics import (
     MOTION,
     MOTION_START,
     PAUSE,
+    SPEED,
     motion_starts,
     move_speed,
     pause_boundaries,
     sharpen_onset,
     smooth,
     speed,
+    speed_steps,
     still_mask,
     thresholds,
     waypoint_boundaries,
@@ -57,7 +62,7 @@ EPISODE_START = "episode_start"
 EPISODE_END = "episode_end"
 VISUAL = "visual"
 MAX_LEN = "max_len"
-_PRIORITY = {GRIPPER_CLOSE: 5, GRIPPER_OPEN: 5, MOTION_START: 4, PAUSE: 3, MOTION: 2, VISUAL: 1, MAX_LEN: 0}
+_PRIORITY = {GRIPPER_CLOSE: 5, GRIPPER_OPEN: 5, MOTION_START: 4, PAUSE: 3, MOTION: 2, SPEED: 2, VISUAL: 1, MAX_LEN: 0}
 
 
 @dataclass
@@ -138,9 +143,20 @@ def arm_signals(layout: ArmLayout, state: np.ndarray, action: np.ndarray | None,
         hold = max(2, round(cfg.pause_min_s * fps))
         cands = [(sharpen_onset(raw, t, moving, hold), r) if r in (MOTION_START, PAUSE) else (t, r)
                  for t, r in cands]
+        steps = speed_steps(sp, fps, pause_speed, moving, cfg) if cfg.use_speed_steps else []
         if cfg.use_waypoints:
-            cands += waypoint_boundaries(x, sp, still, err, [t for t, _ in cands], fps, cfg)
+            cands += _outside_steps(waypoint_boundaries(x, sp, still, err, [t for t, _ in cands], fps, cfg),
+                                    steps, fps, cfg)
+        cands += steps
     return ArmSignals(layout, sp, g, _accept(cands, n, _frames(cfg.refractory_s, fps)))
+
+
+def _outside_steps(cands: list[tuple[int, str]], steps: list[tuple[int, str]], fps: float,
+                   cfg: SegmentConfig) -> list[tuple[int, str]]:
+    """`cands` less those inside a speed step's change (from `refractory_s` before its onset to
+    `speed_step_transition_s` after): the corner a joint-space path shows there is the same joint."""
+    before, after = _frames(cfg.refractory_s, fps), _frames(cfg.speed_step_transition_s, fps)
+    return [(t, r) for t, r in cands if not any(k - before < t <= k + after for k, _ in steps)]
 
 
 def _frames(seconds: float, fps: float) -> int:

@@ -27,7 +27,8 @@ META_NAME = b"carve.schema"
 META_VERSION = b"carve.schema_version"
 META_EMB_DIMS = b"carve.emb_dims"
 
-BOUNDARY_REASONS = ("gripper_close", "gripper_open", "motion_start", "pause", "motion_change", "visual", "max_len",
+BOUNDARY_REASONS = ("gripper_close", "gripper_open", "motion_start", "pause", "motion_change", "speed_change", "visual",
+                    "max_len",
                     "episode_start", "episode_end")
 
 _f32_list = pa.list_(pa.float32())

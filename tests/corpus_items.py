@@ -66,15 +66,15 @@ ITEMS: list[CorpusItem] = [
                CORPUS / "aloha_scripted" / "truth.json",
                "lerobot 0.4.4 (v3.0, AV1) from gym-aloha with ACT's scripted policies",
                "ALOHA left_*/right_* 14-d joints (rad), normalised grippers 0..1, 50 fps",
-               third_party_sim=True, arms=2, tags=("joint_only", "two_arm"), f1_floor=0.64),
+               third_party_sim=True, arms=2, tags=("joint_only", "two_arm"), f1_floor=0.75),
     CorpusItem("aloha_hdf5", CORPUS / "aloha_hdf5" / "episodes", "hdf5", CORPUS / "aloha_hdf5" / "truth.json",
                "h5py in ACT's episode_N.hdf5 layout, from gym-aloha with ACT's scripted policies",
                "/observations/qpos 14-d, normalised grippers, /action", third_party_sim=True, arms=2,
-               video="frames", tags=("joint_only", "two_arm"), f1_floor=0.65),
+               video="frames", tags=("joint_only", "two_arm"), f1_floor=0.78),
     CorpusItem("so100_joint", CORPUS / "so100_joint" / "dataset", "lerobot", CORPUS / "so100_joint" / "truth.json",
                "lerobot 0.4.4 (v3.0, AV1), one arm of gym-aloha's scripted transfer in SO-100 conventions",
                "shoulder_pan.pos ... gripper.pos; degrees, gripper 0..100; 30 fps", third_party_sim=True,
-               tags=("joint_only", "degrees"), f1_floor=0.63),
+               tags=("joint_only", "degrees"), f1_floor=0.80),
 ]
 
 BY_NAME = {it.name: it for it in ITEMS}

@@ -407,9 +407,10 @@ def test_hand_over_needs_the_same_object() -> None:
 
 
 def test_release_lasts_while_the_gripper_opens_on_a_still_arm() -> None:
-    # the gripper starts opening while the arm is still braking at the end of a slow place (so the arm never
+    # the gripper starts opening while the arm is still braking at the end of a slow carry (so the arm never
     # "holds then moves off" right after the open), opens slowly, the arm waits, then retreats (an SO-100
-    # hand-over: the other arm takes the cube out of view)
+    # hand-over: the other arm takes the cube out of view, so the carry before the opening is a move, as
+    # ACT's scripted expert names it, never a place)
     joints = [(0.0, _j(0, 0, 0, 0)), (1.2, _j(0.8, 0, 0, 0)), (2.0, _j(0.8, 0, 0, 0)),  # reach, grasp
               (2.8, _j(0.8, 0.6, 0, 0)), (3.4, _j(0.8, 0.6, 0.6, 0)), (5.0, _j(0.8, -0.2, 0.6, 0)),  # lift, move, place
               (6.0, _j(0.8, -0.2, 0.6, 0)), (7.0, _j(0, 0, 0, 0))]  # wait (hand over), retreat
@@ -417,6 +418,9 @@ def test_release_lasts_while_the_gripper_opens_on_a_still_arm() -> None:
     views = _views({"": (joints, grip)}, [1.3, 2.0, 2.8, 3.4, 4.3, 6.0], "pick up the cube and hand it over", 7.4)
     from carve.captioners.kinematic import label_phases
 
+    assert label_phases(views) == ["reach", "grasp", "lift", "move", "move", "release", "retreat"]
+    # the same motion when the task names a place: the last carry is the place
+    views = _views({"": (joints, grip)}, [1.3, 2.0, 2.8, 3.4, 4.3, 6.0], "put the cube in the tray", 7.4)
     assert label_phases(views) == ["reach", "grasp", "lift", "move", "place", "release", "retreat"]
 
 

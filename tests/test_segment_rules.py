@@ -204,6 +204,48 @@ def test_blended_motion_turning_without_a_stop_is_cut_at_the_turn() -> None:
     assert len(got) == 2 and all(abs(g - c) <= 3 for g, c in zip(got, corners, strict=True)), (got, corners)
 
 
+def _first_order_lag(x: np.ndarray, fps: float, tau_s: float) -> np.ndarray:
+    """A position-controlled joint following its command (first-order lag with time constant tau)."""
+    a = 1.0 - np.exp(-1.0 / (tau_s * fps))
+    y = np.empty_like(x)
+    y[0] = x[0]
+    for i in range(1, len(x)):
+        y[i] = y[i - 1] + a * (x[i] - y[i - 1])
+    return y
+
+
+@pytest.mark.parametrize("fps", [20, 30, 50])
+def test_a_step_between_two_steady_speeds_is_cut_at_its_onset(fps: int) -> None:
+    """A scripted expert's straight joint-space path: 1.2 s at 0.9 rad/s then 1.0 s at 0.3 rad/s in the
+    same direction (no turn, no dip), followed by a lagging joint; the boundary is the commanded change."""
+    rng = np.random.default_rng(0)
+    d = rng.normal(size=6)
+    d /= np.linalg.norm(d)
+    t1, t2 = round(1.2 * fps), round(1.0 * fps)
+    rate = np.concatenate([np.full(t1, 0.9), np.full(t2, 0.3)]) / fps
+    cmd = np.cumsum(rate)[:, None] * d[None, :]
+    q = _first_order_lag(cmd, fps, 0.03)
+    names = [*(f"joint_{i}" for i in range(6)), "gripper"]
+    state = np.concatenate([q, np.full((len(q), 1), 0.5)], axis=1)
+    segs = segment_episode(state, None, fps, SegmentConfig(), names, None)
+    check_tiling(segs, len(q))
+    got = [(sg.start, sg.start_reason) for sg in segs[1:]]
+    assert len(got) == 1 and got[0][1] == "speed_change", got
+    assert abs(got[0][0] - t1) <= round(0.1 * fps), (got, t1)
+    off = segment_episode(state, None, fps, SegmentConfig(use_speed_steps=False), names, None)
+    assert all(sg.start_reason != "speed_change" for sg in off)
+
+
+def test_bell_shaped_human_reaches_and_a_stop_make_no_speed_change() -> None:
+    """Teleoperated reaches (minimum-jerk speed profiles, sensor noise) have no steady speed levels: the
+    speed rule stays silent, and a stop (moving -> still) is the pause rule's, not a speed change."""
+    for seed in range(5):
+        state, _ = build([("still", 0.6), ("move", 1.4), ("move", 0.9), ("still", 0.8), ("move", 1.1),
+                          ("still", 0.7)], fps=30, seed=seed, jitter=1e-3)
+        segs = segment_episode(state, action_of(state), 30, SegmentConfig(), NAMES, NAMES)
+        assert not [sg.start for sg in segs if sg.start_reason == "speed_change"], (seed, segs)
+
+
 def test_min_length_merges_short_segment_keeping_the_gripper_boundary() -> None:
     plan = [("move", 1.2), ("still", 0.35), ("close", 0.17), ("move", 1.2)]
     state, _starts = build(plan)
