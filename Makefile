@@ -36,7 +36,7 @@ demo: install
 	@echo "report:  $(DEMO_ROOT)/carve/reports/index.html"
 
 test: install
-	$(PY) -P -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: install
 	$(PY) -m bench.run_all
@@ -50,10 +50,10 @@ quality: install
 paper: install
 	$(VENV)/bin/carve eval-sim --study --out paper/study.md
 
-# ruff, then the layer contracts of pyproject.toml (import-linter over the installed layout)
+# ruff, then the layer contracts of pyproject.toml (plain import-linter over src/carve)
 lint: install
 	$(VENV)/bin/ruff check .
-	$(PY) .ci/lint_imports.py
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(DEMO_ROOT) .pytest_cache

@@ -141,5 +141,5 @@ def test_the_embed_worker_gets_the_declared_gpu(ray_cluster, tmp_path: Path):
     assert r["resources"].get("GPU") == 0.5
     # it ran the code the driver shipped (runtime_env py_modules), not the nodes' own install
     assert "runtime_resources" in r["carve"], r
-    local = Path(__file__).resolve().parents[1] / "pipeline" / "ray_env.py"
+    local = Path(__file__).resolve().parents[1] / "src" / "carve" / "pipeline" / "ray_env.py"
     assert r["ray_env_sha"] == hashlib.sha256(local.read_bytes()).hexdigest()

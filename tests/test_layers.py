@@ -1,13 +1,14 @@
-"""One `carve.*` namespace and layered packages.
+"""One `carve.*` namespace under src/ and layered packages.
 
 After install, `carve.<package>` imports and the old top-level names (`storage`, `pipeline`,
-...) do not; the import contracts of pyproject.toml hold on the installed layout, and an
-upward import (or the house importing the simulator) breaks them.
+...) do not; plain `lint-imports` (the contracts of pyproject.toml over the installed `src/carve`)
+passes, and an upward import (or the house importing the simulator) breaks it.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,13 +16,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+LINT = Path(sys.executable).with_name("lint-imports")
 
 
-def _lint_module():
-    spec = importlib.util.spec_from_file_location("lint_imports", REPO / ".ci" / "lint_imports.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def lint_imports(pythonpath: Path | None = None) -> subprocess.CompletedProcess:
+    """`lint-imports` with the project's contracts, on the installed package or on a copy at `pythonpath`."""
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    return subprocess.run([str(LINT), "--config", str(REPO / "pyproject.toml"), "--no-cache"], cwd=REPO, env=env,
+                          capture_output=True, text=True)
 
 
 def test_one_namespace_after_install(tmp_path: Path):
@@ -43,13 +47,18 @@ def test_one_namespace_after_install(tmp_path: Path):
     assert res.returncode == 0 and "synth" in res.stdout and "eval-segments" in res.stdout
 
 
-@pytest.fixture(scope="module")
-def layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _lint_module().build_layout(tmp_path_factory.mktemp("layout"))
+def test_the_package_is_the_src_tree_without_a_path_trick():
+    import carve
+
+    assert Path(carve.__file__).resolve().parent == REPO / "src" / "carve"
+    # from the repository root, with the current directory on sys.path (no `python -P`), it is the same package
+    res = subprocess.run([sys.executable, "-c", "import carve, carve.ingest.segment; print(carve.__file__)"], cwd=REPO,
+                         capture_output=True, text=True)
+    assert res.returncode == 0 and Path(res.stdout.strip()).resolve() == REPO / "src" / "carve" / "__init__.py", res
 
 
-def test_contracts_hold(layout: Path):
-    res = _lint_module().check(layout)
+def test_contracts_hold():
+    res = lint_imports()
     assert res.returncode == 0, res.stdout + res.stderr
     assert "2 kept, 0 broken" in res.stdout
 
@@ -62,13 +71,11 @@ def test_contracts_hold(layout: Path):
         ("clustering/balance.py", "import carve.sim.toy", "carve.clustering.balance -> carve.sim.toy"),
     ],
 )
-def test_an_upward_import_breaks_the_contract(layout: Path, tmp_path: Path, victim: str, line: str, message: str):
-    import shutil
-
-    copy = tmp_path / "layout"
-    shutil.copytree(layout, copy)
+def test_an_upward_import_breaks_the_contract(tmp_path: Path, victim: str, line: str, message: str):
+    copy = tmp_path / "src"
+    shutil.copytree(REPO / "src", copy, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     f = copy / "carve" / victim
     f.write_text(f.read_text() + f"\n{line}\n")
-    res = _lint_module().check(copy)
+    res = lint_imports(copy)
     assert res.returncode != 0
     assert message in res.stdout, res.stdout

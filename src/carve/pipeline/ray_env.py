@@ -10,12 +10,10 @@ caller survives `ray.init` (which would otherwise replace it).
 
 Joining a cluster (docs/CLUSTER.md):
 
-- **Code.** The workers import the driver's own `carve` package: it goes to the cluster as a
-  job `runtime_env` (`py_modules`). An installed `carve` is one folder; an editable install
-  maps `carve.*` onto the repository's top-level folders (setuptools `package-dir`), so those
-  are laid out as one `carve/` folder first (`carve_package`). The job also gets an empty
-  `working_dir`, so that the driver's own directory (a checkout, whose `carve/` would shadow
-  the shipped package) does not go on the workers' path. `ray.ship_code=false` relies on
+- **Code.** The workers import the driver's own `carve` package: its folder (`src/carve` of a
+  checkout or the installed one, `carve_package`) goes to the cluster as a job `runtime_env`
+  (`py_modules`, without caches: `SHIP_EXCLUDES`). The job also gets an empty `working_dir`,
+  so that the driver's own directory does not go on the workers' path. `ray.ship_code=false` relies on
   the carve installed on the nodes instead. The dependencies (torch, pyarrow, ...) must be
   installed on every node (the same image or virtualenv), as for any Ray job.
 - **Environment.** The variables named in `ray.forward_env` that are set on the driver (the
@@ -37,11 +35,9 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import tempfile
 import threading
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +48,7 @@ from carve.storage.root import Root
 
 log = get_logger("ray")
 
-_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "tests")
+SHIP_EXCLUDES = ["__pycache__", "*.pyc", "tests"]  # never uploaded with the package (runtime_env excludes)
 
 
 def ensure_ray(cfg: RayConfig) -> None:
@@ -113,15 +109,16 @@ def _connect(cfg: RayConfig, kwargs: dict[str, Any]) -> None:
 def cluster_runtime_env(cfg: RayConfig, scratch: Path) -> dict[str, Any]:
     """The job's runtime_env: the carve package (`py_modules`), forwarded variables, extras.
 
-    `scratch` holds the laid-out package of an editable install until `ray.init` has uploaded it.
+    `scratch` holds the job's empty working directory until `ray.init` has uploaded it.
     """
     env: dict[str, Any] = {k: v for k, v in cfg.runtime_env.items() if k not in ("py_modules", "env_vars")}
     if cfg.ship_code:
-        env["py_modules"] = [str(carve_package(scratch)), *cfg.runtime_env.get("py_modules", [])]
+        env["py_modules"] = [str(carve_package()), *cfg.runtime_env.get("py_modules", [])]
+        env["excludes"] = [*SHIP_EXCLUDES, *cfg.runtime_env.get("excludes", [])]
         if "working_dir" not in env:
             # Ray puts the driver's working and script directories first on the workers' sys.path
-            # unless the job has a working_dir; run from a checkout, the `carve/` there would
-            # shadow the shipped package. An empty working_dir keeps the workers on the shipped code.
+            # unless the job has a working_dir; whatever the driver's directory holds, an empty
+            # working_dir keeps the workers on the shipped code.
             workdir = scratch / "workdir"
             workdir.mkdir(exist_ok=True)
             (workdir / "README").write_text("the working directory of carve's Ray workers (left empty)\n")
@@ -135,36 +132,12 @@ def cluster_runtime_env(cfg: RayConfig, scratch: Path) -> dict[str, Any]:
     return env
 
 
-def carve_package(scratch: Path) -> Path:
-    """The driver's `carve` package as one folder named `carve`, for `runtime_env.py_modules`.
-
-    A regular install already is one. An editable install maps `carve.*` onto the repository's
-    top-level folders through the `package-dir` table of its pyproject.toml; they are copied to
-    `scratch/carve/...` as an install would lay them out (sources and package data; no caches,
-    no tests), so the workers import exactly the code the driver imports.
-    """
+def carve_package() -> Path:
+    """The driver's `carve` package folder (src/carve of a checkout, or the installed one), for
+    `runtime_env.py_modules`; caches and tests stay behind (`SHIP_EXCLUDES`)."""
     import carve
 
-    pkg = Path(carve.__file__).resolve().parent
-    table = _package_dirs(pkg)
-    if all((pkg.parent / folder).resolve() == pkg.joinpath(*name.split(".")[1:])
-           for name, folder in table.items()):
-        return pkg
-    dst = scratch / "carve"
-    for name, folder in sorted(table.items()):  # "carve" before "carve.x"
-        shutil.copytree(pkg.parent / folder, dst.joinpath(*name.split(".")[1:]), dirs_exist_ok=True,
-                        ignore=_IGNORE)
-    return dst
-
-
-def _package_dirs(pkg: Path) -> dict[str, str]:
-    """`carve.*` name -> folder (relative to the repository) from pyproject.toml beside an
-    editable install's `carve/`; just `carve` for a regular install."""
-    pyproject = pkg.parent / "pyproject.toml"
-    if not pyproject.is_file():
-        return {"carve": pkg.name}
-    tool = tomllib.loads(pyproject.read_text()).get("tool", {})
-    return dict(tool.get("setuptools", {}).get("package-dir", {})) or {"carve": pkg.name}
+    return Path(carve.__file__).resolve().parent
 
 
 def _token_at_hand() -> bool:
