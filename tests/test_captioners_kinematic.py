@@ -476,3 +476,25 @@ def test_hold_and_both_wording() -> None:
         "grasp the blue cylinder with the right arm and retreat from the tray with the left arm"
     assert phase_caption(EventPhase("hold", "arm", 0, holds=False), parse_task("put the cube in the tray"),
                          False) == "hold still"
+
+
+def test_the_captioner_reads_the_runs_segment_config() -> None:
+    """The kinematic captioner labels phases with the run's `segment.*` thresholds, not the defaults,
+    and the pipeline's Caption step hands it that config."""
+    from carve.captioners.kinematic import KinematicCaptioner, caption_episode_events, label_phases
+    from carve.core.config import CaptionConfig, SegmentConfig
+    from carve.pipeline.steps import Caption
+
+    joints = [(0.0, _j(0, 0, 0, 0)), (1.2, _j(0.8, 0, 0, 0)), (2.0, _j(0.8, 0, 0, 0)),
+              (2.8, _j(0.8, 0.6, 0, 0)), (3.4, _j(0.8, 0.6, 0.6, 0)), (5.0, _j(0.8, -0.2, 0.6, 0)),
+              (6.0, _j(0.8, -0.2, 0.6, 0)), (7.0, _j(0, 0, 0, 0))]
+    grip = [(0.0, _j(1)), (1.3, _j(1)), (1.7, _j(0)), (4.3, _j(0)), (5.8, _j(1))]
+    views = _views({"": (joints, grip)}, [1.3, 2.0, 2.8, 3.4, 4.3, 6.0], "put the cube in the tray", 7.4)
+    assert label_phases(views) == ["reach", "grasp", "lift", "move", "place", "release", "retreat"]
+    # a config under which these joints (at most ~1 rad/s) never count as moving
+    still = SegmentConfig(pause_speed_rad_s=5.0, move_speed_rad_s=10.0)
+    assert label_phases(views, still) != label_phases(views)
+    captioner = Caption(CaptionConfig(), still).stage.captioner
+    assert isinstance(captioner, KinematicCaptioner) and captioner.segment is still
+    assert [r.caption for r in captioner.caption_episode(views)] == caption_episode_events(views, still)
+    assert caption_episode_events(views, still) != caption_episode_events(views)

@@ -46,3 +46,26 @@ def test_with_overrides_merges_nested():
     assert cfg.shard.rows_per_shard == CarveConfig().shard.rows_per_shard
     with pytest.raises(ConfigError):
         CarveConfig().with_overrides({"shard": {"policy": "random"}})
+
+
+@pytest.mark.parametrize("command", [["run", "--source", "x"], ["eval-segments", "--truth", "t.json"],
+                                     ["export", "--out", "o"], ["report"]])
+def test_carve_log_level_is_honoured_by_every_command(monkeypatch, command):
+    """CARVE_LOG_LEVEL sets the level when neither -v nor the config's log_level does; -v and the
+    config win over it."""
+    import logging
+
+    from carve.cli.main import build_parser, load_config
+
+    parser = build_parser()
+    carve_log = logging.getLogger("carve")
+    monkeypatch.setenv("CARVE_LOG_LEVEL", "DEBUG")
+    load_config(parser.parse_args(command))
+    assert carve_log.level == logging.DEBUG
+    load_config(parser.parse_args([*command, "--set", "log_level=ERROR"]))
+    assert carve_log.level == logging.ERROR
+    load_config(parser.parse_args([*command, "-v"]))
+    assert carve_log.level == logging.INFO
+    monkeypatch.delenv("CARVE_LOG_LEVEL")
+    load_config(parser.parse_args(command))
+    assert carve_log.level == logging.WARNING

@@ -174,6 +174,40 @@ def test_export_reads_the_s3_root_and_source(runs: Runs):
     assert info["carve"]["source_root"] == runs.remote_uri
 
 
+def test_the_services_export_job_on_the_s3_root(runs: Runs, monkeypatch):
+    """`POST /exports` on a server whose root is in the bucket: the job's files live in a local folder
+    of the server (`job_dir`), the subprocess gets the server's catalog, and the export succeeds."""
+    import time
+
+    import httpx
+
+    from carve.core.config import CarveConfig
+    from carve.service.app import create_app
+    from carve.sim.service_fakes import LiveServer
+
+    token = "s3-export-token-0123456789"
+    allowed = runs.tmp / "exports-allowed"
+    allowed.mkdir()
+    for k, v in runs.env.items():
+        if k.startswith("AWS_"):
+            monkeypatch.setenv(k, v)
+    monkeypatch.delenv("CARVE_CATALOG_URL", raising=False)  # the server's config names its catalog
+    cfg = CarveConfig.model_validate({"root": runs.remote_uri, "catalog": {"url": runs.catalog_url},
+                                      "service": {"token": token, "allowed_roots": [str(allowed)],
+                                                  "poll_interval_s": 0.2, "rate_limit_per_min": 10_000}})
+    with LiveServer(create_app(cfg)) as srv, \
+            httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
+        r = client.post("/exports", json={"out": str(allowed / "ds"), "shards": 1})
+        assert r.status_code == 202, r.text
+        job = r.json()
+        deadline = time.time() + 300
+        while job["state"] in ("queued", "running") and time.time() < deadline:
+            time.sleep(0.5)
+            job = client.get(f"/exports/{job['id']}").json()
+    assert job["state"] == "succeeded", job
+    assert job["summary"]["episodes"] > 0 and (allowed / "ds" / "meta" / "info.json").exists()
+
+
 def test_two_concurrent_shard_runs_claim_distinct_versions(runs: Runs):
     from carve.storage.manifest import read_manifest
     from carve.storage.shards import ShardReader

@@ -5,7 +5,7 @@ target and arm assignment parsed from the episode's task text. It labels PHASES 
 frame by frame, on the whole episode (the event rows of one episode tile it), and then gives
 each event the phase of the arm(s) acting in it. Only signals that any teleoperation recording
 has are used, read in physical units through `carve.ingest` (the segmenter's own readers and
-thresholds, `SegmentConfig()` defaults: seconds, m/s or rad/s, m or rad), so one configuration
+thresholds, the run's `segment.*`: seconds, m/s or rad/s, m or rad), so one configuration
 serves every robot, simulator and frame rate:
 
 * which columns belong to which arm (`ingest.arms.arm_layouts`: ALOHA-style `left_*` /
@@ -789,9 +789,10 @@ def _event_phase(cands: list[_Cand]) -> EventPhase | None:
     return EventPhase(PHASES[main.phase], main.arm, main.cycle, main.holds, others)
 
 
-def _event_phases_from_signals(ep: _Episode, phrases: TaskPhrases) -> tuple[list[EventPhase | None], int]:
-    """Per event: the phase of the arm(s) it is about (None when every arm rests), and the number of arms."""
-    cfg = SegmentConfig()
+def _event_phases_from_signals(ep: _Episode, phrases: TaskPhrases,
+                               cfg: SegmentConfig) -> tuple[list[EventPhase | None], int]:
+    """Per event: the phase of the arm(s) it is about (None when every arm rests), and the number of
+    arms; `cfg` is the run's segmentation config (arms, grippers and thresholds as the segmenter saw them)."""
     sigs = _arm_signals(ep, cfg)
     grips = [_gripper_events(s, ep.fps, cfg) for s in sigs]
     gets, gives = _handovers(sigs, grips, ep.fps, phrases)
@@ -846,11 +847,12 @@ def _event_phases_from_reasons(events: list[EventView]) -> list[EventPhase | Non
     return out
 
 
-def _episode_phases(events: list[EventView]) -> tuple[list[EventPhase], int]:
+def _episode_phases(events: list[EventView], cfg: SegmentConfig | None = None) -> tuple[list[EventPhase], int]:
     phrases = parse_task(events[0].task)
     ep = _assemble(events)
     has_signal = ep.state is not None or (ep.gripper is not None and np.ptp(ep.gripper) > 0)
-    raw, arms = _event_phases_from_signals(ep, phrases) if has_signal else ([None] * len(events), 1)
+    raw, arms = (_event_phases_from_signals(ep, phrases, cfg or SegmentConfig()) if has_signal
+                 else ([None] * len(events), 1))
     if all(r is None for r in raw):
         raw = _event_phases_from_reasons(events)
     # an event where every arm rests belongs to the phase it follows (a first one: to the next)
@@ -862,14 +864,14 @@ def _episode_phases(events: list[EventView]) -> tuple[list[EventPhase], int]:
     return out, arms
 
 
-def event_phases(events: list[EventView]) -> list[EventPhase]:
+def event_phases(events: list[EventView], cfg: SegmentConfig | None = None) -> list[EventPhase]:
     """The phase, arm and object index of each event of one episode, in order. Deterministic."""
-    return _episode_phases(events)[0] if events else []
+    return _episode_phases(events, cfg)[0] if events else []
 
 
-def label_phases(events: list[EventView]) -> list[str]:
+def label_phases(events: list[EventView], cfg: SegmentConfig | None = None) -> list[str]:
     """The phase name (see PHASES) of each event of one episode, in order. Deterministic."""
-    return [p.phase for p in event_phases(events)]
+    return [p.phase for p in event_phases(events, cfg)]
 
 
 # ------------------------------------------------------------------------------------- wording
@@ -938,12 +940,12 @@ def phase_caption(p: EventPhase, phrases: TaskPhrases, multi_arm: bool) -> str:
     return " and ".join(parts)
 
 
-def caption_episode_events(events: list[EventView]) -> list[str]:
-    """Captions for the events of one episode (sorted by event_index)."""
+def caption_episode_events(events: list[EventView], cfg: SegmentConfig | None = None) -> list[str]:
+    """Captions for the events of one episode (sorted by event_index); `cfg`: the run's `segment.*`."""
     if not events:
         return []
     phrases = parse_task(events[0].task)
-    phases, arms = _episode_phases(events)
+    phases, arms = _episode_phases(events, cfg)
     return [phase_caption(p, phrases, arms > 1) for p in phases]
 
 
@@ -952,8 +954,9 @@ class KinematicCaptioner(Captioner):
 
     name = "kinematic-v3"
 
-    def __init__(self, cfg: CaptionConfig | None = None):
+    def __init__(self, cfg: CaptionConfig | None = None, segment: SegmentConfig | None = None):
         self.cfg = cfg or CaptionConfig()
+        self.segment = segment or SegmentConfig()
 
     def caption_episode(self, events: list[EventView]) -> list[CaptionResult]:
-        return [CaptionResult(caption=c) for c in caption_episode_events(events)]
+        return [CaptionResult(caption=c) for c in caption_episode_events(events, self.segment)]

@@ -49,6 +49,7 @@ import numpy as np
 from carve.captioners.base import Captioner, CaptionResult, EventView
 from carve.captioners.prompts import Prompt, load_prompt
 from carve.captioners.replies import MAX_CAPTION_WORDS, clean_caption, parse_reply
+from carve.core import env
 from carve.core.config import CaptionConfig, SegmentConfig
 from carve.core.errors import CarveError
 from carve.ingest.arms import SINGLE_ARM, arm_layouts
@@ -65,15 +66,16 @@ def image_data_uri(jpeg: bytes) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
-def robot_arms(view: EventView) -> list[str]:
-    """The arm names of the robot ("left", "right"), from the event's column names; [] for one arm."""
+def robot_arms(view: EventView, cfg: SegmentConfig | None = None) -> list[str]:
+    """The arm names of the robot ("left", "right"), from the event's column names as the run's
+    `segment.*` finds them; [] for one arm."""
     names = view.state_names or []
     if not names:
         return []
     width = len(names)
     state = view.state if view.state.ndim == 2 and view.state.shape[1] == width else np.zeros((1, width))
     action = view.action if view.action.ndim == 2 and view.action.shape[1] == len(view.action_names) else None
-    arms = [a.name for a in arm_layouts(names, view.action_names or None, state, action, SegmentConfig())]
+    arms = [a.name for a in arm_layouts(names, view.action_names or None, state, action, cfg or SegmentConfig())]
     return [] if len(arms) <= 1 or arms == [SINGLE_ARM] else arms
 
 
@@ -205,15 +207,16 @@ def _stop_loop(loop: asyncio.AbstractEventLoop) -> None:
 class OpenAICaptioner(Captioner):
     """Captions via an OpenAI-compatible chat endpoint (see the module docstring)."""
 
-    def __init__(self, cfg: CaptionConfig):
+    def __init__(self, cfg: CaptionConfig, segment: SegmentConfig | None = None):
         try:
             import openai  # noqa: F401
         except ImportError as e:  # pragma: no cover - openai is a core dependency
             raise CarveError("caption.backend=openai needs the `openai` package: pip install openai") from e
         self.cfg = cfg
+        self.segment = segment or SegmentConfig()
         self.prompt = load_prompt(cfg.prompt_version)
         self.model = cfg.model
-        self.api_key = os.environ.get(cfg.api_key_env) or "EMPTY"
+        self.api_key = env.get(cfg.api_key_env) or "EMPTY"
         self.use_schema = self.prompt.response_format is not None  # False once a server rejects it
         self._runner = LoopThread()
         self._session: tuple[asyncio.AbstractEventLoop, Any, asyncio.Semaphore] | None = None
@@ -281,7 +284,7 @@ class OpenAICaptioner(Captioner):
         """The events in order, each request carrying the previous event's caption."""
         out: list[CaptionResult] = []
         previous = ""
-        arms = robot_arms(events[0]) if events else []
+        arms = robot_arms(events[0], self.segment) if events else []
         for view in events:
             res = await self._event(client, sem, view, previous, arms)
             out.append(res)
@@ -291,7 +294,7 @@ class OpenAICaptioner(Captioner):
     async def _episode_at_once(self, client: Any, sem: asyncio.Semaphore,
                                events: list[EventView]) -> list[CaptionResult]:
         """Every event in flight at once (bounded by `sem`), without the previous caption; results in order."""
-        arms = robot_arms(events[0]) if events else []
+        arms = robot_arms(events[0], self.segment) if events else []
         return list(await asyncio.gather(*(self._event(client, sem, v, "", arms) for v in events)))
 
     @staticmethod

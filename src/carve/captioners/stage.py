@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from carve.captioners.base import Captioner, link_next_captions, views_from_table
 from carve.captioners.registry import make_captioner
-from carve.core.config import CaptionConfig
+from carve.core.config import CaptionConfig, SegmentConfig
 from carve.core.log import get_logger
 
 log = get_logger("carve.captioners.stage")
@@ -36,9 +36,9 @@ def _set_column(table: pa.Table, name: str, values: list[str]) -> pa.Table:
 class CaptionStage:
     """Callable over event batches (a Ray Data actor through `pipeline/steps.Caption`)."""
 
-    def __init__(self, cfg: CaptionConfig, captioner: Captioner | None = None):
+    def __init__(self, cfg: CaptionConfig, captioner: Captioner | None = None, segment: SegmentConfig | None = None):
         self.cfg = cfg
-        self.captioner = captioner or make_captioner(cfg)
+        self.captioner = captioner or make_captioner(cfg, segment)
 
     def __call__(self, table: pa.Table) -> pa.Table:
         n = table.num_rows

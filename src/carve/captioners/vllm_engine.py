@@ -29,7 +29,7 @@ from carve.captioners.base import Captioner, CaptionResult, EventView
 from carve.captioners.openai_http import build_messages, max_tokens, robot_arms
 from carve.captioners.prompts import Prompt, load_prompt
 from carve.captioners.replies import parse_reply
-from carve.core.config import CaptionConfig
+from carve.core.config import CaptionConfig, SegmentConfig
 from carve.core.errors import CarveError
 
 INSTALL_HINT = "pip install carve[vllm]"
@@ -100,9 +100,10 @@ def build_vllm_caption_processor(cfg: CaptionConfig, concurrency: int = 1, batch
 class VLLMCaptioner(Captioner):
     """`caption.backend=vllm`: rounds of Ray Data LLM inference, one per event position."""
 
-    def __init__(self, cfg: CaptionConfig):
+    def __init__(self, cfg: CaptionConfig, segment: SegmentConfig | None = None):
         require_vllm()
         self.cfg = cfg
+        self.segment = segment or SegmentConfig()
         self.prompt = load_prompt(cfg.prompt_version)
         self.processor = build_vllm_caption_processor(cfg, prompt=self.prompt)
 
@@ -118,7 +119,7 @@ class VLLMCaptioner(Captioner):
 
         results: list[list[CaptionResult]] = [[] for _ in episodes]
         rounds = max((len(e) for e in episodes), default=0)
-        arms = [robot_arms(evs[0]) if evs else [] for evs in episodes]
+        arms = [robot_arms(evs[0], self.segment) if evs else [] for evs in episodes]
         for k in range(rounds):
             rows = []
             for i, evs in enumerate(episodes):

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from carve.clustering.balance import POLICIES
+from carve.storage.layout import RootLayout
 from carve.storage.root import root_of
 
 
@@ -45,7 +46,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         v, action = assign_new(root, cfg), "assigned new events to"
     d = coverage_drift(root, cfg, v)
     _emit(args, {"clusters_version": v, "action": action, "drift": d},
-          f"{action} clusters v{v:03d}: {cfg.root}/clusters/v{v:03d}/\n{_drift_line(d)}")
+          f"{action} clusters v{v:03d}: {cfg.root}/{'/'.join(RootLayout.clusters(v))}/\n{_drift_line(d)}")
     return 0
 
 
@@ -85,7 +86,7 @@ def cmd_shard(args: argparse.Namespace) -> int:
              if m.get("mode") == "weights" else "\n") +
           f"  max/min cluster share {_num(b['max_min_ratio'], '.2f')} -> {_num(a['max_min_ratio'], '.2f')}, "
           f"normalised entropy {_num(b['entropy'], '.3f')} -> {_num(a['entropy'], '.3f')}\n"
-          f"  {cfg.root}/shards/v{v:03d}/manifest.json")
+          f"  {cfg.root}/{'/'.join(RootLayout.manifest(v))}")
     return 0
 
 

@@ -74,4 +74,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="start a new data/video file after this many episodes (default: lerobot's size limits)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--job-id", default=None, help="the service job this export runs as (names the process)")
     p.set_defaults(func=cmd_export)

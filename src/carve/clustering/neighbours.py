@@ -36,6 +36,7 @@ from carve.clustering.stream import ClusterSpill, iter_unit_batches, read_keys
 from carve.clustering.summary import align, derived_is_current, part_names, read_version_meta
 from carve.clustering.versions import read_assignments, unique_assignments, version_dir
 from carve.storage.events import EventSnapshot, snapshot
+from carve.storage.layout import RootLayout
 from carve.storage.manifest import utc_now
 from carve.storage.root import Root
 
@@ -124,7 +125,7 @@ def write_neighbours(root: Root, version: int, snap: EventSnapshot, keys: pa.Tab
             raise ClusteringError(f"{root}: clusters version {version} has no assigned events to index")
         todo_c = cluster[todo]
         new_rows = {int(todo_c[m[0]]): m for m in _members(todo_c)}  # cluster -> positions into todo
-        root.makedirs("clusters", f"v{int(version):03d}")
+        root.makedirs(*RootLayout.clusters(version))
         rg = rows = 0
         with pq.ParquetWriter(target, neighbours_schema(dim), filesystem=root.fs, compression="none",
                               write_statistics=False) as w:

@@ -36,6 +36,7 @@ from carve.clustering.kmeans import ClusteringError
 from carve.clustering.stream import read_keys
 from carve.clustering.versions import assignment_files, read_assignments, unique_assignments, version_dir
 from carve.storage.events import EventSnapshot, iter_events, snapshot
+from carve.storage.layout import RootLayout
 from carve.storage.manifest import utc_now
 from carve.storage.root import Root
 
@@ -260,7 +261,7 @@ def summary_from_assignments(root: Root, version: int, snap: EventSnapshot | Non
 def _meta(root: Root, version: int, parts: list[str]) -> dict[str, Any]:
     k = None
     vdir = version_dir(root, "clusters", version)
-    if root.exists("clusters", f"v{int(version):03d}", "meta.json"):
+    if root.exists(*RootLayout.done_marker(RootLayout.CLUSTERS, version)):
         k = json.loads(root.read_bytes(f"{vdir}/meta.json")).get("k")
     return {"format": SUMMARY_FORMAT, "summary_version": SUMMARY_VERSION, "clusters_version": int(version), "k": k,
             "assignment_parts": parts, "created_at": utc_now()}
@@ -291,7 +292,7 @@ def read_version_meta(root: Root, version: int, filename: str, fmt: str, version
                       max_version: int) -> dict[str, Any] | None:
     """The JSON file `filename` of a clusters version (summary, layout, neighbours), or None if it
     has none, or one this Carve cannot read (another `format`, or a `version_key` above `max_version`)."""
-    rel = ("clusters", f"v{int(version):03d}", filename)
+    rel = RootLayout.clusters(version, filename)
     if not root.exists(*rel):
         return None
     try:

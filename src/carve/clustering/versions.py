@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -31,13 +30,13 @@ import pyarrow.parquet as pq
 
 from carve.clustering.hierarchical import Hierarchy
 from carve.clustering.kmeans import ClusteringError, build_index
+from carve.storage.layout import RootLayout
 from carve.storage.root import Root
 
 CLUSTERS_FORMAT = "carve.clusters"
 CLUSTERS_VERSION = 1
 INITIAL_PART = "part-00000-initial.parquet"  # the assignments of the events the centroids were trained on
 ASSIGNMENT_ROW_GROUP = 1024  # rows per row group of an assignments part (the unit of an event lookup)
-_VDIR = re.compile(r"^v(\d{3,})$")
 
 ASSIGNMENT_SCHEMA = pa.schema(
     [
@@ -54,36 +53,27 @@ ASSIGNMENT_SCHEMA = pa.schema(
 
 
 def _check_kind(kind: str) -> str:
-    if kind not in ("clusters", "shards"):
-        raise ValueError(f"unknown version kind {kind!r}")
-    return kind
+    return RootLayout.check_kind(kind)
 
 
 def version_dir(root: Root, kind: str, version: int) -> str:
     """The folder (a path on `root.fs`) of one version."""
-    return root.path(_check_kind(kind), f"v{int(version):03d}")
+    return root.path(*RootLayout.version(kind, version))
 
 
 def _numbered_dirs(root: Root, kind: str) -> list[int]:
-    return sorted(int(m.group(1)) for name in root.list_dirs(_check_kind(kind)) if (m := _VDIR.match(name)))
+    names = root.list_dirs(_check_kind(kind))
+    return sorted(v for name in names if (v := RootLayout.parse_version(name)) is not None)
 
 
 def complete_versions(root: Root, kind: str) -> list[int]:
     """Versions whose final marker (clusters: meta.json, shards: manifest.json) exists."""
-    marker = "meta.json" if kind == "clusters" else "manifest.json"
-    return [v for v in _numbered_dirs(root, kind) if root.exists(kind, f"v{v:03d}", marker)]
+    return [v for v in _numbered_dirs(root, kind) if root.exists(*RootLayout.done_marker(kind, v))]
 
 
 def latest_version(root: Root, kind: str) -> int | None:
     done = complete_versions(root, kind)
     return done[-1] if done else None
-
-
-def next_version(root: Root, kind: str) -> int:
-    """One more than any version on disk (complete or not) or in the catalog (claimed or finished)."""
-    seen = list(_numbered_dirs(root, kind))
-    seen += [int(r["version"]) for r in root.catalog.versions(kind, include_claimed=True)]
-    return max(seen, default=0) + 1
 
 
 def claim_version(root: Root, kind: str) -> int:
@@ -93,7 +83,7 @@ def claim_version(root: Root, kind: str) -> int:
     floor = max(_numbered_dirs(root, kind), default=0) + 1
     v = root.catalog.claim_version(_check_kind(kind), floor, path=lambda n: version_dir(root, kind, n))
     if root.is_local:
-        root.makedirs(kind, f"v{v:03d}")
+        root.makedirs(*RootLayout.version(kind, v))
     return v
 
 
@@ -141,7 +131,7 @@ def load_clustering(root: Root, version: int | None = None) -> Clustering:
         if version is None:
             raise ClusteringError(f"{root}: no clustering yet; run `carve cluster` first")
     vdir = version_dir(root, "clusters", version)
-    if not root.exists("clusters", f"v{int(version):03d}", "meta.json"):
+    if not root.exists(*RootLayout.done_marker(RootLayout.CLUSTERS, version)):
         raise ClusteringError(f"{vdir}: clustering version {version} does not exist or was never finished")
     try:
         meta = json.loads(root.read_bytes(f"{vdir}/meta.json"))
@@ -171,7 +161,7 @@ def load_clustering(root: Root, version: int | None = None) -> Clustering:
 
 
 def assignment_files(root: Root, version: int) -> list[str]:
-    return root.list_files("clusters", f"v{int(version):03d}", "assignments", suffix=".parquet")
+    return root.list_files(*RootLayout.clusters(version, "assignments"), suffix=".parquet")
 
 
 def write_assignments(root: Root, version: int, table: pa.Table, key: str | None = None) -> str:

@@ -221,7 +221,7 @@ class CarveConfig(_Section):
     """Everything one `carve` invocation needs."""
 
     root: str = "./carve-data"
-    log_level: str = "WARNING"
+    log_level: str | None = None  # None: CARVE_LOG_LEVEL from the environment, else WARNING; -v/-vv win
     ray: RayConfig = Field(default_factory=RayConfig)
     source: SourceConfig = Field(default_factory=SourceConfig)
     segment: SegmentConfig = Field(default_factory=SegmentConfig)

@@ -9,9 +9,10 @@ and its summary.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from typing import Any
+
+from carve.core import env
 
 _CONFIGURED = False
 
@@ -35,7 +36,7 @@ def _fmt(v: Any) -> str:
 def setup_logging(level: str | int | None = None) -> None:
     """Configure the `carve` logger tree once; level from arg, CARVE_LOG_LEVEL, or WARNING."""
     global _CONFIGURED
-    lvl = level or os.environ.get("CARVE_LOG_LEVEL", "WARNING")
+    lvl = level or env.log_level() or "WARNING"
     root = logging.getLogger("carve")
     root.setLevel(lvl if isinstance(lvl, int) else str(lvl).upper())
     if not _CONFIGURED:

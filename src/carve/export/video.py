@@ -28,7 +28,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from carve.core import env
 from carve.export.layout import CANONICAL_CODEC
 from carve.storage.fs import is_uri, resolve
 
@@ -120,7 +120,7 @@ class EncodedVideo:
         import av
 
         if encoder == "libsvtav1":
-            os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its banner at INFO otherwise
+            env.set_default("SVT_LOG", "1")  # SVT-AV1 prints its banner at INFO otherwise
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.fps = int(fps)

@@ -394,12 +394,6 @@ def predictions_by_method(uri: str, seg_cfg: Any, src_cfg: Any | None = None, me
     return run_methods(uri, seg_cfg, methods, fmt, progress)[0]
 
 
-def predictions_from_source(uri: str, seg_cfg: Any, src_cfg: Any | None = None,
-                            progress: bool = True, method: str = "carve") -> dict[int, list[int]]:
-    """episode_index -> internal boundaries, by running `method` (the segmenter by default) on the dataset's signals."""
-    return predictions_by_method(uri, seg_cfg, src_cfg, [method], progress)[method]
-
-
 # --------------------------------------------------------------------------------------------
 # CLI
 

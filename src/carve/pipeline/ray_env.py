@@ -34,13 +34,13 @@ on GPUs and how many each worker reserves.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
+from carve.core import env
 from carve.core.config import CarveConfig, RayConfig
 from carve.core.errors import CarveError
 from carve.core.log import get_logger, log_event
@@ -54,8 +54,8 @@ SHIP_EXCLUDES = ["__pycache__", "*.pyc", "tests"]  # never uploaded with the pac
 def ensure_ray(cfg: RayConfig) -> None:
     import ray
 
-    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    env.set_default("RAY_DEDUP_LOGS", "1")
+    env.set_default("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     if not ray.is_initialized():
         # ray.init installs its own SIGTERM handler (sys.exit(15)) in the driver; keep the
         # caller's (`carve run` turns SIGTERM into a clean cancellation of the job)
@@ -125,7 +125,7 @@ def cluster_runtime_env(cfg: RayConfig, scratch: Path) -> dict[str, Any]:
             env["working_dir"] = str(workdir)
     elif "py_modules" in cfg.runtime_env:
         env["py_modules"] = list(cfg.runtime_env["py_modules"])
-    env_vars = {k: os.environ[k] for k in cfg.forward_env if os.environ.get(k)}
+    env_vars = env.values(cfg.forward_env)
     env_vars.update(cfg.runtime_env.get("env_vars", {}))
     if env_vars:
         env["env_vars"] = env_vars
@@ -141,9 +141,9 @@ def carve_package() -> Path:
 
 
 def _token_at_hand() -> bool:
-    if os.environ.get("RAY_AUTH_TOKEN"):
+    if env.get(env.RAY_AUTH_TOKEN):
         return True
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    path = env.get(env.RAY_AUTH_TOKEN_PATH)
     if path:
         return Path(path).expanduser().is_file()
     return (Path.home() / ".ray" / "auth_token").is_file()
@@ -151,7 +151,7 @@ def _token_at_hand() -> bool:
 
 def _auth_mode(cfg: RayConfig) -> str:
     """Set `RAY_AUTH_MODE` for this driver from `cfg.auth`; return the mode in effect."""
-    explicit = os.environ.get("RAY_AUTH_MODE")
+    explicit = env.get(env.RAY_AUTH_MODE)
     if cfg.auth == "auto":
         if explicit:
             return explicit.lower()
@@ -164,7 +164,7 @@ def _auth_mode(cfg: RayConfig) -> str:
                 "file holding it, or copy it to ~/.ray/auth_token (`ray get-auth-token` on the head prints it)"
             )
     if mode != (explicit or "").lower():
-        os.environ["RAY_AUTH_MODE"] = mode
+        env.set_value(env.RAY_AUTH_MODE, mode)
         try:  # Ray reads its config once per process: make the new mode visible (as `ray start` does)
             from ray._raylet import Config
 

@@ -135,7 +135,7 @@ def build_steps(cfg: CarveConfig, root: Root, batch_id: str) -> list[StepSpec]:
     return [
         StepSpec(DecodeSegment, {"seg_cfg": cfg.segment, "src_cfg": cfg.source},
                  concurrency=cfg.ray.decode_concurrency),
-        StepSpec(Caption, {"cfg": cfg.caption}, concurrency=cfg.ray.caption_concurrency,
+        StepSpec(Caption, {"cfg": cfg.caption, "segment": cfg.segment}, concurrency=cfg.ray.caption_concurrency,
                  num_gpus=gpus.get(Caption.name, 0.0)),
         StepSpec(Embed, {"cfg": cfg.embed}, concurrency=cfg.ray.embed_concurrency,
                  num_gpus=gpus.get(Embed.name, 0.0)),

@@ -107,10 +107,10 @@ class Caption(PipelineStep):
         return {"openai": {"openai": "openai"}, "vllm": {"vllm": "vllm", "ray.data.llm": "ray[llm]"}}.get(
             cfg.backend, {})
 
-    def __init__(self, cfg: CaptionConfig):
+    def __init__(self, cfg: CaptionConfig, segment: SegmentConfig | None = None):
         from carve.captioners.stage import CaptionStage
 
-        self.stage = CaptionStage(cfg)
+        self.stage = CaptionStage(cfg, segment=segment)
 
     def process(self, events: pa.Table) -> pa.Table:
         return self.stage(events)

@@ -28,7 +28,6 @@ Charts are `report.charts`, the HTML page is `report.render` (jinja2 templates).
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +44,8 @@ from carve.clustering import summary as cs
 from carve.clustering import versions as cv
 from carve.core.errors import CarveError
 from carve.storage import manifest as sm
-from carve.storage.events import EVENTS_DIR, read_events
+from carve.storage.events import read_events
+from carve.storage.layout import RootLayout
 from carve.storage.root import Root, open_root
 from carve.storage.schema import EVENT_SCHEMA, check_schema
 
@@ -53,7 +53,6 @@ UNDER_COVERED_FRACTION = 0.25  # a cluster below this fraction of the mean clust
 UNDER_COVERED_MIN = 3  # ...and so is any cluster with fewer events than this
 _EVENT_COLUMNS = ["event_id", "episode_id", "dataset", "robot", "task", "caption", "boundary_reason", "emb"]
 _FINGERPRINT_DIRS = ("events", "clusters", "shards")
-_VDIR = re.compile(r"^v(\d{3,})$")
 
 RootLike = str | Path | Root
 
@@ -69,7 +68,8 @@ def version_folders(root: RootLike, kind: str) -> list[int]:
     `clustering.versions.complete_versions` lists the finished ones; the versions view also
     shows interrupted writes (as incomplete), so it needs every numbered folder."""
     root = open_root(root)
-    return sorted(int(m.group(1)) for name in root.list_dirs(kind) if (m := _VDIR.match(name)))
+    names = root.list_dirs(RootLayout.check_kind(kind))
+    return sorted(v for name in names if (v := RootLayout.parse_version(name)) is not None)
 
 
 def read_clusters_meta(root: RootLike, version: int) -> dict[str, Any]:
@@ -411,7 +411,7 @@ class BatchIndex:
     def __init__(self, root: RootLike, batch: str, files: list[str] | None = None):
         self.root = open_root(root)
         self.batch = batch
-        base = self.root.path(EVENTS_DIR, f"batch={batch}")
+        base = self.root.path(*RootLayout.batch(batch))
         try:
             # `files`: the batch's live part files as the catalog lists them (compaction replaces
             # files in a batch folder; parts written before catalog revision 0003 are not listed)

@@ -6,6 +6,7 @@ token, see auth.py):
     GET  /health                    routes/health.py
     POST /jobs, GET /jobs, GET /jobs/{id}, POST /jobs/{id}/cancel, /jobs/{id}/resume
                                     routes/jobs.py
+    POST /exports, GET /exports/{id} routes/export.py (export jobs, run by the same job runner)
     GET  /datasets, /datasets/{name}, /datasets/{name}/clusters,
          /events/{id}, /events/{id}/keyframes/{i}.jpg
                                     routes/datasets.py
@@ -20,7 +21,7 @@ token, see auth.py):
                                     routes/flags.py
 
 `create_app` only assembles: it resolves the token, puts the configuration, the read views,
-the job runner and the per-thread catalogs on `app.state` (routes take them through the
+the one job runner and the root's catalog handle on `app.state` (routes take them through the
 dependencies of deps.py), adds the guards and includes the routers. Validation errors are 422
 with the reasons; oversized bodies 413; too many requests 429 (limits.py); paths outside the
 allowed roots 403; unknown datasets, jobs and events 404.

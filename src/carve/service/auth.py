@@ -12,10 +12,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import os
 
 from fastapi import HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from carve.core import env
 
 MIN_TOKEN_LEN = 16
 
@@ -28,7 +29,7 @@ class TokenError(ValueError):
 
 def resolve_token(configured: str | None) -> str:
     """The service token from config, else CARVE_TOKEN; refuse a missing or short one."""
-    token = configured or os.environ.get("CARVE_TOKEN") or ""
+    token = configured or env.token() or ""
     if not token:
         raise TokenError("no service token: set service.token in the config or CARVE_TOKEN in the environment")
     if len(token) < MIN_TOKEN_LEN:

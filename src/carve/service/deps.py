@@ -1,7 +1,7 @@
 """FastAPI dependencies of the service: what a route needs, taken from the app's state.
 
 `create_app` puts the configuration (`app.state.cfg`), the read views (`.views`), the job
-runner (`.runner`) and the per-thread catalogs (`.catalogs`) on the app; routes declare them
+runner (`.runner`) and the root's one catalog handle (`.catalogs`) on the app; routes declare them
 as parameters (`cfg: CfgDep`, `views: ViewsDep`, ...) instead of closing over them.
 
 The catalog dependency is a `Catalogs` handle whose `get()` the route calls: it returns the

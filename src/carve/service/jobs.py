@@ -1,4 +1,4 @@
-"""The service's job runner: queued jobs in the catalog become `carve run` subprocesses.
+"""The service's one job runner: queued jobs in the catalog become `carve run` or `carve export` subprocesses.
 
 Job state lives only in the SQLite catalog (`jobs` table), so it survives restarts and is
 shared by every server on the same root. Each server runs one `JobRunner` thread that,
@@ -19,9 +19,12 @@ every `service.poll_interval_s`:
 5. starts queued jobs up to `max_concurrent_jobs`, claiming each with a compare-and-set
    (`queued` -> `running`, owner = this server) so two servers never start the same job.
 
-The subprocess is `python -m carve.cli.main run --root R --source S --format F --job-id ID
+A `run` job's subprocess is `python -m carve run --root R --source S --format F --job-id ID
 --config <root>/jobs/<id>/config.yaml` (plus `--ray-address` when the server has one); its
-output goes to `<root>/jobs/<id>/log.txt`. The catalog URL reaches it as `CARVE_CATALOG_URL` in
+output goes to `<root>/jobs/<id>/log.txt`. An `export` job's is `python -m carve export --root R
+--config ... --job-id ID --out O ... --json` (`export_argv`, options from the job's `params`):
+its stdout (the summary) goes to `summary.json`, its stderr to `log.txt`, and its exit status
+alone decides its final state. The catalog URL reaches it as `CARVE_CATALOG_URL` in
 its environment, never in the config file (a PostgreSQL URL may hold a password). For an
 object-store root the job folders are local to the server (`job_dir`); cancelling then goes
 through the catalog's `cancelling` state alone.
@@ -45,9 +48,10 @@ from typing import Any
 
 import yaml
 
+from carve.core import env
 from carve.core.config import CarveConfig
 from carve.core.log import get_logger, log_event
-from carve.storage.catalog import CATALOG_ENV, Catalog
+from carve.storage.catalog import Catalog
 from carve.storage.fs import is_uri, split_query
 from carve.storage.root import Root, root_of
 
@@ -85,7 +89,22 @@ class _Proc:
     popen: subprocess.Popen[bytes]
     started: float
     term_sent: float | None = None
-    log_file: Any = None
+    files: list[Any] = field(default_factory=list)  # its stdout/stderr files, closed when reaped
+
+
+def export_argv(python: str, root: str, config: Path, job_id: str, params: dict[str, Any]) -> list[str]:
+    """`carve export` for an export job: its options (`service.routes.export.ExportRequest`), the
+    job's config file, and `--job-id` (which names the job on the process's command line)."""
+    argv = [python, "-m", "carve", "export", "--root", root, "--config", str(config), "--job-id", job_id,
+            "--out", params["out"], "--unit", params.get("unit", "episode"), "--codec", params.get("codec", "av1"),
+            "--json"]
+    if params.get("shards") is not None:
+        argv += ["--shards", str(params["shards"])]
+    if params.get("task_from"):
+        argv += ["--task-from", params["task_from"]]
+    if params.get("dataset"):
+        argv += ["--dataset", params["dataset"]]
+    return argv + ["--reencode"] * bool(params.get("reencode")) + ["--overwrite"] * bool(params.get("overwrite"))
 
 
 @dataclass
@@ -159,19 +178,20 @@ class JobRunner:
     def _reap(self, jid: str, p: _Proc) -> None:
         rc = p.popen.returncode
         self._procs.pop(jid, None)
-        if p.log_file is not None:
-            p.log_file.close()
+        for f in p.files:
+            f.close()
         job = self.catalog.job(jid)
         if job is None or job["state"] in TERMINAL_STATES:
             self._cancel.discard(jid)
             return
         if jid in self._cancel or job["state"] == "cancelling":
             final, err = "cancelled", "cancelled"
-        elif rc in (0, 3):
+        elif rc == 0 or (rc == 3 and job["kind"] == "run"):  # run: 3 = finished with quarantined episodes
             final, err = "succeeded", None
         else:
             tail = _log_tail(job_dir(self.cfg.root, jid) / "log.txt")
-            final, err = "failed", f"pipeline process exited with code {rc}" + (f": {tail}" if tail else "")
+            what = "carve export" if job["kind"] == "export" else "pipeline process"
+            final, err = "failed", f"{what} exited with code {rc}" + (f": {tail}" if tail else "")
         self.catalog.transition_job(jid, LIVE_STATES, expect_owner=self.owner, state=final, error=err,
                                     heartbeat=time.time())
         self._cancel.discard(jid)
@@ -262,30 +282,35 @@ class JobRunner:
                                             state="failed", error=f"could not start: {e}")
 
     def _spawn(self, job: dict[str, Any]) -> None:
-        source = job["source_uri"]
-        if "://" not in source and not os.path.exists(source):
-            raise FileNotFoundError(f"source {source} no longer exists")
         d = job_dir(self.cfg.root, job["id"])
         d.mkdir(parents=True, exist_ok=True)
         cfg_path = d / "config.yaml"
         tmp = d / f".tmp-{uuid.uuid4().hex[:6]}-config.yaml"
         tmp.write_text(yaml.safe_dump(job_config(self.cfg, job["overrides"]), sort_keys=False))
         os.replace(tmp, cfg_path)
-        argv = [self.python, "-m", "carve", "run", "--root", self.root.uri_of(self.root.base), "--source", source,
-                "--format", job["format"], "--job-id", job["id"], "--config", str(cfg_path)]
-        if self.ray_address:
-            argv += ["--ray-address", self.ray_address]
-        logf = open(d / "log.txt", "ab")  # noqa: SIM115 - closed when the process is reaped
-        env = {**os.environ, "CARVE_JOB_ID": job["id"]}
-        env.pop("CARVE_TOKEN", None)
+        root_uri = self.root.uri_of(self.root.base)
+        if job["kind"] == "export":
+            argv = export_argv(self.python, root_uri, cfg_path, job["id"], job["params"] or {})
+            out = open(d / "summary.json", "wb")  # noqa: SIM115 - its stdout: the summary; closed when reaped
+            logf = open(d / "log.txt", "ab")  # noqa: SIM115 - closed when the process is reaped
+        else:
+            source = job["source_uri"]
+            if "://" not in source and not os.path.exists(source):
+                raise FileNotFoundError(f"source {source} no longer exists")
+            argv = [self.python, "-m", "carve", "run", "--root", root_uri, "--source", source,
+                    "--format", job["format"], "--job-id", job["id"], "--config", str(cfg_path)]
+            if self.ray_address:
+                argv += ["--ray-address", self.ray_address]
+            logf = open(d / "log.txt", "ab")  # noqa: SIM115 - closed when the process is reaped
+            out = logf
         catalog_url = self.root.catalog_url  # the server's catalog, however it was given
-        if catalog_url:
-            env[CATALOG_ENV] = catalog_url
-        popen = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 env=env, start_new_session=True)
-        self._procs[job["id"]] = _Proc(popen=popen, started=time.time(), log_file=logf)
+        child = env.child_env({env.CATALOG_URL: catalog_url} if catalog_url else None)
+        popen = subprocess.Popen(argv, stdout=out, stderr=logf if out is not logf else subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, env=child, start_new_session=True)
+        files = [logf] if out is logf else [out, logf]
+        self._procs[job["id"]] = _Proc(popen=popen, started=time.time(), files=files)
         self.catalog.transition_job(job["id"], ("running", "cancelling"), expect_owner=self.owner, pid=popen.pid)
-        log_event(log, "job_started", job=job["id"], pid=popen.pid, source=source)
+        log_event(log, "job_started", job=job["id"], kind=job["kind"], pid=popen.pid, source=job["source_uri"])
 
     # -- queries used by the API ---------------------------------------------------------
     def owns(self, job_id: str) -> bool:

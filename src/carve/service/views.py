@@ -43,6 +43,7 @@ from carve.clustering.versions import AssignmentIndex, assignment_files, latest_
 from carve.report import audit as au
 from carve.report.render import render_report
 from carve.storage.catalog import Catalog
+from carve.storage.layout import RootLayout
 from carve.storage.manifest import manifest_versions
 from carve.storage.parts import live_parts
 from carve.storage.root import Root, open_root
@@ -169,7 +170,7 @@ class Views:
             if v is None:
                 return ClustersState(None, (), None, mv[-1] if mv else None)
             parts = tuple(f.rpartition("/")[2] for f in assignment_files(root, v))
-            info = root.fs.get_file_info(root.path("clusters", f"v{v:03d}", cs.SUMMARY_JSON))
+            info = root.fs.get_file_info(root.path(*RootLayout.clusters(v, cs.SUMMARY_JSON)))
             summ = (info.size, info.mtime_ns) if info.type == pafs.FileType.File else None
             return ClustersState(v, parts, summ, mv[-1] if mv else None)
 

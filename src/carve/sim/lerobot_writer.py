@@ -23,7 +23,6 @@ a crash never leaves a half-written dataset under the final name.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import uuid
 from collections.abc import Iterable
@@ -38,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 # lerobot's v3.0 paths and default features, as Carve's exporter writes them
+from carve.core import env
 from carve.export.layout import DEFAULT_DATA_PATH as V30_DATA_PATH
 from carve.export.layout import DEFAULT_EPISODES_PATH as V30_EPISODES_PATH
 from carve.export.layout import DEFAULT_FEATURES
@@ -107,7 +107,7 @@ class _VideoFile:
         import av
 
         if encoder == "libsvtav1":
-            os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its banner at INFO otherwise
+            env.set_default("SVT_LOG", "1")  # SVT-AV1 prints its banner at INFO otherwise
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.fps = fps

@@ -43,15 +43,17 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
+from carve.core import env
 from carve.storage import migrations
 from carve.storage.fs import split_query
+from carve.storage.layout import RootLayout
 from carve.storage.migrations import CatalogError
 
 if TYPE_CHECKING:
     from carve.storage.root import Root
 
-CATALOG_ENV = "CARVE_CATALOG_URL"
-SQLITE_NAME = "catalog.sqlite"
+CATALOG_ENV = env.CATALOG_URL
+SQLITE_NAME = RootLayout.CATALOG
 ACTIVE_JOB_STATES = ("queued", "running")
 __all__ = ["ACTIVE_JOB_STATES", "CATALOG_ENV", "Catalog", "CatalogError", "EpisodeRecord", "catalog_url_for"]
 _JOB_FIELDS = {"state", "stage", "progress", "error", "pid", "owner", "heartbeat"}
@@ -95,6 +97,8 @@ JOBS = sa.Table(
     sa.Column("heartbeat", sa.Double),
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False, server_default="run"),  # run | export (revision 0005)
+    sa.Column("params", sa.Text),  # JSON options of a non-run job (an export's request)
 )
 RUNS = sa.Table(
     "runs", _md,
@@ -147,7 +151,7 @@ def root_identity(root: Root) -> str:
 def catalog_url_for(root: Root, explicit: str | None = None) -> str | None:
     """The catalog URL of `root`: `explicit`, else `CARVE_CATALOG_URL`, else `<root>/catalog.sqlite`
     for a local root; None for an object-store root without one."""
-    url = explicit or os.environ.get(CATALOG_ENV) or None
+    url = explicit or env.catalog_url()
     if url:
         return url
     return sqlite_url(Path(root.base) / SQLITE_NAME) if root.is_local else None
@@ -207,7 +211,7 @@ class Catalog:
         if url is None:
             if root is None:
                 raise ValueError("Catalog needs a local root directory or a database url")
-            url = os.environ.get(CATALOG_ENV) or None
+            url = env.catalog_url()
             if url is not None and root_id is None:
                 root_id = os.path.abspath(root)
             url = url or sqlite_url(Path(root) / SQLITE_NAME)
@@ -411,21 +415,28 @@ class Catalog:
 
     # -- jobs ---------------------------------------------------------------------
     @staticmethod
-    def _new_job(source_uri: str, fmt: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    def _new_job(source_uri: str, fmt: str, overrides: dict[str, Any] | None, kind: str = "run",
+                 params: dict[str, Any] | None = None) -> dict[str, Any]:
         now = time.time()
         return {"id": uuid.uuid4().hex[:16], "source_uri": source_uri, "format": fmt,
                 "overrides": json.dumps(overrides or {}), "state": "queued", "progress": "{}",
-                "created_at": now, "updated_at": now}
+                "created_at": now, "updated_at": now, "kind": kind,
+                "params": json.dumps(params) if params is not None else None}
 
-    def create_job(self, source_uri: str, fmt: str, overrides: dict[str, Any] | None = None) -> str:
-        row = self._new_job(source_uri, fmt, overrides)
+    def create_job(self, source_uri: str, fmt: str, overrides: dict[str, Any] | None = None, *, kind: str = "run",
+                   params: dict[str, Any] | None = None) -> str:
+        """A queued job: `kind` run (`source_uri` the dataset, `fmt` its format) or export
+        (`source_uri` the output folder, `params` the export's options)."""
+        row = self._new_job(source_uri, fmt, overrides, kind, params)
         with self._tx() as c:
             c.execute(JOBS.insert().values(**row))
         return row["id"]
 
-    def create_job_if_idle(self, source_uri: str, fmt: str, overrides: dict[str, Any] | None = None) -> tuple[str, bool]:
-        """Create a job unless one is already active for the same source; returns (id, created).
-        Atomic across processes: SQLite's write lock, or a PostgreSQL advisory lock on the source."""
+    def create_job_if_idle(self, source_uri: str, fmt: str, overrides: dict[str, Any] | None = None, *,
+                           kind: str = "run", params: dict[str, Any] | None = None) -> tuple[str, bool]:
+        """Create a job unless one is already active for the same source (an export's output
+        folder); returns (id, created). Atomic across processes: SQLite's write lock, or a
+        PostgreSQL advisory lock on the source."""
         j = JOBS.c
         with self._tx() as c:
             if self.backend == "postgresql":
@@ -436,7 +447,7 @@ class Catalog:
             ).scalar_one_or_none()
             if active is not None:
                 return active, False
-            row = self._new_job(source_uri, fmt, overrides)
+            row = self._new_job(source_uri, fmt, overrides, kind, params)
             c.execute(JOBS.insert().values(**row))
             return row["id"], True
 
@@ -582,4 +593,6 @@ def _job_dict(r: Any) -> dict[str, Any]:
     d = dict(r)
     d["overrides"] = json.loads(d.get("overrides") or "{}")
     d["progress"] = json.loads(d.get("progress") or "{}")
+    d["kind"] = d.get("kind") or "run"
+    d["params"] = json.loads(d["params"]) if d.get("params") else None
     return d

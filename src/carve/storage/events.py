@@ -26,10 +26,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from carve.core.errors import CarveError
+from carve.storage.layout import RootLayout
 from carve.storage.root import Root
 from carve.storage.schema import EVENT_SCHEMA, check_schema, conform
 
-EVENTS_DIR = "events"
+EVENTS_DIR = RootLayout.EVENTS
 
 
 def new_batch_id() -> str:
@@ -39,7 +40,7 @@ def new_batch_id() -> str:
 
 def part_path(root: Root, batch: str, key: str) -> str:
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in key)
-    return root.path(EVENTS_DIR, f"batch={batch}", f"part-{safe}.parquet")
+    return root.path(*RootLayout.batch(batch, f"part-{safe}.parquet"))
 
 
 def write_event_part(root: Root, batch: str, key: str, table: pa.Table, row_group_size: int = 256) -> str:
@@ -53,17 +54,8 @@ def event_files(root: Root, batches: list[str] | None = None) -> list[str]:
     files = root.list_files(EVENTS_DIR, suffix=".parquet")
     if batches is None:
         return files
-    wanted = {f"batch={b}" for b in batches}
-    return [f for f in files if any(seg in wanted for seg in f.split("/"))]
-
-
-def committed_parts(root: Root) -> dict[str, set[str]]:
-    """batch -> episode_ids the catalog records as `ok` in that batch."""
-    out: dict[str, set[str]] = {}
-    for rec in root.catalog.episodes(status="ok"):
-        if rec.batch:
-            out.setdefault(rec.batch, set()).add(rec.episode_id)
-    return out
+    wanted = set(batches)
+    return [f for f in files if RootLayout.parse_batch(f) in wanted]
 
 
 def committed_files(root: Root, batches: list[str] | None = None) -> dict[str, set[str]]:
@@ -91,17 +83,14 @@ def committed_files(root: Root, batches: list[str] | None = None) -> dict[str, s
         else:
             legacy.setdefault(batch, set()).add(episode_id)
     for batch, eps in legacy.items():
-        for f in root.list_files(EVENTS_DIR, f"batch={batch}", suffix=".parquet"):
+        for f in root.list_files(*RootLayout.batch(batch), suffix=".parquet"):
             if f not in out:
                 out[f] = eps
     return out
 
 
 def _batch_of(path: str) -> str | None:
-    for seg in path.split("/"):
-        if seg.startswith("batch="):
-            return seg[len("batch=") :]
-    return None
+    return RootLayout.parse_batch(path)
 
 
 class SnapshotStale(CarveError):

@@ -41,11 +41,10 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from carve.core import env
 from carve.core.errors import CarveError
 
-S3_ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
-S3_REGION_ENV = ("AWS_REGION", "AWS_DEFAULT_REGION")
-S3_MAX_ATTEMPTS_ENV = "CARVE_S3_MAX_ATTEMPTS"
+S3_MAX_ATTEMPTS_ENV = env.S3_MAX_ATTEMPTS
 S3_MAX_ATTEMPTS_DEFAULT = 6  # backoff ~1, 2, 4, 8, 16 s (jittered): up to ~30 s before giving up
 
 
@@ -60,7 +59,7 @@ class NoSpaceError(StorageError):
 
 def s3_max_attempts() -> int:
     """Attempts per S3 request (`CARVE_S3_MAX_ATTEMPTS`, default 6), first try included."""
-    raw = os.environ.get(S3_MAX_ATTEMPTS_ENV, "").strip()
+    raw = env.s3_max_attempts()
     if not raw:
         return S3_MAX_ATTEMPTS_DEFAULT
     try:
@@ -117,11 +116,11 @@ def s3_settings(uri: str) -> str:
     head, query = split_query(uri)
     keys = {kv.partition("=")[0] for kv in query[1:].split("&") if kv}
     extra = []
-    endpoint = next((os.environ[k] for k in S3_ENDPOINT_ENV if os.environ.get(k)), None)
+    endpoint = env.s3_endpoint()
     if "endpoint_override" not in keys and endpoint:
         extra.append(f"endpoint_override={endpoint}")
     if "region" not in keys and ("endpoint_override" in keys or endpoint):
-        region = next((os.environ[k] for k in S3_REGION_ENV if os.environ.get(k)), "us-east-1")
+        region = env.s3_region()
         extra.append(f"region={region}")
     if not extra:
         return uri

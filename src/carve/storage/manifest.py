@@ -16,7 +16,6 @@ error type for a manifest Carve cannot use.
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -25,13 +24,13 @@ import pyarrow.fs as pafs
 
 from carve.core.errors import CarveError
 from carve.storage.fs import atomic_write_bytes, join, parent
+from carve.storage.layout import RootLayout
 from carve.storage.root import Root, open_root
 from carve.storage.schema import SCHEMA_VERSION
 
 MANIFEST_FORMAT = "carve.manifest"
 MANIFEST_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-_VDIR = re.compile(r"^v(\d{3,})$")
+MANIFEST_NAME = RootLayout.MANIFEST
 _REQUIRED = ("format", "manifest_version", "version", "schema_version", "shards", "total_rows")
 
 
@@ -127,7 +126,7 @@ def _locate(root: Root, version: int | None) -> str:
                 "shards/vNNN/); run `carve shard`"
             )
         version = done[-1]
-    return root.path("shards", f"v{int(version):03d}", MANIFEST_NAME)
+    return root.path(*RootLayout.manifest(version))
 
 
 def manifest_path(path_or_root: str | Path | Root, version: int | None = None) -> str:
@@ -140,10 +139,10 @@ def manifest_versions(root: str | Path | Root) -> list[int]:
     """Shard versions under `<root>/shards/` whose manifest.json exists (complete versions), sorted."""
     root = open_root(root)
     out = []
-    for name in root.list_dirs("shards"):
-        m = _VDIR.match(name)
-        if m and root.exists("shards", name, MANIFEST_NAME):
-            out.append(int(m.group(1)))
+    for name in root.list_dirs(RootLayout.SHARDS):
+        v = RootLayout.parse_version(name)
+        if v is not None and root.exists(*RootLayout.manifest(v)):
+            out.append(v)
     return sorted(out)
 
 

@@ -23,6 +23,8 @@ Revisions (never edit one that has shipped; add the next):
           episode's events; NULL for episodes written before 0003, read by their batch)
     0004  flags: analysts' review flags on events (kind, note, who, when; cleared, never
           deleted: the audit trail), see storage/flags.py
+    0005  jobs.kind (`run` | `export`: what the service's one job runner starts) and
+          jobs.params (the options of a kind other than `run`, JSON)
 """
 
 from __future__ import annotations
@@ -175,11 +177,17 @@ def _r0004(op: Operations, conn: sa.Connection) -> None:
     op.create_index("flags_dataset_state", "flags", ["dataset", "state"])
 
 
+def _r0005(op: Operations, conn: sa.Connection) -> None:
+    op.add_column("jobs", sa.Column("kind", sa.Text, nullable=False, server_default="run"))
+    op.add_column("jobs", sa.Column("params", sa.Text))
+
+
 REVISIONS: tuple[Revision, ...] = (
     Revision("0001", None, "datasets, episodes, jobs, runs, versions (Carve 0.2)", _r0001),
     Revision("0002", "0001", "versions.state, carve_meta, jobs(source_uri, state)", _r0002),
     Revision("0003", "0002", "parts, episodes.part", _r0003),
     Revision("0004", "0003", "flags (review flags on events, with their audit trail)", _r0004),
+    Revision("0005", "0004", "jobs.kind, jobs.params (export jobs in the one job runner)", _r0005),
 )
 HEAD = REVISIONS[-1].id
 

@@ -113,16 +113,6 @@ class WeightedEpochSampler:
         return iter(self.indices().tolist())
 
 
-def iter_epochs(weights: Sequence[float] | np.ndarray, seed: int, start_epoch: int = 0,
-                num_samples: int | None = None) -> Iterator[tuple[int, int]]:
-    """(epoch, row index) forever, epoch after epoch from `start_epoch`."""
-    epoch = int(start_epoch)
-    while True:
-        for i in epoch_indices(weights, epoch, seed, num_samples).tolist():
-            yield epoch, i
-        epoch += 1
-
-
 def read_sampling_weights(reader: Any) -> np.ndarray:
     """Every row's `sampling_weight` of a `storage.shards.ShardReader` (float64, manifest order),
     reading only that column. Shards without it (versions written before the column existed, or

@@ -1,11 +1,11 @@
-"""Event schema v1 as an Arrow schema, with its version in the schema metadata.
+"""The event schema (version `SCHEMA_VERSION`, 2) as an Arrow schema, with its version in the schema metadata.
 
 This is the written-down format of ../shared/design/ARCHITECTURE.md ("Event row"), with
 these additions (see README, "Divergences"): `robot`, `start_reason`, `caption_status`,
 `gripper` (per-frame gripper opening in [0, 1] of the event's first acting arm, empty when
 unknown), the optional per-step observation columns `env_state`, `obs_stride`, `obs_visual`
 (null unless the source / ingest provides them), `cameras`, `arms`, `state_names`,
-`action_names` (schema v2) and the embedding columns as variable `list<float32>` (their sizes
+`action_names` (added by v2; v1 files read them as null) and the embedding columns as variable `list<float32>` (their sizes
 depend on the embedders chosen, and are recorded in the metadata key `carve.emb_dims` of shards).
 
 Readers call `check_schema(schema, where)`: a table written by a newer schema version, or
@@ -146,10 +146,6 @@ def make_event_id(episode_id: str, start_frame: int, end_frame: int) -> str:
     """Stable id: a hash of (episode_id, start_frame, end_frame)."""
     h = hashlib.sha1(f"{episode_id}|{int(start_frame)}|{int(end_frame)}".encode()).hexdigest()
     return h[:20]
-
-
-def empty_event_table() -> pa.Table:
-    return EVENT_SCHEMA.empty_table()
 
 
 def events_to_table(rows: list[dict[str, Any]], schema: pa.Schema = EVENT_SCHEMA) -> pa.Table:

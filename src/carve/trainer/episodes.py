@@ -7,8 +7,8 @@ catalog in memory as whole episodes instead:
 
 * `episodes_from_rows(rows)` groups event rows by `episode_id`, drops repeated `event_id`s
   (balanced shards repeat events), orders events by `start_frame` and concatenates their
-  per-frame `state` / `action` into the episode's signals. The optional event columns of
-  schema v3 are used when present: `env_state` (per-frame privileged object state, appended to
+  per-frame `state` / `action` into the episode's signals. The optional per-step event
+  columns (nullable, no schema version of their own) are used when present: `env_state` (per-frame privileged object state, appended to
   the state with `privileged=True`, the privileged-state pilot) and `obs_visual` (the visual
   descriptor every `obs_stride` frames). Each event keeps its caption, its sampling `weight`
   (the balance: `sampling_weight`, else `weight`, when the shard carries one) and `dup_of`.

@@ -22,8 +22,7 @@ Modes.
 
 Block-causal attention (pi0-style). This is the block-causal mask over learned query tokens of
 pi0 (Black et al. 2024), NOT Staircase Decoding: there is no relay depth and no staged latent
-reasoning (earlier versions called it "staircase"; `staircase_mask` remains as an alias of
-`block_causal_mask`). Tokens are grouped into blocks: block 0 = observation and
+reasoning (earlier versions called it "staircase"). Tokens are grouped into blocks: block 0 = observation and
 text/task tokens; block 1 = the query block (lang query in pass 1; latent token and future
 query in pass 2; future query in event mode; absent in chunk mode); then the action
 positions in consecutive blocks of `block_size` (positions [0, b) are the first action
@@ -63,9 +62,6 @@ def block_causal_mask(block_ids: list[int], device: torch.device | None = None) 
     """Boolean [N, N] mask, True where token i may attend to token j (block(j) <= block(i))."""
     b = torch.tensor(block_ids, device=device)
     return b[None, :] <= b[:, None]
-
-
-staircase_mask = block_causal_mask  # the old (misleading) name
 
 
 class Block(nn.Module):

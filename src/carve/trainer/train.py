@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -31,6 +30,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from carve.core import env
 from carve.core.errors import CarveError
 from carve.trainer.checkpoint import (
     check_compatible,
@@ -107,8 +107,7 @@ def _position(cfg: TrainConfig, world: int) -> dict[str, Any]:
 
 
 def _dist_info() -> tuple[int, int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+    return env.dist_world()
 
 
 def _device(cfg: TrainConfig, local_rank: int) -> torch.device:

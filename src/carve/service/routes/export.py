@@ -1,38 +1,38 @@
-"""Export jobs: a shards version as a LeRobot v3.0 dataset, run as `carve export` (token required).
+"""Export jobs: a shards version as a LeRobot v3.0 dataset (token required).
 
     POST /exports        {shards, out, unit, task_from, codec, reencode, overwrite, dataset}
                          -> 202 {id, state, out}; the output folder's parent must lie under
-                         an allowed root (service.allowed_roots), 403 otherwise
-    GET  /exports/{id}   state (running | succeeded | failed), the export summary or the error
+                         an allowed root (service.allowed_roots), 403 otherwise; 409 while
+                         another export writes the same folder
+    GET  /exports/{id}   state (queued | running | succeeded | failed | cancelled | ...), the
+                         export summary or the error
 
-Each export is a subprocess, `python -m carve.cli.main export --root R ... --json`, as `carve
-run` jobs are (a crashed export never takes the server down); its files live under
-`<root>/exports/<id>/`: `request.json`, `summary.json` (its stdout: the summary), `log.txt`
-(its stderr) and `rc` (its exit status, written when this server sees it end). An export
-whose server stopped before it ended reads as failed with that reason.
+An export is a job of kind `export` in the catalog, started, watched, cancelled and recovered by
+the service's one job runner (`service.jobs.JobRunner`) like `carve run` jobs, so it also
+appears under /jobs and `POST /jobs/{id}/cancel` stops it. The runner's subprocess is `carve
+export ... --json` with the server's config file and catalog; its summary (stdout) is kept in
+the job's folder (`service.jobs.job_dir`, local to the server for an object-store root).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import threading
-import uuid
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from carve.service.auth import require_token
-from carve.service.deps import ID_PATTERN, CfgDep
+from carve.service.deps import ID_PATTERN, CatalogsDep, CfgDep
+from carve.service.jobs import job_dir
 from carve.service.limits import SourceRejected, confine_source
 
 router = APIRouter(prefix="/exports", tags=["exports"], dependencies=[Depends(require_token)])
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+KIND = "export"
 
 
 class ExportRequest(BaseModel):
@@ -57,28 +57,6 @@ class ExportView(BaseModel):
     error: str | None = None
 
 
-class _Procs:
-    """The export subprocesses this server started (kept on app.state)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-
-_LOCK = threading.Lock()
-
-
-def _procs(request: Request) -> _Procs:
-    with _LOCK:
-        if not hasattr(request.app.state, "exports"):
-            request.app.state.exports = _Procs()
-    return request.app.state.exports
-
-
-def _export_dir(root: str, export_id: str) -> Path:
-    return Path(root) / "exports" / export_id
-
-
 def _confine_out(out: str, allowed: list[str]) -> str:
     p = Path(out)
     if not p.is_absolute() or ".." in p.parts or not p.name or not set(p.name) <= _NAME_CHARS:
@@ -93,50 +71,25 @@ def _confine_out(out: str, allowed: list[str]) -> str:
 
 
 @router.post("", status_code=202, response_model=ExportView,
-             responses={403: {"description": "output folder outside the allowed roots"}})
-def submit(req: ExportRequest, cfg: CfgDep, request: Request) -> Any:
+             responses={403: {"description": "output folder outside the allowed roots"},
+                        409: {"description": "an active export already writes this folder"}})
+def submit(req: ExportRequest, cfg: CfgDep, catalogs: CatalogsDep) -> Any:
     out = _confine_out(req.out, cfg.service.allowed_roots)
-    export_id = uuid.uuid4().hex[:12]
-    d = _export_dir(cfg.root, export_id)
-    d.mkdir(parents=True)
-    (d / "request.json").write_text(json.dumps({**req.model_dump(), "out": out}, indent=2))
-    argv = [sys.executable, "-m", "carve.cli.main", "export", "--root", cfg.root, "--out", out,
-            "--unit", req.unit, "--codec", req.codec, "--json"]
-    if req.shards is not None:
-        argv += ["--shards", str(req.shards)]
-    if req.task_from:
-        argv += ["--task-from", req.task_from]
-    if req.dataset:
-        argv += ["--dataset", req.dataset]
-    argv += ["--reencode"] * req.reencode + ["--overwrite"] * req.overwrite
-    env = {k: v for k, v in os.environ.items() if k != "CARVE_TOKEN"}
-    procs = _procs(request)
-    with open(d / "summary.json", "wb") as so, open(d / "log.txt", "wb") as se, procs.lock:
-        procs.procs[export_id] = subprocess.Popen(argv, stdout=so, stderr=se, stdin=subprocess.DEVNULL, env=env,
-                                                  start_new_session=True)
-    return ExportView(id=export_id, state="running", out=out)
+    params = {**req.model_dump(), "out": out}
+    job_id, created = catalogs.get().create_job_if_idle(out, "lerobot", kind=KIND, params=params)
+    if not created:
+        return JSONResponse(status_code=409, content={
+            "detail": f"export {job_id} is already writing {out}; cancel it or wait", "job_id": job_id})
+    return ExportView(id=job_id, state="queued", out=out)
 
 
 @router.get("/{export_id}", response_model=ExportView)
-def get_export(cfg: CfgDep, request: Request, export_id: str = PathParam(pattern=ID_PATTERN)) -> Any:
-    d = _export_dir(cfg.root, export_id)
-    if not (d / "request.json").exists():
+def get_export(cfg: CfgDep, catalogs: CatalogsDep, export_id: str = PathParam(pattern=ID_PATTERN)) -> Any:
+    job = catalogs.get().job(export_id)
+    if job is None or job["kind"] != KIND:
         raise HTTPException(status_code=404, detail=f"unknown export {export_id!r}")
-    out = json.loads((d / "request.json").read_text())["out"]
-    procs = _procs(request)
-    with procs.lock:
-        p = procs.procs.get(export_id)
-        if p is not None and p.poll() is not None:
-            (d / "rc").write_text(str(p.returncode))
-            procs.procs.pop(export_id, None)
-            p = None
-    if p is not None:
-        return ExportView(id=export_id, state="running", out=out)
-    rc = (d / "rc").read_text().strip() if (d / "rc").exists() else None
-    if rc == "0":
-        return ExportView(id=export_id, state="succeeded", out=out, summary=json.loads((d / "summary.json").read_text()))
-    if rc is None:
-        return ExportView(id=export_id, state="failed", out=out, error="the server stopped before the export ended")
-    lines = [ln for ln in (d / "log.txt").read_text(errors="replace").splitlines() if ln.strip()]
-    return ExportView(id=export_id, state="failed", out=out,
-                      error=(lines[-1] if lines else f"carve export exited with status {rc}")[-1000:])
+    view = ExportView(id=export_id, state=job["state"], out=(job["params"] or {}).get("out", job["source_uri"]),
+                      error=job.get("error"))
+    if job["state"] == "succeeded":
+        view.summary = json.loads((job_dir(cfg.root, export_id) / "summary.json").read_text())
+    return view

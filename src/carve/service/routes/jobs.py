@@ -50,6 +50,7 @@ class JobCreated(BaseModel):
 
 class JobView(BaseModel):
     id: str
+    kind: Literal["run", "export"] = "run"  # export: source_uri is the output folder, params its options
     source_uri: str
     format: str
     state: str
@@ -62,6 +63,7 @@ class JobView(BaseModel):
     created_at: float
     updated_at: float
     overrides: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] | None = None
     episodes: dict[str, Any] | None = None
 
 
@@ -78,7 +80,7 @@ def _job(catalogs: Catalogs, job_id: str) -> dict[str, Any]:
 
 def _job_view(catalogs: Catalogs, job: dict[str, Any], with_episodes: bool) -> JobView:
     view = JobView(**{k: job.get(k) for k in JobView.model_fields if k in job})
-    if with_episodes:
+    if with_episodes and job.get("kind", "run") == "run":
         view.episodes = catalogs.get().job_episodes(job["id"])
     return view
 
