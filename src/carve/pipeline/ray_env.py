@@ -111,25 +111,25 @@ def cluster_runtime_env(cfg: RayConfig, scratch: Path) -> dict[str, Any]:
 
     `scratch` holds the job's empty working directory until `ray.init` has uploaded it.
     """
-    env: dict[str, Any] = {k: v for k, v in cfg.runtime_env.items() if k not in ("py_modules", "env_vars")}
+    job: dict[str, Any] = {k: v for k, v in cfg.runtime_env.items() if k not in ("py_modules", "env_vars")}
     if cfg.ship_code:
-        env["py_modules"] = [str(carve_package()), *cfg.runtime_env.get("py_modules", [])]
-        env["excludes"] = [*SHIP_EXCLUDES, *cfg.runtime_env.get("excludes", [])]
-        if "working_dir" not in env:
+        job["py_modules"] = [str(carve_package()), *cfg.runtime_env.get("py_modules", [])]
+        job["excludes"] = [*SHIP_EXCLUDES, *cfg.runtime_env.get("excludes", [])]
+        if "working_dir" not in job:
             # Ray puts the driver's working and script directories first on the workers' sys.path
             # unless the job has a working_dir; whatever the driver's directory holds, an empty
             # working_dir keeps the workers on the shipped code.
             workdir = scratch / "workdir"
             workdir.mkdir(exist_ok=True)
             (workdir / "README").write_text("the working directory of carve's Ray workers (left empty)\n")
-            env["working_dir"] = str(workdir)
+            job["working_dir"] = str(workdir)
     elif "py_modules" in cfg.runtime_env:
-        env["py_modules"] = list(cfg.runtime_env["py_modules"])
+        job["py_modules"] = list(cfg.runtime_env["py_modules"])
     env_vars = env.values(cfg.forward_env)
     env_vars.update(cfg.runtime_env.get("env_vars", {}))
     if env_vars:
-        env["env_vars"] = env_vars
-    return env
+        job["env_vars"] = env_vars
+    return job
 
 
 def carve_package() -> Path:
