@@ -36,6 +36,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from bench.common import stop
+
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "bench-token-0123456789abcdef"
 
@@ -117,12 +119,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                        asyncio.run(_load(burl, ["/health"] * n, {}, c)))
         body = httpx.get(f"{url}/datasets/sim/clusters", headers=headers, timeout=60).json()
     finally:
-        for p in procs:
-            p.terminate()
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
         shutil.rmtree(tmp, ignore_errors=True)
     res: dict[str, Any] = {
         "description": f"p50/p99 of GET /events/{{id}} and GET /datasets/sim/clusters at {args.events:,} events "

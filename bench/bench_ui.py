@@ -46,6 +46,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from bench.common import stop
+
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "bench-token-0123456789abcdef"
 CHROMIUM = "/usr/bin/chromium"
@@ -229,12 +231,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         total = httpx.get(f"{url}/datasets/sim/map?limit=1", headers={"Authorization": f"Bearer {TOKEN}"},
                           timeout=60).json()["total"]
     finally:
-        for p in procs:
-            p.terminate()
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
     res.update({

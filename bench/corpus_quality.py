@@ -26,7 +26,6 @@ import datetime as dt
 import json
 import os
 import platform
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.common import fresh_dir
 from bench.quality_segments import _carve, _ci, _rel, _run, _show
 from bench.sections import write_section
 
@@ -184,10 +184,7 @@ def item_table(res: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> str:
-    out = Path(args.out)
-    if out.exists() and not args.keep:
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = fresh_dir(args.out, args.keep)
     t0 = time.perf_counter()
     items = [it for it in ITEMS if not args.only or it.name in args.only]
     results = []

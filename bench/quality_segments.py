@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import resource
-import shutil
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.common import fresh_dir
 from bench.sections import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,10 +169,7 @@ def targets(results: list[dict[str, Any]]) -> str:
 
 
 def run(args: argparse.Namespace) -> str:
-    out = Path(args.out)
-    if out.exists() and not args.keep:
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = fresh_dir(args.out, args.keep)
     wanted = [c for c in CONDITIONS if not args.only or c.slug in args.only]
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
     results = []

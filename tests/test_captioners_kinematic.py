@@ -316,7 +316,7 @@ def _j(*v: float) -> list[float]:
 
 
 def test_cycles_an_opening_before_any_grasp_is_no_release() -> None:
-    from carve.captioners.kinematic import _cycles
+    from carve.captioners.phases import _cycles
 
     # opens while approaching, then a grasp cycle: only the grasp cycle
     assert _cycles([(2, "gripper_open"), (100, "gripper_close"), (200, "gripper_open")]) == [(100, 200)]
@@ -393,7 +393,8 @@ def test_hand_over_is_a_release_and_the_taker_moves_the_object_without_lifting_i
 
 
 def test_hand_over_needs_the_same_object() -> None:
-    from carve.captioners.kinematic import _arm_signals, _assemble, _gripper_events, _handovers, parse_task
+    from carve.captioners.phases import _arm_signals, _assemble, _gripper_events, _handovers
+    from carve.captioners.task_text import parse_task
     from carve.core.config import SegmentConfig
 
     for task, expect in (("Transfer the cube from the right arm to the left arm", ([{0}, set()], [set(), {0}])),
@@ -438,7 +439,7 @@ def test_opening_while_already_retreating_stays_a_short_release() -> None:
 
 
 def test_final_rest_starts_where_the_arm_stays_within_the_waypoint_error() -> None:
-    from carve.captioners.kinematic import _final_rest
+    from carve.captioners.phases import _final_rest
     from carve.ingest.kinematics import speed
 
     # 1 rad/s for 1 s, then it settles: x = 1 + 0.2 (1 - exp(-(t - 1) / 0.2)), speed exp(-(t - 1) / 0.2)
@@ -463,7 +464,8 @@ def test_parse_task_arm_transfer_and_source() -> None:
 
 
 def test_hold_and_both_wording() -> None:
-    from carve.captioners.kinematic import EventPhase, arm_suffix, describe, phase_caption
+    from carve.captioners.phases import EventPhase
+    from carve.captioners.templates import arm_suffix, describe, phase_caption
 
     assert describe("hold", parse_task("insert the peg into the socket"), 0) == "hold the peg still"
     assert arm_suffix("both") == " with both arms" and arm_suffix("left") == " with the left arm"

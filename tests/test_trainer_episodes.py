@@ -1,4 +1,4 @@
-"""Fair baselines (`carve.trainer.episodes`, `carve.trainer.fit`): whole episodes rebuilt from event
+"""Fair baselines (`carve.sim.study_episodes`, `carve.sim.study_fit`): whole episodes rebuilt from event
 rows, the episode-level held-out split, training-only normalisation, chunks sampled across event
 boundaries with the current observation, caption dropout, balance weights, a data seed separate
 from the training seed, and matched parameter counts."""
@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from carve.trainer.config import ModelConfig
-from carve.trainer.episodes import (
+from carve.sim.study_episodes import (
     Sampler,
     TextCache,
     episodes_from_rows,
@@ -20,7 +19,8 @@ from carve.trainer.episodes import (
     norm_stats,
     split_episodes,
 )
-from carve.trainer.fit import fit, matched_config, n_params, offline_metrics, spec_for, tokens_per_sample
+from carve.sim.study_fit import fit, matched_config, n_params, offline_metrics, spec_for, tokens_per_sample
+from carve.trainer.config import ModelConfig
 from carve.trainer.policy import PolicySettings, make_text_encoder
 
 TASK = "put the red cube in the tray"

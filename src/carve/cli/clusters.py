@@ -75,7 +75,7 @@ def cmd_shard(args: argparse.Namespace) -> int:
     from carve.storage.manifest import read_manifest
 
     cfg = load_config(args)
-    v = cut_shards(root_of(cfg), cfg, policy=args.policy, total=args.total)
+    v = cut_shards(root_of(cfg), cfg, policy=args.policy, total=args.total, progress=cfg.ray.progress)
     m = read_manifest(cfg.root, v)
     m.pop("_dir", None)
     b, a = m["stats"]["before"], m["stats"]["after"]
@@ -114,15 +114,15 @@ def cmd_versions(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     from carve.cli.main import add_common
 
-    p = subparsers.add_parser("cluster", help="cluster the event catalog (first time) or assign new events")
-    add_common(p)
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_cluster)
-
-    p = subparsers.add_parser("recluster", help="a fresh clustering version over every event")
-    add_common(p)
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_recluster)
+    for name, helptext, func in (
+        ("cluster", "cluster the event catalog (first time) or assign new events", cmd_cluster),
+        ("recluster", "a fresh clustering version over every event", cmd_recluster),
+        ("versions", "list clusters and shards versions and the coverage drift", cmd_versions),
+    ):
+        p = subparsers.add_parser(name, help=helptext)
+        add_common(p)
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p.set_defaults(func=func)
 
     p = subparsers.add_parser("shard", help="write a new cluster-balanced shards version + manifest")
     add_common(p)
@@ -131,7 +131,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     p.set_defaults(func=cmd_shard)
 
-    p = subparsers.add_parser("versions", help="list clusters and shards versions and the coverage drift")
-    add_common(p)
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_versions)

@@ -412,7 +412,8 @@ def _policy(cfg: CarveConfig, policy: str | BalancePolicy | None) -> BalancePoli
     return BalancePolicy(name=policy or sc.policy, temperature=sc.temperature, max_repeat=sc.max_repeat, seed=sc.seed)
 
 
-def cut_shards(root: Root, cfg: CarveConfig, policy: str | BalancePolicy | None = None, total: int | None = None) -> int:
+def cut_shards(root: Root, cfg: CarveConfig, policy: str | BalancePolicy | None = None, total: int | None = None,
+               progress: bool = False) -> int:
     """Balance the catalog over the latest clustering and write a new shards version; return it.
 
     Events not yet assigned are assigned first (`assign_new`). Near-duplicates are left out
@@ -420,7 +421,8 @@ def cut_shards(root: Root, cfg: CarveConfig, policy: str | BalancePolicy | None 
     of eligible events) is the size of a balanced epoch. `shard.mode` "weights" (default):
     every eligible event is written once and the balance is its `sampling_weight` (weights
     summing to `total`; `clustering.balance.weigh`); "resample": `total` rows drawn by the
-    policy (events repeated or left out), each `sampling_weight` 1."""
+    policy (events repeated or left out), each `sampling_weight` 1. `progress`: a bar while writing
+    a large version (over 50,000 rows)."""
     sc = cfg.shard
     pol = _policy(cfg, policy)
     cl = load_clustering(root)
@@ -487,7 +489,7 @@ def cut_shards(root: Root, cfg: CarveConfig, policy: str | BalancePolicy | None 
     shards = write_shard_parts(itertools.chain([first], parts), root, vdir,
                                row_group_size=min(sc.row_group_size, sc.rows_per_shard),
                                compression=sc.compression, emb_dims=dims,
-                               progress=cfg.ray.progress and len(rows) > 50_000,
+                               progress=progress and len(rows) > 50_000,
                                total=-(-len(rows) // sc.rows_per_shard))
     before = dict(zip(*(v.tolist() for v in np.unique(cids, return_counts=True)), strict=True))
     written = dict(zip(*(v.tolist() for v in np.unique(cids[rows], return_counts=True)), strict=True))

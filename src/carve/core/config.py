@@ -38,6 +38,7 @@ class RayConfig(_Section):
     # pipeline/executor.py `plan_blocks`); a block's part is split at episode boundaries above part_target_mb
     part_episodes: int = Field(default=32, ge=1)
     part_target_mb: float = Field(default=128.0, gt=0)
+    part_row_group_size: int = Field(default=256, ge=1)  # rows per row group of an events part file
     # GPUs each embed worker reserves when embed.device is cuda; 0.5 lets two workers share one GPU
     embed_num_gpus: float = Field(default=1.0, gt=0)
     progress: bool = True

@@ -139,7 +139,7 @@ def build_steps(cfg: CarveConfig, root: Root, batch_id: str) -> list[StepSpec]:
                  num_gpus=gpus.get(Caption.name, 0.0)),
         StepSpec(Embed, {"cfg": cfg.embed}, concurrency=cfg.ray.embed_concurrency,
                  num_gpus=gpus.get(Embed.name, 0.0)),
-        StepSpec(WriteEvents, {"root": root, "batch_id": batch_id, "row_group_size": cfg.shard.row_group_size,
+        StepSpec(WriteEvents, {"root": root, "batch_id": batch_id, "row_group_size": cfg.ray.part_row_group_size,
                                "part_target_mb": cfg.ray.part_target_mb}),
     ]
 
@@ -257,7 +257,7 @@ def curate(cfg: CarveConfig, root: Root, reporter: JobReporter, summary: RunSumm
     summary.stages["cluster"] = {"events": summary.events, "seconds": round(time.perf_counter() - t0, 3)}
     reporter.stage("shard", stages=summary.stages)
     t0 = time.perf_counter()
-    summary.shards_version = cur.cut_shards(root, cfg)
+    summary.shards_version = cur.cut_shards(root, cfg, progress=cfg.ray.progress)
     summary.stages["shard"] = {"seconds": round(time.perf_counter() - t0, 3)}
 
 

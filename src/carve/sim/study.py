@@ -279,9 +279,9 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
     import torch
 
     from carve.sim.eval_sim import eval_seeds
+    from carve.sim.study_episodes import Sampler, TextCache, episodes_from_rows, norm_stats, split_episodes
+    from carve.sim.study_fit import fit, matched_config, offline_metrics, spec_for
     from carve.trainer.config import ModelConfig
-    from carve.trainer.episodes import Sampler, TextCache, episodes_from_rows, norm_stats, split_episodes
-    from carve.trainer.fit import fit, matched_config, offline_metrics, spec_for
     from carve.trainer.planner import CaptionPlanner
     from carve.trainer.policy import Policy, PolicySettings
 

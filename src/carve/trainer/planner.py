@@ -17,7 +17,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from carve.captioners.kinematic import arm_suffix, describe, parse_task
+from carve.captioners.task_text import parse_task
+from carve.captioners.templates import arm_suffix, describe
 
 Phase = tuple[str, str, int]  # (phase, arm, grasp cycle)
 

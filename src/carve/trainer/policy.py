@@ -11,7 +11,7 @@ embedder's vector of each camera's image (the unit mean over cameras when there 
 `embedding.stage` does for keyframes), the state is normalised by the model's statistics, the
 task token is `trainer.data.task_embedding` (`task_encoder="hash"`, the streaming trainer's)
 or the text encoder's vector of the task text (`task_encoder="text"`: one text encoder for
-every mode, as `trainer.episodes` trains them), and event mode's text token is the text
+every mode, as `sim.study_episodes` trains them), and event mode's text token is the text
 encoder's vector of the next event's description: the task text itself (`text_source="task"`,
 captions off), or what a `planner(observation) -> str` returns (`text_source="planner"`, e.g.
 `trainer.planner.CaptionPlanner`'s caption templates; it is called once per plan, i.e. once per

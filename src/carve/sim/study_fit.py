@@ -1,4 +1,4 @@
-"""In-memory training of one mode on episode-level data (`trainer/episodes.py`), for the study.
+"""In-memory training of one mode on episode-level data (`sim/study_episodes.py`), for the study.
 
 `fit(mode, sampler, model_cfg, spec, stats, steps=..., train_seed=...)` trains the same
 `WorldActionModel` as `trainer/train.py` (Muon for the backbone's 2-D matrices, AdamW for the
@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from carve.sim.study_episodes import EpisodeData, Sampler, TextCache
 from carve.trainer.config import ModelConfig, OptimConfig, TrainConfig
 from carve.trainer.data import NormStats
-from carve.trainer.episodes import EpisodeData, Sampler, TextCache
 from carve.trainer.model import ModelSpec, WorldActionModel, count_parameters
 from carve.trainer.train import cosine_schedule, make_optimizers
 

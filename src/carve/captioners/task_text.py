@@ -1,0 +1,176 @@
+"""Task-text parsing for the kinematic captioner: objects, target, relation and arm assignment.
+
+`parse_task(task)` reads an instruction into `TaskPhrases`: "put the red cube in the tray" gives
+object "the red cube", target "the tray", relation "in" (a source, "from the table", is
+dropped); "put A and then B in the tray" gives two objects (the k-th grasp cycle handles the k-th
+object); "put A in the tray with the left arm and B with the right arm" (or "left arm: ...;
+right arm: ...") gives each arm its own phrases; "transfer A from the right arm to the left arm"
+gives the right arm A with target "the left arm"; "... and hand it over" marks a hand-over to
+someone unseen. Arbitrary text degrades to "the object" and "the target". Never raises.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TaskPhrases:
+    """Noun phrases parsed from a task instruction, and per arm when the task assigns arms."""
+
+    objects: list[str] = field(default_factory=lambda: ["the object"])
+    target: str = ""  # "the tray", "the blue cube"; "" when the task names none
+    relation: str = "in"  # "in", "on", "to" ...
+    direction: str = ""  # for pushes: "to the left"
+    is_push: bool = False
+    hands_over: bool = False  # "... and hand it over": the object goes to someone else, not onto a place
+    arms: dict[str, TaskPhrases] = field(default_factory=dict)  # "left" -> that arm's phrases
+
+    def obj(self, k: int) -> str:
+        return self.objects[min(max(k, 0), len(self.objects) - 1)]
+
+    def for_arm(self, arm: str) -> TaskPhrases:
+        """The phrases of `arm` when the task gives it its own, else the task's."""
+        return self.arms.get(arm, self)
+
+
+_DET = r"(?:the|a|an|this|that)"
+_REL = r"(in|into|inside|on|onto|on top of|to|towards?|next to|onto the top of|over|under|beside|at)"
+_PUT_VERBS = r"(?:put|place|move|stack|set|drop|transfer|carry|bring|pick up|pick|lay|insert|hang|stow)"
+_PUSH_VERBS = r"(?:push|slide|shove|nudge|sweep)"
+_DIRECTIONS = r"(?:left|right|front|back|forward|backward|away|the side)"
+_ARM_WORDS = r"(?:arm|hand|gripper)"
+# "... with the left arm", "using the right hand"
+_ARM_WITH = re.compile(rf"\s*,?\s*\b(?:with|using|by)\s+(?:the\s+|its\s+|their\s+)?(left|right)\s+{_ARM_WORDS}\b")
+# "left arm: ...", "the right arm puts ..."
+_ARM_SUBJECT = re.compile(rf"(?:^|[;.]|,|\band\b|\bthen\b|\bwhile\b)\s*(?:the\s+)?(left|right)\s+{_ARM_WORDS}\s*:?\s*")
+# "hand it over", "hand the cube over to ...", "a hand-over"
+_HAND_OVER = re.compile(r"\bhand(?:s|ed|ing)?(?:\s+(?!over\b)[\w'-]+){0,3}\s+over\b|\bhand-?over\b")
+# "... from the right arm to the left arm": a transfer between the arms
+_ARM_TRANSFER = re.compile(rf"\s*\bfrom\s+(?:the\s+|its\s+)?(left|right)\s+{_ARM_WORDS}\s+"
+                           rf"(?:over\s+)?(?:to|into|towards?)\s+(?:the\s+|its\s+)?(left|right)\s+{_ARM_WORDS}\b")
+
+
+def _np(phrase: str) -> str:
+    """Normalise a noun phrase: lowercase words, a determiner in front."""
+    words = re.sub(r"[^\w\s-]", " ", phrase.lower()).split()
+    if not words:
+        return ""
+    if words[0] not in ("the", "a", "an", "this", "that", "it"):
+        words.insert(0, "the")
+    if words[0] in ("a", "an", "this", "that"):
+        words[0] = "the"
+    return " ".join(words)
+
+
+def _cut_clause(phrase: str) -> str:
+    """A noun phrase without a trailing clause or source ("the cup and close the lid" -> "the cup",
+    "the cup from the table" -> "the cup")."""
+    return re.split(r"\s*(?:,|\band\b|\bthen\b|\bwhile\b|\bso\b|\bafter\b|\bfrom\b)\s*", phrase,
+                    maxsplit=1)[0].strip()
+
+
+def _base_verb(text: str) -> str:
+    """Third-person verbs at the start folded to the base form ("puts the cube" -> "put the cube")."""
+    m = re.match(r"^(\w+?)(?:es|s)\b(.*)$", text)
+    if m and re.fullmatch(rf"{_PUT_VERBS}|{_PUSH_VERBS}|pick", m.group(1)):
+        return m.group(1) + m.group(2)
+    return text
+
+
+def _parse_text(text: str) -> TaskPhrases:
+    """Objects, target and relation of one normalised clause."""
+    text = _base_verb(re.sub(rf"\s*,?\s+and(?:\s+then)?\s+{_PUT_VERBS}\s+(?:it|them)\b", "", text).strip(" ,"))
+    out = TaskPhrases()
+    if not text:
+        return out
+    m = re.match(rf"^(?:please\s+)?{_PUSH_VERBS}\s+(.+)$", text)
+    if m:
+        out.is_push = True
+        rest = m.group(1)
+        dm = re.search(rf"\s+((?:(?:to|towards?)\s+(?:the\s+)?)?{_DIRECTIONS})(?:\s.*)?$", rest)
+        tm = re.search(rf"\s+{_REL}\s+(.+)$", rest)
+        if dm:
+            out.direction = dm.group(1)
+            out.relation = "to"
+            rest = rest[: dm.start()]
+        elif tm:
+            out.relation, out.target = tm.group(1), _np(_cut_clause(tm.group(2)))
+            rest = rest[: tm.start()]
+        out.objects = [_np(_cut_clause(rest)) or "the object"]
+        return out
+    m = re.match(rf"^(?:please\s+)?{_PUT_VERBS}\s+(.+?)\s+{_REL}\s+(.+)$", text)
+    if m:
+        what = re.sub(r"\s+from\s+.*$", "", m.group(1))  # "the cup from the table": where it comes from
+        objs = re.split(r"\s*(?:,\s*and then|,\s*then|\s+and then|\s+then|,\s*and|\s+and|,)\s+", what)
+        objs = [_np(o) for o in objs if _np(o) and _np(o) not in ("it", "the it")]
+        out.objects = objs or ["the object"]
+        out.relation = {"into": "in", "inside": "in", "onto": "on", "on top of": "on",
+                        "onto the top of": "on"}.get(m.group(2), m.group(2))
+        out.target = _np(_cut_clause(m.group(3)))
+        return out
+    # "pick up the X" / "grasp the X" / "open the drawer": the first noun phrase after the verb
+    m = re.match(rf"^(?:please\s+)?[\w-]+(?:\s+up)?\s+({_DET}\s+.+)$", text)
+    if m:
+        out.objects = [_np(_cut_clause(m.group(1)))]
+    return out
+
+
+def _arm_clauses(text: str) -> list[tuple[str, str]]:
+    """(arm, clause) pairs when the task assigns work to arms, else []."""
+    pairs: list[tuple[str, str]] = []
+    with_arm = list(_ARM_WITH.finditer(text))
+    if with_arm:  # "<clause> with the left arm and <clause> with the right arm"
+        prev = 0
+        for m in with_arm:
+            pairs.append((m.group(1), text[prev : m.start()]))
+            prev = m.end()
+        return pairs
+    subj = list(_ARM_SUBJECT.finditer(text))
+    if subj:  # "left arm: <clause>; right arm: <clause>"
+        for i, m in enumerate(subj):
+            end = subj[i + 1].start() if i + 1 < len(subj) else len(text)
+            pairs.append((m.group(1), text[m.end() : end]))
+    return pairs
+
+
+def parse_task(task: str) -> TaskPhrases:
+    """Objects, target and relation of a task instruction, per arm when it names arms (never raises)."""
+    text = " ".join(re.sub(r"[^\w\s,;:'-]", " ", (task or "").lower()).split())
+    phrases = _parse_task(text)
+    phrases.hands_over = bool(_HAND_OVER.search(text))
+    return phrases
+
+
+def _parse_task(text: str) -> TaskPhrases:
+    m = _ARM_TRANSFER.search(text)
+    if m and m.group(1) != m.group(2):  # the source arm brings the object to the other arm, which takes it
+        p = parse_task(text[: m.start()] + text[m.end() :])
+        src = TaskPhrases(objects=list(p.objects), target=f"the {m.group(2)} arm", relation="to")
+        dst = TaskPhrases(objects=list(p.objects), target=p.target, relation=p.relation)
+        return TaskPhrases(objects=list(p.objects), target=p.target, relation=p.relation,
+                           arms={m.group(1): src, m.group(2): dst})
+    pairs = _arm_clauses(text)
+    if not pairs:
+        return _parse_text(text.replace(";", ",").replace(":", " "))
+    arms: dict[str, TaskPhrases] = {}
+    base: TaskPhrases | None = None
+    for arm, clause in pairs:
+        clause = re.sub(r"^(?:\s|,|;|:|\band\b|\bthen\b|\bwhile\b)+", "", clause).strip(" ,;:")
+        if not clause:
+            continue
+        if re.match(rf"^{_DET}\b", clause):  # a bare noun phrase: the verb of the first clause applies
+            p = _parse_text(f"put {clause}")
+        else:
+            p = _parse_text(clause)
+        if base is not None and not p.target:
+            p.target, p.relation = base.target, base.relation
+        if base is None:
+            base = p
+        arms.setdefault(arm, p)
+    if base is None:
+        return _parse_text(text)
+    objects = [o for p in arms.values() for o in p.objects]
+    return TaskPhrases(objects=objects, target=base.target, relation=base.relation, direction=base.direction,
+                       is_push=base.is_push, arms=arms)

@@ -1,0 +1,88 @@
+"""Caption templates of the kinematic captioner: the words for an event's phase.
+
+Captions: the arm is named at the END in multi-arm episodes, "grasp the red cube with the
+left arm" (the leading verb stays first, as in single-arm captions), "reach toward the peg
+with both arms" for arms together, "grasp the cube with the right arm and reach toward the
+cube with the left arm" for two arms doing different things at once, "hold the cube still
+with both arms" ("hold still" when no holding arm holds an object); one-arm episodes name no
+arm. Phrases come from `parse_task`: "put the red cube in the tray" gives object "the red
+cube", target "the tray", relation "in" (a source, "from the table", is dropped); "put A and
+then B in the tray" gives two objects (the k-th grasp cycle of the arm handles the k-th
+object); "put A in the tray with the left arm and B with the right arm" (or "left arm: ...;
+right arm: ...") gives each arm its own phrases; "transfer A from the right arm to the left
+arm" gives the right arm A with target "the left arm" and the left arm A; arbitrary task text
+degrades to "the object" and "the target". Without usable signals the boundary reasons
+(`gripper_close` / `gripper_open`) and the event order decide. The same input always gives
+the same captions.
+"""
+
+from __future__ import annotations
+
+from carve.captioners.phases import BOTH, EventPhase
+from carve.captioners.task_text import TaskPhrases
+from carve.ingest.arms import SINGLE_ARM
+
+
+def describe(phase: str, phrases: TaskPhrases, obj_index: int, holding: str = "") -> str:
+    """The caption of one phase, e.g. describe("place", ...) -> "place the red cube in the tray"."""
+    obj = phrases.obj(obj_index)
+    target = phrases.target
+    rel = phrases.relation if phrases.relation in ("in", "on") else "at"
+    what = holding or obj
+    if phase == "reach":
+        return f"reach toward {obj}"
+    if phase == "grasp":
+        return f"grasp {obj}"
+    if phase == "lift":
+        return f"lift {what}"
+    if phase == "move":
+        if target:
+            return f"move {what} {'over' if rel == 'on' else 'to'} {target}"
+        return f"move {what}"
+    if phase == "place":
+        return f"place {what} {rel} {target}" if target else f"place {what} down"
+    if phase == "release":
+        return f"release {what}"
+    if phase == "retreat":
+        return f"retreat from {target}" if target and not phrases.is_push else "retreat to the start position"
+    if phase == "push":
+        if phrases.direction:
+            return f"push {obj} {phrases.direction}"
+        return f"push {obj} to {target}" if target else f"push {obj}"
+    if phase == "hold":
+        return f"hold {what} still"
+    return f"{phase} {obj}"
+
+
+def arm_suffix(arm: str) -> str:
+    """" with the left arm" for a named arm of a multi-arm robot, " with both arms" for the arms
+    acting together ("" for a single arm)."""
+    name = arm.replace("_", " ").strip()
+    if not name or name == SINGLE_ARM:
+        return ""
+    if name == BOTH:
+        return " with both arms"
+    return f" with the {name} arm"
+
+
+def _phrases_of(phrases: TaskPhrases, arm: str, k: int) -> TaskPhrases:
+    """The phrases an arm's caption uses; for both arms, each arm's own object when the task gives
+    the arms different ones ("the peg and the socket")."""
+    if arm != BOTH or len(phrases.arms) < 2:
+        return phrases.for_arm(arm)
+    objs = list(dict.fromkeys(p.obj(k) for _, p in sorted(phrases.arms.items())))
+    first = next(iter(sorted(phrases.arms.items())))[1]
+    return TaskPhrases(objects=[" and ".join(objs)], target=first.target, relation=first.relation,
+                       direction=first.direction, is_push=first.is_push)
+
+
+def phase_caption(p: EventPhase, phrases: TaskPhrases, multi_arm: bool) -> str:
+    """The caption of one event's phase: "<verb> <object> ... with the left arm" (no arm for one arm);
+    other arms doing something else at the same time follow, "... and <verb> ... with the right arm"."""
+    parts = []
+    for q in [p, *p.others]:
+        text = describe(q.phase, _phrases_of(phrases, q.arm, q.cycle), q.cycle)
+        if q.phase == "hold" and not q.holds:
+            text = "hold still"
+        parts.append(text + (arm_suffix(q.arm) if multi_arm else ""))
+    return " and ".join(parts)
