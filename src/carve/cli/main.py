@@ -31,6 +31,7 @@ _REGISTRARS = (
     "carve.cli.serve",
     "carve.cli.export",
     "carve.cli.ui",
+    "carve.cli.check",
 )
 # subcommands that live beside the house (e.g. `carve synth` in carve.sim) are entry points
 # of this group, so that nothing here imports them

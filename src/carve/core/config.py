@@ -218,6 +218,30 @@ class CatalogConfig(_Section):
     url: str | None = None
 
 
+class CheckConfig(_Section):
+    """Thresholds of `carve check` (carve/quality), in physical units and seconds; the motion
+    thresholds (still, moving, gripper hysteresis) are the segmenter's (`segment.*`)."""
+
+    gap_periods: float = Field(default=1.5, gt=1.0)  # a timestamp step of this many frame periods: frames missing
+    fps_tolerance: float = Field(default=0.02, gt=0.0)  # measured vs declared frame rate, relative
+    video_sample_s: float = Field(default=0.25, gt=0.0)  # the video checks decode one frame per this interval
+    black_max_std: float = Field(default=4.0, ge=0.0)  # a frame whose pixels vary less (0-255 levels) is constant
+    black_min_s: float = Field(default=0.5, ge=0.0)  # ... for at least this long: black_video
+    frozen_max_diff: float = Field(default=0.1, ge=0.0)  # mean |difference| (0-255) of two samples: the same image
+    frozen_min_s: float = Field(default=0.5, ge=0.0)  # ... for this long while the robot moves: frozen_video
+    jump_speed_rad_s: float = Field(default=15.0, gt=0.0)  # a joint changing faster than this in one frame: impossible
+    jump_speed_m_s: float = Field(default=3.0, gt=0.0)  # the same for an end-effector position
+    idle_min_s: float = Field(default=1.0, gt=0.0)  # the robot still this long at the start or end: idle_head/tail
+    chatter_transitions: int = Field(default=4, ge=2)  # this many gripper transitions ...
+    chatter_window_s: float = Field(default=1.0, gt=0.0)  # ... within this long: gripper_chatter
+    offset_rad: float = Field(default=0.05, gt=0.0)  # a constant commanded - measured joint offset above this
+    offset_m: float = Field(default=0.01, gt=0.0)  # ... or end-effector offset above this: action_state_offset
+    duplicate_distance: float = Field(default=0.005, gt=0.0)  # RMS state distance (in state std) of two episodes
+    truncated_window_s: float = Field(default=0.2, gt=0.0)  # moving over the last this long ...
+    truncated_peak_fraction: float = Field(default=0.5, gt=0.0, le=1.0)  # ... still at this x its peak speed
+    missed_grasp_fraction: float = Field(default=0.05, ge=0.0, le=0.5)  # closes to within this of fully shut
+
+
 class CarveConfig(_Section):
     """Everything one `carve` invocation needs."""
 
@@ -232,6 +256,7 @@ class CarveConfig(_Section):
     shard: ShardConfig = Field(default_factory=ShardConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     catalog: CatalogConfig = Field(default_factory=CatalogConfig)
+    check: CheckConfig = Field(default_factory=CheckConfig)
 
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: list[str] | None = None) -> CarveConfig:

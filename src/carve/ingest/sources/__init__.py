@@ -87,20 +87,25 @@ def open_source(
     raise SourceError(f"dataset {uri}: unknown format {fmt!r}; use auto, {', '.join(FORMATS)}")
 
 
-def load_episode(ref: EpisodeRef, *, camera: str | list[str] | None = None, video_backend: str = "auto") -> Episode:
-    """Load and validate one episode (frames stay on disk until `Episode.frames` is called)."""
+def load_episode(ref: EpisodeRef, *, camera: str | list[str] | None = None, video_backend: str = "auto",
+                 strict: bool = True) -> Episode:
+    """Load and validate one episode (frames stay on disk until `Episode.frames` is called).
+
+    `strict=False` (for `carve check`, which reports such defects itself) skips the checks of
+    the signals' values (NaN/inf, timestamps) and of the videos' length and frame rate; a file
+    that cannot be read still raises."""
     if ref.format == "lerobot":
         from carve.ingest.sources.lerobot import load_lerobot_episode
 
-        return load_lerobot_episode(ref, camera=camera, video_backend=video_backend)
+        return load_lerobot_episode(ref, camera=camera, video_backend=video_backend, strict=strict)
     if ref.format == "folder":
         from carve.ingest.sources.folder import load_folder_episode
 
-        return load_folder_episode(ref, camera=camera, video_backend=video_backend)
+        return load_folder_episode(ref, camera=camera, video_backend=video_backend, strict=strict)
     if ref.format == "hdf5":
         from carve.ingest.sources.hdf5 import load_hdf5_episode
 
-        return load_hdf5_episode(ref, camera=camera)
+        return load_hdf5_episode(ref, camera=camera, strict=strict)
     raise SourceError(f"{ref.label}: unknown format {ref.format!r}")
 
 

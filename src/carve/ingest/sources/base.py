@@ -92,6 +92,12 @@ class Episode:
     def length(self) -> int:
         return int(self.state.shape[0])
 
+    def video_spans(self) -> dict[str, tuple[str, float]]:
+        """camera -> (video file URI, the episode's start time in that file) for cameras stored as
+        video files; {} for images stored with the data (HDF5, LeRobot image columns)."""
+        spans = getattr(self._frame_fn, "video_spans", None)
+        return {cam: v for cam, v in spans().items() if cam in self.cameras} if spans else {}
+
     def frames(self, camera: str | None = None, indices: Sequence[int] | None = None) -> np.ndarray:
         if self._frame_fn is None or not self.cameras:
             from carve.core.errors import EpisodeError

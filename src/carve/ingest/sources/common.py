@@ -118,6 +118,10 @@ class VideoFrames:
             self._readers[cam] = r
         return self._readers[cam]
 
+    def video_spans(self) -> dict[str, tuple[str, float]]:
+        """camera -> (video URI, the episode's start in it, seconds) (for `carve check`)."""
+        return {cam: (uri, off) for cam, (uri, off) in self._base.items()}
+
     def verify(self, cam: str) -> None:
         """The video of `cam` exists, opens, and covers every frame of the action stream."""
         r = self.reader(cam)

@@ -287,6 +287,9 @@ class _LeRobotFrames:
         self.videos = videos
         self.images = images
 
+    def video_spans(self) -> dict[str, tuple[str, float]]:
+        return self.videos.video_spans() if self.videos is not None else {}
+
     def __call__(self, cam: str, indices: Sequence[int] | None) -> np.ndarray:
         if cam not in self.images:
             assert self.videos is not None
@@ -347,7 +350,7 @@ def _extras(table: pa.Table, specs: dict[str, dict[str, Any]], label: str) -> di
 
 
 def load_lerobot_episode(ref: EpisodeRef, *, camera: str | list[str] | None = None,
-                         video_backend: str = "auto") -> Episode:
+                         video_backend: str = "auto", strict: bool = True) -> Episode:
     loc = ref.locator
     label = ref.label
     fs, root = resolve(ref.source_uri)
@@ -378,7 +381,8 @@ def load_lerobot_episode(ref: EpisodeRef, *, camera: str | list[str] | None = No
         ts = table.column("timestamp").to_numpy(zero_copy_only=False).astype(np.float64)
     else:
         ts = np.arange(n) / fps
-    check_signals(label, state, action, ts)
+    if strict:
+        check_signals(label, state, action, ts)
     task = loc.get("task") or ""
     if not task and "task_index" in table.column_names:
         task = _tasks_table(ref.source_uri, loc["version"]).get(int(table.column("task_index")[0].as_py()), "")
@@ -402,7 +406,7 @@ def load_lerobot_episode(ref: EpisodeRef, *, camera: str | list[str] | None = No
         for cam in camera_list(camera) or cameras:
             if cam not in cameras:
                 raise EpisodeError(label, f"no camera {cam!r}; the dataset has {cameras}")
-            if cam not in loc["videos"]:
+            if cam not in loc["videos"] or not strict:
                 continue
             vmeta = loc["videos"][cam]
             if "to_ts" in vmeta:

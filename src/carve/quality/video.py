@@ -1,0 +1,118 @@
+"""Defects in one episode's videos: missing frames, the wrong frame rate, black or frozen images.
+
+Counting frames reads the container's packets without decoding them (PyAV demuxing). Black and
+frozen cameras are found on frames decoded every `check.video_sample_s` seconds only, so a
+check costs a fraction of decoding the videos: a constant image (`black_max_std`) for
+`black_min_s`, or the same image (`frozen_max_diff`) for `frozen_min_s` while the robot moves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from carve.core.config import CheckConfig
+from carve.ingest.video import VideoError
+from carve.quality.defects import Defect, runs
+
+
+def packet_times(uri: str) -> tuple[np.ndarray, float]:
+    """(presentation times of every video packet in seconds, sorted; the stream's frame rate)."""
+    import av
+
+    from carve.storage.fs import resolve
+
+    fs, path = resolve(uri)
+    with fs.open_input_file(path) as raw, av.open(raw) as c:
+        stream = c.streams.video[0]
+        tb = float(stream.time_base)
+        fps = float(stream.average_rate or stream.guessed_rate or 0)
+        pts = [p.pts for p in c.demux(stream) if p.pts is not None]
+    return np.sort(np.asarray(pts, dtype=np.float64) * tb), fps
+
+
+def length_and_rate(cam: str, uri: str, offset: float, n: int, fps: float,
+                    cfg: CheckConfig) -> tuple[list[Defect], int]:
+    """(`video_length_mismatch` when fewer frames than data rows lie in the episode's span of the
+    file, `fps_mismatch` when the stream's rate differs from the dataset's; the number of video
+    frames in the span)."""
+    try:
+        t, rate = packet_times(uri)
+    except (OSError, VideoError, ValueError) as e:
+        return [Defect("video_length_mismatch", 0, max(0, n - 1), f"camera {cam}: cannot read {uri} ({e})")], 0
+    except Exception as e:  # PyAV's own errors (InvalidDataError, ...)
+        return [Defect("video_length_mismatch", 0, max(0, n - 1), f"camera {cam}: cannot read {uri} ({e})")], 0
+    out = []
+    if rate and abs(rate - fps) > cfg.fps_tolerance * fps:
+        out.append(Defect("fps_mismatch", 0, n - 1, f"camera {cam}: the video runs at {rate:.2f} fps, the data at {fps:g}"))
+    if len(t) == 0:
+        return [*out, Defect("video_length_mismatch", 0, n - 1, f"camera {cam}: {uri} holds no frames")], 0
+    start = t[0] + offset if offset == 0 else offset  # a file of its own starts at its first frame
+    half = 0.5 / fps
+    inside = int(np.sum((t >= start - half) & (t < start + n / fps - half)))
+    if inside < n:
+        out.append(Defect("video_length_mismatch", inside, n - 1,
+                          f"camera {cam}: {inside} video frames for {n} data rows (the video ends at frame {inside})"))
+    return out, inside
+
+
+def sample_indices(n: int, fps: float, cfg: CheckConfig) -> np.ndarray:
+    """Frame indices every `video_sample_s` seconds, the last frame included."""
+    step = max(1, round(cfg.video_sample_s * fps))
+    idx = np.arange(0, n, step)
+    return np.unique(np.append(idx, n - 1)) if n else idx
+
+
+def images(cam: str, frames: np.ndarray, idx: np.ndarray, moving: np.ndarray, fps: float,
+           cfg: CheckConfig) -> list[Defect]:
+    """`black_video` and `frozen_video` from the decoded frames at `idx` (frame indices);
+    `moving[k]`: some arm at its moving speed at frame k."""
+    if len(idx) == 0:
+        return []
+    f = frames.astype(np.float32)
+    std = f.reshape(len(f), -1).std(axis=1)
+    out = []
+    flat = std < cfg.black_max_std
+    for a, b in runs(flat):
+        first, last = int(idx[a]), int(idx[b])
+        if (last - first + 1) / fps >= cfg.black_min_s:
+            level = float(f[a].mean())
+            out.append(Defect("black_video", first, last, f"camera {cam}: one constant image (mean {level:.0f}, "
+                              f"std {float(std[a]):.1f}) from frame {first} to {last}"))
+    if len(idx) > 1:
+        same = np.abs(f[1:] - f[:-1]).reshape(len(f) - 1, -1).mean(axis=1) < cfg.frozen_max_diff
+        moves = np.array([bool(moving[idx[k] : idx[k + 1] + 1].any()) for k in range(len(idx) - 1)])
+        frozen = same & moves & ~flat[1:] & ~flat[:-1]
+        for a, b in runs(frozen):
+            first, last = int(idx[a]), int(idx[b + 1])
+            if (last - first) / fps >= cfg.frozen_min_s:
+                out.append(Defect("frozen_video", first, last, f"camera {cam}: the same image from frame {first} to "
+                                  f"{last} while the robot moves"))
+    return out
+
+
+def check_cameras(ep: Any, moving: np.ndarray, cfg: CheckConfig) -> list[Defect]:
+    """Every camera of a loaded episode (`ingest.sources.Episode`): its length and rate (video
+    files), then black and frozen images on sampled frames (whatever stores them)."""
+    out: list[Defect] = []
+    n, fps = ep.length, float(ep.fps)
+    spans = ep.video_spans()
+    ts = np.asarray(ep.timestamps, dtype=np.float64)
+    for cam in ep.cameras:
+        idx = sample_indices(n, fps, cfg)
+        if cam in spans:
+            uri, offset = spans[cam]
+            found, inside = length_and_rate(cam, uri, offset, n, fps, cfg)
+            out += found
+            # sample only frames the video has (timestamps with gaps or at another rate run past it)
+            idx = idx[np.isfinite(ts[idx]) & (ts[idx] - ts[0] < (inside - 0.5) / fps)]
+        if len(idx) == 0:
+            continue
+        try:
+            frames = ep.frames(cam, idx)
+        except Exception as e:  # a corrupt stream: the defect is that the video cannot be decoded
+            out.append(Defect("video_length_mismatch", 0, n - 1, f"camera {cam}: frames cannot be decoded ({e})"))
+            continue
+        out += images(cam, frames, idx, moving, fps, cfg)
+    return out
