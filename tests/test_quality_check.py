@@ -156,3 +156,67 @@ def test_thresholds_are_physical_and_set_by_config():
     assert jumps(motion(50), shipped) and not jumps(motion(10), shipped)
     loose = CarveConfig.load(None, ["check.jump_speed_rad_s=40"]).check
     assert not jumps(motion(50), loose)
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_carve_run_records_the_findings_and_the_shard_cut_leaves_error_spans_out(corrupted, tmp_path: Path):
+    """`carve run` checks every episode it ingests: the findings go to the catalog, the events an
+    error span touches stay out of the shards (counted by kind in the manifest), and an analyst's
+    `keep` flag puts one back in the next version."""
+    from carve.clustering.curate import cut_shards
+    from carve.core.config import CarveConfig
+    from carve.pipeline.run import run_pipeline
+    from carve.storage.defects import episode_defects
+    from carve.storage.events import read_events
+    from carve.storage.flags import add_flag
+    from carve.storage.manifest import read_manifest
+    from carve.storage.root import open_root
+
+    out, truth = corrupted
+    rows = {r["episode_index"]: r for r in truth["datasets"]["metaworld"]["episodes"]}
+    root = tmp_path / "root"
+    cfg = CarveConfig().with_overrides({
+        "root": str(root), "source": {"uri": str(out / "metaworld"), "format": "lerobot"},
+        "ray": {"num_cpus": 2, "object_store_memory_mb": 256, "progress": False},
+        "embed": {"text": "none"}, "cluster": {"k": 3},
+    })
+    summary = run_pipeline(cfg)
+    assert summary.shards_version == 1
+    with open_root(root) as r:
+        found = episode_defects(r.catalog, dataset="metaworld")
+        by_ep = {}
+        for d in found:
+            by_ep.setdefault(int(d["episode_id"].rsplit("/", 1)[1]), []).append(d)
+        gated_kinds = {"frozen_video", "black_video", "state_jump"}  # errors that survive strict loading
+        for idx, row in rows.items():
+            if row["kind"] in gated_kinds | {"idle_head", "idle_tail", "gripper_chatter", "truncated"}:
+                assert any(d["kind"] == row["kind"] for d in by_ep.get(idx, [])), (idx, row, by_ep.get(idx))
+            if row["kind"] is None:
+                assert idx not in by_ep, (idx, by_ep[idx])
+        m = read_manifest(root, 1)
+        q = m["quality_excluded"] if "quality_excluded" in m else m["extra"]["quality_excluded"]
+        assert set(q["by_kind"]) == gated_kinds and q["events"] == sum(q["by_kind"].values())
+        events = read_events(r, columns=["event_id", "episode_id", "start_frame", "end_frame"]).to_pylist()
+        shard_ids = {e for s in _shard_event_ids(root, 1) for e in s}
+        gated = []
+        for e in events:
+            idx = int(e["episode_id"].rsplit("/", 1)[1])
+            for d in by_ep.get(idx, []):
+                if d["severity"] == "error" and e["start_frame"] <= d["end_frame"] and e["end_frame"] - 1 >= d["start_frame"]:
+                    gated.append(e)
+        assert gated and not {e["event_id"] for e in gated} & shard_ids
+        assert len({e["event_id"] for e in gated}) == q["events"]
+        keep = gated[0]
+        add_flag(r.catalog, keep["event_id"], "keep", who="analyst", episode_id=keep["episode_id"], dataset="metaworld")
+        v2 = cut_shards(r, cfg)
+        m2 = read_manifest(root, v2)
+        q2 = m2["quality_excluded"] if "quality_excluded" in m2 else m2["extra"]["quality_excluded"]
+        assert q2["kept_by_flag"] == 1 and q2["events"] == q["events"] - 1
+        assert keep["event_id"] in {e for s in _shard_event_ids(root, v2) for e in s}
+
+
+def _shard_event_ids(root: Path, version: int) -> list[set[str]]:
+    import pyarrow.parquet as pq
+
+    return [set(pq.read_table(p, columns=["event_id"]).column(0).to_pylist())
+            for p in sorted((root / "shards" / f"v{version:03d}").glob("*.parquet"))]

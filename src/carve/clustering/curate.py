@@ -432,7 +432,7 @@ def cut_shards(root: Root, cfg: CarveConfig, policy: str | BalancePolicy | None 
     assign_new(root, cfg)
     if not summary_is_current(root, cl.version):  # a version written before summaries, or an interrupted one
         refresh_summary(root, cl.version)
-    ids = read_events(root, columns=["event_id", "dataset"], snap=snap)
+    ids = read_events(root, columns=["event_id", "dataset", "episode_id", "start_frame", "end_frame"], snap=snap)
     if ids.num_rows == 0:
         raise ClusteringError(f"{root}: the event catalog has no committed events to shard")
     asg = _unique_assignments(root, cl.version)
@@ -449,6 +449,9 @@ def cut_shards(root: Root, cfg: CarveConfig, policy: str | BalancePolicy | None 
     flagged = excluded_events(root.catalog, a.column("event_id"), a.column("episode_id"))  # review flags
     n_flagged = int((eligible & flagged).sum())
     eligible &= ~flagged
+    gated, gate_kinds, n_overruled = _quality_gate(root, ids, a.column("event_id"), eligible)
+    n_gated = int(gated.sum())
+    eligible &= ~gated
     n_eligible = int(eligible.sum())
     want = int(total or sc.total_events or n_eligible)
     leaf_paths = {int(c): tuple(int(v) for v in p) for c, p in enumerate(cl.hierarchy.leaf_paths())}
@@ -508,8 +511,10 @@ def cut_shards(root: Root, cfg: CarveConfig, policy: str | BalancePolicy | None 
         stats={"before": balance_stats(before, keys), "after": balance_stats(after, keys)},
         sources=_sources(root, set(ids.column("dataset").to_pylist())),
         unique_events=len(set(rows.tolist())),
-        extra={"requested_rows": want, "eligible_events": n_eligible, "duplicates_excluded": int((~eligible).sum()) - n_flagged,
+        extra={"requested_rows": want, "eligible_events": n_eligible,
+               "duplicates_excluded": int((~eligible).sum()) - n_flagged - n_gated,
                "flagged_excluded": n_flagged, "mode": sc.mode,
+               "quality_excluded": {"events": n_gated, "by_kind": gate_kinds, "kept_by_flag": n_overruled},
                "sampling": {"column": "sampling_weight", "epoch_samples": round(float(w_rows.sum()), 3),
                             "min": float(w_rows.min()), "max": float(w_rows.max()), "mean": float(w_rows.mean()),
                             "zero_rows": int((w_rows <= 0).sum())}},
@@ -521,6 +526,34 @@ def cut_shards(root: Root, cfg: CarveConfig, policy: str | BalancePolicy | None 
     })
     log_event(log, "sharded", version=version, rows=manifest["total_rows"], shards=len(shards), policy=pol.name)
     return version
+
+
+def _quality_gate(root: Root, ids: pa.Table, event_ids: Any, eligible: np.ndarray
+                  ) -> tuple[np.ndarray, dict[str, int], int]:
+    """(mask of the eligible events that an error finding of the quality gate touches and no `keep`
+    flag overrules, events left out per kind of finding, events a `keep` flag kept in). An event
+    [start, end) is touched by a finding's span [s, e] (end inclusive) when they share a frame."""
+    from carve.storage.defects import error_spans
+    from carve.storage.flags import kept_events
+
+    spans = error_spans(root.catalog)
+    gated = np.zeros(ids.num_rows, dtype=bool)
+    kinds: list[str | None] = [None] * ids.num_rows
+    if not spans:
+        return gated, {}, 0
+    eps = ids.column("episode_id").to_pylist()
+    starts, ends = ids.column("start_frame").to_pylist(), ids.column("end_frame").to_pylist()
+    for i, ep in enumerate(eps):
+        for s, e, kind in spans.get(ep, ()):
+            if eligible[i] and starts[i] <= e and ends[i] - 1 >= s:
+                gated[i], kinds[i] = True, kind
+                break
+    kept = kept_events(root.catalog, event_ids) & gated
+    gated &= ~kept
+    by_kind: dict[str, int] = {}
+    for i in np.flatnonzero(gated):
+        by_kind[kinds[i]] = by_kind.get(kinds[i], 0) + 1  # type: ignore[index]
+    return gated, dict(sorted(by_kind.items())), int(kept.sum())
 
 
 def versions_summary(root: Root, cfg: CarveConfig) -> dict[str, Any]:

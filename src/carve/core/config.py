@@ -222,6 +222,7 @@ class CheckConfig(_Section):
     """Thresholds of `carve check` (carve/quality), in physical units and seconds; the motion
     thresholds (still, moving, gripper hysteresis) are the segmenter's (`segment.*`)."""
 
+    in_run: bool = True  # `carve run` checks every episode it ingests and records the findings
     gap_periods: float = Field(default=1.5, gt=1.0)  # a timestamp step of this many frame periods: frames missing
     fps_tolerance: float = Field(default=0.02, gt=0.0)  # measured vs declared frame rate, relative
     video_sample_s: float = Field(default=0.25, gt=0.0)  # the video checks decode one frame per this interval

@@ -133,7 +133,7 @@ def build_steps(cfg: CarveConfig, root: Root, batch_id: str) -> list[StepSpec]:
     Embed.check(cfg.embed)
     gpus = gpu_request(cfg)
     return [
-        StepSpec(DecodeSegment, {"seg_cfg": cfg.segment, "src_cfg": cfg.source},
+        StepSpec(DecodeSegment, {"seg_cfg": cfg.segment, "src_cfg": cfg.source, "check_cfg": cfg.check},
                  concurrency=cfg.ray.decode_concurrency),
         StepSpec(Caption, {"cfg": cfg.caption, "segment": cfg.segment}, concurrency=cfg.ray.caption_concurrency,
                  num_gpus=gpus.get(Caption.name, 0.0)),

@@ -14,9 +14,10 @@ the one failure mechanism of the pipeline:
   driver can add them up per step (`StepStats`) from the one summary row per episode that
   reaches it, wherever the step ran.
 
-Rows between steps carry schema-v1 event columns plus `STATUS_FIELDS`:
+Rows between steps carry the event schema's columns plus `STATUS_FIELDS`:
 `_fingerprint` (the episode's source fingerprint), `_error` (set on a quarantined episode's
-single row) and `_stats` (JSON: seconds per step, the step an episode failed at).
+single row), `_stats` (JSON: seconds per step, the step an episode failed at) and `_defects`
+(JSON: the quality gate's findings on the episode, `carve.quality`; null when not checked).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from carve.core.errors import CarveError
 from carve.ingest.sources.base import EpisodeRef
 from carve.storage.schema import EVENT_SCHEMA, conform
 
-STATUS_FIELDS = [pa.field("_fingerprint", pa.string()), pa.field("_error", pa.string()), pa.field("_stats", pa.string())]
+STATUS_FIELDS = [pa.field("_fingerprint", pa.string()), pa.field("_error", pa.string()), pa.field("_stats", pa.string()),
+                 pa.field("_defects", pa.string())]
 STAGE_SCHEMA = pa.schema(list(EVENT_SCHEMA) + STATUS_FIELDS, metadata=EVENT_SCHEMA.metadata)
 
 

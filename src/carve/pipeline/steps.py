@@ -23,7 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from carve.core.config import CaptionConfig, EmbedConfig, SegmentConfig, SourceConfig
+from carve.core.config import CaptionConfig, CheckConfig, EmbedConfig, SegmentConfig, SourceConfig
 from carve.core.errors import CarveError
 from carve.ingest.sources.base import EpisodeRef
 from carve.pipeline.step import (
@@ -54,6 +54,7 @@ SUMMARY_SCHEMA = pa.schema(
         pa.field("part", pa.string()),  # the part file relative to the root ("" for a failed episode)
         pa.field("part_rows", pa.int64()),
         pa.field("part_bytes", pa.int64()),
+        pa.field("defects", pa.string()),  # the quality gate's findings (JSON list), null when not checked
     ]
 )
 
@@ -65,12 +66,27 @@ class DecodeSegment(PipelineStep):
     name = "decode_segment"
     compute = "tasks"
 
-    def __init__(self, seg_cfg: SegmentConfig, src_cfg: SourceConfig):
+    def __init__(self, seg_cfg: SegmentConfig, src_cfg: SourceConfig, check_cfg: CheckConfig | None = None):
         self.seg_cfg = seg_cfg
         self.src_cfg = src_cfg
+        self.check_cfg = check_cfg  # None: no quality check in this run
 
     def process(self, events: pa.Table) -> pa.Table:  # not used: the input is episodes, not events
         raise NotImplementedError
+
+    def _check(self, ep: Any) -> str | None:
+        """The quality gate's findings on the loaded episode as JSON (`carve.quality`), or None when
+        the run does not check; a check that fails is a finding, never a quarantine."""
+        if self.check_cfg is None or not self.check_cfg.in_run:
+            return None
+        from carve.quality.check import check_episode
+        from carve.quality.defects import Defect
+
+        try:
+            found = check_episode(ep, self.check_cfg, self.seg_cfg).defects
+        except Exception as e:
+            found = [Defect("unreadable", 0, max(0, ep.length - 1), f"the checks failed ({type(e).__name__}: {e})")]
+        return json.dumps([d.as_dict() for d in found], separators=(",", ":"))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from carve.ingest.events import episode_events
@@ -85,8 +101,10 @@ class DecodeSegment(PipelineStep):
                 every = self.seg_cfg.obs_every_s
                 stride = max(1, round(every * ep.fps)) if every > 0 else 0
                 rows = episode_events(ep, self.seg_cfg, self.src_cfg.camera, obs_stride=stride)
+                defects = self._check(ep)
                 for row in rows:
                     row["_fingerprint"] = ref.fingerprint
+                    row["_defects"] = defects
             except CarveError as e:
                 rows = [quarantine_row(ref, str(e), self.name)]
             except Exception as e:  # a bug or an unforeseen file problem: quarantine with the traceback tail
@@ -164,6 +182,7 @@ class WriteEvents(PipelineStep):
         summary: dict[str, dict[str, Any]] = {}
         for r in good.select(status_cols).to_pylist():
             s = summary.setdefault(r["episode_id"], self._summary(r, "ok", None, *where[r["episode_id"]]))
+            s["defects"] = s["defects"] or r["_defects"]
             s["num_events"] += 1
             s["_row_stats"].append(r["_stats"])
         for r in bad.select(status_cols).to_pylist():
@@ -211,7 +230,7 @@ class WriteEvents(PipelineStep):
             "episode_id": r["episode_id"], "dataset": r["dataset"], "episode_index": r["episode_index"],
             "source_uri": r["source_uri"], "fingerprint": r["_fingerprint"], "status": status, "error": error,
             "num_events": 0, "batch": self.batch_id if status == "ok" else None, "path": path, "_row_stats": [],
-            "part": part, "part_rows": part_rows, "part_bytes": part_bytes,
+            "part": part, "part_rows": part_rows, "part_bytes": part_bytes, "defects": None,
         }
 
 

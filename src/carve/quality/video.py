@@ -8,6 +8,7 @@ check costs a fraction of decoding the videos: a constant image (`black_max_std`
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -17,8 +18,18 @@ from carve.ingest.video import VideoError
 from carve.quality.defects import Defect, runs
 
 
-def packet_times(uri: str) -> tuple[np.ndarray, float]:
-    """(presentation times of every video packet in seconds, sorted; the stream's frame rate)."""
+def packet_times(uri: str) -> tuple[np.ndarray, float, float]:
+    """(presentation times of every video packet in seconds, sorted; the stream's frame rate; the
+    longest stretch between two keyframes, seconds). Cached per file and size: the episodes of a
+    LeRobot v3.0 file share one demux."""
+    from carve.storage.fs import resolve
+
+    fs, path = resolve(uri)
+    return _packet_times(uri, int(fs.get_file_info(path).size or 0))
+
+
+@functools.lru_cache(maxsize=16)
+def _packet_times(uri: str, size: int) -> tuple[np.ndarray, float, float]:
     import av
 
     from carve.storage.fs import resolve
@@ -28,33 +39,41 @@ def packet_times(uri: str) -> tuple[np.ndarray, float]:
         stream = c.streams.video[0]
         tb = float(stream.time_base)
         fps = float(stream.average_rate or stream.guessed_rate or 0)
-        pts = [p.pts for p in c.demux(stream) if p.pts is not None]
-    return np.sort(np.asarray(pts, dtype=np.float64) * tb), fps
+        pts, keys = [], []
+        for p in c.demux(stream):
+            if p.pts is not None:
+                pts.append(p.pts)
+                if p.is_keyframe:
+                    keys.append(p.pts)
+    t = np.sort(np.asarray(pts, dtype=np.float64) * tb)
+    k = np.sort(np.asarray(keys, dtype=np.float64) * tb)
+    gap = float(np.diff(k).max()) if len(k) > 1 else float(t[-1] - t[0]) if len(t) else 0.0
+    return t, fps, gap
 
 
 def length_and_rate(cam: str, uri: str, offset: float, n: int, fps: float,
-                    cfg: CheckConfig) -> tuple[list[Defect], int]:
+                    cfg: CheckConfig) -> tuple[list[Defect], int, float]:
     """(`video_length_mismatch` when fewer frames than data rows lie in the episode's span of the
     file, `fps_mismatch` when the stream's rate differs from the dataset's; the number of video
-    frames in the span)."""
+    frames in the span; the longest keyframe interval of the file, seconds)."""
     try:
-        t, rate = packet_times(uri)
+        t, rate, key_gap = packet_times(uri)
     except (OSError, VideoError, ValueError) as e:
-        return [Defect("video_length_mismatch", 0, max(0, n - 1), f"camera {cam}: cannot read {uri} ({e})")], 0
+        return [Defect("video_length_mismatch", 0, max(0, n - 1), f"camera {cam}: cannot read {uri} ({e})")], 0, 0.0
     except Exception as e:  # PyAV's own errors (InvalidDataError, ...)
-        return [Defect("video_length_mismatch", 0, max(0, n - 1), f"camera {cam}: cannot read {uri} ({e})")], 0
+        return [Defect("video_length_mismatch", 0, max(0, n - 1), f"camera {cam}: cannot read {uri} ({e})")], 0, 0.0
     out = []
     if rate and abs(rate - fps) > cfg.fps_tolerance * fps:
         out.append(Defect("fps_mismatch", 0, n - 1, f"camera {cam}: the video runs at {rate:.2f} fps, the data at {fps:g}"))
     if len(t) == 0:
-        return [*out, Defect("video_length_mismatch", 0, n - 1, f"camera {cam}: {uri} holds no frames")], 0
+        return [*out, Defect("video_length_mismatch", 0, n - 1, f"camera {cam}: {uri} holds no frames")], 0, key_gap
     start = t[0] + offset if offset == 0 else offset  # a file of its own starts at its first frame
     half = 0.5 / fps
     inside = int(np.sum((t >= start - half) & (t < start + n / fps - half)))
     if inside < n:
         out.append(Defect("video_length_mismatch", inside, n - 1,
                           f"camera {cam}: {inside} video frames for {n} data rows (the video ends at frame {inside})"))
-    return out, inside
+    return out, inside, key_gap
 
 
 def sample_indices(n: int, fps: float, cfg: CheckConfig) -> np.ndarray:
@@ -94,25 +113,41 @@ def images(cam: str, frames: np.ndarray, idx: np.ndarray, moving: np.ndarray, fp
 
 def check_cameras(ep: Any, moving: np.ndarray, cfg: CheckConfig) -> list[Defect]:
     """Every camera of a loaded episode (`ingest.sources.Episode`): its length and rate (video
-    files), then black and frozen images on sampled frames (whatever stores them)."""
+    files), then black and frozen images on sampled frames (whatever stores them). A video file
+    is read sample by sample, seeking whenever the next sample lies beyond the file's longest
+    keyframe interval (so a short GOP costs a frame or two per sample, a long one a sequential
+    read, never more than decoding it all)."""
+    from carve.ingest.video import VideoReader
+
     out: list[Defect] = []
     n, fps = ep.length, float(ep.fps)
     spans = ep.video_spans()
     ts = np.asarray(ep.timestamps, dtype=np.float64)
     for cam in ep.cameras:
         idx = sample_indices(n, fps, cfg)
-        if cam in spans:
-            uri, offset = spans[cam]
-            found, inside = length_and_rate(cam, uri, offset, n, fps, cfg)
-            out += found
-            # sample only frames the video has (timestamps with gaps or at another rate run past it)
-            idx = idx[np.isfinite(ts[idx]) & (ts[idx] - ts[0] < (inside - 0.5) / fps)]
-        if len(idx) == 0:
-            continue
         try:
-            frames = ep.frames(cam, idx)
+            if cam in spans:
+                uri, offset = spans[cam]
+                found, inside, key_gap = length_and_rate(cam, uri, offset, n, fps, cfg)
+                out += found
+                # sample only frames the video has (timestamps with gaps or at another rate run past it)
+                idx = idx[np.isfinite(ts[idx]) & (ts[idx] - ts[0] < (inside - 0.5) / fps)]
+                if len(idx) == 0:
+                    continue
+                t0 = _first_time(uri) if offset == 0 else offset
+                with VideoReader(uri, backend="pyav", seek_gap_s=max(key_gap, 1.0 / fps)) as r:
+                    frames = r.read_at(t0 + ts[idx] - ts[0])
+            elif len(idx):
+                frames = ep.frames(cam, idx)
+            else:
+                continue
         except Exception as e:  # a corrupt stream: the defect is that the video cannot be decoded
             out.append(Defect("video_length_mismatch", 0, n - 1, f"camera {cam}: frames cannot be decoded ({e})"))
             continue
         out += images(cam, frames, idx, moving, fps, cfg)
     return out
+
+
+def _first_time(uri: str) -> float:
+    t, _, _ = packet_times(uri)
+    return float(t[0]) if len(t) else 0.0

@@ -7,7 +7,9 @@ trail of every flag ever raised.
 
 Active flags leave events out of the next shard version (`clustering.curate.cut_shards` asks
 `excluded_events`): a `wrong_boundary` or `wrong_caption` flag excludes its event, a
-`bad_episode` flag every event of the flagged event's episode.
+`bad_episode` flag every event of the flagged event's episode. A `keep` flag overrules the
+quality gate (storage/defects.py) the other way: its event goes into the shards although an
+error finding touches it (`kept_events`). Both directions stay in this audit trail.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sqlalchemy as sa
 
 from carve.storage.catalog import Catalog
 
-KINDS = ("wrong_boundary", "wrong_caption", "bad_episode")
+KINDS = ("wrong_boundary", "wrong_caption", "bad_episode", "keep")
 STATES = ("active", "cleared")
 
 FLAGS = sa.Table(
@@ -93,9 +95,20 @@ def active_flag_keys(cat: Catalog) -> tuple[set[str], set[str]]:
     f = FLAGS.c
     with cat._read() as c:
         rows = c.execute(sa.select(f.event_id, f.episode_id, f.kind).where(f.state == "active")).all()
-    events = {r.event_id for r in rows if r.kind != "bad_episode"}
+    events = {r.event_id for r in rows if r.kind not in ("bad_episode", "keep")}
     episodes = {r.episode_id for r in rows if r.kind == "bad_episode" and r.episode_id}
     return events, episodes
+
+
+def kept_events(cat: Catalog, event_ids: Any) -> Any:
+    """A boolean mask (numpy) over event ids: True where an active `keep` flag overrules the gate."""
+    import numpy as np
+
+    f = FLAGS.c
+    with cat._read() as c:
+        kept = {r.event_id for r in c.execute(sa.select(f.event_id).where((f.state == "active") & (f.kind == "keep")))}
+    ids = event_ids.to_pylist() if hasattr(event_ids, "to_pylist") else list(event_ids)
+    return np.fromiter((e in kept for e in ids), dtype=bool, count=len(ids))
 
 
 def excluded_events(cat: Catalog, event_ids: Any, episode_ids: Any) -> Any:

@@ -25,6 +25,8 @@ Revisions (never edit one that has shipped; add the next):
           deleted: the audit trail), see storage/flags.py
     0005  jobs.kind (`run` | `export`: what the service's one job runner starts) and
           jobs.params (the options of a kind other than `run`, JSON)
+    0006  defects: the quality gate's findings per episode (kind, severity, frame span, detail;
+          storage/defects.py), replaced when the episode is ingested again
 """
 
 from __future__ import annotations
@@ -182,12 +184,30 @@ def _r0005(op: Operations, conn: sa.Connection) -> None:
     op.add_column("jobs", sa.Column("params", sa.Text))
 
 
+def _r0006(op: Operations, conn: sa.Connection) -> None:
+    op.create_table(
+        "defects",
+        sa.Column("episode_id", sa.Text, nullable=False),
+        sa.Column("dataset", sa.Text, nullable=False),
+        sa.Column("kind", sa.Text, nullable=False),
+        sa.Column("severity", sa.Text, nullable=False),  # error | warning
+        sa.Column("start_frame", sa.Integer, nullable=False),
+        sa.Column("end_frame", sa.Integer, nullable=False),  # inclusive
+        sa.Column("detail", sa.Text),
+        sa.Column("batch", sa.Text),
+        sa.Column("created_at", sa.Double, nullable=False),
+    )
+    op.create_index("defects_episode", "defects", ["episode_id"])
+    op.create_index("defects_dataset_kind", "defects", ["dataset", "kind"])
+
+
 REVISIONS: tuple[Revision, ...] = (
     Revision("0001", None, "datasets, episodes, jobs, runs, versions (Carve 0.2)", _r0001),
     Revision("0002", "0001", "versions.state, carve_meta, jobs(source_uri, state)", _r0002),
     Revision("0003", "0002", "parts, episodes.part", _r0003),
     Revision("0004", "0003", "flags (review flags on events, with their audit trail)", _r0004),
     Revision("0005", "0004", "jobs.kind, jobs.params (export jobs in the one job runner)", _r0005),
+    Revision("0006", "0005", "defects (the quality gate's findings per episode)", _r0006),
 )
 HEAD = REVISIONS[-1].id
 

@@ -72,10 +72,13 @@ def commit_block(catalog: Catalog, records: list[dict[str, Any]], job_id: str | 
                 "path": r["part"], "batch": r["batch"], "dataset": r["dataset"], "rows": int(r.get("part_rows") or 0),
                 "bytes": int(r.get("part_bytes") or 0), "created_at": now, "state": "live", "compacted_at": None,
             })
+    from carve.storage.defects import record_defects
+
     with catalog.transaction() as c:
         if parts:
             c.execute(PARTS.insert(), list(parts.values()))
         catalog.record_episodes(records, job_id=job_id, conn=c)
+        record_defects(c, [r for r in records if r.get("status") == "ok"])
 
 
 def live_parts(catalog: Catalog, batch: str | None = None) -> list[dict[str, Any]]:

@@ -1,6 +1,6 @@
 """Review flags on events (token required): raise, clear (the row stays: audit trail), list.
 
-    POST   /events/{id}/flags            {"kind": "wrong_boundary"|"wrong_caption"|"bad_episode",
+    POST   /events/{id}/flags            {"kind": "wrong_boundary"|"wrong_caption"|"bad_episode"|"keep",
                                           "note": str|null} -> 201, the flag
     DELETE /events/{id}/flags/{flag_id}  clears it (state "cleared", cleared_by, cleared_at)
     GET    /events/{id}/flags?state=active|cleared|all
@@ -8,7 +8,8 @@
 
 Who: the user name of HTTP Basic auth, else the `X-Carve-User` header, else "token". Flags live
 in the catalog (storage/flags.py); active ones keep their events (a `bad_episode` flag: every
-event of the episode) out of the next shard version cut.
+event of the episode) out of the next shard version cut, and a `keep` flag puts an event the
+quality gate left out back in.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ router = APIRouter(dependencies=[Depends(require_token)])
 
 
 class FlagIn(BaseModel):
-    kind: Literal["wrong_boundary", "wrong_caption", "bad_episode"]
+    kind: Literal["wrong_boundary", "wrong_caption", "bad_episode", "keep"]
     note: str | None = Field(None, max_length=4000)
 
 
