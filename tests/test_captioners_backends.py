@@ -105,7 +105,7 @@ def test_caption_step_in_pipeline_stage_passes_through() -> None:
     ev = conform(table)
     batch = pa.Table.from_arrays(
         [*ev.columns, pa.array(["fp"] * ev.num_rows), pa.nulls(ev.num_rows, pa.string()),
-         pa.nulls(ev.num_rows, pa.string())], schema=STAGE_SCHEMA
+         pa.nulls(ev.num_rows, pa.string()), pa.nulls(ev.num_rows, pa.string())], schema=STAGE_SCHEMA
     )
     out = Caption(CaptionConfig())(batch)
     assert out.column("_error").null_count == out.num_rows
