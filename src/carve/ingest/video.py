@@ -221,14 +221,16 @@ def _to_rgb(frame: Any) -> np.ndarray:
 class VideoReader:
     """Open one video and decode frames by timestamp. See the module docstring."""
 
-    def __init__(self, path_or_uri: str, backend: Backend = "auto", seek_gap_s: float = 1.0):
+    def __init__(self, path_or_uri: str, backend: Backend = "auto", seek_gap_s: float = 1.0, threads: bool = True):
         self.path = str(path_or_uri)
         if backend not in ("auto", "decord", "pyav"):
             raise ValueError(f"unknown video backend {backend!r}; use auto, decord or pyav")
         if not _is_remote(self.path) and not os.path.exists(_local_path(self.path)):
             raise VideoError(self.path, "file not found")
         self.seek_gap_s = float(seek_gap_s)
-        self._av = _PyAVDecoder(self.path)
+        # frame threading hides a decoder's latency on sequential reads; a reader that seeks for
+        # every frame it wants (sparse sampling) decodes fewer frames per seek without it
+        self._av = _PyAVDecoder(self.path, threads=threads)
         try:
             self._init_backend(backend)
         except BaseException:

@@ -135,7 +135,7 @@ def check_cameras(ep: Any, moving: np.ndarray, cfg: CheckConfig) -> list[Defect]
                 if len(idx) == 0:
                     continue
                 t0 = _first_time(uri) if offset == 0 else offset
-                with VideoReader(uri, backend="pyav", seek_gap_s=max(key_gap, 1.0 / fps)) as r:
+                with VideoReader(uri, backend="pyav", seek_gap_s=max(key_gap, 1.0 / fps), threads=False) as r:
                     frames = r.read_at(t0 + ts[idx] - ts[0])
             elif len(idx):
                 frames = ep.frames(cam, idx)
