@@ -158,30 +158,38 @@ def test_thresholds_are_physical_and_set_by_config():
     assert not jumps(motion(50), loose)
 
 
-@pytest.mark.usefixtures("ray_local")
-def test_carve_run_records_the_findings_and_the_shard_cut_leaves_error_spans_out(corrupted, tmp_path: Path):
+@pytest.fixture(scope="module")
+def ingested(corrupted, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    """`carve run` (quality check on) over the corrupted Meta-World set: (config, root)."""
+    from carve.core.config import CarveConfig
+    from carve.pipeline.run import run_pipeline
+
+    request.getfixturevalue("ray_local")
+    out, _ = corrupted
+    root = tmp_path_factory.mktemp("ingested") / "root"
+    cfg = CarveConfig().with_overrides({
+        "root": str(root), "source": {"uri": str(out / "metaworld"), "format": "lerobot"},
+        "ray": {"num_cpus": 2, "object_store_memory_mb": 256, "progress": False},
+        "embed": {"text": "none"}, "cluster": {"k": 3},
+    })
+    assert run_pipeline(cfg).shards_version == 1
+    return cfg, root
+
+
+def test_carve_run_records_the_findings_and_the_shard_cut_leaves_error_spans_out(corrupted, ingested):
     """`carve run` checks every episode it ingests: the findings go to the catalog, the events an
     error span touches stay out of the shards (counted by kind in the manifest), and an analyst's
     `keep` flag puts one back in the next version."""
     from carve.clustering.curate import cut_shards
-    from carve.core.config import CarveConfig
-    from carve.pipeline.run import run_pipeline
     from carve.storage.defects import episode_defects
     from carve.storage.events import read_events
     from carve.storage.flags import add_flag
     from carve.storage.manifest import read_manifest
     from carve.storage.root import open_root
 
-    out, truth = corrupted
+    _, truth = corrupted
+    cfg, root = ingested
     rows = {r["episode_index"]: r for r in truth["datasets"]["metaworld"]["episodes"]}
-    root = tmp_path / "root"
-    cfg = CarveConfig().with_overrides({
-        "root": str(root), "source": {"uri": str(out / "metaworld"), "format": "lerobot"},
-        "ray": {"num_cpus": 2, "object_store_memory_mb": 256, "progress": False},
-        "embed": {"text": "none"}, "cluster": {"k": 3},
-    })
-    summary = run_pipeline(cfg)
-    assert summary.shards_version == 1
     with open_root(root) as r:
         found = episode_defects(r.catalog, dataset="metaworld")
         by_ep = {}
@@ -220,3 +228,41 @@ def _shard_event_ids(root: Path, version: int) -> list[set[str]]:
 
     return [set(pq.read_table(p, columns=["event_id"]).column(0).to_pylist())
             for p in sorted((root / "shards" / f"v{version:03d}").glob("*.parquet"))]
+
+
+def test_a_trimmed_export_cuts_data_and_video_on_the_same_frames(ingested, tmp_path: Path):
+    """`carve export --trim-idle`: the idle head and tail the gate found are cut off, the timestamps
+    restart, every exported episode has as many video frames as data rows, and lerobot 0.4.4 reads
+    every frame of the result."""
+    from requires import lerobot_video_backend
+
+    from carve.export.lerobot import export_lerobot
+    from carve.storage.defects import episode_defects
+    from carve.storage.root import open_root
+
+    LeRobotDataset = require_lerobot()
+    _, root = ingested
+    with open_root(root) as r:
+        idle = {d["episode_id"]: d for d in episode_defects(r.catalog) if d["kind"] in ("idle_head", "idle_tail")}
+        assert {d["kind"] for d in idle.values()} == {"idle_head", "idle_tail"}
+        full = export_lerobot(r, tmp_path / "full", version=1, codec="h264")
+        trimmed = export_lerobot(r, tmp_path / "trim", version=1, codec="h264", trim_idle=True)
+    cut = sum((d["end_frame"] - d["start_frame"] + 1) for d in idle.values())
+    assert full.episodes == trimmed.episodes and full.frames - trimmed.frames == cut, (full, trimmed, cut)
+    ds = LeRobotDataset("carve/trimmed", root=tmp_path / "trim", video_backend=lerobot_video_backend())
+    assert len(ds) == trimmed.frames
+    eps = ds.meta.episodes
+    cams = ds.meta.video_keys
+    table = ds.hf_dataset.with_format("numpy")
+    ep_col, ts_col = np.asarray(table["episode_index"]).reshape(-1), np.asarray(table["timestamp"]).reshape(-1)
+    for k in range(ds.meta.total_episodes):
+        n = int(eps[k]["length"])
+        ts = ts_col[ep_col == k]
+        assert len(ts) == n and np.allclose(ts, np.arange(n) / ds.fps, atol=1e-4), k  # timestamps restart
+        for cam in cams:
+            span = float(eps[k][f"videos/{cam}/to_timestamp"]) - float(eps[k][f"videos/{cam}/from_timestamp"])
+            assert round(span * ds.fps) == n, (k, cam, span * ds.fps, n)  # as many video frames as rows
+    last = [int(i) for i in np.flatnonzero(ep_col == ds.meta.total_episodes - 1)]
+    for i in (0, len(ds) // 2, *last[-2:]):  # lerobot decodes frames at both ends of the trimmed spans
+        item = ds[int(i)]
+        assert all(tuple(item[c].shape)[-2:] == tuple(ds.meta.features[c]["shape"][:2]) for c in cams)

@@ -33,7 +33,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         s = export_lerobot(
             root, args.out, version=args.shards, unit=args.unit, task_from=args.task_from, codec=args.codec,
             video="reencode" if args.reencode else "auto", crf=args.crf, dataset=args.dataset,
-            overwrite=args.overwrite, episodes_per_file=args.episodes_per_file,
+            overwrite=args.overwrite, episodes_per_file=args.episodes_per_file, trim_idle=args.trim_idle,
         )
     if args.json:
         print(json.dumps(s.as_dict(), indent=2))
@@ -73,6 +73,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--episodes-per-file", type=int, default=None,
                    help="start a new data/video file after this many episodes (default: lerobot's size limits)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--trim-idle", action="store_true",
+                   help="cut the idle head and tail the quality gate found off each episode (data and video alike)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--job-id", default=None, help="the service job this export runs as (names the process)")
     p.set_defaults(func=cmd_export)

@@ -179,12 +179,16 @@ def export_lerobot(
     overwrite: bool = False,
     episodes_per_file: int | None = None,
     video_backend: str = "auto",
+    trim_idle: bool = False,
 ) -> ExportSummary:
     """Export shards version `version` (default: the latest) of `root` to `out` (module doc).
 
     `video` "auto" stream-copies the cameras whose spans allow it, "reencode" re-encodes all;
     `crf` overrides the encoder's quality; `dataset` exports only that dataset's rows;
-    `episodes_per_file` rolls data/video files sooner than lerobot's size limits."""
+    `episodes_per_file` rolls data/video files sooner than lerobot's size limits; `trim_idle`
+    cuts the idle head and tail the quality gate found (catalog `defects`, `idle_head` /
+    `idle_tail`) off every episode, data and video on the same frames (an episode idle
+    throughout is left out)."""
     t0 = time.perf_counter()
     root = open_root(root)
     if unit not in UNITS:
@@ -201,6 +205,10 @@ def export_lerobot(
         raise ExportError(str(e)) from None
     version = _resolve_version(root, version)
     items, sources = _plan(root, version, unit, dataset, video_backend)
+    if trim_idle:
+        items = _trim_idle(root, items)
+        if not items:
+            raise ExportError(f"{root.uri}: every exported span is idle; nothing left to export")
     fps, cameras, robot, names = _dataset_shape(sources)
     extras = _extra_features(sources)
     copy_cams = _copyable_cameras(items, cameras, fps, video_backend) if video == "auto" else set()
@@ -341,6 +349,35 @@ def _plan(root: Root, version: int, unit: str, only: str | None, backend: str) -
         for k in range(counts[eid]):  # the balance's repetitions
             items.append(_Item(src=s, start=ev.start, end=ev.end, events=[ev], first_of=eid if k else None))
     return items, sources
+
+
+def _trim_idle(root: Root, items: list[_Item]) -> list[_Item]:
+    """The items clipped to the frames between their episode's idle head and idle tail (catalog
+    `defects`); an item left with no frame is dropped, and so are its repeats."""
+    from carve.storage.defects import episode_defects
+
+    keep: dict[str, tuple[int, int]] = {}
+    for d in episode_defects(root.catalog):
+        a, b = keep.get(d["episode_id"], (0, 1 << 62))
+        if d["kind"] == "idle_head":
+            a = max(a, int(d["end_frame"]) + 1)
+        elif d["kind"] == "idle_tail":
+            b = min(b, int(d["start_frame"]))
+        else:
+            continue
+        keep[d["episode_id"]] = (a, b)
+    out: list[_Item] = []
+    dropped: set[str] = set()
+    for it in items:
+        a, b = keep.get(it.src.episode_id, (0, 1 << 62))
+        start, end = max(it.start, a), min(it.end, b)
+        if it.first_of is not None and it.first_of in dropped:
+            continue
+        if end <= start:
+            dropped.update(ev.event_id for ev in it.events)
+            continue
+        out.append(_Item(src=it.src, start=start, end=end, events=it.events, first_of=it.first_of))
+    return out
 
 
 def _as_list(v: Any) -> list[str] | None:

@@ -104,7 +104,8 @@ def export_argv(python: str, root: str, config: Path, job_id: str, params: dict[
         argv += ["--task-from", params["task_from"]]
     if params.get("dataset"):
         argv += ["--dataset", params["dataset"]]
-    return argv + ["--reencode"] * bool(params.get("reencode")) + ["--overwrite"] * bool(params.get("overwrite"))
+    return (argv + ["--reencode"] * bool(params.get("reencode")) + ["--overwrite"] * bool(params.get("overwrite"))
+            + ["--trim-idle"] * bool(params.get("trim_idle")))
 
 
 @dataclass

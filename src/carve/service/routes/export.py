@@ -46,6 +46,7 @@ class ExportRequest(BaseModel):
     codec: Literal["av1", "h264"] = "av1"
     reencode: bool = False
     overwrite: bool = False
+    trim_idle: bool = Field(default=False, description="cut the idle head and tail the quality gate found")
     dataset: str | None = Field(default=None, max_length=200)
 
 
