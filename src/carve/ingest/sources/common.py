@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -73,6 +74,21 @@ def check_signals(label: str, state: np.ndarray, action: np.ndarray, timestamps:
     if t > 1 and np.any(np.diff(timestamps) <= 0):
         k = int(np.argmax(np.diff(timestamps) <= 0))
         raise EpisodeError(label, f"timestamps are not increasing at frame {k + 1} ({timestamps[k]} -> {timestamps[k + 1]})")
+
+
+def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key ordering names by the numbers in them (`episode_2` before `episode_10`, `demo_9`
+    before `demo_10`); between numbers the text compares case-insensitively, and names without
+    numbers fall back to lexical order."""
+    parts = re.split(r"(\d+)", name)
+    return tuple((0, int(p)) if p.isdigit() else (1, p.lower()) for p in parts if p != "")
+
+
+def file_number(name: str) -> int | None:
+    """The last number in a file name, its extension aside (`episode_12.hdf5` -> 12)."""
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    m = re.search(r"(\d+)(?!.*\d)", stem)
+    return int(m.group(1)) if m else None
 
 
 def default_names(prefix: str, n: int) -> list[str]:

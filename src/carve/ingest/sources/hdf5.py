@@ -32,8 +32,10 @@ from carve.ingest.sources.common import (
     camera_list,
     check_signals,
     default_names,
+    file_number,
     file_stamp,
     fingerprint,
+    natural_key,
 )
 from carve.storage.fs import is_local, join, resolve
 
@@ -59,9 +61,10 @@ def _open_h5(fs: pafs.FileSystem, path: str) -> Iterator[Any]:
             yield f
 
 
-def _demo_key(name: str) -> tuple[int, str]:
-    m = re.search(r"(\d+)$", name)
-    return (int(m.group(1)) if m else 1 << 30, name)
+def _demo_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    """Natural order of files and robomimic demo keys: `episode_2.hdf5` before `episode_10.hdf5`,
+    `demo_9` before `demo_10` (the numbers in the name, then the text; `natural_key`)."""
+    return natural_key(name)
 
 
 def _kind(f: Any) -> str | None:
@@ -100,9 +103,15 @@ class HDF5Source:
         self.dataset = dataset or default_name
 
     def list_episodes(self) -> list[EpisodeRef]:
+        """Episodes in natural order of their files and demo keys. ALOHA/ACT files hold one episode
+        each: when every file name carries its own number (`episode_N.hdf5`), that number is the
+        episode index, so adding or re-listing files never renumbers the others; otherwise an
+        episode's index is its position in that order."""
         refs: list[EpisodeRef] = []
         files = sorted(self.files, key=_demo_key) if len(self.files) > 1 else self.files
-        for name in files:
+        numbers = [file_number(n) for n in files]
+        numbered = len(files) > 1 and None not in numbers and len(set(numbers)) == len(files)
+        for name, number in zip(files, numbers, strict=True):
             path = join(self.base, name)
             stamp = file_stamp(self.fs, path)
             try:
@@ -118,13 +127,16 @@ class HDF5Source:
                 raise SourceError(f"dataset {self.uri}: cannot open {name} as HDF5 ({e})") from None
             for demo in demos:
                 loc = {"file": name, "kind": kind, "demo": demo}
+                index = number if numbered and kind == "aloha" and number is not None else len(refs)
                 refs.append(
                     EpisodeRef(
                         source_uri=self.uri, format=self.format, dataset=self.dataset,
-                        episode_index=len(refs), locator=loc, fingerprint=fingerprint("hdf5", loc, stamp),
+                        episode_index=index, locator=loc, fingerprint=fingerprint("hdf5", loc, stamp),
                     )
                 )
-        return refs
+        if len({r.episode_index for r in refs}) != len(refs):  # numbered ALOHA files mixed with demos
+            refs = [EpisodeRef(r.source_uri, r.format, r.dataset, i, r.locator, r.fingerprint) for i, r in enumerate(refs)]
+        return sorted(refs, key=lambda r: r.episode_index)
 
 
 class _H5Frames:

@@ -1,0 +1,90 @@
+"""Episodes keep their source's own order and numbers (issue 26).
+
+An ACT/ALOHA dataset is a folder of `episode_N.hdf5` files. Carve numbers its episodes by N
+(natural order, not alphabetical: `episode_2` before `episode_10`), so that every downstream join
+by episode index (truth, annotations, exports) pairs the right recording, and adding a file or
+listing the files in another order never renumbers the others.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from carve.ingest.sources import open_source
+from carve.ingest.sources.common import file_number, natural_key
+
+ACT = Path(__file__).resolve().parent / "corpus" / "aloha_hdf5" / "episodes"
+
+
+def _act_dataset(dst: Path, numbers: list[int]) -> Path:
+    """A folder of ACT-format files `episode_<n>.hdf5`, each a copy of one of the corpus's recordings
+    (recording n % 4), so every file's content says which recording it holds."""
+    dst.mkdir(parents=True)
+    for n in numbers:
+        shutil.copyfile(ACT / f"episode_{n % 4}.hdf5", dst / f"episode_{n}.hdf5")
+    return dst
+
+
+def test_natural_order_of_names():
+    names = ["episode_10.hdf5", "episode_2.hdf5", "episode_1.hdf5", "Episode_3.hdf5", "demo_9", "demo_10", "b", "a"]
+    assert sorted(names, key=natural_key) == ["a", "b", "demo_9", "demo_10", "episode_1.hdf5", "episode_2.hdf5",
+                                              "Episode_3.hdf5", "episode_10.hdf5"]
+    assert [file_number(n) for n in ("episode_12.hdf5", "run3_take07.h5", "nothing.hdf5")] == [12, 7, None]
+
+
+def test_act_files_are_numbered_by_their_file_number(tmp_path: Path):
+    ds = _act_dataset(tmp_path / "act", list(range(14)))
+    refs = open_source(str(ds), "hdf5").list_episodes()
+    assert [r.episode_index for r in refs] == list(range(14))
+    assert [r.locator["file"] for r in refs] == [f"episode_{i}.hdf5" for i in range(14)]
+
+
+def test_adding_a_file_or_another_listing_order_renumbers_nothing(tmp_path: Path):
+    def numbering(ds: Path) -> dict[str, tuple[int, str]]:  # file -> (episode index, episode id in its dataset)
+        return {r.locator["file"]: (r.episode_index, r.episode_id.split("/", 1)[1])
+                for r in open_source(str(ds), "hdf5", dataset="act").list_episodes()}
+
+    before = numbering(_act_dataset(tmp_path / "a", list(range(12))))
+    after = numbering(_act_dataset(tmp_path / "b", [11, 3, 0, 7, 12, 1, 10, 2, 9, 4, 8, 5, 6]))  # another order, +1
+    assert after.pop("episode_12.hdf5")[0] == 12
+    assert after == before
+
+
+def test_files_without_distinct_numbers_keep_their_natural_position(tmp_path: Path):
+    d = tmp_path / "mixed"
+    d.mkdir()
+    for name in ("take_b.hdf5", "take_a.hdf5", "take_c.hdf5"):
+        shutil.copyfile(ACT / "episode_0.hdf5", d / name)
+    refs = open_source(str(d), "hdf5").list_episodes()
+    assert [(r.episode_index, r.locator["file"]) for r in refs] == [(0, "take_a.hdf5"), (1, "take_b.hdf5"),
+                                                                   (2, "take_c.hdf5")]
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_carve_run_keeps_the_file_numbers(tmp_path: Path):
+    import numpy as np
+
+    from carve.core.config import CarveConfig
+    from carve.ingest.sources import load_episode
+    from carve.pipeline.run import run_pipeline
+    from carve.storage.root import open_root
+
+    ds = _act_dataset(tmp_path / "act", list(range(12)))
+    cfg = CarveConfig().with_overrides({
+        "root": str(tmp_path / "root"), "source": {"uri": str(ds), "format": "hdf5"},
+        "ray": {"num_cpus": 2, "object_store_memory_mb": 256, "progress": False}, "embed": {"text": "none"},
+        "cluster": {"k": 3},
+    })
+    s = run_pipeline(cfg)
+    assert s.episodes_ok == 12
+    with open_root(tmp_path / "root") as r:
+        eps = {e.episode_index: e for e in r.catalog.episodes()}
+    assert sorted(eps) == list(range(12))
+    # episode index N holds the recording of episode_N.hdf5 (a copy of corpus recording N % 4)
+    src = {i: load_episode(ref).state for i, ref in
+           ((ref.episode_index, ref) for ref in open_source(str(ACT), "hdf5").list_episodes())}
+    for ref in open_source(str(ds), "hdf5").list_episodes():
+        assert np.array_equal(load_episode(ref).state, src[ref.episode_index % 4]), ref.episode_index
