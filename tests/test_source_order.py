@@ -64,8 +64,12 @@ def test_files_without_distinct_numbers_keep_their_natural_position(tmp_path: Pa
 
 
 @pytest.mark.usefixtures("ray_local")
-def test_carve_run_keeps_the_file_numbers(tmp_path: Path):
+def test_carve_run_keeps_the_file_numbers_and_every_event_names_its_file(tmp_path: Path):
     import numpy as np
+    import pyarrow.parquet as pq
+
+    from carve.export.lerobot import export_lerobot
+    from carve.storage.events import read_events
 
     from carve.core.config import CarveConfig
     from carve.ingest.sources import load_episode
@@ -82,7 +86,16 @@ def test_carve_run_keeps_the_file_numbers(tmp_path: Path):
     assert s.episodes_ok == 12
     with open_root(tmp_path / "root") as r:
         eps = {e.episode_index: e for e in r.catalog.episodes()}
+        rows = read_events(r, columns=["episode_index", "start_frame", "end_frame", "fps", "source_file", "source_key",
+                                       "source_start_s", "source_end_s"]).to_pylist()
+        export_lerobot(r, tmp_path / "export", codec="h264")
     assert sorted(eps) == list(range(12))
+    for e in rows:  # provenance: the file, the key inside it, the span in source seconds
+        assert e["source_file"] == f"episode_{e['episode_index']}.hdf5" and e["source_key"] == "/", e
+        assert e["source_start_s"] == pytest.approx(e["start_frame"] / e["fps"])
+        assert e["source_end_s"] == pytest.approx(e["end_frame"] / e["fps"])
+    side = pq.read_table(next((tmp_path / "export").rglob("carve_events.parquet"))).to_pylist()
+    assert side and all(x["source_file"] == f"episode_{x['source_episode_index']}.hdf5" for x in side)
     # episode index N holds the recording of episode_N.hdf5 (a copy of corpus recording N % 4)
     src = {i: load_episode(ref).state for i, ref in
            ((ref.episode_index, ref) for ref in open_source(str(ACT), "hdf5").list_episodes())}

@@ -68,6 +68,7 @@ from carve.export.video import (
 )
 from carve.export.writer import DatasetWriter, VideoLoc
 from carve.ingest.sources import Episode, EpisodeRef, load_episode, open_source
+from carve.ingest.sources.base import provenance
 from carve.storage.events import read_events
 from carve.storage.fs import join, resolve, uri_with
 from carve.storage.manifest import ManifestError, manifest_versions
@@ -588,7 +589,8 @@ def _write(writer: DatasetWriter, items: list[_Item], weights: dict[int, np.ndar
                     "frame_from": a - it.start, "frame_to": b - it.start,
                     "index_from": gidx + a - it.start, "index_to": gidx + b - it.start,
                     "dataset": it.src.dataset, "source_episode_id": it.src.episode_id,
-                    "source_episode_index": it.src.ref.episode_index, "source_start_frame": ev.start,
+                    "source_episode_index": it.src.ref.episode_index, **provenance(it.src.ref),
+                    "source_start_frame": ev.start,
                     "source_end_frame": ev.end, "task": it.src.task, "caption": ev.caption,
                     "next_caption": ev.next_caption, "subtask_index": subtasks[ev.text], "arms": ev.arms,
                     "cluster_id": ev.cluster_id, "dup_of": ev.dup_of, "weight": float(ev.weight),
@@ -681,7 +683,8 @@ def _feature_array(x: np.ndarray) -> pa.Array:
 _SIDECAR_SCHEMA = pa.schema([
     ("episode_index", pa.int64()), ("event_id", pa.string()), ("frame_from", pa.int64()), ("frame_to", pa.int64()),
     ("index_from", pa.int64()), ("index_to", pa.int64()), ("dataset", pa.string()),
-    ("source_episode_id", pa.string()), ("source_episode_index", pa.int64()), ("source_start_frame", pa.int64()),
+    ("source_episode_id", pa.string()), ("source_episode_index", pa.int64()), ("source_file", pa.string()),
+    ("source_key", pa.string()), ("source_start_frame", pa.int64()),
     ("source_end_frame", pa.int64()), ("task", pa.string()), ("caption", pa.string()), ("next_caption", pa.string()),
     ("subtask_index", pa.int64()), ("arms", pa.list_(pa.string())), ("cluster_id", pa.int32()), ("dup_of", pa.string()),
     ("weight", pa.float32()), ("shard_rows", pa.int32()), ("in_shards", pa.bool_()),

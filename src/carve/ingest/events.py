@@ -25,7 +25,7 @@ import numpy as np
 
 from carve.core.config import SegmentConfig
 from carve.core.errors import EpisodeError
-from carve.ingest.sources.base import Episode
+from carve.ingest.sources.base import Episode, provenance
 from carve.storage.schema import make_event_id
 
 ENV_STATE_FEATURE = "observation.environment_state"
@@ -127,6 +127,7 @@ def episode_events(ep: Episode, seg_cfg: SegmentConfig, camera: str | list[str] 
 
     rows = []
     n = len(segments)
+    where = provenance(ref)
     for k, s in enumerate(segments):
         grip = next((grips[a] for a in s.arms if a in grips), next(iter(grips.values()), None))
         rows.append(
@@ -135,6 +136,9 @@ def episode_events(ep: Episode, seg_cfg: SegmentConfig, camera: str | list[str] 
                 "episode_id": ref.episode_id,
                 "dataset": ref.dataset,
                 "source_uri": ref.source_uri,
+                **where,
+                "source_start_s": float(ep.timestamps[s.start]) if s.start < len(ep.timestamps) else None,
+                "source_end_s": (float(ep.timestamps[s.end - 1]) + 1.0 / float(ep.fps)) if s.end > 0 else None,
                 "camera": cams[0] if cams else None,
                 "cameras": cams,
                 "robot": ep.robot,

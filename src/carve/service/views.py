@@ -49,7 +49,8 @@ from carve.storage.parts import live_parts
 from carve.storage.root import Root, open_root
 
 _EVENT_META = [
-    "event_id", "episode_id", "dataset", "source_uri", "camera", "robot", "episode_index", "event_index",
+    "event_id", "episode_id", "dataset", "source_uri", "source_file", "source_key", "source_start_s", "source_end_s",
+    "camera", "robot", "episode_index", "event_index",
     "num_events", "start_frame", "end_frame", "fps", "start_reason", "boundary_reason", "task", "caption",
     "next_caption", "caption_model", "caption_status", "keyframes",
 ]

@@ -22,7 +22,8 @@ from typing import Any
 import pyarrow as pa
 
 SCHEMA_NAME = "carve.event"
-SCHEMA_VERSION = 2  # v2 adds cameras, arms, state/action names, emb_visual_cameras; v1 files read them as null
+SCHEMA_VERSION = 3  # v2 adds cameras, arms, state/action names, emb_visual_cameras; v3 the source_* provenance
+# columns; files of an older version read the columns they lack as null
 META_NAME = b"carve.schema"
 META_VERSION = b"carve.schema_version"
 META_EMB_DIMS = b"carve.emb_dims"
@@ -38,6 +39,12 @@ EVENT_FIELDS: list[pa.Field] = [
     pa.field("episode_id", pa.string(), nullable=False),
     pa.field("dataset", pa.string(), nullable=False),
     pa.field("source_uri", pa.string()),
+    # v3: where the event lives in its source (ingest.sources.base.provenance): the file holding the
+    # episode (relative to source_uri), the key inside it, and the event's span in source seconds
+    pa.field("source_file", pa.string()),
+    pa.field("source_key", pa.string()),
+    pa.field("source_start_s", pa.float64()),
+    pa.field("source_end_s", pa.float64()),
     pa.field("camera", pa.string()),  # the first of `cameras`
     pa.field("cameras", pa.list_(pa.string())),  # the views of `keyframes` / `emb_visual_cameras`, in order
     pa.field("robot", pa.string()),

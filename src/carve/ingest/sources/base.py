@@ -59,6 +59,22 @@ class EpisodeRef:
         )
 
 
+def provenance(ref: EpisodeRef) -> dict[str, str | None]:
+    """Where the episode lives inside its source: `source_file` (the file holding its rows,
+    relative to the source) and `source_key` (the key inside that file: LeRobot
+    `episode_index=N`, an HDF5 group such as `data/demo_3` or `/` for an ACT file, a folder
+    episode's name)."""
+    loc = ref.locator
+    if ref.format == "lerobot":
+        return {"source_file": loc.get("data_path"), "source_key": f"episode_index={ref.episode_index}"}
+    if ref.format == "hdf5":
+        demo = loc.get("demo")
+        return {"source_file": loc.get("file"), "source_key": f"data/{demo}" if demo else "/"}
+    if ref.format == "folder":
+        return {"source_file": loc.get("arrays") or loc.get("video"), "source_key": loc.get("name")}
+    return {"source_file": None, "source_key": None}
+
+
 FrameFn = Callable[[str, Sequence[int] | None], np.ndarray]
 
 
