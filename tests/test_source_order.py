@@ -68,12 +68,11 @@ def test_carve_run_keeps_the_file_numbers_and_every_event_names_its_file(tmp_pat
     import numpy as np
     import pyarrow.parquet as pq
 
-    from carve.export.lerobot import export_lerobot
-    from carve.storage.events import read_events
-
     from carve.core.config import CarveConfig
+    from carve.export.lerobot import export_lerobot
     from carve.ingest.sources import load_episode
     from carve.pipeline.run import run_pipeline
+    from carve.storage.events import read_events
     from carve.storage.root import open_root
 
     ds = _act_dataset(tmp_path / "act", list(range(12)))
