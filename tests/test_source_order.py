@@ -100,3 +100,36 @@ def test_carve_run_keeps_the_file_numbers_and_every_event_names_its_file(tmp_pat
            ((ref.episode_index, ref) for ref in open_source(str(ACT), "hdf5").list_episodes())}
     for ref in open_source(str(ds), "hdf5").list_episodes():
         assert np.array_equal(load_episode(ref).state, src[ref.episode_index % 4]), ref.episode_index
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_task_text_comes_from_tasks_json_or_the_run_when_the_file_has_none(tmp_path: Path):
+    """An ACT file without a `task` attribute takes its task from a tasks.json beside it (per file,
+    or `*`), else from `carve run --task`; the captions then name the task's object."""
+    import json as _json
+
+    from carve.cli.main import main
+    from carve.ingest.sources import load_episode
+    from carve.storage.events import read_events
+    from carve.storage.root import open_root
+
+    ds = _act_dataset(tmp_path / "act", [0, 1, 2])
+    refs = open_source(str(ds), "hdf5").list_episodes()
+    assert load_episode(refs[0]).task == ""  # the corpus files carry no task attribute
+    (ds / "tasks.json").write_text(_json.dumps({"*": "Transfer the red cube from the right arm to the left arm",
+                                                "episode_2.hdf5": "Insert the peg into the socket"}))
+    tasks = [load_episode(r).task for r in open_source(str(ds), "hdf5").list_episodes()]
+    assert tasks == ["Transfer the red cube from the right arm to the left arm"] * 2 + ["Insert the peg into the socket"]
+    (ds / "tasks.json").write_text("[1, 2]")
+    with pytest.raises(Exception, match="tasks.json"):
+        open_source(str(ds), "hdf5").list_episodes()
+    (ds / "tasks.json").unlink()
+    code = main(["run", "--source", str(ds), "--format", "hdf5", "--root", str(tmp_path / "root"), "--no-shard",
+                 "--task", "Transfer the red cube from the right arm to the left arm",
+                 "--set", "ray.progress=false", "--set", "ray.num_cpus=2", "--set", "embed.text=none"])
+    assert code == 0
+    with open_root(tmp_path / "root") as r:
+        rows = read_events(r, columns=["task", "caption"]).to_pylist()
+    assert rows and all(x["task"] == "Transfer the red cube from the right arm to the left arm" for x in rows)
+    assert not any("the object" in x["caption"] for x in rows)
+    assert any("the red cube" in x["caption"] for x in rows)

@@ -22,6 +22,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.overrides.append(f"source.uri={args.source}")
     if args.format:
         args.overrides.append(f"source.format={args.format}")
+    if args.task:
+        args.overrides.append(f"source.task={json.dumps(args.task)}")
     if args.ray_address:
         args.overrides.append(f"ray.address={args.ray_address}")
     if args.allow_shared_local_root:
@@ -71,6 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(p)
     p.add_argument("--source", help="dataset root (LeRobot v2.1/v3.0, MP4+arrays folder, HDF5)")
     p.add_argument("--format", choices=["auto", "lerobot", "folder", "hdf5"], default=None)
+    p.add_argument("--task", default=None,
+                   help="task text for episodes whose source names none (source.task; a tasks.json beside the "
+                        "files wins)")
     p.add_argument("--ray-address", default=None,
                    help="join a Ray cluster at its head's GCS address (head:6379) instead of starting an "
                         "embedded Ray; see docs/CLUSTER.md")

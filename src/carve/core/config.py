@@ -82,6 +82,9 @@ class SourceConfig(_Section):
     camera: str | list[str] | None = None  # a subset of the cameras ("a,b" or a list); None = every camera
     video_backend: Literal["auto", "decord", "pyav"] = "auto"
     max_episodes: int | None = Field(default=None, ge=1)
+    # the task text of episodes whose source names none (an ACT HDF5 file without a `task`
+    # attribute and no tasks.json beside it); None: the captioner says "the object"
+    task: str | None = None
 
 
 class SegmentConfig(_Section):

@@ -98,6 +98,8 @@ class DecodeSegment(PipelineStep):
             ref = EpisodeRef.from_row(r)
             try:
                 ep = load_episode(ref, camera=self.src_cfg.camera, video_backend=self.src_cfg.video_backend)
+                if not ep.task and self.src_cfg.task:
+                    ep.task = self.src_cfg.task
                 every = self.seg_cfg.obs_every_s
                 stride = max(1, round(every * ep.fps)) if every > 0 else 0
                 rows = episode_events(ep, self.seg_cfg, self.src_cfg.camera, obs_stride=stride)

@@ -102,12 +102,31 @@ class HDF5Source:
         self.camera = camera
         self.dataset = dataset or default_name
 
+    def _tasks(self) -> dict[str, str]:
+        """Task texts from a `tasks.json` beside the files: {"episode_3.hdf5": "...", "*": "..."}
+        (a file name, `file#demo_N`, or `*` for every episode), or one string for all. A file's own
+        `task` attribute wins over it; {} when there is none."""
+        path = join(self.base, "tasks.json")
+        try:
+            with self.fs.open_input_file(path) as f:
+                data = json.loads(f.read().decode())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as e:
+            raise SourceError(f"dataset {self.uri}: cannot read tasks.json ({e})") from None
+        if isinstance(data, str):
+            return {"*": data}
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            raise SourceError(f"dataset {self.uri}: tasks.json must map file names (or '*') to task texts")
+        return data
+
     def list_episodes(self) -> list[EpisodeRef]:
         """Episodes in natural order of their files and demo keys. ALOHA/ACT files hold one episode
         each: when every file name carries its own number (`episode_N.hdf5`), that number is the
         episode index, so adding or re-listing files never renumbers the others; otherwise an
         episode's index is its position in that order."""
         refs: list[EpisodeRef] = []
+        tasks = self._tasks()
         files = sorted(self.files, key=_demo_key) if len(self.files) > 1 else self.files
         numbers = [file_number(n) for n in files]
         numbered = len(files) > 1 and None not in numbers and len(set(numbers)) == len(files)
@@ -127,6 +146,9 @@ class HDF5Source:
                 raise SourceError(f"dataset {self.uri}: cannot open {name} as HDF5 ({e})") from None
             for demo in demos:
                 loc = {"file": name, "kind": kind, "demo": demo}
+                task = tasks.get(name, tasks.get(f"{name}#{demo}", tasks.get("*")))
+                if task:
+                    loc["task"] = task
                 index = number if numbered and kind == "aloha" and number is not None else len(refs)
                 refs.append(
                     EpisodeRef(
@@ -291,7 +313,7 @@ def load_hdf5_episode(ref: EpisodeRef, *, camera: str | list[str] | None = None,
     file_uri = ref.source_uri if single else join(ref.source_uri, loc["file"])
     frames = _H5Frames(label, file_uri, d["cams"], d["compressed"], t) if cams else None
     return Episode(
-        ref=ref, fps=d["fps"], task=d["task"], state=d["state"], action=d["action"],
+        ref=ref, fps=d["fps"], task=d["task"] or loc.get("task") or "", state=d["state"], action=d["action"],
         timestamps=np.arange(t, dtype=np.float64) / d["fps"], state_names=d["state_names"],
         action_names=d.get("action_names") or default_names("action", d["action"].shape[1]),
         cameras=cams, robot=d["robot"], _frame_fn=frames,
