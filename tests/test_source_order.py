@@ -121,7 +121,9 @@ def test_task_text_comes_from_tasks_json_or_the_run_when_the_file_has_none(tmp_p
     tasks = [load_episode(r).task for r in open_source(str(ds), "hdf5").list_episodes()]
     assert tasks == ["Transfer the red cube from the right arm to the left arm"] * 2 + ["Insert the peg into the socket"]
     (ds / "tasks.json").write_text("[1, 2]")
-    with pytest.raises(Exception, match="tasks.json"):
+    from carve.core.errors import SourceError
+
+    with pytest.raises(SourceError, match=r"tasks\.json must map"):
         open_source(str(ds), "hdf5").list_episodes()
     (ds / "tasks.json").unlink()
     code = main(["run", "--source", str(ds), "--format", "hdf5", "--root", str(tmp_path / "root"), "--no-shard",
