@@ -85,6 +85,15 @@ def test_carve_run_keeps_the_file_numbers_and_every_event_names_its_file(tmp_pat
     assert s.episodes_ok == 12
     with open_root(tmp_path / "root") as r:
         eps = {e.episode_index: e for e in r.catalog.episodes()}
+        import sqlalchemy as sa
+
+        from carve.storage.catalog import EPISODES
+
+        with r.catalog.reading() as c:
+            where = {row.episode_index: (row.source_file, row.source_key)
+                     for row in c.execute(sa.select(EPISODES.c.episode_index, EPISODES.c.source_file,
+                                                    EPISODES.c.source_key))}
+        assert where == {i: (f"episode_{i}.hdf5", "/") for i in range(12)}  # provenance in the catalog too
         rows = read_events(r, columns=["episode_index", "start_frame", "end_frame", "fps", "source_file", "source_key",
                                        "source_start_s", "source_end_s"]).to_pylist()
         export_lerobot(r, tmp_path / "export", codec="h264")

@@ -62,12 +62,13 @@ def test_event_ids_are_stable_and_distinct():
 
 def test_schema_version_checks(tmp_path):
     check_schema(EVENT_SCHEMA, "x")
-    newer = EVENT_SCHEMA.with_metadata({b"carve.schema_version": b"3"})
-    with pytest.raises(SchemaError, match="v3"):
+    newer = EVENT_SCHEMA.with_metadata({b"carve.schema_version": b"4"})
+    with pytest.raises(SchemaError, match="v4"):
         check_schema(newer, "shard.parquet")
-    # a v1 table (before cameras/arms/names) is still read: the new columns come back null
+    # a v1 table (before cameras/arms/names and the v3 provenance) is still read: the new columns come back null
     v1 = pa.schema([f for f in EVENT_SCHEMA if f.name not in ("cameras", "arms", "state_names", "action_names",
-                                                              "emb_visual_cameras")],
+                                                              "emb_visual_cameras", "source_file", "source_key",
+                                                              "source_start_s", "source_end_s")],
                    metadata={**EVENT_SCHEMA.metadata, b"carve.schema_version": b"1"})
     assert check_schema(v1, "old.parquet") == 1
     old = conform(v1.empty_table().append_column("x", pa.array([], pa.int8())).drop_columns(["x"]))

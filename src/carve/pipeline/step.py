@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from carve.core.errors import CarveError
-from carve.ingest.sources.base import EpisodeRef
+from carve.ingest.sources.base import EpisodeRef, provenance
 from carve.storage.schema import EVENT_SCHEMA, conform
 
 STATUS_FIELDS = [pa.field("_fingerprint", pa.string()), pa.field("_error", pa.string()), pa.field("_stats", pa.string()),
@@ -182,6 +182,7 @@ def quarantine_row(ref: EpisodeRef, error: str, step: str) -> dict[str, Any]:
         "episode_id": ref.episode_id,
         "dataset": ref.dataset,
         "source_uri": ref.source_uri,
+        **provenance(ref),
         "episode_index": ref.episode_index,
         "event_index": -1,
         "num_events": 0,

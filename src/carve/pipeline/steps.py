@@ -55,6 +55,8 @@ SUMMARY_SCHEMA = pa.schema(
         pa.field("part_rows", pa.int64()),
         pa.field("part_bytes", pa.int64()),
         pa.field("defects", pa.string()),  # the quality gate's findings (JSON list), null when not checked
+        pa.field("source_file", pa.string()),  # where the episode lives in its source (provenance)
+        pa.field("source_key", pa.string()),
     ]
 )
 
@@ -180,7 +182,8 @@ class WriteEvents(PipelineStep):
         ok = good_mask(batch)
         good, bad = batch.filter(pa.array(ok)), batch.filter(pa.array(~ok))
         where = self._write_parts(good)
-        status_cols = ["episode_id", "dataset", "episode_index", "source_uri", *(f.name for f in STATUS_FIELDS)]
+        status_cols = ["episode_id", "dataset", "episode_index", "source_uri", "source_file", "source_key",
+                       *(f.name for f in STATUS_FIELDS)]
         summary: dict[str, dict[str, Any]] = {}
         for r in good.select(status_cols).to_pylist():
             s = summary.setdefault(r["episode_id"], self._summary(r, "ok", None, *where[r["episode_id"]]))
@@ -233,6 +236,7 @@ class WriteEvents(PipelineStep):
             "source_uri": r["source_uri"], "fingerprint": r["_fingerprint"], "status": status, "error": error,
             "num_events": 0, "batch": self.batch_id if status == "ok" else None, "path": path, "_row_stats": [],
             "part": part, "part_rows": part_rows, "part_bytes": part_bytes, "defects": None,
+            "source_file": r.get("source_file"), "source_key": r.get("source_key"),
         }
 
 

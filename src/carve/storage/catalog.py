@@ -81,6 +81,8 @@ EPISODES = sa.Table(
     sa.Column("job_id", sa.Text),
     sa.Column("updated_at", sa.Double, nullable=False),
     sa.Column("part", sa.Text),  # the part file holding its events (storage/parts.py); NULL before 0003
+    sa.Column("source_file", sa.Text),  # where it lives in its source (revision 0007; NULL before)
+    sa.Column("source_key", sa.Text),
 )
 JOBS = sa.Table(
     "jobs", _md,
@@ -381,11 +383,13 @@ class Catalog:
                 "source_uri": r["source_uri"], "fingerprint": r.get("fingerprint", ""), "status": r["status"],
                 "error": r.get("error"), "num_events": int(r.get("num_events", 0)), "batch": r.get("batch"),
                 "job_id": job_id, "updated_at": now, "part": r.get("part") or None,
+                "source_file": r.get("source_file"), "source_key": r.get("source_key"),
             }
             for r in records
         ]
         stmt = self._upsert(EPISODES, ["episode_id"], ["fingerprint", "status", "error", "num_events", "batch",
-                                                       "job_id", "updated_at", "source_uri", "part"])
+                                                       "job_id", "updated_at", "source_uri", "part", "source_file",
+                                                       "source_key"])
         if conn is not None:
             conn.execute(stmt, rows)
             return

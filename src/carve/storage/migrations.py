@@ -27,6 +27,8 @@ Revisions (never edit one that has shipped; add the next):
           jobs.params (the options of a kind other than `run`, JSON)
     0006  defects: the quality gate's findings per episode (kind, severity, frame span, detail;
           storage/defects.py), replaced when the episode is ingested again
+    0007  episodes.source_file, episodes.source_key: where the episode lives inside its source
+          (`ingest.sources.base.provenance`)
 """
 
 from __future__ import annotations
@@ -201,6 +203,11 @@ def _r0006(op: Operations, conn: sa.Connection) -> None:
     op.create_index("defects_dataset_kind", "defects", ["dataset", "kind"])
 
 
+def _r0007(op: Operations, conn: sa.Connection) -> None:
+    op.add_column("episodes", sa.Column("source_file", sa.Text))
+    op.add_column("episodes", sa.Column("source_key", sa.Text))
+
+
 REVISIONS: tuple[Revision, ...] = (
     Revision("0001", None, "datasets, episodes, jobs, runs, versions (Carve 0.2)", _r0001),
     Revision("0002", "0001", "versions.state, carve_meta, jobs(source_uri, state)", _r0002),
@@ -208,6 +215,7 @@ REVISIONS: tuple[Revision, ...] = (
     Revision("0004", "0003", "flags (review flags on events, with their audit trail)", _r0004),
     Revision("0005", "0004", "jobs.kind, jobs.params (export jobs in the one job runner)", _r0005),
     Revision("0006", "0005", "defects (the quality gate's findings per episode)", _r0006),
+    Revision("0007", "0006", "episodes.source_file, episodes.source_key (provenance)", _r0007),
 )
 HEAD = REVISIONS[-1].id
 
