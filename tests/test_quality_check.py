@@ -172,7 +172,10 @@ def ingested(corrupted, tmp_path_factory: pytest.TempPathFactory, request: pytes
         "ray": {"num_cpus": 2, "object_store_memory_mb": 256, "progress": False},
         "embed": {"text": "none"}, "cluster": {"k": 3},
     })
-    assert run_pipeline(cfg).shards_version == 1
+    summary = run_pipeline(cfg)
+    assert summary.shards_version == 1
+    # the run's summary counts the episodes with findings by kind (what `carve run` prints)
+    assert {"frozen_video", "black_video", "state_jump", "idle_head", "idle_tail"} <= set(summary.quality), summary
     return cfg, root
 
 

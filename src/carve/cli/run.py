@@ -47,6 +47,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"  quarantined {ep}: {err}")
         for note in s.notes:
             print(f"  note: {note}")
+        if s.quality:
+            kinds = ", ".join(f"{k} {n}" for k, n in sorted(s.quality.items()))
+            print(f"  quality gate: episodes with findings by kind: {kinds} (the events an error touches stay "
+                  "out of the shards; `carve check` reports them in full)")
         if s.stages:
             print(format_stages(s.stages))
         print(f"events:  {cfg.root}/events/" + (f"batch={s.batch}/" if s.batch else ""))

@@ -23,6 +23,7 @@ shows.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -63,6 +64,8 @@ class RunSummary:
     seconds: float = 0.0
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what the user should know about the source
+    # the quality gate over the episodes ingested in this run: kind -> episodes with such a finding
+    quality: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -209,6 +212,8 @@ def ingest(cfg: CarveConfig, root: Root, reporter: JobReporter, summary: RunSumm
         for r in records:
             stats.add_episode(r["stats"], int(r["num_events"]))
             if r["status"] == "ok":
+                for kind in sorted({d["kind"] for d in json.loads(r.get("defects") or "[]")}):
+                    summary.quality[kind] = summary.quality.get(kind, 0) + 1
                 summary.episodes_ok += 1
                 summary.events += int(r["num_events"])
                 reporter.bump(episodes_done=1, events=int(r["num_events"]))
