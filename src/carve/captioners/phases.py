@@ -67,7 +67,7 @@ from carve.captioners.task_text import TaskPhrases, parse_task
 from carve.core.config import SegmentConfig
 from carve.ingest.arms import SINGLE_ARM, arm_layouts
 from carve.ingest.gripper import GRIPPER_CLOSE, GRIPPER_OPEN, gripper_states, gripper_transitions, noise_sigma
-from carve.ingest.kinematics import motion_starts, move_speed, smooth, speed, thresholds
+from carve.ingest.kinematics import motion_starts, move_speed, runs, smooth, speed, thresholds
 
 PHASES = ("reach", "grasp", "lift", "move", "place", "release", "retreat", "push", "hold")
 REACH, GRASP, LIFT, MOVE, PLACE, RELEASE, RETREAT, PUSH, HOLD = range(len(PHASES))
@@ -178,17 +178,15 @@ def _arm_signals(ep: _Episode, cfg: SegmentConfig) -> list[_ArmSignal]:
 
 # ------------------------------------------------------------------------------------- one arm
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    m = np.concatenate([[False], mask, [False]]).astype(np.int8)
-    d = np.diff(m)
-    return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist(), strict=True))
+    starts, ends = runs(mask)
+    return list(zip(starts.tolist(), ends.tolist(), strict=True))
 
 
 def _bouts(sp: np.ndarray, fps: float, pause: float, fast: float, cfg: SegmentConfig) -> list[tuple[int, int]]:
     """Stretches of real motion: above the pause speed, around at least a moment at the moving speed."""
     hold = max(2, round(cfg.pause_min_s * fps))
-    runs = _runs(sp > pause)
     merged: list[list[int]] = []
-    for a, e in runs:  # a dip shorter than a pause does not end the motion (hesitations)
+    for a, e in _runs(sp > pause):  # a dip shorter than a pause does not end the motion (hesitations)
         if merged and a - merged[-1][1] < hold:
             merged[-1][1] = e
         else:

@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 FAILED = 1
 
 
 def _write(path: str, text: str) -> None:
     """Write `text` to `path` through a temporary name (a half-written report never stands)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(p)
+    from carve.storage.fs import atomic_write_bytes
+
+    atomic_write_bytes(text.encode(), path)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

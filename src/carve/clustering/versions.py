@@ -52,17 +52,13 @@ ASSIGNMENT_SCHEMA = pa.schema(
 )
 
 
-def _check_kind(kind: str) -> str:
-    return RootLayout.check_kind(kind)
-
-
 def version_dir(root: Root, kind: str, version: int) -> str:
     """The folder (a path on `root.fs`) of one version."""
     return root.path(*RootLayout.version(kind, version))
 
 
 def _numbered_dirs(root: Root, kind: str) -> list[int]:
-    names = root.list_dirs(_check_kind(kind))
+    names = root.list_dirs(RootLayout.check_kind(kind))
     return sorted(v for name in names if (v := RootLayout.parse_version(name)) is not None)
 
 
@@ -81,7 +77,7 @@ def claim_version(root: Root, kind: str) -> int:
     arbiter on every kind of root), above every numbered folder on disk. On a local disk the
     folder is created too."""
     floor = max(_numbered_dirs(root, kind), default=0) + 1
-    v = root.catalog.claim_version(_check_kind(kind), floor, path=lambda n: version_dir(root, kind, n))
+    v = root.catalog.claim_version(RootLayout.check_kind(kind), floor, path=lambda n: version_dir(root, kind, n))
     if root.is_local:
         root.makedirs(*RootLayout.version(kind, v))
     return v

@@ -106,15 +106,16 @@ def motion_starts(sp: np.ndarray, fps: float, after: list[int], until: list[int]
     return out
 
 
-def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    m = np.concatenate([[False], mask, [False]]).astype(np.int8)
+def runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of the runs of True in a boolean array, ends exclusive."""
+    m = np.concatenate([[False], np.asarray(mask, dtype=bool), [False]]).astype(np.int8)
     d = np.diff(m)
     return np.flatnonzero(d == 1), np.flatnonzero(d == -1)
 
 
 def still_mask(sp: np.ndarray, fps: float, pause_speed: float, cfg: SegmentConfig) -> np.ndarray:
     """Frames inside pauses: speed below `pause_speed` for at least `pause_min_s`."""
-    starts, ends = _runs(sp < pause_speed)
+    starts, ends = runs(sp < pause_speed)
     out = np.zeros(len(sp), dtype=bool)
     min_len = max(2, round(cfg.pause_min_s * fps))
     for a, e in zip(starts, ends, strict=True):
@@ -165,7 +166,7 @@ def pause_boundaries(sp: np.ndarray, still: np.ndarray, fps: float, cfg: Segment
     n = len(sp)
     if n < 3:
         return []
-    starts, ends = _runs(still)
+    starts, ends = runs(still)
     out = []
     for a, e in zip(starts, ends, strict=True):
         if a == 0 or e >= n:
@@ -278,7 +279,7 @@ def speed_steps(sp: np.ndarray, fps: float, pause_speed: float, moving: float,
     ok = (steady[t - w] & steady[t + g] & (lo > pause_speed) & (hi >= 0.5 * moving)
           & (hi >= cfg.speed_step_ratio * lo))
     out = []
-    for e in _runs(ok)[1]:
+    for e in runs(ok)[1]:
         k = int(t[e - 1])  # the last frame whose before-window is still the former level
         level = float(mb[e - 1])
         stop = min(n - 1, k + g)

@@ -82,12 +82,11 @@ class EpisodeReport:
 
 
 def runs(mask: Any) -> list[tuple[int, int]]:
-    """[first, last] (inclusive) of each run of True in a boolean sequence."""
-    import numpy as np
+    """[first, last] (inclusive) of each run of True in a boolean sequence (`ingest.kinematics.runs`)."""
+    from carve.ingest.kinematics import runs as _runs
 
-    m = np.concatenate([[False], np.asarray(mask, dtype=bool), [False]]).astype(np.int8)
-    d = np.diff(m)
-    return [(int(a), int(b) - 1) for a, b in zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1), strict=True)]
+    starts, ends = _runs(mask)
+    return [(int(a), int(b) - 1) for a, b in zip(starts, ends, strict=True)]
 
 
 __all__ = ["KINDS", "Defect", "EpisodeReport", "Severity", "runs"]

@@ -89,10 +89,6 @@ def committed_files(root: Root, batches: list[str] | None = None) -> dict[str, s
     return out
 
 
-def _batch_of(path: str) -> str | None:
-    return RootLayout.parse_batch(path)
-
-
 class SnapshotStale(CarveError):
     """A part file of a snapshot is gone (compacted and deleted, or collected, since the snapshot
     was taken): take a new snapshot and read again."""

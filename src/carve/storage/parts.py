@@ -40,7 +40,8 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from carve.storage.catalog import EPISODES, RUNS, Catalog
-from carve.storage.events import EVENTS_DIR, _batch_of, write_event_part
+from carve.storage.events import EVENTS_DIR, write_event_part
+from carve.storage.layout import RootLayout
 from carve.storage.root import Root
 from carve.storage.schema import check_schema
 
@@ -160,7 +161,7 @@ def scan(root: Root, now: float | None = None) -> Scan:
         rel = root.relative(i.path)
         mtime = i.mtime.timestamp() if i.mtime is not None else now
         f = PartFile(rel, int(i.size or 0), max(0.0, now - mtime))
-        batch = _batch_of(rel)
+        batch = RootLayout.parse_batch(rel)
         reg = registered.get(rel)
         if i.base_name.startswith(".tmp-"):
             f.kind, f.dataset = "temp", batch_dataset.get(batch or "", UNKNOWN)

@@ -16,6 +16,7 @@ datasets on demand (only the requested indices).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import re
@@ -157,7 +158,7 @@ class HDF5Source:
                     )
                 )
         if len({r.episode_index for r in refs}) != len(refs):  # numbered ALOHA files mixed with demos
-            refs = [EpisodeRef(r.source_uri, r.format, r.dataset, i, r.locator, r.fingerprint) for i, r in enumerate(refs)]
+            refs = [dataclasses.replace(r, episode_index=i) for i, r in enumerate(refs)]
         return sorted(refs, key=lambda r: r.episode_index)
 
 
