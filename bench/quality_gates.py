@@ -17,8 +17,11 @@ Measured, in this process unless said otherwise:
   and for `carve check` alone, episodes with any finding on the untouched corpus and on Carve's
   simulator (clean and with teleoperation noise);
 * speed: episodes per second of each tool (wall time of its whole run), and `carve check` against
-  decoding every frame of the same video files with PyAV (`decode_all`): the ratio divides the two
-  wall times over the same files.
+  decoding every frame of the same video files to RGB with PyAV (`decode_all`, the decode
+  benchmark's baseline; the check converts its sampled frames to RGB too): the ratio divides the
+  two wall times over the same files;
+* the cost the check adds to `carve run` (`check.in_run`): the same ingest (`--no-shard`) with the
+  check on and off, in this process, after one warm-up run.
 """
 
 from __future__ import annotations
@@ -97,15 +100,12 @@ def doctor_findings(exe: Path, ds: Path) -> tuple[dict[int, list[str]], float]:
 
 
 def decode_all(ds: Path) -> tuple[int, float]:
-    """(frames, seconds) to decode every frame of every video file of a dataset with PyAV."""
-    import av
+    """(frames, seconds) to decode every frame of every video file of a dataset to RGB with plain
+    PyAV (`bench.bench_decode.raw_pyav_decode`, the baseline of the decode benchmark)."""
+    from bench.bench_decode import raw_pyav_decode
 
     t0 = time.perf_counter()
-    n = 0
-    for path in sorted(ds.glob("videos/**/*.mp4")):
-        with av.open(str(path)) as c:
-            for _ in c.decode(video=0):
-                n += 1
+    n = raw_pyav_decode(sorted(ds.glob("videos/**/*.mp4")))
     return n, time.perf_counter() - t0
 
 
@@ -159,6 +159,35 @@ def sim_fp(out: Path) -> dict[str, Any]:
     return res
 
 
+def in_run_cost(ds: Path, out: Path, repeats: int = 2) -> dict[str, Any]:
+    """Wall seconds of `carve run --no-shard` on `ds` with the quality check on and off (fresh roots,
+    interleaved, after one warm-up run that starts Ray): the median of each."""
+    import shutil
+    import statistics
+
+    from carve.core.config import CarveConfig
+    from carve.pipeline.run import run_pipeline
+
+    def once(on: bool, k: int) -> float:
+        root = out / f"in-run-{'on' if on else 'off'}-{k}"
+        shutil.rmtree(root, ignore_errors=True)
+        cfg = CarveConfig().with_overrides({
+            "root": str(root), "source": {"uri": str(ds), "format": "lerobot"}, "check": {"in_run": on},
+            "ray": {"num_cpus": 2, "object_store_memory_mb": 256, "progress": False}, "embed": {"text": "none"},
+        })
+        t0 = time.perf_counter()
+        run_pipeline(cfg, shard=False)
+        return time.perf_counter() - t0
+
+    once(False, -1)
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for k in range(repeats):
+        for on in (k % 2 == 0, k % 2 != 0):
+            times[on].append(once(on, k))
+    return {"dataset": ds.name, "on": statistics.median(times[True]), "off": statistics.median(times[False]),
+            "runs": repeats}
+
+
 def run(args: argparse.Namespace) -> str:
     from carve.quality.check import check_source
     from carve.sim.defects import make_corrupted_corpus
@@ -190,12 +219,13 @@ def run(args: argparse.Namespace) -> str:
         per_seed.append((seed, score(truth, carve, doctor)))
     untouched = untouched_fp({})
     sims = sim_fp(out)
+    in_run = in_run_cost(out / f"corpus-seed{args.seeds[0]}" / "aloha", out)
     wall = time.perf_counter() - t_start
-    return render(args, per_seed, speed, untouched, sims, wall)
+    return render(args, per_seed, speed, untouched, sims, in_run, wall)
 
 
 def render(args: argparse.Namespace, per_seed: list[tuple[int, dict[str, Any]]], speed: dict[str, Any],
-           untouched: dict[str, Any], sims: dict[str, Any], wall: float) -> str:
+           untouched: dict[str, Any], sims: dict[str, Any], in_run: dict[str, Any], wall: float) -> str:
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [BEGIN, f"_Generated {now} by `python -m bench.quality_gates --seeds {' '.join(map(str, args.seeds))}` "
              f"on {platform.machine()}, in {wall / 60:.1f} min._", "",
@@ -225,7 +255,10 @@ def render(args: argparse.Namespace, per_seed: list[tuple[int, dict[str, Any]]],
               f"| carve check | {eps / speed['carve_s']:.1f} episodes/s ({speed['carve_s']:.1f} s) |",
               f"| lerobot-doctor (its CLI, whole run) | {eps / speed['doctor_s']:.1f} episodes/s ({speed['doctor_s']:.1f} s) |",
               f"| plain PyAV decode of every frame of the same videos | {speed['frames']} frames in {speed['decode_s']:.1f} s |",
-              f"| carve check / plain decode (target <= 0.25) | **{ratio:.2f}** |", "", END]
+              f"| carve check / plain decode (target <= 0.25) | **{ratio:.2f}** |",
+              f"| `carve run --no-shard` on {in_run['dataset']} (seed {args.seeds[0]}), check on / off (median of "
+              f"{in_run['runs']} each, interleaved) | {in_run['on']:.1f} s / {in_run['off']:.1f} s = "
+              f"**{in_run['on'] / in_run['off']:.2f}** |", "", END]
     return "\n".join(lines)
 
 
