@@ -114,7 +114,7 @@ def ray_data_run(refs: list[Any]) -> float:
     ensure_ray(cfg)
     t0 = time.perf_counter()
     spec = StepSpec(DecodeSegment, {"seg_cfg": SegmentConfig(use_visual=True), "src_cfg": SourceConfig()},
-                    concurrency=1, batch_size=1)
+                    concurrency=1)
     for _ in RayExecutor(cfg).run([r.to_row() for r in refs], [spec]):
         pass
     return time.perf_counter() - t0

@@ -2,9 +2,9 @@
 
 Both write the same ordered table of schema-v1 event rows (state/action slices, three small
 JPEG-sized keyframes, 64/384/32/480-d embeddings, cluster fields) with zstd and the same row
-group size. The Carve path is `storage.shards.write_shards` (conform to schema v1 with
+group size. The Carve path is `shard.write.write_shards` (conform to schema v1 with
 emb_dims metadata, cut into `--rows-per-shard` parts, serialise in memory, sha256, atomic
-temp+rename per part) followed by `storage.manifest.write_manifest`; the baseline writes the
+temp+rename per part) followed by `shard.manifest.write_manifest`; the baseline writes the
 whole table as one Parquet file with `pq.write_table`. `ratio` = Carve events/s / baseline
 events/s (1.0 = no overhead).
 
@@ -27,7 +27,7 @@ DIMS = {"visual": 64, "text": 384, "motion": 32, "emb": 480, "end_visual": 64}
 
 
 def make_events(n: int, seed: int = 0, frames: int = 12) -> pa.Table:
-    """A schema-v1 table of `n` synthetic events with every column a shard carries."""
+    """A table of `n` synthetic events with every column of the event schema a shard carries."""
     from carve.storage.schema import EVENT_SCHEMA, make_event_id
 
     rng = np.random.default_rng(seed)
@@ -53,6 +53,9 @@ def make_events(n: int, seed: int = 0, frames: int = 12) -> pa.Table:
         "event_index": k.astype(np.int32), "num_events": np.full(n, 8, np.int32),
         "start_frame": (k * 10).astype(np.int32), "end_frame": (k * 10 + 10).astype(np.int32),
         "fps": np.full(n, 12.0, np.float32), "start_reason": ["pause"] * n, "boundary_reason": ["gripper_close"] * n,
+        "source_file": [f"data/chunk-000/file-{i // 64:03d}.parquet" for i in range(n)],
+        "source_key": [f"episode_index={i // 8}" for i in range(n)],
+        "source_start_s": (k * 10 / 12.0).astype(np.float64), "source_end_s": ((k * 10 + 10) / 12.0).astype(np.float64),
         "task": ["put the red cube in the tray"] * n, "caption": ["reach toward the red cube"] * n,
         "next_caption": ["close the gripper on the red cube"] * n, "caption_model": ["kinematic"] * n,
         "caption_status": ["ok"] * n, "keyframes": [[jpeg, jpeg, jpeg]] * n,
@@ -62,17 +65,21 @@ def make_events(n: int, seed: int = 0, frames: int = 12) -> pa.Table:
         "cluster_id": rng.integers(0, 100, n).astype(np.int32),
         "cluster_path": [[int(c) // 10, int(c)] for c in rng.integers(0, 100, n)],
         "cluster_dist": rng.random(n).astype(np.float32), "dup_of": [None] * n,
-        "weight": np.ones(n, np.float32),
+        "weight": np.ones(n, np.float32), "sampling_weight": np.ones(n, np.float32),
+        "cameras": [["front"]] * n, "arms": [[""]] * n, "obs_stride": np.ones(n, np.int32),
+        "state_names": [[f"s{i}" for i in range(8)]] * n, "action_names": [[f"a{i}" for i in range(7)]] * n,
     }
-    arrays = [pa.array(cols[f.name], type=f.type) if not isinstance(cols[f.name], pa.Array) else cols[f.name]
+    # the columns a simulated single-camera dataset leaves empty (env_state, per-camera embeddings, ...)
+    arrays = [cols[f.name] if isinstance(cols.get(f.name), pa.Array)
+              else pa.array(cols[f.name], type=f.type) if f.name in cols else pa.nulls(n, f.type)
               for f in EVENT_SCHEMA]
     return pa.Table.from_arrays(arrays, schema=EVENT_SCHEMA)
 
 
 def run_carve(table: pa.Table, out: Path, rows_per_shard: int, row_group_size: int) -> float:
-    from carve.storage.manifest import build_manifest, write_manifest
+    from carve.shard.manifest import build_manifest, write_manifest
+    from carve.shard.write import write_shards
     from carve.storage.root import open_root
-    from carve.storage.shards import write_shards
 
     t0 = time.perf_counter()
     out_root = open_root(out)

@@ -311,8 +311,10 @@ def test_coverage_of_one_version(env):
 
 
 def test_flags_exclude_events_from_the_next_shard_version_and_coverage_over_versions(tmp_path, catalog_url):
-    from carve.clustering.curate import cut_shards, recluster
+    from carve.audit.derive import derive_views
+    from carve.clustering.curate import recluster
     from carve.clustering.summary import layout_is_current
+    from carve.shard.cut import cut_shards
     from carve.storage.root import open_root
 
     fab = fabricate_root(tmp_path / "root", datasets=("sim",), episodes=8)
@@ -337,6 +339,7 @@ def test_flags_exclude_events_from_the_next_shard_version_and_coverage_over_vers
 
         root = open_root(str(fab.root))
         v2 = recluster(root, cfg)  # a second clustering version
+        derive_views(root, v2, cfg.cluster)  # and its views, derived after it
         assert v2 == 2 and layout_is_current(root, 2)
         v = cut_shards(root, cfg)
         assert v == 2
@@ -384,7 +387,8 @@ def test_flags_exclude_events_from_the_next_shard_version_and_coverage_over_vers
         assert all(int(x["suggested_episodes"]) > 0 and x["representative_caption"] for x in rows)
 
 
-def test_layout_is_written_in_the_streamed_pass_and_extended_by_assign_new(tmp_path, monkeypatch):
+def test_layout_is_derived_after_a_streamed_clustering_and_extended_after_assign_new(tmp_path, monkeypatch):
+    from carve.audit.derive import derive_views
     from carve.clustering.curate import assign_new, cluster_catalog
     from carve.clustering.summary import LayoutProjector, read_layout, read_layout_meta
     from carve.storage.events import read_events, write_event_part
@@ -396,6 +400,8 @@ def test_layout_is_written_in_the_streamed_pass_and_extended_by_assign_new(tmp_p
     cfg = _cfg(fab.root, cluster={"k": 3, "seed": 0, "train_sample_per_centroid": 4, "batch_rows": 7})
     root = open_root(str(fab.root))
     v = cluster_catalog(root, cfg)
+    assert read_layout(root, v) is None  # clustering makes no views: derive_views does, after it
+    derive_views(root, v, cfg.cluster)
     lay = read_layout(root, v)
     ev = read_events(root, columns=["event_id", "episode_id", "emb"])
     assert lay is not None and lay.column("event_id").to_pylist() == ev.column("event_id").to_pylist()
@@ -416,6 +422,7 @@ def test_layout_is_written_in_the_streamed_pass_and_extended_by_assign_new(tmp_p
                                    "source_uri": "/data/sim", "fingerprint": "fp100", "status": "ok",
                                    "num_events": new.num_rows, "batch": "b2"}])
     assert assign_new(root, cfg) == v
+    derive_views(root, v, cfg.cluster)
     lay2 = read_layout(root, v)
     assert lay2 is not None and lay2.num_rows == lay.num_rows + new.num_rows
     old = {r["event_id"]: (r["x"], r["y"]) for r in lay.to_pylist()}
@@ -425,9 +432,11 @@ def test_layout_is_written_in_the_streamed_pass_and_extended_by_assign_new(tmp_p
         assert np.allclose(now[f"new{i:04d}"], old[e], atol=1e-5)
 
 
-def test_neighbours_index_is_written_by_clustering_and_extended_by_assign_new(tmp_path, monkeypatch):
-    """`cluster_catalog` (streamed: a sample of 4 x k) writes the cluster-sorted vectors with the
-    version; `assign_new` adds the new events to their clusters' row groups, keeping the rest."""
+def test_neighbours_index_is_derived_after_clustering_and_extended_after_assign_new(tmp_path, monkeypatch):
+    """`derive_views` after `cluster_catalog` (streamed: a sample of 4 x k) writes the cluster-sorted
+    vectors of the version; after `assign_new` it adds the new events to their clusters' row groups,
+    keeping the rest."""
+    from carve.audit.derive import derive_views
     from carve.clustering import neighbours as cn
     from carve.clustering.curate import assign_new, cluster_catalog
     from carve.storage.events import read_events, write_event_part
@@ -438,6 +447,7 @@ def test_neighbours_index_is_written_by_clustering_and_extended_by_assign_new(tm
     cfg = _cfg(fab.root, cluster={"k": 3, "seed": 0, "train_sample_per_centroid": 4, "batch_rows": 7})
     root = open_root(str(fab.root))
     v = cluster_catalog(root, cfg)
+    derive_views(root, v, cfg.cluster)
     assert cn.neighbours_is_current(root, v)
 
     def check() -> int:
@@ -466,5 +476,7 @@ def test_neighbours_index_is_written_by_clustering_and_extended_by_assign_new(tm
                                    "source_uri": "/data/sim", "fingerprint": "fp100", "status": "ok",
                                    "num_events": new.num_rows, "batch": "b2"}])
     assert assign_new(root, cfg) == v
+    assert not cn.neighbours_is_current(root, v)
+    derive_views(root, v, cfg.cluster)
     assert cn.neighbours_is_current(root, v) and cn.read_neighbours_meta(root, v)["rows"] == n0 + new.num_rows
     assert check() == n0 + new.num_rows

@@ -1,12 +1,13 @@
 """Balance without losing data: the default cut carries every non-duplicate event once, with weights.
 
 The default `shard.mode` "weights" writes every eligible event exactly once and puts the
-balancing policy into `sampling_weight`; `storage.sampling` turns the weights into seeded
+balancing policy into `sampling_weight`; `shard.sampling` turns the weights into seeded
 weighted epochs. The opt-in mode "resample" keeps the old rows (repeats / drops).
 """
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from pathlib import Path
 
@@ -14,12 +15,21 @@ import numpy as np
 import pytest
 from test_cluster_curate import add_episodes, blob_embeddings, cfg_for
 
-from carve.clustering.balance import BalancePolicy, balance, plan_targets, weigh
-from carve.clustering.curate import cluster_catalog, cut_shards
+from carve.clustering.curate import cluster_catalog
 from carve.clustering.versions import read_assignments, unique_assignments
+from carve.shard.balance import BalancePolicy, balance, plan_targets, weigh
+from carve.shard.cut import cut_shards
+from carve.shard.sampling import (
+    WeightedEpochSampler,
+    draw_rows,
+    epoch_indices,
+    expected_counts,
+    iter_weighted,
+    read_sampling_weights,
+    round_counts,
+)
 from carve.storage.manifest import read_manifest
 from carve.storage.root import open_root
-from carve.storage.sampling import WeightedEpochSampler, epoch_indices, expected_counts
 from carve.storage.shards import ShardReader
 
 SIZES = [240, 60, 30, 30]
@@ -129,6 +139,29 @@ def test_weighted_epochs_are_deterministic_by_seed_and_follow_the_weights():
         epoch_indices([0.0, 0.0], 0, 0)
 
 
+def test_the_loaders_draw_is_the_shard_packages_and_rounds_each_row_to_floor_or_ceil():
+    w = [0.25, 1.0, 2.5, 0.0, 3.75, 1.5]
+    rows = [0, 2, 3, 5]
+    got = draw_rows(rows, [w[r] for r in rows], random.Random("0-0-0"))
+    # the loader's rule before it moved here: floor(w) + (one uniform per row < frac(w)), in row order
+    rng, want = random.Random("0-0-0"), []
+    for r in rows:
+        k = int(w[r])
+        k += rng.random() < w[r] - k
+        want.extend([r] * k)
+    assert got == want
+    assert round_counts([0.0, 1.0, 2.5, 2.5], [0.0, 0.99, 0.49, 0.5]).tolist() == [0, 1, 3, 2]
+    counts = np.zeros(len(w))
+    for e in range(2000):  # each row floor or ceil of its weight, w on average
+        c = np.bincount(draw_rows(list(range(len(w))), w, random.Random(f"7-{e}")), minlength=len(w))
+        assert (c >= np.floor(w)).all() and (c <= np.ceil(w)).all()
+        counts += c
+    assert np.allclose(counts / 2000, w, atol=0.05)
+    import carve.trainer.data as loader
+
+    assert loader.draw_rows is draw_rows  # the trainer's loader draws with this function
+
+
 def test_sampler_splits_an_epoch_over_ranks():
     w = np.linspace(0.1, 3.0, 17)
     parts = []
@@ -148,17 +181,17 @@ def test_shard_reader_iterates_a_weighted_epoch(catalog):
     _cut(root)
     reader = ShardReader(str(root))
     t = reader.read_all()
-    w = reader.sampling_weights()
+    w = read_sampling_weights(reader)
     assert np.allclose(w, np.asarray(t.column("sampling_weight").to_pylist()))
     ids = t.column("event_id").to_pylist()
     want = [ids[i] for i in epoch_indices(w, 3, 11)]
-    got = [e for b in reader.iter_weighted(epoch=3, seed=11, batch_size=50) for e in b.column("event_id").to_pylist()]
+    got = [e for b in iter_weighted(reader, epoch=3, seed=11, batch_size=50) for e in b.column("event_id").to_pylist()]
     assert got == want
     # an epoch's cluster mix follows the balance, not the catalog's skew
     cid = dict(zip(ids, t.column("cluster_id").to_pylist(), strict=True))
     m = reader.manifest
     mix = Counter(str(cid[e]) for e in got)
-    for c, after in m["clusters"]["after"].items():
+    for c, after in m.clusters.after.items():
         assert abs(mix[c] - after) <= max(3, 0.1 * after)
 
 
@@ -169,4 +202,4 @@ def test_resample_mode_still_repeats_and_weighs_rows_one(catalog):
     assert m["unique_events"] < m["total_rows"] or m["unique_events"] < len(ids) - len(dups)
     assert max(Counter(t.column("event_id").to_pylist()).values()) > 1  # small clusters repeat
     assert set(t.column("sampling_weight").to_pylist()) == {1.0}
-    assert ShardReader(str(root)).sampling_weights().tolist() == [1.0] * t.num_rows
+    assert read_sampling_weights(ShardReader(str(root))).tolist() == [1.0] * t.num_rows

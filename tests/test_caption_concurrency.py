@@ -25,7 +25,7 @@ from test_captioners_helpers import event_rows, script_episode
 from carve.captioners.stage import CaptionStage
 from carve.core.config import CaptionConfig
 from carve.ingest.sources.base import EpisodeRef
-from carve.pipeline.step import STAGE_SCHEMA, quarantine_row, rows_to_stage_table
+from carve.pipeline.step import quarantine_row, rows_to_stage_table, stage_schema
 from carve.pipeline.steps import Caption
 from carve.sim.service_fakes import ChatServer
 
@@ -44,7 +44,7 @@ def event_table(events_per_episode: list[int], seed: int = 0) -> pa.Table:
         rows += event_rows(f"ep{i}", f"task-{i}", state, grip, [(k * 6, (k + 1) * 6) for k in range(n)],
                            episode_index=i)
     order = np.random.default_rng(seed).permutation(len(rows))
-    return rows_to_stage_table([{**rows[j], "_fingerprint": "fp", "_stats": None} for j in order])
+    return rows_to_stage_table([{**rows[j], "_fingerprint": "fp"} for j in order])
 
 
 def cfg_for(server: ChatServer, **kw: Any) -> CaptionConfig:
@@ -92,7 +92,7 @@ def test_fan_out_keeps_max_concurrency_in_flight_within_episodes(server: ChatSer
     good = out.filter(pc.is_null(out.column("_error")))
     check_captions(good, table)
     assert out.num_rows == 14 and out.column("_error").to_pylist()[-1] == "decode failed"
-    assert out.schema.equals(STAGE_SCHEMA)
+    assert out.schema.equals(stage_schema("caption"))
     # no request waited for a previous caption: later events say theirs is not available
     assert {c["previous"] for c in server.calls if c["event"] > 1} == {"(not available)"}
 

@@ -341,6 +341,48 @@ def test_gripper_opening_during_the_approach_is_part_of_the_reach() -> None:
     assert caption_episode_events(views)[0] == "reach toward the red cube"
 
 
+def test_cycles_an_opening_before_the_arm_moves_is_the_start_state() -> None:
+    from carve.captioners.phases import _cycles
+
+    # the gripper opens before the arm's first motion (frame 20), and never closes: no release
+    assert _cycles([(5, "gripper_open")], first_move=20) == []
+    # it opens after the arm has moved (a carry from the start): that open is a release
+    assert _cycles([(30, "gripper_open")], first_move=20) == [(None, 30)]
+
+
+def test_gripper_opening_from_its_start_state_is_never_a_release() -> None:
+    # an ALOHA arm rests with its gripper closed; it opens it before moving, then pushes the cube: nothing
+    # was held, so no event is a release (the opening is part of the first phase)
+    joints = [(0.0, _j(0, 0, 0, 0)), (0.6, _j(0, 0, 0, 0)), (2.0, _j(0.8, 0, 0, 0)),
+              (2.4, _j(0.8, 0, 0, 0)), (3.6, _j(0.8, 0, 0.6, 0)), (4.4, _j(0.8, 0, 0.6, 0))]
+    grip = [(0.0, _j(0)), (0.05, _j(0)), (0.5, _j(1))]
+    views = _views({"": (joints, grip)}, [0.5, 2.2, 3.7], "push the red cube to the goal", 4.6)
+    from carve.captioners.kinematic import caption_episode_events, label_phases
+
+    phases = label_phases(views)
+    assert "release" not in phases and phases[0] != "release"
+    assert not caption_episode_events(views)[0].startswith("release")
+    # the same opening after a carry from the start (the arm moved first, holding): a release
+    carry = [(0.0, _j(0, 0, 0, 0)), (0.6, _j(0, 0, 0, 0)), (2.0, _j(0.8, 0, 0, 0)),
+             (3.0, _j(0.8, 0, 0, 0)), (4.0, _j(0, 0, 0, 0))]
+    grip_late = [(0.0, _j(0)), (2.2, _j(0)), (2.6, _j(1))]
+    late = _views({"": (carry, grip_late)}, [0.5, 2.1, 2.9], "put the red cube in the tray", 4.6)
+    assert label_phases(late)[2] == "release"
+
+
+def test_without_signals_an_opening_before_the_first_grasp_is_no_release() -> None:
+    # only the boundary reasons: the episode's first event starts with the gripper opening from its start state
+    rows = event_rows("x", "put the red cube in the tray", np.zeros((40, 8), np.float32),
+                      np.zeros(40, np.float32), [(0, 10), (10, 20), (20, 30), (30, 40)], keyframes=False)
+    for r, reason in zip(rows, ["gripper_open", "gripper_close", "motion_pause", "gripper_open"], strict=True):
+        r["state"], r["action"], r["gripper"] = [], [], []
+        r["start_reason"] = reason
+    from carve.captioners.kinematic import label_phases
+
+    [views] = views_from_table(events_to_table(rows, EVENT_SCHEMA))
+    assert label_phases(views) == ["reach", "grasp", "move", "release"]
+
+
 def _insertion(task: str = "insert the peg into the socket") -> list:
     """Both arms on the same schedule (mirrored joints): reach opening the gripper, grasp, lift, insert, hold."""
     def arm(sign: float) -> tuple[Keys, Keys]:

@@ -7,8 +7,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from carve.clustering.balance import BalancePolicy, allocate, balance, balance_stats, interleave, plan_targets
 from carve.clustering.kmeans import ClusteringError
+from carve.shard.balance import BalancePolicy, allocate, balance, balance_stats, interleave, plan_targets
 
 SKEWED = [500, 200, 100, 50, 25]
 

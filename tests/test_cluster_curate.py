@@ -222,7 +222,8 @@ def test_nan_embedding_is_refused_naming_the_event(tmp_path: Path):
 
 
 def test_empty_catalog_is_a_clear_error(tmp_path: Path):
-    from carve.clustering.curate import assign_new, cluster_catalog, cut_shards
+    from carve.clustering.curate import assign_new, cluster_catalog
+    from carve.shard.cut import cut_shards
 
     with pytest.raises(ClusteringError, match="no committed events"):
         cluster_catalog(*with_root(cfg_for(tmp_path)))
@@ -234,7 +235,8 @@ def test_empty_catalog_is_a_clear_error(tmp_path: Path):
 
 @pytest.mark.parametrize("damage", ["missing index", "truncated index", "bad hierarchy"])
 def test_damaged_clustering_version_is_a_clear_error(tmp_path: Path, damage: str):
-    from carve.clustering.curate import cluster_catalog, cut_shards
+    from carve.clustering.curate import cluster_catalog
+    from carve.shard.cut import cut_shards
 
     x, y = blob_embeddings([20, 20], seed=3)
     add_episodes(tmp_path, x, labels=y)
@@ -342,15 +344,18 @@ def test_streaming_clustering_trains_on_a_sample_and_keeps_the_rules(tmp_path: P
     assert sum(d in reps for d in want_new) >= 3 and sum(d in new_ids for d in want_new) >= 2
 
 
-def test_summary_is_written_with_the_version_and_follows_new_parts(tmp_path: Path):
+def test_summary_is_derived_after_the_version_and_follows_new_parts(tmp_path: Path):
+    from carve.audit.derive import derive_views
     from carve.clustering import summary as cs
-    from carve.clustering.curate import assign_new, cluster_catalog, cut_shards
+    from carve.clustering.curate import assign_new, cluster_catalog
+    from carve.shard.cut import cut_shards
 
     x, y = blob_embeddings([30, 20, 10], seed=13)
     add_episodes(tmp_path, x, labels=y)
     cfg = cfg_for(tmp_path, k=3)
     v = cluster_catalog(open_root(cfg.root), cfg)
     root = open_root(tmp_path)
+    derive_views(root, v, cfg.cluster)
     s = cs.read_summary(root, v)
     assert s is not None and s.meta["assignment_parts"] == ["part-00000-initial.parquet"]
     asg = _assignments(tmp_path, v).to_pylist()
@@ -366,6 +371,7 @@ def test_summary_is_written_with_the_version_and_follows_new_parts(tmp_path: Pat
     x2, _ = blob_embeddings([10], seed=14)
     add_episodes(tmp_path, x2, first_episode=90, batch="b2")
     assign_new(open_root(cfg.root), cfg)
+    derive_views(root, v, cfg.cluster)
     s2 = cs.read_summary(root, v)
     assert s2 is not None and len(s2.meta["assignment_parts"]) == 2 and s2.datasets["d"]["events"] == 70
     # a stale or missing summary is rewritten by the next cut

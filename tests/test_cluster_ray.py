@@ -2,7 +2,7 @@
 
 - The run ships Carve to the workers (runtime_env py_modules), authenticates with the
   cluster's token although the driver only has the token file, spreads its steps over both
-  nodes (Ray Data's block stats, logged as `ray_nodes`), and writes events, clusters and shards
+  nodes (the node each step ran each block on, logged as `ray_nodes`), and writes events, clusters and shards
   that match, row for row, an embedded single-node run of the same source.
 - A node-local root on a multi-node cluster is refused before any work, saying what to use.
 - A driver without the token is told how to give it one.

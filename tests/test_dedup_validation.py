@@ -212,3 +212,17 @@ def test_same_embedding_other_signals_is_not_a_duplicate_on_every_path(tmp_path:
     dup = dict(zip(asg.column("event_id").to_pylist(), asg.column("dup_of").to_pylist(), strict=True))
     assert [dup[e] is not None for e in new_ids] == [True] * 4 + [False] * 4
     assert [dup[e] for e in new_ids[:4]] == ids[20:24]
+
+
+def test_apply_copies_keeps_dup_of_pointing_at_representatives() -> None:
+    """Rows 0-2: the original episode's events; 3-5: its copy's. Embedding dedup made 4 the
+    representative of 1 and left 5 alone; row 6 (another event) was a near-duplicate of 3."""
+    import numpy as np
+
+    from carve.clustering.dedup import apply_copies
+
+    dup = np.array([-1, 4, -1, -1, -1, -1, 3])
+    out = apply_copies(dup, {3: 0, 4: 1, 5: 2})
+    assert out.tolist() == [-1, -1, -1, 0, 1, 2, 0]
+    reps = {i for i, d in enumerate(out) if d < 0}
+    assert all(d in reps for d in out if d >= 0)  # dup_of only ever names a representative

@@ -31,3 +31,19 @@ def test_aggregate_weights_episodes_by_count():
     assert np.allclose(agg["mean"], both.mean(0)) and np.allclose(agg["std"], both.std(0))
     assert np.allclose(agg["min"], both.min(0)) and np.allclose(agg["max"], both.max(0))
     assert agg["count"].tolist() == [50]
+
+
+def test_stats_without_quantiles_as_the_simulator_writes_them():
+    """`quantiles=False` (the simulator's datasets, as lerobot 0.3.x wrote stats): the same
+    min/max/mean/std/count in the same key order, no quantile keys, and they aggregate."""
+    rng = np.random.default_rng(2)
+    frames = rng.integers(0, 256, (4, 9, 11, 3), dtype=np.uint8)
+    x = rng.normal(size=(30, 3))
+    for full, bare in ((image_stats(frames), image_stats(frames, quantiles=False)),
+                       (vector_stats(x), vector_stats(x, quantiles=False))):
+        assert list(bare) == ["min", "max", "mean", "std", "count"]
+        for k, v in bare.items():
+            assert np.array_equal(v, full[k]), k
+    agg = aggregate([{"x": vector_stats(x[:10], quantiles=False)}, {"x": vector_stats(x[10:], quantiles=False)}])["x"]
+    assert list(agg) == ["min", "max", "mean", "std", "count"]
+    assert np.allclose(agg["mean"], x.mean(0)) and agg["count"].tolist() == [30]

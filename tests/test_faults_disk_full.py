@@ -100,7 +100,8 @@ def test_write_table_and_write_bytes_on_a_full_disk(tiny_disk: Path):
 def test_shard_version_on_a_full_disk_is_not_committed_and_a_later_cut_completes(tiny_disk: Path):
     from test_cluster_curate import add_episodes, blob_embeddings, cfg_for
 
-    from carve.clustering.curate import cluster_catalog, cut_shards
+    from carve.clustering.curate import cluster_catalog
+    from carve.shard.cut import cut_shards
     from carve.storage.manifest import manifest_versions
     from carve.storage.shards import ShardReader
 

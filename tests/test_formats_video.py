@@ -8,9 +8,10 @@ import av
 import numpy as np
 import pytest
 
+from carve.export.video import pick_encoder
 from carve.ingest.video import VideoError, VideoReader
 from carve.sim.formats import index_frames, read_index
-from carve.sim.lerobot_writer import _VideoFile, pick_encoder, write_video
+from carve.sim.lerobot_writer import open_video, write_video
 
 FPS = 10
 AV1_ENCODERS = [c for c in ("libsvtav1", "libaom-av1", "librav1e") if c in av.codecs_available]
@@ -26,7 +27,7 @@ def _encoder(codec: str) -> str:
 def _shared_file(tmp_path: Path, codec: str, lengths: list[int]) -> tuple[Path, list[tuple[float, float]]]:
     """One mp4 holding several 'episodes' back to back (the LeRobot v3.0 layout)."""
     path = tmp_path / f"shared_{codec}.mp4"
-    vf = _VideoFile(path, _encoder(codec), FPS, 64, 64)
+    vf = open_video(path, _encoder(codec), FPS, 64, 64)
     spans, start = [], 0
     for n in lengths:
         spans.append(vf.append(index_frames(range(start, start + n))))

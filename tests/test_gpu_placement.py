@@ -108,8 +108,8 @@ root = open_root(root_dir)
 ensure_ray(cfg.ray)
 check_cluster(cfg, root)  # the cluster has a GPU: accepted
 embed = next(s for s in build_steps(cfg, root, "b") if s.name == "embed")
-probe = StepSpec(GpuProbe, {"out": out_dir}, concurrency=embed.concurrency, batch_size=embed.batch_size,
-                 num_cpus=embed.num_cpus, num_gpus=embed.num_gpus)
+probe = StepSpec(GpuProbe, {"out": out_dir}, concurrency=embed.concurrency, num_cpus=embed.num_cpus,
+                 num_gpus=embed.num_gpus)
 rows = sum(b.num_rows for b in RayExecutor(cfg.ray).run([{"x": i} for i in range(3)], [probe]))
 try:
     check_cluster(cfg.with_overrides({"ray": {"embed_num_gpus": 2}}), root)

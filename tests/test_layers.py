@@ -68,7 +68,7 @@ def test_contracts_hold():
     [
         ("storage/events.py", "import carve.cli.main", "carve.storage is not allowed to import carve.cli"),
         ("ingest/segment.py", "from carve.clustering import kmeans", "carve.ingest is not allowed to import carve.clustering"),
-        ("clustering/balance.py", "import carve.sim.toy", "carve.clustering.balance -> carve.sim.toy"),
+        ("shard/balance.py", "import carve.sim.toy", "carve.shard.balance -> carve.sim.toy"),
     ],
 )
 def test_an_upward_import_breaks_the_contract(tmp_path: Path, victim: str, line: str, message: str):

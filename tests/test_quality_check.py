@@ -183,7 +183,7 @@ def test_carve_run_records_the_findings_and_the_shard_cut_leaves_error_spans_out
     """`carve run` checks every episode it ingests: the findings go to the catalog, the events an
     error span touches stay out of the shards (counted by kind in the manifest), and an analyst's
     `keep` flag puts one back in the next version."""
-    from carve.clustering.curate import cut_shards
+    from carve.shard.cut import cut_shards
     from carve.storage.defects import episode_defects
     from carve.storage.events import read_events
     from carve.storage.flags import add_flag
@@ -224,6 +224,42 @@ def test_carve_run_records_the_findings_and_the_shard_cut_leaves_error_spans_out
         q2 = m2["quality_excluded"] if "quality_excluded" in m2 else m2["extra"]["quality_excluded"]
         assert q2["kept_by_flag"] == 1 and q2["events"] == q["events"] - 1
         assert keep["event_id"] in {e for s in _shard_event_ids(root, v2) for e in s}
+
+
+def test_a_copied_episode_goes_through_the_dedup_in_carve_run(corrupted, ingested):
+    """The injector's noisy, trimmed copies (truth: `of` the original's index): `carve run` records
+    their `duplicate_episode` finding, marks every event of the copy `dup_of` an event of the
+    original (or that event's representative), so no copy reaches the shards; clean episodes are
+    neither findings nor copies."""
+    from carve.clustering.versions import read_assignments, unique_assignments
+    from carve.storage.defects import episode_defects
+    from carve.storage.events import read_events
+    from carve.storage.root import open_root
+
+    _, truth = corrupted
+    _, root = ingested
+    rows = truth["datasets"]["metaworld"]["episodes"]
+    copies = {r["episode_index"]: r["of"] for r in rows if r["kind"] == "duplicate_episode"}
+    clean = {r["episode_index"] for r in rows if r["kind"] is None}
+    assert copies
+    with open_root(root) as r:
+        found = {int(d["episode_id"].rsplit("/", 1)[1]): d
+                 for d in episode_defects(r.catalog, dataset="metaworld") if d["kind"] == "duplicate_episode"}
+        events = read_events(r, columns=["event_id", "episode_index"]).to_pylist()
+        asg = unique_assignments(read_assignments(r, 1)).select(["event_id", "dup_of"]).to_pylist()
+    assert set(found) == set(copies), found
+    for idx, of in copies.items():
+        assert found[idx]["severity"] == "warning" and f"episode {of}" in found[idx]["detail"]
+    dup_of = {a["event_id"]: a["dup_of"] for a in asg}
+    ep_of = {e["event_id"]: e["episode_index"] for e in events}
+    shard_ids = {e for s in _shard_event_ids(root, 1) for e in s}
+    for idx, of in copies.items():
+        mine = [e for e, i in ep_of.items() if i == idx]
+        originals = {e for e, i in ep_of.items() if i == of}
+        targets = originals | {dup_of[e] for e in originals if dup_of[e]}
+        assert mine and all(dup_of[e] in targets for e in mine), (idx, [dup_of[e] for e in mine])
+        assert not set(mine) & shard_ids
+    assert not clean & set(found)
 
 
 def _shard_event_ids(root: Path, version: int) -> list[set[str]]:
@@ -269,3 +305,42 @@ def test_a_trimmed_export_cuts_data_and_video_on_the_same_frames(ingested, tmp_p
     for i in (0, len(ds) // 2, *last[-2:]):  # lerobot decodes frames at both ends of the trimmed spans
         item = ds[int(i)]
         assert all(tuple(item[c].shape)[-2:] == tuple(ds.meta.features[c]["shape"][:2]) for c in cams)
+
+
+def test_video_samples_sit_on_keyframes_and_decode_one_frame_each(monkeypatch: pytest.MonkeyPatch):
+    """lerobot writes a keyframe every 2 frames; at 20 fps the check's 0.25 s samples fall on odd
+    frames half the time. Each inner sample moves to a neighbouring keyframe, and a sample on a
+    keyframe decodes that frame alone (the seek lands on it, not on the keyframe before it)."""
+    import carve.ingest.video as video
+    from carve.core.config import CheckConfig
+    from carve.quality.video import packet_times, sample_indices, snap_to_keyframes
+
+    src = next((SOURCES["metaworld"] / "videos").rglob("*.mp4"))
+    pk = packet_times(str(src))
+    fps = pk.fps
+    assert np.allclose(np.diff(pk.keys[:10]) * fps, 2.0)  # the writer's own GOP (2): the premise of the test
+    cfg = CheckConfig()
+    n = 80
+    rel = np.arange(n) / fps
+    idx = sample_indices(n, fps, cfg)
+    snapped = snap_to_keyframes(idx, rel, pk.keys - pk.times[0], fps, cfg)
+    key_frames = set(np.round((pk.keys - pk.times[0]) * fps).astype(int).tolist())
+    assert snapped[0] == 0 and snapped[-1] == n - 1  # the ends stay
+    assert all(int(i) in key_frames for i in snapped[1:-1])
+    assert np.max(np.abs(snapped[1:-1] - idx[1:-1])) <= 1 and len(snapped) == len(idx)
+
+    steps = {"n": 0}
+    step = video._PyAVDecoder.step
+
+    def counted(self: Any) -> Any:
+        steps["n"] += 1
+        return step(self)
+
+    monkeypatch.setattr(video._PyAVDecoder, "step", counted)
+    inner = snapped[1:-1]
+    with video.VideoReader(str(src), backend="pyav", seek_gap_s=pk.key_gap, threads=False) as r:
+        frames = r.read_at(pk.times[0] + inner / fps)
+        assert steps["n"] <= 2 * len(inner)  # from the keyframe before each sample: 3 frames or more each
+        steps["n"] = 0
+        sequential = r.read_range(pk.times[0], pk.times[0] + n / fps)
+    assert np.array_equal(frames, sequential[inner])  # the same pixels as decoding every frame in order

@@ -1,4 +1,4 @@
-"""The coverage audit (report/audit.py, report/render.py) and `carve report` on fabricated, format-true roots."""
+"""The coverage audit (audit/data.py, report/render.py) and `carve report` on fabricated, format-true roots."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from carve.report import audit as au
+from carve.audit import data as au
+from carve.clustering.summary import LayoutProjector
 from carve.report import render
 from carve.sim.service_fakes import fabricate_root
 
@@ -57,7 +58,8 @@ def test_pca_separates_two_blobs():
     rng = np.random.default_rng(1)
     a = rng.normal(0, 0.1, size=(50, 12)) + 3.0
     b = rng.normal(0, 0.1, size=(50, 12)) - 3.0
-    xy = au.pca_2d(np.vstack([a, b]).astype(np.float32))
+    x = np.vstack([a, b]).astype(np.float32)
+    xy = LayoutProjector.fit(x).project(x)  # the one PCA of the map (report and UI)
     assert xy.shape == (100, 2)
     first = xy[:, 0]
     assert first[:50].min() > first[50:].max() or first[:50].max() < first[50:].min()
@@ -154,7 +156,8 @@ def test_summary_views_match_the_full_audit(fab, tmp_path):
     from the assignments) and on a root clustered by Carve (summary written with the version)."""
     from test_cluster_curate import add_episodes, blob_embeddings, cfg_for
 
-    from carve.clustering.curate import cluster_catalog, cut_shards
+    from carve.clustering.curate import cluster_catalog
+    from carve.shard.cut import cut_shards
     from carve.storage.root import open_root
 
     x, y = blob_embeddings([40, 25, 15, 3], seed=21, spread=0.1)

@@ -115,7 +115,7 @@ def s3_root(s3, tmp_path: Path):
 
 
 def test_audit_report_shards_and_trainer_read_an_s3_root(s3_root, s3, tmp_path: Path):
-    from carve.report import audit as au
+    from carve.audit import data as au
     from carve.report.render import write_report
     from carve.trainer.manifest import open_manifest, open_shard
 

@@ -126,7 +126,7 @@ def test_event_detail_and_keyframes(env):
 
 
 def test_coverage_view_matches_the_audit(env):
-    from carve.report import audit as au
+    from carve.audit import data as au
 
     body = env["client"].get("/datasets/aloha/coverage").json()
     a = au.load_audit(env["fab"].root, "aloha")

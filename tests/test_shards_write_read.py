@@ -1,4 +1,4 @@
-"""cut_shards + storage.shards/manifest: layout, balance per shard, integrity, versions, bad input."""
+"""shard.cut.cut_shards + shard.write + storage.shards/manifest: layout, balance per shard, integrity, versions, bad input."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from test_cluster_curate import add_episodes, blob_embeddings, cfg_for, with_root
 
-from carve.clustering.curate import cluster_catalog, cut_shards
-from carve.storage.manifest import ManifestError, read_manifest
+from carve.clustering.curate import cluster_catalog
+from carve.shard.cut import cut_shards
+from carve.storage.manifest import ManifestError, ShardManifest, load_manifest, read_manifest
 from carve.storage.root import open_root
 from carve.storage.schema import SCHEMA_VERSION, emb_dims, schema_version
 from carve.storage.shards import ShardIntegrityError, ShardReader, iter_shards
@@ -63,6 +64,32 @@ def test_cut_shards_writes_balanced_verified_shards_and_manifest_last(clustered)
     # small clusters are upsampled, so their weight is above the big cluster's
     w = {c: wt for c, wt in zip(t.column("cluster_id").to_pylist(), t.column("weight").to_pylist(), strict=True)}
     assert min(w.values()) < 1.0 < max(w.values())
+
+
+def test_the_manifest_reads_into_a_typed_object_that_writes_back_the_same_bytes(clustered, tmp_path):
+    root, ids = clustered
+    cfg = cfg_for(root)
+    v = cut_shards(open_root(cfg.root), cfg)
+    path = root / "shards" / f"v{v:03d}" / "manifest.json"
+    m = load_manifest(str(root), v)
+    assert isinstance(m, ShardManifest) and m.version == v and m.clusters_version == 1
+    assert m.policy is not None and m.policy.name == "uniform" and m.mode == "weights"
+    assert m.total_rows == sum(s.rows for s in m.shards) == len(ids)
+    assert m.stats is not None and m.stats.after is not None and m.stats.after.entropy is not None
+    assert m.sampling is not None and m.sampling.column == "sampling_weight"
+    assert Path(m.dir) == path.parent
+    # the typed object is the format: its JSON is the file's, byte for byte
+    assert json.dumps(m.to_json(), indent=2).encode() == path.read_bytes()
+    assert read_manifest(str(root), v) == {**json.loads(path.read_text()), "_dir": m.dir}
+    # a manifest without the optional records (hand-written, older) still loads; a wrong type is named
+    raw = json.loads(path.read_text())
+    small = {k: raw[k] for k in ("format", "manifest_version", "version", "schema_version", "shards", "total_rows")}
+    (tmp_path / "manifest.json").write_text(json.dumps(small))
+    got = load_manifest(str(tmp_path / "manifest.json"))
+    assert got.stats is None and got.sources == [] and got.to_json() == small
+    (tmp_path / "manifest.json").write_text(json.dumps({**small, "total_rows": "many"}))
+    with pytest.raises(ManifestError, match="total_rows"):
+        load_manifest(str(tmp_path / "manifest.json"))
 
 
 def test_policies_and_total_override(clustered):
@@ -123,7 +150,7 @@ def test_newer_manifest_or_schema_is_refused(clustered):
 
 
 def test_interrupted_shard_write_leaves_no_manifest_and_old_versions_readable(clustered, monkeypatch):
-    import carve.storage.shards as shards_mod
+    import carve.shard.write as shards_mod
 
     root, _ = clustered
     cfg = cfg_for(root)

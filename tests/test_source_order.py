@@ -8,13 +8,16 @@ listing the files in another order never renumbers the others.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 
+from carve.ingest.eval_segments import catalog_episodes, evaluate
 from carve.ingest.sources import open_source
 from carve.ingest.sources.common import file_number, natural_key
+from carve.ingest.truth import complete_truth, read_truth
 
 ACT = Path(__file__).resolve().parent / "corpus" / "aloha_hdf5" / "episodes"
 
@@ -97,7 +100,24 @@ def test_carve_run_keeps_the_file_numbers_and_every_event_names_its_file(tmp_pat
         rows = read_events(r, columns=["episode_index", "start_frame", "end_frame", "fps", "source_file", "source_key",
                                        "source_start_s", "source_end_s"]).to_pylist()
         export_lerobot(r, tmp_path / "export", codec="h264")
+        _, preds, info = catalog_episodes(r)
     assert sorted(eps) == list(range(12))
+    # a truth keyed by file number scores the same as one keyed by Carve's index (read back from each
+    # episode's provenance); the alphabetical numbering (`episode_10` before `episode_2`) pairs wrong data
+    recordings = {e["episode_index"]: e["boundaries"] for e in json.loads((ACT.parent / "truth.json").read_text())}
+
+    def f1(index_to_file: dict[int, int]) -> float:
+        entries = [{"episode_index": i, "boundaries": recordings[n % 4]} for i, n in index_to_file.items()]
+        path = tmp_path / f"truth_{len(list(tmp_path.glob('truth_*')))}.json"
+        path.write_text(json.dumps(entries))
+        truth = complete_truth(read_truth(path), info, "the run")
+        return evaluate(truth, preds, tol_s=0.1)["overall"]["boundary_f1"]
+
+    by_file = f1({n: n for n in range(12)})
+    by_carve = f1({i: file_number(where[i][0]) for i in range(12)})
+    alphabetical = sorted(range(12), key=lambda n: f"episode_{n}.hdf5")
+    assert by_file == by_carve
+    assert f1(dict(enumerate(alphabetical))) < by_file
     for e in rows:  # provenance: the file, the key inside it, the span in source seconds
         assert e["source_file"] == f"episode_{e['episode_index']}.hdf5" and e["source_key"] == "/", e
         assert e["source_start_s"] == pytest.approx(e["start_frame"] / e["fps"])

@@ -180,7 +180,7 @@ def test_filter_by_task(env: Env, page: Any):
 
 @browser
 def test_flag_event_is_in_api_and_left_out_of_next_shards(env: Env, page: Any):
-    from carve.clustering.curate import cut_shards
+    from carve.shard.cut import cut_shards
     from carve.storage.root import open_root
 
     eid = env.fab.event_ids[7]
@@ -222,7 +222,7 @@ def test_flag_event_is_in_api_and_left_out_of_next_shards(env: Env, page: Any):
 
 @browser
 def test_coverage_csv_download(env: Env, page: Any):
-    from carve.clustering.curate import cut_shards
+    from carve.shard.cut import cut_shards
     from carve.storage.root import open_root
 
     cut_shards(open_root(env.fab.root), env.cfg, policy="uniform")  # at least two shard versions to compare
@@ -362,7 +362,7 @@ def test_ui_export_cli_writes_a_static_folder(tmp_path: Path):
     assert main(["ui-export", "--root", str(fab.root), "--out", str(out), "--max-events", "4"]) == 0
     summary = json.loads((out / "export.json").read_text())
     assert summary["missing"] == [] and summary["events"] == 4
-    for name in ("index", "map", "event", "cluster", "coverage"):
+    for name in ("index", "map", "event", "cluster", "coverage", "quality"):
         html = (out / f"{name}.html").read_text()
         assert '"mode": "static"' in html and "http://" not in html and "https://" not in html
     assert (out / "static" / "plotly.min.js").stat().st_size > 1_000_000
@@ -370,5 +370,8 @@ def test_ui_export_cli_writes_a_static_folder(tmp_path: Path):
     assert snap.startswith('CARVE_SNAP_PUT("/datasets/sim/map", ')
     points = json.loads(snap[len('CARVE_SNAP_PUT("/datasets/sim/map", '):-3])["points"]
     assert len(points) == len(fab.event_ids)
+    quality = (out / "data" / "_datasets_sim_quality.js").read_text()  # the quality page's data and drop list
+    assert quality.startswith('CARVE_SNAP_PUT("/datasets/sim/quality", ')
+    assert (out / "media" / "_datasets_sim_quality.csv").read_text().startswith("episode_index,episode_id,")
     clips = list((out / "media").glob("*_clip.mp4"))
     assert len(clips) == 4 and all(c.read_bytes()[4:8] == b"ftyp" for c in clips)

@@ -3,8 +3,8 @@
 The import namespace over the repository's top-level packages, bottom to top:
 `carve.core` (config, errors, logging), `carve.storage` (schema, catalog, parts, shards,
 manifest, filesystems, the root handle), `carve.ingest` (sources, video, segmentation),
-`carve.captioners`, `carve.embedding`, `carve.clustering`, `carve.pipeline` (Ray stages and
-the DAG), `carve.trainer`, `carve.service`, `carve.report` and `carve.cli`. `carve.sim` sits
+`carve.captioners`, `carve.embedding`, `carve.clustering`, `carve.shard` (balance, the
+weighted-epoch draw, the cut), `carve.pipeline` (Ray stages and the DAG), `carve.trainer`, `carve.service`, `carve.report` and `carve.cli`. `carve.sim` sits
 beside them (simulator and test fabricators); nothing in the house imports it.
 """
 

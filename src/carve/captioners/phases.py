@@ -204,11 +204,13 @@ def _move_off(sp: np.ndarray, fps: float, t: int, until: int, fast: float, cfg: 
     return found[0][0] if found else None
 
 
-def _cycles(trans: list[tuple[int, str]]) -> list[tuple[int | None, int | None]]:
+def _cycles(trans: list[tuple[int, str]], first_move: int = 0) -> list[tuple[int | None, int | None]]:
     """(close onset, open onset) of each grasp cycle; None where the episode starts holding / ends holding.
 
     An open before the first close is no release when a close follows (nothing was held: the
-    gripper opens to grasp, during the approach); without a later close the episode starts holding."""
+    gripper opens to grasp, during the approach), nor when it starts before the arm's first motion
+    (`first_move`, plus a gripper transition's own first moments): the gripper only opens from its
+    start state. Otherwise, with no later close, the episode starts holding and the open releases."""
     out: list[tuple[int | None, int | None]] = []
     for i, (t, kind) in enumerate(trans):
         if kind == GRIPPER_CLOSE:
@@ -216,8 +218,8 @@ def _cycles(trans: list[tuple[int, str]]) -> list[tuple[int | None, int | None]]
         elif kind == GRIPPER_OPEN:
             if out and out[-1][1] is None:
                 out[-1] = (out[-1][0], t)
-            elif not out and not any(k == GRIPPER_CLOSE for _, k in trans[i + 1 :]):  # holding from the start
-                out.append((None, t))
+            elif not out and t > first_move and not any(k == GRIPPER_CLOSE for _, k in trans[i + 1 :]):
+                out.append((None, t))  # holding from the start: carried, then released
     return out
 
 
@@ -368,10 +370,22 @@ class _Gripper:
     cycles: list[tuple[int | None, int | None]]
 
 
+def _first_move(sig: _ArmSignal, fps: float, cfg: SegmentConfig) -> int:
+    """The first frame of the arm's first motion bout (the episode's length when it never moves);
+    0 without motion columns (the arm counts as moving throughout)."""
+    x = sig.motion
+    if not x.shape[1]:
+        return 0
+    pause, _ = thresholds(sig.kind, cfg)
+    bouts = _bouts(speed(x, fps), fps, pause, move_speed(sig.kind, cfg), cfg)
+    return bouts[0][0] if bouts else len(x)
+
+
 def _gripper_events(sig: _ArmSignal, fps: float, cfg: SegmentConfig) -> _Gripper:
     trans = gripper_transitions(sig.gripper, fps, cfg) if sig.gripper is not None else []
     states = gripper_states(sig.gripper, fps, cfg) if trans and sig.gripper is not None else None
-    return _Gripper(trans, states, _cycles(trans))
+    start_state = _first_move(sig, fps, cfg) + max(1, round(SETTLE_S * fps)) if trans else 0
+    return _Gripper(trans, states, _cycles(trans, start_state))
 
 
 def _travel_end(g: np.ndarray | None, t: int, opening: bool, fps: float) -> int:
@@ -643,7 +657,7 @@ def _event_phases_from_reasons(events: list[EventView]) -> list[EventPhase | Non
         if v.start_reason == GRIPPER_CLOSE:
             cycle, holding = cycle + 1, True
             out.append(EventPhase("grasp", SINGLE_ARM, cycle))
-        elif v.start_reason == GRIPPER_OPEN:
+        elif v.start_reason == GRIPPER_OPEN and cycle >= 0:  # before the first close: nothing is held
             holding = False
             out.append(EventPhase("release", SINGLE_ARM, max(cycle, 0)))
         elif holding:

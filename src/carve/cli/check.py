@@ -56,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("check", help="find what is wrong with a dataset (NaN, gaps, frozen video, idle ends, ...)")
     add_common(p)
     p.add_argument("--source", required=True, help="dataset folder, file or URI (any format Carve reads)")
-    p.add_argument("--format", default="auto", choices=["auto", "lerobot", "folder", "hdf5"])
+    p.add_argument("--format", default="auto", choices=["auto", "lerobot", "folder", "hdf5", "rlds"])
     p.add_argument("--dataset", default=None, help="dataset name (default: from the source)")
     p.add_argument("--json", default=None, metavar="FILE", help="write the full report as JSON")
     p.add_argument("--markdown", default=None, metavar="FILE", help="write the report as Markdown")

@@ -12,7 +12,7 @@ import argparse
 import json
 from typing import Any
 
-from carve.clustering.balance import POLICIES
+from carve.shard.balance import POLICIES
 from carve.storage.layout import RootLayout
 from carve.storage.root import root_of
 
@@ -34,6 +34,7 @@ def _drift_line(d: dict[str, Any] | None) -> str:
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
+    from carve.audit.derive import derive_views
     from carve.cli.main import load_config
     from carve.clustering.curate import assign_new, cluster_catalog, coverage_drift
     from carve.clustering.versions import latest_version
@@ -44,6 +45,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         v, action = cluster_catalog(root, cfg), "clustered"
     else:
         v, action = assign_new(root, cfg), "assigned new events to"
+    derive_views(root, v, cfg.cluster)
     d = coverage_drift(root, cfg, v)
     _emit(args, {"clusters_version": v, "action": action, "drift": d},
           f"{action} clusters v{v:03d}: {cfg.root}/{'/'.join(RootLayout.clusters(v))}/\n{_drift_line(d)}")
@@ -51,6 +53,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 
 def cmd_recluster(args: argparse.Namespace) -> int:
+    from carve.audit.derive import derive_views
     from carve.cli.main import load_config
     from carve.clustering.curate import recluster
     from carve.clustering.versions import load_clustering
@@ -58,6 +61,7 @@ def cmd_recluster(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     root = root_of(cfg)
     v = recluster(root, cfg)
+    derive_views(root, v, cfg.cluster)
     meta = load_clustering(root, v).meta
     _emit(args, {"clusters_version": v, "meta": meta},
           f"clusters v{v:03d}: k={meta['k']} levels={meta['levels']} over {meta['n_events']} events, "
@@ -70,22 +74,27 @@ def _num(v: float | None, spec: str) -> str:
 
 
 def cmd_shard(args: argparse.Namespace) -> int:
+    from carve.audit.derive import derive_views
     from carve.cli.main import load_config
-    from carve.clustering.curate import cut_shards
-    from carve.storage.manifest import read_manifest
+    from carve.shard.cut import cut_shards
+    from carve.storage.manifest import BalanceStats, load_manifest
 
     cfg = load_config(args)
-    v = cut_shards(root_of(cfg), cfg, policy=args.policy, total=args.total, progress=cfg.ray.progress)
-    m = read_manifest(cfg.root, v)
-    m.pop("_dir", None)
-    b, a = m["stats"]["before"], m["stats"]["after"]
-    _emit(args, m,
-          f"shards v{v:03d}: {m['total_rows']} rows in {len(m['shards'])} shards ({m['unique_events']} unique events), "
-          f"policy {m['policy']['name']}, clusters v{m['clusters_version']:03d}"
-          + (f", mode weights: {m['sampling']['epoch_samples']:g} weighted draws per epoch (sampling_weight)\n"
-             if m.get("mode") == "weights" else "\n") +
-          f"  max/min cluster share {_num(b['max_min_ratio'], '.2f')} -> {_num(a['max_min_ratio'], '.2f')}, "
-          f"normalised entropy {_num(b['entropy'], '.3f')} -> {_num(a['entropy'], '.3f')}\n"
+    root = root_of(cfg)
+    v = cut_shards(root, cfg, policy=args.policy, total=args.total, progress=cfg.ray.progress)
+    m = load_manifest(cfg.root, v)
+    assert m.clusters_version is not None and m.policy is not None  # a cut writes both
+    derive_views(root, m.clusters_version, cfg.cluster)  # the cut assigns new events first
+    b = (m.stats.before if m.stats else None) or BalanceStats()
+    a = (m.stats.after if m.stats else None) or BalanceStats()
+    draws = f"{m.sampling.epoch_samples:g}" if m.sampling and m.sampling.epoch_samples is not None else "n/a"
+    _emit(args, m.to_json(),
+          f"shards v{v:03d}: {m.total_rows} rows in {len(m.shards)} shards ({m.unique_events} unique events), "
+          f"policy {m.policy.name}, clusters v{m.clusters_version:03d}"
+          + (f", mode weights: {draws} weighted draws per epoch (sampling_weight)\n"
+             if m.mode == "weights" else "\n") +
+          f"  max/min cluster share {_num(b.max_min_ratio, '.2f')} -> {_num(a.max_min_ratio, '.2f')}, "
+          f"normalised entropy {_num(b.entropy, '.3f')} -> {_num(a.entropy, '.3f')}\n"
           f"  {cfg.root}/{'/'.join(RootLayout.manifest(v))}")
     return 0
 

@@ -75,8 +75,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("run", help="ingest -> segment -> caption -> embed -> cluster -> shard")
     add_common(p)
-    p.add_argument("--source", help="dataset root (LeRobot v2.1/v3.0, MP4+arrays folder, HDF5)")
-    p.add_argument("--format", choices=["auto", "lerobot", "folder", "hdf5"], default=None)
+    p.add_argument("--source", help="dataset root (LeRobot v2.1/v3.0, MP4+arrays folder, HDF5, RLDS TFDS build)")
+    p.add_argument("--format", choices=["auto", "lerobot", "folder", "hdf5", "rlds"], default=None)
     p.add_argument("--task", default=None,
                    help="task text for episodes whose source names none (source.task; a tasks.json beside the "
                         "files wins)")

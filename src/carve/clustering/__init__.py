@@ -1,1 +1,1 @@
-"""faiss k-means and hierarchical k-means, near-duplicate marking, balancing, the shard cut and versioned clusterings."""
+"""faiss k-means and hierarchical k-means, near-duplicate marking, assignment, drift and versioned clusterings."""

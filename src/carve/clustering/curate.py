@@ -1,12 +1,11 @@
-"""Curation driver: cluster the catalog, assign new events, measure drift, cut balanced shards.
+"""Curation driver: cluster the catalog, assign new events, measure drift.
 
     cluster_catalog(root, cfg) -> clusters version   all committed events -> hierarchical k-means + dedup
     assign_new(root, cfg)      -> clusters version   unassigned events -> latest centroids, new part file
     recluster(root, cfg)       -> clusters version   a fresh clustering of everything (old ones kept)
     coverage_drift(root, cfg)  -> dict               how far new events sit from the centroids vs. training
-    cut_shards(root, cfg)      -> shards version     balance + write shards + manifest (last); by default
-                                                     (shard.mode "weights") every eligible event once with
-                                                     its `sampling_weight`, or "resample" (rows repeated/dropped)
+
+Balancing and cutting shards from a clustering version is `carve.shard.cut.cut_shards`.
 
 `root` is the opened root handle (`carve.storage.root.Root`): its filesystem and catalog are
 used as they are, never resolved again here.
@@ -22,25 +21,23 @@ local per-cluster file, and near-duplicates are marked one cluster at a time fro
 fingerprint is spilled by cluster the same way). The driver holds the sample, the small
 key columns (event_id, episode_id, dataset), one batch and one cluster's embeddings, never the
 whole embedding matrix. A catalog no larger than the sample is clustered in memory, as before.
-Each clusters version also gets its summary for the audit views (clustering/summary.py).
+The audit views' products of a version (summary, layout, neighbours) are derived after
+clustering by one call, `carve.audit.derive.derive_views`, which the callers make.
 """
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import logging
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from carve.clustering.balance import BalancePolicy, balance, balance_stats, weigh
 from carve.clustering.dedup import (
     SIG_DIM,
     against_existing,
+    apply_copies,
     cluster_members,
     dedup_cluster,
     event_fingerprints,
@@ -49,7 +46,6 @@ from carve.clustering.dedup import (
 )
 from carve.clustering.hierarchical import auto_levels, build_hierarchy
 from carve.clustering.kmeans import ClusteringError, assign, build_index, k_clamp_message
-from carve.clustering.neighbours import write_neighbours
 from carve.clustering.stream import (
     ClusterSpill,
     gather_unit_vectors,
@@ -57,17 +53,7 @@ from carve.clustering.stream import (
     read_keys,
     sample_rows,
 )
-from carve.clustering.summary import (
-    LayoutProjector,
-    align,
-    compute_summary,
-    layout_table,
-    refresh_layout,
-    refresh_summary,
-    summary_is_current,
-    write_layout,
-    write_summary,
-)
+from carve.clustering.summary import align
 from carve.clustering.versions import (
     INITIAL_PART,
     claim_version,
@@ -75,18 +61,13 @@ from carve.clustering.versions import (
     read_assignments,
     save_clustering,
     unique_assignments,
-    version_dir,
     write_assignments,
 )
 from carve.core.config import CarveConfig
 from carve.core.log import get_logger, log_event
-from carve.storage.events import EventSnapshot, iter_events, read_events, snapshot
-from carve.storage.flags import excluded_events
-from carve.storage.gather import gather_parts
-from carve.storage.manifest import build_manifest, utc_now, write_manifest
+from carve.storage.events import EventSnapshot, iter_events, snapshot
+from carve.storage.manifest import utc_now
 from carve.storage.root import Root
-from carve.storage.schema import EVENT_SCHEMA
-from carve.storage.shards import write_shard_parts
 
 log = get_logger("carve.clustering.curate")
 
@@ -143,8 +124,7 @@ def _spill_fingerprints(root: Root, snap: EventSnapshot, rows: np.ndarray | None
 
 
 def _assign_streaming(root: Root, snap: EventSnapshot, index: Any, keys: pa.Table, dim: int,
-                      cc: Any, layout: tuple[LayoutProjector, np.ndarray] | None = None,
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      cc: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Assign every event of the snapshot in batches streamed from the part files, spilling each
     batch's unit vectors by cluster; then mark near-duplicates one cluster at a time from the
     spill. Returns (labels, cosine distances, dup_of as row index or -1)."""
@@ -157,8 +137,6 @@ def _assign_streaming(root: Root, snap: EventSnapshot, index: Any, keys: pa.Tabl
             lab, dst = assign(index, b.x)
             labels[b.rows] = lab
             dist[b.rows] = dst
-            if layout is not None:  # the map's 2-D position, in the same pass
-                layout[1][b.rows] = layout[0].project(b.x)
             spill.add(lab, b.x)
         if (labels < 0).any():
             raise ClusteringError(f"{root}: the event files changed while clustering; run it again")
@@ -179,15 +157,23 @@ def _assign_streaming(root: Root, snap: EventSnapshot, index: Any, keys: pa.Tabl
     return labels, dist, dup_idx
 
 
-def cluster_catalog(root: Root, cfg: CarveConfig) -> int:
+def _copy_rows(keys: pa.Table, copies: dict[str, str] | None) -> dict[int, int]:
+    """`copies` (an event of a copied episode -> the original's event it repeats) as rows of `keys`."""
+    if not copies:
+        return {}
+    row = {e: i for i, e in enumerate(keys.column("event_id").to_pylist())}
+    return {row[a]: row[b] for a, b in copies.items() if a in row and b in row}
+
+
+def cluster_catalog(root: Root, cfg: CarveConfig, copies: dict[str, str] | None = None) -> int:
     """Cluster every committed event into a new clusters version; return its number.
 
     k-means trains on a seeded sample of `cluster.train_sample_per_centroid` x k events (all of
     them when the catalog is smaller: then everything happens in memory, as before). A larger
     catalog is then assigned in batches streamed from the event part files, and near-duplicates
     are marked one cluster at a time (`_assign_streaming`), so the driver holds the sample, one
-    batch and one cluster's embeddings, never the whole embedding matrix. The clustering's
-    summary for the views (`clustering.summary`) is written before `meta.json`."""
+    batch and one cluster's embeddings, never the whole embedding matrix. The views' products
+    (summary, layout, neighbours) are not made here: `carve.audit.derive.derive_views` next."""
     cc = cfg.cluster
     snap = snapshot(root)
     keys = read_keys(root, snap)
@@ -200,14 +186,11 @@ def cluster_catalog(root: Root, cfg: CarveConfig) -> int:
     sample = sample_rows(n, cc.train_sample_per_centroid * levels[-1], cc.seed)
     x = gather_unit_vectors(root, snap, sample, n)
     dim = int(x.shape[1])
-    proj = LayoutProjector.fit(x, cc.seed)  # the map's PCA, fitted on the training sample
-    xy = np.zeros((n, 2), dtype=np.float32)
     hier = build_hierarchy(x, levels, niter=cc.niter, seed=cc.seed, max_points_per_centroid=cc.train_sample_per_centroid)
     index = build_index(hier.leaf_centroids)
     ids = keys.column("event_id")
     if sample is None:  # the sample is the whole catalog, already in memory
         labels, dist = assign(index, x)
-        xy = proj.project(x)
         with ClusterSpill(SIG_DIM, cc.spill_dir) as sig_spill:  # fingerprints on disk, one cluster read at a time
             if cc.dedup_signal_tol is not None:  # the raw-signal check of a near-duplicate
                 _spill_fingerprints(root, snap, None, labels, sig_spill)
@@ -217,7 +200,8 @@ def cluster_catalog(root: Root, cfg: CarveConfig) -> int:
                                                  cc.dedup_signal_tol)
     else:
         del x
-        labels, dist, dup_idx = _assign_streaming(root, snap, index, keys, dim, cc, (proj, xy))
+        labels, dist, dup_idx = _assign_streaming(root, snap, index, keys, dim, cc)
+    dup_idx = apply_copies(dup_idx, _copy_rows(keys, copies))  # copied episodes (`pipeline.copies`)
     paths = hier.paths(labels)
     version = claim_version(root, "clusters")
     sizes = np.bincount(labels, minlength=hier.levels[-1])
@@ -238,11 +222,6 @@ def cluster_catalog(root: Root, cfg: CarveConfig) -> int:
     }
     table = _assignment_table(keys, labels, paths, dist, _ids_at(ids, dup_idx))
     del paths
-    summary = compute_summary(root, snap, labels, dup_idx >= 0)
-    write_summary(root, version, summary, k=meta["k"], parts=[INITIAL_PART])
-    write_layout(root, version, layout_table(root, snap, xy, labels, dup_idx >= 0), proj, parts=[INITIAL_PART])
-    write_neighbours(root, version, snap, keys, labels, [INITIAL_PART], reuse=False, batch_rows=cc.batch_rows,
-                     spill_dir=cc.spill_dir)  # the neighbours view's cluster-sorted vectors
     vdir = save_clustering(root, version, hier, meta, table)
     root.catalog.record_version("clusters", version, vdir, {k: meta[k] for k in ("k", "levels", "n_events", "n_duplicates")})
     log_event(log, "clustered", version=version, k=meta["k"], levels=meta["levels"], n=n,
@@ -259,19 +238,21 @@ def _unique_assignments(root: Root, version: int) -> pa.Table:
     return unique_assignments(read_assignments(root, version))
 
 
-def assign_new(root: Root, cfg: CarveConfig) -> int:
+def assign_new(root: Root, cfg: CarveConfig, copies: dict[str, str] | None = None) -> int:
     """Assign committed events that the latest clustering has not seen to its centroids.
 
     They go into a new assignments part file (older ones are never touched), with near-dups
-    marked against the existing representatives of their cluster, then among themselves; the
-    version's summary is rewritten. Streams like `cluster_catalog`: the new events' vectors and
+    marked against the existing representatives of their cluster, then among themselves (the
+    version's views are stale until `carve.audit.derive.derive_views`). Streams like
+    `cluster_catalog`: the new events' vectors and
     then those of the existing representatives of the clusters they land in are spilled by
     cluster and compared one cluster at a time. Returns the clusters version (unchanged)."""
     cc = cfg.cluster
     cl = load_clustering(root)
     snap = snapshot(root)
     keys = read_keys(root, snap)
-    cluster_row, dup_row = align(keys, _unique_assignments(root, cl.version))
+    asg = _unique_assignments(root, cl.version)
+    cluster_row, dup_row = align(keys, asg)
     new_rows = np.flatnonzero(cluster_row < 0)
     if len(new_rows) == 0:
         return cl.version
@@ -321,14 +302,18 @@ def assign_new(root: Root, cfg: CarveConfig) -> int:
                                     None if sn is None else sn[rest][order], tol)
                 marked = np.flatnonzero(rep >= 0)
                 dup_new[p[rest[order[marked]]]] = new_rows[p[rest[order[rep[marked]]]]]
+    pairs = {r: o for r, o in _copy_rows(keys, copies).items() if cluster_row[r] < 0}  # new copies only
+    if pairs:  # over all rows: a new copy may repeat an event assigned before (its representative kept)
+        full = np.full(len(cluster_row), -1, dtype=np.int64)
+        full[new_rows] = dup_new
+        row = {e: i for i, e in enumerate(ids.to_pylist())}
+        for e, d in zip(asg.column("event_id").to_pylist(), asg.column("dup_of").to_pylist(), strict=True):
+            if d is not None and e in row and d in row:
+                full[row[e]] = row[d]
+        dup_new = apply_copies(full, pairs)[new_rows]
     paths = cl.hierarchy.paths(labels)
     path = write_assignments(root, cl.version,
                              _assignment_table(keys.take(pa.array(new_rows)), labels, paths, dist, _ids_at(ids, dup_new)))
-    cluster_row[new_rows] = labels
-    dup_row[new_rows] = dup_new >= 0
-    write_summary(root, cl.version, compute_summary(root, snap, cluster_row, dup_row))
-    refresh_layout(root, cl.version, snap, keys, batch_rows=cc.batch_rows)  # projects the new events only
-    write_neighbours(root, cl.version, snap, keys, cluster_row, batch_rows=cc.batch_rows, spill_dir=cc.spill_dir)
     drift = coverage_drift(root, cfg, cl.version)
     cat = root.catalog
     rec = next((r for r in cat.versions("clusters") if int(r["version"]) == cl.version), None)
@@ -374,186 +359,6 @@ def coverage_drift(root: Root, cfg: CarveConfig, version: int | None = None) -> 
         "recommend_recluster": bool(reasons),
         "reason": "; ".join(reasons) or None,
     }
-
-
-def _emb_dims(t: pa.Table) -> dict[str, int]:
-    """Sizes of the embedding columns, keyed visual/text/motion/emb/end_visual (absent if empty)."""
-    names = {"emb_visual": "visual", "emb_text": "text", "emb_motion": "motion", "emb": "emb",
-             "end_emb_visual": "end_visual"}
-    out = {}
-    for col, key in names.items():
-        if col in t.column_names and t.num_rows:
-            mx = pc.max(pc.list_value_length(t.column(col))).as_py()
-            if mx:
-                out[key] = int(mx)
-    return out
-
-
-def _sources(root: Root, datasets: set[str]) -> list[dict[str, Any]]:
-    cat = root.catalog
-    out = []
-    for d in cat.datasets():
-        if d["name"] not in datasets:
-            continue
-        fps = sorted(f"{r.episode_id}:{r.fingerprint}" for r in cat.episodes(dataset=d["name"], status="ok"))
-        out.append({
-            "dataset": d["name"], "source_uri": d["source_uri"], "format": d["format"],
-            "fingerprint": hashlib.sha256("\n".join(fps).encode()).hexdigest()[:32],
-        })
-    known = {s["dataset"] for s in out}
-    out += [{"dataset": d, "source_uri": None, "fingerprint": None} for d in sorted(datasets - known)]
-    return out
-
-
-def _policy(cfg: CarveConfig, policy: str | BalancePolicy | None) -> BalancePolicy:
-    if isinstance(policy, BalancePolicy):
-        return policy
-    sc = cfg.shard
-    return BalancePolicy(name=policy or sc.policy, temperature=sc.temperature, max_repeat=sc.max_repeat, seed=sc.seed)
-
-
-def cut_shards(root: Root, cfg: CarveConfig, policy: str | BalancePolicy | None = None, total: int | None = None,
-               progress: bool = False) -> int:
-    """Balance the catalog over the latest clustering and write a new shards version; return it.
-
-    Events not yet assigned are assigned first (`assign_new`). Near-duplicates are left out
-    unless `shard.include_duplicates`. `total` (default `shard.total_events`, else the number
-    of eligible events) is the size of a balanced epoch. `shard.mode` "weights" (default):
-    every eligible event is written once and the balance is its `sampling_weight` (weights
-    summing to `total`; `clustering.balance.weigh`); "resample": `total` rows drawn by the
-    policy (events repeated or left out), each `sampling_weight` 1. `progress`: a bar while writing
-    a large version (over 50,000 rows)."""
-    sc = cfg.shard
-    pol = _policy(cfg, policy)
-    cl = load_clustering(root)
-    # the catalog as of now: every read below sees these rows in this order (another job may be
-    # committing episodes meanwhile); assign_new runs after it, so all of them have assignments
-    snap = snapshot(root)
-    assign_new(root, cfg)
-    if not summary_is_current(root, cl.version):  # a version written before summaries, or an interrupted one
-        refresh_summary(root, cl.version)
-    ids = read_events(root, columns=["event_id", "dataset", "episode_id", "start_frame", "end_frame"], snap=snap)
-    if ids.num_rows == 0:
-        raise ClusteringError(f"{root}: the event catalog has no committed events to shard")
-    asg = _unique_assignments(root, cl.version)
-    found = pc.index_in(ids.column("event_id"), value_set=asg.column("event_id").combine_chunks())
-    n_missing = found.null_count
-    if n_missing:
-        first = ids.column("event_id").filter(found.is_null())[0].as_py()
-        raise ClusteringError(f"{root}: {n_missing} events have no cluster assignment in clusters "
-                              f"v{cl.version:03d} (e.g. {first}); run `carve cluster` and retry")
-    a = asg.take(found)
-    cids = a.column("cluster_id").to_numpy(zero_copy_only=False).astype(np.int64)
-    dup = np.asarray(a.column("dup_of").is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    eligible = np.ones(len(cids), dtype=bool) if sc.include_duplicates else dup
-    flagged = excluded_events(root.catalog, a.column("event_id"), a.column("episode_id"))  # review flags
-    n_flagged = int((eligible & flagged).sum())
-    eligible &= ~flagged
-    gated, gate_kinds, n_overruled = _quality_gate(root, ids, a.column("event_id"), eligible)
-    n_gated = int(gated.sum())
-    eligible &= ~gated
-    n_eligible = int(eligible.sum())
-    want = int(total or sc.total_events or n_eligible)
-    leaf_paths = {int(c): tuple(int(v) for v in p) for c, p in enumerate(cl.hierarchy.leaf_paths())}
-    resample = sc.mode == "resample"
-    if resample:
-        rows, targets = balance(cids, eligible, want, pol, leaf_paths)
-    else:  # every eligible event once; the balance is in `sampling_weight`
-        rows, _, targets = weigh(cids, eligible, want, pol, leaf_paths)
-    if len(rows) == 0:
-        raise ClusteringError(f"{root}: no events eligible for shards")
-    kk = int(cids.max()) + 1 if len(cids) else 0
-    target_of = np.zeros(kk, dtype=np.float64)
-    for c, t in targets.items():
-        if 0 <= int(c) < kk:
-            target_of[int(c)] = t
-    elig_of = np.bincount(cids[eligible], minlength=kk)
-    weight = pa.array((target_of[cids] / np.maximum(np.where(elig_of > 0, elig_of, 1), 1)[cids]).astype(np.float32))
-    sampling = pa.array(np.ones(len(cids), np.float32)) if resample else weight
-    dims: dict[str, int] = {}
-
-    def annotate(sub: pa.Table, g: np.ndarray) -> pa.Table:
-        take = pa.array(g)
-        for name, col in (
-            ("cluster_id", a.column("cluster_id")), ("cluster_path", a.column("cluster_path")),
-            ("cluster_dist", a.column("cluster_dist")), ("dup_of", a.column("dup_of")), ("weight", weight),
-            ("sampling_weight", sampling),
-        ):
-            sub = sub.set_column(sub.schema.get_field_index(name), EVENT_SCHEMA.field(name), col.take(take))
-        for k, v in _emb_dims(sub).items():
-            dims[k] = max(dims.get(k, 0), v)
-        return sub
-
-    # one pass over the event files, spilling the selected rows; memory stays ~one part file + one shard
-    parts = gather_parts(iter_events(root, snap=snap), rows, sc.rows_per_shard, annotate=annotate)
-    first = next(parts)  # runs the spill pass, so `dims` is complete before any shard is written
-    version = claim_version(root, "shards")
-    vdir = version_dir(root, "shards", version)
-    shards = write_shard_parts(itertools.chain([first], parts), root, vdir,
-                               row_group_size=min(sc.row_group_size, sc.rows_per_shard),
-                               compression=sc.compression, emb_dims=dims,
-                               progress=progress and len(rows) > 50_000,
-                               total=-(-len(rows) // sc.rows_per_shard))
-    before = dict(zip(*(v.tolist() for v in np.unique(cids, return_counts=True)), strict=True))
-    written = dict(zip(*(v.tolist() for v in np.unique(cids[rows], return_counts=True)), strict=True))
-    after = written if resample else {int(c): int(t) for c, t in targets.items()}  # weights: expected per epoch
-    keys = sorted(before)
-    w_rows = np.asarray(sampling.to_numpy(zero_copy_only=False), dtype=np.float64)[rows]
-    manifest = build_manifest(
-        version=version,
-        clusters_version=cl.version,
-        policy=pol.as_dict(),
-        config={**sc.model_dump(), "policy": pol.name},
-        emb_dims=dims,
-        shards=[s.as_dict() for s in shards],
-        clusters={"before": {str(c): int(before[c]) for c in keys}, "after": {str(c): int(after.get(c, 0)) for c in keys},
-                  "rows": {str(c): int(written.get(c, 0)) for c in keys}},
-        stats={"before": balance_stats(before, keys), "after": balance_stats(after, keys)},
-        sources=_sources(root, set(ids.column("dataset").to_pylist())),
-        unique_events=len(set(rows.tolist())),
-        extra={"requested_rows": want, "eligible_events": n_eligible,
-               "duplicates_excluded": int((~eligible).sum()) - n_flagged - n_gated,
-               "flagged_excluded": n_flagged, "mode": sc.mode,
-               "quality_excluded": {"events": n_gated, "by_kind": gate_kinds, "kept_by_flag": n_overruled},
-               "sampling": {"column": "sampling_weight", "epoch_samples": round(float(w_rows.sum()), 3),
-                            "min": float(w_rows.min()), "max": float(w_rows.max()), "mean": float(w_rows.mean()),
-                            "zero_rows": int((w_rows <= 0).sum())}},
-    )
-    write_manifest(root.uri_of(vdir), manifest)
-    root.catalog.record_version("shards", version, vdir, {
-        "clusters_version": cl.version, "policy": pol.name, "mode": sc.mode, "total_rows": manifest["total_rows"],
-        "shards": len(shards), "entropy_after": manifest["stats"]["after"]["entropy"],
-    })
-    log_event(log, "sharded", version=version, rows=manifest["total_rows"], shards=len(shards), policy=pol.name)
-    return version
-
-
-def _quality_gate(root: Root, ids: pa.Table, event_ids: Any, eligible: np.ndarray
-                  ) -> tuple[np.ndarray, dict[str, int], int]:
-    """(mask of the eligible events that an error finding of the quality gate touches and no `keep`
-    flag overrules, events left out per kind of finding, events a `keep` flag kept in). An event
-    [start, end) is touched by a finding's span [s, e] (end inclusive) when they share a frame."""
-    from carve.storage.defects import error_spans
-    from carve.storage.flags import kept_events
-
-    spans = error_spans(root.catalog)
-    gated = np.zeros(ids.num_rows, dtype=bool)
-    kinds: list[str | None] = [None] * ids.num_rows
-    if not spans:
-        return gated, {}, 0
-    eps = ids.column("episode_id").to_pylist()
-    starts, ends = ids.column("start_frame").to_pylist(), ids.column("end_frame").to_pylist()
-    for i, ep in enumerate(eps):
-        for s, e, kind in spans.get(ep, ()):
-            if eligible[i] and starts[i] <= e and ends[i] - 1 >= s:
-                gated[i], kinds[i] = True, kind
-                break
-    kept = kept_events(root.catalog, event_ids) & gated
-    gated &= ~kept
-    by_kind: dict[str, int] = {}
-    for i in np.flatnonzero(gated):
-        by_kind[kinds[i]] = by_kind.get(kinds[i], 0) + 1  # type: ignore[index]
-    return gated, dict(sorted(by_kind.items())), int(kept.sum())
 
 
 def versions_summary(root: Root, cfg: CarveConfig) -> dict[str, Any]:

@@ -292,3 +292,19 @@ def mark_against_existing(
         for i, d in zip(rest, sub, strict=True):
             out[i] = d
     return out
+
+
+def apply_copies(dup: np.ndarray, copy_of: dict[int, int]) -> np.ndarray:
+    """`dup` (row -> the row of its representative, -1: none) with every event of a copied episode
+    marked a duplicate too: row `r` of `copy_of` becomes a duplicate of the representative of row
+    `copy_of[r]` (the original episode's event it repeats), and rows that had `r` as their
+    representative follow it there, so `dup_of` still only points at representatives. Where the
+    copy's event was the representative of the original's, the original's becomes it."""
+    out = np.asarray(dup, dtype=np.int64).copy()
+    for r, o in sorted(copy_of.items()):
+        rep = int(out[o]) if out[o] >= 0 else o
+        if rep == r:  # the copy's event represented the original's: the original's takes its place
+            out[o], rep = -1, o
+        out[out == r] = rep
+        out[r] = rep
+    return out

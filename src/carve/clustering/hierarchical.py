@@ -7,7 +7,7 @@ centroids and parent arrays (`hierarchy.json`); the `cluster_path` of an event i
 cluster id at every level, top level first, ending with its leaf `cluster_id`.
 
 Balanced sampling along this tree (equal share per top-level cluster, recursively down to
-the leaves, then points) lives in `clustering/balance.py` (policy `hierarchical`).
+the leaves, then points) lives in `carve/shard/balance.py` (policy `hierarchical`).
 Levels come from the config (`cluster.levels`, top first) or `auto_levels` from the size.
 """
 

@@ -11,9 +11,9 @@ cluster's vectors and nothing else, a clusters version stores, next to its layou
   the assignment parts it covers and `groups`: cluster -> [first row group, row groups, rows].
 
 `read_cluster(root, version, cluster)` then reads one cluster's row groups. The files are
-written by `clustering.curate` with every clustering (`cluster_catalog`) and every new
-assignments part (`assign_new`); a version written before them, or whose parts changed, gets
-them on first use (`refresh_neighbours`, as the layout). A refresh keeps the vectors the old
+derived after every clustering and every new assignments part
+(`carve.audit.derive.derive_views`); a version written before them, or whose parts changed,
+gets them on first use (as the layout). A refresh keeps the vectors the old
 file holds for events still in the same cluster and streams only the others from the event
 part files; the vectors of each cluster pass through a `ClusterSpill` on local disk, so the
 driver holds one batch and one cluster at a time, never the whole matrix.

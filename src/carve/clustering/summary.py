@@ -12,8 +12,10 @@ views show, precomputed so that no view reads embeddings or every event:
   `duplicates`, `clusters`) and the coverage tables by task and by robot (events, distinct
   episodes, distinct clusters, duplicates per value; unassigned events count as events).
 
-They are written by `clustering.curate` with every clustering (`cluster_catalog`), every new
-assignments part (`assign_new`) and, if missing or stale, with every shard cut (`cut_shards`).
+They are derived after clustering (`carve.audit.derive.derive_views`, called once after
+`cluster_catalog`, `assign_new` and `recluster`) and, if missing or stale, with every shard cut.
+This module owns their formats and writers, and the layout's projection: `LayoutProjector` is
+the one PCA of Carve (the UI's map and the static report's map both use the stored one).
 A summary is current while the assignment parts it names are the version's parts
 (`read_summary` returns None otherwise, and readers compute one in memory with
 `summary_from_assignments`, which is what an older root without summaries gets). Computing one
@@ -339,8 +341,9 @@ def read_summary(root: Root, version: int, dataset: str | None = None) -> Cluste
 # -- the 2-D layout of the embedding map ------------------------------------------------------------
 #
 # `clusters/vNNN/layout.parquet` holds one row per assigned event: its 2-D position (PCA of the
-# fused `emb`, fitted on the k-means training sample and applied in the streamed assignment
-# pass), its cluster and the columns the map filters on; `layout.json` (written last) holds the
+# fused `emb`, fitted on the k-means training sample and applied to every event in streamed
+# batches by `carve.audit.derive`), its cluster and the columns the map filters on;
+# `layout.json` (written last) holds the
 # projection (mean, two components), the extent and the assignment parts the layout covers. The
 # audit map pages read only these files, never the embeddings.
 

@@ -49,7 +49,7 @@ class RayConfig(_Section):
     forward_env: list[str] = Field(default_factory=lambda: [
         "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
         "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
-        "CARVE_S3_MAX_ATTEMPTS",
+        "CARVE_S3_MAX_ATTEMPTS", "HF_ENDPOINT", "CARVE_HUB_BLOCK_KB",
     ])
     runtime_env: dict[str, Any] = Field(default_factory=dict)  # extra runtime_env entries (pip, env_vars, ...)
     # a local root or source on a multi-node cluster: allowed only when every node mounts it at the same path
@@ -77,7 +77,7 @@ class SourceConfig(_Section):
     """The raw episodes to ingest."""
 
     uri: str = ""
-    format: Literal["auto", "lerobot", "folder", "hdf5"] = "auto"
+    format: Literal["auto", "lerobot", "folder", "hdf5", "rlds"] = "auto"
     dataset: str | None = None  # defaults to the source directory name
     camera: str | list[str] | None = None  # a subset of the cameras ("a,b" or a list); None = every camera
     video_backend: Literal["auto", "decord", "pyav"] = "auto"

@@ -10,10 +10,16 @@ The rest of the house asks this module, never `os.environ`, so that the full lis
 | `CARVE_S3_MAX_ATTEMPTS` | `storage.fs` | retries of an S3 request (int) |
 | `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL` | `storage.fs` | the object store's endpoint (the first one set) |
 | `AWS_REGION`, `AWS_DEFAULT_REGION` | `storage.fs` | its region (the first one set; us-east-1) |
+| `HF_ENDPOINT` | `storage.hub` | the Hugging Face Hub's address (a mirror; the tests' loopback server) |
+| `CARVE_HUB_BLOCK_KB` | `storage.hub` | block size of `hf://` range reads, KiB (int, default 1024) |
+| `CARVE_HUB_CACHE` | `storage.hub` | folder of the `hf://` block cache (default `<HF_HOME>/carve/blocks`) |
 | `RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH`, `RAY_AUTH_MODE` | `pipeline.ray_env` | Ray's token authentication |
 | `WORLD_SIZE`, `RANK`, `LOCAL_RANK` | `trainer.train` | the torchrun process group |
 | the name in `caption.api_key_env` | `captioners.openai_http` | the OpenAI-compatible server's key |
 | the names in `ray.forward_env` | `pipeline.ray_env` | forwarded to the cluster's workers |
+
+`HF_TOKEN`, `HF_HOME`, `HF_HUB_CACHE` and `HF_HUB_OFFLINE` are read by huggingface_hub itself, not
+by Carve (the token is never read, logged or stored by Carve).
 
 Carve sets only these, as defaults for libraries it starts: `RAY_DEDUP_LOGS`,
 `RAY_ENABLE_UV_RUN_RUNTIME_ENV` and `RAY_AUTH_MODE` (Ray), `SVT_LOG` (the SVT-AV1 encoder).
@@ -31,6 +37,9 @@ TOKEN = "CARVE_TOKEN"
 S3_MAX_ATTEMPTS = "CARVE_S3_MAX_ATTEMPTS"
 S3_ENDPOINT = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 S3_REGION = ("AWS_REGION", "AWS_DEFAULT_REGION")
+HF_ENDPOINT = "HF_ENDPOINT"
+HUB_BLOCK_KB = "CARVE_HUB_BLOCK_KB"
+HUB_CACHE = "CARVE_HUB_CACHE"
 RAY_AUTH_TOKEN = "RAY_AUTH_TOKEN"
 RAY_AUTH_TOKEN_PATH = "RAY_AUTH_TOKEN_PATH"
 RAY_AUTH_MODE = "RAY_AUTH_MODE"
@@ -70,6 +79,18 @@ def s3_endpoint() -> str | None:
 
 def s3_region() -> str:
     return first(S3_REGION) or "us-east-1"
+
+
+def hf_endpoint() -> str | None:
+    return get(HF_ENDPOINT)
+
+
+def hub_block_kb() -> str | None:
+    return get(HUB_BLOCK_KB)
+
+
+def hub_cache() -> str | None:
+    return get(HUB_CACHE)
 
 
 def dist_world() -> tuple[int, int, int]:

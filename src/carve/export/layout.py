@@ -68,8 +68,9 @@ def vector_feature(dim: int, names: list[str]) -> dict[str, Any]:
     return {"dtype": "float32", "shape": [int(dim)], "names": list(names)}
 
 
-def video_feature(height: int, width: int, fps: int, codec: str) -> dict[str, Any]:
-    """A `video` feature with the `info` block lerobot's `get_video_info` writes."""
+def video_feature(height: int, width: int, fps: int | float, codec: str) -> dict[str, Any]:
+    """A `video` feature with the `info` block lerobot's `get_video_info` writes. `video.fps` is
+    recorded as given: an int in an export, a float in the simulator's datasets."""
     return {
         "dtype": "video",
         "shape": [int(height), int(width), 3],
@@ -80,7 +81,7 @@ def video_feature(height: int, width: int, fps: int, codec: str) -> dict[str, An
             "video.codec": codec,
             "video.pix_fmt": "yuv420p",
             "video.is_depth_map": False,
-            "video.fps": int(fps),
+            "video.fps": fps,
             "video.channels": 3,
             "has_audio": False,
         },

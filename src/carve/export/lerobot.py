@@ -42,10 +42,8 @@ the thing, and leave `out` as it was.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
-import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -66,12 +64,12 @@ from carve.export.video import (
     psnr,
     span_packets,
 )
-from carve.export.writer import DatasetWriter, VideoLoc
+from carve.export.writer import DatasetWriter, VideoLoc, frame_table, staging_folder, swap_into_place
 from carve.ingest.sources import Episode, EpisodeRef, load_episode, open_source
 from carve.ingest.sources.base import provenance
 from carve.storage.events import read_events
 from carve.storage.fs import join, resolve, uri_with
-from carve.storage.manifest import ManifestError, manifest_versions
+from carve.storage.manifest import ManifestError, ShardManifest, manifest_versions
 from carve.storage.root import Root, open_root
 from carve.storage.schema import EVENT_SCHEMA
 from carve.storage.shards import ShardReader
@@ -215,9 +213,7 @@ def export_lerobot(
     copy_cams = _copyable_cameras(items, cameras, fps, video_backend) if video == "auto" else set()
     weights = _frame_weights(items, unit)
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".tmp-{uuid.uuid4().hex[:8]}-{dest.name}"
-    tmp.mkdir()
+    tmp = staging_folder(dest)
     writer = DatasetWriter(tmp, fps=fps, cameras=cameras, encoder=encoder, crf=crf,
                            episodes_per_file=episodes_per_file)
     try:
@@ -393,14 +389,14 @@ def _check_span(ev: _Event, s: _Source) -> None:
                           f"episode's {s.length} frames (the source changed since it was ingested?)")
 
 
-def _open_sources(root: Root, manifest: dict[str, Any], rows: list[dict[str, Any]], backend: str) -> list[_Source]:
+def _open_sources(root: Root, manifest: ShardManifest, rows: list[dict[str, Any]], backend: str) -> list[_Source]:
     """Open every dataset once, find each episode's ref, and load each episode once to check it."""
     from carve.core.errors import EpisodeError, SourceError
 
     wanted: dict[str, dict[int, str]] = {}
     for r in rows:
         wanted.setdefault(r["dataset"], {})[int(r["episode_index"])] = r["episode_id"]
-    known = {s.get("dataset"): s for s in manifest.get("sources") or []}
+    known = {s.dataset: s.to_json() for s in manifest.sources}
     out: list[_Source] = []
     checked: set[str] = set()  # source videos whose codec was checked (episodes share files)
     for name in sorted(wanted):
@@ -655,21 +651,12 @@ def _np(col: pa.ChunkedArray) -> np.ndarray:
 
 def _frame_table(ep: Episode, it: _Item, fps: int, episode_index: int, gidx: int, task_idx: np.ndarray,
                  sub_idx: np.ndarray, weight: np.ndarray) -> pa.Table:
-    n = it.end - it.start
-    state = np.ascontiguousarray(ep.state[it.start:it.end], dtype=np.float32)
-    action = np.ascontiguousarray(ep.action[it.start:it.end], dtype=np.float32)
-    return pa.table({
-        "observation.state": pa.FixedSizeListArray.from_arrays(pa.array(state.reshape(-1)), state.shape[1]),
-        "action": pa.FixedSizeListArray.from_arrays(pa.array(action.reshape(-1)), action.shape[1]),
-        "timestamp": pa.array((np.arange(n) / fps).astype(np.float32)),
-        "frame_index": pa.array(np.arange(n, dtype=np.int64)),
-        "episode_index": pa.array(np.full(n, episode_index, dtype=np.int64)),
-        "index": pa.array(np.arange(gidx, gidx + n, dtype=np.int64)),
-        "task_index": pa.array(task_idx),
-        "subtask_index": pa.array(sub_idx),
-        "sampling_weight": pa.array(weight.astype(np.float32)),
-        **{_export_name(k): _feature_array(v[it.start:it.end]) for k, v in ep.extras.items()},
-    })
+    return frame_table(ep.state[it.start:it.end], ep.action[it.start:it.end], fps=fps, episode_index=episode_index,
+                       first_index=gidx, task_index=task_idx, extra={
+                           "subtask_index": pa.array(sub_idx),
+                           "sampling_weight": pa.array(weight.astype(np.float32)),
+                           **{_export_name(k): _feature_array(v[it.start:it.end]) for k, v in ep.extras.items()},
+                       })
 
 
 def _feature_array(x: np.ndarray) -> pa.Array:
@@ -711,14 +698,3 @@ def _measure_psnr(checks: list[tuple[Path, float, np.ndarray, np.ndarray]], fps:
         for r in readers.values():
             r.close()
     return out
-
-
-def swap_into_place(tmp: Path, dest: Path) -> None:
-    """Rename a finished dataset folder `tmp` onto `dest`, replacing an old one only after the new one is in place."""
-    old = None
-    if dest.exists():
-        old = dest.parent / f".old-{uuid.uuid4().hex[:8]}-{dest.name}"
-        os.rename(dest, old)
-    os.rename(tmp, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

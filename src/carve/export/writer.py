@@ -1,17 +1,28 @@
-"""`DatasetWriter`: lays a LeRobot v3.0 dataset out in a folder, episode by episode.
+"""The one LeRobot v3.0 writer: `DatasetWriter` lays a dataset out in a folder, episode by episode.
 
-The caller hands over one episode at a time (`add_episode`: its frame table and, per camera,
-either RGB frames to encode, a copyable span of packets, or the location of an identical
-episode already written); the writer packs episodes into `data/chunk-XXX/file-XXX.parquet`
-(one row group per episode) and `videos/<key>/chunk-XXX/file-XXX.mp4`, rolling to the next
-file at `episodes_per_file` episodes or at lerobot's size limits, and keeps the episodes
-meta rows, tasks, subtasks and stats. `finish(...)` closes the files and writes the meta
-files, `info.json` LAST. Layout and names: export/layout.py.
+Both the exporter (`carve export`, export/lerobot.py) and the simulator (`carve synth` and the
+tests' fixtures, `carve.sim.lerobot_writer.write_lerobot_dataset`) write through it.
+
+The caller hands over one episode at a time (`add_episode`: its frame table, built with
+`frame_table`, its stats, and per camera the location of its video, placed beforehand as RGB
+frames to encode (`encode_video`, or `begin_video` / `append_frames` for frames in chunks), a
+copyable span of packets (`append_span`), or the location of an identical episode already
+written); the writer packs episodes into `data/chunk-XXX/file-XXX.parquet` (one row group per
+episode) and `videos/<key>/chunk-XXX/file-XXX.mp4`, rolling to the next file at
+`episodes_per_file` episodes or at lerobot's size limits, and keeps the episodes meta rows and
+stats. `write_meta(...)` closes the files and writes tasks (and subtasks, the Carve sidecar),
+the episodes meta and `stats.json`; `write_info(...)` writes `info.json`, LAST. A dataset is
+built in a staging folder beside its destination (`staging_folder`) and renamed into place
+when complete (`swap_into_place`). Layout and names: export/layout.py; encoder settings
+(`encoder`, `crf`, `gop`): export/video.py; stats: export/stats.py.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +34,7 @@ import pyarrow.parquet as pq
 
 from carve.export import layout as L
 from carve.export.stats import Stats, aggregate, flat_columns, jsonable
-from carve.export.video import CopiedVideo, EncodedVideo, SpanPackets, canonical_codec
+from carve.export.video import DEFAULT_GOP, CopiedVideo, EncodedVideo, SpanPackets, canonical_codec
 
 MB = 1024 * 1024
 
@@ -57,6 +68,7 @@ class DatasetWriter:
     cameras: list[str]
     encoder: str
     crf: int | None = None
+    gop: int = DEFAULT_GOP
     episodes_per_file: int | None = None
     chunks_size: int = L.DEFAULT_CHUNK_SIZE
     data_files_size_in_mb: int = L.DEFAULT_DATA_FILE_SIZE_IN_MB
@@ -114,7 +126,7 @@ class DatasetWriter:
             else:
                 assert frames is not None
                 v = EncodedVideo(path, encoder=self.encoder, fps=self.fps, width=frames.shape[2],
-                                 height=frames.shape[1], crf=self.crf)
+                                 height=frames.shape[1], crf=self.crf, gop=self.gop)
                 codec = canonical_codec(self.encoder)
                 hw = (int(frames.shape[1]), int(frames.shape[2]))
             if st.codec not in (None, codec) or st.hw not in (None, hw):
@@ -148,6 +160,14 @@ class DatasetWriter:
 
     def end_video_episode(self, cam: str) -> None:
         self._cams[cam].episodes_in_file += 1
+
+    def encode_video(self, cam: str, frames: np.ndarray) -> VideoLoc:
+        """Encode one whole episode of `cam` ((T, H, W, 3) RGB frames); where it landed."""
+        self.begin_video(cam, frames=frames)
+        start, end = self.append_frames(cam, frames)
+        chunk, file, path = self.current_video(cam)
+        self.end_video_episode(cam)
+        return VideoLoc(chunk, file, start, end, path)
 
     # -- episodes --------------------------------------------------------------------------
     def add_episode(self, table: pa.Table, tasks: list[str], videos: dict[str, VideoLoc],
@@ -203,21 +223,64 @@ class DatasetWriter:
         st = self._cams[cam]
         return st.codec, st.hw
 
-    def write_meta(self, *, tasks: dict[str, int], subtasks: dict[str, int], sidecar: pa.Table) -> None:
-        """tasks.parquet, subtasks.parquet, episodes, the Carve sidecar and stats.json (not info.json)."""
+    def write_meta(self, *, tasks: dict[str, int], subtasks: dict[str, int] | None = None,
+                   sidecar: pa.Table | None = None) -> None:
+        """tasks.parquet, subtasks.parquet and the Carve sidecar (when given), the episodes meta and
+        stats.json (the episodes' stats aggregated); not info.json."""
         self.close_files()
         (self.folder / "meta").mkdir(parents=True, exist_ok=True)
         _index_frame(tasks, "task").to_parquet(self.folder / L.DEFAULT_TASKS_PATH)
-        _index_frame(subtasks, "subtask").to_parquet(self.folder / L.DEFAULT_SUBTASKS_PATH)
+        if subtasks is not None:
+            _index_frame(subtasks, "subtask").to_parquet(self.folder / L.DEFAULT_SUBTASKS_PATH)
         ep_path = self.folder / L.DEFAULT_EPISODES_PATH.format(chunk_index=0, file_index=0)
         ep_path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist(self.episode_rows), ep_path, compression="snappy")
-        pq.write_table(sidecar, self.folder / L.CARVE_EVENTS_PATH, compression="zstd")
+        if sidecar is not None:
+            pq.write_table(sidecar, self.folder / L.CARVE_EVENTS_PATH, compression="zstd")
         (self.folder / L.STATS_PATH).write_text(json.dumps(jsonable(aggregate(self.episode_stats)), indent=4))
 
     def write_info(self, info: dict[str, Any]) -> None:
         """`meta/info.json`: call last; a folder without it is an unfinished export."""
         (self.folder / L.INFO_PATH).write_text(json.dumps(info, indent=4, ensure_ascii=False))
+
+
+def frame_table(state: np.ndarray, action: np.ndarray, *, fps: int, episode_index: int, first_index: int,
+                task_index: np.ndarray, extra: dict[str, pa.Array] | None = None) -> pa.Table:
+    """One episode's rows of `data/...parquet`: `observation.state` and `action` (float32 fixed-size
+    lists), lerobot's default columns (timestamp, frame_index, episode_index, index from
+    `first_index`, task_index per frame), then the `extra` columns in their order."""
+    n = int(state.shape[0])
+    state = np.ascontiguousarray(state, dtype=np.float32)
+    action = np.ascontiguousarray(action, dtype=np.float32)
+    return pa.table({
+        "observation.state": pa.FixedSizeListArray.from_arrays(pa.array(state.reshape(-1)), state.shape[1]),
+        "action": pa.FixedSizeListArray.from_arrays(pa.array(action.reshape(-1)), action.shape[1]),
+        "timestamp": pa.array((np.arange(n) / fps).astype(np.float32)),
+        "frame_index": pa.array(np.arange(n, dtype=np.int64)),
+        "episode_index": pa.array(np.full(n, episode_index, dtype=np.int64)),
+        "index": pa.array(np.arange(first_index, first_index + n, dtype=np.int64)),
+        "task_index": pa.array(np.asarray(task_index, dtype=np.int64)),
+        **(extra or {}),
+    })
+
+
+def staging_folder(dest: Path) -> Path:
+    """A new empty folder beside `dest` to build a dataset in (renamed onto `dest` when complete)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".tmp-{uuid.uuid4().hex[:8]}-{dest.name}"
+    tmp.mkdir()
+    return tmp
+
+
+def swap_into_place(tmp: Path, dest: Path) -> None:
+    """Rename a finished dataset folder `tmp` onto `dest`, replacing an old one only after the new one is in place."""
+    old = None
+    if dest.exists():
+        old = dest.parent / f".old-{uuid.uuid4().hex[:8]}-{dest.name}"
+        os.rename(dest, old)
+    os.rename(tmp, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _index_frame(texts: dict[str, int], name: str) -> pd.DataFrame:

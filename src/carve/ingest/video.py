@@ -135,10 +135,12 @@ class _PyAVDecoder:
         self.sought = True
         self.must_seek = False
 
-    def last_packet_time(self, near_s: float) -> float | None:
+    def last_packet_time(self, near_s: float, stop_s: float | None = None) -> float | None:
         """Pts (seconds) of the last video packet, found by demuxing (not decoding) from the
         keyframe before `near_s`. None when no packet is found there. A file whose index
-        promises more frames than its bytes hold shows up here as an early last packet."""
+        promises more frames than its bytes hold shows up here as an early last packet.
+        With `stop_s`, demuxing stops at the first packet at or after `stop_s` (its pts is
+        returned): a file that many episodes share is not read to its end to verify one."""
         import av
 
         self.seek(max(near_s, self.start_time))
@@ -149,6 +151,8 @@ class _PyAVDecoder:
                     continue
                 t = packet.pts * self.tb
                 last = t if last is None else max(last, t)
+                if stop_s is not None and last >= stop_s:
+                    break
         except av.error.FFmpegError as e:
             raise VideoError(self.uri, f"file is truncated or corrupt near {near_s:.3f} s ({_ff_reason(e)})") from None
         self._it = None
@@ -308,7 +312,7 @@ class VideoReader:
                 f"ends at {self.end_time:.3f} s ({self.num_frames} frames) but frames are needed up to {end_s:.3f} s",
             )
         last_needed = max(start_s, end_s - period)
-        last = self._require_av().last_packet_time(last_needed)
+        last = self._require_av().last_packet_time(last_needed, stop_s=last_needed - tol)
         if last is None or last + tol < last_needed:
             where = "no packets" if last is None else f"the last packet is at {last:.3f} s"
             raise VideoError(
@@ -367,7 +371,9 @@ class VideoReader:
                 out[i] = last_img
                 continue
             if dec.needs_seek(target - tol, self.seek_gap_s):
-                dec.seek(target - tol)
+                # to the keyframe at or before the target itself (a frame before it is nearer only
+                # when it lies after that keyframe): a sample on a keyframe decodes that frame alone
+                dec.seek(target + 1e-4)
             # advance until the cursor is at or past the target
             while dec.cur is None or dec.cur[0] < target:
                 if not dec.step():

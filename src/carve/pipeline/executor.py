@@ -1,22 +1,24 @@
 """Running a list of pipeline steps: on Ray Data (the default) or in this process.
 
 A step is described by a `StepSpec` (its class, constructor arguments, how many workers and
-rows per batch); the executor is separate from the steps, as in datatrove. `RayExecutor`
-builds the DAG top to bottom as `from_items -> map_batches(step) -> ...`, declaring each
-step's compute and resources at its `map_batches` (actor pools for steps that hold a model,
-task pools otherwise; `num_gpus` for a step on a GPU, `num_cpus` otherwise), and yields the
-blocks of the last step as they finish. When the last block is out it logs the nodes each
-operator ran on (`ray_nodes`, info level), which is how a cluster run shows it was spread.
-`LocalExecutor` runs the same steps block by block in the calling process (tests, and the
-Ray-overhead measurement: same work, no Ray).
+what each reserves; building the spec checks the step's optional dependencies, on the driver);
+the executor is separate from the steps, as in datatrove. `RayExecutor` builds the DAG top to
+bottom as `from_arrow -> map_batches(step) -> ...`, declaring each step's compute and resources
+at its `map_batches` (actor pools for steps that hold a model, task pools otherwise; `num_gpus`
+for a step on a GPU, `num_cpus` otherwise), and yields the blocks of the last step as they
+finish. When the last block is out it logs the nodes each step ran on (`ray_nodes`, info level),
+which is how a cluster run shows it was spread. `LocalExecutor` runs the same steps block by
+block in the calling process (tests, and the Ray-overhead measurement: same work, no Ray).
 
 Blocks: the input rows (episodes) are cut into `plan_blocks` contiguous blocks of about
 `ray.part_episodes` episodes, and each block is one part file of events (WriteEvents). So
 that the decode workers are never idle for want of blocks, there are at least
 2 x `ray.decode_concurrency` blocks (each worker has one block in hand and one queued) when
 there are that many episodes: 1,000 episodes at the defaults (32, 1) make 32 blocks, 120 make
-4, 3 make 2. Ray Data's splitting of large output blocks is turned off for the run, so a
-block reaches WriteEvents whole and an episode is never split across two blocks.
+4, 3 make 2. On Ray Data a block travels as one row (`pack`: its table as Arrow IPC bytes, and
+the node each step ran it on), and every step's `map_batches` takes `batch_size=1`: each call
+gets one whole block, Ray Data can neither split nor merge blocks, so an episode is never split
+across two parts, and a GPU step is given the fixed batch size the public `map_batches` asks for.
 """
 
 from __future__ import annotations
@@ -37,16 +39,18 @@ log = get_logger("executor")
 
 @dataclass
 class StepSpec:
-    """One step of a DAG: `cls(**kwargs)` on batches of `batch_size` rows (None: whole blocks),
-    each worker reserving `num_gpus` GPUs (a share below 1 lets workers share one) or else
-    `num_cpus` CPUs."""
+    """One step of a DAG: `cls(**kwargs)` on whole blocks, each worker reserving `num_gpus` GPUs
+    (a share below 1 lets workers share one) or else `num_cpus` CPUs. Building the spec checks the
+    step's optional dependencies (`PipelineStep.check`), so a missing one fails on the driver."""
 
     cls: type[PipelineStep]
     kwargs: dict[str, Any] = field(default_factory=dict)
     concurrency: int | None = None  # workers; None: Ray Data's default for tasks
-    batch_size: int | None = None
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.cls.check(**self.kwargs)
 
     def resources(self) -> dict[str, float]:
         """What each worker asks Ray for, as `map_batches` takes it. A GPU worker gets Ray Data's
@@ -64,15 +68,65 @@ class Executor(Protocol):
     def run(self, rows: list[dict[str, Any]], steps: list[StepSpec]) -> Iterator[pa.Table]: ...
 
 
+# -- a block as one Ray Data row -----------------------------------------------------------
+BLOCK = "block"  # the column holding a block's table (Arrow IPC stream bytes)
+NODE_PREFIX = "node:"  # + step name: the column holding the node a step ran that block on
+
+
+def pack(table: pa.Table, nodes: dict[str, str] | None = None) -> pa.Table:
+    """One row holding `table` whole (and the nodes the steps so far ran it on)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    data = sink.getvalue()
+    offsets = pa.array([0, data.size], pa.int64()).buffers()[1]
+    block = pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, data])
+    names = sorted(nodes or {})
+    return pa.Table.from_arrays([block, *(pa.array([(nodes or {})[n]], pa.string()) for n in names)],
+                                names=[BLOCK, *names])
+
+
+def unpack(batch: pa.Table) -> Iterator[tuple[pa.Table, dict[str, str]]]:
+    """The blocks held by `pack`ed rows, each with its nodes so far."""
+    blocks = batch.column(BLOCK)
+    node_cols = [c for c in batch.column_names if c.startswith(NODE_PREFIX)]
+    for i in range(batch.num_rows):
+        table = pa.ipc.open_stream(blocks[i].as_buffer()).read_all()
+        yield table, {c: batch.column(c)[i].as_py() for c in node_cols}
+
+
+def _apply(step: PipelineStep, batch: pa.Table) -> pa.Table:
+    """`step` on each block held in `batch` (one with batch_size=1), noting the node it ran on."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    out = [pack(step(table), {**nodes, NODE_PREFIX + step.name: node}) for table, nodes in unpack(batch)]
+    return pa.concat_tables(out)
+
+
 def _task_of(cls: type[PipelineStep]) -> Any:
     """A stateless step as a Ray task function (construct, which is cheap, and call), named after
     the step class so that Ray Data's progress shows it."""
 
     def task(batch: pa.Table, kwargs: dict[str, Any]) -> pa.Table:
-        return cls(**kwargs)(batch)
+        return _apply(cls(**kwargs), batch)
 
     task.__name__ = task.__qualname__ = cls.__name__
     return task
+
+
+def _actor_of(cls: type[PipelineStep]) -> type:
+    """A step that holds a model as a Ray actor class (built once per worker), named after it."""
+
+    class Actor:
+        def __init__(self, kwargs: dict[str, Any]):
+            self.step = cls(**kwargs)
+
+        def __call__(self, batch: pa.Table) -> pa.Table:
+            return _apply(self.step, batch)
+
+    Actor.__name__ = Actor.__qualname__ = cls.__name__
+    return Actor
 
 
 class RayExecutor:
@@ -80,7 +134,7 @@ class RayExecutor:
 
     def __init__(self, cfg: RayConfig):
         self.cfg = cfg
-        self.nodes: dict[str, list[str]] = {}  # after a run: operator -> node ids (see nodes_used)
+        self.nodes: dict[str, list[str]] = {}  # after a run: step -> ids of the nodes it ran on
 
     def run(self, rows: list[dict[str, Any]], steps: list[StepSpec]) -> Iterator[pa.Table]:
         import ray.data
@@ -88,59 +142,42 @@ class RayExecutor:
         if not rows:
             return
         ctx = ray.data.DataContext.get_current()
-        saved = ctx.target_max_block_size, ctx.raise_original_map_exception
-        # one block in, one block out: an episode must never be split over two blocks (two parts)
-        ctx.target_max_block_size = None
+        saved = ctx.raise_original_map_exception
         # a step's own error (e.g. NoSpaceError naming the part) reaches the driver as itself, a CarveError
         ctx.raise_original_map_exception = True
         try:
             yield from self._run(rows, steps)
         finally:
-            ctx.target_max_block_size, ctx.raise_original_map_exception = saved
+            ctx.raise_original_map_exception = saved
 
     def _run(self, rows: list[dict[str, Any]], steps: list[StepSpec]) -> Iterator[pa.Table]:
         import ray.data
 
-        ds = ray.data.from_items(rows, override_num_blocks=plan_blocks(len(rows), self.cfg))
+        blocks = [pack(pa.Table.from_pylist(chunk)) for chunk in split_rows(rows, plan_blocks(len(rows), self.cfg))]
+        ds = ray.data.from_arrow(blocks)
         for s in steps:
-            # Ray Data's public map_batches wants a fixed batch size once GPUs are asked for; a step
-            # that takes whole blocks (one episode each) goes through map_batches_internal, which Ray
-            # Data's own map_groups uses for the same reason: same arguments, no such check
-            map_batches = ds.map_batches
-            if s.num_gpus > 0 and s.batch_size is None and hasattr(ds, "map_batches_internal"):
-                map_batches = ds.map_batches_internal
+            # one row per block: batch_size=1 hands each call one whole block, GPUs or not
             if s.cls.compute == "actors":
-                ds = map_batches(
-                    s.cls, fn_constructor_kwargs=s.kwargs, batch_size=s.batch_size, batch_format="pyarrow",
-                    compute=ray.data.ActorPoolStrategy(size=s.concurrency or 1), **s.resources(),
+                ds = ds.map_batches(
+                    _actor_of(s.cls), fn_constructor_kwargs={"kwargs": s.kwargs}, batch_size=1,
+                    batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=s.concurrency or 1),
+                    **s.resources(),
                 )
             else:
                 compute = ray.data.TaskPoolStrategy(size=s.concurrency) if s.concurrency else None
-                ds = map_batches(
-                    _task_of(s.cls), fn_kwargs={"kwargs": s.kwargs}, batch_size=s.batch_size,
-                    batch_format="pyarrow", compute=compute, **s.resources(),
+                ds = ds.map_batches(
+                    _task_of(s.cls), fn_kwargs={"kwargs": s.kwargs}, batch_size=1, batch_format="pyarrow",
+                    compute=compute, **s.resources(),
                 )
-        yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
-        self.nodes = nodes_used(ds)
+        nodes: dict[str, set[str]] = {}
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for table, ran_on in unpack(batch):
+                for col, node in ran_on.items():
+                    nodes.setdefault(col[len(NODE_PREFIX):], set()).add(node)
+                yield table
+        self.nodes = {step: sorted(ids) for step, ids in nodes.items()}
         for op, ids in self.nodes.items():
             log_event(log, "ray_nodes", operator=op, nodes=len(ids), node_ids=",".join(ids))
-
-
-def nodes_used(ds: Any) -> dict[str, list[str]]:
-    """{operator: ids of the nodes its tasks ran on} of an executed dataset, from Ray Data's block
-    stats (internal structures: empty if this Ray lays them out differently)."""
-    out: dict[str, set[str]] = {}
-    try:
-        stack = [ds._raw_stats()]
-        while stack:
-            st = stack.pop()
-            for op, blocks in st.metadata.items():
-                ids = {b.exec_stats.node_id for b in blocks if getattr(b, "exec_stats", None)}
-                out.setdefault(op, set()).update(i for i in ids if i)
-            stack.extend(st.parents)
-    except Exception:  # diagnostics only
-        return {}
-    return {op: sorted(ids) for op, ids in out.items()}
 
 
 class LocalExecutor:

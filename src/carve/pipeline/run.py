@@ -10,7 +10,8 @@
       -> WriteEvents           (Ray tasks)       pipeline.steps  -> <root>/events/ (a part per block)
       -> record episodes       (driver)          storage.parts.commit_block (ok + part / failed + reason)
     cluster or assign          (driver, faiss)   carve.clustering.curate
-    balance + shard            (driver)          carve.clustering.curate.cut_shards -> <root>/shards/vNNN/
+    derive the audit views     (driver)          carve.audit.derive.derive_views -> clusters/vNNN/{summary,layout,neighbours}
+    balance + shard            (driver)          carve.shard.cut.cut_shards -> <root>/shards/vNNN/
 
 One bad episode is quarantined with its reason and the job carries on (the one mechanism is
 `PipelineStep.__call__`, which retries a failed block episode by episode so that one bad
@@ -34,7 +35,7 @@ from carve.core.config import CarveConfig
 from carve.core.errors import CarveError
 from carve.core.log import get_logger, log_event
 from carve.pipeline.ray_env import gpus_needed
-from carve.pipeline.step import RunStats
+from carve.pipeline.step import RunStats, step_seconds
 from carve.storage.catalog import Catalog
 from carve.storage.root import Root, root_of
 
@@ -127,13 +128,12 @@ class JobReporter:
 
 
 def build_steps(cfg: CarveConfig, root: Root, batch_id: str) -> list[StepSpec]:
-    """The ingest DAG's steps for this config (optional dependencies checked here, on the driver)."""
+    """The ingest DAG's steps for this config (each `StepSpec` checks its step's optional
+    dependencies as it is built, here on the driver)."""
     from carve.pipeline.executor import StepSpec
     from carve.pipeline.ray_env import gpu_request
     from carve.pipeline.steps import Caption, DecodeSegment, Embed, WriteEvents
 
-    Caption.check(cfg.caption)
-    Embed.check(cfg.embed)
     gpus = gpu_request(cfg)
     return [
         StepSpec(DecodeSegment, {"seg_cfg": cfg.segment, "src_cfg": cfg.source, "check_cfg": cfg.check},
@@ -154,7 +154,7 @@ def source_notes(ref: EpisodeRef, cfg: CarveConfig) -> list[str]:
     from carve.ingest.sources import load_episode
 
     try:
-        ep = load_episode(ref)
+        ep = load_episode(ref, camera=cfg.source.camera)  # signals only; the selected cameras verified
     except Exception:  # any failure: the episode's own step quarantines it with the reason
         return []
     arms = arm_layouts(ep.state_names, ep.action_names, ep.state, ep.action, cfg.segment)
@@ -210,7 +210,7 @@ def ingest(cfg: CarveConfig, root: Root, reporter: JobReporter, summary: RunSumm
             continue
         commit_block(catalog, records, job_id=reporter.job_id)
         for r in records:
-            stats.add_episode(r["stats"], int(r["num_events"]))
+            stats.add_episode(step_seconds(r), r["failed_at"], int(r["num_events"]))
             if r["status"] == "ok":
                 for kind in sorted({d["kind"] for d in json.loads(r.get("defects") or "[]")}):
                     summary.quality[kind] = summary.quality.get(kind, 0) + 1
@@ -248,21 +248,28 @@ def for_cluster(cfg: CarveConfig) -> CarveConfig:
 
 def curate(cfg: CarveConfig, root: Root, reporter: JobReporter, summary: RunSummary) -> None:
     """Cluster (first time) or assign new events to the existing clustering, then cut shards."""
+    from carve.audit.derive import derive_views
     from carve.clustering import curate as cur
+    from carve.pipeline.copies import episode_copies
+    from carve.shard.cut import cut_shards
 
     catalog = root.catalog
     if not catalog.episodes(status="ok"):
         return
     reporter.stage("cluster")
     t0 = time.perf_counter()
+    copies, copied = episode_copies(root, cfg.check)  # copied episodes go through the dedup (`pipeline.copies`)
+    if copied:
+        summary.quality["duplicate_episode"] = copied
     if catalog.versions("clusters"):
-        summary.clusters_version = cur.assign_new(root, cfg)
+        summary.clusters_version = cur.assign_new(root, cfg, copies)
     else:
-        summary.clusters_version = cur.cluster_catalog(root, cfg)
+        summary.clusters_version = cur.cluster_catalog(root, cfg, copies)
+    derive_views(root, summary.clusters_version, cfg.cluster)  # the audit views' summary, layout, neighbours
     summary.stages["cluster"] = {"events": summary.events, "seconds": round(time.perf_counter() - t0, 3)}
     reporter.stage("shard", stages=summary.stages)
     t0 = time.perf_counter()
-    summary.shards_version = cur.cut_shards(root, cfg, progress=cfg.ray.progress)
+    summary.shards_version = cut_shards(root, cfg, progress=cfg.ray.progress)
     summary.stages["shard"] = {"seconds": round(time.perf_counter() - t0, 3)}
 
 

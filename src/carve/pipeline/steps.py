@@ -1,14 +1,17 @@
 """The steps of `carve run`, in DAG order (each a `PipelineStep`, see pipeline/step.py).
 
+Each does its work in `process`; none overrides `__call__`, the one failure mechanism.
+
 - `DecodeSegment` (Ray tasks): a block of EpisodeRef rows in (`ray.part_episodes` episodes,
-  pipeline/executor.py), one row per event out (a quarantined episode leaves a single row
-  carrying its reason; its block-mates go on).
+  pipeline/executor.py), processed one episode at a time: one row per event out (a quarantined
+  episode leaves a single row carrying its reason; its block-mates go on).
 - `Caption` (actors): the configured captioner (`carve.captioners`) over the good rows.
 - `Embed` (actors): the configured embedders (`carve.embedding`) over the good rows.
 - `WriteEvents` (Ray tasks): the good events of a block as one atomic part file under
   `<root>/events/batch=<id>/` (several, cut at episode boundaries, when the block's Arrow size
-  exceeds `ray.part_target_mb`), and one summary row per episode, naming its part, for the
-  driver to commit (storage/parts.py `commit_block`).
+  exceeds `ray.part_target_mb`), passed on with the part holding each (`PART_FIELDS`); its
+  `finish` hands on one summary row per episode, naming its part and the seconds each step
+  spent on it, for the driver to commit (storage/parts.py `commit_block`).
 
 pipeline/run.py composes them and pipeline/executor.py runs them.
 """
@@ -17,7 +20,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 import uuid
 from typing import Any
 
@@ -26,15 +28,7 @@ import pyarrow as pa
 from carve.core.config import CaptionConfig, CheckConfig, EmbedConfig, SegmentConfig, SourceConfig
 from carve.core.errors import CarveError
 from carve.ingest.sources.base import EpisodeRef
-from carve.pipeline.step import (
-    STATUS_FIELDS,
-    PipelineStep,
-    add_seconds,
-    good_mask,
-    quarantine_row,
-    rows_to_stage_table,
-    unexpected,
-)
+from carve.pipeline.step import SECONDS_PREFIX, PipelineStep, quarantine_row, rows_to_stage_table, unexpected
 from carve.storage.root import Root
 from carve.storage.schema import EVENT_SCHEMA
 
@@ -50,7 +44,7 @@ SUMMARY_SCHEMA = pa.schema(
         pa.field("num_events", pa.int64()),
         pa.field("batch", pa.string()),
         pa.field("path", pa.string()),
-        pa.field("stats", pa.string()),
+        pa.field("failed_at", pa.string()),  # the step that quarantined the episode (null when ok)
         pa.field("part", pa.string()),  # the part file relative to the root ("" for a failed episode)
         pa.field("part_rows", pa.int64()),
         pa.field("part_bytes", pa.int64()),
@@ -59,6 +53,9 @@ SUMMARY_SCHEMA = pa.schema(
         pa.field("source_key", pa.string()),
     ]
 )
+# the status columns WriteEvents adds to each event row it wrote: where its episode went
+PART_FIELDS = [pa.field("_part_path", pa.string()), pa.field("_part", pa.string()),
+               pa.field("_part_rows", pa.int64()), pa.field("_part_bytes", pa.int64())]
 
 
 class DecodeSegment(PipelineStep):
@@ -67,14 +64,44 @@ class DecodeSegment(PipelineStep):
 
     name = "decode_segment"
     compute = "tasks"
+    one_episode_at_a_time = True  # decoding does not batch; an episode's failure is its own
 
     def __init__(self, seg_cfg: SegmentConfig, src_cfg: SourceConfig, check_cfg: CheckConfig | None = None):
         self.seg_cfg = seg_cfg
         self.src_cfg = src_cfg
         self.check_cfg = check_cfg  # None: no quality check in this run
 
-    def process(self, events: pa.Table) -> pa.Table:  # not used: the input is episodes, not events
-        raise NotImplementedError
+    def episodes(self, rows: pa.Table) -> list[pa.Table]:
+        """The input is one EpisodeRef row per episode."""
+        return [rows.slice(i, 1) for i in range(rows.num_rows)]
+
+    def process(self, rows: pa.Table) -> pa.Table:
+        """EpisodeRef rows in, their episodes' event rows out (with `_fingerprint` and `_defects`)."""
+        from carve.ingest.events import episode_events
+        from carve.ingest.sources import load_episode
+
+        out: list[dict[str, Any]] = []
+        for r in rows.to_pylist():
+            ref = EpisodeRef.from_row(r)
+            ep = load_episode(ref, camera=self.src_cfg.camera, video_backend=self.src_cfg.video_backend)
+            if not ep.task and self.src_cfg.task:
+                ep.task = self.src_cfg.task
+            every = self.seg_cfg.obs_every_s
+            stride = max(1, round(every * ep.fps)) if every > 0 else 0
+            events = episode_events(ep, self.seg_cfg, self.src_cfg.camera, obs_stride=stride)
+            defects = self._check(ep)
+            for row in events:
+                row["_fingerprint"] = ref.fingerprint
+                row["_defects"] = defects
+            out += events
+        return rows_to_stage_table(out)
+
+    def quarantine(self, rows: pa.Table, error: Exception) -> pa.Table:
+        """The episode's single quarantine row: a CarveError's own message, or the traceback tail
+        of an unforeseen exception (a bug or an unforeseen file problem)."""
+        ref = EpisodeRef.from_row(rows.to_pylist()[0])
+        reason = str(error) if isinstance(error, CarveError) else unexpected(ref.label, error)
+        return rows_to_stage_table([quarantine_row(ref, reason, self.name)])
 
     def _check(self, ep: Any) -> str | None:
         """The quality gate's findings on the loaded episode as JSON (`carve.quality`), or None when
@@ -90,34 +117,6 @@ class DecodeSegment(PipelineStep):
             found = [Defect("unreadable", 0, max(0, ep.length - 1), f"the checks failed ({type(e).__name__}: {e})")]
         return json.dumps([d.as_dict() for d in found], separators=(",", ":"))
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        from carve.ingest.events import episode_events
-        from carve.ingest.sources import load_episode
-
-        tables = []
-        for r in batch.to_pylist():
-            t0 = time.perf_counter()
-            ref = EpisodeRef.from_row(r)
-            try:
-                ep = load_episode(ref, camera=self.src_cfg.camera, video_backend=self.src_cfg.video_backend)
-                if not ep.task and self.src_cfg.task:
-                    ep.task = self.src_cfg.task
-                every = self.seg_cfg.obs_every_s
-                stride = max(1, round(every * ep.fps)) if every > 0 else 0
-                rows = episode_events(ep, self.seg_cfg, self.src_cfg.camera, obs_stride=stride)
-                defects = self._check(ep)
-                for row in rows:
-                    row["_fingerprint"] = ref.fingerprint
-                    row["_defects"] = defects
-            except CarveError as e:
-                rows = [quarantine_row(ref, str(e), self.name)]
-            except Exception as e:  # a bug or an unforeseen file problem: quarantine with the traceback tail
-                rows = [quarantine_row(ref, unexpected(ref.label, e), self.name)]
-            t = rows_to_stage_table(rows)
-            stats = add_seconds(t.column("_stats").to_pylist(), self.name, time.perf_counter() - t0)
-            tables.append(t.set_column(t.schema.get_field_index("_stats"), "_stats", pa.array(stats, pa.string())))
-        return pa.concat_tables(tables) if tables else rows_to_stage_table([])
-
 
 class Caption(PipelineStep):
     """The configured captioner (kinematic, OpenAI-compatible HTTP, vLLM) over the good rows."""
@@ -125,7 +124,7 @@ class Caption(PipelineStep):
     name = "caption"
 
     @classmethod
-    def requires(cls, cfg: CaptionConfig) -> dict[str, str]:
+    def requires(cls, cfg: CaptionConfig, segment: SegmentConfig | None = None) -> dict[str, str]:
         return {"openai": {"openai": "openai"}, "vllm": {"vllm": "vllm", "ray.data.llm": "ray[llm]"}}.get(
             cfg.backend, {})
 
@@ -163,10 +162,11 @@ class Embed(PipelineStep):
 
 class WriteEvents(PipelineStep):
     """Write the good events of a block as atomic part files (one, or several cut at episode
-    boundaries above `part_target_mb` of Arrow data); one summary row per episode."""
+    boundaries above `part_target_mb` of Arrow data), then hand on one summary row per episode."""
 
     name = "write"
     compute = "tasks"
+    quarantines = False  # a part that cannot be written (disk full) fails the run, not the episodes
 
     def __init__(self, root: Root, batch_id: str, row_group_size: int = 256, part_target_mb: float = 128.0):
         self.root = root
@@ -174,30 +174,29 @@ class WriteEvents(PipelineStep):
         self.row_group_size = row_group_size
         self.part_target_bytes = max(1, int(part_target_mb * 1024 * 1024))
 
-    def process(self, events: pa.Table) -> pa.Table:  # not used: the output is one row per episode
-        raise NotImplementedError
+    def process(self, rows: pa.Table) -> pa.Table:
+        """Write the events; pass them on with the part that holds each (`PART_FIELDS`)."""
+        where = self._write_parts(rows)
+        held = [where[e] for e in rows.column("episode_id").to_pylist()]
+        cols = [pa.array([w[i] for w in held], f.type) for i, f in enumerate(PART_FIELDS)]
+        return pa.Table.from_arrays([*rows.columns, *cols], schema=pa.schema([*rows.schema, *PART_FIELDS]))
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        t0 = time.perf_counter()
-        ok = good_mask(batch)
-        good, bad = batch.filter(pa.array(ok)), batch.filter(pa.array(~ok))
-        where = self._write_parts(good)
-        status_cols = ["episode_id", "dataset", "episode_index", "source_uri", "source_file", "source_key",
-                       *(f.name for f in STATUS_FIELDS)]
+    def finish(self, rows: pa.Table) -> pa.Table:
+        """One summary row per episode (ok with its part, or failed with the reason), with the
+        seconds each step spent on it (`SUMMARY_SCHEMA` and the seconds columns), for the driver."""
+        seconds = [c for c in rows.column_names if c.startswith(SECONDS_PREFIX)]
         summary: dict[str, dict[str, Any]] = {}
-        for r in good.select(status_cols).to_pylist():
-            s = summary.setdefault(r["episode_id"], self._summary(r, "ok", None, *where[r["episode_id"]]))
-            s["defects"] = s["defects"] or r["_defects"]
-            s["num_events"] += 1
-            s["_row_stats"].append(r["_stats"])
-        for r in bad.select(status_cols).to_pylist():
-            summary[r["episode_id"]] = self._summary(r, "failed", r["_error"], "")
-            summary[r["episode_id"]]["_row_stats"].append(r["_stats"])
-        share = (time.perf_counter() - t0) / max(len(summary), 1)
-        for s in summary.values():
-            s["stats"] = _episode_stats(s.pop("_row_stats"), self.name, share if s["status"] == "ok" else 0.0)
-        rows = list(summary.values())
-        return pa.Table.from_pydict({f.name: [r[f.name] for r in rows] for f in SUMMARY_SCHEMA}, schema=SUMMARY_SCHEMA)
+        for r in rows.to_pylist():
+            s = summary.get(r["episode_id"])
+            if s is None:
+                s = summary[r["episode_id"]] = self._summary(r, seconds)
+            s["num_events"] += r["_error"] is None
+            s["defects"] = s["defects"] or (r["_defects"] if r["_error"] is None else None)
+            for c in seconds:
+                if r[c] is not None:
+                    s[c] = (s[c] or 0.0) + r[c]
+        schema = pa.schema([*SUMMARY_SCHEMA, *(pa.field(c, pa.float64()) for c in seconds)])
+        return pa.Table.from_pylist(list(summary.values()), schema=schema)
 
     def _write_parts(self, good: pa.Table) -> dict[str, tuple[str, str, int, int]]:
         """Write the good rows as parts of at most the target size, cut at episode boundaries (an
@@ -229,29 +228,14 @@ class WriteEvents(PipelineStep):
                 where[e] = (path, self.root.relative(path), part.num_rows, size)
         return where
 
-    def _summary(self, r: dict[str, Any], status: str, error: str | None, path: str = "", part: str = "",
-                 part_rows: int = 0, part_bytes: int = 0) -> dict[str, Any]:
+    def _summary(self, r: dict[str, Any], seconds: list[str]) -> dict[str, Any]:
+        ok = r["_error"] is None
         return {
             "episode_id": r["episode_id"], "dataset": r["dataset"], "episode_index": r["episode_index"],
-            "source_uri": r["source_uri"], "fingerprint": r["_fingerprint"], "status": status, "error": error,
-            "num_events": 0, "batch": self.batch_id if status == "ok" else None, "path": path, "_row_stats": [],
-            "part": part, "part_rows": part_rows, "part_bytes": part_bytes, "defects": None,
-            "source_file": r.get("source_file"), "source_key": r.get("source_key"),
+            "source_uri": r["source_uri"], "fingerprint": r["_fingerprint"], "status": "ok" if ok else "failed",
+            "error": r["_error"], "failed_at": r["_failed_at"], "num_events": 0,
+            "batch": self.batch_id if ok else None, "path": r.get("_part_path") or "" if ok else "",
+            "part": r.get("_part") or "" if ok else "", "part_rows": r.get("_part_rows") or 0 if ok else 0,
+            "part_bytes": r.get("_part_bytes") or 0 if ok else 0, "defects": None,
+            "source_file": r.get("source_file"), "source_key": r.get("source_key"), **dict.fromkeys(seconds),
         }
-
-
-def _episode_stats(row_stats: list[str | None], step: str, write_seconds: float) -> str:
-    """One episode's stats: the sum of its rows' seconds per step, plus this step's share."""
-    seconds: dict[str, float] = {}
-    failed_at = None
-    for raw in row_stats:
-        s = json.loads(raw) if raw else {"seconds": {}}
-        for k, v in s["seconds"].items():
-            seconds[k] = seconds.get(k, 0.0) + v
-        failed_at = s.get("failed_at") or failed_at
-    if failed_at is None:
-        seconds[step] = seconds.get(step, 0.0) + write_seconds
-    out: dict[str, Any] = {"seconds": seconds}
-    if failed_at:
-        out["failed_at"] = failed_at
-    return json.dumps(out, separators=(",", ":"))

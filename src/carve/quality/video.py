@@ -4,11 +4,15 @@ Counting frames reads the container's packets without decoding them (PyAV demuxi
 frozen cameras are found on frames decoded every `check.video_sample_s` seconds only, so a
 check costs a fraction of decoding the videos: a constant image (`black_max_std`) for
 `black_min_s`, or the same image (`frozen_max_diff`) for `frozen_min_s` while the robot moves.
+Each sample moves to the nearest keyframe within half a sampling interval, when there is one:
+a keyframe decodes on its own, where any other frame needs the frames before it in its group of
+pictures (the way thumbnailers sample, `ffmpeg -skip_frame nokey`).
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,10 +21,25 @@ from carve.core.config import CheckConfig
 from carve.quality.defects import Defect, runs
 
 
-def packet_times(uri: str) -> tuple[np.ndarray, float, float]:
-    """(presentation times of every video packet in seconds, sorted; the stream's frame rate; the
-    longest stretch between two keyframes, seconds). Cached per file and size: the episodes of a
-    LeRobot v3.0 file share one demux."""
+@dataclass(frozen=True)
+class Packets:
+    """What demuxing one video file tells without decoding it."""
+
+    times: np.ndarray  # presentation time of every video packet, seconds, sorted
+    keys: np.ndarray  # presentation time of every keyframe packet, seconds, sorted
+    fps: float  # the stream's frame rate
+
+    @property
+    def key_gap(self) -> float:
+        """The longest stretch between two keyframes, seconds (the whole file with one keyframe)."""
+        if len(self.keys) > 1:
+            return float(np.diff(self.keys).max())
+        return float(self.times[-1] - self.times[0]) if len(self.times) else 0.0
+
+
+def packet_times(uri: str) -> Packets:
+    """The packets of a video file. Cached per file and size: the episodes of a LeRobot v3.0 file
+    share one demux."""
     from carve.storage.fs import resolve
 
     fs, path = resolve(uri)
@@ -28,7 +47,7 @@ def packet_times(uri: str) -> tuple[np.ndarray, float, float]:
 
 
 @functools.lru_cache(maxsize=16)
-def _packet_times(uri: str, size: int) -> tuple[np.ndarray, float, float]:
+def _packet_times(uri: str, size: int) -> Packets:
     import av
 
     from carve.storage.fs import resolve
@@ -44,33 +63,37 @@ def _packet_times(uri: str, size: int) -> tuple[np.ndarray, float, float]:
                 pts.append(p.pts)
                 if p.is_keyframe:
                     keys.append(p.pts)
-    t = np.sort(np.asarray(pts, dtype=np.float64) * tb)
-    k = np.sort(np.asarray(keys, dtype=np.float64) * tb)
-    gap = float(np.diff(k).max()) if len(k) > 1 else float(t[-1] - t[0]) if len(t) else 0.0
-    return t, fps, gap
+    return Packets(np.sort(np.asarray(pts, dtype=np.float64) * tb), np.sort(np.asarray(keys, dtype=np.float64) * tb),
+                   fps)
 
 
 def length_and_rate(cam: str, uri: str, offset: float, n: int, fps: float,
-                    cfg: CheckConfig) -> tuple[list[Defect], int, float]:
+                    cfg: CheckConfig) -> tuple[list[Defect], int, Packets | None]:
     """(`video_length_mismatch` when fewer frames than data rows lie in the episode's span of the
     file, `fps_mismatch` when the stream's rate differs from the dataset's; the number of video
-    frames in the span; the longest keyframe interval of the file, seconds)."""
+    frames in the span; the file's packets, None when it cannot be read)."""
     try:
-        t, rate, key_gap = packet_times(uri)
+        pk = packet_times(uri)
     except Exception as e:  # OSError, VideoError, PyAV's own errors (InvalidDataError, ...)
-        return [Defect("video_length_mismatch", 0, max(0, n - 1), f"camera {cam}: cannot read {uri} ({e})")], 0, 0.0
+        return [Defect("video_length_mismatch", 0, max(0, n - 1), f"camera {cam}: cannot read {uri} ({e})")], 0, None
     out = []
+    t, rate = pk.times, pk.fps
     if rate and abs(rate - fps) > cfg.fps_tolerance * fps:
         out.append(Defect("fps_mismatch", 0, n - 1, f"camera {cam}: the video runs at {rate:.2f} fps, the data at {fps:g}"))
     if len(t) == 0:
-        return [*out, Defect("video_length_mismatch", 0, n - 1, f"camera {cam}: {uri} holds no frames")], 0, key_gap
-    start = t[0] + offset if offset == 0 else offset  # a file of its own starts at its first frame
+        return [*out, Defect("video_length_mismatch", 0, n - 1, f"camera {cam}: {uri} holds no frames")], 0, pk
     half = 0.5 / fps
+    start = _start(pk, offset)
     inside = int(np.sum((t >= start - half) & (t < start + n / fps - half)))
     if inside < n:
         out.append(Defect("video_length_mismatch", inside, n - 1,
                           f"camera {cam}: {inside} video frames for {n} data rows (the video ends at frame {inside})"))
-    return out, inside, key_gap
+    return out, inside, pk
+
+
+def _start(pk: Packets, offset: float) -> float:
+    """Where an episode's span starts in its file: a file of its own starts at its first frame."""
+    return float(pk.times[0]) + offset if offset == 0 and len(pk.times) else offset
 
 
 def sample_indices(n: int, fps: float, cfg: CheckConfig) -> np.ndarray:
@@ -78,6 +101,26 @@ def sample_indices(n: int, fps: float, cfg: CheckConfig) -> np.ndarray:
     step = max(1, round(cfg.video_sample_s * fps))
     idx = np.arange(0, n, step)
     return np.unique(np.append(idx, n - 1)) if n else idx
+
+
+def snap_to_keyframes(idx: np.ndarray, rel: np.ndarray, keys: np.ndarray, fps: float, cfg: CheckConfig) -> np.ndarray:
+    """`idx` (sample frame indices, sorted) with each inner sample moved to the nearest keyframe
+    within half a sampling interval; the first and last stay (they bound the spans). `rel`: each
+    frame's time from the episode's first frame; `keys`: keyframe times on the same clock."""
+    if len(idx) < 3 or not len(keys):
+        return idx
+    half = 0.5 / fps
+    j = np.clip(np.searchsorted(rel, keys - half), 0, len(rel) - 1)
+    kf = np.unique(j[np.abs(rel[j] - keys) <= half])  # the frames that are keyframes
+    if not len(kf):
+        return idx
+    inner = idx[1:-1]
+    pos = np.clip(np.searchsorted(kf, inner), 1, len(kf) - 1) if len(kf) > 1 else np.zeros(len(inner), int)
+    near = np.where(np.abs(kf[pos - 1] - inner) <= np.abs(kf[pos] - inner), kf[pos - 1], kf[pos]) \
+        if len(kf) > 1 else np.full(len(inner), kf[0])
+    reach = max(1, round(cfg.video_sample_s * fps)) // 2
+    snapped = np.where(np.abs(near - inner) <= reach, near, inner)
+    return np.unique(np.concatenate([idx[:1], snapped, idx[-1:]]))
 
 
 def images(cam: str, frames: np.ndarray, idx: np.ndarray, moving: np.ndarray, fps: float,
@@ -120,19 +163,20 @@ def check_cameras(ep: Any, moving: np.ndarray, cfg: CheckConfig) -> list[Defect]
     n, fps = ep.length, float(ep.fps)
     spans = ep.video_spans()
     ts = np.asarray(ep.timestamps, dtype=np.float64)
-    for cam in ep.cameras:
+    for cam in ep.selected_cameras:  # a run's camera selection (ingest/sources/base.py)
         idx = sample_indices(n, fps, cfg)
         try:
             if cam in spans:
                 uri, offset = spans[cam]
-                found, inside, key_gap = length_and_rate(cam, uri, offset, n, fps, cfg)
+                found, inside, pk = length_and_rate(cam, uri, offset, n, fps, cfg)
                 out += found
                 # sample only frames the video has (timestamps with gaps or at another rate run past it)
                 idx = idx[np.isfinite(ts[idx]) & (ts[idx] - ts[0] < (inside - 0.5) / fps)]
-                if len(idx) == 0:
+                if len(idx) == 0 or pk is None:
                     continue
-                t0 = _first_time(uri) if offset == 0 else offset
-                with VideoReader(uri, backend="pyav", seek_gap_s=max(key_gap, 1.0 / fps), threads=False) as r:
+                t0 = _start(pk, offset)
+                idx = snap_to_keyframes(idx, ts - ts[0], pk.keys - t0, fps, cfg)
+                with VideoReader(uri, backend="pyav", seek_gap_s=max(pk.key_gap, 1.0 / fps), threads=False) as r:
                     frames = r.read_at(t0 + ts[idx] - ts[0])
             elif len(idx):
                 frames = ep.frames(cam, idx)
@@ -143,8 +187,3 @@ def check_cameras(ep: Any, moving: np.ndarray, cfg: CheckConfig) -> list[Defect]
             continue
         out += images(cam, frames, idx, moving, fps, cfg)
     return out
-
-
-def _first_time(uri: str) -> float:
-    t, _, _ = packet_times(uri)
-    return float(t[0]) if len(t) else 0.0

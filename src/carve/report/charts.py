@@ -1,7 +1,8 @@
 """The coverage audit's charts: matplotlib (Agg) PNGs, made offline from an `Audit`.
 
 * `chart_sizes(rows, title)`: events per cluster before and after balancing (grouped bars);
-* `chart_map(audit)`: 2-D PCA map of the fused event embeddings, coloured by cluster;
+* `chart_map(audit)`: 2-D PCA map of the fused event embeddings, coloured by cluster (the
+  clusters version's stored layout projection, as the UI's map: `audit.data.map_points`);
 * `chart_task_coverage(audit, rows)`: heat map of events per (task, cluster).
 
 `report_charts(audit, rows)` makes every chart the data allows, by file name
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from carve.report.audit import Audit, map_sample, pca_2d
+from carve.audit.data import Audit, map_points
 
 
 def _plt() -> Any:
@@ -56,10 +57,9 @@ def chart_sizes(rows: list[dict[str, Any]], title: str) -> bytes:
 
 def chart_map(audit: Audit) -> bytes | None:
     """2-D PCA map of event embeddings coloured by cluster; None if no event has an embedding."""
-    x, labels = map_sample(audit)
-    if x.shape[0] == 0:
+    xy, labels = map_points(audit)
+    if xy.shape[0] == 0:
         return None
-    xy = pca_2d(x)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     lab = np.asarray(labels)
@@ -72,7 +72,7 @@ def chart_map(audit: Audit) -> bytes | None:
         ax.scatter(xy[lab < 0, 0], xy[lab < 0, 1], c="lightgray", s=10, label="not clustered")
     if len(ids) <= 20:
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    ax.set_title(f"event embeddings (PCA, {x.shape[0]} events)", fontsize=10)
+    ax.set_title(f"event embeddings (PCA, {xy.shape[0]} events)", fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
     return _png(fig)

@@ -21,7 +21,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from carve.report.audit import (
+from carve.audit.data import (
     Audit,
     RootLike,
     cluster_rows,

@@ -5,9 +5,11 @@ autoescaped) plus two static files of `report/static/` (`ui.js`, `ui.css`) and p
 is read from the installed `plotly` package (`plotly/package_data/plotly.min.js`): nothing is
 loaded from a CDN or any other host. The data come from the HTTP API through `fetch()` in the
 served pages, or from JSON snapshots (`data/*.js`, loaded by `<script>` so that `file://`
-works) in the static export (`report.ui_export`).
+works) in the static export (`report.ui_export`). The API paths the script reads are not
+spelled in it: each page's config carries `carve.audit.paths.PATHS`, the table the routes are
+declared with and the export asks for.
 
-* `PAGES`: the page names (`map`, `event`, `cluster`, `coverage`, `index`).
+* `PAGES`: the page names (`map`, `event`, `cluster`, `coverage`, `quality`, `index`).
 * `render_ui(page, mode=..., token=..., base=...)` -> HTML of one shell.
 * `static_file(name)` -> (bytes, media type) of `ui.js`, `ui.css` or `plotly.min.js`.
 """
@@ -21,9 +23,10 @@ from pathlib import Path
 
 from markupsafe import Markup
 
+from carve.audit.paths import CLUSTER_PAGE, PATHS
 from carve.report.render import ENV
 
-PAGES = ("index", "map", "event", "cluster", "coverage")
+PAGES = ("index", "map", "event", "cluster", "coverage", "quality")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 _MEDIA = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 STATIC_FILES = ("ui.js", "ui.css", "plotly.min.js")
@@ -34,7 +37,7 @@ KEYS = (  # (key, what it does) - the help overlay of every page and the docs
     ("Enter", "open the selected event (or cluster)"),
     ("f", "flag the event: focus its flag form (on the map: of the selected point)"),
     ("/", "focus the first filter"),
-    ("g m / g c", "go to the map / the coverage page"),
+    ("g m / g c / g q", "go to the map / the coverage / the quality page"),
     ("Esc", "close help, leave a field"),
     ("?", "show or hide this help"),
 )
@@ -70,7 +73,8 @@ def render_ui(page: str, *, mode: str = "server", token: str = "", base: str = "
     export holds). `base` is where the static assets are (`/ui/static/` or `static/`)."""
     if page not in PAGES:
         raise KeyError(page)
-    cfg = {"mode": mode, "base": base, "token": token, "page": page, "snapshots": snapshots or []}
+    cfg = {"mode": mode, "base": base, "token": token, "page": page, "snapshots": snapshots or [], "paths": PATHS,
+           "cluster_page": CLUSTER_PAGE}
     tpl = ENV.get_template(f"ui/{page}.html.j2")
     return tpl.render(
         page=page, title=title or page, keys=KEYS, static_base=base + "static/",

@@ -9,18 +9,20 @@ The views that must stay fast on a large root never load the events or their emb
   version, its assignment parts, the summary file's size and mtime, the manifest version),
   re-checked at most every `fingerprint_ttl_s` (by a background thread while the last value
   is younger than `stale_ok_s`, so no request waits for the listings or catalog queries).
+  All of it lives in one cache (`carve.audit.cache.ViewCache`; its invalidation rule: new data,
+  new key) shared with the audit read model (`carve.audit.model`), which the audit routes read.
 * **one event** (`/events/{id}`, its keyframes) is a point lookup: the event's episode from the
   latest clustering's assignments (`AssignmentIndex`: parts sorted by event_id, so their
   row-group statistics find the one row group to read), the episode's batch from the catalog
   (`episodes`: a map episode -> batch, reloaded when the catalog's dataset counts or batches
-  change), then the event's row from that batch only (`report.audit.BatchIndex`: the batch's
+  change), then the event's row from that batch only (`audit.data.BatchIndex`: the batch's
   part footers, read once and kept, select the row group holding the episode). Cost per
   lookup: two row-group reads; per new batch: one footer read per part file. An event the
   clustering has not assigned yet (its episode was committed after the last clustering or
   assignment, normally only until the run's curate step ends) is searched in the batches of
   such episodes only; an unknown id costs nothing more once everything is assigned.
 
-The coverage report page (`/report/{d}`) still renders the full audit (`report.audit.load_audit`,
+The coverage report page (`/report/{d}`) still renders the full audit (`audit.data.load_audit`,
 which reads the events with their embeddings for the embedding map), cached per (dataset, data
 fingerprint): a stat of the events/clusters/shards trees plus the catalog's episode counts.
 """
@@ -29,22 +31,18 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
-import time
-from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from carve.audit import data as au
+from carve.audit.cache import ViewCache
+from carve.audit.model import AuditRoot, ClustersState, NotFound
 from carve.clustering import summary as cs
-from carve.clustering.versions import AssignmentIndex, assignment_files, latest_version
-from carve.report import audit as au
+from carve.clustering.versions import AssignmentIndex, assignment_files
 from carve.report.render import render_report
 from carve.storage.catalog import Catalog
-from carve.storage.layout import RootLayout
-from carve.storage.manifest import manifest_versions
 from carve.storage.parts import live_parts
 from carve.storage.root import Root, open_root
 
@@ -56,90 +54,33 @@ _EVENT_META = [
 ]
 
 
-class NotFound(LookupError):
-    """A dataset, event or keyframe that does not exist; the message says which."""
-
-
-class ClustersState(NamedTuple):
-    """What the cluster views depend on; a new value invalidates their caches."""
-
-    version: int | None
-    parts: tuple[str, ...]
-    summary: tuple[int, int] | None  # (size, mtime_ns) of summary.json
-    manifest_version: int | None
-
-
 class Views:
-    """Cached read views over one root (thread-safe; one instance per server)."""
+    """Cached read views over one root (thread-safe; one instance per server).
 
-    def __init__(self, root: str | Root, max_entries: int = 64, fingerprint_ttl_s: float = 0.5,
-                 max_batches: int = 256, stale_ok_s: float = 5.0):
+    Everything is kept in one `carve.audit.cache.ViewCache` (`self.cache`): built values keyed by
+    the state they were built from, in one LRU of `max_entries`, and the TTL probes of that state
+    (`fingerprint_ttl_s`, `stale_ok_s`). The rule: a change of the data (a new clusters or shards
+    version, a new assignments part, a rewritten summary, new episodes in the catalog, a
+    compacted batch, changed files under events/clusters/shards) changes the key, never the
+    value of an existing key; stale entries leave by LRU order. The audit read model of the
+    root (`self.audit`, `carve.audit.model.AuditRoot`) shares the same cache."""
+
+    def __init__(self, root: str | Root, max_entries: int = 320, fingerprint_ttl_s: float = 0.5,
+                 stale_ok_s: float = 5.0):
         self.root = open_root(root)
-        self.fingerprint_ttl_s = fingerprint_ttl_s
-        self.stale_ok_s = max(stale_ok_s, fingerprint_ttl_s) if fingerprint_ttl_s > 0 else 0.0
-        self._refreshing: set[str] = set()
-        self.max_entries = max_entries
-        self.max_batches = max_batches
-        self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
-        self._lock = threading.Lock()
-        self._build_locks: dict[tuple[Any, ...], threading.Lock] = {}
-        self._ttl: dict[str, tuple[float, Any]] = {}
-        self._batches: OrderedDict[tuple[str, tuple[str, ...]], au.BatchIndex] = OrderedDict()
+        self.cache = ViewCache(max_entries=max_entries, ttl_s=fingerprint_ttl_s, stale_ok_s=stale_ok_s)
+        self.audit = AuditRoot(self.root, self.cache)
 
-    # -- caches ------------------------------------------------------------------------------
+    @property
+    def fingerprint_ttl_s(self) -> float:
+        return self.cache.ttl_s
+
+    # -- the one cache -------------------------------------------------------------------------
     def _recent(self, name: str, compute: Callable[[], Any], fresh: bool = False) -> Any:
-        """`compute()`, recomputed at most every `fingerprint_ttl_s` (or now, with `fresh`).
-
-        A value older than that but younger than `stale_ok_s` is returned as it is while one
-        background thread recomputes it, so under steady load no request waits for the catalog
-        queries or directory listings behind it; an older one is recomputed first."""
-        now = time.monotonic()
-        with self._lock:
-            hit = self._ttl.get(name)
-            if hit is not None and not fresh:
-                age = now - hit[0]
-                if age < self.fingerprint_ttl_s:
-                    return hit[1]
-                if age < self.stale_ok_s:
-                    if name not in self._refreshing:
-                        self._refreshing.add(name)
-                        threading.Thread(target=self._refresh, args=(name, compute), daemon=True,
-                                         name=f"views-refresh-{name}").start()
-                    return hit[1]
-        value = compute()
-        with self._lock:
-            self._ttl[name] = (now, value)
-        return value
-
-    def _refresh(self, name: str, compute: Callable[[], Any]) -> None:
-        try:
-            t0 = time.monotonic()
-            value = compute()
-            with self._lock:
-                self._ttl[name] = (t0, value)
-        except Exception:  # the next request recomputes it in the foreground and sees the error
-            with self._lock:
-                self._ttl.pop(name, None)
-        finally:
-            with self._lock:
-                self._refreshing.discard(name)
+        return self.cache.recent(name, compute, fresh)
 
     def _cached(self, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
-            lock = self._build_locks.setdefault(key[:2], threading.Lock())
-        with lock:  # one build per (view, dataset) at a time; concurrent callers wait for it
-            with self._lock:
-                if key in self._cache:
-                    return self._cache[key]
-            value = build()
-            with self._lock:
-                self._cache[key] = value
-                while len(self._cache) > self.max_entries:
-                    self._cache.popitem(last=False)
-            return value
+        return self.cache.get(key, build)
 
     # -- catalog state -------------------------------------------------------------------------
     def _datasets(self, cat: Catalog, fresh: bool = False) -> dict[str, dict[str, Any]]:
@@ -164,18 +105,7 @@ class Views:
 
     # -- clustering state ----------------------------------------------------------------------
     def _clusters_state(self) -> ClustersState:
-        def compute() -> ClustersState:
-            root = self.root
-            v = latest_version(root, "clusters")
-            mv = manifest_versions(root)
-            if v is None:
-                return ClustersState(None, (), None, mv[-1] if mv else None)
-            parts = tuple(f.rpartition("/")[2] for f in assignment_files(root, v))
-            info = root.fs.get_file_info(root.path(*RootLayout.clusters(v, cs.SUMMARY_JSON)))
-            summ = (info.size, info.mtime_ns) if info.type == pafs.FileType.File else None
-            return ClustersState(v, parts, summ, mv[-1] if mv else None)
-
-        return self._recent("clusters_state", compute)
+        return self.audit.state()
 
     def _summary(self, cat: Catalog, st: ClustersState) -> cs.ClusterSummary:
         assert st.version is not None
@@ -184,12 +114,10 @@ class Views:
         return self._cached(("summary", None, st, extra), lambda: au.cluster_summary(self.root, st.version))
 
     def _manifest(self, version: int | None) -> dict[str, Any] | None:
-        if version is None:
-            return None
-        return self._cached(("manifest", None, version), lambda: au.read_manifest(self.root, version))
+        return self.audit.manifest(version)
 
     def _clusters_meta(self, version: int) -> dict[str, Any]:
-        return self._cached(("clusters_meta", None, version), lambda: au.read_clusters_meta(self.root, version))
+        return self.audit.clusters_meta(version)
 
     def _index(self, st: ClustersState) -> AssignmentIndex:
         assert st.version is not None
@@ -208,18 +136,7 @@ class Views:
     def _batch(self, cat: Catalog, batch: str) -> au.BatchIndex:
         # keyed by the batch's live part files: compaction replaces them (one indexed catalog query)
         files = tuple(p["path"] for p in live_parts(cat, batch))
-        key = (batch, files)
-        with self._lock:
-            b = self._batches.get(key)
-            if b is not None:
-                self._batches.move_to_end(key)
-                return b
-        b = au.BatchIndex(self.root, batch, list(files))
-        with self._lock:
-            self._batches[key] = b
-            while len(self._batches) > self.max_batches:
-                self._batches.popitem(last=False)
-        return b
+        return self._cached(("batch", batch, files), lambda: au.BatchIndex(self.root, batch, list(files)))
 
     # -- the report page (full audit) ----------------------------------------------------------
     def _fingerprint(self, cat: Catalog) -> tuple[Any, ...]:

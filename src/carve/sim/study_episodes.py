@@ -31,7 +31,7 @@ catalog in memory as whole episodes instead:
   unified, the caption (or task) for event.
 * `weights` is the balance hook: `"uniform"` (every event once per epoch, the unbalanced
   baseline), `"balanced"` (the rows' sampling weights, e.g. inverse cluster size), or a callable
-  `(episodes) -> weights`. Events are drawn in weighted epochs by `storage.sampling.epoch_indices`
+  `(episodes) -> weights`. Events are drawn in weighted epochs by `shard.sampling.epoch_indices`
   (systematic sampling, deterministic by (data_seed, epoch); each epoch as many draws as events).
 """
 
@@ -212,10 +212,10 @@ class Sampler:
         return self.max_len if self.mode == "event" else self.chunk_len
 
     def _next_event(self) -> int:
-        """The next event of the current weighted epoch (`storage.sampling.epoch_indices`: every
+        """The next event of the current weighted epoch (`shard.sampling.epoch_indices`: every
         epoch draws as many events as there are, each about `n * p_i` times, seeded by
         (data_seed, epoch)); then the next epoch."""
-        from carve.storage.sampling import epoch_indices
+        from carve.shard.sampling import epoch_indices
 
         while self._pos >= len(self._order):
             self._order = epoch_indices(self.p, self.epoch, self.data_seed, num_samples=len(self.index))

@@ -4,7 +4,8 @@
 arms=..., cameras=...)` runs the pybullet episodes of `sim/tasks.py` (physics-driven arms,
 scripted teleoperator of `sim/operator.py`) in parallel worker processes (each with its own
 pybullet DIRECT clients), streams them in episode order into
-`sim.lerobot_writer.write_lerobot_dataset` (one video feature per camera), and writes
+`sim.lerobot_writer.write_lerobot_dataset` (one video feature per camera; the house's LeRobot
+writer, `carve.export.writer`, lays it out), and writes
 `<out>/ground_truth_events.json` (format in docs/FORMATS.md) from the operator's own phase
 schedules. Task types are assigned round-robin so every requested type is covered; each
 episode's randomness comes from (seed, episode index) only, so a dataset is reproducible

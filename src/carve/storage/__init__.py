@@ -1,1 +1,1 @@
-"""Arrow event schema, SQLite catalog, atomic Parquet writing, shards and manifests, filesystems."""
+"""Arrow event schema, catalog, atomic Parquet writing, reading shards back, the typed shard manifest, filesystems."""

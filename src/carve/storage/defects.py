@@ -3,8 +3,11 @@
 `carve run` checks every episode it ingests (`carve.quality`) and records each finding here:
 episode, kind, severity, frame span (the episode's own frames, end inclusive) and detail. An
 episode ingested again has its rows replaced. `error_spans` gives the next shard cut what to
-leave out: every event that an error's span touches (`clustering.curate.cut_shards`), unless
-an analyst's `keep` flag overrules it (storage/flags.py).
+leave out: every event that an error's span touches (`carve.shard.cut.cut_shards`), unless
+an analyst's `keep` flag overrules it (storage/flags.py). The read helpers at the end serve the
+analysts' pages (`carve.audit.quality`): `touches` (the rule an event and a finding's span
+share a frame by), one episode's findings, a dataset's episodes with status and provenance, and
+`findings_stamp`, the state the pages' cache keys hold.
 """
 
 from __future__ import annotations
@@ -52,6 +55,19 @@ def record_defects(conn: sa.Connection, records: list[dict[str, Any]]) -> int:
     return len(rows)
 
 
+def replace_kind(conn: sa.Connection, dataset: str, kind: str, rows: list[dict[str, Any]]) -> int:
+    """Replace every finding of one `kind` in `dataset` by `rows` (episode_id, severity,
+    start_frame, end_frame, detail): the findings a whole-dataset pass makes anew each time
+    (`duplicate_episode`), leaving the per-episode ones alone. Returns the rows written."""
+    d = DEFECTS.c
+    conn.execute(DEFECTS.delete().where(d.dataset == dataset, d.kind == kind))
+    now = time.time()
+    if rows:
+        conn.execute(DEFECTS.insert(), [{"dataset": dataset, "kind": kind, "batch": None, "created_at": now, **r}
+                                        for r in rows])
+    return len(rows)
+
+
 def episode_defects(cat: Catalog, dataset: str | None = None, severity: str | None = None) -> list[dict[str, Any]]:
     """Every recorded finding (optionally of one dataset / severity), by episode and frame."""
     d = DEFECTS.c
@@ -70,3 +86,44 @@ def error_spans(cat: Catalog) -> dict[str, list[tuple[int, int, str]]]:
     for r in episode_defects(cat, severity="error"):
         out.setdefault(r["episode_id"], []).append((int(r["start_frame"]), int(r["end_frame"]), r["kind"]))
     return out
+
+
+# -- read helpers of the analysts' pages (carve.audit.quality) -------------------------------------
+def touches(start: int, end: int, f_start: int, f_end: int) -> bool:
+    """Whether an event's frames [start, end) share a frame with a finding's span [f_start, f_end]
+    (end inclusive): the rule of the shard cut's quality gate (`carve.shard.cut`)."""
+    return start <= f_end and end - 1 >= f_start
+
+
+def episode_findings(cat: Catalog, episode_id: str) -> list[dict[str, Any]]:
+    """The recorded findings of one episode, by frame."""
+    d = DEFECTS.c
+    with cat.reading() as c:
+        return [dict(r) for r in c.execute(sa.select(DEFECTS).where(d.episode_id == episode_id)
+                                           .order_by(d.start_frame, d.kind)).mappings()]
+
+
+def episode_sources(cat: Catalog, dataset: str) -> list[dict[str, Any]]:
+    """Every catalog episode of a dataset with its status, quarantine reason (`error`) and provenance
+    (`source_file`, `source_key`), by episode index."""
+    from carve.storage.catalog import EPISODES
+
+    e = EPISODES.c
+    q = (sa.select(e.episode_id, e.episode_index, e.status, e.error, e.num_events, e.source_file, e.source_key)
+         .where(e.dataset == dataset).order_by(e.episode_index))
+    with cat.reading() as c:
+        return [dict(r) for r in c.execute(q).mappings()]
+
+
+def findings_stamp(cat: Catalog, dataset: str | None = None) -> tuple[Any, ...]:
+    """What the findings of a dataset (or all) depend on: (rows, newest `created_at`) of the defects
+    table and (episodes, newest `updated_at`) of the episodes table; a new run changes it."""
+    from carve.storage.catalog import EPISODES
+
+    d, e = DEFECTS.c, EPISODES.c
+    qd = sa.select(sa.func.count(), sa.func.max(d.created_at))
+    qe = sa.select(sa.func.count(), sa.func.max(e.updated_at))
+    if dataset is not None:
+        qd, qe = qd.where(d.dataset == dataset), qe.where(e.dataset == dataset)
+    with cat.reading() as c:
+        return (*c.execute(qd).one(), *c.execute(qe).one())

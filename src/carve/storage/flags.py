@@ -5,7 +5,7 @@ optional note; the flag records who and when, and starts `active`. Unflagging ne
 row: it sets `state = "cleared"` with `cleared_by` / `cleared_at`, so the table is the audit
 trail of every flag ever raised.
 
-Active flags leave events out of the next shard version (`clustering.curate.cut_shards` asks
+Active flags leave events out of the next shard version (`carve.shard.cut.cut_shards` asks
 `excluded_events`): a `wrong_boundary` or `wrong_caption` flag excludes its event, a
 `bad_episode` flag every event of the flagged event's episode. A `keep` flag overrules the
 quality gate (storage/defects.py) the other way: its event goes into the shards although an

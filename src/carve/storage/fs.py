@@ -128,8 +128,13 @@ def s3_settings(uri: str) -> str:
 
 
 def resolve(uri: str | Path) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path) for a local path or a pyarrow.fs URI (`s3_settings` applied)."""
+    """(filesystem, path) for a local path, a pyarrow.fs URI (`s3_settings` applied) or an
+    `hf://datasets/...` URI (the Hub filesystem of `carve.storage.hub`, read-only)."""
     s = str(uri)
+    if s.startswith("hf://"):  # a Hugging Face Hub dataset repo (storage/hub.py)
+        from carve.storage.hub import hub_filesystem, parse_hub_uri
+
+        return hub_filesystem(), parse_hub_uri(s).fs_path()
     if "://" in s and not s.startswith("file://"):
         fs, path = pafs.FileSystem.from_uri(s3_settings(s))
         return with_max_attempts(fs), path

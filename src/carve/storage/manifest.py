@@ -1,16 +1,23 @@
-"""The shard manifest: `<root>/shards/vNNN/manifest.json`, written LAST and atomically.
+"""The shard manifest's format and its one reader: `<root>/shards/vNNN/manifest.json`.
 
 Format `carve.manifest`, `manifest_version` 1 (see docs/FORMATS.md): the version
 numbers of the shards and of the clustering they were cut from, the balancing policy, the
 shard config, embedding sizes, every shard's relative path, row count, size and sha256, the
 per-cluster row counts and balance statistics before/after, the sources and the totals.
+`ShardManifest` (pydantic, frozen) is that format as a typed object, with one model per
+nested record (`ShardEntry`, `ClusterCounts`, `BalanceStats`, `SourceRecord`, ...); fields a
+manifest does not carry (older or hand-written ones) are None, and `to_json()` gives back
+exactly the keys it was built or read with, in the format's order.
 
-`read_manifest` accepts a manifest file, a `shards/vNNN` folder or a Carve root (a URI, a
+`load_manifest` accepts a manifest file, a `shards/vNNN` folder or a Carve root (a URI, a
 path or an opened `Root`; then the latest complete version, or `version=`), validates it and
 refuses a `manifest_version` or `schema_version` newer than this code knows, with a message
-naming the file. This is the only reader of the format: the trainer (`trainer.manifest`) and
-the coverage audit (`report.audit`) build their views on it, and `ManifestError` is the one
-error type for a manifest Carve cannot use.
+naming the file, and returns the typed `ShardManifest` (its `dir` is the folder its shard
+paths are relative to). This is the only reader of the format: the shard reader
+(`storage.shards`), the trainer (`trainer.manifest`), the exporter and the CLI use the typed
+object; `read_manifest` is the same read as the JSON dict (plus `_dir`), for the callers that
+still read dicts. `ManifestError` is the one error type for a manifest Carve cannot use.
+Writing a manifest (last, atomically) is the shard package's (`carve.shard.manifest`).
 """
 
 from __future__ import annotations
@@ -21,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.fs as pafs
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from carve.core.errors import CarveError
-from carve.storage.fs import atomic_write_bytes, join, parent
+from carve.storage.fs import parent
 from carve.storage.layout import RootLayout
 from carve.storage.root import Root, open_root
 from carve.storage.schema import SCHEMA_VERSION
@@ -42,48 +50,126 @@ def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def build_manifest(
-    *,
-    version: int,
-    clusters_version: int | None,
-    policy: dict[str, Any],
-    config: dict[str, Any],
-    emb_dims: dict[str, int],
-    shards: list[dict[str, Any]],
-    clusters: dict[str, dict[str, int]],
-    stats: dict[str, dict[str, Any]],
-    sources: list[dict[str, Any]],
-    unique_events: int,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    m: dict[str, Any] = {
-        "format": MANIFEST_FORMAT,
-        "manifest_version": MANIFEST_VERSION,
-        "version": int(version),
-        "created_at": utc_now(),
-        "schema_version": SCHEMA_VERSION,
-        "clusters_version": clusters_version,
-        "policy": policy,
-        "config": config,
-        "emb_dims": emb_dims,
-        "shards": shards,
-        "clusters": clusters,
-        "stats": stats,
-        "sources": sources,
-        "total_rows": int(sum(int(s["rows"]) for s in shards)),
-        "unique_events": int(unique_events),
-    }
-    if extra:
-        m.update(extra)
-    return m
+class _Record(BaseModel):
+    """A manifest record: frozen, keys beyond the declared ones kept (a newer writer's additions)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object: exactly the keys it was built or read with, declared ones in the format's order."""
+        return self.model_dump(exclude_unset=True)
 
 
-def write_manifest(version_dir: str, manifest: dict[str, Any]) -> str:
-    """Atomically write `manifest.json` into `version_dir`; call only after every shard is in place."""
-    validate_manifest(manifest, join(version_dir, MANIFEST_NAME))
-    path = join(version_dir, MANIFEST_NAME)
-    atomic_write_bytes(json.dumps(manifest, indent=2, sort_keys=False).encode(), path)
-    return path
+class ShardEntry(_Record):
+    """One shard file: its path relative to the version folder, rows, size and sha256."""
+
+    path: str
+    rows: int
+    bytes: int | None = None
+    sha256: str
+
+
+class PolicyRecord(_Record):
+    """The balancing policy the version was cut with (`carve.shard.balance.BalancePolicy`)."""
+
+    name: str
+    temperature: float | None = None
+    max_repeat: int | None = None
+    seed: int | None = None
+
+
+class ClusterCounts(_Record):
+    """Per cluster (id as a string): events before balancing, rows (or expected draws) after, rows written."""
+
+    before: dict[str, int] = {}
+    after: dict[str, int] = {}
+    rows: dict[str, int] = {}
+
+
+class BalanceStats(_Record):
+    """max/min cluster-share ratio and normalised entropy of a cluster distribution (None: undefined)."""
+
+    max_min_ratio: float | None = None
+    entropy: float | None = None
+
+
+class StatsPair(_Record):
+    before: BalanceStats | None = None
+    after: BalanceStats | None = None
+
+
+class SourceRecord(_Record):
+    """A dataset the version's events come from, with a fingerprint of its episodes."""
+
+    dataset: str
+    source_uri: str | None = None
+    format: str | None = None
+    fingerprint: str | None = None
+
+
+class QualityExcluded(_Record):
+    """Events the quality gate left out, per kind of finding, and those a `keep` flag kept in."""
+
+    events: int = 0
+    by_kind: dict[str, int] = {}
+    kept_by_flag: int = 0
+
+
+class SamplingSummary(_Record):
+    """The rows' `sampling_weight`: its column, the draws per epoch (sum) and min/max/mean."""
+
+    column: str = "sampling_weight"
+    epoch_samples: float | None = None
+    min: float | None = None
+    max: float | None = None
+    mean: float | None = None
+    zero_rows: int | None = None
+
+
+class ShardManifest(_Record):
+    """A shards version's manifest (format `carve.manifest` v1). The fields are declared in the
+    order the writer puts them, so `to_json()` of a manifest built by `carve.shard.manifest`
+    serialises to the same bytes as the dict it replaced."""
+
+    format: str
+    manifest_version: int
+    version: int
+    created_at: str | None = None
+    schema_version: int
+    clusters_version: int | None = None
+    policy: PolicyRecord | None = None
+    config: dict[str, Any] = {}
+    emb_dims: dict[str, int] = {}
+    shards: list[ShardEntry]
+    clusters: ClusterCounts | None = None
+    stats: StatsPair | None = None
+    sources: list[SourceRecord] = []
+    total_rows: int
+    unique_events: int | None = None
+    requested_rows: int | None = None
+    eligible_events: int | None = None
+    duplicates_excluded: int | None = None
+    flagged_excluded: int | None = None
+    mode: str | None = None
+    quality_excluded: QualityExcluded | None = None
+    sampling: SamplingSummary | None = None
+    _dir: str = PrivateAttr(default="")
+
+    @property
+    def dir(self) -> str:
+        """The folder (a URI) the shard paths are relative to; "" for a manifest not read from disk."""
+        return self._dir
+
+    @classmethod
+    def parse(cls, m: Any, where: str) -> ShardManifest:
+        """Validate a manifest's JSON object (`validate_manifest`, then the types), naming `where`."""
+        validate_manifest(m, where)
+        try:
+            return cls.model_validate(m)
+        except ValidationError as e:
+            first = e.errors()[0]
+            loc = ".".join(str(x) for x in first["loc"])
+            raise ManifestError(f"{where}: {loc}: {first['msg']}") from e
 
 
 def validate_manifest(m: Any, where: str) -> dict[str, Any]:
@@ -146,19 +232,32 @@ def manifest_versions(root: str | Path | Root) -> list[int]:
     return sorted(out)
 
 
-def read_manifest(path_or_root: str | Path | Root, version: int | None = None) -> dict[str, Any]:
-    """Load and validate a manifest; adds `_dir` (the folder, as a URI, its shard paths are relative to)."""
+def _read(path_or_root: str | Path | Root, version: int | None) -> tuple[dict[str, Any], ShardManifest]:
     root = open_root(path_or_root)
     path = _locate(root, version)
     where = root.uri_of(path)
     if root.fs.get_file_info(path).type == pafs.FileType.NotFound:
         raise ManifestError(f"{where}: manifest does not exist (shard version missing or interrupted)")
     try:
-        m = json.loads(root.read_bytes(path))
+        raw = json.loads(root.read_bytes(path))
     except json.JSONDecodeError as e:
         raise ManifestError(f"{where}: not valid JSON: {e}") from e
     except OSError as e:
         raise ManifestError(f"{where}: cannot read the manifest: {e}") from e
-    validate_manifest(m, where)
-    m["_dir"] = parent(where)
-    return m
+    m = ShardManifest.parse(raw, where)
+    m._dir = parent(where)
+    return raw, m
+
+
+def load_manifest(path_or_root: str | Path | Root, version: int | None = None) -> ShardManifest:
+    """Load and validate a manifest into a `ShardManifest` (its `dir`: the folder, as a URI, its shard
+    paths are relative to)."""
+    return _read(path_or_root, version)[1]
+
+
+def read_manifest(path_or_root: str | Path | Root, version: int | None = None) -> dict[str, Any]:
+    """`load_manifest` as the manifest's JSON dict, plus `_dir` (the folder its shard paths are
+    relative to): for the callers that still read dicts (the report's and the service's audit views)."""
+    raw, m = _read(path_or_root, version)
+    raw["_dir"] = m.dir
+    return raw

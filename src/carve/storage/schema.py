@@ -85,7 +85,7 @@ EVENT_FIELDS: list[pa.Field] = [
     pa.field("cluster_dist", pa.float32()),
     pa.field("dup_of", pa.string()),
     pa.field("weight", pa.float32()),  # shard rows: the policy's rows per event of the event's cluster
-    # shard rows: the weight a loader samples this row with (storage/sampling.py): `weight` in
+    # shard rows: the weight a loader samples this row with (carve/shard/sampling.py): `weight` in
     # shard.mode "weights" (each event once), 1.0 in "resample" (the rows already repeat); null in event parts
     pa.field("sampling_weight", pa.float32()),
 ]

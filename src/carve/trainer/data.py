@@ -52,6 +52,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from carve.core.errors import CarveError
+from carve.shard.sampling import draw_rows
 from carve.trainer.config import DataConfig
 from carve.trainer.manifest import Manifest, Unit, open_shard
 
@@ -315,7 +316,8 @@ class EventStream(IterableDataset):
     def _draws(valid: dict[int, list[int]], weights: dict[int, list[float]],
                rng: random.Random) -> dict[int, list[int]]:
         """This epoch's rows per unit: a row of sampling weight w is drawn floor(w) or ceil(w)
-        times (expected w: a weights-mode version's weights sum to its epoch size), rows of
+        times (expected w: a weights-mode version's weights sum to its epoch size) by the shard
+        package's draw (`carve.shard.sampling.draw_rows`, one `rng.random()` per row), rows of
         units without weights once; deterministic by (data seed, epoch, stream)."""
         if not weights:
             return valid
@@ -325,11 +327,7 @@ class EventStream(IterableDataset):
             if w is None:
                 out[u] = rows
                 continue
-            drawn: list[int] = []
-            for r in rows:
-                k = int(w[r])
-                k += rng.random() < w[r] - k
-                drawn.extend([r] * k)
+            drawn = draw_rows(rows, [w[r] for r in rows], rng)
             if drawn:
                 out[u] = drawn
         return out

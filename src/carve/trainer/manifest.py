@@ -2,8 +2,9 @@
 
 `open_manifest(path)` accepts a `manifest.json`, the `shards/vNNN/` folder holding one, or a
 Carve root (the newest complete `shards/vNNN/` is used). Finding, reading and validating the
-manifest is `storage.manifest.read_manifest` (the one reader of the format, whose
-`ManifestError` this module re-exports); on top of it this view requires at least one shard
+manifest is `storage.manifest.load_manifest` (the one reader of the format and its one typed
+model, `ShardManifest`, which this view carries as `meta`; its `ManifestError` this module
+re-exports); on top of it this view requires at least one shard
 with rows, checks the Parquet schema of every shard (`storage.schema.check_schema` with the
 columns the trainer needs) and lists the shards' row groups: the units the data loader deals
 out to DDP ranks and DataLoader workers.
@@ -18,13 +19,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from carve.storage.fs import is_uri, join, resolve
-from carve.storage.manifest import ManifestError, manifest_path, read_manifest
+from carve.storage.manifest import ManifestError, ShardManifest, load_manifest, manifest_path
 from carve.storage.schema import REQUIRED_COLUMNS, SchemaError, check_schema
 
 __all__ = ["TRAIN_COLUMNS", "Manifest", "ManifestError", "Unit", "open_manifest", "open_shard"]
@@ -49,7 +49,8 @@ class Unit:
 
 @dataclass(frozen=True)
 class Manifest:
-    """A validated manifest as the trainer uses it: shard paths, row-group units, embedding sizes, the raw JSON."""
+    """A validated manifest as the trainer uses it: shard paths, row-group units, embedding sizes, and
+    the typed manifest itself (`meta`)."""
 
     path: str
     version: int
@@ -57,7 +58,7 @@ class Manifest:
     shards: list[str]
     units: list[Unit]
     total_rows: int
-    raw: dict[str, Any]
+    meta: ShardManifest
 
 
 def open_shard(shard: str) -> pq.ParquetFile:
@@ -74,18 +75,18 @@ def open_manifest(path: str | Path, required: tuple[str, ...] = TRAIN_COLUMNS) -
     """The trainer's view of the manifest at `path` (a file, a `shards/vNNN/` folder or a root;
     local or a URI)."""
     mpath = manifest_path(path)
-    raw = read_manifest(mpath)
-    mdir = raw.pop("_dir")
-    entries = raw["shards"]
-    if not entries or not any(int(e.get("rows", 0)) > 0 for e in entries):
+    meta = load_manifest(mpath)
+    mdir = meta.dir
+    entries = meta.shards
+    if not entries or not any(e.rows > 0 for e in entries):
         raise ManifestError(f"{mpath}: the manifest lists no shards with rows; nothing to train on")
     shards: list[str] = []
     units: list[Unit] = []
     for e in entries:
-        spath = _shard_uri(mdir, e["path"])
+        spath = _shard_uri(mdir, e.path)
         fs, fpath = resolve(spath)
         if fs.get_file_info(fpath).type != pafs.FileType.File:
-            raise ManifestError(f"{mpath}: shard {e['path']} is missing ({spath})")
+            raise ManifestError(f"{mpath}: shard {e.path} is missing ({spath})")
         try:
             pf = pq.ParquetFile(fpath, filesystem=fs)
             check_schema(pf.schema_arrow, spath, required=required)
@@ -102,5 +103,4 @@ def open_manifest(path: str | Path, required: tuple[str, ...] = TRAIN_COLUMNS) -
     total = sum(u.rows for u in units)
     if total == 0:
         raise ManifestError(f"{mpath}: all shards are empty; nothing to train on")
-    dims = {str(k): int(v) for k, v in (raw.get("emb_dims") or {}).items()}
-    return Manifest(str(mpath), int(raw.get("version", 0)), dims, shards, units, total, raw)
+    return Manifest(str(mpath), meta.version, dict(meta.emb_dims), shards, units, total, meta)

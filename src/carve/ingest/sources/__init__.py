@@ -1,10 +1,12 @@
-"""Episode readers: LeRobot v2.1/v3.0, plain MP4+array folders, robomimic/ALOHA HDF5.
+"""Episode readers: LeRobot v2.1/v3.0, plain MP4+array folders, robomimic/ALOHA HDF5, RLDS (TFDS builds).
 
 Owns the entry points the pipeline calls:
 
-* `detect_format(uri)` -> "lerobot" | "folder" | "hdf5" (SourceError when nothing fits);
+* `detect_format(uri)` -> "lerobot" | "folder" | "hdf5" | "rlds" (SourceError when nothing fits);
 * `open_source(uri, format="auto", dataset=..., camera=..., video_backend=...)` -> a `Source`
-  with `.dataset`, `.uri`, `.format` and `.list_episodes() -> list[EpisodeRef]`;
+  with `.dataset`, `.uri`, `.format` and `.list_episodes() -> list[EpisodeRef]`; an
+  `hf://datasets/<org>/<name>[@<revision>]` URI opens a LeRobot dataset on the Hugging Face Hub
+  pinned to a commit (`sources/hub.py`; its `.uri` names the commit);
 * `load_episode(ref, camera=..., video_backend=...)` -> `Episode`, validated (NaN/inf,
   empty, mismatched lengths, missing/short/truncated video raise `EpisodeError`).
 
@@ -20,7 +22,7 @@ from carve.core.errors import SourceError
 from carve.ingest.sources.base import Episode, EpisodeRef
 from carve.storage.fs import resolve
 
-FORMATS = ("lerobot", "folder", "hdf5")
+FORMATS = ("lerobot", "folder", "hdf5", "rlds")
 
 
 class Source(Protocol):
@@ -38,6 +40,8 @@ def detect_format(uri: str) -> str:
     HDF5 files, or a folder of mp4 + npz/parquet episodes."""
     import pyarrow.fs as pafs
 
+    if uri.startswith("hf://"):  # the Hub serves LeRobot datasets only (sources/hub.py checks it)
+        return "lerobot"
     fs, path = resolve(uri)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
@@ -50,6 +54,10 @@ def detect_format(uri: str) -> str:
         fs.get_file_info(path + "/meta").type == pafs.FileType.Directory
     ):
         return "lerobot"
+    from carve.ingest.sources.rlds import is_rlds
+
+    if is_rlds(fs, path):
+        return "rlds"
     names = [i.base_name for i in fs.get_file_info(pafs.FileSelector(path, recursive=False))]
     if any(n.endswith((".hdf5", ".h5")) for n in names):
         return "hdf5"
@@ -71,6 +79,10 @@ def open_source(
     """Open a dataset for listing. Dataset-level problems raise `SourceError`."""
     if not uri:
         raise SourceError("no source uri given (set source.uri)")
+    if uri.startswith("hf://"):
+        from carve.ingest.sources.hub import open_hub_source
+
+        return open_hub_source(uri, format, dataset=dataset, camera=camera)
     fmt = detect_format(uri) if format == "auto" else format
     if fmt == "lerobot":
         from carve.ingest.sources.lerobot import LeRobotSource
@@ -84,6 +96,10 @@ def open_source(
         from carve.ingest.sources.hdf5 import HDF5Source
 
         return HDF5Source(uri, dataset=dataset, camera=camera)
+    if fmt == "rlds":
+        from carve.ingest.sources.rlds import RLDSSource
+
+        return RLDSSource(uri, dataset=dataset, camera=camera)
     raise SourceError(f"dataset {uri}: unknown format {fmt!r}; use auto, {', '.join(FORMATS)}")
 
 
@@ -106,6 +122,10 @@ def load_episode(ref: EpisodeRef, *, camera: str | list[str] | None = None, vide
         from carve.ingest.sources.hdf5 import load_hdf5_episode
 
         return load_hdf5_episode(ref, camera=camera, strict=strict)
+    if ref.format == "rlds":
+        from carve.ingest.sources.rlds import load_rlds_episode
+
+        return load_rlds_episode(ref, camera=camera, strict=strict)
     raise SourceError(f"{ref.label}: unknown format {ref.format!r}")
 
 

@@ -21,7 +21,7 @@ class EpisodeRef:
     """Where one episode lives. `locator` is format-specific and JSON-serialisable."""
 
     source_uri: str  # dataset root (local path or pyarrow.fs URI)
-    format: str  # "lerobot" | "folder" | "hdf5"
+    format: str  # "lerobot" | "folder" | "hdf5" | "rlds"
     dataset: str  # dataset name
     episode_index: int
     locator: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
@@ -63,7 +63,7 @@ def provenance(ref: EpisodeRef) -> dict[str, str | None]:
     """Where the episode lives inside its source: `source_file` (the file holding its rows,
     relative to the source) and `source_key` (the key inside that file: LeRobot
     `episode_index=N`, an HDF5 group such as `data/demo_3` or `/` for an ACT file, a folder
-    episode's name)."""
+    episode's name, an RLDS record `record=N` of its TFRecord shard)."""
     loc = ref.locator
     if ref.format == "lerobot":
         return {"source_file": loc.get("data_path"), "source_key": f"episode_index={ref.episode_index}"}
@@ -72,6 +72,8 @@ def provenance(ref: EpisodeRef) -> dict[str, str | None]:
         return {"source_file": loc.get("file"), "source_key": f"data/{demo}" if demo else "/"}
     if ref.format == "folder":
         return {"source_file": loc.get("arrays") or loc.get("video"), "source_key": loc.get("name")}
+    if ref.format == "rlds":
+        return {"source_file": loc.get("shard"), "source_key": f"record={loc.get('record')}"}
     return {"source_file": None, "source_key": None}
 
 
@@ -103,6 +105,14 @@ class Episode:
     # export keeps them
     extras: dict[str, np.ndarray] = field(default_factory=dict)
     extra_features: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the cameras the caller selected (`load_episode(camera=...)`); None = every camera. `cameras`
+    # still lists them all (frames of any can be read); what inspects "the episode's cameras" on
+    # its own (the run's quality gate) looks at `selected_cameras` only
+    selected: list[str] | None = None
+
+    @property
+    def selected_cameras(self) -> list[str]:
+        return [c for c in self.cameras if self.selected is None or c in self.selected]
 
     @property
     def length(self) -> int:

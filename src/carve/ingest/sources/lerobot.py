@@ -12,8 +12,11 @@ v2.x: `meta/episodes.jsonl`, `meta/tasks.jsonl`, one parquet and one mp4 per epi
 paths given by info.json's `data_path` / `video_path` templates.
 
 Cameras are the `video` features plus any `image` features (PNG/JPEG bytes embedded in the
-data parquet, decoded on demand). Works on local paths and pyarrow.fs URIs. Problems with the dataset as a whole raise
-`SourceError`; problems with one episode raise `EpisodeError` from `load_lerobot_episode`.
+data parquet, decoded on demand). Works on local paths, pyarrow.fs URIs and `hf://` Hub repos
+(pinned by `sources/hub.py`; read with range requests through `storage/hub.py`'s block cache, so
+a v3.0 file shared by many episodes is fetched once, and only the row groups and video spans
+read). Problems with the dataset as a whole raise `SourceError`; problems with one episode raise
+`EpisodeError` from `load_lerobot_episode`.
 """
 
 from __future__ import annotations
@@ -133,9 +136,19 @@ class LeRobotSource:
         rows = self._v30_rows() if self.version == "v3.0" else self._v2_rows()
         stamps: dict[str, list[Any]] = {}
 
+        hub = self.uri.startswith("hf://")
+
         def stamp(rel: str) -> list[Any]:
             if rel not in stamps:
-                stamps[rel] = file_stamp(self.fs, join(self.root, rel))
+                if hub:  # no mtime on the Hub: the file's content id (LFS sha256 / git blob id)
+                    from carve.storage.hub import hub_fsspec
+
+                    try:
+                        stamps[rel] = hub_fsspec().stamp(join(self.root, rel))
+                    except FileNotFoundError:
+                        stamps[rel] = [rel.rsplit("/", 1)[-1], None, None]
+                else:
+                    stamps[rel] = file_stamp(self.fs, join(self.root, rel))
             return stamps[rel]
 
         refs = []
@@ -429,5 +442,5 @@ def load_lerobot_episode(ref: EpisodeRef, *, camera: str | list[str] | None = No
         state_names=state_names, action_names=action_names, cameras=cameras,
         robot=str(loc.get("robot") or "unknown"), _frame_fn=frame_fn,
         extras=_extras(table, loc.get("extra_features") or {}, label),
-        extra_features=dict(loc.get("extra_features") or {}),
+        extra_features=dict(loc.get("extra_features") or {}), selected=camera_list(camera),
     )

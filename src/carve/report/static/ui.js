@@ -1,4 +1,4 @@
-/* Carve analyst pages (report/static/ui.js): map, event view, cluster browser, coverage.
+/* Carve analyst pages (report/static/ui.js): map, event view, cluster browser, coverage, quality.
  * Plain JS, no build step. Data come from the HTTP API (fetch with the page's bearer token) or,
  * in a static export, from snapshot scripts data/<key>.js that call CARVE_SNAP_PUT(key, value)
  * (scripts, not fetch, so that file:// works). Every value from the data is put into the page
@@ -122,23 +122,33 @@
     }
     return blobs[path];
   }
-  var P = {  // the API paths the pages read (the static export snapshots exactly these)
-    datasets: function () { return "/datasets"; },
-    versions: function (d) { return "/datasets/" + encodeURIComponent(d) + "/versions"; },
-    facets: function (d) { return "/datasets/" + encodeURIComponent(d) + "/map/facets"; },
-    map: function (d, q) { return "/datasets/" + encodeURIComponent(d) + "/map" + qs(q || {}); },
-    bins: function (d, q) { return "/datasets/" + encodeURIComponent(d) + "/map/bins" + qs(q || {}); },
-    event: function (id) { return "/events/" + encodeURIComponent(id) + "?images=false"; },
-    signals: function (id) { return "/events/" + encodeURIComponent(id) + "/signals"; },
-    neighbours: function (id) { return "/events/" + encodeURIComponent(id) + "/neighbours?k=8"; },
-    flags: function (id) { return "/events/" + encodeURIComponent(id) + "/flags"; },
-    clip: function (id) { return "/events/" + encodeURIComponent(id) + "/clip.mp4"; },
-    keyframe: function (id, i) { return "/events/" + encodeURIComponent(id) + "/keyframes/" + (i || 0) + ".jpg"; },
+  /* The API paths the pages read (the static export snapshots exactly these). They are not
+   * spelled here: the page config carries the server's one table (carve.audit.paths.PATHS),
+   * whose "{param}" parts are filled in with encodeURIComponent. */
+  function path(name, params, q) {
+    var t = CFG.paths[name];
+    if (!t) throw new Error("no API path " + name);
+    return t.replace(/\{([a-z_]+)\}/g, function (_m, k) { return encodeURIComponent(params[k]); }) + (q || "");
+  }
+  var P = {
+    datasets: function () { return path("datasets", {}); },
+    versions: function (d) { return path("versions", {name: d}); },
+    facets: function (d) { return path("facets", {name: d}); },
+    map: function (d, q) { return path("map", {name: d}, qs(q || {})); },
+    bins: function (d, q) { return path("bins", {name: d}, qs(q || {})); },
+    event: function (id) { return path("event", {event_id: id}, "?images=false"); },
+    signals: function (id) { return path("signals", {event_id: id}); },
+    neighbours: function (id) { return path("neighbours", {event_id: id}, "?k=8"); },
+    flags: function (id) { return path("flags", {event_id: id}); },
+    clip: function (id) { return path("clip", {event_id: id}); },
+    keyframe: function (id, i) { return path("keyframe", {event_id: id, index: i || 0}); },
     cluster: function (d, c, off) {
-      return "/datasets/" + encodeURIComponent(d) + "/clusters/" + c + "?offset=" + (off || 0) + "&limit=60";
+      return path("cluster", {name: d, cluster: c}, "?offset=" + (off || 0) + "&limit=" + CFG.cluster_page);
     },
-    coverage: function (d, q) { return "/datasets/" + encodeURIComponent(d) + "/coverage" + qs(q); },
-    coverageCsv: function (d, q) { return "/datasets/" + encodeURIComponent(d) + "/coverage.csv" + qs(q); },
+    coverage: function (d, q) { return path("coverage", {name: d}, qs(q)); },
+    coverageCsv: function (d, q) { return path("coverage_csv", {name: d}, qs(q)); },
+    quality: function (d) { return path("quality", {name: d}); },
+    qualityCsv: function (d) { return path("quality_csv", {name: d}); },
   };
 
   // -- keyboard ----------------------------------------------------------------------------
@@ -161,6 +171,7 @@
       var d = params().get("dataset") || CFG.dataset || "";
       if (k === "m") { location.href = pageUrl("map", {dataset: d}); ev.preventDefault(); }
       if (k === "c") { location.href = pageUrl("coverage", {dataset: d}); ev.preventDefault(); }
+      if (k === "q") { location.href = pageUrl("quality", {dataset: d}); ev.preventDefault(); }
       return;
     }
     if (k === "?") { toggleHelp(); ev.preventDefault(); return; }
@@ -228,14 +239,16 @@
           h("b", {text: d.name}), " ",
           h("span", {class: "muted", text: fmt(d.events) + " events · " + fmt(d.ok) + " episodes"}), " — ",
           h("a", {href: pageUrl("map", {dataset: d.name}), text: "map"}), " · ",
-          h("a", {href: pageUrl("coverage", {dataset: d.name}), text: "coverage"})));
+          h("a", {href: pageUrl("coverage", {dataset: d.name}), text: "coverage"}), " · ",
+          h("a", {href: pageUrl("quality", {dataset: d.name}), text: "quality"})));
       });
       listCursor(function () { return Array.prototype.slice.call(ul.children); });
     });
   }
 
   // -- map ---------------------------------------------------------------------------------
-  var FILTERS = ["clusters_version", "task", "robot", "arm", "verb", "cluster"];
+  var FILTERS = ["clusters_version", "task", "robot", "arm", "verb", "cluster", "defect"];
+  var NO_FINDING = "none";  // the defect facet's value of an event no finding touches (carve.audit.quality)
   function facetValues(facets, name) {
     var v = facets && (facets[name] !== undefined ? facets[name] : facets[name + "s"]);
     if (v === undefined && facets && facets.facets) return facetValues(facets.facets, name);
@@ -261,6 +274,10 @@
       if (q.robot && p.robot !== q.robot) return false;
       if (q.verb && p.verb !== q.verb) return false;
       if (q.cluster !== undefined && q.cluster !== "" && String(p.cluster) !== String(q.cluster)) return false;
+      if (q.defect) {  // the export's points carry the kinds touching them (ui_export)
+        var tags = p.defect || [];
+        if (q.defect === NO_FINDING ? tags.length : tags.indexOf(q.defect) < 0) return false;
+      }
       if (q.arm) {
         var arms = Array.isArray(p.arms) ? p.arms.map(String) : String(p.arms || "").split(/[,+ ]/);
         if (arms.indexOf(q.arm) < 0) return false;
@@ -289,8 +306,10 @@
         if (!cv.length) cv = list(r[2], "clusters").filter(function (v) { return v.complete !== false; })
           .map(function (v) { return {value: v.version, count: v.n_events}; });
         fillSelect($("#f-clusters_version"), cv, p.get("clusters_version"), function (v) { return "v" + String(v).padStart(3, "0"); });
-        ["task", "robot", "arm", "verb", "cluster"].forEach(function (name) {
-          fillSelect($("#f-" + name), facetValues(facets, name), p.get(name));
+        ["task", "robot", "arm", "verb", "cluster", "defect"].forEach(function (name) {
+          fillSelect($("#f-" + name), facetValues(facets, name), p.get(name), name === "defect" ? function (v) {
+            return v === NO_FINDING ? "no finding" : String(v);
+          } : null);
         });
         form.addEventListener("change", function (ev) {
           if (ev.target.name === "dataset") { location.href = pageUrl("map", {dataset: ev.target.value}); return; }
@@ -457,7 +476,10 @@
       row("duplicates", dups.length ? h("span", {}, ...dups.map(function (d, i) {
         return h("span", {}, i ? ", " : "", h("a", {href: pageUrl("event", {id: d, dataset: ev.dataset}), text: d}));
       })) : "none");
-      row("episode", fmt(ev.episode_id));
+      row("episode", h("span", {}, fmt(ev.episode_id), " ",
+        h("a", {href: pageUrl("quality", {dataset: ev.dataset}), text: "quality of " + ev.dataset})));
+      renderSource(ev);
+      renderFindings(ev);
       var th = $("#keyframes");
       for (var i = 0; i < (ev.num_keyframes || 0); i++) {
         (function (img) {
@@ -467,7 +489,9 @@
       }
       return ev;
     }).catch(function (e) { fail("event", e); });
-    var sig = api(P.signals(id)).then(drawSignals).catch(function (e) { $("#signals").textContent = "signals: " + e.message; });
+    var sig = Promise.all([api(P.signals(id)), evp]).then(function (r) {
+      return drawSignals(r[0], (r[1] && r[1].findings) || []);
+    }).catch(function (e) { $("#signals").textContent = "signals: " + e.message; });
     var nb = api(P.neighbours(id)).then(function (r) {
       var ol = $("#neighbours");
       list(r, "neighbours").forEach(function (n) {
@@ -496,6 +520,47 @@
     keys.flag = function () { $("#flag-kind").focus(); };
     if (params().get("flag")) $("#flag-kind").focus();
     return Promise.all([evp, sig, nb]);
+  }
+  /* Where the event is in its source: the file, the key inside it, its span in source seconds. */
+  function renderSource(ev) {
+    var dl = $("#ev-source");
+    function row(k, v) { dl.appendChild(h("dt", {text: k})); dl.appendChild(h("dd", {}, v)); }
+    row("source", h("code", {text: fmt(ev.source_uri)}));
+    row("file", h("code", {id: "ev-source-file", text: fmt(ev.source_file)}));
+    row("key in the file", h("code", {id: "ev-source-key", text: fmt(ev.source_key)}));
+    var span = ev.source_start_s !== null && ev.source_start_s !== undefined
+      ? fmt(ev.source_start_s, 3) + " s – " + fmt(ev.source_end_s, 3) + " s" : "–";
+    row("span in the source", h("span", {id: "ev-source-span", text: span}));
+    row("episode index", fmt(ev.episode_index));
+  }
+  var GATE = {pass: "no error touches this event", excluded: "an error touches it: left out of the next shard version " +
+              "(a keep flag puts it back)", kept: "an error touches it, but a keep flag overrules the gate"};
+  /* The findings that touch the event: list, the gate's verdict, spans on the clip's timeline. */
+  function renderFindings(ev) {
+    var ul = $("#ev-findings"), fs = ev.findings || [];
+    ul.textContent = "";
+    $("#ev-gate").textContent = ev.quality_gate ? "(" + ev.quality_gate + ": " + (GATE[ev.quality_gate] || "") + ")" : "";
+    fs.forEach(function (f) {
+      ul.appendChild(h("li", {class: "finding", "data-kind": f.kind},
+        h("span", {class: "badge " + (f.severity === "error" ? "" : "warning"), text: f.severity}), " ",
+        h("b", {text: f.kind}), " ",
+        h("span", {class: "muted", text: "frames " + f.start_frame + "–" + f.end_frame + " of the episode (" +
+                   (f.event_start >= 0 ? "+" : "") + f.event_start + "…+" + f.event_end + " in this event)"}),
+        f.detail ? h("div", {text: f.detail}) : null));
+    });
+    if (!fs.length) ul.appendChild(h("li", {class: "muted", text: "no finding touches this event"}));
+    var tl = $("#clip-timeline"), n = Math.max(1, (ev.end_frame || 0) - (ev.start_frame || 0));
+    fs.forEach(function (f) {
+      var a = Math.max(0, f.event_start), b = Math.min(n, f.event_end + 1);
+      if (b <= a) return;
+      tl.appendChild(h("div", {class: "tl-span " + f.severity, "data-kind": f.kind,
+                               title: f.kind + " (" + f.severity + "): " + (f.detail || ""),
+                               style: "left:" + (100 * a / n).toFixed(3) + "%;width:" + (100 * (b - a) / n).toFixed(3) + "%"}));
+    });
+    var video = $("#clip"), head = $("#clip-timeline .playhead"), fps = Number(ev.fps) || 10;
+    video.addEventListener("timeupdate", function () {
+      head.style.left = Math.min(100, 100 * video.currentTime * fps / n).toFixed(2) + "%";
+    });
   }
   function loadFlags(id) {
     return api(P.flags(id)).then(function (r) {
@@ -538,7 +603,7 @@
     }
     return {names: names, cols: cols};
   }
-  function drawSignals(s) {
+  function drawSignals(s, findings) {
     var t = s.t || [];
     var groups = [["state", s.state], ["action", s.action], ["gripper", s.gripper]];
     var traces = [], n = groups.length;
@@ -575,6 +640,20 @@
                                  font: {size: 10, color: ki ? "#c62828" : "#2e7d32"}, xanchor: ki ? "left" : "right"});
       });
     }
+    var ev0 = s.event || {}, fps = Number(s.fps) || 1;
+    var tf = function (frame) {  // an episode frame on the plot's time axis (seconds from the episode's start)
+      return (ev0.t_start !== undefined ? ev0.t_start : 0) + (frame - (ev0.start_frame || 0)) / fps;
+    };
+    var bands = [];
+    (findings || []).forEach(function (f) {  // the quality findings touching the event: shaded bands
+      var x0 = tf(f.start_frame), x1 = tf(f.end_frame + 1), err = f.severity === "error";
+      bands.push({kind: f.kind, severity: f.severity, x0: x0, x1: x1});
+      layout.shapes.push({type: "rect", xref: "x", yref: "paper", x0: x0, x1: x1, y0: 0, y1: 1, layer: "below",
+                          fillcolor: err ? "rgba(198,40,40,0.16)" : "rgba(245,166,35,0.22)", line: {width: 0}});
+      layout.annotations.push({x: (x0 + x1) / 2, y: 0.5, xref: "x", yref: "paper", showarrow: false, textangle: -90,
+                               text: "⚠ " + f.kind, font: {size: 10, color: err ? "#c62828" : "#b26a00"}});
+    });
+    window.CARVE_EVENT = {bands: bands};  // for tests and the console: the bands drawn
     var video = $("#clip");
     var baseShapes = layout.shapes.slice();  // plotly keeps (and mutates) the layout object
     return plotlyReady().then(function () {
@@ -762,10 +841,56 @@
     }).catch(function (e) { fail("coverage", e); });
   }
 
+  // -- quality -----------------------------------------------------------------------------
+  function pageQuality() {
+    return datasetOrFirst().then(function (d) {
+      CFG.dataset = d;
+      $("#q-ds").textContent = d;
+      var a = $("#q-csv");
+      a.setAttribute("download", d + "-drop-list.csv");
+      media(P.qualityCsv(d)).then(function (u) { a.href = u; a.removeAttribute("aria-disabled"); })
+        .catch(function (e) { fail("csv", e); });
+      return api(P.quality(d)).then(function (r) {
+        var sum = $("#q-summary");
+        [["episodes checked", r.episodes_checked], ["with findings", r.episodes_with_findings],
+         ["quarantined", r.quarantined], ["in the drop list", (r.drop || {}).episodes],
+         ["findings", r.findings], ["mean score", r.mean_score]]
+          .forEach(function (x) { sum.appendChild(h("div", {}, h("b", {text: fmt(x[1], 1)}), x[0])); });
+        var tb = $("#q-kinds tbody");
+        list(r, "by_kind").forEach(function (k) {
+          // the map's defect facet filters the events a kind touches (a quarantined episode has none)
+          var name = k.kind === "unreadable" ? h("span", {text: k.kind})
+            : h("a", {href: pageUrl("map", {dataset: d, defect: k.kind}), text: k.kind});
+          tb.appendChild(h("tr", {"data-kind": k.kind}, h("td", {}, name),
+            h("td", {}, h("span", {class: "badge " + (k.severity === "error" ? "" : "warning"), text: k.severity})),
+            h("td", {class: "score", text: fmt(k.episodes)}), h("td", {class: "score", text: fmt(k.findings)}),
+            h("td", {class: "muted", text: k.what || ""})));
+        });
+        if (!tb.children.length) tb.appendChild(h("tr", {}, h("td", {colspan: 5, class: "muted", text: "no findings"})));
+        var wb = $("#q-worst tbody");
+        list(r, "worst").forEach(function (e) {
+          var src = [e.source_file, e.source_key].filter(function (x) { return x; }).join(" : ");
+          var open = e.event_id ? h("a", {href: pageUrl("event", {id: e.event_id, dataset: d}), text: "event"})
+            : h("span", {class: "muted", text: e.quarantine_reason ? "quarantined" : "no events"});
+          wb.appendChild(h("tr", {"data-episode": e.episode_id},
+            h("td", {}, h("b", {text: "#" + fmt(e.episode_index)}), " ", h("span", {class: "muted", text: e.episode_id})),
+            h("td", {class: "score", text: fmt(e.score)}),
+            h("td", {}, e.kinds.join(", "), e.quarantine_reason ? h("div", {class: "muted", text: e.quarantine_reason}) : null),
+            h("td", {}, h("code", {text: src || "–"})),
+            h("td", {text: fmt(e.events_gated) + " / " + fmt(e.kept_events) + (e.kept_events ? " (keep flag)" : "")}),
+            h("td", {}, open)));
+        });
+        if (!wb.children.length) wb.appendChild(h("tr", {}, h("td", {colspan: 6, class: "muted", text: "no findings"})));
+        listCursor(function () { return Array.prototype.slice.call(document.querySelectorAll("#q-worst tbody tr")); });
+        $("#q-kinds").setAttribute("data-ready", "1");
+      });
+    });
+  }
+
   // -- start -------------------------------------------------------------------------------
   setupNav();
   var run = {index: pageIndex, map: function () { mapKeys(); return pageMap(); }, event: pageEvent,
-             cluster: pageCluster, coverage: pageCoverage}[CFG.page];
+             cluster: pageCluster, coverage: pageCoverage, quality: pageQuality}[CFG.page];
   if (run) {
     Promise.resolve().then(run).then(function () { document.body.setAttribute("data-loaded", "1"); })
       .catch(function (e) { fail(CFG.page, e); document.body.setAttribute("data-loaded", "error"); });

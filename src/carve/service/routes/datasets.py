@@ -1,7 +1,7 @@
 """Datasets, their clusters and their events (read-only; token required).
 
     GET /datasets, /datasets/{name}, /datasets/{name}/clusters (/coverage: routes/audit.py)
-    GET /events/{id}, /events/{id}/keyframes/{i}.jpg
+    GET /events/{id}/keyframes/{i}.jpg   (GET /events/{id}, with its findings: routes/media.py)
 
 The cluster and coverage views read the summary written with the latest clusters version and
 the latest manifest; an event is a point lookup (assignments index, catalog, one row group of
@@ -14,15 +14,17 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Path
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
+from carve.audit.models import ClustersResponse
+from carve.audit.paths import PATHS
 from carve.service.auth import require_token
 from carve.service.deps import ID_PATTERN, NAME_PATTERN, CatalogsDep, ViewsDep
 
 router = APIRouter(dependencies=[Depends(require_token)])
 
 
-@router.get("/datasets", tags=["datasets"])
+@router.get(PATHS["datasets"], tags=["datasets"])
 def datasets(catalogs: CatalogsDep) -> list[dict[str, Any]]:
     return catalogs.get().datasets()
 
@@ -32,9 +34,6 @@ def dataset(views: ViewsDep, catalogs: CatalogsDep, name: str = Path(pattern=NAM
     return views.require_dataset(catalogs.get(), name)
 
 
-_JSON = {200: {"content": {"application/json": {}}}}
-
-
 def _json(body: Any) -> Response:
     """A JSON response serialised directly (the views return plain JSON values; FastAPI's
     per-field encoder costs more than the cached view itself on large bodies)."""
@@ -42,7 +41,8 @@ def _json(body: Any) -> Response:
     return Response(data, media_type="application/json")
 
 
-@router.get("/datasets/{name}/clusters", tags=["datasets"], response_class=Response, responses=_JSON)
+@router.get("/datasets/{name}/clusters", tags=["datasets"], response_class=JSONResponse,
+            response_model=ClustersResponse)
 def clusters(views: ViewsDep, catalogs: CatalogsDep, name: str = Path(pattern=NAME_PATTERN)) -> Response:
     return _json(views.clusters_json(catalogs.get(), name))
 
@@ -50,13 +50,7 @@ def clusters(views: ViewsDep, catalogs: CatalogsDep, name: str = Path(pattern=NA
 # GET /datasets/{name}/coverage (views.coverage plus the change between versions) is in routes/audit.py
 
 
-@router.get("/events/{event_id}", tags=["events"], response_class=Response, responses=_JSON)
-def event(views: ViewsDep, catalogs: CatalogsDep, event_id: str = Path(pattern=ID_PATTERN),
-          images: bool = True) -> Response:
-    return _json(views.event(catalogs.get(), event_id, images=images))
-
-
-@router.get("/events/{event_id}/keyframes/{index}.jpg", tags=["events"], response_class=Response,
+@router.get(PATHS["keyframe"], tags=["events"], response_class=Response,
             responses={200: {"content": {"image/jpeg": {}}}})
 def keyframe(views: ViewsDep, catalogs: CatalogsDep, event_id: str = Path(pattern=ID_PATTERN),
              index: int = Path(ge=0, le=64)) -> Response:

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
+from carve.audit.paths import PATHS
 from carve.service.auth import require_token
 from carve.service.deps import ID_PATTERN, NAME_PATTERN, CatalogsDep, ViewsDep
 from carve.storage import flags as fl
@@ -50,7 +51,7 @@ def _state(state: str) -> str | None:
     return None if state == "all" else state
 
 
-@router.post("/events/{event_id}/flags", tags=["flags"], status_code=201)
+@router.post(PATHS["flags"], tags=["flags"], status_code=201)
 def flag_event(body: FlagIn, request: Request, views: ViewsDep, catalogs: CatalogsDep,
                event_id: str = Path(pattern=ID_PATTERN)) -> dict[str, Any]:
     cat = catalogs.get()
@@ -68,7 +69,7 @@ def unflag_event(request: Request, catalogs: CatalogsDep, event_id: str = Path(p
     return f
 
 
-@router.get("/events/{event_id}/flags", tags=["flags"])
+@router.get(PATHS["flags"], tags=["flags"])
 def event_flags(catalogs: CatalogsDep, event_id: str = Path(pattern=ID_PATTERN),
                 state: str = Query("all", pattern="^(active|cleared|all)$")) -> list[dict[str, Any]]:
     return fl.list_flags(catalogs.get(), event_id=event_id, state=_state(state))

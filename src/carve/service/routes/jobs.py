@@ -36,7 +36,7 @@ class JobRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     source: str = Field(min_length=1, max_length=4096, description="dataset root under an allowed root")
-    format: Literal["auto", "lerobot", "folder", "hdf5"] = "auto"
+    format: Literal["auto", "lerobot", "folder", "hdf5", "rlds"] = "auto"
     overrides: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="config overrides by section, e.g. {'segment': {'min_len_frames': 6}}"
     )

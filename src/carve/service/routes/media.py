@@ -1,5 +1,9 @@
-"""An event in motion: its signals, its clip cut from the source video, one keyframe (token required).
+"""One event: its row with provenance and findings, its signals, its clip cut from the source video,
+one keyframe (token required).
 
+    GET /events/{id}                    the event's row (caption, cluster, provenance in the source:
+                                        file, key, span in source seconds) and the quality gate's
+                                        findings that touch it (`carve.audit.quality.event_findings`)
     GET /events/{id}/signals            state, action and gripper over time, the episode's boundaries
     GET /events/{id}/clip.mp4           the event's span as H.264/MP4 (`?format=webm`: VP9/WebM;
                                         `?camera=`), HTTP Range requests answered 206
@@ -35,8 +39,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 
+from carve.audit import quality as aq
+from carve.audit.models import EventResponse
+from carve.audit.paths import PATHS
 from carve.core.errors import CarveError
 from carve.ingest.sources import Episode, EpisodeRef, load_episode, open_source
 from carve.service.auth import require_token
@@ -85,6 +92,16 @@ def _ref(cat: Catalog, row: dict[str, Any]) -> EpisodeRef:
 
 def _load(cat: Catalog, row: dict[str, Any], camera: str | None = None) -> Episode:
     return load_episode(_ref(cat, row), camera=camera)
+
+
+# -- the event -------------------------------------------------------------------------------------
+@router.get(PATHS["event"], tags=["events"], response_class=JSONResponse, response_model=EventResponse)
+def event(views: ViewsDep, catalogs: CatalogsDep, event_id: str = Path(pattern=ID_PATTERN),
+          images: bool = True) -> Response:
+    cat = catalogs.get()
+    row = views.event(cat, event_id, images=images)
+    row.update(aq.event_findings(cat, event_id, row["episode_id"], int(row["start_frame"]), int(row["end_frame"])))
+    return Response(json.dumps(row, separators=(",", ":")).encode(), media_type="application/json")
 
 
 # -- signals ----------------------------------------------------------------------------------------
@@ -175,7 +192,7 @@ def signals(views: Views, cat: Catalog, event_id: str, context: int | None = Non
 _signals_cache: OrderedDict[tuple[str, str, int | None], bytes] = OrderedDict()
 
 
-@router.get("/events/{event_id}/signals", tags=["events"], response_class=Response,
+@router.get(PATHS["signals"], tags=["events"], response_class=Response,
             responses={200: {"content": {"application/json": {}}}})
 def event_signals(views: ViewsDep, catalogs: CatalogsDep, event_id: str = Path(pattern=ID_PATTERN),
                   context: int | None = Query(None, ge=0, le=100_000)) -> Response:
@@ -279,7 +296,7 @@ def clip_path(views: Views, cat: Catalog, event_id: str, camera: str | None = No
     return path
 
 
-@router.get("/events/{event_id}/clip.mp4", tags=["events"], response_class=FileResponse,
+@router.get(PATHS["clip"], tags=["events"], response_class=FileResponse,
             responses={200: {"content": {"video/mp4": {}, "video/webm": {}}}, 206: {"description": "a byte range"}})
 def event_clip(views: ViewsDep, catalogs: CatalogsDep, event_id: str = Path(pattern=ID_PATTERN),
                camera: str | None = Query(None, max_length=200), format: str = Query("mp4", pattern="^(mp4|webm)$"),

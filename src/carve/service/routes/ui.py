@@ -3,9 +3,11 @@ password and is challenged for it, as on /report):
 
     GET /ui/                    the datasets
     GET /ui/map?dataset=&...    the embedding map (filters in the query string)
-    GET /ui/event?id=           one event: clip, signals, caption, neighbours, flags
+    GET /ui/event?id=           one event: clip and signals (quality findings marked), caption,
+                                source, findings, neighbours, flags
     GET /ui/cluster?dataset=&c= a cluster's events as thumbnails / clips
     GET /ui/coverage?dataset=   coverage between two versions, CSV download
+    GET /ui/quality?dataset=    the quality gate's findings: counts by kind, worst episodes, drop list CSV
     GET /ui/static/{name}       ui.js, ui.css and plotly.min.js (from the installed plotly)
 
 The pages are shells (report/ui_pages.py, report/templates/ui/); their script reads the API with
@@ -68,6 +70,11 @@ def ui_cluster(request: Request) -> HTMLResponse:
 @router.get("/ui/coverage", response_class=HTMLResponse)
 def ui_coverage(request: Request) -> HTMLResponse:
     return _page(request, "coverage")
+
+
+@router.get("/ui/quality", response_class=HTMLResponse)
+def ui_quality(request: Request) -> HTMLResponse:
+    return _page(request, "quality")
 
 
 @router.get("/ui/static/{name}", response_class=Response)

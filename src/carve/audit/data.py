@@ -1,6 +1,7 @@
 """Coverage audit data: what the catalog holds, how it clusters, and what balancing changed.
 
-The read side of the report page and of the HTTP service's views. It reads nothing by path
+The read side of the static report page (`report/`), of `carve ui-export` and of the HTTP
+service's views (`carve.audit.model` for one clustering version). It reads nothing by path
 itself: clustering versions and assignments come from `clustering.versions`, shard manifests
 from `storage.manifest`, events from `storage.events` and episode records from the catalog,
 all through one `Root` opened at the entry (`load_audit(root, ...)` takes a URI, a path or a
@@ -10,10 +11,11 @@ all through one `Root` opened at the entry (`load_audit(root, ...)` takes a URI,
   complete clusters version, the latest shard manifest and the quarantined episodes. A
   dataset with events but no clusters or shards yet is fine: those parts are simply empty.
 * `cluster_rows(audit)` is the per-cluster summary (sizes, shares before/after balancing,
-  near-duplicates, under-coverage flag, sample captions) used by the API and the page.
+  near-duplicates, under-coverage flag by the one rule of `carve.audit.coverage`, sample
+  captions) used by the API and the page.
 * `coverage(audit, key)` counts events, episodes, clusters and duplicates per task or robot;
-  `keyframes_of` fetches the keyframes of a few events; `map_sample` and `pca_2d` give the
-  points of the embedding map.
+  `keyframes_of` fetches the keyframes of a few events; `map_points` gives the points of the
+  embedding map (the stored layout's projection: one PCA for the report and the UI).
 * `version_summaries(root, dataset)` lists every clusters and shards version (the versions
   view); `data_fingerprint(root)` is the report page's cache key in the service.
 * The views that must scale (the service's clusters and coverage views) never load the audit:
@@ -22,7 +24,7 @@ all through one `Root` opened at the entry (`load_audit(root, ...)` takes a URI,
   assignments and the events' small columns if a version has none), and
   `summary_cluster_rows` / `summary_coverage` give the same rows as `cluster_rows` / `coverage`.
 
-Charts are `report.charts`, the HTML page is `report.render` (jinja2 templates).
+Charts are `report.charts`, the HTML page is `report.render` (jinja2 templates), both above this layer.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from carve.audit.coverage import is_under_covered, median_size
 from carve.clustering import summary as cs
 from carve.clustering import versions as cv
 from carve.core.errors import CarveError
@@ -49,8 +52,6 @@ from carve.storage.layout import RootLayout
 from carve.storage.root import Root, open_root
 from carve.storage.schema import EVENT_SCHEMA, check_schema
 
-UNDER_COVERED_FRACTION = 0.25  # a cluster below this fraction of the mean cluster size is flagged
-UNDER_COVERED_MIN = 3  # ...and so is any cluster with fewer events than this
 _EVENT_COLUMNS = ["event_id", "episode_id", "dataset", "robot", "task", "caption", "boundary_reason", "emb"]
 _FINGERPRINT_DIRS = ("events", "clusters", "shards")
 
@@ -266,8 +267,8 @@ def _rows(stats: dict[int, dict[str, Any]], k: int, manifest: dict[str, Any] | N
     total = sum(s["size"] for s in stats.values())
     tot_before = sum(before_m.values())
     tot_after = sum(after_m.values())
-    mean = total / len(ids) if ids else 0.0
     empty = {"size": 0, "duplicates": 0, "top_tasks": [], "sample_captions": [], "sample_events": []}
+    median = median_size(stats.get(c, empty)["size"] for c in ids)  # the one under-covered rule
     rows = []
     for c in ids:
         st = stats.get(c, empty)
@@ -283,7 +284,7 @@ def _rows(stats: dict[int, dict[str, Any]], k: int, manifest: dict[str, Any] | N
                 "share_before": (n_before / tot_before) if (n_before is not None and tot_before) else None,
                 "share_after": (n_after / tot_after) if (n_after is not None and tot_after) else None,
                 "duplicates": st["duplicates"],
-                "under_covered": st["size"] < max(UNDER_COVERED_MIN, UNDER_COVERED_FRACTION * mean),
+                "under_covered": is_under_covered(st["size"], median),
                 "top_tasks": list(st["top_tasks"]),
                 "sample_captions": list(st["sample_captions"]),
                 "sample_events": list(st["sample_events"]),
@@ -452,18 +453,22 @@ class BatchIndex:
         return pa.concat_tables(out, promote_options="default")
 
 
-# -- the embedding map ---------------------------------------------------------------------
-def pca_2d(x: np.ndarray) -> np.ndarray:
-    """Project rows of `x` onto their first two principal components (numpy SVD)."""
-    x = x - x.mean(axis=0, keepdims=True)
-    if x.shape[0] < 2:
-        return np.zeros((x.shape[0], 2), dtype=np.float32)
-    _u, _s, vt = np.linalg.svd(x, full_matrices=False)
-    comps = vt[:2]
-    proj = x @ comps.T
-    if proj.shape[1] < 2:
-        proj = np.pad(proj, ((0, 0), (0, 2 - proj.shape[1])))
-    return proj.astype(np.float32)
+# -- the embedding map: the one PCA, the stored layout's projection ------------------------------
+def map_points(audit: Audit, max_points: int = 5000, seed: int = 0) -> tuple[np.ndarray, list[int]]:
+    """The report's embedding map: (n x 2 positions, cluster id or -1 per point) of up to
+    `max_points` events (`map_sample`), their unit embeddings projected by the clusters version's
+    stored layout projection (`clustering.summary.LayoutProjector`, the same PCA as the UI's map);
+    before any clustering (or without a layout) one fitted on these events."""
+    x, labels = map_sample(audit, max_points, seed)
+    if x.shape[0] == 0:
+        return np.zeros((0, 2), np.float32), []
+    u = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    proj = None
+    if audit.clusters_version is not None:
+        meta = cs.read_layout_meta(audit.root, audit.clusters_version)
+        if meta is not None and len(meta["projection"]["mean"]) == u.shape[1]:
+            proj = cs.LayoutProjector.from_dict(meta["projection"])
+    return (proj or cs.LayoutProjector.fit(u, seed)).project(u), labels
 
 
 def map_sample(audit: Audit, max_points: int = 5000, seed: int = 0) -> tuple[np.ndarray, list[int]]:

@@ -22,7 +22,7 @@ Two ways to apply a policy (`shard.mode`):
 * `weigh` (mode "weights", the default): every eligible event exactly once, each with the
   sampling weight `target_c / n_c` of its cluster (the rows per event the policy gives that
   cluster), so the weights of a cluster add up to its target and an epoch of
-  `round(sum(weights))` weighted draws (`carve.storage.sampling.epoch_indices`) has, in
+  `round(sum(weights))` weighted draws (`carve.shard.sampling.epoch_indices`) has, in
   expectation, the cluster counts that `balance` would have written. Nothing is dropped;
 * `balance` (mode "resample"): the rows themselves are drawn (capped clusters repeated,
   large ones downsampled), as before.

@@ -1,35 +1,48 @@
-"""Weighted epoch sampling over shard rows (`sampling_weight`), torch-free and deterministic by seed.
+"""The weighted-epoch draw over shard rows (`sampling_weight`), torch-free and deterministic by seed.
 
 A shards version cut in mode "weights" holds every eligible event once, with the balancing
-policy's `sampling_weight` (clustering/balance.py `weigh`): the rows per event the policy would
-have written. A loader honours it by drawing each epoch from these weights:
+policy's `sampling_weight` (`carve.shard.balance.weigh`): the rows per event the policy would
+have written. Every reader that honours the weights draws its epochs here, by one rule: row i
+is drawn floor(e_i) or ceil(e_i) times, where e_i is its expected count, and which rows get the
+ceil is decided by uniforms (`round_counts(expected, uniforms)`); the drawn rows are then shuffled.
+Two sources of uniforms serve the two kinds of reader:
 
     epoch_indices(weights, epoch, seed, num_samples=None) -> np.ndarray of row indices
 
-draws `num_samples` rows (default `round(sum(weights))`, the size of the resampled epoch) so
-that row i appears `num_samples * w_i / sum(w)` times in expectation, and in fact floor or ceil
-of that (systematic sampling over a seeded permutation of the rows: no row is over- or
-under-drawn by chance, unlike i.i.d. multinomial draws), then shuffles them. The result
-depends only on (weights, epoch, seed, num_samples): the same seed and epoch give the same
-order, another epoch or seed another one. With equal weights and the default size it is a
+sees the whole version: it draws exactly `num_samples` rows (default `round(sum(weights))`, the
+size of the resampled epoch) with e_i = `num_samples * w_i / sum(w)`, the ceils decided by
+systematic sampling over a seeded permutation of the rows (stratified, so no row is over- or
+under-drawn by chance and the epoch size is exact), then shuffles them. The result depends only
+on (weights, epoch, seed, num_samples). With equal weights and the default size it is a
 permutation of all rows.
 
-`WeightedEpochSampler` wraps it as an iterable of indices with `set_epoch` and an optional
-`rank`/`world_size` split (rank r takes every world_size-th draw), usable as a torch
+    draw_rows(rows, weights, rng) -> the rows, each repeated by its draw
+
+is what the trainer's streaming loader (`carve.trainer.data.EventStream`) calls for the rows of
+each row group a loader stream owns: e_i = w_i (a weights-mode version's weights sum to its
+epoch size), one uniform per row from the stream's own `random.Random` (seeded by data seed,
+epoch and stream), so streams need no coordination; the loader's unit order and shuffle buffer
+then shuffle them.
+
+`WeightedEpochSampler` wraps `epoch_indices` as an iterable of indices with `set_epoch` and an
+optional `rank`/`world_size` split (rank r takes every world_size-th draw), usable as a torch
 DataLoader `sampler=` without importing torch here. `read_sampling_weights(reader)` and
-`iter_weighted(reader, epoch, seed)` read a shards version's weights and iterate its rows in
-this order; `ShardReader.sampling_weights()` / `ShardReader.iter_weighted(...)`
-(storage/shards.py) call them.
+`iter_weighted(reader, epoch, seed)` read a shards version's weights (a
+`carve.storage.shards.ShardReader`) and iterate its rows in `epoch_indices` order.
 """
 
 from __future__ import annotations
 
+import random
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
+
+from carve.storage.fs import join, resolve
+from carve.storage.shards import ShardReader
 
 _SALT = 0x5EED_BA1
 
@@ -57,6 +70,23 @@ def expected_counts(weights: Sequence[float] | np.ndarray, num_samples: int | No
     w = check_weights(weights)
     n = default_num_samples(w) if num_samples is None else int(num_samples)
     return n * w / w.sum() if len(w) else w
+
+
+def round_counts(expected: Sequence[float] | np.ndarray, uniforms: Sequence[float] | np.ndarray) -> np.ndarray:
+    """The draw rule: row i is drawn trunc(e_i) + (u_i < e_i - trunc(e_i)) times (floor or ceil of
+    its expected count e_i, never below 0), given one uniform u_i in [0, 1) per row."""
+    e = np.asarray(expected, dtype=np.float64).reshape(-1)
+    whole = np.trunc(e)
+    return np.maximum(whole.astype(np.int64) + (np.asarray(uniforms, dtype=np.float64) < e - whole), 0)
+
+
+def draw_rows(rows: Sequence[int], weights: Sequence[float], rng: random.Random) -> list[int]:
+    """One epoch's draws of `rows` whose sampling weights are `weights` (aligned): each row
+    repeated `round_counts(weights, u)` times, in row order, with one `rng.random()` per row
+    drawn in order. The trainer's loader calls it per row group of a stream (module docstring)."""
+    uniforms = [rng.random() for _ in rows]
+    counts = round_counts(weights, uniforms)
+    return [r for r, k in zip(rows, counts.tolist(), strict=True) for _ in range(k)]
 
 
 def epoch_indices(weights: Sequence[float] | np.ndarray, epoch: int, seed: int,
@@ -113,18 +143,14 @@ class WeightedEpochSampler:
         return iter(self.indices().tolist())
 
 
-def read_sampling_weights(reader: Any) -> np.ndarray:
+def read_sampling_weights(reader: ShardReader) -> np.ndarray:
     """Every row's `sampling_weight` of a `storage.shards.ShardReader` (float64, manifest order),
     reading only that column. Shards without it (versions written before the column existed, or
     by a writer that does not weigh: their rows already repeat as the balance wants) weigh 1.0
     per row; a shard with some rows null is refused."""
-    import pyarrow.parquet as pq
-
-    from carve.storage.fs import join, resolve
-
     out = []
-    for entry in reader.manifest["shards"]:
-        path = join(reader.dir, entry["path"])
+    for entry in reader.manifest.shards:
+        path = join(reader.dir, entry.path)
         fs, p = resolve(path)
         with fs.open_input_file(p) as f:
             pf = pq.ParquetFile(f)
@@ -141,12 +167,12 @@ def read_sampling_weights(reader: Any) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def iter_weighted(reader: Any, epoch: int, seed: int, batch_size: int = 256, num_samples: int | None = None,
+def iter_weighted(reader: ShardReader, epoch: int, seed: int, batch_size: int = 256, num_samples: int | None = None,
                   max_cached: int = 4) -> Iterator[pa.Table]:
     """One weighted epoch of a `ShardReader`'s rows (`epoch_indices` over its sampling weights)
     as tables of up to `batch_size` rows in draw order; at most `max_cached` shards held."""
     idx = epoch_indices(read_sampling_weights(reader), epoch, seed, num_samples)
-    starts = np.cumsum([0] + [int(s["rows"]) for s in reader.manifest["shards"]])
+    starts = np.cumsum([0] + [s.rows for s in reader.manifest.shards])
     cache: OrderedDict[int, pa.Table] = OrderedDict()
     for b in range(0, len(idx), batch_size):
         rows = idx[b : b + batch_size]
