@@ -28,7 +28,7 @@ from carve.shard.sampling import (
     read_sampling_weights,
     round_counts,
 )
-from carve.storage.manifest import read_manifest
+from carve.storage.manifest import load_manifest
 from carve.storage.root import open_root
 from carve.storage.shards import ShardReader
 
@@ -54,7 +54,7 @@ def _cut(root: Path, **shard) -> tuple[dict, object]:
     for k, v in shard.items():
         setattr(cfg.shard, k, v)
     v = cut_shards(open_root(cfg.root), cfg)
-    return read_manifest(str(root), v), ShardReader(str(root), v).read_all()
+    return load_manifest(str(root), v).to_json(), ShardReader(str(root), v).read_all()
 
 
 def test_default_cut_carries_every_non_duplicate_event_exactly_once(catalog):

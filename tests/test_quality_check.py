@@ -187,7 +187,7 @@ def test_carve_run_records_the_findings_and_the_shard_cut_leaves_error_spans_out
     from carve.storage.defects import episode_defects
     from carve.storage.events import read_events
     from carve.storage.flags import add_flag
-    from carve.storage.manifest import read_manifest
+    from carve.storage.manifest import load_manifest
     from carve.storage.root import open_root
 
     _, truth = corrupted
@@ -204,7 +204,7 @@ def test_carve_run_records_the_findings_and_the_shard_cut_leaves_error_spans_out
                 assert any(d["kind"] == row["kind"] for d in by_ep.get(idx, [])), (idx, row, by_ep.get(idx))
             if row["kind"] is None:
                 assert idx not in by_ep, (idx, by_ep[idx])
-        m = read_manifest(root, 1)
+        m = load_manifest(root, 1).to_json()
         q = m["quality_excluded"] if "quality_excluded" in m else m["extra"]["quality_excluded"]
         assert set(q["by_kind"]) == gated_kinds and q["events"] == sum(q["by_kind"].values())
         events = read_events(r, columns=["event_id", "episode_id", "start_frame", "end_frame"]).to_pylist()
@@ -220,7 +220,7 @@ def test_carve_run_records_the_findings_and_the_shard_cut_leaves_error_spans_out
         keep = gated[0]
         add_flag(r.catalog, keep["event_id"], "keep", who="analyst", episode_id=keep["episode_id"], dataset="metaworld")
         v2 = cut_shards(r, cfg)
-        m2 = read_manifest(root, v2)
+        m2 = load_manifest(root, v2).to_json()
         q2 = m2["quality_excluded"] if "quality_excluded" in m2 else m2["extra"]["quality_excluded"]
         assert q2["kept_by_flag"] == 1 and q2["events"] == q["events"] - 1
         assert keep["event_id"] in {e for s in _shard_event_ids(root, v2) for e in s}

@@ -98,13 +98,13 @@ def test_manifest_versions_are_validated(tmp_path: Path):
     assert au.latest_manifest(fab.root)[0] == 1
     man_path.write_text(json.dumps({**man, "manifest_version": 2}))
     with pytest.raises(au.AuditError, match=r"v001/manifest.json: manifest_version 2"):
-        au.read_manifest(fab.root, 1)
+        au.load_manifest(fab.root, 1)
     man_path.write_text(json.dumps({**man, "schema_version": 9}))
     with pytest.raises(au.AuditError, match="schema v9"):
-        au.read_manifest(fab.root, 1)
+        au.load_manifest(fab.root, 1)
     man_path.write_text("{not json")
     with pytest.raises(au.AuditError, match="not valid JSON"):
-        au.read_manifest(fab.root, 1)
+        au.load_manifest(fab.root, 1)
 
 
 def test_carve_report_cli(fab, tmp_path: Path):
@@ -131,14 +131,17 @@ def test_unfinished_clusters_version_is_ignored(tmp_path: Path):
 
 def test_captions_tasks_and_errors_are_escaped(tmp_path: Path):
     fab = fabricate_root(tmp_path / "root")
-    a = au.load_audit(fab.root)
     evil = "<script>alert('x')</script>"
-    caps = a.events.column("caption").to_pylist()
-    a.events = a.events.set_column(a.events.schema.get_field_index("caption"), "caption",
-                                   pa.array([evil + c for c in caps], pa.string()))
-    a.events = a.events.set_column(a.events.schema.get_field_index("task"), "task",
-                                   pa.array([f"<b onmouseover='x'>{t}</b>" for t in a.events.column("task").to_pylist()],
-                                            pa.string()))
+    caps = au.load_audit(fab.root).events.column("caption").to_pylist()
+    # in the event files, so that the clustering's summary (the report's cards) carries them too
+    for part in sorted((fab.root / "events").rglob("*.parquet")):
+        t = pq.read_table(part)
+        t = t.set_column(t.schema.get_field_index("caption"), "caption",
+                         pa.array([evil + c for c in t.column("caption").to_pylist()], pa.string()))
+        t = t.set_column(t.schema.get_field_index("task"), "task",
+                         pa.array([f"<b onmouseover='x'>{x}</b>" for x in t.column("task").to_pylist()], pa.string()))
+        pq.write_table(t, part)
+    a = au.load_audit(fab.root)
     a.failures = [{**f, "error": "bad <img src=x onerror=alert(1)>"} for f in a.failures]
     page, _ = render.render_report(a, inline=True)
     assert "<script" not in page and "<b onmouseover" not in page and "<img src=x" not in page

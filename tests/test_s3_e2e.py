@@ -93,7 +93,7 @@ def _by_event(t: pa.Table) -> pa.Table:
 
 def test_events_clusters_and_shards_match_a_local_run(runs: Runs):
     from carve.clustering.versions import load_clustering, read_assignments
-    from carve.storage.manifest import read_manifest
+    from carve.storage.manifest import load_manifest
     from carve.storage.shards import ShardReader
 
     local, remote = runs.local, runs.remote
@@ -117,7 +117,7 @@ def test_events_clusters_and_shards_match_a_local_run(runs: Runs):
     s_local = ShardReader(local, version=1, verify=True).read_all()
     s_remote = ShardReader(remote, version=1, verify=True).read_all()
     assert s_remote.drop_columns(["source_uri"]).equals(s_local.drop_columns(["source_uri"]))
-    m_local, m_remote = read_manifest(local, 1), read_manifest(remote, 1)
+    m_local, m_remote = load_manifest(local, 1).to_json(), load_manifest(remote, 1).to_json()
     for key in ("total_rows", "unique_events", "clusters", "stats", "emb_dims", "clusters_version", "policy"):
         assert m_remote[key] == m_local[key], key
     assert [(s["path"], s["rows"]) for s in m_remote["shards"]] == [(s["path"], s["rows"]) for s in m_local["shards"]]
@@ -209,7 +209,7 @@ def test_the_services_export_job_on_the_s3_root(runs: Runs, monkeypatch):
 
 
 def test_two_concurrent_shard_runs_claim_distinct_versions(runs: Runs):
-    from carve.storage.manifest import read_manifest
+    from carve.storage.manifest import load_manifest
     from carve.storage.shards import ShardReader
 
     with ThreadPoolExecutor(2) as pool:
@@ -219,7 +219,7 @@ def test_two_concurrent_shard_runs_claim_distinct_versions(runs: Runs):
     versions = sorted(json.loads(o)["version"] for o in outs)
     assert versions == [2, 3]
     for v in versions:
-        m = read_manifest(runs.remote, v)
+        m = load_manifest(runs.remote, v).to_json()
         assert m["version"] == v and m["total_rows"] > 0
         assert ShardReader(runs.remote, version=v, verify=True).read_all().num_rows == m["total_rows"]
     assert [v["version"] for v in runs.remote.catalog.versions("shards")] == [1, 2, 3]

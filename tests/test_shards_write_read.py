@@ -13,7 +13,7 @@ from test_cluster_curate import add_episodes, blob_embeddings, cfg_for, with_roo
 
 from carve.clustering.curate import cluster_catalog
 from carve.shard.cut import cut_shards
-from carve.storage.manifest import ManifestError, ShardManifest, load_manifest, read_manifest
+from carve.storage.manifest import ManifestError, ShardManifest, load_manifest
 from carve.storage.root import open_root
 from carve.storage.schema import SCHEMA_VERSION, emb_dims, schema_version
 from carve.storage.shards import ShardIntegrityError, ShardReader, iter_shards
@@ -80,7 +80,7 @@ def test_the_manifest_reads_into_a_typed_object_that_writes_back_the_same_bytes(
     assert Path(m.dir) == path.parent
     # the typed object is the format: its JSON is the file's, byte for byte
     assert json.dumps(m.to_json(), indent=2).encode() == path.read_bytes()
-    assert read_manifest(str(root), v) == {**json.loads(path.read_text()), "_dir": m.dir}
+    assert m.to_json() == json.loads(path.read_text())
     # a manifest without the optional records (hand-written, older) still loads; a wrong type is named
     raw = json.loads(path.read_text())
     small = {k: raw[k] for k in ("format", "manifest_version", "version", "schema_version", "shards", "total_rows")}
@@ -98,7 +98,7 @@ def test_policies_and_total_override(clustered):
     cfg.shard.mode = "resample"
     v1 = cut_shards(open_root(cfg.root), cfg, policy="temperature", total=200)
     v2 = cut_shards(open_root(cfg.root), cfg, policy="hierarchical", total=200)
-    m1, m2 = read_manifest(str(root), v1), read_manifest(str(root), v2)
+    m1, m2 = load_manifest(str(root), v1).to_json(), load_manifest(str(root), v2).to_json()
     assert m1["total_rows"] == m2["total_rows"] == 200
     assert m1["policy"]["name"] == "temperature" and m2["policy"]["name"] == "hierarchical"
     # temperature 0.5 keeps some of the skew; uniform-like hierarchical removes more of it
@@ -111,12 +111,12 @@ def test_duplicates_are_excluded_unless_asked(tmp_path: Path):
     add_episodes(tmp_path, np.concatenate([x, copies / np.linalg.norm(copies, axis=1, keepdims=True)]), per_episode=2)
     cfg = cfg_for(tmp_path, k=2, dedup_threshold=0.999)
     cluster_catalog(open_root(cfg.root), cfg)
-    m = read_manifest(str(tmp_path), cut_shards(open_root(cfg.root), cfg))
+    m = load_manifest(str(tmp_path), cut_shards(open_root(cfg.root), cfg)).to_json()
     assert m["duplicates_excluded"] == 6 and m["eligible_events"] == 80
     t = ShardReader(str(tmp_path)).read_all()
     assert t.column("dup_of").null_count == t.num_rows
     cfg.shard.include_duplicates = True
-    m2 = read_manifest(str(tmp_path), cut_shards(open_root(cfg.root), cfg))
+    m2 = load_manifest(str(tmp_path), cut_shards(open_root(cfg.root), cfg)).to_json()
     assert m2["duplicates_excluded"] == 0 and m2["eligible_events"] == 86
     assert ShardReader(str(tmp_path)).read_all().column("dup_of").null_count < m2["total_rows"]
 
@@ -124,12 +124,12 @@ def test_duplicates_are_excluded_unless_asked(tmp_path: Path):
 def test_sha256_mismatch_is_detected(clustered):
     root, _ = clustered
     v = cut_shards(*with_root(cfg_for(root)))
-    m = read_manifest(str(root), v)
-    victim = Path(m["_dir"]) / m["shards"][1]["path"]
+    m = load_manifest(str(root), v)
+    victim = Path(m.dir) / m.shards[1].path
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0xFF
     victim.write_bytes(bytes(data))
-    with pytest.raises(ShardIntegrityError, match=m["shards"][1]["path"]):
+    with pytest.raises(ShardIntegrityError, match=m.shards[1].path):
         list(iter_shards(str(root), v, verify=True))
 
 
@@ -140,13 +140,13 @@ def test_newer_manifest_or_schema_is_refused(clustered):
     m = json.loads(path.read_text())
     path.write_text(json.dumps({**m, "manifest_version": 2}))
     with pytest.raises(ManifestError, match="manifest_version 2 is newer"):
-        read_manifest(str(root))
+        load_manifest(str(root))
     path.write_text(json.dumps({**m, "schema_version": 9}))
     with pytest.raises(ManifestError, match="schema v9"):
         ShardReader(str(path))
     path.write_text(json.dumps({**m, "format": "other"}))
     with pytest.raises(ManifestError, match="not a Carve manifest"):
-        read_manifest(str(path))
+        load_manifest(str(path))
 
 
 def test_interrupted_shard_write_leaves_no_manifest_and_old_versions_readable(clustered, monkeypatch):
@@ -171,7 +171,7 @@ def test_interrupted_shard_write_leaves_no_manifest_and_old_versions_readable(cl
     broken = root / "shards" / f"v{v1 + 1:03d}"
     assert broken.exists() and not (broken / "manifest.json").exists()
     assert not list(broken.glob(".tmp-*"))
-    assert read_manifest(str(root))["version"] == v1  # latest complete version
+    assert load_manifest(str(root)).version == v1  # latest complete version
     assert (root / "shards" / f"v{v1:03d}" / "manifest.json").read_bytes() == old
     monkeypatch.setattr(shards_mod, "_write_one", real)
     v3 = cut_shards(open_root(cfg.root), cfg)
@@ -181,4 +181,4 @@ def test_interrupted_shard_write_leaves_no_manifest_and_old_versions_readable(cl
 
 def test_no_manifest_at_all_is_a_clear_error(tmp_path: Path):
     with pytest.raises(ManifestError, match="no shard manifest"):
-        read_manifest(str(tmp_path))
+        load_manifest(str(tmp_path))

@@ -1,21 +1,28 @@
 """Coverage audit data: what the catalog holds, how it clusters, and what balancing changed.
 
-The read side of the static report page (`report/`), of `carve ui-export` and of the HTTP
-service's views (`carve.audit.model` for one clustering version). It reads nothing by path
+The reads under the audit read model (`carve.audit.model`, one clustering version, which the
+static report page, `carve ui-export` and the HTTP service's views all read) and the full audit
+(`load_audit`), which the report reads for what the model does not hold. It reads nothing by path
 itself: clustering versions and assignments come from `clustering.versions`, shard manifests
 from `storage.manifest`, events from `storage.events` and episode records from the catalog,
 all through one `Root` opened at the entry (`load_audit(root, ...)` takes a URI, a path or a
 `Root`).
 
 * `load_audit(root, dataset=None)` gathers the committed events, the assignments of the latest
-  complete clusters version, the latest shard manifest and the quarantined episodes. A
-  dataset with events but no clusters or shards yet is fine: those parts are simply empty.
+  complete clusters version, the latest shard manifest (typed: `storage.manifest.ShardManifest`,
+  read by `load_manifest`) and the quarantined episodes and recent runs. A dataset with events
+  but no clusters or shards yet is fine: those parts are simply empty. The report reads from it
+  what the model does not hold (`report.render`): the event count, quarantined episodes and the
+  runs' steps, the latest manifest, coverage over all datasets or counting events committed after
+  the clustering, the heat map's most common tasks, the cards' keyframes, and the embeddings of
+  events not on the version's layout (or of every event before any clustering).
 * `cluster_rows(audit)` is the per-cluster summary (sizes, shares before/after balancing,
   near-duplicates, under-coverage flag by the one rule of `carve.audit.coverage`, sample
-  captions) used by the API and the page.
+  captions) of the full audit (the report reads the same rows from the clustering's summary:
+  `summary_cluster_rows`; a test holds the two equal).
 * `coverage(audit, key)` counts events, episodes, clusters and duplicates per task or robot;
   `keyframes_of` fetches the keyframes of a few events; `map_points` gives the points of the
-  embedding map (the stored layout's projection: one PCA for the report and the UI).
+  embedding map (the version's stored layout and its projection: one PCA for the report and the UI).
 * `version_summaries(root, dataset)` lists every clusters and shards version (the versions
   view); `data_fingerprint(root)` is the report page's cache key in the service.
 * The views that must scale (the service's clusters and coverage views) never load the audit:
@@ -95,24 +102,23 @@ def read_cluster_assignments(root: RootLike, version: int) -> pa.Table:
         raise AuditError(f"{where}: cannot read the assignments ({type(e).__name__}: {e})") from e
 
 
-def read_manifest(root: RootLike, version: int) -> dict[str, Any]:
-    """A shards manifest, read and validated by `storage.manifest` (which refuses a newer
-    manifest or schema version, naming the file); its errors surface as `AuditError`."""
+def load_manifest(root: RootLike, version: int) -> sm.ShardManifest:
+    """A shards manifest as the typed `ShardManifest`, read and validated by `storage.manifest`
+    (which refuses a newer manifest or schema version, naming the file); its errors surface as
+    `AuditError`."""
     try:
-        m = sm.read_manifest(open_root(root), version)
+        return sm.load_manifest(open_root(root), version)
     except sm.ManifestError as e:
         raise AuditError(str(e)) from e
-    m.pop("_dir", None)
-    return m
 
 
-def latest_manifest(root: RootLike) -> tuple[int, dict[str, Any]] | None:
+def latest_manifest(root: RootLike) -> tuple[int, sm.ShardManifest] | None:
     """The newest complete shards version (one with a manifest) and its manifest, or None."""
     root = open_root(root)
     done = sm.manifest_versions(root)
     if not done:
         return None
-    return done[-1], read_manifest(root, done[-1])
+    return done[-1], load_manifest(root, done[-1])
 
 
 def data_fingerprint(root: RootLike) -> tuple[Any, ...]:
@@ -145,17 +151,17 @@ def version_summaries(root: RootLike, dataset: str | None = None) -> dict[str, l
     shards = []
     for v in version_folders(root, "shards"):
         try:
-            m = read_manifest(root, v)
+            m = load_manifest(root, v)
         except AuditError as e:
             shards.append({"version": v, "complete": False, "error": str(e)})
             continue
-        sources = [s.get("dataset") for s in m.get("sources") or []]
+        sources = [s.dataset for s in m.sources]
         if dataset is not None and sources and dataset not in sources:
             continue
-        shards.append({"version": v, "complete": True, "created_at": m.get("created_at"),
-                       "clusters_version": m.get("clusters_version"), "policy": m.get("policy"),
-                       "total_rows": m.get("total_rows"), "unique_events": m.get("unique_events"),
-                       "shards": len(m.get("shards") or []), "stats": m.get("stats")})
+        shards.append({"version": v, "complete": True, "created_at": m.created_at,
+                       "clusters_version": m.clusters_version, "policy": sm.record_json(m.policy),
+                       "total_rows": m.total_rows, "unique_events": m.unique_events,
+                       "shards": len(m.shards), "stats": sm.record_json(m.stats)})
     return {"clusters": clusters, "shards": shards}
 
 
@@ -172,7 +178,7 @@ class Audit:
     clusters_version: int | None = None
     clusters_meta: dict[str, Any] = field(default_factory=dict)
     manifest_version: int | None = None
-    manifest: dict[str, Any] | None = None
+    manifest: sm.ShardManifest | None = None
     failures: list[dict[str, Any]] = field(default_factory=list)
     episodes_ok: int = 0
     runs: list[dict[str, Any]] = field(default_factory=list)  # latest `carve run`s first, with per-step stats
@@ -255,14 +261,12 @@ def cluster_rows(audit: Audit, samples: int = 3) -> list[dict[str, Any]]:
     return _rows(stats, int(audit.clusters_meta.get("k") or 0), audit.manifest)
 
 
-def _rows(stats: dict[int, dict[str, Any]], k: int, manifest: dict[str, Any] | None) -> list[dict[str, Any]]:
+def _rows(stats: dict[int, dict[str, Any]], k: int, manifest: sm.ShardManifest | None) -> list[dict[str, Any]]:
     """The cluster rows from per-cluster stats in scope (size, duplicates, top_tasks, sample
     captions and events), the clustering's k and the latest manifest's before/after counts."""
-    before_m: dict[str, int] = {}
-    after_m: dict[str, int] = {}
-    if manifest:
-        before_m = {str(c): int(v) for c, v in (manifest.get("clusters", {}).get("before") or {}).items()}
-        after_m = {str(c): int(v) for c, v in (manifest.get("clusters", {}).get("after") or {}).items()}
+    counts = manifest.clusters if manifest is not None else None
+    before_m = {str(c): int(v) for c, v in counts.before.items()} if counts is not None else {}
+    after_m = {str(c): int(v) for c, v in counts.after.items()} if counts is not None else {}
     ids = sorted(set(stats) | {int(x) for x in before_m} | {int(x) for x in after_m} | set(range(k)))
     total = sum(s["size"] for s in stats.values())
     tot_before = sum(before_m.values())
@@ -312,7 +316,7 @@ def cluster_summary(root: RootLike, version: int, dataset: str | None = None) ->
     return s
 
 
-def summary_cluster_rows(summary: cs.ClusterSummary, k: int, manifest: dict[str, Any] | None,
+def summary_cluster_rows(summary: cs.ClusterSummary, k: int, manifest: sm.ShardManifest | None,
                          dataset: str | None = None, samples: int = 3) -> list[dict[str, Any]]:
     """`cluster_rows` from a summary (for one dataset, or all datasets summed)."""
     t = summary.clusters if dataset is None else summary.for_dataset(dataset)
@@ -367,11 +371,6 @@ def coverage(audit: Audit, key: str) -> list[dict[str, Any]]:
          "duplicates": a["duplicates"]}
         for k, a in sorted(acc.items(), key=lambda kv: -kv[1]["events"])
     ]
-
-
-def duplicate_count(audit: Audit) -> int:
-    """Events in scope marked as near-duplicates of another event."""
-    return sum(1 for e in audit.events.column("event_id").to_pylist() if e in audit.dup_of)
 
 
 def keyframes_of(root: RootLike, event_ids: list[str], episodes: set[str] | None = None) -> dict[str, list[bytes]]:
@@ -453,22 +452,55 @@ class BatchIndex:
         return pa.concat_tables(out, promote_options="default")
 
 
-# -- the embedding map: the one PCA, the stored layout's projection ------------------------------
-def map_points(audit: Audit, max_points: int = 5000, seed: int = 0) -> tuple[np.ndarray, list[int]]:
+# -- the embedding map: the one PCA, the stored layout ------------------------------------------
+def map_points(audit: Audit, layout: pa.Table | None = None, max_points: int = 5000,
+               seed: int = 0) -> tuple[np.ndarray, list[int]]:
     """The report's embedding map: (n x 2 positions, cluster id or -1 per point) of up to
-    `max_points` events (`map_sample`), their unit embeddings projected by the clusters version's
-    stored layout projection (`clustering.summary.LayoutProjector`, the same PCA as the UI's map);
-    before any clustering (or without a layout) one fitted on these events."""
-    x, labels = map_sample(audit, max_points, seed)
-    if x.shape[0] == 0:
-        return np.zeros((0, 2), np.float32), []
-    u = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    proj = None
-    if audit.clusters_version is not None:
-        meta = cs.read_layout_meta(audit.root, audit.clusters_version)
-        if meta is not None and len(meta["projection"]["mean"]) == u.shape[1]:
-            proj = cs.LayoutProjector.from_dict(meta["projection"])
-    return (proj or cs.LayoutProjector.fit(u, seed)).project(u), labels
+    `max_points` events (a seeded sample). With the clusters version's stored `layout`
+    (`carve.audit.model.VersionView.layout`, the UI's map) the clustered events in scope are its
+    rows, and the events it does not hold (committed after the clustering) are projected by the
+    layout's stored projection (`clustering.summary.LayoutProjector`); before any clustering (no
+    layout), the events of `map_sample` are projected by one PCA fitted on them."""
+    if layout is None or audit.clusters_version is None:
+        x, labels = map_sample(audit, max_points, seed)
+        if x.shape[0] == 0:
+            return np.zeros((0, 2), np.float32), []
+        u = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        return cs.LayoutProjector.fit(u, seed).project(u), labels
+    lay = layout if audit.dataset is None else layout.filter(pc.equal(layout.column("dataset"), audit.dataset))
+    xy = [np.stack([lay.column("x").to_numpy(), lay.column("y").to_numpy()], axis=1).astype(np.float32)]
+    labels = [int(c) for c in lay.column("cluster").to_pylist()]
+    meta = cs.read_layout_meta(audit.root, audit.clusters_version)
+    if meta is not None:  # the events the layout does not hold, by its projection
+        proj = cs.LayoutProjector.from_dict(meta["projection"])
+        dim = len(meta["projection"]["mean"])
+        placed = set(lay.column("event_id").to_pylist())
+        embs = audit.events.column("emb").to_pylist()
+        rest = [e for e, eid in zip(embs, audit.events.column("event_id").to_pylist(), strict=True)
+                if eid not in placed and e and len(e) == dim]
+        if rest:
+            x = np.asarray(rest, dtype=np.float32)
+            u = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+            xy.append(proj.project(u).astype(np.float32))
+            labels += [-1] * len(rest)
+    pts = np.concatenate(xy) if xy else np.zeros((0, 2), np.float32)
+    if pts.shape[0] > max_points:
+        keep = sorted(np.random.default_rng(seed).choice(pts.shape[0], max_points, replace=False).tolist())
+        pts, labels = pts[keep], [labels[i] for i in keep]
+    return pts, labels
+
+
+def task_cluster_pairs(audit: Audit, layout: pa.Table | None = None) -> list[tuple[str, int]]:
+    """(task, cluster id) of every clustered event in scope, the task "(unknown)" if it has none:
+    from the clusters version's stored `layout` when given (its rows are the clustered events),
+    else from the audit's events and assignments."""
+    if layout is not None:
+        lay = layout if audit.dataset is None else layout.filter(pc.equal(layout.column("dataset"), audit.dataset))
+        return [(t or "(unknown)", int(c)) for t, c in zip(lay.column("task").to_pylist(),
+                                                           lay.column("cluster").to_pylist(), strict=True)]
+    tasks = audit.events.column("task").to_pylist()
+    ids = audit.events.column("event_id").to_pylist()
+    return [(t or "(unknown)", audit.cluster_of[e]) for t, e in zip(tasks, ids, strict=True) if e in audit.cluster_of]
 
 
 def map_sample(audit: Audit, max_points: int = 5000, seed: int = 0) -> tuple[np.ndarray, list[int]]:

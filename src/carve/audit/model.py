@@ -18,7 +18,10 @@ The maths of the audit pages is here too, as functions of these members: the map
 points and histogram (`filter_layout`, `histogram`, `facets`), one cluster's page
 (`cluster_detail`), neighbours (`neighbours`) and the change between two versions
 (`coverage_change`, with the one under-covered rule of `carve.audit.coverage`). The service's
-routes are thin adapters over them; the bodies are described by `carve.audit.models`.
+routes are thin adapters over them; the bodies are described by `carve.audit.models`. The
+static report (`carve.report.render`) reads a `VersionView` too: its summary (cluster rows,
+coverage) and its layout (the map). Shard manifests are the typed `ShardManifest`
+(`AuditRoot.manifest`).
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from carve.clustering.versions import (
 )
 from carve.storage.catalog import Catalog
 from carve.storage.layout import RootLayout
-from carve.storage.manifest import manifest_versions
+from carve.storage.manifest import ShardManifest, manifest_versions
 from carve.storage.root import Root
 
 
@@ -94,10 +97,11 @@ class AuditRoot:
 
         return self.cache.recent("clusters_state", compute)
 
-    def manifest(self, version: int | None) -> dict[str, Any] | None:
+    def manifest(self, version: int | None) -> ShardManifest | None:
+        """The typed manifest of shards version `version` (None for None), read once."""
         if version is None:
             return None
-        return self.cache.get(("manifest", None, version), lambda: au.read_manifest(self.root, version))
+        return self.cache.get(("manifest", None, version), lambda: au.load_manifest(self.root, version))
 
     def clusters_meta(self, version: int) -> dict[str, Any]:
         return self.cache.get(("clusters_meta", None, version), lambda: au.read_clusters_meta(self.root, version))
@@ -129,7 +133,8 @@ class AuditRoot:
             return int(v)
         if clusters is not None:  # the latest cut over that clustering
             for s in reversed(have):
-                if int((self.manifest(s) or {}).get("clusters_version") or -1) == clusters:
+                m = self.manifest(s)
+                if m is not None and m.clusters_version is not None and int(m.clusters_version) == clusters:
                     return int(s)
             return None
         return int(have[-1]) if have else None
@@ -142,11 +147,11 @@ class AuditRoot:
     def shard_counts(self, version: int) -> dict[int, dict[str, float]]:
         """Per cluster: rows, unique events and summed weight of a shards version (small columns)."""
         def build() -> dict[int, dict[str, float]]:
-            man = self.manifest(version) or {}
+            man = self.manifest(version)
             vdir = version_dir(self.root, "shards", version)
             out: dict[int, dict[str, Any]] = {}
-            for s in man.get("shards") or []:
-                t = pq.read_table(f"{vdir}/{s['path']}", filesystem=self.root.fs,
+            for s in man.shards if man is not None else []:
+                t = pq.read_table(f"{vdir}/{s.path}", filesystem=self.root.fs,
                                   columns=["event_id", "cluster_id", "weight"])
                 for c, e, w in zip(*(t.column(x).to_pylist() for x in ("cluster_id", "event_id", "weight")),
                                    strict=True):
@@ -162,11 +167,11 @@ class AuditRoot:
     def shard_counts_of(self, version: int, name: str) -> dict[int, int]:
         """Rows per cluster of one dataset in a shards version (small columns of its shard files)."""
         def build() -> dict[int, int]:
-            man = self.manifest(version) or {}
+            man = self.manifest(version)
             vdir = version_dir(self.root, "shards", version)
             out: dict[int, int] = {}
-            for s in man.get("shards") or []:
-                t = pq.read_table(f"{vdir}/{s['path']}", filesystem=self.root.fs, columns=["dataset", "cluster_id"])
+            for s in man.shards if man is not None else []:
+                t = pq.read_table(f"{vdir}/{s.path}", filesystem=self.root.fs, columns=["dataset", "cluster_id"])
                 t = t.filter(pc.equal(t.column("dataset"), name))
                 for r in pc.value_counts(t.column("cluster_id")).to_pylist() if t.num_rows else []:
                     out[int(r["values"])] = out.get(int(r["values"]), 0) + int(r["counts"])
@@ -442,12 +447,14 @@ def cluster_detail(vv: VersionView, name: str, cluster: int, shards_version: int
     sv = vv.owner.shards_version(shards_version, vv.version)
     balance: dict[str, Any] = {"shards_version": sv}
     if sv is not None:
-        man = vv.owner.manifest(sv) or {}
+        man = vv.owner.manifest(sv)
+        counts = man.clusters if man is not None else None
         cnt = vv.owner.shard_counts(sv).get(cluster, {"rows": 0, "unique_events": 0, "weight": 0.0})
         balance.update({
-            "clusters_version": man.get("clusters_version"), "policy": (man.get("policy") or {}).get("name"),
-            "before": int((man.get("clusters") or {}).get("before", {}).get(str(cluster), 0)),
-            "after": int((man.get("clusters") or {}).get("after", {}).get(str(cluster), 0)),
+            "clusters_version": man.clusters_version if man is not None else None,
+            "policy": man.policy.name if man is not None and man.policy is not None else None,
+            "before": int(counts.before.get(str(cluster), 0)) if counts is not None else 0,
+            "after": int(counts.after.get(str(cluster), 0)) if counts is not None else 0,
             "rows": cnt["rows"], "unique_events": cnt["unique_events"], "weight": cnt["weight"]})
     asg = vv.assignments
     page = members.slice(offset, limit)
@@ -547,8 +554,8 @@ def coverage_change(ar: AuditRoot, cat: Catalog, name: str, kind: str | None, fr
         assert to_v is not None
         frm_v = ar.shards_version(frm) if frm is not None else max([h for h in have if h < to_v] or [to_v])
         assert frm_v is not None
-        m_to, m_from = ar.manifest(to_v) or {}, ar.manifest(frm_v) or {}
-        cv_to, cv_from = int(m_to.get("clusters_version") or 0), int(m_from.get("clusters_version") or 0)
+        cv_to, cv_from = (int(m.clusters_version or 0) if m is not None else 0
+                          for m in (ar.manifest(to_v), ar.manifest(frm_v)))
         ds_to = ar.shard_counts_of(to_v, name)
         ds_from = ar.shard_counts_of(frm_v, name)
         mapping = ar.centroid_map(cv_from, cv_to) if cv_from != cv_to and cv_from and cv_to else None

@@ -1,1 +1,2 @@
-"""The coverage audit: reads a catalog and its versions, renders the report page from jinja2 templates."""
+"""The coverage audit's static outputs: the report page (jinja2 templates, matplotlib charts) and
+`carve ui-export`, both read from the audit read model (`carve.audit`)."""

@@ -1,11 +1,15 @@
-"""The coverage audit's charts: matplotlib (Agg) PNGs, made offline from an `Audit`.
+"""The coverage audit's charts: matplotlib (Agg) PNGs, made offline from the report's data.
 
-* `chart_sizes(rows, title)`: events per cluster before and after balancing (grouped bars);
-* `chart_map(audit)`: 2-D PCA map of the fused event embeddings, coloured by cluster (the
-  clusters version's stored layout projection, as the UI's map: `audit.data.map_points`);
-* `chart_task_coverage(audit, rows)`: heat map of events per (task, cluster).
+* `chart_sizes(rows, title)`: events per cluster before and after balancing (grouped bars), the
+  cluster rows of the clustering's summary (`report.render.report_rows`, as the service's
+  clusters view);
+* `chart_map(audit, layout)`: 2-D PCA map of the fused event embeddings, coloured by cluster:
+  the clusters version's stored layout (`VersionView.layout`, the UI's map), plus the events it
+  does not hold by its projection (`audit.data.map_points`);
+* `chart_task_coverage(audit, rows, layout)`: heat map of events per (task, cluster), counted
+  on the layout's rows (`audit.data.task_cluster_pairs`).
 
-`report_charts(audit, rows)` makes every chart the data allows, by file name
+`report_charts(audit, rows, layout)` makes every chart the data allows, by file name
 (`sizes.png`, `map.png`, `coverage.png`); `report.render` inlines or links them.
 """
 
@@ -16,8 +20,9 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
-from carve.audit.data import Audit, map_points
+from carve.audit.data import Audit, map_points, task_cluster_pairs
 
 
 def _plt() -> Any:
@@ -55,9 +60,10 @@ def chart_sizes(rows: list[dict[str, Any]], title: str) -> bytes:
     return _png(fig)
 
 
-def chart_map(audit: Audit) -> bytes | None:
-    """2-D PCA map of event embeddings coloured by cluster; None if no event has an embedding."""
-    xy, labels = map_points(audit)
+def chart_map(audit: Audit, layout: pa.Table | None = None) -> bytes | None:
+    """2-D PCA map of event embeddings coloured by cluster (the stored `layout` of the clusters
+    version, if given); None if no event has a position."""
+    xy, labels = map_points(audit, layout)
     if xy.shape[0] == 0:
         return None
     plt = _plt()
@@ -78,20 +84,19 @@ def chart_map(audit: Audit) -> bytes | None:
     return _png(fig)
 
 
-def chart_task_coverage(audit: Audit, rows: list[dict[str, Any]], max_tasks: int = 20) -> bytes | None:
-    """Heat map of events per (task, cluster); None before clustering."""
+def chart_task_coverage(audit: Audit, rows: list[dict[str, Any]], layout: pa.Table | None = None,
+                        max_tasks: int = 20) -> bytes | None:
+    """Heat map of events per (task, cluster) of the `max_tasks` most common tasks in scope, the
+    cells counted on the clusters version's stored `layout` if given; None before clustering."""
     if not audit.cluster_of or not rows:
         return None
-    tasks = audit.events.column("task").to_pylist()
-    ids = audit.events.column("event_id").to_pylist()
-    top = [t for t, _ in Counter(t or "(unknown)" for t in tasks).most_common(max_tasks)]
+    top = [t for t, _ in Counter(t or "(unknown)" for t in audit.events.column("task").to_pylist())
+           .most_common(max_tasks)]
     col = {r["cluster_id"]: j for j, r in enumerate(rows)}
     m = np.zeros((len(top), len(rows)), dtype=np.int64)
     ti = {t: i for i, t in enumerate(top)}
-    for t, e in zip(tasks, ids, strict=True):
-        c = audit.cluster_of.get(e)
-        t = t or "(unknown)"
-        if c is not None and t in ti and c in col:
+    for t, c in task_cluster_pairs(audit, layout):
+        if t in ti and c in col:
             m[ti[t], col[c]] += 1
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(rows) + 3), 0.3 * len(top) + 1.5))
@@ -104,16 +109,17 @@ def chart_task_coverage(audit: Audit, rows: list[dict[str, Any]], max_tasks: int
     return _png(fig)
 
 
-def report_charts(audit: Audit, rows: list[dict[str, Any]]) -> dict[str, bytes]:
-    """{file name: PNG} of every chart the audit has data for."""
+def report_charts(audit: Audit, rows: list[dict[str, Any]], layout: pa.Table | None = None) -> dict[str, bytes]:
+    """{file name: PNG} of every chart the data allows (`layout`: the clusters version's stored
+    layout, None before clustering)."""
     charts: dict[str, bytes] = {}
     if rows:
         where = f"shards v{audit.manifest_version:03d}" if audit.manifest_version is not None else "no shards yet"
         charts["sizes.png"] = chart_sizes(rows, f"events per cluster ({where})")
-    m = chart_map(audit)
+    m = chart_map(audit, layout)
     if m is not None:
         charts["map.png"] = m
-    cov = chart_task_coverage(audit, rows)
+    cov = chart_task_coverage(audit, rows, layout)
     if cov is not None:
         charts["coverage.png"] = cov
     return charts

@@ -1,11 +1,19 @@
 """The coverage audit page: `report/templates/*.html.j2` rendered with jinja2 (autoescaping on).
 
-* `render_report(audit, inline=True)` -> (HTML, {file name: PNG}). The page holds a
+* `render_report(audit, inline=True, view=None)` -> (HTML, {file name: PNG}). The page holds a
   cluster-size bar chart before/after balancing, a 2-D PCA map of the event embeddings, coverage
   by task and by robot, flags, per-cluster cards with keyframe thumbnails and captions, and the
   quarantined episodes. With `inline` the PNGs are embedded as data URIs (the served page);
   otherwise the page links them by file name (`write_report` writes them beside it). The page
   loads nothing from the network.
+* What it shows comes from the audit read model, as the service's views and `carve ui-export`
+  read it: the `VersionView` of the clusters version (`carve.audit.model`) gives the cluster rows
+  (its summary: sizes, shares before/after balancing, duplicates, the one under-covered rule of
+  `carve.audit.coverage`, samples; `report_rows`), coverage by task and robot (`report_coverage`)
+  and the map (its stored layout). The full audit (`audit.data.load_audit`) gives only what the
+  model does not hold: the event count, the quarantined episodes and the last runs' steps,
+  coverage over all datasets or counting events committed after the clustering, the cards'
+  keyframes, and the embeddings of events not yet on the layout (projected by its PCA).
 * `write_report(root, out_dir=None, dataset=None)` writes `index.html` and its PNGs (into a
   local folder or an object store, e.g. `s3://bucket/root/reports`).
 
@@ -19,20 +27,26 @@ import base64
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from carve.audit.cache import ViewCache
 from carve.audit.data import (
     Audit,
     RootLike,
-    cluster_rows,
     coverage,
-    duplicate_count,
     load_audit,
     sample_keyframes,
     step_rows,
+    summary_cluster_rows,
+    summary_coverage,
 )
+from carve.audit.model import AuditRoot, NotFound, VersionView
+from carve.clustering import summary as cs
+from carve.core.errors import CarveError
 from carve.report.charts import report_charts
 from carve.storage.fs import atomic_write_bytes, is_uri, join
+from carve.storage.manifest import ShardManifest
 from carve.storage.root import open_root
 
 TEMPLATE = "report.html.j2"
@@ -71,21 +85,62 @@ def _environment() -> Environment:
 ENV = _environment()
 
 
-def _balance(manifest: dict[str, Any] | None) -> dict[str, str] | None:
+def _balance(manifest: ShardManifest | None) -> dict[str, str] | None:
     """Max/min ratio and normalised entropy before and after balancing, formatted ('–' if absent)."""
-    stats = (manifest or {}).get("stats")
-    if not stats:
+    stats = manifest.stats if manifest is not None else None
+    if stats is None or not stats.to_json():
         return None
 
     def num(when: str, key: str, fmt: str) -> str:
-        v = stats.get(when, {}).get(key)
+        side = getattr(stats, when)
+        v = getattr(side, key) if side is not None else None
         return format(v, fmt) if isinstance(v, int | float) else "–"
 
     return {f"{when}_{key}": num(when, key, fmt) for when in ("before", "after")
             for key, fmt in (("max_min_ratio", ".2f"), ("entropy", ".3f"))}
 
 
-def report_context(audit: Audit, rows: list[dict[str, Any]], charts: dict[str, bytes], inline: bool) -> dict[str, Any]:
+def version_view(audit: Audit) -> VersionView | None:
+    """The audit read model's `VersionView` of the audit's clusters version (on a cache of its
+    own), or None before any clustering."""
+    if audit.clusters_version is None:
+        return None
+    return AuditRoot(audit.root, ViewCache()).version(audit.clusters_version)
+
+
+def report_rows(audit: Audit, summary: cs.ClusterSummary | None) -> list[dict[str, Any]]:
+    """The cluster rows (sizes, shares before/after balancing, duplicates, the one under-covered
+    rule, samples) from the version's summary, as the service's clusters view; [] before clustering."""
+    if summary is None:
+        return []
+    return summary_cluster_rows(summary, int(audit.clusters_meta.get("k") or 0), audit.manifest,
+                                dataset=audit.dataset)
+
+
+def report_coverage(audit: Audit, summary: cs.ClusterSummary | None, key: str) -> list[dict[str, Any]]:
+    """Coverage by `key` (task | robot): the version's summary, as the service's coverage view,
+    when it counts every event of the report's dataset; else (all datasets at once, whose distinct
+    clusters a per-dataset summary cannot add up, or events committed after the clustering)
+    counted on the audit's events."""
+    if summary is not None and audit.dataset is not None:
+        totals = summary.datasets.get(audit.dataset) or {}
+        if int(totals.get("events", -1)) == audit.events.num_rows:
+            return summary_coverage(summary, audit.dataset, key)
+    return coverage(audit, key)
+
+
+def _layout(view: VersionView | None) -> pa.Table | None:
+    """The version's stored layout, or None (before clustering, or one that cannot be read or derived)."""
+    if view is None:
+        return None
+    try:
+        return view.layout
+    except (NotFound, OSError, CarveError):
+        return None
+
+
+def report_context(audit: Audit, rows: list[dict[str, Any]], charts: dict[str, bytes], inline: bool,
+                   summary: cs.ClusterSummary | None = None) -> dict[str, Any]:
     """The templates' context: plain values, lists and dicts (no markup)."""
     frames = sample_keyframes(audit, rows)
     cards = []
@@ -103,15 +158,15 @@ def report_context(audit: Audit, rows: list[dict[str, Any]], charts: dict[str, b
         "failures": audit.failures,
         "clusters_version": audit.clusters_version,
         "manifest_version": audit.manifest_version,
-        "duplicates": duplicate_count(audit),
+        "duplicates": sum(r["duplicates"] for r in rows),
         "balance": _balance(audit.manifest),
         "charts": [
             {"id": cid, "alt": alt,
              "src": (data_uri(charts[name], "image/png") if inline else name) if name in charts else None}
             for name, cid, alt in _CHARTS
         ],
-        "by_task": coverage(audit, "task"),
-        "by_robot": coverage(audit, "robot"),
+        "by_task": report_coverage(audit, summary, "task"),
+        "by_robot": report_coverage(audit, summary, "robot"),
         "under_covered": [r for r in rows if r["under_covered"]],
         "cards": cards,
         "steps": step_rows(audit),
@@ -119,11 +174,16 @@ def report_context(audit: Audit, rows: list[dict[str, Any]], charts: dict[str, b
     }
 
 
-def render_report(audit: Audit, inline: bool = True) -> tuple[str, dict[str, bytes]]:
-    """(HTML, {file name: PNG bytes}). With `inline` the PNGs are embedded as data URIs too."""
-    rows = cluster_rows(audit)
-    charts = report_charts(audit, rows)
-    page = ENV.get_template(TEMPLATE).render(report_context(audit, rows, charts, inline))
+def render_report(audit: Audit, inline: bool = True, view: VersionView | None = None) -> tuple[str, dict[str, bytes]]:
+    """(HTML, {file name: PNG bytes}). With `inline` the PNGs are embedded as data URIs too.
+    `view`: the read model's view of `audit.clusters_version` (the service passes its own, whose
+    members are cached with the UI's); one on a fresh cache if not given."""
+    if view is None:
+        view = version_view(audit)
+    summary = view.summary(audit.dataset) if view is not None else None
+    rows = report_rows(audit, summary)
+    charts = report_charts(audit, rows, _layout(view))
+    page = ENV.get_template(TEMPLATE).render(report_context(audit, rows, charts, inline, summary))
     return page, charts
 
 

@@ -22,9 +22,11 @@ The views that must stay fast on a large root never load the events or their emb
   assignment, normally only until the run's curate step ends) is searched in the batches of
   such episodes only; an unknown id costs nothing more once everything is assigned.
 
-The coverage report page (`/report/{d}`) still renders the full audit (`audit.data.load_audit`,
-which reads the events with their embeddings for the embedding map), cached per (dataset, data
-fingerprint): a stat of the events/clusters/shards trees plus the catalog's episode counts.
+The coverage report page (`/report/{d}`) renders from the same audit read model (the latest
+clusters version's `VersionView`: summary, layout, through the one cache) plus the full audit
+(`audit.data.load_audit`, which reads the events with their embeddings) for what the model does
+not hold (see `report.render`), cached per (dataset, data fingerprint): a stat of the
+events/clusters/shards trees plus the catalog's episode counts.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from carve.clustering import summary as cs
 from carve.clustering.versions import AssignmentIndex, assignment_files
 from carve.report.render import render_report
 from carve.storage.catalog import Catalog
+from carve.storage.manifest import ShardManifest, record_json
 from carve.storage.parts import live_parts
 from carve.storage.root import Root, open_root
 
@@ -113,7 +116,7 @@ class Views:
         extra = self._catalog_stats(cat) if st.summary is None else None
         return self._cached(("summary", None, st, extra), lambda: au.cluster_summary(self.root, st.version))
 
-    def _manifest(self, version: int | None) -> dict[str, Any] | None:
+    def _manifest(self, version: int | None) -> ShardManifest | None:
         return self.audit.manifest(version)
 
     def _clusters_meta(self, version: int) -> dict[str, Any]:
@@ -138,18 +141,20 @@ class Views:
         files = tuple(p["path"] for p in live_parts(cat, batch))
         return self._cached(("batch", batch, files), lambda: au.BatchIndex(self.root, batch, list(files)))
 
-    # -- the report page (full audit) ----------------------------------------------------------
+    # -- the report page ------------------------------------------------------------------------
     def _fingerprint(self, cat: Catalog) -> tuple[Any, ...]:
         """(episode counts, file stats) for the report page, recomputed at most every `fingerprint_ttl_s`."""
         return self._recent("fingerprint", lambda: (self._catalog_stats(cat), au.data_fingerprint(self.root)))
 
-    def audit(self, cat: Catalog, dataset: str | None) -> au.Audit:
-        return self._cached(("audit", dataset, self._fingerprint(cat)), lambda: au.load_audit(self.root, dataset))
-
     def report(self, cat: Catalog, name: str) -> str:
         self.require_dataset(cat, name)
-        return self._cached(("report", name, self._fingerprint(cat)),
-                            lambda: render_report(au.load_audit(self.root, name), inline=True)[0])
+
+        def build() -> str:
+            audit = au.load_audit(self.root, name)
+            view = self.audit.version(audit.clusters_version) if audit.clusters_version is not None else None
+            return render_report(audit, inline=True, view=view)[0]
+
+        return self._cached(("report", name, self._fingerprint(cat)), build)
 
     # -- datasets ------------------------------------------------------------------------------
     def versions(self, cat: Catalog, name: str) -> dict[str, Any]:
@@ -175,7 +180,7 @@ class Views:
                 "shards_version": st.manifest_version,
                 "k": k,
                 "events": d["events"],
-                "stats": (manifest or {}).get("stats"),
+                "stats": record_json(manifest.stats) if manifest is not None else None,
                 "note": None if st.version is not None else "not clustered yet",
                 "clusters": rows,
             }

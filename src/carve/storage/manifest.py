@@ -13,10 +13,11 @@ exactly the keys it was built or read with, in the format's order.
 path or an opened `Root`; then the latest complete version, or `version=`), validates it and
 refuses a `manifest_version` or `schema_version` newer than this code knows, with a message
 naming the file, and returns the typed `ShardManifest` (its `dir` is the folder its shard
-paths are relative to). This is the only reader of the format: the shard reader
-(`storage.shards`), the trainer (`trainer.manifest`), the exporter and the CLI use the typed
-object; `read_manifest` is the same read as the JSON dict (plus `_dir`), for the callers that
-still read dicts. `ManifestError` is the one error type for a manifest Carve cannot use.
+paths are relative to). This is the only reader of the format, and every reader uses the typed
+object: the shard reader (`storage.shards`), the trainer (`trainer.manifest`), the exporter, the
+CLI and the audit read model (`carve.audit`: the report, `carve ui-export` and the service); a
+caller that sends a record as JSON sends its `to_json()` (`record_json`: None for an absent
+one). `ManifestError` is the one error type for a manifest Carve cannot use.
 Writing a manifest (last, atomically) is the shard package's (`carve.shard.manifest`).
 """
 
@@ -58,6 +59,11 @@ class _Record(BaseModel):
     def to_json(self) -> dict[str, Any]:
         """The JSON object: exactly the keys it was built or read with, declared ones in the format's order."""
         return self.model_dump(exclude_unset=True)
+
+
+def record_json(record: _Record | None) -> dict[str, Any] | None:
+    """A record's JSON object (`to_json()`), or None for a record the manifest does not carry."""
+    return None if record is None else record.to_json()
 
 
 class ShardEntry(_Record):
@@ -232,7 +238,9 @@ def manifest_versions(root: str | Path | Root) -> list[int]:
     return sorted(out)
 
 
-def _read(path_or_root: str | Path | Root, version: int | None) -> tuple[dict[str, Any], ShardManifest]:
+def load_manifest(path_or_root: str | Path | Root, version: int | None = None) -> ShardManifest:
+    """Load and validate a manifest into a `ShardManifest` (its `dir`: the folder, as a URI, its shard
+    paths are relative to)."""
     root = open_root(path_or_root)
     path = _locate(root, version)
     where = root.uri_of(path)
@@ -246,18 +254,4 @@ def _read(path_or_root: str | Path | Root, version: int | None) -> tuple[dict[st
         raise ManifestError(f"{where}: cannot read the manifest: {e}") from e
     m = ShardManifest.parse(raw, where)
     m._dir = parent(where)
-    return raw, m
-
-
-def load_manifest(path_or_root: str | Path | Root, version: int | None = None) -> ShardManifest:
-    """Load and validate a manifest into a `ShardManifest` (its `dir`: the folder, as a URI, its shard
-    paths are relative to)."""
-    return _read(path_or_root, version)[1]
-
-
-def read_manifest(path_or_root: str | Path | Root, version: int | None = None) -> dict[str, Any]:
-    """`load_manifest` as the manifest's JSON dict, plus `_dir` (the folder its shard paths are
-    relative to): for the callers that still read dicts (the report's and the service's audit views)."""
-    raw, m = _read(path_or_root, version)
-    raw["_dir"] = m.dir
-    return raw
+    return m
