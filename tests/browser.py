@@ -8,6 +8,8 @@ playwright package) is missing, unless CARVE_REQUIRE_BROWSER=1 (CI), where that 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from requires import chromium_path, require_chromium
@@ -37,3 +39,21 @@ def record_external(page: Any, allowed: tuple[str, ...]) -> list[str]:
     external: list[str] = []
     page.on("request", lambda req: external.append(req.url) if not req.url.startswith(allowed) else None)
     return external
+
+
+@contextlib.contextmanager
+def watched_page(browser: Any, base_url: str, timeout_ms: int) -> Iterator[Any]:
+    """A page of a fresh analyst context that, when the test is done, asserts no request left the
+    host (`base_url`, data: and blob: URLs only) and no script error happened."""
+    ctx = analyst_context(browser, accept_downloads=True)
+    ctx.set_default_timeout(timeout_ms)
+    p = ctx.new_page()
+    external = record_external(p, (base_url, "data:", "blob:"))
+    errors: list[str] = []
+    p.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        yield p
+        assert external == [], f"requests left the host: {external}"
+        assert errors == [], f"script errors: {errors}"
+    finally:
+        ctx.close()

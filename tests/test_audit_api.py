@@ -29,10 +29,26 @@ import pytest
 from carve.core.config import CarveConfig
 from carve.service.app import create_app
 from carve.sim.service_fakes import LiveServer, fabricate_root
+from carve.storage.root import Root
 
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
+
+
+def _add_copy_of_episode_0(root: Root) -> tuple[pa.Table, pa.Table]:
+    """Commit a copy of episode sim/ep0000 as a new episode sim/ep0100 (events new0000...) in batch
+    b2; return the event rows of both."""
+    from carve.storage.events import read_events, write_event_part
+    ep0 = read_events(root).filter(pc.equal(read_events(root, columns=["episode_id"]).column("episode_id"), "sim/ep0000"))
+    new = ep0.set_column(ep0.schema.get_field_index("episode_id"), "episode_id", pa.array(["sim/ep0100"] * ep0.num_rows))
+    new = new.set_column(new.schema.get_field_index("event_id"), "event_id",
+                         pa.array([f"new{i:04d}" for i in range(ep0.num_rows)]))
+    write_event_part(root, "b2", "sim/ep0100", new)
+    root.catalog.record_episodes([{"episode_id": "sim/ep0100", "dataset": "sim", "episode_index": 100,
+                                   "source_uri": "/data/sim", "fingerprint": "fp100", "status": "ok",
+                                   "num_events": new.num_rows, "batch": "b2"}])
+    return ep0, new
 
 def _cfg(root: Path, **extra: object) -> CarveConfig:
     return CarveConfig.model_validate({"root": str(root), "service": {"token": TOKEN, "rate_limit_per_min": 100_000},
@@ -391,7 +407,7 @@ def test_layout_is_derived_after_a_streamed_clustering_and_extended_after_assign
     from carve.audit.derive import derive_views
     from carve.clustering.curate import assign_new, cluster_catalog
     from carve.clustering.summary import LayoutProjector, read_layout, read_layout_meta
-    from carve.storage.events import read_events, write_event_part
+    from carve.storage.events import read_events
     from carve.storage.root import open_root
 
     monkeypatch.delenv("CARVE_CATALOG_URL", raising=False)
@@ -413,14 +429,7 @@ def test_layout_is_derived_after_a_streamed_clustering_and_extended_after_assign
     cluster_of = dict(zip(asg.column("event_id").to_pylist(), asg.column("cluster_id").to_pylist(), strict=True))
     assert lay.column("cluster").to_pylist() == [cluster_of[e] for e in lay.column("event_id").to_pylist()]
     # a new episode (a copy of episode 0 under a new id) is assigned later: old positions stay, its own are added
-    ep0 = read_events(root).filter(pc.equal(read_events(root, columns=["episode_id"]).column("episode_id"), "sim/ep0000"))
-    new = ep0.set_column(ep0.schema.get_field_index("episode_id"), "episode_id", pa.array(["sim/ep0100"] * ep0.num_rows))
-    new = new.set_column(new.schema.get_field_index("event_id"), "event_id",
-                         pa.array([f"new{i:04d}" for i in range(ep0.num_rows)]))
-    write_event_part(root, "b2", "sim/ep0100", new)
-    root.catalog.record_episodes([{"episode_id": "sim/ep0100", "dataset": "sim", "episode_index": 100,
-                                   "source_uri": "/data/sim", "fingerprint": "fp100", "status": "ok",
-                                   "num_events": new.num_rows, "batch": "b2"}])
+    ep0, new = _add_copy_of_episode_0(root)
     assert assign_new(root, cfg) == v
     derive_views(root, v, cfg.cluster)
     lay2 = read_layout(root, v)
@@ -439,7 +448,7 @@ def test_neighbours_index_is_derived_after_clustering_and_extended_after_assign_
     from carve.audit.derive import derive_views
     from carve.clustering import neighbours as cn
     from carve.clustering.curate import assign_new, cluster_catalog
-    from carve.storage.events import read_events, write_event_part
+    from carve.storage.events import read_events
     from carve.storage.root import open_root
 
     monkeypatch.delenv("CARVE_CATALOG_URL", raising=False)
@@ -467,14 +476,7 @@ def test_neighbours_index_is_derived_after_clustering_and_extended_after_assign_
         return len(cluster_of)
 
     n0 = check()
-    ep0 = read_events(root).filter(pc.equal(read_events(root, columns=["episode_id"]).column("episode_id"), "sim/ep0000"))
-    new = ep0.set_column(ep0.schema.get_field_index("episode_id"), "episode_id", pa.array(["sim/ep0100"] * ep0.num_rows))
-    new = new.set_column(new.schema.get_field_index("event_id"), "event_id",
-                         pa.array([f"new{i:04d}" for i in range(ep0.num_rows)]))
-    write_event_part(root, "b2", "sim/ep0100", new)
-    root.catalog.record_episodes([{"episode_id": "sim/ep0100", "dataset": "sim", "episode_index": 100,
-                                   "source_uri": "/data/sim", "fingerprint": "fp100", "status": "ok",
-                                   "num_events": new.num_rows, "batch": "b2"}])
+    _, new = _add_copy_of_episode_0(root)
     assert assign_new(root, cfg) == v
     assert not cn.neighbours_is_current(root, v)
     derive_views(root, v, cfg.cluster)

@@ -319,20 +319,10 @@ def browser(env: Env) -> Iterator[Any]:
 
 @pytest.fixture
 def page(env: Env, browser: Any) -> Iterator[Any]:
-    from browser import analyst_context, record_external
+    from browser import watched_page
 
-    ctx = analyst_context(browser, accept_downloads=True)
-    ctx.set_default_timeout(30_000)
-    p = ctx.new_page()
-    external = record_external(p, (env.srv.url + "/", "data:", "blob:"))
-    errors: list[str] = []
-    p.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
+    with watched_page(browser, env.srv.url + "/", 30_000) as p:
         yield p
-        assert external == [], f"requests left the host: {external}"
-        assert errors == [], f"script errors: {errors}"
-    finally:
-        ctx.close()
 
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "ui"

@@ -216,6 +216,12 @@ def test_run_ingests_every_episode_with_every_camera_and_the_task(runs, name: st
     assert all(e["task"] and "red block" in e["task"] for e in events)
     assert all(e["source_file"].endswith(tuple(f"-of-0000{k}" for k in (1, 2))) and e["source_key"].startswith("record=")
                for e in events)
+    # the build's own episode id (episode_metadata: Bridge's episode_id, else DROID's file_path) rides along
+    own = {e["episode_index"]: e["source_key"].split(" episode_id=", 1)[1] for e in events}
+    if name.startswith("bridge"):
+        assert sorted(own.values()) == [str(1000 + i) for i in range(n)]  # make_rlds.py: episode_id = 1000 + i
+    else:
+        assert len(set(own.values())) == n and all(v.endswith("/trajectory.h5") for v in own.values())
     # each episode is a pick-and-place: a grasp and a release are found in every one
     for i in range(n):
         reasons = [e["boundary_reason"] for e in events if e["episode_index"] == i]

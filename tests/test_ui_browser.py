@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pyarrow.parquet as pq
 import pytest
-from browser import TOKEN, analyst_context, launch, need_browser, record_external
+from browser import TOKEN, launch, need_browser, record_external, watched_page
 
 from carve.core.config import CarveConfig
 from carve.service.app import create_app
@@ -79,18 +79,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 
 @pytest.fixture
 def page(env: Env) -> Iterator[Any]:
-    ctx = analyst_context(env.browser, accept_downloads=True)
-    ctx.set_default_timeout(TIMEOUT_MS)
-    p = ctx.new_page()
-    external = record_external(p, (env.srv.url + "/", "data:", "blob:"))
-    errors: list[str] = []
-    p.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
+    with watched_page(env.browser, env.srv.url + "/", TIMEOUT_MS) as p:
         yield p
-        assert external == [], f"requests left the host: {external}"
-        assert errors == [], f"script errors: {errors}"
-    finally:
-        ctx.close()
 
 
 def _open_map(env: Env, page: Any, query: str = "") -> None:

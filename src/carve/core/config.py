@@ -226,6 +226,7 @@ class CheckConfig(_Section):
     thresholds (still, moving, gripper hysteresis) are the segmenter's (`segment.*`)."""
 
     in_run: bool = True  # `carve run` checks every episode it ingests and records the findings
+    workers: int = Field(default=0, ge=0)  # `carve check`: episodes checked at once (threads); 0: one per core
     gap_periods: float = Field(default=1.5, gt=1.0)  # a timestamp step of this many frame periods: frames missing
     fps_tolerance: float = Field(default=0.02, gt=0.0)  # measured vs declared frame rate, relative
     video_sample_s: float = Field(default=0.25, gt=0.0)  # the video checks decode one frame per this interval

@@ -15,6 +15,8 @@ Frames are the episode's own frame indices, end inclusive. `to_markdown` renders
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,22 +87,28 @@ def check_source(uri: str, fmt: str = "auto", check: CheckConfig | None = None, 
     report = DatasetReport(refs[0].dataset if refs else (dataset or ""), uri, refs[0].format if refs else fmt,
                            check.model_dump())
     states: dict[int, np.ndarray] = {}
-    for ref in tqdm(refs, desc="check", unit="ep", disable=not progress):
+
+    def one(ref: Any) -> tuple[EpisodeReport, np.ndarray | None]:
         try:
             ep = load_episode(ref, strict=False)
         except Exception as e:
             rep = EpisodeReport(int(ref.episode_index))
             rep.defects.append(Defect("unreadable", 0, 0, f"{ref.label}: {e}"))
-            report.episodes.append(rep)
-            continue
+            return rep, None
         try:
             rep = check_episode(ep, check, seg, videos)
         except Exception as e:  # a check that cannot run on this episode: say so, carry on
             rep = EpisodeReport(int(ref.episode_index), ep.length, float(ep.fps))
             rep.defects.append(Defect("unreadable", 0, max(0, ep.length - 1),
                                       f"{ref.label}: the checks failed ({type(e).__name__}: {e})"))
-        report.episodes.append(rep)
-        states[rep.episode_index] = np.asarray(ep.state, dtype=np.float64)
+        return rep, np.asarray(ep.state, dtype=np.float64)
+
+    # episodes on `check.workers` threads (decoding and reading release the GIL), reported in order
+    with ThreadPoolExecutor(check.workers or os.cpu_count() or 1) as pool:
+        for rep, state in tqdm(pool.map(one, refs), total=len(refs), desc="check", unit="ep", disable=not progress):
+            report.episodes.append(rep)
+            if state is not None:
+                states[rep.episode_index] = state
     lengths = {e.episode_index: e.length for e in report.episodes}
     for idx, d in duplicates.find(states, lengths, check).items():
         next(e for e in report.episodes if e.episode_index == idx).defects.append(d)

@@ -32,9 +32,11 @@ endpoint is reported at once.)
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -194,6 +196,24 @@ def _tmp_name(path: str) -> str:
     return f"{head}/.tmp-{uuid.uuid4().hex[:8]}-{tail}"
 
 
+@contextlib.contextmanager
+def _atomic(fs: pafs.FileSystem, path: str) -> Iterator[str]:
+    """The name to write `path` under: a temporary one on local filesystems, renamed to `path` when
+    the block ends (an object store's upload is atomic by itself). A failure removes what was
+    written and raises `StorageError` (`NoSpaceError` for a full disk) naming `path`."""
+    target = _tmp_name(path) if is_local(fs) else path
+    try:
+        makedirs(fs, path.rpartition("/")[0])
+        yield target
+        if target != path:
+            fs.move(target, path)
+    except BaseException as e:
+        _remove_quietly(fs, target, path)
+        if isinstance(e, OSError) and not isinstance(e, StorageError):
+            raise storage_error(fs, path, "write", e) from e
+        raise
+
+
 def atomic_write_table_at(
     fs: pafs.FileSystem,
     path: str,
@@ -204,42 +224,17 @@ def atomic_write_table_at(
 ) -> int:
     """Write `table` as Parquet at `path` on `fs` atomically; return the bytes written. A failure
     raises `StorageError` (`NoSpaceError` for a full disk) naming `path`, with no file left behind."""
-    target = _tmp_name(path) if is_local(fs) else path
-    try:
-        makedirs(fs, path.rpartition("/")[0])
-        pq.write_table(
-            table,
-            target,
-            filesystem=fs,
-            row_group_size=row_group_size,
-            compression=compression,
-            write_statistics=True,
-        )
-        if target != path:
-            fs.move(target, path)
-        return int(fs.get_file_info(path).size)
-    except BaseException as e:
-        _remove_quietly(fs, target, path)
-        if isinstance(e, OSError) and not isinstance(e, StorageError):
-            raise storage_error(fs, path, "write", e) from e
-        raise
+    with _atomic(fs, path) as target:
+        pq.write_table(table, target, filesystem=fs, row_group_size=row_group_size, compression=compression,
+                       write_statistics=True)
+    return int(fs.get_file_info(path).size)
 
 
 def atomic_write_bytes_at(fs: pafs.FileSystem, path: str, data: bytes) -> None:
     """Write bytes at `path` on `fs` atomically (temp name + rename on local filesystems). A failure
     raises `StorageError` (`NoSpaceError` for a full disk) naming `path`, with no file left behind."""
-    target = _tmp_name(path) if is_local(fs) else path
-    try:
-        makedirs(fs, path.rpartition("/")[0])
-        with fs.open_output_stream(target) as f:
-            f.write(data)
-        if target != path:
-            fs.move(target, path)
-    except BaseException as e:
-        _remove_quietly(fs, target, path)
-        if isinstance(e, OSError) and not isinstance(e, StorageError):
-            raise storage_error(fs, path, "write", e) from e
-        raise
+    with _atomic(fs, path) as target, fs.open_output_stream(target) as f:
+        f.write(data)
 
 
 def _remove_quietly(fs: pafs.FileSystem, target: str, path: str) -> None:

@@ -109,6 +109,9 @@ class Episode:
     # still lists them all (frames of any can be read); what inspects "the episode's cameras" on
     # its own (the run's quality gate) looks at `selected_cameras` only
     selected: list[str] | None = None
+    # the source's own id of the episode, where it has one beside its position (an RLDS build's
+    # `episode_metadata/episode_id` or `file_path`): part of the events' `source_key`
+    source_id: str | None = None
 
     @property
     def selected_cameras(self) -> list[str]:

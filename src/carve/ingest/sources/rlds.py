@@ -136,6 +136,22 @@ class RLDSMapping:
         return {k for k, _ in self.state} | {k for k, _ in self.action} | set(self.cameras.values()) | set(self.language)
 
 
+ID_KEYS = ("episode_metadata/episode_id", "episode_metadata/file_path", "episode_metadata/recording_folderpath")
+
+
+def own_id(ex: dict[str, Any]) -> str | None:
+    """The episode's own id in its build (the first of `ID_KEYS` it holds), None without one."""
+    for k in ID_KEYS:
+        v = ex.get(k)
+        if v is None or len(v) == 0:
+            continue
+        first = v[0]
+        text = first.decode("utf-8", "replace") if isinstance(first, bytes) else str(first.item() if hasattr(first, "item") else first)
+        if text.strip():
+            return text.strip()
+    return None
+
+
 def _is_camera(spec: FeatureSpec) -> bool:
     return (spec.kind == "image" and spec.per_step and spec.dtype == "uint8"
             and (len(spec.shape) < 3 or spec.shape[-1] in (3, -1)) and not oxe.DEPTH.search(spec.key))
@@ -424,7 +440,7 @@ def load_rlds_episode(ref: EpisodeRef, *, camera: str | list[str] | None = None,
     except OSError as e:
         raise EpisodeError(label, f"cannot read {where} ({e})") from None
     try:
-        ex = parse_example(data, m.keys)
+        ex = parse_example(data, m.keys | set(ID_KEYS))
     except TFRecordError as e:
         raise EpisodeError(label, f"{where}: {e}") from None
     missing = sorted(k for k in m.keys if k not in ex)
@@ -470,5 +486,5 @@ def load_rlds_episode(ref: EpisodeRef, *, camera: str | list[str] | None = None,
     return Episode(
         ref=ref, fps=m.fps, task=task, state=state, action=action, timestamps=timestamps,
         state_names=list(m.state_names), action_names=list(m.action_names), cameras=cams, robot=m.robot,
-        _frame_fn=_EncodedFrames(label, images) if cams else None, selected=selected,
+        _frame_fn=_EncodedFrames(label, images) if cams else None, selected=selected, source_id=own_id(ex),
     )
