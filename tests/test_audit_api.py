@@ -5,7 +5,7 @@ events point at real LeRobot v3.0 sources (H.264), a clusters v001 with its stor
 shards v001. Covered: the map (points, filters, paging, bins, facets) read from
 `clusters/v001/layout.parquet`; one cluster; neighbours; signals; the clip (cut with PyAV, a
 Range request answered 206 with the right bytes, decoding to the event's frame count) and a
-keyframe; review flags (round trip, audit trail, Basic-auth user as `who`), their exclusion from
+keyframe; review flags (round trip, audit trail, the Basic-auth key's user as `who`), their exclusion from
 a newly cut shard version; coverage between two clusters versions, two shards versions and for
 one ingest batch, and its CSV. The read-only module runs with the catalog in SQLite and in
 PostgreSQL (tests/pg_server.py).
@@ -29,6 +29,7 @@ import pytest
 from carve.core.config import CarveConfig
 from carve.service.app import create_app
 from carve.sim.service_fakes import LiveServer, fabricate_root
+from carve.storage import access
 from carve.storage.root import Root
 
 TOKEN = "test-token-0123456789abcdef"
@@ -61,7 +62,7 @@ def env(tmp_path_factory, catalog_url_module):
     fab = fabricate_root(base / "root", datasets=("sim", "aloha"), videos=True)
     app = create_app(_cfg(fab.root), start_runner=False)
     with LiveServer(app) as srv, httpx.Client(base_url=srv.url, headers=AUTH, timeout=60) as client:
-        yield {"client": client, "url": srv.url, "fab": fab}
+        yield {"client": client, "url": srv.url, "fab": fab, "app": app}
 
 
 def _events(fab, dataset: str) -> pq.ParquetDataset:
@@ -284,7 +285,9 @@ def test_clip_is_cut_cached_and_served_with_ranges(env):
 def test_flags_round_trip_with_audit_trail(env):
     c, fab = env["client"], env["fab"]
     eid = fab.event_ids[1]
-    basic = {"Authorization": "Basic " + base64.b64encode(f"alice:{TOKEN}".encode()).decode()}
+    # who is the authenticated user: alice's own key (issue 24), sent as the Basic password
+    alice = access.add_key(env["app"].state.catalogs.get(), "alice", "analyst")[0]
+    basic = {"Authorization": "Basic " + base64.b64encode(f"alice:{alice}".encode()).decode()}
     r = c.post(f"/events/{eid}/flags", json={"kind": "wrong_boundary", "note": "ends too early"}, headers=basic)
     assert r.status_code == 201
     f = r.json()

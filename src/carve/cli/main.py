@@ -1,7 +1,7 @@
 """The `carve` command line.
 
 Each area has a module of subcommands here (`register(subparsers)` in `run`, `segments`,
-`captions`, `clusters`, `train`, `serve`); commands that live beside the house, such as
+`captions`, `clusters`, `train`, `serve`, `keys`); commands that live beside the house, such as
 `carve synth` (carve.sim), come in through the `carve.commands` entry-point group. This
 module adds the common options and dispatches. Every
 subcommand takes `--config cfg.yaml`, repeated `--set section.key=value` overrides,
@@ -32,6 +32,7 @@ _REGISTRARS = (
     "carve.cli.export",
     "carve.cli.ui",
     "carve.cli.check",
+    "carve.cli.keys",
 )
 # subcommands that live beside the house (e.g. `carve synth` in carve.sim) are entry points
 # of this group, so that nothing here imports them

@@ -27,7 +27,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     print(f"carve serve: http://{cfg.service.host}:{cfg.service.port} (root {cfg.root}, "
           f"allowed roots {cfg.service.allowed_roots or 'none'})", file=sys.stderr)
-    uvicorn.run(app, host=cfg.service.host, port=cfg.service.port, log_level="warning")
+    # proxy_headers off: uvicorn would otherwise take the client address from X-Forwarded-For
+    # (from 127.0.0.1 by default), and the trusted-proxy check must see the socket's peer
+    uvicorn.run(app, host=cfg.service.host, port=cfg.service.port, log_level="warning", proxy_headers=False)
     return 0
 
 

@@ -12,11 +12,14 @@ share one override syntax, one validation and one error format.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from carve.core.roles import Role
 
 
 class _Section(BaseModel):
@@ -208,6 +211,26 @@ class ServiceConfig(_Section):
     cancel_grace_s: float = Field(default=10.0, ge=0)  # SIGTERM, then SIGKILL after this long
     # config sections a job submission may override (never root, ray or service)
     overridable: list[str] = Field(default_factory=lambda: ["source", "segment", "caption", "embed", "cluster", "shard"])
+    # users and roles (service/access.py): per-user keys live in the catalog (`carve keys`); the
+    # shared `token` above is one more key, of role admin and user name "token"
+    key_cache_s: float = Field(default=2.0, ge=0)  # a key checked in the catalog is trusted this long
+    # identity from an auth proxy: this header names the user, accepted only from these addresses
+    # (IPs or CIDR networks); from any other address a request carrying it is refused (401)
+    trusted_proxy_header: str | None = Field(default=None, pattern=r"^[A-Za-z0-9\-]{1,100}$")
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # a proxy user's role (user -> role); a user not listed takes the role of their active key, else 403
+    proxy_users: dict[str, Role] = Field(default_factory=dict)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        for a in v:
+            try:
+                ipaddress.ip_network(a, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {a!r} is not an IP address or network (e.g. 127.0.0.1, "
+                                 "10.0.0.0/8)") from None
+        return v
 
 
 class CatalogConfig(_Section):

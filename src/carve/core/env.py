@@ -6,7 +6,7 @@ The rest of the house asks this module, never `os.environ`, so that the full lis
 |---|---|---|
 | `CARVE_LOG_LEVEL` | `core.log` | log level when neither `-v` nor the config's `log_level` sets one |
 | `CARVE_CATALOG_URL` | `storage.catalog` | the catalog (SQLite path or PostgreSQL URL) when the config names none |
-| `CARVE_TOKEN` | `service.auth` | the service's bearer token when the config names none; never passed to jobs |
+| `CARVE_TOKEN` | `service.auth` | the service's shared token (one `admin` key, user `token`) when the config names none; never passed to jobs |
 | `CARVE_S3_MAX_ATTEMPTS` | `storage.fs` | retries of an S3 request (int) |
 | `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL` | `storage.fs` | the object store's endpoint (the first one set) |
 | `AWS_REGION`, `AWS_DEFAULT_REGION` | `storage.fs` | its region (the first one set; us-east-1) |

@@ -258,7 +258,10 @@ def curate(cfg: CarveConfig, root: Root, reporter: JobReporter, summary: RunSumm
         return
     reporter.stage("cluster")
     t0 = time.perf_counter()
-    copies, copied = episode_copies(root, cfg.check)  # copied episodes go through the dedup (`pipeline.copies`)
+    # copied episodes go through the dedup (`pipeline.copies`); a run that ingested nothing new into a
+    # clustered root has no new copy to mark
+    fresh = summary.episodes_ok or not catalog.versions("clusters")
+    copies, copied = episode_copies(root, cfg.check) if fresh else ({}, 0)
     if copied:
         summary.quality["duplicate_episode"] = copied
     if catalog.versions("clusters"):

@@ -20,6 +20,7 @@ import importlib.resources
 import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from markupsafe import Markup
 
@@ -67,14 +68,17 @@ def static_file(name: str) -> tuple[bytes, str]:
 
 
 def render_ui(page: str, *, mode: str = "server", token: str = "", base: str = "/ui/",
-              title: str | None = None, snapshots: list[str] | None = None) -> str:
+              title: str | None = None, snapshots: list[str] | None = None,
+              user: dict[str, Any] | None = None) -> str:
     """The HTML shell of `page`. `mode` is "server" (data from the API, `token` sent as Bearer)
     or "static" (data from `data/*.js` snapshots beside the page; `snapshots` lists the keys the
-    export holds). `base` is where the static assets are (`/ui/static/` or `static/`)."""
+    export holds). `base` is where the static assets are (`/ui/static/` or `static/`). `user`:
+    the signed-in user ({name, role, may: {action: bool}}), shown on the page, whose `may`
+    hides the actions the role may not take (None: a static export, no user)."""
     if page not in PAGES:
         raise KeyError(page)
     cfg = {"mode": mode, "base": base, "token": token, "page": page, "snapshots": snapshots or [], "paths": PATHS,
-           "cluster_page": CLUSTER_PAGE}
+           "cluster_page": CLUSTER_PAGE, "user": user}
     tpl = ENV.get_template(f"ui/{page}.html.j2")
     return tpl.render(
         page=page, title=title or page, keys=KEYS, static_base=base + "static/",

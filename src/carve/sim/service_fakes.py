@@ -228,8 +228,9 @@ class LiveServer:
         self.app = app
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # proxy_headers off, as `carve serve` runs it: the peer address is the socket's (service/auth.py)
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error",
-                                                    lifespan="on", timeout_keep_alive=30))
+                                                    lifespan="on", timeout_keep_alive=30, proxy_headers=False))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> LiveServer:

@@ -101,6 +101,7 @@ JOBS = sa.Table(
     sa.Column("updated_at", sa.Double, nullable=False),
     sa.Column("kind", sa.Text, nullable=False, server_default="run"),  # run | export (revision 0005)
     sa.Column("params", sa.Text),  # JSON options of a non-run job (an export's request)
+    sa.Column("submitted_by", sa.Text),  # the service user who started it (revision 0008; NULL: CLI or older)
 )
 RUNS = sa.Table(
     "runs", _md,
@@ -420,12 +421,12 @@ class Catalog:
     # -- jobs ---------------------------------------------------------------------
     @staticmethod
     def _new_job(source_uri: str, fmt: str, overrides: dict[str, Any] | None, kind: str = "run",
-                 params: dict[str, Any] | None = None) -> dict[str, Any]:
+                 params: dict[str, Any] | None = None, submitted_by: str | None = None) -> dict[str, Any]:
         now = time.time()
         return {"id": uuid.uuid4().hex[:16], "source_uri": source_uri, "format": fmt,
                 "overrides": json.dumps(overrides or {}), "state": "queued", "progress": "{}",
                 "created_at": now, "updated_at": now, "kind": kind,
-                "params": json.dumps(params) if params is not None else None}
+                "params": json.dumps(params) if params is not None else None, "submitted_by": submitted_by}
 
     def create_job(self, source_uri: str, fmt: str, overrides: dict[str, Any] | None = None, *, kind: str = "run",
                    params: dict[str, Any] | None = None) -> str:
@@ -437,10 +438,11 @@ class Catalog:
         return row["id"]
 
     def create_job_if_idle(self, source_uri: str, fmt: str, overrides: dict[str, Any] | None = None, *,
-                           kind: str = "run", params: dict[str, Any] | None = None) -> tuple[str, bool]:
+                           kind: str = "run", params: dict[str, Any] | None = None,
+                           submitted_by: str | None = None) -> tuple[str, bool]:
         """Create a job unless one is already active for the same source (an export's output
-        folder); returns (id, created). Atomic across processes: SQLite's write lock, or a
-        PostgreSQL advisory lock on the source."""
+        folder); returns (id, created); `submitted_by` is the service user starting it. Atomic
+        across processes: SQLite's write lock, or a PostgreSQL advisory lock on the source."""
         j = JOBS.c
         with self._tx() as c:
             if self.backend == "postgresql":
@@ -451,7 +453,7 @@ class Catalog:
             ).scalar_one_or_none()
             if active is not None:
                 return active, False
-            row = self._new_job(source_uri, fmt, overrides, kind, params)
+            row = self._new_job(source_uri, fmt, overrides, kind, params, submitted_by)
             c.execute(JOBS.insert().values(**row))
             return row["id"], True
 

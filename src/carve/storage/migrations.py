@@ -29,6 +29,10 @@ Revisions (never edit one that has shipped; add the next):
           storage/defects.py), replaced when the episode is ingested again
     0007  episodes.source_file, episodes.source_key: where the episode lives inside its source
           (`ingest.sources.base.provenance`)
+    0008  api_keys (per-user service keys: name, role, sha256 of the secret, created, last
+          used, revoked; storage/access.py), audit_log (every state-changing service request:
+          user, role, time, route, outcome) and jobs.submitted_by (who started a job: only they
+          or an admin may cancel it)
 """
 
 from __future__ import annotations
@@ -208,6 +212,39 @@ def _r0007(op: Operations, conn: sa.Connection) -> None:
     op.add_column("episodes", sa.Column("source_key", sa.Text))
 
 
+def _r0008(op: Operations, conn: sa.Connection) -> None:
+    op.create_table(
+        "api_keys",
+        sa.Column("id", sa.Text, primary_key=True),  # the key's public id (the part after "carve_")
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("role", sa.Text, nullable=False),  # viewer | analyst | engineer | admin
+        sa.Column("hash", sa.Text, nullable=False),  # sha256 hex of the key's secret part
+        sa.Column("created_at", sa.Double, nullable=False),
+        sa.Column("created_by", sa.Text),
+        sa.Column("last_used_at", sa.Double),
+        sa.Column("revoked_at", sa.Double),
+        sa.Column("revoked_by", sa.Text),
+    )
+    op.create_index("api_keys_name", "api_keys", ["name"])
+    op.create_table(
+        "audit_log",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("at", sa.Double, nullable=False),
+        sa.Column("username", sa.Text),  # NULL: the request was not authenticated
+        sa.Column("role", sa.Text),
+        sa.Column("via", sa.Text),  # key | token | proxy | cli
+        sa.Column("method", sa.Text, nullable=False),
+        sa.Column("route", sa.Text, nullable=False),  # the route's template, e.g. /jobs/{job_id}/cancel
+        sa.Column("path", sa.Text, nullable=False),
+        sa.Column("target", sa.Text),  # the job, flag or key acted on
+        sa.Column("status", sa.Integer, nullable=False),
+        sa.Column("outcome", sa.Text, nullable=False),  # ok | refused | unauthenticated | error
+        sa.Column("client", sa.Text),
+    )
+    op.create_index("audit_log_at", "audit_log", ["at"])
+    op.add_column("jobs", sa.Column("submitted_by", sa.Text))
+
+
 REVISIONS: tuple[Revision, ...] = (
     Revision("0001", None, "datasets, episodes, jobs, runs, versions (Carve 0.2)", _r0001),
     Revision("0002", "0001", "versions.state, carve_meta, jobs(source_uri, state)", _r0002),
@@ -216,6 +253,7 @@ REVISIONS: tuple[Revision, ...] = (
     Revision("0005", "0004", "jobs.kind, jobs.params (export jobs in the one job runner)", _r0005),
     Revision("0006", "0005", "defects (the quality gate's findings per episode)", _r0006),
     Revision("0007", "0006", "episodes.source_file, episodes.source_key (provenance)", _r0007),
+    Revision("0008", "0007", "api_keys, audit_log, jobs.submitted_by (users and roles of the service)", _r0008),
 )
 HEAD = REVISIONS[-1].id
 

@@ -77,6 +77,17 @@
       document.addEventListener("DOMContentLoaded", function () { resolve(window.Plotly); });
     });
   }
+  /* The signed-in user (server mode): shown in the header; `may(action)` hides what the role may not do. */
+  function may(action) { return !!(CFG.user && CFG.user.may && CFG.user.may[action]); }
+  function showUser() {
+    var el = document.getElementById("whoami");
+    if (!el || !CFG.user) return;
+    el.textContent = CFG.user.name + " (" + CFG.user.role + ")";
+    el.setAttribute("data-role", CFG.user.role);
+    el.hidden = false;
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", showUser);
+  else showUser();
   function authHeaders() { return CFG.token ? {Authorization: "Bearer " + CFG.token} : {}; }
 
   /* GET a JSON API path (server) or its snapshot (static export). */
@@ -507,6 +518,7 @@
       if (!ol.children.length) ol.appendChild(h("li", {class: "muted", text: "no neighbours"}));
     }).catch(function (e) { $("#neighbours").textContent = "neighbours: " + e.message; });
     if (STATIC) { $("#flag-submit").disabled = true; $("#flag-submit").title = "flagging needs the server"; }
+    if (!STATIC && !may("flag")) { $("#flag-form").hidden = true; }  // the server refuses it anyway (403)
     loadFlags(id);
     $("#flag-form").addEventListener("submit", function (ev) {
       ev.preventDefault();
@@ -574,7 +586,7 @@
           h("span", {class: active ? "badge" : "badge off", text: f.kind}), " ",
           h("span", {text: f.note || ""}), " ",
           h("span", {class: "muted", text: "by " + fmt(f.who || f.user) + " at " + when(f.created_at)}));
-        if (active && !STATIC) {
+        if (active && !STATIC && may("flag")) {
           li.appendChild(h("button", {type: "button", class: "unflag", text: "unflag", onclick: function () {
             send("DELETE", P.flags(id) + "/" + encodeURIComponent(fid)).then(function () { return loadFlags(id); })
               .catch(function (e) { fail("unflag", e); });

@@ -1,4 +1,5 @@
-"""The analysts' audit API: the embedding map, one cluster, coverage over time, neighbours (token required).
+"""The analysts' audit API: the embedding map, one cluster, coverage over time, neighbours
+(a key required; roles: service/access.py).
 
     GET /datasets/{d}/map            the 2-D layout's points, filtered and paged
     GET /datasets/{d}/map/bins       the same points as a 2-D histogram (count, majority cluster)
@@ -49,12 +50,12 @@ from carve.audit.models import (
 from carve.audit.paths import PATHS
 from carve.clustering.curate import coverage_drift
 from carve.core.config import CarveConfig
-from carve.service.auth import require_token
+from carve.service.access import authorize
 from carve.service.deps import ID_PATTERN, NAME_PATTERN, CatalogsDep, CfgDep, ViewsDep
 from carve.service.views import Views
 from carve.storage.catalog import Catalog
 
-router = APIRouter(dependencies=[Depends(require_token)])
+router = APIRouter(dependencies=[Depends(authorize)])
 
 MAX_LIMIT = 20_000
 T = TypeVar("T")

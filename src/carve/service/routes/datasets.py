@@ -18,10 +18,10 @@ from fastapi.responses import JSONResponse, Response
 
 from carve.audit.models import ClustersResponse
 from carve.audit.paths import PATHS
-from carve.service.auth import require_token
+from carve.service.access import authorize
 from carve.service.deps import ID_PATTERN, NAME_PATTERN, CatalogsDep, ViewsDep
 
-router = APIRouter(dependencies=[Depends(require_token)])
+router = APIRouter(dependencies=[Depends(authorize)])
 
 
 @router.get(PATHS["datasets"], tags=["datasets"])

@@ -1,4 +1,4 @@
-"""Export jobs: a shards version as a LeRobot v3.0 dataset (token required).
+"""Export jobs: a shards version as a LeRobot v3.0 dataset (a key required; roles: service/access.py).
 
     POST /exports        {shards, out, unit, task_from, codec, reencode, overwrite, dataset}
                          -> 202 {id, state, out}; the output folder's parent must lie under
@@ -20,17 +20,18 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from carve.service.auth import require_token
+from carve.service.access import TARGET_KEY, authorize, principal_of
 from carve.service.deps import ID_PATTERN, CatalogsDep, CfgDep
 from carve.service.jobs import job_dir
 from carve.service.limits import SourceRejected, confine_source
 
-router = APIRouter(prefix="/exports", tags=["exports"], dependencies=[Depends(require_token)])
+# no prefix: a route's path is its full path, the key of access.ROUTE_ROLES
+router = APIRouter(tags=["exports"], dependencies=[Depends(authorize)])
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 KIND = "export"
 
@@ -71,20 +72,22 @@ def _confine_out(out: str, allowed: list[str]) -> str:
     return str(Path(parent) / p.name)
 
 
-@router.post("", status_code=202, response_model=ExportView,
+@router.post("/exports", status_code=202, response_model=ExportView,
              responses={403: {"description": "output folder outside the allowed roots"},
                         409: {"description": "an active export already writes this folder"}})
-def submit(req: ExportRequest, cfg: CfgDep, catalogs: CatalogsDep) -> Any:
+def submit(req: ExportRequest, request: Request, cfg: CfgDep, catalogs: CatalogsDep) -> Any:
     out = _confine_out(req.out, cfg.service.allowed_roots)
     params = {**req.model_dump(), "out": out}
-    job_id, created = catalogs.get().create_job_if_idle(out, "lerobot", kind=KIND, params=params)
+    job_id, created = catalogs.get().create_job_if_idle(out, "lerobot", kind=KIND, params=params,
+                                                        submitted_by=principal_of(request).name)
+    request.scope[TARGET_KEY] = job_id
     if not created:
         return JSONResponse(status_code=409, content={
             "detail": f"export {job_id} is already writing {out}; cancel it or wait", "job_id": job_id})
     return ExportView(id=job_id, state="queued", out=out)
 
 
-@router.get("/{export_id}", response_model=ExportView)
+@router.get("/exports/{export_id}", response_model=ExportView)
 def get_export(cfg: CfgDep, catalogs: CatalogsDep, export_id: str = PathParam(pattern=ID_PATTERN)) -> Any:
     job = catalogs.get().job(export_id)
     if job is None or job["kind"] != KIND:

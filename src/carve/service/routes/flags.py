@@ -1,4 +1,5 @@
-"""Review flags on events (token required): raise, clear (the row stays: audit trail), list.
+"""Review flags on events (a key required; roles: service/access.py): raise, clear (the row
+stays: audit trail), list.
 
     POST   /events/{id}/flags            {"kind": "wrong_boundary"|"wrong_caption"|"bad_episode"|"keep",
                                           "note": str|null} -> 201, the flag
@@ -6,7 +7,9 @@
     GET    /events/{id}/flags?state=active|cleared|all
     GET    /datasets/{d}/flags?state=active|cleared|all
 
-Who: the user name of HTTP Basic auth, else the `X-Carve-User` header, else "token". Flags live
+Who: the authenticated user (service/auth.py: the key's name, "token" for the shared service
+token, a trusted proxy's user), never a name the client types. Adding and clearing need the
+`analyst` role (service/access.py). Flags live
 in the catalog (storage/flags.py); active ones keep their events (a `bad_episode` flag: every
 event of the episode) out of the next shard version cut, and a `keep` flag puts an event the
 quality gate left out back in.
@@ -14,19 +17,17 @@ quality gate left out back in.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from carve.audit.paths import PATHS
-from carve.service.auth import require_token
+from carve.service.access import TARGET_KEY, authorize, principal_of
 from carve.service.deps import ID_PATTERN, NAME_PATTERN, CatalogsDep, ViewsDep
 from carve.storage import flags as fl
 
-router = APIRouter(dependencies=[Depends(require_token)])
+router = APIRouter(dependencies=[Depends(authorize)])
 
 
 class FlagIn(BaseModel):
@@ -35,16 +36,8 @@ class FlagIn(BaseModel):
 
 
 def who_of(request: Request) -> str:
-    """The analyst behind a request: Basic auth user name, else X-Carve-User, else "token"."""
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "basic" and value:
-        try:
-            user = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")[0]
-        except (binascii.Error, UnicodeDecodeError):
-            user = ""
-        if user:
-            return user[:200]
-    return (request.headers.get("x-carve-user") or "").strip()[:200] or "token"
+    """The user behind a request, as authenticated (never a typed name)."""
+    return principal_of(request).name
 
 
 def _state(state: str) -> str | None:
@@ -56,8 +49,10 @@ def flag_event(body: FlagIn, request: Request, views: ViewsDep, catalogs: Catalo
                event_id: str = Path(pattern=ID_PATTERN)) -> dict[str, Any]:
     cat = catalogs.get()
     row = views._event_row(cat, event_id, ["event_id", "episode_id", "dataset"])  # 404 for an unknown event
-    return fl.add_flag(cat, event_id, body.kind, who=who_of(request), note=body.note,
-                       episode_id=row["episode_id"], dataset=row["dataset"])
+    f = fl.add_flag(cat, event_id, body.kind, who=who_of(request), note=body.note,
+                    episode_id=row["episode_id"], dataset=row["dataset"])
+    request.scope[TARGET_KEY] = f"{event_id}/{f['id']}"
+    return f
 
 
 @router.delete("/events/{event_id}/flags/{flag_id}", tags=["flags"])

@@ -1,9 +1,10 @@
-"""Pipeline jobs: submit, list, inspect, cancel, resume (token required).
+"""Pipeline jobs: submit, list, inspect, cancel, resume (a key required; roles: service/access.py).
 
     POST /jobs                      submit {source, format, overrides} -> 202 {id}; 409 if that
                                     source already has an active job (the body names it)
     GET  /jobs, /jobs/{id}          state, stage, progress, ingested/failed episodes with reasons
-    POST /jobs/{id}/cancel          queued -> cancelled; running -> cancelling (the owner kills it)
+    POST /jobs/{id}/cancel          queued -> cancelled; running -> cancelling (the runner kills it);
+                                    only the user who started the job or an admin (403 otherwise)
     POST /jobs/{id}/resume          resumable (orphaned by a dead server) -> queued
 
 Job state lives in the catalog (`Catalog.create_job_if_idle` decides a concurrent submission
@@ -15,18 +16,19 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from carve.core.config import ConfigError
-from carve.service.auth import require_token
+from carve.service.access import TARGET_KEY, authorize, principal_of
 from carve.service.deps import ID_PATTERN, Catalogs, CatalogsDep, CfgDep, RunnerDep
 from carve.service.jobs import cancel_marker
 from carve.service.limits import SourceRejected, confine_source
 from carve.service.views import NotFound
 
-router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(require_token)])
+# no prefix: a route's path is its full path, the key of access.ROUTE_ROLES
+router = APIRouter(tags=["jobs"], dependencies=[Depends(authorize)])
 
 JobState = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled", "resumable"]
 
@@ -58,6 +60,7 @@ class JobView(BaseModel):
     progress: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
     owner: str | None = None
+    submitted_by: str | None = None  # the user who started it (the runner that runs it: owner)
     pid: int | None = None
     heartbeat: float | None = None
     created_at: float
@@ -85,10 +88,10 @@ def _job_view(catalogs: Catalogs, job: dict[str, Any], with_episodes: bool) -> J
     return view
 
 
-@router.post("", status_code=202, response_model=JobCreated,
+@router.post("/jobs", status_code=202, response_model=JobCreated,
              responses={403: {"description": "source outside the allowed roots"},
                         409: {"description": "an active job already ingests this source"}})
-def submit(req: JobRequest, cfg: CfgDep, catalogs: CatalogsDep) -> Any:
+def submit(req: JobRequest, request: Request, cfg: CfgDep, catalogs: CatalogsDep) -> Any:
     bad = sorted(set(req.overrides) - set(cfg.service.overridable))
     if bad:
         raise _unprocessable(["body", "overrides"], f"sections {bad} may not be overridden; allowed: "
@@ -112,27 +115,35 @@ def submit(req: JobRequest, cfg: CfgDep, catalogs: CatalogsDep) -> Any:
         return JSONResponse(status_code=409, content={
             "detail": f"job {stopping[0]} on {source} is still being cancelled; retry shortly",
             "job_id": stopping[0]})
-    job_id, created = cat.create_job_if_idle(source, req.format, req.overrides)
+    job_id, created = cat.create_job_if_idle(source, req.format, req.overrides,
+                                             submitted_by=principal_of(request).name)
+    request.scope[TARGET_KEY] = job_id
     if not created:
         return JSONResponse(status_code=409, content={
             "detail": f"job {job_id} is already ingesting {source}; cancel it or wait", "job_id": job_id})
     return JobCreated(id=job_id, state="queued", source=source)
 
 
-@router.get("", response_model=list[JobView])
+@router.get("/jobs", response_model=list[JobView])
 def list_jobs(catalogs: CatalogsDep, state: JobState | None = None, limit: int = Query(100, ge=1, le=1000)) -> Any:
     return [_job_view(catalogs, j, False) for j in catalogs.get().jobs(state=state, limit=limit)]
 
 
-@router.get("/{job_id}", response_model=JobView)
+@router.get("/jobs/{job_id}", response_model=JobView)
 def get_job(catalogs: CatalogsDep, job_id: str = Path(pattern=ID_PATTERN)) -> Any:
     return _job_view(catalogs, _job(catalogs, job_id), True)
 
 
-@router.post("/{job_id}/cancel", response_model=JobView, status_code=202,
-             responses={409: {"description": "the job already ended"}})
-def cancel(cfg: CfgDep, runner: RunnerDep, catalogs: CatalogsDep, job_id: str = Path(pattern=ID_PATTERN)) -> Any:
-    _job(catalogs, job_id)
+@router.post("/jobs/{job_id}/cancel", response_model=JobView, status_code=202,
+             responses={403: {"description": "neither the job's owner nor an admin"},
+                        409: {"description": "the job already ended"}})
+def cancel(request: Request, cfg: CfgDep, runner: RunnerDep, catalogs: CatalogsDep,
+           job_id: str = Path(pattern=ID_PATTERN)) -> Any:
+    job = _job(catalogs, job_id)
+    me = principal_of(request)
+    if me.role != "admin" and job.get("submitted_by") != me.name:
+        raise HTTPException(status_code=403, detail=f"job {job_id} was started by {job.get('submitted_by') or 'the CLI'}; "
+                                                    "only they or an admin may cancel it")
     cat = catalogs.get()
     if cat.transition_job(job_id, ("queued", "resumable"), state="cancelled", error="cancelled"):
         return _job_view(catalogs, _job(catalogs, job_id), True)
@@ -148,7 +159,7 @@ def cancel(cfg: CfgDep, runner: RunnerDep, catalogs: CatalogsDep, job_id: str = 
     raise HTTPException(status_code=409, detail=f"job {job_id} already ended ({job['state']})")
 
 
-@router.post("/{job_id}/resume", response_model=JobView, status_code=202,
+@router.post("/jobs/{job_id}/resume", response_model=JobView, status_code=202,
              responses={409: {"description": "the job is not resumable"}})
 def resume(catalogs: CatalogsDep, job_id: str = Path(pattern=ID_PATTERN)) -> Any:
     job = _job(catalogs, job_id)

@@ -1,5 +1,5 @@
 """One event: its row with provenance and findings, its signals, its clip cut from the source video,
-one keyframe (token required).
+one keyframe (a key required; roles: service/access.py).
 
     GET /events/{id}                    the event's row (caption, cluster, provenance in the source:
                                         file, key, span in source seconds) and the quality gate's
@@ -46,12 +46,12 @@ from carve.audit.models import EventResponse
 from carve.audit.paths import PATHS
 from carve.core.errors import CarveError
 from carve.ingest.sources import Episode, EpisodeRef, load_episode, open_source
-from carve.service.auth import require_token
+from carve.service.access import authorize
 from carve.service.deps import ID_PATTERN, CatalogsDep, ViewsDep
 from carve.service.views import NotFound, Views
 from carve.storage.catalog import Catalog
 
-router = APIRouter(dependencies=[Depends(require_token)])
+router = APIRouter(dependencies=[Depends(authorize)])
 
 WHOLE_EPISODE = 3000  # frames: an episode up to this long is served whole
 MAX_CLIP_FRAMES = 3000

@@ -1,5 +1,5 @@
-"""The analysts' pages under `/ui/` (token required; a browser may send it as the HTTP Basic
-password and is challenged for it, as on /report):
+"""The analysts' pages under `/ui/` (a key required, roles: service/access.py; a browser may
+send it as the HTTP Basic password and is challenged for it, as on /report):
 
     GET /ui/                    the datasets
     GET /ui/map?dataset=&...    the embedding map (filters in the query string)
@@ -11,35 +11,32 @@ password and is challenged for it, as on /report):
     GET /ui/static/{name}       ui.js, ui.css and plotly.min.js (from the installed plotly)
 
 The pages are shells (report/ui_pages.py, report/templates/ui/); their script reads the API with
-`fetch()`, sending the token the page was opened with as a Bearer header (the page is served
-with `Cache-Control: no-store` so it is not kept). Nothing is loaded from another host.
+`fetch()`, sending the key the page was opened with as a Bearer header (the page is served
+with `Cache-Control: no-store` so it is not kept; behind a trusted auth proxy there is no key
+and the proxy's header goes with every request). Each page shows the signed-in user and role
+and hides the actions that role may not take (`access.allowed_actions`); the server checks
+every request anyway. Nothing is loaded from another host.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials
 
 from carve.report.ui_pages import STATIC_FILES, render_ui, static_file
-from carve.service.auth import bearer_scheme, check_request
+from carve.service.access import allowed_actions, authorize, principal_of
+from carve.service.auth import presented_credential
 
-
-def _require_token_basic(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer_scheme)) -> None:
-    """The service token, with a Basic challenge on 401 so that a browser asks for it."""
-    try:
-        check_request(request, creds, request.app.state.token)
-    except HTTPException as e:
-        raise HTTPException(status_code=e.status_code, detail=e.detail,
-                            headers={"WWW-Authenticate": 'Basic realm="carve", charset="UTF-8"'}) from None
-
-
-router = APIRouter(tags=["ui"], dependencies=[Depends(_require_token_basic)])
+# authorize answers 401 on /ui with a Basic challenge, so that a browser asks for the key
+router = APIRouter(tags=["ui"], dependencies=[Depends(authorize)])
 _NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 
 
 def _page(request: Request, page: str) -> HTMLResponse:
-    return HTMLResponse(render_ui(page, mode="server", token=request.app.state.token, base="/ui/"), headers=_NO_STORE)
+    p = principal_of(request)
+    key = "" if p.via == "proxy" else (presented_credential(request) or "")
+    user = {"name": p.name, "role": p.role, "may": allowed_actions(p.role)}
+    return HTMLResponse(render_ui(page, mode="server", token=key, base="/ui/", user=user), headers=_NO_STORE)
 
 
 @router.get("/ui", include_in_schema=False)

@@ -1,4 +1,5 @@
-"""`GET /datasets/{name}/versions`: the clusters and shards versions of a dataset (token required)."""
+"""`GET /datasets/{name}/versions`: the clusters and shards versions of a dataset (a key
+required; roles: service/access.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, Path
 
 from carve.audit.paths import PATHS
-from carve.service.auth import require_token
+from carve.service.access import authorize
 from carve.service.deps import NAME_PATTERN, CatalogsDep, ViewsDep
 
-router = APIRouter(tags=["datasets"], dependencies=[Depends(require_token)])
+router = APIRouter(tags=["datasets"], dependencies=[Depends(authorize)])
 
 
 @router.get(PATHS["versions"])
