@@ -22,6 +22,7 @@ from carve.service.deps import CatalogsDep
 from carve.storage import access
 
 router = APIRouter(tags=["users"], dependencies=[Depends(authorize)])
+MAX_OFFSET = 2**62  # what a catalog's 64-bit integer takes (a larger offset would be a 500, not an answer)
 
 
 def _rows(catalogs: CatalogsDep, limit: int, offset: int, user: str | None, since: float | None
@@ -30,15 +31,16 @@ def _rows(catalogs: CatalogsDep, limit: int, offset: int, user: str | None, sinc
 
 
 @router.get("/audit-log")
-def audit_log(catalogs: CatalogsDep, limit: int = Query(1000, ge=1, le=100_000), offset: int = Query(0, ge=0),
-              user: str | None = Query(None, max_length=100), since: float | None = None) -> list[dict[str, Any]]:
+def audit_log(catalogs: CatalogsDep, limit: int = Query(1000, ge=1, le=100_000), offset: int = Query(0, ge=0, le=MAX_OFFSET),
+              user: str | None = Query(None, max_length=100),
+              since: float | None = Query(None, ge=0, allow_inf_nan=False)) -> list[dict[str, Any]]:
     return _rows(catalogs, limit, offset, user, since)
 
 
 @router.get("/audit-log.csv", response_class=Response, responses={200: {"content": {"text/csv": {}}}})
 def audit_log_csv(catalogs: CatalogsDep, limit: int = Query(100_000, ge=1, le=1_000_000),
-                  offset: int = Query(0, ge=0), user: str | None = Query(None, max_length=100),
-                  since: float | None = None) -> Response:
+                  offset: int = Query(0, ge=0, le=MAX_OFFSET), user: str | None = Query(None, max_length=100),
+                  since: float | None = Query(None, ge=0, allow_inf_nan=False)) -> Response:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(access.AUDIT_FIELDS), extrasaction="ignore", lineterminator="\n")
     w.writeheader()

@@ -20,10 +20,12 @@ every request anyway. Nothing is loaded from another host.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from carve.report.ui_pages import STATIC_FILES, render_ui, static_file
+from carve.report.ui_pages import PAGES, STATIC_FILES, render_ui, static_file
 from carve.service.access import allowed_actions, authorize, principal_of
 from carve.service.auth import presented_credential
 
@@ -44,34 +46,16 @@ def ui_root() -> RedirectResponse:
     return RedirectResponse("/ui/", status_code=307)
 
 
-@router.get("/ui/", response_class=HTMLResponse)
-def ui_index(request: Request) -> HTMLResponse:
-    return _page(request, "index")
+def _page_route(page: str) -> Callable[[Request], HTMLResponse]:
+    def route(request: Request) -> HTMLResponse:
+        return _page(request, page)
+
+    return route
 
 
-@router.get("/ui/map", response_class=HTMLResponse)
-def ui_map(request: Request) -> HTMLResponse:
-    return _page(request, "map")
-
-
-@router.get("/ui/event", response_class=HTMLResponse)
-def ui_event(request: Request) -> HTMLResponse:
-    return _page(request, "event")
-
-
-@router.get("/ui/cluster", response_class=HTMLResponse)
-def ui_cluster(request: Request) -> HTMLResponse:
-    return _page(request, "cluster")
-
-
-@router.get("/ui/coverage", response_class=HTMLResponse)
-def ui_coverage(request: Request) -> HTMLResponse:
-    return _page(request, "coverage")
-
-
-@router.get("/ui/quality", response_class=HTMLResponse)
-def ui_quality(request: Request) -> HTMLResponse:
-    return _page(request, "quality")
+for _page_name in PAGES:  # /ui/ (the index), /ui/map, /ui/event, /ui/cluster, /ui/coverage, /ui/quality
+    router.add_api_route("/ui/" if _page_name == "index" else f"/ui/{_page_name}", _page_route(_page_name),
+                         methods=["GET"], response_class=HTMLResponse, name=f"ui_{_page_name}")
 
 
 @router.get("/ui/static/{name}", response_class=Response)
