@@ -25,7 +25,8 @@ $(VENV)/.installed: pyproject.toml tests/fixtures/lerobot/requirements-lerobot04
 	touch $@
 
 demo: install
-	$(VENV)/bin/carve synth --out $(DEMO_ROOT)/raw/sim --episodes 12 --workers 2
+	rm -rf $(DEMO_ROOT)/carve  # the demo's own root: a second `make demo` starts from the beginning too
+	$(VENV)/bin/carve synth --out $(DEMO_ROOT)/raw/sim --episodes 12 --workers 2 --overwrite
 	$(VENV)/bin/carve run --source $(DEMO_ROOT)/raw/sim --root $(DEMO_ROOT)/carve
 	$(VENV)/bin/carve eval-segments --root $(DEMO_ROOT)/carve --truth $(DEMO_ROOT)/raw/sim/ground_truth_events.json
 	$(VENV)/bin/carve eval-captions --root $(DEMO_ROOT)/carve --truth $(DEMO_ROOT)/raw/sim/ground_truth_events.json
