@@ -35,12 +35,6 @@ def is_under_covered(size: int, median: float, ratio: float = UNDER_COVERED_RATI
     return bool(median) and size < ratio * median
 
 
-def under_covered_ids(sizes: Mapping[int, int], ratio: float = UNDER_COVERED_RATIO) -> list[int]:
-    """The under-covered clusters of `sizes` (cluster -> size, empty ones included), ascending."""
-    med = median_size(sizes.values())
-    return sorted(c for c, n in sizes.items() if is_under_covered(int(n), med, ratio))
-
-
 def status(before: int, after: int) -> str:
     """How a cluster changed between two versions: appeared, vanished, grew, shrank or same."""
     if before == 0 and after > 0:

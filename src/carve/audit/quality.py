@@ -280,7 +280,7 @@ def event_findings(cat: Catalog, event_id: str, episode_id: str, start: int, end
     `event_start`/`event_end` = frame - start, end inclusive) and the gate's verdict for it:
     `pass` (no error touches it), `excluded` (left out of the next shard cut) or `kept` (an
     active `keep` flag overrules the error)."""
-    rows = _touched(sd.episode_findings(cat, episode_id), start, end)
+    rows = _touched(sd.episode_defects(cat, episode_id=episode_id), start, end)
     out = [{"kind": r["kind"], "severity": r["severity"], "detail": r.get("detail"),
             "start_frame": int(r["start_frame"]), "end_frame": int(r["end_frame"]),
             "event_start": int(r["start_frame"]) - start, "event_end": int(r["end_frame"]) - start}

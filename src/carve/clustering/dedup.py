@@ -301,10 +301,26 @@ def apply_copies(dup: np.ndarray, copy_of: dict[int, int]) -> np.ndarray:
     representative follow it there, so `dup_of` still only points at representatives. Where the
     copy's event was the representative of the original's, the original's becomes it."""
     out = np.asarray(dup, dtype=np.int64).copy()
+    if not copy_of:
+        return out
+    followers: dict[int, set[int]] = {}  # representative -> the rows marked its duplicates (kept in step)
+    for x in np.flatnonzero(out >= 0).tolist():
+        followers.setdefault(int(out[x]), set()).add(x)
+
+    def point(x: int, rep: int) -> None:  # row x becomes a duplicate of `rep` (-1: a representative)
+        if out[x] >= 0:
+            followers[int(out[x])].discard(x)
+        out[x] = rep
+        if rep >= 0:
+            followers.setdefault(rep, set()).add(x)
+
     for r, o in sorted(copy_of.items()):
         rep = int(out[o]) if out[o] >= 0 else o
         if rep == r:  # the copy's event represented the original's: the original's takes its place
-            out[o], rep = -1, o
-        out[out == r] = rep
-        out[r] = rep
+            point(o, -1)
+            rep = o
+        for x in sorted(followers.pop(r, ())):
+            out[x] = rep
+            followers.setdefault(rep, set()).add(x)
+        point(r, rep)
     return out

@@ -585,7 +585,7 @@ def _write(writer: DatasetWriter, items: list[_Item], weights: dict[int, np.ndar
                     "frame_from": a - it.start, "frame_to": b - it.start,
                     "index_from": gidx + a - it.start, "index_to": gidx + b - it.start,
                     "dataset": it.src.dataset, "source_episode_id": it.src.episode_id,
-                    "source_episode_index": it.src.ref.episode_index, **provenance(it.src.ref),
+                    "source_episode_index": it.src.ref.episode_index, **provenance(it.src.ref, ep.source_id),
                     "source_start_frame": ev.start,
                     "source_end_frame": ev.end, "task": it.src.task, "caption": ev.caption,
                     "next_caption": ev.next_caption, "subtask_index": subtasks[ev.text], "arms": ev.arms,

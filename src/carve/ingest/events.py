@@ -127,9 +127,7 @@ def episode_events(ep: Episode, seg_cfg: SegmentConfig, camera: str | list[str] 
 
     rows = []
     n = len(segments)
-    where = provenance(ref)
-    if ep.source_id is not None:  # the source's own episode id beside its position (RLDS)
-        where["source_key"] = f"{where['source_key']} episode_id={ep.source_id}"
+    where = provenance(ref, ep.source_id)
     for k, s in enumerate(segments):
         grip = next((grips[a] for a in s.arms if a in grips), next(iter(grips.values()), None))
         rows.append(

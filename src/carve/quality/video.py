@@ -115,9 +115,9 @@ def snap_to_keyframes(idx: np.ndarray, rel: np.ndarray, keys: np.ndarray, fps: f
     if not len(kf):
         return idx
     inner = idx[1:-1]
-    pos = np.clip(np.searchsorted(kf, inner), 1, len(kf) - 1) if len(kf) > 1 else np.zeros(len(inner), int)
-    near = np.where(np.abs(kf[pos - 1] - inner) <= np.abs(kf[pos] - inner), kf[pos - 1], kf[pos]) \
-        if len(kf) > 1 else np.full(len(inner), kf[0])
+    lo = np.clip(np.searchsorted(kf, inner) - 1, 0, len(kf) - 1)  # the keyframes either side of each sample
+    hi = np.minimum(lo + 1, len(kf) - 1)
+    near = np.where(np.abs(kf[lo] - inner) <= np.abs(kf[hi] - inner), kf[lo], kf[hi])
     reach = max(1, round(cfg.video_sample_s * fps)) // 2
     snapped = np.where(np.abs(near - inner) <= reach, near, inner)
     return np.unique(np.concatenate([idx[:1], snapped, idx[-1:]]))

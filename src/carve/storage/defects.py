@@ -68,16 +68,16 @@ def replace_kind(conn: sa.Connection, dataset: str, kind: str, rows: list[dict[s
     return len(rows)
 
 
-def episode_defects(cat: Catalog, dataset: str | None = None, severity: str | None = None) -> list[dict[str, Any]]:
-    """Every recorded finding (optionally of one dataset / severity), by episode and frame."""
+def episode_defects(cat: Catalog, dataset: str | None = None, severity: str | None = None,
+                    episode_id: str | None = None) -> list[dict[str, Any]]:
+    """Every recorded finding (optionally of one dataset / severity / episode), by episode, frame and kind."""
     d = DEFECTS.c
     q = sa.select(DEFECTS)
-    if dataset is not None:
-        q = q.where(d.dataset == dataset)
-    if severity is not None:
-        q = q.where(d.severity == severity)
+    for col, val in ((d.dataset, dataset), (d.severity, severity), (d.episode_id, episode_id)):
+        if val is not None:
+            q = q.where(col == val)
     with cat.reading() as c:
-        return [dict(r) for r in c.execute(q.order_by(d.episode_id, d.start_frame)).mappings()]
+        return [dict(r) for r in c.execute(q.order_by(d.episode_id, d.start_frame, d.kind)).mappings()]
 
 
 def error_spans(cat: Catalog) -> dict[str, list[tuple[int, int, str]]]:
@@ -93,14 +93,6 @@ def touches(start: int, end: int, f_start: int, f_end: int) -> bool:
     """Whether an event's frames [start, end) share a frame with a finding's span [f_start, f_end]
     (end inclusive): the rule of the shard cut's quality gate (`carve.shard.cut`)."""
     return start <= f_end and end - 1 >= f_start
-
-
-def episode_findings(cat: Catalog, episode_id: str) -> list[dict[str, Any]]:
-    """The recorded findings of one episode, by frame."""
-    d = DEFECTS.c
-    with cat.reading() as c:
-        return [dict(r) for r in c.execute(sa.select(DEFECTS).where(d.episode_id == episode_id)
-                                           .order_by(d.start_frame, d.kind)).mappings()]
 
 
 def episode_sources(cat: Catalog, dataset: str) -> list[dict[str, Any]]:

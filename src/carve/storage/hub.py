@@ -218,13 +218,11 @@ class BlockCache:
     """Blocks of Hub files on local disk, one file per block, written once under a file lock.
 
     A block is keyed by (repo, commit, path, block size, index): a commit never changes, so a
-    block never goes stale. `fetched` counts the bytes this process fetched over HTTP."""
+    block never goes stale."""
 
     def __init__(self, root: str, size: int):
         self.root = root
         self.size = size
-        self.fetched = 0
-        self._lock = threading.Lock()
 
     def _dir(self, hp: HubPath, rel: str) -> str:
         key = hashlib.sha1(f"{hp.repo_id}@{hp.revision}/{rel}".encode()).hexdigest()
@@ -272,8 +270,6 @@ class BlockCache:
                 start = sub[0] * self.size
                 end = min(size, (sub[-1] + 1) * self.size)
                 data = _fetch_range(hp, rel, start, end)
-                with self._lock:
-                    self.fetched += len(data)
                 for b in sub:
                     chunk = data[(b - sub[0]) * self.size:(b - sub[0] + 1) * self.size]
                     _write_atomic(os.path.join(folder, f"{b}"), chunk)
@@ -557,8 +553,3 @@ def _hub() -> tuple[HubFileSystem, pafs.FileSystem]:
             fs = HubFileSystem(*key)
             _FILESYSTEMS[key] = (fs, pafs.PyFileSystem(pafs.FSSpecHandler(fs)))
         return _FILESYSTEMS[key]
-
-
-def fetched_bytes() -> int:
-    """Bytes this process fetched from the Hub over HTTP (range requests), all filesystems."""
-    return sum(fs.blocks.fetched for fs, _ in _FILESYSTEMS.values())

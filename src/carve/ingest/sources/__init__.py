@@ -20,6 +20,7 @@ from typing import Protocol
 
 from carve.core.errors import SourceError
 from carve.ingest.sources.base import Episode, EpisodeRef
+from carve.ingest.sources.common import camera_list
 from carve.storage.fs import resolve
 
 FORMATS = ("lerobot", "folder", "hdf5", "rlds")
@@ -106,10 +107,17 @@ def open_source(
 def load_episode(ref: EpisodeRef, *, camera: str | list[str] | None = None, video_backend: str = "auto",
                  strict: bool = True) -> Episode:
     """Load and validate one episode (frames stay on disk until `Episode.frames` is called).
+    Every camera stays readable; `Episode.selected` records the caller's `camera` choice.
 
     `strict=False` (for `carve check`, which reports such defects itself) skips the checks of
     the signals' values (NaN/inf, timestamps) and of the videos' length and frame rate; a file
     that cannot be read still raises."""
+    ep = _load(ref, camera, video_backend, strict)
+    ep.selected = camera_list(camera)
+    return ep
+
+
+def _load(ref: EpisodeRef, camera: str | list[str] | None, video_backend: str, strict: bool) -> Episode:
     if ref.format == "lerobot":
         from carve.ingest.sources.lerobot import load_lerobot_episode
 

@@ -59,11 +59,19 @@ class EpisodeRef:
         )
 
 
-def provenance(ref: EpisodeRef) -> dict[str, str | None]:
+def provenance(ref: EpisodeRef, source_id: str | None = None) -> dict[str, str | None]:
     """Where the episode lives inside its source: `source_file` (the file holding its rows,
     relative to the source) and `source_key` (the key inside that file: LeRobot
     `episode_index=N`, an HDF5 group such as `data/demo_3` or `/` for an ACT file, a folder
-    episode's name, an RLDS record `record=N` of its TFRecord shard)."""
+    episode's name, an RLDS record `record=N` of its TFRecord shard, followed by
+    ` episode_id=<source_id>` when the loaded episode names itself: `Episode.source_id`)."""
+    out = _where(ref)
+    if source_id is not None:
+        out["source_key"] = f"{out['source_key']} episode_id={source_id}"
+    return out
+
+
+def _where(ref: EpisodeRef) -> dict[str, str | None]:
     loc = ref.locator
     if ref.format == "lerobot":
         return {"source_file": loc.get("data_path"), "source_key": f"episode_index={ref.episode_index}"}

@@ -442,5 +442,5 @@ def load_lerobot_episode(ref: EpisodeRef, *, camera: str | list[str] | None = No
         state_names=state_names, action_names=action_names, cameras=cameras,
         robot=str(loc.get("robot") or "unknown"), _frame_fn=frame_fn,
         extras=_extras(table, loc.get("extra_features") or {}, label),
-        extra_features=dict(loc.get("extra_features") or {}), selected=camera_list(camera),
+        extra_features=dict(loc.get("extra_features") or {}),
     )

@@ -412,11 +412,6 @@ class _EncodedFrames:
         return np.stack(out)
 
 
-def _steps_of(values: Any, size: int) -> int:
-    n = len(values)
-    return n // size if size else n
-
-
 def load_rlds_episode(ref: EpisodeRef, *, camera: str | list[str] | None = None, strict: bool = True) -> Episode:
     """Read, check and map one RLDS episode (one TFRecord record)."""
     loc = ref.locator
@@ -486,5 +481,5 @@ def load_rlds_episode(ref: EpisodeRef, *, camera: str | list[str] | None = None,
     return Episode(
         ref=ref, fps=m.fps, task=task, state=state, action=action, timestamps=timestamps,
         state_names=list(m.state_names), action_names=list(m.action_names), cameras=cams, robot=m.robot,
-        _frame_fn=_EncodedFrames(label, images) if cams else None, selected=selected, source_id=own_id(ex),
+        _frame_fn=_EncodedFrames(label, images) if cams else None, source_id=own_id(ex),
     )
