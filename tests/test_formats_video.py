@@ -122,3 +122,30 @@ def test_one_reader_serves_interleaved_ranges_and_points(tmp_path: Path, backend
         assert [read_index(f) for f in r.read_at([2.5, 2.4])] == [25, 24]
         first = r.read_range(spans[0][0] - half, spans[0][1] - half)
         assert [read_index(f) for f in first] == list(range(10))
+
+
+@pytest.mark.parametrize("codec", ["h264", "av1"])
+@pytest.mark.parametrize("backend", ["pyav", "auto"])
+def test_read_at_luma_is_the_brightness_of_the_frame(tmp_path: Path, codec: str, backend: str) -> None:
+    """`read_at(..., luma=True)` gives each frame's brightness on the studio-range scale an 8-bit
+    YUV video stores (BT.601: 16 + 219 * level / 255 for a gray level), whichever backend reads."""
+    path = tmp_path / f"gray_{codec}.mp4"
+    levels = [0, 40, 90, 128, 200, 255, 60, 10]
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(_encoder(codec), rate=FPS)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for v in levels:
+            rgb = np.full((48, 64, 3), v, dtype=np.uint8)
+            rgb[:, :32, 0] = 255 - v  # colour on the left half: the right half stays gray
+            for p in s.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    wanted = [3, 0, 5, 7, 1]
+    with VideoReader(str(path), backend=backend) as r:
+        y = r.read_at(np.array(wanted) / FPS, luma=True)
+    assert y.shape == (len(wanted), 48, 64) and y.dtype == np.uint8
+    right = y[:, 8:40, 40:60].reshape(len(wanted), -1)
+    expected = [16 + 219 * levels[i] / 255 for i in wanted]
+    assert np.allclose(right.mean(axis=1), expected, atol=3.0), (right.mean(axis=1), expected)
+    assert (right.std(axis=1) < 1.5).all()

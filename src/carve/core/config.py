@@ -253,9 +253,9 @@ class CheckConfig(_Section):
     gap_periods: float = Field(default=1.5, gt=1.0)  # a timestamp step of this many frame periods: frames missing
     fps_tolerance: float = Field(default=0.02, gt=0.0)  # measured vs declared frame rate, relative
     video_sample_s: float = Field(default=0.25, gt=0.0)  # the video checks decode one frame per this interval
-    black_max_std: float = Field(default=4.0, ge=0.0)  # a frame whose pixels vary less (0-255 levels) is constant
+    black_max_std: float = Field(default=4.0, ge=0.0)  # a frame whose brightness varies less (std, 0-255 luma) is constant
     black_min_s: float = Field(default=0.5, ge=0.0)  # ... for at least this long: black_video
-    frozen_max_diff: float = Field(default=0.1, ge=0.0)  # mean |difference| (0-255) of two samples: the same image
+    frozen_max_diff: float = Field(default=0.1, ge=0.0)  # mean |difference| of two samples' luma (0-255): the same image
     frozen_min_s: float = Field(default=0.5, ge=0.0)  # ... for this long while the robot moves: frozen_video
     jump_speed_rad_s: float = Field(default=15.0, gt=0.0)  # a joint changing faster than this in one frame: impossible
     jump_speed_m_s: float = Field(default=3.0, gt=0.0)  # the same for an end-effector position

@@ -1,8 +1,9 @@
 """Defects in one episode's videos: missing frames, the wrong frame rate, black or frozen images.
 
 Counting frames reads the container's packets without decoding them (PyAV demuxing). Black and
-frozen cameras are found on frames decoded every `check.video_sample_s` seconds only, so a
-check costs a fraction of decoding the videos: a constant image (`black_max_std`) for
+frozen cameras are found on the brightness (luma) of frames decoded every `check.video_sample_s`
+seconds only, read from the stored plane without a colour conversion, so a check costs a
+fraction of decoding the videos: a constant image (`black_max_std`) for
 `black_min_s`, or the same image (`frozen_max_diff`) for `frozen_min_s` while the robot moves.
 Each sample moves to the nearest keyframe within half a sampling interval, when there is one:
 a keyframe decodes on its own, where any other frame needs the frames before it in its group of
@@ -125,8 +126,8 @@ def snap_to_keyframes(idx: np.ndarray, rel: np.ndarray, keys: np.ndarray, fps: f
 
 def images(cam: str, frames: np.ndarray, idx: np.ndarray, moving: np.ndarray, fps: float,
            cfg: CheckConfig) -> list[Defect]:
-    """`black_video` and `frozen_video` from the decoded frames at `idx` (frame indices);
-    `moving[k]`: some arm at its moving speed at frame k."""
+    """`black_video` and `frozen_video` from the brightness of the frames at `idx` (frame indices;
+    `frames` (N, H, W) uint8 luma); `moving[k]`: some arm at its moving speed at frame k."""
     if len(idx) == 0:
         return []
     f = frames.astype(np.float32)
@@ -157,7 +158,7 @@ def check_cameras(ep: Any, moving: np.ndarray, cfg: CheckConfig) -> list[Defect]
     is read sample by sample, seeking whenever the next sample lies beyond the file's longest
     keyframe interval (so a short GOP costs a frame or two per sample, a long one a sequential
     read, never more than decoding it all)."""
-    from carve.ingest.video import VideoReader
+    from carve.ingest.video import VideoReader, rgb_to_luma
 
     out: list[Defect] = []
     n, fps = ep.length, float(ep.fps)
@@ -177,9 +178,9 @@ def check_cameras(ep: Any, moving: np.ndarray, cfg: CheckConfig) -> list[Defect]
                 t0 = _start(pk, offset)
                 idx = snap_to_keyframes(idx, ts - ts[0], pk.keys - t0, fps, cfg)
                 with VideoReader(uri, backend="pyav", seek_gap_s=max(pk.key_gap, 1.0 / fps), threads=False) as r:
-                    frames = r.read_at(t0 + ts[idx] - ts[0])
+                    frames = r.read_at(t0 + ts[idx] - ts[0], luma=True)
             elif len(idx):
-                frames = ep.frames(cam, idx)
+                frames = rgb_to_luma(ep.frames(cam, idx))
             else:
                 continue
         except Exception as e:  # a corrupt stream: the defect is that the video cannot be decoded
