@@ -1,8 +1,10 @@
 """CI smoke run of the closed-loop study (`carve eval-sim --study`): one training seed, a few
 environments and a handful of training steps, so the whole path (record demonstrations, ingest
-them into event rows with captions and balance weights, train event / unified / chunk with
-matched parameters, save and reload the policies, act in the simulator, bootstrap the paired
-differences, write markdown + JSON) stays alive. Not a measurement."""
+them into event rows with captions, split, then balance weights from the training episodes, the
+chunk sweep on validation seeds, train event / unified / the best chunk with matched
+parameters, save and reload the policies, act in the simulator under each hold, bootstrap the
+paired differences over both levels, write markdown + JSON) stays alive. Not a measurement;
+and a second run reuses every cache only while the code, data and weights are the same."""
 
 from __future__ import annotations
 
@@ -10,31 +12,61 @@ import json
 
 import numpy as np
 
+ARGS = ["eval-sim", "--study", "--tasks", "push", "--train-episodes", "4", "--train-seeds", "1", "--seeds", "2",
+        "--steps", "8", "--batch-size", "8", "--max-seconds", "3", "--workers", "1", "--chunk-lens", "4", "8",
+        "--val-train-seeds", "1", "--val-seeds", "1", "--hold-ablation-seeds", "1", "-q"]
+
 
 def test_study_smoke_writes_the_table_and_json(tmp_path) -> None:
     from carve.cli.main import main
 
     out = tmp_path / "paper" / "study.md"
-    rc = main(["eval-sim", "--study", "--tasks", "push", "--train-episodes", "4", "--train-seeds", "1",
-               "--seeds", "2", "--steps", "8", "--batch-size", "8", "--max-seconds", "3", "--workers", "1",
-               "--out", str(out), "-q"])
-    assert rc == 0
+    assert main([*ARGS, "--out", str(out)]) == 0
     md = out.read_text()
     res = json.loads(out.with_suffix(".json").read_text())
-    variants = {"event", "event_captions_off", "event_balanced", "unified", "chunk", "hold"}
+    variants = {"event", "event_captions_off", "event_balanced", "unified", "chunk_best", "hold",
+                "event@linear", "event@zoh", "chunk_best@linear", "chunk_best@zoh"}
     assert set(res["summary"]) == variants
     for v in variants:
         s = res["summary"][v]
         assert s["env_episodes"] == 2  # the same 2 environment seeds of the one task for every variant
         assert 0.0 <= s["success_ci95"][0] <= s["success_rate"] <= s["success_ci95"][1] <= 1.0
         assert f"| {v} |" in md
-    assert {"event - chunk", "event_balanced - event", "event - event_captions_off"} <= set(res["comparisons"])
-    params = [res["compute"][m]["params"] for m in ("event", "unified", "chunk")]
+    # the sweep: lengths 4 and 8 x executed 4 / half / all without repeats, + ensembling
+    assert sorted(res["sweep"]) == sorted(["chunk-H4-x4", "chunk-H4-x2", "chunk-H4-ens", "chunk-H8-x4", "chunk-H8-x8",
+                                           "chunk-H8-ens"])
+    best = max(res["sweep"].values(), key=lambda v: (v["success_rate"], v["progress_mean"]))
+    assert res["chunk_best"]["name"] == best["name"]
+    assert res["primary"] == "event - chunk_best" and res["comparisons"]["event - chunk_best"]["role"] == "primary"
+    assert md.index("Primary contrast") < md.index("| variant |")  # named before the numbers
+    explore = [k for k, v in res["comparisons"].items() if v["role"] == "exploratory"]
+    assert {"event_balanced - event", "event - event_captions_off", "event@zoh - event"} <= set(explore)
+    assert all("p_holm" in res["comparisons"][k]["success"] for k in explore)
+    params = [res["compute"][m]["params"] for m in ("event", "unified", "chunk_best")]
     assert (max(params) - min(params)) / max(params) < 0.01  # matched parameter counts
     d = res["data"]
     assert d["train_episodes"] + d["heldout_episodes"] == 4 and d["heldout_episodes"] >= 1
     assert all(np.isfinite(v["action_mse"]) for v in res["offline"].values())
     pol = out.with_suffix("") / "policies"
-    assert sorted(p.name for p in pol.iterdir()) == sorted(f"{v}-seed0" for v in ("event", "event_balanced",
-                                                                                    "unified", "chunk"))
+    assert sorted(p.name for p in pol.iterdir()) == sorted(
+        [f"{v}-seed0" for v in ("event", "event_balanced", "unified", "chunk_best")]
+        + ["val-chunk-H4-seed100", "val-chunk-H8-seed100"])
     assert (pol / "event-seed0" / "model.safetensors").exists()
+
+    # a second run: everything is cached; then new weights for one policy invalidate its episodes only
+    ep = pol / "event-seed0" / "study_eval" / "event" / f"push-{res['episodes'][0]['seed']}.json"
+    before = {p: p.stat().st_mtime_ns for p in (pol / "event-seed0" / "study_eval").rglob("*.json")}
+    assert main([*ARGS, "--out", str(out)]) == 0
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert json.loads(out.with_suffix(".json").read_text())["summary"] == res["summary"]
+    weights = pol / "event-seed0" / "model.safetensors"
+    blob = bytearray(weights.read_bytes())
+    blob[-1] ^= 1  # one bit of one weight
+    weights.write_bytes(bytes(blob))
+    cached = json.loads(ep.read_text())["key"]
+    from carve.sim.study import _eval_job
+
+    job = {"policy": str(pol / "event-seed0"), "variant": "event", "train_seed": 0, "tasks": ["push"],
+           "seeds": [res["episodes"][0]["seed"]], "fps": 12, "max_seconds": 3.0, "hold": "foh"}
+    _eval_job(job)
+    assert json.loads(ep.read_text())["key"] != cached  # re-evaluated under the new weights' key

@@ -219,3 +219,34 @@ def test_privileged_state_pilot_policy_reads_object_poses() -> None:
         with pytest.raises(PolicyError, match="privileged"):
             policy.reset()
             policy.select_action({"state": o["state"], "images": {}, "task": o["task"]})
+
+
+@pytest.mark.parametrize("m, expected", [
+    (0.0, [0.0, 50.5, 101.0, 201.0, 301.0]),  # plain mean of the open chunks' actions for the step
+    # ACT's weights exp(-m i), the oldest chunk i = 0: step 2 = (2 + 101/2 + 200/4) / 1.75
+    (float(np.log(2.0)), [0.0, (1 + 100 / 2) / 1.5, (2 + 101 / 2 + 200 / 4) / 1.75, (102 + 201 / 2 + 300 / 4) / 1.75,
+                          (202 + 301 / 2 + 400 / 4) / 1.75]),
+])
+def test_temporal_ensembling_averages_every_open_chunk(m: float, expected: list[float]) -> None:
+    """Chunk p (planned at step p) predicts 100 p + j for its j-th step, horizon 3: at step t the
+    policy acts the weighted mean of the chunks planned at t-2, t-1 and t."""
+    policy = Policy(tiny("chunk", horizon=3), PolicySettings(temporal_ensemble=m, **SETTINGS))
+    plans = iter(range(100))
+    policy.predict = lambda _obs: {"actions": np.repeat((100.0 * next(plans) + np.arange(3.0))[:, None], ACTION, 1)
+                                   .astype(np.float32), "length": None}
+    policy.reset()
+    got = [float(policy.select_action(obs(k))[0]) for k in range(5)]
+    assert np.allclose(got, expected, rtol=1e-5)
+    assert policy.plans == 5 and policy.last_plan["ensembled"] == 3
+    policy.reset()
+    assert float(policy.select_action(obs(0))[0]) == 500.0  # a new episode forgets the old chunks
+
+
+def test_temporal_ensembling_runs_the_real_model_every_step_and_is_refused_in_event_mode() -> None:
+    model = tiny("unified", horizon=4, cls=Recording)
+    policy = Policy(model, PolicySettings(temporal_ensemble=0.01, n_action_steps=4, **SETTINGS))
+    for k in range(6):
+        assert policy.select_action(obs(k)).shape == (ACTION,)
+    assert model.seen == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]  # observed at every step, not every 4
+    with pytest.raises(PolicyError, match="temporal_ensemble"):
+        Policy(tiny("event"), PolicySettings(temporal_ensemble=0.01, **SETTINGS))

@@ -71,8 +71,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def evaluate_policy(policy: Any, tasks: list[str], seeds: list[int], *, fps: int | None = None,
                     style: str = "dwell", size: int = 128, max_seconds: float | None = None,
-                    progress: bool = False) -> dict[str, Any]:
-    """Run `policy` once per (task, seed) in a `SimEnv`; per-task and overall summaries plus episodes."""
+                    progress: bool = False, hold: str = "foh") -> dict[str, Any]:
+    """Run `policy` once per (task, seed) in a `SimEnv` (joint targets between actions follow
+    `hold`, `sim.env.HOLDS`); per-task and overall summaries plus episodes."""
     from carve.sim.env import SimEnv
 
     render = policy.settings.visual != "zeros"
@@ -82,7 +83,7 @@ def evaluate_policy(policy: Any, tasks: list[str], seeds: list[int], *, fps: int
         for seed in seeds:
             t0 = time.perf_counter()
             with SimEnv(fps=fps, style=style, size=size, render=render, max_seconds=max_seconds,
-                        privileged=bool(policy.settings.privileged_state)) as env:
+                        privileged=bool(policy.settings.privileged_state), hold=hold) as env:
                 obs = env.reset(task, seed)
                 policy.reset()
                 done, info = False, {"success": False, "progress": 0.0, "step": 0}
@@ -115,10 +116,14 @@ def _run_study(args: argparse.Namespace) -> int:
     if not args.out:
         print("carve eval-sim: error: --study needs --out PATH (markdown; the JSON is written beside it)")
         return 2
-    cfg = StudyConfig(tasks=list(args.tasks or STUDY_TASKS), env_seeds=args.seeds, seed_base=args.seed_base,
-                      train_seeds=args.train_seeds, train_episodes=args.train_episodes, steps=args.steps,
-                      batch_size=args.batch_size, workers=args.workers, text=args.text, fps=args.fps or 12,
-                      max_seconds=args.max_seconds)
+    more = {"seed_base": args.seed_base} if args.seed_base is not None else {}
+    if args.chunk_lens:
+        more["chunk_lens"] = args.chunk_lens
+    cfg = StudyConfig(tasks=list(args.tasks or STUDY_TASKS), env_seeds=args.seeds, train_seeds=args.train_seeds,
+                      train_episodes=args.train_episodes, steps=args.steps, batch_size=args.batch_size,
+                      workers=args.workers, text=args.text, fps=args.fps or 12, max_seconds=args.max_seconds,
+                      ensemble_m=None if args.no_ensemble else 0.01, val_train_seeds=args.val_train_seeds,
+                      val_env_seeds=args.val_seeds, hold_ablation_seeds=args.hold_ablation_seeds, **more)
     run_study(cfg, args.out, progress=not args.quiet)
     return 0
 
@@ -138,10 +143,11 @@ def _run(args: argparse.Namespace) -> int:
     except PolicyError as e:
         print(f"carve eval-sim: error: {e}")
         return 2
-    seeds = eval_seeds(args.seeds, args.seed_base)
+    base = EVAL_SEED_BASE if args.seed_base is None else args.seed_base
+    seeds = eval_seeds(args.seeds, base)
     res = evaluate_policy(policy, list(args.tasks or DEFAULT_TASKS), seeds, fps=args.fps, style=args.style, size=args.size,
                           max_seconds=args.max_seconds, progress=not args.quiet)
-    res.update({"policy": str(args.policy), "mode": policy.mode, "seed_base": args.seed_base})
+    res.update({"policy": str(args.policy), "mode": policy.mode, "seed_base": base})
     print(format_table(res))
     if args.out:
         from pathlib import Path
@@ -161,8 +167,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--tasks", nargs="+", choices=list(TASK_CHOICES), default=None,
                    help="task types (default: pick_place stack push two_object; --study: pick_place push)")
     p.add_argument("--seeds", type=int, default=50, help="environment seeds per task type")
-    p.add_argument("--seed-base", type=int, default=EVAL_SEED_BASE,
-                   help="environment seed i is episode_seed(seed_base, i) (the same for every policy)")
+    p.add_argument("--seed-base", type=int, default=None,
+                   help=f"environment seed i is episode_seed(seed_base, i) (the same for every policy; default "
+                        f"{EVAL_SEED_BASE}, --study: its final base, 50000)")
     p.add_argument("--fps", type=int, default=None, help="control rate (default: the policy's, else carve synth's)")
     p.add_argument("--style", choices=["dwell", "blended"], default="dwell",
                    help="picks carve synth's default fps / cameras for the scene")
@@ -172,10 +179,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no per-episode lines")
     g = p.add_argument_group("study (--study: train event / unified / chunk and compare them; see carve.sim.study)")
     g.add_argument("--study", action="store_true", help="run the whole study; --out is the markdown report")
-    g.add_argument("--train-seeds", type=int, default=5, help="training seeds per mode")
+    g.add_argument("--train-seeds", type=int, default=10, help="training seeds per mode (a random effect in the CIs)")
     g.add_argument("--train-episodes", type=int, default=40, help="demonstrations recorded for training")
     g.add_argument("--steps", type=int, default=300, help="training steps per model")
     g.add_argument("--batch-size", type=int, default=32)
     g.add_argument("--workers", type=int, default=2, help="evaluation processes")
     g.add_argument("--text", choices=["hashed", "minilm"], default="hashed", help="the one text encoder of every mode")
+    g.add_argument("--chunk-lens", type=int, nargs="+", default=None,
+                   help="chunk lengths swept on the validation set (default 8 16 32; x executed 4 / half / all)")
+    g.add_argument("--no-ensemble", action="store_true", help="leave ACT's temporal ensembling out of the sweep")
+    g.add_argument("--val-train-seeds", type=int, default=3, help="training seeds of the chunk sweep (validation)")
+    g.add_argument("--val-seeds", type=int, default=20, help="validation environment seeds per task of the sweep")
+    g.add_argument("--hold-ablation-seeds", type=int, default=3,
+                   help="training seeds re-evaluated with the linear and zoh holds")
     p.set_defaults(func=_run)

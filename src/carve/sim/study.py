@@ -12,27 +12,34 @@ images), so control failures are not confused with perception failures:
    action (state + `object_state`) becomes the row's `state` / `env_state`, exactly what a
    policy sees at every decision point. Each episode becomes Carve event rows through the
    house's own ingest (`ingest.events.episode_events`: segmenter, per-event slices, the
-   `env_state` column), kinematic captions (`captioners.kinematic`), and the balance: k-means
-   (`clustering.kmeans`) on each event's motion descriptor + caption embedding, with a weight
-   of 1 / cluster size per event (the per-row sampling weight of balanced shards; the
-   unbalanced catalog weighs every event 1). Both read the same rows.
-2. **Split.** Held-out episodes are drawn at the episode level from the unique events
-   (`split_seed`), the same for every run; normalisation comes from training episodes only.
-3. **Training.** Event, unified and chunk models over `--train-seeds` seeds (training seed i
-   initialises the weights, data seed 1000 + i draws the batches), all with the same text
-   encoder (`--text`), the same backbone and a matched parameter count (MLP width per mode);
-   event mode also on the balanced weights. Event mode trains with length-aware caption
-   dropout (`--caption-dropout`), so it can also run captions-off.
-4. **Evaluation.** Every policy acts closed loop on the same `--env-seeds` environment seeds
-   per task type (`eval_sim.eval_seeds`): event with the caption planner
-   (`trainer.planner.CaptionPlanner`, fitted on the training episodes' phases) and
-   captions-off (task text only), executing its predicted length; chunk and unified re-plan
-   every `--n-action-steps`.
-5. **Report.** Per variant: success rate and progress, mean over training seeds, with a 95%
-   percentile-bootstrap CI over environment episodes (task, seed) and the spread over training
-   seeds; paired bootstrap CIs of event - chunk, event - unified, balanced - unbalanced and
-   planner - captions-off on the same environment episodes; held-out action MSE per mode with
-   an episode-level bootstrap; parameters and compute per mode. Markdown + JSON.
+   `env_state` column) and kinematic captions (`captioners.kinematic`).
+2. **Split, then balance.** Held-out episodes are drawn at the episode level (`split_seed`),
+   the same for every run; normalisation and the balance both come from the training episodes
+   only: k-means (`clustering.kmeans`) on each training event's motion descriptor + caption
+   embedding, weight 1 / cluster size (the unbalanced catalog weighs every event 1).
+3. **The chunk baseline at its best.** Before the final run, chunk mode is swept on a
+   validation set that the final numbers never use (training seeds from `val_first_train_seed`,
+   environment seeds from `val_seed_base`): chunk length `chunk_lens` x executed steps
+   `chunk_exec` (4, half, all) and ACT's temporal ensembling (`ensemble_m`; plan every step,
+   average the open chunks). The best configuration by validation success (then progress) is
+   the final `chunk_best`.
+4. **Training.** Event, event on balanced weights, unified and `chunk_best` over `train_seeds`
+   seeds (training seed i initialises the weights, data seed 1000 + i draws the batches), all
+   with the same text encoder, backbone and matched parameter count (MLP width per mode).
+5. **Evaluation.** Every policy acts closed loop on the same environment seeds per task type,
+   from `seed_base`, a base no development run used: event with the caption planner and
+   captions-off, executing its predicted length; `chunk_best` as swept; unified re-planning
+   every `n_action_steps`. The env's hold between actions is `foh` (its default) for all; the
+   hold ablation re-evaluates event and `chunk_best` with `linear` and `zoh` holds on the first
+   `hold_ablation_seeds` training seeds.
+6. **Report.** One primary contrast, named in the config before the run (`primary`: event -
+   chunk_best, success), with a two-level bootstrap CI (training seeds x environment episodes,
+   `sim.study_stats`); every other contrast is exploratory, with Holm-adjusted p-values.
+   Held-out action MSE per mode, parameters and compute per mode. Markdown + JSON.
+
+Every cache (recorded rows, trained policies, evaluated episodes) is keyed on the code
+(`study_cache.code_hash`), the configuration, the data and, for episodes, the policy's weights:
+a change to any of them recomputes, and a run cut short resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -46,7 +53,6 @@ from typing import Any
 
 import numpy as np
 
-BOOT = 2000
 EVAL_BLOCK = 10  # environment seeds per evaluation job
 DATA_SEED_BASE = 0  # carve synth's default --seed: the training scenes
 STUDY_TASKS = ("pick_place", "push")
@@ -60,18 +66,29 @@ class StudyConfig:
     split_seed: int = 0
     data_base: int = DATA_SEED_BASE
     fps: int = 12
-    train_seeds: int = 5
+    train_seeds: int = 10
     first_train_seed: int = 0  # training seeds first_train_seed .. first_train_seed + train_seeds - 1
     env_seeds: int = 50
-    seed_base: int = 10_000
+    seed_base: int = 50_000  # the final environment seeds: no development run used this base
     steps: int = 300
     batch_size: int = 32
     d_model: int = 64
     n_layers: int = 2
     n_heads: int = 4
     max_len: int = 32
-    chunk_len: int = 8
-    n_action_steps: int = 4
+    chunk_len: int = 8  # unified mode's horizon
+    n_action_steps: int = 4  # unified mode's executed steps
+    # the chunk sweep (validation only): lengths x executed steps ("4", "half", "all") + ensembling
+    chunk_lens: list[int] = field(default_factory=lambda: [8, 16, 32])
+    chunk_exec: list[str] = field(default_factory=lambda: ["4", "half", "all"])
+    ensemble_m: float | None = 0.01  # ACT's temporal ensembling coefficient (None: not swept)
+    val_train_seeds: int = 3
+    val_first_train_seed: int = 100
+    val_env_seeds: int = 20
+    val_seed_base: int = 20_000
+    holds: list[str] = field(default_factory=lambda: ["linear", "zoh"])  # ablation holds beside foh
+    hold_ablation_seeds: int = 3
+    primary: list[str] = field(default_factory=lambda: ["event", "chunk_best"])  # named before the run
     caption_dropout: float = 0.3
     text: str = "hashed"  # the one text encoder: "hashed" (feature hashing) or "minilm"
     text_dim: int = 128
@@ -135,14 +152,13 @@ def episode_rows(rec: dict[str, Any], index: int, fps: int) -> list[dict[str, An
 
 
 def _recorded_rows(cfg: StudyConfig, work: Path) -> tuple[list[dict[str, Any]], int]:
-    """The training demonstrations' event rows, cached in `work` by (tasks, episodes, seed, fps)."""
-    import hashlib
+    """The training demonstrations' event rows, cached in `work` by (code, tasks, episodes, seed, fps)."""
     import pickle
 
+    from carve.sim.study_cache import code_hash, key
     from carve.sim.synth import episode_seed
 
-    key = hashlib.sha1(json.dumps([cfg.tasks, cfg.train_episodes, cfg.data_base, cfg.fps]).encode()).hexdigest()[:12]
-    cache = work / f"rows-{key}.pkl"
+    cache = work / f"rows-{key(code_hash(), cfg.tasks, cfg.train_episodes, cfg.data_base, cfg.fps)}.pkl"
     if cache.exists():
         rows, ok = pickle.loads(cache.read_bytes())
         return rows, ok
@@ -153,7 +169,9 @@ def _recorded_rows(cfg: StudyConfig, work: Path) -> tuple[list[dict[str, Any]], 
         ok += rec["replay_success"]
         rows.extend(episode_rows(rec, i, cfg.fps))
     work.mkdir(parents=True, exist_ok=True)
-    cache.write_bytes(pickle.dumps((rows, ok)))
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_bytes(pickle.dumps((rows, ok)))
+    tmp.replace(cache)
     return rows, ok
 
 
@@ -200,6 +218,7 @@ class HoldPolicy:
         return self.action
 
 
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
@@ -207,21 +226,41 @@ def _read_json(path: Path) -> Any:
         return None
 
 
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj))
+    tmp.replace(path)
+
+
+def policy_hash(pdir: str) -> str:
+    """The weights, normalisation and config of a saved policy ("hold": the do-nothing policy)."""
+    from carve.sim.study_cache import file_hash
+    from carve.trainer.policy import CONFIG_FILE, NORM_FILE, WEIGHTS_FILE
+
+    if pdir == "hold":
+        return "hold"
+    return file_hash([Path(pdir) / f for f in (WEIGHTS_FILE, NORM_FILE, CONFIG_FILE)])
+
+
 def _eval_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Evaluate one policy variant on (task, seeds); episodes already in its cache are reused."""
+    """Evaluate one policy variant on (task, seeds); an episode already in its cache is reused
+    when its key (code, weights, how the policy runs, the env's conditions) is the same."""
     import torch
 
     from carve.sim.eval_sim import evaluate_policy
+    from carve.sim.study_cache import code_hash, key
     from carve.trainer.policy import Policy
 
     torch.set_num_threads(1)
     cache = Path(job.get("cache") or job["policy"]) / "study_eval" / job["variant"]
-    cond = {"fps": job["fps"], "max_seconds": job["max_seconds"]}
+    run = {k: job.get(k) for k in ("fps", "max_seconds", "hold", "n_action_steps", "temporal_ensemble",
+                                   "captions_off")}
+    k = key(code_hash(), policy_hash(job["policy"]), run)
     episodes, todo = [], []
     for task in job["tasks"]:
         for seed in job["seeds"]:
             hit = _read_json(cache / f"{task}-{seed}.json")
-            if hit and hit.get("cond") == cond:
+            if hit and hit.get("key") == k:
                 episodes.append(hit["episode"])
             else:
                 todo.append((task, seed))
@@ -230,16 +269,21 @@ def _eval_job(job: dict[str, Any]) -> dict[str, Any]:
         if job.get("captions_off"):
             policy.settings.text_source = "task"
             policy.planner = None
+        if job.get("n_action_steps") is not None:
+            policy.settings.n_action_steps = int(job["n_action_steps"])
+        policy.settings.temporal_ensemble = job.get("temporal_ensemble")
         cache.mkdir(parents=True, exist_ok=True)
         for task, seed in todo:
-            e = evaluate_policy(policy, [task], [seed], fps=job["fps"], max_seconds=job["max_seconds"])["episodes"][0]
-            (cache / f"{task}-{seed}.json").write_text(json.dumps({"cond": cond, "episode": e}))
+            e = evaluate_policy(policy, [task], [seed], fps=job["fps"], max_seconds=job["max_seconds"],
+                                hold=job.get("hold") or "foh")["episodes"][0]
+            _write_json(cache / f"{task}-{seed}.json", {"key": k, "run": run, "episode": e})
             episodes.append(e)
     return {"variant": job["variant"], "train_seed": job["train_seed"], "episodes": episodes}
 
 
 # ----------------------------------------------------------------------------- statistics
-def boot_mean_ci(x: np.ndarray, seed: int = 0, n_boot: int = BOOT) -> tuple[float, float]:
+def boot_mean_ci(x: np.ndarray, seed: int = 0, n_boot: int = 2000) -> tuple[float, float]:
+    """Percentile bootstrap CI of a mean over one level (held-out episodes)."""
     x = np.asarray(x, np.float64)
     if len(x) == 0:
         return float("nan"), float("nan")
@@ -259,28 +303,55 @@ def _matrix(episodes: list[dict[str, Any]], key: str, keys: list[tuple[str, int]
 
 
 def summarize_variant(m_succ: np.ndarray, m_prog: np.ndarray) -> dict[str, Any]:
-    s, p = np.nanmean(m_succ, 1), np.nanmean(m_prog, 1)
-    return {"success_rate": float(s.mean()), "success_ci95": list(boot_mean_ci(s)),
-            "progress_mean": float(p.mean()), "progress_ci95": list(boot_mean_ci(p, 1)),
-            "success_per_train_seed": np.nanmean(m_succ, 0).round(4).tolist(),
+    """Mean success and progress with two-level bootstrap CIs (training seeds x environment episodes)."""
+    from carve.sim.study_stats import interval
+
+    s, p = interval(m_succ, 0), interval(m_prog, 1)
+    return {"success_rate": s["mean"], "success_ci95": s["ci95"], "progress_mean": p["mean"],
+            "progress_ci95": p["ci95"], "success_per_train_seed": np.nanmean(m_succ, 0).round(4).tolist(),
             "progress_per_train_seed": np.nanmean(m_prog, 0).round(2).tolist(),
             "env_episodes": int(m_succ.shape[0]), "train_seeds": int(m_succ.shape[1])}
 
 
-def paired(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
-    d = np.nanmean(a, 1) - np.nanmean(b, 1)
-    lo, hi = boot_mean_ci(d, 2)
-    return {"diff": float(d.mean()), "ci95": [lo, hi]}
+def paired(a: np.ndarray, b: np.ndarray, seed: int = 2) -> dict[str, Any]:
+    """a - b on the same environment episodes and training seeds: two-level bootstrap."""
+    from carve.sim.study_stats import interval
+
+    r = interval(a - b, seed)
+    return {"diff": r["mean"], "ci95": r["ci95"], "p": r["p"]}
+
+
+def _exec_steps(option: str, horizon: int) -> int:
+    return {"half": max(1, horizon // 2), "all": horizon}.get(option) or min(int(option), horizon)
+
+
+def chunk_configs(cfg: StudyConfig) -> list[dict[str, Any]]:
+    """The swept chunk configurations: (length, executed steps) without repeats, plus ensembling."""
+    out, seen = [], set()
+    for h in cfg.chunk_lens:
+        for opt in cfg.chunk_exec:
+            n = _exec_steps(opt, h)
+            if (h, n) not in seen:
+                seen.add((h, n))
+                out.append({"name": f"chunk-H{h}-x{n}", "chunk_len": h, "n_action_steps": n, "temporal_ensemble": None})
+        if cfg.ensemble_m is not None:
+            out.append({"name": f"chunk-H{h}-ens", "chunk_len": h, "n_action_steps": None,
+                        "temporal_ensemble": cfg.ensemble_m})
+    return out
 
 
 # ----------------------------------------------------------------------------- the study
 def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[str, Any]:
     """Run the whole study; writes `<out>` (markdown; `.md` added if absent) and the JSON beside it."""
+    import hashlib
+
     import torch
 
     from carve.sim.eval_sim import eval_seeds
+    from carve.sim.study_cache import code_hash, key
     from carve.sim.study_episodes import Sampler, TextCache, episodes_from_rows, norm_stats, split_episodes
     from carve.sim.study_fit import fit, matched_config, offline_metrics, spec_for
+    from carve.sim.study_stats import holm
     from carve.trainer.config import ModelConfig
     from carve.trainer.planner import CaptionPlanner
     from carve.trainer.policy import Policy, PolicySettings
@@ -297,107 +368,169 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
         if progress:
             print(f"[study {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
-    # 1. data
+    # 1. data; 2. split, then normalisation, planner and balance from the training episodes only
     t0 = time.perf_counter()
     rows, replay_ok = _recorded_rows(cfg, work)
     text = TextCache(make_text_encoder(cfg.text, cfg.text_dim))
     text.warm([r["caption"] for r in rows] + [r["task"] for r in rows])
-    w = balance_weights(rows, text, cfg.clusters, cfg.split_seed)
-    for r, wi in zip(rows, w, strict=True):
+    ids = list(dict.fromkeys(r["episode_id"] for r in rows))
+    train_ids, held_ids = split_episodes(ids, cfg.holdout_frac, cfg.split_seed)
+    train_set = set(train_ids)
+    train_rows = [r for r in rows if r["episode_id"] in train_set]
+    w = balance_weights(train_rows, text, cfg.clusters, cfg.split_seed)
+    for r in rows:
+        r["weight"] = 1.0
+    for r, wi in zip(train_rows, w, strict=True):
         r["weight"] = float(wi)
+    signals = hashlib.sha256()
+    for r in rows:
+        signals.update(np.asarray(r["state"], np.float32).tobytes() + np.asarray(r["action"], np.float32).tobytes())
+    data_key = key(signals.hexdigest(), [(r["episode_id"], r["event_index"], r["caption"], round(r["weight"], 9))
+                                         for r in rows])
     timings["data_s"] = time.perf_counter() - t0
     log(f"data: {cfg.train_episodes} episodes, {len(rows)} events, replay success {replay_ok}/"
         f"{cfg.train_episodes} ({timings['data_s']:.0f} s)")
-
-    # 2. split, normalisation
     episodes = episodes_from_rows(rows, privileged=True)
-    train_ids, held_ids = split_episodes([e.episode_id for e in episodes], cfg.holdout_frac, cfg.split_seed)
-    tr = [e for e in episodes if e.episode_id in set(train_ids)]
+    tr = [e for e in episodes if e.episode_id in train_set]
     ho = [e for e in episodes if e.episode_id in set(held_ids)]
     stats = norm_stats(tr)
     planner = CaptionPlanner.fit([(e.task, [tuple(r["phase"]) for r in rows if r["episode_id"] == e.episode_id])
                                   for e in tr])
     lengths = np.concatenate([e.ends - e.starts for e in tr])
     sd, ad = tr[0].state.shape[1], tr[0].action.shape[1]
-    specs = {m: spec_for(m, state_dim=sd, action_dim=ad, visual_dim=0, text_dim=text.dim, max_len=cfg.max_len,
-                         chunk_len=cfg.chunk_len) for m in ("event", "unified", "chunk")}
     base = ModelConfig(d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, block_size=4)
-    mcfg = matched_config(base, specs)
 
-    # 3. training
-    t0 = time.perf_counter()
-    variants = [("event", "event", "uniform"), ("event_balanced", "event", "balanced"),
-                ("unified", "unified", "uniform"), ("chunk", "chunk", "uniform")]
+    def spec(mode: str, horizon: int) -> Any:
+        return spec_for(mode, state_dim=sd, action_dim=ad, visual_dim=0, text_dim=text.dim, max_len=cfg.max_len,
+                        chunk_len=horizon)
+
+    def model_cfg(mode: str, horizon: int) -> Any:
+        """`base`, its MLP width matched to event mode's parameter count."""
+        return matched_config(base, {"event": spec("event", cfg.chunk_len), mode: spec(mode, horizon)})[mode]
+
+    train_key = {k: v for k, v in asdict(cfg).items() if k in (
+        "tasks", "train_episodes", "holdout_frac", "split_seed", "data_base", "fps", "steps", "batch_size", "d_model",
+        "n_layers", "n_heads", "max_len", "caption_dropout", "text", "text_dim", "clusters")}
     compute: dict[str, Any] = {}
     offline: dict[str, list[list[dict[str, Any]]]] = {}
-    jobs: list[dict[str, Any]] = []
-    seeds_env = eval_seeds(cfg.env_seeds, cfg.seed_base)
+
+    def trained(name: str, mode: str, weights: str, seed: int, horizon: int) -> str:
+        """The policy directory of (variant, seed), trained unless an identical one is cached."""
+        pdir = work / "policies" / f"{name}-seed{seed}"
+        k = key(train_key, data_key, mode, weights, seed, horizon, cfg.n_action_steps)
+        cached = _read_json(pdir / "study_train.json")
+        if cached and cached.get("key") == k and (pdir / "config.json").exists():
+            comp, off_run = cached["compute"], cached["offline"]
+        else:
+            sampler = Sampler(tr, mode, text, max_len=cfg.max_len, chunk_len=horizon,
+                              caption_dropout=cfg.caption_dropout if mode == "event" else 0.0, weights=weights,
+                              data_seed=1000 + seed, visual_dim=spec(mode, horizon).visual_dim)
+            model, comp = fit(mode, sampler, model_cfg(mode, horizon), spec(mode, horizon), stats, steps=cfg.steps,
+                              batch_size=cfg.batch_size, train_seed=seed)
+            off_run = offline_metrics(model, ho, text)
+            settings = PolicySettings(visual="zeros", text=cfg.text, task_encoder="text", privileged_state=True,
+                                      fps=cfg.fps, n_action_steps=cfg.n_action_steps if mode == "unified" else None,
+                                      text_source="planner" if mode == "event" else "task",
+                                      extra={"planner": planner.to_dict()} if mode == "event" else {})
+            Policy(model, settings, text_encoder=text.encoder).save(pdir)
+            _write_json(pdir / "study_train.json", {"key": k, "compute": comp, "offline": off_run})
+        compute.setdefault(name, comp)
+        offline.setdefault(name, []).append(off_run)
+        return str(pdir)
+
+    def evaluate(jobs: list[dict[str, Any]], what: str) -> list[dict[str, Any]]:
+        t = time.perf_counter()
+        results: list[dict[str, Any]] = []
+        step = max(1, len(jobs) // 10)
+        if cfg.workers > 1:
+            with ProcessPoolExecutor(cfg.workers) as ex:
+                for i, r in enumerate(ex.map(_eval_job, jobs)):
+                    results.append(r)
+                    if (i + 1) % step == 0:
+                        log(f"{what}: {i + 1}/{len(jobs)} jobs ({time.perf_counter() - t:.0f} s)")
+        else:
+            for i, j in enumerate(jobs):
+                results.append(_eval_job(j))
+                if (i + 1) % step == 0:
+                    log(f"{what}: {i + 1}/{len(jobs)} jobs ({time.perf_counter() - t:.0f} s)")
+        return results
+
+    def blocks(per_policy: list[dict[str, Any]], seeds: list[int]) -> list[dict[str, Any]]:
+        """Jobs of EVAL_BLOCK environment seeds, every policy's first block first (a run cut short
+        has the same first seeds for every policy)."""
+        return [{**pp, "tasks": [t], "seeds": seeds[b:b + EVAL_BLOCK], "fps": cfg.fps, "max_seconds": cfg.max_seconds}
+                for b in range(0, len(seeds), EVAL_BLOCK) for t in cfg.tasks for pp in per_policy]
+
+    # 3. the chunk sweep on validation seeds
+    t0 = time.perf_counter()
+    configs = chunk_configs(cfg)
+    sweep: dict[str, Any] = {}
+    if len(configs) > 1:
+        vseeds = list(range(cfg.val_first_train_seed, cfg.val_first_train_seed + cfg.val_train_seeds))
+        venv = eval_seeds(cfg.val_env_seeds, cfg.val_seed_base)
+        per_policy = []
+        for s in vseeds:
+            for h in sorted({c["chunk_len"] for c in configs}):
+                pdir = trained(f"val-chunk-H{h}", "chunk", "uniform", s, h)
+                per_policy += [{"policy": pdir, "train_seed": s, "variant": c["name"], "hold": "foh",
+                                "n_action_steps": c["n_action_steps"], "temporal_ensemble": c["temporal_ensemble"]}
+                               for c in configs if c["chunk_len"] == h]
+        res = evaluate(blocks(per_policy, venv), "chunk sweep")
+        vkeys = [(t, sd_) for t in cfg.tasks for sd_ in venv]
+        for c in configs:
+            eps = [{**e, "train_seed": r["train_seed"]} for r in res if r["variant"] == c["name"] for e in r["episodes"]]
+            ms, mp = _matrix(eps, "success", vkeys, vseeds), _matrix(eps, "progress", vkeys, vseeds)
+            sweep[c["name"]] = {**c, "success_rate": float(np.nanmean(ms)), "progress_mean": float(np.nanmean(mp))}
+        best = max(configs, key=lambda c: (sweep[c["name"]]["success_rate"], sweep[c["name"]]["progress_mean"]))
+    else:
+        best = configs[0]
+    timings["sweep_s"] = time.perf_counter() - t0
+    log(f"chunk sweep: best {best['name']} ({timings['sweep_s']:.0f} s)")
+
+    # 4. training the final variants
+    t0 = time.perf_counter()
     tseeds = list(range(cfg.first_train_seed, cfg.first_train_seed + cfg.train_seeds))
-    train_key = {k: v for k, v in asdict(cfg).items() if k not in (
-        "env_seeds", "seed_base", "train_seeds", "first_train_seed", "workers", "max_seconds", "hold_baseline")}
-    per_policy: list[dict[str, Any]] = []
+    ablation_seeds = tseeds[:cfg.hold_ablation_seeds]
+    per_policy = []
     for s in tseeds:
-        for name, mode, weights in variants:
-            pdir = work / "policies" / f"{name}-seed{s}"
-            cached = _read_json(pdir / "study_train.json")
-            if cached and cached.get("key") == train_key and (pdir / "config.json").exists():
-                comp, off_run = cached["compute"], cached["offline"]
-            else:
-                sampler = Sampler(tr, mode, text, max_len=cfg.max_len, chunk_len=cfg.chunk_len,
-                                  caption_dropout=cfg.caption_dropout if mode == "event" else 0.0, weights=weights,
-                                  data_seed=1000 + s, visual_dim=specs[mode].visual_dim)
-                model, comp = fit(mode, sampler, mcfg[mode], specs[mode], stats, steps=cfg.steps,
-                                  batch_size=cfg.batch_size, train_seed=s)
-                off_run = offline_metrics(model, ho, text)
-                settings = PolicySettings(visual="zeros", text=cfg.text, task_encoder="text", privileged_state=True,
-                                          fps=cfg.fps, n_action_steps=None if mode == "event" else cfg.n_action_steps,
-                                          text_source="planner" if mode == "event" else "task",
-                                          extra={"planner": planner.to_dict()} if mode == "event" else {})
-                Policy(model, settings, text_encoder=text.encoder).save(pdir)
-                (pdir / "study_train.json").write_text(json.dumps({"key": train_key, "compute": comp,
-                                                                   "offline": off_run}))
-            compute.setdefault(name, comp)
-            offline.setdefault(name, []).append(off_run)
-            per_policy.append({"policy": str(pdir), "train_seed": s, "variant": name})
-            if name == "event":
-                per_policy.append({"policy": str(pdir), "train_seed": s, "variant": "event_captions_off",
-                                   "captions_off": True})
+        ev = trained("event", "event", "uniform", s, cfg.chunk_len)
+        ch = trained("chunk_best", "chunk", "uniform", s, best["chunk_len"])
+        chunk_run = {"n_action_steps": best["n_action_steps"], "temporal_ensemble": best["temporal_ensemble"]}
+        per_policy += [
+            {"policy": ev, "train_seed": s, "variant": "event", "hold": "foh"},
+            {"policy": ev, "train_seed": s, "variant": "event_captions_off", "hold": "foh", "captions_off": True},
+            {"policy": trained("event_balanced", "event", "balanced", s, cfg.chunk_len), "train_seed": s,
+             "variant": "event_balanced", "hold": "foh"},
+            {"policy": trained("unified", "unified", "uniform", s, cfg.chunk_len), "train_seed": s,
+             "variant": "unified", "hold": "foh"},
+            {"policy": ch, "train_seed": s, "variant": "chunk_best", "hold": "foh", **chunk_run}]
+        if s in ablation_seeds:
+            for hold in cfg.holds:
+                per_policy += [{"policy": ev, "train_seed": s, "variant": f"event@{hold}", "hold": hold},
+                               {"policy": ch, "train_seed": s, "variant": f"chunk_best@{hold}", "hold": hold,
+                                **chunk_run}]
         log(f"trained seed {s} ({time.perf_counter() - t0:.0f} s)")
     if cfg.hold_baseline:  # one "training seed" column
-        per_policy.append({"policy": "hold", "train_seed": 0, "variant": "hold",
-                           "cache": str(work / "hold")})
-    # evaluation jobs: blocks of EVAL_BLOCK environment seeds, every policy's first block first, so a
-    # run cut short has the same first seeds for every policy (episodes are cached per policy)
-    for b in range(0, len(seeds_env), EVAL_BLOCK):
-        for t in cfg.tasks:
-            for pp in per_policy:
-                jobs.append({**pp, "tasks": [t], "seeds": seeds_env[b:b + EVAL_BLOCK], "fps": cfg.fps,
-                             "max_seconds": cfg.max_seconds})
+        per_policy.append({"policy": "hold", "train_seed": 0, "variant": "hold", "cache": str(work / "hold")})
     timings["train_s"] = time.perf_counter() - t0
 
-    # 4. closed-loop evaluation
+    # 5. closed-loop evaluation on the final environment seeds
     t0 = time.perf_counter()
-    results: list[dict[str, Any]] = []
-    if cfg.workers > 1:
-        with ProcessPoolExecutor(cfg.workers) as ex:
-            for i, r in enumerate(ex.map(_eval_job, jobs)):
-                results.append(r)
-                if (i + 1) % max(1, len(per_policy)) == 0:
-                    log(f"evaluated {i + 1}/{len(jobs)} jobs ({time.perf_counter() - t0:.0f} s)")
-    else:
-        for i, j in enumerate(jobs):
-            results.append(_eval_job(j))
-            if (i + 1) % max(1, len(per_policy)) == 0:
-                log(f"evaluated {i + 1}/{len(jobs)} jobs ({time.perf_counter() - t0:.0f} s)")
+    seeds_env = eval_seeds(cfg.env_seeds, cfg.seed_base)
+    results = evaluate(blocks(per_policy, seeds_env), "evaluation")
     timings["eval_s"] = time.perf_counter() - t0
 
-    # 5. report
+    # 6. report
     keys = [(t, s) for t in cfg.tasks for s in seeds_env]
     eps_by: dict[str, list[dict[str, Any]]] = {}
     for r in results:
         eps_by.setdefault(r["variant"], []).extend({**e, "train_seed": r["train_seed"]} for e in r["episodes"])
-    mats = {v: (_matrix(e, "success", keys, tseeds if v != "hold" else [0]),
-                _matrix(e, "progress", keys, tseeds if v != "hold" else [0])) for v, e in eps_by.items()}
+
+    def seeds_of(v: str) -> list[int]:
+        return [0] if v == "hold" else ablation_seeds if "@" in v else tseeds
+
+    mats = {v: (_matrix(e, "success", keys, seeds_of(v)), _matrix(e, "progress", keys, seeds_of(v)))
+            for v, e in eps_by.items()}
     raw = [{"variant": v, "train_seed": e["train_seed"], "task": e["task"], "seed": e["seed"],
             "success": bool(e["success"]), "progress": float(e["progress"]), "steps": int(e["steps"])}
            for v, es in eps_by.items() for e in es]
@@ -405,26 +538,45 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
     per_task = {v: {t: summarize_variant(m[0][[i for i, k in enumerate(keys) if k[0] == t]],
                                          m[1][[i for i, k in enumerate(keys) if k[0] == t]]) for t in cfg.tasks}
                 for v, m in mats.items()}
-    comparisons = {}
-    for a, b in (("chunk", "hold"), ("event", "chunk"), ("event", "unified"), ("unified", "chunk"), ("event_balanced", "event"),
-                 ("event", "event_captions_off")):
+    cols = {s: j for j, s in enumerate(tseeds)}
+    abl = [cols[s] for s in ablation_seeds]
+    contrasts: list[tuple[str, str, list[int] | None]] = [
+        ("event", "chunk_best", None), ("event", "unified", None), ("unified", "chunk_best", None),
+        ("event_balanced", "event", None), ("event", "event_captions_off", None)]
+    for hold in cfg.holds:
+        contrasts += [(f"event@{hold}", "event", abl), (f"chunk_best@{hold}", "chunk_best", abl)]
+    primary = f"{cfg.primary[0]} - {cfg.primary[1]}"
+    comparisons: dict[str, Any] = {}
+    for a, b, sub in contrasts:
         if a in mats and b in mats:
-            comparisons[f"{a} - {b}"] = {"success": paired(mats[a][0], mats[b][0]),
-                                         "progress": paired(mats[a][1], mats[b][1])}
+            ma, mb = mats[a], mats[b]
+            if sub is not None:  # the ablation seeds only, for the side that has every seed
+                ma = ma if "@" in a else (ma[0][:, sub], ma[1][:, sub])
+                mb = mb if "@" in b else (mb[0][:, sub], mb[1][:, sub])
+            comparisons[f"{a} - {b}"] = {"success": paired(ma[0], mb[0]), "progress": paired(ma[1], mb[1]),
+                                         "role": "primary" if f"{a} - {b}" == primary else "exploratory"}
+    for metric in ("success", "progress"):
+        adj = holm({k: v[metric]["p"] for k, v in comparisons.items() if v["role"] == "exploratory"})
+        for k, p in adj.items():
+            comparisons[k][metric]["p_holm"] = p
     off = {}
     for name, runs in offline.items():
+        if name.startswith("val-"):
+            continue
         per_ep = np.mean([[e["action_mse"] for e in run] for run in runs], 0)
         off[name] = {"action_mse": float(per_ep.mean()), "ci95": list(boot_mean_ci(per_ep, 3)),
                      "episodes": len(per_ep)}
-    res = {"config": asdict(cfg), "timings_s": {k: round(v, 1) for k, v in timings.items()},
+    res = {"config": asdict(cfg), "code": code_hash(), "timings_s": {k: round(v, 1) for k, v in timings.items()},
            "data": {"episodes": len(episodes), "train_episodes": len(tr), "heldout_episodes": len(ho),
                     "events": len(rows), "train_events": int(sum(len(e.starts) for e in tr)),
                     "replay_success": replay_ok, "event_len_mean": float(lengths.mean()),
                     "event_len_p90": float(np.percentile(lengths, 90)),
                     "event_len_over_max_len": float((lengths > cfg.max_len).mean())},
-           "compute": compute, "summary": summary, "per_task": per_task, "comparisons": comparisons,
-           "offline": off, "planner": planner.to_dict(), "train_seeds": tseeds,
-           "offline_per_episode": offline, "episodes": raw}
+           "sweep": sweep, "chunk_best": best, "primary": primary,
+           "compute": {k: v for k, v in compute.items() if not k.startswith("val-")}, "summary": summary,
+           "per_task": per_task, "comparisons": comparisons, "offline": off, "planner": planner.to_dict(),
+           "train_seeds": tseeds, "hold_ablation_seeds": ablation_seeds,
+           "offline_per_episode": {k: v for k, v in offline.items() if not k.startswith("val-")}, "episodes": raw}
     out_md.write_text(format_study(res))
     out_md.with_suffix(".json").write_text(json.dumps(res, indent=1))
     log(f"wrote {out_md} and {out_md.with_suffix('.json')}")
@@ -435,15 +587,41 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def _p(x: float | None) -> str:
+    return "" if x is None else "<0.001" if x < 0.001 else f"{x:.3f}"
+
+
 def format_study(res: dict[str, Any]) -> str:
     c, d = res["config"], res["data"]
+    best = res["chunk_best"]
+    prim = res["comparisons"].get(res["primary"])
     lines = [f"# Closed-loop study (privileged-state pilot): {', '.join(c['tasks'])}", "",
-             f"{d['train_episodes']} training / {d['heldout_episodes']} held-out episodes ({d['events']} events; "
-             f"mean event length {d['event_len_mean']:.1f} steps), {c['train_seeds']} training seeds x "
-             f"{c['env_seeds']} environment seeds per task, {c['steps']} steps of batch {c['batch_size']}, "
-             f"text encoder `{c['text']}` for every mode. Mean over training seeds; 95% CI: percentile "
-             f"bootstrap over environment episodes.", "",
-             "| variant | success (95% CI) | progress (95% CI) | success per training seed |", "|---|---|---|---|"]
+             f"**Primary contrast, named in the configuration before the run:** `{res['primary']}`, closed-loop "
+             f"success on the final environment seeds (base {c['seed_base']}, used by no development run). "
+             "Every other contrast is exploratory; their p-values are Holm-adjusted.", ""]
+    if prim:
+        s, p = prim["success"], prim["progress"]
+        lines += [f"**Primary result:** {res['primary']} = {100 * s['diff']:+.1f} pp success (95% CI "
+                  f"{100 * s['ci95'][0]:+.1f} to {100 * s['ci95'][1]:+.1f}, bootstrap p {_p(s['p'])}); progress "
+                  f"{p['diff']:+.1f} ({p['ci95'][0]:+.1f} to {p['ci95'][1]:+.1f}).", ""]
+    lines += [f"{d['train_episodes']} training / {d['heldout_episodes']} held-out episodes ({d['events']} events; "
+              f"mean event length {d['event_len_mean']:.1f} steps), {c['train_seeds']} training seeds x "
+              f"{c['env_seeds']} environment seeds per task, {c['steps']} steps of batch {c['batch_size']}, "
+              f"text encoder `{c['text']}` for every mode, code `{res['code']}`. 95% CIs: two-level bootstrap "
+              "(training seeds and environment episodes resampled independently).", "",
+              f"The chunk baseline is `{best['name']}` (chunk length {best['chunk_len']}, "
+              + (f"ACT temporal ensembling m={best['temporal_ensemble']}" if best["temporal_ensemble"] is not None
+                 else f"{best['n_action_steps']} executed steps per plan")
+              + f"), the best of {len(res['sweep']) or 1} configurations on the validation set "
+              f"({c['val_train_seeds']} training seeds from {c['val_first_train_seed']}, {c['val_env_seeds']} "
+              f"environment seeds per task from base {c['val_seed_base']}).", ""]
+    if res["sweep"]:
+        lines += ["| chunk configuration (validation) | success | progress |", "|---|---|---|"]
+        for name, v in sorted(res["sweep"].items(), key=lambda kv: -kv[1]["success_rate"]):
+            lines.append(f"| {name}{' (best)' if name == best['name'] else ''} | {_pct(v['success_rate'])} | "
+                         f"{v['progress_mean']:.1f} |")
+        lines.append("")
+    lines += ["| variant | success (95% CI) | progress (95% CI) | success per training seed |", "|---|---|---|---|"]
     for v, s in res["summary"].items():
         lo, hi = s["success_ci95"]
         plo, phi = s["progress_ci95"]
@@ -454,12 +632,15 @@ def format_study(res: dict[str, Any]) -> str:
     for v, per in res["per_task"].items():
         lines.append(f"| {v} | " + " | ".join(f"{_pct(per[t]['success_rate'])} / {per[t]['progress_mean']:.1f}"
                                               for t in c["tasks"]) + " |")
-    lines += ["", "Paired differences (same environment episodes; bootstrap 95% CI):", "",
-              "| comparison | success diff (95% CI) | progress diff (95% CI) |", "|---|---|---|"]
+    lines += ["", "Paired differences (same environment episodes and training seeds; `@hold` rows: the hold "
+              f"ablation on training seeds {res['hold_ablation_seeds']}):", "",
+              "| contrast | role | success diff (95% CI) | p (Holm) | progress diff (95% CI) | p (Holm) |",
+              "|---|---|---|---|---|---|"]
     for k, v in res["comparisons"].items():
         s, p = v["success"], v["progress"]
-        lines.append(f"| {k} | {100 * s['diff']:+.1f} pp ({100 * s['ci95'][0]:+.1f}, {100 * s['ci95'][1]:+.1f}) | "
-                     f"{p['diff']:+.1f} ({p['ci95'][0]:+.1f}, {p['ci95'][1]:+.1f}) |")
+        lines.append(f"| {k} | {v['role']} | {100 * s['diff']:+.1f} pp ({100 * s['ci95'][0]:+.1f}, "
+                     f"{100 * s['ci95'][1]:+.1f}) | {_p(s.get('p_holm', s['p']))} | {p['diff']:+.1f} "
+                     f"({p['ci95'][0]:+.1f}, {p['ci95'][1]:+.1f}) | {_p(p.get('p_holm', p['p']))} |")
     lines += ["", "Offline (held-out episodes, episode-level bootstrap; normalised action MSE from each mode's "
               "own decision points, so modes predict different spans):", "",
               "| model | action MSE (95% CI) | params | tokens / step | supervised actions / step |",
@@ -470,6 +651,6 @@ def format_study(res: dict[str, Any]) -> str:
                      f"{comp.get('params', '')} | {comp.get('tokens_per_step', '')} | "
                      f"{comp.get('actions_per_step', 0):.0f} |")
     t = res["timings_s"]
-    lines += ["", f"Time: data {t.get('data_s', 0):.0f} s, training {t.get('train_s', 0):.0f} s, "
-              f"evaluation {t.get('eval_s', 0):.0f} s.", ""]
+    lines += ["", f"Time: data {t.get('data_s', 0):.0f} s, chunk sweep {t.get('sweep_s', 0):.0f} s, training "
+              f"{t.get('train_s', 0):.0f} s, evaluation {t.get('eval_s', 0):.0f} s.", ""]
     return "\n".join(lines)

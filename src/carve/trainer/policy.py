@@ -25,7 +25,11 @@ queues actions (denormalised to the dataset's units); every call pops one.
 * event mode queues the event's *predicted* length (argmax of the stop distribution + 1,
   capped by `max_event_steps`), so it re-observes exactly when it predicts the event to end;
 * chunk and unified modes queue the first `n_action_steps` of their H-action chunk, so they
-  re-plan every `n_action_steps` calls.
+  re-plan every `n_action_steps` calls;
+* with `temporal_ensemble=m` (chunk / unified; ACT's temporal ensembling, Zhao et al. 2023) they
+  plan at every call instead and act the weighted mean of every still-open chunk's action for
+  this step, with weight exp(-m * i) for the i-th oldest chunk (ACT uses m = 0.01: the oldest
+  prediction weighs most); `n_action_steps` is then ignored.
 `plans` counts model calls and `last_plan` describes the latest one (mode, queued, predicted
 length).
 
@@ -78,6 +82,7 @@ class PolicySettings:
     """How a model is run as a policy (saved in `config.json` under "policy")."""
 
     n_action_steps: int | None = None  # chunk / unified: actions executed per plan (default: H)
+    temporal_ensemble: float | None = None  # chunk / unified: ACT's m; plan every step, average open chunks
     max_event_steps: int | None = None  # event: cap on the executed predicted length (default: max_len)
     visual: str = "descriptor"
     text: str = "minilm"
@@ -104,6 +109,9 @@ class PolicySettings:
         n = self.n_action_steps
         if spec.mode != "event" and n is not None and not 1 <= n <= spec.horizon:
             raise PolicyError(f"n_action_steps must be in [1, {spec.horizon}] (the chunk length), got {n}")
+        if self.temporal_ensemble is not None and (spec.mode == "event" or self.temporal_ensemble < 0):
+            raise PolicyError(f"temporal_ensemble needs chunk or unified mode and m >= 0, got m="
+                              f"{self.temporal_ensemble} in {spec.mode} mode")
         m = self.max_event_steps
         if m is not None and m < 1:
             raise PolicyError(f"max_event_steps must be >= 1, got {m}")
@@ -175,6 +183,7 @@ class Policy:
         self.planner = planner
         self._text_cache: dict[str, np.ndarray] = {}
         self.queue: deque[np.ndarray] = deque()
+        self.open_chunks: list[tuple[int, np.ndarray]] = []  # temporal ensembling: (steps since planned, chunk)
         self.plans = 0
         self.last_plan: dict[str, Any] = {}
 
@@ -215,12 +224,15 @@ class Policy:
     def reset(self) -> None:
         """Forget queued actions (call at the start of every episode)."""
         self.queue.clear()
+        self.open_chunks.clear()
         self.last_plan = {}
         if self.planner is not None and hasattr(self.planner, "reset"):
             self.planner.reset()
 
     def select_action(self, observation: dict[str, Any]) -> np.ndarray:
         """The next action (float32, the dataset's units); plans when the queue is empty."""
+        if self.settings.temporal_ensemble is not None:
+            return self._ensembled(observation)
         if not self.queue:
             self._plan(observation)
         return self.queue.popleft()
@@ -293,6 +305,19 @@ class Policy:
         acts = out["actions"][0].float() * m.action_std + m.action_mean
         length = int(out["stop_logits"][0].argmax().item()) + 1 if "stop_logits" in out else None
         return {"actions": acts.cpu().numpy().astype(np.float32), "length": length}
+
+    def _ensembled(self, observation: dict[str, Any]) -> np.ndarray:
+        """Plan now, then the exp(-m * i)-weighted mean (i = 0 the oldest) of this step's action in
+        every chunk that still covers it."""
+        acts = self.predict(observation)["actions"]
+        self.plans += 1
+        self.open_chunks.append((0, acts))
+        here = np.stack([c[k] for k, c in self.open_chunks])
+        w = np.exp(-float(self.settings.temporal_ensemble or 0.0) * np.arange(len(here)))
+        out = (w[:, None] * here).sum(0) / w.sum()
+        self.open_chunks = [(k + 1, c) for k, c in self.open_chunks if k + 1 < len(c)]
+        self.last_plan = {"mode": self.mode, "queued": 1, "length": None, "ensembled": len(here)}
+        return out.astype(np.float32)
 
     def _plan(self, observation: dict[str, Any]) -> None:
         pred = self.predict(observation)
