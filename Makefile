@@ -46,8 +46,10 @@ bench: install
 quality: install
 	$(PY) -m bench.quality
 
-# the closed-loop study (issue 13): event vs unified vs chunk over 5 training seeds, balanced vs
-# unbalanced, >= 50 environment seeds per task type, privileged-state pilot; writes paper/study.{md,json}
+# the closed-loop study (issues 13, 20): the chunk baseline swept on validation seeds, then event vs the best
+# chunk (the primary contrast, paper/plan.md) vs unified over 10 training seeds (a random effect), balanced vs
+# unbalanced, the hold ablation, 50 environment seeds per task type from an unused base, privileged-state
+# pilot; writes paper/study.{md,json} (work directory paper/study/, not committed)
 paper: install
 	$(VENV)/bin/carve eval-sim --study --out paper/study.md
 
