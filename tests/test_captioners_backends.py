@@ -32,7 +32,7 @@ def test_vllm_backend_missing_gives_install_hint() -> None:
 def test_make_captioner_kinematic_and_openai() -> None:
     assert isinstance(make_captioner(CaptionConfig()), KinematicCaptioner)
     c = make_captioner(CaptionConfig(backend="openai", model="m"))
-    assert c.name == "m@prompt-v2"  # v2 is the default prompt
+    assert c.name == "m@prompt-v3"  # v3 is the default prompt
     assert make_captioner(CaptionConfig(backend="openai", model="m", prompt_version="v1")).name == "m@prompt-v1"
 
 

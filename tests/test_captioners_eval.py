@@ -371,4 +371,4 @@ def test_cli_eval_captions_scores_objects(tmp_path: Path, capsys: pytest.Capture
 
 def test_cli_eval_captions_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval-captions", "--root", str(tmp_path), "--truth", str(tmp_path / "nope.json")]) == 2
-    assert "nope.json does not exist" in capsys.readouterr().err
+    assert "nope.json: does not exist" in capsys.readouterr().err  # read_truth: the forms eval-segments takes

@@ -399,10 +399,10 @@ def test_arms_doing_the_same_thing_at_once_are_captioned_with_both_arms() -> Non
     views = _insertion()
     assert caption_episode_events(views) == [
         "reach toward the peg with both arms",
-        "reach toward the peg with both arms",
+        "reach toward the peg with both arms (part 2 of 2)",  # one reach cut in two: numbered, not repeated
         "grasp the peg with both arms",
         "lift the peg with both arms",
-        "place the peg in the socket with both arms",  # held to the end, brought to the task's target
+        "insert the peg into the socket with both arms",  # held to the end, brought to the target: the task's insert
         "hold the peg still with both arms",  # every arm still at the end: a hold, not the last motion
     ]
     assert {p.arm for p in event_phases(views)} == {"both"}

@@ -211,7 +211,7 @@ def test_requests_carry_images_task_previous_caption_and_model(server: FakeChatS
     assert caps == ["move the cube, step 1", "move the cube, step 2", "move the cube, step 3"]
     assert out.column("next_caption").to_pylist() == [*caps[1:], ""]
     assert set(out.column("caption_status").to_pylist()) == {"ok"}
-    assert out.column("caption_model").to_pylist()[0].startswith("test-vlm@prompt-v2")
+    assert out.column("caption_model").to_pylist()[0].startswith("test-vlm@prompt-v3")
 
 
 def test_retries_on_500(server: FakeChatServer) -> None:
@@ -333,7 +333,7 @@ def test_clean_caption(reply: str | None, expected: str) -> None:
     assert clean_caption(reply) == expected
 
 
-# ------------------------------------------------------------------ structured output (prompt v2)
+# ------------------------------------------------------------------ structured output (prompt v2, v3 the default)
 
 
 def test_request_carries_the_json_schema_response_format(server: FakeChatServer) -> None:
@@ -344,13 +344,23 @@ def test_request_carries_the_json_schema_response_format(server: FakeChatServer)
         assert fmt["type"] == "json_schema"
         spec = fmt["json_schema"]
         assert spec["name"] == "event_caption" and spec["strict"] is True
-        assert spec["schema"]["required"] == ["verb", "object", "target", "arm", "caption"]
+        assert spec["schema"]["required"] == ["verb", "verb_class", "object", "target", "arm", "caption"]
         assert spec["schema"]["additionalProperties"] is False
-        assert spec["schema"] == load_prompt("v2").response_schema["schema"]
-        assert body["max_tokens"] >= 160  # the prompt's floor: room for the JSON object
+        assert spec["schema"] == load_prompt("v3").response_schema["schema"]
+        assert body["max_tokens"] >= 180  # the prompt's floor: room for the JSON object
         assert '"verb"' in body["messages"][0]["content"] and "open vocabulary" in body["messages"][0]["content"]
     # this server ignored the schema and answered in plain text: still captions, status ok
     assert out.column("caption").to_pylist() == ["move the cube, step 1", "move the cube, step 2"]
+
+
+def test_prompt_v3_offers_the_parsed_instruction_and_the_verb_classes(server: FakeChatServer) -> None:
+    out = CaptionStage(cfg_for(server))(make_table(["open the drawer"], n_events=1))
+    assert out.column("caption_model").to_pylist() == ["test-vlm@prompt-v3"]
+    text = user_text(server.requests[0])
+    assert "The instruction parsed: verb open (class pull); object the drawer; result open." in text
+    assert "pull (pull, open, slide" in text and "push (push, press, close" in text
+    classes = server.requests[0]["response_format"]["json_schema"]["schema"]["properties"]["verb_class"]["enum"]
+    assert {"pull", "push", "insert", "turn", "other"} <= set(classes)
 
 
 def test_prompt_v1_sends_no_response_format(server: FakeChatServer) -> None:
@@ -449,3 +459,22 @@ def test_parse_reply(reply: str, arms: list[str], caption: str, status: str) -> 
     res = parse_reply(reply, arms)
     assert res.caption == caption
     assert res.status.split(":")[0] == status
+
+
+@pytest.mark.parametrize(
+    ("reply", "verb", "verb_class"),
+    [
+        ('{"verb": "open", "verb_class": "pull", "caption": "open the drawer"}', "open", "pull"),
+        ('{"verb": "presses", "verb_class": "push", "caption": "press the button"}', "press", "push"),
+        # the declared class is not trusted over the verb read in its caption: "open the gripper" lets go
+        ('{"verb": "open", "verb_class": "pull", "caption": "open the gripper"}', "open gripper", "release"),
+        ('{"verb": "", "verb_class": "", "caption": "open the gripper"}', "open gripper", "release"),
+        ('{"verb": "wipe", "verb_class": "other", "caption": "wipe the table"}', "wipe", "open vocabulary"),
+        ('{"verb": "wipe", "verb_class": "push", "caption": "wipe the table"}', "wipe", "open vocabulary"),
+        ('{"verb": "insert", "verb_class": "insert", "caption": "insert the peg into the hole"}', "insert", "insert"),
+        ("Insert the peg into the hole.", "", ""),  # plain text: no structured verb to check
+    ],
+)
+def test_structured_verb_is_checked_against_the_verb_classes(reply: str, verb: str, verb_class: str) -> None:
+    res = parse_reply(reply, [])
+    assert res.status == "ok" and (res.verb, res.verb_class) == (verb, verb_class)

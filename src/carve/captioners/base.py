@@ -24,6 +24,7 @@ import pyarrow as pa
 
 STATUS_OK = "ok"
 STATUS_EMPTY = "empty"  # the backend answered but with no usable caption
+OPEN_VOCABULARY = "open vocabulary"  # a caption verb in no verb class (`captioners.verb_classes`)
 
 
 def failed(reason: str) -> str:
@@ -82,6 +83,8 @@ class CaptionResult:
 
     caption: str
     status: str = STATUS_OK
+    verb: str = ""  # the caption's verb as a structured reply named it ("" when not known)
+    verb_class: str = ""  # its class (`verb_classes.CLASSES`), OPEN_VOCABULARY for a verb of no class, "" unknown
 
     @property
     def ok(self) -> bool:

@@ -63,6 +63,16 @@ is the verb alone. The report (`evaluate`) gives verb accuracy overall, per phas
 confusion table, object accuracy over the events whose true phase has an `object` (a retreat
 has none), arm accuracy over events of multi-arm episodes, and the combined verb-and-arm
 accuracy (`verb_arm_accuracy`) overall and in every breakdown.
+
+VERB CLASSES (`captioners.verb_classes`): every verdict also carries the class of the true phase's
+name (its leading verb: "pull the drawer open" is `pull`, "descend to the handle" `reach`; a name in
+one's own words scores) and the class of the caption's verb for the acting arm(s) ("(open)" for a
+verb of no class: open vocabulary, "(none)" without a verb). The report adds `class_accuracy`, per
+task type (`per_task_class`), the class confusion table (`class_confusion`, `format_class_confusion`),
+the open-vocabulary verbs used and `unclassified_events` (true phases whose name has no class verb,
+left out of the class score). `phase_spans` gives the phases of the plain JSON and LeRobot truth
+forms (names + boundaries) as spans. `at="middle"` takes the truth phase at each event's middle
+frame instead of the largest overlap.
 """
 
 from __future__ import annotations
@@ -72,6 +82,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from carve.captioners.verb_classes import CLASS_OF, lead_verb, verb_class
 
 PHASES = ("reach", "grasp", "lift", "move", "place", "release", "retreat", "push", "hold")
 
@@ -342,21 +354,48 @@ class Verdict:
     verb_ok: bool
     arm_ok: bool | None  # None: a one-arm episode (the arm is not scored)
     object_ok: bool | None  # None: the true phase has no object
+    truth_class: str | None = None  # the verb class of the true phase's name (None: its verb is in no class)
+    verb_class: str = "(none)"  # the class of the caption's verb for the acting arm(s); "(open)" for a verb in
+    # no class (open vocabulary), "(none)" when it names no verb
+    open_verb: str | None = None  # that open-vocabulary verb
+
+    @property
+    def class_ok(self) -> bool:
+        return self.truth_class is not None and self.verb_class == self.truth_class
 
     @property
     def verb_arm_ok(self) -> bool:
         return self.verb_ok and self.arm_ok is not False
 
 
+def _caption_class(texts: list[str], truth_class: str | None) -> tuple[str, str | None]:
+    """(the class the caption's clause(s) for the acting arm(s) name, an open-vocabulary verb): with
+    several clauses, one naming another class than the truth's counts (as for the verb)."""
+    found = []
+    for t in texts:
+        verb, _ = lead_verb(t)
+        found.append(("(none)", None) if verb is None else (CLASS_OF[verb], None) if verb in CLASS_OF
+                     else ("(open)", verb))
+    wrong = [f for f in found if f[0] != truth_class]
+    return wrong[0] if wrong else found[0]
+
+
 def judge(start: int, end: int, phases: Iterable[Mapping[str, Any]], caption: str | None,
-          arms: Iterable[str] | None = None) -> Verdict | None:
+          arms: Iterable[str] | None = None, at: str = "overlap") -> Verdict | None:
     """The verdict on one event [start, end) with `caption` (None when no truth phase overlaps it).
 
-    `arms` are the episode's arms; with more than one (or phases of several arms) the arm is scored."""
+    `arms` are the episode's arms; with more than one (or phases of several arms) the arm is scored.
+    `at`: "overlap" scores against the phase overlapping the event most (`truth_phase`), "middle"
+    against the phase at the event's middle frame."""
     phases = list(phases)
     arm_list = [str(a) for a in arms or []]
     phase_arms = sorted({str(p.get("arm") or "arm") for p in phases})
     multi = len(arm_list) > 1 or len(phase_arms) > 1
+    if at == "middle":
+        start = (int(start) + int(end) - 1) // 2
+        end = start + 1
+    elif at != "overlap":
+        raise ValueError(f"at={at!r}: expected 'overlap' or 'middle'")
     tp, acting = acting_arms(start, end, phases, arm_list if len(arm_list) > 1 else ("left", "right"))
     if tp is None:
         return None
@@ -385,17 +424,35 @@ def judge(start: int, end: int, phases: Iterable[Mapping[str, Any]], caption: st
     objects = [str(p["object"]) for p in acting if p.get("object")]
     object_ok = any(object_matches(o, t) for o in objects for t in texts) if objects else None
     arm = "both" if together else str(tp.get("arm") or "arm")
+    truth_class = verb_class(truth_name)
+    cls, open_verb = _caption_class(texts, truth_class)
     return Verdict(truth=truth_name, arm=arm, verb=verb or "(none)", verb_ok=verb == truth_name, arm_ok=arm_ok,
-                   object_ok=object_ok)
+                   object_ok=object_ok, truth_class=truth_class, verb_class=cls, open_verb=open_verb)
 
 
 def _ratio(correct: int, total: int) -> float:
     return correct / total if total else 0.0
 
 
-def evaluate(events: Iterable[Mapping[str, Any]], truth: Mapping[str, Any]) -> dict[str, Any]:
-    """Verb, object, arm and verb-and-arm accuracy of captions against the ground-truth phases (see the
-    module doc). Events of episodes that the ground truth does not list are counted in `unmatched_events`.
+def phase_spans(ep: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The phases of one truth entry as `{"name", "start", "end", ...}`: as written (Carve's own form), or
+    built from `boundaries` and phase NAMES (the plain JSON and LeRobot `subtask_index` forms of
+    `ingest.truth.read_truth`; the last phase ends at `length`, or open-ended when it is unknown).
+    Unnamed phases (no `phases`) are named "(unnamed)"."""
+    phases = ep.get("phases")
+    if phases and all(isinstance(p, Mapping) for p in phases):
+        return list(phases)
+    bounds = [int(b) for b in ep.get("boundaries", [])]
+    length = ep.get("length")
+    ends = [*bounds, int(length) if length is not None else 1 << 40]
+    names = [str(p) for p in phases] if phases else ["(unnamed)"] * len(ends)
+    return [{"name": n, "start": s, "end": e} for n, s, e in zip(names, [0, *bounds], ends, strict=False)]
+
+
+def evaluate(events: Iterable[Mapping[str, Any]], truth: Mapping[str, Any], at: str = "overlap") -> dict[str, Any]:
+    """Verb, verb-class, object, arm and verb-and-arm accuracy of captions against the ground-truth phases
+    (see the module doc), the truth phase of an event taken `at` its largest overlap or its middle frame.
+    Events of episodes that the ground truth does not list are counted in `unmatched_events`.
     """
     by_index = {int(e["episode_index"]): e for e in truth.get("episodes", [])}
     gt_dataset = truth.get("dataset")
@@ -409,16 +466,31 @@ def evaluate(events: Iterable[Mapping[str, Any]], truth: Mapping[str, Any]) -> d
     per_arm: dict[str, Counter[str]] = defaultdict(Counter)
     per_task: dict[str, Counter[str]] = defaultdict(Counter)
     confusion: dict[str, Counter[str]] = defaultdict(Counter)
+    class_confusion: dict[str, Counter[str]] = defaultdict(Counter)
+    per_task_class: dict[str, Counter[str]] = defaultdict(Counter)
+    open_verbs: Counter[str] = Counter()
+    class_total = class_correct = unclassified = 0
     for r in rows:
         ep = by_index.get(int(r["episode_index"]))
         if ep is None:
             unmatched += 1
             continue
-        v = judge(int(r["start_frame"]), int(r["end_frame"]), ep.get("phases", []), r.get("caption"),
-                  ep.get("arms") or [])
+        v = judge(int(r["start_frame"]), int(r["end_frame"]), phase_spans(ep), r.get("caption"),
+                  ep.get("arms") or [], at=at)
         if v is None:
             unmatched += 1
             continue
+        if v.truth_class is None:
+            unclassified += 1
+        else:
+            class_total += 1
+            class_correct += v.class_ok
+            class_confusion[v.truth_class][v.verb_class] += 1
+            task_c = per_task_class[str(ep.get("task_type") or "")]
+            task_c["total"] += 1
+            task_c["correct"] += v.class_ok
+        if v.open_verb:
+            open_verbs[v.open_verb] += 1
         total += 1
         correct += v.verb_ok
         va_correct += v.verb_arm_ok
@@ -471,7 +543,26 @@ def evaluate(events: Iterable[Mapping[str, Any]], truth: Mapping[str, Any]) -> d
             for t, c in sorted(per_task.items())
         },
         "confusion": {t: dict(c.most_common()) for t, c in confusion.items()},
+        "at": at,
+        "class_events": class_total,
+        "class_correct": class_correct,
+        "class_accuracy": _ratio(class_correct, class_total),
+        "unclassified_events": unclassified,
+        "per_task_class": {t: {"events": c["total"], "accuracy": _ratio(c["correct"], c["total"])}
+                           for t, c in sorted(per_task_class.items())},
+        "class_confusion": {t: dict(c.most_common()) for t, c in sorted(class_confusion.items())},
+        "open_vocabulary": dict(open_verbs.most_common()),
     }
+
+
+def format_class_confusion(confusion: Mapping[str, Mapping[str, int]], indent: str = "  ") -> str:
+    """The verb-class confusion table: a row per true class, a column per caption class."""
+    cols = sorted({c for row in confusion.values() for c in row})
+    head = f"{indent}{'truth | caption':<15}" + "".join(f"{c:>9}" for c in cols)
+    rows = [head]
+    for t in sorted(confusion):
+        rows.append(f"{indent}{t:<15}" + "".join(f"{confusion[t].get(c, 0) or '.':>9}" for c in cols))
+    return "\n".join(rows)
 
 
 def format_report(rep: Mapping[str, Any]) -> str:
@@ -505,6 +596,21 @@ def format_report(rep: Mapping[str, Any]) -> str:
         lines.append(f"  {'task':<20} {'events':>6} {'verb':>9} {'verb+arm':>9}")
         for t, s in per_task.items():
             lines.append(f"  {t:<20} {s['events']:>6} {s['accuracy']:>9.1%} {s['verb_arm_accuracy']:>9.1%}")
+    if rep.get("class_events"):
+        lines.append(f"caption verb-class accuracy: {rep['class_accuracy']:.1%} ({rep['class_correct']}/"
+                     f"{rep['class_events']} events whose true phase names a verb of a class; truth phase at the "
+                     f"event's {'middle frame' if rep.get('at') == 'middle' else 'largest overlap'})")
+        if rep.get("unclassified_events"):
+            lines.append(f"  ({rep['unclassified_events']} events' true phase names no verb of a class)")
+        lines.append(format_class_confusion(rep["class_confusion"]))
+        tasks = rep.get("per_task_class") or {}
+        if len(tasks) > 1:
+            lines.append(f"  {'task':<24} {'events':>6} {'verb class':>10}")
+            for t, s in tasks.items():
+                lines.append(f"  {t:<24} {s['events']:>6} {s['accuracy']:>10.1%}")
+        if rep.get("open_vocabulary"):
+            lines.append("  open-vocabulary caption verbs: " +
+                         ", ".join(f"{v} ({n})" for v, n in rep["open_vocabulary"].items()))
     mistakes = [(n, t, p) for t, c in rep["confusion"].items() for p, n in c.items() if p != t]
     if mistakes:
         lines.append("  most common confusions (truth -> caption verb):")

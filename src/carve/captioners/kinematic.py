@@ -19,6 +19,12 @@ serves every robot, simulator and frame rate:
 * each arm's motion (smoothed, `ingest.kinematics`): its speed, and "bouts" of motion (speed
   above the pause speed around a stretch at the moving speed), so tremor is not motion.
 
+Consecutive events of one episode that would get the same caption (one phase the segmenter cut at
+a pause or a change of speed) are not captioned alike: they are numbered, with the reason of the cut
+("lift the peg (part 2 of 3 after a pause)"); where the arm started a new grasp cycle on the same
+phase the data shows a retry, and the caption says so ("grasp the peg again (retry)"). See
+`number_repeats`.
+
 The work is in three modules: `captioners.task_text` (the instruction's objects, target and arms),
 `captioners.phases` (the phase of each event, per arm, from the signals) and
 `captioners.templates` (the words). This module puts them together as the `kinematic` backend.
@@ -27,12 +33,50 @@ The work is in three modules: `captioners.task_text` (the instruction's objects,
 from __future__ import annotations
 
 from carve.captioners.base import Captioner, CaptionResult, EventView
-from carve.captioners.phases import episode_phases, event_phases, label_phases
+from carve.captioners.phases import EventPhase, episode_phases, event_phases, label_phases
 from carve.captioners.task_text import parse_task
 from carve.captioners.templates import phase_caption
 from carve.core.config import CaptionConfig, SegmentConfig
 
-__all__ = ["KinematicCaptioner", "caption_episode_events", "event_phases", "label_phases", "parse_task"]
+__all__ = ["KinematicCaptioner", "caption_episode_events", "event_phases", "label_phases", "number_repeats",
+           "parse_task"]
+
+
+# why the segmenter cut a phase (an event's start_reason), as said in a numbered caption
+CUT_REASONS = {"pause": "after a pause", "motion_change": "after a turn", "speed_change": "after a change of speed",
+               "motion_start": "after a stop", "gripper_close": "as the gripper closes",
+               "gripper_open": "as the gripper opens", "visual": "after a change in view", "max_len": "continued"}
+
+
+def number_repeats(captions: list[str], phases: list[EventPhase], reasons: list[str]) -> list[str]:
+    """Captions in which no two consecutive events share a caption: a run of k equal captions of one
+    phase becomes "<caption> (part i of k <reason>)" from its second event on (the first names the
+    phase as it is), the reason being why that event starts (`CUT_REASONS`);
+    an event whose arm is on a new grasp cycle of the same phase is a retry: "<caption> again (retry)"."""
+    out = list(captions)
+    i = 0
+    while i < len(captions):
+        j = i + 1
+        while j < len(captions) and captions[j] == captions[i]:
+            j += 1
+        run = list(range(i, j))
+        cycles = [phases[k].cycle for k in run]
+        groups: list[list[int]] = []
+        for k, c in zip(run, cycles, strict=True):
+            if groups and phases[groups[-1][-1]].cycle == c:
+                groups[-1].append(k)
+            else:
+                groups.append([k])
+        for g_i, group in enumerate(groups):
+            base = captions[group[0]] + (" again (retry)" if g_i else "")
+            for part, k in enumerate(group, start=1):
+                if part == 1:
+                    out[k] = base
+                else:
+                    why = CUT_REASONS.get(reasons[k], "")
+                    out[k] = f"{base} (part {part} of {len(group)}{' ' + why if why else ''})"
+        i = j
+    return out
 
 
 def caption_episode_events(events: list[EventView], cfg: SegmentConfig | None = None) -> list[str]:
@@ -41,13 +85,14 @@ def caption_episode_events(events: list[EventView], cfg: SegmentConfig | None = 
         return []
     phrases = parse_task(events[0].task)
     phases, arms = episode_phases(events, cfg)
-    return [phase_caption(p, phrases, arms > 1) for p in phases]
+    captions = [phase_caption(p, phrases, arms > 1) for p in phases]
+    return number_repeats(captions, phases, [v.start_reason for v in events])
 
 
 class KinematicCaptioner(Captioner):
     """Deterministic captions from signals + task text (see the module docstring)."""
 
-    name = "kinematic-v3"
+    name = "kinematic-v4"
 
     def __init__(self, cfg: CaptionConfig | None = None, segment: SegmentConfig | None = None):
         self.cfg = cfg or CaptionConfig()

@@ -37,7 +37,18 @@ Per arm, frames are labelled (the events' own boundaries are used only where not
 5. **No grasp at all** (a closed fist, "push ..." tasks): the arm's active stretch is split
    into **reach**, **push** (**move** when the task asks for no push) and **retreat**: at the two
    event boundaries (the segmenter's pauses and velocity minima) through which the three-piece
-   polyline fits the path best, or by the free fit when there are fewer.
+   polyline fits the path best, or by the free fit when there are fewer. When the instruction's
+   verb works a PART of the scene (its class, `task_text` / `verb_classes`, is pull, push or turn
+   and the task is no "push the object" task: open a drawer or door, close a window, press a
+   button, turn a faucet), the hand reaches the part and then works it: **reach** up to the path's
+   last sharp turn (`TURN_DEG` between the motion `TURN_S` before and after a frame, stops left
+   out), **act** after it (the task's action: "pull the drawer open"); when that last leg heads
+   back to the start pose it is the **retreat** and the action is the leg before it; without a
+   sharp turn the two-piece fit splits reach | act. A held object's last piece is **act** instead
+   of **place** when the instruction inserts ("insert the peg into the hole"), and a last piece
+   that does not go down (a Cartesian arm with a named height column) is a **move**, not a place.
+   A grasp closed while the hand still moves lasts while its speed falls (it closes in on the
+   object) and the gripper switches, up to `GRASP_SETTLE_S` after the fingers stop.
 6. **hold** at the end: the arm's final rest, from its last frame at the moving speed and from
    where it stays within the waypoint error (`waypoint_error_rad` / `_m`: a smaller motion is no
    waypoint of the segmenter) of its final pose, is **hold** (its grasp or release keeps its
@@ -58,6 +69,7 @@ predecessor's phase (a first one: its successor's).
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,8 +81,18 @@ from carve.ingest.arms import SINGLE_ARM, arm_layouts
 from carve.ingest.gripper import GRIPPER_CLOSE, GRIPPER_OPEN, gripper_states, gripper_transitions, noise_sigma
 from carve.ingest.kinematics import motion_starts, move_speed, runs, smooth, speed, thresholds
 
-PHASES = ("reach", "grasp", "lift", "move", "place", "release", "retreat", "push", "hold")
-REACH, GRASP, LIFT, MOVE, PLACE, RELEASE, RETREAT, PUSH, HOLD = range(len(PHASES))
+PHASES = ("reach", "grasp", "lift", "move", "place", "release", "retreat", "push", "hold", "act")
+REACH, GRASP, LIFT, MOVE, PLACE, RELEASE, RETREAT, PUSH, HOLD, ACT = range(len(PHASES))
+# instruction verb classes (`verb_classes`) whose action works a part of the scene without carrying
+# it (a drawer pulled open, a button pressed, a faucet turned): no grasp cycle needed
+PART_ACTIONS = ("pull", "push", "turn")
+RETURN_COS = 0.7  # a last leg heading back to the start pose within this cosine ...
+RETURN_SHARE = 0.5  # ... and ending nearer the start than this share of its own start's distance: a retreat
+GRASP_SETTLE_S = 0.5  # a grasp closed on the move ends at the latest this long after the fingers stop
+RISE_FRACTION = 0.1  # ... or where the hand's speed rises by more than this share of the moving speed
+TURN_DEG = 40.0  # the path turns by more than this between ...
+TURN_S = 0.1  # ... its motion over this long before and after a frame: a sharp turn
+ACT_SHARE = 0.2  # a turn with less than this share of the path after it is no start of the action
 IDLE = -1
 BOTH = "both"  # the arm of an event that the arms do together
 TIE_FRACTION = 0.9  # arms with at least this share of the most active arm's frames are tied
@@ -151,6 +173,18 @@ class _ArmSignal:
     gripper: np.ndarray | None  # (n,) higher = more open; None without a gripper
     motion: np.ndarray  # (n, k) in rad or m, smoothed; k = 0 without motion columns
     kind: str
+    up: int | None = None  # the motion column that is the height ("z" of a Cartesian arm), when named
+
+
+_HEIGHT = re.compile(r"(?:^|[._\s])(?:z|pos_?z|eef_?z|ee_?z)$", re.I)
+
+
+def _height_column(lay_motion: list[int], names: list[str], kind: str) -> int | None:
+    """The index (among the arm's motion columns) of the Cartesian height, from the column names."""
+    if kind != "cartesian" or not names:
+        return None
+    hits = [k for k, i in enumerate(lay_motion) if i < len(names) and _HEIGHT.search(names[i].strip())]
+    return hits[0] if len(hits) == 1 else None
 
 
 def _arm_signals(ep: _Episode, cfg: SegmentConfig) -> list[_ArmSignal]:
@@ -172,7 +206,9 @@ def _arm_signals(ep: _Episode, cfg: SegmentConfig) -> list[_ArmSignal]:
     out = []
     for lay, g in zip(layouts, grips, strict=True):
         x = smooth(lay.motion_signal(ep.state, ep.action), ep.fps, cfg.smooth_s)
-        out.append(_ArmSignal(lay.name, g if g is not None and len(g) == n else None, x, lay.kind))
+        names = ep.action_names if lay.motion_in_action else (ep.state_names if names_ok else [])
+        out.append(_ArmSignal(lay.name, g if g is not None and len(g) == n else None, x, lay.kind,
+                              _height_column(lay.motion, names, lay.kind)))
     return out
 
 
@@ -439,16 +475,94 @@ def _final_rest(x: np.ndarray, sp: np.ndarray, fast: float, err: float) -> int:
     return max(int(far[-1]) + 1 if len(far) else 0, int(moving[-1]) + 1 if len(moving) else 0)
 
 
+def _returns(x: np.ndarray, a: int, s: int, e: int) -> bool:
+    """Whether the leg [s, e) of the path heads back to the pose the arm started from at a (a retreat):
+    its displacement points at the start (cosine >= `RETURN_COS`) and it ends nearer the start than
+    `RETURN_SHARE` of the distance its own start had."""
+    if x.shape[1] == 0 or not a <= s < e - 1:
+        return False
+    d, back = x[e - 1] - x[s], x[a] - x[s]
+    nd, nb = float(np.linalg.norm(d)), float(np.linalg.norm(back))
+    if nd < 1e-12 or nb < 1e-12:
+        return False
+    return float(d @ back) / (nd * nb) >= RETURN_COS and float(np.linalg.norm(x[e - 1] - x[a])) < RETURN_SHARE * nb
+
+
+def _last_turn(x: np.ndarray, sp: np.ndarray, pause: float, a: int, e: int, fps: float) -> int | None:
+    """The frame in [a, e) where the path last turns sharply: by more than `TURN_DEG` between its motion
+    over the `TURN_S` of moving frames before and after it (frames slower than the pause speed are left
+    out, so a stop at the corner does not hide the turn), with at least `ACT_SHARE` of the stretch's
+    path still to come; None when it never does. Where the hand reaches a part and starts to work it the
+    motion turns (over, onto, then along the part's own axis); a part's own motion (a slide, a door's
+    arc) turns gradually."""
+    if x.shape[1] == 0 or e - a < 3:
+        return None
+    idx = a + np.flatnonzero(sp[a:e] > pause)
+    w = max(1, round(TURN_S * fps))
+    if len(idx) < 2 * w + 1:
+        return None
+    y = x[idx]
+    steps = np.linalg.norm(np.diff(y, axis=0), axis=1)
+    left = np.concatenate([np.cumsum(steps[::-1])[::-1], [0.0]])  # path length from each moving frame on
+    total = float(left[0])
+    if total <= 0:
+        return None
+    cos_max = float(np.cos(np.radians(TURN_DEG)))
+    found, best, prev = None, None, -2
+    for t in range(w, len(idx) - w):
+        if left[t] < ACT_SHARE * total:
+            break
+        d1, d2 = y[t] - y[t - w], y[t + w] - y[t]
+        n1, n2 = float(np.linalg.norm(d1)), float(np.linalg.norm(d2))
+        if n1 < 1e-12 or n2 < 1e-12:
+            continue
+        cos = float(d1 @ d2) / (n1 * n2)
+        if cos >= cos_max:
+            continue
+        if t != prev + 1:  # a new turn: its sharpest frame counts
+            best = None
+        if best is None or cos < best[0]:
+            best = (cos, t)
+        prev = t
+        found = int(idx[best[1]])
+    return found
+
+
+def _label_part_action(labels: np.ndarray, x: np.ndarray, sp: np.ndarray, pause: float, a: int, e: int,
+                       fps: float, bounds: list[int] | None) -> None:
+    """No grasp, and the task works a part of the scene (`PART_ACTIONS`): the hand reaches the part, then
+    works it: **reach** up to the path's last sharp turn (`_last_turn`), **act** after it. When that last
+    leg heads back to the start pose (`_returns`) it is the **retreat**, and the action is the leg before
+    it (from the turn before). Without a sharp turn (the approach bends smoothly into the action) the
+    two-piece polyline through the path, cornered at an event boundary where there is one, splits
+    reach | act."""
+    c = _last_turn(x, sp, pause, a, e, fps)
+    if c is None:
+        _label_path(labels, x, sp, pause, a, e, (REACH, ACT), ACT, bounds)
+        return
+    if _returns(x, a, c, e):
+        c0 = _last_turn(x, sp, pause, a, c, fps)
+        labels[a : c0 if c0 is not None else a] = REACH
+        labels[c0 if c0 is not None else a : c] = ACT
+        labels[c:e] = RETREAT
+        return
+    labels[a:c] = REACH
+    labels[c:e] = ACT
+
+
 def _label_arm(sig: _ArmSignal, n: int, fps: float, cfg: SegmentConfig, is_push: bool,
                bounds: list[int] | None = None, grip: _Gripper | None = None, gets: set[int] | None = None,
-               gives: set[int] | None = None, has_target: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               gives: set[int] | None = None, has_target: bool = False,
+               action: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per frame: phase code (IDLE when the arm rests outside any phase), grasp-cycle index, and
     whether the arm holds an object (between a close and the following open).
 
     `bounds` are the event boundaries of the episode (the segmenter's pauses and velocity minima);
     without a grasp they are the candidate corners of reach | push | retreat. `gets` / `gives` are
     the grasp cycles that receive an object from / hand it to another arm (`_handovers`);
-    `has_target`: the task names where the object goes."""
+    `has_target`: the task names where the object goes; `action`: the class of the instruction's verb
+    (`TaskPhrases.action`): a part action without a grasp is reach | act (`_label_part_action`), and an
+    insertion's last held piece is **act** (insert) instead of place."""
     labels = np.full(n, IDLE, int)
     cycle = np.zeros(n, int)
     held = np.zeros(n, bool)
@@ -474,10 +588,13 @@ def _label_arm(sig: _ArmSignal, n: int, fps: float, cfg: SegmentConfig, is_push:
         return out, cycle, held
 
     if not cycles:
-        if bouts:
+        if bouts and action in PART_ACTIONS and not is_push:
+            _label_part_action(labels, x, sp, pause, first_move, last_still, fps, bounds)
+        elif bouts:
             _label_path(labels, x, sp, pause, first_move, last_still, (REACH, PUSH if is_push else MOVE, RETREAT),
                         PUSH if is_push else MOVE, bounds)
         return finish()
+    put = ACT if action == "insert" else PLACE  # the last held piece: an insertion, or a placement
 
     def settled(t: int, closed: bool) -> int:
         """The frame after the gripper state (hysteresis) has switched, from onset t."""
@@ -502,6 +619,13 @@ def _label_arm(sig: _ArmSignal, n: int, fps: float, cfg: SegmentConfig, is_push:
                 return nxt_bout
             if not closed and until >= n:
                 return n
+        if closed:  # closing on the move: the grasp lasts while the hand still closes in on the object (its
+            # speed falls) and the gripper switches; it ends where the hand speeds up again (carrying it off)
+            hi = min(until, n, _travel_end(sig.gripper, t, False, fps) + round(GRASP_SETTLE_S * fps))
+            k = t
+            while k + 1 < hi and sp[k + 1] <= sp[k] + RISE_FRACTION * fast:
+                k += 1
+            return min(until, max(settled(t, closed), k + 1))
         return min(until, settled(t, closed))
 
     prev_end = 0
@@ -519,11 +643,15 @@ def _label_arm(sig: _ArmSignal, n: int, fps: float, cfg: SegmentConfig, is_push:
             ge = min(first_move, stop)
         cycle[ge:stop] = k
         if o is None:  # held to the end: up, then across (or to the target, where the arm comes to rest)
-            names = (LIFT, PLACE) if has_target and rest < n else (LIFT, MOVE)
+            names = (LIFT, put) if has_target and rest < n else (LIFT, MOVE)
             names = names[1:] if k in gets else names  # handed over: already up
             _label_path(labels, x, sp, pause, ge, max(ge, min(n, rest)), names, MOVE)
+            if put == PLACE and sig.up is not None:  # a placement goes down: not lowered at all, it is a move
+                last = np.flatnonzero(labels[ge:] == PLACE)
+                if len(last) and x[ge + last[0], sig.up] - x[ge + last[-1], sig.up] <= err:
+                    labels[ge + last] = MOVE
             return finish()
-        names = (LIFT, MOVE, MOVE) if k in gives else (LIFT, MOVE, PLACE)  # handing over: no place
+        names = (LIFT, MOVE, MOVE) if k in gives else (LIFT, MOVE, put)  # handing over: no place
         names = names[1:] if k in gets else names
         _label_path(labels, x, sp, pause, ge, o, names, MOVE)
         nxt = cycles[k + 1][0] if k + 1 < len(cycles) and cycles[k + 1][0] is not None else n
@@ -622,8 +750,9 @@ def _event_phases_from_signals(ep: _Episode, phrases: TaskPhrases,
         gives = [set(range(len(grips[0].cycles)))]
     tracks = []
     for sig, grip, get, give in zip(sigs, grips, gets, gives, strict=True):
+        mine = phrases.for_arm(sig.name)
         labels, cycle, held = _label_arm(sig, ep.n, ep.fps, cfg, phrases.is_push, ep.starts[1:], grip, get, give,
-                                         bool(phrases.for_arm(sig.name).target))
+                                         bool(mine.target), mine.action or phrases.action)
         tracks.append((sig.name, labels, cycle, held))
     out: list[EventPhase | None] = []
     for s, e in zip(ep.starts, ep.ends, strict=True):

@@ -1,6 +1,8 @@
 """Versioned caption prompts: `load_prompt(version)` reads `captioners/prompts/<version>.yaml`.
 
 A prompt file holds `system` and `user` templates (str.format placeholders `{task}`,
+`{instruction}` (the task text parsed by `captioners.task_text`: verb, its class, object, target,
+result; `instruction_text`), `{verb_classes}` (the classes of `captioners.verb_classes`),
 `{previous_caption}`, `{event_index}`, `{num_events}`, `{duration_s}`, `{num_images}`,
 `{num_cameras}`, `{camera_names}`, `{robot_arms}`) and the text used as the previous caption of
 an episode's first event. Optionally (v2 on) a `response_schema` (`name`, `schema`, `strict`:
@@ -19,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from carve.captioners.task_text import TaskPhrases, parse_task
+from carve.captioners.verb_classes import CLASSES
 from carve.core.errors import CarveError
 
 _VERSION_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -60,6 +64,8 @@ class Prompt:
             prev = previous_caption.strip() or self.unknown_previous
         return self.user.format(
             task=task.strip() or "(no task given)",
+            instruction=instruction_text(parse_task(task)) if task.strip() else "(no task given)",
+            verb_classes=classes_text(),
             previous_caption=prev,
             event_index=event_index + 1,
             num_events=max(num_events, event_index + 1),
@@ -69,6 +75,28 @@ class Prompt:
             camera_names=", ".join(camera_names or []) or "one camera",
             robot_arms=_arms_text(robot_arms or []),
         )
+
+
+def instruction_text(p: TaskPhrases) -> str:
+    """The parsed instruction as the prompt shows it: "verb open (class pull); object the drawer; result open"."""
+    parts = []
+    if p.verb:
+        parts.append(f"verb {p.verb.replace('_', ' ')}" + (f" (class {p.action})" if p.action else " (no class)"))
+    objs = [o for o in p.objects if o != "the object"]
+    if objs:
+        parts.append(f"object {' then '.join(objs)}")
+    if p.target:
+        parts.append(f"target {p.target}")
+    if p.result:
+        parts.append(f"result {p.result}")
+    if p.manner:
+        parts.append(f"manner {p.manner}")
+    return "; ".join(parts) or "(no verb or object recognised)"
+
+
+def classes_text() -> str:
+    """The verb classes for the prompt: "reach (reach, approach, ...); grasp (...); ..."."""
+    return "; ".join(f"{c} ({', '.join(v.replace('_', ' ') for v in verbs[:6])})" for c, verbs in CLASSES.items())
 
 
 def _arms_text(arms: list[str]) -> str:

@@ -16,6 +16,13 @@ caption) and `parse_reply(text, arms)`, which every VLM backend uses:
   schema (a field of the wrong type, not an object) is used if its `caption` is a string, else
   marked "failed: ... does not match the schema ...";
 * no usable words at all: "empty".
+
+The reply's verb is checked against the verb classes (`captioners.verb_classes`, offered to the
+model by prompt v3 with the parsed instruction): `checked_class(reply, caption)` is the class of
+the reply's `verb` (else of the caption's leading verb). A verb of a class is recorded with it in
+the result's `verb_class`; a verb of no class is kept, open vocabulary being allowed, and recorded
+as `OPEN_VOCABULARY`. The class the model declares (`verb_class`) is not trusted over its verb:
+where the two disagree, the verb's own class is recorded.
 """
 
 from __future__ import annotations
@@ -26,11 +33,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from carve.captioners.base import STATUS_EMPTY, CaptionResult
+from carve.captioners.base import OPEN_VOCABULARY, STATUS_EMPTY, CaptionResult
+from carve.captioners.verb_classes import CLASS_OF, lead_verb
 
 MAX_CAPTION_WORDS = 24
 _PREFIX_RE = re.compile(r"^\s*(?:caption|answer|description|action|event(?:\s*\d+)?)\s*[:\-–]\s*", re.I)
-_FIELDS = ("verb", "object", "target", "arm", "caption")
+_FIELDS = ("verb", "verb_class", "object", "target", "arm", "caption")
 _ARM_IN_TEXT = re.compile(r"\b(?:left|right|both)\s+(?:arm|hand|gripper)s?\b", re.I)
 
 
@@ -65,6 +73,7 @@ class CaptionReply(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
     verb: str = ""
+    verb_class: str = ""
     object: str = ""
     target: str = ""
     arm: str = ""
@@ -133,9 +142,26 @@ def compose_caption(reply: CaptionReply, arms: list[str]) -> str:
     return caption
 
 
+def checked_class(reply: CaptionReply, caption: str) -> tuple[str, str]:
+    """(the verb, its class) of a structured reply: the class of its `verb` field, read in the caption's
+    context where the caption starts with it ("open" in "open the gripper": release), else of the caption's
+    leading verb, among `verb_classes.CLASSES`, `OPEN_VOCABULARY` for a verb of none, ("", "") without one."""
+    field, _ = lead_verb(reply.verb) if reply.verb.strip() else (None, 0)
+    said, _ = lead_verb(caption)
+    # the caption gives the verb its context ("open" + "the gripper": the gripper's own action)
+    verb = said if said and (field is None or said.split("_")[0] == field.split("_")[0]) else field
+    if verb is None:
+        return "", ""
+    return verb.replace("_", " "), CLASS_OF.get(verb, OPEN_VOCABULARY)
+
+
 def _from_fields(data: dict[str, Any], arms: list[str]) -> CaptionResult:
-    caption = compose_caption(CaptionReply.model_validate(data), arms)
-    return CaptionResult(caption=caption) if caption else CaptionResult(caption="", status=STATUS_EMPTY)
+    reply = CaptionReply.model_validate(data)
+    caption = compose_caption(reply, arms)
+    if not caption:
+        return CaptionResult(caption="", status=STATUS_EMPTY)
+    verb, cls = checked_class(reply, caption)
+    return CaptionResult(caption=caption, verb=verb, verb_class=cls)
 
 
 def parse_reply(text: str | None, arms: list[str] | None = None) -> CaptionResult:

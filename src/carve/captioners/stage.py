@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from carve.captioners.base import Captioner, link_next_captions, views_from_table
+from carve.captioners.base import OPEN_VOCABULARY, Captioner, link_next_captions, views_from_table
 from carve.captioners.registry import make_captioner
 from carve.core.config import CaptionConfig, SegmentConfig
 from carve.core.log import get_logger
@@ -65,6 +65,9 @@ class CaptionStage:
         failed = sum(s.startswith("failed") for s in status)
         if failed:
             log.warning("%d of %d events could not be captioned by %s", failed, n, self.captioner.name)
+        opened = sorted({r.verb for res in results for r in res if r.verb_class == OPEN_VOCABULARY})
+        if opened:
+            log.info("%s used verbs of no verb class (open vocabulary): %s", self.captioner.name, ", ".join(opened))
         model = [self.captioner.name] * n
         for name, values in zip(CAPTION_COLUMNS, (caption, next_caption, model, status), strict=True):
             table = _set_column(table, name, values)

@@ -7,12 +7,30 @@ object); "put A in the tray with the left arm and B with the right arm" (or "lef
 right arm: ...") gives each arm its own phrases; "transfer A from the right arm to the left arm"
 gives the right arm A with target "the left arm"; "... and hand it over" marks a hand-over to
 someone unseen. Arbitrary text degrades to "the object" and "the target". Never raises.
+
+The instruction's VERB is read too, by a small documented grammar (NLP libraries need model
+downloads this tool cannot rely on):
+
+    instruction := ["please"] verb [particle] object [particle] [relation target] [manner] ["and" ...]
+    verb        := the first word (inflections folded), joined with a following particle where that
+                   makes a phrasal verb ("pick up", "turn on") -- `captioners.verb_classes.lead_verb`
+    particle    := "open" | "closed" | "shut" | "on" | "off" | "up" | "down" | "in" | "out"
+    manner      := "from the top" | "from the side" | "from above" | "from below" | "from the front"
+
+giving `verb` (its lemma: "open"), `action` (its class, `verb_classes.CLASSES`: "pull"), `result` (the
+particle: the state the object is brought to or the direction, "open", "closed", "on", "up") and
+`manner` ("from the top"). "open the drawer" -> pull, result "open"; "close the window" -> push,
+result "closed"; "turn the faucet on" / "turn on the faucet" -> turn, result "on"; "press the
+button from the top" -> push (verb "press"), manner "from the top"; "insert the peg into the hole
+from the side" -> insert, target "the hole", relation "in".
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+
+from carve.captioners.verb_classes import lead_verb, verb_class
 
 
 @dataclass
@@ -25,6 +43,10 @@ class TaskPhrases:
     direction: str = ""  # for pushes: "to the left"
     is_push: bool = False
     hands_over: bool = False  # "... and hand it over": the object goes to someone else, not onto a place
+    verb: str = ""  # the instruction's verb lemma ("open", "press", "pick_up"); "" when it has none
+    action: str = ""  # its class (`verb_classes.CLASSES`: "pull", "push", "insert", "turn" ...); "" when none
+    result: str = ""  # the particle: the state the object is brought to / the direction ("open", "on", "up")
+    manner: str = ""  # "from the top", "from the side"
     arms: dict[str, TaskPhrases] = field(default_factory=dict)  # "left" -> that arm's phrases
 
     def obj(self, k: int) -> str:
@@ -111,7 +133,7 @@ def _parse_text(text: str) -> TaskPhrases:
         out.target = _np(_cut_clause(m.group(3)))
         return out
     # "pick up the X" / "grasp the X" / "open the drawer": the first noun phrase after the verb
-    m = re.match(rf"^(?:please\s+)?[\w-]+(?:\s+up)?\s+({_DET}\s+.+)$", text)
+    m = re.match(rf"^(?:please\s+)?[\w-]+(?:\s+(?:up|on|off|out|open|down))?\s+({_DET}\s+.+)$", text)
     if m:
         out.objects = [_np(_cut_clause(m.group(1)))]
     return out
@@ -135,11 +157,42 @@ def _arm_clauses(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
+_PARTICLES = ("open", "closed", "shut", "on", "off", "up", "down", "in", "out")
+_MANNER = re.compile(r"\bfrom\s+(?:the\s+)?(top|side|above|below|front)\b")
+_RESULT_OF = {"open": "open", "close": "closed", "shut": "closed", "turn_on": "on", "turn_off": "off",
+              "switch_on": "on", "switch_off": "off"}
+
+
+def _verb_parts(text: str) -> tuple[str, str, str, str]:
+    """(verb lemma, its class, result particle, manner) of an instruction by the grammar of the module doc."""
+    clause = re.split(r"\s*(?:[,;.]|\band\b|\bthen\b|\bwhile\b)\s*", text, maxsplit=1)[0]
+    verb, after = lead_verb(clause)
+    if verb is None:
+        return "", "", "", ""
+    words = re.findall(r"[a-z]+(?:-[a-z]+)?", clause)
+    rest = words[after:]
+    result = _RESULT_OF.get(verb, "")
+    for i, w in enumerate(rest):  # a particle right after the verb, or ending the clause / before its manner
+        nxt = rest[i + 1] if i + 1 < len(rest) else ""
+        if not result and w in _PARTICLES and (i == 0 or nxt in ("", "from", "with", "using")):
+            result = w
+    m = _MANNER.search(clause)
+    manner = f"from the {m.group(1)}" if m and m.group(1) not in ("above", "below") else (
+        f"from {m.group(1)}" if m else "")
+    cls = verb_class(clause) or ""
+    if verb == "turn" and result in ("on", "off"):
+        cls = "turn"
+    return verb, cls, {"shut": "closed"}.get(result, result), manner
+
+
 def parse_task(task: str) -> TaskPhrases:
-    """Objects, target and relation of a task instruction, per arm when it names arms (never raises)."""
+    """Objects, target, relation and verb of a task instruction, per arm when it names arms (never raises)."""
     text = " ".join(re.sub(r"[^\w\s,;:'-]", " ", (task or "").lower()).split())
     phrases = _parse_task(text)
     phrases.hands_over = bool(_HAND_OVER.search(text))
+    phrases.verb, phrases.action, phrases.result, phrases.manner = _verb_parts(text)
+    if phrases.result:  # "turn the faucet on": the particle is no part of the object
+        phrases.objects = [re.sub(rf"\s+{phrases.result}$", "", o) for o in phrases.objects]
     return phrases
 
 

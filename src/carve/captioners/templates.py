@@ -11,7 +11,10 @@ then B in the tray" gives two objects (the k-th grasp cycle of the arm handles t
 object); "put A in the tray with the left arm and B with the right arm" (or "left arm: ...;
 right arm: ...") gives each arm its own phrases; "transfer A from the right arm to the left
 arm" gives the right arm A with target "the left arm" and the left arm A; arbitrary task text
-degrades to "the object" and "the target". Without usable signals the boundary reasons
+degrades to "the object" and "the target". The task's own action (phase "act": a part of the
+scene worked without carrying it, or an insertion) is worded from the instruction's verb class
+(`act_caption`): "pull the drawer open", "press the button", "insert the peg into the hole".
+Without usable signals the boundary reasons
 (`gripper_close` / `gripper_open`) and the event order decide. The same input always gives
 the same captions.
 """
@@ -21,6 +24,24 @@ from __future__ import annotations
 from carve.captioners.phases import BOTH, EventPhase
 from carve.captioners.task_text import TaskPhrases
 from carve.ingest.arms import SINGLE_ARM
+
+_OWN_VERB = {"pull": ("pull", "slide", "drag", "draw"), "push": ("press", "push", "depress", "tap", "shove"),
+             "turn": ("turn", "rotate", "twist", "spin", "screw", "unscrew", "flip"), "insert": ("insert", "plug")}
+_DEFAULT_VERB = {"pull": "pull", "push": "push", "turn": "turn", "insert": "insert"}
+
+
+def act_caption(phrases: TaskPhrases, obj: str) -> str:
+    """The task's own action on `obj`, in the words of its verb class: "open the drawer" -> "pull the drawer
+    open", "close the window" -> "push the window closed", "press the button" -> "press the button",
+    "turn the faucet on" -> "turn the faucet on", "insert the peg into the hole" -> "insert the peg into the
+    hole". An instruction verb of the class is kept; "open" / "close" become pull / push with the result."""
+    cls = phrases.action
+    verb = phrases.verb.replace("_", " ").split()[0] if phrases.verb else ""
+    word = verb if verb in _OWN_VERB.get(cls, ()) else _DEFAULT_VERB.get(cls, verb or "move")
+    if cls == "insert":
+        return f"{word} {obj} into {phrases.target}" if phrases.target else f"{word} {obj}"
+    result = f" {phrases.result}" if phrases.result and phrases.result not in ("in",) else ""
+    return f"{word} {obj}{result}"
 
 
 def describe(phase: str, phrases: TaskPhrases, obj_index: int, holding: str = "") -> str:
@@ -51,6 +72,8 @@ def describe(phase: str, phrases: TaskPhrases, obj_index: int, holding: str = ""
         return f"push {obj} to {target}" if target else f"push {obj}"
     if phase == "hold":
         return f"hold {what} still"
+    if phase == "act":
+        return act_caption(phrases, what)
     return f"{phase} {obj}"
 
 
@@ -73,7 +96,8 @@ def _phrases_of(phrases: TaskPhrases, arm: str, k: int) -> TaskPhrases:
     objs = list(dict.fromkeys(p.obj(k) for _, p in sorted(phrases.arms.items())))
     first = next(iter(sorted(phrases.arms.items())))[1]
     return TaskPhrases(objects=[" and ".join(objs)], target=first.target, relation=first.relation,
-                       direction=first.direction, is_push=first.is_push)
+                       direction=first.direction, is_push=first.is_push, verb=phrases.verb, action=phrases.action,
+                       result=phrases.result)
 
 
 def phase_caption(p: EventPhase, phrases: TaskPhrases, multi_arm: bool) -> str:

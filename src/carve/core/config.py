@@ -144,7 +144,8 @@ class CaptionConfig(_Section):
     max_retries: int = Field(default=3, ge=0)  # the openai client's own retries (Retry-After, jittered backoff)
     max_tokens: int = Field(default=64, ge=1)
     temperature: float = 0.0
-    prompt_version: str = "v2"  # captioners/prompts/<version>.yaml; v2: open vocabulary, JSON schema reply
+    prompt_version: str = "v3"  # captioners/prompts/<version>.yaml; v3: v2 (open vocabulary, JSON schema reply)
+    # plus the parsed instruction and the verb classes
 
 
 class EmbedConfig(_Section):

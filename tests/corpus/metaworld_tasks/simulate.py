@@ -1,0 +1,199 @@
+"""Record Meta-World scripted-expert episodes of tasks BEYOND pick-and-place (corpus item `metaworld_tasks`).
+
+Runs in the simulator venv (metaworld 3.1.1, ../metaworld/requirements-metaworld.txt), NOT Carve's venv:
+
+    MUJOCO_GL=osmesa /work/venv-metaworld/bin/python tests/corpus/metaworld_tasks/simulate.py --out /tmp/mwt-npz
+
+The recording and the sub-goal labelling are those of ../metaworld/simulate.py, imported from there
+unchanged (`run_episode`, `BranchTracer`, `arms_of`, `save`): every control step calls the installed
+policy's own `get_action(obs)` under `sys.settrace`, and the `if`/`elif`/`else` arm of its position
+function (and of `_grab_effort`) that executed is the expert's sub-goal at that step; 80 Hz control
+steps are recorded at 20 fps, a change at step k becomes a boundary at frame ceil(k/4). Nothing of a
+policy is re-implemented. Two additions, both mechanical:
+
+1. **Fall-through sub-goal.** Some V3 policies end their position function with a plain `return`
+   after the `if` chain instead of an `else` (button-press-v3). The steps where no arm
+   of the chain executed are that fall-through sub-goal: it is numbered after the chain's arms
+   (`FallThroughTracer`). For every other policy this changes nothing (one of the arms always runs).
+2. **Verb-bearing phase names.** Each sub-goal's name paraphrases the policy's own comment / target
+   (as ../metaworld does) and starts with the verb that says what the hand does in it: `reach` /
+   `descend` while it approaches (gripper not holding), `grasp` while it closes the gripper at the
+   object (`_grab_effort` > 0 there), `carry` while it moves a held object, and the task's own action
+   in the arm that moves the articulated object or finishes the insertion (`pull the door open`,
+   `push the drawer closed`, `press the button`, `insert the peg into the hole`, `turn the faucet
+   handle` ...). The (position arm, grab arm) pair is first named as ../metaworld does
+   ("descend to peg (gripper closing)"), then `RENAME` maps that pair name to the verb-bearing one;
+   equal neighbours that this makes are merged (boundary dropped). The names are fixed per policy arm
+   before any Carve output is seen; `truth.json` keeps the pair names too (`expert_phases`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+_spec = importlib.util.spec_from_file_location("mw_simulate", HERE.parent / "metaworld" / "simulate.py")
+sim = importlib.util.module_from_spec(_spec)
+sys.modules["mw_simulate"] = sim
+_spec.loader.exec_module(sim)
+
+# env -> policy class, task text, a name per arm of the position function (source order, plus the
+# fall-through after the chain where the policy has one), per arm of _grab_effort, and the renaming of
+# "<pos name> (<grab name>)" pair names (see the module doc). The task texts follow Meta-World's own
+# task descriptions, phrased as instructions.
+TASKS: dict[str, dict] = {
+    "door-open-v3": {
+        "policy": "SawyerDoorOpenV3Policy", "text": "open the door",
+        "pos": ["reach above the door handle", "descend to the door handle", "pull the door open"],
+        "grab": [],
+    },
+    "drawer-close-v3": {
+        "policy": "SawyerDrawerCloseV3Policy", "text": "close the drawer",
+        # arm 0 is the outer `if` (its body is the nested if/else, arms 1 and 2: never innermost alone)
+        "pos": ["reach over the drawer", "reach up above the drawer", "reach over the drawer front",
+                "descend to the drawer handle", "push the drawer closed"],
+        "grab": [],
+    },
+    "peg-insert-side-v3": {
+        "policy": "SawyerPegInsertionSideV3Policy", "text": "insert the peg into the hole from the side",
+        "pos": ["reach above the peg", "descend to the peg", "carry the peg to the hole",
+                "insert the peg into the hole"],
+        "grab": ["gripper open", "gripper closing"],
+        "rename": {"reach above the peg (gripper open)": "reach above the peg",
+                   "reach above the peg (gripper closing)": "reach above the peg",
+                   "descend to the peg (gripper open)": "descend to the peg",
+                   "descend to the peg (gripper closing)": "grasp the peg",
+                   "carry the peg to the hole (gripper closing)": "carry the peg to the hole",
+                   "insert the peg into the hole (gripper closing)": "insert the peg into the hole"},
+    },
+    "window-open-v3": {
+        "policy": "SawyerWindowOpenV3Policy", "text": "open the window",
+        "pos": ["reach above the window handle", "descend to the window handle", "slide the window open"],
+        "grab": [],
+    },
+    "window-close-v3": {
+        "policy": "SawyerWindowCloseV3Policy", "text": "close the window",
+        "pos": ["reach above the window handle", "descend to the window handle", "push the window closed"],
+        "grab": [],
+    },
+    "faucet-open-v3": {
+        "policy": "SawyerFaucetOpenV3Policy", "text": "turn the faucet on",
+        "pos": ["reach above the faucet handle", "descend to the faucet handle", "turn the faucet handle"],
+        "grab": [],
+    },
+    "button-press-v3": {
+        "policy": "SawyerButtonPressV3Policy", "text": "press the button",
+        "pos": ["reach in front of the button", "press the button"],  # arm 1: the fall-through
+        "grab": [], "fall_through": True,
+    },
+    "pick-place-v3": {
+        "policy": "SawyerPickPlaceV3Policy", "text": "pick up the puck and place it at the goal",
+        "pos": ["reach above the puck", "descend to the puck", "wait for grasp", "carry the puck to the goal"],
+        "grab": ["gripper closing", "gripper open"],
+        "rename": {"reach above the puck (gripper open)": "reach above the puck",
+                   "reach above the puck (gripper closing)": "reach above the puck",
+                   "descend to the puck (gripper open)": "descend to the puck",
+                   "descend to the puck (gripper closing)": "grasp the puck",
+                   "wait for grasp (gripper closing)": "grasp the puck",
+                   "carry the puck to the goal (gripper closing)": "carry the puck to the goal",
+                   "carry the puck to the goal (gripper open)": "carry the puck to the goal"},
+        "variations": range(4, 50),  # 0-3 are in the `metaworld` item
+    },
+}
+DEFAULT_TASKS = ("door-open-v3:3,drawer-close-v3:3,peg-insert-side-v3:3,window-open-v3:3,window-close-v3:3,"
+                 "faucet-open-v3:3,button-press-v3:3,pick-place-v3:2")
+
+
+class FallThroughTracer(sim.BranchTracer):
+    """`BranchTracer` plus, for a policy marked `fall_through`, one more position arm spanning the whole
+    position function: the widest arm, so `innermost_arm` picks it only on a step where no arm of the
+    chain executed, i.e. the plain `return` after the chain (module doc, 1)."""
+
+    def __init__(self, policy):
+        super().__init__(policy)
+        if any(t["policy"] == type(policy).__name__ and t.get("fall_through") for t in TASKS.values()):
+            lines, first = sim.inspect.getsourcelines(self.pos_func)
+            self.pos_arms = [*self.pos_arms, (first, first + len(lines) - 1)]
+
+
+def _rename(ep: dict, spec: dict) -> dict:
+    """Apply the task's RENAME to the frame-level phases; merge equal neighbours (module doc, 2)."""
+    ren = spec.get("rename", {})
+    names = [ren.get(p, p) for p in ep["phases"]]
+    bounds, merged, keep = [], [names[0]], [0]
+    for j, (b, nm) in enumerate(zip(ep["boundaries"], names[1:], strict=True), start=1):
+        if nm == merged[-1]:
+            continue
+        bounds.append(b)
+        merged.append(nm)
+        keep.append(j)
+    frame_phase = np.zeros(len(ep["state"]), dtype=np.int64)
+    for j, b in enumerate(bounds):
+        frame_phase[b:] = j + 1
+    ep = dict(ep)
+    ep["expert_phases"] = list(ep["phases"])
+    ep["expert_boundaries"] = list(ep["boundaries"])
+    ep["boundaries"], ep["phases"], ep["frame_phase"] = bounds, merged, frame_phase
+    ep["phase_keys"] = [ep["phase_keys"][j] for j in keep]
+    ep["step_phase_names"] = [ren.get(p, p) for p in ep["step_phase_names"]]
+    return ep
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True, help="directory for episode_NNN.npz (created)")
+    ap.add_argument("--tasks", default=DEFAULT_TASKS, help="comma-separated NAME:COUNT")
+    ap.add_argument("--max-tries", type=int, default=12, help="variations tried per task at most")
+    ap.add_argument("--seed", type=int, default=0, help="MT1 benchmark seed (fixes the 50 placements)")
+    ap.add_argument("--cameras", default="corner,behindGripper")
+    ap.add_argument("--rot180", default="corner")
+    ap.add_argument("--width", type=int, default=128)
+    ap.add_argument("--height", type=int, default=96)
+    args = ap.parse_args(argv)
+
+    import mujoco
+
+    sim.TASKS = TASKS  # run_episode reads the task table and the tracer class from its module
+    sim.BranchTracer = FallThroughTracer
+    cams = args.cameras.split(",")
+    rot180 = set(filter(None, args.rot180.split(",")))
+    args.out.mkdir(parents=True, exist_ok=True)
+    idx = 0
+    for item in args.tasks.split(","):
+        name, count = item.split(":")
+        spec = TASKS[name]
+        got = 0
+        for variation in list(spec.get("variations", range(50)))[: args.max_tries]:
+            if got >= int(count):
+                break
+            ep = sim.run_episode(name, variation, args.seed, cams, args.width, args.height, rot180)
+            if ep is None:
+                print(f"{name} variation {variation}: expert failed within 500 steps, skipped")
+                continue
+            ep = _rename(ep, spec)
+            path = sim.save(args.out, idx, ep, cams)
+            extra = dict(np.load(path))
+            meta = json.loads(str(extra["meta"]))
+            meta["expert_phases"], meta["expert_boundaries"] = ep["expert_phases"], ep["expert_boundaries"]
+            extra["meta"] = np.array(json.dumps(meta))
+            np.savez_compressed(path, **extra)
+            print(f"episode {idx}: {name} variation {variation}: {len(ep['state'])} frames, "
+                  f"success at step {ep['success_step']}, boundaries {ep['boundaries']}, "
+                  f"phases {ep['phases']} -> {path.name}")
+            idx += 1
+            got += 1
+    from importlib.metadata import version
+
+    print(json.dumps({"metaworld": version("metaworld"), "mujoco": mujoco.__version__,
+                      "numpy": np.__version__, "episodes": idx}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
