@@ -7,26 +7,33 @@ Loader vs pyarrow (`ratio`). One epoch of `trainer.data.EventStream` in event vi
 doing the same reading: the same shards, the same columns (`samples.VIEW_COLUMNS["event"]`), every
 row once, batches of 64 rows (`ParquetFile.iter_batches`) turned into tensors (`torch.from_numpy`
 of each column's flat values, event ids as a list). The baseline does no shuffling or padding.
-The two alternate for `--rounds` rounds; `ratio` is the median of the rounds' ratios.
+The two alternate for `--rounds` rounds; `ratio` is the median of the rounds' wall-clock ratios,
+`cpu_ratio` the median ratio of the CPU time each spent (all threads of the process: the
+loader's read-ahead thread counts), which other processes on the machine disturb far less.
 
 Scaling. Steady-state events/s of `make_loader(stream, num_workers)` for 0, 1 and 2 workers (an
 infinite stream; `--warmup` batches, then `--batches` timed), interleaved for `--rounds` rounds,
-medians reported, with the load average while it ran (other processes share the machine). The
+medians reported, with the load average while it ran (other processes share the machine), and
+the best round of each (the least disturbed: what the loader does when it has the cores). The
 main process's CPU time per event with 2 workers bounds what any number of workers can deliver
-(`main_ceiling_events_per_s`); `projected_16_cores_events_per_s` = min(15 workers x the 1-worker
-rate, that ceiling): one core for the main process, one per worker.
+(`main_ceiling_events_per_s`); a worker's CPU time per event in steady state (1 worker: its CPU
+over a run, less that of a run that only starts up and warms up) gives its throughput on a core of its own
+(`per_worker_events_per_cpu_s`); `projected_16_cores_events_per_s` = min(15 x that, the ceiling):
+one core for the main process, one per worker, nothing else running.
 
 Training. Steps/s of `trainer.train.train` for each mode on the same shards (CPU, d_model 64, 2
 layers, batch 32, `--threads` torch threads), over the steps after a short warm-up window.
 
-    python -m bench.bench_trainer [--episodes 3000] [--rounds 5] [--steps 30] [--threads 1]
+    python -m bench.bench_trainer [--episodes 3000] [--rounds 7] [--steps 60] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
+import resource
 import statistics
 import tempfile
 import time
@@ -36,10 +43,10 @@ from typing import Any
 import pyarrow.parquet as pq
 
 
-def _baseline(shards: list[str], columns: list[str]) -> tuple[int, float]:
+def _baseline(shards: list[str], columns: list[str]) -> tuple[int, float, float]:
     import torch
 
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     n = 0
     for s in shards:
         for rb in pq.ParquetFile(s).iter_batches(batch_size=64, columns=columns):
@@ -49,7 +56,7 @@ def _baseline(shards: list[str], columns: list[str]) -> tuple[int, float]:
             for name in ("emb_visual", "emb_text", "end_emb_visual"):
                 batch[name] = torch.from_numpy(rb.column(name).flatten().to_numpy())
             n += len(batch["event_id"])
-    return n, time.perf_counter() - t0
+    return n, time.perf_counter() - t0, time.process_time() - c0
 
 
 def _cfg(workers: int) -> Any:
@@ -58,28 +65,37 @@ def _cfg(workers: int) -> Any:
     return DataConfig(batch_size=64, holdout_frac=0.0, shuffle_buffer=512, num_workers=workers)
 
 
-def _epoch(manifest: Any) -> tuple[int, float]:
+def _epoch(manifest: Any) -> tuple[int, float, float]:
     from carve.trainer.data import EventStream, make_loader
 
     ds = EventStream(manifest, _cfg(0), view="event", split="all", infinite=False)
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     n = sum(len(b["event_id"]) for b in make_loader(ds, 0))
-    return n, time.perf_counter() - t0
+    return n, time.perf_counter() - t0, time.process_time() - c0
 
 
-def _steady(manifest: Any, workers: int, warmup: int, batches: int) -> tuple[float, float]:
-    """(events/s over `batches` batches after `warmup`, main-process CPU seconds per event)."""
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _steady(manifest: Any, workers: int, warmup: int, batches: int) -> tuple[float, float, float]:
+    """(events/s over `batches` batches after `warmup`, main-process CPU seconds per event then,
+    the workers' CPU seconds per event served over their whole life: start-up and warm-up included)."""
     from carve.trainer.data import EventStream, make_loader
 
     ds = EventStream(manifest, _cfg(workers), view="event", split="all", infinite=True)
+    k0 = _children_cpu()
     it = iter(make_loader(ds, workers))
     for _ in range(warmup):
         next(it)
     c0, t0 = time.process_time(), time.perf_counter()
     n = sum(len(next(it)["event_id"]) for _ in range(batches))
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    del it
-    return n / wall, cpu / n
+    del it  # the workers exit (and are reaped) here
+    gc.collect()
+    served = n + warmup * 64
+    return n / max(wall, 1e-9), cpu / max(n, 1), (_children_cpu() - k0) / served
 
 
 def _train_rate(manifest_path: Path, out: Path, mode: str, steps: int) -> float:
@@ -108,10 +124,10 @@ def _train_rate(manifest_path: Path, out: Path, mode: str, steps: int) -> float:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--episodes", type=int, default=3000)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--warmup", type=int, default=20, help="scaling: batches before timing")
     ap.add_argument("--batches", type=int, default=400, help="scaling: batches timed")
-    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads for the training runs")
     args = ap.parse_args(argv)
     import torch
@@ -129,20 +145,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             Path(tmp) / "v001", n_episodes=args.episodes, rows_per_shard=512, row_group_size=64
         )
         m = open_manifest(mpath)
-        base, carve, ratios = [], [], []
+        base, carve, ratios, cpu_ratios = [], [], [], []
         scale: dict[int, list[float]] = {0: [], 1: [], 2: []}
         main_cpu: list[float] = []
+        worker_cpu: list[float] = []
         for _ in range(args.rounds):
             load.append(os.getloadavg()[0])
-            n_base, t_base = _baseline(m.shards, list(VIEW_COLUMNS["event"]))
-            n0, t0 = _epoch(m)
+            n_base, t_base, c_base = _baseline(m.shards, list(VIEW_COLUMNS["event"]))
+            n0, t0, c0 = _epoch(m)
             assert n0 == n_base == m.total_rows
             base.append(n_base / t_base)
             carve.append(n0 / t0)
             ratios.append(carve[-1] / base[-1])
+            cpu_ratios.append(c_base / c0)
             for w in (0, 1, 2):
-                rate, cpu = _steady(m, w, args.warmup, args.batches)
+                rate, cpu, wcpu = _steady(m, w, args.warmup, args.batches)
                 scale[w].append(rate)
+                if w == 1:  # steady state: less a run that only starts up and warms up
+                    _, _, wshort = _steady(m, 1, args.warmup, 0)
+                    n_long, n_short = (args.warmup + args.batches) * 64, args.warmup * 64
+                    worker_cpu.append((wcpu * n_long - wshort * n_short) / (n_long - n_short))
                 if w == 2:
                     main_cpu.append(cpu)
         load.append(os.getloadavg()[0])
@@ -152,6 +174,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
     one, two = med(scale[1]), med(scale[2])
     ceiling = 1.0 / med(main_cpu)
+    per_worker = 1.0 / med(worker_cpu)
     res: dict[str, Any] = {
         "description": "trainer data loader (one epoch, event view, batches of 64) vs a plain pyarrow read of the "
         "same shards and columns to tensors (medians of interleaved rounds); loader scaling over 0/1/2 "
@@ -166,14 +189,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "pyarrow_events_per_s": med(base),
         "ratio": med(ratios),
         "ratios_per_round": [round(r, 3) for r in ratios],
+        "cpu_ratio": med(cpu_ratios),
         "workers_0_events_per_s": med(scale[0]),
         "workers_1_events_per_s": one,
         "workers_2_events_per_s": two,
         "workers_2_over_1": two / one,
+        "workers_best_round_events_per_s": {w: round(max(v)) for w, v in scale.items()},
+        "workers_2_over_1_best_rounds": max(scale[2]) / max(scale[1]),
         "workers_rounds": {w: [round(x) for x in v] for w, v in scale.items()},
         "main_cpu_us_per_event_2_workers": med(main_cpu) * 1e6,
         "main_ceiling_events_per_s": ceiling,
-        "projected_16_cores_events_per_s": min(15 * one, ceiling),
+        "worker_cpu_us_per_event": med(worker_cpu) * 1e6,
+        "per_worker_events_per_cpu_s": per_worker,
+        "projected_16_cores_events_per_s": min(15 * per_worker, ceiling),
         **{f"train_steps_per_s_{k}": v for k, v in rates.items()},
     }
     print(json.dumps(res, indent=1))

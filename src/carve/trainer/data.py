@@ -22,13 +22,13 @@ Held-out episodes. Normalisation statistics (`probe`) come from training rows on
 `split="eval"` keeps only those, `split="all"` keeps every row.
 
 Feeding a GPU. `make_loader(ds, num_workers, pin_memory=True, prefetch_factor=k)`: each worker
-keeps `k` batches ready (DataLoader `prefetch_factor`, default 2) and reads its next row groups
-on a background thread while it builds the current window's batches (`read_ahead` windows,
-default 1; `s3://` shards are fetched with coalesced ranged reads, pyarrow's `pre_buffer`);
+keeps `k` batches ready (DataLoader `prefetch_factor`, default 2); the next row groups are read on
+a background thread while the current window's batches are built (`read_ahead` windows: by
+default in the main process and for `s3://` shards, which are also fetched with coalesced ranged
+reads, pyarrow's `pre_buffer`; a worker reading local shards stays one thread, one core);
 `pin_memory=True` copies each batch into page-locked memory in the main process so
 `batch[k].to("cuda", non_blocking=True)` overlaps the copy with compute. Workers use one torch
-and one Arrow decode thread each; the main process (`num_workers=0`) lets Arrow decode columns
-in parallel.
+and one Arrow thread each.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from carve.storage.fs import is_uri
 from carve.trainer.config import DataConfig
 from carve.trainer.manifest import Manifest
 from carve.trainer.packing import PackedBatch, pack
@@ -167,7 +168,9 @@ class EventStream(IterableDataset):
     Iterating yields dicts of tensors of `cfg.batch_size` rows (`samples.build` names the fields;
     `event_id` is a list of strings); the last batch of a finite stream may be smaller. `task`
     adds the hashed task embedding to the event view (the chunk view always has it);
-    `read_ahead` is how many shuffle windows are read ahead on a background thread (0: none)."""
+    `read_ahead` is how many shuffle windows are read ahead on a background thread (0: none;
+    default: 1, except in a DataLoader worker reading local shards, where the workers are the
+    parallelism and a second thread per worker would only contend for the same cores)."""
 
     def __init__(
         self,
@@ -179,7 +182,7 @@ class EventStream(IterableDataset):
         world_size: int = 1,
         infinite: bool = True,
         start_batch: int = 0,
-        read_ahead: int = 1,
+        read_ahead: int | None = None,
         task: bool | None = None,
     ) -> None:
         super().__init__()
@@ -225,8 +228,11 @@ class EventStream(IterableDataset):
         """The stream's batches as numpy arrays (what `__iter__` turns into tensors)."""
         cfg = self.cfg
         g, total, w, nw = self.stream_id()
-        reader = ReadAhead(self.manifest.units, self.columns, depth=self.read_ahead,
-                           use_threads=False)
+        depth = self.read_ahead
+        if depth is None:
+            remote = any(is_uri(s) for s in self.manifest.shards)
+            depth = 1 if remote or get_worker_info() is None else 0
+        reader = ReadAhead(self.manifest.units, self.columns, depth=depth, use_threads=False)
         sr = split_rows(self.manifest, self.units_for(g, total), self.split, cfg.holdout_frac,
                         cfg.sampling_weights, reader.files)
         if not sr.units:
@@ -292,7 +298,8 @@ class BatchLoader:
 def make_loader(ds: EventStream, num_workers: int = 0, pin_memory: bool = False,
                 prefetch_factor: int | None = None) -> BatchLoader:
     """Batches of `ds` through a torch DataLoader with `num_workers` processes (see the module
-    docstring for pinning and prefetch); workers send each batch as one buffer (`trainer.packing`)."""
+    docstring for pinning and prefetch); workers send each batch as one buffer (`trainer.packing`)
+    and use one torch and one Arrow thread each."""
     ds.pack_batches = num_workers > 0
     return BatchLoader(DataLoader(
         ds,

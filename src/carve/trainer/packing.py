@@ -3,7 +3,8 @@
 A DataLoader worker hands each tensor of a batch to the main process through its own shared
 memory segment, whose file descriptor the main process fetches over a socket: for a batch of ten
 small tensors that costs more than building the batch. `pack(arrays)` copies a batch's numeric
-fields into one 64-byte-aligned uint8 numpy buffer, which travels through the worker's result
+fields into one 64-byte-aligned uint8 numpy buffer (padded `[rows, T, D]` sequences as their real
+frames only, re-padded by `unpack` from `mask`), which travels through the worker's result
 queue as one pickled buffer (no segment, no descriptor), and `PackedBatch.unpack()` gives back
 the dict of tensors as views of that buffer. `PackedBatch.pin_memory()` pins the one buffer (the
 DataLoader's `pin_memory=True` calls it), so the unpacked tensors are page-locked too.
@@ -18,7 +19,9 @@ import numpy as np
 import torch
 
 _ALIGN = 64
-_TORCH = {np.dtype(np.float32): torch.float32, np.dtype(np.int64): torch.int64, np.dtype(np.bool_): torch.bool}
+_RAGGED = "ragged:"  # a padded [rows, T, D] field sent as its frames under `mask` only
+_TORCH = {np.dtype(np.float32).str: torch.float32, np.dtype(np.int64).str: torch.int64,
+          np.dtype(np.bool_).str: torch.bool}
 
 
 @dataclass
@@ -26,7 +29,7 @@ class PackedBatch:
     """A batch's numeric fields in one uint8 buffer, plus its event ids."""
 
     buffer: torch.Tensor | np.ndarray
-    layout: tuple[tuple[str, str, tuple[int, ...], int], ...]  # (name, numpy dtype, shape, byte offset)
+    layout: tuple[tuple[str, str, tuple[int, ...], int, int], ...]  # (name, numpy dtype, shape, byte offset, bytes)
     event_id: list[str]
 
     def tensor(self) -> torch.Tensor:
@@ -39,10 +42,16 @@ class PackedBatch:
     def unpack(self) -> dict[str, Any]:
         out: dict[str, Any] = {"event_id": self.event_id}
         buf = self.tensor()
-        for name, dtype, shape, off in self.layout:
-            dt = np.dtype(dtype)
-            nbytes = int(np.prod(shape)) * dt.itemsize
-            out[name] = buf[off : off + nbytes].view(_TORCH[dt]).view(shape)
+        ragged = []
+        for name, dtype, shape, off, nbytes in self.layout:
+            if name.startswith(_RAGGED):
+                ragged.append((name[len(_RAGGED):], buf[off : off + nbytes].view(_TORCH[dtype]).view(shape)))
+            else:
+                out[name] = buf[off : off + nbytes].view(_TORCH[dtype]).view(shape)
+        for name, frames in ragged:  # back to [rows, T, D], zeros where `mask` is False
+            full = frames.new_zeros((*out["mask"].shape, frames.shape[-1]))
+            full[out["mask"]] = frames
+            out[name] = full
         return out
 
 
@@ -50,11 +59,19 @@ def pack(arrays: dict[str, np.ndarray]) -> PackedBatch:
     """`arrays` (float32 / int64 / bool fields, plus `event_id` strings) as one buffer."""
     layout = []
     off = 0
-    fields = [(k, np.ascontiguousarray(v)) for k, v in arrays.items() if k != "event_id"]
+    mask = arrays.get("mask")
+    fields = []
+    for k, v in arrays.items():
+        if k == "event_id":
+            continue
+        if mask is not None and v.ndim == 3 and v.shape[:2] == mask.shape:  # padded sequences: real frames only
+            fields.append((_RAGGED + k, v[mask]))
+        else:
+            fields.append((k, np.ascontiguousarray(v)))
     for name, a in fields:
-        layout.append((name, a.dtype.str, tuple(a.shape), off))
+        layout.append((name, a.dtype.str, tuple(a.shape), off, a.nbytes))
         off += -(-a.nbytes // _ALIGN) * _ALIGN
     view = np.empty(off, np.uint8)
-    for (_, a), (_, _, _, o) in zip(fields, layout, strict=True):
+    for (_, a), (_, _, _, o, _) in zip(fields, layout, strict=True):
         view[o : o + a.nbytes] = a.reshape(-1).view(np.uint8)
     return PackedBatch(view, tuple(layout), arrays["event_id"].tolist())
