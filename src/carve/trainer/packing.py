@@ -6,8 +6,9 @@ small tensors that costs more than building the batch. `pack(arrays)` copies a b
 fields into one 64-byte-aligned uint8 numpy buffer (padded `[rows, T, D]` sequences as their real
 frames only, re-padded by `unpack` from `mask`), which travels through the worker's result
 queue as one pickled buffer (no segment, no descriptor), and `PackedBatch.unpack()` gives back
-the dict of tensors as views of that buffer. `PackedBatch.pin_memory()` pins the one buffer (the
-DataLoader's `pin_memory=True` calls it), so the unpacked tensors are page-locked too.
+the dict of tensors (views of that buffer, the sequences re-padded). With `pin_memory=True` the
+DataLoader's pin thread calls `PackedBatch.pin_memory()`, which unpacks and pins there, off the
+training loop's thread.
 """
 
 from __future__ import annotations
@@ -20,39 +21,34 @@ import torch
 
 _ALIGN = 64
 _RAGGED = "ragged:"  # a padded [rows, T, D] field sent as its frames under `mask` only
-_TORCH = {np.dtype(np.float32).str: torch.float32, np.dtype(np.int64).str: torch.int64,
-          np.dtype(np.bool_).str: torch.bool}
 
 
 @dataclass
 class PackedBatch:
     """A batch's numeric fields in one uint8 buffer, plus its event ids."""
 
-    buffer: torch.Tensor | np.ndarray
+    buffer: np.ndarray
     layout: tuple[tuple[str, str, tuple[int, ...], int, int], ...]  # (name, numpy dtype, shape, byte offset, bytes)
     event_id: list[str]
 
-    def tensor(self) -> torch.Tensor:
-        b = self.buffer
-        return torch.from_numpy(b) if isinstance(b, np.ndarray) else b
-
-    def pin_memory(self, device: Any = None) -> PackedBatch:
-        return PackedBatch(self.tensor().pin_memory(), self.layout, self.event_id)
+    def pin_memory(self, device: Any = None) -> dict[str, Any]:
+        """The unpacked batch with page-locked tensors (the DataLoader's pin thread calls this)."""
+        return {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in self.unpack().items()}
 
     def unpack(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"event_id": self.event_id}
-        buf = self.tensor()
+        arrays: dict[str, np.ndarray] = {}
         ragged = []
         for name, dtype, shape, off, nbytes in self.layout:
+            a = self.buffer[off : off + nbytes].view(dtype).reshape(shape)
             if name.startswith(_RAGGED):
-                ragged.append((name[len(_RAGGED):], buf[off : off + nbytes].view(_TORCH[dtype]).view(shape)))
+                ragged.append((name[len(_RAGGED) :], a))
             else:
-                out[name] = buf[off : off + nbytes].view(_TORCH[dtype]).view(shape)
+                arrays[name] = a
         for name, frames in ragged:  # back to [rows, T, D], zeros where `mask` is False
-            full = frames.new_zeros((*out["mask"].shape, frames.shape[-1]))
-            full[out["mask"]] = frames
-            out[name] = full
-        return out
+            full = np.zeros((*arrays["mask"].shape, frames.shape[-1]), frames.dtype)
+            full[arrays["mask"]] = frames
+            arrays[name] = full
+        return {"event_id": self.event_id, **{k: torch.from_numpy(v) for k, v in arrays.items()}}
 
 
 def pack(arrays: dict[str, np.ndarray]) -> PackedBatch:
