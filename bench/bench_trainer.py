@@ -1,24 +1,43 @@
-"""Trainer throughput: data-loader events/s against a plain pyarrow read, and training steps/s.
+"""Trainer throughput: the shard loader against a plain pyarrow read, its scaling over workers, training steps/s.
 
-Data. Toy shards (`trainer.toydata.write_toy_shards`, schema v1, zstd, row groups of 64) are
-written to a temp folder. The Carve path is one epoch of `trainer.data.EventStream` in event
-view through the torch DataLoader with `collate` (shuffle buffer on, batches of 64 padded
-tensors), in the main process (`workers=0`) and with 2 workers. The baseline reads the same
-shards and columns with plain `pyarrow.parquet.ParquetFile.iter_batches` and materialises
-the nested action/state lists as flat numpy arrays, with no shuffling, padding or tensors.
-`ratio` = Carve loader events/s (main process) / baseline events/s.
+Data. Toy shards (`sim.toydata.write_toy_shards`, zstd, 512 rows per shard, row groups of 64).
 
-Training. Steps/s of `trainer.train.train` for each mode on the same shards (CPU, d_model 64,
-2 layers, batch 32, `--threads` torch threads), measured over the steps after a short warm-up
-window.
+Loader vs pyarrow (`ratio`). One epoch of `trainer.data.EventStream` in event view (batches of
+64 padded tensors, shuffle buffer of 512 rows, in the main process) against a plain pyarrow read
+doing the same reading: the same shards, the same columns (`samples.VIEW_COLUMNS["event"]`), every
+row once, batches of 64 rows (`ParquetFile.iter_batches`) turned into tensors (`torch.from_numpy`
+of each column's flat values, event ids as a list). The baseline does no shuffling or padding.
+The two alternate for `--rounds` rounds; `ratio` is the median of the rounds' wall-clock ratios,
+`cpu_ratio` the median ratio of the CPU time each spent (all threads of the process: the
+loader's read-ahead thread counts), which other processes on the machine disturb far less.
 
-    python -m bench.bench_trainer [--episodes 300] [--steps 30] [--threads 1]
+Scaling. Steady-state events/s of `make_loader(stream, num_workers)` for 0, 1 and 2 workers (an
+infinite stream; `--warmup` batches, then `--batches` timed), interleaved for `--rounds` rounds,
+medians reported, with the load average while it ran (other processes share the machine), and
+the best round of each (the least disturbed: what the loader does when it has the cores). The
+main process's CPU time per event with 2 workers bounds what any number of workers can deliver
+(`main_ceiling_events_per_s`); a worker's CPU time per event in steady state (1 worker: its CPU
+over a run, less that of a run that only starts up and warms up) gives its throughput on a core of its own
+(`per_worker_events_per_cpu_s`); `projected_16_cores_events_per_s` = min(15 x that, the ceiling):
+one core for the main process, one per worker, nothing else running. `projected_2_cores_2_over_1`
+is the same arithmetic for this machine with both cores free: 2 / (worker + main CPU time per event)
+over the 1-worker rate.
+
+Training. Steps/s of `trainer.train.train` for each mode on the same shards (CPU, d_model 64, 2
+layers, batch 32, `--threads` torch threads), over the steps after a short warm-up window, and
+steps per CPU-second of the whole run (less disturbed by other processes on the machine).
+
+    python -m bench.bench_trainer [--episodes 3000] [--rounds 7] [--steps 60] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import os
+import resource
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -27,31 +46,64 @@ from typing import Any
 import pyarrow.parquet as pq
 
 
-def _baseline(shards: list[str], columns: list[str]) -> tuple[int, float]:
-    t0 = time.perf_counter()
+def _baseline(shards: list[str], columns: list[str]) -> tuple[int, float, float]:
+    import torch
+
+    c0, t0 = time.process_time(), time.perf_counter()
     n = 0
     for s in shards:
         for rb in pq.ParquetFile(s).iter_batches(batch_size=64, columns=columns):
+            batch: dict[str, Any] = {"event_id": rb.column("event_id").to_pylist()}
             for name in ("action", "state"):
-                rb.column(name).flatten().flatten().to_numpy()
+                batch[name] = torch.from_numpy(rb.column(name).flatten().flatten().to_numpy())
             for name in ("emb_visual", "emb_text", "end_emb_visual"):
-                rb.column(name).flatten().to_numpy()
-            n += rb.num_rows
-    return n, time.perf_counter() - t0
+                batch[name] = torch.from_numpy(rb.column(name).flatten().to_numpy())
+            n += len(batch["event_id"])
+    return n, time.perf_counter() - t0, time.process_time() - c0
 
 
-def _loader(manifest: Any, workers: int) -> tuple[int, float]:
+def _cfg(workers: int) -> Any:
     from carve.trainer.config import DataConfig
+
+    return DataConfig(batch_size=64, holdout_frac=0.0, shuffle_buffer=512, num_workers=workers)
+
+
+def _epoch(manifest: Any) -> tuple[int, float, float]:
     from carve.trainer.data import EventStream, make_loader
 
-    cfg = DataConfig(batch_size=64, holdout_frac=0.0, shuffle_buffer=512, num_workers=workers)
-    ds = EventStream(manifest, cfg, view="event", split="all", infinite=False)
-    t0 = time.perf_counter()
-    n = sum(len(b["event_id"]) for b in make_loader(ds, cfg.batch_size, workers))
-    return n, time.perf_counter() - t0
+    ds = EventStream(manifest, _cfg(0), view="event", split="all", infinite=False)
+    c0, t0 = time.process_time(), time.perf_counter()
+    n = sum(len(b["event_id"]) for b in make_loader(ds, 0))
+    return n, time.perf_counter() - t0, time.process_time() - c0
 
 
-def _train_rate(manifest_path: Path, out: Path, mode: str, steps: int) -> float:
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _steady(manifest: Any, workers: int, warmup: int, batches: int) -> tuple[float, float, float]:
+    """(events/s over `batches` batches after `warmup`, main-process CPU seconds per event then,
+    the workers' CPU seconds per event served over their whole life: start-up and warm-up included)."""
+    from carve.trainer.data import EventStream, make_loader
+
+    ds = EventStream(manifest, _cfg(workers), view="event", split="all", infinite=True)
+    k0 = _children_cpu()
+    it = iter(make_loader(ds, workers))
+    for _ in range(warmup):
+        next(it)
+    c0, t0 = time.process_time(), time.perf_counter()
+    n = sum(len(next(it)["event_id"]) for _ in range(batches))
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    del it  # the workers exit (and are reaped) here
+    gc.collect()
+    served = n + warmup * 64
+    return n / max(wall, 1e-9), cpu / max(n, 1), (_children_cpu() - k0) / served
+
+
+def _train_rate(manifest_path: Path, out: Path, mode: str, steps: int) -> tuple[float, float]:
+    """(steps/s after the warm-up window, steps per CPU-second of the whole run: probe, start-up and
+    the in-process loader included)."""
     from carve.trainer.config import TrainConfig
     from carve.trainer.train import train
 
@@ -69,15 +121,20 @@ def _train_rate(manifest_path: Path, out: Path, mode: str, steps: int) -> float:
             "model": {"d_model": 64, "n_layers": 2, "n_heads": 4},
         }
     )
+    c0 = time.process_time()
     train(cfg)
+    cpu = time.process_time() - c0
     recs = [json.loads(x) for x in (out / mode / "metrics.jsonl").read_text().splitlines()]
-    return float(recs[-1]["steps_per_s"])  # the window after the warm-up steps
+    return float(recs[-1]["steps_per_s"]), steps / cpu  # the window after the warm-up steps
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--episodes", type=int, default=300)
-    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--episodes", type=int, default=3000)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--warmup", type=int, default=20, help="scaling: batches before timing")
+    ap.add_argument("--batches", type=int, default=400, help="scaling: batches timed")
+    ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads for the training runs")
     args = ap.parse_args(argv)
     import torch
@@ -85,31 +142,78 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
 
     from carve.sim.toydata import write_toy_shards
-    from carve.trainer.data import READ_COLUMNS
     from carve.trainer.manifest import open_manifest
+    from carve.trainer.samples import VIEW_COLUMNS
 
+    med = statistics.median
+    load: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         mpath = write_toy_shards(
             Path(tmp) / "v001", n_episodes=args.episodes, rows_per_shard=512, row_group_size=64
         )
         m = open_manifest(mpath)
-        n_base, t_base = _baseline(m.shards, READ_COLUMNS)
-        n0, t0 = _loader(m, 0)
-        n2, t2 = _loader(m, 2)
-        assert n0 == n2 == n_base == m.total_rows
+        base, carve, ratios, cpu_ratios = [], [], [], []
+        scale: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        main_cpu: list[float] = []
+        worker_cpu: list[float] = []
+        for _ in range(args.rounds):
+            load.append(os.getloadavg()[0])
+            n_base, t_base, c_base = _baseline(m.shards, list(VIEW_COLUMNS["event"]))
+            n0, t0, c0 = _epoch(m)
+            assert n0 == n_base == m.total_rows
+            base.append(n_base / t_base)
+            carve.append(n0 / t0)
+            ratios.append(carve[-1] / base[-1])
+            cpu_ratios.append(c_base / c0)
+            for w in (0, 1, 2):
+                rate, cpu, wcpu = _steady(m, w, args.warmup, args.batches)
+                scale[w].append(rate)
+                if w == 1:  # steady state: less a run that only starts up and warms up
+                    _, _, wshort = _steady(m, 1, args.warmup, 0)
+                    n_long, n_short = (args.warmup + args.batches) * 64, args.warmup * 64
+                    worker_cpu.append((wcpu * n_long - wshort * n_short) / (n_long - n_short))
+                if w == 2:
+                    main_cpu.append(cpu)
+        load.append(os.getloadavg()[0])
         rates = {
             mode: _train_rate(mpath, Path(tmp) / "train", mode, args.steps)
             for mode in ("event", "unified", "chunk")
         }
+    one, two = med(scale[1]), med(scale[2])
+    ceiling = 1.0 / med(main_cpu)
+    per_worker = 1.0 / med(worker_cpu)
     res: dict[str, Any] = {
-        "description": "trainer data loader (one epoch, event view, batches of 64) vs plain pyarrow read of the same shards; CPU training steps/s",
-        "command": f"python -m bench.bench_trainer --episodes {args.episodes} --steps {args.steps} --threads {args.threads}",
+        "description": "trainer data loader (one epoch, event view, batches of 64) vs a plain pyarrow read of the "
+        "same shards and columns to tensors (medians of interleaved rounds); loader scaling over 0/1/2 "
+        "DataLoader workers (steady state); CPU training steps/s",
+        "command": f"python -m bench.bench_trainer --episodes {args.episodes} --rounds {args.rounds} "
+        f"--steps {args.steps} --threads {args.threads}",
         "events": m.total_rows,
-        "loader_events_per_s": n0 / t0,
-        "loader_2workers_events_per_s": n2 / t2,
-        "pyarrow_events_per_s": n_base / t_base,
-        "ratio": (n0 / t0) / (n_base / t_base),
-        **{f"train_steps_per_s_{k}": v for k, v in rates.items()},
+        "rounds": args.rounds,
+        "cpus": os.cpu_count(),
+        "load_avg_1min_min_max": f"{min(load):.1f} / {max(load):.1f}",
+        "loader_events_per_s": med(carve),
+        "pyarrow_events_per_s": med(base),
+        "ratio": med(ratios),
+        "ratios_per_round": [round(r, 3) for r in ratios],
+        "cpu_ratio": med(cpu_ratios),
+        "workers_0_events_per_s": med(scale[0]),
+        "workers_1_events_per_s": one,
+        "workers_2_events_per_s": two,
+        "workers_2_over_1": two / one,
+        "workers_best_round_events_per_s": {w: round(max(v)) for w, v in scale.items()},
+        "workers_2_over_1_best_rounds": max(scale[2]) / max(scale[1]),
+        "workers_rounds": {w: [round(x) for x in v] for w, v in scale.items()},
+        "main_cpu_us_per_event_2_workers": med(main_cpu) * 1e6,
+        "main_ceiling_events_per_s": ceiling,
+        "worker_cpu_us_per_event": med(worker_cpu) * 1e6,
+        "per_worker_events_per_cpu_s": per_worker,
+        "projected_16_cores_events_per_s": min(15 * per_worker, ceiling),
+        # both cores free: 1 worker runs on one core at the per-worker rate, 2 workers and the main process
+        # share both cores (each event costs one worker's CPU time plus the main process's)
+        "projected_2_cores_2_over_1": (2.0 / (med(worker_cpu) + med(main_cpu))) / min(per_worker, ceiling),
+        **{f"train_steps_per_s_{k}": v[0] for k, v in rates.items()},
+        **{f"train_steps_per_cpu_s_{k}": v[1] for k, v in rates.items()},
     }
     print(json.dumps(res, indent=1))
     return res

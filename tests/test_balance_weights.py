@@ -7,7 +7,6 @@ weighted epochs. The opt-in mode "resample" keeps the old rows (repeats / drops)
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 from pathlib import Path
 
@@ -142,24 +141,24 @@ def test_weighted_epochs_are_deterministic_by_seed_and_follow_the_weights():
 def test_the_loaders_draw_is_the_shard_packages_and_rounds_each_row_to_floor_or_ceil():
     w = [0.25, 1.0, 2.5, 0.0, 3.75, 1.5]
     rows = [0, 2, 3, 5]
-    got = draw_rows(rows, [w[r] for r in rows], random.Random("0-0-0"))
-    # the loader's rule before it moved here: floor(w) + (one uniform per row < frac(w)), in row order
-    rng, want = random.Random("0-0-0"), []
-    for r in rows:
+    got = draw_rows(rows, [w[r] for r in rows], np.random.default_rng(0))
+    # the rule: floor(w) + (one uniform per row < frac(w)), in row order, the uniforms drawn in one call
+    u, want = np.random.default_rng(0).random(len(rows)), []
+    for r, x in zip(rows, u.tolist(), strict=True):
         k = int(w[r])
-        k += rng.random() < w[r] - k
+        k += x < w[r] - k
         want.extend([r] * k)
-    assert got == want
+    assert got.tolist() == want
     assert round_counts([0.0, 1.0, 2.5, 2.5], [0.0, 0.99, 0.49, 0.5]).tolist() == [0, 1, 3, 2]
     counts = np.zeros(len(w))
     for e in range(2000):  # each row floor or ceil of its weight, w on average
-        c = np.bincount(draw_rows(list(range(len(w))), w, random.Random(f"7-{e}")), minlength=len(w))
+        c = np.bincount(draw_rows(np.arange(len(w)), w, np.random.default_rng([7, e])), minlength=len(w))
         assert (c >= np.floor(w)).all() and (c <= np.ceil(w)).all()
         counts += c
     assert np.allclose(counts / 2000, w, atol=0.05)
-    import carve.trainer.data as loader
+    import carve.trainer.plan as plan
 
-    assert loader.draw_rows is draw_rows  # the trainer's loader draws with this function
+    assert plan.draw_rows is draw_rows  # the trainer's loader draws with this function
 
 
 def test_sampler_splits_an_epoch_over_ranks():

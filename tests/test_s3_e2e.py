@@ -143,7 +143,7 @@ def test_trainer_loader_streams_the_s3_shards(runs: Runs):
     def first_batch(where: str) -> dict:
         m = open_manifest(where)
         ds = EventStream(m, DataConfig(manifest=where, batch_size=4, holdout_frac=0.0), split="all", infinite=False)
-        return next(iter(make_loader(ds, batch_size=4, num_workers=1)))  # a loader worker process reads S3 too
+        return next(iter(make_loader(ds, num_workers=1)))  # a loader worker process reads S3 too
 
     b_remote = first_batch(runs.remote_uri)
     b_local = first_batch(str(runs.local.base))

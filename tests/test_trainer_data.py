@@ -14,7 +14,7 @@ import torch
 from carve.sim.toydata import write_toy_shards
 from carve.storage.schema import META_VERSION, event_schema
 from carve.trainer.config import DataConfig
-from carve.trainer.data import DataError, EventStream, collate, in_holdout, make_loader, task_embedding
+from carve.trainer.data import DataError, EventStream, in_holdout, make_loader, task_embedding
 from carve.trainer.manifest import ManifestError, open_manifest
 
 
@@ -25,11 +25,16 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _ids(ds: EventStream, n: int | None = None) -> list[str]:
     out: list[str] = []
-    for s in ds:
-        out.append(s["event_id"])
+    for b in ds:
+        out += b["event_id"]
         if n is not None and len(out) >= n:
-            break
+            return out[:n]
     return out
+
+
+def _rows(ds: EventStream) -> list[dict]:
+    """The stream's samples one by one (row i of each batch)."""
+    return [{k: v[i] for k, v in b.items()} for b in ds for i in range(len(b["event_id"]))]
 
 
 def _all_ids(manifest_path: Path) -> list[str]:
@@ -142,7 +147,7 @@ def test_dataloader_workers_and_ranks_do_not_overlap(toy: Path) -> None:
     per_rank = []
     for rank in range(2):
         ds = EventStream(m, cfg, split="all", rank=rank, world_size=2, infinite=False)
-        per_rank.append([e for b in make_loader(ds, 4, 2) for e in b["event_id"]])
+        per_rank.append([e for b in make_loader(ds, 2) for e in b["event_id"]])
     flat = per_rank[0] + per_rank[1]
     assert per_rank[0] and per_rank[1]
     assert len(flat) == len(set(flat))
@@ -169,7 +174,7 @@ def test_resume_from_batch_skips_exactly(toy: Path, workers: int) -> None:
 
     def batches(start: int, n: int) -> list[list[str]]:
         ds = EventStream(m, cfg, split="all", start_batch=start)
-        it = iter(make_loader(ds, cfg.batch_size, workers))
+        it = iter(make_loader(ds, workers))
         return [next(it)["event_id"] for _ in range(n)]
 
     full = batches(0, 40)  # crosses the epoch boundary (128 rows / 5)
@@ -179,33 +184,42 @@ def test_resume_from_batch_skips_exactly(toy: Path, workers: int) -> None:
 def test_holdout_split_is_by_episode(toy: Path) -> None:
     m = open_manifest(toy)
     cfg = DataConfig(holdout_frac=0.3, shuffle=False)
-    train = list(EventStream(m, cfg, split="train", infinite=False))
-    held = list(EventStream(m, cfg, split="eval", infinite=False))
-    tr_eps = {s["event_id"] for s in train}
+    train = _ids(EventStream(m, cfg, split="train", infinite=False))
+    held = _ids(EventStream(m, cfg, split="eval", infinite=False))
     assert held and train
-    assert not (tr_eps & {s["event_id"] for s in held})
+    assert not (set(train) & set(held))
+    assert sorted(train + held) == sorted(_all_ids(toy))
     t = pq.read_table(toy.parent / "part-00000.parquet", columns=["event_id", "episode_id"]).to_pylist()
     ep_of = {r["event_id"]: r["episode_id"] for r in t}
-    for s in held:
-        if s["event_id"] in ep_of:
-            assert in_holdout(ep_of[s["event_id"]], 0.3)
+    for e in held:
+        if e in ep_of:
+            assert in_holdout(ep_of[e], 0.3)
+    for e in train:
+        if e in ep_of:
+            assert not in_holdout(ep_of[e], 0.3)
 
 
 # ------------------------------------------------------------------ views + collation
 def test_event_view_pads_and_masks(toy: Path) -> None:
     m = open_manifest(toy)
     cfg = DataConfig(holdout_frac=0.0, shuffle=False, max_len=12)
-    rows = pq.read_table(toy.parent / "part-00000.parquet", columns=["event_id", "action"]).to_pylist()
+    rows = pq.read_table(toy.parent / "part-00000.parquet", columns=["event_id", "action", "state"]).to_pylist()
     lens = {r["event_id"]: len(r["action"]) for r in rows}
-    samples = [s for s in EventStream(m, cfg, split="all", infinite=False) if s["event_id"] in lens]
-    batch = collate(samples[:8])
-    assert batch["actions"].shape[1] == 12
-    for i, eid in enumerate(batch["event_id"]):
+    batches = list(EventStream(m, cfg, split="all", infinite=False))
+    assert all(b["actions"].shape[1:] == (12, 6) and b["states"].shape[1:] == (12, 6) for b in batches)
+    samples = [s for s in _rows(EventStream(m, cfg, split="all", infinite=False)) if s["event_id"] in lens]
+    assert len(samples) == len(lens)
+    assert {min(n, 12) for n in lens.values()} - {12}  # some events are shorter than max_len: padded
+    for s in samples:
+        eid = s["event_id"]
         n = min(lens[eid], 12)
-        assert int(batch["mask"][i].sum()) == n == int(batch["length"][i])
-        assert torch.all(batch["actions"][i, n:] == 0)
+        assert int(s["mask"].sum()) == n == int(s["length"])
+        assert torch.all(s["actions"][n:] == 0) and torch.all(s["states"][n:] == 0)
         src = next(r for r in rows if r["event_id"] == eid)
-        np.testing.assert_allclose(batch["actions"][i, :n].numpy(), np.array(src["action"][:n], np.float32))
+        np.testing.assert_allclose(s["actions"][:n].numpy(), np.array(src["action"][:n], np.float32))
+        st = np.array(src["state"], np.float32)
+        np.testing.assert_allclose(s["states"][:n].numpy(), st[np.minimum(np.arange(n), len(st) - 1)])
+        np.testing.assert_allclose(s["state"].numpy(), st[0])
 
 
 def test_chunk_view_takes_h_steps_from_inside_the_event(toy: Path) -> None:
@@ -218,7 +232,7 @@ def test_chunk_view_takes_h_steps_from_inside_the_event(toy: Path) -> None:
         ).to_pylist()
     }
     offsets = set()
-    for s in EventStream(m, cfg, view="chunk", split="all", infinite=False):
+    for s in _rows(EventStream(m, cfg, view="chunk", split="all", infinite=False)):
         r = rows.get(s["event_id"])
         if r is None:
             continue
@@ -290,3 +304,80 @@ def test_train_epochs_draw_rows_by_their_sampling_weight(toy: Path, tmp_path: Pa
     assert set(off.values()) == {1} and set(off) == set(weights)  # every row once without weights
     every = Counter(_ids(EventStream(m, cfg, split="all", infinite=False)))
     assert set(every.values()) == {1}  # only the train split is weighted
+
+
+# ------------------------------------------------------------------ 2 workers x 2 ranks
+def _epoch_over_ranks_and_workers(m, cfg: DataConfig, split: str) -> list[list[str]]:
+    """One epoch of each of 2 ranks, each through a DataLoader with 2 workers."""
+    out = []
+    for rank in range(2):
+        ds = EventStream(m, cfg, split=split, rank=rank, world_size=2, infinite=False)
+        out.append([e for b in make_loader(ds, 2) for e in b["event_id"]])
+    return out
+
+
+def test_weighted_epoch_over_two_workers_and_two_ranks_draws_each_row_floor_or_ceil(toy: Path, tmp_path: Path) -> None:
+    from collections import Counter
+
+    p, weights = _weighted_copy(toy, tmp_path / "w")
+    m = open_manifest(p)
+    cfg = DataConfig(holdout_frac=0.0, shuffle_buffer=20, batch_size=3, seed=2)
+    per_rank = _epoch_over_ranks_and_workers(m, cfg, "train")
+    assert per_rank[0] and per_rank[1]
+    assert not (set(per_rank[0]) & set(per_rank[1]))  # no row on both ranks
+    counts = Counter(per_rank[0] + per_rank[1])
+    assert set(counts) <= set(weights)
+    for e, w in weights.items():  # every row its weight's floor or ceil count, none lost
+        assert int(np.floor(w)) <= counts[e] <= int(np.ceil(w)), (e, w, counts[e])
+    halves = [counts[e] for e, w in weights.items() if w == 0.5]
+    assert 0 < sum(halves) < len(halves)
+
+
+def test_worker_batches_equal_in_process_batches(toy: Path) -> None:
+    m = open_manifest(toy)
+    cfg = DataConfig(holdout_frac=0.0, shuffle_buffer=24, batch_size=7, seed=9)
+    for view in ("event", "chunk"):
+        here = list(EventStream(m, cfg, view=view, split="all", infinite=False))
+        there = list(make_loader(EventStream(m, cfg, view=view, split="all", infinite=False), 1))
+        assert len(here) == len(there) and sum(len(b["event_id"]) for b in here) == m.total_rows
+        for a, b in zip(here, there, strict=True):
+            assert a.keys() == b.keys()
+            assert a["event_id"] == b["event_id"]
+            for k in a:
+                if k != "event_id":
+                    assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), (view, k)
+
+
+def test_reads_only_the_views_columns(toy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from carve.trainer import rowgroups
+
+    asked: list[tuple[str, ...]] = []
+    real = rowgroups.ShardFiles.read
+
+    def spy(self, unit, columns, use_threads=True):  # type: ignore[no-untyped-def]
+        asked.append(tuple(columns))
+        return real(self, unit, columns, use_threads)
+
+    monkeypatch.setattr(rowgroups.ShardFiles, "read", spy)
+    m = open_manifest(toy)
+    _ids(EventStream(m, DataConfig(holdout_frac=0.0), view="event", split="all", infinite=False))
+    assert set(asked) == {("event_id", "state", "action", "emb_visual", "emb_text", "end_emb_visual")}
+    asked.clear()
+    _ids(EventStream(m, DataConfig(holdout_frac=0.3), view="chunk", split="train", infinite=False))
+    # the plan reads the held-out split's episode ids and the weights (null in the toy shards), the batches the view
+    assert set(asked) == {("episode_id", "sampling_weight"),
+                          ("event_id", "task", "state", "action", "emb_visual", "emb_text", "end_emb_visual")}
+
+
+def test_s3_shards_stream_like_the_local_copy(toy: Path, s3) -> None:  # type: ignore[no-untyped-def]
+    uri = s3.upload(toy.parent, "shards/v001")
+    cfg = DataConfig(holdout_frac=0.2, shuffle_buffer=40, batch_size=8, seed=1)
+    local = list(EventStream(open_manifest(toy), cfg, view="chunk", infinite=False))
+    remote_m = open_manifest(uri)
+    assert all(s.startswith("s3://") for s in remote_m.shards)
+    remote = list(make_loader(EventStream(remote_m, cfg, view="chunk", infinite=False, read_ahead=2), 1))
+    assert [b["event_id"] for b in remote] == [b["event_id"] for b in local]
+    for a, b in zip(local, remote, strict=True):
+        for k in a:
+            if k != "event_id":
+                assert torch.equal(a[k], b[k]), k

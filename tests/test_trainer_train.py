@@ -97,14 +97,8 @@ def test_unified_action_loss_reaches_language_head(toy: Path) -> None:
     spec = ModelSpec("unified", 6, 6, 16, 12, 128, 8)
     model = WorldActionModel(_cfg(toy, Path("/tmp")).model, spec)
     m = open_manifest(toy)
-    batch_samples = []
-    for s in EventStream(m, _cfg(toy, Path("/tmp")).data, view="chunk", split="all", infinite=False):
-        batch_samples.append(s)
-        if len(batch_samples) == 4:
-            break
-    from carve.trainer.data import collate
-
-    batch = collate(batch_samples)
+    first = next(iter(EventStream(m, _cfg(toy, Path("/tmp")).data, view="chunk", split="all", infinite=False)))
+    batch = {k: v[:4] for k, v in first.items()}
     out = model(batch)
     out["actions"].pow(2).mean().backward()  # the action output alone
     assert model.lang_head.weight.grad is not None and model.lang_head.weight.grad.abs().sum() > 0

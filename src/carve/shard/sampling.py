@@ -16,13 +16,13 @@ under-drawn by chance and the epoch size is exact), then shuffles them. The resu
 on (weights, epoch, seed, num_samples). With equal weights and the default size it is a
 permutation of all rows.
 
-    draw_rows(rows, weights, rng) -> the rows, each repeated by its draw
+    draw_rows(rows, weights, rng) -> the rows, each repeated by its draw (an index array)
 
-is what the trainer's streaming loader (`carve.trainer.data.EventStream`) calls for the rows of
+is what the trainer's streaming loader (`carve.trainer.plan.epoch_draws`) calls for the rows of
 each row group a loader stream owns: e_i = w_i (a weights-mode version's weights sum to its
-epoch size), one uniform per row from the stream's own `random.Random` (seeded by data seed,
-epoch and stream), so streams need no coordination; the loader's unit order and shuffle buffer
-then shuffle them.
+epoch size), one uniform per row from the stream's own `numpy.random.Generator` (seeded by data
+seed, epoch and stream), so streams need no coordination; the loader's unit order and shuffle
+buffer then shuffle them.
 
 `WeightedEpochSampler` wraps `epoch_indices` as an iterable of indices with `set_epoch` and an
 optional `rank`/`world_size` split (rank r takes every world_size-th draw), usable as a torch
@@ -33,7 +33,6 @@ DataLoader `sampler=` without importing torch here. `read_sampling_weights(reade
 
 from __future__ import annotations
 
-import random
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 
@@ -80,13 +79,15 @@ def round_counts(expected: Sequence[float] | np.ndarray, uniforms: Sequence[floa
     return np.maximum(whole.astype(np.int64) + (np.asarray(uniforms, dtype=np.float64) < e - whole), 0)
 
 
-def draw_rows(rows: Sequence[int], weights: Sequence[float], rng: random.Random) -> list[int]:
+def draw_rows(rows: Sequence[int] | np.ndarray, weights: Sequence[float] | np.ndarray,
+              rng: np.random.Generator) -> np.ndarray:
     """One epoch's draws of `rows` whose sampling weights are `weights` (aligned): each row
-    repeated `round_counts(weights, u)` times, in row order, with one `rng.random()` per row
-    drawn in order. The trainer's loader calls it per row group of a stream (module docstring)."""
-    uniforms = [rng.random() for _ in rows]
-    counts = round_counts(weights, uniforms)
-    return [r for r, k in zip(rows, counts.tolist(), strict=True) for _ in range(k)]
+    repeated `round_counts(weights, u)` times, in row order, with `u = rng.random(len(rows))`
+    (one uniform per row, drawn in one call). The trainer's loader calls it per row group of a
+    stream (module docstring)."""
+    r = np.asarray(rows, dtype=np.int64).reshape(-1)
+    counts = round_counts(weights, rng.random(len(r)))
+    return np.repeat(r, counts)
 
 
 def epoch_indices(weights: Sequence[float] | np.ndarray, epoch: int, seed: int,

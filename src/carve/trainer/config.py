@@ -41,9 +41,9 @@ class DataConfig(_Section):
 
     manifest: str = ""  # manifest.json, its folder, or a root holding shards/vNNN (latest used)
     batch_size: int = Field(default=32, ge=1)
-    num_workers: int = Field(default=0, ge=0)
+    num_workers: int = Field(default=0, ge=0)  # DataLoader workers per rank (each owns whole row groups)
     shuffle: bool = True
-    shuffle_buffer: int = Field(default=1024, ge=1)
+    shuffle_buffer: int = Field(default=1024, ge=1)  # rows: whole row groups are buffered until they hold this many
     seed: int = 0  # data order (shuffles, chunk offsets); the weights' initialisation is train.seed
     holdout_frac: float = Field(default=0.1, ge=0.0, lt=1.0)  # episodes held out for eval (hash of episode_id)
     task_dim: int = 128  # size of the hashed task-text embedding

@@ -75,7 +75,8 @@ def evaluate(
 ) -> dict[str, Any]:
     dcfg = copy.deepcopy(data_cfg)
     dcfg.shuffle = False
-    ds = EventStream(manifest, dcfg, view="event", split="eval", infinite=False)
+    dcfg.batch_size = batch_size
+    ds = EventStream(manifest, dcfg, view="event", split="eval", infinite=False, task=model.spec.mode != "event")
     model.eval()
     T = dcfg.max_len
     se_t = np.zeros(T)
@@ -85,7 +86,7 @@ def evaluate(
     len_err: list[float] = []
     fut: list[float] = []
     lat: list[float] = []
-    for batch in make_loader(ds, batch_size, 0):
+    for batch in make_loader(ds):
         pred = _predict(model, batch)
         target = model.normalize_actions(batch["actions"])
         mask = batch["mask"].float()

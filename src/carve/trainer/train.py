@@ -200,7 +200,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dic
         start_batch=step,
     )
     loader = iter(
-        make_loader(ds, cfg.data.batch_size, cfg.data.num_workers, pin_memory=device.type == "cuda")
+        make_loader(ds, cfg.data.num_workers, pin_memory=device.type == "cuda")
     )
     if state is not None:  # after the loader iterator drew its worker seeds, as in an uninterrupted run
         rngs = state["rng"]

@@ -1,0 +1,73 @@
+"""One buffer per batch for DataLoader workers: `pack` in the worker, `PackedBatch.unpack` in the trainer.
+
+A DataLoader worker hands each tensor of a batch to the main process through its own shared
+memory segment, whose file descriptor the main process fetches over a socket: for a batch of ten
+small tensors that costs more than building the batch. `pack(arrays)` copies a batch's numeric
+fields into one 64-byte-aligned uint8 numpy buffer (padded `[rows, T, D]` sequences as their real
+frames only, re-padded by `unpack` from `mask`), which travels through the worker's result
+queue as one pickled buffer (no segment, no descriptor), and `PackedBatch.unpack()` gives back
+the dict of tensors (views of that buffer, the sequences re-padded). With `pin_memory=True` the
+DataLoader's pin thread calls `PackedBatch.pin_memory()`, which unpacks and pins there, off the
+training loop's thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+_ALIGN = 64
+_RAGGED = "ragged:"  # a padded [rows, T, D] field sent as its frames under `mask` only
+
+
+@dataclass
+class PackedBatch:
+    """A batch's numeric fields in one uint8 buffer, plus its event ids."""
+
+    buffer: np.ndarray
+    layout: tuple[tuple[str, str, tuple[int, ...], int, int], ...]  # (name, numpy dtype, shape, byte offset, bytes)
+    event_id: list[str]
+
+    def pin_memory(self, device: Any = None) -> dict[str, Any]:
+        """The unpacked batch with page-locked tensors (the DataLoader's pin thread calls this)."""
+        return {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in self.unpack().items()}
+
+    def unpack(self) -> dict[str, Any]:
+        arrays: dict[str, np.ndarray] = {}
+        ragged = []
+        for name, dtype, shape, off, nbytes in self.layout:
+            a = self.buffer[off : off + nbytes].view(dtype).reshape(shape)
+            if name.startswith(_RAGGED):
+                ragged.append((name[len(_RAGGED) :], a))
+            else:
+                arrays[name] = a
+        for name, frames in ragged:  # back to [rows, T, D], zeros where `mask` is False
+            full = np.zeros((*arrays["mask"].shape, frames.shape[-1]), frames.dtype)
+            full[arrays["mask"]] = frames
+            arrays[name] = full
+        return {"event_id": self.event_id, **{k: torch.from_numpy(v) for k, v in arrays.items()}}
+
+
+def pack(arrays: dict[str, np.ndarray]) -> PackedBatch:
+    """`arrays` (float32 / int64 / bool fields, plus `event_id` strings) as one buffer."""
+    layout = []
+    off = 0
+    mask = arrays.get("mask")
+    fields = []
+    for k, v in arrays.items():
+        if k == "event_id":
+            continue
+        if mask is not None and v.ndim == 3 and v.shape[:2] == mask.shape:  # padded sequences: real frames only
+            fields.append((_RAGGED + k, v[mask]))
+        else:
+            fields.append((k, np.ascontiguousarray(v)))
+    for name, a in fields:
+        layout.append((name, a.dtype.str, tuple(a.shape), off, a.nbytes))
+        off += -(-a.nbytes // _ALIGN) * _ALIGN
+    view = np.empty(off, np.uint8)
+    for (_, a), (_, _, _, o, _) in zip(fields, layout, strict=True):
+        view[o : o + a.nbytes] = a.reshape(-1).view(np.uint8)
+    return PackedBatch(view, tuple(layout), arrays["event_id"].tolist())
