@@ -157,7 +157,7 @@ def check_cameras(ep: Any, moving: np.ndarray, cfg: CheckConfig) -> list[Defect]
     is read sample by sample, seeking whenever the next sample lies beyond the file's longest
     keyframe interval (so a short GOP costs a frame or two per sample, a long one a sequential
     read, never more than decoding it all)."""
-    from carve.ingest.video import VideoReader
+    from carve.ingest.video import pooled_reader
 
     out: list[Defect] = []
     n, fps = ep.length, float(ep.fps)
@@ -176,8 +176,8 @@ def check_cameras(ep: Any, moving: np.ndarray, cfg: CheckConfig) -> list[Defect]
                     continue
                 t0 = _start(pk, offset)
                 idx = snap_to_keyframes(idx, ts - ts[0], pk.keys - t0, fps, cfg)
-                with VideoReader(uri, backend="pyav", seek_gap_s=max(pk.key_gap, 1.0 / fps), threads=False) as r:
-                    frames = r.read_at(t0 + ts[idx] - ts[0])
+                r = pooled_reader(uri, backend="pyav", seek_gap_s=max(pk.key_gap, 1.0 / fps), threads=False)
+                frames = r.read_at(t0 + ts[idx] - ts[0])
             elif len(idx):
                 frames = ep.frames(cam, idx)
             else:
