@@ -14,6 +14,12 @@ frames:
   `end_s` and that the packets are really there (demuxes only the last GOP), so a video that
   is shorter than the action stream or truncated is caught before any decode.
 
+Between episodes (`carve run` decodes many episodes of one LeRobot v3.0 file in turn):
+`pooled_reader` keeps a reader per file open for the next episode (opening and indexing the file
+once), and `read_at` keeps a copy of the frames it last decoded per file (`keep_recent`), which
+the next `read_at` of the same span serves (`recent_frames`), whichever reader asks: an episode
+decoded once for its keyframes is not decoded again for its quality check.
+
 Backend "auto" probes the codec with PyAV and uses decord for H.264 (decord cannot open AV1,
 LeRobot's default codec) and PyAV (libdav1d) for everything else. Missing, truncated and
 undecodable files raise `VideoError` naming the file and the reason; readers turn it into an
@@ -511,7 +517,8 @@ def pooled_reader(path_or_uri: str, backend: Backend = "auto", seek_gap_s: float
 
 # -- the frames an episode decoded, for the next reader of the same span -----------------------
 _RECENT = threading.local()
-RECENT_MAX_BYTES = 256 * 2**20  # decoded frames kept per worker thread (the latest reads first)
+RECENT_MAX_BYTES = 128 * 2**20  # decoded frames kept per worker thread (the latest reads first)
+RECENT_FILES = 4  # files whose last read is kept (one per camera of the episode being decoded)
 
 
 def _file_key(path: str) -> tuple[int, int, int] | None:
@@ -528,7 +535,8 @@ def keep_recent(path: str, pts: np.ndarray, frames: np.ndarray) -> None:
     """Keep a copy of the frames a `read_at` just decoded (with their pts) for the next read of
     the same file: `carve run` decodes an episode's frames once for its keyframes and its quality
     check (pipeline/steps.py `DecodeSegment`), through two readers. Bounded by
-    `RECENT_MAX_BYTES` per thread, the oldest dropped first; a file that changed is not served."""
+    `RECENT_FILES` files and `RECENT_MAX_BYTES` per thread, the oldest dropped first; a file that
+    changed is not served."""
     key = _file_key(path)
     if key is None or not len(pts) or frames.nbytes > RECENT_MAX_BYTES:
         return
@@ -536,7 +544,7 @@ def keep_recent(path: str, pts: np.ndarray, frames: np.ndarray) -> None:
     recent: OrderedDict[str, tuple[Any, np.ndarray, np.ndarray]] = _RECENT.__dict__.setdefault("frames", OrderedDict())
     recent.pop(path, None)
     recent[path] = (key, np.asarray(pts, dtype=np.float64)[order], np.array(frames[order]))
-    while sum(f.nbytes for _, _, f in recent.values()) > RECENT_MAX_BYTES:
+    while len(recent) > RECENT_FILES or sum(f.nbytes for _, _, f in recent.values()) > RECENT_MAX_BYTES:
         recent.popitem(last=False)
 
 

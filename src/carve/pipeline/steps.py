@@ -55,7 +55,7 @@ SUMMARY_SCHEMA = pa.schema(
 )
 # an episode whose frames (per camera) fit in this many bytes is decoded in one forward pass that
 # serves its keyframes and its quality check's samples (ingest/events.py `episode_events`)
-DENSE_MAX_BYTES = 128 * 2**20
+DENSE_MAX_BYTES = 64 * 2**20
 # the status columns WriteEvents adds to each event row it wrote: where its episode went
 PART_FIELDS = [pa.field("_part_path", pa.string()), pa.field("_part", pa.string()),
                pa.field("_part_rows", pa.int64()), pa.field("_part_bytes", pa.int64())]

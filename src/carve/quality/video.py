@@ -156,7 +156,8 @@ def check_cameras(ep: Any, moving: np.ndarray, cfg: CheckConfig) -> list[Defect]
     files), then black and frozen images on sampled frames (whatever stores them). A video file
     is read sample by sample, seeking whenever the next sample lies beyond the file's longest
     keyframe interval (so a short GOP costs a frame or two per sample, a long one a sequential
-    read, never more than decoding it all)."""
+    read, never more than decoding it all). In `carve run` the episode's frames were just decoded
+    for its keyframes, and the reader serves the samples from them (`ingest.video.recent_frames`)."""
     from carve.ingest.video import pooled_reader
 
     out: list[Defect] = []
