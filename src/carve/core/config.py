@@ -27,8 +27,9 @@ class _Section(BaseModel):
 
 
 class RayConfig(_Section):
-    """Where stages run. `address=None` starts an embedded local Ray; an address joins a cluster
-    (docs/CLUSTER.md: shipping Carve to the workers, token authentication, GPUs)."""
+    """Where stages run. `address=None`: in this process or an embedded local Ray, as `executor`
+    says (pipeline/choose.py); an address joins a cluster (docs/CLUSTER.md: shipping Carve to the
+    workers, token authentication, GPUs)."""
 
     address: str | None = None
     num_cpus: int | None = Field(default=None, ge=1)

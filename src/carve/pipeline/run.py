@@ -309,7 +309,7 @@ def run_pipeline(cfg: CarveConfig, job_id: str | None = None, shard: bool = True
     with root_of(cfg) as root:
         reporter = JobReporter(root.catalog, job_id)
         try:
-            if executor is None and (cfg.ray.address or gpus_needed(cfg)):
+            if executor is None and cfg.ray.executor != "local" and (cfg.ray.address or gpus_needed(cfg)):
                 start_ray(cfg, root)  # a cluster or a GPU: refuse what cannot run before any work
             ingest(cfg, root, reporter, summary, executor)
             if shard:
