@@ -187,18 +187,34 @@ class RayExecutor:
 
 
 class LocalExecutor:
-    """The same steps in this process, on the same blocks of episodes as `RayExecutor`."""
+    """The same steps in this process, on the same blocks of episodes as `RayExecutor`.
+
+    Two cores at once, as Ray's two-stage pipeline would: the first step (decoding, which spends
+    its time in the video decoder, the JPEG encoder and numpy, all outside the GIL) runs on the
+    next block in a thread of its own while the other steps (caption, embed, write) run on the
+    current one here. Blocks come out in order and each step sees the same blocks as before, so
+    the rows are the same; at most two blocks are in memory."""
 
     def __init__(self, cfg: RayConfig | None = None):
         self.cfg = cfg or RayConfig()
 
     def run(self, rows: list[dict[str, Any]], steps: list[StepSpec]) -> Iterator[pa.Table]:
+        from concurrent.futures import ThreadPoolExecutor
+
         built = [s.cls(**s.kwargs) for s in steps]
-        for chunk in split_rows(rows, plan_blocks(len(rows), self.cfg)):
-            block = pa.Table.from_pylist(chunk)
-            for step in built:
-                block = step(block)
-            yield block
+        chunks = split_rows(rows, plan_blocks(len(rows), self.cfg))
+        if not chunks or not built:
+            return
+        first, rest = built[0], built[1:]
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="carve-first-step") as ahead:
+            pending = ahead.submit(first, pa.Table.from_pylist(chunks[0]))
+            for i in range(len(chunks)):
+                block = pending.result()
+                if i + 1 < len(chunks):
+                    pending = ahead.submit(first, pa.Table.from_pylist(chunks[i + 1]))
+                for step in rest:
+                    block = step(block)
+                yield block
 
 
 def plan_blocks(n: int, cfg: RayConfig, workers: int | None = None) -> int:
