@@ -172,6 +172,7 @@ def test_decode_segment_quarantines_each_failing_episode_alone_with_its_reason(t
 def test_write_events_fails_the_run_when_a_part_cannot_be_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A disk that refuses the part is the run's failure, not the episodes': nothing is quarantined."""
     import carve.storage.events as events
+    import carve.storage.parts  # noqa: F401  (imports write_event_part by name: bound before the patch, not to it)
     from carve.storage.root import open_root
 
     def refuse(*a: object, **k: object) -> str:

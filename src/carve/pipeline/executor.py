@@ -8,8 +8,9 @@ at its `map_batches` (actor pools for steps that hold a model, task pools otherw
 for a step on a GPU, `num_cpus` otherwise), and yields the blocks of the last step as they
 finish. When the last block is out it logs the nodes each step ran on (`ray_nodes`, info level),
 which is how a cluster run shows it was spread. `LocalExecutor` runs the same steps block by
-block in the calling process: a small embedded run (pipeline/choose.py decides), tests, and
-the Ray-overhead measurement (same work, no Ray).
+block in the calling process, decoding the next block in a thread while the current one goes
+through the later steps: a small embedded run (pipeline/choose.py decides), tests, and the
+Ray-overhead measurement (same work, no Ray).
 
 Blocks: the input rows (episodes) are cut into `plan_blocks` contiguous blocks of about
 `ray.part_episodes` episodes, and each block is one part file of events (WriteEvents). So
