@@ -6,16 +6,18 @@ one process and one session:
 
 * `raw_decode`: plain PyAV decodes every frame of every video of the dataset to RGB (threaded,
   the same baseline as bench_decode) — the work any video pipeline must at least do;
-* `carve run` on Ray (the shipped config, embedded Ray on this machine's CPUs), ingest to
-  shards: decode+segment, caption, embed (MiniLM), write parts, catalog, cluster, shard cut.
-  Run as a subprocess of the real CLI, on the first `--small` episodes and on all of them,
-  each into a fresh root; the driver's peak RSS (VmHWM) is read when it exits;
-* the same stages in one process (`LocalExecutor`, no Ray) and on Ray with one CPU, on the
-  `--small` subset: the Ray overhead, like for like (one worker each).
+* `carve run` as shipped (`ray.executor=auto`, pipeline/choose.py), ingest to shards:
+  decode+segment, caption, embed (MiniLM), write parts, catalog, cluster, shard cut. Run as a
+  subprocess of the real CLI, on the first `--small` episodes and on all of them, each into a
+  fresh root; timed as a whole process (wall, start-up included; `bench_run_small.timed`), with
+  the peak RSS of the driver, of the largest worker and of the whole process tree;
+* the same stages in one process (`--executor local`) and on Ray with one CPU (`--executor ray
+  --set ray.num_cpus=1`), `--repeats` times interleaved: the Ray overhead, like for like (one
+  worker each), median with min and max.
 
-Reported: frames/s of each; `ratio` = carve frames/s / raw decode frames/s (target >= 0.3);
-`ray_overhead` = Ray (1 CPU) seconds / in-process seconds - 1 on every episode (target <= 0.30;
-`--overhead-at small` measures it on the subset);
+Reported: frames/s of each; `ratio` = carve frames/s (whole process) / raw decode frames/s
+(target >= 0.3); `ray_overhead_*` = Ray (1 CPU) wall / in-process wall - 1 on every episode
+(target <= 0.30; `--overhead-at small` measures it on the subset);
 `rss_ratio` = driver peak RSS at all episodes / at `--small` (target <= 1.3); part files vs
 episodes (target >= 10x fewer).
 
@@ -27,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -79,29 +80,22 @@ def subset_source(src: Path, n: int, out: Path) -> Path:
 
 
 def carve_run(source: Path, root: Path, extra: list[str]) -> dict[str, Any]:
-    """`carve run --source --root` in a subprocess; its seconds (inside the process, imports
-    excluded) and the driver's peak RSS."""
+    """`carve run --source --root` in a subprocess: its seconds inside the process (imports
+    excluded), the whole process's wall time (`wall`, start-up included), the driver's peak RSS
+    and the peak RSS of the largest worker and of the whole process tree (bench_run_small.timed)."""
+    from bench.bench_run_small import timed
+
     cmd = [sys.executable, "-c", RUNNER, "run", "--source", str(source), "--root", str(root), *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "RAY_DEDUP_LOGS": "1"})
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("SCALE_RESULT ")), None)
-    if proc.returncode != 0 or line is None:
-        raise RuntimeError(f"carve run failed ({proc.returncode}): {proc.stderr[-3000:]}")
+    wall, out, peaks = timed(cmd)
+    line = next((ln for ln in out.splitlines() if ln.startswith("SCALE_RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"carve run printed no result: {out[-3000:]}")
     res = json.loads(line[len("SCALE_RESULT "):])
+    res.update({"wall": wall, "largest_worker_rss": peaks["largest_worker_mb"] * 2**20,
+                "tree_rss": peaks["tree_mb"] * 2**20})
     parts = list((root / "events").rglob("*.parquet"))
     res["part_files"] = len(parts)
     return res
-
-
-def local_run(source: Path, root: Path) -> float:
-    """The same steps in this process (LocalExecutor), ingest to shards."""
-    from carve.core.config import CarveConfig
-    from carve.pipeline.executor import LocalExecutor
-    from carve.pipeline.run import run_pipeline
-
-    cfg = CarveConfig.model_validate({"root": str(root), "source": {"uri": str(source)}})
-    t0 = time.perf_counter()
-    run_pipeline(cfg, executor=LocalExecutor())
-    return time.perf_counter() - t0
 
 
 def frames_of(source: Path) -> int:
@@ -119,6 +113,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--overhead-at", choices=["all", "small"], default="all",
                     help="measure the Ray overhead on every episode (default) or on the --small subset")
     ap.add_argument("--only-overhead", action="store_true", help="skip the decode baseline and the two runs")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved in-process / Ray runs for the overhead")
     ap.add_argument("--out", default=None, help="write the JSON result here too")
     args = ap.parse_args(argv)
     src = Path(args.source).resolve()
@@ -146,8 +141,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "decoded_frames": n_raw,
                 "raw_decode_fps": n_raw / t_raw,
                 "carve_run_seconds": big["seconds"],
-                "carve_run_fps": frames_all / big["seconds"],
-                "ratio": (frames_all / big["seconds"]) / (n_raw / t_raw),
+                "carve_run_wall_seconds": big["wall"],
+                "carve_run_fps": frames_all / big["wall"],
+                "ratio": (frames_all / big["wall"]) / (n_raw / t_raw),
+                "ratio_imports_excluded": (frames_all / big["seconds"]) / (n_raw / t_raw),
+                "largest_worker_peak_rss_mb": big["largest_worker_rss"] / 2**20,
+                "process_tree_peak_rss_mb": big["tree_rss"] / 2**20,
                 "part_files": big["part_files"],
                 "episodes_per_part_file": n_all / max(big["part_files"], 1),
                 "driver_peak_rss_mb_all": big["driver_peak_rss"] / 2**20,
@@ -156,20 +155,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"carve_run_seconds_{args.small}": little["seconds"],
             })
         if not args.skip_overhead:
+            import statistics
+
             on, tag = (src, "all") if args.overhead_at == "all" else (small, str(args.small))
-            t_local = local_run(on, Path(tmp) / "root-local")
-            one = carve_run(on, Path(tmp) / "root-ray1", ["--set", "ray.num_cpus=1"])
-            two = carve_run(on, Path(tmp) / "root-ray2", []) if args.only_overhead else None
+            local, ray1 = [], []
+            for i in range(args.repeats):  # interleaved: a load change touches both alike
+                local.append(carve_run(on, Path(tmp) / f"root-local-{i}", ["--executor", "local"])["wall"])
+                ray1.append(carve_run(on, Path(tmp) / f"root-ray1-{i}",
+                                      ["--executor", "ray", "--set", "ray.num_cpus=1"])["wall"])
+            over = [r / a - 1.0 for r, a in zip(ray1, local, strict=True)]
             res.update({
                 f"overhead_episodes_{tag}": n_all if tag == "all" else args.small,
-                "in_process_seconds": t_local,
-                "ray_1cpu_seconds": one["seconds"],
-                "ray_overhead": one["seconds"] / t_local - 1.0,
-                "in_process_fps": frames_of(on) / t_local,
+                "in_process_wall_seconds_median": statistics.median(local),
+                "ray_1cpu_wall_seconds_median": statistics.median(ray1),
+                "ray_overhead_median": statistics.median(over),
+                "ray_overhead_min": min(over),
+                "ray_overhead_max": max(over),
+                "in_process_fps": frames_of(on) / statistics.median(local),
             })
-            if two is not None:
-                res["ray_default_seconds"] = two["seconds"]
-                res["ray_default_vs_in_process"] = two["seconds"] / t_local - 1.0
+            if args.only_overhead:
+                two = carve_run(on, Path(tmp) / "root-ray2", ["--executor", "ray"])
+                res["ray_default_wall_seconds"] = two["wall"]
+                res["ray_default_vs_in_process"] = two["wall"] / statistics.median(local) - 1.0
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(res, indent=2))

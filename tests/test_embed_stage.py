@@ -278,3 +278,37 @@ def test_text_embedder_factory_minilm_handles_empty() -> None:
     v = emb.encode(["pick up the cube", "", None])
     assert v.shape == (3, emb.dim) and emb.dim == 384
     assert np.any(v[0]) and not np.any(v[1]) and not np.any(v[2])
+
+
+class CountingText:
+    """A text embedder that records every batch it is asked to encode; a text's vector depends on
+    the text and on how many texts share its batch (as a batched model's floats may)."""
+
+    name, dim = "counting", 3
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    def encode(self, items: list[str]) -> np.ndarray:
+        self.batches.append(list(items))
+        return np.array([[len(t), sum(map(ord, t)) % 97, len(items)] for t in items], dtype=np.float32)
+
+
+def test_each_distinct_caption_is_embedded_once_and_alone(table: pa.Table) -> None:
+    """Captions repeat heavily: a worker embeds each distinct text once, on its own, so its
+    vector is the same whatever block or batch it came in."""
+    s = EmbedStage(EmbedConfig(text="minilm"))
+    fake = CountingText()
+    s._text = fake
+    s.dims = {**s.dims, "text": fake.dim}
+    rows = table.to_pylist()
+    repeated = events_to_table([{**rows[0], "event_id": f"r{i}", "caption": c}
+                                for i, c in enumerate(["lift", "push", "lift", "lift", ""])])
+    first = np.asarray(col(s(repeated), "emb_text"))
+    assert sorted(b[0] for b in fake.batches) == ["", "lift", "push"]
+    assert all(len(b) == 1 for b in fake.batches)
+    np.testing.assert_array_equal(first[0], first[2])
+    np.testing.assert_array_equal(first[0], [4, (108 + 105 + 102 + 116) % 97, 1])
+    again = events_to_table([{**rows[0], "event_id": "z", "caption": "lift"}])
+    np.testing.assert_array_equal(np.asarray(col(s(again), "emb_text"))[0], first[0])
+    assert len(fake.batches) == 3 and s.stats["texts_embedded"] == 3

@@ -144,7 +144,7 @@ def test_run_on_a_full_disk_commits_nothing_and_a_later_run_completes(tiny_disk:
     for i in range(3):
         write_folder_episode(src, f"ep_{i}", seed=i, frames=60)
     base = tiny_disk / "carve"
-    cfg = _cfg(base, src).with_overrides({"embed": {"text": "none"}})
+    cfg = _cfg(base, src).with_overrides({"embed": {"text": "none"}, "ray": {"executor": "ray"}})
     base.mkdir()
     filler = fill(tiny_disk, leave=16 * 1024)
 

@@ -34,7 +34,7 @@ def _carve(root: Path, *args: str, extra: tuple[str, ...] | list[str] = ()) -> l
     return [sys.executable, "-m", "carve", *args, "--root", str(root), *extra]
 
 
-RUN_SETTINGS = ["--set", "ray.num_cpus=2", "--set", "ray.object_store_memory_mb=256", "--set", "ray.progress=false",
+RUN_SETTINGS = ["--executor", "ray", "--set", "ray.num_cpus=2", "--set", "ray.object_store_memory_mb=256", "--set", "ray.progress=false",
                 "--set", "ray.part_episodes=1", "--set", "cluster.k=3", "--set", "shard.rows_per_shard=8"]
 
 

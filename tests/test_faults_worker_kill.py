@@ -117,7 +117,7 @@ def test_killed_ray_workers_are_retried_and_nothing_is_lost(tmp_path: Path):
     for i in range(4):
         write_folder_episode(src, f"ep_{i}", seed=i, frames=72, task=tasks[i % 2])
     root = tmp_path / "carve"
-    cfg = _cfg(root, src).with_overrides({"embed": {"text": "none"}, "ray": {"part_episodes": 1}})
+    cfg = _cfg(root, src).with_overrides({"embed": {"text": "none"}, "ray": {"part_episodes": 1, "executor": "ray"}})
 
     killer = Killer(TARGETS)
     killer.start()

@@ -28,6 +28,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.overrides.append(f"ray.address={args.ray_address}")
     if args.allow_shared_local_root:
         args.overrides.append("ray.allow_shared_local_root=true")
+    if args.executor:
+        args.overrides.append(f"ray.executor={args.executor}")
     cfg = load_config(args)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
@@ -83,6 +85,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ray-address", default=None,
                    help="join a Ray cluster at its head's GCS address (head:6379) instead of starting an "
                         "embedded Ray; see docs/CLUSTER.md")
+    p.add_argument("--executor", choices=["auto", "ray", "local"], default=None,
+                   help="where the steps run (ray.executor): auto (default) keeps a small embedded run in this "
+                        "process and starts Ray when it pays; ray or local to choose")
     p.add_argument("--allow-shared-local-root", action="store_true",
                    help="on a multi-node cluster, accept a local root/source: every node mounts it at the same path")
     p.add_argument("--job-id", default=None, help="(service) report progress into this catalog job")

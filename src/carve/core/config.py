@@ -27,16 +27,25 @@ class _Section(BaseModel):
 
 
 class RayConfig(_Section):
-    """Where stages run. `address=None` starts an embedded local Ray; an address joins a cluster
-    (docs/CLUSTER.md: shipping Carve to the workers, token authentication, GPUs)."""
+    """Where stages run. `address=None`: in this process or an embedded local Ray, as `executor`
+    says (pipeline/choose.py); an address joins a cluster (docs/CLUSTER.md: shipping Carve to the
+    workers, token authentication, GPUs)."""
 
     address: str | None = None
     num_cpus: int | None = Field(default=None, ge=1)
     num_gpus: int | None = Field(default=None, ge=0)  # embedded Ray only; None = what Ray detects
     object_store_memory_mb: int | None = Field(default=512, ge=64)
-    decode_concurrency: int = Field(default=1, ge=1)
+    # where the ingest steps run (pipeline/choose.py): "auto" runs a small embedded run in this process
+    # and starts Ray only when it pays for itself; "ray" always starts/joins Ray; "local" never does
+    executor: Literal["auto", "ray", "local"] = "auto"
+    # "auto": an embedded run of fewer episodes than this stays in-process (Ray's start-up is not repaid)
+    local_below_episodes: int = Field(default=500, ge=0)
+    # "auto": on fewer usable cores than this an embedded run stays in-process whatever its size
+    local_below_cores: int = Field(default=4, ge=1)
+    # workers per step on Ray; None: sized from the CPUs Ray offers (pipeline/choose.py `step_concurrency`)
+    decode_concurrency: int | None = Field(default=None, ge=1)
     caption_concurrency: int = Field(default=1, ge=1)
-    embed_concurrency: int = Field(default=1, ge=1)
+    embed_concurrency: int | None = Field(default=None, ge=1)
     # episodes per Ray block and per events part file (fewer when that would leave decode workers idle:
     # pipeline/executor.py `plan_blocks`); a block's part is split at episode boundaries above part_target_mb
     part_episodes: int = Field(default=32, ge=1)

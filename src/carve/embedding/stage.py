@@ -7,12 +7,14 @@ a `pa.Table` of captioned schema-v1 event rows. It adds (all `list<float32>`):
                      (`cameras`, keyframes camera-major) the unit mean over the cameras,
 * `emb_visual_cameras` - the START keyframe embedding of each camera, in `cameras` order,
 * `end_emb_visual` - the same for its LAST keyframe (future-observation target),
-* `emb_text`       - text embedding of `caption`,
+* `emb_text`       - text embedding of `caption`; each distinct caption is embedded once per
+                     worker (captions repeat heavily) and on its own, so its vector is the
+                     same whatever block, batch or executor it came in,
 * `emb_motion`     - `motion.motion_descriptor` of the event's state/action/gripper slices,
 * `emb`            - the fused vector (`fusion.fuse` with `cfg.weights`).
 
 The embedders (`embedders.make_visual_embedder` / `make_text_embedder`) are built lazily, on
-first use; encoding is batched by `cfg.batch_size`. Events without keyframes get a zero visual
+first use; images are encoded in batches of `cfg.batch_size`, texts one distinct text at a time. Events without keyframes get a zero visual
 vector (counted in `EmbedStage.stats["missing_keyframes"]` and logged), empty captions a zero
 text vector. A NaN/inf anywhere raises `EmbedError` naming the event. A disabled modality's
 column is null.
@@ -21,6 +23,9 @@ column is null.
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -39,6 +44,7 @@ from carve.embedding.fusion import embedding_dims, fuse
 from carve.embedding.motion import frames_2d, motion_descriptor
 
 OUTPUT_COLUMNS = ("emb_visual", "end_emb_visual", "emb_text", "emb_motion", "emb")
+TEXT_CACHE_MAX = 200_000  # distinct captions kept per worker (about 300 MB of 384-d vectors); then started afresh
 
 _log = get_logger("embed")
 
@@ -51,7 +57,26 @@ class EmbedStage:
         self.dims = embedding_dims(cfg)  # validates weights early
         self._visual: Embedder | None = None
         self._text: Embedder | None = None
-        self.stats = {"events": 0, "missing_keyframes": 0, "empty_captions": 0}
+        self._texts: dict[str, np.ndarray] = {}  # caption -> its text vector, for this worker's life
+        self.stats = {"events": 0, "missing_keyframes": 0, "empty_captions": 0, "texts_embedded": 0}
+
+    def warm_up(self) -> threading.Thread | None:
+        """Load the text model in a background thread (importing torch and sentence-transformers
+        and reading the weights take seconds) so that it loads while the run decodes its first
+        episodes; the first encode waits for it (`embedders._cached` holds the loading lock).
+        A failure here is left to the first encode, which raises it where it is reported."""
+        if not self.dims["text"]:
+            return None
+
+        def load() -> None:
+            try:
+                getattr(self.text, "model", None)
+            except Exception:  # reported by the first real encode
+                pass
+
+        t = threading.Thread(target=load, name="carve-embed-warm-up", daemon=True)
+        t.start()
+        return t
 
     @property
     def visual(self) -> Embedder:
@@ -142,12 +167,21 @@ class EmbedStage:
         dim = self.dims["text"]
         if dim == 0:
             return np.zeros((n, 0), dtype=np.float32)
-        captions = _column(table, "caption", n)
-        self.stats["empty_captions"] += sum(1 for c in captions if not (c or "").strip())
-        vecs = self.text.encode(captions)
-        if vecs.shape != (n, dim):
-            raise EmbedError(f"text embedder {self.text.name} returned {vecs.shape}, expected ({n}, {dim})")
-        return vecs.astype(np.float32)
+        captions = [c or "" for c in _column(table, "caption", n)]
+        self.stats["empty_captions"] += sum(1 for c in captions if not c.strip())
+        new = sorted(set(captions) - self._texts.keys())
+        if len(self._texts) + len(new) > TEXT_CACHE_MAX:
+            self._texts.clear()
+        with one_torch_thread():  # as in a one-CPU Ray worker: the same floats in this process and on Ray
+            for text in new:  # each distinct text alone: its vector does not depend on what it was batched with
+                vec = self.text.encode([text])
+                if vec.shape != (1, dim):
+                    raise EmbedError(f"text embedder {self.text.name} returned {vec.shape}, expected (1, {dim})")
+                self._texts[text] = vec[0].astype(np.float32)
+        self.stats["texts_embedded"] += len(new)
+        if not n:
+            return np.zeros((0, dim), dtype=np.float32)
+        return np.stack([self._texts[c] for c in captions])
 
     def _motion_part(self, table: pa.Table, where: list[str]) -> np.ndarray:
         n = table.num_rows
@@ -166,6 +200,23 @@ class EmbedStage:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one intra-op thread inside the block (as a Ray worker reserving one CPU runs it),
+    so that a text's vector is bit for bit the same in this process and on Ray."""
+    try:
+        import torch
+    except ImportError:  # a text embedder without torch
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _column(table: pa.Table, name: str, n: int) -> list[Any]:

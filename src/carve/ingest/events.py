@@ -79,10 +79,21 @@ def strided_descriptors(ep: Episode, cams: list[str], indices: list[int],
     return (m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
+def _fits(ep: Episode, cam: str, max_bytes: int) -> bool:
+    """Every frame of the episode from `cam` fits in `max_bytes` (sized from its first frame)."""
+    first = ep.frames(cam, [0])
+    return len(first) == 1 and first[0].nbytes * ep.length <= max_bytes
+
+
 def episode_events(ep: Episode, seg_cfg: SegmentConfig, camera: str | list[str] | None,
-                   obs_stride: int = 0) -> list[dict[str, Any]]:
+                   obs_stride: int = 0, dense_max_bytes: int = 0) -> list[dict[str, Any]]:
     """Segment one loaded episode and build its event rows (keyframes of every selected camera;
-    per-step observation columns as the module docstring says)."""
+    per-step observation columns as the module docstring says).
+
+    With `dense_max_bytes`, a camera whose every frame of the episode fits in that many bytes
+    is decoded whole, in one forward pass, and its keyframes taken from it: the same frames (each
+    index is still the frame nearest its timestamp), and the pass is left to the reader's recent
+    frames (`ingest.video.keep_recent`) for the quality check, which then decodes nothing."""
     from carve.ingest.segment import gripper_track, segment_episode
     from carve.ingest.visual import frame_descriptors
 
@@ -111,7 +122,12 @@ def episode_events(ep: Episode, seg_cfg: SegmentConfig, camera: str | list[str] 
     jpegs: dict[tuple[str, int], bytes] = {}
     wanted = sorted({i for s in segments for i in keyframe_indices(s.start, s.end)})
     for cam in cams:
-        frames = all_frames[cam][wanted] if cam in all_frames else ep.frames(cam, wanted)
+        if cam in all_frames:
+            frames = all_frames[cam][wanted]
+        elif dense_max_bytes and _fits(ep, cam, dense_max_bytes):
+            frames = ep.frames(cam, np.arange(ep.length))[wanted]
+        else:
+            frames = ep.frames(cam, wanted)
         if len(frames) != len(wanted):
             raise EpisodeError(ref.label, f"decoded {len(frames)} of {len(wanted)} keyframes from camera {cam}")
         for i, fr in zip(wanted, frames, strict=True):

@@ -14,6 +14,12 @@ frames (or, for sparse sampling, their brightness only):
   `end_s` and that the packets are really there (demuxes only the last GOP), so a video that
   is shorter than the action stream or truncated is caught before any decode.
 
+Between episodes (`carve run` decodes many episodes of one LeRobot v3.0 file in turn):
+`pooled_reader` keeps a reader per file open for the next episode (opening and indexing the file
+once), and `read_at` keeps a copy of the frames it last decoded per file (`keep_recent`), which
+the next `read_at` of the same span serves (`recent_frames`), whichever reader asks: an episode
+decoded once for its keyframes is not decoded again for its quality check.
+
 Backend "auto" probes the codec with PyAV and uses decord for H.264 (decord cannot open AV1,
 LeRobot's default codec) and PyAV (libdav1d) for everything else. Missing, truncated and
 undecodable files raise `VideoError` naming the file and the reason; readers turn it into an
@@ -23,6 +29,8 @@ undecodable files raise `VideoError` naming the file and the reason; readers tur
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
@@ -296,6 +304,11 @@ class VideoReader:
         return 1.0 / self.fps
 
     def close(self) -> None:
+        if getattr(self, "_pooled", False):  # kept open by `pooled_reader` for the next episode of its file
+            return
+        self._close()
+
+    def _close(self) -> None:
         if self._av is not None:
             self._av.close()
             self._av = None  # type: ignore[assignment]
@@ -383,6 +396,9 @@ class VideoReader:
         if not np.all(np.isfinite(ts)):
             raise VideoError(self.path, "requested a non-finite timestamp")
         tol = 0.5 / self.fps + 1e-4
+        hit = recent_frames(self.path, ts, tol)
+        if hit is not None:
+            return rgb_to_luma(hit) if luma else hit
         if self.backend == "decord":
             got = self._decord_read_at(ts, tol)
             return rgb_to_luma(got) if luma else got
@@ -390,12 +406,15 @@ class VideoReader:
         dec = self._require_av()
         order = np.argsort(ts, kind="stable")
         out = np.empty((ts.size, *shape), dtype=np.uint8)
+        pts = np.empty(ts.size, dtype=np.float64)
         last_t: float | None = None
         last_img: np.ndarray | None = None
+        last_pts = 0.0
         for i in order:
             target = float(ts[i])
             if last_t is not None and target == last_t and last_img is not None:
                 out[i] = last_img
+                pts[i] = last_pts
                 continue
             if dec.needs_seek(target - tol, self.seek_gap_s):
                 # to the keyframe at or before the target itself (a frame before it is nearer only
@@ -417,7 +436,10 @@ class VideoReader:
             if img.shape != out.shape[1:]:
                 raise VideoError(self.path, f"frame at {best[0]:.3f} s is {img.shape}, expected {out.shape[1:]}")
             out[i] = img
-            last_t, last_img = target, img
+            pts[i] = best[0]
+            last_t, last_img, last_pts = target, img, best[0]
+        if not luma:  # the recent frames are RGB
+            keep_recent(self.path, pts, out)
         return out
 
     # pyav helpers -------------------------------------------------------------------------------
@@ -478,4 +500,97 @@ class VideoReader:
             )
         uniq, inverse = np.unique(pick, return_inverse=True)
         frames = self._decord_batch(uniq.tolist())
+        keep_recent(self.path, times[uniq], frames)
         return frames[inverse]
+
+
+# -- readers kept open from one episode to the next ------------------------------------------
+_POOL = threading.local()
+POOL_SIZE = 8  # open readers per worker thread (a reader per camera for the frames and one for the check)
+
+
+def pooled_reader(path_or_uri: str, backend: Backend = "auto", seek_gap_s: float = 1.0,
+                  threads: bool = True) -> VideoReader:
+    """A `VideoReader` of a local file that stays open for the next episode of the same file.
+
+    LeRobot v3.0 packs many episodes into one video file; opening it (PyAV's probe, decord's
+    index of the whole file) is then paid once per file and worker thread instead of once per
+    episode. The reader is keyed by the file's size and modification time, so a file rewritten
+    or removed is opened afresh (and a removed one fails as a fresh open does); the least
+    recently used of `POOL_SIZE` is closed. `close()` on a pooled reader does nothing. Remote
+    URIs get a reader of their own. Frames do not depend on what the reader read before
+    (`read_at` seeks or decodes forward to the same frame).
+    """
+    if _is_remote(path_or_uri):
+        return VideoReader(path_or_uri, backend=backend, seek_gap_s=seek_gap_s, threads=threads)
+    pool: OrderedDict[tuple[Any, ...], VideoReader] = _POOL.__dict__.setdefault("readers", OrderedDict())
+    try:
+        st = os.stat(_local_path(path_or_uri))
+    except OSError:
+        return VideoReader(path_or_uri, backend=backend, seek_gap_s=seek_gap_s, threads=threads)  # says why
+    key = (path_or_uri, backend, seek_gap_s, threads, st.st_size, st.st_mtime_ns, st.st_ino)
+    r = pool.get(key)
+    if r is not None:
+        pool.move_to_end(key)
+        return r
+    for stale in [k for k in pool if k[:4] == key[:4]]:  # the same file before it changed
+        pool.pop(stale)._close()
+    r = VideoReader(path_or_uri, backend=backend, seek_gap_s=seek_gap_s, threads=threads)
+    r._pooled = True
+    pool[key] = r
+    while len(pool) > POOL_SIZE:
+        pool.popitem(last=False)[1]._close()
+    return r
+
+
+# -- the frames an episode decoded, for the next reader of the same span -----------------------
+_RECENT = threading.local()
+RECENT_MAX_BYTES = 128 * 2**20  # decoded frames kept per worker thread (the latest reads first)
+RECENT_FILES = 4  # files whose last read is kept (one per camera of the episode being decoded)
+
+
+def _file_key(path: str) -> tuple[int, int, int] | None:
+    if _is_remote(path):
+        return None
+    try:
+        st = os.stat(_local_path(path))
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def keep_recent(path: str, pts: np.ndarray, frames: np.ndarray) -> None:
+    """Keep a copy of the frames a `read_at` just decoded (with their pts) for the next read of
+    the same file: `carve run` decodes an episode's frames once for its keyframes and its quality
+    check (pipeline/steps.py `DecodeSegment`), through two readers. Bounded by
+    `RECENT_FILES` files and `RECENT_MAX_BYTES` per thread, the oldest dropped first; a file that
+    changed is not served."""
+    key = _file_key(path)
+    if key is None or not len(pts) or frames.nbytes > RECENT_MAX_BYTES:
+        return
+    order = np.argsort(pts, kind="stable")
+    recent: OrderedDict[str, tuple[Any, np.ndarray, np.ndarray]] = _RECENT.__dict__.setdefault("frames", OrderedDict())
+    recent.pop(path, None)
+    recent[path] = (key, np.asarray(pts, dtype=np.float64)[order], np.array(frames[order]))
+    while len(recent) > RECENT_FILES or sum(f.nbytes for _, _, f in recent.values()) > RECENT_MAX_BYTES:
+        recent.popitem(last=False)
+
+
+def recent_frames(path: str, ts: np.ndarray, tol: float) -> np.ndarray | None:
+    """The frames nearest to `ts` from what the last `read_at` of this file decoded (`keep_recent`),
+    when every target has one within `tol` (the nearest in pts, the earlier on a tie, as both
+    backends pick); None otherwise, and the caller decodes."""
+    recent = _RECENT.__dict__.get("frames")
+    if not recent or path not in recent:
+        return None
+    key, pts, frames = recent[path]
+    if key != _file_key(path):
+        recent.pop(path, None)
+        return None
+    right = np.clip(np.searchsorted(pts, ts), 0, pts.size - 1)
+    left = np.clip(right - 1, 0, pts.size - 1)
+    pick = np.where(np.abs(pts[left] - ts) <= np.abs(pts[right] - ts), left, right)
+    if np.any(np.abs(pts[pick] - ts) > tol):
+        return None
+    recent.move_to_end(path)
+    return frames[pick]

@@ -8,14 +8,19 @@ at its `map_batches` (actor pools for steps that hold a model, task pools otherw
 for a step on a GPU, `num_cpus` otherwise), and yields the blocks of the last step as they
 finish. When the last block is out it logs the nodes each step ran on (`ray_nodes`, info level),
 which is how a cluster run shows it was spread. `LocalExecutor` runs the same steps block by
-block in the calling process (tests, and the Ray-overhead measurement: same work, no Ray).
+block in the calling process, decoding the next block in a thread while the current one goes
+through the later steps: a small embedded run (pipeline/choose.py decides), tests, and the
+Ray-overhead measurement (same work, no Ray).
 
 Blocks: the input rows (episodes) are cut into `plan_blocks` contiguous blocks of about
 `ray.part_episodes` episodes, and each block is one part file of events (WriteEvents). So
 that the decode workers are never idle for want of blocks, there are at least
-2 x `ray.decode_concurrency` blocks (each worker has one block in hand and one queued) when
-there are that many episodes: 1,000 episodes at the defaults (32, 1) make 32 blocks, 120 make
-4, 3 make 2. On Ray Data a block travels as one row (`pack`: its table as Arrow IPC bytes, and
+2 x the decode workers (`ray.decode_concurrency`, or as sized from the CPUs by
+pipeline/choose.py; one in this process) blocks (each worker has one block in hand and one
+queued) when there are that many episodes: 1,000 episodes at 32 per block and one worker make
+32 blocks, 120 make 4, 3 make 2. The rows a step makes do not depend on how the episodes are
+cut into blocks (the text embedder embeds each distinct text on its own), so the plan changes
+the part files, never the event rows. On Ray Data a block travels as one row (`pack`: its table as Arrow IPC bytes, and
 the node each step ran it on), and every step's `map_batches` takes `batch_size=1`: each call
 gets one whole block, Ray Data can neither split nor merge blocks, so an episode is never split
 across two parts, and a GPU step is given the fixed batch size the public `map_batches` asks for.
@@ -132,8 +137,9 @@ def _actor_of(cls: type[PipelineStep]) -> type:
 class RayExecutor:
     """The steps as one Ray Data DAG; `ray` must already be initialised (`ensure_ray`)."""
 
-    def __init__(self, cfg: RayConfig):
+    def __init__(self, cfg: RayConfig, decode_workers: int | None = None):
         self.cfg = cfg
+        self.decode_workers = decode_workers  # None: ray.decode_concurrency, else 1 (plan_blocks)
         self.nodes: dict[str, list[str]] = {}  # after a run: step -> ids of the nodes it ran on
 
     def run(self, rows: list[dict[str, Any]], steps: list[StepSpec]) -> Iterator[pa.Table]:
@@ -153,7 +159,8 @@ class RayExecutor:
     def _run(self, rows: list[dict[str, Any]], steps: list[StepSpec]) -> Iterator[pa.Table]:
         import ray.data
 
-        blocks = [pack(pa.Table.from_pylist(chunk)) for chunk in split_rows(rows, plan_blocks(len(rows), self.cfg))]
+        n_blocks = plan_blocks(len(rows), self.cfg, self.decode_workers)
+        blocks = [pack(pa.Table.from_pylist(chunk)) for chunk in split_rows(rows, n_blocks)]
         ds = ray.data.from_arrow(blocks)
         for s in steps:
             # one row per block: batch_size=1 hands each call one whole block, GPUs or not
@@ -181,26 +188,43 @@ class RayExecutor:
 
 
 class LocalExecutor:
-    """The same steps in this process, on the same blocks of episodes as `RayExecutor`."""
+    """The same steps in this process, on the same blocks of episodes as `RayExecutor`.
+
+    Two cores at once, as Ray's two-stage pipeline would: the first step (decoding, which spends
+    its time in the video decoder, the JPEG encoder and numpy, all outside the GIL) runs on the
+    next block in a thread of its own while the other steps (caption, embed, write) run on the
+    current one here. Blocks come out in order and each step sees the same blocks as before, so
+    the rows are the same; at most two blocks are in memory."""
 
     def __init__(self, cfg: RayConfig | None = None):
         self.cfg = cfg or RayConfig()
 
     def run(self, rows: list[dict[str, Any]], steps: list[StepSpec]) -> Iterator[pa.Table]:
+        from concurrent.futures import ThreadPoolExecutor
+
         built = [s.cls(**s.kwargs) for s in steps]
-        for chunk in split_rows(rows, plan_blocks(len(rows), self.cfg)):
-            block = pa.Table.from_pylist(chunk)
-            for step in built:
-                block = step(block)
-            yield block
+        chunks = split_rows(rows, plan_blocks(len(rows), self.cfg))
+        if not chunks or not built:
+            return
+        first, rest = built[0], built[1:]
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="carve-first-step") as ahead:
+            pending = ahead.submit(first, pa.Table.from_pylist(chunks[0]))
+            for i in range(len(chunks)):
+                block = pending.result()
+                if i + 1 < len(chunks):
+                    pending = ahead.submit(first, pa.Table.from_pylist(chunks[i + 1]))
+                for step in rest:
+                    block = step(block)
+                yield block
 
 
-def plan_blocks(n: int, cfg: RayConfig) -> int:
+def plan_blocks(n: int, cfg: RayConfig, workers: int | None = None) -> int:
     """How many blocks `n` episodes make (module doc): ceil(n / part_episodes), at least
-    2 x decode_concurrency, at most n."""
+    2 x the decode workers (`workers`, else `ray.decode_concurrency`, else 1), at most n."""
     if n <= 0:
         return 0
-    return min(n, max(math.ceil(n / cfg.part_episodes), 2 * cfg.decode_concurrency))
+    workers = workers or cfg.decode_concurrency or 1
+    return min(n, max(math.ceil(n / cfg.part_episodes), 2 * workers))
 
 
 def split_rows(rows: list[dict[str, Any]], blocks: int) -> list[list[dict[str, Any]]]:

@@ -3,6 +3,7 @@
     open the root once (driver)                 carve.storage.root.open_root
     list episodes (driver)                      carve.ingest.sources.open_source
       -> skip episodes already ingested          catalog fingerprints
+      -> in this process or on Ray               pipeline.choose.choose_executor (small embedded runs: here)
       -> blocks of ray.part_episodes episodes    pipeline.executor.plan_blocks
       -> DecodeSegment         (Ray tasks)       pipeline.steps  (carve.ingest)
       -> Caption               (Ray actors)      pipeline.steps  (carve.captioners)
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from carve.core.config import CarveConfig
 from carve.core.errors import CarveError
 from carve.core.log import get_logger, log_event
+from carve.pipeline.choose import choose_executor, step_concurrency
 from carve.pipeline.ray_env import gpus_needed
 from carve.pipeline.step import RunStats, step_seconds
 from carve.storage.catalog import Catalog
@@ -65,6 +67,7 @@ class RunSummary:
     seconds: float = 0.0
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what the user should know about the source
+    executor: str = ""  # "local" or "ray" (pipeline/choose.py), "" when the caller gave one
     # the quality gate over the episodes ingested in this run: kind -> episodes with such a finding
     quality: dict[str, int] = field(default_factory=dict)
 
@@ -127,20 +130,21 @@ class JobReporter:
                 self.catalog.update_job(self.job_id, state=state, error=error, **fields)
 
 
-def build_steps(cfg: CarveConfig, root: Root, batch_id: str) -> list[StepSpec]:
-    """The ingest DAG's steps for this config (each `StepSpec` checks its step's optional
-    dependencies as it is built, here on the driver)."""
+def build_steps(cfg: CarveConfig, root: Root, batch_id: str, workers: tuple[int, int] = (1, 1)) -> list[StepSpec]:
+    """The ingest DAG's steps for this config, with (decode, embed) `workers` on Ray (each
+    `StepSpec` checks its step's optional dependencies as it is built, here on the driver)."""
     from carve.pipeline.executor import StepSpec
     from carve.pipeline.ray_env import gpu_request
     from carve.pipeline.steps import Caption, DecodeSegment, Embed, WriteEvents
 
     gpus = gpu_request(cfg)
+    decode_n, embed_n = workers
     return [
         StepSpec(DecodeSegment, {"seg_cfg": cfg.segment, "src_cfg": cfg.source, "check_cfg": cfg.check},
-                 concurrency=cfg.ray.decode_concurrency),
+                 concurrency=decode_n),
         StepSpec(Caption, {"cfg": cfg.caption, "segment": cfg.segment}, concurrency=cfg.ray.caption_concurrency,
                  num_gpus=gpus.get(Caption.name, 0.0)),
-        StepSpec(Embed, {"cfg": cfg.embed}, concurrency=cfg.ray.embed_concurrency,
+        StepSpec(Embed, {"cfg": cfg.embed}, concurrency=embed_n,
                  num_gpus=gpus.get(Embed.name, 0.0)),
         StepSpec(WriteEvents, {"root": root, "batch_id": batch_id, "row_group_size": cfg.ray.part_row_group_size,
                                "part_target_mb": cfg.ray.part_target_mb}),
@@ -170,7 +174,8 @@ def source_notes(ref: EpisodeRef, cfg: CarveConfig) -> list[str]:
 
 def ingest(cfg: CarveConfig, root: Root, reporter: JobReporter, summary: RunSummary,
            executor: Executor | None = None) -> None:
-    """List, skip finished, decode+segment+caption+embed+write (Ray Data by default), record in the catalog."""
+    """List, skip finished, decode+segment+caption+embed+write (in this process or on Ray Data,
+    `pick_executor`), record in the catalog."""
     from carve.ingest.sources import open_source
     from carve.storage.events import new_batch_id
     from carve.storage.parts import commit_block
@@ -197,13 +202,12 @@ def ingest(cfg: CarveConfig, root: Root, reporter: JobReporter, summary: RunSumm
 
     batch_id = new_batch_id()
     summary.batch = batch_id
-    steps = build_steps(cfg, root, batch_id)
-    stats = RunStats([s.name for s in steps])
     if executor is None:
-        from carve.pipeline.executor import RayExecutor
-
-        start_ray(cfg, root)
-        executor = RayExecutor(cfg.ray)
+        executor, workers = pick_executor(cfg, root, len(todo), summary)
+    else:
+        workers = step_concurrency(cfg.ray, 1)
+    steps = build_steps(cfg, root, batch_id, workers)
+    stats = RunStats([s.name for s in steps])
     for block in executor.run([r.to_row() for r in todo], steps):
         records = block.to_pylist()
         if not records:
@@ -224,6 +228,23 @@ def ingest(cfg: CarveConfig, root: Root, reporter: JobReporter, summary: RunSumm
                 log_event(log, "episode_quarantined", episode=r["episode_id"], error=r["error"])
         summary.stages = stats.as_dict()
         reporter.stage("ingest", stages=summary.stages)
+
+
+def pick_executor(cfg: CarveConfig, root: Root, episodes: int, summary: RunSummary) -> tuple[Executor, tuple[int, int]]:
+    """The executor for this run (`pipeline.choose.choose_executor`: in this process for a small
+    embedded run, Ray otherwise) and the (decode, embed) workers it gets; noted in the summary."""
+    from carve.pipeline.executor import LocalExecutor, RayExecutor
+
+    choice, why = choose_executor(cfg, episodes)
+    summary.executor = choice
+    log_event(log, "executor", executor=choice, why=why, episodes=episodes)
+    if choice == "local":
+        return LocalExecutor(cfg.ray), step_concurrency(cfg.ray, 1)
+    import ray
+
+    start_ray(cfg, root)
+    workers = step_concurrency(cfg.ray, float(ray.cluster_resources().get("CPU", 1)))
+    return RayExecutor(cfg.ray, decode_workers=workers[0]), workers
 
 
 def start_ray(cfg: CarveConfig, root: Root) -> None:
@@ -288,7 +309,7 @@ def run_pipeline(cfg: CarveConfig, job_id: str | None = None, shard: bool = True
     with root_of(cfg) as root:
         reporter = JobReporter(root.catalog, job_id)
         try:
-            if executor is None and (cfg.ray.address or gpus_needed(cfg)):
+            if executor is None and cfg.ray.executor != "local" and (cfg.ray.address or gpus_needed(cfg)):
                 start_ray(cfg, root)  # a cluster or a GPU: refuse what cannot run before any work
             ingest(cfg, root, reporter, summary, executor)
             if shard:

@@ -53,6 +53,9 @@ SUMMARY_SCHEMA = pa.schema(
         pa.field("source_key", pa.string()),
     ]
 )
+# an episode whose frames (per camera) fit in this many bytes is decoded in one forward pass that
+# serves its keyframes and its quality check's samples (ingest/events.py `episode_events`)
+DENSE_MAX_BYTES = 64 * 2**20
 # the status columns WriteEvents adds to each event row it wrote: where its episode went
 PART_FIELDS = [pa.field("_part_path", pa.string()), pa.field("_part", pa.string()),
                pa.field("_part_rows", pa.int64()), pa.field("_part_bytes", pa.int64())]
@@ -88,7 +91,9 @@ class DecodeSegment(PipelineStep):
                 ep.task = self.src_cfg.task
             every = self.seg_cfg.obs_every_s
             stride = max(1, round(every * ep.fps)) if every > 0 else 0
-            events = episode_events(ep, self.seg_cfg, self.src_cfg.camera, obs_stride=stride)
+            # with the quality check on, an episode's frames are decoded once for both (`DENSE_MAX_BYTES`)
+            dense = DENSE_MAX_BYTES if self.check_cfg is not None and self.check_cfg.in_run else 0
+            events = episode_events(ep, self.seg_cfg, self.src_cfg.camera, obs_stride=stride, dense_max_bytes=dense)
             defects = self._check(ep)
             for row in events:
                 row["_fingerprint"] = ref.fingerprint
@@ -155,6 +160,7 @@ class Embed(PipelineStep):
         from carve.embedding.stage import EmbedStage
 
         self.stage = EmbedStage(cfg)
+        self.stage.warm_up()  # the text model loads while the first blocks decode
 
     def process(self, events: pa.Table) -> pa.Table:
         return self.stage(events)

@@ -157,8 +157,9 @@ def check_cameras(ep: Any, moving: np.ndarray, cfg: CheckConfig) -> list[Defect]
     files), then black and frozen images on sampled frames (whatever stores them). A video file
     is read sample by sample, seeking whenever the next sample lies beyond the file's longest
     keyframe interval (so a short GOP costs a frame or two per sample, a long one a sequential
-    read, never more than decoding it all)."""
-    from carve.ingest.video import VideoReader, rgb_to_luma
+    read, never more than decoding it all). In `carve run` the episode's frames were just decoded
+    for its keyframes, and the reader serves the samples from them (`ingest.video.recent_frames`)."""
+    from carve.ingest.video import pooled_reader, rgb_to_luma
 
     out: list[Defect] = []
     n, fps = ep.length, float(ep.fps)
@@ -177,8 +178,8 @@ def check_cameras(ep: Any, moving: np.ndarray, cfg: CheckConfig) -> list[Defect]
                     continue
                 t0 = _start(pk, offset)
                 idx = snap_to_keyframes(idx, ts - ts[0], pk.keys - t0, fps, cfg)
-                with VideoReader(uri, backend="pyav", seek_gap_s=max(pk.key_gap, 1.0 / fps), threads=False) as r:
-                    frames = r.read_at(t0 + ts[idx] - ts[0], luma=True)
+                r = pooled_reader(uri, backend="pyav", seek_gap_s=max(pk.key_gap, 1.0 / fps), threads=False)
+                frames = r.read_at(t0 + ts[idx] - ts[0], luma=True)
             elif len(idx):
                 frames = rgb_to_luma(ep.frames(cam, idx))
             else:

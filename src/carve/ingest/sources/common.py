@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from carve.core.errors import EpisodeError
-from carve.ingest.video import VideoError, VideoReader
+from carve.ingest.video import VideoError, VideoReader, pooled_reader
 
 
 def fingerprint(*parts: Any) -> str:
@@ -126,7 +126,7 @@ class VideoFrames:
         if cam not in self._readers:
             uri, _ = self.videos[cam]
             try:
-                r = VideoReader(uri, backend=self.backend)  # type: ignore[arg-type]
+                r = pooled_reader(uri, backend=self.backend)  # type: ignore[arg-type]
             except VideoError as e:
                 raise EpisodeError(self.label, f"camera {cam}: {e}") from None
             if self.relative and r.start_time:

@@ -1,0 +1,260 @@
+"""A small `carve run`, whole process, against two plain baselines run the same way (issue 22).
+
+On one simulated dataset (`carve synth --episodes 240 --workers 2`, short episodes), each
+measured as a whole process (`python ...` from spawn to exit: interpreter start-up, imports and
+everything the process does), interleaved `--repeats` times (default 3) so that a load change on
+a shared machine touches every variant alike:
+
+* `raw_all`: plain PyAV decodes every frame of every video to RGB (threaded), in a process of
+  its own (`python -m bench.bench_run_small --decode-all D`);
+* `raw_same`: plain PyAV decodes exactly the frames of the run's configuration (the event
+  keyframes, start/middle/last of each event, and the quality check's sample frames, every
+  `check.video_sample_s`), seeking to each episode and decoding forward, then reads the run's
+  event Parquet parts: the same input and output work as Carve with no Carve code;
+* `carve_auto`: `carve run --source D --root R` as shipped (`ray.executor=auto`: in this process
+  for a run this small, pipeline/choose.py);
+* `carve_ray`: the same with `--executor ray` (embedded Ray on this machine's CPUs).
+
+Reported: medians (min, max) of each; `ratio` = raw_all seconds / carve_auto seconds (frames/s
+of Carve over frames/s of the decode of every frame: same frames counted in both); `ratio_same`
+= raw_same seconds / carve_auto seconds; `ray_overhead` = carve_ray / carve_auto - 1 per round,
+median (min, max); the per-step seconds of the last auto run; peak RSS of the driver, of the
+largest worker process (Ray's workers, raylet and GCS are the driver's descendants) and of the
+whole process tree (sampled every 0.1 s from /proc).
+
+    python -m bench.bench_run_small [--source D | --episodes 240] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- process-tree memory -------------------------------------------------------------------
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{d}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        kids.setdefault(ppid, []).append(int(d))
+    return kids
+
+
+def _status_kb(pid: int, key: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class TreeMemory(threading.Thread):
+    """Samples the process tree under `pid`: each process's VmHWM (its own peak) and the tree's
+    summed VmRSS, every `every` seconds, until stopped."""
+
+    def __init__(self, pid: int, every: float = 0.1):
+        super().__init__(daemon=True)
+        self.pid, self.every = pid, every
+        self.hwm_kb: dict[int, int] = {}
+        self.tree_peak_kb = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            kids, todo, tree = _children(), [self.pid], []
+            while todo:
+                p = todo.pop()
+                tree.append(p)
+                todo += kids.get(p, [])
+            self.tree_peak_kb = max(self.tree_peak_kb, sum(_status_kb(p, "VmRSS") for p in tree))
+            for p in tree:
+                self.hwm_kb[p] = max(self.hwm_kb.get(p, 0), _status_kb(p, "VmHWM"))
+            self._halt.wait(self.every)
+
+    def stop(self) -> dict[str, float]:
+        self._halt.set()
+        self.join()
+        workers = [v for p, v in self.hwm_kb.items() if p != self.pid]
+        return {"driver_mb": self.hwm_kb.get(self.pid, 0) / 1024, "largest_worker_mb": max(workers, default=0) / 1024,
+                "tree_mb": self.tree_peak_kb / 1024, "processes": len(self.hwm_kb)}
+
+
+def timed(cmd: list[str], src: Path = ROOT / "src") -> tuple[float, str, dict[str, float]]:
+    """Run `cmd` as a process (with carve from `src`): (wall seconds from spawn to exit, its stdout,
+    its tree's peak memory)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), str(ROOT)])}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    mem = TreeMemory(proc.pid)
+    mem.start()
+    out, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    peaks = mem.stop()
+    if proc.returncode not in (0, 3):
+        raise RuntimeError(f"{' '.join(cmd[:6])} failed ({proc.returncode}): {err[-3000:]}")
+    return wall, out, peaks
+
+
+# -- the baselines, each run in a process of its own ------------------------------------------
+def decode_all(source: Path) -> int:
+    from bench.bench_decode import raw_pyav_decode
+
+    return raw_pyav_decode(sorted(source.glob("videos/**/*.mp4")))
+
+
+def frames_plan(source: Path, root: Path) -> list[tuple[str, float, float, list[int]]]:
+    """(video, episode start in it (s), fps, sorted frame indices) per episode and camera: the
+    event keyframes of the run in `root` and the quality check's samples (computed, not timed)."""
+    import pyarrow.parquet as pq
+
+    from carve.core.config import CheckConfig
+    from carve.ingest.events import keyframe_indices
+    from carve.ingest.sources import open_source
+    from carve.quality.video import sample_indices
+
+    t = pq.read_table(root / "events", columns=["episode_index", "start_frame", "end_frame"])
+    keys: dict[int, set[int]] = {}
+    for e, s, f in zip(*(t.column(c).to_pylist() for c in t.column_names), strict=True):
+        keys.setdefault(e, set()).update(keyframe_indices(s, f))
+    check = CheckConfig()
+    plan = []
+    for r in open_source(str(source)).list_episodes():
+        fps, n = float(r.locator["fps"]), int(r.locator["length"])
+        wanted = keys.get(r.episode_index, set()) | (set(sample_indices(n, fps, check).tolist()) if check.in_run
+                                                     else set())
+        for v in (r.locator.get("videos") or {}).values():
+            plan.append((str(source / v["path"]), float(v.get("from_ts", 0.0)), fps, sorted(wanted)))
+    return plan
+
+
+def decode_same(plan_file: Path, root: Path) -> int:
+    """Plain PyAV over the planned frames, then a read of the run's event parts."""
+    import pyarrow.parquet as pq
+
+    from bench.bench_pipeline import raw_keyframe_decode
+
+    plan = [tuple(p) for p in json.loads(plan_file.read_text())]
+    n = raw_keyframe_decode(plan)  # type: ignore[arg-type]
+    pq.read_table(root / "events")
+    return n
+
+
+def _json_of(stdout: str) -> dict[str, Any]:
+    lines = stdout.splitlines()
+    start = lines.index("{")
+    return json.loads("\n".join(lines[start:]))
+
+
+def _stat(xs: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--source", type=Path, default=None, help="an existing dataset (else one is simulated)")
+    ap.add_argument("--episodes", type=int, default=240)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--before", type=Path, default=None,
+                    help="the src/ folder of another carve (e.g. main's) to run as one more variant, carve_before")
+    ap.add_argument("--decode-all", type=Path, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--decode-same", nargs=2, type=Path, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.decode_all:
+        print(decode_all(args.decode_all))
+        return {}
+    if args.decode_same:
+        print(decode_same(*args.decode_same))
+        return {}
+    py = sys.executable
+    with tempfile.TemporaryDirectory(prefix="carve-small-") as tmp:
+        work = Path(tmp)
+        source = args.source
+        if source is None:
+            source = work / "synth"
+            subprocess.run([py, "-m", "carve", "synth", "--out", str(source), "--episodes", str(args.episodes),
+                            "--workers", "2"], check=True, capture_output=True,
+                           env={**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"})
+        source = source.resolve()
+        me = [py, "-m", "bench.bench_run_small"]
+        timed([*me, "--decode-all", str(source)])  # warm the page cache and the codec
+        variants: list[tuple[str, list[str], Path]] = [("carve_auto", [], ROOT / "src"),
+                                                       ("carve_ray", ["--executor", "ray"], ROOT / "src")]
+        if args.before:
+            variants.append(("carve_before", [], args.before.resolve()))
+        runs: dict[str, list[float]] = {k: [] for k in ("raw_all", "raw_same", *(v[0] for v in variants))}
+        mem: dict[str, dict[str, float]] = {}
+        frames = decoded_same = 0
+        summary: dict[str, Any] = {}
+        for i in range(args.repeats):
+            wall, out, _ = timed([*me, "--decode-all", str(source)])
+            runs["raw_all"].append(wall)
+            frames = int(out.split()[-1])
+            for variant, extra, src in variants:
+                root = work / f"root-{variant}-{i}"
+                wall, out, peaks = timed([py, "-m", "carve", "run", "--source", str(source), "--root", str(root),
+                                          "--json", "--set", "ray.progress=false", *extra], src)
+                runs[variant].append(wall)
+                mem[variant] = peaks
+                if variant == "carve_auto":
+                    summary = _json_of(out)
+                    plan_file = work / "plan.json"
+                    plan_file.write_text(json.dumps(frames_plan(source, root)))
+                    wall, out, _ = timed([*me, "--decode-same", str(plan_file), str(root)])
+                    runs["raw_same"].append(wall)
+                    decoded_same = int(out.split()[-1])
+        med = {k: statistics.median(v) for k, v in runs.items()}
+        overhead = [r / a - 1.0 for r, a in zip(runs["carve_ray"], runs["carve_auto"], strict=True)]
+        return {
+            "description": "whole-process wall time of a small carve run (start-up included) vs a plain PyAV decode "
+                           "of every frame (ratio) and vs a plain decode of the same frames plus a read of the same "
+                           f"Parquet (ratio_same); {args.repeats} interleaved rounds, medians (min, max)",
+            "command": "python -m bench.bench_run_small"
+                       + (f" --source D (D: carve synth --episodes {args.episodes} --workers 2)" if args.source else
+                          f" --episodes {args.episodes}"),
+            "cpus": len(os.sched_getaffinity(0)),
+            "load_average_1m_at_end": os.getloadavg()[0],
+            "episodes": summary.get("episodes_total"),
+            "events": summary.get("events"),
+            "frames": frames,
+            "frames_decoded_same": decoded_same,
+            "executor_auto_chose": summary.get("executor"),
+            "raw_all_s": _stat(runs["raw_all"]),
+            "raw_same_s": _stat(runs["raw_same"]),
+            "carve_auto_s": _stat(runs["carve_auto"]),
+            "carve_ray_s": _stat(runs["carve_ray"]),
+            "raw_all_fps": frames / med["raw_all"],
+            "carve_auto_fps": frames / med["carve_auto"],
+            "ratio": med["raw_all"] / med["carve_auto"],
+            "ratio_same": med["raw_same"] / med["carve_auto"],
+            "ray_overhead": _stat(overhead),
+            "step_seconds_auto": {k: v.get("seconds") for k, v in (summary.get("stages") or {}).items()},
+            **({"carve_before_s": _stat(runs["carve_before"]),
+                "ratio_before": med["raw_all"] / med["carve_before"]} if args.before else {}),
+            "peak_rss_auto_mb": mem.get("carve_auto"),
+            "peak_rss_ray_mb": mem.get("carve_ray"),
+        }
+
+
+if __name__ == "__main__":
+    res = main()
+    if res:
+        print(json.dumps(res, indent=2))

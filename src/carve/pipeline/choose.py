@@ -1,0 +1,83 @@
+"""Which executor runs a `carve run`, and how many workers each step gets on Ray.
+
+The rule (`choose_executor`), with `ray.executor`:
+
+* `ray`: always Ray (embedded, or the cluster at `ray.address`);
+* `local`: always in this process (`LocalExecutor`); refused with `ray.address` or a step that
+  needs Ray's GPU scheduling (vLLM captioning);
+* `auto` (the default): Ray when it is asked for or needed: a cluster address, a step that asks
+  for a GPU (`ray_env.gpus_needed`); otherwise in this process when the work is small,
+  `episodes < ray.local_below_episodes` (default 500), or when the machine has fewer than
+  `ray.local_below_cores` usable cores (default 4; `ray.num_cpus` when set); Ray beyond that.
+
+Why: an embedded Ray costs a fixed start-up (the raylet, GCS and the worker processes, each
+importing the steps' libraries and loading the embedding model again) of several seconds per
+run, plus a per-block cost of moving blocks through the object store (BENCHMARKS.md, "Ray
+overhead"). What it buys is parallel decode and embed across cores. On a small run the start-up
+is a large share of the whole wall time and is never repaid (240 short episodes: BENCHMARKS.md,
+issue 22). On 2 cores Ray gets one decode and one embed worker and did not beat one process
+even at 1,000 episodes (92.3 s against 84.9 s, BENCHMARKS.md, issue 12), hence the core floor;
+with 4+ cores decode runs on 3+ workers and a run of a few hundred episodes repays the start-up. Both executors run the same steps on the same blocks
+(`executor.plan_blocks`), so a run's event rows and shards are the same whichever runs it.
+
+`step_concurrency(cfg, cpus)`: the workers of the decode and embed steps when the config does
+not fix them (`ray.decode_concurrency` / `ray.embed_concurrency` unset), from the CPUs Ray
+offers: a quarter to embed (each text is embedded once per worker, so it is light once warm),
+the rest to decode (the bound), at least one each: 2 CPUs give 1 + 1, 16 give 12 + 4.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from carve.core.config import CarveConfig, RayConfig
+from carve.core.errors import CarveError
+from carve.pipeline.ray_env import gpus_needed
+
+Choice = Literal["ray", "local"]
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, which a container or taskset narrows)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def choose_executor(cfg: CarveConfig, episodes: int, cores: int | None = None) -> tuple[Choice, str]:
+    """("ray" | "local", why) for a run of `episodes` episodes (module doc: the rule)."""
+    ray_cfg = cfg.ray
+    need = gpus_needed(cfg)
+    if ray_cfg.executor == "local":
+        if ray_cfg.address:
+            raise CarveError(f"ray.executor=local but ray.address={ray_cfg.address}: a cluster run needs Ray "
+                             "(drop one of the two)")
+        if "caption.backend=vllm" in need:
+            raise CarveError("ray.executor=local but caption.backend=vllm runs in Ray Data LLM's engine actors: "
+                             "use ray.executor=auto or ray")
+        return "local", "asked (ray.executor=local)"
+    if ray_cfg.executor == "ray":
+        return "ray", "asked (ray.executor=ray)"
+    if ray_cfg.address:
+        return "ray", f"a cluster address ({ray_cfg.address})"
+    if need:
+        return "ray", "a step asks for a GPU (" + ", ".join(need) + ")"
+    cores = cores if cores is not None else (ray_cfg.num_cpus or usable_cores())
+    if cores < ray_cfg.local_below_cores:
+        return "local", (f"{cores} usable cores < ray.local_below_cores={ray_cfg.local_below_cores}: too few "
+                         "for Ray's parallel steps to repay its start-up")
+    if episodes < ray_cfg.local_below_episodes:
+        return "local", (f"{episodes} episodes < ray.local_below_episodes={ray_cfg.local_below_episodes}: "
+                         "Ray's start-up would not be repaid")
+    return "ray", f"{episodes} episodes on {cores} cores"
+
+
+def step_concurrency(cfg: RayConfig, cpus: float) -> tuple[int, int]:
+    """(decode workers, embed workers) on `cpus` CPUs: the configured counts, else a quarter of the
+    CPUs to embed and the rest to decode, at least one each (module doc)."""
+    n = max(1, int(cpus))
+    embed = cfg.embed_concurrency or max(1, n // 4)
+    decode = cfg.decode_concurrency or max(1, n - embed)
+    return decode, embed
