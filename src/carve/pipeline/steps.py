@@ -56,6 +56,24 @@ SUMMARY_SCHEMA = pa.schema(
 # an episode whose frames (per camera) fit in this many bytes is decoded in one forward pass that
 # serves its keyframes and its quality check's samples (ingest/events.py `episode_events`)
 DENSE_MAX_BYTES = 64 * 2**20
+
+
+def dense_pays(ep: Any, check_cfg: CheckConfig) -> bool:
+    """Whether one forward decode of the episode's every frame (serving its keyframes and the
+    quality check's samples) costs less than decoding those apart: only when every camera's video
+    has keyframes further apart than the check's sampling interval, so a sample could not seek to
+    a keyframe and its reader would decode on through the frames anyway. With short groups of
+    pictures (LeRobot's default AV1 has a keyframe every 2 frames) the keyframes and samples are
+    decoded apart, a frame or two each. Videos the demuxer cannot read: no (the check says why)."""
+    from carve.quality.video import packet_times
+
+    spans = ep.video_spans()
+    try:
+        return bool(spans) and all(packet_times(uri).key_gap >= check_cfg.video_sample_s for uri, _ in spans.values())
+    except Exception:
+        return False
+
+
 # the status columns WriteEvents adds to each event row it wrote: where its episode went
 PART_FIELDS = [pa.field("_part_path", pa.string()), pa.field("_part", pa.string()),
                pa.field("_part_rows", pa.int64()), pa.field("_part_bytes", pa.int64())]
@@ -92,7 +110,9 @@ class DecodeSegment(PipelineStep):
             every = self.seg_cfg.obs_every_s
             stride = max(1, round(every * ep.fps)) if every > 0 else 0
             # with the quality check on, an episode's frames are decoded once for both (`DENSE_MAX_BYTES`)
-            dense = DENSE_MAX_BYTES if self.check_cfg is not None and self.check_cfg.in_run else 0
+            # when its samples could not seek anyway (`dense_pays`)
+            dense = DENSE_MAX_BYTES if self.check_cfg is not None and self.check_cfg.in_run and \
+                dense_pays(ep, self.check_cfg) else 0
             events = episode_events(ep, self.seg_cfg, self.src_cfg.camera, obs_stride=stride, dense_max_bytes=dense)
             defects = self._check(ep)
             for row in events:
