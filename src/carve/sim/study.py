@@ -634,7 +634,9 @@ def format_study(res: dict[str, Any]) -> str:
                                               for t in c["tasks"]) + " |")
     lines += ["", "Paired differences (same environment episodes and training seeds; `@hold` rows: the hold "
               f"ablation on training seeds {res['hold_ablation_seeds']}):", "",
-              "| contrast | role | success diff (95% CI) | p (Holm) | progress diff (95% CI) | p (Holm) |",
+              "p: two-sided bootstrap p-value, Holm-adjusted over the exploratory contrasts; the primary "
+              "contrast's is not adjusted.", "",
+              "| contrast | role | success diff (95% CI) | p | progress diff (95% CI) | p |",
               "|---|---|---|---|---|---|"]
     for k, v in res["comparisons"].items():
         s, p = v["success"], v["progress"]
