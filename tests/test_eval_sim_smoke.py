@@ -70,3 +70,27 @@ def test_study_smoke_writes_the_table_and_json(tmp_path) -> None:
            "seeds": [res["episodes"][0]["seed"]], "fps": 12, "max_seconds": 3.0, "hold": "foh"}
     _eval_job(job)
     assert json.loads(ep.read_text())["key"] != cached  # re-evaluated under the new weights' key
+
+
+def test_study_json_carries_the_headline_fields() -> None:
+    """The flat fields of study.json (issue 20): every contrast with its metric and CI, the chunk sweep,
+    the seed and episode counts and the code hash, built from the run's nested results."""
+    from carve.sim.study import headline
+
+    ci = {"diff": -0.1, "ci95": [-0.2, 0.0], "p": 0.04}
+    res = {"comparisons": {"event - chunk_best": {"role": "primary", "success": ci, "progress": ci},
+                           "event - unified": {"role": "exploratory", "success": {**ci, "p_holm": 0.08},
+                                               "progress": ci}},
+           "sweep": {"chunk-H8-x4": {"chunk_len": 8, "n_action_steps": 4, "temporal_ensemble": None, "success_rate": 0.2,
+                                     "progress_mean": 30.0, "success_ci95": [0.1, 0.3]},
+                     "chunk-H8-ens": {"chunk_len": 8, "n_action_steps": None, "temporal_ensemble": 0.01,
+                                      "success_rate": 0.1, "progress_mean": 20.0}},
+           "chunk_best": {"name": "chunk-H8-x4"}, "train_seeds": [0, 1, 2], "code": "abc",
+           "summary": {"event": {"env_episodes": 100}}}
+    h = headline(res)
+    assert [c["primary"] for c in h["contrasts"]] == [True, False, False, False]
+    assert h["contrasts"][2] == {"name": "event - unified", "metric": "success", "primary": False, "diff": -0.1,
+                                 "ci_low": -0.2, "ci_high": 0.0, "p": 0.04, "p_holm": 0.08}
+    assert [(s["n_exec"], s["ensembling"], s["chosen"], s["ci_low"]) for s in h["chunk_sweep"]] == [
+        (4, None, True, 0.1), (8, 0.01, False, None)]
+    assert (h["n_train_seeds"], h["n_env_episodes"], h["code_hash"]) == (3, 100, "abc")

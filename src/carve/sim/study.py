@@ -480,7 +480,8 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
         for c in configs:
             eps = [{**e, "train_seed": r["train_seed"]} for r in res if r["variant"] == c["name"] for e in r["episodes"]]
             ms, mp = _matrix(eps, "success", vkeys, vseeds), _matrix(eps, "progress", vkeys, vseeds)
-            sweep[c["name"]] = {**c, "success_rate": float(np.nanmean(ms)), "progress_mean": float(np.nanmean(mp))}
+            sweep[c["name"]] = {**c, "success_rate": float(np.nanmean(ms)), "progress_mean": float(np.nanmean(mp)),
+                                "success_ci95": summarize_variant(ms, mp)["success_ci95"]}
         best = max(configs, key=lambda c: (sweep[c["name"]]["success_rate"], sweep[c["name"]]["progress_mean"]))
     else:
         best = configs[0]
@@ -577,10 +578,28 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
            "per_task": per_task, "comparisons": comparisons, "offline": off, "planner": planner.to_dict(),
            "train_seeds": tseeds, "hold_ablation_seeds": ablation_seeds,
            "offline_per_episode": {k: v for k, v in offline.items() if not k.startswith("val-")}, "episodes": raw}
+    res.update(headline(res))
     out_md.write_text(format_study(res))
     out_md.with_suffix(".json").write_text(json.dumps(res, indent=1))
     log(f"wrote {out_md} and {out_md.with_suffix('.json')}")
     return res
+
+
+def headline(res: dict[str, Any]) -> dict[str, Any]:
+    """The flat fields a reader of study.json looks for first: every contrast (name, metric, primary,
+    diff, CI), the chunk sweep (length, executed steps, ensembling, validation success and CI), the
+    number of training seeds and environment episodes, and the code hash."""
+    contrasts = [{"name": k, "metric": m, "primary": v["role"] == "primary" and m == "success",
+                  "diff": v[m]["diff"], "ci_low": v[m]["ci95"][0], "ci_high": v[m]["ci95"][1], "p": v[m]["p"],
+                  "p_holm": v[m].get("p_holm")}
+                 for k, v in res["comparisons"].items() for m in ("success", "progress")]
+    sweep = [{"name": k, "chunk_len": v["chunk_len"], "n_exec": v["n_action_steps"] or v["chunk_len"],
+              "ensembling": v["temporal_ensemble"], "success": v["success_rate"],
+              "ci_low": (v.get("success_ci95") or [None, None])[0], "ci_high": (v.get("success_ci95") or [None, None])[1],
+              "progress": v["progress_mean"], "chosen": k == res["chunk_best"]["name"]}
+             for k, v in res["sweep"].items()]
+    return {"contrasts": contrasts, "chunk_sweep": sweep, "n_train_seeds": len(res["train_seeds"]),
+            "n_env_episodes": int(next(iter(res["summary"].values()))["env_episodes"]), "code_hash": res["code"]}
 
 
 def _pct(x: float) -> str:
@@ -616,10 +635,11 @@ def format_study(res: dict[str, Any]) -> str:
               f"({c['val_train_seeds']} training seeds from {c['val_first_train_seed']}, {c['val_env_seeds']} "
               f"environment seeds per task from base {c['val_seed_base']}).", ""]
     if res["sweep"]:
-        lines += ["| chunk configuration (validation) | success | progress |", "|---|---|---|"]
+        lines += ["| chunk configuration (validation) | success (95% CI, two-level) | progress |", "|---|---|---|"]
         for name, v in sorted(res["sweep"].items(), key=lambda kv: -kv[1]["success_rate"]):
-            lines.append(f"| {name}{' (best)' if name == best['name'] else ''} | {_pct(v['success_rate'])} | "
-                         f"{v['progress_mean']:.1f} |")
+            lo, hi = v.get("success_ci95") or (float("nan"), float("nan"))
+            lines.append(f"| {name}{' (best)' if name == best['name'] else ''} | {_pct(v['success_rate'])} "
+                         f"({_pct(lo)}-{_pct(hi)}) | {v['progress_mean']:.1f} |")
         lines.append("")
     lines += ["| variant | success (95% CI) | progress (95% CI) | success per training seed |", "|---|---|---|---|"]
     for v, s in res["summary"].items():
