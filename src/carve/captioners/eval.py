@@ -83,7 +83,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from carve.captioners.verb_classes import CLASS_OF, lead_verb, verb_class
+from carve.captioners.verb_classes import CLASS_OF, lead_verb, lemma, verb_class
+from carve.captioners.verb_classes import words as _words
 
 PHASES = ("reach", "grasp", "lift", "move", "place", "release", "retreat", "push", "hold")
 
@@ -107,28 +108,6 @@ _SKIP = {
     "is", "are", "starts", "begins", "continues", "panda", "manipulator", "i", "we", "will",
     "left", "right", "both", "arms", "hands", "grippers",  # "left arm: grasp ...", "both arms lift ..."
 }
-_IRREGULAR = {"went": "go", "goes": "go", "brought": "bring", "put": "put", "set": "set", "let": "let",
-              "held": "hold", "withdrew": "withdraw", "lifts": "lift", "moves": "move", "places": "place",
-              "raises": "raise", "closes": "close", "releases": "release", "pushes": "push",
-              "reaches": "reach", "approaches": "approach", "lowers": "lower", "grasps": "grasp"}
-
-
-def _lemma(word: str) -> str:
-    w = word.lower()
-    if w in _IRREGULAR:
-        return _IRREGULAR[w]
-    if w in _SYNONYMS:
-        return w
-    for suf, rep in (("ing", ""), ("ing", "e"), ("ied", "y"), ("ed", ""), ("ed", "e"), ("es", ""), ("s", "")):
-        if w.endswith(suf) and len(w) > len(suf) + 2:
-            cand = w[: -len(suf)] + rep
-            if cand in _SYNONYMS:
-                return cand
-            if len(cand) > 2 and cand[-1] == cand[-2] and cand[:-1] in _SYNONYMS:  # "dropped", "gripping"
-                return cand[:-1]
-    return w
-
-
 TIE_FRACTION = 0.9  # arms whose best phase overlaps the event at least this share of the best are tied
 TOGETHER_FRACTION = 0.5  # two arms' phases of one name overlapping this share of the longer: at once
 COLOURS = frozenset({
@@ -161,17 +140,13 @@ def _verb_span(words: list[str]) -> tuple[int, int] | None:
         i += 1
     if i >= len(words):
         return None
-    head = _lemma(words[i])
-    nxt = _lemma(words[i + 1]) if i + 1 < len(words) else ""
+    head = lemma(words[i], _SYNONYMS)
+    nxt = lemma(words[i + 1], _SYNONYMS) if i + 1 < len(words) else ""
     if f"{head}_{nxt}" in _SYNONYMS:
         return i, i + 2
     if head in _SYNONYMS:
         return i, i + 1
     return None
-
-
-def _words(text: str | None) -> list[str]:
-    return re.findall(r"[a-z]+(?:-[a-z]+)?", (text or "").lower())
 
 
 def leading_verb(caption: str | None) -> str | None:
@@ -182,8 +157,8 @@ def leading_verb(caption: str | None) -> str | None:
         return None
     i, j = span
     if j == i + 2:
-        return _SYNONYMS[f"{_lemma(words[i])}_{_lemma(words[i + 1])}"]
-    return _SYNONYMS[_lemma(words[i])]
+        return _SYNONYMS[f"{lemma(words[i], _SYNONYMS)}_{lemma(words[i + 1], _SYNONYMS)}"]
+    return _SYNONYMS[lemma(words[i], _SYNONYMS)]
 
 
 def caption_object(caption: str | None) -> str:

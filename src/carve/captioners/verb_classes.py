@@ -65,7 +65,9 @@ _IRREGULAR = {"went": "go", "goes": "go", "brought": "bring", "held": "hold", "w
 _PHRASAL = {"up", "down", "go", "away", "back", "out", "open", "off", "on", "still"}
 
 
-def _lemma(word: str, known: set[str]) -> str:
+def lemma(word: str, known: set[str] | dict[str, str]) -> str:
+    """`word`'s base form: an irregular form's, else `word` itself when `known`, else the first
+    suffix-stripped form in `known`, else (an unknown verb) without a plural "s"."""
     w = word.lower()
     if w in _IRREGULAR:
         return _IRREGULAR[w]
@@ -101,7 +103,7 @@ def lead_verb(text: str | None) -> tuple[str | None, int]:
         i += 1
     if i >= len(ws):
         return None, 0
-    head = _lemma(ws[i], _KNOWN)
+    head = lemma(ws[i], _KNOWN)
     rest = [w for w in ws[i + 1 : i + 4] if w not in ("the", "its", "a", "an", "their")]
     if head in ("open", "close") and rest and rest[0] in _GRIPPER_WORDS:
         return f"{head}_gripper", i + 1 + ws[i + 1 :].index(rest[0]) + 1
