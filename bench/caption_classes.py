@@ -11,7 +11,10 @@ sub-goals, see its README) this runs the shipped configuration, with no per-item
     carve eval-captions --root OUT/root --truth tests/corpus/metaworld_tasks/dataset --at middle --json
 
 (the same truth in the three forms `--truth` takes: the reports must agree), and reads the captions
-back to count consecutive events of one episode with the same caption. Writes the "Caption verb
+back to count consecutive events of one episode with the same caption. Then the same run and scoring on
+the held-out item `metaworld_heldout` (tests/corpus/metaworld_heldout: six more Meta-World part-action
+tasks whose episodes were first captioned after the rules were fixed), against every expert phase change
+(`truth_carve.json`, the primary score) and against `truth.json` (phases under 0.15 s merged). Writes the "Caption verb
 classes" section of BENCHMARKS.md: verb-class accuracy per task (at each event's middle frame),
 which tasks the captioner's rules were tuned on and which were held out, and the confusion table.
 
@@ -36,13 +39,19 @@ from bench.sections import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 ITEM = ROOT / "tests" / "corpus" / "metaworld_tasks"
+HELDOUT = ROOT / "tests" / "corpus" / "metaworld_heldout"
 BEGIN, END = "<!-- caption-classes:begin -->", "<!-- caption-classes:end -->"
 HEADING = "## Caption verb classes beyond pick-and-place (issue 25)"
 PICK_PLACE = ("pick-place-v3",)
 TARGET, PICK_TARGET = 0.9, 0.95
 # tasks whose episodes were looked at while the captioner's part-action, grasp and placement rules were
-# set (TURN_DEG, RISE_FRACTION, the not-lowered placement); the others were first measured after
-TUNED = ("door-open-v3", "drawer-close-v3", "peg-insert-side-v3", "window-open-v3", "pick-place-v3")
+# set (TURN_DEG, RISE_FRACTION, the not-lowered placement; the lift-off off a part, RISE_COS, was set on
+# faucet-open-v3); the others were first measured after
+TUNED = ("door-open-v3", "drawer-close-v3", "peg-insert-side-v3", "window-open-v3", "pick-place-v3", "faucet-open-v3")
+# the held-out item measured with main at 42918d9 (kinematic-v4, before the lift-off rule), the same commands
+HELDOUT_BEFORE = {"button-press-topdown-v3": 1.0, "coffee-button-v3": 1.0, "dial-turn-v3": 0.571,
+                  "door-close-v3": 0.5, "faucet-close-v3": 0.455, "handle-press-v3": 0.778}
+HELDOUT_BEFORE_ALL = "0.673 (33/49)"
 # measured at main a4b8d1a (kinematic-v3) with the same commands (`carve run` with that commit's captioners,
 # this eval): 34/79 = 0.430 overall
 BEFORE_ALL = "0.430 (34/79)"
@@ -77,21 +86,30 @@ def repeats(root: Path) -> tuple[int, int, list[str]]:
     return pairs, same, examples
 
 
-def measure(out: Path) -> dict[str, Any]:
-    root = out / "root"
+def run_item(item: Path, root: Path, forms: tuple[str, ...]) -> tuple[dict[str, Any], list[list[str]]]:
+    """`carve run` on the corpus item's dataset, then `eval-captions --at middle` against each truth form."""
     carve = _carve()
-    run = [carve, "run", "--source", _rel(ITEM / "dataset"), "--root", _rel(root), "--set",
-           "source.dataset=metaworld_tasks", "--set", "ray.progress=false", "--set", "ray.num_cpus=2",
+    run = [carve, "run", "--source", _rel(item / "dataset"), "--root", _rel(root), "--set",
+           f"source.dataset={item.name}", "--set", "ray.progress=false", "--set", "ray.num_cpus=2",
            "--set", "ray.object_store_memory_mb=256", "--no-shard"]
     _run(run)
     reports, cmds = {}, [run]
-    for form in ("truth_carve.json", "truth_all.json", "dataset"):
-        cmd = [carve, "eval-captions", "--root", _rel(root), "--truth", _rel(ITEM / form), "--at", "middle", "--json"]
+    for form in forms:
+        cmd = [carve, "eval-captions", "--root", _rel(root), "--truth", _rel(item / form), "--at", "middle", "--json"]
         text, _, _ = _run(cmd)
         reports[form] = json.loads(text)
         cmds.append(cmd)
+    return reports, cmds
+
+
+def measure(out: Path) -> dict[str, Any]:
+    root = out / "root"
+    reports, cmds = run_item(ITEM, root, ("truth_carve.json", "truth_all.json", "dataset"))
     pairs, same, examples = repeats(root)
-    return {"reports": reports, "commands": cmds, "pairs": pairs, "same": same, "examples": examples}
+    held, held_cmds = run_item(HELDOUT, out / "heldout", ("truth_carve.json", "truth.json"))
+    hpairs, hsame, _ = repeats(out / "heldout")
+    return {"reports": reports, "commands": cmds, "pairs": pairs, "same": same, "examples": examples,
+            "heldout": held, "heldout_commands": held_cmds, "heldout_pairs": hpairs, "heldout_same": hsame}
 
 
 def section(m: dict[str, Any]) -> str:
@@ -136,9 +154,10 @@ def section(m: dict[str, Any]) -> str:
               f"The three truth forms (`truth_carve.json`, `truth_all.json`, the dataset's `subtask_index`) give "
               f"{'the same' if forms_agree else 'DIFFERENT'} scores and confusions (the LeRobot form carries no task "
               f"type, so its per-task table is one row).", "",
-              "Where faucet-open misses: its expert turns the handle, then rises to reach above the handle again "
-              "(the handle has moved away from the hand); the captioner takes that last sharp turn for the start "
-              "of the action, so the re-approach is captioned \"turn the faucet on\" and the turn itself \"reach\".",
+              "Where faucet-open misses: its expert turns the handle, then rises off it and hovers to \"reach above "
+              "the faucet handle\" again (its sub-goal: the handle has moved away from the hand). The captioner "
+              "now finds the turn (3 of 3 turn events, 0 before the lift-off rule) and calls the rise off the "
+              "handle a retreat (\"retreat from the faucet\"): 5 events whose truth is the expert's re-approach.",
               "", "Confusions (rows: the truth's class, columns: the caption's class; events):", "", "```"]
     from carve.captioners.eval import format_class_confusion
 
@@ -147,8 +166,45 @@ def section(m: dict[str, Any]) -> str:
         lines.append(f"Open-vocabulary caption verbs: {rep['open_vocabulary']}.")
     lines += [f"Consecutive events of one episode with the same caption: {m['same']} of {m['pairs']} pairs"
               + (f" ({'; '.join(m['examples'][:3])})" if m["examples"] else "") + ".", "",
-              "Commands:", "", "```sh", *[_show(c) for c in m["commands"]], "```", "", END]
+              "Commands:", "", "```sh", *[_show(c) for c in m["commands"]], "```", "", *heldout_lines(m), END]
     return "\n".join(lines)
+
+
+def heldout_lines(m: dict[str, Any]) -> list[str]:
+    """The held-out item's table: per task, against every phase change and with short flips merged."""
+    rep, merged = m["heldout"]["truth_carve.json"], m["heldout"]["truth.json"]
+    lines = ["### Held out: `tests/corpus/metaworld_heldout`", "",
+             "Six more Meta-World part-action tasks (3 episodes each), named from the policies' source and first "
+             "captioned after every rule above was fixed (its README). `before`: main at 42918d9 (kinematic-v4, "
+             "before the lift-off rule). `all changes`: against every expert phase change (`truth_carve.json`, "
+             "the primary score, as above); `merged`: against `truth.json` (a phase under 0.15 s between two of "
+             "the same sub-goal is one phase with them).", "",
+             "| task | events | before | all changes | merged | target |",
+             "|------|--------|--------|-------------|--------|--------|"]
+    for task, s in rep["per_task_class"].items():
+        mg = merged["per_task_class"].get(task, {}).get("accuracy")
+        ok = "met" if s["accuracy"] >= TARGET else "**not met**"
+        before = f"{HELDOUT_BEFORE[task]:.2f}" if task in HELDOUT_BEFORE else "-"
+        lines.append(f"| {task} | {s['events']} | {before} | {s['accuracy']:.2f} | "
+                     f"{'-' if mg is None else f'{mg:.2f}'} | {TARGET:.2f} ({ok}) |")
+    from carve.captioners.eval import format_class_confusion
+
+    lines += ["", f"All held-out events: {rep['class_accuracy']:.3f} ({rep['class_correct']}/{rep['class_events']}; "
+              f"before {HELDOUT_BEFORE_ALL}); merged truth {merged['class_accuracy']:.3f}. Consecutive events of one "
+              f"episode with the same caption: {m['heldout_same']} of {m['heldout_pairs']} pairs.", "",
+              "Confusions (all changes; rows: the truth's class, columns: the caption's class):", "", "```",
+              format_class_confusion(rep["class_confusion"], indent=""), "```", "",
+              "Read as a held-out test, the target is **not met**. Where it misses (the captions next to the "
+              "expert's phases, 42918d9's beside them): the turns are now found (the truth's turn events, 0 of 6 "
+              "before), but the experts of dial-turn and faucet-close rise off the part after the turn and come "
+              "back toward it (\"reach above the dial\", their sub-goal once the part has moved), which the "
+              "captioner calls a retreat; in 2 of 3 door-close episodes the segmenter cuts no boundary (the hand "
+              "pushes without a pause), so the whole episode is one event captioned as the reach, while the "
+              "expert's truth flips between \"descend to the door handle\" and \"push the door closed\" every "
+              "1-3 frames; in handle-press, 2 press events are captioned as the reach (one episode starts by "
+              "pressing, with no reach at all).", "",
+              "```sh", *[_show(c) for c in m["heldout_commands"]], "```", ""]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

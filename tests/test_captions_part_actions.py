@@ -8,7 +8,9 @@
 * `eval-captions` by verb class, at each event's middle frame, from plain JSON truth with phase names;
 * the `metaworld_tasks` corpus item (Meta-World scripted experts written by lerobot 0.4.4; the truth
   is the experts' own sub-goals): verb-class accuracy per task through the real `carve run`, the
-  three truth forms agree, and no two consecutive events of an episode share a caption.
+  three truth forms agree, and no two consecutive events of an episode share a caption;
+* the held-out item `metaworld_heldout` (six more part-action tasks, first captioned after the rules
+  were fixed): every episode captioned, turns and presses named as such.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from carve.captioners.verb_classes import lead_verb, verb_class
 from carve.cli.main import main
 
 ITEM = Path(__file__).resolve().parent / "corpus" / "metaworld_tasks"
+HELDOUT = Path(__file__).resolve().parent / "corpus" / "metaworld_heldout"
 
 
 # ------------------------------------------------------------------------------------- instruction
@@ -129,13 +132,40 @@ def test_a_last_leg_back_to_the_start_is_the_retreat() -> None:
     keys = [(0.0, START), (0.6, OVER), (1.0, DOWN), (2.0, PULLED), (3.0, START)]
     views = _views(keys, [0.6, 1.0, 2.0], "open the drawer", 3.4)
     caps = caption_episode_events(views)
-    assert caps[2] == "pull the drawer open" and caps[3] == "retreat to the start position"
+    assert caps[2] == "pull the drawer open" and caps[3] == "retreat from the drawer"
 
 
 def test_button_pressed_from_the_top() -> None:
     keys = [(0.0, START), (0.8, [0.1, 0.6, 0.3]), (1.4, [0.1, 0.6, 0.22])]
     views = _views(keys, [0.8], "press the button from the top", 1.8)
     assert caption_episode_events(views) == ["reach toward the button", "press the button"]
+
+
+def test_button_pressed_from_the_top_then_left_upward() -> None:
+    # down onto the button, then up off it (not back to the start): the press is the action, the rise a retreat
+    keys = [(0.0, START), (0.8, [0.1, 0.6, 0.3]), (1.4, [0.1, 0.6, 0.22]), (2.0, [0.1, 0.6, 0.32])]
+    views = _views(keys, [0.8, 1.4], "press the button from the top", 2.4)
+    assert caption_episode_events(views) == ["reach toward the button", "press the button", "retreat from the button"]
+
+
+def test_faucet_turned_sideways_then_left_upward() -> None:
+    # over the handle, down onto it, sideways along its arc, then up off it: the sideways leg is the turn
+    keys = [(0.0, START), (0.6, OVER), (1.0, DOWN), (2.0, [0.15, 0.6, 0.12]), (2.6, [0.15, 0.6, 0.27])]
+    views = _views(keys, [0.6, 1.0, 2.0], "turn the faucet on", 3.0)
+    assert caption_episode_events(views)[2:] == ["turn the faucet on", "retreat from the faucet"]
+
+
+def test_a_press_along_one_straight_line_has_no_turn_to_lift_off_from() -> None:
+    # one straight push into the button (no sharp turn at all): the two-piece fit, no lift-off to look for
+    views = _views([(0.0, START), (1.2, [0.0, 0.6, 0.3])], [0.6], "press the button", 1.2)
+    assert caption_episode_events(views) == ["reach toward the button", "press the button"]
+
+
+def test_a_lid_pulled_up_open_keeps_its_rise_as_the_action() -> None:
+    # a pull may lift the part: the rise after the descent is the action, not a retreat
+    keys = [(0.0, START), (0.6, OVER), (1.0, DOWN), (2.0, [0.0, 0.6, 0.3])]
+    views = _views(keys, [0.6, 1.0], "open the lid", 2.4)
+    assert caption_episode_events(views)[-1] == "pull the lid open"
 
 
 def test_closing_a_window_pushes_it_closed() -> None:
@@ -218,33 +248,44 @@ def test_cli_scores_a_plain_truth_without_length(tmp_path: Path, capsys: pytest.
 # ------------------------------------------------------------------------------------- the corpus item
 NON_PICK_TARGET, PICK_TARGET = 0.9, 0.95
 PICK_PLACE = {"pick-place-v3"}
-# measured and reported in BENCHMARKS.md: the expert turns the handle, then rises to re-approach the
-# handle that has moved; the captioner takes that last sharp turn for the start of the action
+# measured and reported in BENCHMARKS.md: after turning the handle the expert rises off it and hovers to
+# re-approach the handle that has moved away ("reach above the faucet handle", its sub-goal); the hand
+# leaves the part upward, which the captioner calls a retreat
 KNOWN_BELOW = {"faucet-open-v3"}
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory, ray_local: Any) -> dict[str, Any]:
+def _run_item(root: Path, item: Path, forms: tuple[str, ...]) -> dict[str, Any]:
+    """The real `carve run` on a corpus item, `eval-captions --at middle` against each truth form, the rows."""
     from carve.storage.events import read_events
     from carve.storage.root import open_root
 
-    root = tmp_path_factory.mktemp("metaworld-tasks") / "root"
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(["run", "--source", str(ITEM / "dataset"), "--root", str(root), "--no-shard",
-                     "--set", "source.dataset=metaworld_tasks", "--set", "ray.progress=false",
+        code = main(["run", "--source", str(item / "dataset"), "--root", str(root), "--no-shard",
+                     "--set", f"source.dataset={item.name}", "--set", "ray.progress=false",
                      "--set", "ray.num_cpus=2", "--set", "ray.object_store_memory_mb=256"])
     assert code == 0, err.getvalue()[-3000:]
     reports = {}
-    for form in ("truth_carve.json", "truth_all.json", "dataset"):
+    for form in forms:
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
-            assert main(["eval-captions", "--root", str(root), "--truth", str(ITEM / form), "--at", "middle",
+            assert main(["eval-captions", "--root", str(root), "--truth", str(item / form), "--at", "middle",
                          "--json"]) == 0
         reports[form] = json.loads(buf.getvalue())
     with open_root(str(root)) as r:
         rows = read_events(r, columns=["episode_index", "event_index", "caption"]).to_pylist()
     return {"reports": reports, "rows": sorted(rows, key=lambda x: (x["episode_index"], x["event_index"]))}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory, ray_local: Any) -> dict[str, Any]:
+    return _run_item(tmp_path_factory.mktemp("metaworld-tasks") / "root", ITEM,
+                     ("truth_carve.json", "truth_all.json", "dataset"))
+
+
+@pytest.fixture(scope="module")
+def heldout(tmp_path_factory: pytest.TempPathFactory, ray_local: Any) -> dict[str, Any]:
+    return _run_item(tmp_path_factory.mktemp("metaworld-heldout") / "root", HELDOUT, ("truth_carve.json",))
 
 
 def test_corpus_verb_classes_per_task(corpus: dict[str, Any]) -> None:
@@ -262,6 +303,23 @@ def test_corpus_verb_classes_per_task(corpus: dict[str, Any]) -> None:
     conf = rep["class_confusion"]
     assert conf["pull"].get("retreat", 0) == 0 and conf["push"].get("retreat", 0) == 0
     assert conf["insert"].get("place", 0) == 0 and conf["grasp"].get("lift", 0) == 0
+    assert set(conf["turn"]) == {"turn"}  # the faucet's turn is found (it was captioned "reach" before)
+
+
+def test_heldout_tasks_every_episode_captioned_and_every_turn_found(heldout: dict[str, Any]) -> None:
+    # six part-action tasks first captioned after the rules were fixed (BENCHMARKS.md: the target is not met
+    # there); what must hold: every episode captioned, the turns and presses named as such, none a retreat
+    rep = heldout["reports"]["truth_carve.json"]
+    assert rep["unmatched_events"] == 0 and rep["unclassified_events"] == 0
+    assert {r["episode_index"] for r in heldout["rows"]} == set(range(18))
+    conf = rep["class_confusion"]
+    assert set(conf["turn"]) == {"turn"} and conf["turn"]["turn"] >= 6
+    assert conf["push"].get("retreat", 0) == 0 and conf["push"]["push"] >= 10
+    for task in ("button-press-topdown-v3", "coffee-button-v3"):
+        assert rep["per_task_class"][task]["accuracy"] >= NON_PICK_TARGET, (task, rep["per_task_class"])
+    rows = heldout["rows"]
+    assert not [a for a, b in itertools.pairwise(rows)
+                if a["episode_index"] == b["episode_index"] and a["caption"] == b["caption"]]
 
 
 def test_corpus_truth_forms_agree(corpus: dict[str, Any]) -> None:

@@ -43,7 +43,10 @@ Per arm, frames are labelled (the events' own boundaries are used only where not
    button, turn a faucet), the hand reaches the part and then works it: **reach** up to the path's
    last sharp turn (`TURN_DEG` between the motion `TURN_S` before and after a frame, stops left
    out), **act** after it (the task's action: "pull the drawer open"); when that last leg heads
-   back to the start pose it is the **retreat** and the action is the leg before it; without a
+   back to the start pose it is the **retreat** and the action is the leg before it; when the
+   action moves into the part or sideways (push, press, close; a turn not "up") and the path ends
+   by rising off the part, never to come down again, the rise is the **retreat** and the leg
+   before it the action ("turn the faucet on", then "retreat from the faucet"); without a
    sharp turn the two-piece fit splits reach | act. A held object's last piece is **act** instead
    of **place** when the instruction inserts ("insert the peg into the hole"), and a last piece
    that does not go down (a Cartesian arm with a named height column) is a **move**, not a place.
@@ -88,6 +91,7 @@ REACH, GRASP, LIFT, MOVE, PLACE, RELEASE, RETREAT, PUSH, HOLD, ACT = range(len(P
 PART_ACTIONS = ("pull", "push", "turn")
 RETURN_COS = 0.7  # a last leg heading back to the start pose within this cosine ...
 RETURN_SHARE = 0.5  # ... and ending nearer the start than this share of its own start's distance: a retreat
+RISE_COS = 0.5  # a last leg whose displacement points up within this cosine (>= 30 deg above level) rises
 GRASP_SETTLE_S = 0.5  # a grasp closed on the move ends at the latest this long after the fingers stop
 RISE_FRACTION = 0.1  # ... or where the hand's speed rises by more than this share of the moving speed
 TURN_DEG = 40.0  # the path turns by more than this between ...
@@ -488,29 +492,42 @@ def _returns(x: np.ndarray, a: int, s: int, e: int) -> bool:
     return float(d @ back) / (nd * nb) >= RETURN_COS and float(np.linalg.norm(x[e - 1] - x[a])) < RETURN_SHARE * nb
 
 
-def _last_turn(x: np.ndarray, sp: np.ndarray, pause: float, a: int, e: int, fps: float) -> int | None:
-    """The frame in [a, e) where the path last turns sharply: by more than `TURN_DEG` between its motion
-    over the `TURN_S` of moving frames before and after it (frames slower than the pause speed are left
-    out, so a stop at the corner does not hide the turn), with at least `ACT_SHARE` of the stretch's
-    path still to come; None when it never does. Where the hand reaches a part and starts to work it the
-    motion turns (over, onto, then along the part's own axis); a part's own motion (a slide, a door's
-    arc) turns gradually."""
+def _rises(x: np.ndarray, up: int | None, s: int, e: int, err: float) -> bool:
+    """Whether the leg [s, e) of the path lifts the hand off upward: its displacement points up (the
+    height column `up`) with cosine >= `RISE_COS`, and it never comes down more than `err` (the
+    waypoint error) below where it started. False without a height column."""
+    if up is None or x.shape[1] == 0 or not 0 <= s < e - 1:
+        return False
+    d = x[e - 1] - x[s]
+    nd = float(np.linalg.norm(d))
+    return nd > 1e-12 and float(d[up]) / nd >= RISE_COS and float(np.min(x[s:e, up])) >= float(x[s, up]) - err
+
+
+def _turns(x: np.ndarray, sp: np.ndarray, pause: float, a: int, e: int, fps: float,
+           share: float = ACT_SHARE) -> list[int]:
+    """The frames in [a, e) where the path turns sharply, the sharpest frame of each turn, in order: by
+    more than `TURN_DEG` between its motion over the `TURN_S` of moving frames before and after it
+    (frames slower than the pause speed are left out, so a stop at the corner does not hide the turn),
+    with at least `share` of the stretch's path still to come. Where the hand reaches a part and starts
+    to work it the motion turns (over, onto, then along the part's own axis); a part's own motion (a
+    slide, a door's arc) turns gradually."""
     if x.shape[1] == 0 or e - a < 3:
-        return None
+        return []
     idx = a + np.flatnonzero(sp[a:e] > pause)
     w = max(1, round(TURN_S * fps))
     if len(idx) < 2 * w + 1:
-        return None
+        return []
     y = x[idx]
     steps = np.linalg.norm(np.diff(y, axis=0), axis=1)
     left = np.concatenate([np.cumsum(steps[::-1])[::-1], [0.0]])  # path length from each moving frame on
     total = float(left[0])
     if total <= 0:
-        return None
+        return []
     cos_max = float(np.cos(np.radians(TURN_DEG)))
-    found, best, prev = None, None, -2
+    found: list[int] = []
+    best, prev = None, -2
     for t in range(w, len(idx) - w):
-        if left[t] < ACT_SHARE * total:
+        if left[t] < share * total:
             break
         d1, d2 = y[t] - y[t - w], y[t + w] - y[t]
         n1, n2 = float(np.linalg.norm(d1)), float(np.linalg.norm(d2))
@@ -521,21 +538,59 @@ def _last_turn(x: np.ndarray, sp: np.ndarray, pause: float, a: int, e: int, fps:
             continue
         if t != prev + 1:  # a new turn: its sharpest frame counts
             best = None
+            found.append(-1)
         if best is None or cos < best[0]:
             best = (cos, t)
         prev = t
-        found = int(idx[best[1]])
+        found[-1] = int(idx[best[1]])
     return found
 
 
+def _last_turn(x: np.ndarray, sp: np.ndarray, pause: float, a: int, e: int, fps: float) -> int | None:
+    """The frame in [a, e) where the path last turns sharply (`_turns`) with at least `ACT_SHARE` of the
+    stretch's path still to come; None when it never does."""
+    found = _turns(x, sp, pause, a, e, fps)
+    return found[-1] if found else None
+
+
+def _lift_off(x: np.ndarray, sp: np.ndarray, pause: float, a: int, e: int, fps: float, up: int,
+              err: float) -> tuple[int, int] | None:
+    """(the action's start, the hand's lift-off) when the path ends by rising off a part it worked. The
+    sharp turns (`_turns`, any share of the path after them) cut the path into legs; the lift-off is the
+    first turn of the last run of legs that rise (`_rises`) with the hand never coming down again below
+    where the leg started (a rise that turns on its way up lifts off at its first turn; legs of the hand
+    hovering after it are passed over). The action starts at the sharp turn before it (`_last_turn`),
+    from which the leg up to the lift-off does not rise. None when the path ends otherwise."""
+    turns = _turns(x, sp, pause, a, e, fps, share=0.0)
+    if not turns:
+        return None
+    off = None
+    for r, nxt in reversed(list(zip(turns, [*turns[1:], e], strict=True))):
+        if _rises(x, up, r, nxt, err) and float(np.min(x[r:e, up])) >= float(x[r, up]) - err:
+            off = r
+        elif off is not None:
+            break
+    if off is None:
+        return None
+    c0 = _last_turn(x, sp, pause, a, off, fps)
+    return (c0, off) if c0 is not None and not _rises(x, up, c0, off, err) else None
+
+
 def _label_part_action(labels: np.ndarray, x: np.ndarray, sp: np.ndarray, pause: float, a: int, e: int,
-                       fps: float, bounds: list[int] | None) -> None:
+                       fps: float, bounds: list[int] | None, leaves_up: int | None = None,
+                       err: float = 0.0) -> None:
     """No grasp, and the task works a part of the scene (`PART_ACTIONS`): the hand reaches the part, then
     works it: **reach** up to the path's last sharp turn (`_last_turn`), **act** after it. When that last
     leg heads back to the start pose (`_returns`) it is the **retreat**, and the action is the leg before
-    it (from the turn before). Without a sharp turn (the approach bends smoothly into the action) the
-    two-piece polyline through the path, cornered at an event boundary where there is one, splits
-    reach | act."""
+    it (from the turn before). Where the action does not move upward (`leaves_up`: the height column,
+    given for a press / push / close into the part or a turn not "up"; `err` the waypoint error), a path
+    that ends by rising off the part (`_lift_off`) is reach | act | **retreat** at those turns. Without a sharp turn (the
+    approach bends smoothly into the action) the two-piece polyline through the path, cornered at an
+    event boundary where there is one, splits reach | act."""
+    off = _lift_off(x, sp, pause, a, e, fps, leaves_up, err) if leaves_up is not None else None
+    if off is not None:
+        labels[a : off[0]], labels[off[0] : off[1]], labels[off[1] : e] = REACH, ACT, RETREAT
+        return
     c = _last_turn(x, sp, pause, a, e, fps)
     if c is None:
         _label_path(labels, x, sp, pause, a, e, (REACH, ACT), ACT, bounds)
@@ -553,7 +608,7 @@ def _label_part_action(labels: np.ndarray, x: np.ndarray, sp: np.ndarray, pause:
 def _label_arm(sig: _ArmSignal, n: int, fps: float, cfg: SegmentConfig, is_push: bool,
                bounds: list[int] | None = None, grip: _Gripper | None = None, gets: set[int] | None = None,
                gives: set[int] | None = None, has_target: bool = False,
-               action: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               action: str = "", result: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per frame: phase code (IDLE when the arm rests outside any phase), grasp-cycle index, and
     whether the arm holds an object (between a close and the following open).
 
@@ -562,7 +617,8 @@ def _label_arm(sig: _ArmSignal, n: int, fps: float, cfg: SegmentConfig, is_push:
     the grasp cycles that receive an object from / hand it to another arm (`_handovers`);
     `has_target`: the task names where the object goes; `action`: the class of the instruction's verb
     (`TaskPhrases.action`): a part action without a grasp is reach | act (`_label_part_action`), and an
-    insertion's last held piece is **act** (insert) instead of place."""
+    insertion's last held piece is **act** (insert) instead of place; `result`: the instruction's particle
+    ("up" makes a turn's rising last leg part of the action)."""
     labels = np.full(n, IDLE, int)
     cycle = np.zeros(n, int)
     held = np.zeros(n, bool)
@@ -589,7 +645,10 @@ def _label_arm(sig: _ArmSignal, n: int, fps: float, cfg: SegmentConfig, is_push:
 
     if not cycles:
         if bouts and action in PART_ACTIONS and not is_push:
-            _label_part_action(labels, x, sp, pause, first_move, last_still, fps, bounds)
+            # pushing, pressing and closing move into the part, a turn sideways (unless "up"): a last leg
+            # that rises is the hand leaving it; a pull may lift the part (a lid), so it keeps its rise
+            leaves_up = sig.up if action == "push" or (action == "turn" and result != "up") else None
+            _label_part_action(labels, x, sp, pause, first_move, last_still, fps, bounds, leaves_up, err)
         elif bouts:
             _label_path(labels, x, sp, pause, first_move, last_still, (REACH, PUSH if is_push else MOVE, RETREAT),
                         PUSH if is_push else MOVE, bounds)
@@ -752,7 +811,8 @@ def _event_phases_from_signals(ep: _Episode, phrases: TaskPhrases,
     for sig, grip, get, give in zip(sigs, grips, gets, gives, strict=True):
         mine = phrases.for_arm(sig.name)
         labels, cycle, held = _label_arm(sig, ep.n, ep.fps, cfg, phrases.is_push, ep.starts[1:], grip, get, give,
-                                         bool(mine.target), mine.action or phrases.action)
+                                         bool(mine.target), mine.action or phrases.action,
+                                         mine.result if mine.action else phrases.result)
         tracks.append((sig.name, labels, cycle, held))
     out: list[EventPhase | None] = []
     for s, e in zip(ep.starts, ep.ends, strict=True):

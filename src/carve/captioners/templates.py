@@ -65,7 +65,11 @@ def describe(phase: str, phrases: TaskPhrases, obj_index: int, holding: str = ""
     if phase == "release":
         return f"release {what}"
     if phase == "retreat":
-        return f"retreat from {target}" if target and not phrases.is_push else "retreat to the start position"
+        if target and not phrases.is_push:
+            return f"retreat from {target}"
+        # a part worked in place (a faucet turned, a button pressed): the hand leaves the part, wherever to
+        return f"retreat from {obj}" if phrases.action in ("pull", "push", "turn") and not phrases.is_push \
+            else "retreat to the start position"
     if phase == "push":
         if phrases.direction:
             return f"push {obj} {phrases.direction}"
