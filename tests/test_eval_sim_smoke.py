@@ -47,6 +47,10 @@ def test_study_smoke_writes_the_table_and_json(tmp_path) -> None:
     d = res["data"]
     assert d["train_episodes"] + d["heldout_episodes"] == 4 and d["heldout_episodes"] >= 1
     assert all(np.isfinite(v["action_mse"]) for v in res["offline"].values())
+    cap = res["caption_check"]  # the captions checked against the simulator's phases before any contrast
+    assert cap["events"] >= 4 and 0.0 <= cap["class_accuracy"] <= 1.0 and cap["gate"] == 0.95
+    assert md.index("Captions checked first") < md.index("| variant |")
+    assert res["caption_accuracy"] == cap["class_accuracy"]
     pol = out.with_suffix("") / "policies"
     assert sorted(p.name for p in pol.iterdir()) == sorted(
         [f"{v}-seed0" for v in ("event", "event_balanced", "unified", "chunk_best")]
@@ -70,6 +74,23 @@ def test_study_smoke_writes_the_table_and_json(tmp_path) -> None:
            "seeds": [res["episodes"][0]["seed"]], "fps": 12, "max_seconds": 3.0, "hold": "foh"}
     _eval_job(job)
     assert json.loads(ep.read_text())["key"] != cached  # re-evaluated under the new weights' key
+
+
+def test_study_captions_name_the_simulators_phases(tmp_path) -> None:
+    """Issue 20: the study's captions (its own recording, replayed to success, captioned by the pipeline's
+    captioner) against the simulator's phase schedule, both task types. Before the fix push events were
+    "lift" / "move" (the study built views without state names) and a push cut at success was "retreat"."""
+    from carve.sim.study import CAPTION_GATE, StudyConfig, _recorded_rows, caption_check
+
+    cfg = StudyConfig(tasks=["pick_place", "push"], train_episodes=4)
+    rows, _, truth = _recorded_rows(cfg, tmp_path)
+    assert [t["task_type"] for t in truth] == ["pick_place", "push", "pick_place", "push"]
+    check = caption_check(rows, truth)
+    assert check["passed"] and check["class_accuracy"] >= CAPTION_GATE, check
+    assert set(check["per_task"]) == {"pick_place", "push"}
+    assert check["confusion"]["push"] == {"push": check["confusion"]["push"]["push"]}  # every push is a push
+    pushes = [r["caption"] for r in rows if r["task_type"] == "push"]
+    assert not any(c.startswith(("lift", "move", "retreat")) for c in pushes), pushes
 
 
 def test_study_json_carries_the_headline_fields() -> None:

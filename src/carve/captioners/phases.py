@@ -37,7 +37,9 @@ Per arm, frames are labelled (the events' own boundaries are used only where not
 5. **No grasp at all** (a closed fist, "push ..." tasks): the arm's active stretch is split
    into **reach**, **push** (**move** when the task asks for no push) and **retreat**: at the two
    event boundaries (the segmenter's pauses and velocity minima) through which the three-piece
-   polyline fits the path best, or by the free fit when there are fewer. When the instruction's
+   polyline fits the path best, or by the free fit when there are fewer. The last piece is a
+   retreat only where it leaves: back toward the start pose, or rising off upward; else (an
+   episode cut while the hand still pushes) the stretch is reach | push, fitted the same way. When the instruction's
    verb works a PART of the scene (its class, `task_text` / `verb_classes`, is pull, push or turn
    and the task is no "push the object" task: open a drawer or door, close a window, press a
    button, turn a faucet), the hand reaches the part and then works it: **reach** up to the path's
@@ -605,6 +607,16 @@ def _label_part_action(labels: np.ndarray, x: np.ndarray, sp: np.ndarray, pause:
     labels[c:e] = ACT
 
 
+def _leaves(labels: np.ndarray, x: np.ndarray, a: int, e: int, up: int | None, err: float) -> bool:
+    """Whether the **retreat** piece of [a, e) leaves: it heads back to the start pose (`_returns`) or
+    lifts the hand off upward (`_rises`). True when there is no retreat piece."""
+    r = np.flatnonzero(labels[a:e] == RETREAT)
+    if len(r) == 0:
+        return True
+    s = a + int(r[0])
+    return _returns(x, a, s, e) or _rises(x, up, s, e, err)
+
+
 def _label_arm(sig: _ArmSignal, n: int, fps: float, cfg: SegmentConfig, is_push: bool,
                bounds: list[int] | None = None, grip: _Gripper | None = None, gets: set[int] | None = None,
                gives: set[int] | None = None, has_target: bool = False,
@@ -650,8 +662,10 @@ def _label_arm(sig: _ArmSignal, n: int, fps: float, cfg: SegmentConfig, is_push:
             leaves_up = sig.up if action == "push" or (action == "turn" and result != "up") else None
             _label_part_action(labels, x, sp, pause, first_move, last_still, fps, bounds, leaves_up, err)
         elif bouts:
-            _label_path(labels, x, sp, pause, first_move, last_still, (REACH, PUSH if is_push else MOVE, RETREAT),
-                        PUSH if is_push else MOVE, bounds)
+            mid = PUSH if is_push else MOVE
+            _label_path(labels, x, sp, pause, first_move, last_still, (REACH, mid, RETREAT), mid, bounds)
+            if not _leaves(labels, x, first_move, last_still, sig.up, err):  # cut while it pushes: no retreat
+                _label_path(labels, x, sp, pause, first_move, last_still, (REACH, mid), mid, bounds)
         return finish()
     put = ACT if action == "insert" else PLACE  # the last held piece: an insertion, or a placement
 

@@ -55,6 +55,7 @@ import numpy as np
 
 EVAL_BLOCK = 10  # environment seeds per evaluation job
 DATA_SEED_BASE = 0  # carve synth's default --seed: the training scenes
+CAPTION_GATE = 0.95  # verb-class accuracy of the study's captions below which captions-off tests no language
 STUDY_TASKS = ("pick_place", "push")
 
 
@@ -118,14 +119,17 @@ def record_episode(task: str, seed: int, fps: int) -> dict[str, Any]:
             obs, _, done, info = env.step(a)
             if done:
                 break
-    return {"task": ep.task, "task_type": task, "seed": seed, "state": np.asarray(states, np.float32),
+    return {"task": ep.task, "task_type": task, "seed": seed, "truth": ep.ground_truth(0),
+            "state": np.asarray(states, np.float32),
             "env_state": np.asarray(envs, np.float32), "action": np.asarray(actions, np.float32),
             "state_names": ep.state_names, "action_names": ep.action_names, "replay_success": bool(info["success"])}
 
 
 def episode_rows(rec: dict[str, Any], index: int, fps: int) -> list[dict[str, Any]]:
     """Carve event rows of one recorded episode (house ingest + kinematic captions)."""
-    from carve.captioners.base import EventView
+    import pyarrow as pa
+
+    from carve.captioners.base import views_from_table
     from carve.captioners.kinematic import caption_episode_events, event_phases
     from carve.core.config import SegmentConfig
     from carve.ingest.events import ENV_STATE_FEATURE, episode_events
@@ -137,11 +141,12 @@ def episode_rows(rec: dict[str, Any], index: int, fps: int) -> list[dict[str, An
                  state_names=list(rec["state_names"]), action_names=list(rec["action_names"]), cameras=[],
                  robot="panda", extras={ENV_STATE_FEATURE: rec["env_state"]})
     rows = episode_events(ep, SegmentConfig(), None)
-    views = [EventView(episode_id=r["episode_id"], event_index=r["event_index"], num_events=r["num_events"],
-                       task=r["task"], start_frame=r["start_frame"], end_frame=r["end_frame"], fps=r["fps"],
-                       start_reason=r["start_reason"] or "", boundary_reason=r["boundary_reason"] or "",
-                       state=np.asarray(r["state"], np.float32), action=np.asarray(r["action"], np.float32),
-                       gripper=np.asarray(r["gripper"], np.float32)) for r in rows]
+    # the caption stage's own reading of event rows (`views_from_table`: state and action names, arms), so
+    # the study's captions are the pipeline's
+    cols = ("episode_id", "event_index", "num_events", "task", "start_frame", "end_frame", "fps", "start_reason",
+            "boundary_reason", "state", "action", "gripper", "arms", "state_names", "action_names")
+    table = pa.Table.from_pylist([{c: _plain(r.get(c)) for c in cols} for r in rows])
+    (views,) = views_from_table(table)
     caps = caption_episode_events(views)
     phases = event_phases(views)
     for r, c, p in zip(rows, caps, phases, strict=True):
@@ -151,8 +156,14 @@ def episode_rows(rec: dict[str, Any], index: int, fps: int) -> list[dict[str, An
     return rows
 
 
-def _recorded_rows(cfg: StudyConfig, work: Path) -> tuple[list[dict[str, Any]], int]:
-    """The training demonstrations' event rows, cached in `work` by (code, tasks, episodes, seed, fps)."""
+def _plain(v: Any) -> Any:
+    """A row value as pyarrow takes it (numpy arrays as nested lists)."""
+    return v.tolist() if isinstance(v, np.ndarray) else v
+
+
+def _recorded_rows(cfg: StudyConfig, work: Path) -> tuple[list[dict[str, Any]], int, list[dict[str, Any]]]:
+    """The training demonstrations' event rows, the replay successes and the simulator's phase truth per
+    episode (its `ground_truth_events.json` entries), cached in `work` by (code, tasks, episodes, seed, fps)."""
     import pickle
 
     from carve.sim.study_cache import code_hash, key
@@ -160,19 +171,34 @@ def _recorded_rows(cfg: StudyConfig, work: Path) -> tuple[list[dict[str, Any]], 
 
     cache = work / f"rows-{key(code_hash(), cfg.tasks, cfg.train_episodes, cfg.data_base, cfg.fps)}.pkl"
     if cache.exists():
-        rows, ok = pickle.loads(cache.read_bytes())
-        return rows, ok
-    rows, ok = [], 0
+        rows, ok, truth = pickle.loads(cache.read_bytes())
+        return rows, ok, truth
+    rows, ok, truth = [], 0, []
     for i in range(cfg.train_episodes):
         task = cfg.tasks[i % len(cfg.tasks)]
         rec = record_episode(task, episode_seed(cfg.data_base, i), cfg.fps)
         ok += rec["replay_success"]
         rows.extend(episode_rows(rec, i, cfg.fps))
+        truth.append({**rec["truth"], "episode_index": i})
     work.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp")
-    tmp.write_bytes(pickle.dumps((rows, ok)))
+    tmp.write_bytes(pickle.dumps((rows, ok, truth)))
     tmp.replace(cache)
-    return rows, ok
+    return rows, ok, truth
+
+
+def caption_check(rows: list[dict[str, Any]], truth: list[dict[str, Any]]) -> dict[str, Any]:
+    """The study's captions against the simulator's own phases (`captioners.eval.evaluate`, verb class at
+    each event's middle frame; a replay that stops at success ends inside its last phase): accuracy,
+    events, per task type, the class confusions, and whether it reaches `CAPTION_GATE`, the accuracy below
+    which a captions-off contrast is no test of language."""
+    from carve.captioners.eval import evaluate
+
+    rep = evaluate([{**r, "episode_index": int(r["episode_index"])} for r in rows], {"episodes": truth}, at="middle")
+    return {"class_accuracy": rep["class_accuracy"], "events": rep["class_events"],
+            "per_task": {k: v["accuracy"] for k, v in rep["per_task_class"].items()},
+            "confusion": rep["class_confusion"], "gate": CAPTION_GATE,
+            "passed": rep["class_accuracy"] >= CAPTION_GATE and rep["unmatched_events"] == 0}
 
 
 def balance_weights(rows: list[dict[str, Any]], text: Any, k: int = 0, seed: int = 0) -> np.ndarray:
@@ -370,7 +396,8 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
 
     # 1. data; 2. split, then normalisation, planner and balance from the training episodes only
     t0 = time.perf_counter()
-    rows, replay_ok = _recorded_rows(cfg, work)
+    rows, replay_ok, truth = _recorded_rows(cfg, work)
+    captions = caption_check(rows, truth)
     text = TextCache(make_text_encoder(cfg.text, cfg.text_dim))
     text.warm([r["caption"] for r in rows] + [r["task"] for r in rows])
     ids = list(dict.fromkeys(r["episode_id"] for r in rows))
@@ -389,7 +416,8 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
                                          for r in rows])
     timings["data_s"] = time.perf_counter() - t0
     log(f"data: {cfg.train_episodes} episodes, {len(rows)} events, replay success {replay_ok}/"
-        f"{cfg.train_episodes} ({timings['data_s']:.0f} s)")
+        f"{cfg.train_episodes} ({timings['data_s']:.0f} s); caption verb classes {captions['class_accuracy']:.3f} "
+        f"of {captions['events']} events")
     episodes = episodes_from_rows(rows, privileged=True)
     tr = [e for e in episodes if e.episode_id in train_set]
     ho = [e for e in episodes if e.episode_id in set(held_ids)]
@@ -573,7 +601,7 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
                     "replay_success": replay_ok, "event_len_mean": float(lengths.mean()),
                     "event_len_p90": float(np.percentile(lengths, 90)),
                     "event_len_over_max_len": float((lengths > cfg.max_len).mean())},
-           "sweep": sweep, "chunk_best": best, "primary": primary,
+           "caption_check": captions, "sweep": sweep, "chunk_best": best, "primary": primary,
            "compute": {k: v for k, v in compute.items() if not k.startswith("val-")}, "summary": summary,
            "per_task": per_task, "comparisons": comparisons, "offline": off, "planner": planner.to_dict(),
            "train_seeds": tseeds, "hold_ablation_seeds": ablation_seeds,
@@ -599,6 +627,7 @@ def headline(res: dict[str, Any]) -> dict[str, Any]:
               "progress": v["progress_mean"], "chosen": k == res["chunk_best"]["name"]}
              for k, v in res["sweep"].items()]
     return {"contrasts": contrasts, "chunk_sweep": sweep, "n_train_seeds": len(res["train_seeds"]),
+            "caption_accuracy": (res.get("caption_check") or {}).get("class_accuracy"),
             "n_env_episodes": int(next(iter(res["summary"].values()))["env_episodes"]), "code_hash": res["code"]}
 
 
@@ -623,6 +652,14 @@ def format_study(res: dict[str, Any]) -> str:
         lines += [f"**Primary result:** {res['primary']} = {100 * s['diff']:+.1f} pp success (95% CI "
                   f"{100 * s['ci95'][0]:+.1f} to {100 * s['ci95'][1]:+.1f}, bootstrap p {_p(s['p'])}); progress "
                   f"{p['diff']:+.1f} ({p['ci95'][0]:+.1f} to {p['ci95'][1]:+.1f}).", ""]
+    cap = res.get("caption_check")
+    if cap:
+        lines += [f"**Captions checked first:** the study's captions against the simulator's own phases (verb class "
+                  f"at each event's middle frame): {_pct(cap['class_accuracy'])} of {cap['events']} events ("
+                  + ", ".join(f"{t} {_pct(a)}" for t, a in cap["per_task"].items()) + "); gate "
+                  f"{_pct(cap['gate'])}: " + ("passed, so captions-off measures language." if cap["passed"] else
+                                              "**not passed: the captions-off contrast is no test of language.**"),
+                  ""]
     lines += [f"{d['train_episodes']} training / {d['heldout_episodes']} held-out episodes ({d['events']} events; "
               f"mean event length {d['event_len_mean']:.1f} steps), {c['train_seeds']} training seeds x "
               f"{c['env_seeds']} environment seeds per task, {c['steps']} steps of batch {c['batch_size']}, "
