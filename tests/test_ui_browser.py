@@ -90,12 +90,8 @@ def _open_map(env: Env, page: Any, query: str = "") -> None:
 
 
 def _point_xy(page: Any, i: int) -> tuple[float, float]:
-    """Page coordinates of map point i (plotly's axes map data to pixels)."""
-    return tuple(page.evaluate("""i => {
-        const gd = document.getElementById('map'), p = window.CARVE_MAP.points[i];
-        const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();
-        return [r.left + xa._offset + xa.l2p(p.x), r.top + ya._offset + ya.l2p(p.y)];
-    }""", i))
+    """Page coordinates of map point i (the page's own data -> canvas pixel mapping)."""
+    return tuple(page.evaluate("i => window.CARVE_MAP.toPage(i)", i))
 
 
 @browser
@@ -104,8 +100,9 @@ def test_map_hover_and_click_lands_on_event(env: Env, page: Any):
     total = env.get("/datasets/sim/map?limit=1")["total"]
     n = page.evaluate("window.CARVE_MAP.points.length")
     assert n == total == len(env.fab.event_ids)
-    assert page.locator("#map canvas").count() >= 1  # scattergl: points are drawn in WebGL, not SVG nodes
+    assert page.locator("#map canvas").count() == 1  # points are drawn on one canvas, not as DOM nodes
     assert page.locator("#map svg .point").count() == 0
+    assert page.evaluate("typeof window.Plotly") == "undefined"  # the map page does not load plotly.js
     shot(page, "map")
     # an isolated point (the under-covered cluster's lone event), so the hover cannot pick a neighbour
     i = page.evaluate(f"window.CARVE_MAP.points.findIndex(p => p.cluster === {env.fab.tiny_cluster})")
