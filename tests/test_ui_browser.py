@@ -126,6 +126,27 @@ def test_map_hover_and_click_lands_on_event(env: Env, page: Any):
 
 
 @browser
+def test_map_zoom_asks_for_the_visible_box(env: Env, page: Any):
+    _open_map(env, page)
+    n0 = page.evaluate("window.CARVE_MAP.points.length")
+    i = page.evaluate(f"window.CARVE_MAP.points.findIndex(p => p.cluster === {env.fab.tiny_cluster})")
+    x, y = _point_xy(page, i)
+    page.mouse.move(round(x), round(y))  # the wheel zooms around the (whole) pixel under the pointer
+    for _ in range(4):
+        page.mouse.wheel(0, -400)  # zoom in around the lone point: about 24x
+    page.wait_for_selector("#map[data-refined]", state="attached")
+    page.wait_for_function("() => { const m = window.CARVE_MAP, v = m.view; return m.points.length > 0 &&"
+                           " m.points.every(p => p.x >= v[0] && p.x <= v[1] && p.y >= v[2] && p.y <= v[3]); }")
+    zoomed = page.evaluate("window.CARVE_MAP.points.map(p => p.event_id)")
+    assert 0 < len(zoomed) < n0 and env.get("/datasets/sim/map?limit=1")["total"] == n0
+    assert "in view" in page.inner_text("#map-info")
+    shot(page, "map-zoomed")
+    x, y = _point_xy(page, page.evaluate(f"window.CARVE_MAP.points.findIndex(p => p.cluster === {env.fab.tiny_cluster})"))
+    page.mouse.click(x, y)  # a point of the refined sample still opens its event
+    page.wait_for_url(re.compile(r"/ui/event\?"))
+
+
+@browser
 def test_event_view_plays_clip_and_marks_boundaries(env: Env, page: Any):
     eid = env.fab.event_ids[3]
     ev = env.get(f"/events/{eid}?images=false")

@@ -496,6 +496,7 @@
         if (seq !== MAP.seq) return;  // a newer view was asked for
         setPoints(f.points, f.head);
         paint();
+        $("#map").setAttribute("data-refined", String(seq));
       }).catch(function (e) { fail("map", e); });
     }, 200);
   }
