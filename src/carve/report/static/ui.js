@@ -327,6 +327,7 @@
     }
     return {head: head, points: pts, density: s.density ? {bins: head.bins, extent: head.extent, counts: s.density} : null};
   }
+  function mark(name) { if (window.performance && performance.mark) performance.mark(name); }  // for traces and the bench
   function apiFrame(path) {
     return fetch(path, {headers: authHeaders(), credentials: "same-origin"}).then(function (r) {
       if (!r.ok) {
@@ -337,7 +338,7 @@
         });
       }
       return r.arrayBuffer();
-    }).then(decodeFrame);
+    }).then(function (buf) { mark("carve-map-received"); return decodeFrame(buf); });
   }
   function cellsToCounts(b) {  // the bins snapshot's [{ix, iy, count}] -> counts[iy * n + ix]
     var n = Number(b.bins) || 64, counts = new Uint32Array(n * n);
@@ -563,7 +564,9 @@
                   density: m.bins_snapshot && total > pts.length ? cellsToCounts(m.bins_snapshot) : null};
         })
       : apiFrame(P.frame(d, Object.assign({}, q, {width: MAP.w, height: MAP.h})));
+    mark("carve-map-asked");
     return load.then(function (f) {
+      mark("carve-map-decoded");
       if (seq !== MAP.seq) return;
       MAP.extent = f.head.extent || [0, 1, 0, 1];
       MAP.view = padded(MAP.extent);
@@ -571,6 +574,7 @@
       MAP.densityImg = MAP.density ? densityImage(MAP.density) : null;
       setPoints(f.points, f.head);
       paint();
+      mark("carve-map-drawn");
       $("#map").setAttribute("data-ready", "1");
       status("");
     }).catch(function (e) { fail("map", e); });
