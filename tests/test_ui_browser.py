@@ -126,6 +126,18 @@ def test_map_hover_and_click_lands_on_event(env: Env, page: Any):
 
 
 @browser
+def test_map_first_screen_is_one_binary_request(env: Env, page: Any):
+    seen: list[str] = []
+    page.on("request", lambda r: seen.append(r.url))
+    _open_map(env, page, "&task=" + env.get("/datasets/sim/map/facets")["facets"]["task"][0]["value"])
+    frames = [u for u in seen if "/map/frame?" in u]
+    assert len(frames) == 1 and "task=" in frames[0]  # started by the page's head, taken over by ui.js
+    assert not [u for u in seen if re.search(r"/datasets/[^/?]+/map(\?|$)|/map/bins|plotly", u)]  # no row JSON, no plotly.js
+    n = page.evaluate("window.CARVE_MAP.points.length")
+    assert page.inner_text("#map-info").startswith(f"{n} of {n} events")
+
+
+@browser
 def test_map_zoom_asks_for_the_visible_box(env: Env, page: Any):
     _open_map(env, page)
     n0 = page.evaluate("window.CARVE_MAP.points.length")

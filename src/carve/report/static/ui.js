@@ -328,8 +328,8 @@
     return {head: head, points: pts, density: s.density ? {bins: head.bins, extent: head.extent, counts: s.density} : null};
   }
   function mark(name) { if (window.performance && performance.mark) performance.mark(name); }  // for traces and the bench
-  function apiFrame(path) {
-    return fetch(path, {headers: authHeaders(), credentials: "same-origin"}).then(function (r) {
+  function apiFrame(path, response) {  // `response`: a fetch of `path` already under way (the page's early one)
+    return (response || fetch(path, {headers: authHeaders(), credentials: "same-origin"})).then(function (r) {
       if (!r.ok) {
         return r.text().then(function (t) {
           var detail = t;
@@ -518,7 +518,9 @@
       $("#map-title").textContent = d;
       var form = $("#filters"), q0 = {};
       FILTERS.forEach(function (name) { var v = p.get(name); if (v !== null && v !== "") q0[name] = v; });
-      var shown = drawMap(d, q0);  // the map's one request starts now, beside the filters' three
+      var early = window.CARVE_EARLY_FRAME;  // started by the page's head (map.html.j2) for this address
+      window.CARVE_EARLY_FRAME = null;
+      var shown = drawMap(d, q0, early && early.search === location.search && early.dataset === d ? early.response : null);
       var filled = Promise.all([api(P.datasets()), api(P.facets(d)).catch(function (e) { fail("facets", e); return {}; }),
                                 api(P.versions(d)).catch(function () { return {clusters: []}; })]).then(function (r) {
         fillSelect($("#f-dataset"), r[0].map(function (x) { return {value: x.name, count: x.events}; }), d);
@@ -549,7 +551,7 @@
     FILTERS.forEach(function (name) { var el = $("#f-" + name); if (el && el.value !== "") q[name] = el.value; });
     return q;
   }
-  function drawMap(d, q) {
+  function drawMap(d, q, early) {
     history.replaceState(null, "", pageUrl("map", Object.assign({dataset: d}, q)));
     $("#map").setAttribute("data-ready", "0");
     status("loading map…");
@@ -563,7 +565,7 @@
           return {points: pts, head: {total: total, sampled: total > pts.length, version: m.version, extent: m.extent},
                   density: m.bins_snapshot && total > pts.length ? cellsToCounts(m.bins_snapshot) : null};
         })
-      : apiFrame(P.frame(d, Object.assign({}, q, {width: MAP.w, height: MAP.h})));
+      : apiFrame(P.frame(d, Object.assign({}, q, {width: MAP.w, height: MAP.h})), early);
     mark("carve-map-asked");
     return load.then(function (f) {
       mark("carve-map-decoded");
