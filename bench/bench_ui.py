@@ -9,21 +9,22 @@ served by `carve serve` in its own process, as deployed. Measured, `--loads` tim
 warm-up round:
 
 * **map page**: the page's own requests in the order the page makes them (HTML; then the
-  dataset list, the facets and the versions at once; then `/map?limit=5000`; then `/map/bins`
-  because 100k > 5000), with the browser's copy of ui.js/ui.css/plotly.min.js (`warm`) and
-  with them fetched too (`cold`: + 4.8 MB of plotly.min.js);
+  dataset list, the facets, the versions and the map's one binary frame at once:
+  `/map/frame?width=940&height=640`, the canvas of a 1280x900 window, gzip accepted as a
+  browser does), with the browser's copy of ui.js/ui.css (`warm`) and with them fetched too
+  (`cold`); the map page loads no plotly.js since issue 22;
 * **event view**: HTML; then the event, its signals, neighbours, flags and clip at once; then
   its keyframes and its neighbours' thumbnails at once (random events);
 * with `--browser` (default when /usr/bin/chromium and Playwright exist): the same pages in
-  headless Chromium, from navigation to the plot drawn (`#map[data-ready]`), and to the
+  headless Chromium, from navigation to the map drawn (`#map[data-ready]`), and to the
   signals drawn and the clip decodable (`readyState >= 2`), each load in a fresh context
-  (cold: no cache, plotly.js parsed and compiled again) and in one kept context (`_warm`: an
+  (cold: no cache, scripts parsed and compiled again) and in one kept context (`_warm`: an
   analyst moving between pages, static files and compiled scripts cached);
 * **baseline**: `GET /ui/static/ui.css` (a plain static file of the same server), and in the
   browser a navigation to it.
 
 Reports p50/p95 (ms) and `ratio_*` = page p95 / baseline p95 (how many static-file fetches one
-page load costs).
+page load costs), and the map frame's bytes (raw and on the wire) and points at `--events`.
 
     python -m bench.bench_ui [--events 100000] [--loads 30] [--no-browser]
 """
@@ -51,7 +52,9 @@ from bench.common import stop
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "bench-token-0123456789abcdef"
 CHROMIUM = "/usr/bin/chromium"
-STATIC = ["/ui/static/ui.css", "/ui/static/ui.js", "/ui/static/plotly.min.js"]
+STATIC = ["/ui/static/ui.css", "/ui/static/ui.js"]  # what the map page loads (the event page adds plotly.min.js)
+MAP_SCREEN = {"width": 940, "height": 640}  # the map canvas of a 1280x900 window (ui.css)
+FRAME = "/datasets/{d}/map/frame?width={width}&height={height}"
 
 
 def _pct(lat: list[float], q: float) -> float:
@@ -71,11 +74,23 @@ async def _all(c: httpx.AsyncClient, paths: list[str], errors: list[str]) -> lis
 
 async def map_load(c: httpx.AsyncClient, dataset: str, cold: bool, errors: list[str]) -> None:
     await _get(c, f"/ui/map?dataset={dataset}", errors)
-    first = [f"/datasets/{dataset}/map/facets", "/datasets", f"/datasets/{dataset}/versions"]
+    first = [f"/datasets/{dataset}/map/facets", "/datasets", f"/datasets/{dataset}/versions",
+             FRAME.format(d=dataset, **MAP_SCREEN)]
     await _all(c, first + (STATIC if cold else []), errors)
-    m = json.loads(await _get(c, f"/datasets/{dataset}/map?offset=0&limit=5000", errors))
-    if m.get("total", 0) > len(m.get("points") or []):
-        await _get(c, f"/datasets/{dataset}/map/bins?bins=64", errors)
+
+
+def frame_size(url: str, dataset: str) -> dict[str, int]:
+    """The map's first-screen frame: raw bytes, bytes on the wire (gzip), points, events."""
+    from carve.audit.mapframe import decode_header
+
+    h = {"Authorization": f"Bearer {TOKEN}", "Accept-Encoding": "gzip"}
+    with httpx.Client(base_url=url, headers=h, timeout=60) as c:
+        r = c.get(FRAME.format(d=dataset, **MAP_SCREEN))
+        r.raise_for_status()
+        head = decode_header(r.content)
+        wire = int(r.headers.get("content-length") or len(r.content))
+    return {"frame_raw_bytes": len(r.content), "frame_wire_bytes": wire, "frame_points": head["n"],
+            "frame_total": head["total"]}
 
 
 async def event_load(c: httpx.AsyncClient, eid: str, errors: list[str], clip: bool = True) -> None:
@@ -207,6 +222,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     big, small = tmp / "big", tmp / "video"
     procs: list[subprocess.Popen[bytes]] = []
     res: dict[str, Any] = {}
+    res["loadavg_start"] = [round(x, 2) for x in os.getloadavg()]
     try:
         t0 = time.perf_counter()
         epe = args.events_per_episode
@@ -230,6 +246,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         bv = browser_runs(vurl, ids["video"], "sim", max(5, args.loads // 5), args.seed, True) if args.browser else None
         total = httpx.get(f"{url}/datasets/sim/map?limit=1", headers={"Authorization": f"Bearer {TOKEN}"},
                           timeout=60).json()["total"]
+        res.update(frame_size(url, "sim"))
     finally:
         stop(procs)
         if not args.keep:
@@ -238,6 +255,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "description": "p50/p95 page-load time of /ui/map and /ui/event vs GET of a plain static file (ui.css) "
                        "of the same server; ratio = page p95 / static p95",
         "command": " ".join(["python -m bench.bench_ui", *(argv if argv is not None else [])]).strip(),
+        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
         "events": len(ids["big"]), "map_total": total, "loads": args.loads, "prep_s": round(prep_s, 1),
     })
     rows = [("http", "100k", h, ["map_warm", "map_cold", "event"]), ("http", "video root", hv, ["event"])]

@@ -108,6 +108,7 @@ def _requests(env: dict[str, Any], user: str) -> dict[tuple[str, str], Callable[
         "/datasets/{name}/clusters": "/datasets/sim/clusters", "/datasets/{name}/versions": "/datasets/sim/versions",
         "/report/{name}": "/report/sim", "/datasets/{name}/map": "/datasets/sim/map",
         "/datasets/{name}/map/bins": "/datasets/sim/map/bins", "/datasets/{name}/map/facets": "/datasets/sim/map/facets",
+        "/datasets/{name}/map/frame": "/datasets/sim/map/frame",
         "/datasets/{name}/coverage": "/datasets/sim/coverage",
         "/datasets/{name}/coverage.csv": "/datasets/sim/coverage.csv", "/datasets/{name}/quality": "/datasets/sim/quality",
         "/datasets/{name}/quality.csv": "/datasets/sim/quality.csv",

@@ -90,12 +90,8 @@ def _open_map(env: Env, page: Any, query: str = "") -> None:
 
 
 def _point_xy(page: Any, i: int) -> tuple[float, float]:
-    """Page coordinates of map point i (plotly's axes map data to pixels)."""
-    return tuple(page.evaluate("""i => {
-        const gd = document.getElementById('map'), p = window.CARVE_MAP.points[i];
-        const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();
-        return [r.left + xa._offset + xa.l2p(p.x), r.top + ya._offset + ya.l2p(p.y)];
-    }""", i))
+    """Page coordinates of map point i (the page's own data -> canvas pixel mapping)."""
+    return tuple(page.evaluate("i => window.CARVE_MAP.toPage(i)", i))
 
 
 @browser
@@ -104,8 +100,9 @@ def test_map_hover_and_click_lands_on_event(env: Env, page: Any):
     total = env.get("/datasets/sim/map?limit=1")["total"]
     n = page.evaluate("window.CARVE_MAP.points.length")
     assert n == total == len(env.fab.event_ids)
-    assert page.locator("#map canvas").count() >= 1  # scattergl: points are drawn in WebGL, not SVG nodes
+    assert page.locator("#map canvas").count() == 1  # points are drawn on one canvas, not as DOM nodes
     assert page.locator("#map svg .point").count() == 0
+    assert page.evaluate("typeof window.Plotly") == "undefined"  # the map page does not load plotly.js
     shot(page, "map")
     # an isolated point (the under-covered cluster's lone event), so the hover cannot pick a neighbour
     i = page.evaluate(f"window.CARVE_MAP.points.findIndex(p => p.cluster === {env.fab.tiny_cluster})")
@@ -126,6 +123,39 @@ def test_map_hover_and_click_lands_on_event(env: Env, page: Any):
     page.wait_for_selector("#ev-meta dd")
     assert pt["caption"] in page.inner_text("#ev-meta")
     shot(page, "event-from-map")
+
+
+@browser
+def test_map_first_screen_is_one_binary_request(env: Env, page: Any):
+    seen: list[str] = []
+    page.on("request", lambda r: seen.append(r.url))
+    _open_map(env, page, "&task=" + env.get("/datasets/sim/map/facets")["facets"]["task"][0]["value"])
+    frames = [u for u in seen if "/map/frame?" in u]
+    assert len(frames) == 1 and "task=" in frames[0]  # started by the page's head, taken over by ui.js
+    assert not [u for u in seen if re.search(r"/datasets/[^/?]+/map(\?|$)|/map/bins|plotly", u)]  # no row JSON, no plotly.js
+    n = page.evaluate("window.CARVE_MAP.points.length")
+    assert page.inner_text("#map-info").startswith(f"{n} of {n} events")
+
+
+@browser
+def test_map_zoom_asks_for_the_visible_box(env: Env, page: Any):
+    _open_map(env, page)
+    n0 = page.evaluate("window.CARVE_MAP.points.length")
+    i = page.evaluate(f"window.CARVE_MAP.points.findIndex(p => p.cluster === {env.fab.tiny_cluster})")
+    x, y = _point_xy(page, i)
+    page.mouse.move(round(x), round(y))  # the wheel zooms around the (whole) pixel under the pointer
+    for _ in range(4):
+        page.mouse.wheel(0, -400)  # zoom in around the lone point: about 24x
+    page.wait_for_selector("#map[data-refined]", state="attached")
+    page.wait_for_function("() => { const m = window.CARVE_MAP, v = m.view; return m.points.length > 0 &&"
+                           " m.points.every(p => p.x >= v[0] && p.x <= v[1] && p.y >= v[2] && p.y <= v[3]); }")
+    zoomed = page.evaluate("window.CARVE_MAP.points.map(p => p.event_id)")
+    assert 0 < len(zoomed) < n0 and env.get("/datasets/sim/map?limit=1")["total"] == n0
+    assert "in view" in page.inner_text("#map-info")
+    shot(page, "map-zoomed")
+    x, y = _point_xy(page, page.evaluate(f"window.CARVE_MAP.points.findIndex(p => p.cluster === {env.fab.tiny_cluster})"))
+    page.mouse.click(x, y)  # a point of the refined sample still opens its event
+    page.wait_for_url(re.compile(r"/ui/event\?"))
 
 
 @browser

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from carve.audit import coverage as cov
 from carve.audit import data as au
+from carve.audit import mapframe as mf
 from carve.audit import quality as aq
 from carve.audit.cache import ViewCache
 from carve.audit.derive import derive_layout, derive_neighbours
@@ -407,6 +408,33 @@ def histogram(t: pa.Table, extent: list[float], bins: int) -> list[dict[str, Any
     return [{"ix": int(e) // bins, "iy": int(e) % bins, "count": int(counts[e]), "cluster": int(m),
              "cluster_count": int(r), "event_id": i}
             for e, m, r, i in zip(ce[sel].tolist(), cl[sel].tolist(), runs[sel].tolist(), ids, strict=True)]
+
+
+def map_frame(vv: VersionView, name: str, kept: pa.Table, filtered: bool, view: list[float] | None,
+              width: int, height: int, cell: int, bins: int, with_density: bool) -> bytes:
+    """The map's binary frame (`carve.audit.mapframe`) of dataset `name`: the level-of-detail sample
+    of the rows `kept` (the dataset's layout, filtered when `filtered`) inside `view` (default:
+    the dataset's extent) for a width x height screen, and the density underlay over the
+    dataset's extent when `with_density` (the version's stored grid when unfiltered)."""
+    ds = vv.dataset(name)
+    box = list(ds.extent) if view is None else [float(v) for v in view]
+    if box[1] < box[0] or box[3] < box[2]:
+        raise Unprocessable(f"the view box must have x0 <= x1 and y0 <= y1: {box}")
+    prio = vv._get("map_prio", name, lambda: mf.priorities(ds.table.num_rows, vv.version))
+    x = kept.column("x").to_numpy(zero_copy_only=False)
+    y = kept.column("y").to_numpy(zero_copy_only=False)
+    rows = kept.column("_row").to_numpy(zero_copy_only=False)
+    pick, in_view = mf.sample_rows(x, y, prio[rows], box, width, height, cell)
+    grid = None
+    if with_density:
+        grid = (mf.density(x, y, ds.extent, bins) if filtered
+                else vv._get("map_density", name, lambda: mf.stored_density(
+                    vv.root, vv.version, vv.parts, name, bins,
+                    lambda: mf.density(x, y, ds.extent, bins)), bins))
+    header = {"dataset": name, "version": vv.version, "total": kept.num_rows, "in_view": in_view,
+              "sampled": len(pick) < in_view, "view": box, "extent": list(ds.extent), "width": width,
+              "height": height, "cell": cell, "bins": bins if with_density else None}
+    return mf.build_frame(kept, pick, header, grid)
 
 
 def _value_counts(arr: Any) -> list[dict[str, Any]]:

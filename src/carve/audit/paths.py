@@ -18,6 +18,7 @@ PATHS: dict[str, str] = {
     "map": "/datasets/{name}/map",
     "bins": "/datasets/{name}/map/bins",
     "facets": "/datasets/{name}/map/facets",
+    "frame": "/datasets/{name}/map/frame",
     "cluster": "/datasets/{name}/clusters/{cluster}",
     "coverage": "/datasets/{name}/coverage",
     "coverage_csv": "/datasets/{name}/coverage.csv",

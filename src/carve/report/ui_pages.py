@@ -1,8 +1,9 @@
 """The analysts' pages (`/ui/` of `carve serve`, and the static export): shells and assets.
 
 Every page is a small HTML shell rendered from `report/templates/ui/<page>.html.j2` (jinja2,
-autoescaped) plus two static files of `report/static/` (`ui.js`, `ui.css`) and plotly.js, which
-is read from the installed `plotly` package (`plotly/package_data/plotly.min.js`): nothing is
+autoescaped) plus two static files of `report/static/` (`ui.js`, `ui.css`) and, on the event
+page, plotly.js, which is read from the installed `plotly` package
+(`plotly/package_data/plotly.min.js`; the map draws on a plain canvas without it): nothing is
 loaded from a CDN or any other host. The data come from the HTTP API through `fetch()` in the
 served pages, or from JSON snapshots (`data/*.js`, loaded by `<script>` so that `file://`
 works) in the static export (`report.ui_export`). The API paths the script reads are not

@@ -54,6 +54,7 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("GET", "/datasets/{name}/map"): V,
     ("GET", "/datasets/{name}/map/bins"): V,
     ("GET", "/datasets/{name}/map/facets"): V,
+    ("GET", "/datasets/{name}/map/frame"): V,
     ("GET", "/datasets/{name}/clusters/{cluster}"): V,
     ("GET", "/datasets/{name}/coverage"): V,
     ("GET", "/datasets/{name}/coverage.csv"): V,

@@ -147,6 +147,7 @@
     facets: function (d) { return path("facets", {name: d}); },
     map: function (d, q) { return path("map", {name: d}, qs(q || {})); },
     bins: function (d, q) { return path("bins", {name: d}, qs(q || {})); },
+    frame: function (d, q) { return path("frame", {name: d}, qs(q || {})); },
     event: function (id) { return path("event", {event_id: id}, "?images=false"); },
     signals: function (id) { return path("signals", {event_id: id}); },
     neighbours: function (id) { return path("neighbours", {event_id: id}, "?k=8"); },
@@ -298,16 +299,230 @@
   }
   var PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
                  "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd"];
-  var MAP = {points: [], sel: -1};
-  window.CARVE_MAP = MAP;  // for tests and the console: the drawn points and the selection
+  /* The map is drawn on a plain <canvas> (2-D context): the density underlay as one image, the
+   * points as small marks per cluster colour. In the served page its data are one binary frame
+   * (carve.audit.mapframe: a point sample sized by the canvas, the underlay precomputed per
+   * clustering version); wheel zooms, drag pans, and the visible box is then asked for at the
+   * same screen budget. The static export draws its JSON snapshot instead. */
+  var MAP = {points: [], sel: -1, hover: -1, view: null, extent: null, w: 0, h: 0, px: null, seq: 0};
+  window.CARVE_MAP = MAP;  // for tests and the console: the drawn points, the selection, toPage(i)
+  var DTYPES = {"<f4": Float32Array, "<u2": Uint16Array, "<u4": Uint32Array, "<i4": Int32Array, "|u1": Uint8Array};
+  function decodeFrame(buf) {  // the layout of carve.audit.mapframe (little-endian typed arrays)
+    var dv = new DataView(buf);
+    if (dv.getUint32(0, false) !== 0x434d4150) throw new Error("not a map frame");  // "CMAP"
+    if (dv.getUint32(4, true) !== 1) throw new Error("map frame format " + dv.getUint32(4, true) + " is unknown here");
+    var dec = new TextDecoder();
+    var head = JSON.parse(dec.decode(new Uint8Array(buf, 12, dv.getUint32(8, true))));
+    var s = {};
+    head.sections.forEach(function (m) {
+      var T = DTYPES[m.dtype];
+      if (!T) throw new Error("map frame: unknown dtype " + m.dtype);
+      s[m.name] = new T(buf, m.offset, m.nbytes / T.BYTES_PER_ELEMENT);
+    });
+    var d = head.dicts, off = s.id_offsets, pts = new Array(head.n);
+    for (var i = 0; i < head.n; i++) {
+      pts[i] = {event_id: dec.decode(s.id_bytes.subarray(off[i], off[i + 1])), x: s.x[i], y: s.y[i],
+                cluster: s.cluster[i], task: d.task[s.task[i]], robot: d.robot[s.robot[i]], verb: d.verb[s.verb[i]],
+                caption: d.caption[s.caption[i]]};
+    }
+    return {head: head, points: pts, density: s.density ? {bins: head.bins, extent: head.extent, counts: s.density} : null};
+  }
+  function mark(name) { if (window.performance && performance.mark) performance.mark(name); }  // for traces and the bench
+  function apiFrame(path, response) {  // `response`: a fetch of `path` already under way (the page's early one)
+    return (response || fetch(path, {headers: authHeaders(), credentials: "same-origin"})).then(function (r) {
+      if (!r.ok) {
+        return r.text().then(function (t) {
+          var detail = t;
+          try { detail = JSON.parse(t).detail || t; } catch (e) { /* not JSON */ }
+          throw new Error(r.status + " " + detail);
+        });
+      }
+      return r.arrayBuffer();
+    }).then(function (buf) { mark("carve-map-received"); return decodeFrame(buf); });
+  }
+  function cellsToCounts(b) {  // the bins snapshot's [{ix, iy, count}] -> counts[iy * n + ix]
+    var n = Number(b.bins) || 64, counts = new Uint32Array(n * n);
+    (b.cells || []).forEach(function (c) { if (c.iy < n && c.ix < n) counts[c.iy * n + c.ix] = c.count; });
+    return {bins: n, extent: b.extent, counts: counts};
+  }
+  function densityImage(g) {  // one pixel per cell, grey by log count, empty cells transparent
+    var n = g.bins, c = document.createElement("canvas"), max = 0, k;
+    c.width = n; c.height = n;
+    for (k = 0; k < g.counts.length; k++) if (g.counts[k] > max) max = g.counts[k];
+    var ctx = c.getContext("2d"), img = ctx.createImageData(n, n), lm = Math.log(1 + max) || 1;
+    for (var iy = 0; iy < n; iy++) {
+      for (var ix = 0; ix < n; ix++) {
+        var v = g.counts[iy * n + ix];
+        if (!v) continue;
+        var a = Math.log(1 + v) / lm, o = ((n - 1 - iy) * n + ix) * 4;  // row 0 of the image is the top (ymax)
+        img.data[o] = img.data[o + 1] = img.data[o + 2] = Math.round(215 - 85 * a);
+        img.data[o + 3] = Math.round(90 + 165 * a);
+      }
+    }
+    ctx.putImageData(img, 0, 0);
+    return c;
+  }
+  function padded(e) {
+    var dx = (e[1] - e[0]) * 0.03 || 0.5, dy = (e[3] - e[2]) * 0.03 || 0.5;
+    return [e[0] - dx, e[1] + dx, e[2] - dy, e[3] + dy];
+  }
+  function toPx(x, y) {
+    var v = MAP.view;
+    return [(x - v[0]) / (v[1] - v[0]) * MAP.w, MAP.h - (y - v[2]) / (v[3] - v[2]) * MAP.h];
+  }
+  MAP.toPage = function (i) {  // page coordinates of point i (tests click them)
+    var p = MAP.points[i], q = toPx(p.x, p.y), r = MAP.canvas.getBoundingClientRect();
+    return [r.left + q[0], r.top + q[1]];
+  };
+  function setupCanvas() {
+    var box = $("#map");
+    if (!MAP.canvas) {
+      MAP.canvas = h("canvas", {class: "map-canvas"});
+      box.appendChild(MAP.canvas);
+      bindCanvas(MAP.canvas);
+      window.addEventListener("resize", function () { sizeCanvas(); paint(); });
+    }
+    sizeCanvas();
+  }
+  function sizeCanvas() {
+    var box = $("#map"), dpr = window.devicePixelRatio || 1;
+    MAP.w = Math.max(16, box.clientWidth);
+    MAP.h = Math.max(16, box.clientHeight);
+    MAP.dpr = dpr;
+    MAP.canvas.width = Math.round(MAP.w * dpr);
+    MAP.canvas.height = Math.round(MAP.h * dpr);
+    MAP.canvas.style.width = MAP.w + "px";
+    MAP.canvas.style.height = MAP.h + "px";
+  }
+  function paint() {
+    var ctx = MAP.canvas.getContext("2d"), pts = MAP.points, n = pts.length, i, q;
+    ctx.setTransform(MAP.dpr, 0, 0, MAP.dpr, 0, 0);
+    ctx.clearRect(0, 0, MAP.w, MAP.h);
+    if (!MAP.view) return;
+    if (MAP.densityImg) {
+      var e = MAP.density.extent, a = toPx(e[0], e[3]), b = toPx(e[1], e[2]);
+      ctx.imageSmoothingEnabled = false;
+      ctx.drawImage(MAP.densityImg, a[0], a[1], b[0] - a[0], b[1] - a[1]);
+    }
+    var px = new Float32Array(2 * n), byColour = {};
+    for (i = 0; i < n; i++) {
+      q = toPx(pts[i].x, pts[i].y);
+      px[2 * i] = q[0]; px[2 * i + 1] = q[1];
+      var col = PALETTE[(Number(pts[i].cluster) || 0) % PALETTE.length];
+      (byColour[col] = byColour[col] || []).push(i);
+    }
+    MAP.px = px;
+    var r = n > 2000 ? 2 : 4;
+    ctx.globalAlpha = 0.9;
+    Object.keys(byColour).forEach(function (col) {
+      ctx.fillStyle = col;
+      ctx.beginPath();
+      byColour[col].forEach(function (j) {
+        ctx.moveTo(px[2 * j] + r, px[2 * j + 1]);
+        ctx.arc(px[2 * j], px[2 * j + 1], r, 0, 2 * Math.PI);
+      });
+      ctx.fill();
+    });
+    ctx.globalAlpha = 1;
+    [[MAP.hover, "#555", 1.5, r + 3], [MAP.sel, "#f5a623", 3, 9]].forEach(function (m) {
+      if (m[0] < 0 || m[0] >= n) return;
+      ctx.strokeStyle = m[1]; ctx.lineWidth = m[2];
+      ctx.beginPath();
+      ctx.arc(px[2 * m[0]], px[2 * m[0] + 1], m[3], 0, 2 * Math.PI);
+      ctx.stroke();
+    });
+  }
+  function nearest(x, y) {  // the point within 10 px of canvas pixel (x, y), or -1
+    var px = MAP.px, best = -1, bd = 100;
+    if (!px) return -1;
+    for (var i = 0; i < MAP.points.length; i++) {
+      var dx = px[2 * i] - x, dy = px[2 * i + 1] - y, dd = dx * dx + dy * dy;
+      if (dd <= bd) { bd = dd; best = i; }
+    }
+    return best;
+  }
+  function bindCanvas(c) {
+    var drag = null;
+    function local(ev) { var r = c.getBoundingClientRect(); return [ev.clientX - r.left, ev.clientY - r.top]; }
+    c.addEventListener("mousedown", function (ev) { if (MAP.view) drag = {at: local(ev), view: MAP.view.slice(), moved: false}; });
+    c.addEventListener("mousemove", function (ev) {
+      var p = local(ev);
+      if (drag && (ev.buttons & 1)) {
+        var dx = p[0] - drag.at[0], dy = p[1] - drag.at[1], v = drag.view;
+        if (Math.abs(dx) + Math.abs(dy) > 3) drag.moved = true;
+        if (!drag.moved) return;
+        var sx = (v[1] - v[0]) / MAP.w, sy = (v[3] - v[2]) / MAP.h;
+        MAP.view = [v[0] - dx * sx, v[1] - dx * sx, v[2] + dy * sy, v[3] + dy * sy];
+        paint();
+        refine();
+        return;
+      }
+      var i = nearest(p[0], p[1]);
+      c.style.cursor = i >= 0 ? "pointer" : "default";
+      if (i >= 0 && i !== MAP.hover) { showPoint(i); paint(); }
+    });
+    c.addEventListener("mouseup", function (ev) {
+      var was = drag;
+      drag = null;
+      if (was && was.moved) return;
+      var p = local(ev), i = nearest(p[0], p[1]);
+      if (i >= 0) openPoint(i);
+    });
+    c.addEventListener("mouseleave", function () { drag = null; });
+    c.addEventListener("wheel", function (ev) {
+      ev.preventDefault();
+      if (!MAP.view) return;
+      var p = local(ev), v = MAP.view, f = Math.exp(Math.max(-1, Math.min(1, ev.deltaY * 0.002)));
+      var cx = v[0] + p[0] / MAP.w * (v[1] - v[0]), cy = v[3] - p[1] / MAP.h * (v[3] - v[2]);
+      MAP.view = [cx - (cx - v[0]) * f, cx + (v[1] - cx) * f, cy - (cy - v[2]) * f, cy + (v[3] - cy) * f];
+      paint();
+      refine();
+    }, {passive: false});
+    c.addEventListener("dblclick", function () {  // back to the whole map
+      if (!MAP.extent) return;
+      MAP.view = padded(MAP.extent);
+      paint();
+      refine();
+    });
+  }
+  /* After a zoom or pan settles: the visible box's sample at the same screen budget (server only). */
+  function refine() {
+    if (STATIC || !MAP.dataset) return;
+    clearTimeout(MAP.refineTimer);
+    MAP.refineTimer = setTimeout(function () {
+      var v = MAP.view, seq = ++MAP.seq;
+      var q = Object.assign({}, MAP.filters, {width: MAP.w, height: MAP.h, x0: v[0], x1: v[1], y0: v[2], y1: v[3],
+                                              density: "false"});
+      apiFrame(P.frame(MAP.dataset, q)).then(function (f) {
+        if (seq !== MAP.seq) return;  // a newer view was asked for
+        setPoints(f.points, f.head);
+        paint();
+        $("#map").setAttribute("data-refined", String(seq));
+      }).catch(function (e) { fail("map", e); });
+    }, 200);
+  }
+  function setPoints(pts, head) {
+    MAP.points = pts;
+    MAP.sel = -1;
+    MAP.hover = -1;
+    var info = pts.length + " of " + fmt(head.in_view !== undefined && head.in_view !== head.total ? head.in_view : head.total) + " events";
+    if (head.in_view !== undefined && head.in_view !== head.total) info += " in view (" + fmt(head.total) + " in all)";
+    if (head.sampled) info += " shown as points (the rest as a density underlay; zoom in or narrow the filters to see them)";
+    if (head.version !== undefined) info += " · clustering v" + String(head.version).padStart(3, "0");
+    $("#map-info").textContent = info;
+  }
   function pageMap() {
     var p = params();
     return datasetOrFirst().then(function (d) {
       CFG.dataset = d;
       $("#map-title").textContent = d;
-      var form = $("#filters");
-      return Promise.all([api(P.datasets()), api(P.facets(d)).catch(function (e) { fail("facets", e); return {}; }),
-                          api(P.versions(d)).catch(function () { return {clusters: []}; })]).then(function (r) {
+      var form = $("#filters"), q0 = {};
+      FILTERS.forEach(function (name) { var v = p.get(name); if (v !== null && v !== "") q0[name] = v; });
+      var early = window.CARVE_EARLY_FRAME;  // started by the page's head (map.html.j2) for this address
+      window.CARVE_EARLY_FRAME = null;
+      var shown = drawMap(d, q0, early && early.search === location.search && early.dataset === d ? early.response : null);
+      var filled = Promise.all([api(P.datasets()), api(P.facets(d)).catch(function (e) { fail("facets", e); return {}; }),
+                                api(P.versions(d)).catch(function () { return {clusters: []}; })]).then(function (r) {
         fillSelect($("#f-dataset"), r[0].map(function (x) { return {value: x.name, count: x.events}; }), d);
         var facets = r[1];
         var cv = facetValues(facets, "clusters_version");
@@ -327,8 +542,8 @@
           drawMap(d, currentFilters());
         });
         form.addEventListener("reset", function () { setTimeout(function () { drawMap(d, currentFilters()); }, 0); });
-        return drawMap(d, currentFilters());
       });
+      return Promise.all([shown, filled]);
     });
   }
   function currentFilters() {
@@ -336,86 +551,35 @@
     FILTERS.forEach(function (name) { var el = $("#f-" + name); if (el && el.value !== "") q[name] = el.value; });
     return q;
   }
-  function drawMap(d, q, more) {
+  function drawMap(d, q, early) {
     history.replaceState(null, "", pageUrl("map", Object.assign({dataset: d}, q)));
     $("#map").setAttribute("data-ready", "0");
     status("loading map…");
-    var limit = 5000;
+    setupCanvas();
+    MAP.dataset = d;
+    MAP.filters = q;
+    var seq = ++MAP.seq;
     var load = STATIC
       ? api(P.map(d)).then(function (m) {
-          var pts = localFilter(m.points || [], q);
-          return {map: Object.assign({}, m, {points: pts.slice(0, limit), total: pts.length}), bins: m.bins_snapshot || null};
+          var pts = localFilter(m.points || [], q).slice(0, 5000), total = localFilter(m.points || [], q).length;
+          return {points: pts, head: {total: total, sampled: total > pts.length, version: m.version, extent: m.extent},
+                  density: m.bins_snapshot && total > pts.length ? cellsToCounts(m.bins_snapshot) : null};
         })
-      : api(P.map(d, Object.assign({}, q, {offset: more ? MAP.points.length : 0, limit: limit}))).then(function (m) {
-          if (more) m.points = MAP.points.concat(m.points || []);
-          if ((m.total || 0) <= (m.points || []).length) return {map: m, bins: null};
-          if (more && MAP.bins) return {map: m, bins: MAP.bins};
-          return api(P.bins(d, Object.assign({}, q, {bins: 64}))).then(function (b) { return {map: m, bins: b}; },
-                                                                      function () { return {map: m, bins: null}; });
-        });
-    return load.then(function (r) {
-      var m = r.map, pts = m.points || [];
-      MAP.points = pts;
-      MAP.bins = r.bins;
-      MAP.sel = -1;
-      var traces = [];
-      var bins = r.bins;
-      if (bins && bins.cells && !bins.counts) bins.counts = cellsToGrid(bins);
-      if (bins && (bins.counts || bins.z)) {
-        var ext = bins.extent || m.extent || [0, 1, 0, 1];
-        var z = bins.counts || bins.z, n = z.length;
-        var nx = (z[0] || []).length || n;
-        var xs = [], ys = [];
-        for (var i = 0; i < nx; i++) xs.push(ext[0] + (i + 0.5) * (ext[1] - ext[0]) / nx);
-        for (var j = 0; j < n; j++) ys.push(ext[2] + (j + 0.5) * (ext[3] - ext[2]) / n);
-        traces.push({type: "heatmap", x: bins.x || xs, y: bins.y || ys, z: z, colorscale: [[0, "rgb(238,238,238)"], [1, "rgb(140,140,140)"]],
-                     showscale: false, hoverinfo: "skip", zsmooth: false});
-      }
-      traces.push({
-        type: "scattergl", mode: "markers", x: pts.map(function (p) { return p.x; }), y: pts.map(function (p) { return p.y; }),
-        marker: {size: pts.length > 2000 ? 4 : 8, color: pts.map(function (p) { return PALETTE[(Number(p.cluster) || 0) % PALETTE.length]; }),
-                 opacity: 0.85, line: {width: 0}},
-        customdata: pts.map(function (p) { return p.cluster; }),
-        text: pts.map(function (p) { return p.caption || ""; }),
-        hovertemplate: "%{text}<extra>cluster %{customdata}</extra>", name: "events",
-      });
-      traces.push({type: "scattergl", mode: "markers", x: [], y: [], hoverinfo: "skip", name: "selected",
-                   marker: {size: 18, color: "rgba(0,0,0,0)", line: {width: 3, color: "#f5a623"}}});
-      var layout = {margin: {l: 30, r: 10, t: 10, b: 30}, showlegend: false, hovermode: "closest", dragmode: "pan",
-                    xaxis: {zeroline: false}, yaxis: {zeroline: false}};
-      var gd = $("#map");
-      return plotlyReady().then(function () {
-        return Plotly.react(gd, traces, layout, {displaylogo: false, responsive: true, scrollZoom: true});
-      }).then(function () {
-        MAP.scatterIndex = traces.length - 2;
-        if (!gd.dataset.bound) {
-          gd.dataset.bound = "1";
-          gd.on("plotly_hover", function (e) {
-            var pt = e.points && e.points[0];
-            if (pt && pt.curveNumber === MAP.scatterIndex) showPoint(pt.pointIndex);
-          });
-          gd.on("plotly_click", function (e) {
-            var pt = e.points && e.points[0];
-            if (pt && pt.curveNumber === MAP.scatterIndex) openPoint(pt.pointIndex);
-          });
-        }
-        var info = pts.length + " of " + fmt(m.total) + " events";
-        if (m.total > pts.length) info += " shown as points (the rest as a density underlay; narrow the filters to see them)";
-        if (m.version !== undefined) info += " · clustering v" + String(m.version).padStart(3, "0");
-        $("#map-info").textContent = info;
-        var btn = $("#map-more");
-        btn.hidden = STATIC || !(m.total > pts.length);
-        btn.onclick = function () { drawMap(d, q, true); };
-        gd.setAttribute("data-ready", "1");
-        status("");
-      });
+      : apiFrame(P.frame(d, Object.assign({}, q, {width: MAP.w, height: MAP.h})), early);
+    mark("carve-map-asked");
+    return load.then(function (f) {
+      mark("carve-map-decoded");
+      if (seq !== MAP.seq) return;
+      MAP.extent = f.head.extent || [0, 1, 0, 1];
+      MAP.view = padded(MAP.extent);
+      MAP.density = f.density && f.head.sampled ? f.density : null;
+      MAP.densityImg = MAP.density ? densityImage(MAP.density) : null;
+      setPoints(f.points, f.head);
+      paint();
+      mark("carve-map-drawn");
+      $("#map").setAttribute("data-ready", "1");
+      status("");
     }).catch(function (e) { fail("map", e); });
-  }
-  function cellsToGrid(b) {  // [{ix, iy, count}] -> z[iy][ix] (empty cells null: transparent)
-    var n = Number(b.bins) || 64, z = [];
-    for (var j = 0; j < n; j++) { var row = []; for (var i = 0; i < n; i++) row.push(null); z.push(row); }
-    b.cells.forEach(function (c) { if (c.iy < n && c.ix < n) z[c.iy][c.ix] = c.count; });
-    return z;
   }
   function showPoint(i) {
     var p = MAP.points[i];
@@ -440,9 +604,8 @@
   function selectPoint(i) {
     if (!MAP.points.length) return;
     MAP.sel = (i + MAP.points.length) % MAP.points.length;
-    var p = MAP.points[MAP.sel];
-    Plotly.restyle($("#map"), {x: [[p.x]], y: [[p.y]]}, [MAP.scatterIndex + 1]);
     showPoint(MAP.sel);
+    paint();
   }
   function mapKeys() {
     keys.next = function () { selectPoint(MAP.sel + 1); };

@@ -4,6 +4,8 @@
     GET /datasets/{d}/map            the 2-D layout's points, filtered and paged
     GET /datasets/{d}/map/bins       the same points as a 2-D histogram (count, majority cluster)
     GET /datasets/{d}/map/facets     distinct values of each filter, with counts
+    GET /datasets/{d}/map/frame      the map's screen as one binary frame (`carve.audit.mapframe`):
+                                     a point sample sized by the screen, the density underlay
     GET /datasets/{d}/clusters/{c}   one cluster: its events (paged), sizes before/after balancing,
                                      members per dataset/task/robot, near-duplicates
     GET /datasets/{d}/coverage       per-dataset coverage by task/robot plus the change between
@@ -26,15 +28,17 @@ described by the pydantic models of `carve.audit.models` (named in the OpenAPI s
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from carve.audit import mapframe as mf
 from carve.audit import model as am
 from carve.audit import quality as aq
 from carve.audit.coverage import UNDER_COVERED_RATIO
@@ -128,6 +132,42 @@ def map_bins(views: ViewsDep, catalogs: CatalogsDep, name: str = Path(pattern=NA
     if not q.any():  # the default view
         return Response(views.cache.get(("bins", name, v, vv.parts, bins), build), media_type="application/json")
     return Response(build(), media_type="application/json")
+
+
+@router.get(PATHS["frame"], tags=["audit"], response_class=Response,
+            responses={200: {"content": {mf.MEDIA_TYPE: {}}, "description": "a map frame (carve.audit.mapframe)"}})
+def map_frame(request: Request, views: ViewsDep, catalogs: CatalogsDep, name: str = Path(pattern=NAME_PATTERN),
+              clusters_version_: int | None = Query(None, alias="clusters_version", ge=1),
+              q: MapFilters = Depends(), width: int = Query(960, ge=16, le=8192),
+              height: int = Query(640, ge=16, le=8192), cell: int = Query(mf.DEFAULT_CELL, ge=2, le=64),
+              x0: float | None = None, x1: float | None = None, y0: float | None = None, y1: float | None = None,
+              bins: int = Query(mf.DEFAULT_BINS, ge=2, le=512), density: bool = True) -> Response:
+    """The map's screen as one binary frame: a sample of the points sized by width x height (one per
+    `cell`-pixel cell at most) inside the box x0..x1, y0..y1 (default: the whole layout), with the
+    density underlay (precomputed per clustering version) unless `density=false`."""
+    box = (x0, x1, y0, y1)
+    if any(b is None for b in box) and any(b is not None for b in box):
+        raise HTTPException(status_code=422, detail="give all of x0, x1, y0, y1 (the view box) or none")
+    view = None if x0 is None else [float(b) for b in box]  # type: ignore[arg-type]
+    vv, v, _ds, keep = _filtered(views, catalogs.get(), name, clusters_version_, q)
+    gz = "gzip" in request.headers.get("accept-encoding", "")
+
+    def build() -> bytes:
+        return _ask(lambda: am.map_frame(vv, name, keep(), q.any(), view, width, height, cell, bins, density))
+
+    def pack(raw: bytes) -> bytes:
+        return gzip.compress(raw, compresslevel=5, mtime=0)
+
+    if not q.any() and view is None:  # the first screen: built (and packed) once per version and screen
+        raw, packed = views.cache.get(("frame", name, v, vv.parts, width, height, cell, bins, density),
+                                      lambda: (lambda r: (r, pack(r)))(build()))
+    else:
+        raw = build()
+        packed = pack(raw) if gz else raw
+    headers = {"Cache-Control": "private, no-cache", "Vary": "Accept-Encoding", "X-Frame-Bytes": str(len(raw))}
+    if gz:
+        return Response(packed, media_type=mf.MEDIA_TYPE, headers={**headers, "Content-Encoding": "gzip"})
+    return Response(raw, media_type=mf.MEDIA_TYPE, headers=headers)
 
 
 @router.get(PATHS["facets"], tags=["audit"], response_class=JSONResponse, response_model=MapFacetsResponse)
