@@ -11,8 +11,8 @@ a shared machine touches every variant alike:
   keyframes, start/middle/last of each event, and the quality check's sample frames, every
   `check.video_sample_s`), seeking to each episode and decoding forward, then reads the run's
   event Parquet parts: the same input and output work as Carve with no Carve code;
-* `carve_auto`: `carve run --source D --root R` as shipped (`ray.executor=auto`: in this process
-  for a run this small, pipeline/choose.py);
+* `carve_auto`: `carve run --source D --root R` as shipped (`ray.executor=auto`: without Ray for
+  a run this small, pipeline/choose.py; the decode in one forked child, pipeline/ahead.py);
 * `carve_ray`: the same with `--executor ray` (embedded Ray on this machine's CPUs).
 
 Reported: medians (min, max) of each; `ratio` = raw_all seconds / carve_auto seconds (frames/s

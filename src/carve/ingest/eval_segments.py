@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from carve.storage.root import Root
 
@@ -55,6 +54,8 @@ def _assign(score: np.ndarray, valid: np.ndarray) -> list[tuple[int, int]]:
         return []
     big = float(score[valid].max() + 1.0) * (min(score.shape) + 1)
     cost = np.where(valid, score, big)
+    from scipy.optimize import linear_sum_assignment  # here: every `carve` command imports this module
+
     rows, cols = linear_sum_assignment(cost)
     return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if valid[r, c]]
 

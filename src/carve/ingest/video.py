@@ -543,6 +543,19 @@ def pooled_reader(path_or_uri: str, backend: Backend = "auto", seek_gap_s: float
     return r
 
 
+_INHERITED: list[Any] = []  # readers a forked child inherited: never used, never closed (see below)
+
+
+def forget_inherited_readers() -> None:
+    """In a child just forked (pipeline/ahead.py): set aside the readers the forking thread kept
+    open (`pooled_reader`). Their decoder threads live in the parent, so the child must neither
+    read from them nor close them (closing joins those threads); they are kept referenced, unused,
+    and the child opens its own."""
+    readers = _POOL.__dict__.pop("readers", None)
+    if readers:
+        _INHERITED.extend(readers.values())
+
+
 # -- the frames an episode decoded, for the next reader of the same span -----------------------
 _RECENT = threading.local()
 RECENT_MAX_BYTES = 128 * 2**20  # decoded frames kept per worker thread (the latest reads first)

@@ -8,8 +8,8 @@ at its `map_batches` (actor pools for steps that hold a model, task pools otherw
 for a step on a GPU, `num_cpus` otherwise), and yields the blocks of the last step as they
 finish. When the last block is out it logs the nodes each step ran on (`ray_nodes`, info level),
 which is how a cluster run shows it was spread. `LocalExecutor` runs the same steps block by
-block in the calling process, decoding the next block in a thread while the current one goes
-through the later steps: a small embedded run (pipeline/choose.py decides), tests, and the
+block, decoding the next block in a forked child process (pipeline/ahead.py) while the current
+one goes through the later steps in the calling process: a small embedded run (pipeline/choose.py decides), tests, and the
 Ray-overhead measurement (same work, no Ray).
 
 Blocks: the input rows (episodes) are cut into `plan_blocks` contiguous blocks of about
@@ -188,31 +188,34 @@ class RayExecutor:
 
 
 class LocalExecutor:
-    """The same steps in this process, on the same blocks of episodes as `RayExecutor`.
+    """The same steps on this machine without Ray, on the same blocks of episodes as `RayExecutor`.
 
-    Two cores at once, as Ray's two-stage pipeline would: the first step (decoding, which spends
-    its time in the video decoder, the JPEG encoder and numpy, all outside the GIL) runs on the
-    next block in a thread of its own while the other steps (caption, embed, write) run on the
+    Two cores at once, as Ray's two-stage pipeline would: the first step (decoding) runs on the
+    next block in a child process forked for the run (pipeline/ahead.py; a thread where fork is
+    missing or `first_in_process=False`) while the other steps (caption, embed, write) run on the
     current one here. Blocks come out in order and each step sees the same blocks as before, so
-    the rows are the same; at most two blocks are in memory."""
+    the rows are the same; at most two blocks are in memory here, one more in the child."""
 
-    def __init__(self, cfg: RayConfig | None = None):
+    def __init__(self, cfg: RayConfig | None = None, first_in_process: bool = True):
         self.cfg = cfg or RayConfig()
+        self.first_in_process = first_in_process  # False: the first step in a thread (pipeline/ahead.py)
 
     def run(self, rows: list[dict[str, Any]], steps: list[StepSpec]) -> Iterator[pa.Table]:
-        from concurrent.futures import ThreadPoolExecutor
+        from carve.pipeline.ahead import Ahead
 
-        built = [s.cls(**s.kwargs) for s in steps]
         chunks = split_rows(rows, plan_blocks(len(rows), self.cfg))
-        if not chunks or not built:
+        if not chunks or not steps:
             return
-        first, rest = built[0], built[1:]
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="carve-first-step") as ahead:
-            pending = ahead.submit(first, pa.Table.from_pylist(chunks[0]))
+        spec = steps[0]
+        first = spec.cls(**spec.kwargs)
+        # the child is forked before the later steps are built (the embedder starts a loading thread)
+        with Ahead(first, spec.cls, spec.kwargs, in_process=self.first_in_process) as ahead:
+            rest = [s.cls(**s.kwargs) for s in steps[1:]]
+            pending = ahead.submit(chunks[0])
             for i in range(len(chunks)):
                 block = pending.result()
                 if i + 1 < len(chunks):
-                    pending = ahead.submit(first, pa.Table.from_pylist(chunks[i + 1]))
+                    pending = ahead.submit(chunks[i + 1])
                 for step in rest:
                     block = step(block)
                 yield block

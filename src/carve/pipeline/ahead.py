@@ -1,0 +1,86 @@
+"""Where `LocalExecutor` runs its first step on the next block: a forked child process, else a thread.
+
+The first step (DecodeSegment) spends most of its time in the video decoder, the JPEG encoder and
+numpy, but a fair share of it is Python, which holds the GIL. As a thread beside the later steps
+(caption, embed, write, also partly Python) it waited for the GIL, and on 240 short episodes a
+block took it about twice as long as decoding the same block alone (BENCHMARKS.md, issue 22).
+`Ahead(step, spec)` runs it in a child process forked for the run instead (one worker of a
+`ProcessPoolExecutor`), so the two run truly side by side; `submit(rows)` hands the child a
+block's input rows and gives a future of the step's output table. The child runs the same step
+class with the same arguments on the same rows, so the rows are the same as in a thread.
+
+Forked, not spawned: the child starts in milliseconds with the modules already imported (and a
+test's monkeypatches in force), and no `__main__` is re-run. It is forked before any model or
+torch is loaded (the executor forks before building the later steps); what the child inherits
+from threads of this process it does not use: the video readers the calling thread keeps open
+for the next episode (`ingest.video.pooled_reader`), whose decoder threads live here, are set
+aside in the child (`video.forget_inherited_readers`), never used or closed there. An error of
+the step reaches the caller as itself, or as a `CarveError` naming it when it cannot be pickled
+back. Without `fork` (not Linux/macOS), or with `in_process=False`, the step runs in a thread of
+this process as before.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any
+
+import pyarrow as pa
+
+from carve.core.errors import CarveError
+from carve.pipeline.step import PipelineStep
+
+_CHILD_STEP: PipelineStep | None = None  # the first step, built in the child by `_start_child`
+
+
+def _start_child(cls: type[PipelineStep], kwargs: dict[str, Any]) -> None:
+    from carve.ingest import video
+
+    global _CHILD_STEP
+    video.forget_inherited_readers()
+    _CHILD_STEP = cls(**kwargs)
+
+
+def _run_in_child(rows: list[dict[str, Any]]) -> pa.Table:
+    assert _CHILD_STEP is not None
+    try:
+        return _CHILD_STEP(pa.Table.from_pylist(rows))
+    except Exception as e:
+        try:
+            pickle.loads(pickle.dumps(e))
+        except Exception:
+            raise CarveError(f"{type(e).__name__} in step {_CHILD_STEP.name}: {e}") from None
+        raise
+
+
+def can_fork() -> bool:
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+class Ahead:
+    """The first step on blocks ahead of the caller (module doc); a context manager."""
+
+    def __init__(self, step: PipelineStep, cls: type[PipelineStep], kwargs: dict[str, Any], in_process: bool = True):
+        self.in_process = in_process and can_fork()
+        self._pool: Executor
+        self._call: Callable[[list[dict[str, Any]]], pa.Table]
+        if self.in_process:
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"),
+                                             initializer=_start_child, initargs=(cls, kwargs))
+            self._call = _run_in_child
+            self._pool.submit(int).result()  # fork now, before this process starts threads of its own
+        else:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="carve-first-step")
+            self._call = lambda rows: step(pa.Table.from_pylist(rows))
+
+    def submit(self, rows: list[dict[str, Any]]) -> Future[pa.Table]:
+        return self._pool.submit(self._call, rows)
+
+    def __enter__(self) -> Ahead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
