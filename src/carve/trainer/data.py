@@ -58,6 +58,7 @@ from carve.trainer.plan import (
 )
 from carve.trainer.rowgroups import DataError, ReadAhead, ShardFiles, read_units
 from carve.trainer.samples import VIEW_COLUMNS, build, task_embedding
+from carve.trainer.shmring import Ring, RingBatch, slots_for
 
 __all__ = [
     "BatchLoader",
@@ -202,6 +203,7 @@ class EventStream(IterableDataset):
         self.task = view == "chunk" if task is None else task  # the hashed task embedding (reads `task`)
         self.columns = tuple(VIEW_COLUMNS[view]) + (("task",) if self.task and view != "chunk" else ())
         self.pack_batches = False  # set by make_loader: workers send each batch as one PackedBatch
+        self.ring: Ring | None = None  # set by BatchLoader while its workers start: batches go into its slots
         self._unit_order = unit_order(len(manifest.units), cfg.seed)
 
     # -- which rows each stream owns
@@ -220,9 +222,14 @@ class EventStream(IterableDataset):
         return stream_units(self._unit_order, g, total, self.manifest.path)
 
     def __iter__(self) -> Iterator[Any]:
-        packed = self.pack_batches and get_worker_info() is not None
+        info = get_worker_info()
+        if not (self.pack_batches and info is not None):
+            for arrays in self.arrays():
+                yield to_tensors(arrays)
+            return
+        ring = self.ring  # None under spawn (a Ring pickles to None) or when not asked for
         for arrays in self.arrays():
-            yield pack(arrays) if packed else to_tensors(arrays)
+            yield ring.put(info.id, arrays) if ring is not None else pack(arrays)
 
     def arrays(self) -> Iterator[dict[str, np.ndarray]]:
         """The stream's batches as numpy arrays (what `__iter__` turns into tensors)."""
@@ -280,27 +287,56 @@ def _as_is(batch: Any) -> Any:
 
 
 class BatchLoader:
-    """Iterates a DataLoader over an EventStream, unpacking the workers' `PackedBatch`es."""
+    """Iterates a DataLoader over an EventStream, unpacking the workers' `PackedBatch`es and
+    `RingBatch`es (each iteration's workers get a fresh `Ring` of `ring_slots` slots when they fork;
+    `ring_slots=0`: every batch through the pipe)."""
 
-    def __init__(self, loader: DataLoader) -> None:
+    def __init__(self, loader: DataLoader, ring_slots: int = 0) -> None:
         self.loader = loader
+        self.ring_slots = ring_slots
+
+    def _forks(self) -> bool:
+        ctx = self.loader.multiprocessing_context
+        method = ctx.get_start_method() if ctx is not None else torch.multiprocessing.get_start_method()
+        return method == "fork"
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        # the DataLoader iterator is made now (it draws its worker seeds from torch's RNG), not at the first batch
-        return self._unpacked(iter(self.loader))
+        ds = self.loader.dataset
+        ring = None
+        if self.ring_slots and self.loader.num_workers and isinstance(ds, EventStream) and self._forks():
+            ring = Ring(self.loader.num_workers, self.ring_slots)
+            ds.ring = ring
+        try:
+            # the DataLoader iterator is made now (it draws its worker seeds from torch's RNG and forks
+            # the workers, which inherit the ring), not at the first batch
+            it = iter(self.loader)
+        finally:
+            ds.ring = None  # the workers have their copy; later iterations get their own ring
+        return self._unpacked(it, ring)
 
     @staticmethod
-    def _unpacked(it: Iterator[Any]) -> Iterator[dict[str, Any]]:
-        for batch in it:
-            yield batch.unpack() if isinstance(batch, PackedBatch) else batch
+    def _unpacked(it: Iterator[Any], ring: Ring | None) -> Iterator[dict[str, Any]]:
+        try:
+            for batch in it:
+                yield batch.unpack() if isinstance(batch, PackedBatch | RingBatch) else batch
+        finally:
+            del it  # the workers are shut down (when nothing else holds the iterator), then the ring unmapped
+            if ring is not None:
+                ring.close()
 
 
 def make_loader(ds: EventStream, num_workers: int = 0, pin_memory: bool = False,
-                prefetch_factor: int | None = None) -> BatchLoader:
+                prefetch_factor: int | None = None, ring: bool = True,
+                ring_slots: int | None = None) -> BatchLoader:
     """Batches of `ds` through a torch DataLoader with `num_workers` processes (see the module
-    docstring for pinning and prefetch); workers send each batch as one buffer (`trainer.packing`)
-    and use one torch and one Arrow thread each."""
+    docstring for pinning and prefetch); workers write each batch into a slot of a shared-memory
+    ring and send its descriptor (`trainer.shmring`; `ring=False`, or a start method other than
+    fork: the batch itself as one buffer, `trainer.packing`) and use one torch and one Arrow thread
+    each. `ring_slots` defaults to the count with which no worker waits for a slot."""
     ds.pack_batches = num_workers > 0
+    slots = 0
+    if num_workers and ring:
+        slots = ring_slots if ring_slots is not None else slots_for(prefetch_factor or 2, num_workers)
     return BatchLoader(DataLoader(
         ds,
         batch_size=None,
@@ -310,4 +346,4 @@ def make_loader(ds: EventStream, num_workers: int = 0, pin_memory: bool = False,
         persistent_workers=False,
         pin_memory=pin_memory,
         prefetch_factor=prefetch_factor if num_workers else None,
-    ))
+    ), slots)

@@ -1,0 +1,148 @@
+"""Batch rings: DataLoader workers write batches into reused shared-memory slots; the result pipe carries descriptors.
+
+Through the DataLoader's one result pipe, a packed batch (`trainer.packing`, ~300 KB for 64 events)
+is pickled, written in 64 KB pieces by the worker's feeder thread and read back piece by piece by
+the main process, while the other worker's feeder waits for the pipe's lock: the workers stall
+on the pipe. A `Ring` gives each worker `slots` fixed slots of one shared mapping instead; the
+worker copies a batch's arrays as built (the sequences stay padded: a memcpy, no gather) into its
+next slot and sends a `RingBatch` (worker, sequence number, layout, event ids: a few hundred
+bytes), and the main process copies the batch out of the slot in one memcpy (`Ring.take`; the
+tensors are views of that copy, so a batch stays valid however long the caller keeps it) and
+releases the slot.
+
+Flow control. Worker `w` writes its `j`-th batch into slot `j % slots` only after the main process
+has released its batch `j - slots` (a counter per worker in the mapping's header, written by the
+main process after each copy, polled by the worker). With `slots = prefetch_factor * num_workers
++ 1` (`slots_for`) the worker never waits: it writes batch `j` only once it holds the index for
+it, the DataLoader keeps at most `prefetch_factor * num_workers` indices outstanding and sends a
+new one as it hands a batch over, and batches are handed over and copied out in order; so
+batches `j - slots .. j` of one worker would be `slots + 1 > prefetch_factor * num_workers + 1`
+batches not yet copied (the outstanding ones plus the one being handed over), which cannot be.
+The counter makes the ring correct for any `slots` (tests use 1); the arithmetic only makes it free.
+
+Memory and start methods. The mapping is anonymous (`mmap(-1, ...)`, MAP_SHARED), made by the main
+process before the workers fork and inherited by them: nothing is named, so nothing can be left
+in /dev/shm, whatever way the processes end, and the pages are freed when the last process
+unmaps them. Slots are `slot_bytes` of address space each; only the pages a batch touches are
+backed. A `Ring` pickles to nothing, so under `spawn`/`forkserver` the workers find no ring and
+send `PackedBatch`es through the pipe as before (correct, slower); so does a batch larger than a
+slot.
+"""
+
+from __future__ import annotations
+
+import itertools
+import mmap
+import os
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from carve.trainer.packing import Layout, PackedBatch, pack, plan, unpack_buffer, write
+
+_HEADER = 64  # per worker mapping: the released-batch counter (int64), cache-line padded
+SLOT_BYTES = 8 << 20  # address space per slot; a batch that does not fit goes through the pipe
+_WAIT_S = 0.0002  # poll interval of a worker waiting for a slot (never, with `slots_for` slots)
+
+_rings: weakref.WeakValueDictionary[tuple[int, int], Ring] = weakref.WeakValueDictionary()
+_ids = itertools.count()
+
+
+def slots_for(prefetch_factor: int, num_workers: int) -> int:
+    """Slots per worker with which no worker ever waits for one (module docstring)."""
+    return prefetch_factor * num_workers + 1
+
+
+@dataclass
+class RingBatch:
+    """What travels through the pipe for a batch in a ring slot: where it is and its event ids."""
+
+    ring: tuple[int, int]  # (creating pid, ring number): the main process's registry key
+    worker: int
+    seq: int  # the worker's batch number: slot `seq % slots`
+    layout: Layout
+    event_id: list[str]
+
+    def unpack(self) -> dict[str, Any]:
+        ring = _rings.get(self.ring)
+        if ring is None:
+            raise RuntimeError("a ring batch arrived after its loader's ring was closed")
+        return ring.take(self)
+
+    def pin_memory(self, device: Any = None) -> dict[str, Any]:
+        """The unpacked batch with page-locked tensors (the DataLoader's pin thread calls this)."""
+        return {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in self.unpack().items()}
+
+
+def _no_ring() -> None:
+    return None
+
+
+class Ring:
+    """`slots` slots of `slot_bytes` per worker in one anonymous shared mapping each (module docstring).
+
+    Made in the main process before the workers start (`put` runs in a worker, `take` in the main
+    process); `close` unmaps the main process's view."""
+
+    def __init__(self, num_workers: int, slots: int, slot_bytes: int = SLOT_BYTES) -> None:
+        if slots < 1 or num_workers < 1:
+            raise ValueError("a ring needs at least one worker and one slot")
+        self.key = (os.getpid(), next(_ids))
+        self.slots = slots
+        self.slot_bytes = slot_bytes
+        self._maps = [mmap.mmap(-1, _HEADER + slots * slot_bytes) for _ in range(num_workers)]
+        self._bufs = [np.frombuffer(m, np.uint8) for m in self._maps]
+        self._released = [b[:8].view(np.int64) for b in self._bufs]
+        self._next = 0  # in a worker: its next batch number
+        self.waits = 0  # in a worker: how often it waited for a slot
+        _rings[self.key] = self
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:  # a spawned worker gets no ring: the pipe it is
+        return (_no_ring, ())
+
+    def _slot(self, worker: int, seq: int) -> np.ndarray:
+        o = _HEADER + (seq % self.slots) * self.slot_bytes
+        return self._bufs[worker][o : o + self.slot_bytes]
+
+    # -- in a worker
+    def put(self, worker: int, arrays: dict[str, np.ndarray]) -> RingBatch | PackedBatch:
+        """Write a batch into the worker's next slot (waiting until the main process released it);
+        a batch larger than a slot comes back as a `PackedBatch` for the pipe."""
+        fields, layout, size = plan(arrays, ragged=False)  # memcpy in, memcpy out: no gather, no re-padding
+        if size > self.slot_bytes:
+            return pack(arrays)
+        seq = self._next
+        released = self._released[worker]
+        if int(released[0]) < seq - self.slots + 1:
+            parent = os.getppid()
+            self.waits += 1
+            while int(released[0]) < seq - self.slots + 1:
+                if os.getppid() != parent:  # the main process is gone
+                    raise RuntimeError("the DataLoader's main process exited")
+                time.sleep(_WAIT_S)
+        write(fields, layout, self._slot(worker, seq))
+        self._next = seq + 1
+        return RingBatch(self.key, worker, seq, layout, arrays["event_id"].tolist())
+
+    # -- in the main process
+    def take(self, batch: RingBatch) -> dict[str, Any]:
+        """The batch's tensors, copied out of its slot, and the slot released to the worker."""
+        end = max((off + nbytes for _, _, _, off, nbytes in batch.layout), default=0)
+        own = self._slot(batch.worker, batch.seq)[:end].copy()  # one copy; the tensors are views of it
+        self._released[batch.worker][0] = batch.seq + 1
+        return unpack_buffer(own, batch.layout, batch.event_id)
+
+    def close(self) -> None:
+        """Unmap the main process's view (left to the garbage collector if a view of it is still alive)."""
+        _rings.pop(self.key, None)
+        self._bufs, self._released = [], []
+        for m in self._maps:
+            try:
+                m.close()
+            except BufferError:  # an exported view still lives: unmapped when it is collected
+                pass
+        self._maps = []
