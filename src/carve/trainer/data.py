@@ -22,11 +22,17 @@ Held-out episodes. Normalisation statistics (`probe`) come from training rows on
 `split="eval"` keeps only those, `split="all"` keeps every row.
 
 Feeding a GPU. `make_loader(ds, num_workers, pin_memory=True, prefetch_factor=k)`: each worker
-keeps `k` batches ready (DataLoader `prefetch_factor`, default 2); the next row groups are read on
+keeps `k` batches ready (DataLoader `prefetch_factor`; default `default_prefetch`, two shuffle
+windows' worth, since a worker builds a window's batches in one go and the DataLoader takes
+batches from the workers in turn) in the slots of a shared-memory ring (`trainer.shmring`: the
+worker writes a batch into a reused slot, the pipe carries a descriptor, the main process copies
+the batch out in one memcpy; with a start method other than fork, each batch travels through
+the pipe as one buffer, `trainer.packing`); the next row groups are read on
 a background thread while the current window's batches are built (`read_ahead` windows: by
 default in the main process and for `s3://` shards, which are also fetched with coalesced ranged
 reads, pyarrow's `pre_buffer`; a worker reading local shards stays one thread, one core);
-`pin_memory=True` copies each batch into page-locked memory in the main process so
+`pin_memory=True` copies each batch into page-locked memory in the main process (the
+DataLoader's pin thread copies it out of its slot there) so
 `batch[k].to("cuda", non_blocking=True)` overlaps the copy with compute. Workers use one torch
 and one Arrow thread each.
 """
@@ -66,6 +72,7 @@ __all__ = [
     "DataError",
     "EventStream",
     "NormStats",
+    "default_prefetch",
     "in_holdout",
     "make_loader",
     "probe",
@@ -325,18 +332,32 @@ class BatchLoader:
                 ring.close()
 
 
+def default_prefetch(cfg: DataConfig) -> int:
+    """Batches each worker keeps ready by default: two shuffle windows' worth (at least 2).
+
+    A worker reads and builds a whole window in one step and then hands out its batches at once,
+    while the DataLoader takes batches from the workers strictly in turn: with fewer batches in
+    hand than a window holds, the other worker runs dry and waits whenever this one builds a
+    window, and 2 workers deliver little more than 1 (BENCHMARKS.md, trainer)."""
+    window_rows = cfg.shuffle_buffer if cfg.shuffle else cfg.batch_size
+    return max(2, 2 * math.ceil(window_rows / cfg.batch_size))
+
+
 def make_loader(ds: EventStream, num_workers: int = 0, pin_memory: bool = False,
                 prefetch_factor: int | None = None, ring: bool = True,
                 ring_slots: int | None = None) -> BatchLoader:
     """Batches of `ds` through a torch DataLoader with `num_workers` processes (see the module
-    docstring for pinning and prefetch); workers write each batch into a slot of a shared-memory
-    ring and send its descriptor (`trainer.shmring`; `ring=False`, or a start method other than
-    fork: the batch itself as one buffer, `trainer.packing`) and use one torch and one Arrow thread
-    each. `ring_slots` defaults to the count with which no worker waits for a slot."""
+    docstring for pinning and prefetch; `prefetch_factor` defaults to `default_prefetch`); workers
+    write each batch into a slot of a shared-memory ring and send its descriptor
+    (`trainer.shmring`; `ring=False`, or a start method other than fork: the batch itself as one
+    buffer, `trainer.packing`) and use one torch and one Arrow thread each. `ring_slots` defaults
+    to the count with which no worker waits for a slot."""
     ds.pack_batches = num_workers > 0
     slots = 0
-    if num_workers and ring:
-        slots = ring_slots if ring_slots is not None else slots_for(prefetch_factor or 2, num_workers)
+    if num_workers:
+        prefetch_factor = prefetch_factor or default_prefetch(ds.cfg)
+        if ring:
+            slots = ring_slots if ring_slots is not None else slots_for(prefetch_factor, num_workers)
     return BatchLoader(DataLoader(
         ds,
         batch_size=None,

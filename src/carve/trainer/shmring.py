@@ -23,8 +23,9 @@ The counter makes the ring correct for any `slots` (tests use 1); the arithmetic
 Memory and start methods. The mapping is anonymous (`mmap(-1, ...)`, MAP_SHARED), made by the main
 process before the workers fork and inherited by them: nothing is named, so nothing can be left
 in /dev/shm, whatever way the processes end, and the pages are freed when the last process
-unmaps them. Slots are `slot_bytes` of address space each; only the pages a batch touches are
-backed. A `Ring` pickles to nothing, so under `spawn`/`forkserver` the workers find no ring and
+unmaps them. Slots are address space (8 MB each, at most 256 MB per worker); only the pages the
+batches touch are backed: about `slots` batches' worth per worker, what the DataLoader's
+prefetch holds anyway. A `Ring` pickles to nothing, so under `spawn`/`forkserver` the workers find no ring and
 send `PackedBatch`es through the pipe as before (correct, slower); so does a batch larger than a
 slot.
 """
@@ -45,7 +46,8 @@ import torch
 from carve.trainer.packing import Layout, PackedBatch, pack, plan, unpack_buffer, write
 
 _HEADER = 64  # per worker mapping: the released-batch counter (int64), cache-line padded
-SLOT_BYTES = 8 << 20  # address space per slot; a batch that does not fit goes through the pipe
+SLOT_BYTES = 8 << 20  # address space per slot (at most); a batch that does not fit goes through the pipe
+RING_BYTES = 256 << 20  # address space per worker (at most): many slots get smaller ones
 _WAIT_S = 0.0002  # poll interval of a worker waiting for a slot (never, with `slots_for` slots)
 
 _rings: weakref.WeakValueDictionary[tuple[int, int], Ring] = weakref.WeakValueDictionary()
@@ -88,9 +90,11 @@ class Ring:
     Made in the main process before the workers start (`put` runs in a worker, `take` in the main
     process); `close` unmaps the main process's view."""
 
-    def __init__(self, num_workers: int, slots: int, slot_bytes: int = SLOT_BYTES) -> None:
+    def __init__(self, num_workers: int, slots: int, slot_bytes: int | None = None) -> None:
         if slots < 1 or num_workers < 1:
             raise ValueError("a ring needs at least one worker and one slot")
+        if slot_bytes is None:
+            slot_bytes = min(SLOT_BYTES, RING_BYTES // slots // mmap.PAGESIZE * mmap.PAGESIZE)
         self.key = (os.getpid(), next(_ids))
         self.slots = slots
         self.slot_bytes = slot_bytes
