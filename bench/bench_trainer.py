@@ -14,7 +14,10 @@ loader's read-ahead thread counts), which other processes on the machine disturb
 Scaling. Steady-state events/s of `make_loader(stream, num_workers)` for 0, 1 and 2 workers (an
 infinite stream; `--warmup` batches, then `--batches` timed), interleaved for `--rounds` rounds,
 medians reported, with the load average while it ran (other processes share the machine), and
-the best round of each (the least disturbed: what the loader does when it has the cores). The
+the best round of each (the least disturbed: what the loader does when it has the cores).
+Batches reach the main process through the workers' shared-memory rings (`trainer.shmring`) with
+`default_prefetch` batches per worker; `workers_2_pipe_prefetch_2_events_per_s` is 2 workers in the
+same rounds the way they ran before (each batch pickled through the DataLoader's pipe, prefetch 2). The
 main process's CPU time per event with 2 workers bounds what any number of workers can deliver
 (`main_ceiling_events_per_s`); a worker's CPU time per event in steady state (1 worker: its CPU
 over a run, less that of a run that only starts up and warms up) gives its throughput on a core of its own
@@ -82,14 +85,15 @@ def _children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _steady(manifest: Any, workers: int, warmup: int, batches: int) -> tuple[float, float, float]:
+def _steady(manifest: Any, workers: int, warmup: int, batches: int, **kw: Any) -> tuple[float, float, float]:
     """(events/s over `batches` batches after `warmup`, main-process CPU seconds per event then,
-    the workers' CPU seconds per event served over their whole life: start-up and warm-up included)."""
+    the workers' CPU seconds per event served over their whole life: start-up and warm-up included);
+    `kw` goes to `make_loader`."""
     from carve.trainer.data import EventStream, make_loader
 
     ds = EventStream(manifest, _cfg(workers), view="event", split="all", infinite=True)
     k0 = _children_cpu()
-    it = iter(make_loader(ds, workers))
+    it = iter(make_loader(ds, workers, **kw))
     for _ in range(warmup):
         next(it)
     c0, t0 = time.process_time(), time.perf_counter()
@@ -156,6 +160,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         scale: dict[int, list[float]] = {0: [], 1: [], 2: []}
         main_cpu: list[float] = []
         worker_cpu: list[float] = []
+        pipe2: list[float] = []
         for _ in range(args.rounds):
             load.append(os.getloadavg()[0])
             n_base, t_base, c_base = _baseline(m.shards, list(VIEW_COLUMNS["event"]))
@@ -174,6 +179,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     worker_cpu.append((wcpu * n_long - wshort * n_short) / (n_long - n_short))
                 if w == 2:
                     main_cpu.append(cpu)
+                    # the transport before the ring: each batch pickled through the pipe, prefetch 2
+                    pipe2.append(_steady(m, 2, args.warmup, args.batches, ring=False, prefetch_factor=2)[0])
         load.append(os.getloadavg()[0])
         rates = {
             mode: _train_rate(mpath, Path(tmp) / "train", mode, args.steps)
@@ -201,6 +208,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "workers_1_events_per_s": one,
         "workers_2_events_per_s": two,
         "workers_2_over_1": two / one,
+        "workers_2_pipe_prefetch_2_events_per_s": med(pipe2),
         "workers_best_round_events_per_s": {w: round(max(v)) for w, v in scale.items()},
         "workers_2_over_1_best_rounds": max(scale[2]) / max(scale[1]),
         "workers_rounds": {w: [round(x) for x in v] for w, v in scale.items()},
