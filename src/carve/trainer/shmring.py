@@ -1,33 +1,34 @@
 """Batch rings: DataLoader workers write batches into reused shared-memory slots; the result pipe carries descriptors.
 
-Through the DataLoader's one result pipe, a packed batch (`trainer.packing`, ~300 KB for 64 events)
-is pickled, written in 64 KB pieces by the worker's feeder thread and read back piece by piece by
-the main process, while the other worker's feeder waits for the pipe's lock: the workers stall
-on the pipe. A `Ring` gives each worker `slots` fixed slots of one shared mapping instead; the
-worker copies a batch's arrays as built (the sequences stay padded: a memcpy, no gather) into its
-next slot and sends a `RingBatch` (worker, sequence number, layout, event ids: a few hundred
-bytes), and the main process copies the batch out of the slot in one memcpy (`Ring.take`; the
-tensors are views of that copy, so a batch stays valid however long the caller keeps it) and
-releases the slot.
+Through the DataLoader's one result pipe (64 KB of buffer), a packed batch (`trainer.packing`:
+tens to hundreds of KB) is pickled, written in pieces by the worker's feeder thread and read
+back piece by piece by the main process, while the other worker's feeder waits for the pipe's
+lock. A `Ring` gives each worker `slots` fixed slots of one shared mapping instead: the worker
+copies a batch's arrays as built (the sequences stay padded: a memcpy, no gather) into its next
+slot and sends a `RingBatch` (worker, sequence number, layout, event ids: a few hundred bytes),
+and the main process copies the batch out of the slot in one memcpy (`Ring.take`; the tensors
+are views of that copy, so a batch stays valid however long the caller keeps it) and releases
+the slot. With `pin_memory=True` the DataLoader's pin thread does the copying out.
 
-Flow control. Worker `w` writes its `j`-th batch into slot `j % slots` only after the main process
-has released its batch `j - slots` (a counter per worker in the mapping's header, written by the
-main process after each copy, polled by the worker). With `slots = prefetch_factor * num_workers
-+ 1` (`slots_for`) the worker never waits: it writes batch `j` only once it holds the index for
-it, the DataLoader keeps at most `prefetch_factor * num_workers` indices outstanding and sends a
-new one as it hands a batch over, and batches are handed over and copied out in order; so
-batches `j - slots .. j` of one worker would be `slots + 1 > prefetch_factor * num_workers + 1`
-batches not yet copied (the outstanding ones plus the one being handed over), which cannot be.
-The counter makes the ring correct for any `slots` (tests use 1); the arithmetic only makes it free.
+Flow control. Worker `w` writes its `j`-th batch into slot `j % slots` only after the main
+process has released its batch `j - slots` (a counter per worker in the mapping's header,
+written by the main process after each copy, polled by the worker). With `slots = P * W + 1`
+(`slots_for`; P the prefetch factor, W the workers) the worker never waits: it builds batch `j`
+only once it holds the index for it; the DataLoader keeps at most `P * W` indices outstanding,
+sends a new one as it hands a batch over, and batches are handed over and copied out in order.
+So at most `P * W + 1` batches are not yet copied (the outstanding ones plus the one being
+handed over); if slot `j % slots` still held batch `j - slots`, batches `j - slots .. j` of
+that worker, `P * W + 2` of them, would all be. The counter makes the ring correct for any
+`slots` (a test uses 1); the arithmetic only makes it free.
 
-Memory and start methods. The mapping is anonymous (`mmap(-1, ...)`, MAP_SHARED), made by the main
-process before the workers fork and inherited by them: nothing is named, so nothing can be left
-in /dev/shm, whatever way the processes end, and the pages are freed when the last process
-unmaps them. Slots are address space (8 MB each, at most 256 MB per worker); only the pages the
-batches touch are backed: about `slots` batches' worth per worker, what the DataLoader's
-prefetch holds anyway. A `Ring` pickles to nothing, so under `spawn`/`forkserver` the workers find no ring and
-send `PackedBatch`es through the pipe as before (correct, slower); so does a batch larger than a
-slot.
+Memory and start methods. The mapping is anonymous (`mmap(-1, ...)`, MAP_SHARED), made by the
+main process before the workers fork and inherited by them: nothing is named, so nothing can be
+left in /dev/shm however the processes end, and the pages are freed when the last process
+unmaps them (the main process when its iteration ends or is dropped, a worker when it exits).
+Slots are address space (8 MB each, at most 256 MB per worker); only the pages the batches
+touch are backed: about `slots` batches' worth per worker, what the prefetch holds anyway. A
+`Ring` pickles to nothing, so under `spawn`/`forkserver` the workers find no ring and send
+`PackedBatch`es through the pipe as before (correct, slower); so does a batch larger than a slot.
 """
 
 from __future__ import annotations
