@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,7 @@ def test_ring_flow_control_in_one_process() -> None:
         assert torch.equal(d1.unpack()["x"], torch.from_numpy(batch["x"] + 10)) and ring.waits == 0
         big = {"event_id": np.array(["a"], object), "x": np.zeros((1, 1 << 15), np.float32)}
         assert not isinstance(ring.put(0, big), shmring.RingBatch)  # larger than a slot: through the pipe
+        assert pickle.loads(pickle.dumps(ring)) is None  # a spawned worker gets no ring: it uses the pipe
     finally:
         ring.close()
     assert not shmring._rings
