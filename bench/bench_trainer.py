@@ -17,7 +17,12 @@ medians reported, with the load average while it ran (other processes share the 
 the best round of each (the least disturbed: what the loader does when it has the cores).
 Batches reach the main process through the workers' shared-memory rings (`trainer.shmring`) with
 `default_prefetch` batches per worker; `workers_2_pipe_prefetch_2_events_per_s` is 2 workers in the
-same rounds the way they ran before (each batch pickled through the DataLoader's pipe, prefetch 2). The
+same rounds the way they ran before (each batch pickled through the DataLoader's pipe, prefetch 2).
+`workers_cores_used` (medians) is the CPU the main process and its workers got during the timed
+window over its wall time: 2 workers can only beat 1 by as much as they get more CPU, and on a
+busy box they may not get more (with the kernel's autogroup scheduling, on on the development
+box, CPU is shared between sessions, not processes), so it tells a loader that stalls (few cores
+used while cores are free) from a machine that is busy. The
 main process's CPU time per event with 2 workers bounds what any number of workers can deliver
 (`main_ceiling_events_per_s`); a worker's CPU time per event in steady state (1 worker: its CPU
 over a run, less that of a run that only starts up and warms up) gives its throughput on a core of its own
@@ -85,9 +90,24 @@ def _children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _steady(manifest: Any, workers: int, warmup: int, batches: int, **kw: Any) -> tuple[float, float, float]:
+def _live_children_cpu() -> float:
+    """CPU seconds so far of this process's live children (the loader's workers), from /proc."""
+    me, tick, total = os.getpid(), os.sysconf("SC_CLK_TCK"), 0.0
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                f = (p / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(f[1]) == me:  # fields after the name: state, ppid, ..., utime (12), stime (13)
+                total += (int(f[11]) + int(f[12])) / tick
+    return total
+
+
+def _steady(manifest: Any, workers: int, warmup: int, batches: int, **kw: Any) -> tuple[float, float, float, float]:
     """(events/s over `batches` batches after `warmup`, main-process CPU seconds per event then,
-    the workers' CPU seconds per event served over their whole life: start-up and warm-up included);
+    the workers' CPU seconds per event served over their whole life: start-up and warm-up included,
+    the cores the main process and its workers used in the timed window: CPU seconds / wall seconds);
     `kw` goes to `make_loader`."""
     from carve.trainer.data import EventStream, make_loader
 
@@ -96,13 +116,14 @@ def _steady(manifest: Any, workers: int, warmup: int, batches: int, **kw: Any) -
     it = iter(make_loader(ds, workers, **kw))
     for _ in range(warmup):
         next(it)
-    c0, t0 = time.process_time(), time.perf_counter()
+    w0, c0, t0 = _live_children_cpu(), time.process_time(), time.perf_counter()
     n = sum(len(next(it)["event_id"]) for _ in range(batches))
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    wcpu = _live_children_cpu() - w0
     del it  # the workers exit (and are reaped) here
     gc.collect()
     served = n + warmup * 64
-    return n / max(wall, 1e-9), cpu / max(n, 1), (_children_cpu() - k0) / served
+    return n / max(wall, 1e-9), cpu / max(n, 1), (_children_cpu() - k0) / served, (cpu + wcpu) / max(wall, 1e-9)
 
 
 def _train_rate(manifest_path: Path, out: Path, mode: str, steps: int) -> tuple[float, float]:
@@ -161,6 +182,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         main_cpu: list[float] = []
         worker_cpu: list[float] = []
         pipe2: list[float] = []
+        cores: dict[int, list[float]] = {0: [], 1: [], 2: []}
         for _ in range(args.rounds):
             load.append(os.getloadavg()[0])
             n_base, t_base, c_base = _baseline(m.shards, list(VIEW_COLUMNS["event"]))
@@ -171,10 +193,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ratios.append(carve[-1] / base[-1])
             cpu_ratios.append(c_base / c0)
             for w in (0, 1, 2):
-                rate, cpu, wcpu = _steady(m, w, args.warmup, args.batches)
+                rate, cpu, wcpu, used = _steady(m, w, args.warmup, args.batches)
                 scale[w].append(rate)
+                cores[w].append(used)
                 if w == 1:  # steady state: less a run that only starts up and warms up
-                    _, _, wshort = _steady(m, 1, args.warmup, 0)
+                    _, _, wshort, _ = _steady(m, 1, args.warmup, 0)
                     n_long, n_short = (args.warmup + args.batches) * 64, args.warmup * 64
                     worker_cpu.append((wcpu * n_long - wshort * n_short) / (n_long - n_short))
                 if w == 2:
@@ -209,6 +232,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "workers_2_events_per_s": two,
         "workers_2_over_1": two / one,
         "workers_2_pipe_prefetch_2_events_per_s": med(pipe2),
+        "workers_cores_used": {w: round(med(v), 2) for w, v in cores.items()},
         "workers_best_round_events_per_s": {w: round(max(v)) for w, v in scale.items()},
         "workers_2_over_1_best_rounds": max(scale[2]) / max(scale[1]),
         "workers_rounds": {w: [round(x) for x in v] for w, v in scale.items()},
