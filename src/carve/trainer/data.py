@@ -318,7 +318,8 @@ class BatchLoader:
             # the workers, which inherit the ring), not at the first batch
             it = iter(self.loader)
         finally:
-            ds.ring = None  # the workers have their copy; later iterations get their own ring
+            if ring is not None:
+                ds.ring = None  # the workers have their copy; later iterations get their own ring
         return self._unpacked(it, ring)
 
     @staticmethod
@@ -333,14 +334,15 @@ class BatchLoader:
 
 
 def default_prefetch(cfg: DataConfig) -> int:
-    """Batches each worker keeps ready by default: two shuffle windows' worth (at least 2).
+    """Batches each worker keeps ready by default: two shuffle windows' worth (at least 2, at most
+    64: memory holds about that many batches per worker).
 
     A worker reads and builds a whole window in one step and then hands out its batches at once,
     while the DataLoader takes batches from the workers strictly in turn: with fewer batches in
     hand than a window holds, the other worker runs dry and waits whenever this one builds a
     window, and 2 workers deliver little more than 1 (BENCHMARKS.md, trainer)."""
     window_rows = cfg.shuffle_buffer if cfg.shuffle else cfg.batch_size
-    return max(2, 2 * math.ceil(window_rows / cfg.batch_size))
+    return min(64, max(2, 2 * math.ceil(window_rows / cfg.batch_size)))
 
 
 def make_loader(ds: EventStream, num_workers: int = 0, pin_memory: bool = False,
@@ -351,13 +353,13 @@ def make_loader(ds: EventStream, num_workers: int = 0, pin_memory: bool = False,
     write each batch into a slot of a shared-memory ring and send its descriptor
     (`trainer.shmring`; `ring=False`, or a start method other than fork: the batch itself as one
     buffer, `trainer.packing`) and use one torch and one Arrow thread each. `ring_slots` defaults
-    to the count with which no worker waits for a slot."""
+    to the count with which no worker waits for a slot (`shmring.slots_for`)."""
     ds.pack_batches = num_workers > 0
     slots = 0
     if num_workers:
         prefetch_factor = prefetch_factor or default_prefetch(ds.cfg)
         if ring:
-            slots = ring_slots if ring_slots is not None else slots_for(prefetch_factor, num_workers)
+            slots = ring_slots if ring_slots is not None else slots_for(prefetch_factor)
     return BatchLoader(DataLoader(
         ds,
         batch_size=None,

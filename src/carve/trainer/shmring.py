@@ -12,20 +12,24 @@ the slot. With `pin_memory=True` the DataLoader's pin thread does the copying ou
 
 Flow control. Worker `w` writes its `j`-th batch into slot `j % slots` only after the main
 process has released its batch `j - slots` (a counter per worker in the mapping's header,
-written by the main process after each copy, polled by the worker). With `slots = P * W + 1`
-(`slots_for`; P the prefetch factor, W the workers) the worker never waits: it builds batch `j`
-only once it holds the index for it; the DataLoader keeps at most `P * W` indices outstanding,
-sends a new one as it hands a batch over, and batches are handed over and copied out in order.
-So at most `P * W + 1` batches are not yet copied (the outstanding ones plus the one being
-handed over); if slot `j % slots` still held batch `j - slots`, batches `j - slots .. j` of
-that worker, `P * W + 2` of them, would all be. The counter makes the ring correct for any
-`slots` (a test uses 1); the arithmetic only makes it free.
+written by the main process after each copy, polled by the worker). With `slots = P + 1`
+(`slots_for`; P the prefetch factor) a worker never waits while all W workers are running: it
+builds batch `j` only once it holds the index for it; the DataLoader keeps the indices
+`[r, r + P * W)` outstanding (r the next batch to hand over), dealt round robin, so P per
+worker, sends the next one as it hands batch `r` over, and batches are handed over and copied
+out in order. So at most P + 1 of a worker's batches are not yet copied (its outstanding ones
+plus the one being handed over); if slot `j % slots` still held batch `j - slots`, batches
+`j - slots .. j`, P + 2 of them, would all be. When a worker of a finite stream runs out, the
+others take its share of indices and may wait for a slot near the stream's end; that cannot
+deadlock: a worker waits only for one of its own batches that it has already sent, which the
+main process reaches before anything the waiting worker has not sent. The counter makes the
+ring correct for any `slots` (a test uses 1); the arithmetic makes it free in steady state.
 
 Memory and start methods. The mapping is anonymous (`mmap(-1, ...)`, MAP_SHARED), made by the
 main process before the workers fork and inherited by them: nothing is named, so nothing can be
 left in /dev/shm however the processes end, and the pages are freed when the last process
 unmaps them (the main process when its iteration ends or is dropped, a worker when it exits).
-Slots are address space (8 MB each, at most 256 MB per worker); only the pages the batches
+Slots are address space (8 MB each, at most 512 MB per worker); only the pages the batches
 touch are backed: about `slots` batches' worth per worker, what the prefetch holds anyway. A
 `Ring` pickles to nothing, so under `spawn`/`forkserver` the workers find no ring and send
 `PackedBatch`es through the pipe as before (correct, slower); so does a batch larger than a slot.
@@ -48,16 +52,16 @@ from carve.trainer.packing import Layout, PackedBatch, pack, plan, unpack_buffer
 
 _HEADER = 64  # per worker mapping: the released-batch counter (int64), cache-line padded
 SLOT_BYTES = 8 << 20  # address space per slot (at most); a batch that does not fit goes through the pipe
-RING_BYTES = 256 << 20  # address space per worker (at most): many slots get smaller ones
-_WAIT_S = 0.0002  # poll interval of a worker waiting for a slot (never, with `slots_for` slots)
+RING_BYTES = 512 << 20  # address space per worker (at most): many slots get smaller ones
+_WAIT_S = 0.0002  # poll interval of a worker waiting for a slot (with `slots_for` slots: only near a finite end)
 
 _rings: weakref.WeakValueDictionary[tuple[int, int], Ring] = weakref.WeakValueDictionary()
 _ids = itertools.count()
 
 
-def slots_for(prefetch_factor: int, num_workers: int) -> int:
-    """Slots per worker with which no worker ever waits for one (module docstring)."""
-    return prefetch_factor * num_workers + 1
+def slots_for(prefetch_factor: int) -> int:
+    """Slots per worker with which no worker waits for one while all are running (module docstring)."""
+    return prefetch_factor + 1
 
 
 @dataclass
