@@ -22,7 +22,10 @@ same rounds the way they ran before (each batch pickled through the DataLoader's
 window over its wall time: 2 workers can only beat 1 by as much as they get more CPU, and on a
 busy box they may not get more (with the kernel's autogroup scheduling, on on the development
 box, CPU is shared between sessions, not processes), so it tells a loader that stalls (few cores
-used while cores are free) from a machine that is busy. The
+used while cores are free) from a machine that is busy. `cores_available` is the control: the
+cores two busy-looping child processes get together for 0.5 s at the start of each round
+(medians; 2.0 on an idle box): about the most 2 workers can get then, so `workers_2_over_1` stays
+near or below it (the load changes within a round, so not strictly). The
 main process's CPU time per event with 2 workers bounds what any number of workers can deliver
 (`main_ceiling_events_per_s`); a worker's CPU time per event in steady state (1 worker: its CPU
 over a run, less that of a run that only starts up and warms up) gives its throughput on a core of its own
@@ -88,6 +91,25 @@ def _epoch(manifest: Any) -> tuple[int, float, float]:
 def _children_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
+
+
+def _spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def _cores_available(seconds: float = 0.5) -> float:
+    """Cores two busy-looping child processes get together right now: what 2 workers could get."""
+    import multiprocessing as mp
+
+    k0, t0 = _children_cpu(), time.perf_counter()
+    procs = [mp.get_context("fork").Process(target=_spin, args=(seconds,)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    return (_children_cpu() - k0) / (time.perf_counter() - t0)
 
 
 def _live_children_cpu() -> float:
@@ -183,6 +205,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         worker_cpu: list[float] = []
         pipe2: list[float] = []
         cores: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        available: list[float] = []
         for _ in range(args.rounds):
             load.append(os.getloadavg()[0])
             n_base, t_base, c_base = _baseline(m.shards, list(VIEW_COLUMNS["event"]))
@@ -192,6 +215,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             carve.append(n0 / t0)
             ratios.append(carve[-1] / base[-1])
             cpu_ratios.append(c_base / c0)
+            available.append(_cores_available())
             for w in (0, 1, 2):
                 rate, cpu, wcpu, used = _steady(m, w, args.warmup, args.batches)
                 scale[w].append(rate)
@@ -233,6 +257,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "workers_2_over_1": two / one,
         "workers_2_pipe_prefetch_2_events_per_s": med(pipe2),
         "workers_cores_used": {w: round(med(v), 2) for w, v in cores.items()},
+        "cores_available": med(available),
+        "cores_available_per_round": [round(x, 2) for x in available],
         "workers_best_round_events_per_s": {w: round(max(v)) for w, v in scale.items()},
         "workers_2_over_1_best_rounds": max(scale[2]) / max(scale[1]),
         "workers_rounds": {w: [round(x) for x in v] for w, v in scale.items()},
