@@ -14,7 +14,18 @@ loader's read-ahead thread counts), which other processes on the machine disturb
 Scaling. Steady-state events/s of `make_loader(stream, num_workers)` for 0, 1 and 2 workers (an
 infinite stream; `--warmup` batches, then `--batches` timed), interleaved for `--rounds` rounds,
 medians reported, with the load average while it ran (other processes share the machine), and
-the best round of each (the least disturbed: what the loader does when it has the cores). The
+the best round of each (the least disturbed: what the loader does when it has the cores).
+Batches reach the main process through the workers' shared-memory rings (`trainer.shmring`) with
+`default_prefetch` batches per worker; `workers_2_pipe_prefetch_2_events_per_s` is 2 workers in the
+same rounds the way they ran before (each batch pickled through the DataLoader's pipe, prefetch 2).
+`workers_cores_used` (medians) is the CPU the main process and its workers got during the timed
+window over its wall time: 2 workers can only beat 1 by as much as they get more CPU, and on a
+busy box they may not get more (with the kernel's autogroup scheduling, on on the development
+box, CPU is shared between sessions, not processes), so it tells a loader that stalls (few cores
+used while cores are free) from a machine that is busy. `cores_available` is the control: the
+cores two busy-looping child processes get together for 0.5 s at the start of each round
+(medians; 2.0 on an idle box): about the most 2 workers can get then, so `workers_2_over_1` stays
+near or below it (the load changes within a round, so not strictly). The
 main process's CPU time per event with 2 workers bounds what any number of workers can deliver
 (`main_ceiling_events_per_s`); a worker's CPU time per event in steady state (1 worker: its CPU
 over a run, less that of a run that only starts up and warms up) gives its throughput on a core of its own
@@ -82,23 +93,59 @@ def _children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _steady(manifest: Any, workers: int, warmup: int, batches: int) -> tuple[float, float, float]:
+def _spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def _cores_available(seconds: float = 0.5) -> float:
+    """Cores two busy-looping child processes get together right now: what 2 workers could get."""
+    import multiprocessing as mp
+
+    k0, t0 = _children_cpu(), time.perf_counter()
+    procs = [mp.get_context("fork").Process(target=_spin, args=(seconds,)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    return (_children_cpu() - k0) / (time.perf_counter() - t0)
+
+
+def _live_children_cpu() -> float:
+    """CPU seconds so far of this process's live children (the loader's workers), from /proc."""
+    me, tick, total = os.getpid(), os.sysconf("SC_CLK_TCK"), 0.0
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                f = (p / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(f[1]) == me:  # fields after the name: state, ppid, ..., utime (12), stime (13)
+                total += (int(f[11]) + int(f[12])) / tick
+    return total
+
+
+def _steady(manifest: Any, workers: int, warmup: int, batches: int, **kw: Any) -> tuple[float, float, float, float]:
     """(events/s over `batches` batches after `warmup`, main-process CPU seconds per event then,
-    the workers' CPU seconds per event served over their whole life: start-up and warm-up included)."""
+    the workers' CPU seconds per event served over their whole life: start-up and warm-up included,
+    the cores the main process and its workers used in the timed window: CPU seconds / wall seconds);
+    `kw` goes to `make_loader`."""
     from carve.trainer.data import EventStream, make_loader
 
     ds = EventStream(manifest, _cfg(workers), view="event", split="all", infinite=True)
     k0 = _children_cpu()
-    it = iter(make_loader(ds, workers))
+    it = iter(make_loader(ds, workers, **kw))
     for _ in range(warmup):
         next(it)
-    c0, t0 = time.process_time(), time.perf_counter()
+    w0, c0, t0 = _live_children_cpu(), time.process_time(), time.perf_counter()
     n = sum(len(next(it)["event_id"]) for _ in range(batches))
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    wcpu = _live_children_cpu() - w0
     del it  # the workers exit (and are reaped) here
     gc.collect()
     served = n + warmup * 64
-    return n / max(wall, 1e-9), cpu / max(n, 1), (_children_cpu() - k0) / served
+    return n / max(wall, 1e-9), cpu / max(n, 1), (_children_cpu() - k0) / served, (cpu + wcpu) / max(wall, 1e-9)
 
 
 def _train_rate(manifest_path: Path, out: Path, mode: str, steps: int) -> tuple[float, float]:
@@ -156,6 +203,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         scale: dict[int, list[float]] = {0: [], 1: [], 2: []}
         main_cpu: list[float] = []
         worker_cpu: list[float] = []
+        pipe2: list[float] = []
+        cores: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        available: list[float] = []
         for _ in range(args.rounds):
             load.append(os.getloadavg()[0])
             n_base, t_base, c_base = _baseline(m.shards, list(VIEW_COLUMNS["event"]))
@@ -165,15 +215,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             carve.append(n0 / t0)
             ratios.append(carve[-1] / base[-1])
             cpu_ratios.append(c_base / c0)
+            available.append(_cores_available())
             for w in (0, 1, 2):
-                rate, cpu, wcpu = _steady(m, w, args.warmup, args.batches)
+                rate, cpu, wcpu, used = _steady(m, w, args.warmup, args.batches)
                 scale[w].append(rate)
+                cores[w].append(used)
                 if w == 1:  # steady state: less a run that only starts up and warms up
-                    _, _, wshort = _steady(m, 1, args.warmup, 0)
+                    _, _, wshort, _ = _steady(m, 1, args.warmup, 0)
                     n_long, n_short = (args.warmup + args.batches) * 64, args.warmup * 64
                     worker_cpu.append((wcpu * n_long - wshort * n_short) / (n_long - n_short))
                 if w == 2:
                     main_cpu.append(cpu)
+                    # the transport before the ring: each batch pickled through the pipe, prefetch 2
+                    pipe2.append(_steady(m, 2, args.warmup, args.batches, ring=False, prefetch_factor=2)[0])
         load.append(os.getloadavg()[0])
         rates = {
             mode: _train_rate(mpath, Path(tmp) / "train", mode, args.steps)
@@ -201,6 +255,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "workers_1_events_per_s": one,
         "workers_2_events_per_s": two,
         "workers_2_over_1": two / one,
+        "workers_2_pipe_prefetch_2_events_per_s": med(pipe2),
+        "workers_cores_used": {w: round(med(v), 2) for w, v in cores.items()},
+        "cores_available": med(available),
+        "cores_available_per_round": [round(x, 2) for x in available],
         "workers_best_round_events_per_s": {w: round(max(v)) for w, v in scale.items()},
         "workers_2_over_1_best_rounds": max(scale[2]) / max(scale[1]),
         "workers_rounds": {w: [round(x) for x in v] for w, v in scale.items()},

@@ -22,11 +22,17 @@ Held-out episodes. Normalisation statistics (`probe`) come from training rows on
 `split="eval"` keeps only those, `split="all"` keeps every row.
 
 Feeding a GPU. `make_loader(ds, num_workers, pin_memory=True, prefetch_factor=k)`: each worker
-keeps `k` batches ready (DataLoader `prefetch_factor`, default 2); the next row groups are read on
+keeps `k` batches ready (DataLoader `prefetch_factor`; default `default_prefetch`, two shuffle
+windows' worth, since a worker builds a window's batches in one go and the DataLoader takes
+batches from the workers in turn) in the slots of a shared-memory ring (`trainer.shmring`: the
+worker writes a batch into a reused slot, the pipe carries a descriptor, the main process copies
+the batch out in one memcpy; with a start method other than fork, each batch travels through
+the pipe as one buffer, `trainer.packing`); the next row groups are read on
 a background thread while the current window's batches are built (`read_ahead` windows: by
 default in the main process and for `s3://` shards, which are also fetched with coalesced ranged
 reads, pyarrow's `pre_buffer`; a worker reading local shards stays one thread, one core);
-`pin_memory=True` copies each batch into page-locked memory in the main process so
+`pin_memory=True` copies each batch into page-locked memory in the main process (the
+DataLoader's pin thread copies it out of its slot there) so
 `batch[k].to("cuda", non_blocking=True)` overlaps the copy with compute. Workers use one torch
 and one Arrow thread each.
 """
@@ -58,6 +64,7 @@ from carve.trainer.plan import (
 )
 from carve.trainer.rowgroups import DataError, ReadAhead, ShardFiles, read_units
 from carve.trainer.samples import VIEW_COLUMNS, build, task_embedding
+from carve.trainer.shmring import Ring, RingBatch, slots_for
 
 __all__ = [
     "BatchLoader",
@@ -65,6 +72,7 @@ __all__ = [
     "DataError",
     "EventStream",
     "NormStats",
+    "default_prefetch",
     "in_holdout",
     "make_loader",
     "probe",
@@ -202,6 +210,7 @@ class EventStream(IterableDataset):
         self.task = view == "chunk" if task is None else task  # the hashed task embedding (reads `task`)
         self.columns = tuple(VIEW_COLUMNS[view]) + (("task",) if self.task and view != "chunk" else ())
         self.pack_batches = False  # set by make_loader: workers send each batch as one PackedBatch
+        self.ring: Ring | None = None  # set by BatchLoader while its workers start: batches go into its slots
         self._unit_order = unit_order(len(manifest.units), cfg.seed)
 
     # -- which rows each stream owns
@@ -220,9 +229,14 @@ class EventStream(IterableDataset):
         return stream_units(self._unit_order, g, total, self.manifest.path)
 
     def __iter__(self) -> Iterator[Any]:
-        packed = self.pack_batches and get_worker_info() is not None
+        info = get_worker_info()
+        if not (self.pack_batches and info is not None):
+            for arrays in self.arrays():
+                yield to_tensors(arrays)
+            return
+        ring = self.ring  # None under spawn (a Ring pickles to None) or when not asked for
         for arrays in self.arrays():
-            yield pack(arrays) if packed else to_tensors(arrays)
+            yield ring.put(info.id, arrays) if ring is not None else pack(arrays)
 
     def arrays(self) -> Iterator[dict[str, np.ndarray]]:
         """The stream's batches as numpy arrays (what `__iter__` turns into tensors)."""
@@ -280,27 +294,72 @@ def _as_is(batch: Any) -> Any:
 
 
 class BatchLoader:
-    """Iterates a DataLoader over an EventStream, unpacking the workers' `PackedBatch`es."""
+    """Iterates a DataLoader over an EventStream, unpacking the workers' `PackedBatch`es and
+    `RingBatch`es (each iteration's workers get a fresh `Ring` of `ring_slots` slots when they fork;
+    `ring_slots=0`: every batch through the pipe)."""
 
-    def __init__(self, loader: DataLoader) -> None:
+    def __init__(self, loader: DataLoader, ring_slots: int = 0) -> None:
         self.loader = loader
+        self.ring_slots = ring_slots
+
+    def _forks(self) -> bool:
+        ctx = self.loader.multiprocessing_context
+        method = ctx.get_start_method() if ctx is not None else torch.multiprocessing.get_start_method()
+        return method == "fork"
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        # the DataLoader iterator is made now (it draws its worker seeds from torch's RNG), not at the first batch
-        return self._unpacked(iter(self.loader))
+        ds = self.loader.dataset
+        ring = None
+        if self.ring_slots and self.loader.num_workers and isinstance(ds, EventStream) and self._forks():
+            ring = Ring(self.loader.num_workers, self.ring_slots)
+            ds.ring = ring
+        try:
+            # the DataLoader iterator is made now (it draws its worker seeds from torch's RNG and forks
+            # the workers, which inherit the ring), not at the first batch
+            it = iter(self.loader)
+        finally:
+            if ring is not None:
+                ds.ring = None  # the workers have their copy; later iterations get their own ring
+        return self._unpacked(it, ring)
 
     @staticmethod
-    def _unpacked(it: Iterator[Any]) -> Iterator[dict[str, Any]]:
-        for batch in it:
-            yield batch.unpack() if isinstance(batch, PackedBatch) else batch
+    def _unpacked(it: Iterator[Any], ring: Ring | None) -> Iterator[dict[str, Any]]:
+        try:
+            for batch in it:
+                yield batch.unpack() if isinstance(batch, PackedBatch | RingBatch) else batch
+        finally:
+            del it  # the workers are shut down (when nothing else holds the iterator), then the ring unmapped
+            if ring is not None:
+                ring.close()
+
+
+def default_prefetch(cfg: DataConfig) -> int:
+    """Batches each worker keeps ready by default: two shuffle windows' worth (at least 2, at most
+    64: memory holds about that many batches per worker).
+
+    A worker reads and builds a whole window in one step and then hands out its batches at once,
+    while the DataLoader takes batches from the workers strictly in turn: with fewer batches in
+    hand than a window holds, the other worker runs dry and waits whenever this one builds a
+    window, and 2 workers deliver little more than 1 (BENCHMARKS.md, trainer)."""
+    window_rows = cfg.shuffle_buffer if cfg.shuffle else cfg.batch_size
+    return min(64, max(2, 2 * math.ceil(window_rows / cfg.batch_size)))
 
 
 def make_loader(ds: EventStream, num_workers: int = 0, pin_memory: bool = False,
-                prefetch_factor: int | None = None) -> BatchLoader:
+                prefetch_factor: int | None = None, ring: bool = True,
+                ring_slots: int | None = None) -> BatchLoader:
     """Batches of `ds` through a torch DataLoader with `num_workers` processes (see the module
-    docstring for pinning and prefetch); workers send each batch as one buffer (`trainer.packing`)
-    and use one torch and one Arrow thread each."""
+    docstring for pinning and prefetch; `prefetch_factor` defaults to `default_prefetch`); workers
+    write each batch into a slot of a shared-memory ring and send its descriptor
+    (`trainer.shmring`; `ring=False`, or a start method other than fork: the batch itself as one
+    buffer, `trainer.packing`) and use one torch and one Arrow thread each. `ring_slots` defaults
+    to the count with which no worker waits for a slot (`shmring.slots_for`)."""
     ds.pack_batches = num_workers > 0
+    slots = 0
+    if num_workers:
+        prefetch_factor = prefetch_factor or default_prefetch(ds.cfg)
+        if ring:
+            slots = ring_slots if ring_slots is not None else slots_for(prefetch_factor)
     return BatchLoader(DataLoader(
         ds,
         batch_size=None,
@@ -310,4 +369,4 @@ def make_loader(ds: EventStream, num_workers: int = 0, pin_memory: bool = False,
         persistent_workers=False,
         pin_memory=pin_memory,
         prefetch_factor=prefetch_factor if num_workers else None,
-    ))
+    ), slots)

@@ -1,0 +1,157 @@
+"""Batch rings: DataLoader workers write batches into reused shared-memory slots; the result pipe carries descriptors.
+
+Through the DataLoader's one result pipe (64 KB of buffer), a packed batch (`trainer.packing`:
+tens to hundreds of KB) is pickled, written in pieces by the worker's feeder thread and read
+back piece by piece by the main process, while the other worker's feeder waits for the pipe's
+lock. A `Ring` gives each worker `slots` fixed slots of one shared mapping instead: the worker
+copies a batch's arrays as built (the sequences stay padded: a memcpy, no gather) into its next
+slot and sends a `RingBatch` (worker, sequence number, layout, event ids: a few hundred bytes),
+and the main process copies the batch out of the slot in one memcpy (`Ring.take`; the tensors
+are views of that copy, so a batch stays valid however long the caller keeps it) and releases
+the slot. With `pin_memory=True` the DataLoader's pin thread does the copying out.
+
+Flow control. Worker `w` writes its `j`-th batch into slot `j % slots` only after the main
+process has released its batch `j - slots` (a counter per worker in the mapping's header,
+written by the main process after each copy, polled by the worker). With `slots = P + 1`
+(`slots_for`; P the prefetch factor) a worker never waits while all W workers are running: it
+builds batch `j` only once it holds the index for it; the DataLoader keeps the indices
+`[r, r + P * W)` outstanding (r the next batch to hand over), dealt round robin, so P per
+worker, sends the next one as it hands batch `r` over, and batches are handed over and copied
+out in order. So at most P + 1 of a worker's batches are not yet copied (its outstanding ones
+plus the one being handed over); if slot `j % slots` still held batch `j - slots`, batches
+`j - slots .. j`, P + 2 of them, would all be. When a worker of a finite stream runs out, the
+others take its share of indices and may wait for a slot near the stream's end; that cannot
+deadlock: a worker waits only for one of its own batches that it has already sent, which the
+main process reaches before anything the waiting worker has not sent. The counter makes the
+ring correct for any `slots` (a test uses 1); the arithmetic makes it free in steady state.
+
+Memory and start methods. The mapping is anonymous (`mmap(-1, ...)`, MAP_SHARED), made by the
+main process before the workers fork and inherited by them: nothing is named, so nothing can be
+left in /dev/shm however the processes end, and the pages are freed when the last process
+unmaps them (the main process when its iteration ends or is dropped, a worker when it exits).
+Slots are address space (8 MB each, at most 512 MB per worker); only the pages the batches
+touch are backed: about `slots` batches' worth per worker, what the prefetch holds anyway. A
+`Ring` pickles to nothing, so under `spawn`/`forkserver` the workers find no ring and send
+`PackedBatch`es through the pipe as before (correct, slower); so does a batch larger than a slot.
+"""
+
+from __future__ import annotations
+
+import itertools
+import mmap
+import os
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from carve.trainer.packing import Layout, PackedBatch, pack, plan, unpack_buffer, write
+
+_HEADER = 64  # per worker mapping: the released-batch counter (int64), cache-line padded
+SLOT_BYTES = 8 << 20  # address space per slot (at most); a batch that does not fit goes through the pipe
+RING_BYTES = 512 << 20  # address space per worker (at most): many slots get smaller ones
+_WAIT_S = 0.0002  # poll interval of a worker waiting for a slot (with `slots_for` slots: only near a finite end)
+
+_rings: weakref.WeakValueDictionary[tuple[int, int], Ring] = weakref.WeakValueDictionary()
+_ids = itertools.count()
+
+
+def slots_for(prefetch_factor: int) -> int:
+    """Slots per worker with which no worker waits for one while all are running (module docstring)."""
+    return prefetch_factor + 1
+
+
+@dataclass
+class RingBatch:
+    """What travels through the pipe for a batch in a ring slot: where it is and its event ids."""
+
+    ring: tuple[int, int]  # (creating pid, ring number): the main process's registry key
+    worker: int
+    seq: int  # the worker's batch number: slot `seq % slots`
+    layout: Layout
+    event_id: list[str]
+
+    def unpack(self) -> dict[str, Any]:
+        ring = _rings.get(self.ring)
+        if ring is None:
+            raise RuntimeError("a ring batch arrived after its loader's ring was closed")
+        return ring.take(self)
+
+    def pin_memory(self, device: Any = None) -> dict[str, Any]:
+        """The unpacked batch with page-locked tensors (the DataLoader's pin thread calls this)."""
+        return {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in self.unpack().items()}
+
+
+def _no_ring() -> None:
+    return None
+
+
+class Ring:
+    """`slots` slots of `slot_bytes` per worker in one anonymous shared mapping each (module docstring).
+
+    Made in the main process before the workers start (`put` runs in a worker, `take` in the main
+    process); `close` unmaps the main process's view."""
+
+    def __init__(self, num_workers: int, slots: int, slot_bytes: int | None = None) -> None:
+        if slots < 1 or num_workers < 1:
+            raise ValueError("a ring needs at least one worker and one slot")
+        if slot_bytes is None:
+            slot_bytes = min(SLOT_BYTES, RING_BYTES // slots // mmap.PAGESIZE * mmap.PAGESIZE)
+        self.key = (os.getpid(), next(_ids))
+        self.slots = slots
+        self.slot_bytes = slot_bytes
+        self._maps = [mmap.mmap(-1, _HEADER + slots * slot_bytes) for _ in range(num_workers)]
+        self._bufs = [np.frombuffer(m, np.uint8) for m in self._maps]
+        self._released = [b[:8].view(np.int64) for b in self._bufs]
+        self._next = 0  # in a worker: its next batch number
+        self.waits = 0  # in a worker: how often it waited for a slot
+        _rings[self.key] = self
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:  # a spawned worker gets no ring: the pipe it is
+        return (_no_ring, ())
+
+    def _slot(self, worker: int, seq: int) -> np.ndarray:
+        o = _HEADER + (seq % self.slots) * self.slot_bytes
+        return self._bufs[worker][o : o + self.slot_bytes]
+
+    # -- in a worker
+    def put(self, worker: int, arrays: dict[str, np.ndarray]) -> RingBatch | PackedBatch:
+        """Write a batch into the worker's next slot (waiting until the main process released it);
+        a batch larger than a slot comes back as a `PackedBatch` for the pipe."""
+        fields, layout, size = plan(arrays, ragged=False)  # memcpy in, memcpy out: no gather, no re-padding
+        if size > self.slot_bytes:
+            return pack(arrays)
+        seq = self._next
+        released = self._released[worker]
+        if int(released[0]) < seq - self.slots + 1:
+            parent = os.getppid()
+            self.waits += 1
+            while int(released[0]) < seq - self.slots + 1:
+                if os.getppid() != parent:  # the main process is gone
+                    raise RuntimeError("the DataLoader's main process exited")
+                time.sleep(_WAIT_S)
+        write(fields, layout, self._slot(worker, seq))
+        self._next = seq + 1
+        return RingBatch(self.key, worker, seq, layout, arrays["event_id"].tolist())
+
+    # -- in the main process
+    def take(self, batch: RingBatch) -> dict[str, Any]:
+        """The batch's tensors, copied out of its slot, and the slot released to the worker."""
+        end = max((off + nbytes for _, _, _, off, nbytes in batch.layout), default=0)
+        own = self._slot(batch.worker, batch.seq)[:end].copy()  # one copy; the tensors are views of it
+        self._released[batch.worker][0] = batch.seq + 1
+        return unpack_buffer(own, batch.layout, batch.event_id)
+
+    def close(self) -> None:
+        """Unmap the main process's view (left to the garbage collector if a view of it is still alive)."""
+        _rings.pop(self.key, None)
+        self._bufs, self._released = [], []
+        for m in self._maps:
+            try:
+                m.close()
+            except BufferError:  # an exported view still lives: unmapped when it is collected
+                pass
+        self._maps = []

@@ -1,0 +1,156 @@
+"""The loader's shared-memory batch ring: same batches as without it, flow control, no leaks, crashes surface."""
+
+from __future__ import annotations
+
+import gc
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from carve.sim.toydata import write_toy_shards
+from carve.trainer import shmring
+from carve.trainer.config import DataConfig
+from carve.trainer.data import EventStream, make_loader
+from carve.trainer.manifest import open_manifest
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_toy_shards(tmp_path_factory.mktemp("toy") / "shards" / "v001", n_episodes=24)
+
+
+def _cfg(**kw: Any) -> DataConfig:
+    return DataConfig(**{"holdout_frac": 0.0, "shuffle_buffer": 8, "batch_size": 5, "seed": 7, **kw})
+
+
+def _same(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> None:
+    assert len(a) == len(b) and a
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        for k in x:
+            if k == "event_id":
+                assert x[k] == y[k]
+            else:
+                assert x[k].dtype == y[k].dtype and torch.equal(x[k], y[k]), k
+
+
+def _ring_maps(pid: int | str = "self") -> int:
+    """Anonymous shared mappings (what a ring is) in a process."""
+    return sum("/dev/zero (deleted)" in line for line in Path(f"/proc/{pid}/maps").read_text().splitlines())
+
+
+@pytest.mark.parametrize("view", ["event", "chunk"])
+def test_one_worker_ring_gives_the_main_process_batches(toy: Path, view: str) -> None:
+    m = open_manifest(toy)
+    ref = list(make_loader(EventStream(m, _cfg(), view=view, split="all", infinite=False), 0))
+    got = list(make_loader(EventStream(m, _cfg(num_workers=1), view=view, split="all", infinite=False), 1))
+    _same(got, ref)  # kept batches stay valid: each is copied out of its slot
+
+
+@pytest.mark.parametrize("slots", [None, 1])
+def test_two_worker_ring_gives_the_pipe_batches(toy: Path, slots: int | None) -> None:
+    """slots=1: every batch waits for the previous one's release (a missing wait corrupts batches)."""
+    m = open_manifest(toy)
+
+    def run(**kw: Any) -> list[dict[str, Any]]:
+        ds = EventStream(m, _cfg(num_workers=2), split="all", rank=1, world_size=2, infinite=False)
+        return list(make_loader(ds, 2, prefetch_factor=4, **kw))
+
+    _same(run(ring_slots=slots), run(ring=False))
+
+
+def test_ring_batches_are_pinned_by_the_pin_thread(toy: Path) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("pinning needs CUDA")
+    m = open_manifest(toy)
+    got = list(make_loader(EventStream(m, _cfg(num_workers=1), split="all", infinite=False), 1, pin_memory=True))
+    ref = list(make_loader(EventStream(m, _cfg(), split="all", infinite=False), 0))
+    assert all(v.is_pinned() for b in got for k, v in b.items() if k != "event_id")
+    _same(got, ref)
+
+
+def test_ring_is_unmapped_and_workers_gone_after_the_epoch_and_after_a_break(toy: Path) -> None:
+    m = open_manifest(toy)
+    gc.collect()
+    base, shm0 = _ring_maps(), set(os.listdir("/dev/shm"))
+    loader = make_loader(EventStream(m, _cfg(num_workers=2), split="all", infinite=True), 2)
+    it = iter(loader)
+    next(it)
+    assert _ring_maps() == base + 2  # one mapping per worker ...
+    workers = [w.pid for w in it.gi_frame.f_locals["it"]._workers]
+    for pid in workers:  # ... shared with it, and no named segment (multiprocessing's semaphores are unlinked)
+        named = [x for x in Path(f"/proc/{pid}/maps").read_text().splitlines()
+                 if "/dev/shm/" in x and not x.endswith("(deleted)")]
+        assert _ring_maps(pid) >= 1 and named == []
+    for _ in range(30):
+        next(it)
+    del it  # an early break out of an infinite stream
+    gc.collect()
+    assert _ring_maps() == base and not shmring._rings
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    assert sum(len(b["event_id"]) for b in make_loader(EventStream(m, _cfg(), split="all", infinite=False), 2))
+    gc.collect()
+    assert _ring_maps() == base and not shmring._rings
+    assert {f for f in set(os.listdir("/dev/shm")) - shm0 if str(os.getpid()) in f} == set()
+
+
+class _Crashing(EventStream):
+    """Worker 1 dies (`exit`) or raises after two batches."""
+
+    how = "exit"
+
+    def arrays(self) -> Any:
+        info = torch.utils.data.get_worker_info()
+        for i, a in enumerate(super().arrays()):
+            if info is not None and info.id == 1 and i == 2:
+                if self.how == "exit":
+                    os._exit(3)
+                raise ValueError("bad row group")
+            yield a
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("how", ["exit", "raise"])
+def test_a_worker_crash_is_an_error_not_a_hang(toy: Path, how: str) -> None:
+    ds = _Crashing(open_manifest(toy), _cfg(num_workers=2), split="all", infinite=True)
+    ds.how = how
+    with pytest.raises((RuntimeError, ValueError), match=r"exited unexpectedly|bad row group"):
+        for _ in make_loader(ds, 2):
+            pass
+    gc.collect()
+    assert not shmring._rings
+
+
+@pytest.mark.timeout(300)
+def test_spawned_workers_fall_back_to_the_pipe(toy: Path) -> None:
+    m = open_manifest(toy)
+    loader = make_loader(EventStream(m, _cfg(num_workers=1), split="all", infinite=False), 1)
+    loader.loader.multiprocessing_context = "spawn"
+    ref = list(make_loader(EventStream(m, _cfg(), split="all", infinite=False), 0))
+    _same(list(loader), ref)
+
+
+def test_ring_flow_control_in_one_process() -> None:
+    """The worker side waits for a release; the main side copies out and releases (no processes)."""
+    ring = shmring.Ring(num_workers=1, slots=2, slot_bytes=1 << 16)
+    try:
+        batch = {"event_id": np.array(["a", "b"], object), "x": np.arange(6, dtype=np.float32).reshape(2, 3),
+                 "mask": np.ones((2, 4), bool)}
+        d0, d1 = ring.put(0, batch), ring.put(0, {**batch, "x": batch["x"] + 10})
+        assert isinstance(d0, shmring.RingBatch) and (d0.seq, d1.seq) == (0, 1)
+        out0 = d0.unpack()
+        ring.put(0, {**batch, "x": batch["x"] + 20})  # slot 0 again: free, since d0 was taken
+        assert torch.equal(out0["x"], torch.arange(6, dtype=torch.float32).reshape(2, 3))  # a copy, not the slot
+        assert torch.equal(d1.unpack()["x"], torch.from_numpy(batch["x"] + 10)) and ring.waits == 0
+        big = {"event_id": np.array(["a"], object), "x": np.zeros((1, 1 << 15), np.float32)}
+        assert not isinstance(ring.put(0, big), shmring.RingBatch)  # larger than a slot: through the pipe
+        assert pickle.loads(pickle.dumps(ring)) is None  # a spawned worker gets no ring: it uses the pipe
+    finally:
+        ring.close()
+    assert not shmring._rings
