@@ -51,8 +51,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from carve.storage.fs import is_uri
 from carve.trainer.config import DataConfig
+from carve.trainer.groups import BatchGroup, cut, interleave
 from carve.trainer.manifest import Manifest
-from carve.trainer.packing import PackedBatch, pack
+from carve.trainer.packing import pack
 from carve.trainer.plan import (
     epoch_draws,
     in_holdout,
@@ -64,7 +65,7 @@ from carve.trainer.plan import (
 )
 from carve.trainer.rowgroups import DataError, ReadAhead, ShardFiles, read_units
 from carve.trainer.samples import VIEW_COLUMNS, build, task_embedding
-from carve.trainer.shmring import Ring, RingBatch, slots_for
+from carve.trainer.shmring import Ring, slots_for
 
 __all__ = [
     "BatchLoader",
@@ -72,6 +73,7 @@ __all__ = [
     "DataError",
     "EventStream",
     "NormStats",
+    "default_group",
     "default_prefetch",
     "in_holdout",
     "make_loader",
@@ -209,7 +211,8 @@ class EventStream(IterableDataset):
         self.read_ahead = read_ahead
         self.task = view == "chunk" if task is None else task  # the hashed task embedding (reads `task`)
         self.columns = tuple(VIEW_COLUMNS[view]) + (("task",) if self.task and view != "chunk" else ())
-        self.pack_batches = False  # set by make_loader: workers send each batch as one PackedBatch
+        self.pack_batches = False  # set by make_loader: workers send groups of batches (`trainer.groups`)
+        self.group_batches = 1  # set by make_loader: batches per group
         self.ring: Ring | None = None  # set by BatchLoader while its workers start: batches go into its slots
         self._unit_order = unit_order(len(manifest.units), cfg.seed)
 
@@ -235,8 +238,9 @@ class EventStream(IterableDataset):
                 yield to_tensors(arrays)
             return
         ring = self.ring  # None under spawn (a Ring pickles to None) or when not asked for
-        for arrays in self.arrays():
-            yield ring.put(info.id, arrays) if ring is not None else pack(arrays)
+        for group, last in cut(self.arrays(), self.group_batches):
+            sent = ring.put(info.id, group) if ring is not None else [pack(a) for a in group]
+            yield BatchGroup(info.id, last, sent)
 
     def arrays(self) -> Iterator[dict[str, np.ndarray]]:
         """The stream's batches as numpy arrays (what `__iter__` turns into tensors)."""
@@ -294,9 +298,10 @@ def _as_is(batch: Any) -> Any:
 
 
 class BatchLoader:
-    """Iterates a DataLoader over an EventStream, unpacking the workers' `PackedBatch`es and
-    `RingBatch`es (each iteration's workers get a fresh `Ring` of `ring_slots` slots when they fork;
-    `ring_slots=0`: every batch through the pipe)."""
+    """Iterates a DataLoader over an EventStream, cutting the workers' `BatchGroup`s back into
+    batches in the order of one batch per message (`groups.interleave`; each iteration's workers
+    get a fresh `Ring` of `ring_slots` slots when they fork; `ring_slots=0`: every group through
+    the pipe)."""
 
     def __init__(self, loader: DataLoader, ring_slots: int = 0) -> None:
         self.loader = loader
@@ -322,11 +327,12 @@ class BatchLoader:
                 ds.ring = None  # the workers have their copy; later iterations get their own ring
         return self._unpacked(it, ring)
 
-    @staticmethod
-    def _unpacked(it: Iterator[Any], ring: Ring | None) -> Iterator[dict[str, Any]]:
+    def _unpacked(self, it: Iterator[Any], ring: Ring | None) -> Iterator[dict[str, Any]]:
         try:
-            for batch in it:
-                yield batch.unpack() if isinstance(batch, PackedBatch | RingBatch) else batch
+            if self.loader.num_workers:
+                yield from interleave(it, self.loader.num_workers)
+            else:
+                yield from it
         finally:
             del it  # the workers are shut down (when nothing else holds the iterator), then the ring unmapped
             if ring is not None:
@@ -345,19 +351,35 @@ def default_prefetch(cfg: DataConfig) -> int:
     return min(64, max(2, 2 * math.ceil(window_rows / cfg.batch_size)))
 
 
+def default_group(cfg: DataConfig) -> int:
+    """Batches per DataLoader message by default: a shuffle window's worth (at least 1, at most 8).
+
+    The main process's cost is per message (`trainer.groups`), so more batches per message leave it
+    more time; a worker builds a whole window at once anyway, so a window's batches are ready
+    together, and a larger group would only hold them back."""
+    window_rows = cfg.shuffle_buffer if cfg.shuffle else cfg.batch_size
+    return min(8, max(1, math.ceil(window_rows / cfg.batch_size)))
+
+
 def make_loader(ds: EventStream, num_workers: int = 0, pin_memory: bool = False,
                 prefetch_factor: int | None = None, ring: bool = True,
-                ring_slots: int | None = None) -> BatchLoader:
+                ring_slots: int | None = None, group_batches: int | None = None) -> BatchLoader:
     """Batches of `ds` through a torch DataLoader with `num_workers` processes (see the module
-    docstring for pinning and prefetch; `prefetch_factor` defaults to `default_prefetch`); workers
-    write each batch into a slot of a shared-memory ring and send its descriptor
-    (`trainer.shmring`; `ring=False`, or a start method other than fork: the batch itself as one
-    buffer, `trainer.packing`) and use one torch and one Arrow thread each. `ring_slots` defaults
-    to the count with which no worker waits for a slot (`shmring.slots_for`)."""
+    docstring for pinning and prefetch); each worker sends `group_batches` consecutive batches
+    (default `default_group`) as one message, which the main process cuts back into batches in the
+    order of one batch per message (`trainer.groups`), writing a group into one slot of a
+    shared-memory ring and sending its descriptor (`trainer.shmring`; `ring=False`, or a start
+    method other than fork: the batches themselves, each as one buffer, `trainer.packing`); workers
+    use one torch and one Arrow thread each. `prefetch_factor` is the batches each worker keeps
+    ready (default `default_prefetch`; the DataLoader's own prefetch factor is that many groups,
+    rounded up, at least 2). `ring_slots` defaults to the count with which no worker waits for a
+    slot (`shmring.slots_for`)."""
     ds.pack_batches = num_workers > 0
     slots = 0
     if num_workers:
-        prefetch_factor = prefetch_factor or default_prefetch(ds.cfg)
+        group = group_batches or default_group(ds.cfg)
+        ds.group_batches = group
+        prefetch_factor = max(2, math.ceil((prefetch_factor or default_prefetch(ds.cfg)) / group))
         if ring:
             slots = ring_slots if ring_slots is not None else slots_for(prefetch_factor)
     return BatchLoader(DataLoader(

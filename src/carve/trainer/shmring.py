@@ -46,12 +46,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from carve.trainer.packing import Layout, PackedBatch, pack, plan, unpack_buffer, write
 
 _HEADER = 64  # per worker mapping: the released-batch counter (int64), cache-line padded
-SLOT_BYTES = 8 << 20  # address space per slot (at most); a batch that does not fit goes through the pipe
+SLOT_BYTES = 64 << 20  # address space per slot (at most); a group that does not fit goes through the pipe
 RING_BYTES = 512 << 20  # address space per worker (at most): many slots get smaller ones
 _WAIT_S = 0.0002  # poll interval of a worker waiting for a slot (with `slots_for` slots: only near a finite end)
 
@@ -65,24 +64,21 @@ def slots_for(prefetch_factor: int) -> int:
 
 
 @dataclass
-class RingBatch:
-    """What travels through the pipe for a batch in a ring slot: where it is and its event ids."""
+class RingGroup:
+    """What travels through the pipe for a group of batches in a ring slot: where it is, each
+    batch's layout (offsets from the slot's start) and event ids."""
 
     ring: tuple[int, int]  # (creating pid, ring number): the main process's registry key
     worker: int
-    seq: int  # the worker's batch number: slot `seq % slots`
-    layout: Layout
-    event_id: list[str]
+    seq: int  # the worker's group number: slot `seq % slots`
+    layouts: tuple[Layout, ...]
+    event_ids: list[list[str]]
 
-    def unpack(self) -> dict[str, Any]:
+    def unpack(self) -> list[dict[str, Any]]:
         ring = _rings.get(self.ring)
         if ring is None:
             raise RuntimeError("a ring batch arrived after its loader's ring was closed")
         return ring.take(self)
-
-    def pin_memory(self, device: Any = None) -> dict[str, Any]:
-        """The unpacked batch with page-locked tensors (the DataLoader's pin thread calls this)."""
-        return {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in self.unpack().items()}
 
 
 def _no_ring() -> None:
@@ -118,12 +114,14 @@ class Ring:
         return self._bufs[worker][o : o + self.slot_bytes]
 
     # -- in a worker
-    def put(self, worker: int, arrays: dict[str, np.ndarray]) -> RingBatch | PackedBatch:
-        """Write a batch into the worker's next slot (waiting until the main process released it);
-        a batch larger than a slot comes back as a `PackedBatch` for the pipe."""
-        fields, layout, size = plan(arrays, ragged=False)  # memcpy in, memcpy out: no gather, no re-padding
-        if size > self.slot_bytes:
-            return pack(arrays)
+    def put(self, worker: int, batches: list[dict[str, np.ndarray]]) -> RingGroup | list[PackedBatch]:
+        """Write a group of batches, one after the other, into the worker's next slot (waiting until
+        the main process released it); a group larger than a slot comes back as `PackedBatch`es for
+        the pipe, an empty one as an empty list."""
+        plans = [plan(arrays, ragged=False) for arrays in batches]  # memcpy in, memcpy out: no gather
+        size = sum(p[2] for p in plans)
+        if size > self.slot_bytes or not batches:
+            return [pack(arrays) for arrays in batches]
         seq = self._next
         released = self._released[worker]
         if int(released[0]) < seq - self.slots + 1:
@@ -133,17 +131,23 @@ class Ring:
                 if os.getppid() != parent:  # the main process is gone
                     raise RuntimeError("the DataLoader's main process exited")
                 time.sleep(_WAIT_S)
-        write(fields, layout, self._slot(worker, seq))
+        slot = self._slot(worker, seq)
+        layouts, base = [], 0
+        for fields, layout, nbytes in plans:  # each batch's plan is 64-byte aligned: so is the next base
+            write(fields, layout, slot[base : base + nbytes])
+            layouts.append(tuple((n, d, sh, base + o, b) for n, d, sh, o, b in layout))
+            base += nbytes
         self._next = seq + 1
-        return RingBatch(self.key, worker, seq, layout, arrays["event_id"].tolist())
+        return RingGroup(self.key, worker, seq, tuple(layouts), [a["event_id"].tolist() for a in batches])
 
     # -- in the main process
-    def take(self, batch: RingBatch) -> dict[str, Any]:
-        """The batch's tensors, copied out of its slot, and the slot released to the worker."""
-        end = max((off + nbytes for _, _, _, off, nbytes in batch.layout), default=0)
-        own = self._slot(batch.worker, batch.seq)[:end].copy()  # one copy; the tensors are views of it
-        self._released[batch.worker][0] = batch.seq + 1
-        return unpack_buffer(own, batch.layout, batch.event_id)
+    def take(self, group: RingGroup) -> list[dict[str, Any]]:
+        """The group's batches as tensors, copied out of its slot in one copy (the tensors are views of
+        it), and the slot released to the worker."""
+        end = max((off + nbytes for layout in group.layouts for _, _, _, off, nbytes in layout), default=0)
+        own = self._slot(group.worker, group.seq)[:end].copy()
+        self._released[group.worker][0] = group.seq + 1
+        return [unpack_buffer(own, layout, ids) for layout, ids in zip(group.layouts, group.event_ids, strict=True)]
 
     def close(self) -> None:
         """Unmap the main process's view (left to the garbage collector if a view of it is still alive)."""
