@@ -1,16 +1,19 @@
-"""Batch rings: DataLoader workers write batches into reused shared-memory slots; the result pipe carries descriptors.
+"""Batch rings: DataLoader workers write groups of batches into reused shared-memory slots; the result pipe carries descriptors.
 
 Through the DataLoader's one result pipe (64 KB of buffer), a packed batch (`trainer.packing`:
 tens to hundreds of KB) is pickled, written in pieces by the worker's feeder thread and read
 back piece by piece by the main process, while the other worker's feeder waits for the pipe's
 lock. A `Ring` gives each worker `slots` fixed slots of one shared mapping instead: the worker
-copies a batch's arrays as built (the sequences stay padded: a memcpy, no gather) into its next
-slot and sends a `RingBatch` (worker, sequence number, layout, event ids: a few hundred bytes),
-and the main process copies the batch out of the slot in one memcpy (`Ring.take`; the tensors
-are views of that copy, so a batch stays valid however long the caller keeps it) and releases
-the slot. With `pin_memory=True` the DataLoader's pin thread does the copying out.
+copies the arrays of a group of consecutive batches (`trainer.groups`: one DataLoader message per
+group) as built (the sequences stay padded: a memcpy, no gather), one batch after the other, into
+its next slot and sends a `RingGroup` (worker, sequence number, each batch's layout and event
+ids: a few hundred bytes per batch), and the main process copies the group out of the slot in one
+memcpy (`Ring.take`; the batches' tensors are views of that copy, so a batch stays valid however
+long the caller keeps it, and keeps its group's copy alive) and releases the slot. With
+`pin_memory=True` the DataLoader's pin thread does the copying out.
 
-Flow control. Worker `w` writes its `j`-th batch into slot `j % slots` only after the main
+Flow control. Everything below counts groups (what the DataLoader calls items; "batch" here
+means one group). Worker `w` writes its `j`-th batch into slot `j % slots` only after the main
 process has released its batch `j - slots` (a counter per worker in the mapping's header,
 written by the main process after each copy, polled by the worker). With `slots = P + 1`
 (`slots_for`; P the prefetch factor) a worker never waits while all W workers are running: it
@@ -22,17 +25,19 @@ plus the one being handed over); if slot `j % slots` still held batch `j - slots
 `j - slots .. j`, P + 2 of them, would all be. When a worker of a finite stream runs out, the
 others take its share of indices and may wait for a slot near the stream's end; that cannot
 deadlock: a worker waits only for one of its own batches that it has already sent, which the
-main process reaches before anything the waiting worker has not sent. The counter makes the
+main process reaches before anything the waiting worker has not sent (`groups.interleave` copies
+a group out as soon as the DataLoader yields it, whichever batch it hands the caller next, so
+cutting groups back into batches changes none of this). The counter makes the
 ring correct for any `slots` (a test uses 1); the arithmetic makes it free in steady state.
 
 Memory and start methods. The mapping is anonymous (`mmap(-1, ...)`, MAP_SHARED), made by the
 main process before the workers fork and inherited by them: nothing is named, so nothing can be
 left in /dev/shm however the processes end, and the pages are freed when the last process
 unmaps them (the main process when its iteration ends or is dropped, a worker when it exits).
-Slots are address space (8 MB each, at most 512 MB per worker); only the pages the batches
-touch are backed: about `slots` batches' worth per worker, what the prefetch holds anyway. A
+Slots are address space (64 MB each, at most 512 MB per worker); only the pages the groups
+touch are backed: about `slots` groups' worth per worker, what the prefetch holds anyway. A
 `Ring` pickles to nothing, so under `spawn`/`forkserver` the workers find no ring and send
-`PackedBatch`es through the pipe as before (correct, slower); so does a batch larger than a slot.
+`PackedBatch`es through the pipe as before (correct, slower); so does a group larger than a slot.
 """
 
 from __future__ import annotations
