@@ -163,3 +163,22 @@ def test_ring_flow_control_in_one_process() -> None:
     finally:
         ring.close()
     assert not shmring._rings
+
+
+def test_copy_out_buffers_are_reused_only_when_no_batch_of_theirs_is_alive() -> None:
+    ring = shmring.Ring(num_workers=1, slots=2, slot_bytes=1 << 16)
+    try:
+        def group(v: float) -> Any:
+            return ring.put(0, [{"event_id": np.array(["a"], object), "x": np.full((1, 64), v, np.float32)}])
+
+        kept = group(1.0).unpack()[0]["x"]
+        second = group(2.0).unpack()[0]["x"]  # the first group's buffer is still in use: a new one
+        assert kept.data_ptr() != second.data_ptr() and float(kept[0, 0]) == 1.0
+        ptr = second.data_ptr()
+        del second
+        third = group(3.0).unpack()[0]["x"][:, :8]  # the second's buffer is free again: reused
+        assert third.data_ptr() == ptr and float(kept[0, 0]) == 1.0 and float(third[0, 0]) == 3.0
+        fourth = group(4.0).unpack()[0]["x"]  # `third` is a view of a view of its buffer: still in use
+        assert float(third[0, 0]) == 3.0 and float(fourth[0, 0]) == 4.0 and float(kept[0, 0]) == 1.0
+    finally:
+        ring.close()

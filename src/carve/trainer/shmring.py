@@ -9,7 +9,10 @@ group) as built (the sequences stay padded: a memcpy, no gather), one batch afte
 its next slot and sends a `RingGroup` (worker, sequence number, each batch's layout and event
 ids: a few hundred bytes per batch), and the main process copies the group out of the slot in one
 memcpy (`Ring.take`; the batches' tensors are views of that copy, so a batch stays valid however
-long the caller keeps it, and keeps its group's copy alive) and releases the slot. With
+long the caller keeps it, and keeps its group's copy alive) and releases the slot. The copies go
+into a few reused buffers (one is reused only once no tensor of its batches is alive: a fresh
+buffer of a megabyte or more is fresh pages, and faulting them in cost the main process more than
+the rest of its work per batch). With
 `pin_memory=True` the DataLoader's pin thread does the copying out.
 
 Flow control. Everything below counts groups (what the DataLoader calls items; "batch" here
@@ -45,6 +48,7 @@ from __future__ import annotations
 import itertools
 import mmap
 import os
+import sys
 import time
 import weakref
 from dataclasses import dataclass
@@ -57,6 +61,7 @@ from carve.trainer.packing import Layout, PackedBatch, pack, plan, unpack_buffer
 _HEADER = 64  # per worker mapping: the released-batch counter (int64), cache-line padded
 SLOT_BYTES = 64 << 20  # address space per slot (at most); a group that does not fit goes through the pipe
 RING_BYTES = 512 << 20  # address space per worker (at most): many slots get smaller ones
+_FREE = 3  # sys.getrefcount of a spare buffer no view refers to: the list, the loop variable, the call
 _WAIT_S = 0.0002  # poll interval of a worker waiting for a slot (with `slots_for` slots: only near a finite end)
 
 _rings: weakref.WeakValueDictionary[tuple[int, int], Ring] = weakref.WeakValueDictionary()
@@ -108,6 +113,8 @@ class Ring:
         self._bufs = [np.frombuffer(m, np.uint8) for m in self._maps]
         self._released = [b[:8].view(np.int64) for b in self._bufs]
         self._next = 0  # in a worker: its next batch number
+        self._spare: list[np.ndarray] = []  # in the main process: copy-out buffers, reused once free
+        self._spare_max = 2 * num_workers + 4  # the groups `interleave` holds, the one handed out, the caller's
         self.waits = 0  # in a worker: how often it waited for a slot
         _rings[self.key] = self
 
@@ -150,14 +157,29 @@ class Ring:
         """The group's batches as tensors, copied out of its slot in one copy (the tensors are views of
         it), and the slot released to the worker."""
         end = max((off + nbytes for layout in group.layouts for _, _, _, off, nbytes in layout), default=0)
-        own = self._slot(group.worker, group.seq)[:end].copy()
+        own = self._buffer(end)
+        own[:] = self._slot(group.worker, group.seq)[:end]
         self._released[group.worker][0] = group.seq + 1
         return [unpack_buffer(own, layout, ids) for layout, ids in zip(group.layouts, group.event_ids, strict=True)]
+
+    def _buffer(self, nbytes: int) -> np.ndarray:
+        """`nbytes` of a buffer no live batch uses, reused when one is free: a fresh one each time
+        would be fresh pages (above malloc's mmap threshold), a page fault per 4 KB copied out."""
+        for i in range(len(self._spare)):
+            b = self._spare[i]
+            if sys.getrefcount(b) == _FREE:  # no view of it is alive: no tensor of its batches
+                if b.nbytes < nbytes:
+                    b = self._spare[i] = np.empty(nbytes, np.uint8)
+                return b[:nbytes]
+        b = np.empty(nbytes, np.uint8)
+        if len(self._spare) < self._spare_max:
+            self._spare.append(b)
+        return b[:nbytes]
 
     def close(self) -> None:
         """Unmap the main process's view (left to the garbage collector if a view of it is still alive)."""
         _rings.pop(self.key, None)
-        self._bufs, self._released = [], []
+        self._bufs, self._released, self._spare = [], [], []
         for m in self._maps:
             try:
                 m.close()
