@@ -16,8 +16,11 @@ infinite stream; `--warmup` batches, then `--batches` timed), interleaved for `-
 medians reported, with the load average while it ran (other processes share the machine), and
 the best round of each (the least disturbed: what the loader does when it has the cores).
 Batches reach the main process through the workers' shared-memory rings (`trainer.shmring`) with
-`default_prefetch` batches per worker; `workers_2_pipe_prefetch_2_events_per_s` is 2 workers in the
-same rounds the way they ran before (each batch pickled through the DataLoader's pipe, prefetch 2).
+`default_prefetch` batches per worker, `default_group` batches per DataLoader message
+(`trainer.groups`); in the same rounds, `workers_2_one_batch_per_message_events_per_s` is 2 workers
+with the ring but one batch per message (`group_batches=1`), and
+`workers_2_pipe_prefetch_2_events_per_s` 2 workers the way they ran before the ring (each batch
+pickled through the DataLoader's pipe, one per message, prefetch 2).
 `workers_cores_used` (medians) is the CPU the main process and its workers got during the timed
 window over its wall time: 2 workers can only beat 1 by as much as they get more CPU, and on a
 busy box they may not get more (with the kernel's autogroup scheduling, on on the development
@@ -204,6 +207,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         main_cpu: list[float] = []
         worker_cpu: list[float] = []
         pipe2: list[float] = []
+        ungrouped2: list[float] = []
         cores: dict[int, list[float]] = {0: [], 1: [], 2: []}
         available: list[float] = []
         for _ in range(args.rounds):
@@ -227,7 +231,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 if w == 2:
                     main_cpu.append(cpu)
                     # the transport before the ring: each batch pickled through the pipe, prefetch 2
-                    pipe2.append(_steady(m, 2, args.warmup, args.batches, ring=False, prefetch_factor=2)[0])
+                    pipe2.append(_steady(m, 2, args.warmup, args.batches, ring=False, prefetch_factor=2,
+                                         group_batches=1)[0])
+                    ungrouped2.append(_steady(m, 2, args.warmup, args.batches, group_batches=1)[0])
         load.append(os.getloadavg()[0])
         rates = {
             mode: _train_rate(mpath, Path(tmp) / "train", mode, args.steps)
@@ -255,6 +261,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "workers_1_events_per_s": one,
         "workers_2_events_per_s": two,
         "workers_2_over_1": two / one,
+        "workers_2_one_batch_per_message_events_per_s": med(ungrouped2),
         "workers_2_pipe_prefetch_2_events_per_s": med(pipe2),
         "workers_cores_used": {w: round(med(v), 2) for w, v in cores.items()},
         "cores_available": med(available),

@@ -142,15 +142,43 @@ def test_ring_flow_control_in_one_process() -> None:
     try:
         batch = {"event_id": np.array(["a", "b"], object), "x": np.arange(6, dtype=np.float32).reshape(2, 3),
                  "mask": np.ones((2, 4), bool)}
-        d0, d1 = ring.put(0, batch), ring.put(0, {**batch, "x": batch["x"] + 10})
-        assert isinstance(d0, shmring.RingBatch) and (d0.seq, d1.seq) == (0, 1)
-        out0 = d0.unpack()
-        ring.put(0, {**batch, "x": batch["x"] + 20})  # slot 0 again: free, since d0 was taken
+        d0, d1 = ring.put(0, [batch]), ring.put(0, [{**batch, "x": batch["x"] + 10}])
+        assert isinstance(d0, shmring.RingGroup) and isinstance(d1, shmring.RingGroup)
+        assert (d0.seq, d1.seq) == (0, 1)
+        [out0] = d0.unpack()
+        d2 = ring.put(0, [{**batch, "x": batch["x"] + 20}, {**batch, "x": batch["x"] + 30}])  # slot 0 again: d0 was taken
         assert torch.equal(out0["x"], torch.arange(6, dtype=torch.float32).reshape(2, 3))  # a copy, not the slot
-        assert torch.equal(d1.unpack()["x"], torch.from_numpy(batch["x"] + 10)) and ring.waits == 0
+        assert torch.equal(d1.unpack()[0]["x"], torch.from_numpy(batch["x"] + 10)) and ring.waits == 0
+        assert isinstance(d2, shmring.RingGroup)
+        two = d2.unpack()  # a group: both batches, each with its own fields and event ids, in order
+        assert [torch.equal(b["x"], torch.from_numpy(batch["x"] + d)) for b, d in zip(two, (20, 30), strict=True)] == [True, True]
+        assert [b["event_id"] for b in two] == [["a", "b"], ["a", "b"]] and torch.equal(two[1]["mask"], two[0]["mask"])
+        assert ring.put(0, []) == []  # an empty group takes no slot
         big = {"event_id": np.array(["a"], object), "x": np.zeros((1, 1 << 15), np.float32)}
-        assert not isinstance(ring.put(0, big), shmring.RingBatch)  # larger than a slot: through the pipe
+        assert not isinstance(ring.put(0, [big]), shmring.RingGroup)  # larger than a slot: through the pipe
+        half = {"event_id": np.array(["a"], object), "x": np.zeros((1, 1 << 13), np.float32)}
+        sent = ring.put(0, [half] * 3)  # each batch fits, the group does not: the pipe, as PackedBatches
+        assert isinstance(sent, list) and len(sent) == 3 and sent[2].unpack()["x"].shape == (1, 1 << 13)
         assert pickle.loads(pickle.dumps(ring)) is None  # a spawned worker gets no ring: it uses the pipe
     finally:
         ring.close()
     assert not shmring._rings
+
+
+def test_copy_out_buffers_are_reused_only_when_no_batch_of_theirs_is_alive() -> None:
+    ring = shmring.Ring(num_workers=1, slots=2, slot_bytes=1 << 16)
+    try:
+        def group(v: float) -> Any:
+            return ring.put(0, [{"event_id": np.array(["a"], object), "x": np.full((1, 64), v, np.float32)}])
+
+        kept = group(1.0).unpack()[0]["x"]
+        second = group(2.0).unpack()[0]["x"]  # the first group's buffer is still in use: a new one
+        assert kept.data_ptr() != second.data_ptr() and float(kept[0, 0]) == 1.0
+        ptr = second.data_ptr()
+        del second
+        third = group(3.0).unpack()[0]["x"][:, :8]  # the second's buffer is free again: reused
+        assert third.data_ptr() == ptr and float(kept[0, 0]) == 1.0 and float(third[0, 0]) == 3.0
+        fourth = group(4.0).unpack()[0]["x"]  # `third` is a view of a view of its buffer: still in use
+        assert float(third[0, 0]) == 3.0 and float(fourth[0, 0]) == 4.0 and float(kept[0, 0]) == 1.0
+    finally:
+        ring.close()

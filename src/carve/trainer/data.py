@@ -24,15 +24,21 @@ Held-out episodes. Normalisation statistics (`probe`) come from training rows on
 Feeding a GPU. `make_loader(ds, num_workers, pin_memory=True, prefetch_factor=k)`: each worker
 keeps `k` batches ready (DataLoader `prefetch_factor`; default `default_prefetch`, two shuffle
 windows' worth, since a worker builds a window's batches in one go and the DataLoader takes
-batches from the workers in turn) in the slots of a shared-memory ring (`trainer.shmring`: the
-worker writes a batch into a reused slot, the pipe carries a descriptor, the main process copies
-the batch out in one memcpy; with a start method other than fork, each batch travels through
-the pipe as one buffer, `trainer.packing`); the next row groups are read on
+batches from the workers in turn). A worker sends its batches in groups of `group_batches`
+consecutive ones (default `default_group`, a shuffle window's worth, at most 8: `trainer.groups`),
+one DataLoader message each, since the main process's cost is per message (torch's per-item
+bookkeeping, the index sent back, the copy); `BatchLoader` cuts the groups back into batches in
+the order the DataLoader gives batches sent one per message, so the stream (and resuming, and
+the rank and worker splits) does not depend on the group size. A group goes into a slot of a
+shared-memory ring (`trainer.shmring`: the worker writes the group's batches into a reused slot,
+the pipe carries a descriptor, the main process copies the group out in one memcpy; with a start
+method other than fork, each batch of a group travels through the pipe as one buffer,
+`trainer.packing`); the next row groups are read on
 a background thread while the current window's batches are built (`read_ahead` windows: by
 default in the main process and for `s3://` shards, which are also fetched with coalesced ranged
 reads, pyarrow's `pre_buffer`; a worker reading local shards stays one thread, one core);
 `pin_memory=True` copies each batch into page-locked memory in the main process (the
-DataLoader's pin thread copies it out of its slot there) so
+DataLoader's pin thread copies its group out of the slot there and pins each batch) so
 `batch[k].to("cuda", non_blocking=True)` overlaps the copy with compute. Workers use one torch
 and one Arrow thread each.
 """
@@ -51,8 +57,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from carve.storage.fs import is_uri
 from carve.trainer.config import DataConfig
+from carve.trainer.groups import BatchGroup, cut, interleave
 from carve.trainer.manifest import Manifest
-from carve.trainer.packing import PackedBatch, pack
+from carve.trainer.packing import pack
 from carve.trainer.plan import (
     epoch_draws,
     in_holdout,
@@ -64,7 +71,7 @@ from carve.trainer.plan import (
 )
 from carve.trainer.rowgroups import DataError, ReadAhead, ShardFiles, read_units
 from carve.trainer.samples import VIEW_COLUMNS, build, task_embedding
-from carve.trainer.shmring import Ring, RingBatch, slots_for
+from carve.trainer.shmring import Ring, slots_for
 
 __all__ = [
     "BatchLoader",
@@ -72,6 +79,7 @@ __all__ = [
     "DataError",
     "EventStream",
     "NormStats",
+    "default_group",
     "default_prefetch",
     "in_holdout",
     "make_loader",
@@ -209,7 +217,8 @@ class EventStream(IterableDataset):
         self.read_ahead = read_ahead
         self.task = view == "chunk" if task is None else task  # the hashed task embedding (reads `task`)
         self.columns = tuple(VIEW_COLUMNS[view]) + (("task",) if self.task and view != "chunk" else ())
-        self.pack_batches = False  # set by make_loader: workers send each batch as one PackedBatch
+        self.pack_batches = False  # set by make_loader: workers send groups of batches (`trainer.groups`)
+        self.group_batches = 1  # set by make_loader: batches per group
         self.ring: Ring | None = None  # set by BatchLoader while its workers start: batches go into its slots
         self._unit_order = unit_order(len(manifest.units), cfg.seed)
 
@@ -235,8 +244,9 @@ class EventStream(IterableDataset):
                 yield to_tensors(arrays)
             return
         ring = self.ring  # None under spawn (a Ring pickles to None) or when not asked for
-        for arrays in self.arrays():
-            yield ring.put(info.id, arrays) if ring is not None else pack(arrays)
+        for group, last in cut(self.arrays(), self.group_batches):
+            sent = ring.put(info.id, group) if ring is not None else [pack(a) for a in group]
+            yield BatchGroup(info.id, last, sent)
 
     def arrays(self) -> Iterator[dict[str, np.ndarray]]:
         """The stream's batches as numpy arrays (what `__iter__` turns into tensors)."""
@@ -294,9 +304,10 @@ def _as_is(batch: Any) -> Any:
 
 
 class BatchLoader:
-    """Iterates a DataLoader over an EventStream, unpacking the workers' `PackedBatch`es and
-    `RingBatch`es (each iteration's workers get a fresh `Ring` of `ring_slots` slots when they fork;
-    `ring_slots=0`: every batch through the pipe)."""
+    """Iterates a DataLoader over an EventStream, cutting the workers' `BatchGroup`s back into
+    batches in the order of one batch per message (`groups.interleave`; each iteration's workers
+    get a fresh `Ring` of `ring_slots` slots when they fork; `ring_slots=0`: every group through
+    the pipe)."""
 
     def __init__(self, loader: DataLoader, ring_slots: int = 0) -> None:
         self.loader = loader
@@ -322,11 +333,12 @@ class BatchLoader:
                 ds.ring = None  # the workers have their copy; later iterations get their own ring
         return self._unpacked(it, ring)
 
-    @staticmethod
-    def _unpacked(it: Iterator[Any], ring: Ring | None) -> Iterator[dict[str, Any]]:
+    def _unpacked(self, it: Iterator[Any], ring: Ring | None) -> Iterator[dict[str, Any]]:
         try:
-            for batch in it:
-                yield batch.unpack() if isinstance(batch, PackedBatch | RingBatch) else batch
+            if self.loader.num_workers:
+                yield from interleave(it, self.loader.num_workers)
+            else:
+                yield from it
         finally:
             del it  # the workers are shut down (when nothing else holds the iterator), then the ring unmapped
             if ring is not None:
@@ -345,19 +357,35 @@ def default_prefetch(cfg: DataConfig) -> int:
     return min(64, max(2, 2 * math.ceil(window_rows / cfg.batch_size)))
 
 
+def default_group(cfg: DataConfig) -> int:
+    """Batches per DataLoader message by default: a shuffle window's worth (at least 1, at most 8).
+
+    The main process's cost is per message (`trainer.groups`), so more batches per message leave it
+    more time; a worker builds a whole window at once anyway, so a window's batches are ready
+    together, and a larger group would only hold them back."""
+    window_rows = cfg.shuffle_buffer if cfg.shuffle else cfg.batch_size
+    return min(8, max(1, math.ceil(window_rows / cfg.batch_size)))
+
+
 def make_loader(ds: EventStream, num_workers: int = 0, pin_memory: bool = False,
                 prefetch_factor: int | None = None, ring: bool = True,
-                ring_slots: int | None = None) -> BatchLoader:
+                ring_slots: int | None = None, group_batches: int | None = None) -> BatchLoader:
     """Batches of `ds` through a torch DataLoader with `num_workers` processes (see the module
-    docstring for pinning and prefetch; `prefetch_factor` defaults to `default_prefetch`); workers
-    write each batch into a slot of a shared-memory ring and send its descriptor
-    (`trainer.shmring`; `ring=False`, or a start method other than fork: the batch itself as one
-    buffer, `trainer.packing`) and use one torch and one Arrow thread each. `ring_slots` defaults
-    to the count with which no worker waits for a slot (`shmring.slots_for`)."""
+    docstring for pinning and prefetch); each worker sends `group_batches` consecutive batches
+    (default `default_group`) as one message, which the main process cuts back into batches in the
+    order of one batch per message (`trainer.groups`), writing a group into one slot of a
+    shared-memory ring and sending its descriptor (`trainer.shmring`; `ring=False`, or a start
+    method other than fork: the batches themselves, each as one buffer, `trainer.packing`); workers
+    use one torch and one Arrow thread each. `prefetch_factor` is the batches each worker keeps
+    ready (default `default_prefetch`; the DataLoader's own prefetch factor is that many groups,
+    rounded up, at least 2). `ring_slots` defaults to the count with which no worker waits for a
+    slot (`shmring.slots_for`)."""
     ds.pack_batches = num_workers > 0
     slots = 0
     if num_workers:
-        prefetch_factor = prefetch_factor or default_prefetch(ds.cfg)
+        group = group_batches or default_group(ds.cfg)
+        ds.group_batches = group
+        prefetch_factor = max(2, math.ceil((prefetch_factor or default_prefetch(ds.cfg)) / group))
         if ring:
             slots = ring_slots if ring_slots is not None else slots_for(prefetch_factor)
     return BatchLoader(DataLoader(
