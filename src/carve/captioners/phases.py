@@ -39,8 +39,8 @@ Per arm, frames are labelled (the events' own boundaries are used only where not
    event boundaries (the segmenter's pauses and velocity minima) through which the three-piece
    polyline fits the path best, or by the free fit when there are fewer. The last piece is a
    retreat only where it leaves: back toward the start pose, or rising off upward; else (an
-   episode cut while the hand still pushes) the stretch is reach | push, fitted the same way. When the instruction's
-   verb works a PART of the scene (its class, `task_text` / `verb_classes`, is pull, push or turn
+   episode cut while the hand still pushes) the stretch is reach | push, fitted the same way.
+   When the instruction's verb works a PART of the scene (its class, `task_text` / `verb_classes`, is pull, push or turn
    and the task is no "push the object" task: open a drawer or door, close a window, press a
    button, turn a faucet), the hand reaches the part and then works it: **reach** up to the path's
    last sharp turn (`TURN_DEG` between the motion `TURN_S` before and after a frame, stops left
@@ -586,9 +586,9 @@ def _label_part_action(labels: np.ndarray, x: np.ndarray, sp: np.ndarray, pause:
     leg heads back to the start pose (`_returns`) it is the **retreat**, and the action is the leg before
     it (from the turn before). Where the action does not move upward (`leaves_up`: the height column,
     given for a press / push / close into the part or a turn not "up"; `err` the waypoint error), a path
-    that ends by rising off the part (`_lift_off`) is reach | act | **retreat** at those turns. Without a sharp turn (the
-    approach bends smoothly into the action) the two-piece polyline through the path, cornered at an
-    event boundary where there is one, splits reach | act."""
+    that ends by rising off the part (`_lift_off`) is reach | act | **retreat** at those turns. Without
+    a sharp turn (the approach bends smoothly into the action) the two-piece polyline through the path,
+    cornered at an event boundary where there is one, splits reach | act."""
     off = _lift_off(x, sp, pause, a, e, fps, leaves_up, err) if leaves_up is not None else None
     if off is not None:
         labels[a : off[0]], labels[off[0] : off[1]], labels[off[1] : e] = REACH, ACT, RETREAT
