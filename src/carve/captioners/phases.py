@@ -40,9 +40,9 @@ Per arm, frames are labelled (the events' own boundaries are used only where not
    polyline fits the path best, or by the free fit when there are fewer. The last piece is a
    retreat only where it leaves: back toward the start pose, or rising off upward; else (an
    episode cut while the hand still pushes) the stretch is reach | push, fitted the same way.
-   When the instruction's verb works a PART of the scene (its class, `task_text` / `verb_classes`, is pull, push or turn
-   and the task is no "push the object" task: open a drawer or door, close a window, press a
-   button, turn a faucet), the hand reaches the part and then works it: **reach** up to the path's
+   When the instruction's verb works a PART of the scene (its class, `task_text` /
+   `verb_classes`, is pull, push or turn and the task is no "push the object" task: open a
+   drawer or door, close a window, press a button, turn a faucet), the hand reaches the part and then works it: **reach** up to the path's
    last sharp turn (`TURN_DEG` between the motion `TURN_S` before and after a frame, stops left
    out), **act** after it (the task's action: "pull the drawer open"); when that last leg heads
    back to the start pose it is the **retreat** and the action is the leg before it; when the
