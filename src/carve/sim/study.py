@@ -127,13 +127,12 @@ def record_episode(task: str, seed: int, fps: int) -> dict[str, Any]:
 
 def episode_rows(rec: dict[str, Any], index: int, fps: int) -> list[dict[str, Any]]:
     """Carve event rows of one recorded episode (house ingest + kinematic captions)."""
-    import pyarrow as pa
-
     from carve.captioners.base import views_from_table
     from carve.captioners.kinematic import caption_episode_events, event_phases
     from carve.core.config import SegmentConfig
     from carve.ingest.events import ENV_STATE_FEATURE, episode_events
     from carve.ingest.sources.base import Episode, EpisodeRef
+    from carve.pipeline.step import rows_to_stage_table
 
     n = len(rec["action"])
     ep = Episode(ref=EpisodeRef("sim://study", "sim", "study", index), fps=float(fps), task=rec["task"],
@@ -141,12 +140,9 @@ def episode_rows(rec: dict[str, Any], index: int, fps: int) -> list[dict[str, An
                  state_names=list(rec["state_names"]), action_names=list(rec["action_names"]), cameras=[],
                  robot="panda", extras={ENV_STATE_FEATURE: rec["env_state"]})
     rows = episode_events(ep, SegmentConfig(), None)
-    # the caption stage's own reading of event rows (`views_from_table`: state and action names, arms), so
-    # the study's captions are the pipeline's
-    cols = ("episode_id", "event_index", "num_events", "task", "start_frame", "end_frame", "fps", "start_reason",
-            "boundary_reason", "state", "action", "gripper", "arms", "state_names", "action_names")
-    table = pa.Table.from_pylist([{c: _plain(r.get(c)) for c in cols} for r in rows])
-    (views,) = views_from_table(table)
+    # the pipeline's own table of the rows (`rows_to_stage_table`) read by the caption stage's own reader
+    # (`views_from_table`: state and action names, arms), so the study's captions are the pipeline's
+    (views,) = views_from_table(rows_to_stage_table(rows))
     caps = caption_episode_events(views)
     phases = event_phases(views)
     for r, c, p in zip(rows, caps, phases, strict=True):
@@ -154,11 +150,6 @@ def episode_rows(rec: dict[str, Any], index: int, fps: int) -> list[dict[str, An
         r["phase"] = [p.phase, p.arm, int(p.cycle)]
         r["task_type"] = rec["task_type"]
     return rows
-
-
-def _plain(v: Any) -> Any:
-    """A row value as pyarrow takes it (numpy arrays as nested lists)."""
-    return v.tolist() if isinstance(v, np.ndarray) else v
 
 
 def _recorded_rows(cfg: StudyConfig, work: Path) -> tuple[list[dict[str, Any]], int, list[dict[str, Any]]]:
