@@ -9,11 +9,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
+
+# the ring's tests' loader config and batch comparison
+from test_trainer_shmring import _cfg, _same
 
 from carve.sim.toydata import write_toy_shards
 from carve.trainer import data as data_mod
-from carve.trainer.config import DataConfig
 from carve.trainer.data import EventStream, default_group, make_loader, to_tensors
 from carve.trainer.groups import BatchGroup, cut, interleave
 from carve.trainer.manifest import open_manifest
@@ -22,21 +23,6 @@ from carve.trainer.manifest import open_manifest
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_toy_shards(tmp_path_factory.mktemp("toy") / "shards" / "v001", n_episodes=24)
-
-
-def _cfg(**kw: Any) -> DataConfig:
-    return DataConfig(**{"holdout_frac": 0.0, "shuffle_buffer": 8, "batch_size": 5, "seed": 7, **kw})
-
-
-def _same(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> None:
-    assert len(a) == len(b) and a
-    for x, y in zip(a, b, strict=True):
-        assert x.keys() == y.keys()
-        for k in x:
-            if k == "event_id":
-                assert x[k] == y[k]
-            else:
-                assert x[k].dtype == y[k].dtype and torch.equal(x[k], y[k]), k
 
 
 def _per_worker(toy: Path, workers: int, monkeypatch: pytest.MonkeyPatch, **kw: Any) -> list[list[dict[str, Any]]]:
