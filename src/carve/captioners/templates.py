@@ -21,7 +21,7 @@ the same captions.
 
 from __future__ import annotations
 
-from carve.captioners.phases import BOTH, EventPhase
+from carve.captioners.phases import BOTH, PART_ACTIONS, EventPhase
 from carve.captioners.task_text import TaskPhrases
 from carve.ingest.arms import SINGLE_ARM
 
@@ -68,7 +68,7 @@ def describe(phase: str, phrases: TaskPhrases, obj_index: int, holding: str = ""
         if target and not phrases.is_push:
             return f"retreat from {target}"
         # a part worked in place (a faucet turned, a button pressed): the hand leaves the part, wherever to
-        return f"retreat from {obj}" if phrases.action in ("pull", "push", "turn") and not phrases.is_push \
+        return f"retreat from {obj}" if phrases.action in PART_ACTIONS and not phrases.is_push \
             else "retreat to the start position"
     if phase == "push":
         if phrases.direction:
