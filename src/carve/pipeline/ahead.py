@@ -1,22 +1,22 @@
-"""Where `LocalExecutor` runs its first step on the next block: a forked child process, else a thread.
+"""Where `LocalExecutor` runs its first step on the next block: a child process (forkserver), else a thread.
 
 The first step (DecodeSegment) spends most of its time in the video decoder, the JPEG encoder and
 numpy, but a fair share of it is Python, which holds the GIL. As a thread beside the later steps
 (caption, embed, write, also partly Python) it waited for the GIL, and on 240 short episodes a
 block took it about twice as long as decoding the same block alone (BENCHMARKS.md, issue 22).
-`Ahead(step, spec)` runs it in a child process forked for the run instead (one worker of a
+`Ahead(step, spec)` runs it in a child process started for the run instead (one worker of a
 `ProcessPoolExecutor`), so the two run truly side by side; `submit(rows)` hands the child a
 block's input rows and gives a future of the step's output table. The child runs the same step
 class with the same arguments on the same rows, so the rows are the same as in a thread.
 
-Forked, not spawned: the child starts in milliseconds with the modules already imported (and a
-test's monkeypatches in force), and no `__main__` is re-run. It is forked before any model or
-torch is loaded (the executor forks before building the later steps); what the child inherits
-from threads of this process it does not use: the video readers the calling thread keeps open
-for the next episode (`ingest.video.pooled_reader`), whose decoder threads live here, are set
-aside in the child (`video.forget_inherited_readers`), never used or closed there. An error of
+A forkserver child, not a plain fork: a process forked from this one inherits every lock that one
+of its threads held at that moment (Arrow's and the allocator's among them, and Ray's, torch's and
+a server's threads where they run), and such a child once hung for good pickling its first result
+in the test suite. The forkserver's children start from a clean single-threaded server process;
+the step class and its arguments reach the child pickled, and the child imports what it needs.
+The child sets aside the video readers it may have inherited (`video.forget_inherited_readers`). An error of
 the step reaches the caller as itself, or as a `CarveError` naming it when it cannot be pickled
-back. Without `fork` (not Linux/macOS), or with `in_process=False`, the step runs in a thread of
+back. Without `forkserver` (not Linux/macOS), or with `in_process=False`, the step runs in a thread of
 this process as before.
 """
 
@@ -57,7 +57,7 @@ def _run_in_child(rows: list[dict[str, Any]]) -> pa.Table:
 
 
 def can_fork() -> bool:
-    return "fork" in multiprocessing.get_all_start_methods()
+    return "forkserver" in multiprocessing.get_all_start_methods()
 
 
 class Ahead:
@@ -68,10 +68,10 @@ class Ahead:
         self._pool: Executor
         self._call: Callable[[list[dict[str, Any]]], pa.Table]
         if self.in_process:
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"),
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("forkserver"),
                                              initializer=_start_child, initargs=(cls, kwargs))
             self._call = _run_in_child
-            self._pool.submit(int).result()  # fork now, before this process starts threads of its own
+            self._pool.submit(int).result()  # start the child now, beside this process's own start-up
         else:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="carve-first-step")
             self._call = lambda rows: step(pa.Table.from_pylist(rows))

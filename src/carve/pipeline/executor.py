@@ -8,7 +8,7 @@ at its `map_batches` (actor pools for steps that hold a model, task pools otherw
 for a step on a GPU, `num_cpus` otherwise), and yields the blocks of the last step as they
 finish. When the last block is out it logs the nodes each step ran on (`ray_nodes`, info level),
 which is how a cluster run shows it was spread. `LocalExecutor` runs the same steps block by
-block, decoding the next block in a forked child process (pipeline/ahead.py) while the current
+block, decoding the next block in a child process (pipeline/ahead.py, forkserver) while the current
 one goes through the later steps in the calling process: a small embedded run (pipeline/choose.py decides), tests, and the
 Ray-overhead measurement (same work, no Ray).
 
@@ -191,7 +191,7 @@ class LocalExecutor:
     """The same steps on this machine without Ray, on the same blocks of episodes as `RayExecutor`.
 
     Two cores at once, as Ray's two-stage pipeline would: the first step (decoding) runs on the
-    next block in a child process forked for the run (pipeline/ahead.py; a thread where fork is
+    next block in a child process started for the run (pipeline/ahead.py; a thread where forkserver is
     missing or `first_in_process=False`) while the other steps (caption, embed, write) run on the
     current one here. Blocks come out in order and each step sees the same blocks as before, so
     the rows are the same; at most two blocks are in memory here, one more in the child."""
@@ -208,7 +208,7 @@ class LocalExecutor:
             return
         spec = steps[0]
         first = spec.cls(**spec.kwargs)
-        # the child is forked before the later steps are built (the embedder starts a loading thread)
+        # the child starts before the later steps are built (the embedder starts a loading thread)
         with Ahead(first, spec.cls, spec.kwargs, in_process=self.first_in_process) as ahead:
             rest = [s.cls(**s.kwargs) for s in steps[1:]]
             pending = ahead.submit(chunks[0])
