@@ -353,6 +353,7 @@ def test_quality_page_shows_counts_worst_episodes_and_the_drop_list(env: Env, pa
     # a kind's link opens the map filtered by the defect facet
     page.click("#q-kinds a:has-text('gripper_chatter')")
     page.wait_for_selector("#map[data-ready='1']")
+    page.wait_for_selector("#filters[data-ready='1']")  # the selects are filled after the first draw
     assert page.input_value("#f-defect") == "gripper_chatter"
     page.wait_for_function("n => window.CARVE_MAP.points.length === n", arg=2)
 

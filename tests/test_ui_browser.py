@@ -87,6 +87,7 @@ def _open_map(env: Env, page: Any, query: str = "") -> None:
     resp = page.goto(f"{env.srv.url}/ui/map?dataset=sim{query}")
     assert resp is not None and resp.status == 200
     page.wait_for_selector("#map[data-ready='1']")
+    page.wait_for_selector("#filters[data-ready='1']")  # the selects are filled after the first draw
 
 
 def _point_xy(page: Any, i: int) -> tuple[float, float]:
@@ -194,6 +195,7 @@ def test_filter_by_task(env: Env, page: Any):
     shot(page, "map-filtered-by-task")
     page.reload()  # the filter survives a reload
     page.wait_for_selector("#map[data-ready='1']")
+    page.wait_for_selector("#filters[data-ready='1']")
     page.wait_for_function("n => window.CARVE_MAP.points.length === n", arg=task["count"])
     assert page.input_value("#f-task") == task["value"]
 

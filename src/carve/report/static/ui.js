@@ -542,6 +542,7 @@
           drawMap(d, currentFilters());
         });
         form.addEventListener("reset", function () { setTimeout(function () { drawMap(d, currentFilters()); }, 0); });
+        form.setAttribute("data-ready", "1");  // the selects hold the address's filters and answer changes
       });
       return Promise.all([shown, filled]);
     });
