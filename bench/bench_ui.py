@@ -19,7 +19,9 @@ warm-up round:
   headless Chromium, from navigation to the map drawn (`#map[data-ready]`), and to the
   signals drawn and the clip decodable (`readyState >= 2`), each load in a fresh context
   (cold: no cache, scripts parsed and compiled again) and in one kept context (`_warm`: an
-  analyst moving between pages, static files and compiled scripts cached);
+  analyst moving between pages, static files and compiled scripts cached; the key goes as an
+  `Authorization` header, since Playwright's `http_credentials` turns Chromium's cache off, and
+  `*_script_bytes_max` shows ui.js/ui.css came from the cache);
 * **baseline**: `GET /ui/static/ui.css` (a plain static file of the same server), and in the
   browser a navigation to it.
 
@@ -147,7 +149,11 @@ def browser_runs(url: str, ids: list[str], dataset: str, loads: int, seed: int, 
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         try:
             def context() -> Any:
-                ctx = browser.new_context(http_credentials={"username": "bench", "password": TOKEN},
+                # the key as a header, as a browser sends a saved login: Playwright's `http_credentials`
+                # answers the auth challenge by intercepting every request, and with interception on it
+                # turns Chromium's HTTP cache off (`Network.setCacheDisabled`), so a "kept" browser
+                # fetched ui.js and ui.css again on every page
+                ctx = browser.new_context(extra_http_headers={"Authorization": f"Bearer {TOKEN}"},
                                           viewport={"width": 1280, "height": 900})
                 ctx.set_default_timeout(120_000)
                 return ctx
@@ -162,6 +168,10 @@ def browser_runs(url: str, ids: list[str], dataset: str, loads: int, seed: int, 
                 page.goto(url + path, wait_until="commit")
                 ready(page)
                 out[kind].append(time.perf_counter() - t0)
+                if ctx is None:  # a kept browser: bytes of ui.js/ui.css that came over the wire (0: its cache)
+                    out.setdefault(f"{kind}_script_bytes", []).append(page.evaluate(
+                        "() => performance.getEntriesByType('resource').filter(e => /\\/ui\\.(js|css)$/.test("
+                        "e.name)).reduce((a, e) => a + e.transferSize, 0)"))
                 if ctx is not None:
                     ctx.close()
 
@@ -176,8 +186,8 @@ def browser_runs(url: str, ids: list[str], dataset: str, loads: int, seed: int, 
 
             once("map", f"/ui/map?dataset={dataset}", map_ready)  # warm-up
             once("map_warm", f"/ui/map?dataset={dataset}", map_ready)
-            out["map"].clear()
-            out["map_warm"].clear()
+            for k in ("map", "map_warm", "map_warm_script_bytes"):
+                out.get(k, []).clear()
             for _ in range(loads):
                 once("static", STATIC[0], lambda p: p.wait_for_load_state("load"))
                 once("map", f"/ui/map?dataset={dataset}", map_ready)
@@ -272,6 +282,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             res.update({f"{key}_p50_ms": round(p50, 1), f"{key}_p95_ms": round(p95, 1),
                         f"{key}_static_p95_ms": round(sp95, 2), f"ratio_{key}": round(p95 / sp95, 1)})
             print(f"| {how} | {where} | {pg} | {p50:.1f} | {p95:.1f} | {sp95:.2f} | {p95 / sp95:.1f} |")
+    for name, r in (("big", b), ("video", bv)):
+        for pg in ("map_warm", "event_warm"):
+            if r is not None and r.get(f"{pg}_script_bytes"):
+                res[f"chromium_{name}_{pg}_script_bytes_max"] = int(max(r[f"{pg}_script_bytes"]))
     errors = h["errors"] + hv["errors"]
     res["errors"] = len(errors)
     res["error_examples"] = errors[:3]
