@@ -189,7 +189,7 @@ class SimEnv:
         noise = OperatorNoise(0.0, self.seed)  # the operator's noise shapes its plan, not the scene
         scene = Scene(rng, arms=arms, cameras=self.camera_names)
         self.scene = scene
-        planned = _PLANNERS[task](scene, rng, self.style, noise)
+        planned = _PLANNERS[task](scene, rng, self.style, noise, rng)
         self._plan = planned
         self.task = planned.task
         for arm, objs in zip(scene.arms, planned.graspable, strict=True):

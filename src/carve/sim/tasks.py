@@ -1,8 +1,8 @@
 """Simulated teleoperation episodes: the task types, their plans, and the physics rollout.
 
 `run_episode(task_type, seed, fps=..., size=..., style=..., arms=..., cameras=...,
-operator_noise=...)` builds a randomised `Scene`, plans what the operator commands
-(`sim.operator.ArmPlan`, in seconds), and runs it under physics: at each physics step the
+operator_noise=..., noise_seed=..., plan_seed=...)` builds a randomised `Scene`, plans what
+the operator commands (`sim.operator.ArmPlan`, in seconds), and runs it under physics: at each physics step the
 commanded hand pose (plus tremor) goes through IK to the joint servos, grasps are made by
 contact; at each recorded frame (1/fps) it reads back the measured state and renders every
 camera. Recorded per frame:
@@ -281,18 +281,20 @@ class _Plan:
     tracked: list[SceneObject]
 
 
-def _pick_place(scene: Scene, rng: np.random.Generator, style: str, noise: OperatorNoise) -> _Plan:
+def _pick_place(scene: Scene, rng: np.random.Generator, style: str, noise: OperatorNoise,
+                prng: np.random.Generator) -> _Plan:
     (obj,) = _build_world(scene, rng, [_random_shape(rng)])
-    plan = _new_plan(scene, 0, style, rng, noise)
+    plan = _new_plan(scene, 0, style, prng, noise)
     _pick(plan, scene, obj)
-    _place_at(plan, obj, _tray_spot(scene, rng), _place_z(scene, obj))
+    _place_at(plan, obj, _tray_spot(scene, prng), _place_z(scene, obj))
     _retreat(plan, scene.arms[0].home)
     return _Plan(f"put the {obj.color} {obj.shape} in the tray", [plan], [[obj]], [obj])
 
 
-def _stack(scene: Scene, rng: np.random.Generator, style: str, noise: OperatorNoise) -> _Plan:
+def _stack(scene: Scene, rng: np.random.Generator, style: str, noise: OperatorNoise,
+           prng: np.random.Generator) -> _Plan:
     top, base = _build_world(scene, rng, ["cube", "cube"], with_tray=False)
-    plan = _new_plan(scene, 0, style, rng, noise)
+    plan = _new_plan(scene, 0, style, prng, noise)
     _pick(plan, scene, top)
     bp = scene.object_position(base)
     _place_at(plan, top, bp[:2], base.height + top.half[2] + 0.008)
@@ -300,12 +302,13 @@ def _stack(scene: Scene, rng: np.random.Generator, style: str, noise: OperatorNo
     return _Plan(f"stack the {top.color} cube on the {base.color} cube", [plan], [[top]], [top, base])
 
 
-def _push(scene: Scene, rng: np.random.Generator, style: str, noise: OperatorNoise) -> _Plan:
+def _push(scene: Scene, rng: np.random.Generator, style: str, noise: OperatorNoise,
+          prng: np.random.Generator) -> _Plan:
     shape = str(rng.choice(["cube", "block", "cylinder"]))
     (obj,) = _build_world(scene, rng, [shape], with_tray=bool(rng.random() < 0.5))
     direction = str(rng.choice(list(PUSH_DIRECTIONS)))
     d = np.array([*PUSH_DIRECTIONS[direction], 0.0])
-    plan = _new_plan(scene, 0, style, rng, noise, closed=True)  # a closed fist pushes: no grasp
+    plan = _new_plan(scene, 0, style, prng, noise, closed=True)  # a closed fist pushes: no grasp
     p = scene.object_position(obj)
     radius = max(obj.half[0], obj.half[1])
     z = max(obj.half[2] * 0.8, 0.015)
@@ -316,24 +319,26 @@ def _push(scene: Scene, rng: np.random.Generator, style: str, noise: OperatorNoi
     _idle(plan)
     plan.move(None, start, (1.2, 1.8), arc=0.15, descend=0.08, yaw=yaw)
     plan.pause()
-    plan.move("push", start + d * float(rng.uniform(0.10, 0.16)), (0.8, 1.2), blend=True, overlap=(0.15, 0.3),
+    plan.move("push", start + d * float(prng.uniform(0.10, 0.16)), (0.8, 1.2), blend=True, overlap=(0.15, 0.3),
               obj=obj.name)
     plan.pause()
     _retreat(plan, scene.arms[0].home, blend=True, overlap=(0.3, 0.5))
     return _Plan(f"push the {obj.color} {obj.shape} to the {direction}", [plan], [[]], [obj])
 
 
-def _two_object(scene: Scene, rng: np.random.Generator, style: str, noise: OperatorNoise) -> _Plan:
+def _two_object(scene: Scene, rng: np.random.Generator, style: str, noise: OperatorNoise,
+                prng: np.random.Generator) -> _Plan:
     a, b = _build_world(scene, rng, [_random_shape(rng), _random_shape(rng)])
-    plan = _new_plan(scene, 0, style, rng, noise)
+    plan = _new_plan(scene, 0, style, prng, noise)
     for k, obj in enumerate((a, b)):
         _pick(plan, scene, obj, arc=0.12 if k == 0 else 0.06, first=k == 0)
-        _place_at(plan, obj, _tray_spot(scene, rng, k, 2), _place_z(scene, obj))
+        _place_at(plan, obj, _tray_spot(scene, prng, k, 2), _place_z(scene, obj))
     _retreat(plan, scene.arms[0].home)
     return _Plan(f"put the {a.color} {a.shape} and then the {b.color} {b.shape} in the tray", [plan], [[a, b]], [a, b])
 
 
-def _bimanual_pick_place(scene: Scene, rng: np.random.Generator, style: str, noise: OperatorNoise) -> _Plan:
+def _bimanual_pick_place(scene: Scene, rng: np.random.Generator, style: str, noise: OperatorNoise,
+                         prng: np.random.Generator) -> _Plan:
     """Two arms, a shared tray in the middle; each arm puts the object on its side into it."""
     scene.add_tray((float(rng.uniform(0.47, 0.53)), float(rng.uniform(-0.02, 0.02))), float(rng.uniform(0.42, 0.48)),
                    rng)
@@ -350,9 +355,9 @@ def _bimanual_pick_place(scene: Scene, rng: np.random.Generator, style: str, noi
     scene.settle_world()
     plans = []
     for i, obj in enumerate((left, right)):
-        plan = _new_plan(scene, i, style, rng, noise)
+        plan = _new_plan(scene, i, style, prng, noise)
         _pick(plan, scene, obj, first=i == 0)
-        spot = np.array(scene.tray_pos) + np.array([rng.uniform(-0.03, 0.03), (1 if i == 0 else -1) * 0.06])
+        spot = np.array(scene.tray_pos) + np.array([prng.uniform(-0.03, 0.03), (1 if i == 0 else -1) * 0.06])
         _place_at(plan, obj, spot, _place_z(scene, obj))
         _retreat(plan, scene.arms[i].home)
         plans.append(plan)
@@ -360,7 +365,7 @@ def _bimanual_pick_place(scene: Scene, rng: np.random.Generator, style: str, noi
     starts = {p.name: p.t for p in lp.phases}
     # the right arm starts while the left one finishes (placing, releasing or retreating), at
     # least MIN_ARM_GAP away from every phase change of the left arm
-    t_r = float(rng.uniform(starts["place"], starts["retreat"] + 0.5))
+    t_r = float(prng.uniform(starts["place"], starts["retreat"] + 0.5))
     left_t = [p.t for p in lp.phases]
     for _ in range(100):
         right_t = [p.t + t_r for p in rp.phases]
@@ -371,6 +376,8 @@ def _bimanual_pick_place(scene: Scene, rng: np.random.Generator, style: str, noi
     return _Plan(f"put the {left.color} {left.shape} in the tray with the left arm and the "
                  f"{right.color} {right.shape} with the right arm", plans, [[left], [right]], [left, right])
 
+
+_PLAN_STREAM = 0x504C414E  # separates a plan_seed's generator from a scene seed's of the same value
 
 _PLANNERS = {"pick_place": _pick_place, "stack": _stack, "push": _push, "two_object": _two_object,
              "bimanual_pick_place": _bimanual_pick_place}
@@ -460,12 +467,22 @@ def _rollout(scene: Scene, planned: _Plan, fps: int, size: int, cams: list[str],
 
 
 def run_episode(task_type: str, seed: int, *, fps: int = 12, size: int = 128, render: bool = True,
-                operator_noise: float = 0.0, style: str = "dwell", arms: int = 1, cameras: int = 1) -> SimEpisode:
+                operator_noise: float = 0.0, style: str = "dwell", arms: int = 1, cameras: int = 1,
+                noise_seed: int | None = None, plan_seed: int | None = None) -> SimEpisode:
     """Simulate one episode of `task_type` from `seed` (see the module docstring).
 
     `fps` in FPS_RANGE (the motion takes the same seconds at any rate), `style` in STYLES,
     `arms` 1 or 2 (two arms run `TWO_ARM_TASK_TYPES`), `cameras` views per frame,
-    `operator_noise` in [0, 1] (0 = the clean scripted operator)."""
+    `operator_noise` in [0, 1] (0 = the clean scripted operator).
+
+    `seed` draws the scene (cameras, lighting, objects, tray, the task) and, by default, the
+    plan and the operator noise too. `noise_seed` (default: `seed`) seeds the operator noise
+    alone: the same seed with another `noise_seed` (and `operator_noise` > 0) is a
+    re-recording of the same demonstration by a new take of the operator. `plan_seed`
+    (default: none, the plan draws from the scene's generator right after the scene) gives
+    the plan (timings, the place spot, lift height, retreat target) its own generator: the
+    same seed with another `plan_seed` is a distinct demonstration of the same task in the
+    same scene. With both left at None every output is what it was before they existed."""
     if arms not in (1, 2):
         raise ValueError(f"arms must be 1 or 2, got {arms}")
     allowed = task_types_for(arms)
@@ -478,11 +495,12 @@ def run_episode(task_type: str, seed: int, *, fps: int = 12, size: int = 128, re
     if not FPS_RANGE[0] <= fps <= FPS_RANGE[1]:
         raise ValueError(f"fps must be in [{FPS_RANGE[0]}, {FPS_RANGE[1]}], got {fps}")
     cams = camera_names(arms, cameras)
-    noise = OperatorNoise(operator_noise, seed)
+    noise = OperatorNoise(operator_noise, seed if noise_seed is None else noise_seed)
     rng = np.random.default_rng(seed)
+    prng = rng if plan_seed is None else np.random.default_rng([int(plan_seed), _PLAN_STREAM])
     scene = Scene(rng, arms=arms, cameras=cams)
     try:
-        planned = _PLANNERS[task_type](scene, rng, style, noise)
+        planned = _PLANNERS[task_type](scene, rng, style, noise, prng)
         rec = _rollout(scene, planned, fps, size, cams, render, noise)
     finally:
         scene.close()
