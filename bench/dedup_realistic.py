@@ -37,7 +37,11 @@ with the highest mean recall over the four kinds among those whose development f
 is at most `--max-false` or the shipped default's, whichever is larger, is picked. On the
 held-out seed (`--eval-seed`) the shipped default and the picked setting are reported, each also
 end to end: with the `duplicate_episode` copy gate of `carve run`
-(`pipeline.copies.episode_copies`) applied as `carve run` applies it.
+(`pipeline.copies.episode_copies`) applied as `carve run` applies it. The copy gate's distance
+(`check.duplicate_distance`) is swept and picked the same way, end to end with the shipped event
+rule; every swept distance is reported on the held-out seed too (the pick is made on development
+only). For the room a larger distance has outside this simulator, the closest pairs of distinct
+episodes of three third-party corpora (tests/corpus) are measured the same way.
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ from bench.dedup_validation import _groups, reencode, wilson
 KINDS = ("reencode", "trim", "retime", "rerecord")
 TOLS: tuple[float | None, ...] = (None, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 THRESHOLDS = (0.97, 0.95, 0.9)
+THIRD_PARTY = ("metaworld", "aloha_scripted", "so100_joint")  # tests/corpus datasets of distinct recordings
+GATES = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1)  # check.duplicate_distance of the episode-copy gate
 MIN_IOU = 0.5
 _CODECS = (("libx264", 38), ("mpeg4", 0))
 
@@ -235,6 +241,67 @@ def score(events: Any, groups: dict[str, str], recs: list[Recording], pairs: dic
     return out
 
 
+def diagnose(events: Any, recs: list[Recording], pairs: dict[str, list[tuple[str, str]]], threshold: float,
+             tol: float) -> dict[str, Any]:
+    """Why true pairs are missed by the event rule, per kind: the cosine is below `threshold`, the
+    lengths differ by more than the rule allows (`signal_distance` is inf), the signal distance is
+    above `tol`, or both checks pass (then the clustering or the greedy ranking split them); with
+    the signal distances of true pairs (median, 90th percentile) and, for comparison, of event
+    pairs of two distinct demos of the same scene whose cosine passes (1st, 5th percentile, median)."""
+    from carve.clustering.dedup import event_fingerprints, signal_distance
+
+    x = np.asarray(events.column("emb").to_pylist(), dtype=np.float64)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    sig = event_fingerprints(events)
+    row = {e: i for i, e in enumerate(events.column("event_id").to_pylist())}
+    out: dict[str, Any] = {}
+
+    def q(v: list[float], ps: tuple[float, ...]) -> list[float | None]:
+        f = np.asarray([d for d in v if np.isfinite(d)])
+        return [round(float(np.quantile(f, p)), 3) if len(f) else None for p in ps]
+
+    for kind, ps in pairs.items():
+        cos = np.array([x[row[a]] @ x[row[b]] for a, b in ps])
+        dist = np.array([signal_distance(sig[row[a]], sig[row[b]][None])[0] for a, b in ps])
+        out[kind] = {"pairs": len(ps), "cosine_below": int((cos < threshold).sum()),
+                     "length_rejected": int(((cos >= threshold) & ~np.isfinite(dist)).sum()),
+                     "distance_above_tol": int(((cos >= threshold) & np.isfinite(dist) & (dist > tol)).sum()),
+                     "both_pass": int(((cos >= threshold) & (dist <= tol)).sum()),
+                     "distance_p50_p90": q(list(dist), (0.5, 0.9))}
+    by_name = {r.name: r for r in recs}
+    rec = [by_name[ep.rsplit("/", 1)[-1]] for ep in events.column("episode_id").to_pylist()]
+    a_rows = [i for i, r in enumerate(rec) if r.kind == "source"]
+    b_rows = {r.scene: [] for r in recs}
+    for i, r in enumerate(rec):
+        if r.kind == "other":
+            b_rows[r.scene].append(i)
+    neg = []
+    for i in a_rows:
+        js = np.array([j for j in b_rows[rec[i].scene] if x[i] @ x[j] >= threshold], dtype=np.int64)
+        if len(js):
+            neg.extend(float(d) for d in signal_distance(sig[i], sig[js]))
+    out["same_scene_distinct"] = {"pairs_passing_cosine": len(neg),
+                                  "length_rejected": int(sum(not np.isfinite(d) for d in neg)),
+                                  "distance_p01_p05_p50": q(neg, (0.01, 0.05, 0.5))}
+    return out
+
+
+def closest_distinct_episodes(uri: str, k: int = 3) -> list[float]:
+    """The `k` smallest copy-gate distances (`quality.duplicates`, each episode tried as the copy
+    of the other, the dataset's spread as the scale) between episodes of a LeRobot dataset whose
+    episodes are all distinct recordings: how much room a larger `check.duplicate_distance` has."""
+    from carve.ingest.sources import load_episode, open_source
+    from carve.quality import duplicates
+
+    refs = open_source(uri, "lerobot").list_episodes()
+    states = [np.nan_to_num(np.asarray(load_episode(r).state, dtype=np.float64)) for r in refs]
+    scale = np.concatenate([duplicates.signature(x) for x in states]).std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    d = [min(duplicates._as_copy(a / scale, b / scale)[0], duplicates._as_copy(b / scale, a / scale)[0])
+         for j, b in enumerate(states) for a in states[:j]]
+    return [round(float(v), 4) for v in sorted(d)[:k]]
+
+
 def _mean_recall(s: dict[str, Any]) -> float:
     return float(np.mean([s[k]["rate"] or 0.0 for k in KINDS]))
 
@@ -269,7 +336,8 @@ def build_and_ingest(work: Path, task: str, scenes: int, seed: int, size: int, f
     t0 = time.time()
     run_pipeline(cfg, shard=False, executor=LocalExecutor())
     root = open_root(cfg.root)
-    events = read_events(root, columns=["event_id", "episode_id", "start_frame", "end_frame"])
+    events = read_events(root, columns=["event_id", "episode_id", "start_frame", "end_frame", "state", "action",
+                                        "emb"])
     return root, cfg, events, recs, {"sim_s": round(t_sim, 1), "pipeline_s": round(time.time() - t0, 1)}
 
 
@@ -284,40 +352,62 @@ def grouping(root: Any, cfg: Any, tol: float | None, thr: float, copies: dict[st
     return _groups(unique_assignments(read_assignments(root, v)))
 
 
-def evaluate(work: Path, task: str, scenes: int, seed: int, size: int, fps: int, noise: float,
-             settings: list[tuple[float | None, float]], end_to_end: bool) -> dict[str, Any]:
-    """Score every setting on one seed set (and, if `end_to_end`, each with the copy gate too)."""
+def _gated(root: Any, cfg: Any, gate: float) -> tuple[dict[str, str], int]:
+    """The copy gate's event pairs and copied-episode count at `check.duplicate_distance = gate`."""
     from carve.pipeline.copies import episode_copies
 
+    return episode_copies(root, cfg.with_overrides({"check": {"duplicate_distance": gate}}).check)
+
+
+def evaluate(work: Path, task: str, scenes: int, seed: int, size: int, fps: int, noise: float,
+             settings: list[tuple[float | None, float]], gates: list[float]) -> dict[str, Any]:
+    """Score every event-rule setting alone on one seed set, then end to end (copy gate at each
+    distance in `gates`, then the event rule at the shipped setting)."""
     root, cfg, events, recs, timing = build_and_ingest(work, task, scenes, seed, size, fps, noise)
     pairs = true_pairs(events, recs)
     out: dict[str, Any] = {"seed": seed, "episodes": len(recs), "events": events.num_rows, **timing,
-                           "true_pairs": {k: len(v) for k, v in pairs.items()}, "rule": {}}
+                           "true_pairs": {k: len(v) for k, v in pairs.items()}, "rule": {}, "with_copy_gate": {}}
     for tol, thr in settings:
         out["rule"][_label(tol, thr)] = score(events, grouping(root, cfg, tol, thr), recs, pairs)
-    if end_to_end:
-        copies, n_copied = episode_copies(root, cfg.check)
-        out["copy_gate_episodes"] = n_copied
-        out["with_copy_gate"] = {_label(tol, thr): score(events, grouping(root, cfg, tol, thr, copies), recs, pairs)
-                                 for tol, thr in settings}
+    out["why_missed_at_default"] = diagnose(events, recs, pairs, cfg.cluster.dedup_threshold,
+                                            cfg.cluster.dedup_signal_tol)
+    tol, thr = cfg.cluster.dedup_signal_tol, cfg.cluster.dedup_threshold
+    for gate in gates:
+        copies, n_copied = _gated(root, cfg, gate)
+        res = score(events, grouping(root, cfg, tol, thr, copies), recs, pairs)
+        out["with_copy_gate"][_gate_label(gate)] = {**res, "copied_episodes": n_copied}
     return out
+
+
+def _gate_label(gate: float) -> str:
+    return f"gate={gate}"
 
 
 def run(task: str, scenes: int, seed: int, eval_seed: int, *, size: int, fps: int, noise: float,
         max_false: float, keep: str | None = None) -> dict[str, Any]:
+    """Sweep on the development seed, pick (event rule; copy-gate distance), report held out."""
     from carve.core.config import CarveConfig
 
-    default = (CarveConfig().cluster.dedup_signal_tol, CarveConfig().cluster.dedup_threshold)
+    base = CarveConfig()
+    default = (base.cluster.dedup_signal_tol, base.cluster.dedup_threshold)
+    gate0 = base.check.duplicate_distance
     sweep = [(tol, thr) for thr in THRESHOLDS for tol in TOLS]
+    gates = sorted({gate0, *GATES})
     work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="carve-dedup-real-"))
     try:
-        dev = evaluate(work / "dev", task, scenes, seed, size, fps, noise, sweep, end_to_end=False)
+        dev = evaluate(work / "dev", task, scenes, seed, size, fps, noise, sweep, gates)
         chosen = pick(dev["rule"], max_false, _label(*default))
         picked = next(s for s in sweep if _label(*s) == chosen) if chosen else default
-        settings = [default] if picked == default else [default, picked]
-        held = evaluate(work / "heldout", task, scenes, eval_seed, size, fps, noise, settings, end_to_end=True)
-        return {"task": task, "scenes": scenes, "noise": noise, "size": size, "fps": fps, "max_false": max_false,
-                "default": _label(*default), "picked": _label(*picked), "dev": dev, "heldout": held}
+        chosen_gate = pick(dev["with_copy_gate"], max_false, _gate_label(gate0))
+        picked_gate = next(g for g in gates if _gate_label(g) == chosen_gate) if chosen_gate else gate0
+        held = evaluate(work / "heldout", task, scenes, eval_seed, size, fps, noise,
+                        list(dict.fromkeys([default, picked])), gates)
+        corpora = Path(__file__).resolve().parents[1] / "tests" / "corpus"
+        closest = {name: closest_distinct_episodes(str(corpora / name / "dataset"))
+                   for name in THIRD_PARTY if (corpora / name / "dataset").is_dir()}
+        return {"third_party_closest_distinct": closest, "task": task, "scenes": scenes, "noise": noise, "size": size, "fps": fps, "max_false": max_false,
+                "default": _label(*default), "picked": _label(*picked), "default_gate": _gate_label(gate0),
+                "picked_gate": _gate_label(picked_gate), "dev": dev, "heldout": held}
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
