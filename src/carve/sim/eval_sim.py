@@ -196,7 +196,7 @@ def register(subparsers: Any) -> None:
                    help="training seeds re-evaluated with the linear and zoh holds")
     g.add_argument("--matched-seeds", type=int, default=3,
                    help="training seeds of the equal-budget ablation: event, the best chunk and unified with event "
-                        "mode's supervised actions per step, each trained to a plateau of its validation loss (0: off)")
+                        "mode's supervised actions per step, each trained to a plateau of its validation action loss (0: off)")
     g.add_argument("--plateau-every", type=int, default=100, help="steps between the ablation's validation checks")
     g.add_argument("--plateau-max-steps", type=int, default=3000, help="the ablation's step limit per model")
     p.set_defaults(func=_run)

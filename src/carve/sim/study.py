@@ -33,8 +33,8 @@ images), so control failures are not confused with perception failures:
    hold ablation re-evaluates event and `chunk_best` with `linear` and `zoh` holds on the first
    `hold_ablation_seeds` training seeds. The equal-budget ablation (`matched_seeds`) retrains event,
    `chunk_best` and unified with batch sizes that give every mode event mode's supervised action
-   positions per optimiser step (measured from each mode's sampler), each until its validation loss
-   on the held-out episodes stops falling (`study_fit.Plateau`), and evaluates them the same way.
+   positions per optimiser step (measured from each mode's sampler), each until its validation action
+   loss on the held-out episodes stops falling (`study_fit.Plateau`), and evaluates them the same way.
 6. **Report.** One primary contrast, named in the config before the run (`primary`: event -
    chunk_best, success), with a two-level bootstrap CI (training seeds x environment episodes,
    `sim.study_stats`); every other contrast is exploratory, with Holm-adjusted p-values.
@@ -103,7 +103,7 @@ class StudyConfig:
     hold_baseline: bool = True  # also evaluate the do-nothing policy (what a task gives for free)
     # the equal-budget ablation: event, chunk_best and unified on the first `matched_seeds` training seeds,
     # each with the batch size that gives event mode's supervised actions per optimiser step (at
-    # `batch_size`), trained until the validation loss on the held-out episodes stops falling (0: off)
+    # `batch_size`), trained until the validation action loss on the held-out episodes stops falling (0: off)
     matched_seeds: int = 3
     plateau_every: int = 100
     plateau_patience: int = 3
@@ -462,7 +462,7 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
     def trained(name: str, mode: str, weights: str, seed: int, horizon: int, batch_size: int | None = None,
                 plateau: bool = False) -> str:
         """The policy directory of (variant, seed), trained unless an identical one is cached; with
-        `plateau`, trained until the validation loss on the held-out episodes stops falling."""
+        `plateau`, trained until the validation action loss on the held-out episodes stops falling."""
         pdir = work / "policies" / f"{name}-seed{seed}"
         bs = batch_size or cfg.batch_size
         stop = [cfg.plateau_every, cfg.plateau_patience, cfg.plateau_max_steps] if plateau else None
@@ -775,7 +775,7 @@ def format_matched(res: dict[str, Any]) -> list[str]:
     budget = next(iter(matched.values()))["budget"]
     lines = ["", f"Equal budget, trained to a plateau (training seeds {res.get('matched_seeds')}): every mode gets "
              f"event mode's supervised action positions per optimiser step ({budget:.0f}; each mode's batch size "
-             "from its measured actions per sample) and trains until its own loss on fixed batches of the held-out "
+             "from its measured actions per sample) and trains until its action loss on fixed batches of the held-out "
              "episodes stops falling (checked every "
              f"{res['config']['plateau_every']} steps; stop after {res['config']['plateau_patience']} checks without "
              f"a 1% gain, at most {res['config']['plateau_max_steps']} steps; the best check's weights are kept). "

@@ -66,8 +66,8 @@ def matched_config(base: ModelConfig, specs: dict[str, ModelSpec], reference: st
 
 @dataclass
 class Plateau:
-    """Train until the validation loss stops falling. Every `every` steps the model's own loss is
-    taken on `batches` (fixed held-out batches, eval mode); training stops after `patience`
+    """Train until the validation loss stops falling. Every `every` steps the action loss is taken on
+    `batches` (fixed held-out batches, eval mode; `val_loss`); training stops after `patience`
     evaluations in a row that do not improve the best by `min_rel` (relative), or at `max_steps`.
     The weights of the best evaluation are the ones returned. The learning-rate schedule is the
     usual warmup + cosine, laid over `max_steps`."""
@@ -81,9 +81,12 @@ class Plateau:
 
 @torch.no_grad()
 def val_loss(model: WorldActionModel, batches: list[dict[str, Any]]) -> float:
-    """Mean of the model's own loss over `batches`, in eval mode (the caller restores train mode)."""
+    """Mean action loss (normalised MSE over the supervised positions, the part of the loss every mode
+    has) over `batches`, in eval mode (the caller restores train mode). The other terms (event mode's
+    length head, the world and latent terms) are mode-specific, so they are left out: every mode
+    stops on the same measure."""
     model.eval()
-    return float(np.mean([float(model.loss(b)[0]) for b in batches]))
+    return float(np.mean([float(model.loss(b)[1]["action"]) for b in batches]))
 
 
 def actions_per_sample(sampler: Sampler, n: int = 2048) -> float:
