@@ -128,3 +128,21 @@ def test_study_json_carries_the_headline_fields() -> None:
     assert [(s["n_exec"], s["ensembling"], s["chosen"], s["ci_low"]) for s in h["chunk_sweep"]] == [
         (4, None, True, 0.1), (8, 0.01, False, None)]
     assert (h["n_train_seeds"], h["n_env_episodes"], h["code_hash"]) == (3, 100, "abc")
+
+
+def test_study_retrains_its_policies_when_the_code_changes(tmp_path, monkeypatch) -> None:
+    """Issue 20: a trained policy is reused only under the code that trained it (its cache key carries
+    `study_cache.code_hash`), as the evaluated episodes are; a changed trainer retrains."""
+    import carve.sim.study_cache as sc
+    from carve.cli.main import main
+
+    args = [*ARGS[:ARGS.index("--chunk-lens")], "--chunk-lens", "4", *ARGS[ARGS.index("--val-train-seeds"):],
+            "--matched-seeds", "0", "--out", str(tmp_path / "study.md")]
+    assert main(args) == 0
+    trained = tmp_path / "study" / "policies" / "event-seed0" / "study_train.json"
+    first = (trained.stat().st_mtime_ns, json.loads(trained.read_text())["key"])
+    assert main(args) == 0  # the same code: the policy is reused
+    assert (trained.stat().st_mtime_ns, json.loads(trained.read_text())["key"]) == first
+    monkeypatch.setattr(sc, "code_hash", lambda: "0123456789abcdef")  # as if the trainer's source had changed
+    assert main(args) == 0
+    assert trained.stat().st_mtime_ns != first[0] and json.loads(trained.read_text())["key"] != first[1]

@@ -466,7 +466,7 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
         pdir = work / "policies" / f"{name}-seed{seed}"
         bs = batch_size or cfg.batch_size
         stop = [cfg.plateau_every, cfg.plateau_patience, cfg.plateau_max_steps] if plateau else None
-        k = key(train_key, data_key, mode, weights, seed, horizon, cfg.n_action_steps, bs, stop)
+        k = key(code_hash(), train_key, data_key, mode, weights, seed, horizon, cfg.n_action_steps, bs, stop)
         cached = _read_json(pdir / "study_train.json")
         if cached and cached.get("key") == k and (pdir / "config.json").exists():
             comp, off_run = cached["compute"], cached["offline"]
