@@ -14,7 +14,8 @@ import numpy as np
 
 ARGS = ["eval-sim", "--study", "--tasks", "push", "--train-episodes", "4", "--train-seeds", "1", "--seeds", "2",
         "--steps", "8", "--batch-size", "8", "--max-seconds", "3", "--workers", "1", "--chunk-lens", "4", "8",
-        "--val-train-seeds", "1", "--val-seeds", "1", "--hold-ablation-seeds", "1", "-q"]
+        "--val-train-seeds", "1", "--val-seeds", "1", "--hold-ablation-seeds", "1", "--matched-seeds", "1",
+        "--plateau-every", "4", "--plateau-max-steps", "24", "-q"]
 
 
 def test_study_smoke_writes_the_table_and_json(tmp_path) -> None:
@@ -25,7 +26,8 @@ def test_study_smoke_writes_the_table_and_json(tmp_path) -> None:
     md = out.read_text()
     res = json.loads(out.with_suffix(".json").read_text())
     variants = {"event", "event_captions_off", "event_balanced", "unified", "chunk_best", "hold",
-                "event@linear", "event@zoh", "chunk_best@linear", "chunk_best@zoh"}
+                "event@linear", "event@zoh", "chunk_best@linear", "chunk_best@zoh",
+                "event@matched", "chunk_best@matched", "unified@matched"}
     assert set(res["summary"]) == variants
     for v in variants:
         s = res["summary"][v]
@@ -51,9 +53,20 @@ def test_study_smoke_writes_the_table_and_json(tmp_path) -> None:
     assert cap["events"] >= 4 and 0.0 <= cap["class_accuracy"] <= 1.0 and cap["gate"] == 0.95
     assert md.index("Captions checked first") < md.index("| variant |")
     assert res["caption_accuracy"] == cap["class_accuracy"]
+    # the equal-budget ablation: batch sizes give every mode event mode's supervised actions per step
+    m = res["matched"]
+    assert set(m) == {"event", "chunk_best", "unified"} and m["event"]["batch_size"] == 8
+    for v in m.values():
+        assert abs(v["batch_size"] * v["actions_per_sample"] - m["event"]["budget"]) <= v["actions_per_sample"] / 2 + 1e-9
+        (r,) = v["runs"]
+        assert r["stopped"] in ("plateau", "max_steps") and 4 <= r["best_step"] <= r["steps"] <= 24
+        assert r["stopped"] == "max_steps" or r["steps"] >= 4 * 4  # a stop needs the best check and 3 stale ones
+    assert "event@matched - chunk_best@matched" in explore and "Equal budget, trained to a plateau" in md
+    assert not any(k.startswith("matched-") for k in res["offline"])  # stopped on the held-out loss: no MSE
     pol = out.with_suffix("") / "policies"
     assert sorted(p.name for p in pol.iterdir()) == sorted(
         [f"{v}-seed0" for v in ("event", "event_balanced", "unified", "chunk_best")]
+        + [f"matched-{v}-seed0" for v in ("event", "chunk_best", "unified")]
         + ["val-chunk-H4-seed100", "val-chunk-H8-seed100"])
     assert (pol / "event-seed0" / "model.safetensors").exists()
 
@@ -115,3 +128,21 @@ def test_study_json_carries_the_headline_fields() -> None:
     assert [(s["n_exec"], s["ensembling"], s["chosen"], s["ci_low"]) for s in h["chunk_sweep"]] == [
         (4, None, True, 0.1), (8, 0.01, False, None)]
     assert (h["n_train_seeds"], h["n_env_episodes"], h["code_hash"]) == (3, 100, "abc")
+
+
+def test_study_retrains_its_policies_when_the_code_changes(tmp_path, monkeypatch) -> None:
+    """Issue 20: a trained policy is reused only under the code that trained it (its cache key carries
+    `study_cache.code_hash`), as the evaluated episodes are; a changed trainer retrains."""
+    import carve.sim.study_cache as sc
+    from carve.cli.main import main
+
+    args = [*ARGS[:ARGS.index("--chunk-lens")], "--chunk-lens", "4", *ARGS[ARGS.index("--val-train-seeds"):],
+            "--matched-seeds", "0", "--out", str(tmp_path / "study.md")]
+    assert main(args) == 0
+    trained = tmp_path / "study" / "policies" / "event-seed0" / "study_train.json"
+    first = (trained.stat().st_mtime_ns, json.loads(trained.read_text())["key"])
+    assert main(args) == 0  # the same code: the policy is reused
+    assert (trained.stat().st_mtime_ns, json.loads(trained.read_text())["key"]) == first
+    monkeypatch.setattr(sc, "code_hash", lambda: "0123456789abcdef")  # as if the trainer's source had changed
+    assert main(args) == 0
+    assert trained.stat().st_mtime_ns != first[0] and json.loads(trained.read_text())["key"] != first[1]

@@ -1,7 +1,8 @@
 """Fair baselines (`carve.sim.study_episodes`, `carve.sim.study_fit`): whole episodes rebuilt from event
 rows, the episode-level held-out split, training-only normalisation, chunks sampled across event
 boundaries with the current observation, caption dropout, balance weights, a data seed separate
-from the training seed, and matched parameter counts."""
+from the training seed, matched parameter counts, and the equal-budget ablation's parts (supervised
+actions per sample, training to a plateau of the validation loss)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,17 @@ from carve.sim.study_episodes import (
     norm_stats,
     split_episodes,
 )
-from carve.sim.study_fit import fit, matched_config, n_params, offline_metrics, spec_for, tokens_per_sample
+from carve.sim.study_fit import (
+    Plateau,
+    actions_per_sample,
+    fit,
+    matched_config,
+    n_params,
+    offline_metrics,
+    spec_for,
+    tokens_per_sample,
+    val_loss,
+)
 from carve.trainer.config import ModelConfig
 from carve.trainer.policy import PolicySettings, make_text_encoder
 
@@ -193,3 +204,44 @@ def test_ingest_writes_per_step_observation_columns_only_when_asked() -> None:
         assert r["obs_stride"] == 4 and len(r["obs_visual"]) == len(range(a, b, 4))
     r = rows[1]
     np.testing.assert_allclose(r["obs_visual"][1], image_descriptors([video[r["start_frame"] + 4]])[0], atol=1e-6)
+
+
+def test_actions_per_sample_counts_each_modes_supervised_positions() -> None:
+    eps = episodes_from_rows(rows_for("a", [0, 6, 12, 20]) + rows_for("b", [0, 8, 16]))
+    tc = text()
+    # event: one sample per event, its length capped at max_len 8: (6 + 6 + 8 + 8 + 8) / 5
+    assert actions_per_sample(Sampler(eps, "event", tc, max_len=8, data_seed=0), n=2000) == pytest.approx(7.2)
+    # chunk of 4 from a uniform step of an event: 4 except in an episode's last 3 steps (3, 2, 1), which
+    # lie in the last event of each episode (8 steps: 26 / 8), so (4 + 4 + 3.25 + 4 + 3.25) / 5
+    got = actions_per_sample(Sampler(eps, "chunk", tc, chunk_len=4, data_seed=0), n=6000)
+    assert got == pytest.approx(3.7, abs=0.05)
+
+
+def _plateau_setup() -> tuple:
+    torch.set_num_threads(1)
+    eps = episodes_from_rows(rows_for("a", [0, 6, 12, 20]) + rows_for("b", [0, 8, 16]))
+    tc = text()
+    spec = spec_for("chunk", state_dim=2, action_dim=2, visual_dim=0, text_dim=16, max_len=8, chunk_len=4)
+    cfg = ModelConfig(d_model=16, n_layers=1, n_heads=2, block_size=2)
+    val = Sampler(eps, "chunk", tc, chunk_len=4, data_seed=99)
+    batches = [val.batch(16) for _ in range(2)]
+    return eps, tc, spec, cfg, batches
+
+
+def test_fit_to_a_plateau_stops_after_stale_checks_and_keeps_the_best_weights() -> None:
+    eps, tc, spec, cfg, batches = _plateau_setup()
+    # no check can gain 99%: the first sets the best, the next two are stale, so training stops at step 15
+    until = Plateau(batches, every=5, patience=2, min_rel=0.99, max_steps=100)
+    m, comp = fit("chunk", Sampler(eps, "chunk", tc, chunk_len=4, data_seed=0), cfg, spec, norm_stats(eps),
+                  batch_size=16, train_seed=0, plateau=until)
+    assert comp["stopped"] == "plateau" and comp["steps"] == 15
+    assert [s for s, _ in comp["val_curve"]] == [5, 10, 15]
+    lowest = min(comp["val_curve"], key=lambda c: c[1])
+    assert (comp["best_step"], comp["best_val_loss"]) == lowest
+    assert val_loss(m, batches) == pytest.approx(lowest[1], rel=1e-6)  # the best check's weights came back
+    # with a patience it never reaches, it trains to the limit; the weights kept are the lowest check's
+    m2, comp2 = fit("chunk", Sampler(eps, "chunk", tc, chunk_len=4, data_seed=0), cfg, spec, norm_stats(eps),
+                    batch_size=16, train_seed=0, plateau=Plateau(batches, every=5, patience=50, max_steps=40))
+    assert comp2["stopped"] == "max_steps" and comp2["steps"] == 40 and len(comp2["val_curve"]) == 8
+    assert comp2["best_val_loss"] == min(v for _, v in comp2["val_curve"])
+    assert val_loss(m2, batches) == pytest.approx(comp2["best_val_loss"], rel=1e-6)

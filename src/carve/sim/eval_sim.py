@@ -123,7 +123,9 @@ def _run_study(args: argparse.Namespace) -> int:
                       train_episodes=args.train_episodes, steps=args.steps, batch_size=args.batch_size,
                       workers=args.workers, text=args.text, fps=args.fps or 12, max_seconds=args.max_seconds,
                       ensemble_m=None if args.no_ensemble else 0.01, val_train_seeds=args.val_train_seeds,
-                      val_env_seeds=args.val_seeds, hold_ablation_seeds=args.hold_ablation_seeds, **more)
+                      val_env_seeds=args.val_seeds, hold_ablation_seeds=args.hold_ablation_seeds,
+                      matched_seeds=args.matched_seeds, plateau_every=args.plateau_every,
+                      plateau_max_steps=args.plateau_max_steps, **more)
     run_study(cfg, args.out, progress=not args.quiet)
     return 0
 
@@ -192,4 +194,9 @@ def register(subparsers: Any) -> None:
     g.add_argument("--val-seeds", type=int, default=20, help="validation environment seeds per task of the sweep")
     g.add_argument("--hold-ablation-seeds", type=int, default=3,
                    help="training seeds re-evaluated with the linear and zoh holds")
+    g.add_argument("--matched-seeds", type=int, default=3,
+                   help="training seeds of the equal-budget ablation: event, the best chunk and unified with event "
+                        "mode's supervised actions per step, each trained to a plateau of its validation action loss (0: off)")
+    g.add_argument("--plateau-every", type=int, default=100, help="steps between the ablation's validation checks")
+    g.add_argument("--plateau-max-steps", type=int, default=3000, help="the ablation's step limit per model")
     p.set_defaults(func=_run)

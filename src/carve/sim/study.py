@@ -31,7 +31,10 @@ images), so control failures are not confused with perception failures:
    captions-off, executing its predicted length; `chunk_best` as swept; unified re-planning
    every `n_action_steps`. The env's hold between actions is `foh` (its default) for all; the
    hold ablation re-evaluates event and `chunk_best` with `linear` and `zoh` holds on the first
-   `hold_ablation_seeds` training seeds.
+   `hold_ablation_seeds` training seeds. The equal-budget ablation (`matched_seeds`) retrains event,
+   `chunk_best` and unified with batch sizes that give every mode event mode's supervised action
+   positions per optimiser step (measured from each mode's sampler), each until its validation action
+   loss on the held-out episodes stops falling (`study_fit.Plateau`), and evaluates them the same way.
 6. **Report.** One primary contrast, named in the config before the run (`primary`: event -
    chunk_best, success), with a two-level bootstrap CI (training seeds x environment episodes,
    `sim.study_stats`); every other contrast is exploratory, with Holm-adjusted p-values.
@@ -57,6 +60,8 @@ EVAL_BLOCK = 10  # environment seeds per evaluation job
 DATA_SEED_BASE = 0  # carve synth's default --seed: the training scenes
 CAPTION_GATE = 0.95  # verb-class accuracy of the study's captions below which captions-off tests no language
 STUDY_TASKS = ("pick_place", "push")
+VAL_DATA_SEED = 7  # draws the equal-budget ablation's fixed validation batches from the held-out episodes
+PROBE_DATA_SEED = 8  # draws the samples that measure each mode's supervised actions per sample
 
 
 @dataclass
@@ -96,6 +101,13 @@ class StudyConfig:
     clusters: int = 0  # k for the balance (0: sqrt of the event count)
     workers: int = 2
     hold_baseline: bool = True  # also evaluate the do-nothing policy (what a task gives for free)
+    # the equal-budget ablation: event, chunk_best and unified on the first `matched_seeds` training seeds,
+    # each with the batch size that gives event mode's supervised actions per optimiser step (at
+    # `batch_size`), trained until the validation action loss on the held-out episodes stops falling (0: off)
+    matched_seeds: int = 3
+    plateau_every: int = 100
+    plateau_patience: int = 3
+    plateau_max_steps: int = 3000
     max_seconds: float | None = None
 
 
@@ -367,7 +379,14 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
     from carve.sim.eval_sim import eval_seeds
     from carve.sim.study_cache import code_hash, key
     from carve.sim.study_episodes import Sampler, TextCache, episodes_from_rows, norm_stats, split_episodes
-    from carve.sim.study_fit import fit, matched_config, offline_metrics, spec_for
+    from carve.sim.study_fit import (
+        Plateau,
+        actions_per_sample,
+        fit,
+        matched_config,
+        offline_metrics,
+        spec_for,
+    )
     from carve.sim.study_stats import holm
     from carve.trainer.config import ModelConfig
     from carve.trainer.planner import CaptionPlanner
@@ -431,21 +450,35 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
         "tasks", "train_episodes", "holdout_frac", "split_seed", "data_base", "fps", "steps", "batch_size", "d_model",
         "n_layers", "n_heads", "max_len", "caption_dropout", "text", "text_dim", "clusters")}
     compute: dict[str, Any] = {}
+    fits: dict[str, list[dict[str, Any]]] = {}  # every training run's compute, per policy name
     offline: dict[str, list[list[dict[str, Any]]]] = {}
 
-    def trained(name: str, mode: str, weights: str, seed: int, horizon: int) -> str:
-        """The policy directory of (variant, seed), trained unless an identical one is cached."""
+    def sampler_of(episodes: list[Any], mode: str, horizon: int, data_seed: int, weights: str = "uniform",
+                   dropout: float | None = None) -> Any:
+        return Sampler(episodes, mode, text, max_len=cfg.max_len, chunk_len=horizon,
+                       caption_dropout=(cfg.caption_dropout if mode == "event" else 0.0) if dropout is None else dropout,
+                       weights=weights, data_seed=data_seed, visual_dim=spec(mode, horizon).visual_dim)
+
+    def trained(name: str, mode: str, weights: str, seed: int, horizon: int, batch_size: int | None = None,
+                plateau: bool = False) -> str:
+        """The policy directory of (variant, seed), trained unless an identical one is cached; with
+        `plateau`, trained until the validation action loss on the held-out episodes stops falling."""
         pdir = work / "policies" / f"{name}-seed{seed}"
-        k = key(train_key, data_key, mode, weights, seed, horizon, cfg.n_action_steps)
+        bs = batch_size or cfg.batch_size
+        stop = [cfg.plateau_every, cfg.plateau_patience, cfg.plateau_max_steps] if plateau else None
+        k = key(code_hash(), train_key, data_key, mode, weights, seed, horizon, cfg.n_action_steps, bs, stop)
         cached = _read_json(pdir / "study_train.json")
         if cached and cached.get("key") == k and (pdir / "config.json").exists():
             comp, off_run = cached["compute"], cached["offline"]
         else:
-            sampler = Sampler(tr, mode, text, max_len=cfg.max_len, chunk_len=horizon,
-                              caption_dropout=cfg.caption_dropout if mode == "event" else 0.0, weights=weights,
-                              data_seed=1000 + seed, visual_dim=spec(mode, horizon).visual_dim)
+            sampler = sampler_of(tr, mode, horizon, 1000 + seed, weights)
+            until = None
+            if plateau:  # fixed batches of the held-out episodes, the same for every seed of a mode
+                vs = sampler_of(ho, mode, horizon, VAL_DATA_SEED, dropout=0.0)
+                until = Plateau([vs.batch(64) for _ in range(8)], every=cfg.plateau_every,
+                                patience=cfg.plateau_patience, max_steps=cfg.plateau_max_steps)
             model, comp = fit(mode, sampler, model_cfg(mode, horizon), spec(mode, horizon), stats, steps=cfg.steps,
-                              batch_size=cfg.batch_size, train_seed=seed)
+                              batch_size=bs, train_seed=seed, plateau=until)
             off_run = offline_metrics(model, ho, text)
             settings = PolicySettings(visual="zeros", text=cfg.text, task_encoder="text", privileged_state=True,
                                       fps=cfg.fps, n_action_steps=cfg.n_action_steps if mode == "unified" else None,
@@ -454,6 +487,7 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
             Policy(model, settings, text_encoder=text.encoder).save(pdir)
             _write_json(pdir / "study_train.json", {"key": k, "compute": comp, "offline": off_run})
         compute.setdefault(name, comp)
+        fits.setdefault(name, []).append({"train_seed": seed, **comp})
         offline.setdefault(name, []).append(off_run)
         return str(pdir)
 
@@ -530,6 +564,23 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
                                {"policy": ch, "train_seed": s, "variant": f"chunk_best@{hold}", "hold": hold,
                                 **chunk_run}]
         log(f"trained seed {s} ({time.perf_counter() - t0:.0f} s)")
+    matched: dict[str, Any] = {}
+    if cfg.matched_seeds:  # the equal-budget ablation
+        modes = {"event": ("event", cfg.chunk_len), "chunk_best": ("chunk", best["chunk_len"]),
+                 "unified": ("unified", cfg.chunk_len)}
+        per_sample = {v: actions_per_sample(sampler_of(tr, m, h, PROBE_DATA_SEED)) for v, (m, h) in modes.items()}
+        budget = per_sample["event"] * cfg.batch_size
+        for v, (m, h) in modes.items():
+            matched[v] = {"mode": m, "horizon": h, "actions_per_sample": per_sample[v],
+                          "batch_size": max(1, round(budget / per_sample[v])), "budget": budget}
+        for s in tseeds[:cfg.matched_seeds]:
+            for v, (m, h) in modes.items():
+                pdir = trained(f"matched-{v}", m, "uniform", s, h, batch_size=matched[v]["batch_size"], plateau=True)
+                run: dict[str, Any] = {}
+                if v == "chunk_best":
+                    run = {"n_action_steps": best["n_action_steps"], "temporal_ensemble": best["temporal_ensemble"]}
+                per_policy.append({"policy": pdir, "train_seed": s, "variant": f"{v}@matched", "hold": "foh", **run})
+            log(f"trained the equal-budget ablation, seed {s} ({time.perf_counter() - t0:.0f} s)")
     if cfg.hold_baseline:  # one "training seed" column
         per_policy.append({"policy": "hold", "train_seed": 0, "variant": "hold", "cache": str(work / "hold")})
     timings["train_s"] = time.perf_counter() - t0
@@ -546,8 +597,10 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
     for r in results:
         eps_by.setdefault(r["variant"], []).extend({**e, "train_seed": r["train_seed"]} for e in r["episodes"])
 
+    matched_seeds = tseeds[:cfg.matched_seeds]
+
     def seeds_of(v: str) -> list[int]:
-        return [0] if v == "hold" else ablation_seeds if "@" in v else tseeds
+        return [0] if v == "hold" else matched_seeds if v.endswith("@matched") else ablation_seeds if "@" in v else tseeds
 
     mats = {v: (_matrix(e, "success", keys, seeds_of(v)), _matrix(e, "progress", keys, seeds_of(v)))
             for v, e in eps_by.items()}
@@ -565,6 +618,7 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
         ("event_balanced", "event", None), ("event", "event_captions_off", None)]
     for hold in cfg.holds:
         contrasts += [(f"event@{hold}", "event", abl), (f"chunk_best@{hold}", "chunk_best", abl)]
+    contrasts += [("event@matched", "chunk_best@matched", None), ("event@matched", "unified@matched", None)]
     primary = f"{cfg.primary[0]} - {cfg.primary[1]}"
     comparisons: dict[str, Any] = {}
     for a, b, sub in contrasts:
@@ -579,9 +633,12 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
         adj = holm({k: v[metric]["p"] for k, v in comparisons.items() if v["role"] == "exploratory"})
         for k, p in adj.items():
             comparisons[k][metric]["p_holm"] = p
+    for v, m in matched.items():  # the equal-budget ablation's training runs, per seed
+        m["runs"] = [{k: r.get(k) for k in ("train_seed", "steps", "best_step", "best_val_loss", "stopped",
+                                             "actions_per_step", "params")} for r in fits.get(f"matched-{v}", [])]
     off = {}
     for name, runs in offline.items():
-        if name.startswith("val-"):
+        if name.startswith(("val-", "matched-")):  # the ablation stopped on the held-out episodes' loss
             continue
         per_ep = np.mean([[e["action_mse"] for e in run] for run in runs], 0)
         off[name] = {"action_mse": float(per_ep.mean()), "ci95": list(boot_mean_ci(per_ep, 3)),
@@ -593,10 +650,13 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
                     "event_len_p90": float(np.percentile(lengths, 90)),
                     "event_len_over_max_len": float((lengths > cfg.max_len).mean())},
            "caption_check": captions, "sweep": sweep, "chunk_best": best, "primary": primary,
-           "compute": {k: v for k, v in compute.items() if not k.startswith("val-")}, "summary": summary,
+           "compute": {k: v for k, v in compute.items() if not k.startswith(("val-", "matched-"))},
+           "summary": summary,
            "per_task": per_task, "comparisons": comparisons, "offline": off, "planner": planner.to_dict(),
-           "train_seeds": tseeds, "hold_ablation_seeds": ablation_seeds,
-           "offline_per_episode": {k: v for k, v in offline.items() if not k.startswith("val-")}, "episodes": raw}
+           "train_seeds": tseeds, "hold_ablation_seeds": ablation_seeds, "matched": matched,
+           "matched_seeds": matched_seeds,
+           "offline_per_episode": {k: v for k, v in offline.items() if not k.startswith(("val-", "matched-"))},
+           "episodes": raw}
     res.update(headline(res))
     out_md.write_text(format_study(res))
     out_md.with_suffix(".json").write_text(json.dumps(res, indent=1))
@@ -700,7 +760,35 @@ def format_study(res: dict[str, Any]) -> str:
         lines.append(f"| {k} | {v['action_mse']:.3f} ({v['ci95'][0]:.3f}-{v['ci95'][1]:.3f}) | "
                      f"{comp.get('params', '')} | {comp.get('tokens_per_step', '')} | "
                      f"{comp.get('actions_per_step', 0):.0f} |")
+    lines += format_matched(res)
     t = res["timings_s"]
     lines += ["", f"Time: data {t.get('data_s', 0):.0f} s, chunk sweep {t.get('sweep_s', 0):.0f} s, training "
               f"{t.get('train_s', 0):.0f} s, evaluation {t.get('eval_s', 0):.0f} s.", ""]
     return "\n".join(lines)
+
+
+def format_matched(res: dict[str, Any]) -> list[str]:
+    """The equal-budget ablation's section: batch sizes, steps to the plateau, closed-loop results."""
+    matched = res.get("matched") or {}
+    if not matched:
+        return []
+    budget = next(iter(matched.values()))["budget"]
+    lines = ["", f"Equal budget, trained to a plateau (training seeds {res.get('matched_seeds')}): every mode gets "
+             f"event mode's supervised action positions per optimiser step ({budget:.0f}; each mode's batch size "
+             "from its measured actions per sample) and trains until its action loss on fixed batches of the held-out "
+             "episodes stops falling (checked every "
+             f"{res['config']['plateau_every']} steps; stop after {res['config']['plateau_patience']} checks without "
+             f"a 1% gain, at most {res['config']['plateau_max_steps']} steps; the best check's weights are kept). "
+             "The held-out episodes choose when to stop here, so this ablation reports no held-out MSE.", "",
+             "| variant | batch | actions / sample | actions / step | steps trained (best) per seed | stopped | "
+             "success (95% CI) | progress |", "|---|---|---|---|---|---|---|---|"]
+    for v, m in matched.items():
+        runs = m.get("runs") or []
+        s = res["summary"].get(f"{v}@matched")
+        ok = f"{_pct(s['success_rate'])} ({_pct(s['success_ci95'][0])}-{_pct(s['success_ci95'][1])})" if s else ""
+        lines.append(f"| {v}@matched | {m['batch_size']} | {m['actions_per_sample']:.1f} | "
+                     f"{(sum(r['actions_per_step'] for r in runs) / max(1, len(runs))):.0f} | "
+                     + ", ".join(f"{r['steps']} ({r['best_step']})" for r in runs) + " | "
+                     + ", ".join(sorted({str(r['stopped']) for r in runs})) + f" | {ok} | "
+                     + (f"{s['progress_mean']:.1f}" if s else "") + " |")
+    return lines

@@ -12,10 +12,17 @@ the modes differ in their heads and query tokens, and the MLP width of each mode
 its count is closest to the reference mode's (event). `offline_metrics(model, episodes, ...)`
 is the held-out action MSE per episode (normalised units, mean over the episode's supervised
 positions), for an episode-level bootstrap.
+
+For the equal-budget ablation, `actions_per_sample(sampler)` measures a mode's mean supervised
+action positions per sample (so batch sizes can give every mode the same supervised actions per
+optimiser step), and `fit(..., plateau=Plateau(batches))` trains until the validation loss on
+fixed held-out batches stops falling, keeping the best evaluation's weights.
 """
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -57,10 +64,44 @@ def matched_config(base: ModelConfig, specs: dict[str, ModelSpec], reference: st
     return out
 
 
+@dataclass
+class Plateau:
+    """Train until the validation loss stops falling. Every `every` steps the action loss is taken on
+    `batches` (fixed held-out batches, eval mode; `val_loss`); training stops after `patience`
+    evaluations in a row that do not improve the best by `min_rel` (relative), or at `max_steps`.
+    The weights of the best evaluation are the ones returned. The learning-rate schedule is the
+    usual warmup + cosine, laid over `max_steps`."""
+
+    batches: list[dict[str, Any]] = field(repr=False)
+    every: int = 100
+    patience: int = 3
+    min_rel: float = 0.01
+    max_steps: int = 3000
+
+
+@torch.no_grad()
+def val_loss(model: WorldActionModel, batches: list[dict[str, Any]]) -> float:
+    """Mean action loss (normalised MSE over the supervised positions, the part of the loss every mode
+    has) over `batches`, in eval mode (the caller restores train mode). The other terms (event mode's
+    length head, the world and latent terms) are mode-specific, so they are left out: every mode
+    stops on the same measure."""
+    model.eval()
+    return float(np.mean([float(model.loss(b)[1]["action"]) for b in batches]))
+
+
+def actions_per_sample(sampler: Sampler, n: int = 2048) -> float:
+    """Mean supervised action positions per sample of `sampler`'s mode (draws `n` samples from it)."""
+    return float(np.mean([float(sampler.sample()["mask"].sum()) for _ in range(n)]))
+
+
 def fit(mode: str, sampler: Sampler, model_cfg: ModelConfig, spec: ModelSpec, stats: NormStats, *,
         steps: int = 300, batch_size: int = 64, train_seed: int = 0,
-        optim: OptimConfig | None = None) -> tuple[WorldActionModel, dict[str, Any]]:
-    """Train one model; returns it (eval mode) and {"params", "tokens_per_step", "actions_per_step", ...}."""
+        optim: OptimConfig | None = None, plateau: Plateau | None = None) -> tuple[WorldActionModel, dict[str, Any]]:
+    """Train one model; returns it (eval mode) and {"params", "tokens_per_step", "actions_per_step", ...}.
+    With `plateau`, `steps` is ignored: training runs until the validation loss stops falling (`Plateau`)
+    and the result also carries the validation curve, the best step and why training stopped."""
+    if plateau is not None:
+        steps = plateau.max_steps
     torch.manual_seed(train_seed)
     model = WorldActionModel(model_cfg, spec)
     model.set_norm_stats(stats.state_mean, stats.state_std, stats.action_mean, stats.action_std)
@@ -72,7 +113,10 @@ def fit(mode: str, sampler: Sampler, model_cfg: ModelConfig, spec: ModelSpec, st
         for opt in (muon, adamw)]
     model.train()
     supervised, losses = 0.0, []
-    for _ in range(steps):
+    curve: list[tuple[int, float]] = []
+    best: tuple[float, int, dict[str, Any]] | None = None
+    stale, stopped, done = 0, "max_steps", 0
+    for step in range(1, steps + 1):
         batch = sampler.batch(batch_size)
         loss, _parts = model.loss(batch)
         muon.zero_grad(set_to_none=True)
@@ -85,10 +129,26 @@ def fit(mode: str, sampler: Sampler, model_cfg: ModelConfig, spec: ModelSpec, st
             s.step()
         supervised += float(batch["mask"].sum())
         losses.append(float(loss.detach()))
+        done = step
+        if plateau is not None and (step % plateau.every == 0 or step == steps):
+            v = val_loss(model, plateau.batches)
+            model.train()
+            curve.append((step, v))
+            significant = best is None or v < best[0] * (1.0 - plateau.min_rel)
+            if best is None or v < best[0]:
+                best = (v, step, copy.deepcopy(model.state_dict()))
+            stale = 0 if significant else stale + 1
+            if stale >= plateau.patience:
+                stopped = "plateau"
+                break
+    out = {"params": count_parameters(model), "tokens_per_step": tokens_per_sample(spec) * batch_size,
+           "actions_per_step": supervised / max(1, done), "final_loss": float(np.mean(losses[-10:]))
+           if losses else None, "steps": done, "batch_size": batch_size}
+    if plateau is not None and best is not None:
+        model.load_state_dict(best[2])
+        out.update({"val_curve": curve, "best_step": best[1], "best_val_loss": best[0], "stopped": stopped})
     model.eval()
-    return model, {"params": count_parameters(model), "tokens_per_step": tokens_per_sample(spec) * batch_size,
-                   "actions_per_step": supervised / max(1, steps), "final_loss": float(np.mean(losses[-10:]))
-                   if losses else None, "steps": steps, "batch_size": batch_size}
+    return model, out
 
 
 @torch.no_grad()
