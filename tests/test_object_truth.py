@@ -31,7 +31,7 @@ def _frames_named(events, word: str) -> list[int]:
 
 def _well_formed(ep, bounds: list[int]) -> None:
     assert bounds == sorted(set(bounds))
-    assert all(0 < b < ep.length for b in bounds)
+    assert all(0 < b < ep.length - 1 for b in bounds)
     assert all((b - a) / ep.fps >= MERGE_S - 1e-9 for a, b in itertools.pairwise(bounds))
 
 

@@ -17,7 +17,7 @@ the operator's command schedule (`SimEpisode.phases`, which `carve synth` writes
 Both constants are properties of the truth, chosen from physics (1 cm/s is well above the
 simulator's resting jitter, 0 m/s to three decimals, and far below any transport speed;
 0.2 s keeps out the one-frame settling of an object when it is let go), not tuned on Carve's
-output. Frame 0 and frames at or after the episode's length are never boundaries; events
+output. Frame 0 and the last frame (length - 1) are never boundaries; events
 closer than `MERGE_S` (0.15 s) to the previous kept one are merged into it (the earlier is
 kept, and its names gather the merged ones).
 
@@ -93,7 +93,7 @@ def motion_stretches(pos: np.ndarray, fps: float, speed: float = MOTION_SPEED,
 def object_events(ep: SimEpisode, *, merge_s: float = MERGE_S, speed: float = MOTION_SPEED,
                   min_s: float = MIN_MOTION_S) -> list[ObjectEvent]:
     """The contact and object-state events of `ep` (see the module docstring), sorted by
-    frame, inside (0, length), no two closer than `merge_s` seconds."""
+    frame, inside (0, length - 1), no two closer than `merge_s` seconds."""
     raw: list[tuple[int, str]] = []
     if ep.held is not None:
         held = np.asarray(ep.held, dtype=bool)
@@ -104,7 +104,7 @@ def object_events(ep: SimEpisode, *, merge_s: float = MERGE_S, speed: float = MO
     for name, pos in ep.objects.items():
         for start, stop in motion_stretches(pos, ep.fps, speed, min_s):
             raw += [(start, f"object moves ({name})"), (stop, f"object stops ({name})")]
-    raw = sorted(r for r in raw if 0 < r[0] < ep.length)
+    raw = sorted(r for r in raw if 0 < r[0] < ep.length - 1)
     gap = merge_s * ep.fps  # in frames
     events: list[ObjectEvent] = []
     for frame, name in raw:
