@@ -449,8 +449,7 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
     train_key = {k: v for k, v in asdict(cfg).items() if k in (
         "tasks", "train_episodes", "holdout_frac", "split_seed", "data_base", "fps", "steps", "batch_size", "d_model",
         "n_layers", "n_heads", "max_len", "caption_dropout", "text", "text_dim", "clusters")}
-    compute: dict[str, Any] = {}
-    fits: dict[str, list[dict[str, Any]]] = {}  # every training run's compute, per policy name
+    fits: dict[str, list[tuple[int, dict[str, Any]]]] = {}  # (training seed, its compute) per policy name
     offline: dict[str, list[list[dict[str, Any]]]] = {}
 
     def sampler_of(episodes: list[Any], mode: str, horizon: int, data_seed: int, weights: str = "uniform",
@@ -486,8 +485,7 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
                                       extra={"planner": planner.to_dict()} if mode == "event" else {})
             Policy(model, settings, text_encoder=text.encoder).save(pdir)
             _write_json(pdir / "study_train.json", {"key": k, "compute": comp, "offline": off_run})
-        compute.setdefault(name, comp)
-        fits.setdefault(name, []).append({"train_seed": seed, **comp})
+        fits.setdefault(name, []).append((seed, comp))
         offline.setdefault(name, []).append(off_run)
         return str(pdir)
 
@@ -634,8 +632,9 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
         for k, p in adj.items():
             comparisons[k][metric]["p_holm"] = p
     for v, m in matched.items():  # the equal-budget ablation's training runs, per seed
-        m["runs"] = [{k: r.get(k) for k in ("train_seed", "steps", "best_step", "best_val_loss", "stopped",
-                                             "actions_per_step", "params")} for r in fits.get(f"matched-{v}", [])]
+        m["runs"] = [{"train_seed": seed, **{k: c.get(k) for k in ("steps", "best_step", "best_val_loss", "stopped",
+                                                                   "actions_per_step", "params")}}
+                     for seed, c in fits.get(f"matched-{v}", [])]
     off = {}
     for name, runs in offline.items():
         if name.startswith(("val-", "matched-")):  # the ablation stopped on the held-out episodes' loss
@@ -650,7 +649,7 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
                     "event_len_p90": float(np.percentile(lengths, 90)),
                     "event_len_over_max_len": float((lengths > cfg.max_len).mean())},
            "caption_check": captions, "sweep": sweep, "chunk_best": best, "primary": primary,
-           "compute": {k: v for k, v in compute.items() if not k.startswith(("val-", "matched-"))},
+           "compute": {k: runs[0][1] for k, runs in fits.items() if not k.startswith(("val-", "matched-"))},
            "summary": summary,
            "per_task": per_task, "comparisons": comparisons, "offline": off, "planner": planner.to_dict(),
            "train_seeds": tseeds, "hold_ablation_seeds": ablation_seeds, "matched": matched,
