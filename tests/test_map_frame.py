@@ -187,3 +187,26 @@ def test_frame_without_clustering_is_404_with_the_reason(tmp_path: Path):
     fab = fabricate_root(tmp_path / "root", datasets=("sim",), episodes=2, clusters=False)
     r = _client(fab.root).get("/datasets/sim/map/frame", headers=AUTH)
     assert r.status_code == 404 and "no clusters version" in r.json()["detail"]
+
+
+def test_first_screen_revalidates_with_its_etag(small: Any):
+    """A kept browser revalidates the first screen (no-cache) and gets a 304 without a body while
+    the version and screen hold; another screen, a filter or a new server process behave as HTTP says."""
+    c = _client(small.root)
+    url = "/datasets/sim/map/frame"
+    first = c.get(url, headers=AUTH)
+    tag = first.headers["etag"]
+    assert first.status_code == 200 and tag.startswith('"') and "no-cache" in first.headers["cache-control"]
+    again = c.get(url, headers={**AUTH, "If-None-Match": tag})
+    assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == tag
+    assert c.get(url, headers={**AUTH, "If-None-Match": f'"other", W/{tag}'}).status_code == 304
+    stale = c.get(url, headers={**AUTH, "If-None-Match": '"not-this-one"'})
+    assert stale.status_code == 200 and decode(stale.content)[0]["total"] == decode(first.content)[0]["total"]
+    other = c.get(url, params={"width": 500, "height": 400}, headers={**AUTH, "If-None-Match": tag})
+    assert other.status_code == 200 and other.headers["etag"] != tag  # another screen is another frame
+    plain = c.get(url, headers={**AUTH, "Accept-Encoding": "identity"})
+    assert plain.status_code == 200 and plain.headers["etag"] != tag  # another encoding, another tag
+    task = next(iter(_layout(small.root, "sim").values()))["task"]
+    filtered = c.get(url, params={"task": task}, headers={**AUTH, "If-None-Match": tag})
+    assert filtered.status_code == 200 and "etag" not in filtered.headers
+    assert _client(small.root).get(url, headers={**AUTH, "If-None-Match": tag}).status_code == 304

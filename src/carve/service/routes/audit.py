@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
 import json
 from collections.abc import Callable
@@ -158,16 +159,34 @@ def map_frame(request: Request, views: ViewsDep, catalogs: CatalogsDep, name: st
     def pack(raw: bytes) -> bytes:
         return gzip.compress(raw, compresslevel=5, mtime=0)
 
+    headers = {"Cache-Control": "private, no-cache", "Vary": "Accept-Encoding"}
     if not q.any() and view is None:  # the first screen: built (and packed) once per version and screen
-        raw, packed = views.cache.get(("frame", name, v, vv.parts, width, height, cell, bins, density),
-                                      lambda: (lambda r: (r, pack(r)))(build()))
+        key = ("frame", name, v, vv.parts, width, height, cell, bins, density)
+        # a browser revalidates it on every load (no-cache) and gets a 304 while the key holds
+        etag = _etag(key, gz)
+        if etag in _if_none_match(request):
+            return Response(status_code=304, headers={**headers, "ETag": etag})
+        raw, packed = views.cache.get(key, lambda: (lambda r: (r, pack(r)))(build()))
+        headers["ETag"] = etag
     else:
         raw = build()
         packed = pack(raw) if gz else raw
-    headers = {"Cache-Control": "private, no-cache", "Vary": "Accept-Encoding", "X-Frame-Bytes": str(len(raw))}
+    headers["X-Frame-Bytes"] = str(len(raw))
     if gz:
         return Response(packed, media_type=mf.MEDIA_TYPE, headers={**headers, "Content-Encoding": "gzip"})
     return Response(raw, media_type=mf.MEDIA_TYPE, headers=headers)
+
+
+def _etag(key: tuple[Any, ...], gz: bool) -> str:
+    """A strong validator of a cached first-screen frame: its cache key (dataset, clustering version
+    and its parts, screen, cell, bins, underlay) and the encoding; the same in every server process."""
+    return '"' + hashlib.sha256(repr((key, gz)).encode()).hexdigest()[:32] + '"'
+
+
+def _if_none_match(request: Request) -> set[str]:
+    """The entity tags of the request's If-None-Match (weak ones compared as strong, RFC 9110 13.1.2)."""
+    tags = request.headers.get("if-none-match", "")
+    return {t.strip().removeprefix("W/") for t in tags.split(",") if t.strip()}
 
 
 @router.get(PATHS["facets"], tags=["audit"], response_class=JSONResponse, response_model=MapFacetsResponse)
