@@ -9,8 +9,11 @@
 * the `metaworld_tasks` corpus item (Meta-World scripted experts written by lerobot 0.4.4; the truth
   is the experts' own sub-goals): verb-class accuracy per task through the real `carve run`, the
   three truth forms agree, and no two consecutive events of an episode share a caption;
-* the held-out item `metaworld_heldout` (six more part-action tasks, first captioned after the rules
-  were fixed): every episode captioned, turns and presses named as such.
+* the item `metaworld_heldout` (six more part-action tasks, first captioned after the rules were fixed,
+  then looked at for kinematic-v6): every episode captioned, turns and presses named as such, the
+  re-approach after a lift-off a reach;
+* the second held-out item `metaworld_heldout2` (six tasks used nowhere else, measured once with the
+  captioner frozen): its measured score is a floor.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from carve.cli.main import main
 
 ITEM = Path(__file__).resolve().parent / "corpus" / "metaworld_tasks"
 HELDOUT = Path(__file__).resolve().parent / "corpus" / "metaworld_heldout"
+HELDOUT2 = Path(__file__).resolve().parent / "corpus" / "metaworld_heldout2"
 
 
 # ------------------------------------------------------------------------------------- instruction
@@ -353,6 +357,24 @@ def test_heldout_tasks_every_episode_captioned_and_every_turn_found(heldout: dic
     assert rep["per_task_class"]["handle-press-v3"]["accuracy"] >= 8 / 9 - 1e-9
     assert rep["class_correct"] >= 43, rep["class_correct"]
     rows = heldout["rows"]
+    assert not [a for a, b in itertools.pairwise(rows)
+                if a["episode_index"] == b["episode_index"] and a["caption"] == b["caption"]]
+
+
+@pytest.fixture(scope="module")
+def heldout2(tmp_path_factory: pytest.TempPathFactory, ray_local: Any) -> dict[str, Any]:
+    return _run_item(tmp_path_factory.mktemp("metaworld-heldout2") / "root", HELDOUT2, ("truth_carve.json",))
+
+
+def test_second_heldout_set_keeps_its_measured_score(heldout2: dict[str, Any]) -> None:
+    # measured once with the captioner frozen at kinematic-v6 (BENCHMARKS.md: 38 of 67 events, the target not
+    # met); a later rule may raise it, never lower it: every episode captioned, the grasps found, no repeats
+    rep = heldout2["reports"]["truth_carve.json"]
+    assert rep["unmatched_events"] == 0 and rep["unclassified_events"] == 0
+    assert {r["episode_index"] for r in heldout2["rows"]} == set(range(18))
+    assert rep["class_correct"] >= 38, (rep["class_correct"], rep["class_confusion"])
+    assert rep["class_confusion"]["grasp"].get("grasp", 0) >= 2
+    rows = heldout2["rows"]
     assert not [a for a, b in itertools.pairwise(rows)
                 if a["episode_index"] == b["episode_index"] and a["caption"] == b["caption"]]
 
