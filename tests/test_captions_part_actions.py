@@ -9,8 +9,11 @@
 * the `metaworld_tasks` corpus item (Meta-World scripted experts written by lerobot 0.4.4; the truth
   is the experts' own sub-goals): verb-class accuracy per task through the real `carve run`, the
   three truth forms agree, and no two consecutive events of an episode share a caption;
-* the held-out item `metaworld_heldout` (six more part-action tasks, first captioned after the rules
-  were fixed): every episode captioned, turns and presses named as such.
+* the item `metaworld_heldout` (six more part-action tasks, first captioned after the rules were fixed,
+  then looked at for kinematic-v6): every episode captioned, turns and presses named as such, the
+  re-approach after a lift-off a reach;
+* the second held-out item `metaworld_heldout2` (six tasks used nowhere else, measured once with the
+  captioner frozen): its measured score is a floor.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from carve.cli.main import main
 
 ITEM = Path(__file__).resolve().parent / "corpus" / "metaworld_tasks"
 HELDOUT = Path(__file__).resolve().parent / "corpus" / "metaworld_heldout"
+HELDOUT2 = Path(__file__).resolve().parent / "corpus" / "metaworld_heldout2"
 
 
 # ------------------------------------------------------------------------------------- instruction
@@ -153,6 +157,34 @@ def test_faucet_turned_sideways_then_left_upward() -> None:
     keys = [(0.0, START), (0.6, OVER), (1.0, DOWN), (2.0, [0.15, 0.6, 0.12]), (2.6, [0.15, 0.6, 0.27])]
     views = _views(keys, [0.6, 1.0, 2.0], "turn the faucet on", 3.0)
     assert caption_episode_events(views)[2:] == ["turn the faucet on", "retreat from the faucet"]
+
+
+def _classes(views: list[EventView]) -> list[str | None]:
+    return [verb_class(c) for c in caption_episode_events(views)]
+
+
+def test_a_lift_off_that_comes_back_down_to_the_part_is_a_re_approach() -> None:
+    # turned, up off the handle, then back down toward it: the hand left to come at the part again (a reach
+    # between two interactions with it), not the retreat that ends an episode (held-out dial-turn's miss)
+    keys = [(0.0, START), (0.6, OVER), (1.0, DOWN), (2.0, [0.15, 0.6, 0.12]), (2.6, [0.15, 0.6, 0.27]),
+            (3.2, [0.12, 0.6, 0.15])]
+    views = _views(keys, [0.6, 1.0, 2.0, 2.6], "turn the faucet on", 3.6)
+    assert _classes(views)[2:] == ["turn", "reach", "reach"]
+
+
+def test_a_short_turn_before_the_lift_off_starts_the_action() -> None:
+    # a long descent onto a dial, a short turn of it (3 cm, under a fifth of the path), a rise off it: the
+    # descent is still the approach and the short sideways leg the turn (held-out dial-turn's other miss)
+    keys = [(0.0, START), (0.6, OVER), (1.2, DOWN), (1.5, [0.03, 0.6, 0.12]), (2.2, [0.03, 0.6, 0.3])]
+    views = _views(keys, [0.6, 1.2, 1.5], "turn the dial", 2.6)
+    assert _classes(views) == ["reach", "reach", "turn", "retreat"]
+
+
+def test_one_motion_without_any_change_is_the_action() -> None:
+    # the segmenter found no boundary and the path no sharp turn: the episode is one motion, the task's own
+    # (held-out door-close: the hand pushes the door from the first frame); never captioned as a reach
+    views = _views([(0.0, [0.0, 0.6, 0.12]), (1.5, [-0.15, 0.55, 0.12])], [], "close the door", 1.5)
+    assert caption_episode_events(views) == ["push the door closed"]
 
 
 def test_a_press_along_one_straight_line_has_no_turn_to_lift_off_from() -> None:
@@ -315,9 +347,34 @@ def test_heldout_tasks_every_episode_captioned_and_every_turn_found(heldout: dic
     conf = rep["class_confusion"]
     assert set(conf["turn"]) == {"turn"} and conf["turn"]["turn"] >= 6
     assert conf["push"].get("retreat", 0) == 0 and conf["push"]["push"] >= 10
-    for task in ("button-press-topdown-v3", "coffee-button-v3"):
+    for task in ("button-press-topdown-v3", "coffee-button-v3", "dial-turn-v3"):
         assert rep["per_task_class"][task]["accuracy"] >= NON_PICK_TARGET, (task, rep["per_task_class"])
+    # the fixes measured on this item after it was looked at (BENCHMARKS.md): dial-turn's re-approach after
+    # the turn is a reach (8 events were "retreat") and its short turn starts the action; handle-press's slip
+    # after the press is no new start of it; what is left: faucet-close's rise off the handle at the end
+    # (3 events the expert calls "reach above"), door-close's flickering truth, one press with no reach
+    assert conf["reach"].get("retreat", 0) <= 3 and conf["reach"].get("turn", 0) == 0
+    assert rep["per_task_class"]["handle-press-v3"]["accuracy"] >= 8 / 9 - 1e-9
+    assert rep["class_correct"] >= 43, rep["class_correct"]
     rows = heldout["rows"]
+    assert not [a for a, b in itertools.pairwise(rows)
+                if a["episode_index"] == b["episode_index"] and a["caption"] == b["caption"]]
+
+
+@pytest.fixture(scope="module")
+def heldout2(tmp_path_factory: pytest.TempPathFactory, ray_local: Any) -> dict[str, Any]:
+    return _run_item(tmp_path_factory.mktemp("metaworld-heldout2") / "root", HELDOUT2, ("truth_carve.json",))
+
+
+def test_second_heldout_set_keeps_its_measured_score(heldout2: dict[str, Any]) -> None:
+    # measured once with the captioner frozen at kinematic-v6 (BENCHMARKS.md: 38 of 67 events, the target not
+    # met); a later rule may raise it, never lower it: every episode captioned, the grasps found, no repeats
+    rep = heldout2["reports"]["truth_carve.json"]
+    assert rep["unmatched_events"] == 0 and rep["unclassified_events"] == 0
+    assert {r["episode_index"] for r in heldout2["rows"]} == set(range(18))
+    assert rep["class_correct"] >= 38, (rep["class_correct"], rep["class_confusion"])
+    assert rep["class_confusion"]["grasp"].get("grasp", 0) >= 2
+    rows = heldout2["rows"]
     assert not [a for a, b in itertools.pairwise(rows)
                 if a["episode_index"] == b["episode_index"] and a["caption"] == b["caption"]]
 

@@ -48,8 +48,17 @@ Per arm, frames are labelled (the events' own boundaries are used only where not
    back to the start pose it is the **retreat** and the action is the leg before it; when the
    action moves into the part or sideways (push, press, close; a turn not "up") and the path ends
    by rising off the part, never to come down again, the rise is the **retreat** and the leg
-   before it the action ("turn the faucet on", then "retreat from the faucet"); without a
-   sharp turn the two-piece fit splits reach | act. A held object's last piece is **act** instead
+   before it the action ("turn the faucet on", then "retreat from the faucet"); the action then
+   starts at the last sharp turn before the lift-off, however short the action's own leg (a dial
+   turned by 2 cm). A retreat is the motion after the episode's LAST interaction: when the hand,
+   having left the part, heads back to it (its distance from where it left falls by more than the
+   waypoint error and `COME_BACK_SHARE` of its farthest), the excursion is a re-approach between
+   two interactions, a **reach**. A last leg after the last sharp turn that comes back to where it
+   turned, or never leaves the waypoint error around it (a slip, a wiggle, a wipe's last stroke),
+   is no start of the action: it started at the turn before. Without a sharp turn the two-piece
+   fit splits reach | act, unless the segmenter found no change of motion inside the stretch
+   either: then it is one motion, the action (the hand starts at the part; an episode of "close
+   the door" is never captioned only as a reach). A held object's last piece is **act** instead
    of **place** when the instruction inserts ("insert the peg into the hole"), and a last piece
    that does not go down (a Cartesian arm with a named height column) is a **move**, not a place.
    A grasp closed while the hand still moves lasts while its speed falls (it closes in on the
@@ -93,6 +102,7 @@ REACH, GRASP, LIFT, MOVE, PLACE, RELEASE, RETREAT, PUSH, HOLD, ACT = range(len(P
 PART_ACTIONS = ("pull", "push", "turn")
 RETURN_COS = 0.7  # a last leg heading back to the start pose within this cosine ...
 RETURN_SHARE = 0.5  # ... and ending nearer the start than this share of its own start's distance: a retreat
+COME_BACK_SHARE = 0.2  # a hand that left a part and comes back by this share of its farthest distance: re-approach
 RISE_COS = 0.5  # a last leg whose displacement points up within this cosine (>= 30 deg above level) rises
 GRASP_SETTLE_S = 0.5  # a grasp closed on the move ends at the latest this long after the fingers stop
 RISE_FRACTION = 0.1  # ... or where the hand's speed rises by more than this share of the moving speed
@@ -561,8 +571,9 @@ def _lift_off(x: np.ndarray, sp: np.ndarray, pause: float, a: int, e: int, fps: 
     sharp turns (`_turns`, any share of the path after them) cut the path into legs; the lift-off is the
     first turn of the last run of legs that rise (`_rises`) with the hand never coming down again below
     where the leg started (a rise that turns on its way up lifts off at its first turn; legs of the hand
-    hovering after it are passed over). The action starts at the sharp turn before it (`_last_turn`),
-    from which the leg up to the lift-off does not rise. None when the path ends otherwise."""
+    hovering after it are passed over). The action starts at the last sharp turn before it (any share of
+    the path after it: the lift-off bounds the action, however short), from which the leg up to the
+    lift-off does not rise. None when the path ends otherwise."""
     turns = _turns(x, sp, pause, a, e, fps, share=0.0)
     if not turns:
         return None
@@ -574,7 +585,8 @@ def _lift_off(x: np.ndarray, sp: np.ndarray, pause: float, a: int, e: int, fps: 
             break
     if off is None:
         return None
-    c0 = _last_turn(x, sp, pause, a, off, fps)
+    before = [t for t in turns if t < off]  # the lift-off ends the action: no share of the path need follow
+    c0 = before[-1] if before else None
     return (c0, off) if c0 is not None and not _rises(x, up, c0, off, err) else None
 
 
@@ -586,15 +598,22 @@ def _label_part_action(labels: np.ndarray, x: np.ndarray, sp: np.ndarray, pause:
     leg heads back to the start pose (`_returns`) it is the **retreat**, and the action is the leg before
     it (from the turn before). Where the action does not move upward (`leaves_up`: the height column,
     given for a press / push / close into the part or a turn not "up"; `err` the waypoint error), a path
-    that ends by rising off the part (`_lift_off`) is reach | act | **retreat** at those turns. Without
-    a sharp turn (the approach bends smoothly into the action) the two-piece polyline through the path,
-    cornered at an event boundary where there is one, splits reach | act."""
+    that ends by rising off the part (`_lift_off`) is reach | act | **retreat** at those turns, the rise a
+    **reach** instead when the hand heads back to the part (`_comes_back`: a re-approach). A last leg
+    that comes back to its turn or stays within `err` of it (`_stays`) is a detour inside the action,
+    which then starts at the turn before. Without a sharp turn (the approach bends smoothly into the
+    action) the two-piece polyline through the path, cornered at an event boundary where there is one,
+    splits reach | act; with no event boundary inside the stretch either, it is all the action."""
     off = _lift_off(x, sp, pause, a, e, fps, leaves_up, err) if leaves_up is not None else None
     if off is not None:
-        labels[a : off[0]], labels[off[0] : off[1]], labels[off[1] : e] = REACH, ACT, RETREAT
+        labels[a : off[0]], labels[off[0] : off[1]] = REACH, ACT
+        labels[off[1] : e] = REACH if _comes_back(x, off[1], e, err) else RETREAT
         return
     c = _last_turn(x, sp, pause, a, e, fps)
     if c is None:
+        if not any(a < b < e for b in bounds or []):  # no turn, and the segmenter found no change of motion
+            labels[a:e] = ACT  # in it: one motion, the task's action (the hand starts at the part)
+            return
         _label_path(labels, x, sp, pause, a, e, (REACH, ACT), ACT, bounds)
         return
     if _returns(x, a, c, e):
@@ -603,8 +622,33 @@ def _label_part_action(labels: np.ndarray, x: np.ndarray, sp: np.ndarray, pause:
         labels[c0 if c0 is not None else a : c] = ACT
         labels[c:e] = RETREAT
         return
+    if _comes_back(x, c, e, err) or _stays(x, c, e, err):  # the last leg returns where it turned, or never
+        # leaves the waypoint error around it: a detour within the work (a hand slipping off and pressing
+        # again, a wipe's last stroke, a wiggle), so the action started at the turn before
+        c0 = _last_turn(x, sp, pause, a, c, fps)
+        c = c0 if c0 is not None else c
     labels[a:c] = REACH
     labels[c:e] = ACT
+
+
+def _stays(x: np.ndarray, s: int, e: int, err: float) -> bool:
+    """Whether the path [s, e) stays within the waypoint error `err` of x[s] (no leg of its own: the
+    segmenter keeps no waypoint for a smaller motion)."""
+    return x.shape[1] > 0 and 0 <= s < e and float(np.max(np.linalg.norm(x[s:e] - x[s], axis=1))) <= err
+
+
+def _comes_back(x: np.ndarray, s: int, e: int, err: float) -> bool:
+    """Whether the hand, having left at s the place where it worked a part, heads back to it before e: its
+    distance from x[s] falls from its farthest by more than the waypoint error `err` and by at least
+    `COME_BACK_SHARE` of that farthest distance. Such an excursion lies between two interactions with
+    the part (the hand lifted off to come at it again): a re-approach (**reach**), not a retreat, which
+    is the motion after the episode's last interaction, away from the part."""
+    if x.shape[1] == 0 or not 0 <= s < e - 1:
+        return False
+    d = np.linalg.norm(x[s:e] - x[s], axis=1)
+    far = float(d.max())
+    back = far - float(d[-1])
+    return back > err and back >= COME_BACK_SHARE * far
 
 
 def _leaves(labels: np.ndarray, x: np.ndarray, a: int, e: int, up: int | None, err: float) -> bool:
