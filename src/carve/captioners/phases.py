@@ -98,8 +98,9 @@ from carve.ingest.kinematics import motion_starts, move_speed, runs, smooth, spe
 PHASES = ("reach", "grasp", "lift", "move", "place", "release", "retreat", "push", "hold", "act")
 REACH, GRASP, LIFT, MOVE, PLACE, RELEASE, RETREAT, PUSH, HOLD, ACT = range(len(PHASES))
 # instruction verb classes (`verb_classes`) whose action works a part of the scene without carrying
-# it (a drawer pulled open, a button pressed, a faucet turned): no grasp cycle needed
-PART_ACTIONS = ("pull", "push", "turn")
+# it (a drawer pulled open, a button pressed, a faucet turned or a lock locked, a table wiped): no grasp
+# cycle needed
+PART_ACTIONS = ("pull", "push", "turn", "wipe")
 RETURN_COS = 0.7  # a last leg heading back to the start pose within this cosine ...
 RETURN_SHARE = 0.5  # ... and ending nearer the start than this share of its own start's distance: a retreat
 COME_BACK_SHARE = 0.2  # a hand that left a part and comes back by this share of its farthest distance: re-approach

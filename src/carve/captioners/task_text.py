@@ -22,7 +22,11 @@ particle: the state the object is brought to or the direction, "open", "closed",
 `manner` ("from the top"). "open the drawer" -> pull, result "open"; "close the window" -> push,
 result "closed"; "turn the faucet on" / "turn on the faucet" -> turn, result "on"; "press the
 button from the top" -> push (verb "press"), manner "from the top"; "insert the peg into the hole
-from the side" -> insert, target "the hole", relation "in".
+from the side" -> insert, target "the hole", relation "in"; "lock the door" -> turn (verb "lock");
+"slide the plate into the cabinet" -> push and "slide the plate out of the cabinet" -> pull (a slide's
+class is read from the words after it, `verb_classes.slide_class`). A "push the object" task
+(`is_push`: push, slide, shove, nudge, sweep, drag) whose class comes out `pull` (a slide or drag
+toward the hand's side) is no push: the object is worked as a part is, reached and then pulled.
 """
 
 from __future__ import annotations
@@ -59,8 +63,8 @@ class TaskPhrases:
 
 _DET = r"(?:the|a|an|this|that)"
 _REL = r"(in|into|inside|on|onto|on top of|to|towards?|next to|onto the top of|over|under|beside|at)"
-_PUT_VERBS = r"(?:put|place|move|stack|set|drop|transfer|carry|bring|pick up|pick|lay|insert|hang|stow)"
-_PUSH_VERBS = r"(?:push|slide|shove|nudge|sweep)"
+_PUT_VERBS = r"(?:put|place|move|stack|set|drop|transfer|carry|bring|pick up|pick|lay|insert|hang|stow|mount|load)"
+_PUSH_VERBS = r"(?:push|slide|shove|nudge|sweep|drag)"
 _DIRECTIONS = r"(?:left|right|front|back|forward|backward|away|the side)"
 _ARM_WORDS = r"(?:arm|hand|gripper)"
 # "... with the left arm", "using the right hand"
@@ -107,6 +111,7 @@ def _parse_text(text: str) -> TaskPhrases:
     out = TaskPhrases()
     if not text:
         return out
+    text = re.sub(r"\s+from\s+(?:the\s+)?(?:top|side|above|below|front)$", "", text)  # the manner: no direction
     m = re.match(rf"^(?:please\s+)?{_PUSH_VERBS}\s+(.+)$", text)
     if m:
         out.is_push = True
@@ -191,6 +196,10 @@ def parse_task(task: str) -> TaskPhrases:
     phrases = _parse_task(text)
     phrases.hands_over = bool(_HAND_OVER.search(text))
     phrases.verb, phrases.action, phrases.result, phrases.manner = _verb_parts(text)
+    if phrases.is_push and phrases.action and phrases.action != "push":
+        # "slide the plate out of the cabinet", "drag the box toward you": the object moves toward the
+        # hand's side, a pull (`verb_classes.slide_class`), worked as a part is, not pushed across the table
+        phrases.is_push = False
     if phrases.result:  # "turn the faucet on": the particle is no part of the object
         phrases.objects = [re.sub(rf"\s+{phrases.result}$", "", o) for o in phrases.objects]
     return phrases
