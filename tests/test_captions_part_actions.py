@@ -455,3 +455,25 @@ def test_act_caption_keeps_the_class(task: str, caption: str) -> None:
 def test_a_slide_toward_the_hand_is_no_push_task() -> None:
     assert parse_task("slide the plate out of the cabinet").is_push is False
     assert parse_task("slide the plate into the cabinet").is_push is True
+
+
+# ------------------------------------------------------------------------------------- undirected slides
+@pytest.mark.parametrize(
+    ("end", "cls"),
+    [
+        ([0.0, 0.75, 0.12], "push"),  # the hand keeps going the way it came: the block moves away from it
+        ([0.0, 0.45, 0.12], "pull"),  # the hand turns back the way it came: the block comes toward it
+    ],
+)
+def test_an_undirected_slide_takes_push_or_pull_from_the_motion(end: list[float], cls: str) -> None:
+    # "slide the block to the left" says no push or pull: the direction of the hand's motion decides it
+    assert parse_task("slide the block to the left").undirected
+    keys = [(0.0, START), (0.6, OVER), (1.0, DOWN), (2.0, end)]
+    views = _views(keys, [0.6, 1.0], "slide the block to the left", 2.4)
+    caps = caption_episode_events(views)
+    assert verb_class(caps[-1]) == cls and caps[-1].split()[0] in ("push", "pull")
+
+
+def test_a_directed_slide_keeps_the_class_its_words_give() -> None:
+    assert not parse_task("slide the plate out of the cabinet").undirected
+    assert not parse_task("slide the window open").undirected

@@ -26,7 +26,9 @@ from the side" -> insert, target "the hole", relation "in"; "lock the door" -> t
 "slide the plate into the cabinet" -> push and "slide the plate out of the cabinet" -> pull (a slide's
 class is read from the words after it, `verb_classes.slide_class`). A "push the object" task
 (`is_push`: push, slide, shove, nudge, sweep, drag) whose class comes out `pull` (a slide or drag
-toward the hand's side) is no push: the object is worked as a part is, reached and then pulled.
+toward the hand's side) is no push: the object is worked as a part is, reached and then pulled. A
+"slide" whose words give no direction ("slide the block to the left") is `undirected`: the captioner
+reads push or pull from the hand's motion (`captioners.phases`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from carve.captioners.verb_classes import lead_verb, verb_class
+from carve.captioners.verb_classes import lead_verb, slide_direction, verb_class, words
 
 
 @dataclass
@@ -51,6 +53,9 @@ class TaskPhrases:
     action: str = ""  # its class (`verb_classes.CLASSES`: "pull", "push", "insert", "turn" ...); "" when none
     result: str = ""  # the particle: the state the object is brought to / the direction ("open", "on", "up")
     manner: str = ""  # "from the top", "from the side"
+    # the verb names a motion along a surface and the words no direction ("slide the block to the left"):
+    # whether it pushes or pulls is read from the hand's motion (`captioners.phases`, `slide_from_motion`)
+    undirected: bool = False
     arms: dict[str, TaskPhrases] = field(default_factory=dict)  # "left" -> that arm's phrases
 
     def obj(self, k: int) -> str:
@@ -196,6 +201,9 @@ def parse_task(task: str) -> TaskPhrases:
     phrases = _parse_task(text)
     phrases.hands_over = bool(_HAND_OVER.search(text))
     phrases.verb, phrases.action, phrases.result, phrases.manner = _verb_parts(text)
+    if phrases.verb == "slide":
+        clause = re.split(r"\s*(?:[,;.]|\band\b|\bthen\b|\bwhile\b)\s*", text, maxsplit=1)[0]
+        phrases.undirected = slide_direction(words(clause)[lead_verb(clause)[1] :]) is None
     if phrases.is_push and phrases.action and phrases.action != "push":
         # "slide the plate out of the cabinet", "drag the box toward you": the object moves toward the
         # hand's side, a pull (`verb_classes.slide_class`), worked as a part is, not pushed across the table

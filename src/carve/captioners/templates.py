@@ -21,6 +21,8 @@ the same captions.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from carve.captioners.phases import BOTH, PART_ACTIONS, EventPhase
 from carve.captioners.task_text import TaskPhrases
 from carve.ingest.arms import SINGLE_ARM
@@ -116,7 +118,10 @@ def phase_caption(p: EventPhase, phrases: TaskPhrases, multi_arm: bool) -> str:
     other arms doing something else at the same time follow, "... and <verb> ... with the right arm"."""
     parts = []
     for q in [p, *p.others]:
-        text = describe(q.phase, _phrases_of(phrases, q.arm, q.cycle), q.cycle)
+        mine = _phrases_of(phrases, q.arm, q.cycle)
+        if q.action:  # an undirected slide: the push or pull the hand's motion shows (`phases.slide_from_motion`)
+            mine = replace(mine, action=q.action)
+        text = describe(q.phase, mine, q.cycle)
         if q.phase == "hold" and not q.holds:
             text = "hold still"
         parts.append(text + (arm_suffix(q.arm) if multi_arm else ""))

@@ -143,15 +143,20 @@ def lead_verb(text: str | None) -> tuple[str | None, int]:
     return head, i + 1
 
 
-def slide_class(after: list[str]) -> str:
-    """The class of a "slide" followed by the words `after` (module doc): `push` when a word of
-    SLIDE_PUSH comes first, `pull` when one of SLIDE_PULL does or neither occurs."""
+def slide_direction(after: list[str]) -> str | None:
+    """The class the words `after` a "slide" give it: `push` when a word of SLIDE_PUSH comes first,
+    `pull` when one of SLIDE_PULL does, None when neither occurs (the words say no direction)."""
     for w in after:
         if w in SLIDE_PUSH:
             return "push"
         if w in SLIDE_PULL:
             return "pull"
-    return "pull"
+    return None
+
+
+def slide_class(after: list[str]) -> str:
+    """The class of a "slide" followed by the words `after` (module doc): `slide_direction`, else `pull`."""
+    return slide_direction(after) or "pull"
 
 
 def verb_class(text: str | None) -> str | None:
