@@ -12,8 +12,13 @@
 * the item `metaworld_heldout` (six more part-action tasks, first captioned after the rules were fixed,
   then looked at for kinematic-v6): every episode captioned, turns and presses named as such, the
   re-approach after a lift-off a reach;
-* the second held-out item `metaworld_heldout2` (six tasks used nowhere else, measured once with the
-  captioner frozen): its measured score is a floor.
+* the second item `metaworld_heldout2` (six tasks used nowhere else, measured once with the captioner
+  frozen at kinematic-v6, then looked at for kinematic-v7's vocabulary): its measured score is a floor;
+* the third held-out item `metaworld_heldout3` (six more tasks used nowhere else, measured once with the
+  captioner frozen at kinematic-v7): its measured score is a floor;
+* the verb table: the verbs real datasets use map to the class their physical meaning gives, every phase
+  name of the four Meta-World sets has a class, and each task's instruction parses to the class of the
+  expert phase that carries its verb.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from carve.cli.main import main
 ITEM = Path(__file__).resolve().parent / "corpus" / "metaworld_tasks"
 HELDOUT = Path(__file__).resolve().parent / "corpus" / "metaworld_heldout"
 HELDOUT2 = Path(__file__).resolve().parent / "corpus" / "metaworld_heldout2"
+HELDOUT3 = Path(__file__).resolve().parent / "corpus" / "metaworld_heldout3"
 
 
 # ------------------------------------------------------------------------------------- instruction
@@ -372,15 +378,69 @@ def heldout2(tmp_path_factory: pytest.TempPathFactory, ray_local: Any) -> dict[s
 
 def test_second_heldout_set_keeps_its_measured_score(heldout2: dict[str, Any]) -> None:
     # measured once with the captioner frozen at kinematic-v6 (BENCHMARKS.md: 38 of 67 events, the target not
-    # met); a later rule may raise it, never lower it: every episode captioned, the grasps found, no repeats
+    # met), then looked at for kinematic-v7 (46 of 67); a later rule may raise it, never lower it: every episode
+    # captioned, the grasps found, no repeats
     rep = heldout2["reports"]["truth_carve.json"]
     assert rep["unmatched_events"] == 0 and rep["unclassified_events"] == 0
     assert {r["episode_index"] for r in heldout2["rows"]} == set(range(18))
-    assert rep["class_correct"] >= 38, (rep["class_correct"], rep["class_confusion"])
+    assert rep["class_correct"] >= 46, (rep["class_correct"], rep["class_confusion"])
+    # the truth's "slide the plate into the cabinet" is a push (the slide's words), as the hand's motion is
+    assert rep["class_confusion"].get("pull", {}).get("push", 0) == 0
     assert rep["class_confusion"]["grasp"].get("grasp", 0) >= 2
     rows = heldout2["rows"]
     assert not [a for a, b in itertools.pairwise(rows)
                 if a["episode_index"] == b["episode_index"] and a["caption"] == b["caption"]]
+
+
+@pytest.fixture(scope="module")
+def heldout3(tmp_path_factory: pytest.TempPathFactory, ray_local: Any) -> dict[str, Any]:
+    return _run_item(tmp_path_factory.mktemp("metaworld-heldout3") / "root", HELDOUT3, ("truth_carve.json",))
+
+
+def test_third_heldout_set_keeps_its_measured_score(heldout3: dict[str, Any]) -> None:
+    # measured once with the captioner frozen at kinematic-v7 (BENCHMARKS.md: 36 of 67 events, the target met on
+    # plate-slide-side only); a later rule may raise it, never lower it (the set then stops being held out):
+    # every episode captioned, every truth phase classed, the grasps found, no repeats
+    rep = heldout3["reports"]["truth_carve.json"]
+    assert rep["unmatched_events"] == 0 and rep["unclassified_events"] == 0
+    assert {r["episode_index"] for r in heldout3["rows"]} == set(range(18))
+    assert rep["class_correct"] >= 36, (rep["class_correct"], rep["class_confusion"])
+    assert rep["class_confusion"]["grasp"].get("grasp", 0) >= 4
+    rows = heldout3["rows"]
+    assert not [a for a, b in itertools.pairwise(rows)
+                if a["episode_index"] == b["episode_index"] and a["caption"] == b["caption"]]
+
+
+@pytest.mark.parametrize("item", [ITEM, HELDOUT, HELDOUT2, HELDOUT3], ids=lambda p: p.name)
+def test_every_expert_phase_name_has_a_verb_class(item: Path) -> None:
+    # the truth is scored by class: a phase name in no class could never be matched
+    names = {p for ep in json.loads((item / "truth_all.json").read_text()) for p in ep["phases"]}
+    assert not [n for n in names if verb_class(n) is None]
+
+
+# each task's own action: the name of its expert's arm that moves the part or object (the READMEs' task tables,
+# from the policies' source) and the class that motion is (what the hand does, not what Carve says)
+TASK_ACTION = {"door-lock-v3": ("turn the lock", "turn"), "door-unlock-v3": ("turn the lock", "turn"),
+               "plate-slide-v3": ("slide the plate into the cabinet", "push"),
+               "plate-slide-side-v3": ("slide the plate into the cabinet", "push"),
+               "plate-slide-back-v3": ("slide the plate out of the cabinet", "pull"),
+               "sweep-into-v3": ("sweep the cube into the hole", "push"),
+               "coffee-push-v3": ("push the mug under the coffee machine", "push"),
+               "button-press-wall-v3": ("press the button", "push"), "lever-pull-v3": ("pull the lever up", "pull"),
+               "handle-press-side-v3": ("press the handle down", "push")}
+
+
+@pytest.mark.parametrize("item", [HELDOUT2, HELDOUT3], ids=lambda p: p.name)
+def test_each_instruction_parses_to_the_class_of_its_experts_action(item: Path) -> None:
+    seen = set()
+    for ep in json.loads((item / "truth_all.json").read_text()):
+        if ep["task_type"] not in TASK_ACTION:
+            continue
+        name, cls = TASK_ACTION[ep["task_type"]]
+        assert parse_task(ep["task"]).action == cls, ep["task"]
+        assert verb_class(name) == cls, name
+        seen.add(ep["task_type"])
+    assert len(seen) == 5
 
 
 def test_corpus_truth_forms_agree(corpus: dict[str, Any]) -> None:
