@@ -469,8 +469,9 @@ def test_parse_reply(reply: str, arms: list[str], caption: str, status: str) -> 
         # the declared class is not trusted over the verb read in its caption: "open the gripper" lets go
         ('{"verb": "open", "verb_class": "pull", "caption": "open the gripper"}', "open gripper", "release"),
         ('{"verb": "", "verb_class": "", "caption": "open the gripper"}', "open gripper", "release"),
-        ('{"verb": "wipe", "verb_class": "other", "caption": "wipe the table"}', "wipe", "open vocabulary"),
-        ('{"verb": "wipe", "verb_class": "push", "caption": "wipe the table"}', "wipe", "open vocabulary"),
+        ('{"verb": "wave", "verb_class": "other", "caption": "wave the flag"}', "wave", "open vocabulary"),
+        ('{"verb": "wave", "verb_class": "push", "caption": "wave the flag"}', "wave", "open vocabulary"),
+        ('{"verb": "wipe", "verb_class": "other", "caption": "wipe the table"}', "wipe", "wipe"),
         ('{"verb": "insert", "verb_class": "insert", "caption": "insert the peg into the hole"}', "insert", "insert"),
         ("Insert the peg into the hole.", "", ""),  # plain text: no structured verb to check
     ],

@@ -12,8 +12,13 @@
 * the item `metaworld_heldout` (six more part-action tasks, first captioned after the rules were fixed,
   then looked at for kinematic-v6): every episode captioned, turns and presses named as such, the
   re-approach after a lift-off a reach;
-* the second held-out item `metaworld_heldout2` (six tasks used nowhere else, measured once with the
-  captioner frozen): its measured score is a floor.
+* the second item `metaworld_heldout2` (six tasks used nowhere else, measured once with the captioner
+  frozen at kinematic-v6, then looked at for kinematic-v7's vocabulary): its measured score is a floor;
+* the third held-out item `metaworld_heldout3` (six more tasks used nowhere else, measured once with the
+  captioner frozen at kinematic-v7): its measured score is a floor;
+* the verb table: the verbs real datasets use map to the class their physical meaning gives, every phase
+  name of the four Meta-World sets has a class, and each task's instruction parses to the class of the
+  expert phase that carries its verb.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from carve.cli.main import main
 ITEM = Path(__file__).resolve().parent / "corpus" / "metaworld_tasks"
 HELDOUT = Path(__file__).resolve().parent / "corpus" / "metaworld_heldout"
 HELDOUT2 = Path(__file__).resolve().parent / "corpus" / "metaworld_heldout2"
+HELDOUT3 = Path(__file__).resolve().parent / "corpus" / "metaworld_heldout3"
 
 
 # ------------------------------------------------------------------------------------- instruction
@@ -54,7 +60,11 @@ HELDOUT2 = Path(__file__).resolve().parent / "corpus" / "metaworld_heldout2"
          "the hole"),
         ("pull the handle up", "pull", "pull", "up", "", ["the handle"], ""),
         ("pick up the puck and place it at the goal", "pick_up", "lift", "", "", ["the puck"], "the goal"),
-        ("wipe the table", "wipe", "", "", "", ["the table"], ""),  # a verb of no class: open vocabulary
+        ("wipe the table", "wipe", "wipe", "", "", ["the table"], ""),
+        ("wave the flag", "wave", "", "", "", ["the flag"], ""),  # a verb of no class: open vocabulary
+        ("lock the door", "lock", "turn", "", "", ["the door"], ""),  # a lock is turned (its key, knob, latch)
+        ("slide the plate into the cabinet from the side", "slide", "push", "", "from the side", ["the plate"],
+         "the cabinet"),
         ("", "", "", "", "", ["the object"], ""),
     ],
 )
@@ -73,7 +83,7 @@ def test_instruction_verb_object_result(task: str, verb: str, action: str, resul
         ("the robot presses the button", "push"), ("insert the peg into the hole", "insert"),
         ("turn the faucet handle", "turn"), ("carry the puck to the goal", "lift"), ("move the cube", "lift"),
         ("lift the peg (part 2 of 3 after a pause)", "lift"), ("descend to the peg", "reach"),
-        ("move away from the drawer", "retreat"), ("let go of the cube", "release"), ("wipe the table", None),
+        ("move away from the drawer", "retreat"), ("let go of the cube", "release"), ("wave the flag", None),
         ("", None),
     ],
 )
@@ -82,7 +92,7 @@ def test_verb_classes(text: str, cls: str | None) -> None:
 
 
 def test_open_vocabulary_keeps_its_lemma() -> None:
-    assert lead_verb("the left arm wipes the table") == ("wipe", 4)
+    assert lead_verb("the left arm waves the flag") == ("wave", 4)
     assert lead_verb("picks up the cup") == ("pick_up", 2)
 
 
@@ -368,15 +378,69 @@ def heldout2(tmp_path_factory: pytest.TempPathFactory, ray_local: Any) -> dict[s
 
 def test_second_heldout_set_keeps_its_measured_score(heldout2: dict[str, Any]) -> None:
     # measured once with the captioner frozen at kinematic-v6 (BENCHMARKS.md: 38 of 67 events, the target not
-    # met); a later rule may raise it, never lower it: every episode captioned, the grasps found, no repeats
+    # met), then looked at for kinematic-v7 (46 of 67); a later rule may raise it, never lower it: every episode
+    # captioned, the grasps found, no repeats
     rep = heldout2["reports"]["truth_carve.json"]
     assert rep["unmatched_events"] == 0 and rep["unclassified_events"] == 0
     assert {r["episode_index"] for r in heldout2["rows"]} == set(range(18))
-    assert rep["class_correct"] >= 38, (rep["class_correct"], rep["class_confusion"])
+    assert rep["class_correct"] >= 46, (rep["class_correct"], rep["class_confusion"])
+    # the truth's "slide the plate into the cabinet" is a push (the slide's words), as the hand's motion is
+    assert rep["class_confusion"].get("pull", {}).get("push", 0) == 0
     assert rep["class_confusion"]["grasp"].get("grasp", 0) >= 2
     rows = heldout2["rows"]
     assert not [a for a, b in itertools.pairwise(rows)
                 if a["episode_index"] == b["episode_index"] and a["caption"] == b["caption"]]
+
+
+@pytest.fixture(scope="module")
+def heldout3(tmp_path_factory: pytest.TempPathFactory, ray_local: Any) -> dict[str, Any]:
+    return _run_item(tmp_path_factory.mktemp("metaworld-heldout3") / "root", HELDOUT3, ("truth_carve.json",))
+
+
+def test_third_heldout_set_keeps_its_measured_score(heldout3: dict[str, Any]) -> None:
+    # measured once with the captioner frozen at kinematic-v7 (BENCHMARKS.md: 36 of 67 events, the target met on
+    # plate-slide-side only); a later rule may raise it, never lower it (the set then stops being held out):
+    # every episode captioned, every truth phase classed, the grasps found, no repeats
+    rep = heldout3["reports"]["truth_carve.json"]
+    assert rep["unmatched_events"] == 0 and rep["unclassified_events"] == 0
+    assert {r["episode_index"] for r in heldout3["rows"]} == set(range(18))
+    assert rep["class_correct"] >= 36, (rep["class_correct"], rep["class_confusion"])
+    assert rep["class_confusion"]["grasp"].get("grasp", 0) >= 4
+    rows = heldout3["rows"]
+    assert not [a for a, b in itertools.pairwise(rows)
+                if a["episode_index"] == b["episode_index"] and a["caption"] == b["caption"]]
+
+
+@pytest.mark.parametrize("item", [ITEM, HELDOUT, HELDOUT2, HELDOUT3], ids=lambda p: p.name)
+def test_every_expert_phase_name_has_a_verb_class(item: Path) -> None:
+    # the truth is scored by class: a phase name in no class could never be matched
+    names = {p for ep in json.loads((item / "truth_all.json").read_text()) for p in ep["phases"]}
+    assert not [n for n in names if verb_class(n) is None]
+
+
+# each task's own action: the name of its expert's arm that moves the part or object (the READMEs' task tables,
+# from the policies' source) and the class that motion is (what the hand does, not what Carve says)
+TASK_ACTION = {"door-lock-v3": ("turn the lock", "turn"), "door-unlock-v3": ("turn the lock", "turn"),
+               "plate-slide-v3": ("slide the plate into the cabinet", "push"),
+               "plate-slide-side-v3": ("slide the plate into the cabinet", "push"),
+               "plate-slide-back-v3": ("slide the plate out of the cabinet", "pull"),
+               "sweep-into-v3": ("sweep the cube into the hole", "push"),
+               "coffee-push-v3": ("push the mug under the coffee machine", "push"),
+               "button-press-wall-v3": ("press the button", "push"), "lever-pull-v3": ("pull the lever up", "pull"),
+               "handle-press-side-v3": ("press the handle down", "push")}
+
+
+@pytest.mark.parametrize("item", [HELDOUT2, HELDOUT3], ids=lambda p: p.name)
+def test_each_instruction_parses_to_the_class_of_its_experts_action(item: Path) -> None:
+    seen = set()
+    for ep in json.loads((item / "truth_all.json").read_text()):
+        if ep["task_type"] not in TASK_ACTION:
+            continue
+        name, cls = TASK_ACTION[ep["task_type"]]
+        assert parse_task(ep["task"]).action == cls, ep["task"]
+        assert verb_class(name) == cls, name
+        seen.add(ep["task_type"])
+    assert len(seen) == 5
 
 
 def test_corpus_truth_forms_agree(corpus: dict[str, Any]) -> None:
@@ -393,3 +457,83 @@ def test_corpus_no_two_consecutive_events_share_a_caption(corpus: dict[str, Any]
             if a["episode_index"] == b["episode_index"] and a["caption"] == b["caption"]]
     assert not same, same
     assert any("(part 2 of" in r["caption"] for r in rows)  # the repeats that were there are numbered
+
+
+# ------------------------------------------------------------------------------------- the verb table
+# Each verb's class from what it means physically (verb_classes' module doc), not from any caption.
+@pytest.mark.parametrize(
+    ("text", "cls"),
+    [
+        # a lock is locked and unlocked by turning its key, knob or latch
+        ("lock the door", "turn"), ("unlock the door", "turn"), ("twist the cap off", "turn"),
+        ("flip the pancake", "turn"), ("crank the handle", "turn"), ("rotate the valve", "turn"),
+        # a slide's direction is in the words after it: away from the hand / into something is a push ...
+        ("slide the plate into the cabinet", "push"), ("slide the drawer closed", "push"),
+        ("slide the block forward", "push"), ("slide the tray under the shelf", "push"),
+        # ... toward the hand's side a pull; a slide with neither keeps the pull class ("slide the window open")
+        ("slide the plate out of the cabinet", "pull"), ("slide the window open", "pull"),
+        ("slide the box toward the robot", "pull"), ("slide the block to the left", "pull"),
+        ("unplug the charger", "pull"), ("pull out the drawer", "pull"), ("drag the box", "pull"),
+        ("knock over the cup", "push"), ("tip over the bottle", "push"), ("sweep the crumbs into the bin", "push"),
+        ("switch on the lamp", "push"), ("poke the sponge", "push"),
+        ("plug in the charger", "insert"), ("insert the key", "insert"),
+        ("hang the mug on the rack", "place"), ("stack the cups", "place"), ("put the cup down", "place"),
+        ("hand it over", "lift"), ("hand the cup over to the person", "lift"), ("scoop the beans", "lift"),
+        ("take out the bread", "lift"), ("remove the lid", "lift"),
+        ("pour the water into the glass", "pour"), ("tilt the cup", "pour"), ("tip the bottle", "pour"),
+        ("wipe the table", "wipe"), ("stir the soup", "wipe"), ("scrub the pan", "wipe"),
+        ("fold the towel", "fold"), ("unfold the shirt", "fold"),
+    ],
+)
+def test_verb_table_maps_real_dataset_verbs(text: str, cls: str) -> None:
+    assert verb_class(text) == cls
+
+
+def test_every_class_verb_is_in_one_class_only() -> None:
+    from carve.captioners.verb_classes import CLASSES
+
+    verbs = [v for vs in CLASSES.values() for v in vs]
+    assert len(verbs) == len(set(verbs))
+
+
+@pytest.mark.parametrize(
+    ("task", "caption"),
+    [
+        ("lock the door", "lock the door"),  # the instruction's own verb of the class is kept
+        ("slide the plate out of the cabinet", "pull the plate out of the cabinet"),  # never a bare "slide"
+        ("wipe the table", "wipe the table"),
+    ],
+)
+def test_act_caption_keeps_the_class(task: str, caption: str) -> None:
+    from carve.captioners.templates import act_caption
+
+    p = parse_task(task)
+    got = act_caption(p, p.obj(0))
+    assert got == caption and verb_class(got) == verb_class(task)
+
+
+def test_a_slide_toward_the_hand_is_no_push_task() -> None:
+    assert parse_task("slide the plate out of the cabinet").is_push is False
+    assert parse_task("slide the plate into the cabinet").is_push is True
+
+
+# ------------------------------------------------------------------------------------- undirected slides
+@pytest.mark.parametrize(
+    ("end", "cls"),
+    [
+        ([0.0, 0.75, 0.12], "push"),  # the hand keeps going the way it came: the block moves away from it
+        ([0.0, 0.45, 0.12], "pull"),  # the hand turns back the way it came: the block comes toward it
+    ],
+)
+def test_an_undirected_slide_takes_push_or_pull_from_the_motion(end: list[float], cls: str) -> None:
+    # "slide the block to the left" says no push or pull: the direction of the hand's motion decides it
+    assert parse_task("slide the block to the left").undirected
+    keys = [(0.0, START), (0.6, OVER), (1.0, DOWN), (2.0, end)]
+    views = _views(keys, [0.6, 1.0], "slide the block to the left", 2.4)
+    caps = caption_episode_events(views)
+    assert verb_class(caps[-1]) == cls and caps[-1].split()[0] in ("push", "pull")
+
+
+def test_a_directed_slide_keeps_the_class_its_words_give() -> None:
+    assert not parse_task("slide the plate out of the cabinet").undirected
+    assert not parse_task("slide the window open").undirected

@@ -98,8 +98,9 @@ from carve.ingest.kinematics import motion_starts, move_speed, runs, smooth, spe
 PHASES = ("reach", "grasp", "lift", "move", "place", "release", "retreat", "push", "hold", "act")
 REACH, GRASP, LIFT, MOVE, PLACE, RELEASE, RETREAT, PUSH, HOLD, ACT = range(len(PHASES))
 # instruction verb classes (`verb_classes`) whose action works a part of the scene without carrying
-# it (a drawer pulled open, a button pressed, a faucet turned): no grasp cycle needed
-PART_ACTIONS = ("pull", "push", "turn")
+# it (a drawer pulled open, a button pressed, a faucet turned or a lock locked, a table wiped): no grasp
+# cycle needed
+PART_ACTIONS = ("pull", "push", "turn", "wipe")
 RETURN_COS = 0.7  # a last leg heading back to the start pose within this cosine ...
 RETURN_SHARE = 0.5  # ... and ending nearer the start than this share of its own start's distance: a retreat
 COME_BACK_SHARE = 0.2  # a hand that left a part and comes back by this share of its farthest distance: re-approach
@@ -661,6 +662,23 @@ def _leaves(labels: np.ndarray, x: np.ndarray, a: int, e: int, up: int | None, e
     return _returns(x, a, s, e) or _rises(x, up, s, e, err)
 
 
+def slide_from_motion(labels: np.ndarray, x: np.ndarray) -> str:
+    """Whether an undirected slide ("slide the block to the left") pushes or pulls, from the hand's motion:
+    the action's displacement (its first to its last **act** frame) against the approach's (the first
+    labelled frame to the action's start). A hand that keeps going the way it came moves the object away
+    from where it came from, a **push**; one that turns back brings it toward that side, a **pull**
+    (cosine > 0: push). "" when the arm has no action or no motion columns."""
+    act = np.flatnonzero(labels == ACT)
+    lab = np.flatnonzero(labels >= 0)
+    if x.shape[1] == 0 or len(act) == 0 or len(lab) == 0:
+        return ""
+    s, e, a = int(act[0]), int(act[-1]), int(lab[0])
+    d_act, d_app = x[e] - x[s], x[s] - x[a]
+    if float(np.linalg.norm(d_act)) == 0.0 or float(np.linalg.norm(d_app)) == 0.0:
+        return ""
+    return "push" if float(d_act @ d_app) > 0 else "pull"
+
+
 def _label_arm(sig: _ArmSignal, n: int, fps: float, cfg: SegmentConfig, is_push: bool,
                bounds: list[int] | None = None, grip: _Gripper | None = None, gets: set[int] | None = None,
                gives: set[int] | None = None, has_target: bool = False,
@@ -800,6 +818,7 @@ class EventPhase:
     cycle: int = 0
     holds: bool = True
     others: list[EventPhase] = field(default_factory=list)
+    action: str = ""  # for "act": the class the motion gives an undirected slide (`slide_from_motion`), else ""
 
 
 def _run(labels: np.ndarray, t: int) -> tuple[int, int]:
@@ -825,6 +844,7 @@ class _Cand:
     cycle: int
     holds: bool
     tail: int = 0  # frames of the final hold that follows that run (the rest the phase ends in)
+    action: str = ""  # an undirected slide's class from the motion (`slide_from_motion`), for an "act"
 
     @property
     def run_len(self) -> int:
@@ -851,9 +871,10 @@ def _event_phase(cands: list[_Cand]) -> EventPhase | None:
     main = min(tied, key=lambda c: (c.run_len + c.tail, -c.acting, c.arm))
     rest = [c for c in tied if c is not main]
     if len(cands) == 2 and rest and _together(main, rest[0]):
-        return EventPhase(PHASES[main.phase], BOTH, main.cycle, main.holds)
-    others = [EventPhase(PHASES[c.phase], c.arm, c.cycle, c.holds) for c in rest if c.phase != main.phase]
-    return EventPhase(PHASES[main.phase], main.arm, main.cycle, main.holds, others)
+        return EventPhase(PHASES[main.phase], BOTH, main.cycle, main.holds, action=main.action)
+    others = [EventPhase(PHASES[c.phase], c.arm, c.cycle, c.holds, action=c.action) for c in rest
+              if c.phase != main.phase]
+    return EventPhase(PHASES[main.phase], main.arm, main.cycle, main.holds, others, main.action)
 
 
 def _event_phases_from_signals(ep: _Episode, phrases: TaskPhrases,
@@ -871,11 +892,12 @@ def _event_phases_from_signals(ep: _Episode, phrases: TaskPhrases,
         labels, cycle, held = _label_arm(sig, ep.n, ep.fps, cfg, phrases.is_push, ep.starts[1:], grip, get, give,
                                          bool(mine.target), mine.action or phrases.action,
                                          mine.result if mine.action else phrases.result)
-        tracks.append((sig.name, labels, cycle, held))
+        slide = slide_from_motion(labels, sig.motion) if phrases.undirected else ""
+        tracks.append((sig.name, labels, cycle, held, slide))
     out: list[EventPhase | None] = []
     for s, e in zip(ep.starts, ep.ends, strict=True):
         cands = []
-        for name, labels, cycle, held in tracks:
+        for name, labels, cycle, held, slide in tracks:
             lab = labels[s:e]
             act = lab[lab >= 0]
             if len(act) == 0:
@@ -888,7 +910,7 @@ def _event_phases_from_signals(ep: _Episode, phrases: TaskPhrases,
             acting = int(np.sum((lab >= 0) & (lab != HOLD)))
             run = _run(labels, t)
             tail = ep.n - run[1] if run[1] < ep.n and np.all(labels[run[1] :] == HOLD) else 0
-            cands.append(_Cand(name, ph, acting, run, k, bool(held[e - 1]), tail))
+            cands.append(_Cand(name, ph, acting, run, k, bool(held[e - 1]), tail, slide if ph == ACT else ""))
         out.append(_event_phase(cands))
     return out, len(tracks)
 

@@ -22,7 +22,13 @@ particle: the state the object is brought to or the direction, "open", "closed",
 `manner` ("from the top"). "open the drawer" -> pull, result "open"; "close the window" -> push,
 result "closed"; "turn the faucet on" / "turn on the faucet" -> turn, result "on"; "press the
 button from the top" -> push (verb "press"), manner "from the top"; "insert the peg into the hole
-from the side" -> insert, target "the hole", relation "in".
+from the side" -> insert, target "the hole", relation "in"; "lock the door" -> turn (verb "lock");
+"slide the plate into the cabinet" -> push and "slide the plate out of the cabinet" -> pull (a slide's
+class is read from the words after it, `verb_classes.slide_class`). A "push the object" task
+(`is_push`: push, slide, shove, nudge, sweep, drag) whose class comes out `pull` (a slide or drag
+toward the hand's side) is no push: the object is worked as a part is, reached and then pulled. A
+"slide" whose words give no direction ("slide the block to the left") is `undirected`: the captioner
+reads push or pull from the hand's motion (`captioners.phases`).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from carve.captioners.verb_classes import lead_verb, verb_class
+from carve.captioners.verb_classes import lead_verb, slide_direction, verb_class, words
 
 
 @dataclass
@@ -47,6 +53,9 @@ class TaskPhrases:
     action: str = ""  # its class (`verb_classes.CLASSES`: "pull", "push", "insert", "turn" ...); "" when none
     result: str = ""  # the particle: the state the object is brought to / the direction ("open", "on", "up")
     manner: str = ""  # "from the top", "from the side"
+    # the verb names a motion along a surface and the words no direction ("slide the block to the left"):
+    # whether it pushes or pulls is read from the hand's motion (`captioners.phases`, `slide_from_motion`)
+    undirected: bool = False
     arms: dict[str, TaskPhrases] = field(default_factory=dict)  # "left" -> that arm's phrases
 
     def obj(self, k: int) -> str:
@@ -59,8 +68,8 @@ class TaskPhrases:
 
 _DET = r"(?:the|a|an|this|that)"
 _REL = r"(in|into|inside|on|onto|on top of|to|towards?|next to|onto the top of|over|under|beside|at)"
-_PUT_VERBS = r"(?:put|place|move|stack|set|drop|transfer|carry|bring|pick up|pick|lay|insert|hang|stow)"
-_PUSH_VERBS = r"(?:push|slide|shove|nudge|sweep)"
+_PUT_VERBS = r"(?:put|place|move|stack|set|drop|transfer|carry|bring|pick up|pick|lay|insert|hang|stow|mount|load)"
+_PUSH_VERBS = r"(?:push|slide|shove|nudge|sweep|drag)"
 _DIRECTIONS = r"(?:left|right|front|back|forward|backward|away|the side)"
 _ARM_WORDS = r"(?:arm|hand|gripper)"
 # "... with the left arm", "using the right hand"
@@ -107,6 +116,7 @@ def _parse_text(text: str) -> TaskPhrases:
     out = TaskPhrases()
     if not text:
         return out
+    text = re.sub(r"\s+from\s+(?:the\s+)?(?:top|side|above|below|front)$", "", text)  # the manner: no direction
     m = re.match(rf"^(?:please\s+)?{_PUSH_VERBS}\s+(.+)$", text)
     if m:
         out.is_push = True
@@ -191,6 +201,13 @@ def parse_task(task: str) -> TaskPhrases:
     phrases = _parse_task(text)
     phrases.hands_over = bool(_HAND_OVER.search(text))
     phrases.verb, phrases.action, phrases.result, phrases.manner = _verb_parts(text)
+    if phrases.verb == "slide":
+        clause = re.split(r"\s*(?:[,;.]|\band\b|\bthen\b|\bwhile\b)\s*", text, maxsplit=1)[0]
+        phrases.undirected = slide_direction(words(clause)[lead_verb(clause)[1] :]) is None
+    if phrases.is_push and phrases.action and phrases.action != "push":
+        # "slide the plate out of the cabinet", "drag the box toward you": the object moves toward the
+        # hand's side, a pull (`verb_classes.slide_class`), worked as a part is, not pushed across the table
+        phrases.is_push = False
     if phrases.result:  # "turn the faucet on": the particle is no part of the object
         phrases.objects = [re.sub(rf"\s+{phrases.result}$", "", o) for o in phrases.objects]
     return phrases

@@ -21,20 +21,29 @@ the same captions.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from carve.captioners.phases import BOTH, PART_ACTIONS, EventPhase
 from carve.captioners.task_text import TaskPhrases
 from carve.ingest.arms import SINGLE_ARM
 
-_OWN_VERB = {"pull": ("pull", "slide", "drag", "draw"), "push": ("press", "push", "depress", "tap", "shove"),
-             "turn": ("turn", "rotate", "twist", "spin", "screw", "unscrew", "flip"), "insert": ("insert", "plug")}
-_DEFAULT_VERB = {"pull": "pull", "push": "push", "turn": "turn", "insert": "insert"}
+_OWN_VERB = {"pull": ("pull", "drag", "draw", "unplug", "extract", "yank", "tug"),
+             "push": ("press", "push", "depress", "tap", "shove", "poke", "knock", "hit", "click", "sweep", "nudge"),
+             "turn": ("turn", "rotate", "twist", "spin", "screw", "unscrew", "flip", "lock", "unlock", "crank",
+                      "wind", "unwind", "swivel"),
+             "insert": ("insert", "plug"),
+             "wipe": ("wipe", "scrub", "mop", "rub", "polish", "brush", "clean", "dust", "stir", "mix", "whisk")}
+# a verb of the class that is not the instruction's own (or "slide", whose direction the class says) is said so
+_DEFAULT_VERB = {"pull": "pull", "push": "push", "turn": "turn", "insert": "insert", "wipe": "wipe"}
 
 
 def act_caption(phrases: TaskPhrases, obj: str) -> str:
     """The task's own action on `obj`, in the words of its verb class: "open the drawer" -> "pull the drawer
     open", "close the window" -> "push the window closed", "press the button" -> "press the button",
     "turn the faucet on" -> "turn the faucet on", "insert the peg into the hole" -> "insert the peg into the
-    hole". An instruction verb of the class is kept; "open" / "close" become pull / push with the result."""
+    hole", "lock the door" -> "lock the door" (a turn), "slide the plate out of the cabinet" -> "pull the
+    plate". An instruction verb of the class is kept; "open" / "close" become pull / push with the result,
+    and "slide" (no direction of its own, `verb_classes.slide_class`) the push or pull its class says."""
     cls = phrases.action
     verb = phrases.verb.replace("_", " ").split()[0] if phrases.verb else ""
     word = verb if verb in _OWN_VERB.get(cls, ()) else _DEFAULT_VERB.get(cls, verb or "move")
@@ -109,7 +118,10 @@ def phase_caption(p: EventPhase, phrases: TaskPhrases, multi_arm: bool) -> str:
     other arms doing something else at the same time follow, "... and <verb> ... with the right arm"."""
     parts = []
     for q in [p, *p.others]:
-        text = describe(q.phase, _phrases_of(phrases, q.arm, q.cycle), q.cycle)
+        mine = _phrases_of(phrases, q.arm, q.cycle)
+        if q.action:  # an undirected slide: the push or pull the hand's motion shows (`phases.slide_from_motion`)
+            mine = replace(mine, action=q.action)
+        text = describe(q.phase, mine, q.cycle)
         if q.phase == "hold" and not q.holds:
             text = "hold still"
         parts.append(text + (arm_suffix(q.arm) if multi_arm else ""))
