@@ -227,9 +227,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "description": "whole-process wall time of a small carve run (start-up included) vs a plain PyAV decode "
                            "of every frame (ratio) and vs a plain decode of the same frames plus a read of the same "
                            f"Parquet (ratio_same); {args.repeats} interleaved rounds, medians (min, max)",
-            "command": "python -m bench.bench_run_small"
-                       + (f" --source D (D: carve synth --episodes {args.episodes} --workers 2)" if args.source else
-                          f" --episodes {args.episodes}"),
+            "command": f"python -m bench.bench_run_small --repeats {args.repeats}"
+                       + (f" --source {args.source}" if args.source else f" --episodes {args.episodes}"),
             "cpus": len(os.sched_getaffinity(0)),
             "load_average_1m_at_end": os.getloadavg()[0],
             "episodes": summary.get("episodes_total"),
