@@ -703,6 +703,12 @@ def _label_arm(sig: _ArmSignal, n: int, fps: float, cfg: SegmentConfig, is_push:
     bouts = _bouts(sp, fps, pause, fast, cfg) if x.shape[1] else []
     grip = grip or _gripper_events(sig, fps, cfg)
     states, cycles = grip.states, grip.cycles
+    works_part = action in PART_ACTIONS or is_push
+    if works_part and cycles and all(c is None for c, _ in cycles):
+        # a gripper that only opens, never having closed in the episode, under an instruction that works a
+        # part (press, push, pull, turn, wipe): nothing was picked up, the closed fingers were a fist or a
+        # tool posture; no object is held and the opening is no release (rule 7, module doc)
+        cycles = []
     gets, gives = gets or set(), gives or set()
     settle = max(1, round(SETTLE_S * fps))
     # without motion columns the arm counts as moving throughout (only the gripper tells the phases)
@@ -739,6 +745,16 @@ def _label_arm(sig: _ArmSignal, n: int, fps: float, cfg: SegmentConfig, is_push:
         later = np.flatnonzero(states[t:] == want)
         return min(n, t + (int(later[0]) if len(later) else 0) + 1)
 
+    def descends(k: int) -> bool:
+        """Whether the hand goes down from frame k to k + 1: faster than the pause speed, and mostly down (the
+        drop is at least `RISE_COS` of the step). Fingers that close while the hand still descends close in
+        on the object, so the grasp goes on (rule 1); a carry that sags on its way across is no descent."""
+        if sig.up is None:
+            return False
+        d = x[k + 1] - x[k]
+        drop, step = float(-d[sig.up]), float(np.linalg.norm(d))
+        return drop * fps > pause and drop >= RISE_COS * step
+
     def moved_off(t: int, until: int, closed: bool) -> int:
         """Where a grasp / release from t ends: where the arm, having held, moves off. When it never
         held because it was still braking at the end of its previous motion (its speed only falls
@@ -758,7 +774,7 @@ def _label_arm(sig: _ArmSignal, n: int, fps: float, cfg: SegmentConfig, is_push:
             # speed falls) and the gripper switches; it ends where the hand speeds up again (carrying it off)
             hi = min(until, n, _travel_end(sig.gripper, t, False, fps) + round(GRASP_SETTLE_S * fps))
             k = t
-            while k + 1 < hi and sp[k + 1] <= sp[k] + RISE_FRACTION * fast:
+            while k + 1 < hi and (sp[k + 1] <= sp[k] + RISE_FRACTION * fast or descends(k)):
                 k += 1
             return min(until, max(settled(t, closed), k + 1))
         return min(until, settled(t, closed))
@@ -777,6 +793,18 @@ def _label_arm(sig: _ArmSignal, n: int, fps: float, cfg: SegmentConfig, is_push:
         else:
             ge = min(first_move, stop)
         cycle[ge:stop] = k
+        if works_part and k not in gets and k not in gives:
+            # the instruction works a part or pushes the object: what the hand does while it holds the
+            # handle, the mug or the plug is the task's action, not a carry (rule 8, module doc)
+            end = max(ge, min(n, rest)) if o is None else o
+            labels[ge:end] = ACT
+            if o is None:
+                return finish()
+            nxt = cycles[k + 1][0] if k + 1 < len(cycles) and cycles[k + 1][0] is not None else n
+            re_ = moved_off(o, nxt, False)
+            labels[o:re_], cycle[o:re_] = RELEASE, k
+            prev_end = re_
+            continue
         if o is None:  # held to the end: up, then across (or to the target, where the arm comes to rest)
             names = (LIFT, put) if has_target and rest < n else (LIFT, MOVE)
             names = names[1:] if k in gets else names  # handed over: already up
