@@ -53,6 +53,7 @@ class TaskPhrases:
     action: str = ""  # its class (`verb_classes.CLASSES`: "pull", "push", "insert", "turn" ...); "" when none
     result: str = ""  # the particle: the state the object is brought to / the direction ("open", "on", "up")
     manner: str = ""  # "from the top", "from the side"
+    source: str = ""  # where the object comes from, no part of it: "out of the cabinet", "off the peg"
     # the verb names a motion along a surface and the words no direction ("slide the block to the left"):
     # whether it pushes or pulls is read from the hand's motion (`captioners.phases`, `slide_from_motion`)
     undirected: bool = False
@@ -97,9 +98,10 @@ def _np(phrase: str) -> str:
 
 def _cut_clause(phrase: str) -> str:
     """A noun phrase without a trailing clause or source ("the cup and close the lid" -> "the cup",
-    "the cup from the table" -> "the cup")."""
-    return re.split(r"\s*(?:,|\band\b|\bthen\b|\bwhile\b|\bso\b|\bafter\b|\bfrom\b)\s*", phrase,
-                    maxsplit=1)[0].strip()
+    "the cup from the table" -> "the cup", "the plate out of the cabinet" -> "the plate", "the lid off the
+    pot" -> "the lid": where the object comes from is no part of it)."""
+    return re.split(r"\s*(?:,|\band\b|\bthen\b|\bwhile\b|\bso\b|\bafter\b|\bfrom\b|\bout\s+of\b|\baway\s+from\b"
+                    r"|\boff\s+(?:of\s+)?(?=(?:the|a|an|its|their)\b))\s*", phrase, maxsplit=1)[0].strip()
 
 
 def _base_verb(text: str) -> str:
@@ -145,7 +147,12 @@ def _parse_text(text: str) -> TaskPhrases:
     # "pick up the X" / "grasp the X" / "open the drawer": the first noun phrase after the verb
     m = re.match(rf"^(?:please\s+)?[\w-]+(?:\s+(?:up|on|off|out|open|down))?\s+({_DET}\s+.+)$", text)
     if m:
-        out.objects = [_np(_cut_clause(m.group(1)))]
+        what = _cut_clause(m.group(1))
+        tm = re.search(r"\s+(into|onto|inside)\s+(.+)$", what)  # "pull the lever into the slot": the target
+        if tm:
+            out.relation, out.target = {"into": "in", "inside": "in", "onto": "on"}[tm.group(1)], _np(tm.group(2))
+            what = what[: tm.start()]
+        out.objects = [_np(what)]
     return out
 
 
@@ -167,6 +174,7 @@ def _arm_clauses(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
+_SOURCE = re.compile(r"\b(out of|away from|off of|off)\s+((?:the|a|an|its|their)\s+.+)$")
 _PARTICLES = ("open", "closed", "shut", "on", "off", "up", "down", "in", "out")
 _MANNER = re.compile(r"\bfrom\s+(?:the\s+)?(top|side|above|below|front)\b")
 _RESULT_OF = {"open": "open", "close": "closed", "shut": "closed", "turn_on": "on", "turn_off": "off",
@@ -208,6 +216,9 @@ def parse_task(task: str) -> TaskPhrases:
         # "slide the plate out of the cabinet", "drag the box toward you": the object moves toward the
         # hand's side, a pull (`verb_classes.slide_class`), worked as a part is, not pushed across the table
         phrases.is_push = False
+    src = _SOURCE.search(re.split(r"\s*(?:[,;.]|\band\b|\bthen\b|\bwhile\b)\s*", text, maxsplit=1)[0])
+    if src:  # "slide the plate out of the cabinet": the source, cut from the object (`_cut_clause`)
+        phrases.source = f"{src.group(1)} {_np(_MANNER.sub('', src.group(2)).strip())}"
     if phrases.result:  # "turn the faucet on": the particle is no part of the object
         phrases.objects = [re.sub(rf"\s+{phrases.result}$", "", o) for o in phrases.objects]
     return phrases

@@ -50,7 +50,8 @@ def act_caption(phrases: TaskPhrases, obj: str) -> str:
     if cls == "insert":
         return f"{word} {obj} into {phrases.target}" if phrases.target else f"{word} {obj}"
     result = f" {phrases.result}" if phrases.result and phrases.result not in ("in",) else ""
-    return f"{word} {obj}{result}"
+    source = f" {phrases.source}" if phrases.source and cls == "pull" else ""  # "pull the plate out of the cabinet"
+    return f"{word} {obj}{result}{source}"
 
 
 def describe(phase: str, phrases: TaskPhrases, obj_index: int, holding: str = "") -> str:
