@@ -632,6 +632,47 @@ def _label_part_action(labels: np.ndarray, x: np.ndarray, sp: np.ndarray, pause:
     labels[c:e] = ACT
 
 
+def _leg_kind(x: np.ndarray, up: int, s: int, t: int, err: float) -> str:
+    """"rise", "fall", "level" or "still": how the leg [s, t) of the path goes, by its displacement (up or
+    down within `RISE_COS`; "still" when it moves no more than the waypoint error `err`)."""
+    d = x[t - 1] - x[s]
+    nd = float(np.linalg.norm(d))
+    if nd <= err:
+        return "still"
+    if float(d[up]) / nd >= RISE_COS:
+        return "rise"
+    return "fall" if float(-d[up]) / nd >= RISE_COS else "level"
+
+
+def _label_strokes(labels: np.ndarray, x: np.ndarray, sp: np.ndarray, pause: float, a: int, e: int, fps: float,
+                   up: int | None, err: float) -> None:
+    """A part worked in several strokes (rule 9, module doc): the path's legs between its sharp turns
+    (`_turns`, any share of the path after them); a level leg after the approach that the hand ends by
+    rising off and then coming down again to the height it left (within the waypoint error `err`) is a
+    stroke of the task's action (**act**), and the rise and the descent are a re-approach (**reach**),
+    whatever the last-turn rule made of them (an expert or operator that works the part, lifts off, comes
+    back and works it again; the episode may end on the way back). Needs the height column `up`."""
+    if up is None or x.shape[1] == 0 or e - a < 3:
+        return
+    edges = [a, *_turns(x, sp, pause, a, e, fps, share=0.0), e]
+    legs = [(s, t) for s, t in itertools.pairwise(edges) if t - s >= 2]
+    kinds = [_leg_kind(x, up, s, t, err) for s, t in legs]
+    i = 1
+    while i < len(legs) - 2:
+        if kinds[i] != "level" or kinds[i + 1] != "rise":
+            i += 1
+            continue
+        j = i + 2
+        while j < len(legs) and kinds[j] in ("rise", "still"):
+            j += 1
+        if j < len(legs) and kinds[j] == "fall" and x[legs[j][1] - 1, up] <= x[legs[i][1] - 1, up] + err:
+            labels[legs[i][0] : legs[i][1]] = ACT
+            labels[legs[i + 1][0] : legs[j][1]] = REACH
+            i = j + 1
+        else:
+            i += 1
+
+
 def _stays(x: np.ndarray, s: int, e: int, err: float) -> bool:
     """Whether the path [s, e) stays within the waypoint error `err` of x[s] (no leg of its own: the
     segmenter keeps no waypoint for a smaller motion)."""
@@ -729,6 +770,7 @@ def _label_arm(sig: _ArmSignal, n: int, fps: float, cfg: SegmentConfig, is_push:
             # that rises is the hand leaving it; a pull may lift the part (a lid), so it keeps its rise
             leaves_up = sig.up if action == "push" or (action == "turn" and result != "up") else None
             _label_part_action(labels, x, sp, pause, first_move, last_still, fps, bounds, leaves_up, err)
+            _label_strokes(labels, x, sp, pause, first_move, last_still, fps, sig.up, err)
         elif bouts:
             mid = PUSH if is_push else MOVE
             _label_path(labels, x, sp, pause, first_move, last_still, (REACH, mid, RETREAT), mid, bounds)
