@@ -68,6 +68,26 @@ Per arm, frames are labelled (the events' own boundaries are used only where not
    waypoint of the segmenter) of its final pose, is **hold** (its grasp or release keeps its
    own label). An arm that settles slowly after its last command is holding, not moving.
 
+7. **A fist, not a held object.** Under an instruction that works a part or pushes the object (its
+   verb class a part action: push, press, pull, turn, wipe ...), a gripper that only OPENS in the
+   episode, never having closed in it (closed from the start, nothing picked up), held nothing: the
+   closed fingers were a fist or a tool posture (a button pressed with the closed hand). The arm is
+   labelled as with no grasp at all (rule 5), and the opening is no release.
+8. **Holding a part is working it.** Under such an instruction, the stretch in which the arm holds
+   what it closed on (a handle, a mug pushed along the table, a plug drawn out) is the task's action
+   (**act**), not lift / move / place: "pull the drawer open" with a grasp of its handle is still a
+   pull. Its grasp and release keep their labels; a hand-over (rule 3) keeps its carry.
+9. **Strokes.** Without a grasp, where the hand works the part in several strokes (a named height
+   column needed): the path's legs between its sharp turns; a level leg after the approach that the
+   hand ends by rising off and then coming down again to the height it left is a stroke of the action
+   (**act**), the rise and the descent a re-approach (**reach**), whatever the last-turn rule of rule 5
+   made of them (the action is where the hand moves the part, also when the operator or expert loops
+   back over the part afterwards; the episode may end on the way back).
+
+Rule 1 also reads a grasp on the move with a height column: fingers that close while the hand still
+goes down (mostly down, faster than the pause speed) close in on the object, and the grasp lasts
+through that descent.
+
 Each event takes, per arm, the majority label of its frames. Arms whose majority is **hold**
 are not acting; of the acting arms the event is about the arm with the most acting frames in
 it (an arm within `TIE_FRACTION` of that is a tie, and the one in the shorter phase, with the
@@ -748,7 +768,7 @@ def _label_arm(sig: _ArmSignal, n: int, fps: float, cfg: SegmentConfig, is_push:
     if works_part and cycles and all(c is None for c, _ in cycles):
         # a gripper that only opens, never having closed in the episode, under an instruction that works a
         # part (press, push, pull, turn, wipe): nothing was picked up, the closed fingers were a fist or a
-        # tool posture; no object is held and the opening is no release (rule 7, module doc)
+        # tool posture; no object is held and the opening is no release (rule 7)
         cycles = []
     gets, gives = gets or set(), gives or set()
     settle = max(1, round(SETTLE_S * fps))
@@ -837,7 +857,7 @@ def _label_arm(sig: _ArmSignal, n: int, fps: float, cfg: SegmentConfig, is_push:
         cycle[ge:stop] = k
         if works_part and k not in gets and k not in gives:
             # the instruction works a part or pushes the object: what the hand does while it holds the
-            # handle, the mug or the plug is the task's action, not a carry (rule 8, module doc)
+            # handle, the mug or the plug is the task's action, not a carry (rule 8)
             end = max(ge, min(n, rest)) if o is None else o
             labels[ge:end] = ACT
             if o is None:
