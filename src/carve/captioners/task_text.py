@@ -148,9 +148,10 @@ def _parse_text(text: str) -> TaskPhrases:
     m = re.match(rf"^(?:please\s+)?[\w-]+(?:\s+(?:up|on|off|out|open|down))?\s+({_DET}\s+.+)$", text)
     if m:
         what = _cut_clause(m.group(1))
-        tm = re.search(r"\s+(into|onto|inside)\s+(.+)$", what)  # "pull the lever into the slot": the target
+        tm = re.search(r"\s+(into|onto|inside|to|towards?)\s+(.+)$", what)  # "pull the cart to the door": the target
         if tm:
-            out.relation, out.target = {"into": "in", "inside": "in", "onto": "on"}[tm.group(1)], _np(tm.group(2))
+            out.relation = {"into": "in", "inside": "in", "onto": "on"}.get(tm.group(1), "to")
+            out.target = _np(tm.group(2))
             what = what[: tm.start()]
         out.objects = [_np(what)]
     return out
@@ -219,6 +220,9 @@ def parse_task(task: str) -> TaskPhrases:
     src = _SOURCE.search(re.split(r"\s*(?:[,;.]|\band\b|\bthen\b|\bwhile\b)\s*", text, maxsplit=1)[0])
     if src:  # "slide the plate out of the cabinet": the source, cut from the object (`_cut_clause`)
         phrases.source = f"{src.group(1)} {_np(_MANNER.sub('', src.group(2)).strip())}"
+    # "pick the box up off the shelf", "put the cup down": a particle after the object is no part of it
+    phrases.objects = [re.sub(r"(?<=\w)\s+(?:up|down|out|over|away|back|sideways|forwards?|backwards?|upwards?|downwards?)$", "", o)
+                       for o in phrases.objects]
     if phrases.result:  # "turn the faucet on": the particle is no part of the object
         phrases.objects = [re.sub(rf"\s+{phrases.result}$", "", o) for o in phrases.objects]
     return phrases
