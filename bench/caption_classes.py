@@ -246,7 +246,7 @@ def heldout_lines(m: dict[str, Any]) -> list[str]:
              "captioned after the rules above were fixed (its README), with kinematic-v5 (column `v5`, main at "
              "044fa4d; `v4`: main at 42918d9, before the lift-off rule). Its misses were then looked at and "
              "kinematic-v6's rules set from them, so **it is a tuned set now**: `after` is no held-out score (the "
-             "third held-out set below is). `after`: against every expert phase change (`truth_carve.json`, the "
+             "fourth held-out set below is). `after`: against every expert phase change (`truth_carve.json`, the "
              "primary score, as above); `merged`: against `truth.json` (a phase under 0.15 s between two of the "
              "same sub-goal is one phase with them).", "",
              "| task | events | v4 | v5 (held out) | v7 | after | merged | target |",
@@ -299,7 +299,7 @@ def heldout2_lines(m: dict[str, Any]) -> list[str]:
              "their episodes was captioned, the captioner was then frozen (5642f2e, kinematic-v6) and measured "
              "once: column `v6 (held out)`, the set's held-out score. Its misses were then looked at while "
              f"kinematic-v7's vocabulary was set ({FROZEN_V7}), so **it is a seen set now**: `after` is no held-out "
-             "score (the third held-out set below is). `v5`: main at 044fa4d. One grasp-and-carry task "
+             "score (the fourth held-out set below is). `v5`: main at 044fa4d. One grasp-and-carry task "
              "(shelf-place: target 0.95) and five part actions.", "",
              "| task | events | v5 | v6 (held out) | v7 | after | merged | target |",
              "|------|--------|----|---------------|----|-------|--------|--------|"]
@@ -344,7 +344,7 @@ def heldout2_lines(m: dict[str, Any]) -> list[str]:
               "door-unlock's turn happens mid-episode and the captioner puts the action at the last sharp turn "
               "of the path, after the loop; lever-pull's expert flips between its two reach arms while the "
               "captioner starts the pull at the first turn under the lever; shelf-place: one grasp captioned as "
-              "the lift and one carry onto the shelf as a placement. These are where the expert's sub-goal names "
+              "the lift (found as the grasp by v8, rule 1's descent) and one carry onto the shelf as a placement. These are where the expert's sub-goal names "
               "and the motion disagree; the truth is not relabelled.", "",
               "```sh", *[_show(c) for c in m["heldout2_commands"]], "```", ""]
     return lines
@@ -431,7 +431,25 @@ V8_CHANGES = (
     "names the placement (2 events).")
 
 # written after the one measurement of the fourth held-out set (notes on it, the captioner unchanged)
-HELDOUT4_NOTES = ""
+HELDOUT4_NOTES = (
+    "Read as a held-out test, the target is met on coffee-pull (11 of 11) and **not met** on four: push-back "
+    "0.88 (14 of 16), peg-unplug-side 0.83 (10 of 12), handle-pull-side 0.75 (6 of 8) and the pick-and-place-"
+    "like disassemble 0.75 (9 of 12); 50 of 59 events overall. Every pull after a grasp is captioned as the "
+    "pull (17 of 19 pull events; rule 8 on tasks it was not written on: before v8 a held handle or mug was "
+    "lifted or moved) and no event is captioned with a carry where the truth pulls. Where it misses (seen only"
+    " after this one measurement; nothing was changed for them): (a) the experts return to their grasp or "
+    "descend arm while already moving the part, with the fingers still closed: disassemble's expert flips "
+    "between \"grasp the nut\" and \"lift the nut off the peg\" while it lifts (known from the recording's log "
+    "before v8 was written: 3 events), peg-unplug-side's once mid-unplug (1 event), handle-pull-side's goes "
+    "back to its descend arm (\"grasp the handle\", the fingers closing) in one episode after the pull has begun"
+    " (1 event): no gripper change and no turn of the path marks them; (b) handle-pull-side's pull starts "
+    "while the fingers still close on the handle: the captioner keeps the grasp to the fingers' stop (2 "
+    "events); (c) one push-back episode loses the puck: the fingers open (the expert's effort drops to 0 away "
+    "from the puck) and the hand goes back down to it, captioned \"release the puck\" (2 events) where the "
+    "expert's sub-goal is the descent: the gripper did open. The merged truth (`truth.json`, phases under 0.15"
+    " s merged into a neighbour) scores lower (0.73), because the merge keeps the first name of a flip. The "
+    "caption \"pull the mug out\" drops \"from under the coffee machine\" (the parser's source words are \"out of\","
+    " \"off\", \"away from\"; object words only, not scored).")
 
 
 def heldout4_lines(m: dict[str, Any]) -> list[str]:
