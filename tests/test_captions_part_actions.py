@@ -14,10 +14,12 @@
   re-approach after a lift-off a reach;
 * the second item `metaworld_heldout2` (six tasks used nowhere else, measured once with the captioner
   frozen at kinematic-v6, then looked at for kinematic-v7's vocabulary): its measured score is a floor;
-* the third held-out item `metaworld_heldout3` (six more tasks used nowhere else, measured once with the
-  captioner frozen at kinematic-v7): its measured score is a floor;
+* the third item `metaworld_heldout3` (six more tasks used nowhere else, measured once with the captioner
+  frozen at kinematic-v7, then looked at for kinematic-v8): kinematic-v8's score is a floor;
+* the fourth held-out item `metaworld_heldout4` (five more tasks used nowhere else, measured once with the
+  captioner frozen at kinematic-v8): its measured score is a floor;
 * the verb table: the verbs real datasets use map to the class their physical meaning gives, every phase
-  name of the four Meta-World sets has a class, and each task's instruction parses to the class of the
+  name of the five Meta-World sets has a class, and each task's instruction parses to the class of the
   expert phase that carries its verb.
 """
 
@@ -452,14 +454,39 @@ def heldout3(tmp_path_factory: pytest.TempPathFactory, ray_local: Any) -> dict[s
 
 def test_third_heldout_set_keeps_its_measured_score(heldout3: dict[str, Any]) -> None:
     # measured once with the captioner frozen at kinematic-v7 (BENCHMARKS.md: 36 of 67 events, the target met on
-    # plate-slide-side only); a later rule may raise it, never lower it (the set then stops being held out):
-    # every episode captioned, every truth phase classed, the grasps found, no repeats
+    # plate-slide-side only), then looked at for kinematic-v8 (60 of 67); a later rule may raise it, never lower
+    # it: every episode captioned, every truth phase classed, the grasps found, no repeats
     rep = heldout3["reports"]["truth_carve.json"]
     assert rep["unmatched_events"] == 0 and rep["unclassified_events"] == 0
     assert {r["episode_index"] for r in heldout3["rows"]} == set(range(18))
-    assert rep["class_correct"] >= 36, (rep["class_correct"], rep["class_confusion"])
+    assert rep["class_correct"] >= 60, (rep["class_correct"], rep["class_confusion"])
     assert rep["class_confusion"]["grasp"].get("grasp", 0) >= 4
+    # nothing in this set is lifted, placed or released where the expert pushes, presses or slides (a fist,
+    # a mug held while pushed: the expert's own phases, not Carve's)
+    for cls in ("push", "pull"):
+        row = rep["class_confusion"].get(cls, {})
+        assert not {k: v for k, v in row.items() if k in ("lift", "place", "release")}, (cls, row)
     rows = heldout3["rows"]
+    assert not [a for a, b in itertools.pairwise(rows)
+                if a["episode_index"] == b["episode_index"] and a["caption"] == b["caption"]]
+
+
+@pytest.fixture(scope="module")
+def heldout4(tmp_path_factory: pytest.TempPathFactory, ray_local: Any) -> dict[str, Any]:
+    return _run_item(tmp_path_factory.mktemp("metaworld-heldout4") / "root", HELDOUT4, ("truth_carve.json",))
+
+
+def test_fourth_heldout_set_keeps_its_measured_score(heldout4: dict[str, Any]) -> None:
+    # measured once with the captioner frozen at kinematic-v8 (BENCHMARKS.md: 50 of 59 events, the target met on
+    # coffee-pull only); a later rule may raise it, never lower it (the set then stops being held out): every
+    # episode captioned, every truth phase classed, the grasps found, the pulls named, no repeats
+    rep = heldout4["reports"]["truth_carve.json"]
+    assert rep["unmatched_events"] == 0 and rep["unclassified_events"] == 0
+    assert {r["episode_index"] for r in heldout4["rows"]} == set(range(15))
+    assert rep["class_correct"] >= 50, (rep["class_correct"], rep["class_confusion"])
+    assert rep["class_confusion"]["grasp"].get("grasp", 0) >= 5  # every episode grasps (its expert closes)
+    assert rep["class_confusion"]["pull"].get("pull", 0) >= 12  # the four pull tasks: 3 episodes each
+    rows = heldout4["rows"]
     assert not [a for a, b in itertools.pairwise(rows)
                 if a["episode_index"] == b["episode_index"] and a["caption"] == b["caption"]]
 
