@@ -341,6 +341,58 @@ TASKS: dict[str, dict] = {
         "rename": _rename_grasp(["reach above the nut", "descend to the nut", "lift the nut off the peg"],
                                 {1: "grasp the nut"}),
     },
+    # held out a fifth time for issue 25 (tests/corpus/metaworld_heldout5): tasks used nowhere else in the
+    # repo, named from the policy source as above and committed before any of their episodes was simulated
+    # and before any rule of kinematic-v9 was looked at (the README says what was known when)
+    "pick-place-wall-v3": {
+        "policy": "SawyerPickPlaceWallV3Policy", "text": "pick up the puck and place it at the goal behind the wall",
+        # above the puck, down to it (the fingers close, 0.9, within 1.5 cm of it in xy and 10 cm in z), then
+        # the else arm (to the goal) with three nested arms: straight up while the wall is in the way, toward
+        # the goal above the wall, to the goal's height; the goal itself is the else arm's own `return`
+        "pos": ["reach above the puck", "descend to the puck", "carry the puck to the goal",
+                "lift the puck over the wall", "carry the puck over the wall", "carry the puck to the goal"],
+        "grab": ["gripper open", "gripper closing"],
+        "rename": _rename_grasp(["reach above the puck", "descend to the puck", "carry the puck to the goal",
+                                 "lift the puck over the wall", "carry the puck over the wall",
+                                 "carry the puck to the goal"], {1: "grasp the puck"}),
+    },
+    "push-wall-v3": {
+        "policy": "SawyerPushWallV3Policy", "text": "push the puck past the wall to the goal",
+        # above the puck, down onto it (the fingers close, 0.6), then the else arm (to the goal, y 0.85-0.9,
+        # the puck starts at y 0.60-0.65: away from the robot) with two nested arms that go round the wall
+        # (along -x, then along +y); the goal itself is the else arm's own `return`
+        "pos": ["reach above the puck", "descend to the puck", "push the puck to the goal",
+                "push the puck around the wall", "push the puck past the wall"],
+        "grab": ["gripper open", "gripper closing"],
+        "rename": _rename_grasp(["reach above the puck", "descend to the puck", "push the puck to the goal",
+                                 "push the puck around the wall", "push the puck past the wall"],
+                                {1: "grasp the puck"}),
+    },
+    "sweep-v3": {
+        "policy": "SawyerSweepV3Policy", "text": "sweep the cube off the table",
+        # arm 0: the hand left of x 0.2 with neither nested arm running (at the cube): on to the goal off the
+        # table's edge (x 0.49-0.51); arm 1 above the cube, arm 2 down to it; arm 3 the fall-through (the
+        # hand right of x 0.2: on to the goal). _grab_effort: open far from the cube, closing (0.7) at it
+        # while the cube is left of x 0.4, open (-1) once it is past
+        "pos": ["sweep the cube off the table", "reach above the cube", "descend to the cube",
+                "sweep the cube off the table"],
+        "grab": ["gripper open", "gripper closing", "gripper open"], "fall_through": True,
+        "rename": _rename_grasp(["sweep the cube off the table", "reach above the cube", "descend to the cube",
+                                 "sweep the cube off the table"], {2: "grasp the cube"}),
+    },
+    "plate-slide-back-side-v3": {
+        "policy": "SawyerPlateSlideBackSideV3Policy", "text": "slide the plate out of the cabinet from the side",
+        # above the plate's side, down beside it, then 10 cm a step along +x (the plate starts in the cabinet
+        # at x -0.25, the goal is at x -0.05-0.15): one slide out; the fingers stay closed (1.0)
+        "pos": ["reach above the side of the plate", "descend beside the plate", "slide the plate out of the cabinet"],
+        "grab": [],
+    },
+    "button-press-topdown-wall-v3": {
+        "policy": "SawyerButtonPressTopdownWallV3Policy", "text": "press the button down from above",
+        # above the button (10 cm over it), then down onto it; the fingers stay open (-1)
+        "pos": ["reach above the button", "press the button down"],
+        "grab": [],
+    },
 }
 HELDOUT_TASKS = ("faucet-close-v3:3,door-close-v3:3,handle-press-v3:3,coffee-button-v3:3,dial-turn-v3:3,"
                  "button-press-topdown-v3:3")
@@ -350,6 +402,8 @@ HELDOUT3_TASKS = ("hand-insert-v3:3,coffee-push-v3:3,sweep-into-v3:3,button-pres
                   "plate-slide-side-v3:3")
 HELDOUT4_TASKS = ("coffee-pull-v3:3,push-back-v3:3,handle-pull-side-v3:3,peg-unplug-side-v3:3,"
                   "disassemble-v3:3")
+HELDOUT5_TASKS = ("pick-place-wall-v3:3,push-wall-v3:3,sweep-v3:3,plate-slide-back-side-v3:3,"
+                  "button-press-topdown-wall-v3:3")
 DEFAULT_TASKS = ("door-open-v3:3,drawer-close-v3:3,peg-insert-side-v3:3,window-open-v3:3,window-close-v3:3,"
                  "faucet-open-v3:3,button-press-v3:3,pick-place-v3:2")
 
