@@ -84,6 +84,13 @@ Per arm, frames are labelled (the events' own boundaries are used only where not
    made of them (the action is where the hand moves the part, also when the operator or expert loops
    back over the part afterwards; the episode may end on the way back).
 
+10. **Re-grasp.** While the arm holds what it closed on, fingers that open part-way (by `RECLOSE_SHARE`
+   of the gripper's travel, read on the fingers' MEASURED opening where the state has one: a command that
+   stays "closed" says nothing of fingers forced apart by what they hold) and then close on it again
+   re-grasp it: the closing is a **grasp**, from the peak of the opening until the fingers stop closing,
+   whatever the held stretch was (a carry, a placement, the task's action). The hand tightens its hold on
+   the object; it neither carries nor works it in those frames.
+
 Rule 1 also reads a grasp on the move with a height column: fingers that close while the hand still
 goes down (mostly down, faster than the pause speed) close in on the object, and the grasp lasts
 through that descent.
@@ -139,6 +146,7 @@ BRAKING_RISE = 1.1  # an arm braking to rest: its speed never rises above this x
 FIT_POINTS = 64  # samples of a path (evenly in time) for the polyline fit
 DIRECTION_ROUNDS = 2  # piece directions re-estimated from the previous split
 SETTLE_S = 0.1  # a gripper transition's own first moments: motion starting inside it does not end it
+RECLOSE_SHARE = 0.3  # held fingers that, having opened by this share of the gripper's travel, close again by it: a re-grasp
 
 
 # ------------------------------------------------------------------------------------- signals
@@ -211,6 +219,7 @@ class _ArmSignal:
     motion: np.ndarray  # (n, k) in rad or m, smoothed; k = 0 without motion columns
     kind: str
     up: int | None = None  # the motion column that is the height ("z" of a Cartesian arm), when named
+    opening: np.ndarray | None = None  # (n,) the fingers' MEASURED opening (a state column), when there is one
 
 
 _HEIGHT = re.compile(r"(?:^|[._\s])(?:z|pos_?z|eef_?z|ee_?z)$", re.I)
@@ -237,15 +246,18 @@ def _arm_signals(ep: _Episode, cfg: SegmentConfig) -> list[_ArmSignal]:
         if gdim is not None and not lay.motion_in_action:
             lay.motion = [i for i in lay.motion if i != gdim]
         grips = [ep.state[:, gdim] if gdim is not None else ep.gripper]
+        opens = [np.asarray(ep.state[:, gdim], float) if gdim is not None else None]
     else:
         grips = [lay.gripper_command(ep.state, ep.action) if lay.gripper is not None or lay.gripper_action is not None
                  else None for lay in layouts]
+        opens = [np.asarray(ep.state[:, lay.gripper], float) if lay.gripper is not None else None for lay in layouts]
     out = []
-    for lay, g in zip(layouts, grips, strict=True):
+    for lay, g, op in zip(layouts, grips, opens, strict=True):
         x = smooth(lay.motion_signal(ep.state, ep.action), ep.fps, cfg.smooth_s)
         names = ep.action_names if lay.motion_in_action else (ep.state_names if names_ok else [])
         out.append(_ArmSignal(lay.name, g if g is not None and len(g) == n else None, x, lay.kind,
-                              _height_column(lay.motion, names, lay.kind)))
+                              _height_column(lay.motion, names, lay.kind),
+                              op if op is not None and len(op) == n else None))
     return out
 
 
@@ -778,6 +790,7 @@ def _label_arm(sig: _ArmSignal, n: int, fps: float, cfg: SegmentConfig, is_push:
     rest = _final_rest(x, sp, fast, err) if bouts else n
 
     def finish() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        _label_regrasps(labels, sig.opening if sig.opening is not None else sig.gripper, held, fps)
         out = _hold_to_end(labels)
         if rest < n:  # the final rest after the arm's last motion: it holds (its grasp / release stay)
             tail = out[rest:]
@@ -886,6 +899,55 @@ def _label_arm(sig: _ArmSignal, n: int, fps: float, cfg: SegmentConfig, is_push:
     if last_still > prev_end:  # after the last release: the retreat (the rest that follows belongs to it)
         labels[prev_end:], cycle[prev_end:] = RETREAT, len(cycles) - 1
     return finish()
+
+
+def _regrasps(g: np.ndarray, held: np.ndarray) -> list[tuple[int, int]]:
+    """[onset, end) of each re-grasp inside the held stretches: the fingers, holding, open by at least
+    `RECLOSE_SHARE` of the gripper's travel (5th to 95th percentile) from the lowest opening they had since the
+    stretch began or since the last re-grasp, then close again by as much; the closing runs from the peak of
+    that opening to where the opening stops falling by more than the noise."""
+    lo, hi = np.percentile(g, [5, 95])
+    need = RECLOSE_SHARE * float(hi - lo)
+    step = max(3.0 * noise_sigma(g), 1e-12)
+    out: list[tuple[int, int]] = []
+    if need <= 0:
+        return out
+    for a, e in _runs(held):
+        trough = float(g[a])
+        peak_i, peak = -1, -np.inf
+        k = a
+        while k < e:
+            v = float(g[k])
+            if peak_i < 0:
+                trough = min(trough, v)
+                if v - trough >= need:
+                    peak_i, peak = k, v
+            elif v > peak:
+                peak_i, peak = k, v
+            elif peak - v >= need:
+                s = peak_i
+                f = k
+                while f + 1 < len(g) and float(g[f]) - float(g[f + 1]) > step:
+                    f += 1
+                out.append((s, f + 1))
+                trough, peak_i, peak = float(g[min(f, len(g) - 1)]), -1, -np.inf
+                k = f + 1
+                continue
+            k += 1
+    return out
+
+
+def _label_regrasps(labels: np.ndarray, g: np.ndarray | None, held: np.ndarray, fps: float) -> None:
+    """Rule 10: while the arm holds what it closed on, fingers that open part-way and close on it again
+    re-grasp it: the closing is a **grasp** (of whatever the held stretch was: a carry, a placement, the
+    task's action), from the peak of the opening until the fingers stop closing, at least `SETTLE_S`."""
+    if g is None or len(g) != len(labels) or not held.any() or not np.all(np.isfinite(g)):
+        return
+    settle = max(1, round(SETTLE_S * fps))
+    for s, f in _regrasps(np.asarray(g, float), held):
+        f = max(f, s + settle)
+        span = labels[s:f]
+        span[np.isin(span, (LIFT, MOVE, PLACE, ACT))] = GRASP
 
 
 def _hold_to_end(labels: np.ndarray) -> np.ndarray:
