@@ -87,9 +87,11 @@ Per arm, frames are labelled (the events' own boundaries are used only where not
 10. **Re-grasp.** While the arm holds what it closed on, fingers that open part-way (by `RECLOSE_SHARE`
    of the gripper's travel, read on the fingers' MEASURED opening where the state has one: a command that
    stays "closed" says nothing of fingers forced apart by what they hold) and then close on it again
-   re-grasp it: the closing is a **grasp**, from the peak of the opening until the fingers stop closing,
-   whatever the held stretch was (a carry, a placement, the task's action). The hand tightens its hold on
-   the object; it neither carries nor works it in those frames.
+   re-grasp it, when the hand slows down through the closing (its speed where the fingers stop is at most
+   `RECLOSE_SLOW` of its speed where they began): the closing is a **grasp**, from the peak of the opening
+   until the fingers stop closing, whatever the held stretch was (a carry, a placement, the task's action).
+   The hand tightens its hold on the object as it comes to rest; it neither carries nor works it in those
+   frames. Fingers that settle while the hand keeps moving the object at speed belong to that motion.
 
 Rule 1 also reads a grasp on the move with a height column: fingers that close while the hand still
 goes down (mostly down, faster than the pause speed) close in on the object, and the grasp lasts
@@ -146,7 +148,8 @@ BRAKING_RISE = 1.1  # an arm braking to rest: its speed never rises above this x
 FIT_POINTS = 64  # samples of a path (evenly in time) for the polyline fit
 DIRECTION_ROUNDS = 2  # piece directions re-estimated from the previous split
 SETTLE_S = 0.1  # a gripper transition's own first moments: motion starting inside it does not end it
-RECLOSE_SHARE = 0.3  # held fingers that, having opened by this share of the gripper's travel, close again by it: a re-grasp
+RECLOSE_SHARE = 0.3  # held fingers that, having opened by this share of the gripper's travel, close again by it: a re-grasp ...
+RECLOSE_SLOW = 0.5  # ... when the hand slows through the closing: its speed where it ends is at most this share of where it began
 
 
 # ------------------------------------------------------------------------------------- signals
@@ -790,7 +793,7 @@ def _label_arm(sig: _ArmSignal, n: int, fps: float, cfg: SegmentConfig, is_push:
     rest = _final_rest(x, sp, fast, err) if bouts else n
 
     def finish() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        _label_regrasps(labels, sig.opening if sig.opening is not None else sig.gripper, held, fps)
+        _label_regrasps(labels, sig.opening if sig.opening is not None else sig.gripper, held, fps, sp)
         out = _hold_to_end(labels)
         if rest < n:  # the final rest after the arm's last motion: it holds (its grasp / release stay)
             tail = out[rest:]
@@ -937,15 +940,22 @@ def _regrasps(g: np.ndarray, held: np.ndarray) -> list[tuple[int, int]]:
     return out
 
 
-def _label_regrasps(labels: np.ndarray, g: np.ndarray | None, held: np.ndarray, fps: float) -> None:
+def _label_regrasps(labels: np.ndarray, g: np.ndarray | None, held: np.ndarray, fps: float,
+                    sp: np.ndarray | None = None) -> None:
     """Rule 10: while the arm holds what it closed on, fingers that open part-way and close on it again
-    re-grasp it: the closing is a **grasp** (of whatever the held stretch was: a carry, a placement, the
-    task's action), from the peak of the opening until the fingers stop closing, at least `SETTLE_S`."""
+    while the hand slows down (its speed where the closing ends at most `RECLOSE_SLOW` of its speed where it
+    began; without motion columns, always) re-grasp it: the closing is a **grasp** (of whatever the held
+    stretch was: a carry, a placement, the task's action), from the peak of the opening until the fingers
+    stop closing, at least `SETTLE_S`. Fingers that settle while the hand keeps moving the object at speed
+    are part of that motion."""
     if g is None or len(g) != len(labels) or not held.any() or not np.all(np.isfinite(g)):
         return
     settle = max(1, round(SETTLE_S * fps))
     for s, f in _regrasps(np.asarray(g, float), held):
         f = max(f, s + settle)
+        moving = sp is not None and len(sp) == len(labels) and bool(np.any(sp))
+        if moving and float(sp[min(f, len(sp)) - 1]) > RECLOSE_SLOW * float(sp[s]):
+            continue  # the hand keeps moving the object: the fingers settle within that motion
         span = labels[s:f]
         span[np.isin(span, (LIFT, MOVE, PLACE, ACT))] = GRASP
 
