@@ -16,10 +16,12 @@
   frozen at kinematic-v6, then looked at for kinematic-v7's vocabulary): its measured score is a floor;
 * the third item `metaworld_heldout3` (six more tasks used nowhere else, measured once with the captioner
   frozen at kinematic-v7, then looked at for kinematic-v8): kinematic-v8's score is a floor;
-* the fourth held-out item `metaworld_heldout4` (five more tasks used nowhere else, measured once with the
-  captioner frozen at kinematic-v8): its measured score is a floor;
+* the fourth item `metaworld_heldout4` (five more tasks used nowhere else, measured once with the
+  captioner frozen at kinematic-v8, its misses then named for kinematic-v9): kinematic-v9's score is a floor;
+* the fifth held-out item `metaworld_heldout5` (five more tasks used nowhere else, measured once with the
+  captioner frozen at kinematic-v9): its measured score is a floor;
 * the verb table: the verbs real datasets use map to the class their physical meaning gives, every phase
-  name of the five Meta-World sets has a class, and each task's instruction parses to the class of the
+  name of the six Meta-World sets has a class, and each task's instruction parses to the class of the
   expert phase that carries its verb.
 """
 
@@ -48,6 +50,7 @@ HELDOUT = Path(__file__).resolve().parent / "corpus" / "metaworld_heldout"
 HELDOUT2 = Path(__file__).resolve().parent / "corpus" / "metaworld_heldout2"
 HELDOUT3 = Path(__file__).resolve().parent / "corpus" / "metaworld_heldout3"
 HELDOUT4 = Path(__file__).resolve().parent / "corpus" / "metaworld_heldout4"
+HELDOUT5 = Path(__file__).resolve().parent / "corpus" / "metaworld_heldout5"
 
 
 # ------------------------------------------------------------------------------------- instruction
@@ -454,13 +457,14 @@ def heldout3(tmp_path_factory: pytest.TempPathFactory, ray_local: Any) -> dict[s
 
 def test_third_heldout_set_keeps_its_measured_score(heldout3: dict[str, Any]) -> None:
     # measured once with the captioner frozen at kinematic-v7 (BENCHMARKS.md: 36 of 67 events, the target met on
-    # plate-slide-side only), then looked at for kinematic-v8 (60 of 67); a later rule may raise it, never lower
-    # it: every episode captioned, every truth phase classed, the grasps found, no repeats
+    # plate-slide-side only), then looked at for kinematic-v8 (60 of 67) and kinematic-v9 (62 of 67: rule 10 finds
+    # sweep-into's two re-grasps); a later rule may raise it, never lower it: every episode captioned, every truth
+    # phase classed, the grasps found, no repeats
     rep = heldout3["reports"]["truth_carve.json"]
     assert rep["unmatched_events"] == 0 and rep["unclassified_events"] == 0
     assert {r["episode_index"] for r in heldout3["rows"]} == set(range(18))
-    assert rep["class_correct"] >= 60, (rep["class_correct"], rep["class_confusion"])
-    assert rep["class_confusion"]["grasp"].get("grasp", 0) >= 4
+    assert rep["class_correct"] >= 62, (rep["class_correct"], rep["class_confusion"])
+    assert rep["class_confusion"]["grasp"].get("grasp", 0) >= 10
     # nothing in this set is lifted, placed or released where the expert pushes, presses or slides (a fist,
     # a mug held while pushed: the expert's own phases, not Carve's)
     for cls in ("push", "pull"):
@@ -478,7 +482,8 @@ def heldout4(tmp_path_factory: pytest.TempPathFactory, ray_local: Any) -> dict[s
 
 def test_fourth_heldout_set_keeps_its_measured_score(heldout4: dict[str, Any]) -> None:
     # measured once with the captioner frozen at kinematic-v8 (BENCHMARKS.md: 50 of 59 events, the target met on
-    # coffee-pull only); a later rule may raise it, never lower it (the set then stops being held out): every
+    # coffee-pull only), its misses then named for kinematic-v9 (50 of 59: no longer held out); a later rule may
+    # raise it, never lower it: every
     # episode captioned, every truth phase classed, the grasps found, the pulls named, no repeats
     rep = heldout4["reports"]["truth_carve.json"]
     assert rep["unmatched_events"] == 0 and rep["unclassified_events"] == 0
@@ -491,7 +496,31 @@ def test_fourth_heldout_set_keeps_its_measured_score(heldout4: dict[str, Any]) -
                 if a["episode_index"] == b["episode_index"] and a["caption"] == b["caption"]]
 
 
-@pytest.mark.parametrize("item", [ITEM, HELDOUT, HELDOUT2, HELDOUT3, HELDOUT4], ids=lambda p: p.name)
+@pytest.fixture(scope="module")
+def heldout5(tmp_path_factory: pytest.TempPathFactory, ray_local: Any) -> dict[str, Any]:
+    return _run_item(tmp_path_factory.mktemp("metaworld-heldout5") / "root", HELDOUT5, ("truth_carve.json",))
+
+
+def test_fifth_heldout_set_keeps_its_measured_score(heldout5: dict[str, Any]) -> None:
+    # measured once with the captioner frozen at kinematic-v9 (BENCHMARKS.md: 53 of 60 events, the target met on
+    # push-wall and plate-slide-back-side); a later rule may raise it, never lower it (the set then stops being
+    # held out): every episode captioned, every truth phase classed, the grasps found, the pushes and the pull
+    # named, nothing pushed or pulled captioned as a carry or placement, no repeats
+    rep = heldout5["reports"]["truth_carve.json"]
+    assert rep["unmatched_events"] == 0 and rep["unclassified_events"] == 0
+    assert {r["episode_index"] for r in heldout5["rows"]} == set(range(15))
+    assert rep["class_correct"] >= 53, (rep["class_correct"], rep["class_confusion"])
+    conf = rep["class_confusion"]
+    assert conf["grasp"].get("grasp", 0) >= 9  # pick-place-wall, push-wall, sweep: the experts close
+    assert conf["push"].get("push", 0) >= 14 and conf["pull"].get("pull", 0) >= 3
+    for cls in ("push", "pull"):
+        assert not {k: v for k, v in conf.get(cls, {}).items() if k in ("lift", "place")}, (cls, conf.get(cls))
+    rows = heldout5["rows"]
+    assert not [a for a, b in itertools.pairwise(rows)
+                if a["episode_index"] == b["episode_index"] and a["caption"] == b["caption"]]
+
+
+@pytest.mark.parametrize("item", [ITEM, HELDOUT, HELDOUT2, HELDOUT3, HELDOUT4, HELDOUT5], ids=lambda p: p.name)
 def test_every_expert_phase_name_has_a_verb_class(item: Path) -> None:
     # the truth is scored by class: a phase name in no class could never be matched
     names = {p for ep in json.loads((item / "truth_all.json").read_text()) for p in ep["phases"]}
@@ -512,10 +541,16 @@ TASK_ACTION = {"door-lock-v3": ("turn the lock", "turn"), "door-unlock-v3": ("tu
                "coffee-pull-v3": ("pull the mug out from under the coffee machine", "pull"),
                "push-back-v3": ("pull the puck back to the goal", "pull"),  # the goal is nearer the robot
                "handle-pull-side-v3": ("pull the handle up", "pull"), "peg-unplug-side-v3": ("unplug the peg", "pull"),
-               "disassemble-v3": ("lift the nut off the peg", "lift")}
+               "disassemble-v3": ("lift the nut off the peg", "lift"),
+               # the fifth set (its README, likewise)
+               "pick-place-wall-v3": ("carry the puck to the goal", "lift"),
+               "push-wall-v3": ("push the puck to the goal", "push"),
+               "sweep-v3": ("sweep the cube off the table", "push"),
+               "plate-slide-back-side-v3": ("slide the plate out of the cabinet", "pull"),
+               "button-press-topdown-wall-v3": ("press the button down", "push")}
 
 
-@pytest.mark.parametrize("item", [HELDOUT2, HELDOUT3, HELDOUT4], ids=lambda p: p.name)
+@pytest.mark.parametrize("item", [HELDOUT2, HELDOUT3, HELDOUT4, HELDOUT5], ids=lambda p: p.name)
 def test_each_instruction_parses_to_the_class_of_its_experts_action(item: Path) -> None:
     seen = set()
     for ep in json.loads((item / "truth_all.json").read_text()):
