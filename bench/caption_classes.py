@@ -22,7 +22,8 @@ held-out item `metaworld_heldout3` (six more Meta-World tasks used nowhere else,
 committed before any episode was simulated, measured once with the captioner frozen at kinematic-v7, then
 looked at for kinematic-v8), and on the fourth held-out item `metaworld_heldout4` (five more Meta-World tasks
 used nowhere else, named before any episode was simulated or any v8 rule written, measured once with the
-captioner frozen at kinematic-v8). Writes the "Caption verb classes" section of BENCHMARKS.md: verb-class accuracy per task
+captioner frozen at kinematic-v8, then named in v9's brief), and on the fifth held-out item `metaworld_heldout5`
+(five more Meta-World tasks used nowhere else, measured once with the captioner frozen at kinematic-v9). Writes the "Caption verb classes" section of BENCHMARKS.md: verb-class accuracy per task
 (at each event's middle frame), which tasks the captioner's rules were tuned on and which were held out,
 the confusion tables and the consecutive-same-caption counts, all from one run.
 
