@@ -40,6 +40,7 @@ import itertools
 import json
 import platform
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -254,7 +255,46 @@ def section(m: dict[str, Any]) -> str:
 
 
 def _v7(task: str) -> str:
-    return f"{V7[task]:.2f}" if task in V7 else "-"
+    return _cell(V7, task)
+
+
+def _cell(table: dict[str, float], task: str) -> str:
+    """A task's score in an earlier version's table, "-" where that version has none."""
+    return f"{table[task]:.2f}" if task in table else "-"
+
+
+def _task_rows(rep: dict[str, Any], merged: dict[str, Any], earlier: Callable[[str], list[str]]) -> list[str]:
+    """One table row per task of a set: its events, the cells `earlier(task)` gives (earlier versions'
+    scores), this run's score, the merged truth's and the task's target (met or not)."""
+    rows = []
+    for task, s in rep["per_task_class"].items():
+        mg = merged["per_task_class"].get(task, {}).get("accuracy")
+        target = PICK_TARGET if task in PICK_LIKE else TARGET
+        ok = "met" if s["accuracy"] >= target else "**not met**"
+        cells = [task, str(s["events"]), *earlier(task), f"{s['accuracy']:.2f}", "-" if mg is None else f"{mg:.2f}",
+                 f"{target:.2f} ({ok})"]
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def _repeats(m: dict[str, Any], key: str) -> str:
+    """The sentence on consecutive events of one episode with the same caption in set `key`."""
+    ex = m.get(f"{key}_examples") or []
+    return (f"Consecutive events of one episode with the same caption: {m[f'{key}_same']} of {m[f'{key}_pairs']} "
+            "pairs" + (f" ({'; '.join(ex[:3])})" if ex else "") + ".")
+
+
+def _confusions(rep: dict[str, Any]) -> list[str]:
+    """A set's confusions table, fenced, with its heading."""
+    from carve.captioners.eval import format_class_confusion
+
+    return ["Confusions (all changes; rows: the truth's class, columns: the caption's class):", "", "```",
+            format_class_confusion(rep["class_confusion"], indent=""), "```", ""]
+
+
+def _commands(m: dict[str, Any], key: str) -> list[str]:
+    """The commands that measured set `key`, fenced."""
+    return ["```sh", *[_show(c) for c in m[f"{key}_commands"]], "```", ""]
 
 
 def heldout_lines(m: dict[str, Any]) -> list[str]:
@@ -270,21 +310,11 @@ def heldout_lines(m: dict[str, Any]) -> list[str]:
              "same sub-goal is one phase with them).", "",
              "| task | events | v4 | v5 (held out) | v7 | after | merged | target |",
              "|------|--------|----|---------------|----|-------|--------|--------|"]
-    for task, s in rep["per_task_class"].items():
-        mg = merged["per_task_class"].get(task, {}).get("accuracy")
-        ok = "met" if s["accuracy"] >= TARGET else "**not met**"
-        before = f"{HELDOUT_BEFORE[task]:.2f}" if task in HELDOUT_BEFORE else "-"
-        v5 = f"{HELDOUT_V5[task]:.2f}" if task in HELDOUT_V5 else "-"
-        lines.append(f"| {task} | {s['events']} | {before} | {v5} | {_v7(task)} | {s['accuracy']:.2f} | "
-                     f"{'-' if mg is None else f'{mg:.2f}'} | {TARGET:.2f} ({ok}) |")
-    from carve.captioners.eval import format_class_confusion
-
+    lines += _task_rows(rep, merged, lambda t: [_cell(HELDOUT_BEFORE, t), _cell(HELDOUT_V5, t), _v7(t)])
     lines += ["", f"All events of this set: {rep['class_accuracy']:.3f} ({rep['class_correct']}/{rep['class_events']}; "
               f"v7 {V7_ALL['heldout']}, v5 {HELDOUT_V5_ALL}, v4 {HELDOUT_BEFORE_ALL}); merged truth {merged['class_accuracy']:.3f} "
-              f"({merged['class_correct']}/{merged['class_events']}; v5 {HELDOUT_V5_MERGED}). Consecutive events of "
-              f"one episode with the same caption: {m['heldout_same']} of {m['heldout_pairs']} pairs.", "",
-              "Confusions (all changes; rows: the truth's class, columns: the caption's class):", "", "```",
-              format_class_confusion(rep["class_confusion"], indent=""), "```", "",
+              f"({merged['class_correct']}/{merged['class_events']}; v5 {HELDOUT_V5_MERGED}). " + _repeats(m, "heldout"), "",
+              *_confusions(rep),
               "What kinematic-v6 changed (`captioners/phases.py`, part actions without a grasp; no rule names a "
               "task, a simulator or an expert): (1) a retreat is the motion after the episode's LAST interaction: "
               "a hand that lifts off the part and heads back to it (its distance from where it left falls by more "
@@ -305,7 +335,7 @@ def heldout_lines(m: dict[str, Any]) -> list[str]:
               "2 right, as before with the reach caption; the merged truth's first-name-wins labels make it 1 of "
               "4). handle-press: one episode starts straight down onto the handle, which its expert already calls "
               "the press (no force signal tells where the contact starts).", "",
-              "```sh", *[_show(c) for c in m["heldout_commands"]], "```", ""]
+              *_commands(m, "heldout")]
     return lines
 
 
@@ -322,26 +352,13 @@ def heldout2_lines(m: dict[str, Any]) -> list[str]:
              "(shelf-place: target 0.95) and five part actions.", "",
              "| task | events | v5 | v6 (held out) | v7 | after | merged | target |",
              "|------|--------|----|---------------|----|-------|--------|--------|"]
-    for task, s in rep["per_task_class"].items():
-        mg = merged["per_task_class"].get(task, {}).get("accuracy")
-        target = PICK_TARGET if task in PICK_LIKE else TARGET
-        ok = "met" if s["accuracy"] >= target else "**not met**"
-        v5 = f"{HELDOUT2_V5[task]:.2f}" if task in HELDOUT2_V5 else "-"
-        v6 = f"{HELDOUT2_V6[task]:.2f}" if task in HELDOUT2_V6 else "-"
-        lines.append(f"| {task} | {s['events']} | {v5} | {v6} | {_v7(task)} | {s['accuracy']:.2f} | "
-                     f"{'-' if mg is None else f'{mg:.2f}'} | {target:.2f} ({ok}) |")
-    from carve.captioners.eval import format_class_confusion
-
-    ex = m["heldout2_examples"]
+    lines += _task_rows(rep, merged, lambda t: [_cell(HELDOUT2_V5, t), _cell(HELDOUT2_V6, t), _v7(t)])
     lines += ["", f"All events of the second set: {rep['class_accuracy']:.3f} "
               f"({rep['class_correct']}/{rep['class_events']}; v7 {V7_ALL['heldout2']}, held out with v6 "
               f"{HELDOUT2_V6_ALL}, v5 "
               f"{HELDOUT2_V5_ALL}); merged truth {merged['class_accuracy']:.3f} "
-              f"({merged['class_correct']}/{merged['class_events']}). Consecutive "
-              f"events of one episode with the same caption: {m['heldout2_same']} of {m['heldout2_pairs']} pairs"
-              + (f" ({'; '.join(ex[:3])})" if ex else "") + ".", "",
-              "Confusions (all changes; rows: the truth's class, columns: the caption's class):", "", "```",
-              format_class_confusion(rep["class_confusion"], indent=""), "```", "",
+              f"({merged['class_correct']}/{merged['class_events']}). " + _repeats(m, "heldout2"), "",
+              *_confusions(rep),
               "What kinematic-v7 changed (`captioners/verb_classes.py`, `task_text.py`, `templates.py`, "
               "`phases.py`; vocabulary and one kinematic rule, none naming a task, a simulator or an expert): "
               "(1) the verb classes cover the manipulation verbs of real teleoperation datasets, with a table of "
@@ -406,24 +423,13 @@ def heldout3_lines(m: dict[str, Any]) -> list[str]:
              "(hand-insert: target 0.95) and five that move or work something else.", "",
              "| task | events | v7 (held out) | after | merged | target |",
              "|------|--------|---------------|-------|--------|--------|"]
-    for task, s in rep["per_task_class"].items():
-        mg = merged["per_task_class"].get(task, {}).get("accuracy")
-        target = PICK_TARGET if task in PICK_LIKE else TARGET
-        ok = "met" if s["accuracy"] >= target else "**not met**"
-        lines.append(f"| {task} | {s['events']} | {_v7(task)} | {s['accuracy']:.2f} | "
-                     f"{'-' if mg is None else f'{mg:.2f}'} | {target:.2f} ({ok}) |")
-    from carve.captioners.eval import format_class_confusion
-
-    ex = m["heldout3_examples"]
+    lines += _task_rows(rep, merged, lambda t: [_v7(t)])
     lines += ["", f"All events of the third set: {rep['class_accuracy']:.3f} "
               f"({rep['class_correct']}/{rep['class_events']}; held out with v7 {V7_ALL['heldout3']}); merged truth {merged['class_accuracy']:.3f} "
-              f"({merged['class_correct']}/{merged['class_events']}). Consecutive events of one episode with the "
-              f"same caption: {m['heldout3_same']} of {m['heldout3_pairs']} pairs"
-              + (f" ({'; '.join(ex[:3])})" if ex else "") + ".", "",
-              "Confusions (all changes; rows: the truth's class, columns: the caption's class):", "", "```",
-              format_class_confusion(rep["class_confusion"], indent=""), "```", "",
+              f"({merged['class_correct']}/{merged['class_events']}). " + _repeats(m, "heldout3"), "",
+              *_confusions(rep),
               "Its misses with v7, as written after that one measurement: " + HELDOUT3_NOTES, "", V8_CHANGES, "",
-              "```sh", *[_show(c) for c in m["heldout3_commands"]], "```", ""]
+              *_commands(m, "heldout3")]
     return lines
 
 
@@ -488,26 +494,14 @@ def heldout4_lines(m: dict[str, Any]) -> list[str]:
              "peg-unplug-side).",
              "", "| task | events | v8 (held out) | after | merged | target |",
              "|------|--------|---------------|-------|--------|--------|"]
-    for task, s in rep["per_task_class"].items():
-        mg = merged["per_task_class"].get(task, {}).get("accuracy")
-        target = PICK_TARGET if task in PICK_LIKE else TARGET
-        ok = "met" if s["accuracy"] >= target else "**not met**"
-        v8 = f"{HELDOUT4_V8[task]:.2f}" if task in HELDOUT4_V8 else "-"
-        lines.append(f"| {task} | {s['events']} | {v8} | {s['accuracy']:.2f} | {'-' if mg is None else f'{mg:.2f}'} | "
-                     f"{target:.2f} ({ok}) |")
-    from carve.captioners.eval import format_class_confusion
-
-    ex = m["heldout4_examples"]
+    lines += _task_rows(rep, merged, lambda t: [_cell(HELDOUT4_V8, t)])
     lines += ["", f"All events of the fourth set: {rep['class_accuracy']:.3f} "
               f"({rep['class_correct']}/{rep['class_events']}; held out with v8 {HELDOUT4_V8_ALL}); merged truth {merged['class_accuracy']:.3f} "
-              f"({merged['class_correct']}/{merged['class_events']}). Consecutive events of one episode with the "
-              f"same caption: {m['heldout4_same']} of {m['heldout4_pairs']} pairs"
-              + (f" ({'; '.join(ex[:3])})" if ex else "") + ".", "",
-              "Confusions (all changes; rows: the truth's class, columns: the caption's class):", "", "```",
-              format_class_confusion(rep["class_confusion"], indent=""), "```", "",
+              f"({merged['class_correct']}/{merged['class_events']}). " + _repeats(m, "heldout4"), "",
+              *_confusions(rep),
               *(["Its misses with v8, as written after that one measurement: " + HELDOUT4_NOTES, ""]
                 if HELDOUT4_NOTES else []), V9_CHANGES, "",
-              "```sh", *[_show(c) for c in m["heldout4_commands"]], "```", ""]
+              *_commands(m, "heldout4")]
     return lines
 
 
@@ -554,24 +548,13 @@ def heldout5_lines(m: dict[str, Any]) -> list[str]:
              "button-press-topdown-wall: a press from above, fingers open).",
              "", "| task | events | after (held out) | merged | target |",
              "|------|--------|------------------|--------|--------|"]
-    for task, s in rep["per_task_class"].items():
-        mg = merged["per_task_class"].get(task, {}).get("accuracy")
-        target = PICK_TARGET if task in PICK_LIKE else TARGET
-        ok = "met" if s["accuracy"] >= target else "**not met**"
-        lines.append(f"| {task} | {s['events']} | {s['accuracy']:.2f} | {'-' if mg is None else f'{mg:.2f}'} | "
-                     f"{target:.2f} ({ok}) |")
-    from carve.captioners.eval import format_class_confusion
-
-    ex = m["heldout5_examples"]
+    lines += _task_rows(rep, merged, lambda t: [])
     lines += ["", f"All events of the fifth held-out set: {rep['class_accuracy']:.3f} "
               f"({rep['class_correct']}/{rep['class_events']}); merged truth {merged['class_accuracy']:.3f} "
-              f"({merged['class_correct']}/{merged['class_events']}). Consecutive events of one episode with the "
-              f"same caption: {m['heldout5_same']} of {m['heldout5_pairs']} pairs"
-              + (f" ({'; '.join(ex[:3])})" if ex else "") + ".", "",
-              "Confusions (all changes; rows: the truth's class, columns: the caption's class):", "", "```",
-              format_class_confusion(rep["class_confusion"], indent=""), "```", "",
+              f"({merged['class_correct']}/{merged['class_events']}). " + _repeats(m, "heldout5"), "",
+              *_confusions(rep),
               *([HELDOUT5_NOTES, ""] if HELDOUT5_NOTES else []),
-              "```sh", *[_show(c) for c in m["heldout5_commands"]], "```", ""]
+              *_commands(m, "heldout5")]
     return lines
 
 
