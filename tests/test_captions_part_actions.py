@@ -354,6 +354,12 @@ PICK_PLACE = {"pick-place-v3"}
 KNOWN_BELOW = {"faucet-open-v3"}
 
 
+def _repeated_captions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Events whose next event, in the same episode, has the same caption (rows in episode and time order)."""
+    return [a for a, b in itertools.pairwise(rows)
+            if a["episode_index"] == b["episode_index"] and a["caption"] == b["caption"]]
+
+
 def _run_item(root: Path, item: Path, forms: tuple[str, ...]) -> dict[str, Any]:
     """The real `carve run` on a corpus item, `eval-captions --at middle` against each truth form, the rows."""
     from carve.storage.events import read_events
@@ -424,9 +430,7 @@ def test_heldout_tasks_every_episode_captioned_and_every_turn_found(heldout: dic
     assert conf["reach"].get("retreat", 0) <= 3 and conf["reach"].get("turn", 0) == 0
     assert rep["per_task_class"]["handle-press-v3"]["accuracy"] >= 8 / 9 - 1e-9
     assert rep["class_correct"] >= 43, rep["class_correct"]
-    rows = heldout["rows"]
-    assert not [a for a, b in itertools.pairwise(rows)
-                if a["episode_index"] == b["episode_index"] and a["caption"] == b["caption"]]
+    assert not _repeated_captions(heldout["rows"])
 
 
 @pytest.fixture(scope="module")
@@ -445,9 +449,7 @@ def test_second_heldout_set_keeps_its_measured_score(heldout2: dict[str, Any]) -
     # the truth's "slide the plate into the cabinet" is a push (the slide's words), as the hand's motion is
     assert rep["class_confusion"].get("pull", {}).get("push", 0) == 0
     assert rep["class_confusion"]["grasp"].get("grasp", 0) >= 2
-    rows = heldout2["rows"]
-    assert not [a for a, b in itertools.pairwise(rows)
-                if a["episode_index"] == b["episode_index"] and a["caption"] == b["caption"]]
+    assert not _repeated_captions(heldout2["rows"])
 
 
 @pytest.fixture(scope="module")
@@ -470,9 +472,7 @@ def test_third_heldout_set_keeps_its_measured_score(heldout3: dict[str, Any]) ->
     for cls in ("push", "pull"):
         row = rep["class_confusion"].get(cls, {})
         assert not {k: v for k, v in row.items() if k in ("lift", "place", "release")}, (cls, row)
-    rows = heldout3["rows"]
-    assert not [a for a, b in itertools.pairwise(rows)
-                if a["episode_index"] == b["episode_index"] and a["caption"] == b["caption"]]
+    assert not _repeated_captions(heldout3["rows"])
 
 
 @pytest.fixture(scope="module")
@@ -491,9 +491,7 @@ def test_fourth_heldout_set_keeps_its_measured_score(heldout4: dict[str, Any]) -
     assert rep["class_correct"] >= 50, (rep["class_correct"], rep["class_confusion"])
     assert rep["class_confusion"]["grasp"].get("grasp", 0) >= 5  # every episode grasps (its expert closes)
     assert rep["class_confusion"]["pull"].get("pull", 0) >= 12  # the four pull tasks: 3 episodes each
-    rows = heldout4["rows"]
-    assert not [a for a, b in itertools.pairwise(rows)
-                if a["episode_index"] == b["episode_index"] and a["caption"] == b["caption"]]
+    assert not _repeated_captions(heldout4["rows"])
 
 
 @pytest.fixture(scope="module")
@@ -515,9 +513,7 @@ def test_fifth_heldout_set_keeps_its_measured_score(heldout5: dict[str, Any]) ->
     assert conf["push"].get("push", 0) >= 14 and conf["pull"].get("pull", 0) >= 3
     for cls in ("push", "pull"):
         assert not {k: v for k, v in conf.get(cls, {}).items() if k in ("lift", "place")}, (cls, conf.get(cls))
-    rows = heldout5["rows"]
-    assert not [a for a, b in itertools.pairwise(rows)
-                if a["episode_index"] == b["episode_index"] and a["caption"] == b["caption"]]
+    assert not _repeated_captions(heldout5["rows"])
 
 
 @pytest.mark.parametrize("item", [ITEM, HELDOUT, HELDOUT2, HELDOUT3, HELDOUT4, HELDOUT5], ids=lambda p: p.name)
