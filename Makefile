@@ -11,7 +11,7 @@ endif
 DEMO_ROOT ?= demo-data
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench quality paper lint clean
+.PHONY: install demo test bench quality paper paper-privileged lint clean
 
 install: $(VENV)/.installed
 
@@ -46,12 +46,20 @@ bench: install
 quality: install
 	$(PY) -m bench.quality
 
-# the closed-loop study (issues 13, 20): the chunk baseline swept on validation seeds, then event vs the best
-# chunk (the primary contrast, paper/plan.md) vs unified over 10 training seeds (a random effect), balanced vs
-# unbalanced, the hold ablation, 50 environment seeds per task type from an unused base, privileged-state
-# pilot; writes paper/study.{md,json} (work directory paper/study/, not committed)
+# the closed-loop study (issues 13, 20) on rendered observations: the chunk baseline swept on validation seeds,
+# then event vs the best chunk (the primary contrast, paper/plan.md) vs unified over 10 training seeds (a random
+# effect), four task types; at the scale that fits 60 minutes on 2 cores (PAPER_ARGS; paper/plan.md gives the
+# full scale and the commands that reach it in pieces: every piece reuses the caches of the one before).
+# Writes paper/study.{md,json} (work directory paper/study/, not committed)
+PAPER_ARGS ?= --train-episodes 160 --steps 1000 --seeds 20 --val-seeds 10 --hold-ablation-seeds 0 --matched-seeds 0
 paper: install
-	$(VENV)/bin/carve eval-sim --study --out paper/study.md
+	$(VENV)/bin/carve eval-sim --study $(PAPER_ARGS) --out paper/study.md
+
+# the privileged-state ablation (the simulator's object poses instead of images; pick_place and push, whose
+# object state has one size), with the hold and equal-budget ablations: paper/privileged/study.{md,json}
+paper-privileged: install
+	$(VENV)/bin/carve eval-sim --study --observation privileged --tasks pick_place push --seed-base 50000 \
+		--out paper/privileged/study.md
 
 # ruff, then the layer contracts of pyproject.toml (plain import-linter over src/carve)
 lint: install

@@ -69,6 +69,13 @@ def test_study_smoke_writes_the_table_and_json(tmp_path) -> None:
         + [f"matched-{v}-seed0" for v in ("event", "chunk_best", "unified")]
         + ["val-chunk-H4-seed100", "val-chunk-H8-seed100"])
     assert (pol / "event-seed0" / "model.safetensors").exists()
+    # the main study is on rendered observations: every mode's policy sees the one image encoder, no object poses
+    assert res["config"]["observation"] == "pixels" and "rendered observations" in md.splitlines()[0]
+    for name in ("event-seed0", "unified-seed0", "chunk_best-seed0"):
+        pcfg = json.loads((pol / name / "config.json").read_text())
+        assert pcfg["policy"]["visual"] == "pixels" and not pcfg["policy"]["privileged_state"], pcfg
+        assert pcfg["model"]["visual_stem"] == "conv" and pcfg["spec"]["visual_dim"] == 3 * 32 * 32
+        assert pcfg["spec"]["state_dim"] == 8  # 7 joints + gripper: no object pose
 
     # a second run: everything is cached; then new weights for one policy invalidate its episodes only
     ep = pol / "event-seed0" / "study_eval" / "event" / f"push-{res['episodes'][0]['seed']}.json"
@@ -84,7 +91,7 @@ def test_study_smoke_writes_the_table_and_json(tmp_path) -> None:
     from carve.sim.study import _eval_job
 
     job = {"policy": str(pol / "event-seed0"), "variant": "event", "train_seed": 0, "tasks": ["push"],
-           "seeds": [res["episodes"][0]["seed"]], "fps": 12, "max_seconds": 3.0, "hold": "foh"}
+           "seeds": [res["episodes"][0]["seed"]], "fps": 12, "max_seconds": 3.0, "hold": "foh", "size": 64}
     _eval_job(job)
     assert json.loads(ep.read_text())["key"] != cached  # re-evaluated under the new weights' key
 

@@ -125,7 +125,8 @@ def _run_study(args: argparse.Namespace) -> int:
                       ensemble_m=None if args.no_ensemble else 0.01, val_train_seeds=args.val_train_seeds,
                       val_env_seeds=args.val_seeds, hold_ablation_seeds=args.hold_ablation_seeds,
                       matched_seeds=args.matched_seeds, plateau_every=args.plateau_every,
-                      plateau_max_steps=args.plateau_max_steps, **more)
+                      plateau_max_steps=args.plateau_max_steps, observation=args.observation,
+                      **({"image_size": args.size} if args.size else {}), **more)
     run_study(cfg, args.out, progress=not args.quiet)
     return 0
 
@@ -147,7 +148,7 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     base = EVAL_SEED_BASE if args.seed_base is None else args.seed_base
     seeds = eval_seeds(args.seeds, base)
-    res = evaluate_policy(policy, list(args.tasks or DEFAULT_TASKS), seeds, fps=args.fps, style=args.style, size=args.size,
+    res = evaluate_policy(policy, list(args.tasks or DEFAULT_TASKS), seeds, fps=args.fps, style=args.style, size=args.size or 128,
                           max_seconds=args.max_seconds, progress=not args.quiet)
     res.update({"policy": str(args.policy), "mode": policy.mode, "seed_base": base})
     print(format_table(res))
@@ -167,7 +168,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--policy", default=None, help="policy directory (Policy.save: model.safetensors, config.json, "
                                                   "normalization.json)")
     p.add_argument("--tasks", nargs="+", choices=list(TASK_CHOICES), default=None,
-                   help="task types (default: pick_place stack push two_object; --study: pick_place push)")
+                   help="task types (default: pick_place stack push two_object)")
     p.add_argument("--seeds", type=int, default=50, help="environment seeds per task type")
     p.add_argument("--seed-base", type=int, default=None,
                    help=f"environment seed i is episode_seed(seed_base, i) (the same for every policy; default "
@@ -175,12 +176,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("--fps", type=int, default=None, help="control rate (default: the policy's, else carve synth's)")
     p.add_argument("--style", choices=["dwell", "blended"], default="dwell",
                    help="picks carve synth's default fps / cameras for the scene")
-    p.add_argument("--size", type=int, default=128, help="rendered image size (the dataset's frame size)")
+    p.add_argument("--size", type=int, default=None,
+                   help="rendered image size (default: 128, the dataset's frame size; --study: 64, its images reach "
+                        "the policies at 32 px)")
     p.add_argument("--max-seconds", type=float, default=None, help="time limit per episode (default: per task)")
     p.add_argument("--out", default=None, help="write the full results (every episode) as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-episode lines")
     g = p.add_argument_group("study (--study: train event / unified / chunk and compare them; see carve.sim.study)")
     g.add_argument("--study", action="store_true", help="run the whole study; --out is the markdown report")
+    g.add_argument("--observation", choices=["pixels", "privileged"], default="pixels",
+                   help="what every policy observes besides its proprioception: the rendered camera images through "
+                        "one image encoder (default), or the simulator's object poses (the privileged-state ablation)")
     g.add_argument("--train-seeds", type=int, default=10, help="training seeds per mode (a random effect in the CIs)")
     g.add_argument("--train-episodes", type=int, default=40, help="demonstrations recorded for training")
     g.add_argument("--steps", type=int, default=300, help="training steps per model")

@@ -59,7 +59,13 @@ import numpy as np
 EVAL_BLOCK = 10  # environment seeds per evaluation job
 DATA_SEED_BASE = 0  # carve synth's default --seed: the training scenes
 CAPTION_GATE = 0.95  # verb-class accuracy of the study's captions below which captions-off tests no language
-STUDY_TASKS = ("pick_place", "push")
+STUDY_TASKS = ("pick_place", "stack", "push", "two_object")
+OBSERVATIONS = ("pixels", "privileged")  # rendered camera images through one encoder | simulator object poses
+PIXEL_ENCODER = "pixels"  # the pixel study's image input, the same for every mode (trainer.policy)
+PIXEL_SIDE = 32  # images reach the model at 3 x 32 x 32, through its conv stem (trainer.model.ConvStem)
+VISUAL_DIM = 3 * PIXEL_SIDE * PIXEL_SIDE
+IMAGE_SIZE = 64  # rendered frame size (2 x PIXEL_SIDE; TinyRenderer at 128 px costs 3x the time)
+TASK_INCLUSION = 0.20  # a task enters the pooled contrasts only if its best mode's success exceeds this
 VAL_DATA_SEED = 7  # draws the equal-budget ablation's fixed validation batches from the held-out episodes
 PROBE_DATA_SEED = 8  # draws the samples that measure each mode's supervised actions per sample
 
@@ -67,6 +73,8 @@ PROBE_DATA_SEED = 8  # draws the samples that measure each mode's supervised act
 @dataclass
 class StudyConfig:
     tasks: list[str] = field(default_factory=lambda: list(STUDY_TASKS))
+    observation: str = "pixels"  # what every policy observes besides its proprioception (OBSERVATIONS)
+    image_size: int = IMAGE_SIZE
     train_episodes: int = 40
     holdout_frac: float = 0.2
     split_seed: int = 0
@@ -75,7 +83,7 @@ class StudyConfig:
     train_seeds: int = 10
     first_train_seed: int = 0  # training seeds first_train_seed .. first_train_seed + train_seeds - 1
     env_seeds: int = 50
-    seed_base: int = 50_000  # the final environment seeds: no development run used this base
+    seed_base: int = 60_000  # the final environment seeds: no development run used this base (50000: the privileged study's)
     steps: int = 300
     batch_size: int = 32
     d_model: int = 64
@@ -112,21 +120,30 @@ class StudyConfig:
 
 
 # ----------------------------------------------------------------------------- data
-def record_episode(task: str, seed: int, fps: int) -> dict[str, Any]:
+def record_episode(task: str, seed: int, fps: int, observation: str = "privileged",
+                   image_size: int = IMAGE_SIZE) -> dict[str, Any]:
     """The scripted demonstration of (task, seed), replayed in a privileged env: per step the
-    observation before the action (state, object_state) and the action."""
+    observation before the action (state, object_state) and the action. With `observation="pixels"`
+    the env also renders its cameras at `image_size` and each step keeps the visual input a
+    `visual=PIXEL_ENCODER` policy computes from the same images (`trainer.policy.visual_vector`)."""
     from carve.sim.env import MAX_SECONDS, SimEnv
     from carve.sim.tasks import run_episode
 
+    if observation not in OBSERVATIONS:
+        raise ValueError(f"unknown observation {observation!r}; use one of {', '.join(OBSERVATIONS)}")
+    pixels = observation == "pixels"
+    encoder = _visual_encoder() if pixels else None
     ep = run_episode(task, seed, fps=fps, render=False)
-    states, envs, actions = [], [], []
-    with SimEnv(fps=fps, render=False, privileged=True,
+    states, envs, actions, visual = [], [], [], []
+    with SimEnv(fps=fps, render=pixels, size=image_size, privileged=True,
                 max_seconds=max(MAX_SECONDS[task], ep.length / fps + 1.0)) as env:
         obs = env.reset(task, seed)
         info: dict[str, Any] = {"success": False}
         for a in ep.action:
             states.append(obs["state"])
             envs.append(obs["privileged"]["object_state"])
+            if encoder is not None:
+                visual.append(_visual_token(encoder, obs["images"]))
             actions.append(a)
             obs, _, done, info = env.step(a)
             if done:
@@ -134,7 +151,22 @@ def record_episode(task: str, seed: int, fps: int) -> dict[str, Any]:
     return {"task": ep.task, "task_type": task, "seed": seed, "truth": ep.ground_truth(0),
             "state": np.asarray(states, np.float32),
             "env_state": np.asarray(envs, np.float32), "action": np.asarray(actions, np.float32),
+            "visual": np.asarray(visual, np.float32) if pixels else None,
             "state_names": ep.state_names, "action_names": ep.action_names, "replay_success": bool(info["success"])}
+
+
+def _visual_encoder() -> Any:
+    """The one image input of the pixel study: the policy's `visual=PIXEL_ENCODER` encoder."""
+    from carve.trainer.policy import PolicySettings, make_visual_encoder
+
+    return make_visual_encoder(PolicySettings(visual=PIXEL_ENCODER), VISUAL_DIM)
+
+
+def _visual_token(encoder: Any, images: dict[str, np.ndarray]) -> np.ndarray:
+    """What a policy with default settings (`cameras`: every camera, sorted) sees of `images`."""
+    from carve.trainer.policy import visual_vector
+
+    return visual_vector(encoder, [images[n] for n in sorted(images)], VISUAL_DIM)
 
 
 def episode_rows(rec: dict[str, Any], index: int, fps: int) -> list[dict[str, Any]]:
@@ -158,6 +190,10 @@ def episode_rows(rec: dict[str, Any], index: int, fps: int) -> list[dict[str, An
     caps = caption_episode_events(views)
     phases = event_phases(views)
     for r, c, p in zip(rows, caps, phases, strict=True):
+        if rec.get("visual") is not None:  # the visual token of every step (stride 1), as ingest writes obs_visual
+            r["obs_stride"] = 1
+            # an array, not lists: 3 x 32 x 32 values a step (the study's rows never become Parquet)
+            r["obs_visual"] = rec["visual"][int(r["start_frame"]) : int(r["end_frame"])]
         r["caption"] = c
         r["phase"] = [p.phase, p.arm, int(p.cycle)]
         r["task_type"] = rec["task_type"]
@@ -172,22 +208,41 @@ def _recorded_rows(cfg: StudyConfig, work: Path) -> tuple[list[dict[str, Any]], 
     from carve.sim.study_cache import code_hash, key
     from carve.sim.synth import episode_seed
 
-    cache = work / f"rows-{key(code_hash(), cfg.tasks, cfg.train_episodes, cfg.data_base, cfg.fps)}.pkl"
+    k = key(code_hash(), cfg.tasks, cfg.train_episodes, cfg.data_base, cfg.fps, cfg.observation, cfg.image_size)
+    cache = work / f"rows-{k}.pkl"
     if cache.exists():
         rows, ok, truth = pickle.loads(cache.read_bytes())
         return rows, ok, truth
     rows, ok, truth = [], 0, []
-    for i in range(cfg.train_episodes):
-        task = cfg.tasks[i % len(cfg.tasks)]
-        rec = record_episode(task, episode_seed(cfg.data_base, i), cfg.fps)
-        ok += rec["replay_success"]
-        rows.extend(episode_rows(rec, i, cfg.fps))
-        truth.append({**rec["truth"], "episode_index": i})
+    jobs = [(cfg.tasks[i % len(cfg.tasks)], episode_seed(cfg.data_base, i), cfg.fps, cfg.observation, cfg.image_size)
+            for i in range(cfg.train_episodes)]
+    with ProcessPoolExecutor(cfg.workers) if cfg.workers > 1 else _Serial() as ex:
+        for i, rec in enumerate(ex.map(_record, jobs)):  # in episode order, whatever the workers
+            ok += rec["replay_success"]
+            rows.extend(episode_rows(rec, i, cfg.fps))
+            truth.append({**rec["truth"], "episode_index": i})
     work.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp")
     tmp.write_bytes(pickle.dumps((rows, ok, truth)))
     tmp.replace(cache)
     return rows, ok, truth
+
+
+def _record(job: tuple[str, int, int, str, int]) -> dict[str, Any]:
+    return record_episode(*job)
+
+
+class _Serial:
+    """`ProcessPoolExecutor`'s `map` in this process (one worker)."""
+
+    def __enter__(self) -> _Serial:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def map(self, fn: Any, items: Any) -> Any:
+        return map(fn, items)
 
 
 def caption_check(rows: list[dict[str, Any]], truth: list[dict[str, Any]]) -> dict[str, Any]:
@@ -283,7 +338,7 @@ def _eval_job(job: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
     cache = Path(job.get("cache") or job["policy"]) / "study_eval" / job["variant"]
     run = {k: job.get(k) for k in ("fps", "max_seconds", "hold", "n_action_steps", "temporal_ensemble",
-                                   "captions_off")}
+                                   "captions_off", "size")}
     k = key(code_hash(), policy_hash(job["policy"]), run)
     episodes, todo = [], []
     for task in job["tasks"]:
@@ -304,7 +359,7 @@ def _eval_job(job: dict[str, Any]) -> dict[str, Any]:
         cache.mkdir(parents=True, exist_ok=True)
         for task, seed in todo:
             e = evaluate_policy(policy, [task], [seed], fps=job["fps"], max_seconds=job["max_seconds"],
-                                hold=job.get("hold") or "foh")["episodes"][0]
+                                hold=job.get("hold") or "foh", size=int(job.get("size") or IMAGE_SIZE))["episodes"][0]
             _write_json(cache / f"{task}-{seed}.json", {"key": k, "run": run, "episode": e})
             episodes.append(e)
     return {"variant": job["variant"], "train_seed": job["train_seed"], "episodes": episodes}
@@ -348,6 +403,19 @@ def paired(a: np.ndarray, b: np.ndarray, seed: int = 2) -> dict[str, Any]:
 
     r = interval(a - b, seed)
     return {"diff": r["mean"], "ci95": r["ci95"], "p": r["p"]}
+
+
+MAIN_VARIANTS = ("event", "event_captions_off", "event_balanced", "unified", "chunk_best")
+
+
+def included_tasks(per_task: dict[str, dict[str, dict[str, Any]]], tasks: list[str]) -> list[str]:
+    """The task types the pooled summaries and contrasts use (the rule in paper/plan.md, fixed before the
+    numbers): those where the best of the main variants (`MAIN_VARIANTS`, every training seed, the final
+    environment seeds) succeeds more often than `TASK_INCLUSION`. The rule looks at every mode alike, so
+    it favours none. With no task above it, every task is kept (and the report says so)."""
+    keep = [t for t in tasks
+            if max((per_task[v][t]["success_rate"] for v in MAIN_VARIANTS if v in per_task), default=0.0) > TASK_INCLUSION]
+    return keep or list(tasks)
 
 
 def _exec_steps(option: str, horizon: int) -> int:
@@ -428,7 +496,10 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
     log(f"data: {cfg.train_episodes} episodes, {len(rows)} events, replay success {replay_ok}/"
         f"{cfg.train_episodes} ({timings['data_s']:.0f} s); caption verb classes {captions['class_accuracy']:.3f} "
         f"of {captions['events']} events")
-    episodes = episodes_from_rows(rows, privileged=True)
+    pixels = cfg.observation == "pixels"
+    if cfg.observation not in OBSERVATIONS:
+        raise ValueError(f"unknown observation {cfg.observation!r}; use one of {', '.join(OBSERVATIONS)}")
+    episodes = episodes_from_rows(rows, privileged=not pixels)
     tr = [e for e in episodes if e.episode_id in train_set]
     ho = [e for e in episodes if e.episode_id in set(held_ids)]
     stats = norm_stats(tr)
@@ -436,10 +507,12 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
                                   for e in tr])
     lengths = np.concatenate([e.ends - e.starts for e in tr])
     sd, ad = tr[0].state.shape[1], tr[0].action.shape[1]
-    base = ModelConfig(d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, block_size=4)
+    base = ModelConfig(d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, block_size=4,
+                       visual_stem="conv" if pixels else "linear")
 
     def spec(mode: str, horizon: int) -> Any:
-        return spec_for(mode, state_dim=sd, action_dim=ad, visual_dim=0, text_dim=text.dim, max_len=cfg.max_len,
+        return spec_for(mode, state_dim=sd, action_dim=ad, visual_dim=VISUAL_DIM if pixels else 0, text_dim=text.dim,
+                        max_len=cfg.max_len,
                         chunk_len=horizon)
 
     def model_cfg(mode: str, horizon: int) -> Any:
@@ -447,7 +520,7 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
         return matched_config(base, {"event": spec("event", cfg.chunk_len), mode: spec(mode, horizon)})[mode]
 
     train_key = {k: v for k, v in asdict(cfg).items() if k in (
-        "tasks", "train_episodes", "holdout_frac", "split_seed", "data_base", "fps", "steps", "batch_size", "d_model",
+        "tasks", "observation", "image_size", "train_episodes", "holdout_frac", "split_seed", "data_base", "fps", "steps", "batch_size", "d_model",
         "n_layers", "n_heads", "max_len", "caption_dropout", "text", "text_dim", "clusters")}
     fits: dict[str, list[tuple[int, dict[str, Any]]]] = {}  # (training seed, its compute) per policy name
     offline: dict[str, list[list[dict[str, Any]]]] = {}
@@ -479,7 +552,8 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
             model, comp = fit(mode, sampler, model_cfg(mode, horizon), spec(mode, horizon), stats, steps=cfg.steps,
                               batch_size=bs, train_seed=seed, plateau=until)
             off_run = offline_metrics(model, ho, text)
-            settings = PolicySettings(visual="zeros", text=cfg.text, task_encoder="text", privileged_state=True,
+            settings = PolicySettings(visual=PIXEL_ENCODER if pixels else "zeros", text=cfg.text, task_encoder="text",
+                                      privileged_state=not pixels,
                                       fps=cfg.fps, n_action_steps=cfg.n_action_steps if mode == "unified" else None,
                                       text_source="planner" if mode == "event" else "task",
                                       extra={"planner": planner.to_dict()} if mode == "event" else {})
@@ -509,7 +583,8 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
     def blocks(per_policy: list[dict[str, Any]], seeds: list[int]) -> list[dict[str, Any]]:
         """Jobs of EVAL_BLOCK environment seeds, every policy's first block first (a run cut short
         has the same first seeds for every policy)."""
-        return [{**pp, "tasks": [t], "seeds": seeds[b:b + EVAL_BLOCK], "fps": cfg.fps, "max_seconds": cfg.max_seconds}
+        return [{**pp, "tasks": [t], "seeds": seeds[b:b + EVAL_BLOCK], "fps": cfg.fps, "max_seconds": cfg.max_seconds,
+                 "size": cfg.image_size}
                 for b in range(0, len(seeds), EVAL_BLOCK) for t in cfg.tasks for pp in per_policy]
 
     # 3. the chunk sweep on validation seeds
@@ -600,15 +675,18 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
     def seeds_of(v: str) -> list[int]:
         return [0] if v == "hold" else matched_seeds if v.endswith("@matched") else ablation_seeds if "@" in v else tseeds
 
-    mats = {v: (_matrix(e, "success", keys, seeds_of(v)), _matrix(e, "progress", keys, seeds_of(v)))
-            for v, e in eps_by.items()}
+    all_mats = {v: (_matrix(e, "success", keys, seeds_of(v)), _matrix(e, "progress", keys, seeds_of(v)))
+                for v, e in eps_by.items()}
+    per_task = {v: {t: summarize_variant(m[0][[i for i, k in enumerate(keys) if k[0] == t]],
+                                         m[1][[i for i, k in enumerate(keys) if k[0] == t]]) for t in cfg.tasks}
+                for v, m in all_mats.items()}
+    included = included_tasks(per_task, cfg.tasks)
+    rows_in = [i for i, k in enumerate(keys) if k[0] in included]
+    mats = {v: (m[0][rows_in], m[1][rows_in]) for v, m in all_mats.items()}
     raw = [{"variant": v, "train_seed": e["train_seed"], "task": e["task"], "seed": e["seed"],
             "success": bool(e["success"]), "progress": float(e["progress"]), "steps": int(e["steps"])}
            for v, es in eps_by.items() for e in es]
     summary = {v: summarize_variant(*m) for v, m in mats.items()}
-    per_task = {v: {t: summarize_variant(m[0][[i for i, k in enumerate(keys) if k[0] == t]],
-                                         m[1][[i for i, k in enumerate(keys) if k[0] == t]]) for t in cfg.tasks}
-                for v, m in mats.items()}
     cols = {s: j for j, s in enumerate(tseeds)}
     abl = [cols[s] for s in ablation_seeds]
     contrasts: list[tuple[str, str, list[int] | None]] = [
@@ -649,6 +727,7 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
                     "event_len_p90": float(np.percentile(lengths, 90)),
                     "event_len_over_max_len": float((lengths > cfg.max_len).mean())},
            "caption_check": captions, "sweep": sweep, "chunk_best": best, "primary": primary,
+           "tasks_included": included, "task_inclusion": TASK_INCLUSION,
            "compute": {k: runs[0][1] for k, runs in fits.items() if not k.startswith(("val-", "matched-"))},
            "summary": summary,
            "per_task": per_task, "comparisons": comparisons, "offline": off, "planner": planner.to_dict(),
@@ -693,10 +772,26 @@ def format_study(res: dict[str, Any]) -> str:
     c, d = res["config"], res["data"]
     best = res["chunk_best"]
     prim = res["comparisons"].get(res["primary"])
-    lines = [f"# Closed-loop study (privileged-state pilot): {', '.join(c['tasks'])}", "",
+    obs = c.get("observation", "privileged")
+    title = ("rendered observations" if obs == "pixels" else "privileged state")
+    lines = [f"# Closed-loop study ({title}): {', '.join(c['tasks'])}", "",
+             (f"Every policy sees its proprioception and the rendered camera image ({c.get('image_size')} px) through "
+              f"the same image input and encoder for every mode (`{PIXEL_ENCODER}`: the frame at {PIXEL_SIDE} x "
+              f"{PIXEL_SIDE} through the model's conv stem, convolutions + spatial softmax, trained with each "
+              "policy); no simulator object pose." if obs == "pixels" else
+              "Every policy sees its proprioception followed by the simulator's object poses and goal point "
+              "(privileged state, no images)."), "",
              f"**Primary contrast, named in the configuration before the run:** `{res['primary']}`, closed-loop "
              f"success on the final environment seeds (base {c['seed_base']}, used by no development run). "
              "Every other contrast is exploratory; their p-values are Holm-adjusted.", ""]
+    inc = res.get("tasks_included")
+    if inc is not None:
+        dropped = [t for t in c["tasks"] if t not in inc]
+        lines += [f"**Tasks:** a task type enters the pooled rows and contrasts only if its best main variant "
+                  f"succeeds more than {_pct(res['task_inclusion'])} of the time (rule fixed in paper/plan.md before "
+                  f"the run). Included: {', '.join(inc)}"
+                  + (f"; left out: {', '.join(dropped)} (every mode at or below the bar; per-task rows below)."
+                     if dropped else "."), ""]
     if prim:
         s, p = prim["success"], prim["progress"]
         lines += [f"**Primary result:** {res['primary']} = {100 * s['diff']:+.1f} pp success (95% CI "

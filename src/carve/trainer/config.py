@@ -67,6 +67,9 @@ class ModelConfig(_Section):
     latent_loss_weight: float = 1.0  # unified: language-head loss weight
     length_loss_weight: float = 0.1  # event: stop/length loss weight
     world_loss_weight: float = 0.5  # event / unified: end-observation head loss weight
+    # how the visual input becomes a token: "linear" (a vector such as the descriptor) or "conv" (the vector is
+    # a (3, S, S) image, `policy`'s "pixels" encoder: convolutions + spatial softmax, model.ConvStem)
+    visual_stem: Literal["linear", "conv"] = "linear"
 
 
 class OptimConfig(_Section):

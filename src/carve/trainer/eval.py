@@ -100,7 +100,8 @@ def evaluate(
             len_err.extend(d.tolist())
         if "end_visual" in pred:
             fut.extend(
-                (1 - F.cosine_similarity(pred["end_visual"].float(), batch["end_visual"], dim=-1)).tolist()
+                (1 - F.cosine_similarity(pred["end_visual"].float(), model.world_target(batch["end_visual"]),
+                                         dim=-1)).tolist()
             )
         if "latent" in pred:
             lat.extend((1 - F.cosine_similarity(pred["latent"].float(), batch["text"], dim=-1)).tolist())

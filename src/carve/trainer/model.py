@@ -100,6 +100,43 @@ class Backbone(nn.Module):
         return self.ln_f(x)
 
 
+WORLD_SIDE = 8  # with the conv stem, the world head predicts the end frame at this size (3 x 8 x 8)
+
+
+def image_side(visual_dim: int) -> int:
+    """S of a flattened (3, S, S) image vector; an error when `visual_dim` is not one."""
+    side = round((visual_dim / 3) ** 0.5)
+    if side < 8 or 3 * side * side != visual_dim:
+        raise ValueError(f"a conv visual stem needs a (3, S, S) image vector with S >= 8, got {visual_dim} values")
+    return side
+
+
+class ConvStem(nn.Module):
+    """The image token: a flattened (3, S, S) image in [-1, 1] through three convolutions (strides 2, 2, 1),
+    then a spatial softmax that turns each of the last layer's channels into the expected (x, y) of its
+    activation, a keypoint (Levine et al. 2016; robomimic's and Diffusion Policy's image encoders use it),
+    and a linear map of the keypoints to `d_model`. Trained with the rest of the model, the same for
+    every mode."""
+
+    def __init__(self, side: int, d: int, channels: int = 32) -> None:
+        super().__init__()
+        self.side = side
+        self.convs = nn.Sequential(
+            nn.Conv2d(3, 16, 5, stride=2, padding=2), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(32, channels, 3, padding=1))
+        h = (side + 3) // 4
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, h), indexing="ij")
+        self.register_buffer("grid", torch.stack([xs.reshape(-1), ys.reshape(-1)], 1), persistent=False)
+        self.proj = nn.Linear(2 * channels, d)
+
+    def forward(self, x: Tensor) -> Tensor:
+        f = self.convs(x.reshape(-1, 3, self.side, self.side))
+        attn = torch.softmax(f.flatten(2), -1)  # (B, C, H*W)
+        keypoints = attn @ self.grid  # (B, C, 2)
+        return self.proj(keypoints.flatten(1))
+
+
 class WorldActionModel(nn.Module):
     def __init__(self, cfg: ModelConfig, spec: ModelSpec) -> None:
         super().__init__()
@@ -108,7 +145,9 @@ class WorldActionModel(nn.Module):
         self.cfg, self.spec = cfg, spec
         d = cfg.d_model
         self.backbone = Backbone(cfg)
-        self.vis_in = nn.Linear(spec.visual_dim, d)
+        self.side = image_side(spec.visual_dim) if cfg.visual_stem == "conv" else 0
+        self.vis_in: nn.Module = ConvStem(self.side, d) if self.side else nn.Linear(spec.visual_dim, d)
+        world_dim = 3 * WORLD_SIDE * WORLD_SIDE if self.side else spec.visual_dim
         self.state_in = nn.Linear(spec.state_dim, d)
         cond_dim = spec.text_dim if spec.mode == "event" else spec.task_dim
         self.cond_in = nn.Linear(cond_dim, d)
@@ -117,7 +156,7 @@ class WorldActionModel(nn.Module):
         self.action_head = nn.Linear(d, spec.action_dim)
         if spec.mode != "chunk":
             self.future_query = nn.Parameter(torch.zeros(1, d))
-            self.world_head = nn.Linear(d, spec.visual_dim)
+            self.world_head = nn.Linear(d, world_dim)
         if spec.mode == "event":
             self.stop_head = nn.Linear(d, 1)
         if spec.mode == "unified":
@@ -196,6 +235,14 @@ class WorldActionModel(nn.Module):
             out["stop_logits"] = self.stop_head(ha).squeeze(-1)
         return out
 
+    def world_target(self, end_visual: Tensor) -> Tensor:
+        """What the world head predicts: the end observation's visual vector, or with the conv stem the end
+        frame average-pooled to WORLD_SIDE x WORLD_SIDE."""
+        if not self.side:
+            return end_visual
+        img = end_visual.reshape(-1, 3, self.side, self.side)
+        return F.adaptive_avg_pool2d(img, WORLD_SIDE).flatten(1)
+
     def normalize_actions(self, a: Tensor) -> Tensor:
         return (a - self.action_mean) / self.action_std
 
@@ -216,7 +263,8 @@ class WorldActionModel(nn.Module):
             parts["length"] = length_loss
             total = total + cfg.length_loss_weight * length_loss
         if "end_visual" in pred:
-            world = (1 - F.cosine_similarity(pred["end_visual"].float(), batch["end_visual"], dim=-1)).mean()
+            world = (1 - F.cosine_similarity(pred["end_visual"].float(), self.world_target(batch["end_visual"]),
+                                             dim=-1)).mean()
             parts["world"] = world
             total = total + cfg.world_loss_weight * world
         if "latent" in pred:

@@ -69,7 +69,7 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 NORM_FILE = "normalization.json"
 NORM_KEYS = ("state_mean", "state_std", "action_mean", "action_std")
-VISUAL_ENCODERS = ("descriptor", "open_clip", "zeros")
+VISUAL_ENCODERS = ("descriptor", "open_clip", "pixels", "zeros")
 TEXT_ENCODERS = ("minilm", "open_clip", "hashed", "zeros")
 
 
@@ -128,6 +128,29 @@ class _Zeros:
         return np.zeros((len(items), self.dim), np.float32)
 
 
+class _Pixels:
+    """Images -> the image itself, (3, S, S) in [-1, 1] flattened channel-major (S from `dim` = 3 S^2), for a
+    model with the conv visual stem (`ModelConfig.visual_stem="conv"`, `model.ConvStem`): a PIL box-filter
+    resize of the RGB image to S x S, no learned weights here (the model learns them)."""
+
+    name = "pixels"
+
+    def __init__(self, dim: int) -> None:
+        from carve.trainer.model import image_side
+
+        self.dim, self.side = dim, image_side(dim)
+
+    def encode(self, items: Sequence[Any]) -> np.ndarray:
+        from PIL import Image
+
+        out = np.zeros((len(items), self.dim), np.float32)
+        for i, im in enumerate(items):
+            rgb = np.asarray(im)[..., :3].astype(np.uint8)
+            small = np.asarray(Image.fromarray(rgb).resize((self.side, self.side), Image.Resampling.BOX), np.float32)
+            out[i] = (small.transpose(2, 0, 1).reshape(-1) / 127.5 - 1.0)
+        return out
+
+
 class _Hashed:
     """Text -> the task embedding's signed feature hashing, at `dim` slots."""
 
@@ -147,9 +170,25 @@ def _embed_config(settings: PolicySettings, visual: str, text: str) -> Any:
                        open_clip_pretrained=settings.open_clip_pretrained)
 
 
+def visual_vector(encoder: Any, images: Sequence[np.ndarray], dim: int) -> np.ndarray:
+    """One observation's visual token: `encoder`'s vector of each camera's image, the unit mean over
+    cameras when there are several (as `embedding.stage` does for keyframes). The policy and any code
+    that records training observations (the study's pixel recordings) share it, so both see one encoder."""
+    vecs = np.asarray(encoder.encode(list(images)), np.float32)
+    if vecs.shape != (len(images), dim):
+        raise PolicyError(f"visual encoder gives {vecs.shape[1:]} vectors, the model takes {dim}")
+    if len(images) == 1:
+        return vecs[0]
+    m = vecs.mean(0)
+    norm = float(np.linalg.norm(m))
+    return (m / norm).astype(np.float32) if norm > 0 else m
+
+
 def make_visual_encoder(settings: PolicySettings, dim: int) -> Any:
     if settings.visual == "zeros":
         return _Zeros(dim)
+    if settings.visual == "pixels":
+        return _Pixels(dim)
     from carve.embedding.embedders import make_visual_embedder
 
     return make_visual_embedder(_embed_config(settings, settings.visual, "none"))
@@ -247,14 +286,7 @@ class Policy:
             if isinstance(self.visual_encoder, _Zeros):
                 return np.zeros(dim, np.float32)
             raise PolicyError("observation has no images (render them, or use visual='zeros')")
-        vecs = np.asarray(self.visual_encoder.encode([images[n] for n in names]), np.float32)
-        if vecs.shape != (len(names), dim):
-            raise PolicyError(f"visual encoder gives {vecs.shape[1:]} vectors, the model takes {dim}")
-        if len(names) == 1:
-            return vecs[0]
-        m = vecs.mean(0)
-        norm = float(np.linalg.norm(m))
-        return (m / norm).astype(np.float32) if norm > 0 else m
+        return visual_vector(self.visual_encoder, [images[n] for n in names], dim)
 
     def _encode_text(self, text: str) -> np.ndarray:
         v = self._text_cache.get(text)
