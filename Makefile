@@ -51,7 +51,7 @@ quality: install
 # effect), four task types; at the scale that fits 60 minutes on 2 cores (PAPER_ARGS; paper/plan.md gives the
 # full scale and the commands that reach it in pieces: every piece reuses the caches of the one before).
 # Writes paper/study.{md,json} (work directory paper/study/, not committed)
-PAPER_ARGS ?= --train-episodes 160 --steps 1000 --seeds 20 --val-seeds 10 --hold-ablation-seeds 0 --matched-seeds 0
+PAPER_ARGS ?= --train-episodes 160 --steps 1000 --seeds 10 --val-seeds 10 --hold-ablation-seeds 0 --matched-seeds 0
 paper: install
 	$(VENV)/bin/carve eval-sim --study $(PAPER_ARGS) --out paper/study.md
 

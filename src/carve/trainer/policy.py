@@ -38,7 +38,8 @@ weights, without the normalisation buffers), `normalization.json` (state/action 
 the one source of those numbers) and `config.json` (written last: format, model spec, model
 config, policy settings). A directory round trip gives the same actions bit for bit.
 
-Encoders are named in the policy settings (`visual`: "descriptor" | "open_clip" | "zeros";
+Encoders are named in the policy settings (`visual`: "descriptor" | "open_clip" | "pixels" | "zeros";
+"pixels" is the image itself at 3 x S x S for a model with the conv visual stem, `model.ConvStem`;
 `text`: "minilm" | "open_clip" | "hashed" | "zeros"; "hashed" is the task embedding's feature
 hashing at the text size, "zeros" a constant) and built on first use; objects with `dim` and
 `encode(items) -> (N, dim)` can be passed instead (not saved).
