@@ -2,15 +2,20 @@
 
     carve eval-sim --study --out paper/study.md            # writes study.md and study.json
 
-One command, in one process (plus `--workers` evaluation processes), on a privileged-state pilot
-(the state is the robot's state followed by the simulator's object poses and goal point; no
-images), so control failures are not confused with perception failures:
+One command, in one process (plus `--workers` evaluation and recording processes). What every
+policy observes besides its proprioception is `observation`: "pixels" (the default, the main
+study) is the front camera's frame, rendered at `image_size` and given to every mode as the same
+3 x 32 x 32 input to the same conv stem (`trainer.model.ConvStem`, trained with each policy);
+"privileged" (the ablation) is the simulator's object poses and goal point, no images, so control
+failures are not confused with perception failures. Task types enter the pooled rows and
+contrasts only if their best main variant exceeds `TASK_INCLUSION` (`included_tasks`).
 
 1. **Data.** `--train-episodes` demonstrations (task types round-robin, episode `i` is
-   `carve synth`'s scene `episode_seed(data_base, i)`, rendered off) are recorded by the
-   scripted operator and replayed in a privileged `SimEnv`: the env's observation before each
-   action (state + `object_state`) becomes the row's `state` / `env_state`, exactly what a
-   policy sees at every decision point. Each episode becomes Carve event rows through the
+   `carve synth`'s scene `episode_seed(data_base, i)`) are recorded by the scripted operator and
+   replayed in a privileged `SimEnv`: the env's observation before each action (state +
+   `object_state`, and with pixels the policy's visual input of the rendered frame) becomes the
+   row's `state` / `env_state` / `obs_visual`, exactly what a policy sees at every decision
+   point. Each episode becomes Carve event rows through the
    house's own ingest (`ingest.events.episode_events`: segmenter, per-event slices, the
    `env_state` column) and kinematic captions (`captioners.kinematic`).
 2. **Split, then balance.** Held-out episodes are drawn at the episode level (`split_seed`),
