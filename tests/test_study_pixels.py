@@ -81,3 +81,14 @@ def test_the_conv_stem_locates_a_bright_spot_and_the_world_head_predicts_the_poo
     batch = {"visual": torch.from_numpy(frame.reshape(2, -1)), "state": torch.zeros(2, 8), "text": torch.zeros(2, 16)}
     out = model(batch)
     assert out["end_visual"].shape == (2, 3 * 8 * 8) and out["actions"].shape == (2, 8, 8)
+
+
+def test_an_unknown_observation_kind_is_refused_by_name() -> None:
+    import pytest
+
+    from carve.sim.study import StudyConfig, record_episode
+
+    with pytest.raises(ValueError, match="unknown observation 'depth'; use one of pixels, privileged"):
+        StudyConfig(observation="depth")
+    with pytest.raises(ValueError, match="unknown observation 'depth'"):
+        record_episode("push", 1, 12, "depth")

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -122,6 +123,10 @@ class StudyConfig:
     plateau_patience: int = 3
     plateau_max_steps: int = 3000
     max_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.observation not in OBSERVATIONS:
+            raise ValueError(f"unknown observation {self.observation!r}; use one of {', '.join(OBSERVATIONS)}")
 
 
 # ----------------------------------------------------------------------------- data
@@ -221,11 +226,10 @@ def _recorded_rows(cfg: StudyConfig, work: Path) -> tuple[list[dict[str, Any]], 
     rows, ok, truth = [], 0, []
     jobs = [(cfg.tasks[i % len(cfg.tasks)], episode_seed(cfg.data_base, i), cfg.fps, cfg.observation, cfg.image_size)
             for i in range(cfg.train_episodes)]
-    with ProcessPoolExecutor(cfg.workers) if cfg.workers > 1 else _Serial() as ex:
-        for i, rec in enumerate(ex.map(_record, jobs)):  # in episode order, whatever the workers
-            ok += rec["replay_success"]
-            rows.extend(episode_rows(rec, i, cfg.fps))
-            truth.append({**rec["truth"], "episode_index": i})
+    for i, rec in enumerate(_pool_map(_record, jobs, cfg.workers)):  # in episode order, whatever the workers
+        ok += rec["replay_success"]
+        rows.extend(episode_rows(rec, i, cfg.fps))
+        truth.append({**rec["truth"], "episode_index": i})
     work.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp")
     tmp.write_bytes(pickle.dumps((rows, ok, truth)))
@@ -237,17 +241,14 @@ def _record(job: tuple[str, int, int, str, int]) -> dict[str, Any]:
     return record_episode(*job)
 
 
-class _Serial:
-    """`ProcessPoolExecutor`'s `map` in this process (one worker)."""
-
-    def __enter__(self) -> _Serial:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def map(self, fn: Any, items: Any) -> Any:
-        return map(fn, items)
+def _pool_map(fn: Any, items: list[Any], workers: int) -> Iterator[Any]:
+    """`fn` over `items`, results in the items' order: in `workers` processes, or in this one when
+    `workers` <= 1 (the recording and every evaluation go through here)."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with ProcessPoolExecutor(workers) as ex:
+        yield from ex.map(fn, items)
 
 
 def caption_check(rows: list[dict[str, Any]], truth: list[dict[str, Any]]) -> dict[str, Any]:
@@ -502,8 +503,6 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
         f"{cfg.train_episodes} ({timings['data_s']:.0f} s); caption verb classes {captions['class_accuracy']:.3f} "
         f"of {captions['events']} events")
     pixels = cfg.observation == "pixels"
-    if cfg.observation not in OBSERVATIONS:
-        raise ValueError(f"unknown observation {cfg.observation!r}; use one of {', '.join(OBSERVATIONS)}")
     episodes = episodes_from_rows(rows, privileged=not pixels)
     tr = [e for e in episodes if e.episode_id in train_set]
     ho = [e for e in episodes if e.episode_id in set(held_ids)]
@@ -572,17 +571,10 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
         t = time.perf_counter()
         results: list[dict[str, Any]] = []
         step = max(1, len(jobs) // 10)
-        if cfg.workers > 1:
-            with ProcessPoolExecutor(cfg.workers) as ex:
-                for i, r in enumerate(ex.map(_eval_job, jobs)):
-                    results.append(r)
-                    if (i + 1) % step == 0:
-                        log(f"{what}: {i + 1}/{len(jobs)} jobs ({time.perf_counter() - t:.0f} s)")
-        else:
-            for i, j in enumerate(jobs):
-                results.append(_eval_job(j))
-                if (i + 1) % step == 0:
-                    log(f"{what}: {i + 1}/{len(jobs)} jobs ({time.perf_counter() - t:.0f} s)")
+        for i, r in enumerate(_pool_map(_eval_job, jobs, cfg.workers)):
+            results.append(r)
+            if (i + 1) % step == 0:
+                log(f"{what}: {i + 1}/{len(jobs)} jobs ({time.perf_counter() - t:.0f} s)")
         return results
 
     def blocks(per_policy: list[dict[str, Any]], seeds: list[int]) -> list[dict[str, Any]]:
