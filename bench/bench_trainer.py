@@ -12,7 +12,7 @@ The two alternate for `--rounds` rounds; `ratio` is the median of the rounds' wa
 loader's read-ahead thread counts), which other processes on the machine disturb far less.
 
 Scaling. Steady-state events/s of `make_loader(stream, num_workers)` for 0, 1 and 2 workers (an
-infinite stream; `--warmup` batches, then `--batches` timed), interleaved for `--rounds` rounds,
+infinite stream; `--warmup` batches, then `--batches` timed: 2,000 by default, about a second, since 400 (0.15 s) let one scheduler hiccup move a round by 10%), interleaved for `--rounds` rounds,
 medians reported, with the load average while it ran (other processes share the machine), and
 the best round of each (the least disturbed: what the loader does when it has the cores).
 Batches reach the main process through the workers' shared-memory rings (`trainer.shmring`) with
@@ -41,7 +41,7 @@ Training. Steps/s of `trainer.train.train` for each mode on the same shards (CPU
 layers, batch 32, `--threads` torch threads), over the steps after a short warm-up window, and
 steps per CPU-second of the whole run (less disturbed by other processes on the machine).
 
-    python -m bench.bench_trainer [--episodes 3000] [--rounds 7] [--steps 60] [--threads 1]
+    python -m bench.bench_trainer [--episodes 3000] [--rounds 7] [--steps 60] [--threads 1] [--batches 2000]
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--episodes", type=int, default=3000)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--warmup", type=int, default=20, help="scaling: batches before timing")
-    ap.add_argument("--batches", type=int, default=400, help="scaling: batches timed")
+    ap.add_argument("--batches", type=int, default=2000, help="scaling: batches timed")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads for the training runs")
     args = ap.parse_args(argv)
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "same shards and columns to tensors (medians of interleaved rounds); loader scaling over 0/1/2 "
         "DataLoader workers (steady state); CPU training steps/s",
         "command": f"python -m bench.bench_trainer --episodes {args.episodes} --rounds {args.rounds} "
-        f"--steps {args.steps} --threads {args.threads}",
+        f"--steps {args.steps} --threads {args.threads} --warmup {args.warmup} --batches {args.batches}",
         "events": m.total_rows,
         "rounds": args.rounds,
         "cpus": os.cpu_count(),

@@ -41,13 +41,13 @@ class PackedBatch:
         return unpack_buffer(self.buffer, self.layout, self.event_id)
 
 
-def unpack_buffer(buffer: np.ndarray, layout: Layout, event_id: list[str]) -> dict[str, Any]:
-    """The dict of tensors laid out in `buffer` (views of it; sequences sent ragged are new arrays,
-    re-padded from `mask`)."""
+def unpack_buffer(buffer: Any, layout: Layout, event_id: list[str]) -> dict[str, Any]:
+    """The dict of tensors laid out in `buffer` (a uint8 array or any writable buffer; views of it,
+    which keep it alive; sequences sent ragged are new arrays, re-padded from `mask`)."""
     arrays: dict[str, np.ndarray] = {}
     ragged = []
-    for name, dtype, shape, off, nbytes in layout:
-        a = buffer[off : off + nbytes].view(dtype).reshape(shape)
+    for name, dtype, shape, off, _ in layout:
+        a = np.ndarray(shape, dtype, buffer, off)
         if name.startswith(_RAGGED):
             ragged.append((name[len(_RAGGED) :], a))
         else:
