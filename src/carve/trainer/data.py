@@ -27,18 +27,20 @@ windows' worth, since a worker builds a window's batches in one go and the DataL
 batches from the workers in turn). A worker sends its batches in groups of `group_batches`
 consecutive ones (default `default_group`, a shuffle window's worth, at most 8: `trainer.groups`),
 one DataLoader message each, since the main process's cost is per message (torch's per-item
-bookkeeping, the index sent back, the copy); `BatchLoader` cuts the groups back into batches in
+bookkeeping, the index sent back, the unpickling); `BatchLoader` cuts the groups back into batches in
 the order the DataLoader gives batches sent one per message, so the stream (and resuming, and
 the rank and worker splits) does not depend on the group size. A group goes into a slot of a
 shared-memory ring (`trainer.shmring`: the worker writes the group's batches into a reused slot,
-the pipe carries a descriptor, the main process copies the group out in one memcpy; with a start
+the pipe carries a descriptor, the main process hands the batches over as views of the slot,
+which the worker may reuse once no tensor of them is alive (a caller that keeps many batches gets
+copies); with a start
 method other than fork, each batch of a group travels through the pipe as one buffer,
 `trainer.packing`); the next row groups are read on
 a background thread while the current window's batches are built (`read_ahead` windows: by
 default in the main process and for `s3://` shards, which are also fetched with coalesced ranged
 reads, pyarrow's `pre_buffer`; a worker reading local shards stays one thread, one core);
 `pin_memory=True` copies each batch into page-locked memory in the main process (the
-DataLoader's pin thread copies its group out of the slot there and pins each batch) so
+DataLoader's pin thread pins each batch of a group there, straight from the slot) so
 `batch[k].to("cuda", non_blocking=True)` overlaps the copy with compute. Workers use one torch
 and one Arrow thread each.
 """

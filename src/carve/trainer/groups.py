@@ -2,8 +2,8 @@
 
 The main process pays per DataLoader message, not per byte: torch's `__next__` (its profiler
 `record_function`, the index sent back to the worker, the thread hand-offs), unpickling the
-descriptor, the copy out of a ring slot. A worker therefore sends `k` consecutive batches of its
-stream as one `BatchGroup` (one message, one index, one ring slot, one copy), and the main
+descriptor, the handover of a ring slot. A worker therefore sends `k` consecutive batches of its
+stream as one `BatchGroup` (one message, one index, one ring slot), and the main
 process cuts the groups back into the user's batches.
 
 Order. Without groups the DataLoader hands out batches from its workers strictly in turn

@@ -135,6 +135,7 @@ class Ring:
         self._spare_max = 2 * num_workers + 4  # the groups `interleave` holds, the one handed out, the caller's
         self.waits = 0  # in a worker: how often it waited for a slot
         self.copies = 0  # in the main process: groups copied out (the rest were handed over as views)
+        self._registry = _rings  # kept: `close` may run while the interpreter tears the module down
         _rings[self.key] = self
 
     def __reduce__(self) -> tuple[Any, tuple[()]]:  # a spawned worker gets no ring: the pipe it is
@@ -217,7 +218,7 @@ class Ring:
 
     def close(self) -> None:
         """Unmap the main process's view (left to the garbage collector while a tensor still views a slot)."""
-        _rings.pop(self.key, None)
+        self._registry.pop(self.key, None)
         self._bufs, self._states, self._spare = [], [], []
         for m in self._maps:
             try:
