@@ -159,7 +159,6 @@ from carve.captioners.signals import (
     Gripper,
     arm_signals,
     assemble,
-    grasp_cycles,
     gripper_events,
     handovers,
     regrasps,
@@ -180,9 +179,6 @@ RISE_FRACTION = 0.1  # ... or where the hand's speed rises by more than this sha
 BRAKING_RISE = 1.1  # an arm braking to rest: its speed never rises above this x its speed at the start
 RECLOSE_SLOW = 0.5  # a re-grasp (`signals.regrasps`) when the hand slows through the closing: its speed where it ends is at most this share of where it began
 
-# the private spellings tests/test_captioners_kinematic.py and tests/test_captioners_regrasp.py import from here
-_assemble, _arm_signals, _cycles, _gripper_events = assemble, arm_signals, grasp_cycles, gripper_events
-_handovers, _final_rest, _regrasps = handovers, final_rest, regrasps
 
 
 # ------------------------------------------------------------------------------------- one arm
