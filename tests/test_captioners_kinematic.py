@@ -316,7 +316,7 @@ def _j(*v: float) -> list[float]:
 
 
 def test_cycles_an_opening_before_any_grasp_is_no_release() -> None:
-    from carve.captioners.phases import _cycles
+    from carve.captioners.signals import grasp_cycles as _cycles
 
     # opens while approaching, then a grasp cycle: only the grasp cycle
     assert _cycles([(2, "gripper_open"), (100, "gripper_close"), (200, "gripper_open")]) == [(100, 200)]
@@ -342,7 +342,7 @@ def test_gripper_opening_during_the_approach_is_part_of_the_reach() -> None:
 
 
 def test_cycles_an_opening_before_the_arm_moves_is_the_start_state() -> None:
-    from carve.captioners.phases import _cycles
+    from carve.captioners.signals import grasp_cycles as _cycles
 
     # the gripper opens before the arm's first motion (frame 20), and never closes: no release
     assert _cycles([(5, "gripper_open")], first_move=20) == []
@@ -435,7 +435,10 @@ def test_hand_over_is_a_release_and_the_taker_moves_the_object_without_lifting_i
 
 
 def test_hand_over_needs_the_same_object() -> None:
-    from carve.captioners.phases import _arm_signals, _assemble, _gripper_events, _handovers
+    from carve.captioners.signals import arm_signals as _arm_signals
+    from carve.captioners.signals import assemble as _assemble
+    from carve.captioners.signals import gripper_events as _gripper_events
+    from carve.captioners.signals import handovers as _handovers
     from carve.captioners.task_text import parse_task
     from carve.core.config import SegmentConfig
 
@@ -481,7 +484,7 @@ def test_opening_while_already_retreating_stays_a_short_release() -> None:
 
 
 def test_final_rest_starts_where_the_arm_stays_within_the_waypoint_error() -> None:
-    from carve.captioners.phases import _final_rest
+    from carve.captioners.paths import final_rest as _final_rest
     from carve.ingest.kinematics import speed
 
     # 1 rad/s for 1 s, then it settles: x = 1 + 0.2 (1 - exp(-(t - 1) / 0.2)), speed exp(-(t - 1) / 0.2)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from carve.captioners import phases as P
+from carve.captioners.signals import regrasps
 
 N, FPS = 30, 20.0
 
@@ -43,7 +44,7 @@ def _speed(slows: bool) -> np.ndarray:
 
 def test_the_closing_found_is_the_second_one_from_the_peak_to_where_the_fingers_stop() -> None:
     _, held = _labels()
-    assert P._regrasps(_opening(), held) == [(14, 20)]
+    assert regrasps(_opening(), held) == [(14, 20)]
 
 
 @pytest.mark.parametrize("held_label", [P.ACT, P.MOVE, P.LIFT, P.PLACE])
