@@ -86,7 +86,6 @@ class RingGroup:
 
     ring: tuple[int, int]  # (creating pid, ring number): the main process's registry key
     worker: int
-    seq: int  # the worker's group number
     slot: int
     layouts: tuple[Layout, ...]
     event_ids: list[list[str]]
@@ -129,7 +128,6 @@ class Ring:
         self._states = [b[: 8 * slots].view(np.int64) for b in self._bufs]  # 0 free, 1 written or held
         self._slot_type = ctypes.c_uint8 * slot_bytes
         self._held: list[set[int]] = [set() for _ in range(num_workers)]  # in the main process: slots views hold
-        self._next = 0  # in a worker: its next group number
         self._cursor = 0  # in a worker: where its search for a free slot starts
         self._spare: list[np.ndarray] = []  # in the main process: copy-out buffers, reused once free
         self._spare_max = 2 * num_workers + 4  # the groups `interleave` holds, the one handed out, the caller's
@@ -179,8 +177,7 @@ class Ring:
             write(fields, layout, slot[base : base + nbytes])
             layouts.append(tuple((n, d, sh, base + off, b) for n, d, sh, off, b in layout))
             base += nbytes
-        seq, self._next = self._next, self._next + 1
-        return RingGroup(self.key, worker, seq, s, tuple(layouts), [a["event_id"].tolist() for a in batches])
+        return RingGroup(self.key, worker, s, tuple(layouts), [a["event_id"].tolist() for a in batches])
 
     # -- in the main process
     def take(self, group: RingGroup) -> list[dict[str, Any]]:
