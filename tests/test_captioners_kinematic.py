@@ -509,7 +509,7 @@ def test_parse_task_arm_transfer_and_source() -> None:
 
 
 def test_hold_and_both_wording() -> None:
-    from carve.captioners.phases import EventPhase
+    from carve.captioners.event_phase import EventPhase
     from carve.captioners.templates import arm_suffix, describe, phase_caption
 
     assert describe("hold", parse_task("insert the peg into the socket"), 0) == "hold the peg still"

@@ -39,8 +39,8 @@ import pytest
 
 from carve.captioners.base import EventView
 from carve.captioners.eval import evaluate, format_report
+from carve.captioners.event_phase import EventPhase
 from carve.captioners.kinematic import caption_episode_events, number_repeats
-from carve.captioners.phases import EventPhase
 from carve.captioners.task_text import parse_task
 from carve.captioners.verb_classes import lead_verb, verb_class
 from carve.cli.main import main

@@ -33,7 +33,8 @@ The work is in three modules: `captioners.task_text` (the instruction's objects,
 from __future__ import annotations
 
 from carve.captioners.base import Captioner, CaptionResult, EventView
-from carve.captioners.phases import EventPhase, episode_phases, event_phases, label_phases
+from carve.captioners.event_phase import EventPhase
+from carve.captioners.phases import episode_phases, event_phases, label_phases
 from carve.captioners.task_text import parse_task
 from carve.captioners.templates import phase_caption
 from carve.core.config import CaptionConfig, SegmentConfig

@@ -136,7 +136,6 @@ from carve.captioners.event_phase import (
     event_phase,
     label_run,
 )
-from carve.captioners.event_phase import BOTH as BOTH  # templates imports it from here
 from carve.captioners.paths import (
     RISE_COS,
     comes_back,

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from carve.captioners.phases import BOTH, PART_ACTIONS, EventPhase
+from carve.captioners.event_phase import BOTH, EventPhase
+from carve.captioners.phases import PART_ACTIONS
 from carve.captioners.task_text import TaskPhrases
 from carve.ingest.arms import SINGLE_ARM
 
