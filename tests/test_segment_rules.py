@@ -236,6 +236,56 @@ def test_a_step_between_two_steady_speeds_is_cut_at_its_onset(fps: int) -> None:
     assert all(sg.start_reason != "speed_change" for sg in off)
 
 
+@pytest.mark.parametrize("fps", [20, 30, 50])
+def test_a_controllers_final_stay_is_cut_where_it_slows(fps: int) -> None:
+    """A scripted expert's last move at constant speed, then its final "stay" (the command holds still to
+    the end; the joint follows with a lag): the stay starts an event where the speed leaves its level. A
+    recording cut while the arm still moves has no stay and no boundary."""
+    rng = np.random.default_rng(1)
+    d = rng.normal(size=6)
+    d /= np.linalg.norm(d)
+    t1, t2 = round(1.5 * fps), round(0.8 * fps)
+    names = [*(f"joint_{i}" for i in range(6)), "gripper"]
+
+    def state_of(rate: np.ndarray) -> np.ndarray:
+        q = _first_order_lag(np.cumsum(rate / fps)[:, None] * d[None, :], fps, 0.08)
+        return np.concatenate([q, np.full((len(q), 1), 0.5)], axis=1)
+
+    state = state_of(np.concatenate([np.full(t1, 0.6), np.zeros(t2)]))
+    segs = segment_episode(state, None, fps, SegmentConfig(), names, None)
+    check_tiling(segs, len(state))
+    got = [(sg.start, sg.start_reason) for sg in segs[1:]]
+    assert len(got) == 1 and got[0][1] == "speed_change", got
+    assert abs(got[0][0] - t1) <= round(0.1 * fps), (got, t1)
+    assert len(segment_episode(state, None, fps, SegmentConfig(use_speed_steps=False), names, None)) == 1
+    moving = state_of(np.full(t1 + t2, 0.6))  # cut while moving: nothing stays
+    assert len(segment_episode(moving, None, fps, SegmentConfig(), names, None)) == 1
+
+
+def test_a_move_off_after_a_creeping_hold_starts_where_the_hand_leaves_the_creep() -> None:
+    """Fingers close while the hand creeps (0.025 m/s, above the pause speed and a fifth of the moving
+    speed, below half of it), then the hand lifts: the lift's event starts where the raw speed leaves
+    the creep, not where the smoothing spreads it back to."""
+    fps = 20
+    approach, hold, lift, rest = 20, 16, 20, 10
+    v = np.zeros((approach + hold + lift + rest, 3))
+    v[:approach, 0] = 0.3
+    v[approach : approach + hold, 1] = 0.025
+    v[approach + hold : approach + hold + lift, 2] = 0.4
+    xyz = np.cumsum(v / fps, axis=0) + np.random.default_rng(0).normal(0.0, 1e-4, (len(v), 3))  # sensor noise
+    grip = np.full(len(xyz), 0.08)
+    close = approach + 2
+    grip[close : close + 6] = np.linspace(0.08, 0.0, 6)
+    grip[close + 6 :] = 0.0
+    names = ["x", "y", "z", "gripper"]
+    state = np.concatenate([xyz, grip[:, None]], axis=1)
+    segs = segment_episode(state, None, fps, SegmentConfig(), names, None)
+    starts = [(sg.start, sg.start_reason) for sg in segs[1:]]
+    lift_at = approach + hold
+    got = [s for s, r in starts if r == "motion_start"]
+    assert len(got) == 1 and abs(got[0] - lift_at) <= 1, (starts, lift_at)
+
+
 def test_bell_shaped_human_reaches_and_a_stop_make_no_speed_change() -> None:
     """Teleoperated reaches (minimum-jerk speed profiles, sensor noise) have no steady speed levels: the
     speed rule stays silent, and a stop (moving -> still) is the pause rule's, not a speed change."""

@@ -30,6 +30,8 @@ resolved from the episode's fps, so the same configuration serves 10 fps and 50 
   policies) changes phase this way without a stop, a turn a joint-space path shows, or a dip.
   Human motion has bell-shaped speed profiles with no steady levels either side, so the rule
   stays silent on teleoperation. The boundary is the onset of the change.
+* `final_stop`: the same step from a steady level down to a rest that lasts to the episode's
+  end (a controller's final "stay": nothing resumes, so the pause rule never marks it).
 """
 
 from __future__ import annotations
@@ -124,12 +126,12 @@ def still_mask(sp: np.ndarray, fps: float, pause_speed: float, cfg: SegmentConfi
     return out
 
 
-def hold_level(sp: np.ndarray, moving: float) -> float:
-    """The speed of a holding arm (tremor, sensor noise): median + 3 MAD of `sp`, within 0.05..0.2 x moving."""
+def hold_level(sp: np.ndarray, moving: float, cap: float = 0.2) -> float:
+    """The speed of a holding arm (tremor, sensor noise): median + 3 MAD of `sp`, within 0.05..`cap` x moving."""
     if len(sp) == 0:
-        return 0.2 * moving
+        return cap * moving
     med = float(np.median(sp))
-    return float(np.clip(med + 3.0 * float(np.median(np.abs(sp - med))), 0.05 * moving, 0.2 * moving))
+    return float(np.clip(med + 3.0 * float(np.median(np.abs(sp - med))), 0.05 * moving, cap * moving))
 
 
 def onset(sp: np.ndarray, k: int, lo: int, floor: float) -> int:
@@ -150,11 +152,11 @@ def sharpen_onset(raw: np.ndarray, k: int, moving: float, hold: int) -> int:
     end = k
     while end < n and raw[end] < moving:
         end += 1
-    floor = hold_level(raw[max(0, k - hold) : k], moving)
+    floor = hold_level(raw[max(0, k - hold) : k], moving, cap=0.5)  # a creeping hold is still a hold (`motion_starts`)
     j = k
     while j < end and raw[j] <= floor:
         j += 1
-    return j if j < end else k
+    return j if j < end or end < n else k  # up to the first frame of clear motion, when there is one
 
 
 def pause_boundaries(sp: np.ndarray, still: np.ndarray, fps: float, cfg: SegmentConfig,
@@ -287,3 +289,43 @@ def speed_steps(sp: np.ndarray, fps: float, pause_speed: float, moving: float,
             k += 1
         out.append((k, SPEED))
     return out
+
+
+def final_stop(sp: np.ndarray, fps: float, pause_speed: float, moving: float,
+               cfg: SegmentConfig) -> list[tuple[int, str]]:
+    """(frame, "speed_change") where the arm steps from a steady moving level to a rest that lasts
+    to the end of the episode: the stop-side counterpart of `speed_steps`, whose lower level must
+    be moving (a stop mid-episode is the pause rule's, which marks where motion resumes; at the
+    end nothing resumes, so without this rule a controller's final "stay" never starts an event).
+    The motion before the rest holds one level for twice `speed_step_window_s` (within
+    `speed_step_steady` of its median, the median at least half of `moving`): a step shows two
+    steady windows, one per level, and a stop has only the one level to show them; from the first frame
+    that leaves it by more than `_ONSET_DEV`, the speed falls without rising again, to
+    1 / `speed_step_ratio` of the level within `speed_step_transition_s`, and to below
+    `pause_speed` by the last frame. Bell-shaped (human) stops hold no level before them, so the
+    rule stays silent on teleoperation, as `speed_steps` does."""
+    n = len(sp)
+    w = max(3, round(cfg.speed_step_window_s * fps))
+    g = max(1, round(cfg.speed_step_transition_s * fps))
+    if n < w + 2 or sp[-1] >= pause_speed:
+        return []
+    a = n  # the trailing rest: sp[a:] < pause_speed
+    while a > 0 and sp[a - 1] < pause_speed:
+        a -= 1
+    e = a  # the fall: sp[e - 1:a] never rises
+    while e > 1 and sp[e - 2] >= sp[e - 1]:
+        e -= 1
+    if e < 2 * w or e >= a:
+        return []
+    win = sp[e - 2 * w : e]  # the level the arm leaves, over two windows: as much evidence as a step's two levels
+    med = float(np.median(win))
+    if med < 0.5 * moving or med <= pause_speed or float(win.max() - win.min()) > cfg.speed_step_steady * med:
+        return []
+    level = float(sp[e - 1])  # the speed where the fall starts
+    k = e
+    while k < a and sp[k] >= (1 - _ONSET_DEV) * level:
+        k += 1
+    half = np.flatnonzero(sp[k : a + 1] <= level / cfg.speed_step_ratio)
+    if len(half) == 0 or half[0] > g:
+        return []
+    return [(int(k), SPEED)]

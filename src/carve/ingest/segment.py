@@ -17,8 +17,9 @@ configuration serves 10 to 50 fps. Per arm, boundary candidates are:
   turns by `turn_deg` or slows to a velocity minimum, for motion that flows from one phase
   into the next without a stop (lift -> move -> lower);
 * `speed_change` (`ingest.kinematics`): the onset of a change between two steady speed levels,
-  the way a controller moving at constant speed between waypoints changes phase; AWE waypoints
-  inside such a change are the same joint and are dropped;
+  the way a controller moving at constant speed between waypoints changes phase, or from a
+  steady level into a rest that lasts to the episode's end (`final_stop`: the controller's final
+  "stay"); AWE waypoints inside such a change are the same joint and are dropped;
 * `visual` (only with `use_visual`, over the whole episode): peaks of a windowed change score
   of per-frame image descriptors (`ingest.visual.frame_descriptors`) above `visual_threshold`.
 
@@ -46,6 +47,7 @@ from carve.ingest.kinematics import (
     MOTION_START,
     PAUSE,
     SPEED,
+    final_stop,
     motion_starts,
     move_speed,
     pause_boundaries,
@@ -143,7 +145,8 @@ def arm_signals(layout: ArmLayout, state: np.ndarray, action: np.ndarray | None,
         hold = max(2, round(cfg.pause_min_s * fps))
         cands = [(sharpen_onset(raw, t, moving, hold), r) if r in (MOTION_START, PAUSE) else (t, r)
                  for t, r in cands]
-        steps = speed_steps(sp, fps, pause_speed, moving, cfg) if cfg.use_speed_steps else []
+        steps = ([*speed_steps(sp, fps, pause_speed, moving, cfg), *final_stop(sp, fps, pause_speed, moving, cfg)]
+                 if cfg.use_speed_steps else [])
         if cfg.use_waypoints:
             cands += _outside_steps(waypoint_boundaries(x, sp, still, err, [t for t, _ in cands], fps, cfg),
                                     steps, fps, cfg)
