@@ -74,6 +74,11 @@ HELDOUT5 = Path(__file__).resolve().parent / "corpus" / "metaworld_heldout5"
         ("slide the plate out of the cabinet", "slide", "pull", "", "", ["the plate"], ""),  # a source
         ("pick the nut up off the peg", "pick", "lift", "", "", ["the nut"], ""),  # a particle after the object
         ("flip the pancake onto the plate", "flip", "turn", "", "", ["the pancake"], "the plate"),
+        ("hammer the nail into the wall", "hammer", "push", "", "", ["the nail"], "the wall"),  # an impact: a push
+        ("kick the ball into the goal", "kick", "push", "", "", ["the ball"], "the goal"),
+        ("push the thermos to the goal with the stick", "push", "push", "", "with the stick", ["the thermos"],
+         "the goal"),  # the tool is no part of the target
+        ("wipe the table using a sponge", "wipe", "wipe", "", "using a sponge", ["the table"], ""),
         ("", "", "", "", "", ["the object"], ""),
     ],
 )
@@ -150,6 +155,37 @@ def test_drawer_pull_is_the_action_not_a_retreat() -> None:
         "pull the drawer open",
     ]
 
+
+
+def _press_views(command_in_rest: float, action_names: list[str]) -> list[EventView]:
+    """Reach over a button, press it down 6 cm, rest on it for 0.6 s; the actions are the per-frame command
+    (x y z steps of 1 cm per unit, then the grip): during the rest `command_in_rest` (units along -z)."""
+    keys = [(0.0, START), (0.8, OVER), (1.2, [0.0, 0.6, 0.24]), (1.5, [0.0, 0.6, 0.18])]
+    n = round(2.1 * FPS)
+    pos = _path(keys, n)
+    step = np.diff(pos, axis=0, append=pos[-1:]) / 0.01  # the command that made each step
+    rest = round(1.5 * FPS)
+    step[rest:] = [0.0, 0.0, -command_in_rest]  # the hand no longer follows: the button has bottomed out
+    action = np.hstack([step, np.full((n, 1), -1.0)]).astype(np.float32)
+    state = np.hstack([pos, np.ones((n, 1))]).astype(np.float32)
+    cuts = [0, round(0.8 * FPS), round(1.2 * FPS), rest, n]
+    return [EventView(episode_id="b", event_index=k, num_events=len(cuts) - 1, task="press the button down",
+                      start_frame=s, end_frame=e, fps=FPS, state=state[s:e], action=action[s:e],
+                      gripper=state[s:e, 3], state_names=["x", "y", "z", "gripper"], action_names=action_names)
+            for k, (s, e) in enumerate(itertools.pairwise(cuts))]
+
+
+def test_a_rest_against_the_button_with_the_command_still_pressing_is_the_press() -> None:
+    """Rule 11: delta actions that keep asking the hand down (0.5 units = 0.1 m/s at 20 fps, above the moving
+    speed) while it rests on the bottomed-out button: the press goes on. A command that has stopped, or
+    actions that are positions (no delta names), leave the rest a hold."""
+    delta = ["dx", "dy", "dz", "grip_effort"]
+    pressed = caption_episode_events(_press_views(0.5, delta))
+    assert pressed[-1].startswith("press the button down"), pressed
+    stopped = caption_episode_events(_press_views(0.0, delta))
+    assert stopped[-1] == "hold still", stopped
+    absolute = caption_episode_events(_press_views(0.5, ["x", "y", "z", "grip_effort"]))
+    assert absolute[-1] == "hold still", absolute
 
 def test_a_last_leg_back_to_the_start_is_the_retreat() -> None:
     keys = [(0.0, START), (0.6, OVER), (1.0, DOWN), (2.0, PULLED), (3.0, START)]

@@ -95,6 +95,14 @@ Per arm, frames are labelled (the events' own boundaries are used only where not
    The hand tightens its hold on the object as it comes to rest; it neither carries nor works it in those
    frames. Fingers that settle while the hand keeps moving the object at speed belong to that motion.
 
+11. **Pressing on, not holding still.** Where the actions are Cartesian deltas (`signals.commanded_speed`),
+   a final rest (rule 6) in which the command keeps asking for clear motion (at least the moving speed)
+   that the hand does not make (below `PRESS_SHARE` of it, on at least half of the rest's frames) is the
+   hand pushing against what it touches: after a press, push, part action or placement it is that action
+   held (a button kept down, a block pressed into its hole), not a hold. An arm that rests because its
+   command has stopped still holds (an expert's or operator's final "stay"); absolute-position actions say
+   nothing of this and keep rule 6.
+
 Rule 1 also reads a grasp on the move with a height column: fingers that close while the hand still
 goes down (mostly down, faster than the pause speed) close in on the object, and the grasp lasts
 through that descent.
@@ -176,6 +184,8 @@ PART_ACTIONS = ("pull", "push", "turn", "wipe")
 GRASP_SETTLE_S = 0.5  # a grasp closed on the move ends at the latest this long after the fingers stop
 RISE_FRACTION = 0.1  # ... or where the hand's speed rises by more than this share of the moving speed
 BRAKING_RISE = 1.1  # an arm braking to rest: its speed never rises above this x its speed at the start
+PRESS_SHARE = 0.25  # a rest whose hand makes less than this share of the speed its command asks for presses on (rule 11)
+PRESSING = (ACT, PUSH, PLACE)  # the actions a hand goes on doing against what it touches (rule 11)
 RECLOSE_SLOW = 0.5  # a re-grasp (`signals.regrasps`) when the hand slows through the closing: its speed where it ends is at most this share of where it began
 
 
@@ -320,7 +330,8 @@ def _label_arm(sig: ArmSignal, n: int, fps: float, cfg: SegmentConfig, is_push: 
         out = _hold_to_end(labels)
         if rest < n:  # the final rest after the arm's last motion: it holds (its grasp / release stay)
             tail = out[rest:]
-            tail[(tail >= 0) & (tail != GRASP) & (tail != RELEASE)] = HOLD
+            pressed = _pressed_on(out, rest, sp, sig.commanded, fast)  # rule 11
+            tail[(tail >= 0) & (tail != GRASP) & (tail != RELEASE)] = HOLD if pressed is None else pressed
         return out, cycle, held
 
     if not cycles:
@@ -445,6 +456,18 @@ def _label_regrasps(labels: np.ndarray, g: np.ndarray | None, held: np.ndarray, 
             continue  # the hand keeps moving the object: the fingers settle within that motion
         span = labels[s:f]
         span[np.isin(span, (LIFT, MOVE, PLACE, ACT))] = GRASP
+
+
+def _pressed_on(labels: np.ndarray, rest: int, sp: np.ndarray, commanded: np.ndarray | None,
+                fast: float) -> int | None:
+    """The label the final rest from `rest` keeps when the hand presses on (rule 11): the action it rests
+    after (act, push or place), when the command asks for clear motion the hand does not make on at least
+    half of the rest's frames; None otherwise (the rest is a hold)."""
+    if commanded is None or rest <= 0 or rest >= len(labels) or labels[rest - 1] not in PRESSING:
+        return None
+    ask = commanded[rest:]
+    blocked = (ask >= fast) & (sp[rest:] < PRESS_SHARE * ask)
+    return int(labels[rest - 1]) if float(blocked.mean()) >= 0.5 else None
 
 
 def _hold_to_end(labels: np.ndarray) -> np.ndarray:

@@ -7,7 +7,8 @@ where the state has one, and its smoothed motion, through the segmenter's own re
 `gripper_events` finds the gripper's transitions, hysteresis states and grasp cycles
 (`grasp_cycles`: close onset, open onset), `travel_end` where a transition has finished its travel,
 and `regrasps` where held fingers open part-way (`RECLOSE_SHARE` of the gripper's travel) and close
-again. Between arms, `handovers` finds the cycles that give an object to another arm and those that
+again; `commanded_speed`, for delta actions, the speed the command asks of the hand (where the hand
+does not follow, it pushes against something). Between arms, `handovers` finds the cycles that give an object to another arm and those that
 receive it (`HANDOVER_S`). Which phase these make is `phases`' business.
 """
 
@@ -102,9 +103,41 @@ class ArmSignal:
     kind: str
     up: int | None = None  # the motion column that is the height ("z" of a Cartesian arm), when named
     opening: np.ndarray | None = None  # (n,) the fingers' MEASURED opening (a state column), when there is one
+    # (n,) the speed the arm's delta-action command asks for (m/s), when the actions are named Cartesian
+    # deltas (`commanded_speed`): where the hand does not follow it, it pushes against something
+    commanded: np.ndarray | None = None
 
 
 _HEIGHT = re.compile(r"(?:^|[._\s])(?:z|pos_?z|eef_?z|ee_?z)$", re.I)
+# a commanded translation step: dx, delta_x, dpos_x, robot0_dpos_z (robomimic's OSC_POSE), not a rotation
+_DELTA_MOVE = re.compile(r"(?:^|[._])(?:d|dpos[._]?|delta[._]?(?:pos[._]?)?)([xyz])$", re.I)
+MIN_FREE_FRAMES = 3  # frames of clear motion needed to learn how far a unit of command moves the hand
+
+
+def commanded_speed(action: np.ndarray | None, action_names: list[str], sp: np.ndarray,
+                    fast: float) -> np.ndarray | None:
+    """Per frame, the speed (m/s) the delta-action command asks of a Cartesian arm: the norm of its
+    x/y/z delta columns (named, one each) times the command's gain, the median of achieved speed over
+    command norm on the frames where the hand clearly moves (`sp >= fast`, at least
+    `MIN_FREE_FRAMES`). None without such columns or such frames. Where the command asks for clear
+    motion and the hand does not make it, something holds the hand back: it presses or pushes
+    against it (a force-like signal of data that records no force)."""
+    if action is None or len(action_names) != action.shape[1]:
+        return None
+    cols: dict[str, int] = {}
+    for i, name in enumerate(action_names):
+        m = _DELTA_MOVE.search(name.strip())
+        if m:
+            if m.group(1).lower() in cols:
+                return None  # two arms' deltas (or ambiguous names): not one arm's command
+            cols[m.group(1).lower()] = i
+    if sorted(cols) != ["x", "y", "z"]:
+        return None
+    cmd = np.linalg.norm(np.asarray(action, np.float64)[:, [cols["x"], cols["y"], cols["z"]]], axis=1)
+    free = (sp >= fast) & (cmd > 1e-9)
+    if int(free.sum()) < MIN_FREE_FRAMES:
+        return None
+    return float(np.median(sp[free] / cmd[free])) * cmd
 
 
 def _height_column(lay_motion: list[int], names: list[str], kind: str) -> int | None:
@@ -137,9 +170,12 @@ def arm_signals(ep: Episode, cfg: SegmentConfig) -> list[ArmSignal]:
     for lay, g, op in zip(layouts, grips, opens, strict=True):
         x = smooth(lay.motion_signal(ep.state, ep.action), ep.fps, cfg.smooth_s)
         names = ep.action_names if lay.motion_in_action else (ep.state_names if names_ok else [])
+        cmd = None
+        if len(layouts) == 1 and lay.kind == "cartesian" and not lay.motion_in_action and x.shape[1]:
+            cmd = commanded_speed(ep.action, ep.action_names, speed(x, ep.fps), move_speed(lay.kind, cfg))
         out.append(ArmSignal(lay.name, g if g is not None and len(g) == n else None, x, lay.kind,
                               _height_column(lay.motion, names, lay.kind),
-                              op if op is not None and len(op) == n else None))
+                              op if op is not None and len(op) == n else None, cmd))
     return out
 
 

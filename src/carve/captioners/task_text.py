@@ -16,6 +16,7 @@ downloads this tool cannot rely on):
                    makes a phrasal verb ("pick up", "turn on") -- `captioners.verb_classes.lead_verb`
     particle    := "open" | "closed" | "shut" | "on" | "off" | "up" | "down" | "in" | "out"
     manner      := "from the top" | "from the side" | "from above" | "from below" | "from the front"
+                 | ("with" | "using") the-tool     (an instrument: no part of the object or the target)
 
 giving `verb` (its lemma: "open"), `action` (its class, `verb_classes.CLASSES`: "pull"), `result` (the
 particle: the state the object is brought to or the direction, "open", "closed", "on", "up") and
@@ -225,7 +226,26 @@ def parse_task(task: str) -> TaskPhrases:
                        for o in phrases.objects]
     if phrases.result:  # "turn the faucet on": the particle is no part of the object
         phrases.objects = [re.sub(rf"\s+{phrases.result}$", "", o) for o in phrases.objects]
+    _cut_instrument(phrases)
     return phrases
+
+
+_INSTRUMENT = re.compile(r"\s+(with|using)\s+((?:the|a|an|its|their)\s+[\w-]+(?:\s+[\w-]+)?)$")
+
+
+def _cut_instrument(phrases: TaskPhrases) -> None:
+    """"push the thermos to the goal with the stick", "wipe the table using a sponge": the tool the hand works
+    with is no part of the object or the target; it becomes the manner when the instruction names none."""
+    for name in ("target", "direction"):
+        m = _INSTRUMENT.search(getattr(phrases, name))
+        if m:
+            setattr(phrases, name, getattr(phrases, name)[: m.start()])
+            phrases.manner = phrases.manner or f"{m.group(1)} {m.group(2)}"
+    cut = [_INSTRUMENT.search(o) for o in phrases.objects]
+    for m in cut:
+        if m:
+            phrases.manner = phrases.manner or f"{m.group(1)} {m.group(2)}"
+    phrases.objects = [o[: m.start()] if m and m.start() > 0 else o for o, m in zip(phrases.objects, cut, strict=True)]
 
 
 def _parse_task(text: str) -> TaskPhrases:

@@ -13,7 +13,7 @@ verb of a task instruction (`captioners.task_text`):
 | release | release, let_go, drop, ungrasp, open_gripper | opens the fingers |
 | retreat | retreat, withdraw, return, back_away, move_away, move_back, pull_back, retract | moves away after the work |
 | pull | pull, open, slide (toward the actor, below), drag, draw, slide_open, slide_out, pull_out, pull_open, unplug, extract, yank, tug | moves a part or object TOWARD the hand's side, along its guide (a drawer, a door opened toward the robot, a plug drawn out of its socket) |
-| push | push, press, close, shut, slide (away, below), shove, nudge, sweep, depress, tap, poke, knock, knock_over, topple, tip_over, hit, click, switch, switch_on, switch_off, push_down, press_down, slide_in | moves a part or object AWAY from the hand's side, or presses into it (a button, a switch, an object swept or knocked over) |
+| push | push, press, close, shut, slide (away, below), shove, nudge, sweep, depress, tap, poke, knock, knock_over, topple, tip_over, hit, strike, hammer, pound, kick, punch, bump, bat, click, switch, switch_on, switch_off, push_down, press_down, slide_in | moves a part or object AWAY from the hand's side, or presses into it (a button, a switch, an object swept or knocked over; an impact, with the hand or a tool, is a short hard push: a nail hammered in, a ball kicked) |
 | insert | insert, plug, plug_in, fit, slot, thread, dock | pushes a held piece INTO a close-fitting hole (the fit, not the push, is the point) |
 | turn | turn, rotate, twist, spin, screw, unscrew, flip, lock, unlock, crank, wind, unwind, swivel ("turn on" is a turn with the result "on") | rotates a part or object about an axis: a faucet, a dial, a key or knob (a lock is locked and unlocked by turning its key, knob or latch: lock / unlock are turns; a bolt slid by hand is better said "slide the bolt") |
 | pour | pour, tip, tilt, empty, dump, decant, fill | tilts a held container so its contents flow out |
@@ -54,8 +54,8 @@ CLASSES: dict[str, tuple[str, ...]] = {
     "pull": ("pull", "open", "slide", "drag", "draw", "slide_open", "slide_out", "pull_out", "pull_open", "unplug",
              "extract", "yank", "tug"),
     "push": ("push", "press", "close", "shut", "shove", "nudge", "sweep", "depress", "tap", "poke", "knock",
-             "knock_over", "topple", "tip_over", "hit", "click", "switch", "switch_on", "switch_off", "push_down",
-             "press_down", "slide_in"),
+             "knock_over", "topple", "tip_over", "hit", "strike", "hammer", "pound", "kick", "punch", "bump", "bat",
+             "click", "switch", "switch_on", "switch_off", "push_down", "press_down", "slide_in"),
     "insert": ("insert", "plug", "plug_in", "fit", "slot", "thread", "dock"),
     "turn": ("turn", "rotate", "twist", "spin", "screw", "unscrew", "flip", "lock", "unlock", "crank", "wind",
              "unwind", "swivel"),
@@ -87,7 +87,7 @@ _IRREGULAR = {"went": "go", "goes": "go", "brought": "bring", "held": "hold", "w
               "pinches": "pinch", "slides": "slide", "rises": "rise", "does": "do", "took": "take",
               "takes": "take", "gave": "give", "hung": "hang", "hangs": "hang", "wound": "wind", "laid": "lay",
               "got": "get", "caught": "catch", "wipes": "wipe", "pours": "pour", "folds": "fold",
-              "mixes": "mix", "brushes": "brush", "dumps": "dump", "fills": "fill", "hit": "hit",
+              "mixes": "mix", "brushes": "brush", "dumps": "dump", "fills": "fill", "hit": "hit", "struck": "strike",
               "unlocks": "unlock", "locks": "lock", "flips": "flip", "stirs": "stir"}
 _HAND_VERB = {"hand", "hands", "handed", "handing"}
 _PHRASAL = {"up", "down", "go", "away", "back", "out", "open", "off", "on", "still", "over", "in", "to"}
