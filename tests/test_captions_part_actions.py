@@ -498,13 +498,14 @@ def heldout3(tmp_path_factory: pytest.TempPathFactory, ray_local: Any) -> dict[s
 
 def test_third_heldout_set_keeps_its_measured_score(heldout3: dict[str, Any]) -> None:
     # measured once with the captioner frozen at kinematic-v7 (BENCHMARKS.md: 36 of 67 events, the target met on
-    # plate-slide-side only), then looked at for kinematic-v8 (60 of 67) and kinematic-v9 (62 of 67: rule 10 finds
-    # sweep-into's two re-grasps); a later rule may raise it, never lower it: every episode captioned, every truth
-    # phase classed, the grasps found, no repeats
+    # plate-slide-side only), then looked at for kinematic-v8 (60 of 67), kinematic-v9 (62 of 67: rule 10 finds
+    # sweep-into's two re-grasps) and kinematic-v10 (64 of 67: rule 11, hand-insert's block pressed into its hole);
+    # a later rule may raise it, never lower it: every episode captioned, every truth phase classed, the grasps
+    # found, no repeats
     rep = heldout3["reports"]["truth_carve.json"]
     assert rep["unmatched_events"] == 0 and rep["unclassified_events"] == 0
     assert {r["episode_index"] for r in heldout3["rows"]} == set(range(18))
-    assert rep["class_correct"] >= 62, (rep["class_correct"], rep["class_confusion"])
+    assert rep["class_correct"] >= 64, (rep["class_correct"], rep["class_confusion"])
     assert rep["class_confusion"]["grasp"].get("grasp", 0) >= 10
     # nothing in this set is lifted, placed or released where the expert pushes, presses or slides (a fist,
     # a mug held while pushed: the expert's own phases, not Carve's)
@@ -540,19 +541,38 @@ def heldout5(tmp_path_factory: pytest.TempPathFactory, ray_local: Any) -> dict[s
 
 def test_fifth_heldout_set_keeps_its_measured_score(heldout5: dict[str, Any]) -> None:
     # measured once with the captioner frozen at kinematic-v9 (BENCHMARKS.md: 53 of 60 events, the target met on
-    # push-wall and plate-slide-back-side); a later rule may raise it, never lower it (the set then stops being
-    # held out): every episode captioned, every truth phase classed, the grasps found, the pushes and the pull
+    # push-wall and plate-slide-back-side), then looked at for kinematic-v10 (55 of 60: rule 11, the button kept
+    # pressed); a later rule may raise it, never lower it: every episode captioned, every truth phase classed, the grasps found, the pushes and the pull
     # named, nothing pushed or pulled captioned as a carry or placement, no repeats
     rep = heldout5["reports"]["truth_carve.json"]
     assert rep["unmatched_events"] == 0 and rep["unclassified_events"] == 0
     assert {r["episode_index"] for r in heldout5["rows"]} == set(range(15))
-    assert rep["class_correct"] >= 53, (rep["class_correct"], rep["class_confusion"])
+    assert rep["class_correct"] >= 55, (rep["class_correct"], rep["class_confusion"])
     conf = rep["class_confusion"]
     assert conf["grasp"].get("grasp", 0) >= 9  # pick-place-wall, push-wall, sweep: the experts close
     assert conf["push"].get("push", 0) >= 14 and conf["pull"].get("pull", 0) >= 3
     for cls in ("push", "pull"):
         assert not {k: v for k, v in conf.get(cls, {}).items() if k in ("lift", "place")}, (cls, conf.get(cls))
     assert not _repeated_captions(heldout5["rows"])
+
+
+@pytest.fixture(scope="module")
+def heldout6(tmp_path_factory: pytest.TempPathFactory, ray_local: Any) -> dict[str, Any]:
+    return _run_item(tmp_path_factory.mktemp("metaworld-heldout6") / "root", HELDOUT6, ("truth_carve.json",))
+
+
+def test_sixth_heldout_set_keeps_its_measured_score(heldout6: dict[str, Any]) -> None:
+    # measured once with the captioner frozen at kinematic-v10 (BENCHMARKS.md: 29 of 55 events, the target met on
+    # no task: a tool's carry is captioned as the tool's work); a later rule may raise it, never lower it (the set
+    # then stops being held out): every episode captioned, every truth phase classed, the grasps of the hammer and
+    # the stick found, the pulls with the stick named, no repeats
+    rep = heldout6["reports"]["truth_carve.json"]
+    assert rep["unmatched_events"] == 0 and rep["unclassified_events"] == 0
+    assert {r["episode_index"] for r in heldout6["rows"]} == set(range(15))
+    assert rep["class_correct"] >= 29, (rep["class_correct"], rep["class_confusion"])
+    conf = rep["class_confusion"]
+    assert conf["grasp"].get("grasp", 0) >= 8 and conf["pull"].get("pull", 0) >= 5, conf
+    assert not _repeated_captions(heldout6["rows"])
 
 
 @pytest.mark.parametrize("item", [ITEM, HELDOUT, HELDOUT2, HELDOUT3, HELDOUT4, HELDOUT5, HELDOUT6],
@@ -583,10 +603,15 @@ TASK_ACTION = {"door-lock-v3": ("turn the lock", "turn"), "door-unlock-v3": ("tu
                "push-wall-v3": ("push the puck to the goal", "push"),
                "sweep-v3": ("sweep the cube off the table", "push"),
                "plate-slide-back-side-v3": ("slide the plate out of the cabinet", "pull"),
-               "button-press-topdown-wall-v3": ("press the button down", "push")}
+               "button-press-topdown-wall-v3": ("press the button down", "push"),
+               # the sixth set (its README, likewise): an impact is a push, a tool's work its action
+               "hammer-v3": ("knock the nail into the wall", "push"),
+               "stick-push-v3": ("push the thermos to the goal with the stick", "push"),
+               "stick-pull-v3": ("pull the thermos to the goal with the stick", "pull"),
+               "soccer-v3": ("push the ball into the goal", "push"), "reach-wall-v3": ("reach the goal", "reach")}
 
 
-@pytest.mark.parametrize("item", [HELDOUT2, HELDOUT3, HELDOUT4, HELDOUT5], ids=lambda p: p.name)
+@pytest.mark.parametrize("item", [HELDOUT2, HELDOUT3, HELDOUT4, HELDOUT5, HELDOUT6], ids=lambda p: p.name)
 def test_each_instruction_parses_to_the_class_of_its_experts_action(item: Path) -> None:
     seen = set()
     for ep in json.loads((item / "truth_all.json").read_text()):
