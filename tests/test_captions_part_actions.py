@@ -113,6 +113,18 @@ def test_open_vocabulary_keeps_its_lemma() -> None:
     assert lead_verb("picks up the cup") == ("pick_up", 2)
 
 
+
+@pytest.mark.parametrize(("task", "tool", "objects"), [
+    ("push the thermos to the goal with the stick", "the stick", ["the thermos"]),
+    ("wipe the table using a sponge", "a sponge", ["the table"]),
+    ("hammer the nail into the wall", "the hammer", ["the nail"]),  # the verb names its tool
+    ("push the block with the gripper", "", ["the block with the gripper"]),  # the robot's own body is no tool
+    ("put the red cube in the tray with the left arm", "", ["the red cube"]),
+])
+def test_the_tool_an_instruction_works_with(task: str, tool: str, objects: list[str]) -> None:
+    p = parse_task(task)
+    assert (p.tool, p.objects) == (tool, objects)
+
 # ------------------------------------------------------------------------------------- part actions
 FPS = 20.0
 Keys = list[tuple[float, list[float]]]
@@ -282,6 +294,30 @@ def _views_grip(keys: Keys, bounds_s: list[float], task: str, end_s: float,
         v.gripper = v.state[:, 3]
     return views
 
+
+
+def test_a_tool_is_grasped_carried_to_the_part_then_worked_with() -> None:
+    """Rule 12: down onto the stick, close on it, carry it up and over to the thermos (a sharp turn), then push
+    along +x: the carry is the tool's lift, the push from the turn on is the action, and the grasp and the carry
+    name the tool, the action the object and the tool. Without the tool phrase the held stretch is all the
+    action (rule 8), as before."""
+    keys = [(0.0, [0.0, 0.4, 0.2]), (0.6, [0.0, 0.5, 0.05]), (1.0, [0.0, 0.5, 0.05]),  # reach down, grasp
+            (1.6, [0.0, 0.5, 0.2]), (2.2, [-0.2, 0.7, 0.2]),  # up, then over to the thermos
+            (3.2, [0.15, 0.7, 0.2])]  # push it along +x
+    views = _views_grip(keys, [0.6, 1.0, 2.2], "push the thermos to the goal with the stick", 3.5, [(0.65, 0.0)])
+    assert caption_episode_events(views) == ["reach toward the thermos", "grasp the stick", "lift the stick",
+                                             "push the thermos with the stick"]
+    plain = _views_grip(keys, [0.6, 1.0, 2.2], "push the thermos to the goal", 3.5, [(0.65, 0.0)])
+    caps = caption_episode_events(plain)
+    assert caps[1] == "grasp the thermos" and [verb_class(c) for c in caps[2:]] == ["push", "push"], caps
+
+
+def test_a_reach_instruction_is_all_reach() -> None:
+    """An instruction whose verb is a reach, no grasp: the motion over the wall and down to the goal is the reach,
+    not a carry of "the goal"."""
+    keys = [(0.0, [0.0, 0.4, 0.2]), (0.8, [0.0, 0.6, 0.35]), (1.6, [0.0, 0.8, 0.15])]
+    caps = caption_episode_events(_views(keys, [0.8], "reach the goal behind the wall", 2.0))
+    assert [verb_class(c) for c in caps] == ["reach", "reach"], caps
 
 def test_a_fist_that_only_opens_holds_nothing() -> None:
     # the fingers closed from the first frame (a fist), over a wall, down in front of the button, then open as
@@ -563,15 +599,16 @@ def heldout6(tmp_path_factory: pytest.TempPathFactory, ray_local: Any) -> dict[s
 
 def test_sixth_heldout_set_keeps_its_measured_score(heldout6: dict[str, Any]) -> None:
     # measured once with the captioner frozen at kinematic-v10 (BENCHMARKS.md: 29 of 55 events, the target met on
-    # no task: a tool's carry is captioned as the tool's work); a later rule may raise it, never lower it (the set
-    # then stops being held out): every episode captioned, every truth phase classed, the grasps of the hammer and
+    # no task: a tool's carry is captioned as the tool's work), then looked at for kinematic-v11 (44 of 55, in
+    # sample: rule 12); a later rule may raise it, never lower it: every episode captioned, every truth phase classed, the grasps of the hammer and
     # the stick found, the pulls with the stick named, no repeats
     rep = heldout6["reports"]["truth_carve.json"]
     assert rep["unmatched_events"] == 0 and rep["unclassified_events"] == 0
     assert {r["episode_index"] for r in heldout6["rows"]} == set(range(15))
-    assert rep["class_correct"] >= 29, (rep["class_correct"], rep["class_confusion"])
+    assert rep["class_correct"] >= 44, (rep["class_correct"], rep["class_confusion"])
     conf = rep["class_confusion"]
     assert conf["grasp"].get("grasp", 0) >= 8 and conf["pull"].get("pull", 0) >= 5, conf
+    assert conf["lift"].get("lift", 0) >= 12, conf  # the tools' carries (rule 12), 17 of them
     assert not _repeated_captions(heldout6["rows"])
 
 

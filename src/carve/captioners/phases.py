@@ -95,6 +95,13 @@ Per arm, frames are labelled (the events' own boundaries are used only where not
    The hand tightens its hold on the object as it comes to rest; it neither carries nor works it in those
    frames. Fingers that settle while the hand keeps moving the object at speed belong to that motion.
 
+12. **A tool is carried, then worked with.** Where rule 8 holds and the instruction names a tool the hand
+   works with ("push the thermos with the stick", "hammer the nail": `TaskPhrases.tool`), the hand first
+   brings the tool to the part: the held stretch is a carry (**lift**) up to its last sharp turn
+   (`last_turn`), the action after it (all of it the action when the path never turns sharply). An
+   instruction whose verb is a reach ("reach the goal", "touch the cup") makes an arm's motion, without a
+   grasp, all **reach**.
+
 11. **Pressing on, not holding still.** Where the actions are Cartesian deltas (`signals.commanded_speed`),
    a final rest (rule 6) in which the command keeps asking for clear motion (at least the moving speed)
    that the hand does not make (below `PRESS_SHARE` of it, on at least half of the rest's frames) is the
@@ -291,7 +298,7 @@ def slide_from_motion(labels: np.ndarray, x: np.ndarray) -> str:
 def _label_arm(sig: ArmSignal, n: int, fps: float, cfg: SegmentConfig, is_push: bool,
                bounds: list[int] | None = None, grip: Gripper | None = None, gets: set[int] | None = None,
                gives: set[int] | None = None, has_target: bool = False,
-               action: str = "", result: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               action: str = "", result: str = "", tool: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per frame: phase code (IDLE when the arm rests outside any phase), grasp-cycle index, and
     whether the arm holds an object (between a close and the following open).
 
@@ -301,7 +308,8 @@ def _label_arm(sig: ArmSignal, n: int, fps: float, cfg: SegmentConfig, is_push: 
     `has_target`: the task names where the object goes; `action`: the class of the instruction's verb
     (`TaskPhrases.action`): a part action without a grasp is reach | act (`_label_part_action`), and an
     insertion's last held piece is **act** (insert) instead of place; `result`: the instruction's particle
-    ("up" makes a turn's rising last leg part of the action)."""
+    ("up" makes a turn's rising last leg part of the action); `tool`: the instruction names a tool the hand
+    works with ("with the stick", "hammer the nail": rule 12)."""
     labels = np.full(n, IDLE, int)
     cycle = np.zeros(n, int)
     held = np.zeros(n, bool)
@@ -341,6 +349,8 @@ def _label_arm(sig: ArmSignal, n: int, fps: float, cfg: SegmentConfig, is_push: 
             leaves_up = sig.up if action == "push" or (action == "turn" and result != "up") else None
             _label_part_action(labels, x, sp, pause, first_move, last_still, fps, bounds, leaves_up, err)
             _label_strokes(labels, x, sp, pause, first_move, last_still, fps, sig.up, err)
+        elif bouts and action == "reach":  # "reach the goal", "touch the cup": the motion is the reach
+            labels[first_move:last_still] = REACH
         elif bouts:
             mid = PUSH if is_push else MOVE
             label_path(labels, x, sp, pause, first_move, last_still, (REACH, mid, RETREAT), mid, bounds)
@@ -410,6 +420,9 @@ def _label_arm(sig: ArmSignal, n: int, fps: float, cfg: SegmentConfig, is_push: 
             # handle, the mug or the plug is the task's action, not a carry (rule 8)
             end = max(ge, min(n, rest)) if o is None else o
             labels[ge:end] = ACT
+            if tool:  # a tool is carried to the part, then worked with (rule 12): the action from the last turn
+                c = last_turn(x, sp, pause, ge, end, fps) if x.shape[1] else None
+                labels[ge : c if c is not None else ge] = LIFT
             if o is None:
                 return finish()
             nxt = cycles[k + 1][0] if k + 1 < len(cycles) and cycles[k + 1][0] is not None else n
@@ -493,7 +506,8 @@ def _event_phases_from_signals(ep: Episode, phrases: TaskPhrases,
         mine = phrases.for_arm(sig.name)
         labels, cycle, held = _label_arm(sig, ep.n, ep.fps, cfg, phrases.is_push, ep.starts[1:], grip, get, give,
                                          bool(mine.target), mine.action or phrases.action,
-                                         mine.result if mine.action else phrases.result)
+                                         mine.result if mine.action else phrases.result,
+                                         bool(mine.tool or phrases.tool))
         slide = slide_from_motion(labels, sig.motion) if phrases.undirected else ""
         tracks.append((sig.name, labels, cycle, held, slide))
     out: list[EventPhase | None] = []

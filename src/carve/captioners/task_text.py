@@ -55,6 +55,7 @@ class TaskPhrases:
     result: str = ""  # the particle: the state the object is brought to / the direction ("open", "on", "up")
     manner: str = ""  # "from the top", "from the side"
     source: str = ""  # where the object comes from, no part of it: "out of the cabinet", "off the peg"
+    tool: str = ""  # what the hand works with: "the stick" ("... with the stick"), "the hammer" ("hammer the nail")
     # the verb names a motion along a surface and the words no direction ("slide the block to the left"):
     # whether it pushes or pulls is read from the hand's motion (`captioners.phases`, `slide_from_motion`)
     undirected: bool = False
@@ -230,22 +231,34 @@ def parse_task(task: str) -> TaskPhrases:
     return phrases
 
 
+# "with the stick", "using a sponge"; not the robot's own body ("with the gripper", "with the left arm")
 _INSTRUMENT = re.compile(r"\s+(with|using)\s+((?:the|a|an|its|their)\s+[\w-]+(?:\s+[\w-]+)?)$")
+_BODY = re.compile(r"\b(?:arm|hand|gripper|finger|claw|fist|palm|jaw|effector)s?$")
 
 
 def _cut_instrument(phrases: TaskPhrases) -> None:
     """"push the thermos to the goal with the stick", "wipe the table using a sponge": the tool the hand works
-    with is no part of the object or the target; it becomes the manner when the instruction names none."""
+    with is no part of the object or the target; it becomes the manner when the instruction names none, and
+    the `tool` (so does the tool a verb names: "hammer the nail")."""
+    def find(text: str) -> re.Match[str] | None:
+        m = _INSTRUMENT.search(text)
+        return m if m and not _BODY.search(m.group(2)) else None
+
     for name in ("target", "direction"):
-        m = _INSTRUMENT.search(getattr(phrases, name))
+        m = find(getattr(phrases, name))
         if m:
             setattr(phrases, name, getattr(phrases, name)[: m.start()])
             phrases.manner = phrases.manner or f"{m.group(1)} {m.group(2)}"
-    cut = [_INSTRUMENT.search(o) for o in phrases.objects]
+    cut = [find(o) for o in phrases.objects]
     for m in cut:
         if m:
             phrases.manner = phrases.manner or f"{m.group(1)} {m.group(2)}"
     phrases.objects = [o[: m.start()] if m and m.start() > 0 else o for o, m in zip(phrases.objects, cut, strict=True)]
+    m = re.match(r"(?:with|using)\s+(.+)$", phrases.manner)
+    phrases.tool = m.group(1) if m else TOOL_VERBS.get(phrases.verb, "")
+
+
+TOOL_VERBS = {"hammer": "the hammer"}  # verbs that name the tool they are done with
 
 
 def _parse_task(text: str) -> TaskPhrases:

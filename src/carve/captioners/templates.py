@@ -29,7 +29,8 @@ from carve.captioners.task_text import TaskPhrases
 from carve.ingest.arms import SINGLE_ARM
 
 _OWN_VERB = {"pull": ("pull", "drag", "draw", "unplug", "extract", "yank", "tug"),
-             "push": ("press", "push", "depress", "tap", "shove", "poke", "knock", "hit", "click", "sweep", "nudge"),
+             "push": ("press", "push", "depress", "tap", "shove", "poke", "knock", "hit", "click", "sweep", "nudge",
+                      "strike", "hammer", "pound", "kick", "punch", "bump", "bat"),
              "turn": ("turn", "rotate", "twist", "spin", "screw", "unscrew", "flip", "lock", "unlock", "crank",
                       "wind", "unwind", "swivel"),
              "insert": ("insert", "plug"),
@@ -60,6 +61,8 @@ def describe(phase: str, phrases: TaskPhrases, obj_index: int, holding: str = ""
     obj = phrases.obj(obj_index)
     target = phrases.target
     rel = phrases.relation if phrases.relation in ("in", "on") else "at"
+    if phrases.tool and phase in ("grasp", "lift", "move", "place", "release", "hold"):
+        obj = phrases.tool  # the hand grasps and carries the tool, and works the object with it
     what = holding or obj
     if phase == "reach":
         return f"reach toward {obj}"
@@ -88,7 +91,8 @@ def describe(phase: str, phrases: TaskPhrases, obj_index: int, holding: str = ""
     if phase == "hold":
         return f"hold {what} still"
     if phase == "act":
-        return act_caption(phrases, what)
+        instrument = f" {phrases.manner}" if phrases.manner.startswith(("with ", "using ")) else ""
+        return act_caption(phrases, what) + instrument
     return f"{phase} {obj}"
 
 
