@@ -499,33 +499,40 @@ HELDOUT4_NOTES = (
     " \"off\", \"away from\"; object words only, not scored).")
 
 
+def _seen_set_lines(m: dict[str, Any], key: str, title: str, intro: str, version: str, earlier: dict[str, float],
+                    earlier_all: str, notes: str, changes: str) -> list[str]:
+    """A held-out item measured once by `version` (column `<version> (held out)`, `earlier`), then seen by the
+    next version (`after`): its table, totals, confusions, the notes written after that one measurement and
+    what the next version changed."""
+    rep, merged = m[key]["truth_carve.json"], m[key]["truth.json"]
+    head = f"{version} (held out)"
+    lines = [f"### {title}", "", intro, "", f"| task | events | {head} | after | merged | target |",
+             f"|------|--------|{'-' * (len(head) + 2)}|-------|--------|--------|"]
+    lines += _task_rows(rep, merged, lambda t: [_cell(earlier, t)])
+    lines += ["", f"All events of this set: {rep['class_accuracy']:.3f} ({rep['class_correct']}/"
+              f"{rep['class_events']}; held out with {version} {earlier_all}); merged truth "
+              f"{merged['class_accuracy']:.3f} ({merged['class_correct']}/{merged['class_events']}). "
+              + _repeats(m, key), "",
+              *_confusions(rep),
+              *([f"Its misses with {version}, as written after that one measurement: " + notes, ""] if notes else []),
+              changes, "", *_commands(m, key)]
+    return lines
+
+
 def heldout4_lines(m: dict[str, Any]) -> list[str]:
     """The fourth held-out item's table, measured once with the captioner frozen (kinematic-v8)."""
-    rep, merged = m["heldout4"]["truth_carve.json"], m["heldout4"]["truth.json"]
-    lines = ["### Fourth held-out set (no longer held out): `tests/corpus/metaworld_heldout4`", "",
-             "Five Meta-World tasks used nowhere else in the repository (3 episodes each; every env name of "
+    intro = ("Five Meta-World tasks used nowhere else in the repository (3 episodes each; every env name of "
              "`tests/corpus/*/README.md` and the `simulate.py` scripts grepped): their task table "
              f"(`HELDOUT4_TASKS`, named from the policies' source) and README were committed ({HELDOUT4_TABLE}) "
              "before any episode was simulated and before any kinematic-v8 rule was written or looked at; the "
              f"dataset was made ({HELDOUT4_DATA}) and the captioner frozen ({FROZEN_V8}, kinematic-v8) before any "
              "episode was captioned, then measured once: column `v8 (held out)`. Its misses were named in the brief "
-             "of kinematic-v9's round, so **it is a seen set now**: `after` (v9) is no held-out score (the fifth "
-             "held-out set below is). "
+             "of kinematic-v9's round, so **it is a seen set now**: `after` is no held-out score. "
              "One pick-and-place-like task (disassemble: grasp the nut, lift it off its peg; target 0.95) and four "
              "pulls with a grasp (coffee-pull, push-back: its env brings the puck toward the robot, handle-pull-side, "
-             "peg-unplug-side).",
-             "", "| task | events | v8 (held out) | after | merged | target |",
-             "|------|--------|---------------|-------|--------|--------|"]
-    lines += _task_rows(rep, merged, lambda t: [_cell(HELDOUT4_V8, t)])
-    lines += ["", f"All events of the fourth set: {rep['class_accuracy']:.3f} "
-              f"({rep['class_correct']}/{rep['class_events']}; held out with v8 {HELDOUT4_V8_ALL}); merged truth {merged['class_accuracy']:.3f} "
-              f"({merged['class_correct']}/{merged['class_events']}). " + _repeats(m, "heldout4"), "",
-              *_confusions(rep),
-              *(["Its misses with v8, as written after that one measurement: " + HELDOUT4_NOTES, ""]
-                if HELDOUT4_NOTES else []), V9_CHANGES, "",
-              *_commands(m, "heldout4")]
-    return lines
-
+             "peg-unplug-side).")
+    return _seen_set_lines(m, "heldout4", "Fourth held-out set (no longer held out): `tests/corpus/metaworld_heldout4`",
+                           intro, "v8", HELDOUT4_V8, HELDOUT4_V8_ALL, HELDOUT4_NOTES, V9_CHANGES)
 
 V9_CHANGES = (
     "What kinematic-v9 changed (`captioners/phases.py` rule 10; written on the four sets above, it names no "
@@ -556,32 +563,19 @@ def heldout5_lines(m: dict[str, Any]) -> list[str]:
     """The fifth held-out item's table, measured once with the captioner frozen (kinematic-v9)."""
     if "heldout5" not in m:
         return []
-    rep, merged = m["heldout5"]["truth_carve.json"], m["heldout5"]["truth.json"]
-    lines = ["### Fifth held-out set (no longer held out): `tests/corpus/metaworld_heldout5`", "",
-             "Five Meta-World tasks used nowhere else in the repository (3 episodes each; every env name grepped "
+    intro = ("Five Meta-World tasks used nowhere else in the repository (3 episodes each; every env name grepped "
              "with `git grep` over the whole tree): their task table "
              f"(`HELDOUT5_TASKS`, named from the policies' source) and README were committed ({HELDOUT5_TABLE}) "
              "before any episode was simulated and before any kinematic-v9 rule was written or looked at; the "
              f"dataset was made ({HELDOUT5_DATA}) and the captioner frozen ({FROZEN_V9}, kinematic-v9) before any "
              "episode was captioned, then measured once: column `v9 (held out)`. Its misses were then looked at "
-             "while kinematic-v10's rule 11 was written, so **it is a seen set now**: `after` (v10) is no held-out "
-             "score (the sixth held-out set below is). "
+             "while kinematic-v10's rule 11 was written, so **it is a seen set now**: `after` is no held-out score. "
              "One pick-and-place task (pick-place-wall: the puck carried over a wall; target 0.95) and four that "
              "are not (push-wall: a puck pushed round a wall with the fingers closed on it; sweep: a cube swept off "
              "the table's edge; plate-slide-back-side: a plate slid out sideways with a fist; "
-             "button-press-topdown-wall: a press from above, fingers open).",
-             "", "| task | events | v9 (held out) | after | merged | target |",
-             "|------|--------|---------------|-------|--------|--------|"]
-    lines += _task_rows(rep, merged, lambda t: [_cell(HELDOUT5_V9, t)])
-    lines += ["", f"All events of the fifth set: {rep['class_accuracy']:.3f} "
-              f"({rep['class_correct']}/{rep['class_events']}; held out with v9 {HELDOUT5_V9_ALL}); merged truth "
-              f"{merged['class_accuracy']:.3f} ({merged['class_correct']}/{merged['class_events']}). "
-              + _repeats(m, "heldout5"), "",
-              *_confusions(rep),
-              *(["Its misses with v9, as written after that one measurement: " + HELDOUT5_NOTES, ""]
-                if HELDOUT5_NOTES else []), V10_CHANGES, "",
-              *_commands(m, "heldout5")]
-    return lines
+             "button-press-topdown-wall: a press from above, fingers open).")
+    return _seen_set_lines(m, "heldout5", "Fifth held-out set (no longer held out): `tests/corpus/metaworld_heldout5`",
+                           intro, "v9", HELDOUT5_V9, HELDOUT5_V9_ALL, HELDOUT5_NOTES, V10_CHANGES)
 
 
 V10_CHANGES = (
@@ -602,30 +596,17 @@ def heldout6_lines(m: dict[str, Any]) -> list[str]:
     """The sixth held-out item's table, measured once with the captioner frozen (kinematic-v10)."""
     if "heldout6" not in m:
         return []
-    rep, merged = m["heldout6"]["truth_carve.json"], m["heldout6"]["truth.json"]
-    lines = ["### Sixth held-out set (no longer held out): `tests/corpus/metaworld_heldout6`", "",
-             "Five Meta-World tasks used nowhere else in the repository (3 episodes each): their task table "
+    intro = ("Five Meta-World tasks used nowhere else in the repository (3 episodes each): their task table "
              f"(`HELDOUT6_TASKS`, named from the policies' source) and README were committed ({HELDOUT6_TABLE}) "
              "before any episode was simulated and before any kinematic-v10 rule was written; the dataset was made "
              f"({HELDOUT6_DATA}) and the captioner frozen ({FROZEN_V10}, kinematic-v10) before any episode was "
              "captioned, then measured once: column `v10 (held out)`. Its misses were then looked at while "
              "kinematic-v11's rule 12 was written, so **it is a seen set now**: `after` (v11) is an in-sample score, "
-             "and no held-out set measures v11. None is "
-             "pick-and-place: a hammer grasped and swung at a nail, a stick grasped to push and to pull a "
-             "thermos, a ball pushed into a goal with the fingers closed, a reach over a wall.",
-             "", "| task | events | v10 (held out) | after | merged | target |",
-             "|------|--------|----------------|-------|--------|--------|"]
-    lines += _task_rows(rep, merged, lambda t: [_cell(HELDOUT6_V10, t)])
-    lines += ["", f"All events of the sixth set: {rep['class_accuracy']:.3f} "
-              f"({rep['class_correct']}/{rep['class_events']}; held out with v10 {HELDOUT6_V10_ALL}); merged truth "
-              f"{merged['class_accuracy']:.3f} ({merged['class_correct']}/{merged['class_events']}). "
-              + _repeats(m, "heldout6"), "",
-              *_confusions(rep),
-              *(["Its misses with v10, as written after that one measurement: " + HELDOUT6_NOTES, ""]
-                if HELDOUT6_NOTES else []), V11_CHANGES, "",
-              *_commands(m, "heldout6")]
-    return lines
-
+             "and no held-out set measures v11. None is pick-and-place: a hammer grasped and swung at a nail, a "
+             "stick grasped to push and to pull a thermos, a ball pushed into a goal with the fingers closed, a "
+             "reach over a wall.")
+    return _seen_set_lines(m, "heldout6", "Sixth held-out set (no longer held out): `tests/corpus/metaworld_heldout6`",
+                           intro, "v10", HELDOUT6_V10, HELDOUT6_V10_ALL, HELDOUT6_NOTES, V11_CHANGES)
 
 V11_CHANGES = (
     "What kinematic-v11 changed (`captioners/phases.py` rule 12, `task_text.py`, `templates.py`; written on this "

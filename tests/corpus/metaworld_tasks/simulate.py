@@ -97,6 +97,22 @@ def _rename_grasp(pos: list[str], grasp: dict[int, str]) -> dict[str, str]:
 # fall-through after the chain where the policy has one), per arm of _grab_effort, and the renaming of
 # "<pos name> (<grab name>)" pair names (see the module doc). The task texts follow Meta-World's own
 # task descriptions, phrased as instructions.
+# the sixth held-out set's position arms that its renaming repeats (metaworld_heldout6)
+_HAMMER_POS = ["reach above the hammer", "descend to the hammer", "lift the hammer in line with the nail",
+               "knock the nail into the wall"]
+_STICK_TO_THERMOS = ["reach above the stick", "reach above the stick", "descend to the stick",
+                     "carry the stick in line with the thermos", "carry the stick to the thermos's height"]
+_STICK_PUSH_POS = [*_STICK_TO_THERMOS, "carry the stick to the thermos", "push the thermos to the goal with the stick"]
+_STICK_PULL_POS = [*_STICK_TO_THERMOS, "carry the stick into the thermos's handle",
+                   "pull the thermos to the goal with the stick"]
+
+
+def _grasp_arms(pos: list[str], grasp: dict[int, str]) -> dict:
+    """A task entry's arms for a policy with an open / closing grab arm: its position arms, and the renaming
+    that makes the closing descent onto the object its grasp (`_rename_grasp`)."""
+    return {"pos": pos, "grab": ["gripper open", "gripper closing"], "rename": _rename_grasp(pos, grasp)}
+
+
 TASKS: dict[str, dict] = {
     "door-open-v3": {
         "policy": "SawyerDoorOpenV3Policy", "text": "open the door",
@@ -402,12 +418,7 @@ TASKS: dict[str, dict] = {
         # fingers close, 0.8, within 4 cm of it in xy and 10 cm in z; 0.0 farther: not closing), then over to
         # the nail's x-z plane (x 0.05, z 0.16: up off the table), then along +y to the nail (y 0.71), the head
         # driving the nail into the wall; "hammer" is in no verb class: the drive is named "knock" (push)
-        "pos": ["reach above the hammer", "descend to the hammer", "lift the hammer in line with the nail",
-                "knock the nail into the wall"],
-        "grab": ["gripper open", "gripper closing"],
-        "rename": _rename_grasp(["reach above the hammer", "descend to the hammer",
-                                 "lift the hammer in line with the nail", "knock the nail into the wall"],
-                                {1: "grasp the hammer"}),
+        **_grasp_arms(_HAMMER_POS, {1: "grasp the hammer"}),
     },
     "stick-push-v3": {
         "policy": "SawyerStickPushV3Policy", "text": "push the thermos to the goal with the stick",
@@ -416,14 +427,7 @@ TASKS: dict[str, dict] = {
         # close, 0.7, within 2 cm in xy and 10 cm in z; -1 farther), arms 3-5 the held stick moved to the
         # thermos (to its y, to its height, then along +x to it); arm 6, the outer else: to the goal (x 0.4,
         # the thermos starts at x 0.2: the stick pushes it ahead along +x)
-        "pos": ["reach above the stick", "reach above the stick", "descend to the stick",
-                "carry the stick in line with the thermos", "carry the stick to the thermos's height",
-                "carry the stick to the thermos", "push the thermos to the goal with the stick"],
-        "grab": ["gripper open", "gripper closing"],
-        "rename": _rename_grasp(["reach above the stick", "reach above the stick", "descend to the stick",
-                                 "carry the stick in line with the thermos", "carry the stick to the thermos's height",
-                                 "carry the stick to the thermos", "push the thermos to the goal with the stick"],
-                                {2: "grasp the stick"}),
+        **_grasp_arms(_STICK_PUSH_POS, {2: "grasp the stick"}),
     },
     "stick-pull-v3": {
         "policy": "SawyerStickPullV3Policy", "text": "pull the thermos to the goal with the stick",
@@ -431,14 +435,7 @@ TASKS: dict[str, dict] = {
         # stick to the thermos's handle (its `insertion` site: to its y, its height, then along +x into the
         # handle: named a carry of the held stick, not an insertion into a close-fitting hole); arm 6 to the
         # goal (y 0.45-0.55, x 0.35-0.45; the handle starts at y 0.69: toward the robot)
-        "pos": ["reach above the stick", "reach above the stick", "descend to the stick",
-                "carry the stick in line with the thermos", "carry the stick to the thermos's height",
-                "carry the stick into the thermos's handle", "pull the thermos to the goal with the stick"],
-        "grab": ["gripper open", "gripper closing"],
-        "rename": _rename_grasp(["reach above the stick", "reach above the stick", "descend to the stick",
-                                 "carry the stick in line with the thermos", "carry the stick to the thermos's height",
-                                 "carry the stick into the thermos's handle",
-                                 "pull the thermos to the goal with the stick"], {2: "grasp the stick"}),
+        **_grasp_arms(_STICK_PULL_POS, {2: "grasp the stick"}),
     },
     "soccer-v3": {
         "policy": "SawyerSoccerV3Policy", "text": "kick the ball into the goal",
