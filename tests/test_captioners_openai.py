@@ -363,6 +363,13 @@ def test_prompt_v3_offers_the_parsed_instruction_and_the_verb_classes(server: Fa
     assert {"pull", "push", "insert", "turn", "other"} <= set(classes)
 
 
+def test_prompt_names_the_tool_the_instruction_works_with(server: FakeChatServer) -> None:
+    CaptionStage(cfg_for(server))(make_table(["push the thermos to the goal with the stick"], n_events=1))
+    text = user_text(server.requests[0])
+    assert ("The instruction parsed: verb push (class push); object the thermos; target the goal; "
+            "manner with the stick; tool the stick.") in text
+
+
 def test_prompt_v1_sends_no_response_format(server: FakeChatServer) -> None:
     out = CaptionStage(cfg_for(server, prompt_version="v1"))(make_table(["put the red cube in the tray"], 1))
     assert "response_format" not in server.requests[0] and server.requests[0]["max_tokens"] == 64

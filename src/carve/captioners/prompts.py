@@ -78,7 +78,8 @@ class Prompt:
 
 
 def instruction_text(p: TaskPhrases) -> str:
-    """The parsed instruction as the prompt shows it: "verb open (class pull); object the drawer; result open"."""
+    """The parsed instruction as the prompt shows it: "verb open (class pull); object the drawer; result open";
+    a tool the hand works with is named ("verb push (class push); object the thermos; ...; tool the stick")."""
     parts = []
     if p.verb:
         parts.append(f"verb {p.verb.replace('_', ' ')}" + (f" (class {p.action})" if p.action else " (no class)"))
@@ -91,6 +92,8 @@ def instruction_text(p: TaskPhrases) -> str:
         parts.append(f"result {p.result}")
     if p.manner:
         parts.append(f"manner {p.manner}")
+    if p.tool:
+        parts.append(f"tool {p.tool}")
     return "; ".join(parts) or "(no verb or object recognised)"
 
 
