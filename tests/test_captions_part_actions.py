@@ -54,6 +54,7 @@ HELDOUT3 = Path(__file__).resolve().parent / "corpus" / "metaworld_heldout3"
 HELDOUT4 = Path(__file__).resolve().parent / "corpus" / "metaworld_heldout4"
 HELDOUT5 = Path(__file__).resolve().parent / "corpus" / "metaworld_heldout5"
 HELDOUT6 = Path(__file__).resolve().parent / "corpus" / "metaworld_heldout6"
+MANISKILL = Path(__file__).resolve().parent / "corpus" / "maniskill_heldout"
 
 
 # ------------------------------------------------------------------------------------- instruction
@@ -609,7 +610,21 @@ def test_sixth_heldout_set_keeps_its_measured_score(heldout6: dict[str, Any]) ->
     assert conf["lift"].get("lift", 0) >= 12, conf  # the tools' carries (rule 12), 17 of them
 
 
-@pytest.mark.parametrize("item", [ITEM, HELDOUT, HELDOUT2, HELDOUT3, HELDOUT4, HELDOUT5, HELDOUT6],
+@pytest.fixture(scope="module")
+def maniskill(tmp_path_factory: pytest.TempPathFactory, ray_local: Any) -> dict[str, Any]:
+    return _run_item(tmp_path_factory.mktemp("maniskill-heldout") / "root", MANISKILL, ("truth_carve.json",))
+
+
+def test_maniskill_heldout_set_keeps_its_measured_score(maniskill: dict[str, Any]) -> None:
+    # another third-party simulator (ManiSkill 3's motion-planning solutions), measured once with the captioner
+    # frozen at kinematic-v11 before its tasks were chosen (BENCHMARKS.md: 54 of 60 events): the hook tool's
+    # grasp, carry and pull found (rule 12 on a simulator it was not written on), the releases named
+    conf = _measured_set(maniskill, 13, 54)
+    assert conf["grasp"].get("grasp", 0) >= 10 and conf["lift"].get("lift", 0) >= 10, conf
+    assert conf["pull"].get("pull", 0) >= 2 and conf["release"].get("release", 0) >= 6, conf
+
+
+@pytest.mark.parametrize("item", [ITEM, HELDOUT, HELDOUT2, HELDOUT3, HELDOUT4, HELDOUT5, HELDOUT6, MANISKILL],
                          ids=lambda p: p.name)
 def test_every_expert_phase_name_has_a_verb_class(item: Path) -> None:
     # the truth is scored by class: a phase name in no class could never be matched
