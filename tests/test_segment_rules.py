@@ -286,6 +286,38 @@ def test_a_move_off_after_a_creeping_hold_starts_where_the_hand_leaves_the_creep
     assert len(got) == 1 and abs(got[0] - lift_at) <= 1, (starts, lift_at)
 
 
+
+def test_a_joint_position_controller_s_moves_start_where_their_commands_do() -> None:
+    """A controller's targets (the actions, named as the joints they command) move in three strokes with
+    pauses between; the measured joints follow 4 frames later (20 fps: the loop's latency) through a
+    first-order lag. The strokes' events start where their commands start (within a frame), not where the
+    lagging joints do; actions equal to the joints (no lag) change nothing against no actions at all."""
+    from carve.ingest.kinematics import command_lag
+
+    fps = 20
+    rng = np.random.default_rng(3)
+    d = rng.normal(size=6)
+    d /= np.linalg.norm(d)
+    rate = np.zeros(150)
+    starts = [20, 70, 115]
+    for a in starts:
+        rate[a : a + 25] = 0.8
+    cmd = np.cumsum(rate / fps)[:, None] * d[None, :]
+    q = _first_order_lag(np.vstack([np.repeat(cmd[:1], 4, axis=0), cmd[:-4]]), fps, 0.05)  # latency, then a lag
+    names = [*(f"joint_{i}" for i in range(6)), "gripper"]
+    state = np.concatenate([q, np.full((len(q), 1), 0.5)], axis=1)
+    action = np.concatenate([cmd, np.full((len(q), 1), 0.5)], axis=1)
+    assert command_lag(q, cmd, fps, 6) >= 2 and command_lag(q, q, fps, 6) == 0
+    led = [sg.start for sg in segment_episode(state, action, fps, SegmentConfig(), names, names)
+           if sg.start_reason == "pause"]
+    lagging = [sg.start for sg in segment_episode(state, None, fps, SegmentConfig(), names, None)
+               if sg.start_reason == "pause"]
+    assert len(led) == 2 and all(abs(t - a) <= 1 for t, a in zip(led, starts[1:], strict=True)), (led, lagging)
+    assert all(t > a + 1 for t, a in zip(lagging, starts[1:], strict=True)), lagging  # what the lag alone gives
+    same = segment_episode(state, state, fps, SegmentConfig(), names, names)
+    assert [sg.start for sg in same] == [sg.start for sg in segment_episode(state, None, fps, SegmentConfig(),
+                                                                          names, None)]
+
 def test_bell_shaped_human_reaches_and_a_stop_make_no_speed_change() -> None:
     """Teleoperated reaches (minimum-jerk speed profiles, sensor noise) have no steady speed levels: the
     speed rule stays silent, and a stop (moving -> still) is the pause rule's, not a speed change."""

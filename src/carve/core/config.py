@@ -126,6 +126,7 @@ class SegmentConfig(_Section):
     speed_step_window_s: float = Field(default=0.2, gt=0.0)  # each level holds this long ...
     speed_step_steady: float = Field(default=0.25, gt=0.0)  # ... within this fraction of its median
     speed_step_transition_s: float = Field(default=0.2, gt=0.0)  # the change completes within this
+    command_lead_s: float = Field(default=0.3, ge=0.0)  # the lag an arm may follow its position command with
     refractory_s: float = Field(default=0.1, ge=0.0)  # no two boundaries closer than this
     use_visual: bool = False
     visual_threshold: float = Field(default=0.22, ge=0.0)  # on the change score of ingest.visual descriptors

@@ -48,6 +48,18 @@ class ArmLayout:
     degrees: bool = False  # joint columns recorded in degrees (converted to rad)
     gripper: int | None = None  # state column of the measured opening
     gripper_action: int | None = None  # action column of the command
+    # (state column, action column) of each position the action commands (the same name in both: a target,
+    # not a delta), with their kind and unit; empty when the action commands none of the arm's positions
+    command: list[tuple[int, int]] = field(default_factory=list)
+    command_kind: str = "joint"
+    command_degrees: bool = False
+
+    def command_signal(self, action: np.ndarray | None) -> np.ndarray:
+        """(T, k) the commanded positions in SI units (rad or m); (T, 0) without any."""
+        if action is None or not self.command:
+            return np.zeros((0 if action is None else action.shape[0], 0))
+        x = np.asarray(action, dtype=np.float64)[:, [a for _, a in self.command]]
+        return np.deg2rad(x) if self.command_degrees else x
 
     def motion_signal(self, state: np.ndarray, action: np.ndarray | None) -> np.ndarray:
         """(T, k) motion columns in SI units (rad or m); (T, 0) when the arm has none."""
@@ -162,4 +174,23 @@ def arm_layouts(
         if lay.motion and lay.kind == "joint":
             src = action if lay.motion_in_action else state
             lay.degrees = _looks_like_degrees(np.asarray(src, dtype=np.float64)[:, lay.motion])
+        if snames and anames and action is not None:
+            _command_columns(lay, snames, anames, pre if multi else "", pat, state)
     return sorted(arms.values(), key=lambda a: a.name)
+
+
+def _command_columns(lay: ArmLayout, snames: list[str], anames: list[str], pre: str, pat: re.Pattern[str],
+                     state: np.ndarray) -> None:
+    """The arm's positions that the action commands: state and action columns of the same name (an
+    absolute target: a joint-position controller's, a leader arm's), grippers, deltas and non-positions
+    left out; at least two of them."""
+    where = {n.strip().lower(): j for j, n in enumerate(anames)}
+    pairs = [(i, where[n.strip().lower()]) for i, n in enumerate(snames)
+             if n.lower().startswith(pre) and n.strip().lower() in where and not pat.search(n)
+             and not _NOT_MOTION.search(n) and not _DELTA.search(n)]
+    cart = [(i, j) for i, j in pairs if _CARTESIAN.search(snames[i])]
+    pairs, kind = (cart, "cartesian") if len(cart) == 3 else ([p for p in pairs if p not in cart], "joint")
+    if len(pairs) >= 2:
+        lay.command, lay.command_kind = pairs, kind
+        lay.command_degrees = kind == "joint" and _looks_like_degrees(
+            np.asarray(state, dtype=np.float64)[:, [i for i, _ in pairs]])

@@ -32,6 +32,9 @@ resolved from the episode's fps, so the same configuration serves 10 fps and 50 
   stays silent on teleoperation. The boundary is the onset of the change.
 * `final_stop`: the same step from a steady level down to a rest that lasts to the episode's
   end (a controller's final "stay": nothing resumes, so the pause rule never marks it).
+* `command_lag` / `command_start`: where the actions are absolute targets of the arm's positions
+  (a joint-position controller, a leader arm) that the measured positions follow with a lag (up to
+  `command_lead_s`), a movement starts where its command starts.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ PAUSE = "pause"
 MOTION = "motion_change"
 MOTION_START = "motion_start"
 SPEED = "speed_change"
+_FLAT = 0.01  # a command's speed within this fraction of the next frame's does not rise (`command_start`)
 _ONSET_DEV = 0.1  # a speed step starts where the speed leaves its former level by more than this fraction
 
 
@@ -329,3 +333,39 @@ def final_stop(sp: np.ndarray, fps: float, pause_speed: float, moving: float,
     if len(half) == 0 or half[0] > g:
         return []
     return [(int(k), SPEED)]
+
+
+def command_lag(x: np.ndarray, cmd: np.ndarray, fps: float, lead: int) -> int:
+    """Frames (0 to `lead`) by which measured positions `x` follow their commanded targets `cmd` (the same
+    columns, the same units): the shift that best aligns the command's speed with the measured speed over the
+    episode (Pearson correlation; the smallest such shift on a tie). 0 when the command is the measurement."""
+    n = min(len(x), len(cmd))
+    if n < 3 or x.shape[1] == 0:
+        return 0
+    a, b = speed(cmd[:n], fps), speed(x[:n], fps)
+    best, lag = -np.inf, 0
+    for shift in range(0, lead + 1):
+        if n - shift < 3:
+            break
+        u, v = a[: n - shift], b[shift:]
+        if float(u.std()) < 1e-12 or float(v.std()) < 1e-12:
+            continue
+        c = float(np.corrcoef(u, v)[0, 1])
+        if c > best + 1e-9:
+            best, lag = c, shift
+    return lag
+
+
+def command_start(csp: np.ndarray, k: int, lead: int, floor: float) -> int:
+    """Where the command of a movement that the measured motion starts at `k` started: walked back from `k`
+    while the commanded positions' speed `csp` does not rise going back (to the command's speed minimum
+    before the movement, or the frame its command was still at rest, `floor`), at most `lead` frames; `k`
+    itself when the command is not moving there (the arm moved without being told: pushed, bumped)."""
+    if k <= 0 or k >= len(csp) or csp[k] <= floor:
+        return k
+    lo = max(0, k - lead)
+    j = k
+    while j > lo and floor < csp[j - 1] <= csp[j] * (1.0 + _FLAT) + 1e-12:  # a steady command is no rise
+        j -= 1
+    return j
+

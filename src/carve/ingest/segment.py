@@ -13,6 +13,8 @@ configuration serves 10 to 50 fps. Per arm, boundary candidates are:
   standing perfectly still;
 * `pause` (`ingest.kinematics`): the arm, after standing still for `pause_min_s`, starts to
   move again (placed at that onset);
+* both onsets go back to where their command started (`command_start`, at most `command_lead_s`)
+  when the actions are absolute targets of the arm's positions that it follows with a lag;
 * `motion_change` (`ingest.kinematics`): AWE waypoints (Shi et al., CoRL 2023) where the path
   turns by `turn_deg` or slows to a velocity minimum, for motion that flows from one phase
   into the next without a stop (lift -> move -> lower);
@@ -47,6 +49,8 @@ from carve.ingest.kinematics import (
     MOTION_START,
     PAUSE,
     SPEED,
+    command_lag,
+    command_start,
     final_stop,
     motion_starts,
     move_speed,
@@ -145,6 +149,7 @@ def arm_signals(layout: ArmLayout, state: np.ndarray, action: np.ndarray | None,
         hold = max(2, round(cfg.pause_min_s * fps))
         cands = [(sharpen_onset(raw, t, moving, hold), r) if r in (MOTION_START, PAUSE) else (t, r)
                  for t, r in cands]
+        cands = _command_led(cands, layout, state, action, fps, cfg)
         steps = ([*speed_steps(sp, fps, pause_speed, moving, cfg), *final_stop(sp, fps, pause_speed, moving, cfg)]
                  if cfg.use_speed_steps else [])
         if cfg.use_waypoints:
@@ -152,6 +157,34 @@ def arm_signals(layout: ArmLayout, state: np.ndarray, action: np.ndarray | None,
                                     steps, fps, cfg)
         cands += steps
     return ArmSignals(layout, sp, g, _accept(cands, n, _frames(cfg.refractory_s, fps)))
+
+
+def _command_led(cands: list[tuple[int, str]], layout: ArmLayout, state: np.ndarray, action: np.ndarray | None,
+                 fps: float, cfg: SegmentConfig) -> list[tuple[int, str]]:
+    """Motion starts and pause ends moved back to where their command started (`command_start`), when the
+    actions are absolute targets of the arm's positions (`ArmLayout.command`) that the arm follows with a lag
+    (`command_lag` >= 1 frame: a command equal to the measurement moves nothing): the phase starts where its
+    command does. Never to within `refractory_s` of the gripper transition before them (the grasp or release
+    the move ends keeps its frames)."""
+    cmd = layout.command_signal(action)
+    if not cmd.shape[1] or cmd.shape[0] < 3:
+        return cands
+    x = np.asarray(state, dtype=np.float64)[:, [i for i, _ in layout.command]]
+    lag = command_lag(np.deg2rad(x) if layout.command_degrees else x, cmd, fps, round(cfg.command_lead_s * fps))
+    if lag == 0:
+        return cands
+    grips = [t for t, r in cands if r in (GRIPPER_CLOSE, GRIPPER_OPEN)]
+    gap = _frames(cfg.refractory_s, fps)
+
+    csp = speed(cmd, fps)
+    floor = 0.5 * thresholds(layout.command_kind, cfg)[0]
+    lead = round(cfg.command_lead_s * fps)
+
+    def led(t: int) -> int:
+        before = [g for g in grips if g < t]
+        return min(t, max(command_start(csp, t, lead, floor), max(before) + gap if before else 1))
+
+    return [(led(t), r) if r in (MOTION_START, PAUSE) else (t, r) for t, r in cands]
 
 
 def _outside_steps(cands: list[tuple[int, str]], steps: list[tuple[int, str]], fps: float,
