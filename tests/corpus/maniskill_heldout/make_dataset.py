@@ -27,11 +27,8 @@ the env id, seed, success step and the planner's calls with their start and end 
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import sys
 from pathlib import Path
-
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 _spec = importlib.util.spec_from_file_location("mw_make_dataset", HERE.parent / "metaworld" / "make_dataset.py")
@@ -45,61 +42,23 @@ mk.ACTION_NAMES = [*JOINTS, "gripper_open"]
 mk.CAMERA_KEYS = {"render_camera": "render_camera"}
 VIDEO_GOP = 10  # keyframe interval passed to lerobot's encode_video_frames (module doc)
 
+mk.ROBOT_TYPE = "panda"
 _truth_entries = mk.truth_entries
 _carve_truth = mk.carve_truth
+_write_dataset = mk.write_dataset
 
 
 def write_dataset(args, episodes: list[dict], subtasks: dict[str, int]) -> None:
     import functools
 
-    import lerobot
     import lerobot.datasets.lerobot_dataset as lds
-    import pandas as pd
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     encode = lds.encode_video_frames
     lds.encode_video_frames = functools.partial(encode, g=VIDEO_GOP)
     try:
-        _write(args, episodes, subtasks, lerobot, pd, LeRobotDataset)
+        _write_dataset(args, episodes, subtasks)  # ../metaworld/make_dataset.py's writer, with our names
     finally:
         lds.encode_video_frames = encode
-
-
-def _write(args, episodes, subtasks, lerobot, pd, LeRobotDataset) -> None:
-    cams = episodes[0]["meta"]["cameras"]
-    h, w = episodes[0][f"image_{cams[0]}"].shape[1:3]
-    video = {"dtype": "video", "shape": (h, w, 3), "names": ["height", "width", "channels"]}
-    features = {f"observation.images.{mk.CAMERA_KEYS[c]}": dict(video) for c in cams}
-    features["observation.state"] = {"dtype": "float32", "shape": (len(mk.STATE_NAMES),),
-                                     "names": list(mk.STATE_NAMES)}
-    features["action"] = {"dtype": "float32", "shape": (len(mk.ACTION_NAMES),), "names": list(mk.ACTION_NAMES)}
-    features["subtask_index"] = {"dtype": "int64", "shape": (1,), "names": None}
-    ds = LeRobotDataset.create(
-        repo_id=args.repo_id, fps=args.fps, root=args.out, features=features, robot_type="panda",
-        use_videos=True,
-    )
-    for ep in episodes:
-        names = ep["meta"]["phases"]
-        sub = np.array([subtasks[names[p]] for p in ep["frame_phase"]], dtype=np.int64)
-        for i in range(len(ep["state"])):
-            frame = {f"observation.images.{mk.CAMERA_KEYS[c]}": ep[f"image_{c}"][i] for c in cams}
-            frame["observation.state"] = ep["state"][i].astype(np.float32)
-            frame["action"] = ep["action"][i].astype(np.float32)
-            frame["subtask_index"] = np.array([sub[i]], dtype=np.int64)
-            frame["task"] = ep["meta"]["task"]
-            ds.add_frame(frame)
-        # as ../metaworld/make_dataset.py: lerobot 0.4.4 + numpy >= 2.4 need this (1,) buffer flattened
-        ds.episode_buffer["subtask_index"] = [np.int64(v[0]) for v in ds.episode_buffer["subtask_index"]]
-        ds.save_episode()
-    ds.finalize()
-    images = args.out / "images"  # lerobot's scratch dir for frames before encoding, left empty
-    if images.is_dir() and not any(p.is_file() for p in images.rglob("*")):
-        shutil.rmtree(images)
-    order = sorted(subtasks.items(), key=lambda kv: kv[1])
-    pd.DataFrame(
-        {"subtask_index": [i for _, i in order]}, index=pd.Index([t for t, _ in order], name="subtask")
-    ).to_parquet(args.out / "meta" / "subtasks.parquet")
-    print(f"wrote {args.out} with lerobot {lerobot.__version__}")
 
 
 def truth_entries(episodes: list[dict], fps: int) -> list[dict]:

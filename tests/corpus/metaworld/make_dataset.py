@@ -75,7 +75,13 @@ def subtask_table(episodes: list[dict]) -> dict[str, int]:
     return texts
 
 
+ROBOT_TYPE = "sawyer"
+
+
 def write_dataset(args: argparse.Namespace, episodes: list[dict], subtasks: dict[str, int]) -> None:
+    """The episodes as a LeRobot v3.0 dataset at `args.out`, written by lerobot itself (`STATE_NAMES`,
+    `ACTION_NAMES`, `CAMERA_KEYS` and `ROBOT_TYPE` name what it records; a generator that reuses this
+    module sets them)."""
     import lerobot
     import pandas as pd
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
@@ -84,11 +90,11 @@ def write_dataset(args: argparse.Namespace, episodes: list[dict], subtasks: dict
     h, w = episodes[0][f"image_{cams[0]}"].shape[1:3]
     video = {"dtype": "video", "shape": (h, w, 3), "names": ["height", "width", "channels"]}
     features = {f"observation.images.{CAMERA_KEYS[c]}": dict(video) for c in cams}
-    features["observation.state"] = {"dtype": "float32", "shape": (4,), "names": list(STATE_NAMES)}
-    features["action"] = {"dtype": "float32", "shape": (4,), "names": list(ACTION_NAMES)}
+    features["observation.state"] = {"dtype": "float32", "shape": (len(STATE_NAMES),), "names": list(STATE_NAMES)}
+    features["action"] = {"dtype": "float32", "shape": (len(ACTION_NAMES),), "names": list(ACTION_NAMES)}
     features["subtask_index"] = {"dtype": "int64", "shape": (1,), "names": None}
     ds = LeRobotDataset.create(
-        repo_id=args.repo_id, fps=args.fps, root=args.out, features=features, robot_type="sawyer",
+        repo_id=args.repo_id, fps=args.fps, root=args.out, features=features, robot_type=ROBOT_TYPE,
         use_videos=True,
     )
     for ep in episodes:
