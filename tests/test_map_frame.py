@@ -210,3 +210,38 @@ def test_first_screen_revalidates_with_its_etag(small: Any):
     filtered = c.get(url, params={"task": task}, headers={**AUTH, "If-None-Match": tag})
     assert filtered.status_code == 200 and "etag" not in filtered.headers
     assert _client(small.root).get(url, headers={**AUTH, "If-None-Match": tag}).status_code == 304
+
+
+def _carried(page: str) -> bytes | None:
+    """The frame a map page carries (base64 in <script id="carve-frame">), or None."""
+    import base64
+    import re
+
+    m = re.search(r'<script id="carve-frame" type="application/octet-stream">([A-Za-z0-9+/=]+)</script>', page)
+    return base64.b64decode(m.group(1)) if m else None
+
+
+def test_map_page_carries_its_first_screen(small: Any):
+    """The map page of a dataset's whole map carries the first screen's frame (no second request):
+    the same bytes as the frame route gives for the canvas the page last measured (its cookie),
+    or for a 1280-px window's canvas; none with a filter in the address or for an unknown dataset."""
+    c = _client(small.root)
+    r = c.get("/ui/map", params={"dataset": "sim"}, headers={**AUTH, "Accept-Encoding": "gzip"})
+    assert r.status_code == 200 and r.headers["content-encoding"] == "gzip" and "no-store" in r.headers["cache-control"]
+    carried = _carried(r.text)
+    api = c.get("/datasets/sim/map/frame", params={"width": 930, "height": 638}, headers=AUTH).content
+    assert carried == api
+    head, sec = decode(carried)
+    layout = _layout(small.root, "sim")
+    assert head["total"] == len(layout) and set(_ids(sec)) <= set(layout)
+    c.cookies.set("carve_map_screen", "500x300")
+    sized = _carried(c.get("/ui/map", params={"dataset": "sim"}, headers=AUTH).text)
+    assert sized == c.get("/datasets/sim/map/frame", params={"width": 500, "height": 300}, headers=AUTH).content
+    assert sized != carried
+    c.cookies.set("carve_map_screen", "9x99999")  # out of range: the default screen
+    assert _carried(c.get("/ui/map", params={"dataset": "sim"}, headers=AUTH).text) == api
+    task = next(iter(layout.values()))["task"]
+    assert _carried(c.get("/ui/map", params={"dataset": "sim", "task": task}, headers=AUTH).text) is None
+    missing = c.get("/ui/map", params={"dataset": "nosuch"}, headers=AUTH)
+    assert missing.status_code == 200 and _carried(missing.text) is None
+    assert c.get("/ui/map", params={"dataset": "sim"}).status_code == 401  # the key is still needed

@@ -139,6 +139,37 @@ def test_map_first_screen_is_one_binary_request(env: Env, page: Any):
 
 
 @browser
+def test_map_first_screen_comes_in_the_page(env: Env, page: Any):
+    """A dataset's whole map needs no request beyond the page: the page carries the first screen's
+    frame, made for the canvas the page measured last time (a cookie); the filters' lists are asked
+    for after the map is drawn."""
+    seen: list[str] = []
+    page.on("request", lambda r: seen.append(r.url))
+    _open_map(env, page)
+    assert not [u for u in seen if "/map/frame" in u], seen
+    canvas = page.evaluate("[window.CARVE_MAP.w, window.CARVE_MAP.h]")
+    cookie = {c["name"]: c["value"] for c in page.context.cookies()}["carve_map_screen"]
+    assert cookie == f"{round(canvas[0])}x{round(canvas[1])}"
+    whole = env.get("/datasets/sim/map?limit=1")["total"]
+    n = page.evaluate("window.CARVE_MAP.points.length")
+    assert 0 < n <= whole and page.inner_text("#map-info").startswith(f"{n} of {whole} events")
+    filters = [i for i, u in enumerate(seen) if "/map/facets" in u]
+    assert filters, seen
+    page.set_viewport_size({"width": 700, "height": 900})  # a narrower window: the frame in the page no longer
+    seen.clear()                                           # fits, so it is asked for at the new size
+    _open_map(env, page)
+    w = page.evaluate("window.CARVE_MAP.w")
+    assert w < canvas[0] - 100
+    frames = [u for u in seen if "/map/frame" in u]
+    assert len(frames) == 1 and f"width={round(w)}" in frames[0], frames
+    assert {c["name"]: c["value"] for c in page.context.cookies()}["carve_map_screen"].startswith(f"{round(w)}x")
+    seen.clear()  # and from then on the page carries a frame made for it
+    _open_map(env, page)
+    assert not [u for u in seen if "/map/frame" in u], seen
+    shot(page, "map-inline")
+
+
+@browser
 def test_map_zoom_asks_for_the_visible_box(env: Env, page: Any):
     _open_map(env, page)
     n0 = page.evaluate("window.CARVE_MAP.points.length")

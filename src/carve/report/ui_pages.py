@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -68,21 +69,34 @@ def static_file(name: str) -> tuple[bytes, str]:
     return _read(name), _MEDIA[Path(name).suffix]
 
 
+@dataclass(frozen=True)
+class InlineFrame:
+    """A map frame (`carve.audit.mapframe`) the served map page carries in its HTML, base64, so that
+    its first screen needs no second request: made for `dataset`'s whole map on a width x height canvas."""
+
+    dataset: str
+    width: int
+    height: int
+    b64: str
+
+
 def render_ui(page: str, *, mode: str = "server", token: str = "", base: str = "/ui/",
               title: str | None = None, snapshots: list[str] | None = None,
-              user: dict[str, Any] | None = None) -> str:
+              user: dict[str, Any] | None = None, frame: InlineFrame | None = None) -> str:
     """The HTML shell of `page`. `mode` is "server" (data from the API, `token` sent as Bearer)
     or "static" (data from `data/*.js` snapshots beside the page; `snapshots` lists the keys the
     export holds). `base` is where the static assets are (`/ui/static/` or `static/`). `user`:
     the signed-in user ({name, role, may: {action: bool}}), shown on the page, whose `may`
-    hides the actions the role may not take (None: a static export, no user)."""
+    hides the actions the role may not take (None: a static export, no user). `frame`: the map's
+    first screen, carried in the map page (served mode)."""
     if page not in PAGES:
         raise KeyError(page)
     cfg = {"mode": mode, "base": base, "token": token, "page": page, "snapshots": snapshots or [], "paths": PATHS,
-           "cluster_page": CLUSTER_PAGE, "user": user}
+           "cluster_page": CLUSTER_PAGE, "user": user,
+           "frame": None if frame is None else {"dataset": frame.dataset, "width": frame.width, "height": frame.height}}
     tpl = ENV.get_template(f"ui/{page}.html.j2")
     return tpl.render(
-        page=page, title=title or page, keys=KEYS, static_base=base + "static/",
+        page=page, title=title or page, keys=KEYS, static_base=base + "static/", frame=frame,
         # JSON in a <script type=application/json>: '<' is escaped so no value can close the tag
         config_json=Markup(json.dumps(cfg).replace("<", "\\u003c")),
     )

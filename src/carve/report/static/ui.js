@@ -328,8 +328,22 @@
     return {head: head, points: pts, density: s.density ? {bins: head.bins, extent: head.extent, counts: s.density} : null};
   }
   function mark(name) { if (window.performance && performance.mark) performance.mark(name); }  // for traces and the bench
-  function apiFrame(path, response) {  // `response`: a fetch of `path` already under way (the page's early one)
-    return (response || fetch(path, {headers: authHeaders(), credentials: "same-origin"})).then(function (r) {
+  function inlineBytes(id) {  // the base64 bytes of <script id=... type=application/octet-stream> (the served map)
+    var el = document.getElementById(id), t = el ? el.textContent.trim() : "";
+    if (!t) return null;
+    if (Uint8Array.fromBase64) return Uint8Array.fromBase64(t).buffer;
+    var s = atob(t), a = new Uint8Array(s.length);
+    for (var i = 0; i < s.length; i++) a[i] = s.charCodeAt(i);
+    return a.buffer;
+  }
+  function apiFrame(path, early) {  // `early`: the page's own start on this frame (map.html.j2): {inline}, or {response}
+    var buf = early && early.inline ? inlineBytes(early.inline) : null;
+    if (buf) {  // carried in the page
+      mark("carve-map-received");
+      return Promise.resolve(decodeFrame(buf));
+    }
+    if (early && early.inline) early = null;  // not there after all: ask for it
+    return (early && early.response || fetch(path, {headers: authHeaders(), credentials: "same-origin"})).then(function (r) {
       if (!r.ok) {
         return r.text().then(function (t) {
           var detail = t;
@@ -520,9 +534,13 @@
       FILTERS.forEach(function (name) { var v = p.get(name); if (v !== null && v !== "") q0[name] = v; });
       var early = window.CARVE_EARLY_FRAME;  // started by the page's head (map.html.j2) for this address
       window.CARVE_EARLY_FRAME = null;
-      var shown = drawMap(d, q0, early && early.search === location.search && early.dataset === d ? early.response : null);
-      var filled = Promise.all([api(P.datasets()), api(P.facets(d)).catch(function (e) { fail("facets", e); return {}; }),
-                                api(P.versions(d)).catch(function () { return {clusters: []}; })]).then(function (r) {
+      var shown = drawMap(d, q0, early && early.search === location.search && early.dataset === d ? early : null);
+      // the filters' lists are asked for once the first screen is drawn: asked beside the frame,
+      // their answers reach the page's one thread first and hold the frame's decode and paint
+      var filled = shown.then(function () {
+        return Promise.all([api(P.datasets()), api(P.facets(d)).catch(function (e) { fail("facets", e); return {}; }),
+                            api(P.versions(d)).catch(function () { return {clusters: []}; })]);
+      }).then(function (r) {
         fillSelect($("#f-dataset"), r[0].map(function (x) { return {value: x.name, count: x.events}; }), d);
         var facets = r[1];
         var cv = facetValues(facets, "clusters_version");
@@ -560,6 +578,12 @@
     MAP.dataset = d;
     MAP.filters = q;
     var seq = ++MAP.seq;
+    // the canvas's size, for the server to make the next page's inline frame for (routes/ui.py)
+    if (!STATIC) document.cookie = "carve_map_screen=" + Math.round(MAP.w) + "x" + Math.round(MAP.h) +
+      "; path=/ui; max-age=31536000; SameSite=Strict";
+    if (early && early.inline && !(Math.abs(early.width - MAP.w) <= 0.1 * MAP.w && Math.abs(early.height - MAP.h) <= 0.1 * MAP.h)) {
+      early = null;  // the page's frame was made for another screen: ask for this one
+    }
     var load = STATIC
       ? api(P.map(d)).then(function (m) {
           var pts = localFilter(m.points || [], q).slice(0, 5000), total = localFilter(m.points || [], q).length;

@@ -150,31 +150,58 @@ def map_frame(request: Request, views: ViewsDep, catalogs: CatalogsDep, name: st
     if any(b is None for b in box) and any(b is not None for b in box):
         raise HTTPException(status_code=422, detail="give all of x0, x1, y0, y1 (the view box) or none")
     view = None if x0 is None else [float(b) for b in box]  # type: ignore[arg-type]
-    vv, v, _ds, keep = _filtered(views, catalogs.get(), name, clusters_version_, q)
     gz = "gzip" in request.headers.get("accept-encoding", "")
-
-    def build() -> bytes:
-        return _ask(lambda: am.map_frame(vv, name, keep(), q.any(), view, width, height, cell, bins, density))
-
-    def pack(raw: bytes) -> bytes:
-        return gzip.compress(raw, compresslevel=5, mtime=0)
-
     headers = {"Cache-Control": "private, no-cache", "Vary": "Accept-Encoding"}
     if not q.any() and view is None:  # the first screen: built (and packed) once per version and screen
-        key = ("frame", name, v, vv.parts, width, height, cell, bins, density)
+        screen = first_screen(views, catalogs.get(), name, clusters_version_, width, height, cell, bins, density,
+                              build=False)
         # a browser revalidates it on every load (no-cache) and gets a 304 while the key holds
-        etag = _etag(key, gz)
+        etag = _etag(screen.key, gz)
         if etag in _if_none_match(request):
             return Response(status_code=304, headers={**headers, "ETag": etag})
-        raw, packed = views.cache.get(key, lambda: (lambda r: (r, pack(r)))(build()))
+        raw, packed = screen.frame()
         headers["ETag"] = etag
     else:
-        raw = build()
-        packed = pack(raw) if gz else raw
+        vv, _v, _ds, keep = _filtered(views, catalogs.get(), name, clusters_version_, q)
+        raw = _ask(lambda: am.map_frame(vv, name, keep(), q.any(), view, width, height, cell, bins, density))
+        packed = _pack(raw) if gz else raw
     headers["X-Frame-Bytes"] = str(len(raw))
     if gz:
         return Response(packed, media_type=mf.MEDIA_TYPE, headers={**headers, "Content-Encoding": "gzip"})
     return Response(raw, media_type=mf.MEDIA_TYPE, headers=headers)
+
+
+def _pack(raw: bytes) -> bytes:
+    return gzip.compress(raw, compresslevel=5, mtime=0)
+
+
+@dataclass(frozen=True)
+class FirstScreen:
+    """The map's first screen of one dataset for one canvas (no filter, no view box): its cache key
+    (dataset, clustering version and its parts, screen, cell, bins, underlay) and `frame()`, the
+    frame and its gzip, built once per key in the server's view cache."""
+
+    key: tuple[Any, ...]
+    frame: Callable[[], tuple[bytes, bytes]]
+
+
+def first_screen(views: Views, cat: Catalog, name: str, version: int | None, width: int, height: int,
+                 cell: int = mf.DEFAULT_CELL, bins: int = mf.DEFAULT_BINS, density: bool = True,
+                 build: bool = True) -> FirstScreen:
+    """The first screen of `name`'s map at clusters `version` (None: the latest) for a width x height
+    canvas; with `build`, the frame is made (or taken from the cache) now. The frame route and the
+    map page (which carries it inline, routes/ui.py) share it."""
+    vv, v, _ds, keep = _filtered(views, cat, name, version, MapFilters(defect=None))
+    key = ("frame", name, v, vv.parts, width, height, cell, bins, density)
+
+    def make() -> tuple[bytes, bytes]:
+        raw = _ask(lambda: am.map_frame(vv, name, keep(), False, None, width, height, cell, bins, density))
+        return raw, _pack(raw)
+
+    screen = FirstScreen(key, lambda: views.cache.get(key, make))
+    if build:
+        screen.frame()
+    return screen
 
 
 def _etag(key: tuple[Any, ...], gz: bool) -> str:
