@@ -22,7 +22,11 @@ median (min, max); the per-step seconds of the last auto run; peak RSS of the dr
 largest worker process (Ray's workers, raylet and GCS are the driver's descendants) and of the
 whole process tree (sampled every 0.1 s from /proc).
 
-    python -m bench.bench_run_small [--source D | --episodes 240] [--repeats 3]
+With `--before OTHER/src` another carve (a worktree of main, say) runs as one more variant
+(`carve_before`, as shipped), and with `--before-ray` also on Ray (`carve_before_ray`; its Ray
+overhead over its own in-process run, `ray_overhead_before`).
+
+    python -m bench.bench_run_small [--source D | --episodes 240] [--repeats 3] [--before OTHER/src [--before-ray]]
 """
 
 from __future__ import annotations
@@ -175,6 +179,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--before", type=Path, default=None,
                     help="the src/ folder of another carve (e.g. main's) to run as one more variant, carve_before")
+    ap.add_argument("--before-ray", action="store_true",
+                    help="with --before: also run it with --executor ray (carve_before_ray)")
     ap.add_argument("--decode-all", type=Path, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--decode-same", nargs=2, type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -200,6 +206,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                        ("carve_ray", ["--executor", "ray"], ROOT / "src")]
         if args.before:
             variants.append(("carve_before", [], args.before.resolve()))
+            if args.before_ray:
+                variants.append(("carve_before_ray", ["--executor", "ray"], args.before.resolve()))
         runs: dict[str, list[float]] = {k: [] for k in ("raw_all", "raw_same", *(v[0] for v in variants))}
         mem: dict[str, dict[str, float]] = {}
         frames = decoded_same = 0
@@ -248,6 +256,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "step_seconds_auto": {k: v.get("seconds") for k, v in (summary.get("stages") or {}).items()},
             **({"carve_before_s": _stat(runs["carve_before"]),
                 "ratio_before": med["raw_all"] / med["carve_before"]} if args.before else {}),
+            **({"carve_before_ray_s": _stat(runs["carve_before_ray"]),
+                "ray_overhead_before": _stat([r / a - 1.0 for r, a in zip(runs["carve_before_ray"], runs["carve_before"],
+                                                                          strict=True)]),
+                "peak_rss_before_ray_mb": mem.get("carve_before_ray")} if args.before and args.before_ray else {}),
             "peak_rss_auto_mb": mem.get("carve_auto"),
             "peak_rss_ray_mb": mem.get("carve_ray"),
         }
