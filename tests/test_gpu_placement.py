@@ -1,7 +1,7 @@
 """GPU placement: steps on `cuda` reserve GPUs at their `map_batches`, CPUs otherwise.
 
 - `build_steps` declares `num_gpus` for the embed step when `embed.device` is cuda (a share
-  with `ray.embed_num_gpus`), one CPU for decode and caption and none for the write; vLLM captioning reserves its GPUs
+  with `ray.embed_num_gpus`), one CPU for every other step; vLLM captioning reserves its GPUs
   in Ray Data LLM's own engine actors, so the caption worker holds none.
 - On the 2-node test cluster, whose second node declares one GPU (no real one: Ray accepts a
   declared GPU resource), a test double of the embed step reports what Ray gave its worker: it
@@ -38,11 +38,10 @@ def _resources(cfg: CarveConfig, root) -> dict[str, dict[str, float]]:
 def test_steps_declare_gpus_on_cuda_and_cpus_otherwise(tmp_path: Path):
     root = open_root(tmp_path / "root")
     cpu = _resources(_cfg(tmp_path), root)
-    assert cpu == {**{name: {"num_cpus": 1.0} for name in ("decode_segment", "caption", "embed")},
-                   "write": {"num_cpus": 0.0}}  # writing reserves no CPU (tests/test_ray_write_streams.py)
+    assert cpu == {name: {"num_cpus": 1.0} for name in ("decode_segment", "caption", "embed", "write")}
     cuda = _resources(_cfg(tmp_path, embed={"device": "cuda"}), root)
     assert cuda["embed"] == {"num_gpus": 1.0}
-    assert all(cuda[n] == {"num_cpus": 1.0} for n in ("decode_segment", "caption"))
+    assert all(cuda[n] == {"num_cpus": 1.0} for n in ("decode_segment", "caption", "write"))
     half = _cfg(tmp_path, embed={"device": "cuda:0"}, ray={"embed_num_gpus": 0.5})
     assert _resources(half, root)["embed"] == {"num_gpus": 0.5}
     vllm = _cfg(tmp_path, caption={"backend": "vllm", "model": "m"})

@@ -146,10 +146,8 @@ def build_steps(cfg: CarveConfig, root: Root, batch_id: str, workers: tuple[int,
                  num_gpus=gpus.get(Caption.name, 0.0)),
         StepSpec(Embed, {"cfg": cfg.embed}, concurrency=embed_n,
                  num_gpus=gpus.get(Embed.name, 0.0)),
-        # writing a part is short and mostly I/O: it reserves no CPU, or the decode and embed actors, which
-        # hold theirs for the whole run, would leave it none until they finish (every write at the end)
         StepSpec(WriteEvents, {"root": root, "batch_id": batch_id, "row_group_size": cfg.ray.part_row_group_size,
-                               "part_target_mb": cfg.ray.part_target_mb}, num_cpus=0.0),
+                               "part_target_mb": cfg.ray.part_target_mb}),
     ]
 
 

@@ -7,7 +7,7 @@ Each does its work in `process`; none overrides `__call__`, the one failure mech
   episode leaves a single row carrying its reason; its block-mates go on).
 - `Caption` (actors): the configured captioner (`carve.captioners`) over the good rows.
 - `Embed` (actors): the configured embedders (`carve.embedding`) over the good rows.
-- `WriteEvents` (Ray tasks, reserving no CPU: `pipeline/run.py` `build_steps`): the good events of a block as one atomic part file under
+- `WriteEvents` (Ray tasks): the good events of a block as one atomic part file under
   `<root>/events/batch=<id>/` (several, cut at episode boundaries, when the block's Arrow size
   exceeds `ray.part_target_mb`), passed on with the part holding each (`PART_FIELDS`); its
   `finish` hands on one summary row per episode, naming its part and the seconds each step
