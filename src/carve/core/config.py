@@ -32,6 +32,9 @@ class RayConfig(_Section):
     workers, token authentication, GPUs)."""
 
     address: str | None = None
+    # the embedded Ray's own address: its processes talk over loopback, never the host's network address
+    # (127.0.0.2: Ray takes 127.0.0.1 for "not given" and puts the host's address in its place); None: Ray's pick
+    node_ip_address: str | None = "127.0.0.2"
     num_cpus: int | None = Field(default=None, ge=1)
     num_gpus: int | None = Field(default=None, ge=0)  # embedded Ray only; None = what Ray detects
     object_store_memory_mb: int | None = Field(default=512, ge=64)

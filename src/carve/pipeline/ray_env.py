@@ -76,6 +76,8 @@ def ensure_ray(cfg: RayConfig) -> None:
                 kwargs["num_gpus"] = cfg.num_gpus
             if cfg.object_store_memory_mb is not None:
                 kwargs["object_store_memory"] = int(cfg.object_store_memory_mb) * 1024 * 1024
+            if cfg.node_ip_address:
+                kwargs["_node_ip_address"] = cfg.node_ip_address
             ray.init(**kwargs)
         if in_main and callable(prev_term):
             signal.signal(signal.SIGTERM, prev_term)
