@@ -95,13 +95,6 @@ Per arm, frames are labelled (the events' own boundaries are used only where not
    The hand tightens its hold on the object as it comes to rest; it neither carries nor works it in those
    frames. Fingers that settle while the hand keeps moving the object at speed belong to that motion.
 
-12. **A tool is carried, then worked with.** Where rule 8 holds and the instruction names a tool the hand
-   works with ("push the thermos with the stick", "hammer the nail": `TaskPhrases.tool`), the hand first
-   brings the tool to the part: the held stretch is a carry (**lift**) up to its last sharp turn
-   (`last_turn`), the action after it (all of it the action when the path never turns sharply). An
-   instruction whose verb is a reach ("reach the goal", "touch the cup") makes an arm's motion, without a
-   grasp, all **reach**.
-
 11. **Pressing on, not holding still.** Where the actions are Cartesian deltas (`signals.commanded_speed`),
    a final rest (rule 6) in which the command keeps asking for clear motion (at least the moving speed)
    that the hand does not make (below `PRESS_SHARE` of it, on at least half of the rest's frames) is the
@@ -109,6 +102,13 @@ Per arm, frames are labelled (the events' own boundaries are used only where not
    held (a button kept down, a block pressed into its hole), not a hold. An arm that rests because its
    command has stopped still holds (an expert's or operator's final "stay"); absolute-position actions say
    nothing of this and keep rule 6.
+
+12. **A tool is carried, then worked with.** Where rule 8 holds and the instruction names a tool the hand
+   works with ("push the thermos with the stick", "hammer the nail": `TaskPhrases.tool`), the hand first
+   brings the tool to the part: the held stretch is a carry (**lift**) up to its last sharp turn
+   (`last_turn`), the action after it (all of it the action when the path never turns sharply). An
+   instruction whose verb is a reach ("reach the goal", "touch the cup") makes an arm's motion, without a
+   grasp, all **reach**.
 
 Rule 1 also reads a grasp on the move with a height column: fingers that close while the hand still
 goes down (mostly down, faster than the pause speed) close in on the object, and the grasp lasts

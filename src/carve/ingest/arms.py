@@ -61,6 +61,11 @@ class ArmLayout:
         x = np.asarray(action, dtype=np.float64)[:, [a for _, a in self.command]]
         return np.deg2rad(x) if self.command_degrees else x
 
+    def command_measured(self, state: np.ndarray) -> np.ndarray:
+        """(T, k) the measured positions the action commands (`command`'s state columns), in SI units."""
+        x = np.asarray(state, dtype=np.float64)[:, [s for s, _ in self.command]]
+        return np.deg2rad(x) if self.command_degrees else x
+
     def motion_signal(self, state: np.ndarray, action: np.ndarray | None) -> np.ndarray:
         """(T, k) motion columns in SI units (rad or m); (T, 0) when the arm has none."""
         src = action if self.motion_in_action else state

@@ -265,6 +265,11 @@ def _apex(x: np.ndarray, sp: np.ndarray, w: int, prev: int, nxt: int, fps: float
     return int(a + np.argmax(inner)) if inner.size else w
 
 
+def _step_frames(fps: float, cfg: SegmentConfig) -> tuple[int, int]:
+    """(frames a steady level is read over, frames a change between levels may take) at `fps`."""
+    return max(3, round(cfg.speed_step_window_s * fps)), max(1, round(cfg.speed_step_transition_s * fps))
+
+
 def speed_steps(sp: np.ndarray, fps: float, pause_speed: float, moving: float,
                 cfg: SegmentConfig) -> list[tuple[int, str]]:
     """(frame, "speed_change") where the speed `sp` steps between two steady moving levels (see
@@ -272,8 +277,7 @@ def speed_steps(sp: np.ndarray, fps: float, pause_speed: float, moving: float,
     one at least half of `moving`; the frame is the first after the former level where the speed
     leaves it by more than `_ONSET_DEV`."""
     n = len(sp)
-    w = max(3, round(cfg.speed_step_window_s * fps))
-    g = max(1, round(cfg.speed_step_transition_s * fps))
+    w, g = _step_frames(fps, cfg)
     if n < 2 * w + g:
         return []
     win = np.lib.stride_tricks.sliding_window_view(np.asarray(sp, dtype=np.float64), w)  # win[i] = sp[i:i+w]
@@ -309,8 +313,7 @@ def final_stop(sp: np.ndarray, fps: float, pause_speed: float, moving: float,
     `pause_speed` by the last frame. Bell-shaped (human) stops hold no level before them, so the
     rule stays silent on teleoperation, as `speed_steps` does."""
     n = len(sp)
-    w = max(3, round(cfg.speed_step_window_s * fps))
-    g = max(1, round(cfg.speed_step_transition_s * fps))
+    w, g = _step_frames(fps, cfg)
     if n < w + 2 or sp[-1] >= pause_speed:
         return []
     a = n  # the trailing rest: sp[a:] < pause_speed

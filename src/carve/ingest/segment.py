@@ -169,16 +169,13 @@ def _command_led(cands: list[tuple[int, str]], layout: ArmLayout, state: np.ndar
     cmd = layout.command_signal(action)
     if not cmd.shape[1] or cmd.shape[0] < 3:
         return cands
-    x = np.asarray(state, dtype=np.float64)[:, [i for i, _ in layout.command]]
-    lag = command_lag(np.deg2rad(x) if layout.command_degrees else x, cmd, fps, round(cfg.command_lead_s * fps))
-    if lag == 0:
+    lead = round(cfg.command_lead_s * fps)
+    if command_lag(layout.command_measured(state), cmd, fps, lead) == 0:
         return cands
     grips = [t for t, r in cands if r in (GRIPPER_CLOSE, GRIPPER_OPEN)]
     gap = _frames(cfg.refractory_s, fps)
-
     csp = speed(cmd, fps)
     floor = 0.5 * thresholds(layout.command_kind, cfg)[0]
-    lead = round(cfg.command_lead_s * fps)
 
     def led(t: int) -> int:
         before = [g for g in grips if g < t]

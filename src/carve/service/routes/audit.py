@@ -153,8 +153,7 @@ def map_frame(request: Request, views: ViewsDep, catalogs: CatalogsDep, name: st
     gz = "gzip" in request.headers.get("accept-encoding", "")
     headers = {"Cache-Control": "private, no-cache", "Vary": "Accept-Encoding"}
     if not q.any() and view is None:  # the first screen: built (and packed) once per version and screen
-        screen = first_screen(views, catalogs.get(), name, clusters_version_, width, height, cell, bins, density,
-                              build=False)
+        screen = first_screen(views, catalogs.get(), name, clusters_version_, width, height, cell, bins, density)
         # a browser revalidates it on every load (no-cache) and gets a 304 while the key holds
         etag = _etag(screen.key, gz)
         if etag in _if_none_match(request):
@@ -186,10 +185,9 @@ class FirstScreen:
 
 
 def first_screen(views: Views, cat: Catalog, name: str, version: int | None, width: int, height: int,
-                 cell: int = mf.DEFAULT_CELL, bins: int = mf.DEFAULT_BINS, density: bool = True,
-                 build: bool = True) -> FirstScreen:
+                 cell: int = mf.DEFAULT_CELL, bins: int = mf.DEFAULT_BINS, density: bool = True) -> FirstScreen:
     """The first screen of `name`'s map at clusters `version` (None: the latest) for a width x height
-    canvas; with `build`, the frame is made (or taken from the cache) now. The frame route and the
+    canvas, its frame made (or taken from the cache) when `frame()` is called. The frame route and the
     map page (which carries it inline, routes/ui.py) share it."""
     vv, v, _ds, keep = _filtered(views, cat, name, version, MapFilters(defect=None))
     key = ("frame", name, v, vv.parts, width, height, cell, bins, density)
@@ -198,10 +196,7 @@ def first_screen(views: Views, cat: Catalog, name: str, version: int | None, wid
         raw = _ask(lambda: am.map_frame(vv, name, keep(), False, None, width, height, cell, bins, density))
         return raw, _pack(raw)
 
-    screen = FirstScreen(key, lambda: views.cache.get(key, make))
-    if build:
-        screen.frame()
-    return screen
+    return FirstScreen(key, lambda: views.cache.get(key, make))
 
 
 def _etag(key: tuple[Any, ...], gz: bool) -> str:
