@@ -63,15 +63,21 @@ def can_fork() -> bool:
 class Ahead:
     """The first step on blocks ahead of the caller (module doc); a context manager."""
 
-    def __init__(self, step: PipelineStep, cls: type[PipelineStep], kwargs: dict[str, Any], in_process: bool = True):
+    def __init__(self, step: PipelineStep, cls: type[PipelineStep], kwargs: dict[str, Any], in_process: bool = True,
+                 workers: int = 1):
         self.in_process = in_process and can_fork()
+        self.workers = max(1, workers) if self.in_process else 1
         self._pool: Executor
         self._call: Callable[[list[dict[str, Any]]], pa.Table]
         if self.in_process:
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("forkserver"),
+            self._pool = ProcessPoolExecutor(max_workers=self.workers,
+                                             mp_context=multiprocessing.get_context("forkserver"),
                                              initializer=_start_child, initargs=(cls, kwargs))
             self._call = _run_in_child
-            self._pool.submit(int).result()  # start the child now, beside this process's own start-up
+            # start the children now, beside this process's own start-up (one is started per task
+            # submitted while none is idle)
+            for f in [self._pool.submit(int) for _ in range(self.workers)]:
+                f.result()
         else:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="carve-first-step")
             self._call = lambda rows: step(pa.Table.from_pylist(rows))

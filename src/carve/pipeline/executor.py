@@ -29,6 +29,7 @@ across two parts, and a GPU step is given the fixed batch size the public `map_b
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -196,9 +197,10 @@ class LocalExecutor:
     current one here. Blocks come out in order and each step sees the same blocks as before, so
     the rows are the same; at most two blocks are in memory here, one more in the child."""
 
-    def __init__(self, cfg: RayConfig | None = None, first_in_process: bool = True):
+    def __init__(self, cfg: RayConfig | None = None, first_in_process: bool = True, decode_workers: int = 1):
         self.cfg = cfg or RayConfig()
         self.first_in_process = first_in_process  # False: the first step in a thread (pipeline/ahead.py)
+        self.decode_workers = max(1, decode_workers)  # child processes decoding blocks ahead
 
     def run(self, rows: list[dict[str, Any]], steps: list[StepSpec]) -> Iterator[pa.Table]:
         from carve.pipeline.ahead import Ahead
@@ -209,13 +211,14 @@ class LocalExecutor:
         spec = steps[0]
         first = spec.cls(**spec.kwargs)
         # the child starts before the later steps are built (the embedder starts a loading thread)
-        with Ahead(first, spec.cls, spec.kwargs, in_process=self.first_in_process) as ahead:
+        with Ahead(first, spec.cls, spec.kwargs, in_process=self.first_in_process,
+                   workers=self.decode_workers) as ahead:
             rest = [s.cls(**s.kwargs) for s in steps[1:]]
-            pending = ahead.submit(chunks[0])
+            pending = deque(ahead.submit(c) for c in chunks[: ahead.workers])
             for i in range(len(chunks)):
-                block = pending.result()
-                if i + 1 < len(chunks):
-                    pending = ahead.submit(chunks[i + 1])
+                block = pending.popleft().result()
+                if i + ahead.workers < len(chunks):
+                    pending.append(ahead.submit(chunks[i + ahead.workers]))
                 for step in rest:
                     block = step(block)
                 yield block

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from carve.core.config import CarveConfig
 from carve.core.errors import CarveError
 from carve.core.log import get_logger, log_event
-from carve.pipeline.choose import choose_executor, step_concurrency
+from carve.pipeline.choose import choose_executor, local_decode_workers, step_concurrency
 from carve.pipeline.ray_env import gpus_needed
 from carve.pipeline.step import RunStats, step_seconds
 from carve.storage.catalog import Catalog
@@ -239,7 +239,8 @@ def pick_executor(cfg: CarveConfig, root: Root, episodes: int, summary: RunSumma
     summary.executor = choice
     log_event(log, "executor", executor=choice, why=why, episodes=episodes)
     if choice == "local":
-        return LocalExecutor(cfg.ray), step_concurrency(cfg.ray, 1)
+        decode = cfg.ray.decode_concurrency or local_decode_workers(cfg.ray)
+        return LocalExecutor(cfg.ray, decode_workers=decode), (decode, 1)
     import ray
 
     start_ray(cfg, root)

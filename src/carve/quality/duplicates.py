@@ -7,12 +7,19 @@ episode (nearest state: where the copy was cut from it), that stretch and the co
 resampled to `POINTS` points, each dimension scaled by its spread across the dataset, and
 their RMS distance taken (each episode tried as the copy of the other). Two episodes closer
 than `check.duplicate_distance` are duplicates; the later one is reported.
+
+Only pairs whose mean states are within `PREFILTER` are compared (found in blocks of episodes,
+so memory grows with the dataset, not its square). Each episode's scaled states and signature,
+and each stretch tried as an original, are made once; a pair whose matched end states alone put
+it beyond the threshold (they are the first and last of the signatures' points, so they bound
+the RMS from below) is not resampled. The answers are those of comparing every admitted pair in
+full (tests/test_duplicate_copies.py); 1,000 simulated episodes: 4.9 s -> 0.8 s.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
-from typing import NamedTuple, TypeVar
+from collections.abc import Hashable, Iterable, Iterator
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +31,7 @@ K = TypeVar("K", bound=Hashable)
 
 POINTS = 64
 MAX_TRIM = 0.1
+_MARGIN = 1.0 + 1e-6  # a lower bound must clear the threshold by this factor to skip a pair (rounding)
 PREFILTER = 0.3  # mean-state distance (in the dataset's spread) beyond which two episodes are not compared
 
 
@@ -57,22 +65,77 @@ def copies(states: dict[K, np.ndarray], cfg: CheckConfig) -> dict[K, Copy]:
     whole = {k: signature(states[k]) for k in keys}
     scale = np.concatenate([whole[k] for k in keys]).std(axis=0)
     scale[scale < 1e-9] = 1.0
-    base = {k: whole[k] / scale for k in keys}
     # candidates first: a copy's mean state (over its normalised time) is close to the original's
-    means = np.stack([base[k].mean(axis=0) for k in keys])
-    near = np.sqrt(((means[:, None, :] - means[None, :, :]) ** 2).mean(axis=2)) < PREFILTER
+    means = np.stack([(whole[k] / scale).mean(axis=0) for k in keys])
+    scaled = _Scaled(states, scale)
     out: dict[K, Copy] = {}
-    for j, kb in enumerate(keys):
-        for i, ka in enumerate(keys[:j]):
-            if not near[i, j]:
-                continue
-            a, b = np.nan_to_num(states[ka]) / scale, np.nan_to_num(states[kb]) / scale
-            (d_ab, span), (d_ba, _) = _as_copy(a, b), _as_copy(b, a)
+    for j, near in _candidates(means):
+        kb = keys[j]
+        for i in near:
+            ka = keys[i]
+            (d_ab, span), (d_ba, _) = scaled.as_copy(ka, kb, cfg.duplicate_distance), \
+                scaled.as_copy(kb, ka, cfg.duplicate_distance)
             if min(d_ab, d_ba) < cfg.duplicate_distance:
                 # b cut from a: it covers `span` of a; a cut from b: b covers all of a
                 out[kb] = Copy(ka, min(d_ab, d_ba), span if d_ab <= d_ba else (0.0, 1.0))
                 break
     return out
+
+
+def _candidates(means: np.ndarray, rows: int = 1024) -> Iterator[tuple[int, np.ndarray]]:
+    """(j, the earlier indices i < j in order whose mean states are within `PREFILTER` RMS of j's),
+    for every j with any; the distances in blocks of `rows` episodes, so memory grows with the
+    dataset, not with its square."""
+    for lo in range(0, len(means), rows):
+        block = means[lo : lo + rows]
+        near = np.sqrt(((block[:, None, :] - means[None, : lo + len(block), :]) ** 2).mean(axis=2)) < PREFILTER
+        for r in range(len(block)):
+            j = lo + r
+            i = np.flatnonzero(near[r, :j])
+            if len(i):
+                yield j, i
+
+
+class _Scaled:
+    """The episodes' states scaled by the dataset's spread, each worked out once: the scaled array,
+    its whole signature (as a copy) and the signatures of the stretches tried as an original."""
+
+    def __init__(self, states: dict[Any, np.ndarray], scale: np.ndarray):
+        self.states, self.scale = states, scale
+        self._x: dict[Any, np.ndarray] = {}
+        self._sig: dict[Any, np.ndarray] = {}
+        self._stretch: dict[tuple[Any, int, int], np.ndarray] = {}
+
+    def x(self, k: Any) -> np.ndarray:
+        if k not in self._x:
+            self._x[k] = np.nan_to_num(self.states[k]) / self.scale
+        return self._x[k]
+
+    def sig(self, k: Any) -> np.ndarray:
+        if k not in self._sig:
+            self._sig[k] = signature(self.x(k))
+        return self._sig[k]
+
+    def as_copy(self, ka: Any, kb: Any, bound: float = float("inf")) -> tuple[float, tuple[float, float]]:
+        """`_as_copy(x(ka), x(kb))`, with the stretch signatures reused; a distance surely at or
+        above `bound` (its lower bound from the two matched end states alone is above it) comes
+        back as inf without the signatures being made."""
+        orig, copy = self.x(ka), self.x(kb)
+        n = len(orig)
+        w = max(2, int(MAX_TRIM * n) + 1)
+        d0 = np.linalg.norm(orig[:w] - copy[0], axis=1)
+        d1 = np.linalg.norm(orig[-w:] - copy[-1], axis=1)
+        i0, i1 = int(np.argmin(d0)), n - w + int(np.argmin(d1))
+        if i1 - i0 < 3:
+            return float("inf"), (0.0, 1.0)
+        # the first and last of the POINTS x D squared differences are these two (signature's end
+        # points are the stretch's and the copy's end states): a lower bound of the mean square
+        if (float(d0[i0]) ** 2 + float(d1[i1 - (n - w)]) ** 2) / (POINTS * orig.shape[1]) > (bound * _MARGIN) ** 2:
+            return float("inf"), (i0 / (n - 1), i1 / (n - 1))
+        key = (ka, i0, i1)
+        if key not in self._stretch:
+            self._stretch[key] = signature(orig[i0 : i1 + 1])
+        return _rms(self._stretch[key], self.sig(kb)), (i0 / (n - 1), i1 / (n - 1))
 
 
 def find(states: dict[int, np.ndarray], lengths: dict[int, int], cfg: CheckConfig) -> dict[int, Defect]:
@@ -89,13 +152,7 @@ def duplicate_defect(c: Copy, length: int) -> Defect:
 def _as_copy(orig: np.ndarray, copy: np.ndarray) -> tuple[float, tuple[float, float]]:
     """(RMS distance of `copy` to the stretch of `orig` it would have been cut from (scaled
     states), that stretch as fractions of `orig`'s duration)."""
-    n = len(orig)
-    w = max(2, int(MAX_TRIM * n) + 1)
-    i0 = int(np.argmin(np.linalg.norm(orig[:w] - copy[0], axis=1)))
-    i1 = n - w + int(np.argmin(np.linalg.norm(orig[-w:] - copy[-1], axis=1)))
-    if i1 - i0 < 3:
-        return float("inf"), (0.0, 1.0)
-    return _rms(signature(orig[i0 : i1 + 1]), signature(copy)), (i0 / (n - 1), i1 / (n - 1))
+    return _Scaled({0: orig, 1: copy}, np.float64(1.0)).as_copy(0, 1)
 
 
 def episode_states(parts: Iterable[pa.Table], max_points: int = 512) -> tuple[dict[str, np.ndarray], dict[str, int]]:
