@@ -9,6 +9,7 @@ must not be used by the child.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -46,6 +47,16 @@ class WherePid(Toy):
         return rows.append_column("_pid", pa.array([os.getpid()] * rows.num_rows, pa.int64()))
 
 
+class SlowPid(WherePid):
+    """Notes its process after a pause (long enough for the other children to take the next blocks)."""
+
+    name = "slow"
+
+    def process(self, rows: pa.Table) -> pa.Table:
+        time.sleep(0.3)
+        return super().process(rows)
+
+
 class Passes(Toy):
     name = "passes"
 
@@ -73,9 +84,9 @@ ROWS = [{"episode_id": f"ep{i}", "task": f"task {i}"} for i in range(7)]
 CFG = RayConfig(part_episodes=2)
 
 
-def _run(first: type[PipelineStep], in_process: bool, **kwargs: object) -> list[pa.Table]:
+def _run(first: type[PipelineStep], in_process: bool, workers: int = 1, **kwargs: object) -> list[pa.Table]:
     steps = [StepSpec(first, dict(kwargs)), StepSpec(Passes)]
-    return list(LocalExecutor(CFG, first_in_process=in_process).run(ROWS, steps))
+    return list(LocalExecutor(CFG, first_in_process=in_process, decode_workers=workers).run(ROWS, steps))
 
 
 def test_the_child_and_the_thread_hand_on_the_same_blocks() -> None:
@@ -89,10 +100,20 @@ def test_the_child_and_the_thread_hand_on_the_same_blocks() -> None:
     assert [r["episode_id"] for b in child for r in b.to_pylist()] == [r["episode_id"] for r in ROWS]
 
 
+def test_several_children_hand_on_the_blocks_in_order() -> None:
+    """Three children decode blocks ahead; the later steps still get them in order, the same."""
+    one, three = _run(WherePid, True), _run(SlowPid, True, workers=3)
+    assert len({p for b in three for p in b.column("_pid").to_pylist()}) > 1  # several processes decoded
+    assert os.getpid() not in {p for b in three for p in b.column("_pid").to_pylist()}
+    for a, b in zip(one, three, strict=True):
+        assert a.drop_columns(["_pid"]).equals(b.drop_columns(["_pid"]))
+    assert [r["episode_id"] for b in three for r in b.to_pylist()] == [r["episode_id"] for r in ROWS]
+
+
 def test_an_error_of_the_first_step_reaches_the_caller() -> None:
-    for in_process in (True, False):
+    for in_process, workers in ((True, 1), (True, 2), (False, 1)):
         with pytest.raises(CarveError, match="the disk is full"):
-            _run(Fails, in_process)
+            _run(Fails, in_process, workers)
     with pytest.raises(CarveError, match="Odd in step fails: left/right"):  # not picklable back: named
         _run(Fails, True, odd=True)
 
@@ -123,11 +144,12 @@ def test_a_carve_run_gives_the_same_rows_with_the_first_step_in_a_thread(tmp_pat
     for i in range(3):
         write_folder_episode(src, f"ep_{i}", seed=i, frames=60)
     rows = []
-    for in_process in (True, False):
+    for in_process, workers in ((True, 2), (False, 1)):
         cfg = CarveConfig().with_overrides({"root": str(tmp_path / f"root-{in_process}"),
                                             "source": {"uri": str(src), "format": "folder"},
                                             "embed": {"text": "none"}, "ray": {"progress": False, "part_episodes": 1}})
-        s = run_pipeline(cfg, shard=False, executor=LocalExecutor(cfg.ray, first_in_process=in_process))
+        s = run_pipeline(cfg, shard=False, executor=LocalExecutor(cfg.ray, first_in_process=in_process,
+                                                                       decode_workers=workers))
         assert s.episodes_ok == 3 and s.events > 0
         t = pa.concat_tables([pq.read_table(p) for p in sorted((tmp_path / f"root-{in_process}").rglob(
             "events/**/*.parquet"))]).sort_by("event_id")

@@ -4,8 +4,8 @@ The first step (DecodeSegment) spends most of its time in the video decoder, the
 numpy, but a fair share of it is Python, which holds the GIL. As a thread beside the later steps
 (caption, embed, write, also partly Python) it waited for the GIL, and on 240 short episodes a
 block took it about twice as long as decoding the same block alone (BENCHMARKS.md, issue 22).
-`Ahead(step, spec)` runs it in a child process started for the run instead (one worker of a
-`ProcessPoolExecutor`), so the two run truly side by side; `submit(rows)` hands the child a
+`Ahead(step, spec, workers=N)` runs it in N child processes started for the run instead (the
+workers of a `ProcessPoolExecutor`), so they run truly side by side with the caller; `submit(rows)` hands the child a
 block's input rows and gives a future of the step's output table. The child runs the same step
 class with the same arguments on the same rows, so the rows are the same as in a thread.
 
