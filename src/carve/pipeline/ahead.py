@@ -5,7 +5,7 @@ numpy, but a fair share of it is Python, which holds the GIL. As a thread beside
 (caption, embed, write, also partly Python) it waited for the GIL, and on 240 short episodes a
 block took it about twice as long as decoding the same block alone (BENCHMARKS.md, issue 22).
 `Ahead(step, spec, workers=N)` runs it in N child processes started for the run instead (the
-workers of a `ProcessPoolExecutor`), so they run truly side by side with the caller; `submit(rows)` hands the child a
+workers of a `ProcessPoolExecutor`), so they run truly side by side with the caller; `submit(rows)` hands a child a
 block's input rows and gives a future of the step's output table. The child runs the same step
 class with the same arguments on the same rows, so the rows are the same as in a thread.
 
