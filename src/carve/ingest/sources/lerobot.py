@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections import OrderedDict
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -362,6 +363,36 @@ def _extras(table: pa.Table, specs: dict[str, dict[str, Any]], label: str) -> di
     return out
 
 
+# a v3.0 data file at most this large (on disk) is read whole once and kept for its next episodes
+WHOLE_FILE_MAX_BYTES = 16 * 2**20
+_WHOLE_FILES = 2  # files kept (a block's episodes are consecutive: one file, or the end of one and the next)
+_whole: OrderedDict[tuple[str, str, int, int], pa.Table] = OrderedDict()
+
+
+def episode_rows(fs: pafs.FileSystem, path: str, episode_index: int) -> pa.Table:
+    """The rows of one episode in a v3.0 data file (many episodes per file). A file of at most
+    `WHOLE_FILE_MAX_BYTES` is read whole once and kept (keyed on its size and modification time)
+    while the next episodes come from it: one read per file, not one filtered read per episode
+    (on 1,000 short episodes, 8 per file, the per-episode reads were 2.9 s of the decode step's
+    36 s). Larger files: a filtered read, which touches only the row groups holding the episode."""
+    wanted = pc.field("episode_index") == episode_index
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(path)
+    if info.size is None or info.size > WHOLE_FILE_MAX_BYTES:
+        return pq.read_table(path, filesystem=fs, filters=wanted)
+    key = (fs.type_name, path, int(info.size), int(info.mtime_ns or 0))
+    whole = _whole.get(key)
+    if whole is None:
+        whole = pq.read_table(path, filesystem=fs)
+        _whole[key] = whole
+        while len(_whole) > _WHOLE_FILES:
+            _whole.popitem(last=False)
+    else:
+        _whole.move_to_end(key)
+    return whole.filter(wanted)
+
+
 def load_lerobot_episode(ref: EpisodeRef, *, camera: str | list[str] | None = None,
                          video_backend: str = "auto", strict: bool = True) -> Episode:
     loc = ref.locator
@@ -370,9 +401,7 @@ def load_lerobot_episode(ref: EpisodeRef, *, camera: str | list[str] | None = No
     data_path = join(root, loc["data_path"])
     try:
         if loc["version"] == "v3.0":
-            table = pq.read_table(
-                data_path, filesystem=fs, filters=pc.field("episode_index") == ref.episode_index,
-            )
+            table = episode_rows(fs, data_path, ref.episode_index)
         else:
             table = pq.read_table(data_path, filesystem=fs)
     except FileNotFoundError:
