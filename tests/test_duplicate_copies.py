@@ -93,7 +93,9 @@ def test_copies_agree_with_the_plain_rule(seed: int):
 def test_candidates_in_blocks_are_the_pairs_within_the_prefilter():
     rng = np.random.default_rng(3)
     means = rng.normal(scale=0.2, size=(301, 5))
-    got = {(i, j) for j, near in duplicates._candidates(means, rows=64) for i in near.tolist()}
+    got = {(i, j) for j, near in duplicates._candidates(means, budget_bytes=64 * 301 * 5 * 8) for i in near.tolist()}
     want = {(i, j) for j in range(len(means)) for i in range(j)
             if np.sqrt(np.mean((means[i] - means[j]) ** 2)) < PREFILTER}
     assert got == want and len(want) > 100
+    one_row = {(i, j) for j, near in duplicates._candidates(means, budget_bytes=1) for i in near.tolist()}
+    assert one_row == want

@@ -82,11 +82,13 @@ def copies(states: dict[K, np.ndarray], cfg: CheckConfig) -> dict[K, Copy]:
     return out
 
 
-def _candidates(means: np.ndarray, rows: int = 1024) -> Iterator[tuple[int, np.ndarray]]:
+def _candidates(means: np.ndarray, budget_bytes: int = 64 * 2**20) -> Iterator[tuple[int, np.ndarray]]:
     """(j, the earlier indices i < j in order whose mean states are within `PREFILTER` RMS of j's),
-    for every j with any; the distances in blocks of `rows` episodes, so memory grows with the
-    dataset, not with its square."""
-    for lo in range(0, len(means), rows):
+    for every j with any; the distances in blocks of rows sized so one block's differences fit in
+    `budget_bytes`: memory grows with the dataset, not with its square."""
+    n, d = means.shape
+    rows = max(1, budget_bytes // max(1, n * d * means.itemsize))
+    for lo in range(0, n, rows):
         block = means[lo : lo + rows]
         near = np.sqrt(((block[:, None, :] - means[None, : lo + len(block), :]) ** 2).mean(axis=2)) < PREFILTER
         for r in range(len(block)):
