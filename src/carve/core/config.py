@@ -52,6 +52,10 @@ class RayConfig(_Section):
     # episodes per Ray block and per events part file (fewer when that would leave decode workers idle:
     # pipeline/executor.py `plan_blocks`); a block's part is split at episode boundaries above part_target_mb
     part_episodes: int = Field(default=32, ge=1)
+    # Ray Data's per-operator resource reservation (DataContext.op_resource_reservation_enabled, on by
+    # default). Off: a task step (the decode) takes every CPU the actors leave, up to its concurrency,
+    # where on it ran one task of three on 4 CPUs; an actor may then wait for a task's CPU (docs/CLUSTER.md)
+    data_reservation: bool = True
     part_target_mb: float = Field(default=128.0, gt=0)
     part_row_group_size: int = Field(default=256, ge=1)  # rows per row group of an events part file
     # GPUs each embed worker reserves when embed.device is cuda; 0.5 lets two workers share one GPU

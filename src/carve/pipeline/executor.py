@@ -149,13 +149,16 @@ class RayExecutor:
         if not rows:
             return
         ctx = ray.data.DataContext.get_current()
-        saved = ctx.raise_original_map_exception
+        saved = ctx.raise_original_map_exception, ctx.op_resource_reservation_enabled
         # a step's own error (e.g. NoSpaceError naming the part) reaches the driver as itself, a CarveError
         ctx.raise_original_map_exception = True
+        # Ray Data's per-operator reservation splits part of the CPUs evenly between the steps (the
+        # decode, the bound, then runs fewer tasks than it has CPUs for): `ray.data_reservation`
+        ctx.op_resource_reservation_enabled = self.cfg.data_reservation
         try:
             yield from self._run(rows, steps)
         finally:
-            ctx.raise_original_map_exception = saved
+            ctx.raise_original_map_exception, ctx.op_resource_reservation_enabled = saved
 
     def _run(self, rows: list[dict[str, Any]], steps: list[StepSpec]) -> Iterator[pa.Table]:
         import ray.data

@@ -1,0 +1,48 @@
+"""`ray.data_reservation` reaches Ray Data for the run, and only for the run.
+
+Ray Data's per-operator resource reservation (`DataContext.op_resource_reservation_enabled`)
+splits part of the CPUs evenly between the operators; with it on, a 4-CPU run of `carve run`
+decoded one block at a time where its concurrency was 3 (docs/CLUSTER.md). `RayExecutor` sets
+the flag from the config while its blocks come out and puts the caller's value back after,
+also when a step fails.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from carve.core.config import RayConfig, SegmentConfig, SourceConfig
+from carve.ingest.sources import open_source
+from carve.pipeline.executor import RayExecutor, StepSpec
+from carve.pipeline.steps import DecodeSegment
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("reservation", [False, True])
+def test_the_flag_holds_during_the_run_and_is_put_back(ray_local, tmp_path: Path, reservation: bool):
+    import ray.data
+    from test_e2e_pipeline import write_folder_episode
+
+    for i in range(2):
+        write_folder_episode(tmp_path, f"ep_{i}", seed=i, frames=40)
+    rows = [r.to_row() for r in open_source(str(tmp_path), "folder").list_episodes()]
+    ctx = ray.data.DataContext.get_current()
+    before = ctx.op_resource_reservation_enabled
+    cfg = RayConfig(num_cpus=2, progress=False, part_episodes=1, data_reservation=reservation)
+    steps = [StepSpec(DecodeSegment, {"seg_cfg": SegmentConfig(), "src_cfg": SourceConfig(uri=str(tmp_path))})]
+    seen, events = [], 0
+    for block in RayExecutor(cfg).run(rows, steps):
+        seen.append(ctx.op_resource_reservation_enabled)
+        events += block.num_rows
+    assert events > 0 and seen == [reservation] * len(seen) and len(seen) == 2
+    assert ctx.op_resource_reservation_enabled == before
+    with pytest.raises(KeyError):  # rows that are no episodes: the step fails, the flag still comes back
+        list(RayExecutor(cfg).run([{"x": 1}], steps))
+    assert ctx.op_resource_reservation_enabled == before
+
+
+def test_ray_data_keeps_its_default_unless_asked():
+    assert RayConfig().data_reservation is True
+    assert RayConfig(data_reservation=False).data_reservation is False
