@@ -110,6 +110,17 @@ def test_several_children_hand_on_the_blocks_in_order() -> None:
     assert [r["episode_id"] for b in three for r in b.to_pylist()] == [r["episode_id"] for r in ROWS]
 
 
+def test_no_more_children_than_blocks() -> None:
+    """Eight children asked for, four blocks (7 rows, 2 per block): four processes are started."""
+    import multiprocessing
+
+    steps = [StepSpec(WherePid, {}), StepSpec(Passes)]
+    started = []
+    for _ in LocalExecutor(CFG, decode_workers=8).run(ROWS, steps):
+        started.append(len(multiprocessing.active_children()))
+    assert len(started) == 4 and max(started) == 4
+
+
 def test_an_error_of_the_first_step_reaches_the_caller() -> None:
     for in_process, workers in ((True, 1), (True, 2), (False, 1)):
         with pytest.raises(CarveError, match="the disk is full"):

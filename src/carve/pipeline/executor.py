@@ -217,8 +217,9 @@ class LocalExecutor:
         spec = steps[0]
         first = spec.cls(**spec.kwargs)
         # the child starts before the later steps are built (the embedder starts a loading thread)
+        # no more children than blocks: a child without a block would be started for nothing
         with Ahead(first, spec.cls, spec.kwargs, in_process=self.first_in_process,
-                   workers=self.decode_workers) as ahead:
+                   workers=min(self.decode_workers, len(chunks))) as ahead:
             rest = [s.cls(**s.kwargs) for s in steps[1:]]
             pending = deque(ahead.submit(c) for c in chunks[: ahead.workers])
             for i in range(len(chunks)):
