@@ -93,10 +93,11 @@ def _polyline_fit(p: np.ndarray, pieces: int) -> list[int]:
     arg = np.zeros((pieces + 1, m), int)
     best[0, 0] = 0.0
     for k in range(1, pieces + 1):
-        for j in range(1, m):
-            tot = best[k - 1, :j] + cost[:j, j]
-            i = int(np.argmin(tot))
-            best[k, j], arg[k, j] = tot[i], i
+        # best[k, j] = min over i < j of best[k - 1, i] + cost[i, j] (cost is inf for i >= j); argmin
+        # takes the first minimum, as a scan over i < j would
+        tot = best[k - 1][:, None] + cost
+        arg[k] = np.argmin(tot, axis=0)
+        best[k] = tot[arg[k], np.arange(m)]
     corners, j = [], m - 1
     for k in range(pieces, 1, -1):
         j = int(arg[k, j])
