@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from functools import lru_cache
@@ -367,6 +368,7 @@ def _extras(table: pa.Table, specs: dict[str, dict[str, Any]], label: str) -> di
 WHOLE_FILE_MAX_BYTES = 16 * 2**20
 _WHOLE_FILES = 2  # files kept (a block's episodes are consecutive: one file, or the end of one and the next)
 _whole: OrderedDict[tuple[str, str, int, int], pa.Table] = OrderedDict()
+_whole_lock = threading.Lock()  # the service runs jobs on threads of one process
 
 
 def episode_rows(fs: pafs.FileSystem, path: str, episode_index: int) -> pa.Table:
@@ -382,14 +384,16 @@ def episode_rows(fs: pafs.FileSystem, path: str, episode_index: int) -> pa.Table
     if info.size is None or info.size > WHOLE_FILE_MAX_BYTES:
         return pq.read_table(path, filesystem=fs, filters=wanted)
     key = (fs.type_name, path, int(info.size), int(info.mtime_ns or 0))
-    whole = _whole.get(key)
+    with _whole_lock:
+        whole = _whole.get(key)
+        if whole is not None:
+            _whole.move_to_end(key)
     if whole is None:
         whole = pq.read_table(path, filesystem=fs)
-        _whole[key] = whole
-        while len(_whole) > _WHOLE_FILES:
-            _whole.popitem(last=False)
-    else:
-        _whole.move_to_end(key)
+        with _whole_lock:
+            _whole[key] = whole
+            while len(_whole) > _WHOLE_FILES:
+                _whole.popitem(last=False)
     return whole.filter(wanted)
 
 
