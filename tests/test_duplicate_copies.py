@@ -29,7 +29,8 @@ def _as_copy(orig: np.ndarray, copy: np.ndarray) -> tuple[float, tuple[float, fl
     n = len(orig)
     w = max(2, int(MAX_TRIM * n) + 1)
     i0 = int(np.argmin(np.linalg.norm(orig[:w] - copy[0], axis=1)))
-    i1 = n - w + int(np.argmin(np.linalg.norm(orig[-w:] - copy[-1], axis=1)))
+    tail = np.linalg.norm(orig[-w:] - copy[-1], axis=1)
+    i1 = n - w + int(np.flatnonzero(tail == tail.min())[-1])  # the last of equally near states
     if i1 - i0 < 3:
         return float("inf"), (0.0, 1.0)
     d = float(np.sqrt(np.mean((_sig(orig[i0 : i1 + 1]) - _sig(copy)) ** 2)))
@@ -99,3 +100,26 @@ def test_candidates_in_blocks_are_the_pairs_within_the_prefilter():
     assert got == want and len(want) > 100
     one_row = {(i, j) for j, near in duplicates._candidates(means, budget_bytes=1) for i in near.tolist()}
     assert one_row == want
+
+
+def test_a_copy_whose_first_rest_moved_up_to_the_threshold_is_still_found():
+    """A copy equal to its original but for the rest it starts with, moved along one axis as far as
+    it can go with the pair still under the threshold: the end-state filters must keep it (the
+    plain rule finds it) and drop it a step further (the plain rule does not). Both episodes rest
+    at each end, as teleoperated episodes do (and the last of equally near tail states is taken)."""
+    rng = np.random.default_rng(7)
+    walk = np.cumsum(rng.normal(size=(80, 3)), axis=0)
+    orig = np.concatenate([np.repeat(walk[:1], 15, axis=0), walk, np.repeat(walk[-1:], 15, axis=0)])
+    others = {k: np.cumsum(rng.normal(size=(110, 3)), axis=0) for k in range(2, 6)}
+    threshold = 0.02
+    found_at = []
+    for delta in np.geomspace(0.01, 50.0, 80):
+        copy = orig.copy()
+        copy[:15, 1] += delta
+        states = {0: orig, 1: copy, **others}
+        want = reference(states, threshold)
+        got = {k: (c.of, c.distance, c.span) for k, c in
+               duplicates.copies(states, CheckConfig(duplicate_distance=threshold)).items()}
+        assert got == want, delta
+        found_at.append(1 in want)
+    assert found_at[0] and not found_at[-1]  # the sweep crosses the threshold

@@ -12,8 +12,10 @@ Only pairs whose mean states are within `PREFILTER` are compared (found in block
 so memory grows with the dataset, not its square). Each episode's scaled states and signature,
 and each stretch tried as an original, are made once; a pair whose matched end states alone put
 it beyond the threshold (they are the first and last of the signatures' points, so they bound
-the RMS from below) is not resampled. The answers are those of comparing every admitted pair in
-full (tests/test_duplicate_copies.py); 1,000 simulated episodes: 4.9 s -> 0.8 s.
+the RMS from below) is not resampled, and a pair where neither episode's end states fall in the
+boxes the other's first and last states span, so widened, is not looked at (`_EndBoxes`). The
+answers are those of comparing every admitted pair in full (tests/test_duplicate_copies.py);
+1,000 simulated episodes: 4.9 s -> 0.8 s (the bound) -> 0.3 s (the boxes).
 """
 
 from __future__ import annotations
@@ -70,10 +72,11 @@ def copies(states: dict[K, np.ndarray], cfg: CheckConfig) -> dict[K, Copy]:
     # candidates first: a copy's mean state (over its normalised time) is close to the original's
     means = np.stack([(whole[k] / scale).mean(axis=0) for k in keys])
     scaled = _Scaled(states, scale)
+    ends = _EndBoxes([scaled.x(k) for k in keys], cfg.duplicate_distance)
     out: dict[K, Copy] = {}
     for j, near in _candidates(means):
         kb = keys[j]
-        for i in near:
+        for i in ends.either_way(j, near):
             ka = keys[i]
             (d_ab, span), (d_ba, _) = scaled.as_copy(ka, kb, cfg.duplicate_distance), \
                 scaled.as_copy(kb, ka, cfg.duplicate_distance)
@@ -98,6 +101,33 @@ def _candidates(means: np.ndarray, budget_bytes: int = 64 * 2**20) -> Iterator[t
             i = np.flatnonzero(near[r, :j])
             if len(i):
                 yield j, i
+
+
+class _EndBoxes:
+    """Each episode's first and last states, and the boxes its first and last `MAX_TRIM` of states
+    span widened by the most a matched end state may differ from them with the pair still under
+    `bound` (`_Scaled.as_copy`'s lower bound: each of the two end distances is at most
+    bound x sqrt(POINTS x D), and so is each coordinate's difference). A pair is resampled only
+    when one episode's end states lie in the other's boxes; the others' distances are surely at or
+    above `bound` both ways. On 1,000 simulated episodes this keeps 3,695 of 30,115 pairs."""
+
+    def __init__(self, xs: list[np.ndarray], bound: float):
+        d = xs[0].shape[1]
+        r = bound * _MARGIN * np.sqrt(POINTS * d) * (1 + 1e-9) + 1e-12
+        lo, hi, ends = [], [], []
+        for x in xs:
+            w = max(2, int(MAX_TRIM * len(x)) + 1)
+            head, tail = x[:w], x[-w:]
+            lo.append(np.concatenate([head.min(axis=0), tail.min(axis=0)]) - r)
+            hi.append(np.concatenate([head.max(axis=0), tail.max(axis=0)]) + r)
+            ends.append(np.concatenate([x[0], x[-1]]))
+        self.lo, self.hi, self.ends = np.array(lo), np.array(hi), np.array(ends)
+
+    def either_way(self, j: int, near: np.ndarray) -> np.ndarray:
+        """The indices among `near` that could be the original of j, or its copy."""
+        copy_of = np.all((self.ends[j] >= self.lo[near]) & (self.ends[j] <= self.hi[near]), axis=1)
+        origin_of = np.all((self.ends[near] >= self.lo[j]) & (self.ends[near] <= self.hi[j]), axis=1)
+        return near[copy_of | origin_of]
 
 
 class _Scaled:
@@ -129,7 +159,10 @@ class _Scaled:
         w = max(2, int(MAX_TRIM * n) + 1)
         d0 = np.linalg.norm(orig[:w] - copy[0], axis=1)
         d1 = np.linalg.norm(orig[-w:] - copy[-1], axis=1)
-        i0, i1 = int(np.argmin(d0)), n - w + int(np.argmin(d1))
+        # among equally near states (an arm at rest), the stretch takes the widest: the first of the
+        # head's, the last of the tail's (the first of a rest at the end cut the stretch short, and an
+        # exact copy of an episode ending in a rest measured far from its original)
+        i0, i1 = int(np.argmin(d0)), n - 1 - int(np.argmin(d1[::-1]))
         if i1 - i0 < 3:
             return float("inf"), (0.0, 1.0)
         # the first and last of the POINTS x D squared differences are these two (signature's end
