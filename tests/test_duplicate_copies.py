@@ -91,15 +91,31 @@ def test_copies_agree_with_the_plain_rule(seed: int):
     assert found_any > 0  # the draw has copies to find, so agreement is not two empty answers
 
 
-def test_candidates_in_blocks_are_the_pairs_within_the_prefilter():
+def test_every_stretch_mean_lies_in_its_episodes_box():
+    """`_path_extremes` bounds the signature of every stretch `as_copy` may cut (first frame in the
+    first MAX_TRIM, last in the last), point by point, so the box holds every stretch's mean."""
+    rng = np.random.default_rng(11)
+    for n in (4, 9, 37, 120):
+        x = np.cumsum(rng.normal(size=(n, 3)), axis=0)
+        mins, maxs = duplicates._path_extremes(x)
+        w = max(2, int(MAX_TRIM * n) + 1)
+        for i0 in range(w):
+            for i1 in range(n - w, n):
+                if i1 - i0 < 3:
+                    continue
+                s = _sig(x[i0 : i1 + 1])
+                assert np.all(s >= mins - 1e-9) and np.all(s <= maxs + 1e-9), (n, i0, i1)
+
+
+def test_the_grid_finds_the_pairs_a_scan_of_all_pairs_finds():
     rng = np.random.default_rng(3)
-    means = rng.normal(scale=0.2, size=(301, 5))
-    got = {(i, j) for j, near in duplicates._candidates(means, budget_bytes=64 * 301 * 5 * 8) for i in near.tolist()}
-    want = {(i, j) for j in range(len(means)) for i in range(j)
-            if np.sqrt(np.mean((means[i] - means[j]) ** 2)) < PREFILTER}
-    assert got == want and len(want) > 100
-    one_row = {(i, j) for j, near in duplicates._candidates(means, budget_bytes=1) for i in near.tolist()}
-    assert one_row == want
+    xs = [np.cumsum(rng.normal(scale=0.05, size=(int(rng.integers(10, 60)), 4)), axis=0) for _ in range(150)]
+    boxes = duplicates._MeanBoxes(xs, [_sig(x) for x in xs], bound=0.05)
+    got = {tuple(p) for p in boxes.pairs().tolist()}
+    inside = np.all((boxes.means[None, :, :] >= boxes.lo[:, None, :]) & (boxes.means[None, :, :] <= boxes.hi[:, None, :]),
+                    axis=2)  # [a, b]: b's mean in a's box
+    want = {(min(a, b), max(a, b)) for a, b in zip(*np.nonzero(inside), strict=True) if a != b}
+    assert got == want and 0 < len(want) < 150 * 149 // 2
 
 
 def test_a_copy_whose_first_rest_moved_up_to_the_threshold_is_still_found():
@@ -123,3 +139,27 @@ def test_a_copy_whose_first_rest_moved_up_to_the_threshold_is_still_found():
         assert got == want, delta
         found_at.append(1 in want)
     assert found_at[0] and not found_at[-1]  # the sweep crosses the threshold
+
+
+def test_a_copy_offset_along_a_still_axis_up_to_the_threshold_is_still_found():
+    """A copy that is its original moved by a constant offset along a coordinate the original does
+    not move in (a calibration offset): its distance is the offset over sqrt(D), so it is a copy up
+    to an offset of sqrt(D) x the threshold, which is exactly the mean box's margin there."""
+    rng = np.random.default_rng(5)
+    orig = np.cumsum(rng.normal(size=(90, 3)), axis=0)
+    orig[:, 1] = 2.0  # still along this axis
+    others = {k: np.cumsum(rng.normal(size=(90, 3)), axis=0) for k in range(2, 6)}
+    threshold = 0.02
+    found_at = []
+    for rel in np.linspace(0.5, 1.5, 41):  # the offset, in units of the margin sqrt(D) x threshold
+        states = {0: orig, 1: orig, **others}
+        scale = np.concatenate([_sig(s) for s in states.values()]).std(axis=0)
+        copy = orig.copy()
+        copy[:, 1] += rel * np.sqrt(3) * threshold * scale[1]
+        states[1] = copy
+        want = reference(states, threshold)
+        got = {k: (c.of, c.distance, c.span) for k, c in
+               duplicates.copies(states, CheckConfig(duplicate_distance=threshold)).items()}
+        assert got == want, rel
+        found_at.append(1 in want)
+    assert found_at[0] and not found_at[-1]
