@@ -78,6 +78,13 @@ def _episodes(rng: np.random.Generator) -> dict[int, np.ndarray]:
     return out
 
 
+@pytest.fixture(params=["scan", "grid"], autouse=True)
+def candidates(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with the candidates from the scan of all pairs and from the grid."""
+    monkeypatch.setattr(duplicates, "GRID_FROM", 10**9 if request.param == "scan" else 0)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_copies_agree_with_the_plain_rule(seed: int):
     states = _episodes(np.random.default_rng(seed))

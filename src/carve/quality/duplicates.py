@@ -8,17 +8,18 @@ resampled to `POINTS` points, each dimension scaled by its spread across the dat
 their RMS distance taken (each episode tried as the copy of the other). Two episodes closer
 than `check.duplicate_distance` are duplicates; the later one is reported.
 
-Only pairs whose mean states are within `PREFILTER` are compared, and of those only pairs where
-one episode's signature mean lies in the box that holds the signature means of every stretch the
-other may be cut to (`_MeanBoxes`, found through a grid: the work grows with such pairs, not with
-the square of the episodes). Each episode's scaled states and signature,
+Only pairs whose mean states are within `PREFILTER` are compared: found by a scan of every pair
+(in blocks, so memory grows with the dataset) up to `GRID_FROM` episodes, and above it only among
+the pairs where one episode's signature mean lies in the box that holds the signature means of
+every stretch the other may be cut to (`_MeanBoxes`, found through a grid: the work grows with
+such pairs, not with the square of the episodes; its fixed cost per episode does not pay below). Each episode's scaled states and signature,
 and each stretch tried as an original, are made once; a pair whose matched end states alone put
 it beyond the threshold (they are the first and last of the signatures' points, so they bound
 the RMS from below) is not resampled, and a pair where neither episode's end states fall in the
 boxes the other's first and last states span, so widened, is not looked at (`_EndBoxes`). The
 answers are those of comparing every admitted pair in full (tests/test_duplicate_copies.py);
-1,000 simulated episodes: 4.9 s -> 0.8 s (the bound) -> 0.3 s (the boxes); 64,000 jittered
-copies of them: 85.8 s with the prefilter alone, 43.8 s through the grid.
+1,000 simulated episodes: 4.9 s -> 0.8 s (the bound) -> 0.3 s (the end-state boxes); 64,000
+jittered copies of them: 85.8 s with the scan, 43.8 s through the grid (`bench.bench_copies`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ K = TypeVar("K", bound=Hashable)
 
 POINTS = 64
 MAX_TRIM = 0.1
+GRID_FROM = 16_000  # episodes in a dataset above which candidates come from the grid, not a scan of all pairs
 STRETCHES = 4096  # stretch signatures kept for reuse (POINTS x dims floats each)
 _MARGIN = 1.0 + 1e-6  # a lower bound must clear the threshold by this factor to skip a pair (rounding)
 PREFILTER = 0.3  # mean-state distance (in the dataset's spread) beyond which two episodes are not compared
@@ -78,9 +80,13 @@ def copies(states: dict[K, np.ndarray], cfg: CheckConfig) -> dict[K, Copy]:
     scaled = _Scaled(states, scale)
     xs = [scaled.x(k) for k in keys]
     ends = _EndBoxes(xs, cfg.duplicate_distance)
-    boxes = _MeanBoxes(xs, [scaled.sig(k) for k in keys], cfg.duplicate_distance)
+    if len(keys) > GRID_FROM:
+        pairs = _MeanBoxes(xs, [scaled.sig(k) for k in keys], cfg.duplicate_distance).pairs()
+        candidates = _candidates(means, pairs)
+    else:
+        candidates = _scan(means)
     out: dict[K, Copy] = {}
-    for j, near in _candidates(means, boxes.pairs()):
+    for j, near in candidates:
         kb = keys[j]
         for i in ends.either_way(j, near):
             ka = keys[i]
@@ -91,6 +97,21 @@ def copies(states: dict[K, np.ndarray], cfg: CheckConfig) -> dict[K, Copy]:
                 out[kb] = Copy(ka, min(d_ab, d_ba), span if d_ab <= d_ba else (0.0, 1.0))
                 break
     return out
+
+
+def _scan(means: np.ndarray, budget_bytes: int = 64 * 2**20) -> Iterator[tuple[int, np.ndarray]]:
+    """(j, the earlier indices i < j in order whose mean states are within `PREFILTER` RMS of j's),
+    for every j with any: every pair's distance, in blocks of rows sized so one block's differences
+    fit in `budget_bytes` (memory grows with the dataset, not with its square)."""
+    n, d = means.shape
+    rows = max(1, budget_bytes // max(1, n * d * means.itemsize))
+    for lo in range(0, n, rows):
+        block = means[lo : lo + rows]
+        near = np.sqrt(((block[:, None, :] - means[None, : lo + len(block), :]) ** 2).mean(axis=2)) < PREFILTER
+        for r in range(len(block)):
+            i = np.flatnonzero(near[r, : lo + r])
+            if len(i):
+                yield lo + r, i
 
 
 def _candidates(means: np.ndarray, pairs: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
