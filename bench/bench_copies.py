@@ -10,7 +10,7 @@ process:
 * Carve: `duplicates.copies(states, CheckConfig())` as shipped (above `GRID_FROM` episodes the
   candidates come through the grid of signature-mean boxes; at or below, from the scan);
 * the scan: the same per-pair work on the candidates of the mean-state prefilter over every pair
-  (`duplicates._scan`: the n x n distances in blocks), `scan_copies` below, at every size.
+  (`duplicates._scan`: the n x n distances in blocks): `copies(..., grid=False)`, at every size.
 
 Both must report the same copies (checked). `ratio` = scan seconds / Carve seconds at the largest
 size both ran (> 1: Carve faster); the scan is skipped above `--scan-max` episodes (quadratic).
@@ -48,28 +48,6 @@ def make_states(n: int, bases: int, frames: int, dims: int, offset: float, copy_
     return out
 
 
-def scan_copies(states: dict[int, np.ndarray], cfg: CheckConfig) -> dict[int, du.Copy]:
-    """`copies` with the mean-state prefilter over every pair for candidates (no grid)."""
-    keys = sorted(k for k, s in states.items() if s.ndim == 2 and len(s) >= 4)
-    whole = {k: du.signature(states[k]) for k in keys}
-    scale = np.concatenate([whole[k] for k in keys]).std(axis=0)
-    scale[scale < 1e-9] = 1.0
-    means = np.stack([(whole[k] / scale).mean(axis=0) for k in keys])
-    scaled = du._Scaled(states, scale)
-    ends = du._EndBoxes([scaled.x(k) for k in keys], cfg.duplicate_distance)
-    out: dict[int, du.Copy] = {}
-    for j, near in du._scan(means):
-        kb = keys[j]
-        for i in ends.either_way(j, near):
-            ka = keys[i]
-            (d_ab, span), (d_ba, _) = scaled.as_copy(ka, kb, cfg.duplicate_distance), \
-                scaled.as_copy(kb, ka, cfg.duplicate_distance)
-            if min(d_ab, d_ba) < cfg.duplicate_distance:
-                out[kb] = du.Copy(ka, min(d_ab, d_ba), span if d_ab <= d_ba else (0.0, 1.0))
-                break
-    return out
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[4000, 32000])
@@ -92,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                "copies_made": n // args.copy_every if args.copy_every else 0}
         if n <= args.scan_max:
             t = time.perf_counter()
-            want = scan_copies(states, cfg)
+            want = du.copies(states, cfg, grid=False)
             row["scan_s"] = round(time.perf_counter() - t, 3)
             assert {k: (c.of, c.distance, c.span) for k, c in got.items()} == \
                 {k: (c.of, c.distance, c.span) for k, c in want.items()}, f"{n} episodes: the two disagree"

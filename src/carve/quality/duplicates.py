@@ -64,8 +64,10 @@ class Copy(NamedTuple):
     span: tuple[float, float]  # the stretch of `of` it covers, as fractions of its duration
 
 
-def copies(states: dict[K, np.ndarray], cfg: CheckConfig) -> dict[K, Copy]:
-    """key -> the earlier episode (in key order) it is a near-copy of, for every duplicate."""
+def copies(states: dict[K, np.ndarray], cfg: CheckConfig, *, grid: bool | None = None) -> dict[K, Copy]:
+    """key -> the earlier episode (in key order) it is a near-copy of, for every duplicate. The
+    candidates come from the grid above `GRID_FROM` episodes, else from the scan (`grid` forces
+    one way: the same answers, `bench.bench_copies` times both)."""
     keys = sorted(k for k, s in states.items() if s.ndim == 2 and len(s) >= 4)
     if len(keys) < 2:
         return {}
@@ -80,7 +82,7 @@ def copies(states: dict[K, np.ndarray], cfg: CheckConfig) -> dict[K, Copy]:
     scaled = _Scaled(states, scale)
     xs = [scaled.x(k) for k in keys]
     ends = _EndBoxes(xs, cfg.duplicate_distance)
-    if len(keys) > GRID_FROM:
+    if grid if grid is not None else len(keys) > GRID_FROM:
         pairs = _MeanBoxes(xs, [scaled.sig(k) for k in keys], cfg.duplicate_distance).pairs()
         candidates = _candidates(means, pairs)
     else:
