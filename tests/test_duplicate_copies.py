@@ -117,7 +117,7 @@ def test_every_stretch_mean_lies_in_its_episodes_box():
 def test_the_grid_finds_the_pairs_a_scan_of_all_pairs_finds():
     rng = np.random.default_rng(3)
     xs = [np.cumsum(rng.normal(scale=0.05, size=(int(rng.integers(10, 60)), 4)), axis=0) for _ in range(150)]
-    boxes = duplicates._MeanBoxes(xs, [_sig(x) for x in xs], bound=0.05)
+    boxes = duplicates._MeanBoxes(xs, np.stack([_sig(x).mean(axis=0) for x in xs]), bound=0.05)
     got = {tuple(p) for p in boxes.pairs().tolist()}
     inside = np.all((boxes.means[None, :, :] >= boxes.lo[:, None, :]) & (boxes.means[None, :, :] <= boxes.hi[:, None, :]),
                     axis=2)  # [a, b]: b's mean in a's box

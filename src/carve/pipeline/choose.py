@@ -83,7 +83,7 @@ def step_concurrency(cfg: RayConfig, cpus: float) -> tuple[int, int]:
     return decode, embed
 
 
-def local_decode_workers(cfg: RayConfig, cores: int | None = None) -> int:
-    """The decode children of an in-process run (`executor.LocalExecutor`) when the config does not
-    fix them (`ray.decode_concurrency` unset): one per usable core (`ray.num_cpus` when set)."""
-    return max(1, cores if cores is not None else (cfg.num_cpus or usable_cores()))
+def local_decode_workers(cfg: RayConfig) -> int:
+    """The decode children of an in-process run (`executor.LocalExecutor`): `ray.decode_concurrency`
+    when set, else one per usable core (`ray.num_cpus` when set)."""
+    return max(1, cfg.decode_concurrency or cfg.num_cpus or usable_cores())

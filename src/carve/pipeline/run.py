@@ -239,7 +239,7 @@ def pick_executor(cfg: CarveConfig, root: Root, episodes: int, summary: RunSumma
     summary.executor = choice
     log_event(log, "executor", executor=choice, why=why, episodes=episodes)
     if choice == "local":
-        decode = cfg.ray.decode_concurrency or local_decode_workers(cfg.ray)
+        decode = local_decode_workers(cfg.ray)
         return LocalExecutor(cfg.ray, decode_workers=decode), (decode, 1)
     import ray
 

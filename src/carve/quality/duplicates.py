@@ -45,6 +45,16 @@ _MARGIN = 1.0 + 1e-6  # a lower bound must clear the threshold by this factor to
 PREFILTER = 0.3  # mean-state distance (in the dataset's spread) beyond which two episodes are not compared
 
 
+def _trim_window(n: int) -> int:
+    """How many of an episode's first (and last) states a copy's first (last) state may match."""
+    return max(2, int(MAX_TRIM * n) + 1)
+
+
+def _within_prefilter(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Whether mean states `a` and `b` (broadcast, coordinates on the last axis) are within `PREFILTER` RMS."""
+    return np.sqrt(((a - b) ** 2).mean(axis=-1)) < PREFILTER
+
+
 def signature(state: np.ndarray, lo: float = 0.0, hi: float = 1.0) -> np.ndarray:
     """The state over the fraction [lo, hi] of the episode's duration, at `POINTS` points."""
     x = np.nan_to_num(np.asarray(state, dtype=np.float64))
@@ -83,7 +93,7 @@ def copies(states: dict[K, np.ndarray], cfg: CheckConfig, *, grid: bool | None =
     xs = [scaled.x(k) for k in keys]
     ends = _EndBoxes(xs, cfg.duplicate_distance)
     if grid if grid is not None else len(keys) > GRID_FROM:
-        pairs = _MeanBoxes(xs, [scaled.sig(k) for k in keys], cfg.duplicate_distance).pairs()
+        pairs = _MeanBoxes(xs, means, cfg.duplicate_distance).pairs()
         candidates = _candidates(means, pairs)
     else:
         candidates = _scan(means)
@@ -109,7 +119,7 @@ def _scan(means: np.ndarray, budget_bytes: int = 64 * 2**20) -> Iterator[tuple[i
     rows = max(1, budget_bytes // max(1, n * d * means.itemsize))
     for lo in range(0, n, rows):
         block = means[lo : lo + rows]
-        near = np.sqrt(((block[:, None, :] - means[None, : lo + len(block), :]) ** 2).mean(axis=2)) < PREFILTER
+        near = _within_prefilter(block[:, None, :], means[None, : lo + len(block), :])
         for r in range(len(block)):
             i = np.flatnonzero(near[r, : lo + r])
             if len(i):
@@ -122,7 +132,7 @@ def _candidates(means: np.ndarray, pairs: np.ndarray) -> Iterator[tuple[int, np.
     if len(pairs) == 0:
         return
     i, j = pairs[:, 0], pairs[:, 1]
-    keep = np.sqrt(((means[i] - means[j]) ** 2).mean(axis=1)) < PREFILTER
+    keep = _within_prefilter(means[i], means[j])
     i, j = i[keep], j[keep]
     order = np.lexsort((i, j))
     i, j = i[order], j[order]
@@ -133,8 +143,10 @@ def _candidates(means: np.ndarray, pairs: np.ndarray) -> Iterator[tuple[int, np.
 
 
 class _MeanBoxes:
-    """Each episode's signature mean (as a copy) and a box that holds the signature mean of every
-    stretch `_Scaled.as_copy` may take of it (as an original), widened by sqrt(D) x `bound`: the
+    """Each episode's signature mean (as a copy: `means`, the prefilter's, equal to its scaled
+    signature's mean but for rounding far inside the boxes' `eps`) and a box that holds the
+    signature mean of every stretch `_Scaled.as_copy` may take of it (as an original), widened by
+    sqrt(D) x `bound`: the
     RMS distance of two signatures is at least their means' distance over sqrt(D), so a copy closer
     than `bound` has its mean in its original's box. A stretch starts in the first `MAX_TRIM` and
     ends in the last, so its k-th signature point lies on the path between two frame positions;
@@ -142,9 +154,9 @@ class _MeanBoxes:
     finds every (original, copy) pair so placed through a grid on the three most spread
     coordinates: the work grows with the pairs, not with the square of the episodes."""
 
-    def __init__(self, xs: list[np.ndarray], sigs: list[np.ndarray], bound: float):
+    def __init__(self, xs: list[np.ndarray], means: np.ndarray, bound: float):
         d = xs[0].shape[1]
-        self.means = np.stack([s.mean(axis=0) for s in sigs])
+        self.means = means
         lo, hi = [], []
         for x in xs:
             mins, maxs = _path_extremes(x)
@@ -189,7 +201,7 @@ def _path_extremes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     through the frames of `x` between the positions point k takes in the shortest and the longest
     stretch `as_copy` may cut: (POINTS, D) each."""
     n = len(x)
-    w = max(2, int(MAX_TRIM * n) + 1)
+    w = _trim_window(n)
     k = np.arange(POINTS) / (POINTS - 1)
     a = np.clip(k * (n - w), 0, n - 1)
     b = np.clip((w - 1) * (1 - k) + (n - 1) * k, 0, n - 1)
@@ -223,7 +235,7 @@ class _EndBoxes:
         r = bound * _MARGIN * np.sqrt(POINTS * d) * (1 + 1e-9) + 1e-12
         lo, hi, ends = [], [], []
         for x in xs:
-            w = max(2, int(MAX_TRIM * len(x)) + 1)
+            w = _trim_window(len(x))
             head, tail = x[:w], x[-w:]
             lo.append(np.concatenate([head.min(axis=0), tail.min(axis=0)]) - r)
             hi.append(np.concatenate([head.max(axis=0), tail.max(axis=0)]) + r)
@@ -263,7 +275,7 @@ class _Scaled:
         back as inf without the signatures being made."""
         orig, copy = self.x(ka), self.x(kb)
         n = len(orig)
-        w = max(2, int(MAX_TRIM * n) + 1)
+        w = _trim_window(n)
         d0 = np.linalg.norm(orig[:w] - copy[0], axis=1)
         d1 = np.linalg.norm(orig[-w:] - copy[-1], axis=1)
         # among equally near states (an arm at rest), the stretch takes the widest: the first of the
