@@ -245,3 +245,35 @@ def test_map_page_carries_its_first_screen(small: Any):
     missing = c.get("/ui/map", params={"dataset": "nosuch"}, headers=AUTH)
     assert missing.status_code == 200 and _carried(missing.text) is None
     assert c.get("/ui/map", params={"dataset": "sim"}).status_code == 401  # the key is still needed
+
+
+def test_map_page_carries_its_style_and_script(small: Any, monkeypatch: Any):
+    """A map page that carries its first screen carries ui.css and ui.js, byte for byte, in its own
+    <style> and <script> and refers to neither file; a page without a frame (a filtered address,
+    another page) refers to both, ui.js preloaded from the head. A static file holding the text
+    that would end its element early is refused, naming the file."""
+    import re
+
+    from carve.report import ui_pages
+
+    c = _client(small.root)
+    css = c.get("/ui/static/ui.css", headers=AUTH).text
+    js = c.get("/ui/static/ui.js", headers=AUTH).text
+    whole = c.get("/ui/map", params={"dataset": "sim"}, headers=AUTH).text
+    assert f"<style>{css}</style>" in whole and f"<script>{js}</script>" in whole
+    assert not re.search(r'(href|src)="[^"]*/static/ui\.(css|js)"', whole)
+    task = next(iter(_layout(small.root, "sim").values()))["task"]
+    for page in (c.get("/ui/map", params={"dataset": "sim", "task": task}, headers=AUTH).text,
+                 c.get("/ui/quality", params={"dataset": "sim"}, headers=AUTH).text):
+        assert _carried(page) is None and js not in page and "<style>" not in page
+        head = page.split("</head>")[0]
+        assert '<link rel="stylesheet" href="/ui/static/ui.css">' in head
+        assert '<link rel="preload" href="/ui/static/ui.js" as="script">' in head
+        assert '<script src="/ui/static/ui.js"></script>' in page.split("</head>")[1]
+    texts = {"ui.css": "a{}", "ui.js": "var s = '</SCRIPT>';"}
+    monkeypatch.setattr(ui_pages, "_read", lambda name: texts[name].encode())
+    with pytest.raises(ValueError, match=r"ui\.js contains '</script'"):
+        ui_pages.inline_assets.__wrapped__()
+    texts.update({"ui.css": "a{content:'</style>'}", "ui.js": ""})
+    with pytest.raises(ValueError, match=r"ui\.css contains '</style'"):
+        ui_pages.inline_assets.__wrapped__()

@@ -147,6 +147,7 @@ def test_map_first_screen_comes_in_the_page(env: Env, page: Any):
     page.on("request", lambda r: seen.append(r.url))
     _open_map(env, page)
     assert not [u for u in seen if "/map/frame" in u], seen
+    assert not [u for u in seen if "/ui/static/" in u], seen  # its style and script come in the page too
     canvas = page.evaluate("[window.CARVE_MAP.w, window.CARVE_MAP.h]")
     cookie = {c["name"]: c["value"] for c in page.context.cookies()}["carve_map_screen"]
     assert cookie == f"{round(canvas[0])}x{round(canvas[1])}"
@@ -162,6 +163,7 @@ def test_map_first_screen_comes_in_the_page(env: Env, page: Any):
     assert w < canvas[0] - 100
     frames = [u for u in seen if "/map/frame" in u]
     assert len(frames) == 1 and f"width={round(w)}" in frames[0], frames
+    assert page.evaluate("getComputedStyle(document.querySelector('header.top')).display") == "flex"  # ui.css applied
     assert {c["name"]: c["value"] for c in page.context.cookies()}["carve_map_screen"].startswith(f"{round(w)}x")
     seen.clear()  # and from then on the page carries a frame made for it
     _open_map(env, page)

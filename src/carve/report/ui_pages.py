@@ -11,7 +11,9 @@ spelled in it: each page's config carries `carve.audit.paths.PATHS`, the table t
 declared with and the export asks for.
 
 * `PAGES`: the page names (`map`, `event`, `cluster`, `coverage`, `quality`, `index`).
-* `render_ui(page, mode=..., token=..., base=...)` -> HTML of one shell.
+* `render_ui(page, mode=..., token=..., base=...)` -> HTML of one shell. A served map page that
+  carries its first screen (`frame`) carries `ui.css` and `ui.js` inline as well, so that a
+  browser that holds neither draws the map from the one response (`inline_assets`).
 * `static_file(name)` -> (bytes, media type) of `ui.js`, `ui.css` or `plotly.min.js`.
 """
 
@@ -70,6 +72,25 @@ def static_file(name: str) -> tuple[bytes, str]:
 
 
 @dataclass(frozen=True)
+class InlineAssets:
+    """`ui.css` and `ui.js` as a page carries them in its own `<style>` and `<script>`."""
+
+    css: Markup
+    js: Markup
+
+
+@lru_cache(maxsize=1)
+def inline_assets() -> InlineAssets:
+    """The two static files to put inside a page; ValueError if either holds the text that would
+    end its element early (`</style` / `</script`, any case), which the file then has to avoid."""
+    css, js = _read("ui.css").decode(), _read("ui.js").decode()
+    for name, text, end in (("ui.css", css, "</style"), ("ui.js", js, "</script")):
+        if end in text.lower():
+            raise ValueError(f"{STATIC_DIR / name} contains {end!r}: it cannot be carried inside a page")
+    return InlineAssets(css=Markup(css), js=Markup(js))
+
+
+@dataclass(frozen=True)
 class InlineFrame:
     """A map frame (`carve.audit.mapframe`) the served map page carries in its HTML, base64, so that
     its first screen needs no second request: made for `dataset`'s whole map on a width x height canvas."""
@@ -88,7 +109,8 @@ def render_ui(page: str, *, mode: str = "server", token: str = "", base: str = "
     export holds). `base` is where the static assets are (`/ui/static/` or `static/`). `user`:
     the signed-in user ({name, role, may: {action: bool}}), shown on the page, whose `may`
     hides the actions the role may not take (None: a static export, no user). `frame`: the map's
-    first screen, carried in the map page (served mode)."""
+    first screen, carried in the map page (served mode), with `ui.css` and `ui.js` inline: a
+    fresh browser then draws it with no request but the page's (measured: bench/bench_ui.py)."""
     if page not in PAGES:
         raise KeyError(page)
     cfg = {"mode": mode, "base": base, "token": token, "page": page, "snapshots": snapshots or [], "paths": PATHS,
@@ -97,6 +119,7 @@ def render_ui(page: str, *, mode: str = "server", token: str = "", base: str = "
     tpl = ENV.get_template(f"ui/{page}.html.j2")
     return tpl.render(
         page=page, title=title or page, keys=KEYS, static_base=base + "static/", frame=frame,
+        assets=inline_assets() if frame is not None else None,
         # JSON in a <script type=application/json>: '<' is escaped so no value can close the tag
         config_json=Markup(json.dumps(cfg).replace("<", "\\u003c")),
     )

@@ -320,10 +320,12 @@
       s[m.name] = new T(buf, m.offset, m.nbytes / T.BYTES_PER_ELEMENT);
     });
     var d = head.dicts, off = s.id_offsets, pts = new Array(head.n);
+    // the ids in one decode: when they are all ASCII a string index is a byte offset (else one decode each)
+    var ids = dec.decode(s.id_bytes), ascii = ids.length === s.id_bytes.length;
     for (var i = 0; i < head.n; i++) {
-      pts[i] = {event_id: dec.decode(s.id_bytes.subarray(off[i], off[i + 1])), x: s.x[i], y: s.y[i],
-                cluster: s.cluster[i], task: d.task[s.task[i]], robot: d.robot[s.robot[i]], verb: d.verb[s.verb[i]],
-                caption: d.caption[s.caption[i]]};
+      pts[i] = {event_id: ascii ? ids.slice(off[i], off[i + 1]) : dec.decode(s.id_bytes.subarray(off[i], off[i + 1])),
+                x: s.x[i], y: s.y[i], cluster: s.cluster[i], task: d.task[s.task[i]], robot: d.robot[s.robot[i]],
+                verb: d.verb[s.verb[i]], caption: d.caption[s.caption[i]]};
     }
     return {head: head, points: pts, density: s.density ? {bins: head.bins, extent: head.extent, counts: s.density} : null};
   }
@@ -364,13 +366,14 @@
     c.width = n; c.height = n;
     for (k = 0; k < g.counts.length; k++) if (g.counts[k] > max) max = g.counts[k];
     var ctx = c.getContext("2d"), img = ctx.createImageData(n, n), lm = Math.log(1 + max) || 1;
+    var data = img.data, counts = g.counts;  // held once: each `img.data` is a call into the page's engine
     for (var iy = 0; iy < n; iy++) {
       for (var ix = 0; ix < n; ix++) {
-        var v = g.counts[iy * n + ix];
+        var v = counts[iy * n + ix];
         if (!v) continue;
         var a = Math.log(1 + v) / lm, o = ((n - 1 - iy) * n + ix) * 4;  // row 0 of the image is the top (ymax)
-        img.data[o] = img.data[o + 1] = img.data[o + 2] = Math.round(215 - 85 * a);
-        img.data[o + 3] = Math.round(90 + 165 * a);
+        data[o] = data[o + 1] = data[o + 2] = Math.round(215 - 85 * a);
+        data[o + 3] = Math.round(90 + 165 * a);
       }
     }
     ctx.putImageData(img, 0, 0);
@@ -418,23 +421,28 @@
       ctx.imageSmoothingEnabled = false;
       ctx.drawImage(MAP.densityImg, a[0], a[1], b[0] - a[0], b[1] - a[1]);
     }
-    var px = new Float32Array(2 * n), byColour = {};
-    for (i = 0; i < n; i++) {
-      q = toPx(pts[i].x, pts[i].y);
-      px[2 * i] = q[0]; px[2 * i + 1] = q[1];
-      var col = PALETTE[(Number(pts[i].cluster) || 0) % PALETTE.length];
-      (byColour[col] = byColour[col] || []).push(i);
+    var px = new Float32Array(2 * n), v = MAP.view, dx = v[1] - v[0], dy = v[3] - v[2], byColour = [];
+    for (i = 0; i < n; i++) {  // toPx, written out: this loop runs once per point on a page's first screen
+      q = pts[i];
+      px[2 * i] = (q.x - v[0]) / dx * MAP.w; px[2 * i + 1] = MAP.h - (q.y - v[2]) / dy * MAP.h;
+      var k = (Number(q.cluster) || 0) % PALETTE.length;
+      (byColour[k] = byColour[k] || []).push(i);
     }
     MAP.px = px;
     var r = n > 2000 ? 2 : 4;
     ctx.globalAlpha = 0.9;
-    Object.keys(byColour).forEach(function (col) {
-      ctx.fillStyle = col;
+    byColour.forEach(function (js, k) {
+      ctx.fillStyle = PALETTE[k];
+      var m;
+      if (n > 2000) {  // a screen-sized sample (a point per screen cell): 4-px squares; rasterising thousands
+        for (m = 0; m < js.length; m++) ctx.fillRect(px[2 * js[m]] - r, px[2 * js[m] + 1] - r, 2 * r, 2 * r);
+        return;        // of anti-aliased circles cost the first screen more than all of its script did
+      }
       ctx.beginPath();
-      byColour[col].forEach(function (j) {
-        ctx.moveTo(px[2 * j] + r, px[2 * j + 1]);
-        ctx.arc(px[2 * j], px[2 * j + 1], r, 0, 2 * Math.PI);
-      });
+      for (m = 0; m < js.length; m++) {
+        ctx.moveTo(px[2 * js[m]] + r, px[2 * js[m] + 1]);
+        ctx.arc(px[2 * js[m]], px[2 * js[m] + 1], r, 0, 2 * Math.PI);
+      }
       ctx.fill();
     });
     ctx.globalAlpha = 1;

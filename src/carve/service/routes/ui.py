@@ -3,7 +3,8 @@ send it as the HTTP Basic password and is challenged for it, as on /report):
 
     GET /ui/                    the datasets
     GET /ui/map?dataset=&...    the embedding map (filters in the query string); a dataset's whole
-                                map carries its first screen's binary frame in the page (docs/API.md)
+                                map carries its first screen's binary frame in the page, with ui.css
+                                and ui.js inline (docs/API.md)
     GET /ui/event?id=           one event: clip and signals (quality findings marked), caption,
                                 source, findings, neighbours, flags
     GET /ui/cluster?dataset=&c= a cluster's events as thumbnails / clips
