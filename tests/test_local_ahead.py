@@ -47,6 +47,15 @@ class WherePid(Toy):
         return rows.append_column("_pid", pa.array([os.getpid()] * rows.num_rows, pa.int64()))
 
 
+class DecoderThreads(Toy):
+    """Notes the decoder threads of the process it runs in (`video.set_decoder_threads`)."""
+
+    name = "decoder_threads"
+
+    def process(self, rows: pa.Table) -> pa.Table:
+        return rows.append_column("_threads", pa.array([video.decoder_threads()] * rows.num_rows, pa.int64()))
+
+
 class SlowPid(WherePid):
     """Notes its process after a pause (long enough for the other children to take the next blocks)."""
 
@@ -108,6 +117,17 @@ def test_several_children_hand_on_the_blocks_in_order() -> None:
     for a, b in zip(one, three, strict=True):
         assert a.drop_columns(["_pid"]).equals(b.drop_columns(["_pid"]))
     assert [r["episode_id"] for b in three for r in b.to_pylist()] == [r["episode_id"] for r in ROWS]
+
+
+def test_children_side_by_side_decode_with_the_cores_shared_out() -> None:
+    """Three children: each one's video decoders get the usable cores divided by three, at least one
+    thread (not one per core each); one child keeps the library's choice (0); this process is untouched."""
+    from carve.pipeline.choose import usable_cores
+
+    three = {t for b in _run(DecoderThreads, True, workers=3) for t in b.column("_threads").to_pylist()}
+    assert three == {max(1, usable_cores() // 3)}
+    one = {t for b in _run(DecoderThreads, True) for t in b.column("_threads").to_pylist()}
+    assert one == {0} and video.decoder_threads() == 0
 
 
 def test_no_more_children_than_blocks() -> None:

@@ -45,3 +45,43 @@ def test_a_changed_file_is_reopened_and_a_removed_one_fails(tmp_path: Path):
     path.unlink()
     with pytest.raises(VideoError, match="file not found"):
         pooled_reader(str(path))
+
+
+def test_decoders_opened_with_one_thread_read_the_same_frames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """`set_decoder_threads(1)` (a decode child beside others, pipeline/ahead.py): decord and PyAV
+    decoders opened from then on get one thread, a pooled reader opened before is not handed out
+    for it, and every frame read equals the default decoders' frames."""
+    from carve.ingest import video
+
+    path = str(write_video(tmp_path / "v.mp4", _frames(60, 3), fps=12))
+    ts = np.array([0, 7, 8, 30, 59, 2]) / 12.0
+    with VideoReader(path, backend="pyav") as r:
+        auto_av = r.read_at(ts)
+    auto = pooled_reader(path)  # decord where it is installed (h264), else PyAV
+    want = auto.read_at(ts)
+    np.testing.assert_array_equal(want, auto_av)
+    opened: list[dict[str, object]] = []
+    try:
+        import decord
+
+        real = decord.VideoReader
+
+        def spy(*a: object, **k: object) -> object:
+            opened.append(k)
+            return real(*a, **k)
+
+        monkeypatch.setattr(decord, "VideoReader", spy)
+    except ImportError:
+        decord = None
+    monkeypatch.setattr(video, "_DECODER_THREADS", 0)
+    video.set_decoder_threads(1)
+    one = pooled_reader(path)
+    assert one is not auto
+    with VideoReader(path, backend="pyav") as r:
+        assert r._av.stream.codec_context.thread_count == 1
+        np.testing.assert_array_equal(r.read_at(ts), want)
+    np.testing.assert_array_equal(one.read_at(ts), want)
+    if decord is not None and one.backend == "decord":
+        assert opened and all(k.get("num_threads") == 1 for k in opened)
+    with pytest.raises(ValueError):
+        video.set_decoder_threads(-1)

@@ -95,6 +95,8 @@ class _PyAVDecoder:
         self.stream = self.container.streams.video[0]
         if threads:
             self.stream.thread_type = "AUTO"
+            if _DECODER_THREADS:
+                self.stream.codec_context.thread_count = _DECODER_THREADS
         self.time_base = self.stream.time_base
         self.tb = float(self.time_base) if self.time_base else 1e-6  # float seconds per pts tick
         cc = self.stream.codec_context
@@ -463,7 +465,7 @@ class VideoReader:
         try:
             import decord
 
-            self._decord = decord.VideoReader(_local_path(self.path), ctx=decord.cpu(0))
+            self._decord = decord.VideoReader(_local_path(self.path), ctx=decord.cpu(0), num_threads=_DECODER_THREADS)
         except Exception as e:  # decord raises its own DECORDError / RuntimeError
             raise VideoError(self.path, f"decord cannot open it ({str(e).splitlines()[0][:200]})") from None
 
@@ -504,6 +506,28 @@ class VideoReader:
         return frames[inverse]
 
 
+# -- decoder threads ----------------------------------------------------------------------------
+_DECODER_THREADS = 0  # per decoder opened from now on in this process; 0: the library's own choice
+
+
+def set_decoder_threads(n: int) -> None:
+    """The threads each video decoder opened from now on in this process may use (decord's
+    `num_threads`, PyAV's `thread_count` where frame threading is on); 0 (the default): the
+    library's choice, a thread per core. A process that is one of several decoding side by side,
+    one per core (`pipeline/ahead.py`'s children), sets 1: each decoder's own threads then only
+    contend with the other processes for the same cores (2 cores, 1,000 short episodes: 38.7 s
+    against 42.5 s, medians of 3; the same frames, BENCHMARKS.md)."""
+    global _DECODER_THREADS
+    if n < 0:
+        raise ValueError(f"decoder threads must be >= 0, got {n}")
+    _DECODER_THREADS = int(n)
+
+
+def decoder_threads() -> int:
+    """What `set_decoder_threads` set in this process (0: the library's choice)."""
+    return _DECODER_THREADS
+
+
 # -- readers kept open from one episode to the next ------------------------------------------
 _POOL = threading.local()
 POOL_SIZE = 8  # open readers per worker thread (a reader per camera for the frames and one for the check)
@@ -528,12 +552,12 @@ def pooled_reader(path_or_uri: str, backend: Backend = "auto", seek_gap_s: float
         st = os.stat(_local_path(path_or_uri))
     except OSError:
         return VideoReader(path_or_uri, backend=backend, seek_gap_s=seek_gap_s, threads=threads)  # says why
-    key = (path_or_uri, backend, seek_gap_s, threads, st.st_size, st.st_mtime_ns, st.st_ino)
+    key = (path_or_uri, backend, seek_gap_s, threads, _DECODER_THREADS, st.st_size, st.st_mtime_ns, st.st_ino)
     r = pool.get(key)
     if r is not None:
         pool.move_to_end(key)
         return r
-    for stale in [k for k in pool if k[:4] == key[:4]]:  # the same file before it changed
+    for stale in [k for k in pool if k[:5] == key[:5]]:  # the same file before it changed
         pool.pop(stale)._close()
     r = VideoReader(path_or_uri, backend=backend, seek_gap_s=seek_gap_s, threads=threads)
     r._pooled = True

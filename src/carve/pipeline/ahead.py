@@ -14,7 +14,10 @@ of its threads held at that moment (Arrow's and the allocator's among them, and 
 a server's threads where they run), and such a child once hung for good pickling its first result
 in the test suite. The forkserver's children start from a clean single-threaded server process;
 the step class and its arguments reach the child pickled, and the child imports what it needs.
-The child sets aside the video readers it may have inherited (`video.forget_inherited_readers`). An error of
+The child sets aside the video readers it may have inherited (`video.forget_inherited_readers`).
+With several children, one per core, each child's video decoders get `cores // children` threads
+(`video.set_decoder_threads`; at least 1), not one per core each: the children are the decode's
+parallelism, and a decoder's own frame threads then only contend with them. An error of
 the step reaches the caller as itself, or as a `CarveError` naming it when it cannot be pickled
 back. Without `forkserver` (not Linux/macOS), or with `in_process=False`, the step runs in a thread of
 this process as before.
@@ -36,12 +39,21 @@ from carve.pipeline.step import PipelineStep
 _CHILD_STEP: PipelineStep | None = None  # the first step, built in the child by `_start_child`
 
 
-def _start_child(cls: type[PipelineStep], kwargs: dict[str, Any]) -> None:
+def _start_child(cls: type[PipelineStep], kwargs: dict[str, Any], decoder_threads: int = 0) -> None:
     from carve.ingest import video
 
     global _CHILD_STEP
     video.forget_inherited_readers()
+    video.set_decoder_threads(decoder_threads)
     _CHILD_STEP = cls(**kwargs)
+
+
+def child_decoder_threads(workers: int) -> int:
+    """Decoder threads in each of `workers` children: 0 (the library's choice) for one child, else
+    the usable cores shared out, at least 1."""
+    from carve.pipeline.choose import usable_cores
+
+    return 0 if workers <= 1 else max(1, usable_cores() // workers)
 
 
 def _run_in_child(rows: list[dict[str, Any]]) -> pa.Table:
@@ -72,7 +84,8 @@ class Ahead:
         if self.in_process:
             self._pool = ProcessPoolExecutor(max_workers=self.workers,
                                              mp_context=multiprocessing.get_context("forkserver"),
-                                             initializer=_start_child, initargs=(cls, kwargs))
+                                             initializer=_start_child,
+                                             initargs=(cls, kwargs, child_decoder_threads(self.workers)))
             self._call = _run_in_child
             # start the children now, beside this process's own start-up (one is started per task
             # submitted while none is idle)

@@ -394,7 +394,9 @@ def episode_rows(fs: pafs.FileSystem, path: str, episode_index: int) -> pa.Table
             _whole[key] = whole
             while len(_whole) > _WHOLE_FILES:
                 _whole.popitem(last=False)
-    return whole.filter(wanted)
+    # a mask from one compute kernel: `Table.filter(expression)` plans an Acero query for each
+    # episode (~3 ms; 3 s of 1,000 episodes), for the same rows in the same order
+    return whole.filter(pc.equal(whole.column("episode_index"), episode_index))
 
 
 def load_lerobot_episode(ref: EpisodeRef, *, camera: str | list[str] | None = None,
