@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from corrupt import break_codec_tag
 
 from carve.ingest.video import VideoError, VideoReader, pooled_reader
 from carve.sim.lerobot_writer import write_video
@@ -85,3 +86,15 @@ def test_decoders_opened_with_one_thread_read_the_same_frames(tmp_path: Path, mo
         assert opened and all(k.get("num_threads") == 1 for k in opened)
     with pytest.raises(ValueError):
         video.set_decoder_threads(-1)
+
+
+def test_a_codec_no_decoder_knows_is_named_with_one_decoder_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A decode child's one-thread setting must not hide the unknown-codec error (PyAV gives such a
+    stream no codec context to set threads on)."""
+    from carve.ingest import video
+
+    path = write_video(tmp_path / "v.mp4", _frames(12, 4), fps=12)
+    break_codec_tag(Path(path))
+    monkeypatch.setattr(video, "_DECODER_THREADS", 1)
+    with pytest.raises(VideoError, match="has no decoder"):
+        VideoReader(str(path), backend="pyav")

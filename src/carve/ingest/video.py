@@ -95,8 +95,6 @@ class _PyAVDecoder:
         self.stream = self.container.streams.video[0]
         if threads:
             self.stream.thread_type = "AUTO"
-            if _DECODER_THREADS:
-                self.stream.codec_context.thread_count = _DECODER_THREADS
         self.time_base = self.stream.time_base
         self.tb = float(self.time_base) if self.time_base else 1e-6  # float seconds per pts tick
         cc = self.stream.codec_context
@@ -105,6 +103,8 @@ class _PyAVDecoder:
             self.container.close()
             raise VideoError(uri, f"its video codec (tag {tag!r}) has no decoder in this FFmpeg build (PyAV "
                                   f"{av.__version__}); re-encode it to AV1, H.264 or HEVC")
+        if threads and _DECODER_THREADS:
+            cc.thread_count = _DECODER_THREADS
         self.codec = str(cc.name)
         self.width = int(cc.width)
         self.height = int(cc.height)
