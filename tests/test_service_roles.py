@@ -365,11 +365,12 @@ def test_pages_show_the_user_and_role_and_carry_what_the_role_may_do(env):
 
 
 def test_audit_log_paging_out_of_range_is_a_422_never_a_500(env):
-    """A 64-bit catalog integer bounds the offset; an infinite or negative `since` is refused (found by
-    the schema fuzzer: an offset of 10**20 overflowed SQLite's INTEGER)."""
+    """A 64-bit catalog integer bounds the offset; an infinite or negative `since` and a user name with a
+    NUL byte are refused (found by the schema fuzzer: an offset of 10**20 overflowed SQLite's INTEGER,
+    and PostgreSQL's text cannot hold a NUL)."""
     admin = _admin(env)
     for path in ("/audit-log", "/audit-log.csv"):
-        for params in ({"offset": 10**20}, {"since": "inf"}, {"since": -1}):
+        for params in ({"offset": 10**20}, {"since": "inf"}, {"since": -1}, {"user": "a\x00b"}):
             r = admin.get(path, params=params)
             assert r.status_code == 422, (path, params, r.status_code, r.text[:200])
         assert admin.get(path, params={"offset": 2**62}).status_code == 200

@@ -25,6 +25,7 @@ from carve.storage.catalog import Catalog
 from carve.storage.root import Root
 
 NAME_PATTERN = r"^[A-Za-z0-9_.\-]{1,200}$"  # a dataset name in a path
+NO_NUL = r"^[^\x00]*$"  # free text kept in the catalog: PostgreSQL's text cannot hold a NUL byte (a 422, not a 500)
 ID_PATTERN = r"^[A-Za-z0-9_\-]{1,128}$"  # a job or event id in a path
 
 

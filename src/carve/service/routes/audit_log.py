@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from carve.service.access import authorize
-from carve.service.deps import CatalogsDep
+from carve.service.deps import NO_NUL, CatalogsDep
 from carve.storage import access
 
 router = APIRouter(tags=["users"], dependencies=[Depends(authorize)])
@@ -32,14 +32,14 @@ def _rows(catalogs: CatalogsDep, limit: int, offset: int, user: str | None, sinc
 
 @router.get("/audit-log")
 def audit_log(catalogs: CatalogsDep, limit: int = Query(1000, ge=1, le=100_000), offset: int = Query(0, ge=0, le=MAX_OFFSET),
-              user: str | None = Query(None, max_length=100),
+              user: str | None = Query(None, max_length=100, pattern=NO_NUL),
               since: float | None = Query(None, ge=0, allow_inf_nan=False)) -> list[dict[str, Any]]:
     return _rows(catalogs, limit, offset, user, since)
 
 
 @router.get("/audit-log.csv", response_class=Response, responses={200: {"content": {"text/csv": {}}}})
 def audit_log_csv(catalogs: CatalogsDep, limit: int = Query(100_000, ge=1, le=1_000_000),
-                  offset: int = Query(0, ge=0, le=MAX_OFFSET), user: str | None = Query(None, max_length=100),
+                  offset: int = Query(0, ge=0, le=MAX_OFFSET), user: str | None = Query(None, max_length=100, pattern=NO_NUL),
                   since: float | None = Query(None, ge=0, allow_inf_nan=False)) -> Response:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(access.AUDIT_FIELDS), extrasaction="ignore", lineterminator="\n")

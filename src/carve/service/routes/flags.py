@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 
 from carve.audit.paths import PATHS
 from carve.service.access import TARGET_KEY, authorize, principal_of
-from carve.service.deps import ID_PATTERN, NAME_PATTERN, CatalogsDep, ViewsDep
+from carve.service.deps import ID_PATTERN, NAME_PATTERN, NO_NUL, CatalogsDep, ViewsDep
 from carve.storage import flags as fl
 
 router = APIRouter(dependencies=[Depends(authorize)])
@@ -32,7 +32,7 @@ router = APIRouter(dependencies=[Depends(authorize)])
 
 class FlagIn(BaseModel):
     kind: Literal["wrong_boundary", "wrong_caption", "bad_episode", "keep"]
-    note: str | None = Field(None, max_length=4000)
+    note: str | None = Field(None, max_length=4000, pattern=NO_NUL)
 
 
 def who_of(request: Request) -> str:
