@@ -20,6 +20,10 @@ once), and `read_at` keeps a copy of the frames it last decoded per file (`keep_
 the next `read_at` of the same span serves (`recent_frames`), whichever reader asks: an episode
 decoded once for its keyframes is not decoded again for its quality check.
 
+`set_decoder_threads(n)`: the threads each decoder opened from then on in this process may use
+(0, the default: the library's own, a thread per core); a decode child beside others sets it
+(`pipeline/ahead.py`).
+
 Backend "auto" probes the codec with PyAV and uses decord for H.264 (decord cannot open AV1,
 LeRobot's default codec) and PyAV (libdav1d) for everything else. Missing, truncated and
 undecodable files raise `VideoError` naming the file and the reason; readers turn it into an
