@@ -198,6 +198,18 @@ def _connect_hint(address: str, mode: str, e: BaseException) -> str:
 
 
 # -- what the run needs from the cluster ---------------------------------------------------
+def worker_cpus() -> int | None:
+    """The CPUs Ray gave the task or actor this process is running (at least 1), in a Ray worker;
+    None anywhere else (the driver, a plain process or child). Ray is not imported for the asking."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized() or ray.get_runtime_context().worker.mode != ray.WORKER_MODE:
+        return None
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    return max(1, int(cpus)) if cpus else None
+
+
 def gpu_request(cfg: CarveConfig) -> dict[str, float]:
     """GPUs each worker of a step reserves: {step name: GPUs}, for the steps that need any.
 

@@ -28,6 +28,7 @@ import pyarrow as pa
 from carve.core.config import CaptionConfig, CheckConfig, EmbedConfig, SegmentConfig, SourceConfig
 from carve.core.errors import CarveError
 from carve.ingest.sources.base import EpisodeRef
+from carve.pipeline.ray_env import worker_cpus
 from carve.pipeline.step import SECONDS_PREFIX, PipelineStep, quarantine_row, rows_to_stage_table, unexpected
 from carve.storage.root import Root
 from carve.storage.schema import EVENT_SCHEMA
@@ -91,6 +92,11 @@ class DecodeSegment(PipelineStep):
         self.seg_cfg = seg_cfg
         self.src_cfg = src_cfg
         self.check_cfg = check_cfg  # None: no quality check in this run
+        cpus = worker_cpus()
+        if cpus is not None:  # a Ray worker: its decoders get the CPUs Ray gave it, not a thread per core
+            from carve.ingest import video
+
+            video.set_decoder_threads(cpus)
 
     def episodes(self, rows: pa.Table) -> list[pa.Table]:
         """The input is one EpisodeRef row per episode."""
