@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -201,12 +202,13 @@ def _connect_hint(address: str, mode: str, e: BaseException) -> str:
 def worker_cpus() -> int | None:
     """The CPUs Ray gave the task or actor this process is running (at least 1), in a Ray worker;
     None anywhere else (the driver, a plain process or child). Ray is not imported for the asking."""
-    import sys
-
     ray = sys.modules.get("ray")
-    if ray is None or not ray.is_initialized() or ray.get_runtime_context().worker.mode != ray.WORKER_MODE:
+    if ray is None or not ray.is_initialized():
         return None
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    ctx = ray.get_runtime_context()
+    if ctx.worker.mode != ray.WORKER_MODE:
+        return None
+    cpus = ctx.get_assigned_resources().get("CPU")
     return max(1, int(cpus)) if cpus else None
 
 
