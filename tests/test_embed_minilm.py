@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from carve.embedding import minilm
 from carve.embedding.embedders import MiniLMEmbedder, minilm_path
 from carve.embedding.minilm import LeanMiniLM, supports
 from carve.embedding.stage import one_torch_thread
@@ -54,6 +55,40 @@ def test_lean_vectors_are_bit_identical_to_sentence_transformers(reference: obje
             got = lean.encode_one(text)
             assert got.dtype == np.float32 and got.shape == ref.shape == (384,)
             assert np.array_equal(got, ref), f"{text[:40]!r}: max |diff| {np.abs(got - ref).max()}"
+
+
+def _same_length_texts(lean: LeanMiniLM) -> list[str]:
+    """Captions in groups of one token length: one group larger than `minilm.BATCH`, groups of
+    2 and 3, and single texts, shuffled so that a group's texts are not neighbours."""
+    import random
+
+    verbs = ["pick", "push", "pull", "lift", "place", "press", "turn", "slide", "grasp", "insert", "wipe", "pour"]
+    objects = ["cube", "bowl", "mug", "drawer", "door", "button", "peg", "lid", "plate", "cloth", "cup", "block"]
+    many = [f"{v} the {o}" for v in verbs for o in objects]  # 144 texts
+    by_len: dict[int, list[str]] = {}
+    for t in many:
+        by_len.setdefault(len(lean.tokenizer.encode(t).ids), []).append(t)
+    big = max(by_len.values(), key=len)
+    assert len(big) > minilm.BATCH  # the largest group needs more than one batch
+    texts = [*big, "retreat from the red cube", "retreat from the blue cube", "retreat from the tray",
+             "move the peg to the hole with the left arm", *TEXTS]
+    random.Random(3).shuffle(texts)
+    return texts
+
+
+def test_texts_encoded_together_get_the_floats_of_each_text_alone(reference: object) -> None:
+    """`encode_many` batches the texts of one token length without padding: every row must be the
+    vector sentence-transformers gives that text alone, whatever the group's size (BATCH and more,
+    2, 3, 1) or order."""
+    lean = LeanMiniLM.load(minilm_path())
+    texts = _same_length_texts(lean)
+    with one_torch_thread():
+        got = lean.encode_many(texts)
+        for text, row in zip(texts, got, strict=True):
+            ref = reference.encode([text], batch_size=32, convert_to_numpy=True,  # type: ignore[attr-defined]
+                                   normalize_embeddings=True, show_progress_bar=False)[0]
+            assert np.array_equal(row, ref), f"{text[:40]!r}: max |diff| {np.abs(row - ref).max()}"
+    assert MiniLMEmbedder().batch_invariant
 
 
 def test_embedder_keeps_empty_texts_zero_and_batches_equal_singles() -> None:

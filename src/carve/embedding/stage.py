@@ -173,11 +173,18 @@ class EmbedStage:
         if len(self._texts) + len(new) > TEXT_CACHE_MAX:
             self._texts.clear()
         with one_torch_thread():  # as in a one-CPU Ray worker: the same floats in this process and on Ray
-            for text in new:  # each distinct text alone: its vector does not depend on what it was batched with
-                vec = self.text.encode([text])
-                if vec.shape != (1, dim):
-                    raise EmbedError(f"text embedder {self.text.name} returned {vec.shape}, expected (1, {dim})")
-                self._texts[text] = vec[0].astype(np.float32)
+            # a text's vector must not depend on what it was encoded with: all at once when the
+            # embedder guarantees that (`batch_invariant`), else each distinct text alone
+            groups = [new] if getattr(self.text, "batch_invariant", False) else [[t] for t in new]
+            for group in groups:
+                if not group:
+                    continue
+                vecs = self.text.encode(group)
+                if vecs.shape != (len(group), dim):
+                    raise EmbedError(f"text embedder {self.text.name} returned {vecs.shape}, "
+                                     f"expected ({len(group)}, {dim})")
+                for text, vec in zip(group, vecs, strict=True):
+                    self._texts[text] = vec.astype(np.float32)
         self.stats["texts_embedded"] += len(new)
         if not n:
             return np.zeros((0, dim), dtype=np.float32)

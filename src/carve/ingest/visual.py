@@ -142,13 +142,20 @@ def _describe(rgb: np.ndarray) -> np.ndarray:
     return l2_normalize(np.concatenate(parts, axis=1))
 
 
+# each channel's share of the joint HSV bin, by its 8-bit value: bin = (h * S + s) * V + v
+_LEVELS = np.arange(256, dtype=np.intp)
+_H_PART = (_LEVELS * _H_BINS // 256 * _S_BINS * _V_BINS).astype(np.uint8)
+_S_PART = (_LEVELS * _S_BINS // 256 * _V_BINS).astype(np.uint8)
+_V_PART = (_LEVELS * _V_BINS // 256).astype(np.uint8)
+
+
 def _hsv_hist(hsv: np.ndarray) -> np.ndarray:
     n = hsv.shape[0]
-    h = hsv[..., 0].astype(np.intp) * _H_BINS // 256
-    s = hsv[..., 1].astype(np.intp) * _S_BINS // 256
-    v = hsv[..., 2].astype(np.intp) * _V_BINS // 256
-    nb = _H_BINS * _S_BINS * _V_BINS
-    idx = (h * _S_BINS + s) * _V_BINS + v + (np.arange(n, dtype=np.intp)[:, None, None] * nb)
+    nb = _H_BINS * _S_BINS * _V_BINS  # < 256: a pixel's bin fits a byte
+    joint = _H_PART[hsv[..., 0]]
+    joint += _S_PART[hsv[..., 1]]
+    joint += _V_PART[hsv[..., 2]]
+    idx = joint.astype(np.intp) + np.arange(n, dtype=np.intp)[:, None, None] * nb
     hist = np.bincount(idx.ravel(), minlength=n * nb).reshape(n, nb).astype(np.float32)
     hist /= float(hsv.shape[1] * hsv.shape[2])
     return np.sqrt(hist)

@@ -194,7 +194,10 @@ class PipelineStep(ABC):
     def __call__(self, batch: pa.Table) -> pa.Table:
         """The step on one block: the pipeline's one failure mechanism (module doc); no step overrides it."""
         ok = good_mask(batch)
-        good, bad = batch.filter(pa.array(ok)), batch.filter(pa.array(~ok))
+        if ok.all():  # the usual block: no copy of its keyframes and vectors through a filter
+            good, bad = batch, batch.slice(0, 0)
+        else:
+            good, bad = batch.filter(pa.array(ok)), batch.filter(pa.array(~ok))
         units = self.episodes(good) if self.one_episode_at_a_time and good.num_rows else [good]
         done = [t for u in units if u.num_rows for t in self._attempt(u)]
         schema = self._output_schema(batch, done)

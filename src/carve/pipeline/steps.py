@@ -192,6 +192,11 @@ class Embed(PipelineStep):
         return self.stage(events)
 
 
+# the columns `WriteEvents.finish` reads from each row (besides the steps' seconds)
+_SUMMARY_INPUTS = ("episode_id", "dataset", "episode_index", "source_uri", "source_file", "source_key",
+                   "_fingerprint", "_error", "_failed_at", "_defects", *(f.name for f in PART_FIELDS))
+
+
 class WriteEvents(PipelineStep):
     """Write the good events of a block as atomic part files (one, or several cut at episode
     boundaries above `part_target_mb` of Arrow data), then hand on one summary row per episode."""
@@ -217,8 +222,9 @@ class WriteEvents(PipelineStep):
         """One summary row per episode (ok with its part, or failed with the reason), with the
         seconds each step spent on it (`SUMMARY_SCHEMA` and the seconds columns), for the driver."""
         seconds = [c for c in rows.column_names if c.startswith(SECONDS_PREFIX)]
+        wanted = {*_SUMMARY_INPUTS, *seconds}  # not the keyframes and vectors: Python objects of them cost seconds
         summary: dict[str, dict[str, Any]] = {}
-        for r in rows.to_pylist():
+        for r in rows.select([c for c in rows.column_names if c in wanted]).to_pylist():
             s = summary.get(r["episode_id"])
             if s is None:
                 s = summary[r["episode_id"]] = self._summary(r, seconds)

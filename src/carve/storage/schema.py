@@ -164,8 +164,9 @@ def events_to_table(rows: list[dict[str, Any]], schema: pa.Schema = EVENT_SCHEMA
 def conform(table: pa.Table, schema: pa.Schema = EVENT_SCHEMA) -> pa.Table:
     """Cast/reorder `table` to `schema`, adding missing nullable columns as nulls."""
     cols = []
+    have = set(table.column_names)  # `column_names` builds a new list on every call
     for f in schema:
-        if f.name in table.column_names:
+        if f.name in have:
             col = table.column(f.name)
             if col.type != f.type:
                 col = col.cast(f.type)
