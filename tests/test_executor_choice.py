@@ -8,7 +8,7 @@ import pytest
 
 from carve.core.config import CarveConfig, RayConfig
 from carve.core.errors import CarveError
-from carve.pipeline.choose import choose_executor, step_concurrency
+from carve.pipeline.choose import caption_in_decode, choose_executor, step_concurrency, step_cpus
 from carve.pipeline.executor import plan_blocks
 
 
@@ -57,9 +57,63 @@ def test_asking_for_local_is_obeyed_and_contradictions_refused():
 
 def test_workers_are_sized_from_the_cpus_unless_configured():
     assert step_concurrency(RayConfig(), 1) == (1, 1)
-    assert step_concurrency(RayConfig(), 2) == (1, 1)
-    assert step_concurrency(RayConfig(), 16) == (12, 4)
+    assert step_concurrency(RayConfig(), 2) == (2, 1)  # a decode worker per CPU, the embed rides along
+    assert step_concurrency(RayConfig(), 16) == (16, 4)
     assert step_concurrency(RayConfig(decode_concurrency=3, embed_concurrency=2), 16) == (3, 2)
+
+
+def _fits(shares: list[float], cpus: float) -> bool:
+    return sum(shares) <= cpus + 1e-9
+
+
+def test_light_steps_reserve_a_share_and_the_decode_the_rest():
+    cfg = CarveConfig()
+    # 2 CPUs: embed 0.25 + write 0.1 leave 1.65 for 2 decode workers, 0.825 each, capped at 1 - 0.25
+    assert step_cpus(cfg, 2, (2, 1)) == {"decode_segment": 0.75, "caption": 0.75, "embed": 0.25, "write": 0.1}
+    # 1 CPU: 1 - 0.25 - 0.1 = 0.65 for the one decode worker
+    assert step_cpus(cfg, 1, (1, 1))["decode_segment"] == 0.65
+    # a fixed decode concurrency shares what is left: 16 - 4 x 0.25 - 0.1 = 14.9 over 40 workers
+    assert step_cpus(cfg, 16, (40, 4))["decode_segment"] == 0.35
+    for cpus in (1, 2, 3, 4, 8, 16, 64):
+        workers = step_concurrency(cfg.ray, cpus)
+        share = step_cpus(cfg, cpus, workers)
+        # every worker of the plan fits at once on the CPUs offered
+        assert _fits([share["decode_segment"]] * workers[0] + [share["embed"]] * workers[1] + [share["write"]], cpus)
+        # and on a node of one CPU a decode worker fits beside an embed actor or the write task
+        assert _fits([share["decode_segment"], share["embed"]], 1)
+        assert _fits([share["decode_segment"], share["write"]], 1)
+
+
+def test_the_kinematic_captioner_runs_in_the_decode_workers_others_in_actors():
+    assert caption_in_decode(CarveConfig())
+    http = CarveConfig().with_overrides({"caption": {"backend": "openai"}})
+    assert not caption_in_decode(http)
+    share = step_cpus(http, 2, (2, 1))
+    # a caption actor reserves the light share, and the decode keeps its own
+    assert share["caption"] == 0.1 and share["decode_segment"] == 0.75
+    # an embed actor on a GPU is given Ray Data's one CPU: 16 - 4 - 0.1 = 11.9 over 16 decode workers
+    gpu = CarveConfig().with_overrides({"embed": {"device": "cuda"}})
+    share = step_cpus(gpu, 16, (16, 4))
+    assert share["embed"] == 1.0 and share["decode_segment"] == 0.7
+
+
+def test_the_steps_on_ray_carry_the_plan(tmp_path: Path):
+    from carve.pipeline.run import build_steps
+    from carve.storage.root import open_root
+
+    cfg = CarveConfig()
+    root = open_root(tmp_path / "r")
+    steps = {s.name: s for s in build_steps(cfg, root, "b", (2, 1), step_cpus(cfg, 2, (2, 1)))}
+    assert steps["decode_segment"].resources() == {"num_cpus": 0.75} and steps["decode_segment"].concurrency == 2
+    # the caption with the decode's workers, share and compute: Ray Data fuses the two into one task
+    assert steps["caption"].resources() == {"num_cpus": 0.75} and steps["caption"].concurrency == 2
+    assert steps["caption"].compute == "tasks"
+    assert steps["embed"].resources() == {"num_cpus": 0.25} and steps["embed"].concurrency == 1
+    assert steps["write"].resources() == {"num_cpus": 0.1} and steps["write"].concurrency == 1
+    # without a plan (the in-process executor): every step as its class runs it, one CPU each
+    plain = {s.name: s for s in build_steps(cfg, root, "b")}
+    assert plain["caption"].compute is None and plain["caption"].resources() == {"num_cpus": 1.0}
+    assert plain["write"].concurrency is None
 
 
 def test_blocks_follow_the_decode_workers():

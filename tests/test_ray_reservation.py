@@ -2,7 +2,8 @@
 
 Ray Data's per-operator resource reservation (`DataContext.op_resource_reservation_enabled`)
 splits part of the CPUs evenly between the operators; with it on, a 4-CPU run of `carve run`
-decoded one block at a time where its concurrency was 3 (docs/CLUSTER.md). `RayExecutor` sets
+decoded one block at a time where its concurrency was 3, and a 2-CPU run one of two (docs/CLUSTER.md);
+Carve turns it off unless `ray.data_reservation` asks for it. `RayExecutor` sets
 the flag from the config while its blocks come out and puts the caller's value back after,
 also when a step fails.
 """
@@ -30,19 +31,25 @@ def test_the_flag_holds_during_the_run_and_is_put_back(ray_local, tmp_path: Path
     rows = [r.to_row() for r in open_source(str(tmp_path), "folder").list_episodes()]
     ctx = ray.data.DataContext.get_current()
     before = ctx.op_resource_reservation_enabled
+    ratio = ctx.downstream_capacity_backpressure_ratio
     cfg = RayConfig(num_cpus=2, progress=False, part_episodes=1, data_reservation=reservation)
     steps = [StepSpec(DecodeSegment, {"seg_cfg": SegmentConfig(), "src_cfg": SourceConfig(uri=str(tmp_path))})]
-    seen, events = [], 0
+    seen, ratios, events = [], [], 0
     for block in RayExecutor(cfg).run(rows, steps):
         seen.append(ctx.op_resource_reservation_enabled)
+        ratios.append(ctx.downstream_capacity_backpressure_ratio)
         events += block.num_rows
     assert events > 0 and seen == [reservation] * len(seen) and len(seen) == 2
-    assert ctx.op_resource_reservation_enabled == before
+    # without the reservation, the downstream-capacity backpressure is off too (it held the writes back)
+    assert ratios == [ratio if reservation else None] * 2
+    assert ctx.op_resource_reservation_enabled == before and ctx.downstream_capacity_backpressure_ratio == ratio
     with pytest.raises(KeyError):  # rows that are no episodes: the step fails, the flag still comes back
         list(RayExecutor(cfg).run([{"x": 1}], steps))
     assert ctx.op_resource_reservation_enabled == before
 
 
-def test_ray_data_keeps_its_default_unless_asked():
-    assert RayConfig().data_reservation is True
-    assert RayConfig(data_reservation=False).data_reservation is False
+def test_the_reservation_is_off_unless_asked():
+    """Carve's plan leaves the light steps their CPU shares itself (pipeline/choose.py `step_cpus`);
+    Ray Data's reservation on top of it ran one decode task of two on 2 CPUs (tests/test_ray_plan.py)."""
+    assert RayConfig().data_reservation is False
+    assert RayConfig(data_reservation=True).data_reservation is True

@@ -49,13 +49,17 @@ class RayConfig(_Section):
     decode_concurrency: int | None = Field(default=None, ge=1)
     caption_concurrency: int = Field(default=1, ge=1)
     embed_concurrency: int | None = Field(default=None, ge=1)
+    # the CPU share each embed actor reserves on Ray, and each worker of the light steps (the write
+    # task, a caption actor); the decode workers share the rest (pipeline/choose.py `step_cpus`)
+    embed_cpus: float = Field(default=0.25, gt=0, le=1)
+    light_cpus: float = Field(default=0.1, gt=0, le=1)
     # episodes per Ray block and per events part file (fewer when that would leave decode workers idle:
     # pipeline/executor.py `plan_blocks`); a block's part is split at episode boundaries above part_target_mb
     part_episodes: int = Field(default=32, ge=1)
-    # Ray Data's per-operator resource reservation (DataContext.op_resource_reservation_enabled, on by
-    # default). Off: a task step (the decode) takes every CPU the actors leave, up to its concurrency,
-    # where on it ran one task of three on 4 CPUs; an actor may then wait for a task's CPU (docs/CLUSTER.md)
-    data_reservation: bool = True
+    # Ray Data's per-operator resource reservation (DataContext.op_resource_reservation_enabled, on in
+    # Ray Data). Off (Carve's default): the decode tasks take the CPUs the actors' shares leave, up to
+    # their concurrency, where on they ran one task of two on 2 CPUs (docs/CLUSTER.md)
+    data_reservation: bool = False
     part_target_mb: float = Field(default=128.0, gt=0)
     part_row_group_size: int = Field(default=256, ge=1)  # rows per row group of an events part file
     # GPUs each embed worker reserves when embed.device is cuda; 0.5 lets two workers share one GPU

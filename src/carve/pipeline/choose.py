@@ -22,12 +22,23 @@ with 4+ cores decode runs on 3+ workers and a run of a few hundred episodes repa
 
 `step_concurrency(cfg, cpus)`: the workers of the decode and embed steps when the config does
 not fix them (`ray.decode_concurrency` / `ray.embed_concurrency` unset), from the CPUs Ray
-offers: a quarter to embed (each text is embedded once per worker, so it is light once warm),
-the rest to decode (the bound), at least one each: 2 CPUs give 1 + 1, 16 give 12 + 4.
+offers: one decode worker per CPU (the decode is the bound) and an embed worker per four CPUs,
+at least one each: 2 CPUs give 2 + 1, 16 give 16 + 4.
+
+`step_cpus(cfg, cpus, workers)`: what each worker reserves. The light steps reserve a share of a
+CPU (`ray.embed_cpus` = 0.25 per embed actor, `ray.light_cpus` = 0.1 for the write task and a
+caption actor; an embed actor on a GPU is given Ray Data's one CPU) and the decode workers share
+the rest, so that the light steps run on the decode's cores between its work, as the in-process
+executor's driver does, instead of holding a core each (an idle one: on 2 CPUs one decode task
+and one embed actor each held a core, and the write tasks waited for the end). The kinematic
+captioner needs no model or server, so it runs in the decode's workers (a task with the decode's
+share, which Ray Data fuses with the decode); other captioners run in actors. Measured on 2 cores,
+1,000 short episodes (BENCHMARKS.md, issue 22): 52.2 s before, 38.8 s after.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Literal
 
@@ -79,8 +90,32 @@ def step_concurrency(cfg: RayConfig, cpus: float) -> tuple[int, int]:
     CPUs to embed and the rest to decode, at least one each (module doc)."""
     n = max(1, int(cpus))
     embed = cfg.embed_concurrency or max(1, n // 4)
-    decode = cfg.decode_concurrency or max(1, n - embed)
+    decode = cfg.decode_concurrency or n
     return decode, embed
+
+
+def caption_in_decode(cfg: CarveConfig) -> bool:
+    """Whether the caption step runs in the decode's workers on Ray (module doc): the kinematic
+    captioner holds no model and talks to no server."""
+    return cfg.caption.backend == "kinematic"
+
+
+def step_cpus(cfg: CarveConfig, cpus: float, workers: tuple[int, int]) -> dict[str, float]:
+    """The CPUs each worker of each step reserves on Ray, by step name, for `cpus` CPUs and
+    (decode, embed) `workers` (module doc). The decode's share is what the others leave, shared
+    out and rounded down to a twentieth, at least 0.05, and at most 1 less the embed's share (so
+    that a decode worker fits beside an embed actor on a node of one CPU)."""
+    decode_n, embed_n = workers
+    ray_cfg = cfg.ray
+    embed = 1.0 if cfg.embed.device.startswith("cuda") else ray_cfg.embed_cpus
+    fused = caption_in_decode(cfg)
+    caption_actors = 0.0 if fused else ray_cfg.caption_concurrency * ray_cfg.light_cpus
+    left = cpus - embed_n * embed - ray_cfg.light_cpus - caption_actors
+    # at most 1 - the embed's share: a node of one CPU then holds a decode worker beside an embed actor
+    cap = 1.0 - max(embed, ray_cfg.light_cpus) if embed < 1.0 else 1.0
+    decode = min(cap, max(0.05, math.floor(left / max(1, decode_n) * 20 + 1e-9) / 20))
+    return {"decode_segment": decode, "caption": decode if fused else ray_cfg.light_cpus, "embed": embed,
+            "write": ray_cfg.light_cpus}
 
 
 def local_decode_workers(cfg: RayConfig) -> int:

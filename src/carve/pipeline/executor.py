@@ -19,7 +19,7 @@ that the decode workers are never idle for want of blocks, there are at least
 pipeline/choose.py; one in this process) blocks (each worker has one block in hand and one
 queued) when there are that many episodes: 1,000 episodes at 32 per block and one worker make
 32 blocks, 120 make 4, 3 make 2. The rows a step makes do not depend on how the episodes are
-cut into blocks (the text embedder embeds each distinct text on its own), so the plan changes
+cut into blocks (a distinct text's vector does not depend on what it is embedded with), so the plan changes
 the part files, never the event rows. On Ray Data a block travels as one row (`pack`: its table as Arrow IPC bytes, and
 the node each step ran it on), and every step's `map_batches` takes `batch_size=1`: each call
 gets one whole block, Ray Data can neither split nor merge blocks, so an episode is never split
@@ -54,6 +54,7 @@ class StepSpec:
     concurrency: int | None = None  # workers; None: Ray Data's default for tasks
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    compute: str | None = None  # "tasks" | "actors" on Ray; None: the step class's own
 
     def __post_init__(self) -> None:
         self.cls.check(**self.kwargs)
@@ -149,16 +150,23 @@ class RayExecutor:
         if not rows:
             return
         ctx = ray.data.DataContext.get_current()
-        saved = ctx.raise_original_map_exception, ctx.op_resource_reservation_enabled
+        saved = (ctx.raise_original_map_exception, ctx.op_resource_reservation_enabled,
+                 ctx.downstream_capacity_backpressure_ratio)
         # a step's own error (e.g. NoSpaceError naming the part) reaches the driver as itself, a CarveError
         ctx.raise_original_map_exception = True
         # Ray Data's per-operator reservation splits part of the CPUs evenly between the steps (the
         # decode, the bound, then runs fewer tasks than it has CPUs for): `ray.data_reservation`
         ctx.op_resource_reservation_enabled = self.cfg.data_reservation
+        if not self.cfg.data_reservation:
+            # without the reservation, Ray Data's downstream-capacity policy held the write step back
+            # from the fifth block to the last (`backpressured:tasks(DownstreamCapacity)`), so the
+            # driver recorded nothing for most of the run; the driver takes each block as it comes
+            ctx.downstream_capacity_backpressure_ratio = None
         try:
             yield from self._run(rows, steps)
         finally:
-            ctx.raise_original_map_exception, ctx.op_resource_reservation_enabled = saved
+            (ctx.raise_original_map_exception, ctx.op_resource_reservation_enabled,
+             ctx.downstream_capacity_backpressure_ratio) = saved
 
     def _run(self, rows: list[dict[str, Any]], steps: list[StepSpec]) -> Iterator[pa.Table]:
         import ray.data
@@ -168,7 +176,7 @@ class RayExecutor:
         ds = ray.data.from_arrow(blocks)
         for s in steps:
             # one row per block: batch_size=1 hands each call one whole block, GPUs or not
-            if s.cls.compute == "actors":
+            if (s.compute or s.cls.compute) == "actors":
                 ds = ds.map_batches(
                     _actor_of(s.cls), fn_constructor_kwargs={"kwargs": s.kwargs}, batch_size=1,
                     batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=s.concurrency or 1),

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from carve.core.config import CarveConfig
 from carve.core.errors import CarveError
 from carve.core.log import get_logger, log_event
-from carve.pipeline.choose import choose_executor, local_decode_workers, step_concurrency
+from carve.pipeline.choose import choose_executor, local_decode_workers, step_concurrency, step_cpus
 from carve.pipeline.ray_env import gpus_needed
 from carve.pipeline.step import RunStats, step_seconds
 from carve.storage.catalog import Catalog
@@ -130,24 +130,35 @@ class JobReporter:
                 self.catalog.update_job(self.job_id, state=state, error=error, **fields)
 
 
-def build_steps(cfg: CarveConfig, root: Root, batch_id: str, workers: tuple[int, int] = (1, 1)) -> list[StepSpec]:
-    """The ingest DAG's steps for this config, with (decode, embed) `workers` on Ray (each
-    `StepSpec` checks its step's optional dependencies as it is built, here on the driver)."""
+def build_steps(cfg: CarveConfig, root: Root, batch_id: str, workers: tuple[int, int] = (1, 1),
+                cpus: dict[str, float] | None = None) -> list[StepSpec]:
+    """The ingest DAG's steps for this config, with (decode, embed) `workers` on Ray and the CPUs
+    each worker of a step reserves there (`cpus`, from `choose.step_cpus`; None: one each, and
+    every step as its class runs it). Each `StepSpec` checks its step's optional dependencies as
+    it is built, here on the driver."""
+    from carve.pipeline.choose import caption_in_decode
     from carve.pipeline.executor import StepSpec
     from carve.pipeline.ray_env import gpu_request
     from carve.pipeline.steps import Caption, DecodeSegment, Embed, WriteEvents
 
     gpus = gpu_request(cfg)
     decode_n, embed_n = workers
+    share = cpus or {}
+    # on Ray, a caption step with the decode's workers and share is fused into the decode's tasks by Ray Data
+    fused = cpus is not None and caption_in_decode(cfg)
     return [
         StepSpec(DecodeSegment, {"seg_cfg": cfg.segment, "src_cfg": cfg.source, "check_cfg": cfg.check},
-                 concurrency=decode_n),
-        StepSpec(Caption, {"cfg": cfg.caption, "segment": cfg.segment}, concurrency=cfg.ray.caption_concurrency,
-                 num_gpus=gpus.get(Caption.name, 0.0)),
-        StepSpec(Embed, {"cfg": cfg.embed}, concurrency=embed_n,
+                 concurrency=decode_n, num_cpus=share.get(DecodeSegment.name, 1.0)),
+        StepSpec(Caption, {"cfg": cfg.caption, "segment": cfg.segment},
+                 concurrency=decode_n if fused else cfg.ray.caption_concurrency,
+                 num_cpus=share.get(Caption.name, 1.0), num_gpus=gpus.get(Caption.name, 0.0),
+                 compute="tasks" if fused else None),
+        StepSpec(Embed, {"cfg": cfg.embed}, concurrency=embed_n, num_cpus=share.get(Embed.name, 1.0),
                  num_gpus=gpus.get(Embed.name, 0.0)),
+        # one write worker: a task of a fractional share would otherwise start a worker process per block
         StepSpec(WriteEvents, {"root": root, "batch_id": batch_id, "row_group_size": cfg.ray.part_row_group_size,
-                               "part_target_mb": cfg.ray.part_target_mb}),
+                               "part_target_mb": cfg.ray.part_target_mb},
+                 concurrency=1 if cpus is not None else None, num_cpus=share.get(WriteEvents.name, 1.0)),
     ]
 
 
@@ -203,10 +214,10 @@ def ingest(cfg: CarveConfig, root: Root, reporter: JobReporter, summary: RunSumm
     batch_id = new_batch_id()
     summary.batch = batch_id
     if executor is None:
-        executor, workers = pick_executor(cfg, root, len(todo), summary)
+        executor, workers, cpus = pick_executor(cfg, root, len(todo), summary)
     else:
-        workers = step_concurrency(cfg.ray, 1)
-    steps = build_steps(cfg, root, batch_id, workers)
+        workers, cpus = step_concurrency(cfg.ray, 1), None
+    steps = build_steps(cfg, root, batch_id, workers, cpus)
     stats = RunStats([s.name for s in steps])
     for block in executor.run([r.to_row() for r in todo], steps):
         records = block.to_pylist()
@@ -230,9 +241,11 @@ def ingest(cfg: CarveConfig, root: Root, reporter: JobReporter, summary: RunSumm
         reporter.stage("ingest", stages=summary.stages)
 
 
-def pick_executor(cfg: CarveConfig, root: Root, episodes: int, summary: RunSummary) -> tuple[Executor, tuple[int, int]]:
+def pick_executor(cfg: CarveConfig, root: Root, episodes: int,
+                  summary: RunSummary) -> tuple[Executor, tuple[int, int], dict[str, float] | None]:
     """The executor for this run (`pipeline.choose.choose_executor`: in this process for a small
-    embedded run, Ray otherwise) and the (decode, embed) workers it gets; noted in the summary."""
+    embedded run, Ray otherwise), the (decode, embed) workers it gets and, on Ray, the CPUs each
+    step's workers reserve (`choose.step_cpus`); noted in the summary."""
     from carve.pipeline.executor import LocalExecutor, RayExecutor
 
     choice, why = choose_executor(cfg, episodes)
@@ -240,12 +253,15 @@ def pick_executor(cfg: CarveConfig, root: Root, episodes: int, summary: RunSumma
     log_event(log, "executor", executor=choice, why=why, episodes=episodes)
     if choice == "local":
         decode = local_decode_workers(cfg.ray)
-        return LocalExecutor(cfg.ray, decode_workers=decode), (decode, 1)
+        return LocalExecutor(cfg.ray, decode_workers=decode), (decode, 1), None
     import ray
 
     start_ray(cfg, root)
-    workers = step_concurrency(cfg.ray, float(ray.cluster_resources().get("CPU", 1)))
-    return RayExecutor(cfg.ray, decode_workers=workers[0]), workers
+    offered = float(ray.cluster_resources().get("CPU", 1))
+    workers = step_concurrency(cfg.ray, offered)
+    cpus = step_cpus(cfg, offered, workers)
+    log_event(log, "ray_plan", decode=workers[0], embed=workers[1], **{f"{k}_cpus": v for k, v in cpus.items()})
+    return RayExecutor(cfg.ray, decode_workers=workers[0]), workers, cpus
 
 
 def start_ray(cfg: CarveConfig, root: Root) -> None:
