@@ -11,13 +11,17 @@ a shared machine touches every variant alike:
   keyframes, start/middle/last of each event, and the quality check's sample frames, every
   `check.video_sample_s`), seeking to each episode and decoding forward, then reads the run's
   event Parquet parts: the same input and output work as Carve with no Carve code;
+* `raw_all_cores` / `raw_same_cores`: the same two baselines at their best on this machine, the
+  files (episodes) dealt to one process per usable core: on short 128-px videos the single
+  process leaves a core idle (PyAV's threads get little to do), so `raw_all` alone flatters Carve;
 * `carve_auto`: `carve run --source D --root R` as shipped (`ray.executor=auto`: without Ray for
   a run this small, pipeline/choose.py; the decode in one forked child, pipeline/ahead.py);
 * `carve_ray`: the same with `--executor ray` (embedded Ray on this machine's CPUs).
 
 Reported: medians (min, max) of each; `ratio` = raw_all seconds / carve_auto seconds (frames/s
 of Carve over frames/s of the decode of every frame: same frames counted in both); `ratio_same`
-= raw_same seconds / carve_auto seconds; `ray_overhead` = carve_ray / carve_auto - 1 per round,
+= raw_same seconds / carve_auto seconds; `ratio_all_cores` / `ratio_same_cores` the same against
+the all-cores baselines; `ray_overhead` = carve_ray / carve_auto - 1 per round,
 median (min, max); the per-step seconds of the last auto run; peak RSS of the driver, of the
 largest worker process (Ray's workers, raylet and GCS are the driver's descendants) and of the
 whole process tree (sampled every 0.1 s from /proc).
@@ -125,6 +129,57 @@ def decode_all(source: Path) -> int:
     return raw_pyav_decode(sorted(source.glob("videos/**/*.mp4")))
 
 
+def _shares(items: list[Any], weights: list[float], n: int) -> list[list[Any]]:
+    """`items` dealt to `n` workers, heaviest first to the lightest share (greedy balance)."""
+    shares: list[list[Any]] = [[] for _ in range(n)]
+    load = [0.0] * n
+    for w, item in sorted(zip(weights, items, strict=True), key=lambda p: -p[0]):
+        k = load.index(min(load))
+        shares[k].append(item)
+        load[k] += w
+    return [s for s in shares if s]
+
+
+def decode_all_cores(source: Path) -> int:
+    """`decode_all` at its best on this machine: the files dealt by size to one process per usable
+    core (the single-process decode leaves a core idle: 128-px frames give PyAV's threads little)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from bench.bench_decode import raw_pyav_decode
+
+    paths = sorted(source.glob("videos/**/*.mp4"))
+    shares = _shares(paths, [p.stat().st_size for p in paths], len(os.sched_getaffinity(0)))
+    with ProcessPoolExecutor(max_workers=len(shares)) as pool:
+        return sum(pool.map(raw_pyav_decode, shares))
+
+
+def _decode_planned_share(plan: list[tuple[str, float, float, list[int]]]) -> int:
+    from bench.bench_pipeline import raw_keyframe_decode
+
+    return raw_keyframe_decode(plan)
+
+
+def _read_parts(path: str) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).num_rows
+
+
+def decode_same_cores(plan_file: Path, root: Path) -> int:
+    """`decode_same` at its best: the planned episodes dealt by frames to one process per usable
+    core, and the event parts read on them too."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    plan = [tuple(p) for p in json.loads(plan_file.read_text())]
+    cores = len(os.sched_getaffinity(0))
+    shares = _shares(plan, [float(p[3][-1] + 1) for p in plan], cores)  # frames decoded forward
+    parts = [str(p) for p in sorted((root / "events").glob("**/*.parquet"))]
+    with ProcessPoolExecutor(max_workers=len(shares)) as pool:
+        n = sum(pool.map(_decode_planned_share, shares))
+        sum(pool.map(_read_parts, parts))
+    return n
+
+
 def frames_plan(source: Path, root: Path) -> list[tuple[str, float, float, list[int]]]:
     """(video, episode start in it (s), fps, sorted frame indices) per episode and camera: the
     event keyframes of the run in `root` and the quality check's samples (computed, not timed)."""
@@ -183,12 +238,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="with --before: also run it with --executor ray (carve_before_ray)")
     ap.add_argument("--decode-all", type=Path, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--decode-same", nargs=2, type=Path, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--all-cores", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.decode_all:
-        print(decode_all(args.decode_all))
+        print((decode_all_cores if args.all_cores else decode_all)(args.decode_all))
         return {}
     if args.decode_same:
-        print(decode_same(*args.decode_same))
+        print((decode_same_cores if args.all_cores else decode_same)(*args.decode_same))
         return {}
     py = sys.executable
     with tempfile.TemporaryDirectory(prefix="carve-small-") as tmp:
@@ -208,7 +264,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             variants.append(("carve_before", [], args.before.resolve()))
             if args.before_ray:
                 variants.append(("carve_before_ray", ["--executor", "ray"], args.before.resolve()))
-        runs: dict[str, list[float]] = {k: [] for k in ("raw_all", "raw_same", *(v[0] for v in variants))}
+        runs: dict[str, list[float]] = {k: [] for k in ("raw_all", "raw_same", "raw_all_cores", "raw_same_cores",
+                                                        *(v[0] for v in variants))}
         mem: dict[str, dict[str, float]] = {}
         frames = decoded_same = 0
         summary: dict[str, Any] = {}
@@ -216,6 +273,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             wall, out, _ = timed([*me, "--decode-all", str(source)])
             runs["raw_all"].append(wall)
             frames = int(out.split()[-1])
+            wall, out, _ = timed([*me, "--decode-all", str(source), "--all-cores"])
+            runs["raw_all_cores"].append(wall)
+            if int(out.split()[-1]) != frames:
+                raise RuntimeError(f"the all-cores decode decoded {out.split()[-1]} frames, not {frames}")
             for variant, extra, src in variants:
                 root = work / f"root-{variant}-{i}"
                 wall, out, peaks = timed([py, "-m", "carve", "run", "--source", str(source), "--root", str(root),
@@ -229,6 +290,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     wall, out, _ = timed([*me, "--decode-same", str(plan_file), str(root)])
                     runs["raw_same"].append(wall)
                     decoded_same = int(out.split()[-1])
+                    wall, out, _ = timed([*me, "--decode-same", str(plan_file), str(root), "--all-cores"])
+                    runs["raw_same_cores"].append(wall)
+                    if int(out.split()[-1]) != decoded_same:
+                        raise RuntimeError(f"the all-cores planned decode decoded {out.split()[-1]} frames, "
+                                           f"not {decoded_same}")
         med = {k: statistics.median(v) for k, v in runs.items()}
         overhead = [r / a - 1.0 for r, a in zip(runs["carve_ray"], runs["carve_auto"], strict=True)]
         return {
@@ -252,6 +318,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "carve_auto_fps": frames / med["carve_auto"],
             "ratio": med["raw_all"] / med["carve_auto"],
             "ratio_same": med["raw_same"] / med["carve_auto"],
+            # the same two baselines at their best here, one process per usable core
+            "raw_all_cores_s": _stat(runs["raw_all_cores"]),
+            "raw_same_cores_s": _stat(runs["raw_same_cores"]),
+            "ratio_all_cores": med["raw_all_cores"] / med["carve_auto"],
+            "ratio_same_cores": med["raw_same_cores"] / med["carve_auto"],
             "ray_overhead": _stat(overhead),
             "step_seconds_auto": {k: v.get("seconds") for k, v in (summary.get("stages") or {}).items()},
             **({"carve_before_s": _stat(runs["carve_before"]),
