@@ -15,8 +15,9 @@ importing the steps' libraries and loading the embedding model again) of several
 run, plus a per-block cost of moving blocks through the object store (BENCHMARKS.md, "Ray
 overhead"). What it buys is parallel decode and embed across cores. On a small run the start-up
 is a large share of the whole wall time and is never repaid (240 short episodes: BENCHMARKS.md,
-issue 22). On 2 cores Ray gets one decode and one embed worker and did not beat one process
-even at 1,000 episodes (92.3 s against 84.9 s, BENCHMARKS.md, issue 12), hence the core floor;
+issue 22). On 2 cores Ray does not beat one process even at 1,000 episodes (43.0 s against
+32.8 s in-process, BENCHMARKS.md, issue 22: its start-up and worker processes cost more than its
+parallel steps give back on 2 cores), hence the core floor;
 with 4+ cores decode runs on 3+ workers and a run of a few hundred episodes repays the start-up. Both executors run the same steps on the same blocks
 (`executor.plan_blocks`), so a run's event rows and shards are the same whichever runs it.
 
@@ -33,7 +34,7 @@ executor's driver does, instead of holding a core each (an idle one: on 2 CPUs o
 and one embed actor each held a core, and the write tasks waited for the end). The kinematic
 captioner needs no model or server, so it runs in the decode's workers (a task with the decode's
 share, which Ray Data fuses with the decode); other captioners run in actors. Measured on 2 cores,
-1,000 short episodes (BENCHMARKS.md, issue 22): 52.2 s before, 38.8 s after.
+1,000 short episodes (BENCHMARKS.md, issue 22): 51.7 s before, 43.0 s after (medians of 3).
 """
 
 from __future__ import annotations
