@@ -8,7 +8,13 @@ import pytest
 
 from carve.core.config import CarveConfig, RayConfig
 from carve.core.errors import CarveError
-from carve.pipeline.choose import caption_in_decode, choose_executor, step_concurrency, step_cpus
+from carve.pipeline.choose import (
+    caption_in_decode,
+    choose_executor,
+    step_concurrency,
+    step_cpus,
+    write_workers,
+)
 from carve.pipeline.executor import plan_blocks
 
 
@@ -72,13 +78,17 @@ def test_light_steps_reserve_a_share_and_the_decode_the_rest():
     assert step_cpus(cfg, 2, (2, 1)) == {"decode_segment": 0.75, "caption": 0.75, "embed": 0.25, "write": 0.1}
     # 1 CPU: 1 - 0.25 - 0.1 = 0.65 for the one decode worker
     assert step_cpus(cfg, 1, (1, 1))["decode_segment"] == 0.65
-    # a fixed decode concurrency shares what is left: 16 - 4 x 0.25 - 0.1 = 14.9 over 40 workers
+    # a fixed decode concurrency shares what is left: 16 - 4 x 0.25 - 5 writers x 0.1 = 14.5 over 40 workers
     assert step_cpus(cfg, 16, (40, 4))["decode_segment"] == 0.35
+    # a writer per eight decode workers: 160 CPUs (10 nodes of 16) get 20, 2 CPUs one
+    assert [write_workers(n) for n in (1, 2, 8, 9, 160)] == [1, 1, 1, 2, 20]
     for cpus in (1, 2, 3, 4, 8, 16, 64):
         workers = step_concurrency(cfg.ray, cpus)
         share = step_cpus(cfg, cpus, workers)
         # every worker of the plan fits at once on the CPUs offered
-        assert _fits([share["decode_segment"]] * workers[0] + [share["embed"]] * workers[1] + [share["write"]], cpus)
+        writers = write_workers(workers[0])
+        assert _fits([share["decode_segment"]] * workers[0] + [share["embed"]] * workers[1]
+                     + [share["write"]] * writers, cpus)
         # and on a node of one CPU a decode worker fits beside an embed actor or the write task
         assert _fits([share["decode_segment"], share["embed"]], 1)
         assert _fits([share["decode_segment"], share["write"]], 1)
@@ -91,7 +101,7 @@ def test_the_kinematic_captioner_runs_in_the_decode_workers_others_in_actors():
     share = step_cpus(http, 2, (2, 1))
     # a caption actor reserves the light share, and the decode keeps its own
     assert share["caption"] == 0.1 and share["decode_segment"] == 0.75
-    # an embed actor on a GPU is given Ray Data's one CPU: 16 - 4 - 0.1 = 11.9 over 16 decode workers
+    # an embed actor on a GPU is given Ray Data's one CPU: 16 - 4 - 2 x 0.1 = 11.8 over 16 decode workers
     gpu = CarveConfig().with_overrides({"embed": {"device": "cuda"}})
     share = step_cpus(gpu, 16, (16, 4))
     assert share["embed"] == 1.0 and share["decode_segment"] == 0.7

@@ -50,7 +50,8 @@ class RayConfig(_Section):
     caption_concurrency: int = Field(default=1, ge=1)
     embed_concurrency: int | None = Field(default=None, ge=1)
     # the CPU share each embed actor reserves on Ray, and each worker of the light steps (the write
-    # task, a caption actor); the decode workers share the rest (pipeline/choose.py `step_cpus`)
+    # workers, one per eight decode workers; caption actors); the decode workers share the rest
+    # (pipeline/choose.py `step_cpus`)
     embed_cpus: float = Field(default=0.25, gt=0, le=1)
     light_cpus: float = Field(default=0.1, gt=0, le=1)
     # episodes per Ray block and per events part file (fewer when that would leave decode workers idle:

@@ -27,8 +27,8 @@ offers: one decode worker per CPU (the decode is the bound) and an embed worker 
 at least one each: 2 CPUs give 2 + 1, 16 give 16 + 4.
 
 `step_cpus(cfg, cpus, workers)`: what each worker reserves. The light steps reserve a share of a
-CPU (`ray.embed_cpus` = 0.25 per embed actor, `ray.light_cpus` = 0.1 for the write task and a
-caption actor; an embed actor on a GPU is given Ray Data's one CPU) and the decode workers share
+CPU (`ray.embed_cpus` = 0.25 per embed actor, `ray.light_cpus` = 0.1 per write worker, one per
+eight decode workers, and per caption actor; an embed actor on a GPU is given Ray Data's one CPU) and the decode workers share
 the rest, so that the light steps run on the decode's cores between its work, as the in-process
 executor's driver does, instead of holding a core each (an idle one: on 2 CPUs one decode task
 and one embed actor each held a core, and the write tasks waited for the end). The kinematic
@@ -48,6 +48,8 @@ from carve.core.errors import CarveError
 from carve.pipeline.ray_env import gpus_needed
 
 Choice = Literal["ray", "local"]
+
+WRITE_PER_DECODE = 8  # decode workers per write worker on Ray (`write_workers`)
 
 
 def usable_cores() -> int:
@@ -88,11 +90,17 @@ def choose_executor(cfg: CarveConfig, episodes: int, cores: int | None = None) -
 
 def step_concurrency(cfg: RayConfig, cpus: float) -> tuple[int, int]:
     """(decode workers, embed workers) on `cpus` CPUs: the configured counts, else a quarter of the
-    CPUs to embed and the rest to decode, at least one each (module doc)."""
+    decode worker per CPU and an embed worker per four CPUs, at least one each (module doc)."""
     n = max(1, int(cpus))
     embed = cfg.embed_concurrency or max(1, n // 4)
     decode = cfg.decode_concurrency or n
     return decode, embed
+
+
+def write_workers(decode_workers: int) -> int:
+    """The write step's workers on Ray: one per eight decode workers, at least one (a part write
+    is mostly I/O; one writer for a cluster's decode would queue its blocks)."""
+    return max(1, math.ceil(decode_workers / WRITE_PER_DECODE))
 
 
 def caption_in_decode(cfg: CarveConfig) -> bool:
@@ -111,7 +119,7 @@ def step_cpus(cfg: CarveConfig, cpus: float, workers: tuple[int, int]) -> dict[s
     embed = 1.0 if cfg.embed.device.startswith("cuda") else ray_cfg.embed_cpus
     fused = caption_in_decode(cfg)
     caption_actors = 0.0 if fused else ray_cfg.caption_concurrency * ray_cfg.light_cpus
-    left = cpus - embed_n * embed - ray_cfg.light_cpus - caption_actors
+    left = cpus - embed_n * embed - write_workers(decode_n) * ray_cfg.light_cpus - caption_actors
     # at most 1 - the embed's share: a node of one CPU then holds a decode worker beside an embed actor
     cap = 1.0 - max(embed, ray_cfg.light_cpus) if embed < 1.0 else 1.0
     decode = min(cap, max(0.05, math.floor(left / max(1, decode_n) * 20 + 1e-9) / 20))

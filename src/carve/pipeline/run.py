@@ -136,7 +136,7 @@ def build_steps(cfg: CarveConfig, root: Root, batch_id: str, workers: tuple[int,
     each worker of a step reserves there (`cpus`, from `choose.step_cpus`; None: one each, and
     every step as its class runs it). Each `StepSpec` checks its step's optional dependencies as
     it is built, here on the driver."""
-    from carve.pipeline.choose import caption_in_decode
+    from carve.pipeline.choose import caption_in_decode, write_workers
     from carve.pipeline.executor import StepSpec
     from carve.pipeline.ray_env import gpu_request
     from carve.pipeline.steps import Caption, DecodeSegment, Embed, WriteEvents
@@ -155,10 +155,11 @@ def build_steps(cfg: CarveConfig, root: Root, batch_id: str, workers: tuple[int,
                  compute="tasks" if fused else None),
         StepSpec(Embed, {"cfg": cfg.embed}, concurrency=embed_n, num_cpus=share.get(Embed.name, 1.0),
                  num_gpus=gpus.get(Embed.name, 0.0)),
-        # one write worker: a task of a fractional share would otherwise start a worker process per block
+        # a bounded number of writers: a task of a fractional share would otherwise start a worker process per block
         StepSpec(WriteEvents, {"root": root, "batch_id": batch_id, "row_group_size": cfg.ray.part_row_group_size,
                                "part_target_mb": cfg.ray.part_target_mb},
-                 concurrency=1 if cpus is not None else None, num_cpus=share.get(WriteEvents.name, 1.0)),
+                 concurrency=write_workers(decode_n) if cpus is not None else None,
+                 num_cpus=share.get(WriteEvents.name, 1.0)),
     ]
 
 
