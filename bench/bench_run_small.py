@@ -153,12 +153,6 @@ def decode_all_cores(source: Path) -> int:
         return sum(pool.map(raw_pyav_decode, shares))
 
 
-def _decode_planned_share(plan: list[tuple[str, float, float, list[int]]]) -> int:
-    from bench.bench_pipeline import raw_keyframe_decode
-
-    return raw_keyframe_decode(plan)
-
-
 def _read_parts(path: str) -> int:
     import pyarrow.parquet as pq
 
@@ -170,12 +164,14 @@ def decode_same_cores(plan_file: Path, root: Path) -> int:
     core, and the event parts read on them too."""
     from concurrent.futures import ProcessPoolExecutor
 
+    from bench.bench_pipeline import raw_keyframe_decode
+
     plan = [tuple(p) for p in json.loads(plan_file.read_text())]
     cores = len(os.sched_getaffinity(0))
     shares = _shares(plan, [float(p[3][-1] + 1) for p in plan], cores)  # frames decoded forward
     parts = [str(p) for p in sorted((root / "events").glob("**/*.parquet"))]
     with ProcessPoolExecutor(max_workers=len(shares)) as pool:
-        n = sum(pool.map(_decode_planned_share, shares))
+        n = sum(pool.map(raw_keyframe_decode, shares))
         sum(pool.map(_read_parts, parts))
     return n
 

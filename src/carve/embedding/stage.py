@@ -175,10 +175,8 @@ class EmbedStage:
         with one_torch_thread():  # as in a one-CPU Ray worker: the same floats in this process and on Ray
             # a text's vector must not depend on what it was encoded with: all at once when the
             # embedder guarantees that (`batch_invariant`), else each distinct text alone
-            groups = [new] if getattr(self.text, "batch_invariant", False) else [[t] for t in new]
+            groups = [new] if new and getattr(self.text, "batch_invariant", False) else [[t] for t in new]
             for group in groups:
-                if not group:
-                    continue
                 vecs = self.text.encode(group)
                 if vecs.shape != (len(group), dim):
                     raise EmbedError(f"text embedder {self.text.name} returned {vecs.shape}, "
