@@ -61,6 +61,11 @@ class RayConfig(_Section):
     # Ray Data). Off (Carve's default): the decode tasks take the CPUs the actors' shares leave, up to
     # their concurrency, where on they ran one task of two on 2 CPUs (docs/CLUSTER.md)
     data_reservation: bool = False
+    # how long the embedded Ray keeps a task worker that has nothing to do (its raylet's
+    # `idle_worker_killing_time_threshold_ms`; Ray's own default is 1 s). The decode and write workers
+    # outnumber the CPUs (Ray's soft limit of workers), so after a second's wait for a block Ray killed
+    # them and started new ones, each importing Carve again (docs/CLUSTER.md; a cluster sets it at `ray start`)
+    keep_idle_workers_s: float = Field(default=60.0, ge=0)
     part_target_mb: float = Field(default=128.0, gt=0)
     part_row_group_size: int = Field(default=256, ge=1)  # rows per row group of an events part file
     # GPUs each embed worker reserves when embed.device is cuda; 0.5 lets two workers share one GPU

@@ -1,7 +1,8 @@
 """Starting or joining Ray for the pipeline stages, and refusing runs the cluster cannot do.
 
 `ensure_ray(cfg)` starts an embedded local Ray sized by `num_cpus`, `num_gpus` and
-`object_store_memory_mb` so that it fits a small machine, or joins the cluster at
+`object_store_memory_mb` so that it fits a small machine (its idle task workers kept
+`keep_idle_workers_s`, `embedded_system_config`), or joins the cluster at
 `cfg.address`: the head's GCS address (`head:6379`), from a machine in the cluster's network.
 A Ray Client address (`ray://head:10001`) is refused by the config: Ray Data cannot execute
 a pipeline through Ray Client. It is idempotent within a process. Ray Data's progress bars
@@ -79,6 +80,7 @@ def ensure_ray(cfg: RayConfig) -> None:
                 kwargs["object_store_memory"] = int(cfg.object_store_memory_mb) * 1024 * 1024
             if cfg.node_ip_address:
                 kwargs["_node_ip_address"] = cfg.node_ip_address
+            kwargs["_system_config"] = embedded_system_config(cfg)
             ray.init(**kwargs)
         if in_main and callable(prev_term):
             signal.signal(signal.SIGTERM, prev_term)
@@ -91,6 +93,17 @@ def ensure_ray(cfg: RayConfig) -> None:
         ctx.print_on_execution_start = False
     except AttributeError:  # older Ray
         pass
+
+
+def embedded_system_config(cfg: RayConfig) -> dict[str, Any]:
+    """The raylet settings of an embedded Ray: task workers are kept `keep_idle_workers_s` when idle.
+
+    Ray kills a task worker that has been idle for `idle_worker_killing_time_threshold_ms` (1 s)
+    while the node has more workers than CPUs, its soft limit. Carve's plan has more (a decode
+    worker per CPU beside the write worker and the embed actor), and a decode worker waits for
+    its next block now and then: on 2 CPUs and 1,000 episodes Ray started eight decode workers
+    one after another, each importing Carve and its decoders again (BENCHMARKS.md, issue 22)."""
+    return {"idle_worker_killing_time_threshold_ms": int(round(cfg.keep_idle_workers_s * 1000))}
 
 
 # -- joining a cluster ---------------------------------------------------------------------
