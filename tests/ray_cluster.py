@@ -53,6 +53,7 @@ def _clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     env["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
+    env["RAY_idle_worker_killing_time_threshold_ms"] = "60000"  # the `ray start` of docs/CLUSTER.md
     return env
 
 

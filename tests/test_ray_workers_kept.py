@@ -47,7 +47,7 @@ def test_the_setting_is_rays_idle_threshold_in_ms():
 @pytest.mark.timeout(180)
 def test_idle_workers_are_the_same_processes_after_a_wait(ray_local):
     scope: dict = {}
-    exec(_ROUNDS, scope)  # noqa: S102 - the rounds above, on the shared embedded Ray of the suite
+    exec(_ROUNDS, scope)  # the rounds above, on the shared embedded Ray of the suite
     assert len(set(scope["first"])) == 3, scope["first"]
     assert set(scope["second"]) == set(scope["first"])
 

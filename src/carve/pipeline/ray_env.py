@@ -103,7 +103,7 @@ def embedded_system_config(cfg: RayConfig) -> dict[str, Any]:
     worker per CPU beside the write worker and the embed actor), and a decode worker waits for
     its next block now and then: on 2 CPUs and 1,000 episodes Ray started eight decode workers
     one after another, each importing Carve and its decoders again (BENCHMARKS.md, issue 22)."""
-    return {"idle_worker_killing_time_threshold_ms": int(round(cfg.keep_idle_workers_s * 1000))}
+    return {"idle_worker_killing_time_threshold_ms": round(cfg.keep_idle_workers_s * 1000)}
 
 
 # -- joining a cluster ---------------------------------------------------------------------
