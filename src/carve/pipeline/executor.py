@@ -162,11 +162,20 @@ class RayExecutor:
             # from the fifth block to the last (`backpressured:tasks(DownstreamCapacity)`), so the
             # driver recorded nothing for most of the run; the driver takes each block as it comes
             ctx.downstream_capacity_backpressure_ratio = None
+        # Ray Data's high-memory warning measures worker processes, and Ray runs the write tasks in the
+        # decode's workers: every run of more than 30 s blamed the write step for the decode's frames
+        # and advised reserving that memory for each write task. Carve sizes its workers itself (-1: off)
+        memory = getattr(getattr(ctx, "issue_detectors_config", None), "high_memory_detector_config", None)
+        saved_memory = getattr(memory, "detection_time_interval_s", None)
+        if memory is not None:
+            memory.detection_time_interval_s = -1
         try:
             yield from self._run(rows, steps)
         finally:
             (ctx.raise_original_map_exception, ctx.op_resource_reservation_enabled,
              ctx.downstream_capacity_backpressure_ratio) = saved
+            if memory is not None:
+                memory.detection_time_interval_s = saved_memory
 
     def _run(self, rows: list[dict[str, Any]], steps: list[StepSpec]) -> Iterator[pa.Table]:
         import ray.data
