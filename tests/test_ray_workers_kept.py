@@ -27,7 +27,7 @@ _ROUNDS = """
 import os, time
 import ray
 
-@ray.remote(num_cpus=0.5)
+@ray.remote(num_cpus=0.25)  # three fit beside a leftover actor of an earlier test
 def pid_after(s):
     time.sleep(s)
     return os.getpid()
