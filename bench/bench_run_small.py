@@ -26,11 +26,19 @@ median (min, max); the per-step seconds of the last auto run; peak RSS of the dr
 largest worker process (Ray's workers, raylet and GCS are the driver's descendants) and of the
 whole process tree (sampled every 0.1 s from /proc).
 
+With `--ray-head` Ray also runs the way a cluster user has it: a head started once, before the
+rounds (`ray start --head --block` on 127.0.0.2 with this machine's CPUs, its idle workers kept a
+minute as docs/CLUSTER.md's `ray start`, token authentication as Ray sets it up), and each round's
+`carve_ray_head` joins it (`--ray-address`): no Ray start-up per run, but a new job each time
+(Ray's workers belong to a job, so each run starts its own); `ray_head_overhead` = carve_ray_head /
+carve_auto - 1 per round.
+
 With `--before OTHER/src` another carve (a worktree of main, say) runs as one more variant
 (`carve_before`, as shipped), and with `--before-ray` also on Ray (`carve_before_ray`; its Ray
 overhead over its own in-process run, `ray_overhead_before`).
 
-    python -m bench.bench_run_small [--source D | --episodes 240] [--repeats 3] [--before OTHER/src [--before-ray]]
+    python -m bench.bench_run_small [--source D | --episodes 240] [--repeats 3] [--ray-head]
+                                    [--before OTHER/src [--before-ray]]
 """
 
 from __future__ import annotations
@@ -219,6 +227,39 @@ def _json_of(stdout: str) -> dict[str, Any]:
     return json.loads("\n".join(lines[start:]))
 
 
+def ray_head(work: Path, cpus: int) -> tuple[subprocess.Popen[bytes], str]:
+    """A Ray head of `cpus` CPUs started once (`ray start --head --block`, loopback only), its idle
+    workers kept a minute as docs/CLUSTER.md starts one; (process, GCS address) once it answers."""
+    import socket
+
+    def free() -> int:
+        with socket.socket() as sk:
+            sk.bind(("127.0.0.1", 0))
+            return int(sk.getsockname()[1])
+
+    port = free()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")},
+           "RAY_idle_worker_killing_time_threshold_ms": "60000", "RAY_USAGE_STATS_ENABLED": "0"}
+    log = open(work / "ray-head.log", "w")  # noqa: SIM115 - kept open for the head's life
+    ray = str(Path(sys.executable).with_name("ray"))
+    p = subprocess.Popen([ray, "start", "--head", "--block", "--node-ip-address=127.0.0.2", f"--port={port}",
+                          f"--num-cpus={cpus}", "--object-store-memory=536870912", "--include-dashboard=false",
+                          f"--temp-dir={work / 'ray-head'}", f"--ray-client-server-port={free()}",
+                          f"--dashboard-agent-listen-port={free()}", "--disable-usage-stats"],
+                         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 120
+    while True:
+        try:
+            socket.create_connection(("127.0.0.2", port), timeout=1).close()
+            break
+        except OSError:
+            if p.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"the Ray head did not start: {(work / 'ray-head.log').read_text()[-2000:]}") from None
+            time.sleep(0.5)
+    time.sleep(3.0)  # the head's raylet registers after its GCS answers
+    return p, f"127.0.0.2:{port}"
+
+
 def _stat(xs: list[float]) -> dict[str, float]:
     return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
 
@@ -232,6 +273,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="the src/ folder of another carve (e.g. main's) to run as one more variant, carve_before")
     ap.add_argument("--before-ray", action="store_true",
                     help="with --before: also run it with --executor ray (carve_before_ray)")
+    ap.add_argument("--ray-head", action="store_true",
+                    help="also run on a Ray head started once before the rounds (carve_ray_head)")
     ap.add_argument("--decode-all", type=Path, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--decode-same", nargs=2, type=Path, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--all-cores", action="store_true", help=argparse.SUPPRESS)
@@ -256,6 +299,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         timed([*me, "--decode-all", str(source)])  # warm the page cache and the codec
         variants: list[tuple[str, list[str], Path]] = [("carve_auto", [], ROOT / "src"),
                                                        ("carve_ray", ["--executor", "ray"], ROOT / "src")]
+        head = None
+        if args.ray_head:
+            head, address = ray_head(work, len(os.sched_getaffinity(0)))
+            variants.append(("carve_ray_head", ["--ray-address", address], ROOT / "src"))
         if args.before:
             variants.append(("carve_before", [], args.before.resolve()))
             if args.before_ray:
@@ -265,32 +312,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         mem: dict[str, dict[str, float]] = {}
         frames = decoded_same = 0
         summary: dict[str, Any] = {}
-        for i in range(args.repeats):
-            wall, out, _ = timed([*me, "--decode-all", str(source)])
-            runs["raw_all"].append(wall)
-            frames = int(out.split()[-1])
-            wall, out, _ = timed([*me, "--decode-all", str(source), "--all-cores"])
-            runs["raw_all_cores"].append(wall)
-            if int(out.split()[-1]) != frames:
-                raise RuntimeError(f"the all-cores decode decoded {out.split()[-1]} frames, not {frames}")
-            for variant, extra, src in variants:
-                root = work / f"root-{variant}-{i}"
-                wall, out, peaks = timed([py, "-m", "carve", "run", "--source", str(source), "--root", str(root),
-                                          "--json", "--set", "ray.progress=false", *extra], src)
-                runs[variant].append(wall)
-                mem[variant] = peaks
-                if variant == "carve_auto":
-                    summary = _json_of(out)
-                    plan_file = work / "plan.json"
-                    plan_file.write_text(json.dumps(frames_plan(source, root)))
-                    wall, out, _ = timed([*me, "--decode-same", str(plan_file), str(root)])
-                    runs["raw_same"].append(wall)
-                    decoded_same = int(out.split()[-1])
-                    wall, out, _ = timed([*me, "--decode-same", str(plan_file), str(root), "--all-cores"])
-                    runs["raw_same_cores"].append(wall)
-                    if int(out.split()[-1]) != decoded_same:
-                        raise RuntimeError(f"the all-cores planned decode decoded {out.split()[-1]} frames, "
-                                           f"not {decoded_same}")
+        try:
+            for i in range(args.repeats):
+                wall, out, _ = timed([*me, "--decode-all", str(source)])
+                runs["raw_all"].append(wall)
+                frames = int(out.split()[-1])
+                wall, out, _ = timed([*me, "--decode-all", str(source), "--all-cores"])
+                runs["raw_all_cores"].append(wall)
+                if int(out.split()[-1]) != frames:
+                    raise RuntimeError(f"the all-cores decode decoded {out.split()[-1]} frames, not {frames}")
+                for variant, extra, src in variants:
+                    root = work / f"root-{variant}-{i}"
+                    wall, out, peaks = timed([py, "-m", "carve", "run", "--source", str(source), "--root", str(root),
+                                              "--json", "--set", "ray.progress=false", *extra], src)
+                    runs[variant].append(wall)
+                    mem[variant] = peaks
+                    if variant == "carve_auto":
+                        summary = _json_of(out)
+                        plan_file = work / "plan.json"
+                        plan_file.write_text(json.dumps(frames_plan(source, root)))
+                        wall, out, _ = timed([*me, "--decode-same", str(plan_file), str(root)])
+                        runs["raw_same"].append(wall)
+                        decoded_same = int(out.split()[-1])
+                        wall, out, _ = timed([*me, "--decode-same", str(plan_file), str(root), "--all-cores"])
+                        runs["raw_same_cores"].append(wall)
+                        if int(out.split()[-1]) != decoded_same:
+                            raise RuntimeError(f"the all-cores planned decode decoded {out.split()[-1]} frames, "
+                                               f"not {decoded_same}")
+        finally:
+            if head is not None:
+                head.terminate()  # `ray start --block` stops the processes it started
+                head.wait(timeout=60)
         med = {k: statistics.median(v) for k, v in runs.items()}
         overhead = [r / a - 1.0 for r, a in zip(runs["carve_ray"], runs["carve_auto"], strict=True)]
         return {
@@ -298,7 +350,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                            "of every frame (ratio) and vs a plain decode of the same frames plus a read of the same "
                            f"Parquet (ratio_same); {args.repeats} interleaved rounds, medians (min, max)",
             "command": f"python -m bench.bench_run_small --repeats {args.repeats}"
-                       + (f" --source {args.source}" if args.source else f" --episodes {args.episodes}"),
+                       + (f" --source {args.source}" if args.source else f" --episodes {args.episodes}")
+                       + (" --ray-head" if args.ray_head else ""),
             "cpus": len(os.sched_getaffinity(0)),
             "load_average_1m_at_end": os.getloadavg()[0],
             "episodes": summary.get("episodes_total"),
@@ -320,6 +373,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "ratio_all_cores": med["raw_all_cores"] / med["carve_auto"],
             "ratio_same_cores": med["raw_same_cores"] / med["carve_auto"],
             "ray_overhead": _stat(overhead),
+            **({"carve_ray_head_s": _stat(runs["carve_ray_head"]),
+                "ray_head_overhead": _stat([r / a - 1.0 for r, a in zip(runs["carve_ray_head"], runs["carve_auto"],
+                                                                        strict=True)])} if args.ray_head else {}),
             "step_seconds_auto": {k: v.get("seconds") for k, v in (summary.get("stages") or {}).items()},
             **({"carve_before_s": _stat(runs["carve_before"]),
                 "ratio_before": med["raw_all"] / med["carve_before"]} if args.before else {}),
