@@ -55,6 +55,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import stop
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -232,21 +234,18 @@ def ray_head(work: Path, cpus: int) -> tuple[subprocess.Popen[bytes], str]:
     workers kept a minute as docs/CLUSTER.md starts one; (process, GCS address) once it answers."""
     import socket
 
-    def free() -> int:
-        with socket.socket() as sk:
-            sk.bind(("127.0.0.1", 0))
-            return int(sk.getsockname()[1])
+    from carve.sim.service_fakes import free_port
 
-    port = free()
+    port = free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")},
            "RAY_idle_worker_killing_time_threshold_ms": "60000", "RAY_USAGE_STATS_ENABLED": "0"}
-    log = open(work / "ray-head.log", "w")  # noqa: SIM115 - kept open for the head's life
     ray = str(Path(sys.executable).with_name("ray"))
-    p = subprocess.Popen([ray, "start", "--head", "--block", "--node-ip-address=127.0.0.2", f"--port={port}",
-                          f"--num-cpus={cpus}", "--object-store-memory=536870912", "--include-dashboard=false",
-                          f"--temp-dir={work / 'ray-head'}", f"--ray-client-server-port={free()}",
-                          f"--dashboard-agent-listen-port={free()}", "--disable-usage-stats"],
-                         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(work / "ray-head.log", "w") as log:  # the head writes to its own copy of the descriptor
+        p = subprocess.Popen([ray, "start", "--head", "--block", "--node-ip-address=127.0.0.2", f"--port={port}",
+                              f"--num-cpus={cpus}", "--object-store-memory=536870912", "--include-dashboard=false",
+                              f"--temp-dir={work / 'ray-head'}", f"--ray-client-server-port={free_port()}",
+                              f"--dashboard-agent-listen-port={free_port()}", "--disable-usage-stats"],
+                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 120
     while True:
         try:
@@ -341,8 +340,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                f"not {decoded_same}")
         finally:
             if head is not None:
-                head.terminate()  # `ray start --block` stops the processes it started
-                head.wait(timeout=60)
+                stop([head], timeout=60)  # `ray start --block` stops the processes it started
         med = {k: statistics.median(v) for k, v in runs.items()}
         overhead = [r / a - 1.0 for r, a in zip(runs["carve_ray"], runs["carve_auto"], strict=True)]
         return {

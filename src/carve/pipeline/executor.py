@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -136,6 +137,20 @@ def _actor_of(cls: type[PipelineStep]) -> type:
     return Actor
 
 
+@contextmanager
+def _set_for_run(obj: Any, values: dict[str, Any]) -> Iterator[None]:
+    """`obj`'s attributes set to `values` inside the `with`; the caller's put back after, also
+    when it fails."""
+    saved = {name: getattr(obj, name) for name in values}
+    for name, value in values.items():
+        setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(obj, name, value)
+
+
 class RayExecutor:
     """The steps as one Ray Data DAG; `ray` must already be initialised (`ensure_ray`)."""
 
@@ -150,32 +165,26 @@ class RayExecutor:
         if not rows:
             return
         ctx = ray.data.DataContext.get_current()
-        saved = (ctx.raise_original_map_exception, ctx.op_resource_reservation_enabled,
-                 ctx.downstream_capacity_backpressure_ratio)
         # a step's own error (e.g. NoSpaceError naming the part) reaches the driver as itself, a CarveError
-        ctx.raise_original_map_exception = True
+        settings: dict[str, Any] = {"raise_original_map_exception": True}
         # Ray Data's per-operator reservation splits part of the CPUs evenly between the steps (the
         # decode, the bound, then runs fewer tasks than it has CPUs for): `ray.data_reservation`
-        ctx.op_resource_reservation_enabled = self.cfg.data_reservation
+        settings["op_resource_reservation_enabled"] = self.cfg.data_reservation
         if not self.cfg.data_reservation:
             # without the reservation, Ray Data's downstream-capacity policy held the write step back
             # from the fifth block to the last (`backpressured:tasks(DownstreamCapacity)`), so the
             # driver recorded nothing for most of the run; the driver takes each block as it comes
-            ctx.downstream_capacity_backpressure_ratio = None
+            settings["downstream_capacity_backpressure_ratio"] = None
         # Ray Data's high-memory warning measures worker processes, and Ray runs the write tasks in the
         # decode's workers: every run of more than 30 s blamed the write step for the decode's frames
-        # and advised reserving that memory for each write task. Carve sizes its workers itself (-1: off)
+        # and advised reserving that memory for each write task. Carve sizes its workers itself (-1: off;
+        # a Ray Data without the detector has nothing to turn off)
         memory = getattr(getattr(ctx, "issue_detectors_config", None), "high_memory_detector_config", None)
-        saved_memory = getattr(memory, "detection_time_interval_s", None)
-        if memory is not None:
-            memory.detection_time_interval_s = -1
-        try:
-            yield from self._run(rows, steps)
-        finally:
-            (ctx.raise_original_map_exception, ctx.op_resource_reservation_enabled,
-             ctx.downstream_capacity_backpressure_ratio) = saved
+        with ExitStack() as during_run:
+            during_run.enter_context(_set_for_run(ctx, settings))
             if memory is not None:
-                memory.detection_time_interval_s = saved_memory
+                during_run.enter_context(_set_for_run(memory, {"detection_time_interval_s": -1}))
+            yield from self._run(rows, steps)
 
     def _run(self, rows: list[dict[str, Any]], steps: list[StepSpec]) -> Iterator[pa.Table]:
         import ray.data
