@@ -188,7 +188,7 @@ def _gradient_grid(gray: np.ndarray) -> np.ndarray:
     gx[:, :, 1:-1] = gray[:, :, 2:] - gray[:, :, :-2]
     gy[:, 1:-1, :] = gray[:, 2:, :] - gray[:, :-2, :]
     mag = np.hypot(gx, gy)
-    ang = np.mod(np.arctan2(gy, gx), np.pi)  # unsigned orientation in [0, pi)
+    ang = _unsigned(np.arctan2(gy, gx))  # unsigned orientation in [0, pi)
     b = np.minimum((ang / np.pi * _ORIENT_BINS).astype(np.intp), _ORIENT_BINS - 1)
     # each pixel's magnitude goes to (frame, cell row, cell col, orientation bin); np.add.at adds
     # in pixel order, so every cell/bin is the row-major sequential float32 sum of its pixels
@@ -198,6 +198,20 @@ def _gradient_grid(gray: np.ndarray) -> np.ndarray:
     cells = np.zeros(n * _GRID * _GRID * _ORIENT_BINS, dtype=np.float32)
     np.add.at(cells, (b + cell_bin + frame).ravel(), mag.ravel())
     return np.sqrt(cells).reshape(n, -1)
+
+
+_PI32 = np.float32(np.pi)
+
+
+def _unsigned(ang: np.ndarray) -> np.ndarray:
+    """`np.mod(ang, np.pi)` for float32 angles from `np.arctan2` (in [-pi, pi]), in place and ~3x
+    faster: a negative angle gets pi added (the same float32 sum), an angle of exactly pi becomes 0
+    (`fmod(pi, pi)`). Equal to `np.mod` for every float32 in [-pi, pi], checked value by value over
+    all 2,157,060,024 of them (`tests/test_visual_unsigned.py` checks a sample and the edges)."""
+    top = ang == _PI32
+    np.add(ang, _PI32, out=ang, where=ang < 0)
+    np.copyto(ang, np.float32(0), where=top)
+    return ang
 
 
 def _gray_hist(gray: np.ndarray) -> np.ndarray:
