@@ -18,6 +18,11 @@ degrees are recognised by their range and converted), so that every speed thresh
 segmenter is in m/s or rad/s. Columns of velocities, torques, orientations, images and deltas
 (`dx`, `delta_*`, `dpos_*`: delta actions) are never motion columns. Without names, every
 non-gripper state column is one arm's joints.
+
+An arm whose motion is its hand's position can also turn the hand without moving it (a knob, a
+peg stood upright, a pour): its **turn** columns show that, in radians: the hand's orientation as
+roll / pitch / yaw when the state names all three, else its joints (state columns that are neither
+position, gripper, orientation in another form, velocity nor delta). Quaternions are not read.
 """
 
 from __future__ import annotations
@@ -53,6 +58,20 @@ class ArmLayout:
     command: list[tuple[int, int]] = field(default_factory=list)
     command_kind: str = "joint"
     command_degrees: bool = False
+    # state columns that show the hand turning in place (a Cartesian arm only): "euler" (roll, pitch, yaw)
+    # or "joint"; in degrees when their range says so
+    turn: list[int] = field(default_factory=list)
+    turn_kind: str = ""
+    turn_degrees: bool = False
+
+    def turn_signal(self, state: np.ndarray) -> np.ndarray:
+        """(T, k) the turn columns in radians, Euler angles unwrapped (a yaw through +-pi is no jump);
+        (T, 0) without any."""
+        if not self.turn:
+            return np.zeros((state.shape[0], 0))
+        x = np.asarray(state, dtype=np.float64)[:, self.turn]
+        x = np.deg2rad(x) if self.turn_degrees else x
+        return np.unwrap(x, axis=0) if self.turn_kind == "euler" else x
 
     def command_signal(self, action: np.ndarray | None) -> np.ndarray:
         """(T, k) the commanded positions in SI units (rad or m); (T, 0) without any."""
@@ -181,7 +200,31 @@ def arm_layouts(
             lay.degrees = _looks_like_degrees(np.asarray(src, dtype=np.float64)[:, lay.motion])
         if snames and anames and action is not None:
             _command_columns(lay, snames, anames, pre if multi else "", pat, state)
+        if lay.kind == "cartesian" and not lay.motion_in_action and snames:
+            members = [i for i in range(sdim) if not multi or snames[i].lower().startswith(pre)]
+            _turn_columns(lay, snames, members, pat, state)
     return sorted(arms.values(), key=lambda a: a.name)
+
+
+_EULER = re.compile(r"(roll|pitch|yaw)", re.IGNORECASE)
+
+
+def _turn_columns(lay: ArmLayout, names: list[str], members: list[int], pat: re.Pattern[str],
+                  state: np.ndarray) -> None:
+    """A Cartesian arm's turn columns: roll, pitch and yaw when all three are named (and are not
+    velocities), else its joints (at least two)."""
+    euler = [i for i in members if _EULER.search(names[i]) and not re.search(r"vel|rate|delta", names[i], re.I)]
+    if len(euler) == 3:
+        cols, kind = euler, "euler"
+    else:
+        cols = [i for i in members if i not in lay.motion and not pat.search(names[i])
+                and not _NOT_MOTION.search(names[i]) and not _DELTA.search(names[i])
+                and not _CARTESIAN.search(names[i])]
+        kind = "joint"
+        if len(cols) < 2:
+            return
+    lay.turn, lay.turn_kind = cols, kind
+    lay.turn_degrees = _looks_like_degrees(np.asarray(state, dtype=np.float64)[:, cols])
 
 
 def _command_columns(lay: ArmLayout, snames: list[str], anames: list[str], pre: str, pat: re.Pattern[str],

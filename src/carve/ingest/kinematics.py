@@ -35,6 +35,10 @@ resolved from the episode's fps, so the same configuration serves 10 fps and 50 
 * `command_lag` / `command_start`: where the actions are absolute targets of the arm's positions
   (a joint-position controller, a leader arm) that the measured positions follow with a lag (up to
   `command_lead_s`), a movement starts where its command starts.
+* `turns_in_place`: a hand that stands still (its position below the pause speed for at least
+  `pause_min_s`) while its orientation or joints turn at the moving speed for `pause_min_s` (a knob
+  turned, a peg stood upright, a pour) starts a movement where that turning starts; where the turning
+  stops, the hand's next move starts another (`motion_starts` from that frame), as after a grasp.
 """
 
 from __future__ import annotations
@@ -110,6 +114,40 @@ def motion_starts(sp: np.ndarray, fps: float, after: list[int], until: list[int]
             continue  # the arm never slowed to a hold after the transition: no new movement starts here
         out.append((int(k), MOTION_START))
     return out
+
+
+def turns_in_place(sp: np.ndarray, turn_sp: np.ndarray, still: np.ndarray, fps: float,
+                   cfg: SegmentConfig) -> tuple[list[tuple[int, str]], list[int]]:
+    """The hand turning without moving: inside each stretch where the hand's position stands still
+    (`still`, the `still_mask` of its speed `sp`), every run where the turning speed `turn_sp` (rad/s:
+    orientation or joints) holds `move_speed_rad_s` for `pause_min_s`. Returns the onset of each turn
+    ((frame, "motion_start"): walked back down to the hold level, not before the stretch starts) and the
+    frame where each turn ends (its speed back below `pause_speed_rad_s`), from which the hand's next move
+    is found as after a gripper transition (`motion_starts`)."""
+    n = len(sp)
+    hold = max(1, round(cfg.pause_min_s * fps))
+    moving, rest = cfg.move_speed_rad_s, cfg.pause_speed_rad_s
+    onsets: list[tuple[int, str]] = []
+    ends: list[int] = []
+    starts, stops = runs(still)
+    for a, e in zip(starts, stops, strict=True):
+        a, e = int(a), int(e)
+        k = a
+        while k < e:
+            fast = np.convolve((turn_sp[k:e] >= moving).astype(np.int32), np.ones(hold, np.int32), mode="valid")
+            first = np.flatnonzero(fast >= hold)
+            if len(first) == 0:
+                break
+            f = k + int(first[0])  # first frame of the sustained turn
+            on = onset(turn_sp, f, max(k, a), hold_level(turn_sp[max(k, a) : f], moving))
+            end = f + hold
+            while end < n and turn_sp[end] >= rest:
+                end += 1
+            if on > 0:
+                onsets.append((int(on), MOTION_START))
+            ends.append(int(min(end, n - 1)))
+            k = end
+    return onsets, ends
 
 
 def runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,9 @@ configuration serves 10 to 50 fps. Per arm, boundary candidates are:
   standing perfectly still;
 * `pause` (`ingest.kinematics`): the arm, after standing still for `pause_min_s`, starts to
   move again (placed at that onset);
+* `motion_start` of a turn (`ingest.kinematics.turns_in_place`): a Cartesian arm whose hand stands
+  still while its orientation or joints turn (`ArmLayout.turn`) starts an event where the turning
+  starts, and the hand's next move after it another (as after a gripper transition);
 * both onsets go back to where their command started (`command_start`, at most `command_lead_s`)
   when the actions are absolute targets of the arm's positions that it follows with a lag;
 * `motion_change` (`ingest.kinematics`): AWE waypoints (Shi et al., CoRL 2023) where the path
@@ -61,6 +64,7 @@ from carve.ingest.kinematics import (
     speed_steps,
     still_mask,
     thresholds,
+    turns_in_place,
     waypoint_boundaries,
 )
 
@@ -149,6 +153,7 @@ def arm_signals(layout: ArmLayout, state: np.ndarray, action: np.ndarray | None,
         hold = max(2, round(cfg.pause_min_s * fps))
         cands = [(sharpen_onset(raw, t, moving, hold), r) if r in (MOTION_START, PAUSE) else (t, r)
                  for t, r in cands]
+        cands += _turns(layout, state, sp, still, raw, fps, cfg, moving, hold, n, grips)
         cands = _command_led(cands, layout, state, action, fps, cfg)
         steps = ([*speed_steps(sp, fps, pause_speed, moving, cfg), *final_stop(sp, fps, pause_speed, moving, cfg)]
                  if cfg.use_speed_steps else [])
@@ -157,6 +162,20 @@ def arm_signals(layout: ArmLayout, state: np.ndarray, action: np.ndarray | None,
                                     steps, fps, cfg)
         cands += steps
     return ArmSignals(layout, sp, g, _accept(cands, n, _frames(cfg.refractory_s, fps)))
+
+
+def _turns(layout: ArmLayout, state: np.ndarray, sp: np.ndarray, still: np.ndarray, raw: np.ndarray, fps: float,
+           cfg: SegmentConfig, moving: float, hold: int, n: int, grips: list[int]) -> list[tuple[int, str]]:
+    """A Cartesian arm's turns in place (`kinematics.turns_in_place` on its `ArmLayout.turn` columns): each
+    turn's onset, and the onset of the hand's next move after it (sharpened as every motion start), found up to
+    the next gripper transition."""
+    if not layout.turn:
+        return []
+    turn_sp = speed(smooth(layout.turn_signal(state), fps, cfg.smooth_s), fps)
+    onsets, ends = turns_in_place(sp, turn_sp, still, fps, cfg)
+    until = [min([g for g in grips if g > t] or [n]) for t in ends]
+    after = [(sharpen_onset(raw, t, moving, hold), r) for t, r in motion_starts(sp, fps, ends, until, moving, cfg, raw)]
+    return onsets + after
 
 
 def _command_led(cands: list[tuple[int, str]], layout: ArmLayout, state: np.ndarray, action: np.ndarray | None,

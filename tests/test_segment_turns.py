@@ -1,0 +1,112 @@
+"""A hand that turns without moving (`kinematics.turns_in_place`, `segment._turns`).
+
+Constructed episodes of a Cartesian arm (x, y, z in metres) that also records either its joints or its
+orientation (roll, pitch, yaw): reach, close, lift, then, with the hand's position held, the object is
+turned (the joints or the orientation sweep 1.2 rad with a minimum-jerk profile), then lowered and let go.
+A turn starts an event where the turning starts, and the lowering another where it starts; the same
+episode with the hand held still instead of turning has neither boundary there. An arm whose motion is its
+joints (no position columns) has no turn columns: its turns are its motion already.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from carve.core.config import SegmentConfig
+from carve.ingest.arms import arm_layouts
+from carve.ingest.segment import segment_episode
+
+FPS = 20.0
+
+
+def _mj(n: int) -> np.ndarray:
+    """Minimum-jerk progress 0 -> 1 over n frames (first value > 0, last 1)."""
+    s = np.arange(1, n + 1) / n
+    return 10 * s**3 - 15 * s**4 + 6 * s**5
+
+
+def _episode(turn: bool, columns: str, seed: int = 0) -> tuple[np.ndarray, list[str], dict[str, int]]:
+    """State rows and names; `starts`: the frame where each phase after the first begins."""
+    rng = np.random.default_rng(seed)
+    pos, rot, grip = np.array([0.4, 0.0, 0.3]), np.zeros(7 if columns == "joint" else 3), 0.04
+    rows: list[list[float]] = []
+    starts: dict[str, int] = {}
+
+    def hold(secs: float) -> None:
+        for _ in range(round(secs * FPS)):
+            rows.append([*pos, *rot, grip])
+
+    def move(name: str, d: np.ndarray, secs: float, dr: np.ndarray | None = None) -> None:
+        nonlocal pos, rot
+        starts[name] = len(rows)
+        p0, r0 = pos.copy(), rot.copy()
+        for s in _mj(round(secs * FPS)):
+            rows.append([*pos, *rot, grip])
+            pos = p0 + s * d
+            if dr is not None:
+                rot = r0 + s * dr
+
+    def close(name: str) -> None:
+        nonlocal grip
+        starts[name] = len(rows)
+        for s in _mj(round(0.3 * FPS)):
+            rows.append([*pos, *rot, grip])
+            grip = 0.04 * (1 - s)
+
+    hold(0.5)
+    # reaching moves the joints with the hand (a Cartesian move is a joint move too)
+    move("reach", np.array([0.1, 0.15, -0.2]), 1.5, rng.normal(0, 0.3, len(rot)))
+    hold(0.4)
+    close("grasp")
+    hold(0.3)
+    move("lift", np.array([0.0, 0.0, 0.15]), 1.2, rng.normal(0, 0.2, len(rot)))
+    hold(0.2)
+    if turn:
+        sweep = np.zeros(len(rot))
+        sweep[-2:] = [1.0, 0.6] if columns == "joint" else [0.0, 1.2]  # wrist joints / pitch
+        move("turn", np.zeros(3), 2.0, sweep)
+    else:
+        starts["turn"] = len(rows)
+        hold(2.0)
+    hold(0.3)
+    move("lower", np.array([0.0, 0.0, -0.15]), 1.2, rng.normal(0, 0.2, len(rot)))
+    hold(0.5)
+    state = np.asarray(rows)
+    state[:, :3] += rng.normal(0, 1e-4, (len(rows), 3))  # sensor noise
+    rot_names = [f"joint_{i}" for i in range(7)] if columns == "joint" else ["roll", "pitch", "yaw"]
+    return state, ["x", "y", "z", *rot_names, "gripper"], starts
+
+
+@pytest.mark.parametrize("columns", ["joint", "euler"])
+def test_a_turn_in_place_is_an_event_and_so_is_the_move_after_it(columns: str) -> None:
+    state, names, starts = _episode(True, columns)
+    lay = arm_layouts(names, None, state, None, SegmentConfig())[0]
+    assert lay.kind == "cartesian" and lay.turn_kind == columns and len(lay.turn) == (7 if columns == "joint" else 3)
+    segs = segment_episode(state, None, FPS, SegmentConfig(), names, None)
+    bounds = [s.start for s in segs[1:]]
+    for phase in ("turn", "lower"):
+        near = [b for b in bounds if abs(b - starts[phase]) <= 2]
+        assert near, f"no boundary within 2 frames of the {phase} at {starts[phase]}: {bounds}"
+
+
+@pytest.mark.parametrize("columns", ["joint", "euler"])
+def test_a_hand_held_still_starts_no_turn(columns: str) -> None:
+    turned, names, starts = _episode(True, columns)
+    still, _, starts_still = _episode(False, columns)
+    b_turn = [s.start for s in segment_episode(turned, None, FPS, SegmentConfig(), names, None)[1:]]
+    b_still = [s.start for s in segment_episode(still, None, FPS, SegmentConfig(), names, None)[1:]]
+    t0 = starts_still["turn"]
+    # nothing starts inside the held stretch, and the turned episode has one boundary more there
+    assert not [b for b in b_still if t0 - 2 <= b < t0 + round(2.0 * FPS)]
+    assert len([b for b in b_turn if abs(b - starts["turn"]) <= 2]) == 1
+
+
+def test_joint_arms_and_names_without_a_full_orientation_have_no_turn_columns() -> None:
+    state, names, _ = _episode(True, "joint")
+    joints_only = [n for n in names if n not in ("x", "y", "z")]
+    lay = arm_layouts(joints_only, None, state[:, 3:], None, SegmentConfig())[0]
+    assert lay.kind == "joint" and lay.turn == []
+    two = ["x", "y", "z", "roll", "pitch", "gripper"]  # two Euler angles: not an orientation, no joints either
+    lay = arm_layouts(two, None, state[:, [0, 1, 2, 3, 4, -1]], None, SegmentConfig())[0]
+    assert lay.kind == "cartesian" and lay.turn == []
