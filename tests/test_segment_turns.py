@@ -5,7 +5,9 @@ orientation (roll, pitch, yaw): reach, close, lift, then, with the hand's positi
 turned (the joints or the orientation sweep 1.2 rad with a minimum-jerk profile), then lowered and let go.
 A turn starts an event where the turning starts, and the lowering another where it starts; the same
 episode with the hand held still instead of turning has neither boundary there. An arm whose motion is its
-joints (no position columns) has no turn columns: its turns are its motion already.
+joints (no position columns) has no turn columns: its turns are its motion already. The kinematic
+captioner names the turn of the held object "turn ..." (`phases`' rule 13), and the same stretch held still
+is no turn.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from carve.captioners.base import EventView
+from carve.captioners.kinematic import caption_episode_events
 from carve.core.config import SegmentConfig
 from carve.ingest.arms import arm_layouts
 from carve.ingest.segment import segment_episode
@@ -110,3 +114,25 @@ def test_joint_arms_and_names_without_a_full_orientation_have_no_turn_columns() 
     two = ["x", "y", "z", "roll", "pitch", "gripper"]  # two Euler angles: not an orientation, no joints either
     lay = arm_layouts(two, None, state[:, [0, 1, 2, 3, 4, -1]], None, SegmentConfig())[0]
     assert lay.kind == "cartesian" and lay.turn == []
+
+
+def _captions(state: np.ndarray, names: list[str], task: str) -> list[tuple[int, str]]:
+    segs = segment_episode(state, None, FPS, SegmentConfig(), names, None)
+    views = [EventView(episode_id="t", event_index=k, num_events=len(segs), task=task, start_frame=s.start,
+                       end_frame=s.end, fps=FPS, state=state[s.start : s.end], action=state[s.start : s.end],
+                       gripper=state[s.start : s.end, -1], state_names=names, action_names=names)
+             for k, s in enumerate(segs)]
+    return list(zip([s.start for s in segs], caption_episode_events(views), strict=True))
+
+
+@pytest.mark.parametrize("columns", ["joint", "euler"])
+def test_the_held_object_turned_in_place_is_captioned_a_turn(columns: str) -> None:
+    task = "lift the peg and stand it upright on the table"
+    state, names, starts = _episode(True, columns)
+    caps = _captions(state, names, task)
+    turn = [c for s, c in caps if abs(s - starts["turn"]) <= 2]
+    assert turn == ["turn the peg"], caps
+    before = [c for s, c in caps if s < starts["turn"] - 2]
+    assert before[-1].startswith("lift the peg"), caps  # the lift stays a lift
+    still, names, _ = _episode(False, columns)
+    assert not any(c.startswith("turn") for _, c in _captions(still, names, task))

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-PHASES = ("reach", "grasp", "lift", "move", "place", "release", "retreat", "push", "hold", "act")
-REACH, GRASP, LIFT, MOVE, PLACE, RELEASE, RETREAT, PUSH, HOLD, ACT = range(len(PHASES))
+PHASES = ("reach", "grasp", "lift", "move", "place", "release", "retreat", "push", "hold", "act", "turn")
+REACH, GRASP, LIFT, MOVE, PLACE, RELEASE, RETREAT, PUSH, HOLD, ACT, TURN = range(len(PHASES))
 IDLE = -1
 BOTH = "both"  # the arm of an event that the arms do together
 TIE_FRACTION = 0.9  # arms with at least this share of the most active arm's frames are tied

@@ -110,6 +110,11 @@ Per arm, frames are labelled (the events' own boundaries are used only where not
    instruction whose verb is a reach ("reach the goal", "touch the cup") makes an arm's motion, without a
    grasp, all **reach**.
 
+13. **A held object turned in place.** Where the arm records its orientation or joints beside its hand's
+   position, frames in which the hand holds what it closed on and turns without moving (`signals.turning`:
+   the segmenter's `turns_in_place`) are a **turn** ("turn the peg": stood upright, poured, flipped), not a
+   carry, placement or hold; the task's action under rule 8 keeps its own verb.
+
 Rule 1 also reads a grasp on the move with a height column: fingers that close while the hand still
 goes down (mostly down, faster than the pause speed) close in on the object, and the grasp lasts
 through that descent.
@@ -146,6 +151,7 @@ from carve.captioners.event_phase import (
     REACH,
     RELEASE,
     RETREAT,
+    TURN,
     Cand,
     EventPhase,
     event_phase,
@@ -340,6 +346,8 @@ def _label_arm(sig: ArmSignal, n: int, fps: float, cfg: SegmentConfig, is_push: 
             tail = out[rest:]
             pressed = _pressed_on(out, rest, sp, sig.commanded, fast)  # rule 11
             tail[(tail >= 0) & (tail != GRASP) & (tail != RELEASE)] = HOLD if pressed is None else pressed
+        if sig.turning is not None:  # rule 13: a held object turned in the hand, the hand's position still
+            out[sig.turning & held & np.isin(out, (LIFT, MOVE, PLACE, HOLD))] = TURN
         return out, cycle, held
 
     if not cycles:

@@ -24,9 +24,9 @@ from carve.captioners.base import EventView
 from carve.captioners.paths import motion_bouts, run_spans
 from carve.captioners.task_text import TaskPhrases
 from carve.core.config import SegmentConfig
-from carve.ingest.arms import SINGLE_ARM, arm_layouts
+from carve.ingest.arms import SINGLE_ARM, ArmLayout, arm_layouts
 from carve.ingest.gripper import GRIPPER_CLOSE, GRIPPER_OPEN, gripper_states, gripper_transitions, noise_sigma
-from carve.ingest.kinematics import move_speed, smooth, speed, thresholds
+from carve.ingest.kinematics import move_speed, smooth, speed, still_mask, thresholds, turns_in_place
 
 HANDOVER_S = 1.0  # one arm closes within this of the other's opening: a hand-over
 SETTLE_S = 0.1  # a gripper transition's own first moments: motion starting inside it does not end it
@@ -106,6 +106,9 @@ class ArmSignal:
     # (n,) the speed the arm's delta-action command asks for (m/s), when the actions are named Cartesian
     # deltas (`commanded_speed`): where the hand does not follow it, it pushes against something
     commanded: np.ndarray | None = None
+    # (n,) frames where the hand turns without moving (`turning`), when the arm records its orientation or
+    # joints beside its hand's position
+    turning: np.ndarray | None = None
 
 
 _HEIGHT = re.compile(r"(?:^|[._\s])(?:z|pos_?z|eef_?z|ee_?z)$", re.I)
@@ -175,7 +178,23 @@ def arm_signals(ep: Episode, cfg: SegmentConfig) -> list[ArmSignal]:
             cmd = commanded_speed(ep.action, ep.action_names, speed(x, ep.fps), move_speed(lay.kind, cfg))
         out.append(ArmSignal(lay.name, g if g is not None and len(g) == n else None, x, lay.kind,
                               _height_column(lay.motion, names, lay.kind),
-                              op if op is not None and len(op) == n else None, cmd))
+                              op if op is not None and len(op) == n else None, cmd,
+                              turning(lay, ep.state, x, ep.fps, cfg)))
+    return out
+
+
+def turning(lay: ArmLayout, state: np.ndarray, x: np.ndarray, fps: float, cfg: SegmentConfig) -> np.ndarray | None:
+    """(n,) the frames where a Cartesian arm's hand turns without moving: from each turn's onset to where it
+    stops (`ingest.kinematics.turns_in_place`, the segmenter's rule, on `ArmLayout.turn`); None when the arm
+    records no orientation or joints beside its position."""
+    if not lay.turn or not x.shape[1]:
+        return None
+    sp = speed(x, fps)
+    turn_sp = speed(smooth(lay.turn_signal(state), fps, cfg.smooth_s), fps)
+    onsets, ends = turns_in_place(sp, turn_sp, still_mask(sp, fps, thresholds(lay.kind, cfg)[0], cfg), fps, cfg)
+    out = np.zeros(len(sp), dtype=bool)
+    for (a, _), e in zip(onsets, ends, strict=True):
+        out[a:e] = True
     return out
 
 

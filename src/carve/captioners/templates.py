@@ -61,7 +61,7 @@ def describe(phase: str, phrases: TaskPhrases, obj_index: int, holding: str = ""
     obj = phrases.obj(obj_index)
     target = phrases.target
     rel = phrases.relation if phrases.relation in ("in", "on") else "at"
-    if phrases.tool and phase in ("grasp", "lift", "move", "place", "release", "hold"):
+    if phrases.tool and phase in ("grasp", "lift", "move", "place", "release", "hold", "turn"):
         obj = phrases.tool  # the hand grasps and carries the tool, and works the object with it
     what = holding or obj
     if phase == "reach":
@@ -90,6 +90,8 @@ def describe(phase: str, phrases: TaskPhrases, obj_index: int, holding: str = ""
         return f"push {obj} to {target}" if target else f"push {obj}"
     if phase == "hold":
         return f"hold {what} still"
+    if phase == "turn":  # a held object turned in place (phases' rule 13)
+        return f"turn {what}"
     if phase == "act":
         instrument = f" {phrases.manner}" if phrases.manner.startswith(("with ", "using ")) else ""
         return act_caption(phrases, what) + instrument

@@ -143,8 +143,7 @@ def turns_in_place(sp: np.ndarray, turn_sp: np.ndarray, still: np.ndarray, fps: 
             end = f + hold
             while end < n and turn_sp[end] >= rest:
                 end += 1
-            if on > 0:
-                onsets.append((int(on), MOTION_START))
+            onsets.append((int(on), MOTION_START))  # one per turn, as `ends` (a boundary at 0 is dropped later)
             ends.append(int(min(end, n - 1)))
             k = end
     return onsets, ends
