@@ -93,7 +93,7 @@ def caption_episode_events(events: list[EventView], cfg: SegmentConfig | None = 
 class KinematicCaptioner(Captioner):
     """Deterministic captions from signals + task text (see the module docstring)."""
 
-    name = "kinematic-v11"  # rules 11-12 (issue 25); measured held out once, on maniskill_heldout (heldout6 measured v10)
+    name = "kinematic-v12"  # rule 13 (a held object turned in place); v11 (rules 11-12) measured held out once, on maniskill_heldout
 
     def __init__(self, cfg: CaptionConfig | None = None, segment: SegmentConfig | None = None):
         self.cfg = cfg or CaptionConfig()
