@@ -694,15 +694,16 @@ MANISKILL_NOTES = (
     "command equal to the measurement moves nothing. Then (2026-12-06, second session; no rule names a simulator "
     "or a task) LiftPegUpright's turn: the hand stands still (its position under the pause speed) while the joints "
     "turn the peg upright for ~2.5 s, so the lift, the turn and the lowering were one event, \"lift the peg\". A "
-    "Cartesian arm that also records its orientation (roll, pitch, yaw) or, failing that, its joints now has turn "
-    "columns (`ArmLayout.turn`); where the hand stands still and they turn at `move_speed_rad_s` for "
+    "Cartesian arm that also records its orientation (roll, pitch, yaw, or a quaternion as robomimic's "
+    "`robot0_eef_quat`) or, failing that, its joints now has turn columns (`ArmLayout.turn`, read as rad/s by "
+    "`kinematics.turn_speed`); where the hand stands still and they turn at `move_speed_rad_s` for "
     "`pause_min_s`, the turn starts an event, and the hand's next move after it another "
     "(`kinematics.turns_in_place`, `segment._turns`; both onsets led by the command as above). The captioner "
     "names a held object turned in place \"turn ...\" (rule 13 of `captioners/phases.py`). LiftPegUpright 12/15 "
     "-> 20/21 (its turns found and named in 3 of 3 episodes; the miss left: a lowering called \"move\"), boundary "
     "F1 0.870 -> 0.930 (6 more hits, no false one). Every Meta-World set above (hand positions only: no turn "
-    "columns), every corpus item of issue 18 and the lerobot fixtures (roll, pitch, yaw: no turn in place) give "
-    "the same boundaries and captions as before.")
+    "columns), every corpus item of issue 18 (robomimic_mw's quaternion included) and the lerobot fixtures (roll, "
+    "pitch, yaw) give the same boundaries and captions as before: none of them turns in place.")
 
 
 def maniskill_lines(m: dict[str, Any]) -> list[str]:

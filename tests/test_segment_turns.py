@@ -1,8 +1,10 @@
 """A hand that turns without moving (`kinematics.turns_in_place`, `segment._turns`).
 
-Constructed episodes of a Cartesian arm (x, y, z in metres) that also records either its joints or its
-orientation (roll, pitch, yaw): reach, close, lift, then, with the hand's position held, the object is
-turned (the joints or the orientation sweep 1.2 rad with a minimum-jerk profile), then lowered and let go.
+Constructed episodes of a Cartesian arm (x, y, z in metres) that also records its joints, its orientation as
+roll, pitch, yaw, or as a quaternion (robomimic's names: `robot0_eef_pos_*`, `robot0_eef_quat_*`, whose
+sign flips at random, as a quaternion's may): reach, close, lift, then, with the hand's position held, the
+object is turned (the joints or the orientation sweep 1.2 rad with a minimum-jerk profile), then lowered
+and let go.
 A turn starts an event where the turning starts, and the lowering another where it starts; the same
 episode with the hand held still instead of turning has neither boundary there. An arm whose motion is its
 joints (no position columns) has no turn columns: its turns are its motion already. The kinematic
@@ -34,6 +36,8 @@ def _episode(turn: bool, columns: str, seed: int = 0) -> tuple[np.ndarray, list[
     """State rows and names; `starts`: the frame where each phase after the first begins."""
     rng = np.random.default_rng(seed)
     pos, rot, grip = np.array([0.4, 0.0, 0.3]), np.zeros(7 if columns == "joint" else 3), 0.04
+    if columns == "quat":
+        rot = np.array([0.3, -0.2, 0.1])  # a rotation vector, written as a quaternion below
     rows: list[list[float]] = []
     starts: dict[str, int] = {}
 
@@ -68,7 +72,7 @@ def _episode(turn: bool, columns: str, seed: int = 0) -> tuple[np.ndarray, list[
     hold(0.2)
     if turn:
         sweep = np.zeros(len(rot))
-        sweep[-2:] = [1.0, 0.6] if columns == "joint" else [0.0, 1.2]  # wrist joints / pitch
+        sweep[-2:] = [1.0, 0.6] if columns == "joint" else [0.0, 1.2]  # wrist joints / pitch (about y)
         move("turn", np.zeros(3), 2.0, sweep)
     else:
         starts["turn"] = len(rows)
@@ -78,15 +82,25 @@ def _episode(turn: bool, columns: str, seed: int = 0) -> tuple[np.ndarray, list[
     hold(0.5)
     state = np.asarray(rows)
     state[:, :3] += rng.normal(0, 1e-4, (len(rows), 3))  # sensor noise
+    if columns == "quat":  # x, y, z, w of the rotation vector, its sign flipped at random frames
+        r = state[:, 3:6]
+        angle = np.linalg.norm(r, axis=1, keepdims=True)
+        q = np.hstack([r / np.maximum(angle, 1e-12) * np.sin(angle / 2), np.cos(angle / 2)])
+        q *= np.where(rng.random((len(q), 1)) < 0.3, -1.0, 1.0)
+        state = np.hstack([state[:, :3], q, state[:, 6:]])
+        names = [*(f"robot0_eef_pos_{i}" for i in range(3)), *(f"robot0_eef_quat_{i}" for i in range(4)),
+                 "robot0_gripper_qpos_0"]
+        return state, names, starts
     rot_names = [f"joint_{i}" for i in range(7)] if columns == "joint" else ["roll", "pitch", "yaw"]
     return state, ["x", "y", "z", *rot_names, "gripper"], starts
 
 
-@pytest.mark.parametrize("columns", ["joint", "euler"])
+@pytest.mark.parametrize("columns", ["joint", "euler", "quat"])
 def test_a_turn_in_place_is_an_event_and_so_is_the_move_after_it(columns: str) -> None:
     state, names, starts = _episode(True, columns)
     lay = arm_layouts(names, None, state, None, SegmentConfig())[0]
-    assert lay.kind == "cartesian" and lay.turn_kind == columns and len(lay.turn) == (7 if columns == "joint" else 3)
+    assert lay.kind == "cartesian" and lay.turn_kind == columns
+    assert len(lay.turn) == {"joint": 7, "euler": 3, "quat": 4}[columns]
     segs = segment_episode(state, None, FPS, SegmentConfig(), names, None)
     bounds = [s.start for s in segs[1:]]
     for phase in ("turn", "lower"):
@@ -94,7 +108,7 @@ def test_a_turn_in_place_is_an_event_and_so_is_the_move_after_it(columns: str) -
         assert near, f"no boundary within 2 frames of the {phase} at {starts[phase]}: {bounds}"
 
 
-@pytest.mark.parametrize("columns", ["joint", "euler"])
+@pytest.mark.parametrize("columns", ["joint", "euler", "quat"])
 def test_a_hand_held_still_starts_no_turn(columns: str) -> None:
     turned, names, starts = _episode(True, columns)
     still, _, starts_still = _episode(False, columns)
@@ -125,7 +139,7 @@ def _captions(state: np.ndarray, names: list[str], task: str) -> list[tuple[int,
     return list(zip([s.start for s in segs], caption_episode_events(views), strict=True))
 
 
-@pytest.mark.parametrize("columns", ["joint", "euler"])
+@pytest.mark.parametrize("columns", ["joint", "euler", "quat"])
 def test_the_held_object_turned_in_place_is_captioned_a_turn(columns: str) -> None:
     task = "lift the peg and stand it upright on the table"
     state, names, starts = _episode(True, columns)
@@ -136,3 +150,15 @@ def test_the_held_object_turned_in_place_is_captioned_a_turn(columns: str) -> No
     assert before[-1].startswith("lift the peg"), caps  # the lift stays a lift
     still, names, _ = _episode(False, columns)
     assert not any(c.startswith("turn") for _, c in _captions(still, names, task))
+
+
+def test_the_quaternion_turning_speed_is_the_angle_per_second_whatever_its_sign() -> None:
+    from carve.ingest.kinematics import turn_speed
+
+    t = np.arange(40) / FPS
+    angle = 0.5 * t  # 0.5 rad/s about z
+    q = np.stack([np.zeros_like(t), np.zeros_like(t), np.sin(angle / 2), np.cos(angle / 2)], axis=1)
+    q[::3] *= -1  # the same orientations
+    got = turn_speed(q, "quat", FPS, 0.0)
+    assert np.allclose(got, 0.5, atol=1e-9)
+    assert np.allclose(turn_speed(np.tile(q[:1], (10, 1)), "quat", FPS, 0.06), 0.0)

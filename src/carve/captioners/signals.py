@@ -26,7 +26,15 @@ from carve.captioners.task_text import TaskPhrases
 from carve.core.config import SegmentConfig
 from carve.ingest.arms import SINGLE_ARM, ArmLayout, arm_layouts
 from carve.ingest.gripper import GRIPPER_CLOSE, GRIPPER_OPEN, gripper_states, gripper_transitions, noise_sigma
-from carve.ingest.kinematics import move_speed, smooth, speed, still_mask, thresholds, turns_in_place
+from carve.ingest.kinematics import (
+    move_speed,
+    smooth,
+    speed,
+    still_mask,
+    thresholds,
+    turn_speed,
+    turns_in_place,
+)
 
 HANDOVER_S = 1.0  # one arm closes within this of the other's opening: a hand-over
 SETTLE_S = 0.1  # a gripper transition's own first moments: motion starting inside it does not end it
@@ -190,7 +198,7 @@ def turning(lay: ArmLayout, state: np.ndarray, x: np.ndarray, fps: float, cfg: S
     if not lay.turn or not x.shape[1]:
         return None
     sp = speed(x, fps)
-    turn_sp = speed(smooth(lay.turn_signal(state), fps, cfg.smooth_s), fps)
+    turn_sp = turn_speed(lay.turn_signal(state), lay.turn_kind, fps, cfg.smooth_s)
     onsets, ends = turns_in_place(sp, turn_sp, still_mask(sp, fps, thresholds(lay.kind, cfg)[0], cfg), fps, cfg)
     out = np.zeros(len(sp), dtype=bool)
     for (a, _), e in zip(onsets, ends, strict=True):

@@ -21,8 +21,9 @@ non-gripper state column is one arm's joints.
 
 An arm whose motion is its hand's position can also turn the hand without moving it (a knob, a
 peg stood upright, a pour): its **turn** columns show that, in radians: the hand's orientation as
-roll / pitch / yaw when the state names all three, else its joints (state columns that are neither
-position, gripper, orientation in another form, velocity nor delta). Quaternions are not read.
+roll / pitch / yaw when the state names all three, else a quaternion (four `*quat*` columns:
+robomimic's `robot0_eef_quat`), else its joints (state columns that are neither position, gripper,
+orientation in another form, velocity nor delta). `kinematics.turn_speed` reads them as rad/s.
 """
 
 from __future__ import annotations
@@ -58,18 +59,21 @@ class ArmLayout:
     command: list[tuple[int, int]] = field(default_factory=list)
     command_kind: str = "joint"
     command_degrees: bool = False
-    # state columns that show the hand turning in place (a Cartesian arm only): "euler" (roll, pitch, yaw)
-    # or "joint"; in degrees when their range says so
+    # state columns that show the hand turning in place (a Cartesian arm only): "euler" (roll, pitch, yaw),
+    # "quat" (a unit quaternion, any component order) or "joint"; Euler angles and joints in degrees when their
+    # range says so
     turn: list[int] = field(default_factory=list)
     turn_kind: str = ""
     turn_degrees: bool = False
 
     def turn_signal(self, state: np.ndarray) -> np.ndarray:
-        """(T, k) the turn columns in radians, Euler angles unwrapped (a yaw through +-pi is no jump);
-        (T, 0) without any."""
+        """(T, k) the turn columns: radians, Euler angles unwrapped (a yaw through +-pi is no jump), or the
+        quaternion as recorded; (T, 0) without any."""
         if not self.turn:
             return np.zeros((state.shape[0], 0))
         x = np.asarray(state, dtype=np.float64)[:, self.turn]
+        if self.turn_kind == "quat":
+            return x
         x = np.deg2rad(x) if self.turn_degrees else x
         return np.unwrap(x, axis=0) if self.turn_kind == "euler" else x
 
@@ -212,10 +216,14 @@ _EULER = re.compile(r"(roll|pitch|yaw)", re.IGNORECASE)
 def _turn_columns(lay: ArmLayout, names: list[str], members: list[int], pat: re.Pattern[str],
                   state: np.ndarray) -> None:
     """A Cartesian arm's turn columns: roll, pitch and yaw when all three are named (and are not
-    velocities), else its joints (at least two)."""
-    euler = [i for i in members if _EULER.search(names[i]) and not re.search(r"vel|rate|delta", names[i], re.I)]
+    velocities), else a quaternion's four columns, else its joints (at least two)."""
+    plain = [i for i in members if not re.search(r"vel|rate|delta", names[i], re.I)]
+    euler = [i for i in plain if _EULER.search(names[i])]
+    quat = [i for i in plain if re.search(r"quat", names[i], re.I)]
     if len(euler) == 3:
         cols, kind = euler, "euler"
+    elif len(quat) == 4:
+        cols, kind = quat, "quat"
     else:
         cols = [i for i in members if i not in lay.motion and not pat.search(names[i])
                 and not _NOT_MOTION.search(names[i]) and not _DELTA.search(names[i])
@@ -224,7 +232,7 @@ def _turn_columns(lay: ArmLayout, names: list[str], members: list[int], pat: re.
         if len(cols) < 2:
             return
     lay.turn, lay.turn_kind = cols, kind
-    lay.turn_degrees = _looks_like_degrees(np.asarray(state, dtype=np.float64)[:, cols])
+    lay.turn_degrees = kind != "quat" and _looks_like_degrees(np.asarray(state, dtype=np.float64)[:, cols])
 
 
 def _command_columns(lay: ArmLayout, snames: list[str], anames: list[str], pre: str, pat: re.Pattern[str],

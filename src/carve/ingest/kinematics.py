@@ -73,6 +73,26 @@ def speed(x: np.ndarray, fps: float) -> np.ndarray:
     return np.linalg.norm(np.gradient(x, axis=0), axis=1) * fps
 
 
+def turn_speed(x: np.ndarray, kind: str, fps: float, sigma_s: float) -> np.ndarray:
+    """Per-frame turning speed (rad/s) of an arm's turn columns (`ArmLayout.turn_signal`): the smoothed
+    speed of Euler angles or joints, as `speed`; for a quaternion (T, 4), the angle between the
+    orientations a frame before and after (central, one-sided at the ends), on the smoothed, renormalised
+    quaternions whose signs are first made continuous (q and -q are one orientation)."""
+    n = x.shape[0]
+    if kind != "quat":
+        return speed(smooth(x, fps, sigma_s), fps)
+    if n < 2 or x.shape[1] != 4:
+        return np.zeros(n)
+    q = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    flip = np.cumprod(np.where(np.einsum("ij,ij->i", q[1:], q[:-1]) < 0, -1.0, 1.0))
+    q[1:] *= flip[:, None]  # each quaternion on the side of its predecessor
+    q = smooth(q, fps, sigma_s)
+    q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    lo, hi = np.r_[0, np.arange(n - 1)], np.r_[np.arange(1, n), n - 1]  # neighbours, one-sided at the ends
+    dot = np.clip(np.abs(np.einsum("ij,ij->i", q[lo], q[hi])), 0.0, 1.0)
+    return 2.0 * np.arccos(dot) * fps / (hi - lo)
+
+
 def thresholds(kind: str, cfg: SegmentConfig) -> tuple[float, float]:
     """(pause speed, waypoint error) for a motion kind: m/s and m, or rad/s and rad."""
     if kind == "cartesian":

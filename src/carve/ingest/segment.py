@@ -64,6 +64,7 @@ from carve.ingest.kinematics import (
     speed_steps,
     still_mask,
     thresholds,
+    turn_speed,
     turns_in_place,
     waypoint_boundaries,
 )
@@ -171,7 +172,7 @@ def _turns(layout: ArmLayout, state: np.ndarray, sp: np.ndarray, still: np.ndarr
     the next gripper transition."""
     if not layout.turn:
         return []
-    turn_sp = speed(smooth(layout.turn_signal(state), fps, cfg.smooth_s), fps)
+    turn_sp = turn_speed(layout.turn_signal(state), layout.turn_kind, fps, cfg.smooth_s)
     onsets, ends = turns_in_place(sp, turn_sp, still, fps, cfg)
     until = [min([g for g in grips if g > t] or [n]) for t in ends]
     after = [(sharpen_onset(raw, t, moving, hold), r) for t, r in motion_starts(sp, fps, ends, until, moving, cfg, raw)]
