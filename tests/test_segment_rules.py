@@ -446,3 +446,31 @@ def test_frame_descriptors_are_the_image_descriptor_of_box_shrunk_frames() -> No
     np.testing.assert_allclose(np.linalg.norm(odd, axis=1), 1.0, atol=1e-5)
     with pytest.raises(ValueError, match="frames must be"):
         frame_descriptors(frames[0])
+
+
+def _ramped(second_move_s: float, peak: float, fps: float = 20.0) -> tuple[np.ndarray, list[str], int]:
+    """A Cartesian hand (m) that moves 0.2 m, stops for 0.5 s, then moves again along the same line with a
+    trapezoid-free planned profile: speed rising linearly from rest to `peak` m/s over `second_move_s`, then
+    falling back. Returns the state, names and the frame where the second move starts."""
+    t1 = np.arange(round(1.0 * fps)) / fps
+    first = 0.2 * (10 * t1**3 - 15 * t1**4 + 6 * t1**5)  # minimum jerk over 1 s
+    rest = np.full(round(0.5 * fps), 0.2)
+    k = round(second_move_s * fps)
+    sp = np.r_[np.linspace(0, peak, k), np.linspace(peak, 0, k)]
+    second = 0.2 + np.cumsum(sp) / fps
+    x = np.r_[first, rest, second, np.full(round(0.5 * fps), second[-1])]
+    state = np.stack([x, np.zeros_like(x), np.full_like(x, 0.3), np.full_like(x, 0.04)], axis=1)
+    return state, ["x", "y", "z", "gripper"], len(first) + len(rest)
+
+
+def test_a_move_that_ramps_up_slowly_after_a_stop_starts_an_event() -> None:
+    """A planned move from rest reaches the moving speed (0.08 m/s) only 0.64 s after it starts (0.2 m/s at
+    1.6 s; more than twice `pause_min_s` after the speed leaves the pause): the pause still ends where it
+    starts. A creep after the stop that never reaches the moving speed before the hand stops again starts
+    nothing."""
+    state, names, start = _ramped(1.6, 0.2)
+    segs = segment_episode(state, None, 20.0, SegmentConfig(), names, None)
+    assert [abs(s.start - start) <= 2 for s in segs[1:] if s.start_reason == "pause"] == [True], segs
+    creep, names, start = _ramped(1.6, 0.06)  # peaks below the moving speed
+    segs = segment_episode(creep, None, 20.0, SegmentConfig(), names, None)
+    assert not [s for s in segs[1:] if abs(s.start - start) <= 4], segs

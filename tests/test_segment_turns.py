@@ -78,7 +78,7 @@ def _episode(turn: bool, columns: str, seed: int = 0) -> tuple[np.ndarray, list[
         starts["turn"] = len(rows)
         hold(2.0)
     hold(0.3)
-    move("lower", np.array([0.0, 0.0, -0.15]), 1.2, rng.normal(0, 0.2, len(rot)))
+    move("lower", np.array([0.0, 0.0, -0.15]), 2.0, rng.normal(0, 0.1, len(rot)))  # slow: it creeps off
     hold(0.5)
     state = np.asarray(rows)
     state[:, :3] += rng.normal(0, 1e-4, (len(rows), 3))  # sensor noise
@@ -103,9 +103,13 @@ def test_a_turn_in_place_is_an_event_and_so_is_the_move_after_it(columns: str) -
     assert len(lay.turn) == {"joint": 7, "euler": 3, "quat": 4}[columns]
     segs = segment_episode(state, None, FPS, SegmentConfig(), names, None)
     bounds = [s.start for s in segs[1:]]
-    for phase in ("turn", "lower"):
-        near = [b for b in bounds if abs(b - starts[phase]) <= 2]
-        assert near, f"no boundary within 2 frames of the {phase} at {starts[phase]}: {bounds}"
+    # the lowering is slow (a 2 s minimum-jerk move): it creeps off for its first ~0.25 s
+    for phase, within in (("turn", 2), ("lower", 5)):
+        near = [b for b in bounds if abs(b - starts[phase]) <= within]
+        assert near, f"no boundary within {within} frames of the {phase} at {starts[phase]}: {bounds}"
+        # one joint, one boundary: neither the rest before the turn nor the one after it is a pause whose end
+        # makes a second boundary
+        assert len([b for b in bounds if abs(b - starts[phase]) <= 8]) == 1, bounds
 
 
 @pytest.mark.parametrize("columns", ["joint", "euler", "quat"])

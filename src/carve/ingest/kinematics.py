@@ -223,18 +223,19 @@ def sharpen_onset(raw: np.ndarray, k: int, moving: float, hold: int) -> int:
 def pause_boundaries(sp: np.ndarray, still: np.ndarray, fps: float, cfg: SegmentConfig,
                      moving: float) -> list[tuple[int, str]]:
     """(frame, "pause") where motion resumes after each pause inside the episode: only where the
-    arm then really moves (reaches `moving` within `pause_min_s` x 2), not where it jitters;
-    `still` is `still_mask` of the same speed. The
-    boundary is the onset of that move (`onset`), the same frame the motion-start rule finds."""
+    arm then really moves (reaches `moving` before its next pause), not where it jitters or creeps;
+    `still` is `still_mask` of the same speed. The boundary is the onset of that move (`onset`), the
+    same frame the motion-start rule finds. The move may ramp up slowly (a planned, time-optimal
+    trajectory from rest: a quarter of a second and more to reach `moving`)."""
     n = len(sp)
     if n < 3:
         return []
     starts, ends = runs(still)
     out = []
-    for a, e in zip(starts, ends, strict=True):
+    for i, (a, e) in enumerate(zip(starts, ends, strict=True)):
         if a == 0 or e >= n:
             continue  # idle at the very start or end is not a joint between two events
-        horizon = int(e) + max(2, round(2 * cfg.pause_min_s * fps))
+        horizon = int(starts[i + 1]) if i + 1 < len(starts) else n  # before the arm stops again
         fast = np.flatnonzero(sp[int(e) : horizon] >= moving)
         if len(fast) == 0:
             continue

@@ -149,13 +149,13 @@ def arm_signals(layout: ArmLayout, state: np.ndarray, action: np.ndarray | None,
         moving = move_speed(layout.kind, cfg)
         raw = speed(layout.motion_signal(state, action), fps)
         cands += motion_starts(sp, fps, grips, [*grips[1:], n][: len(grips)], moving, cfg, raw)
-        if cfg.use_pauses:
-            cands += pause_boundaries(sp, still, fps, cfg, moving)
         hold = max(2, round(cfg.pause_min_s * fps))
+        turns, turning = _turns(layout, state, sp, still, raw, fps, cfg, moving, hold, n, grips)
+        if cfg.use_pauses:  # a hand that stands still to turn is not pausing: no pause ends inside a turn or its rest
+            cands += [(t, r) for t, r in pause_boundaries(sp, still, fps, cfg, moving) if not turning[t]]
         cands = [(sharpen_onset(raw, t, moving, hold), r) if r in (MOTION_START, PAUSE) else (t, r)
                  for t, r in cands]
-        cands += _turns(layout, state, sp, still, raw, fps, cfg, moving, hold, n, grips)
-        cands = _command_led(cands, layout, state, action, fps, cfg)
+        cands = _command_led(cands + turns, layout, state, action, fps, cfg)
         steps = ([*speed_steps(sp, fps, pause_speed, moving, cfg), *final_stop(sp, fps, pause_speed, moving, cfg)]
                  if cfg.use_speed_steps else [])
         if cfg.use_waypoints:
@@ -166,17 +166,25 @@ def arm_signals(layout: ArmLayout, state: np.ndarray, action: np.ndarray | None,
 
 
 def _turns(layout: ArmLayout, state: np.ndarray, sp: np.ndarray, still: np.ndarray, raw: np.ndarray, fps: float,
-           cfg: SegmentConfig, moving: float, hold: int, n: int, grips: list[int]) -> list[tuple[int, str]]:
+           cfg: SegmentConfig, moving: float, hold: int, n: int,
+           grips: list[int]) -> tuple[list[tuple[int, str]], np.ndarray]:
     """A Cartesian arm's turns in place (`kinematics.turns_in_place` on its `ArmLayout.turn` columns): each
-    turn's onset, and the onset of the hand's next move after it (sharpened as every motion start), found up to
-    the next gripper transition."""
+    turn's onset and the onset of the hand's next move after it (sharpened as every motion start), found up to
+    the next gripper transition; and the (n,) mask of the frames from each turn's onset to that next move (a
+    turn, and the rest it ends in, are no pause)."""
+    turning = np.zeros(n, dtype=bool)
     if not layout.turn:
-        return []
+        return [], turning
     turn_sp = turn_speed(layout.turn_signal(state), layout.turn_kind, fps, cfg.smooth_s)
     onsets, ends = turns_in_place(sp, turn_sp, still, fps, cfg)
     until = [min([g for g in grips if g > t] or [n]) for t in ends]
-    after = [(sharpen_onset(raw, t, moving, hold), r) for t, r in motion_starts(sp, fps, ends, until, moving, cfg, raw)]
-    return onsets + after
+    after = []
+    for (a, _), e, u in zip(onsets, ends, until, strict=True):
+        nxt = motion_starts(sp, fps, [e], [u], moving, cfg, raw)
+        after += [(sharpen_onset(raw, t, moving, hold), r) for t, r in nxt]
+        # the turn and the rest after it up to the next move: that move's start is the boundary, no pause end
+        turning[a : max(e, after[-1][0]) if nxt else e] = True
+    return onsets + after, turning
 
 
 def _command_led(cands: list[tuple[int, str]], layout: ArmLayout, state: np.ndarray, action: np.ndarray | None,
