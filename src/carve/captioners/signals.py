@@ -26,15 +26,8 @@ from carve.captioners.task_text import TaskPhrases
 from carve.core.config import SegmentConfig
 from carve.ingest.arms import SINGLE_ARM, ArmLayout, arm_layouts
 from carve.ingest.gripper import GRIPPER_CLOSE, GRIPPER_OPEN, gripper_states, gripper_transitions, noise_sigma
-from carve.ingest.kinematics import (
-    move_speed,
-    smooth,
-    speed,
-    still_mask,
-    thresholds,
-    turn_speed,
-    turns_in_place,
-)
+from carve.ingest.kinematics import move_speed, smooth, speed, still_mask, thresholds
+from carve.ingest.segment import turn_spans
 
 HANDOVER_S = 1.0  # one arm closes within this of the other's opening: a hand-over
 SETTLE_S = 0.1  # a gripper transition's own first moments: motion starting inside it does not end it
@@ -193,15 +186,13 @@ def arm_signals(ep: Episode, cfg: SegmentConfig) -> list[ArmSignal]:
 
 def turning(lay: ArmLayout, state: np.ndarray, x: np.ndarray, fps: float, cfg: SegmentConfig) -> np.ndarray | None:
     """(n,) the frames where a Cartesian arm's hand turns without moving: from each turn's onset to where it
-    stops (`ingest.kinematics.turns_in_place`, the segmenter's rule, on `ArmLayout.turn`); None when the arm
-    records no orientation or joints beside its position."""
+    stops (`ingest.segment.turn_spans`, the segmenter's rule, on `ArmLayout.turn`); None when the arm records no
+    orientation or joints beside its position."""
     if not lay.turn or not x.shape[1]:
         return None
     sp = speed(x, fps)
-    turn_sp = turn_speed(lay.turn_signal(state), lay.turn_kind, fps, cfg.smooth_s)
-    onsets, ends = turns_in_place(sp, turn_sp, still_mask(sp, fps, thresholds(lay.kind, cfg)[0], cfg), fps, cfg)
     out = np.zeros(len(sp), dtype=bool)
-    for (a, _), e in zip(onsets, ends, strict=True):
+    for a, e in turn_spans(lay, state, sp, still_mask(sp, fps, thresholds(lay.kind, cfg)[0], cfg), fps, cfg):
         out[a:e] = True
     return out
 

@@ -173,18 +173,26 @@ def _turns(layout: ArmLayout, state: np.ndarray, sp: np.ndarray, still: np.ndarr
     the next gripper transition; and the (n,) mask of the frames from each turn's onset to that next move (a
     turn, and the rest it ends in, are no pause)."""
     turning = np.zeros(n, dtype=bool)
+    spans = turn_spans(layout, state, sp, still, fps, cfg)
+    out: list[tuple[int, str]] = []
+    for a, e in spans:
+        nxt = motion_starts(sp, fps, [e], [min([g for g in grips if g > e] or [n])], moving, cfg, raw)
+        out += [(a, MOTION_START), *((sharpen_onset(raw, t, moving, hold), r) for t, r in nxt)]
+        # the turn and the rest after it up to the next move: that move's start is the boundary, no pause end
+        turning[a : max(e, out[-1][0]) if nxt else e] = True
+    return out, turning
+
+
+def turn_spans(layout: ArmLayout, state: np.ndarray, sp: np.ndarray, still: np.ndarray, fps: float,
+               cfg: SegmentConfig) -> list[tuple[int, int]]:
+    """[onset, end) of each turn in place of an arm (`kinematics.turns_in_place` on its `ArmLayout.turn`
+    columns; `sp` its hand's smoothed speed, `still` its `still_mask`); none without turn columns. The
+    kinematic captioner reads the same spans (`captioners.signals.turning`)."""
     if not layout.turn:
-        return [], turning
+        return []
     turn_sp = turn_speed(layout.turn_signal(state), layout.turn_kind, fps, cfg.smooth_s)
     onsets, ends = turns_in_place(sp, turn_sp, still, fps, cfg)
-    until = [min([g for g in grips if g > t] or [n]) for t in ends]
-    after = []
-    for (a, _), e, u in zip(onsets, ends, until, strict=True):
-        nxt = motion_starts(sp, fps, [e], [u], moving, cfg, raw)
-        after += [(sharpen_onset(raw, t, moving, hold), r) for t, r in nxt]
-        # the turn and the rest after it up to the next move: that move's start is the boundary, no pause end
-        turning[a : max(e, after[-1][0]) if nxt else e] = True
-    return onsets + after, turning
+    return [(a, e) for (a, _), e in zip(onsets, ends, strict=True)]
 
 
 def _command_led(cands: list[tuple[int, str]], layout: ArmLayout, state: np.ndarray, action: np.ndarray | None,
