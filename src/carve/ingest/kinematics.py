@@ -137,36 +137,33 @@ def motion_starts(sp: np.ndarray, fps: float, after: list[int], until: list[int]
 
 
 def turns_in_place(sp: np.ndarray, turn_sp: np.ndarray, still: np.ndarray, fps: float,
-                   cfg: SegmentConfig) -> tuple[list[tuple[int, str]], list[int]]:
+                   cfg: SegmentConfig) -> list[tuple[int, int]]:
     """The hand turning without moving: inside each stretch where the hand's position stands still
     (`still`, the `still_mask` of its speed `sp`), every run where the turning speed `turn_sp` (rad/s:
-    orientation or joints) holds `move_speed_rad_s` for `pause_min_s`. Returns the onset of each turn
-    ((frame, "motion_start"): walked back down to the hold level, not before the stretch starts) and the
-    frame where each turn ends (its speed back below `pause_speed_rad_s`), from which the hand's next move
+    orientation or joints) holds `move_speed_rad_s` for `pause_min_s`. Returns [onset, end) of each
+    turn: the onset walked back down to the hold level, not before the stretch (or the turn before it)
+    starts; the end where its speed is back below `pause_speed_rad_s`, from which the hand's next move
     is found as after a gripper transition (`motion_starts`)."""
     n = len(sp)
     hold = max(1, round(cfg.pause_min_s * fps))
     moving, rest = cfg.move_speed_rad_s, cfg.pause_speed_rad_s
-    onsets: list[tuple[int, str]] = []
-    ends: list[int] = []
+    spans: list[tuple[int, int]] = []
     starts, stops = runs(still)
     for a, e in zip(starts, stops, strict=True):
-        a, e = int(a), int(e)
-        k = a
+        k, e = int(a), int(e)
         while k < e:
             fast = np.convolve((turn_sp[k:e] >= moving).astype(np.int32), np.ones(hold, np.int32), mode="valid")
             first = np.flatnonzero(fast >= hold)
             if len(first) == 0:
                 break
             f = k + int(first[0])  # first frame of the sustained turn
-            on = onset(turn_sp, f, max(k, a), hold_level(turn_sp[max(k, a) : f], moving))
+            on = onset(turn_sp, f, k, hold_level(turn_sp[k:f], moving))
             end = f + hold
             while end < n and turn_sp[end] >= rest:
                 end += 1
-            onsets.append((int(on), MOTION_START))  # one per turn, as `ends` (a boundary at 0 is dropped later)
-            ends.append(int(min(end, n - 1)))
+            spans.append((int(on), int(min(end, n - 1))))  # an onset at 0 is no boundary (dropped later)
             k = end
-    return onsets, ends
+    return spans
 
 
 def runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

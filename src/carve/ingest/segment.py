@@ -173,9 +173,8 @@ def _turns(layout: ArmLayout, state: np.ndarray, sp: np.ndarray, still: np.ndarr
     the next gripper transition; and the (n,) mask of the frames from each turn's onset to that next move (a
     turn, and the rest it ends in, are no pause)."""
     turning = np.zeros(n, dtype=bool)
-    spans = turn_spans(layout, state, sp, still, fps, cfg)
     out: list[tuple[int, str]] = []
-    for a, e in spans:
+    for a, e in turn_spans(layout, state, sp, still, fps, cfg):
         nxt = motion_starts(sp, fps, [e], [min([g for g in grips if g > e] or [n])], moving, cfg, raw)
         out += [(a, MOTION_START), *((sharpen_onset(raw, t, moving, hold), r) for t, r in nxt)]
         # the turn and the rest after it up to the next move: that move's start is the boundary, no pause end
@@ -190,9 +189,8 @@ def turn_spans(layout: ArmLayout, state: np.ndarray, sp: np.ndarray, still: np.n
     kinematic captioner reads the same spans (`captioners.signals.turning`)."""
     if not layout.turn:
         return []
-    turn_sp = turn_speed(layout.turn_signal(state), layout.turn_kind, fps, cfg.smooth_s)
-    onsets, ends = turns_in_place(sp, turn_sp, still, fps, cfg)
-    return [(a, e) for (a, _), e in zip(onsets, ends, strict=True)]
+    return turns_in_place(sp, turn_speed(layout.turn_signal(state), layout.turn_kind, fps, cfg.smooth_s), still,
+                          fps, cfg)
 
 
 def _command_led(cands: list[tuple[int, str]], layout: ArmLayout, state: np.ndarray, action: np.ndarray | None,
