@@ -92,3 +92,37 @@ def test_an_unknown_observation_kind_is_refused_by_name() -> None:
         StudyConfig(observation="depth")
     with pytest.raises(ValueError, match="unknown observation 'depth'"):
         record_episode("push", 1, 12, "depth")
+
+
+def test_a_training_shift_moves_each_image_by_whole_pixels_within_the_pad_and_eval_never_shifts() -> None:
+    """`random_shift` against numpy: every output image is its input moved by one (dy, dx) in [-pad, pad]
+    with the edges replicated (np.pad 'edge'), and the offsets differ between images; the stem in eval mode
+    reads the image as given."""
+    import torch
+
+    from carve.trainer.model import ConvStem, random_shift
+
+    pad = 2
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, (64, 3, 12, 12)).astype(np.float32)
+    torch.manual_seed(0)
+    out = random_shift(torch.from_numpy(x), pad).numpy()
+    offsets = set()
+    for img, got in zip(x, out, strict=True):
+        padded = np.pad(img, ((0, 0), (pad, pad), (pad, pad)), mode="edge")
+        hits = [(dy, dx) for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)
+                if np.array_equal(padded[:, dy : dy + 12, dx : dx + 12], got)]
+        assert len(hits) == 1  # exactly one whole-pixel offset explains the image
+        offsets.add(hits[0])
+    assert len(offsets) > 10  # per image, not one offset for the batch (25 possible)
+
+    stem = ConvStem(12, 8, shift=pad)
+    flat = torch.from_numpy(x[:4].reshape(4, -1))
+    stem.eval()
+    with torch.no_grad():
+        a, b = stem(flat), stem(flat)
+    torch.testing.assert_close(a, b)  # eval: no randomness
+    stem.train()
+    with torch.no_grad():
+        c = stem(flat)
+    assert not torch.allclose(a, c)  # training: shifted

@@ -81,6 +81,7 @@ class StudyConfig:
     tasks: list[str] = field(default_factory=lambda: list(STUDY_TASKS))
     observation: str = "pixels"  # what every policy observes besides its proprioception (OBSERVATIONS)
     image_size: int = IMAGE_SIZE
+    visual_shift: int = 0  # pixels: random shift of the training images (ModelConfig.visual_shift; DrQ)
     train_episodes: int = 40
     holdout_frac: float = 0.2
     split_seed: int = 0
@@ -512,7 +513,7 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
     lengths = np.concatenate([e.ends - e.starts for e in tr])
     sd, ad = tr[0].state.shape[1], tr[0].action.shape[1]
     base = ModelConfig(d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, block_size=4,
-                       visual_stem="conv" if pixels else "linear")
+                       visual_stem="conv" if pixels else "linear", visual_shift=cfg.visual_shift if pixels else 0)
 
     def spec(mode: str, horizon: int) -> Any:
         return spec_for(mode, state_dim=sd, action_dim=ad, visual_dim=VISUAL_DIM if pixels else 0, text_dim=text.dim,
@@ -524,7 +525,7 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
         return matched_config(base, {"event": spec("event", cfg.chunk_len), mode: spec(mode, horizon)})[mode]
 
     train_key = {k: v for k, v in asdict(cfg).items() if k in (
-        "tasks", "observation", "image_size", "train_episodes", "holdout_frac", "split_seed", "data_base", "fps", "steps", "batch_size", "d_model",
+        "tasks", "observation", "image_size", "visual_shift", "train_episodes", "holdout_frac", "split_seed", "data_base", "fps", "steps", "batch_size", "d_model",
         "n_layers", "n_heads", "max_len", "caption_dropout", "text", "text_dim", "clusters")}
     fits: dict[str, list[tuple[int, dict[str, Any]]]] = {}  # (training seed, its compute) per policy name
     offline: dict[str, list[list[dict[str, Any]]]] = {}

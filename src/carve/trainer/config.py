@@ -70,6 +70,9 @@ class ModelConfig(_Section):
     # how the visual input becomes a token: "linear" (a vector such as the descriptor) or "conv" (the vector is
     # a (3, S, S) image, `policy`'s "pixels" encoder: convolutions + spatial softmax, model.ConvStem)
     visual_stem: Literal["linear", "conv"] = "linear"
+    # conv stem only: while training, each image is shifted by up to this many pixels in x and y (edges
+    # replicated; DrQ's random shift, Kostrikov et al. 2021; Diffusion Policy's random crop). 0: off
+    visual_shift: int = Field(default=0, ge=0)
 
 
 class OptimConfig(_Section):

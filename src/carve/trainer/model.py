@@ -111,16 +111,31 @@ def image_side(visual_dim: int) -> int:
     return side
 
 
+def random_shift(x: Tensor, pad: int) -> Tensor:
+    """Each image of the (B, C, S, S) batch `x` moved by its own random whole-pixel offset in [-pad, pad]
+    along x and y, the edge rows and columns replicated into the gap (DrQ's augmentation)."""
+    b, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, b), device=x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (B, 1, S, 1)
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (B, 1, 1, S)
+    bi = torch.arange(b, device=x.device)[:, None, None, None]
+    ci = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    return padded[bi, ci, rows, cols]
+
+
 class ConvStem(nn.Module):
     """The image token: a flattened (3, S, S) image in [-1, 1] through three convolutions (strides 2, 2, 1),
     then a spatial softmax that turns each of the last layer's channels into the expected (x, y) of its
     activation, a keypoint (Levine et al. 2016; robomimic's and Diffusion Policy's image encoders use it),
     and a linear map of the keypoints to `d_model`. Trained with the rest of the model, the same for
-    every mode."""
+    every mode. With `shift` > 0 a training batch's images are shifted at random first (`random_shift`);
+    in eval mode never."""
 
-    def __init__(self, side: int, d: int, channels: int = 32) -> None:
+    def __init__(self, side: int, d: int, channels: int = 32, shift: int = 0) -> None:
         super().__init__()
         self.side = side
+        self.shift = shift
         self.convs = nn.Sequential(
             nn.Conv2d(3, 16, 5, stride=2, padding=2), nn.ReLU(),
             nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
@@ -131,7 +146,10 @@ class ConvStem(nn.Module):
         self.proj = nn.Linear(2 * channels, d)
 
     def forward(self, x: Tensor) -> Tensor:
-        f = self.convs(x.reshape(-1, 3, self.side, self.side))
+        img = x.reshape(-1, 3, self.side, self.side)
+        if self.training and self.shift:
+            img = random_shift(img, self.shift)
+        f = self.convs(img)
         attn = torch.softmax(f.flatten(2), -1)  # (B, C, H*W)
         keypoints = attn @ self.grid  # (B, C, 2)
         return self.proj(keypoints.flatten(1))
@@ -146,7 +164,7 @@ class WorldActionModel(nn.Module):
         d = cfg.d_model
         self.backbone = Backbone(cfg)
         self.side = image_side(spec.visual_dim) if cfg.visual_stem == "conv" else 0
-        self.vis_in: nn.Module = ConvStem(self.side, d) if self.side else nn.Linear(spec.visual_dim, d)
+        self.vis_in: nn.Module = ConvStem(self.side, d, shift=cfg.visual_shift) if self.side else nn.Linear(spec.visual_dim, d)
         world_dim = 3 * WORLD_SIDE * WORLD_SIDE if self.side else spec.visual_dim
         self.state_in = nn.Linear(spec.state_dim, d)
         cond_dim = spec.text_dim if spec.mode == "event" else spec.task_dim
