@@ -8,7 +8,10 @@ block-averaged here with numpy (not through the study's or the policy's encoder 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 
 def test_pixel_recording_is_the_rendered_frame_at_32_px_at_every_step() -> None:
@@ -126,3 +129,26 @@ def test_a_training_shift_moves_each_image_by_whole_pixels_within_the_pad_and_ev
     with torch.no_grad():
         c = stem(flat)
     assert not torch.allclose(a, c)  # training: shifted
+
+
+def test_a_shift_without_rendered_images_is_refused_by_name_before_anything_runs(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The study, the trainer's config and the command line each refuse a shift that would have nothing to
+    shift (or a negative one), and the command writes nothing."""
+    from carve.cli.main import main
+    from carve.sim.study import StudyConfig
+    from carve.trainer.config import TrainConfig, TrainConfigError
+
+    with pytest.raises(ValueError, match="visual_shift 2 shifts rendered images: it needs observation 'pixels', "
+                                         "not 'privileged'"):
+        StudyConfig(observation="privileged", visual_shift=2)
+    with pytest.raises(ValueError, match="visual_shift must be 0 or more pixels, got -1"):
+        StudyConfig(visual_shift=-1)
+    with pytest.raises(TrainConfigError, match=r"model\.visual_shift: shifts the images of model\.visual_stem 'conv', "
+                                               r"got 2 with 'linear'"):
+        TrainConfig.from_dict({"model": {"visual_shift": 2}})
+    assert TrainConfig.from_dict({"model": {"visual_shift": 2, "visual_stem": "conv"}}).model.visual_shift == 2
+    out = tmp_path / "study" / "study.md"
+    assert main(["eval-sim", "--study", "--observation", "privileged", "--visual-shift", "2", "--out", str(out)]) == 2
+    assert "carve eval-sim: error: visual_shift 2 shifts rendered images" in capsys.readouterr().out
+    assert not out.parent.exists()

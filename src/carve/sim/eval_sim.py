@@ -111,25 +111,35 @@ def format_table(res: dict[str, Any]) -> str:
 
 
 def _run_study(args: argparse.Namespace) -> int:
-    from carve.sim.study import STUDY_TASKS, StudyConfig, run_study
+    from carve.sim.study import run_study
 
     if not args.out:
         print("carve eval-sim: error: --study needs --out PATH (markdown; the JSON is written beside it)")
         return 2
+    try:
+        cfg = _study_config(args)
+    except ValueError as e:  # a setting the study cannot use (StudyConfig's checks name it)
+        print(f"carve eval-sim: error: {e}")
+        return 2
+    run_study(cfg, args.out, progress=not args.quiet)
+    return 0
+
+
+def _study_config(args: argparse.Namespace) -> Any:
+    from carve.sim.study import STUDY_TASKS, StudyConfig
+
     more = {"seed_base": args.seed_base} if args.seed_base is not None else {}
     if args.chunk_lens:
         more["chunk_lens"] = args.chunk_lens
-    cfg = StudyConfig(tasks=list(args.tasks or STUDY_TASKS), env_seeds=args.seeds, train_seeds=args.train_seeds,
-                      train_episodes=args.train_episodes, steps=args.steps, batch_size=args.batch_size,
-                      workers=args.workers, text=args.text, fps=args.fps or 12, max_seconds=args.max_seconds,
-                      ensemble_m=None if args.no_ensemble else 0.01, val_train_seeds=args.val_train_seeds,
-                      val_env_seeds=args.val_seeds, hold_ablation_seeds=args.hold_ablation_seeds,
-                      matched_seeds=args.matched_seeds, plateau_every=args.plateau_every,
-                      plateau_max_steps=args.plateau_max_steps, observation=args.observation,
-                      visual_shift=args.visual_shift,
-                      **({"image_size": args.size} if args.size else {}), **more)
-    run_study(cfg, args.out, progress=not args.quiet)
-    return 0
+    return StudyConfig(tasks=list(args.tasks or STUDY_TASKS), env_seeds=args.seeds, train_seeds=args.train_seeds,
+                       train_episodes=args.train_episodes, steps=args.steps, batch_size=args.batch_size,
+                       workers=args.workers, text=args.text, fps=args.fps or 12, max_seconds=args.max_seconds,
+                       ensemble_m=None if args.no_ensemble else 0.01, val_train_seeds=args.val_train_seeds,
+                       val_env_seeds=args.val_seeds, hold_ablation_seeds=args.hold_ablation_seeds,
+                       matched_seeds=args.matched_seeds, plateau_every=args.plateau_every,
+                       plateau_max_steps=args.plateau_max_steps, observation=args.observation,
+                       visual_shift=args.visual_shift,
+                       **({"image_size": args.size} if args.size else {}), **more)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -128,6 +128,11 @@ class StudyConfig:
     def __post_init__(self) -> None:
         if self.observation not in OBSERVATIONS:
             raise ValueError(f"unknown observation {self.observation!r}; use one of {', '.join(OBSERVATIONS)}")
+        if self.visual_shift < 0:
+            raise ValueError(f"visual_shift must be 0 or more pixels, got {self.visual_shift}")
+        if self.visual_shift and self.observation != "pixels":
+            raise ValueError(f"visual_shift {self.visual_shift} shifts rendered images: it needs observation 'pixels', "
+                             f"not {self.observation!r}")
 
 
 # ----------------------------------------------------------------------------- data
@@ -513,7 +518,7 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
     lengths = np.concatenate([e.ends - e.starts for e in tr])
     sd, ad = tr[0].state.shape[1], tr[0].action.shape[1]
     base = ModelConfig(d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, block_size=4,
-                       visual_stem="conv" if pixels else "linear", visual_shift=cfg.visual_shift if pixels else 0)
+                       visual_stem="conv" if pixels else "linear", visual_shift=cfg.visual_shift)
 
     def spec(mode: str, horizon: int) -> Any:
         return spec_for(mode, state_dim=sd, action_dim=ad, visual_dim=VISUAL_DIM if pixels else 0, text_dim=text.dim,

@@ -8,7 +8,7 @@ pipeline's sections), and overrides are `dotted.key=value` strings parsed as YAM
 (`model.d_model=64`, `mode=unified`, `train.max_steps=7`). An unknown key or a wrong type is a
 `TrainConfigError` naming the key, not a silent default. Sections reject unknown keys and
 validate every assignment; the checks that span two fields (`data.chunk_len <= data.max_len`,
-`model.d_model % model.n_heads == 0`) run when a `TrainConfig` is built and in `check()`.
+`model.d_model % model.n_heads == 0`, `model.visual_shift` only with the conv stem) run when a `TrainConfig` is built and in `check()`.
 `model_dump()` is what a checkpoint stores and `from_dict` reads it back. Torch-free: `carve
 <anything>` imports this module at startup.
 """
@@ -114,6 +114,9 @@ class TrainConfig(_Section):
             raise ValueError(f"data.chunk_len: must be at most data.max_len ({d.max_len}), got {d.chunk_len}")
         if m.d_model % m.n_heads:
             raise ValueError(f"model.d_model: must be a multiple of model.n_heads ({m.n_heads}), got {m.d_model}")
+        if m.visual_shift and m.visual_stem != "conv":
+            raise ValueError(f"model.visual_shift: shifts the images of model.visual_stem 'conv', "
+                             f"got {m.visual_shift} with {m.visual_stem!r}")
         return self
 
     def check(self) -> TrainConfig:
