@@ -55,6 +55,7 @@ HELDOUT4 = Path(__file__).resolve().parent / "corpus" / "metaworld_heldout4"
 HELDOUT5 = Path(__file__).resolve().parent / "corpus" / "metaworld_heldout5"
 HELDOUT6 = Path(__file__).resolve().parent / "corpus" / "metaworld_heldout6"
 MANISKILL = Path(__file__).resolve().parent / "corpus" / "maniskill_heldout"
+MANISKILL2 = Path(__file__).resolve().parent / "corpus" / "maniskill_heldout2"
 
 
 # ------------------------------------------------------------------------------------- instruction
@@ -641,7 +642,35 @@ def test_maniskill_heldout_set_keeps_its_boundaries(maniskill: dict[str, Any]) -
     assert o["boundary_tp"] >= 58 and o["boundary_fp"] == 0, o
 
 
-@pytest.mark.parametrize("item", [ITEM, HELDOUT, HELDOUT2, HELDOUT3, HELDOUT4, HELDOUT5, HELDOUT6, MANISKILL],
+@pytest.fixture(scope="module")
+def maniskill2(tmp_path_factory: pytest.TempPathFactory, ray_local: Any) -> dict[str, Any]:
+    return _run_item(tmp_path_factory.mktemp("maniskill-heldout2") / "root", MANISKILL2, ("truth_carve.json",))
+
+
+def test_second_maniskill_heldout_set_keeps_its_measured_score(maniskill2: dict[str, Any]) -> None:
+    # four more ManiSkill 3 solutions, measured once with the captioner (kinematic-v12) and the segmenter as they
+    # stood when the tasks were chosen (c85676e; BENCHMARKS.md: 29 of 30 events); a later rule may raise it,
+    # never lower it: the grasps and the release found, the fist's pull named a pull, the carries a lift and
+    # the sphere's placement a place
+    conf = _measured_set(maniskill2, 9, 29)
+    assert conf["grasp"].get("grasp", 0) >= 6 and conf["lift"].get("lift", 0) >= 5, conf
+    assert conf["pull"].get("pull", 0) >= 3 and conf["place"].get("place", 0) >= 1, conf
+    assert conf["release"].get("release", 0) >= 1 and conf["reach"].get("reach", 0) >= 13, conf
+
+
+def test_second_maniskill_heldout_set_keeps_its_boundaries(maniskill2: dict[str, Any]) -> None:
+    # boundary F1 at +-0.1 s against the planner calls: 0.857 held out (21 hits, 0 false, 7 missed: the 3
+    # empty-gripper closings before PullCube's reach, the 2 PlugCharger insertions, 2 PickCube descents)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["eval-segments", "--root", str(maniskill2["root"]), "--truth", str(MANISKILL2 / "truth.json"),
+                     "--tolerance-s", "0.1", "--json"]) == 0
+    o = json.loads(buf.getvalue())["overall"]
+    assert o["boundary_tp"] >= 21 and o["boundary_fp"] == 0, o
+
+
+@pytest.mark.parametrize("item", [ITEM, HELDOUT, HELDOUT2, HELDOUT3, HELDOUT4, HELDOUT5, HELDOUT6, MANISKILL,
+                                  MANISKILL2],
                          ids=lambda p: p.name)
 def test_every_expert_phase_name_has_a_verb_class(item: Path) -> None:
     # the truth is scored by class: a phase name in no class could never be matched
