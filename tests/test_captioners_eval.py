@@ -372,3 +372,26 @@ def test_cli_eval_captions_scores_objects(tmp_path: Path, capsys: pytest.Capture
 def test_cli_eval_captions_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval-captions", "--root", str(tmp_path), "--truth", str(tmp_path / "nope.json")]) == 2
     assert "nope.json: does not exist" in capsys.readouterr().err  # read_truth: the forms eval-segments takes
+
+
+def test_evaluate_reports_which_truth_phases_an_event_names() -> None:
+    # a phase no event's middle frame falls in lowers the recall, never the per-event accuracy
+    phases = [{"name": "reach above the peg", "start": 0, "end": 8}, {"name": "descend to the peg", "start": 8, "end": 12},
+              {"name": "grasp the peg", "start": 12, "end": 15}, {"name": "carry the peg to the hole", "start": 15, "end": 30},
+              {"name": "insert the peg into the hole", "start": 30, "end": 40}]
+    truth = {"episodes": [{"episode_index": 0, "task_type": "peg", "length": 40, "phases": phases},
+                          {"episode_index": 1, "task_type": "peg", "length": 40, "phases": phases}]}
+    caps = [(0, 0, 13, "reach toward the peg"),  # middle 6: the reach run (reach above + descend) named
+            (0, 13, 40, "lift the peg"),  # middle 26: the carry named; grasp and insertion have no event
+            (1, 0, 12, "reach toward the peg"), (1, 12, 15, "grasp the peg"), (1, 15, 30, "lift the peg"),
+            (1, 30, 40, "lift the peg to the hole")]  # the insertion seen, its class not named
+    rows = [{"episode_index": e, "start_frame": s, "end_frame": t, "caption": c} for e, s, t, c in caps]
+    rep = evaluate(rows, truth, at="middle")
+    assert (rep["class_correct"], rep["class_events"]) == (5, 6)
+    assert (rep["phases"], rep["phases_seen"], rep["phases_named"]) == (8, 6, 5)
+    assert rep["phase_recall"] == pytest.approx(5 / 8)
+    assert rep["per_task_phases"]["peg"] == {"phases": 8, "seen": 6, "named": 5, "recall": pytest.approx(5 / 8)}
+    assert [(u["episode_index"], u["name"], u["seen"]) for u in rep["unnamed_phases"]] == [
+        (0, "grasp the peg", False), (0, "insert the peg into the hole", False),
+        (1, "insert the peg into the hole", True)]
+    assert "truth phases named by an event: 62.5% (5/8 runs of one class; 2 with no event" in format_report(rep)

@@ -80,7 +80,7 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from carve.captioners.verb_classes import CLASS_OF, lead_verb, lemma, verb_class
@@ -333,6 +333,7 @@ class Verdict:
     verb_class: str = "(none)"  # the class of the caption's verb for the acting arm(s); "(open)" for a verb in
     # no class (open vocabulary), "(none)" when it names no verb
     open_verb: str | None = None  # that open-vocabulary verb
+    judged: list[Mapping[str, Any]] = field(default_factory=list)  # the truth phase(s) the event was judged on
 
     @property
     def class_ok(self) -> bool:
@@ -402,7 +403,8 @@ def judge(start: int, end: int, phases: Iterable[Mapping[str, Any]], caption: st
     truth_class = verb_class(truth_name)
     cls, open_verb = _caption_class(texts, truth_class)
     return Verdict(truth=truth_name, arm=arm, verb=verb or "(none)", verb_ok=verb == truth_name, arm_ok=arm_ok,
-                   object_ok=object_ok, truth_class=truth_class, verb_class=cls, open_verb=open_verb)
+                   object_ok=object_ok, truth_class=truth_class, verb_class=cls, open_verb=open_verb,
+                   judged=list(acting) or [tp])
 
 
 def _ratio(correct: int, total: int) -> float:
@@ -445,6 +447,9 @@ def evaluate(events: Iterable[Mapping[str, Any]], truth: Mapping[str, Any], at: 
     per_task_class: dict[str, Counter[str]] = defaultdict(Counter)
     open_verbs: Counter[str] = Counter()
     class_total = class_correct = unclassified = 0
+    seen: set[tuple[int, str, int, int, str]] = set()  # classed truth phases an event was judged on
+    named: set[tuple[int, str, int, int, str]] = set()  # ... by an event whose caption names its class
+    judged_episodes: set[int] = set()
     for r in rows:
         ep = by_index.get(int(r["episode_index"]))
         if ep is None:
@@ -455,6 +460,12 @@ def evaluate(events: Iterable[Mapping[str, Any]], truth: Mapping[str, Any], at: 
         if v is None:
             unmatched += 1
             continue
+        judged_episodes.add(int(r["episode_index"]))
+        for p in v.judged:
+            key = _phase_key(int(r["episode_index"]), p)
+            seen.add(key)
+            if v.class_ok:
+                named.add(key)
         if v.truth_class is None:
             unclassified += 1
         else:
@@ -527,7 +538,65 @@ def evaluate(events: Iterable[Mapping[str, Any]], truth: Mapping[str, Any], at: 
                            for t, c in sorted(per_task_class.items())},
         "class_confusion": {t: dict(c.most_common()) for t, c in sorted(class_confusion.items())},
         "open_vocabulary": dict(open_verbs.most_common()),
+        **phase_coverage(by_index, judged_episodes, seen, named),
     }
+
+
+def _phase_key(episode: int, p: Mapping[str, Any]) -> tuple[int, str, int, int, str]:
+    return (episode, str(p.get("arm") or ""), int(p["start"]), int(p["end"]), str(p["name"]))
+
+
+def _class_runs(episode: int, ep: Mapping[str, Any]) -> list[list[Mapping[str, Any]]]:
+    """The episode's classed truth phases in runs: per arm, consecutive phases of one verb class are one run
+    ("reach above the cube" then "descend to the cube": one reach)."""
+    runs: list[list[Mapping[str, Any]]] = []
+    last: dict[str, list[Mapping[str, Any]]] = {}
+    for p in sorted(phase_spans(ep), key=lambda q: (str(q.get("arm") or ""), int(q["start"]))):
+        cls, arm = verb_class(str(p["name"])), str(p.get("arm") or "")
+        if cls is None:
+            last.pop(arm, None)
+            continue
+        run = last.get(arm)
+        if run is not None and verb_class(str(run[-1]["name"])) == cls and int(run[-1]["end"]) == int(p["start"]):
+            run.append(p)
+        else:
+            run = [p]
+            runs.append(run)
+            last[arm] = run
+    return runs
+
+
+def phase_coverage(by_index: Mapping[int, Mapping[str, Any]], episodes: Iterable[int],
+                   seen: set[tuple[int, str, int, int, str]], named: set[tuple[int, str, int, int, str]],
+                   examples: int = 10) -> dict[str, Any]:
+    """The truth's side of the score. The classed phases of the episodes that have events, in runs of one
+    class (`_class_runs`): how many runs an event was judged on (`phases_seen`) and how many such an event
+    NAMES by class (`phases_named`, `phase_recall`). A run no event is judged on (no event of its own, or
+    too short to hold an event's middle frame) lowers the recall but never the per-event accuracy. Per task,
+    and the first `examples` runs no event names (`unnamed_phases`, whether seen or not)."""
+    total = 0
+    per_task: dict[str, Counter[str]] = defaultdict(Counter)
+    missing: list[dict[str, Any]] = []
+    for e in sorted(episodes):
+        ep = by_index[e]
+        task = per_task[str(ep.get("task_type") or "")]
+        for run in _class_runs(e, ep):
+            keys = {_phase_key(e, p) for p in run}
+            is_seen, is_named = bool(keys & seen), bool(keys & named)
+            total += 1
+            task["phases"] += 1
+            task["seen"] += is_seen
+            task["named"] += is_named
+            if not is_named and len(missing) < examples:
+                missing.append({"episode_index": e, "name": " + ".join(str(p["name"]) for p in run),
+                                "start": int(run[0]["start"]), "end": int(run[-1]["end"]), "seen": is_seen})
+    n_seen = sum(c["seen"] for c in per_task.values())
+    n_named = sum(c["named"] for c in per_task.values())
+    return {"phases": total, "phases_seen": n_seen, "phases_named": n_named,
+            "phase_recall": _ratio(n_named, total),
+            "per_task_phases": {t: {"phases": c["phases"], "seen": c["seen"], "named": c["named"],
+                                    "recall": _ratio(c["named"], c["phases"])} for t, c in sorted(per_task.items())},
+            "unnamed_phases": missing}
 
 
 def format_class_confusion(confusion: Mapping[str, Mapping[str, int]], indent: str = "  ") -> str:
@@ -583,6 +652,10 @@ def format_report(rep: Mapping[str, Any]) -> str:
             lines.append(f"  {'task':<24} {'events':>6} {'verb class':>10}")
             for t, s in tasks.items():
                 lines.append(f"  {t:<24} {s['events']:>6} {s['accuracy']:>10.1%}")
+        if rep.get("phases"):
+            lines.append(f"truth phases named by an event: {rep['phase_recall']:.1%} ({rep['phases_named']}/"
+                         f"{rep['phases']} runs of one class; {rep['phases'] - rep['phases_seen']} with no event "
+                         "judged on them)")
         if rep.get("open_vocabulary"):
             lines.append("  open-vocabulary caption verbs: " +
                          ", ".join(f"{v} ({n})" for v, n in rep["open_vocabulary"].items()))
