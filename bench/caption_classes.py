@@ -313,7 +313,7 @@ def section(m: dict[str, Any]) -> str:
     lines += [f"Consecutive events of one episode with the same caption: {m['same']} of {m['pairs']} pairs"
               + (f" ({'; '.join(m['examples'][:3])})" if m["examples"] else "") + ".", "",
               "Commands:", "", "```sh", *[_show(c) for c in m["commands"]], "```", "", *heldout_lines(m),
-              *heldout2_lines(m), *heldout3_lines(m), *heldout4_lines(m), *heldout5_lines(m), *heldout6_lines(m), *maniskill_lines(m), *maniskill2_lines(m), END]
+              *heldout2_lines(m), *heldout3_lines(m), *heldout4_lines(m), *heldout5_lines(m), *heldout6_lines(m), *maniskill_lines(m), *maniskill2_lines(m), *recall_lines(m), END]
     return "\n".join(lines)
 
 
@@ -809,6 +809,37 @@ def maniskill2_lines(m: dict[str, Any]) -> list[str]:
                      f"[{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}].")
     lines += ["", *_confusions(rep), MANISKILL2_NOTES, "", *_commands(m, "maniskill2")]
     return lines
+
+
+SET_KEYS = (("reports", "metaworld_tasks"), ("heldout", "metaworld_heldout"), ("heldout2", "metaworld_heldout2"),
+            ("heldout3", "metaworld_heldout3"), ("heldout4", "metaworld_heldout4"), ("heldout5", "metaworld_heldout5"),
+            ("heldout6", "metaworld_heldout6"), ("maniskill", "maniskill_heldout"), ("maniskill2", "maniskill_heldout2"))
+
+
+def recall_lines(m: dict[str, Any]) -> list[str]:
+    """The truth's side of the score for every set (`eval-captions`' `phase_recall`): of the truth's phases
+    (consecutive phases of one class one run), how many an event was judged on and how many it names."""
+    lines = ["### The truth's side: phases an event names", "",
+             "The accuracies above judge each EVENT at its middle frame, so a truth phase that no event's "
+             "middle frame falls in (no event of its own) costs them nothing. Here each set's truth phases are "
+             "counted instead (`eval-captions`' `phase_recall`; consecutive phases of one class are one run, so "
+             "\"reach above\" then \"descend to\" is one reach): `seen` = runs an event was judged on, "
+             "`named` = runs such an event names by class; against every phase change (`truth_carve.json`) and, "
+             "where the set has it in this run, against the phases of >= 0.15 s (`truth.json`: a Meta-World "
+             "expert's one-frame flips between its branches merged). Same runs as above.", "",
+             "| set | runs | seen | named | recall | recall, phases >= 0.15 s | runs no event names (first three) |",
+             "|-----|------|------|-------|--------|--------------------------|------------------------------------|"]
+    for key, name in SET_KEYS:
+        if key not in m or "phases" not in m[key]["truth_carve.json"]:
+            continue
+        rep, merged = m[key]["truth_carve.json"], m[key].get("truth.json")
+        miss = "; ".join(f"ep {u['episode_index']} {u['name']}{'' if u['seen'] else ' (no event)'}"
+                         for u in rep["unnamed_phases"][:3]) or "-"
+        mg = (f"{merged['phase_recall']:.3f} ({merged['phases_named']}/{merged['phases']})"
+              if merged and "phases" in merged else "-")
+        lines.append(f"| {name} | {rep['phases']} | {rep['phases_seen']} | {rep['phases_named']} | "
+                     f"{rep['phase_recall']:.3f} | {mg} | {miss} |")
+    return [*lines, ""]
 
 
 def main(argv: list[str] | None = None) -> int:
