@@ -1,7 +1,8 @@
 """The conformance corpus measured in one run: one table per item (issue 18's "Must show").
 
 For every item of tests/corpus_items.py (data other programs wrote: lerobot 0.4.4/0.3.3, Meta-World
-and gym-aloha scripted experts, robomimic and ACT HDF5 layouts, SO-100 conventions) this runs the
+and gym-aloha scripted experts, ManiSkill 3's motion-planning solutions on a Franka Panda, robomimic and
+ACT HDF5 layouts, SO-100 conventions) this runs the
 shipped configuration, with no per-item settings:
 
     carve run --source ITEM --format F --root OUT/ITEM/root --set source.dataset=ITEM

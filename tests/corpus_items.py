@@ -75,6 +75,12 @@ ITEMS: list[CorpusItem] = [
                "lerobot 0.4.4 (v3.0, AV1), one arm of gym-aloha's scripted transfer in SO-100 conventions",
                "shoulder_pan.pos ... gripper.pos; degrees, gripper 0..100; 30 fps", third_party_sim=True,
                tags=("joint_only", "degrees"), f1_floor=0.80),
+    CorpusItem("maniskill_panda", CORPUS / "maniskill_heldout" / "dataset", "lerobot",
+               CORPUS / "maniskill_heldout" / "truth.json",
+               "lerobot 0.4.4 (v3.0, AV1) from ManiSkill 3's motion-planning solutions",
+               "Franka Panda: TCP x y z (m) and panda_joint1..7 (rad), finger opening (m); joint-position "
+               "targets and gripper_open (+-1) as actions; 20 fps", third_party_sim=True,
+               tags=("joint_targets", "subtask_index"), f1_floor=0.95),
 ]
 
 BY_NAME = {it.name: it for it in ITEMS}
