@@ -634,12 +634,17 @@ def test_maniskill_heldout_set_keeps_its_boundaries(maniskill: dict[str, Any]) -
     # boundary F1 at +-0.1 s against the planner calls (phases >= 0.15 s): 0.426 held out (cc028a3), then in
     # sample 0.870 (command-led onsets), 0.930 (turns in place), 0.975 (slow moves after a stop: 58 hits, 0
     # false, 3 missed, the 3 PushCube gripper closings at frame 6); a later rule may raise it, never lower it
+    o = _boundaries(maniskill["root"], MANISKILL / "truth.json")
+    assert o["boundary_tp"] >= 58 and o["boundary_fp"] == 0, o
+
+
+def _boundaries(root: Path, truth: Path) -> dict[str, Any]:
+    """`carve eval-segments --tolerance-s 0.1 --json`'s overall scores of `root` against `truth`."""
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        assert main(["eval-segments", "--root", str(maniskill["root"]), "--truth", str(MANISKILL / "truth.json"),
-                     "--tolerance-s", "0.1", "--json"]) == 0
-    o = json.loads(buf.getvalue())["overall"]
-    assert o["boundary_tp"] >= 58 and o["boundary_fp"] == 0, o
+        assert main(["eval-segments", "--root", str(root), "--truth", str(truth), "--tolerance-s", "0.1",
+                     "--json"]) == 0
+    return json.loads(buf.getvalue())["overall"]
 
 
 @pytest.fixture(scope="module")
@@ -661,11 +666,7 @@ def test_second_maniskill_heldout_set_keeps_its_measured_score(maniskill2: dict[
 def test_second_maniskill_heldout_set_keeps_its_boundaries(maniskill2: dict[str, Any]) -> None:
     # boundary F1 at +-0.1 s against the planner calls: 0.857 held out (21 hits, 0 false, 7 missed: the 3
     # empty-gripper closings before PullCube's reach, the 2 PlugCharger insertions, 2 PickCube descents)
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        assert main(["eval-segments", "--root", str(maniskill2["root"]), "--truth", str(MANISKILL2 / "truth.json"),
-                     "--tolerance-s", "0.1", "--json"]) == 0
-    o = json.loads(buf.getvalue())["overall"]
+    o = _boundaries(maniskill2["root"], MANISKILL2 / "truth.json")
     assert o["boundary_tp"] >= 21 and o["boundary_fp"] == 0, o
 
 

@@ -190,26 +190,16 @@ def phases_of(names: list[str], fps: float) -> tuple[list[int], list[dict]]:
     return bounds, phases
 
 
-def dataset_states(item: Path) -> dict[int, np.ndarray]:
+def dataset_column(item: Path, column: str) -> dict[int, np.ndarray]:
+    """episode_index -> (T, D) values of the set's dataset column (`observation.state`, `action`), in frame order."""
     import pyarrow.parquet as pq
 
     out: dict[int, list] = {}
     for f in sorted((item / "dataset" / "data").rglob("*.parquet")):
-        t = pq.read_table(f, columns=["episode_index", "frame_index", "observation.state"]).to_pydict()
-        for e, k, s in zip(t["episode_index"], t["frame_index"], t["observation.state"], strict=True):
-            out.setdefault(int(e), []).append((int(k), s))
-    return {e: np.asarray([s for _, s in sorted(v)], dtype=np.float64) for e, v in out.items()}
-
-
-def dataset_actions(item: Path) -> dict[int, np.ndarray]:
-    import pyarrow.parquet as pq
-
-    out: dict[int, list] = {}
-    for f in sorted((item / "dataset" / "data").rglob("*.parquet")):
-        t = pq.read_table(f, columns=["episode_index", "frame_index", "action"]).to_pydict()
-        for e, k, a in zip(t["episode_index"], t["frame_index"], t["action"], strict=True):
-            out.setdefault(int(e), []).append((int(k), a))
-    return {e: np.asarray([a for _, a in sorted(v)], dtype=np.float64) for e, v in out.items()}
+        t = pq.read_table(f, columns=["episode_index", "frame_index", column]).to_pydict()
+        for e, k, v in zip(t["episode_index"], t["frame_index"], t[column], strict=True):
+            out.setdefault(int(e), []).append((int(k), v))
+    return {e: np.asarray([v for _, v in sorted(rows)], dtype=np.float64) for e, rows in out.items()}
 
 
 def resistance(items: list[Path]) -> None:
@@ -219,7 +209,7 @@ def resistance(items: list[Path]) -> None:
     ratios: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for item in items:
         meta = {e["episode_index"]: e for e in json.loads((item / "truth.json").read_text())}
-        states, actions = dataset_states(item), dataset_actions(item)
+        states, actions = dataset_column(item, "observation.state"), dataset_column(item, "action")
         for i, e in meta.items():
             if verb_class(e["task"]) not in PART_CLASSES:
                 continue
@@ -257,7 +247,7 @@ def write_truth(item: Path) -> None:
     args = argparse.Namespace(item=item)
     meta = {e["episode_index"]: e for e in json.loads((args.item / "truth.json").read_text())}
     carve = json.loads((args.item / "truth_carve.json").read_text())
-    states = dataset_states(args.item)
+    states = dataset_column(args.item, "observation.state")
     counts: dict[str, list[int]] = {}
     for ep in carve["episodes"]:
         i, n = ep["episode_index"], ep["length"]
