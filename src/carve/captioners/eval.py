@@ -42,6 +42,9 @@ Owns:
 * `evaluate(events, truth)`: the report (below) over event rows (dicts with episode_index,
   start_frame, end_frame, caption, and optionally dataset) and the ground-truth JSON of
   docs/FORMATS.md.
+* `phase_coverage(...)`: the truth's side of `evaluate`'s report: of the classed truth phases of
+  the episodes that have events (consecutive phases of one class per arm are one run), how many an
+  event was judged on and how many such an event names by class (`phase_recall`).
 
 How an event is judged (`judge`). The caption's clause for an arm is its first clause naming
 that arm, or naming "both" arms. In a multi-arm episode:
@@ -546,7 +549,7 @@ def _phase_key(episode: int, p: Mapping[str, Any]) -> tuple[int, str, int, int, 
     return (episode, str(p.get("arm") or ""), int(p["start"]), int(p["end"]), str(p["name"]))
 
 
-def _class_runs(episode: int, ep: Mapping[str, Any]) -> list[list[Mapping[str, Any]]]:
+def _class_runs(ep: Mapping[str, Any]) -> list[list[Mapping[str, Any]]]:
     """The episode's classed truth phases in runs: per arm, consecutive phases of one verb class are one run
     ("reach above the cube" then "descend to the cube": one reach)."""
     runs: list[list[Mapping[str, Any]]] = []
@@ -580,7 +583,7 @@ def phase_coverage(by_index: Mapping[int, Mapping[str, Any]], episodes: Iterable
     for e in sorted(episodes):
         ep = by_index[e]
         task = per_task[str(ep.get("task_type") or "")]
-        for run in _class_runs(e, ep):
+        for run in _class_runs(ep):
             keys = {_phase_key(e, p) for p in run}
             is_seen, is_named = bool(keys & seen), bool(keys & named)
             total += 1
