@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from threadpoolctl import threadpool_limits
 
 from carve.clustering.kmeans import ClusteringError
 from carve.clustering.stream import read_keys
@@ -396,7 +397,11 @@ class LayoutProjector:
         mean = x.mean(axis=0) if len(x) else np.zeros(d)
         comps = np.zeros((2, d))
         if len(x) > 1 and d:
-            _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+            # one BLAS thread: with other work on the cores OpenBLAS's threaded gesdd is ~4x slower than one
+            # thread, and in the test suite two processes fitting at once stalled in it for ~9 minutes; on an
+            # idle box one thread costs a third more (BENCHMARKS, "The layout's PCA on one BLAS thread")
+            with threadpool_limits(limits=1, user_api="blas"):
+                _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
             m = min(2, vt.shape[0])
             comps[:m] = vt[:m]
             for i in range(m):  # a deterministic sign: the largest coordinate is positive
