@@ -211,19 +211,9 @@ def measure(out: Path) -> dict[str, Any]:
     held6, held6_cmds = run_item(HELDOUT6, out / "heldout6", ("truth_carve.json", "truth.json"))
     h6pairs, h6same, h6examples = repeats(out / "heldout6")
     extra: dict[str, Any] = {}
-    if (MANISKILL / "dataset").exists():
-        ms, ms_cmds = run_item(MANISKILL, out / "maniskill", ("truth_carve.json", "truth.json"))
-        seg_cmd = [_carve(), "eval-segments", "--root", _rel(out / "maniskill"), "--truth",
-                   _rel(MANISKILL / "truth.json"), "--tolerance-s", "0.1", "--baseline", "keyframes",
-                   "--bootstrap", "1000", "--json"]
-        seg = json.loads(_run(seg_cmd)[0])
-        mpairs, msame, mexamples = repeats(out / "maniskill")
-        extra = {"maniskill": ms, "maniskill_commands": [*ms_cmds, seg_cmd], "maniskill_pairs": mpairs,
-                 "maniskill_same": msame, "maniskill_examples": mexamples,
-                 "maniskill_segments": {"carve": seg["overall"], "keyframes": seg["baselines"]["keyframes"]["overall"],
-                                        "diff": seg["comparison"]["keyframes"]}}
-    if (MANISKILL2 / "dataset").exists():
-        extra |= maniskill2_measure(out)
+    for item, key, tols in ((MANISKILL, "maniskill", ("0.1",)), (MANISKILL2, "maniskill2", ("0.1", "0.2"))):
+        if (item / "dataset").exists():
+            extra |= simulator_item(item, out, key, tols)
     return {**extra,"heldout6": held6, "heldout6_commands": held6_cmds, "heldout6_pairs": h6pairs, "heldout6_same": h6same,
             "heldout6_examples": h6examples, "heldout5": held5, "heldout5_commands": held5_cmds, "heldout5_pairs": h5pairs, "heldout5_same": h5same,
             "heldout5_examples": h5examples,
@@ -737,9 +727,7 @@ def maniskill_lines(m: dict[str, Any]) -> list[str]:
     segmenter frozen before its tasks were chosen."""
     if "maniskill" not in m:
         return []
-    rep, merged, seg = m["maniskill"]["truth_carve.json"], m["maniskill"]["truth.json"], m["maniskill_segments"]
-    c, k, d = seg["carve"], seg["keyframes"], seg["diff"]
-    lo, hi = c.get("boundary_f1_ci", [float("nan")] * 2)
+    rep, merged, seg = m["maniskill"]["truth_carve.json"], m["maniskill"]["truth.json"], m["maniskill_segments"]["0.1"]
     lines = ["### Held-out set from another simulator: `tests/corpus/maniskill_heldout` (ManiSkill 3)", "",
              "Scripted experts of a second third-party simulator (ManiSkill 3's motion-planning solutions; its "
              "README says how the truth comes from the solutions' own planner calls). The captioner "
@@ -756,31 +744,39 @@ def maniskill_lines(m: dict[str, Any]) -> list[str]:
     lines += ["", f"All events: {rep['class_accuracy']:.3f} ({rep['class_correct']}/{rep['class_events']}; held "
               f"out {MANISKILL_HELD_ALL}); merged truth {merged['class_accuracy']:.3f} ({merged['class_correct']}/"
               f"{merged['class_events']}). " + _repeats(m, "maniskill"), "",
-              f"Segmentation against the same truth (`truth.json`, phases >= 0.15 s), +-0.1 s, in-sample: boundary F1 "
-              f"**{c['boundary_f1']:.3f}** [{lo:.2f}, {hi:.2f}] (P {c['boundary_precision']:.3f}, R "
-              f"{c['boundary_recall']:.3f}; {c['boundary_tp']} hits, {c['boundary_fp']} false, {c['boundary_fn']} "
-              f"missed); the keyframe rule (PerAct/RVT) {k['boundary_f1']:.3f}; Carve - keyframes "
-              f"{d['diff']:+.3f} [{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}]; target F1 >= 0.85 (issue 18) "
-              f"{'met' if c['boundary_f1'] >= 0.85 else '**not met**'}.", "",
+              "Segmentation against the same truth (`truth.json`, phases >= 0.15 s), +-0.1 s, in-sample: "
+              f"{_f1_figures(seg)}; target F1 >= 0.85 (issue 18) "
+              f"{'met' if seg['carve']['boundary_f1'] >= 0.85 else '**not met**'}.", "",
               *_confusions(rep), *([MANISKILL_NOTES, ""] if MANISKILL_NOTES else []), *_commands(m, "maniskill")]
     return lines
 
 
-def maniskill2_measure(out: Path) -> dict[str, Any]:
-    """Captions and boundaries of the second ManiSkill held-out item (its README), as for the first."""
-    ms, cmds = run_item(MANISKILL2, out / "maniskill2", ("truth_carve.json", "truth.json"))
+def simulator_item(item: Path, out: Path, key: str, tols: tuple[str, ...]) -> dict[str, Any]:
+    """A third-party simulator's item (the ManiSkill sets): captions against both truth forms, boundaries
+    against `truth.json` at each tolerance of `tols` (with the keyframe rule), and the repeated captions."""
+    root = out / key
+    reports, cmds = run_item(item, root, ("truth_carve.json", "truth.json"))
     segs = {}
-    for tol in ("0.1", "0.2"):
-        seg_cmd = [_carve(), "eval-segments", "--root", _rel(out / "maniskill2"), "--truth",
-                   _rel(MANISKILL2 / "truth.json"), "--tolerance-s", tol, "--baseline", "keyframes",
-                   "--bootstrap", "1000", "--json"]
+    for tol in tols:
+        seg_cmd = [_carve(), "eval-segments", "--root", _rel(root), "--truth", _rel(item / "truth.json"),
+                   "--tolerance-s", tol, "--baseline", "keyframes", "--bootstrap", "1000", "--json"]
         seg = json.loads(_run(seg_cmd)[0])
         segs[tol] = {"carve": seg["overall"], "keyframes": seg["baselines"]["keyframes"]["overall"],
                      "diff": seg["comparison"]["keyframes"]}
         cmds.append(seg_cmd)
-    pairs, same, examples = repeats(out / "maniskill2")
-    return {"maniskill2": ms, "maniskill2_commands": cmds, "maniskill2_pairs": pairs, "maniskill2_same": same,
-            "maniskill2_examples": examples, "maniskill2_segments": segs}
+    pairs, same, examples = repeats(root)
+    return {key: reports, f"{key}_commands": cmds, f"{key}_pairs": pairs, f"{key}_same": same,
+            f"{key}_examples": examples, f"{key}_segments": segs}
+
+
+def _f1_figures(seg: dict[str, Any]) -> str:
+    """Boundary F1 with its interval, precision, recall and counts, then the keyframe rule and the difference."""
+    c, k, d = seg["carve"], seg["keyframes"], seg["diff"]
+    lo, hi = c.get("boundary_f1_ci", [float("nan")] * 2)
+    return (f"boundary F1 **{c['boundary_f1']:.3f}** [{lo:.2f}, {hi:.2f}] (P {c['boundary_precision']:.3f}, R "
+            f"{c['boundary_recall']:.3f}; {c['boundary_tp']} hits, {c['boundary_fp']} false, {c['boundary_fn']} "
+            f"missed); the keyframe rule (PerAct/RVT) {k['boundary_f1']:.3f}; Carve - keyframes {d['diff']:+.3f} "
+            f"[{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}]")
 
 
 def maniskill2_lines(m: dict[str, Any]) -> list[str]:
@@ -800,13 +796,7 @@ def maniskill2_lines(m: dict[str, Any]) -> list[str]:
               f"truth {merged['class_accuracy']:.3f} ({merged['class_correct']}/{merged['class_events']}). "
               + _repeats(m, "maniskill2"), ""]
     for tol, seg in m["maniskill2_segments"].items():
-        c, k, d = seg["carve"], seg["keyframes"], seg["diff"]
-        lo, hi = c.get("boundary_f1_ci", [float("nan")] * 2)
-        lines.append(f"Segmentation against `truth.json` at +-{tol} s: boundary F1 **{c['boundary_f1']:.3f}** "
-                     f"[{lo:.2f}, {hi:.2f}] (P {c['boundary_precision']:.3f}, R {c['boundary_recall']:.3f}; "
-                     f"{c['boundary_tp']} hits, {c['boundary_fp']} false, {c['boundary_fn']} missed); the keyframe "
-                     f"rule (PerAct/RVT) {k['boundary_f1']:.3f}; Carve - keyframes {d['diff']:+.3f} "
-                     f"[{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}].")
+        lines.append(f"Segmentation against `truth.json` at +-{tol} s: {_f1_figures(seg)}.")
     lines += ["", *_confusions(rep), MANISKILL2_NOTES, "", *_commands(m, "maniskill2")]
     return lines
 
