@@ -1,0 +1,45 @@
+"""bench.caption_contact_signals: its AUC against scikit-learn's, its phase runs, and its resistance sign."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from bench.caption_contact_signals import auc, episode_signals, phase_runs
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_auc_equals_sklearn_with_ties(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    pos = rng.integers(0, 6, 40).astype(float)  # few levels: many ties
+    neg = rng.integers(0, 5, 25).astype(float)
+    want = roc_auc_score(np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg])
+    assert auc(pos, neg) == pytest.approx(want, abs=1e-12)
+
+
+def test_auc_of_nothing_is_nan() -> None:
+    assert np.isnan(auc(np.array([]), np.array([1.0])))
+
+
+def test_phase_runs() -> None:
+    assert phase_runs(["reach", "reach", "push", None, None, "reach"]) == [
+        (0, 2, "reach"), (2, 3, "push"), (3, 5, None), (5, 6, "reach")]
+
+
+class _Ep:
+    fps = 10.0
+    cameras: list[str] = []
+
+    def __init__(self) -> None:
+        # commanded 1 cm per frame along x throughout; achieved 1 cm for 3 frames, then 0.2 cm (pushing)
+        self.action = np.tile([0.01, 0.0, 0.0], (7, 1))
+        x = np.cumsum([0.0, 0.01, 0.01, 0.01, 0.002, 0.002, 0.002])
+        self.state = np.c_[x, np.zeros(7), np.zeros(7)]
+
+
+def test_resistance_is_higher_where_the_hand_falls_short() -> None:
+    r = episode_signals(_Ep())["resistance"]
+    assert r[:3] == pytest.approx([-1.0] * 3)
+    assert r[3:6] == pytest.approx([-0.2] * 3)
+    assert np.isnan(r[6])  # no next frame
