@@ -21,7 +21,13 @@ Only tasks whose instruction works a part are scored (pick-and-place has no such
 hand moves (the change is undefined at rest) and it has a previous frame. Reads the datasets with Carve's own
 LeRobot source; nothing is fitted.
 
-    python -m bench.caption_contact_signals               # about 1 min; writes BENCHMARKS.md
+Then a what-if on the captions themselves: each set is captioned once with the shipped configuration (as
+`bench.caption_state_truth` does), and every event of a part-working task captioned as an approach (class reach)
+whose hand resists (the median of its moving frames' achieved-over-commanded ratio under FRAC times the
+episode's median) is given the task's action instead. Both truths score the captions before and after (verb
+class at each event's middle frame, as `carve eval-captions --at middle`).
+
+    python -m bench.caption_contact_signals               # about 2 min on 2 cores; writes BENCHMARKS.md
     python -m bench.caption_contact_signals --no-write
 """
 
@@ -48,6 +54,8 @@ SPEED_FLOOR = 0.02  # m/s, added to the hand's speed in "change per motion"
 MOVING = 0.01  # m/s: a frame counts when the hand moves at least this fast
 RUN_KEY = "resistance, phase median"
 USABLE = 0.9  # AUC a boundary rule would need (stated before measuring)
+FRACS = (0.7, 0.8, 0.9)  # the what-if's thresholds: an event's ratio under this share of its episode's median
+FORMS = ("truth_carve.json", "truth_state.json")
 
 
 def auc(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -148,6 +156,68 @@ def measure() -> dict[str, Any]:
     return res
 
 
+def hand_ratio(ep: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame: the achieved-over-commanded motion ratio, and whether it counts (the hand moves, a
+    command was given, a next frame exists)."""
+    pos = np.asarray(ep.state, np.float64)[:, :3]
+    cmd = np.linalg.norm(np.asarray(ep.action, np.float64)[:, :3], axis=1)
+    step = np.linalg.norm(np.diff(pos, axis=0), axis=1)
+    ratio = np.r_[step, np.nan] / np.maximum(cmd, 1e-9)
+    moving = np.r_[np.nan, step] * float(ep.fps) >= MOVING
+    return ratio, moving & np.isfinite(ratio) & (cmd > 1e-6)
+
+
+def what_if(out: Path) -> dict[str, Any]:
+    """Caption every set once, then score the captions and the resistance relabelling (module doc)."""
+    import pyarrow.parquet as pq
+
+    from bench.caption_classes import run_item
+    from carve.captioners.verb_classes import verb_class
+    from carve.ingest.sources import load_episode, open_source
+
+    keys = ("before", *(f"{f:.1f}" for f in FRACS))
+    score = {form: {k: [0, 0] for k in keys} for form in FORMS}
+    per_task: dict[str, dict[str, list[int]]] = defaultdict(lambda: {k: [0, 0] for k in keys})
+    for name in SETS:
+        run_item(CORPUS / name, out / name, FORMS)
+        rows: list[dict[str, Any]] = []
+        for f in sorted((out / name / "events").glob("*/*.parquet")):
+            rows += pq.read_table(f, columns=["episode_index", "start_frame", "end_frame", "caption"]).to_pylist()
+        truths = {form: {e["episode_index"]: e for e in json.loads((CORPUS / name / form).read_text())["episodes"]}
+                  for form in FORMS}
+        for ref in open_source(str(CORPUS / name / "dataset"), dataset=name).list_episodes():
+            first = truths[FORMS[0]][ref.episode_index]
+            action = verb_class(first["task"])
+            part = action in PART_CLASSES
+            if part:
+                ratio, counts = hand_ratio(load_episode(ref))
+                usual = float(np.median(ratio[counts])) if counts.any() else float("nan")
+            for r in (x for x in rows if x["episode_index"] == ref.episode_index):
+                said = verb_class(r["caption"])
+                classes = {"before": said}
+                for f in FRACS:
+                    new = said
+                    if part and said == "reach":
+                        sel = counts[r["start_frame"]:r["end_frame"]]
+                        vals = ratio[r["start_frame"]:r["end_frame"]][sel]
+                        if len(vals) and float(np.median(vals)) < f * usual:
+                            new = action
+                    classes[f"{f:.1f}"] = new
+                mid = (r["start_frame"] + r["end_frame"] - 1) // 2
+                for form in FORMS:
+                    t = truths[form][ref.episode_index]
+                    phase = next((p["name"] for p in t["phases"] if p["start"] <= mid < p["end"]), None)
+                    want = verb_class(phase) if phase else None
+                    for k in keys:
+                        score[form][k][0] += classes[k] == want
+                        score[form][k][1] += 1
+                        if form == FORMS[0]:
+                            per_task[first["task_type"]][k][0] += classes[k] == want
+                            per_task[first["task_type"]][k][1] += 1
+    changed = {t: v for t, v in sorted(per_task.items()) if any(v[k] != v["before"] for k in keys)}
+    return {"keys": list(keys), "score": score, "changed_tasks": changed}
+
+
 def section(m: dict[str, Any]) -> str:
     keys = m["signals"]
     lines = [BEGIN, "",
@@ -170,7 +240,23 @@ def section(m: dict[str, Any]) -> str:
                      + " | ".join(f"{row[k]['auc']:.2f}" for k in keys) + " |")
     n = len(m["tasks"])
     lines += ["", f"Tasks where a signal reaches AUC >= {USABLE:.1f}: "
-              + "; ".join(f"{k} {usable[k]} of {n}" for k in keys) + ".", "", END]
+              + "; ".join(f"{k} {usable[k]} of {n}" for k in keys) + "."]
+    w = m.get("what_if")
+    if w:
+        ks = w["keys"]
+        lines += ["", "What-if on the captions (module doc): an approach event whose hand resists is given the task's "
+                  "action, at each threshold (the event's median ratio under that share of its episode's median). "
+                  "Verb-class accuracy at the events' middle frames, all events of the seven sets:", "",
+                  "| truth | " + " | ".join(ks) + " |", "|---|" + "|".join("---" for _ in ks) + "|"]
+        for form, row in w["score"].items():
+            lines.append(f"| {form} | " + " | ".join(f"{row[k][0] / row[k][1]:.3f} ({row[k][0]}/{row[k][1]})"
+                                                  for k in ks) + " |")
+        lines += ["", "Tasks whose accuracy against the expert's truth any threshold changes:", "",
+                  "| task | events | " + " | ".join(ks) + " |", "|---|---|" + "|".join("---" for _ in ks) + "|"]
+        for task, row in w["changed_tasks"].items():
+            lines.append(f"| {task} | {row['before'][1]} | " + " | ".join(f"{row[k][0] / row[k][1]:.2f}" for k in ks)
+                         + " |")
+    lines += ["", END]
     return "\n".join(lines)
 
 
@@ -178,8 +264,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--no-write", action="store_true", help="print the section instead of writing BENCHMARKS.md")
     ap.add_argument("--json", type=Path, help="also write the measurements here")
+    ap.add_argument("--out", type=Path, default=Path("/tmp/carve-bench-contact-signals"), help="the what-if's runs")
+    ap.add_argument("--signals-only", action="store_true", help="skip the what-if (no captioning run)")
     args = ap.parse_args(argv)
     m = measure()
+    if not args.signals_only:
+        from bench.common import fresh_dir
+
+        fresh_dir(args.out)
+        m["what_if"] = what_if(args.out)
     if args.json:
         args.json.write_text(json.dumps(m, indent=1))
     text = section(m)

@@ -43,3 +43,15 @@ def test_resistance_is_higher_where_the_hand_falls_short() -> None:
     assert r[:3] == pytest.approx([-1.0] * 3)
     assert r[3:6] == pytest.approx([-0.2] * 3)
     assert np.isnan(r[6])  # no next frame
+
+
+def test_hand_ratio_counts_only_moving_commanded_frames() -> None:
+    from bench.caption_contact_signals import hand_ratio
+
+    ep = _Ep()
+    ep.action = ep.action.copy()
+    ep.action[1] = 0.0  # no command at frame 1: its ratio does not count
+    ratio, counts = hand_ratio(ep)
+    assert ratio[0] == pytest.approx(1.0) and ratio[3] == pytest.approx(0.2)
+    # frame 0 has no previous frame (speed unknown), frame 1 no command, frame 6 no next frame
+    assert counts.tolist() == [False, False, True, True, True, True, False]
