@@ -612,7 +612,7 @@ def keep_recent(path: str, pts: np.ndarray, frames: np.ndarray) -> None:
     order = np.argsort(pts, kind="stable")
     recent: OrderedDict[str, tuple[Any, np.ndarray, np.ndarray]] = _RECENT.__dict__.setdefault("frames", OrderedDict())
     recent.pop(path, None)
-    recent[path] = (key, np.asarray(pts, dtype=np.float64)[order], np.array(frames[order]))
+    recent[path] = (key, np.asarray(pts, dtype=np.float64)[order], frames[order])  # indexing by an array copies
     while len(recent) > RECENT_FILES or sum(f.nbytes for _, _, f in recent.values()) > RECENT_MAX_BYTES:
         recent.popitem(last=False)
 
