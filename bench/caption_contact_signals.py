@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from bench.caption_state_truth import CORPUS, SETS
-from bench.sections import write_section
+from bench.sections import print_or_write
 
 BEGIN, END = "<!-- caption-contact-signals:begin -->", "<!-- caption-contact-signals:end -->"
 HEADING = "### Signals for the start of a part's action: what the recorded data shows (`bench.caption_contact_signals`)"
@@ -275,12 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         m["what_if"] = what_if(args.out)
     if args.json:
         args.json.write_text(json.dumps(m, indent=1))
-    text = section(m)
-    if args.no_write:
-        print(text)
-    else:
-        write_section(text, BEGIN, END, HEADING, after=AFTER)
-        print(f"wrote the {HEADING!r} section of BENCHMARKS.md")
+    print_or_write(section(m), args.no_write, BEGIN, END, HEADING, after=AFTER)
     return 0
 
 

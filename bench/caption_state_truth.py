@@ -27,7 +27,7 @@ from typing import Any
 from bench.caption_classes import PICK_LIKE, PICK_TARGET, TARGET, run_item
 from bench.common import fresh_dir
 from bench.quality_segments import _show
-from bench.sections import write_section
+from bench.sections import print_or_write
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "corpus"
@@ -116,12 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     fresh_dir(args.out)
     m = measure(args.out)
     (args.out / "measure.json").write_text(json.dumps(m, indent=1))
-    text = section(m)
-    if args.no_write:
-        print(text)
-    else:
-        write_section(text, BEGIN, END, HEADING, after=AFTER)
-        print(f"wrote the {HEADING!r} section of BENCHMARKS.md")
+    print_or_write(section(m), args.no_write, BEGIN, END, HEADING, after=AFTER)
     return 0
 
 

@@ -25,3 +25,12 @@ def write_section(section: str, begin: str, end: str, heading: str, after: str |
     else:
         new = old.rstrip() + f"\n\n{heading}\n\n" + section + "\n"
     path.write_text(new)
+
+
+def print_or_write(section: str, no_write: bool, begin: str, end: str, heading: str, after: str | None = None) -> None:
+    """A benchmark's `--no-write`: print the section; otherwise write it (`write_section`) and say so."""
+    if no_write:
+        print(section)
+    else:
+        write_section(section, begin, end, heading, after=after)
+        print(f"wrote the {heading!r} section of BENCHMARKS.md")
