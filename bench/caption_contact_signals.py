@@ -59,17 +59,13 @@ FORMS = ("truth_carve.json", "truth_state.json")
 
 
 def auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """P(a positive frame's score > a negative one's), ties counted half (Mann-Whitney U / n1 n2)."""
+    """P(a positive frame's score > a negative one's), ties counted half (scikit-learn's ROC AUC); NaN when
+    either side is empty."""
+    from sklearn.metrics import roc_auc_score
+
     if not len(pos) or not len(neg):
         return float("nan")
-    allv = np.concatenate([pos, neg])
-    order = allv.argsort(kind="stable")
-    ranks = np.empty(len(allv))
-    ranks[order] = np.arange(1, len(allv) + 1)
-    for v in np.unique(allv):  # average ranks over ties
-        tie = allv == v
-        ranks[tie] = ranks[tie].mean()
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+    return float(roc_auc_score(np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg]))
 
 
 def frame_classes(ep: dict[str, Any]) -> list[str | None]:
@@ -93,17 +89,24 @@ def phase_runs(cls: list[str | None]) -> list[tuple[int, int, str | None]]:
     return out
 
 
+def hand_ratio(ep: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame: the achieved-over-commanded motion ratio, and whether it counts (the hand moves, a
+    command was given, a next frame exists)."""
+    pos = np.asarray(ep.state, np.float64)[:, :3]
+    cmd = np.linalg.norm(np.asarray(ep.action, np.float64)[:, :3], axis=1)
+    step = np.linalg.norm(np.diff(pos, axis=0), axis=1)
+    ratio = np.r_[step, np.nan] / np.maximum(cmd, 1e-9)
+    moving = np.r_[np.nan, step] * float(ep.fps) >= MOVING
+    return ratio, moving & np.isfinite(ratio) & (cmd > 1e-6)
+
+
 def episode_signals(ep: Any) -> dict[str, np.ndarray]:
     """Per-frame candidate signals of one loaded episode (frame 0 and the last frame are NaN where undefined)."""
     pos = np.asarray(ep.state, np.float64)[:, :3]
-    act = np.asarray(ep.action, np.float64)[:, :3]
     n = len(pos)
-    speed = np.full(n, np.nan)
-    speed[1:] = np.linalg.norm(np.diff(pos, axis=0), axis=1) * float(ep.fps)
-    achieved = np.full(n, np.nan)
-    achieved[:-1] = np.linalg.norm(np.diff(pos, axis=0), axis=1)
-    commanded = np.linalg.norm(act, axis=1)
-    out = {"resistance": -(achieved / np.maximum(commanded, 1e-9)), "_speed": speed}
+    speed = np.r_[np.nan, np.linalg.norm(np.diff(pos, axis=0), axis=1) * float(ep.fps)]
+    ratio, _ = hand_ratio(ep)
+    out = {"resistance": -ratio, "_speed": speed}
     for cam in ep.cameras:
         luma = ep.frames(cam, None)[:n].astype(np.float32).mean(axis=-1)
         change = np.full(n, np.nan)
@@ -156,17 +159,6 @@ def measure() -> dict[str, Any]:
     return res
 
 
-def hand_ratio(ep: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Per frame: the achieved-over-commanded motion ratio, and whether it counts (the hand moves, a
-    command was given, a next frame exists)."""
-    pos = np.asarray(ep.state, np.float64)[:, :3]
-    cmd = np.linalg.norm(np.asarray(ep.action, np.float64)[:, :3], axis=1)
-    step = np.linalg.norm(np.diff(pos, axis=0), axis=1)
-    ratio = np.r_[step, np.nan] / np.maximum(cmd, 1e-9)
-    moving = np.r_[np.nan, step] * float(ep.fps) >= MOVING
-    return ratio, moving & np.isfinite(ratio) & (cmd > 1e-6)
-
-
 def what_if(out: Path) -> dict[str, Any]:
     """Caption every set once, then score the captions and the resistance relabelling (module doc)."""
     import pyarrow.parquet as pq
@@ -180,9 +172,10 @@ def what_if(out: Path) -> dict[str, Any]:
     per_task: dict[str, dict[str, list[int]]] = defaultdict(lambda: {k: [0, 0] for k in keys})
     for name in SETS:
         run_item(CORPUS / name, out / name, FORMS)
-        rows: list[dict[str, Any]] = []
+        rows: dict[int, list[dict[str, Any]]] = defaultdict(list)  # episode -> its events
         for f in sorted((out / name / "events").glob("*/*.parquet")):
-            rows += pq.read_table(f, columns=["episode_index", "start_frame", "end_frame", "caption"]).to_pylist()
+            for r in pq.read_table(f, columns=["episode_index", "start_frame", "end_frame", "caption"]).to_pylist():
+                rows[r["episode_index"]].append(r)
         truths = {form: {e["episode_index"]: e for e in json.loads((CORPUS / name / form).read_text())["episodes"]}
                   for form in FORMS}
         for ref in open_source(str(CORPUS / name / "dataset"), dataset=name).list_episodes():
@@ -192,7 +185,7 @@ def what_if(out: Path) -> dict[str, Any]:
             if part:
                 ratio, counts = hand_ratio(load_episode(ref))
                 usual = float(np.median(ratio[counts])) if counts.any() else float("nan")
-            for r in (x for x in rows if x["episode_index"] == ref.episode_index):
+            for r in rows[ref.episode_index]:
                 said = verb_class(r["caption"])
                 classes = {"before": said}
                 for f in FRACS:

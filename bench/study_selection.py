@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from math import comb
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +54,10 @@ def resampled_scores(grid: np.ndarray, train: int, envs: int, draws: int, rng: n
 
 
 def binomial_tail(k: int, n: int, p: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, p)."""
-    return float(sum(comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1)))
+    """P(X >= k) for X ~ Binomial(n, p) (scipy)."""
+    from scipy.stats import binom
+
+    return float(binom.sf(k - 1, n, p))
 
 
 def measure(study: dict[str, Any], task: str, hits: int, of: int, train: int, configs: int, draws: int,
