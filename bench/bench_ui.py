@@ -151,6 +151,27 @@ def http_runs(url: str, ids: list[str], dataset: str, loads: int, clip: bool, se
     return out
 
 
+def browser_context(browser: Any) -> Any:
+    """A new Chromium context that sends the key as a header, as a browser sends a saved login: Playwright's
+    `http_credentials` answers the auth challenge by intercepting every request, and with interception on it
+    turns Chromium's HTTP cache off (`Network.setCacheDisabled`), so a "kept" browser fetched ui.js and ui.css
+    again on every page."""
+    ctx = browser.new_context(extra_http_headers={"Authorization": f"Bearer {TOKEN}"},
+                              viewport={"width": 1280, "height": 900})
+    ctx.set_default_timeout(120_000)
+    return ctx
+
+
+def wait_map(page: Any) -> bool:
+    """Wait for a map page as for the static file (its load event), then look at it once; True when the map
+    was drawn by then, else wait for it to be drawn and return False."""
+    page.wait_for_load_state("load")
+    if page.evaluate("() => document.querySelector(\"#map[data-ready='1']\") !== null"):
+        return True
+    page.wait_for_selector("#map[data-ready='1']", state="attached")
+    return False
+
+
 def browser_runs(url: str, ids: list[str], dataset: str, loads: int, seed: int, clip: bool) -> dict[str, list[float]]:
     """Navigation -> plot drawn (map) / signals drawn and clip decodable (event), fresh context each."""
     from playwright.sync_api import sync_playwright
@@ -162,14 +183,7 @@ def browser_runs(url: str, ids: list[str], dataset: str, loads: int, seed: int, 
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         try:
             def context() -> Any:
-                # the key as a header, as a browser sends a saved login: Playwright's `http_credentials`
-                # answers the auth challenge by intercepting every request, and with interception on it
-                # turns Chromium's HTTP cache off (`Network.setCacheDisabled`), so a "kept" browser
-                # fetched ui.js and ui.css again on every page
-                ctx = browser.new_context(extra_http_headers={"Authorization": f"Bearer {TOKEN}"},
-                                          viewport={"width": 1280, "height": 900})
-                ctx.set_default_timeout(120_000)
-                return ctx
+                return browser_context(browser)
 
             warm = context()  # an analyst's browser: cache and compiled scripts kept between pages
             warm_page = warm.new_page()
@@ -194,11 +208,8 @@ def browser_runs(url: str, ids: list[str], dataset: str, loads: int, seed: int, 
                     ctx.close()
 
             def map_ready(p: Any) -> None:
-                # waited for as the static file is (its load event), then looked at once
-                p.wait_for_load_state("load")
-                if not p.evaluate("() => document.querySelector(\"#map[data-ready='1']\") !== null"):
+                if not wait_map(p):
                     late.append(1)
-                    p.wait_for_selector("#map[data-ready='1']", state="attached")
 
             def event_ready(p: Any) -> None:
                 p.wait_for_selector("#signals[data-ready='1']", state="attached")
@@ -224,9 +235,10 @@ def browser_runs(url: str, ids: list[str], dataset: str, loads: int, seed: int, 
     return out
 
 
-def _serve(root: Path, port: int) -> subprocess.Popen[bytes]:
+def _serve(root: Path, port: int, src: str | None = None) -> subprocess.Popen[bytes]:
+    """`carve serve` of `root` on `port`; with `src`, the carve of that src/ folder (first on PYTHONPATH)."""
     carve = str(Path(sys.executable).with_name("carve"))
-    env = {**os.environ, "CARVE_TOKEN": TOKEN}
+    env = {**os.environ, "CARVE_TOKEN": TOKEN, **({"PYTHONPATH": src} if src else {})}
     return subprocess.Popen([carve, "serve", "--root", str(root), "--port", str(port),
                              "--set", "service.rate_limit_per_min=100000000", "--set", "ray.progress=false"],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

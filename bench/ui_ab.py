@@ -13,6 +13,7 @@ functions with the most self time per load (`(program)`: the renderer's native w
 
     python -m bench.bench_ui --keep D --loads 100          # makes the 100k-event root D/big once
     python -m bench.ui_ab D/big OLD/src src --loads 30     # OLD: e.g. `git worktree add OLD main`
+    python -m bench.ui_ab D/big src src --loads 30         # the same tree twice: the noise alone
     python -m bench.ui_ab D/big src --profile --loads 8
 """
 
@@ -20,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter
@@ -31,24 +30,17 @@ from typing import Any
 
 import numpy as np
 
-from bench.bench_ui import CHROMIUM, TOKEN
+from bench.bench_service import _wait_up
+from bench.bench_ui import CHROMIUM, TOKEN, browser_context, wait_map
+from bench.bench_ui import _serve as serve
 
 PORT = 8800
 
 
 def _serve(root: str, src: str, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "CARVE_TOKEN": TOKEN, "PYTHONPATH": src}
-    proc = subprocess.Popen([sys.executable, "-m", "carve", "serve", "--root", root, "--port", str(port),
-                             "--set", "service.rate_limit_per_min=100000000", "--set", "ray.progress=false"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-            return proc
-        except OSError:
-            time.sleep(0.2)
-    proc.terminate()
-    raise SystemExit(f"the server of {src} did not answer on port {port}")
+    proc = serve(Path(root), port, src)
+    _wait_up(f"http://127.0.0.1:{port}", proc)
+    return proc
 
 
 def _dataset(port: int) -> str:
@@ -57,20 +49,16 @@ def _dataset(port: int) -> str:
     return (body if isinstance(body, list) else body["datasets"])[0]["name"]
 
 
-def _context(browser: Any) -> Any:
-    return browser.new_context(extra_http_headers={"Authorization": f"Bearer {TOKEN}"},
-                               viewport={"width": 1280, "height": 900})
-
-
 def _load(browser: Any, url: str, is_map: bool) -> tuple[float, float | None]:
     """One fresh-context load: (ms from navigation to ready, the page's `carve-map-drawn` mark or None)."""
-    ctx = _context(browser)
+    ctx = browser_context(browser)
     page = ctx.new_page()
     t0 = time.perf_counter()
     page.goto(url, wait_until="commit")
-    page.wait_for_load_state("load")
-    if is_map and not page.evaluate("() => document.querySelector(\"#map[data-ready='1']\") !== null"):
-        page.wait_for_selector("#map[data-ready='1']", state="attached")
+    if is_map:
+        wait_map(page)
+    else:
+        page.wait_for_load_state("load")
     wall = (time.perf_counter() - t0) * 1e3
     drawn = page.evaluate("() => { const m = performance.getEntriesByName('carve-map-drawn');"
                           " return m.length ? m[0].startTime : null; }") if is_map else None
@@ -79,6 +67,7 @@ def _load(browser: Any, url: str, is_map: bool) -> tuple[float, float | None]:
 
 
 def ab(browser: Any, ports: dict[str, int], dataset: str, loads: int) -> dict[str, dict[str, list[float]]]:
+    """`loads` rounds of one fresh map load and one static load from each server (label -> port)."""
     out = {src: {"map": [], "drawn": [], "static": []} for src in ports}
     map_path, static_path = f"/ui/map?dataset={dataset}", "/ui/static/ui.css"
     for port in ports.values():  # one unmeasured load each
@@ -97,7 +86,7 @@ def profile(browser: Any, port: int, dataset: str, loads: int) -> Counter[str]:
     """Self time (ms, summed over `loads` fresh map loads) per function, from V8's sampling profiler."""
     spent: Counter[str] = Counter()
     for _ in range(loads):
-        ctx = _context(browser)
+        ctx = browser_context(browser)
         page = ctx.new_page()
         cdp = ctx.new_cdp_session(page)
         cdp.send("Profiler.enable")
@@ -124,8 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     from playwright.sync_api import sync_playwright
 
     srcs = [str(Path(s).resolve()) for s in args.src]
-    ports = {src: PORT + i for i, src in enumerate(srcs)}
-    procs = [_serve(args.root, src, port) for src, port in ports.items()]
+    # one server per argument, labelled by its tree (and its place, when a tree is given twice: an A/A run)
+    labels = [src if srcs.count(src) == 1 else f"{src} (#{i + 1})" for i, src in enumerate(srcs)]
+    ports = {label: PORT + i for i, label in enumerate(labels)}
+    procs = [_serve(args.root, src, PORT + i) for i, src in enumerate(srcs)]
     try:
         dataset = _dataset(PORT)
         with sync_playwright() as pw:

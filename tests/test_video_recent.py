@@ -6,29 +6,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
-from carve.export.video import pick_encoder
 from carve.ingest import video
+from carve.sim.lerobot_writer import write_video
 
 FPS = 10
 
 
 def _video(path: Path, frames: int = 30) -> str:
-    name = pick_encoder("h264")
-    with av.open(str(path), "w") as c:
-        s = c.add_stream(name, rate=FPS)
-        s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
-        rng = np.random.default_rng(3)
-        for _ in range(frames):
-            for p in s.encode(av.VideoFrame.from_ndarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8),
-                                                         format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return str(path)
+    rng = np.random.default_rng(3)
+    return str(write_video(path, rng.integers(0, 255, (frames, 32, 32, 3), dtype=np.uint8), FPS))
 
 
 def _backends() -> list[str]:
