@@ -4,7 +4,8 @@ Writes a small LeRobot v3.0 dataset (several episodes packed per mp4, textured m
 then, in the same process, decodes every frame of every episode
 
 * through Carve: `open_source` -> `load_episode` (validation included) -> `Episode.frames()`;
-* through plain PyAV: open each mp4, `thread_type="AUTO"`, decode all frames to RGB arrays;
+* through plain PyAV: open each mp4, `thread_type="AUTO"`, decode all frames to RGB arrays (one
+  swscale thread per conversion, as Carve's reader);
 
 and reports frames/s of each and `ratio` = carve / pyav (1.0 = as fast as raw PyAV).
 Run: `python -m bench.bench_decode [--episodes 6 --frames 150 --size 224 --codec h264 --backend auto]`.
@@ -37,16 +38,21 @@ def textured_episodes(n: int, frames: int, size: int, seed: int = 0) -> list[Any
 
 
 def raw_pyav_decode(paths: list[Path]) -> int:
-    """Every frame of every file, decoded to RGB with plain PyAV (threaded)."""
+    """Every frame of every file, decoded to RGB with plain PyAV (threaded decoder), at its best:
+    one swscale thread per conversion (`carve.ingest.video.conversion_kwargs`; PyAV >= 17 otherwise
+    starts and joins a thread per core on every frame, 5x slower on 128-px frames here)."""
     import av
 
+    from carve.ingest.video import conversion_kwargs
+
+    kw = conversion_kwargs()
     n = 0
     for p in paths:
         with av.open(str(p)) as c:
             s = c.streams.video[0]
             s.thread_type = "AUTO"
             for frame in c.decode(s):
-                frame.to_ndarray(format="rgb24")
+                frame.to_ndarray(format="rgb24", **kw)
                 n += 1
     return n
 

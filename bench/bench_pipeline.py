@@ -14,7 +14,7 @@ its frames, segments it and encodes the keyframe JPEGs. Two configurations are m
   keyframes the Carve run decoded to RGB), `ratio_default_config` = Carve episodes/s / that.
 
 The baselines use plain PyAV in the same process (`thread_type="AUTO"`, frames converted to
-RGB arrays), with no Carve code involved in decoding (the keyframe indices come from one
+RGB arrays on one swscale thread each), with no Carve code involved in decoding (the keyframe indices come from one
 untimed Carve run). A Ray Data run of the same episodes (one decode task at a time) is
 reported separately so that the orchestration overhead is visible.
 
@@ -84,23 +84,30 @@ def keyframe_plan(src_path: Path, refs: list[Any], spans: dict[int, list[tuple[i
 
 def raw_keyframe_decode(plan: list[tuple[str, float, float, list[int]]]) -> int:
     """Plain PyAV: per episode, seek to its start, decode forward to its last keyframe, convert
-    exactly the planned frames to RGB; returns the frames converted."""
+    exactly the planned frames to RGB; returns the frames converted. A file holding several
+    episodes in a row (LeRobot v3.0) is opened once for them, as Carve's pooled reader does."""
+    from itertools import groupby
+
     import av
 
+    from carve.ingest.video import conversion_kwargs
+
+    kw = conversion_kwargs()  # one swscale thread per conversion, as bench_decode.raw_pyav_decode
     n = 0
-    for path, from_ts, fps, wanted in plan:
-        want, last = set(wanted), wanted[-1]
+    for path, items in groupby(plan, key=lambda p: p[0]):
         with av.open(path) as c:
             s = c.streams.video[0]
             s.thread_type = "AUTO"
-            c.seek(int(from_ts / s.time_base), stream=s, backward=True, any_frame=False)
-            for frame in c.decode(s):
-                i = round((frame.time - from_ts) * fps)
-                if i in want:
-                    frame.to_ndarray(format="rgb24")
-                    n += 1
-                if i >= last:
-                    break
+            for _, from_ts, fps, wanted in items:
+                want, last = set(wanted), wanted[-1]
+                c.seek(int(from_ts / s.time_base), stream=s, backward=True, any_frame=False)
+                for frame in c.decode(s):
+                    i = round((frame.time - from_ts) * fps)
+                    if i in want:
+                        frame.to_ndarray(format="rgb24", **kw)
+                        n += 1
+                    if i >= last:
+                        break
     return n
 
 

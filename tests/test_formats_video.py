@@ -46,7 +46,7 @@ def test_read_at_returns_exact_indices(tmp_path: Path, codec: str, backend: str)
         return
     with VideoReader(str(path), backend=backend) as r:
         assert r.num_frames == 60
-        expected_backend = {"auto": "decord" if codec == "h264" else "pyav"}.get(backend, backend)
+        expected_backend = {"auto": "pyav"}.get(backend, backend)
         assert r.backend == expected_backend
         wanted = [5, 3, 59, 58, 0, 31, 31, 44, 12, 2]
         frames = r.read_at(np.array(wanted) / FPS)
@@ -149,3 +149,37 @@ def test_read_at_luma_is_the_brightness_of_the_frame(tmp_path: Path, codec: str,
     expected = [16 + 219 * levels[i] / 255 for i in wanted]
     assert np.allclose(right.mean(axis=1), expected, atol=3.0), (right.mean(axis=1), expected)
     assert (right.std(axis=1) < 1.5).all()
+
+
+class _SpyFrame:
+    """A decoded PyAV frame that records the keyword arguments of its conversions."""
+
+    def __init__(self, frame: av.VideoFrame, calls: list[dict[str, object]]):
+        self._frame, self._calls = frame, calls
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._frame, name)
+
+    def to_ndarray(self, **kw: object) -> np.ndarray:
+        self._calls.append(kw)
+        return self._frame.to_ndarray(**kw)
+
+
+def test_colour_conversions_ask_swscale_for_one_thread(tmp_path: Path) -> None:
+    """PyAV >= 17 converts a frame on a thread per core unless told otherwise, and starts and joins
+    those threads on every call (PyAV-Org/PyAV#2200): on small frames that costs several times the
+    conversion itself. The reader asks for one thread, and gets PyAV's default pixels."""
+    from carve.ingest import video
+
+    rng = np.random.default_rng(0)
+    path = write_video(tmp_path / "v.mp4", rng.integers(0, 256, size=(6, 48, 64, 3), dtype=np.uint8), fps=FPS)
+    calls: list[dict[str, object]] = []
+    with av.open(str(path)) as c:
+        for frame in c.decode(video=0):
+            np.testing.assert_array_equal(video._to_rgb(_SpyFrame(frame, calls)), frame.to_ndarray(format="rgb24"))
+            rgb_frame = frame.reformat(format="rgb24")  # not YUV: brightness through swscale's gray
+            np.testing.assert_array_equal(video._to_luma(_SpyFrame(rgb_frame, calls)),
+                                          rgb_frame.to_ndarray(format="gray"))
+    assert len(calls) == 12
+    one_thread = int(av.__version__.split(".")[0]) >= 17  # older PyAV has no `threads` and one thread
+    assert all(kw.get("threads") == (1 if one_thread else None) for kw in calls), calls

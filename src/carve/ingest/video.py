@@ -24,14 +24,17 @@ decoded once for its keyframes is not decoded again for its quality check.
 (0, the default: the library's own, a thread per core); a decode child beside others sets it
 (`pipeline/ahead.py`).
 
-Backend "auto" probes the codec with PyAV and uses decord for H.264 (decord cannot open AV1,
-LeRobot's default codec) and PyAV (libdav1d) for everything else. Missing, truncated and
-undecodable files raise `VideoError` naming the file and the reason; readers turn it into an
-`EpisodeError` for the episode.
+Backend "auto" is PyAV (libdav1d for AV1, LeRobot's default codec) for every codec, its colour
+conversions on one thread (`conversion_kwargs`): on H.264 that is faster than decord in `carve run`
+(decode_segment 100-104 s against 51-61 s on 1,000 128-px episodes, 36-37 s against 24-26 s on
+40 480-px ones; the same frames, BENCHMARKS.md issue 22). "decord" (local H.264 files; it cannot
+open AV1) stays selectable. Missing, truncated and undecodable files raise `VideoError` naming the
+file and the reason; readers turn it into an `EpisodeError` for the episode.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections import OrderedDict
@@ -43,7 +46,6 @@ import numpy as np
 from carve.core.errors import CarveError
 
 Backend = Literal["auto", "decord", "pyav"]
-DECORD_CODECS = frozenset({"h264"})
 _EPS = 1e-6
 
 
@@ -62,14 +64,6 @@ def _is_remote(uri: str) -> bool:
 
 def _local_path(uri: str) -> str:
     return uri[len("file://") :] if uri.startswith("file://") else uri
-
-
-def _decord_available() -> bool:
-    try:
-        import decord  # noqa: F401
-    except Exception:
-        return False
-    return True
 
 
 class _PyAVDecoder:
@@ -232,8 +226,23 @@ def _ff_reason(e: Exception) -> str:
     return str(msg).strip()
 
 
+@functools.cache
+def conversion_kwargs() -> dict[str, int]:
+    """One swscale thread per conversion where PyAV lets it be chosen (PyAV >= 17).
+
+    PyAV 17 made `reformat` multithreaded by default (`threads=0`: one per core), and with FFmpeg 8's
+    swscale each call starts and joins its threads again: two `clone3` per frame on a 2-core box,
+    where a 128-px frame's conversion is a few microseconds of work. Decoding 17,293 such frames to
+    RGB took 8.7 s that way and 2.2 s with `threads=1`, the same pixels (PyAV-Org/PyAV#2200; BENCHMARKS.md,
+    issue 22). Carve already decodes one episode per core, so a thread per conversion is all it uses."""
+    import av
+
+    major = int(str(av.__version__).split(".")[0])
+    return {"threads": 1} if major >= 17 else {}
+
+
 def _to_rgb(frame: Any) -> np.ndarray:
-    return frame.to_ndarray(format="rgb24")
+    return frame.to_ndarray(format="rgb24", **conversion_kwargs())
 
 
 _LUMA_FIRST = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "gray"})
@@ -247,7 +256,7 @@ def _to_luma(frame: Any) -> np.ndarray:
         plane = frame.planes[0]
         rows = np.frombuffer(plane, dtype=np.uint8).reshape(frame.height, plane.line_size)
         return rows[:, : frame.width].copy()
-    return frame.to_ndarray(format="gray")
+    return frame.to_ndarray(format="gray", **conversion_kwargs())
 
 
 def rgb_to_luma(rgb: np.ndarray) -> np.ndarray:
@@ -288,16 +297,7 @@ class VideoReader:
         self._decord: Any = None
         self._decord_ts: np.ndarray | None = None
         if backend == "auto":
-            use_decord = (
-                self.codec in DECORD_CODECS and not _is_remote(self.path) and _decord_available()
-            )
             backend = "pyav"
-            if use_decord:
-                try:
-                    self._open_decord()
-                    backend = "decord"
-                except VideoError:  # PyAV opened it, so fall back to PyAV
-                    self._decord = None
         elif backend == "decord":
             if _is_remote(self.path):
                 raise VideoError(self.path, "decord cannot read remote URIs; use the pyav backend")
