@@ -14,8 +14,8 @@ its frames, segments it and encodes the keyframe JPEGs. Two configurations are m
   keyframes the Carve run decoded to RGB), `ratio_default_config` = Carve episodes/s / that.
 
 The baselines use plain PyAV in the same process (`thread_type="AUTO"`, frames converted to
-RGB arrays on one swscale thread each), with no Carve code involved in decoding (the keyframe indices come from one
-untimed Carve run). A Ray Data run of the same episodes (one decode task at a time) is
+RGB arrays on one swscale thread each), with no Carve code involved in decoding (the keyframe
+indices come from one untimed Carve run). A Ray Data run of the same episodes (one decode task at a time) is
 reported separately so that the orchestration overhead is visible.
 
     python -m bench.bench_pipeline [--episodes 8] [--frames 150] [--source DATASET]
