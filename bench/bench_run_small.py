@@ -14,6 +14,14 @@ a shared machine touches every variant alike:
 * `raw_all_cores` / `raw_same_cores`: the same two baselines at their best on this machine, the
   files (episodes) dealt to one process per usable core: on short 128-px videos the single
   process leaves a core idle (PyAV's threads get little to do), so `raw_all` alone flatters Carve;
+* `raw_floor_cores`: the floor of the run's own output work, at its best (one process per usable
+  core): the decode of `raw_same`, each event keyframe resized and JPEG-encoded as the run writes
+  it (PIL), the run's distinct captions through MiniLM once (its leanest implementation at hand,
+  torch's import included) and the run's event Parquet written again (pyarrow, zstd). Every other
+  piece of the run (segmentation, quality check, captions, visual descriptors, clustering, shards,
+  catalog, start-up beyond those libraries') counts as free, so no implementation writing the
+  same outputs can beat it: `ceiling` = raw_all / raw_floor_cores is the highest `ratio` any could
+  reach, `ceiling_same` the highest `ratio_same`;
 * `carve_auto`: `carve run --source D --root R` as shipped (`ray.executor=auto`: without Ray for
   a run this small, pipeline/choose.py; the decode in one forked child, pipeline/ahead.py);
 * `carve_ray`: the same with `--executor ray` (embedded Ray on this machine's CPUs).
@@ -128,7 +136,7 @@ def timed(cmd: list[str], src: Path = ROOT / "src") -> tuple[float, str, dict[st
     wall = time.perf_counter() - t0
     peaks = mem.stop()
     if proc.returncode not in (0, 3):
-        raise RuntimeError(f"{' '.join(cmd[:6])} failed ({proc.returncode}): {err[-3000:]}")
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {err[-3000:]}")
     return wall, out, peaks
 
 
@@ -223,6 +231,113 @@ def decode_same(plan_file: Path, root: Path) -> int:
     return n
 
 
+# -- the floor: the output work any implementation of the run must do, in plain libraries -------
+def floor_plan(source: Path, root: Path) -> list[tuple[str, float, float, list[int], list[int]]]:
+    """`frames_plan`'s entries, each with the episode's event keyframes (the frames the run writes
+    as JPEG) as a fifth item."""
+    import pyarrow.parquet as pq
+
+    from carve.ingest.events import keyframe_indices
+    from carve.ingest.sources import open_source
+
+    t = pq.read_table(root / "events", columns=["episode_index", "start_frame", "end_frame"])
+    keys: dict[int, set[int]] = {}
+    for e, s, f in zip(*(t.column(c).to_pylist() for c in t.column_names), strict=True):
+        keys.setdefault(e, set()).update(keyframe_indices(s, f))
+    by_video: dict[tuple[str, float], list[int]] = {}
+    for r in open_source(str(source)).list_episodes():
+        for v in (r.locator.get("videos") or {}).values():
+            by_video[(str(source / v["path"]), float(v.get("from_ts", 0.0)))] = sorted(keys.get(r.episode_index, ()))
+    return [(*p, by_video[(p[0], p[1])]) for p in frames_plan(source, root)]  # type: ignore[misc]
+
+
+def floor_decode(plan: list[tuple[str, float, float, list[int], list[int]]]) -> int:
+    """Plain PyAV and PIL: `bench_pipeline.raw_keyframe_decode`'s decode of the planned frames, and
+    each event keyframe resized to the run's short side and JPEG-encoded at its quality (PIL,
+    bilinear, as the run's keyframes); returns the frames converted."""
+    import io
+    from itertools import groupby
+
+    import av
+    from PIL import Image
+
+    from carve.core.config import SegmentConfig
+    from carve.ingest.video import conversion_kwargs
+
+    seg = SegmentConfig()
+    kw = conversion_kwargs()
+    n = 0
+    for path, items in groupby(plan, key=lambda p: p[0]):
+        with av.open(path) as c:
+            s = c.streams.video[0]
+            s.thread_type = "AUTO"
+            for _, from_ts, fps, wanted, keys in items:
+                want, jpeg, last = set(wanted), set(keys), wanted[-1]
+                c.seek(int(from_ts / s.time_base), stream=s, backward=True, any_frame=False)
+                for frame in c.decode(s):
+                    i = round((frame.time - from_ts) * fps)
+                    if i in want:
+                        rgb = frame.to_ndarray(format="rgb24", **kw)
+                        n += 1
+                        if i in jpeg:
+                            img = Image.fromarray(rgb)
+                            w, h = img.size
+                            scale = seg.keyframe_size / min(w, h)
+                            if scale < 1.0:
+                                img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))),
+                                                 Image.BILINEAR)
+                            img.save(io.BytesIO(), format="JPEG", quality=seg.keyframe_quality)
+                    if i >= last:
+                        break
+    return n
+
+
+def _rewrite_part(paths: tuple[str, str]) -> int:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(paths[0])
+    pq.write_table(table, paths[1], compression="zstd")
+    return table.num_rows
+
+
+def floor_texts(events: str) -> int:
+    """The run's text vectors: each distinct caption of its events through all-MiniLM-L6-v2 once,
+    on one torch thread, with the leanest implementation at hand (`carve.embedding.minilm`, plain
+    torch; importing torch and reading the weights included); returns the texts encoded."""
+    import pyarrow.parquet as pq
+    import torch
+
+    from carve.embedding.embedders import minilm_path
+    from carve.embedding.minilm import LeanMiniLM
+
+    torch.set_num_threads(1)
+    texts = sorted({c for c in pq.read_table(events, columns=["caption"]).column("caption").to_pylist() if c})
+    LeanMiniLM.load(minilm_path()).encode_many(texts)
+    return len(texts)
+
+
+def floor_cores(plan_file: Path, root: Path) -> int:
+    """The floor of a run's work (`raw_floor_cores`), at its best on this machine, in processes of
+    one pool of one per usable core: the run's text vectors (`floor_texts`), `floor_decode` over
+    the planned episodes (in shares by frames, two per core, so the pool balances them), then the
+    run's event parts read and written again with pyarrow (zstd): the Parquet the run must write.
+    No segmentation, quality check, caption, visual descriptor, clustering, shards or catalog:
+    everything else Carve does counts as free, so no implementation of the run can be faster."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    plan = [tuple(p) for p in json.loads(plan_file.read_text())]
+    cores = len(os.sched_getaffinity(0))
+    shares = _shares(plan, [float(p[3][-1] + 1) for p in plan], 2 * cores)
+    parts = sorted((root / "events").glob("**/*.parquet"))
+    with tempfile.TemporaryDirectory(prefix="carve-floor-") as out, \
+            ProcessPoolExecutor(max_workers=cores) as pool:
+        texts = pool.submit(floor_texts, str(root / "events"))
+        n = sum(pool.map(floor_decode, shares))
+        sum(pool.map(_rewrite_part, [(str(p), f"{out}/{k}.parquet") for k, p in enumerate(parts)]))
+        texts.result()
+    return n
+
+
 def _json_of(stdout: str) -> dict[str, Any]:
     lines = stdout.splitlines()
     start = lines.index("{")
@@ -277,9 +392,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--decode-all", type=Path, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--decode-same", nargs=2, type=Path, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--all-cores", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--floor", nargs=2, type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.decode_all:
         print((decode_all_cores if args.all_cores else decode_all)(args.decode_all))
+        return {}
+    if args.floor:
+        print(floor_cores(*args.floor))
         return {}
     if args.decode_same:
         print((decode_same_cores if args.all_cores else decode_same)(*args.decode_same))
@@ -307,6 +426,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if args.before_ray:
                 variants.append(("carve_before_ray", ["--executor", "ray"], args.before.resolve()))
         runs: dict[str, list[float]] = {k: [] for k in ("raw_all", "raw_same", "raw_all_cores", "raw_same_cores",
+                                                        "raw_floor_cores",
                                                         *(v[0] for v in variants))}
         mem: dict[str, dict[str, float]] = {}
         frames = decoded_same = 0
@@ -338,6 +458,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         if int(out.split()[-1]) != decoded_same:
                             raise RuntimeError(f"the all-cores planned decode decoded {out.split()[-1]} frames, "
                                                f"not {decoded_same}")
+                        floor_file = work / "floor.json"
+                        floor_file.write_text(json.dumps(floor_plan(source, root)))
+                        wall, out, _ = timed([*me, "--floor", str(floor_file), str(root)])
+                        runs["raw_floor_cores"].append(wall)
+                        if int(out.split()[-1]) != decoded_same:
+                            raise RuntimeError(f"the floor decoded {out.split()[-1]} frames, not {decoded_same}")
         finally:
             if head is not None:
                 stop([head], timeout=60)  # `ray start --block` stops the processes it started
@@ -370,6 +496,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "raw_same_cores_s": _stat(runs["raw_same_cores"]),
             "ratio_all_cores": med["raw_all_cores"] / med["carve_auto"],
             "ratio_same_cores": med["raw_same_cores"] / med["carve_auto"],
+            # the floor (`floor_cores`): the highest ratio any implementation of the run could reach
+            "raw_floor_cores_s": _stat(runs["raw_floor_cores"]),
+            "ceiling": med["raw_all"] / med["raw_floor_cores"],
+            "ceiling_same": med["raw_same"] / med["raw_floor_cores"],
+            "ceiling_all_cores": med["raw_all_cores"] / med["raw_floor_cores"],
             "ray_overhead": _stat(overhead),
             **({"carve_ray_head_s": _stat(runs["carve_ray_head"]),
                 "ray_head_overhead": _stat([r / a - 1.0 for r, a in zip(runs["carve_ray_head"], runs["carve_auto"],

@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         res = dict(res or {})
         res.setdefault("wall_s", round(time.time() - t0, 1))
+        # a section kept from an earlier partial run keeps its own time (the header names the last run)
+        res.setdefault("finished_utc", dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M"))
         results[name] = res
         print(json.dumps(res, indent=1, default=str)[:2000], flush=True)
     command = "make bench" if args.only is None else f"python -m bench.run_all --only {' '.join(names)}"
