@@ -26,8 +26,12 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def synthetic_dataset(out: Path, episodes: int, frames: int, size: int = 128, fps: int = 12) -> Path:
@@ -82,10 +86,13 @@ def keyframe_plan(src_path: Path, refs: list[Any], spans: dict[int, list[tuple[i
     return plan
 
 
-def raw_keyframe_decode(plan: list[tuple[str, float, float, list[int]]]) -> int:
-    """Plain PyAV: per episode, seek to its start, decode forward to its last keyframe, convert
-    exactly the planned frames to RGB; returns the frames converted. A file holding several
-    episodes in a row (LeRobot v3.0) is opened once for them, as Carve's pooled reader does."""
+def raw_keyframe_decode(plan: Sequence[tuple[Any, ...]],
+                        on_frame: Callable[[tuple[Any, ...], int, np.ndarray], None] | None = None) -> int:
+    """Plain PyAV: per episode (plan items `(video, start s, fps, sorted frame indices, ...)`), seek
+    to its start, decode forward to its last planned frame, convert exactly the planned frames to
+    RGB (each handed to `on_frame(item, index, rgb)` when given); returns the frames converted. A
+    file holding several episodes in a row (LeRobot v3.0) is opened once for them, as Carve's
+    pooled reader does."""
     from itertools import groupby
 
     import av
@@ -98,14 +105,17 @@ def raw_keyframe_decode(plan: list[tuple[str, float, float, list[int]]]) -> int:
         with av.open(path) as c:
             s = c.streams.video[0]
             s.thread_type = "AUTO"
-            for _, from_ts, fps, wanted in items:
+            for item in items:
+                from_ts, fps, wanted = item[1], item[2], item[3]
                 want, last = set(wanted), wanted[-1]
                 c.seek(int(from_ts / s.time_base), stream=s, backward=True, any_frame=False)
                 for frame in c.decode(s):
                     i = round((frame.time - from_ts) * fps)
                     if i in want:
-                        frame.to_ndarray(format="rgb24", **kw)
+                        rgb = frame.to_ndarray(format="rgb24", **kw)
                         n += 1
+                        if on_frame is not None:
+                            on_frame(item, i, rgb)
                     if i >= last:
                         break
     return n

@@ -252,44 +252,29 @@ def floor_plan(source: Path, root: Path) -> list[tuple[str, float, float, list[i
 
 
 def floor_decode(plan: list[tuple[str, float, float, list[int], list[int]]]) -> int:
-    """Plain PyAV and PIL: `bench_pipeline.raw_keyframe_decode`'s decode of the planned frames, and
-    each event keyframe resized to the run's short side and JPEG-encoded at its quality (PIL,
+    """`bench_pipeline.raw_keyframe_decode`'s decode of the planned frames, with each event keyframe
+    (an item's fifth entry) resized to the run's short side and JPEG-encoded at its quality (PIL,
     bilinear, as the run's keyframes); returns the frames converted."""
     import io
-    from itertools import groupby
 
-    import av
+    import numpy as np
     from PIL import Image
 
+    from bench.bench_pipeline import raw_keyframe_decode
     from carve.core.config import SegmentConfig
-    from carve.ingest.video import conversion_kwargs
 
     seg = SegmentConfig()
-    kw = conversion_kwargs()
-    n = 0
-    for path, items in groupby(plan, key=lambda p: p[0]):
-        with av.open(path) as c:
-            s = c.streams.video[0]
-            s.thread_type = "AUTO"
-            for _, from_ts, fps, wanted, keys in items:
-                want, jpeg, last = set(wanted), set(keys), wanted[-1]
-                c.seek(int(from_ts / s.time_base), stream=s, backward=True, any_frame=False)
-                for frame in c.decode(s):
-                    i = round((frame.time - from_ts) * fps)
-                    if i in want:
-                        rgb = frame.to_ndarray(format="rgb24", **kw)
-                        n += 1
-                        if i in jpeg:
-                            img = Image.fromarray(rgb)
-                            w, h = img.size
-                            scale = seg.keyframe_size / min(w, h)
-                            if scale < 1.0:
-                                img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))),
-                                                 Image.BILINEAR)
-                            img.save(io.BytesIO(), format="JPEG", quality=seg.keyframe_quality)
-                    if i >= last:
-                        break
-    return n
+
+    def jpeg(item: tuple[Any, ...], i: int, rgb: np.ndarray) -> None:
+        if i in item[4]:
+            img = Image.fromarray(rgb)
+            w, h = img.size
+            scale = seg.keyframe_size / min(w, h)
+            if scale < 1.0:
+                img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+            img.save(io.BytesIO(), format="JPEG", quality=seg.keyframe_quality)
+
+    return raw_keyframe_decode([(*p[:4], frozenset(p[4])) for p in plan], on_frame=jpeg)
 
 
 def _rewrite_part(paths: tuple[str, str]) -> int:
