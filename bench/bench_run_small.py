@@ -403,6 +403,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                         "raw_floor_cores",
                                                         *(v[0] for v in variants))}
         mem: dict[str, dict[str, float]] = {}
+        floor_reads: list[float] = []  # seconds the floor spent reading the run's Parquet back
         frames = decoded_same = 0
         summary: dict[str, Any] = {}
         try:
@@ -436,6 +437,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         floor_file.write_text(json.dumps(frames_plan(source, root, keyframes=True)))
                         wall, out, _ = timed([*me, "--floor", str(floor_file), str(root)])
                         runs["raw_floor_cores"].append(wall - float(out.split()[-2]))  # less its reads
+                        floor_reads.append(float(out.split()[-2]))
                         if int(out.split()[-1]) != decoded_same:
                             raise RuntimeError(f"the floor decoded {out.split()[-1]} frames, not {decoded_same}")
         finally:
@@ -472,6 +474,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "ratio_same_cores": med["raw_same_cores"] / med["carve_auto"],
             # the floor (`floor_cores`): the highest ratio any implementation of the run could reach
             "raw_floor_cores_s": _stat(runs["raw_floor_cores"]),
+            "raw_floor_reads_s": _stat(floor_reads),
             "ceiling": med["raw_all"] / med["raw_floor_cores"],
             "ceiling_same": med["raw_same"] / med["raw_floor_cores"],
             "ceiling_all_cores": med["raw_all_cores"] / med["raw_floor_cores"],
