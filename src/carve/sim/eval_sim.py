@@ -138,7 +138,7 @@ def _study_config(args: argparse.Namespace) -> Any:
                        val_env_seeds=args.val_seeds, hold_ablation_seeds=args.hold_ablation_seeds,
                        matched_seeds=args.matched_seeds, plateau_every=args.plateau_every,
                        plateau_max_steps=args.plateau_max_steps, observation=args.observation,
-                       visual_shift=args.visual_shift,
+                       visual_shift=args.visual_shift, actions=args.actions,
                        **({"image_size": args.size} if args.size else {}), **more)
 
 
@@ -198,6 +198,8 @@ def register(subparsers: Any) -> None:
     g.add_argument("--observation", choices=["pixels", "privileged"], default="pixels",
                    help="what every policy observes besides its proprioception: the rendered camera images through "
                         "one image encoder (default), or the simulator's object poses (the privileged-state ablation)")
+    g.add_argument("--actions", choices=["absolute", "relative"], default="absolute",
+                   help="every mode's joint targets: as recorded, or offsets from the joints at the plan's start")
     g.add_argument("--visual-shift", type=int, default=0, metavar="PX",
                    help="pixels: shift each training image at random by up to PX pixels (DrQ's augmentation; 0: off)")
     g.add_argument("--train-seeds", type=int, default=10, help="training seeds per mode (a random effect in the CIs)")

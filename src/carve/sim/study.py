@@ -30,7 +30,9 @@ contrasts only if their best main variant exceeds `TASK_INCLUSION` (`included_ta
    the final `chunk_best`.
 4. **Training.** Event, event on balanced weights, unified and `chunk_best` over `train_seeds`
    seeds (training seed i initialises the weights, data seed 1000 + i draws the batches), all
-   with the same text encoder, backbone and matched parameter count (MLP width per mode).
+   with the same text encoder, backbone and matched parameter count (MLP width per mode), and the
+   same action representation (`actions`: the recorded joint targets, or with "relative" their offsets
+   from the joints at the plan's start, `ModelConfig.relative_actions`, normalised by the offsets' statistics).
 5. **Evaluation.** Every policy acts closed loop on the same environment seeds per task type,
    from `seed_base`, a base no development run used: event with the caption planner and
    captions-off, executing its predicted length; `chunk_best` as swept; unified re-planning
@@ -67,6 +69,7 @@ DATA_SEED_BASE = 0  # carve synth's default --seed: the training scenes
 CAPTION_GATE = 0.95  # verb-class accuracy of the study's captions below which captions-off tests no language
 STUDY_TASKS = ("pick_place", "stack", "push", "two_object")
 OBSERVATIONS = ("pixels", "privileged")  # rendered camera images through one encoder | simulator object poses
+ACTION_FRAMES = ("absolute", "relative")  # joint targets as recorded | offsets from the plan start's joints
 PIXEL_ENCODER = "pixels"  # the pixel study's image input, the same for every mode (trainer.policy)
 PIXEL_SIDE = 32  # images reach the model at 3 x 32 x 32, through its conv stem (trainer.model.ConvStem)
 VISUAL_DIM = 3 * PIXEL_SIDE * PIXEL_SIDE
@@ -82,6 +85,9 @@ class StudyConfig:
     observation: str = "pixels"  # what every policy observes besides its proprioception (OBSERVATIONS)
     image_size: int = IMAGE_SIZE
     visual_shift: int = 0  # pixels: random shift of the training images (ModelConfig.visual_shift; DrQ)
+    # every mode's joint targets: "absolute" (the dataset's values) or "relative" (offsets from the joints
+    # measured at the plan's start, ModelConfig.relative_actions; the gripper command stays absolute)
+    actions: str = "absolute"
     train_episodes: int = 40
     holdout_frac: float = 0.2
     split_seed: int = 0
@@ -128,6 +134,8 @@ class StudyConfig:
     def __post_init__(self) -> None:
         if self.observation not in OBSERVATIONS:
             raise ValueError(f"unknown observation {self.observation!r}; use one of {', '.join(OBSERVATIONS)}")
+        if self.actions not in ACTION_FRAMES:
+            raise ValueError(f"unknown actions {self.actions!r}; use one of {', '.join(ACTION_FRAMES)}")
         if self.visual_shift < 0:
             raise ValueError(f"visual_shift must be 0 or more pixels, got {self.visual_shift}")
         if self.visual_shift and self.observation != "pixels":
@@ -169,6 +177,17 @@ def record_episode(task: str, seed: int, fps: int, observation: str = "privilege
             "env_state": np.asarray(envs, np.float32), "action": np.asarray(actions, np.float32),
             "visual": np.asarray(visual, np.float32) if pixels else None,
             "state_names": ep.state_names, "action_names": ep.action_names, "replay_success": bool(info["success"])}
+
+
+def paired_dims(state_names: list[str], action_names: list[str]) -> int:
+    """How many leading action dimensions command the state's values of the same index: an action named
+    as its state value, or that name + "_target" (`joint_0_target` for `joint_0`)."""
+    n = 0
+    for s, a in zip(state_names, action_names, strict=False):
+        if a not in (s, f"{s}_target"):
+            break
+        n += 1
+    return n
 
 
 def _visual_encoder() -> Any:
@@ -512,13 +531,16 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
     episodes = episodes_from_rows(rows, privileged=not pixels)
     tr = [e for e in episodes if e.episode_id in train_set]
     ho = [e for e in episodes if e.episode_id in set(held_ids)]
-    stats = norm_stats(tr)
+    sd, ad = tr[0].state.shape[1], tr[0].action.shape[1]
+    relative = (paired_dims(list(rows[0]["state_names"]), list(rows[0]["action_names"]))
+                if cfg.actions == "relative" else 0)
+    stats = norm_stats(tr, relative, max(cfg.max_len, cfg.chunk_len, *cfg.chunk_lens))
     planner = CaptionPlanner.fit([(e.task, [tuple(r["phase"]) for r in rows if r["episode_id"] == e.episode_id])
                                   for e in tr])
     lengths = np.concatenate([e.ends - e.starts for e in tr])
-    sd, ad = tr[0].state.shape[1], tr[0].action.shape[1]
     base = ModelConfig(d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, block_size=4,
-                       visual_stem="conv" if pixels else "linear", visual_shift=cfg.visual_shift)
+                       visual_stem="conv" if pixels else "linear", visual_shift=cfg.visual_shift,
+                       relative_actions=relative)
 
     def spec(mode: str, horizon: int) -> Any:
         return spec_for(mode, state_dim=sd, action_dim=ad, visual_dim=VISUAL_DIM if pixels else 0, text_dim=text.dim,
@@ -530,7 +552,7 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
         return matched_config(base, {"event": spec("event", cfg.chunk_len), mode: spec(mode, horizon)})[mode]
 
     train_key = {k: v for k, v in asdict(cfg).items() if k in (
-        "tasks", "observation", "image_size", "visual_shift", "train_episodes", "holdout_frac", "split_seed", "data_base", "fps", "steps", "batch_size", "d_model",
+        "tasks", "observation", "image_size", "visual_shift", "actions", "train_episodes", "holdout_frac", "split_seed", "data_base", "fps", "steps", "batch_size", "d_model",
         "n_layers", "n_heads", "max_len", "caption_dropout", "text", "text_dim", "clusters")}
     fits: dict[str, list[tuple[int, dict[str, Any]]]] = {}  # (training seed, its compute) per policy name
     offline: dict[str, list[list[dict[str, Any]]]] = {}
@@ -783,7 +805,10 @@ def format_study(res: dict[str, Any]) -> str:
               f"{PIXEL_SIDE} through the model's conv stem, convolutions + spatial softmax, trained with each "
               "policy); no simulator object pose." if obs == "pixels" else
               "Every policy sees its proprioception followed by the simulator's object poses and goal point "
-              "(privileged state, no images)."), "",
+              "(privileged state, no images).")
+             + (" Every mode predicts its joint targets as offsets from the joints measured at the plan's start "
+                "(relative actions; the gripper command stays absolute)." if c.get("actions") == "relative" else ""),
+             "",
              f"**Primary contrast, named in the configuration before the run:** `{res['primary']}`, closed-loop "
              f"success on the final environment seeds (base {c['seed_base']}, used by no development run). "
              "Every other contrast is exploratory; their p-values are Holm-adjusted.", ""]

@@ -135,10 +135,26 @@ def split_episodes(episode_ids: Sequence[str], holdout_frac: float, seed: int) -
     return [i for i in ids if i not in hs], held
 
 
-def norm_stats(episodes: Sequence[EpisodeData]) -> NormStats:
-    """State / action mean and std (floored at 1e-3) over the frames of `episodes`."""
+def action_offsets(ep: EpisodeData, relative: int, horizon: int) -> np.ndarray:
+    """Every action of `ep` as a model with `relative_actions` = `relative` predicts it from each
+    plan start t: (sum over t of min(horizon, T - t), A) values `action[t + k]` with the first `relative`
+    dimensions minus `state[t]`'s first `relative` values (k < horizon)."""
+    T = ep.length
+    t = np.repeat(np.arange(T), np.minimum(horizon, T - np.arange(T)))
+    k = np.concatenate([np.arange(min(horizon, T - i)) for i in range(T)])
+    out = ep.action[t + k].copy()
+    out[:, :relative] -= ep.state[t, :relative]
+    return out
+
+
+def norm_stats(episodes: Sequence[EpisodeData], relative: int = 0, horizon: int = 1) -> NormStats:
+    """State / action mean and std (floored at 1e-3) over the frames of `episodes`. With `relative` > 0
+    the action statistics are those of the offsets a model with `relative_actions` = `relative` predicts
+    (`action_offsets`: every action up to `horizon` steps after each plan start, its first `relative`
+    dimensions taken from that start's state)."""
     s = np.concatenate([e.state for e in episodes])
-    a = np.concatenate([e.action for e in episodes])
+    a = (np.concatenate([action_offsets(e, relative, horizon) for e in episodes]) if relative
+         else np.concatenate([e.action for e in episodes]))
     s, a = s[np.isfinite(s).all(1)], a[np.isfinite(a).all(1)]
     return NormStats(s.mean(0).astype(np.float32), np.maximum(s.std(0), 1e-3).astype(np.float32),
                      a.mean(0).astype(np.float32), np.maximum(a.std(0), 1e-3).astype(np.float32))

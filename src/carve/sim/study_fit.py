@@ -175,7 +175,7 @@ def offline_metrics(model: WorldActionModel, episodes: list[EpisodeData], text: 
                      "text": torch.from_numpy(text(ep.captions[k]))[None],
                      "task": torch.from_numpy(text(ep.task))[None]}
             pred = model(batch)["actions"][0, :n]
-            target = model.normalize_actions(torch.from_numpy(ep.action[t:t + n]))
+            target = model.normalize_actions(torch.from_numpy(ep.action[t:t + n])[None], batch["state"])[0]
             errs.append(float(((pred - target) ** 2).mean(-1).sum()))
             n_act += n
         out.append({"episode_id": ep.episode_id, "action_mse": sum(errs) / max(1, n_act), "actions": n_act})

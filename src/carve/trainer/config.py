@@ -73,6 +73,11 @@ class ModelConfig(_Section):
     # conv stem only: while training, each image is shifted by up to this many pixels in x and y (edges
     # replicated; DrQ's random shift, Kostrikov et al. 2021; Diffusion Policy's random crop). 0: off
     visual_shift: int = Field(default=0, ge=0)
+    # relative actions: the first N action dimensions are predicted as offsets from the first N state values
+    # (the same joints, in the same order) at the plan's start, normalised by the offsets' statistics
+    # (`action_mean` / `action_std` are then those of the offsets); the rest stay absolute. The action
+    # representation of pi0's and UMI's pipelines. 0: every dimension absolute
+    relative_actions: int = Field(default=0, ge=0)
 
 
 class OptimConfig(_Section):

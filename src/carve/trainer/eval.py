@@ -88,7 +88,7 @@ def evaluate(
     lat: list[float] = []
     for batch in make_loader(ds):
         pred = _predict(model, batch)
-        target = model.normalize_actions(batch["actions"])
+        target = model.normalize_actions(batch["actions"], batch["state"])
         mask = batch["mask"].float()
         se = ((pred["actions"].float() - target) ** 2).mean(-1) * mask
         se_t += se.sum(0).numpy()

@@ -5,7 +5,9 @@ the proprioceptive state (at the event start, or at the chunk start), and a text
 event's caption embedding in event mode; the hashed task embedding in unified and chunk
 modes). Learned query tokens read the outputs: one per action position (`T = max_len` in
 event mode, `T = H = chunk_len` otherwise), a future-observation query, and (unified) a
-language query. States and actions are normalised with statistics stored as buffers.
+language query. States and actions are normalised with statistics stored as buffers. With
+`relative_actions` = N the first N action dimensions are offsets from the first N state values at
+the plan's start (relative actions; `normalize_actions` / `denormalize_actions` take that state).
 
 Modes.
 * event: sequence [vis, state, caption | future | a_1..a_T]. Outputs the whole event's
@@ -160,6 +162,9 @@ class WorldActionModel(nn.Module):
         super().__init__()
         if spec.mode not in ("event", "unified", "chunk"):
             raise ValueError(f"unknown mode {spec.mode!r}")
+        if cfg.relative_actions > min(spec.state_dim, spec.action_dim):
+            raise ValueError(f"relative_actions {cfg.relative_actions}: the model has {spec.action_dim} action and "
+                             f"{spec.state_dim} state values")
         self.cfg, self.spec = cfg, spec
         d = cfg.d_model
         self.backbone = Backbone(cfg)
@@ -261,15 +266,30 @@ class WorldActionModel(nn.Module):
         img = end_visual.reshape(-1, 3, self.side, self.side)
         return F.adaptive_avg_pool2d(img, WORLD_SIDE).flatten(1)
 
-    def normalize_actions(self, a: Tensor) -> Tensor:
-        return (a - self.action_mean) / self.action_std
+    def action_anchor(self, state: Tensor) -> Tensor:
+        """(B, A): what each action dimension is predicted relative to: the state's first
+        `relative_actions` values (raw units) for those dimensions, 0 for the absolute rest."""
+        n = self.cfg.relative_actions
+        anchor = state.new_zeros(state.shape[0], self.spec.action_dim)
+        if n:
+            anchor[:, :n] = state[:, :n]
+        return anchor
+
+    def normalize_actions(self, a: Tensor, state: Tensor) -> Tensor:
+        """Actions (B, T, A) in dataset units -> the model's normalised targets, given the plan-start
+        `state` (B, S) (the anchor of relative dimensions)."""
+        return (a - self.action_anchor(state)[:, None] - self.action_mean) / self.action_std
+
+    def denormalize_actions(self, x: Tensor, state: Tensor) -> Tensor:
+        """The inverse of `normalize_actions`: predictions (B, T, A) -> dataset units."""
+        return x * self.action_std + self.action_mean + self.action_anchor(state)[:, None]
 
     def loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """Total loss and its parts (detached) for a collated batch."""
         pred = self.forward(batch)
         cfg = self.cfg
         mask = batch["mask"].float()
-        target = self.normalize_actions(batch["actions"])
+        target = self.normalize_actions(batch["actions"], batch["state"])
         se = ((pred["actions"].float() - target) ** 2).mean(-1)
         action_loss = (se * mask).sum() / mask.sum().clamp_min(1.0)
         parts = {"action": action_loss}

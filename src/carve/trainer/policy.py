@@ -334,8 +334,9 @@ class Policy:
     def predict(self, observation: dict[str, Any]) -> dict[str, Any]:
         """One model call: {"actions": (horizon, A) float32 in dataset units, "length": int | None}."""
         m = self.model
-        out = m(self.inputs(observation))
-        acts = out["actions"][0].float() * m.action_std + m.action_mean
+        inputs = self.inputs(observation)
+        out = m(inputs)
+        acts = m.denormalize_actions(out["actions"].float(), inputs["state"])[0]
         length = int(out["stop_logits"][0].argmax().item()) + 1 if "stop_logits" in out else None
         return {"actions": acts.cpu().numpy().astype(np.float32), "length": length}
 

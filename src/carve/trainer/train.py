@@ -147,6 +147,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict[str, Any]:
+    if cfg.model.relative_actions:
+        raise ValueError(f"model.relative_actions {cfg.model.relative_actions}: the streaming trainer's statistics "
+                         "are of absolute actions (`data.probe`); relative actions are the closed-loop study's "
+                         "(carve eval-sim --study --actions relative)")
     if not cfg.data.manifest:
         raise CarveError("no manifest given: pass --manifest or set data.manifest in the config")
     manifest = open_manifest(cfg.data.manifest)
