@@ -16,6 +16,11 @@ the hand's yaw error (degrees).
 
     python -m bench.grasp_map                                 # stack, N up to 512, 64 held-out scenes
     python -m bench.grasp_map --task pick_place --max-train 256 --cache /tmp/gm
+    python -m bench.grasp_map --policy STUDY/policies/chunk_best-seed0 --scenes 20   # a trained policy's grasps
+
+With `--policy` it measures a trained study policy instead, closed loop on the held-out scenes: where the hand
+is, relative to the object the task moves first, when the policy first commands the gripper closed (the
+expert's own demonstrations close within 0.1 cm of it), and whether that close grasps the object (holds it within the next second).
 
 The demonstrations are cached in `--cache` (keyed on task and counts); recording 576 takes ~8 min on one core.
 """
@@ -139,13 +144,60 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def policy_closes(policy_dir: str, task: str, scenes: int) -> list[dict[str, Any]]:
+    """Per held-out scene: the hand's distance (cm) from the task's first object at the policy's first close
+    command (None when it never closes), and whether that close grasped it (held within the next second)."""
+    from carve.sim.env import SimEnv
+    from carve.sim.synth import episode_seed
+    from carve.trainer.policy import Policy
+
+    policy = Policy.load(policy_dir)
+    pixels = policy.settings.visual == "pixels"
+    out = []
+    for i in range(scenes):
+        with SimEnv(fps=policy.settings.fps or 12, render=pixels, size=64, privileged=True) as env:
+            ob = env.reset(task, episode_seed(TEST_BASE, i))
+            policy.reset()
+            scene = env.scene
+            assert scene is not None
+            arm, obj = scene.arms[0], env.goals[0].obj
+            dist: float | None = None
+            grasped, done, since = False, False, -1
+            fps = env.fps
+            while not done:
+                a = policy.select_action(ob)
+                if dist is None and a[7] > 0.5:
+                    dist = 100 * float(np.linalg.norm(scene.ee_position(arm) - scene.object_position(obj)))
+                    since = 0
+                ob, _, done, _ = env.step(a)
+                if 0 <= since <= fps:  # the fingers take a few steps to close: held within a second counts
+                    grasped = grasped or arm.held is obj
+                    since += 1
+        out.append({"scene": i, "close_cm": dist, "grasped": grasped,
+                    "other_objects": len(scene.objects) - len(env.goals)})
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default="stack", choices=["pick_place", "stack", "two_object"])
     p.add_argument("--max-train", type=int, default=max(SIZES))
     p.add_argument("--test", type=int, default=64, help="held-out scenes")
     p.add_argument("--cache", type=Path, default=Path("/tmp/carve-grasp-map"))
+    p.add_argument("--policy", default=None, help="a trained study policy's directory: measure its grasps instead")
+    p.add_argument("--scenes", type=int, default=20, help="--policy: held-out scenes")
     a = p.parse_args(argv)
+    if a.policy:
+        rows = policy_closes(a.policy, a.task, a.scenes)
+        d = np.asarray([r["close_cm"] for r in rows if r["close_cm"] is not None])
+        print(f"{a.policy}: {len(d)} of {len(rows)} scenes close the gripper; hand to object at the first close: "
+              f"median {np.median(d):.1f} cm, within 2 cm {np.mean(d < 2):.0%}; grasped at that close "
+              f"{np.mean([r['grasped'] for r in rows]):.0%}")
+        for k in sorted({r["other_objects"] for r in rows}):
+            d = np.asarray([r["close_cm"] for r in rows if r["other_objects"] == k and r["close_cm"] is not None])
+            print(f"  scenes with {k} other object(s): {len(d)}, first close median {np.median(d):.1f} cm, "
+                  f"grasped {np.mean([r['grasped'] for r in rows if r['other_objects'] == k]):.0%}")
+        return
     data = record(a.task, a.max_train, a.test, a.cache)
     print(table(learning_curve(data, tuple(s for s in SIZES if s <= a.max_train))))
 

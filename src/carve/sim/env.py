@@ -131,7 +131,8 @@ class SimEnv:
 
     def __init__(self, *, fps: int | None = None, style: str = "dwell", cameras: int | None = None,
                  size: int = 128, render: bool = True, privileged: bool = False,
-                 max_seconds: float | None = None, terminate_on_success: bool = True, hold: str = "foh"):
+                 max_seconds: float | None = None, terminate_on_success: bool = True, hold: str = "foh",
+                 camera_jitter: bool = True):
         if hold not in HOLDS:
             raise ValueError(f"unknown hold {hold!r}; use one of {', '.join(HOLDS)}")
         self.hold = hold
@@ -145,6 +146,7 @@ class SimEnv:
         self.size, self.render, self.privileged = int(size), bool(render), bool(privileged)
         self._max_seconds = max_seconds
         self.terminate_on_success = bool(terminate_on_success)
+        self.camera_jitter = bool(camera_jitter)  # False: every scene's fixed cameras at CameraPose.nominal
         self.scene: Scene | None = None
         self.task_type = ""
         self.task = ""
@@ -187,7 +189,7 @@ class SimEnv:
         self.camera_names = camera_names(arms, n_cams)
         rng = np.random.default_rng(self.seed)
         noise = OperatorNoise(0.0, self.seed)  # the operator's noise shapes its plan, not the scene
-        scene = Scene(rng, arms=arms, cameras=self.camera_names)
+        scene = Scene(rng, arms=arms, cameras=self.camera_names, camera_jitter=self.camera_jitter)
         self.scene = scene
         planned = _PLANNERS[task](scene, rng, self.style, noise, rng)
         self._plan = planned

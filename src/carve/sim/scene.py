@@ -161,6 +161,19 @@ class CameraPose:
                        float(rng.uniform(-85.0, -75.0)), float(rng.uniform(50.0, 58.0)))
         raise ValueError(f"unknown fixed camera view {view!r}")
 
+    @classmethod
+    def nominal(cls, view: str = "front", arms: int = 1) -> CameraPose:
+        """The middle of `sample`'s ranges for `view`: one pose for every scene (a fixed camera, as a robot
+        cell mounts it)."""
+        far = 0.25 if arms == 2 else 0.0
+        if view == "front":
+            return cls((0.5, 0.0, 0.06), 0.9 + far, 90.0, -42.5, 56.0)
+        if view == "side":
+            return cls((0.45, 0.0, 0.06), 0.9 + far, 0.0, -27.5, 55.0)
+        if view == "top":
+            return cls((0.45, 0.0, 0.0), 1.0 + far, 90.0, -80.0, 54.0)
+        raise ValueError(f"unknown fixed camera view {view!r}")
+
 
 @dataclass
 class SceneObject:
@@ -233,7 +246,8 @@ _LINK_SHADES = {-1: 0.92, 0: 0.92, 1: 0.92, 2: 0.92, 3: 0.92, 4: 0.92, 5: 0.92, 
 class Scene:
     """The physics client (robots, tray, objects) and the kinematic client (IK copies of the arms)."""
 
-    def __init__(self, rng: np.random.Generator, *, arms: int = 1, cameras: list[str] | None = None):
+    def __init__(self, rng: np.random.Generator, *, arms: int = 1, cameras: list[str] | None = None,
+                 camera_jitter: bool = True):
         self.client = pb.connect(pb.DIRECT)
         self.kin = pb.connect(pb.DIRECT)
         c = self.client
@@ -255,7 +269,9 @@ class Scene:
         for cam in self.camera_names:
             if cam.endswith("wrist"):
                 continue
-            pose = CameraPose.sample(rng, cam, arms)
+            pose = CameraPose.sample(rng, cam, arms)  # drawn either way: the scene's rng stream stays the same
+            if not camera_jitter:
+                pose = CameraPose.nominal(cam, arms)
             self.fixed_cameras[cam] = pose
             view = pb.computeViewMatrixFromYawPitchRoll(pose.target, pose.distance, pose.yaw, pose.pitch, 0.0, 2,
                                                         physicsClientId=c)

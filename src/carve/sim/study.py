@@ -69,6 +69,7 @@ DATA_SEED_BASE = 0  # carve synth's default --seed: the training scenes
 CAPTION_GATE = 0.95  # verb-class accuracy of the study's captions below which captions-off tests no language
 STUDY_TASKS = ("pick_place", "stack", "push", "two_object")
 OBSERVATIONS = ("pixels", "privileged")  # rendered camera images through one encoder | simulator object poses
+CAMERAS = ("random", "fixed")  # each scene's camera pose drawn, or the one nominal pose
 ACTION_FRAMES = ("absolute", "relative")  # joint targets as recorded | offsets from the plan start's joints
 PIXEL_ENCODER = "pixels"  # the pixel study's image input, the same for every mode (trainer.policy)
 PIXEL_SIDE = 32  # images reach the model at 3 x 32 x 32, through its conv stem (trainer.model.ConvStem)
@@ -88,6 +89,9 @@ class StudyConfig:
     # every mode's joint targets: "absolute" (the dataset's values) or "relative" (offsets from the joints
     # measured at the plan's start, ModelConfig.relative_actions; the gripper command stays absolute)
     actions: str = "absolute"
+    # the fixed cameras' pose: "random" (drawn per scene, as `carve synth` records) or "fixed" (every scene's at
+    # `sim.scene.CameraPose.nominal`, as a robot cell mounts them), in the demonstrations and the evaluation
+    camera: str = "random"
     train_episodes: int = 40
     holdout_frac: float = 0.2
     split_seed: int = 0
@@ -134,6 +138,8 @@ class StudyConfig:
     def __post_init__(self) -> None:
         if self.observation not in OBSERVATIONS:
             raise ValueError(f"unknown observation {self.observation!r}; use one of {', '.join(OBSERVATIONS)}")
+        if self.camera not in CAMERAS:
+            raise ValueError(f"unknown camera {self.camera!r}; use one of {', '.join(CAMERAS)}")
         if self.actions not in ACTION_FRAMES:
             raise ValueError(f"unknown actions {self.actions!r}; use one of {', '.join(ACTION_FRAMES)}")
         if self.visual_shift < 0:
@@ -145,7 +151,7 @@ class StudyConfig:
 
 # ----------------------------------------------------------------------------- data
 def record_episode(task: str, seed: int, fps: int, observation: str = "privileged",
-                   image_size: int = IMAGE_SIZE) -> dict[str, Any]:
+                   image_size: int = IMAGE_SIZE, camera: str = "random") -> dict[str, Any]:
     """The scripted demonstration of (task, seed), replayed in a privileged env: per step the
     observation before the action (state, object_state) and the action. With `observation="pixels"`
     the env also renders its cameras at `image_size` and each step keeps the visual input a
@@ -159,7 +165,7 @@ def record_episode(task: str, seed: int, fps: int, observation: str = "privilege
     encoder = _visual_encoder() if pixels else None
     ep = run_episode(task, seed, fps=fps, render=False)
     states, envs, actions, visual = [], [], [], []
-    with SimEnv(fps=fps, render=pixels, size=image_size, privileged=True,
+    with SimEnv(fps=fps, render=pixels, size=image_size, privileged=True, camera_jitter=camera == "random",
                 max_seconds=max(MAX_SECONDS[task], ep.length / fps + 1.0)) as env:
         obs = env.reset(task, seed)
         info: dict[str, Any] = {"success": False}
@@ -243,14 +249,15 @@ def _recorded_rows(cfg: StudyConfig, work: Path) -> tuple[list[dict[str, Any]], 
     from carve.sim.study_cache import code_hash, key
     from carve.sim.synth import episode_seed
 
-    k = key(code_hash(), cfg.tasks, cfg.train_episodes, cfg.data_base, cfg.fps, cfg.observation, cfg.image_size)
+    k = key(code_hash(), cfg.tasks, cfg.train_episodes, cfg.data_base, cfg.fps, cfg.observation, cfg.image_size,
+            cfg.camera)
     cache = work / f"rows-{k}.pkl"
     if cache.exists():
         rows, ok, truth = pickle.loads(cache.read_bytes())
         return rows, ok, truth
     rows, ok, truth = [], 0, []
-    jobs = [(cfg.tasks[i % len(cfg.tasks)], episode_seed(cfg.data_base, i), cfg.fps, cfg.observation, cfg.image_size)
-            for i in range(cfg.train_episodes)]
+    jobs = [(cfg.tasks[i % len(cfg.tasks)], episode_seed(cfg.data_base, i), cfg.fps, cfg.observation, cfg.image_size,
+             cfg.camera) for i in range(cfg.train_episodes)]
     for i, rec in enumerate(_pool_map(_record, jobs, cfg.workers)):  # in episode order, whatever the workers
         ok += rec["replay_success"]
         rows.extend(episode_rows(rec, i, cfg.fps))
@@ -262,7 +269,7 @@ def _recorded_rows(cfg: StudyConfig, work: Path) -> tuple[list[dict[str, Any]], 
     return rows, ok, truth
 
 
-def _record(job: tuple[str, int, int, str, int]) -> dict[str, Any]:
+def _record(job: tuple[str, int, int, str, int, str]) -> dict[str, Any]:
     return record_episode(*job)
 
 
@@ -369,7 +376,7 @@ def _eval_job(job: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
     cache = Path(job.get("cache") or job["policy"]) / "study_eval" / job["variant"]
     run = {k: job.get(k) for k in ("fps", "max_seconds", "hold", "n_action_steps", "temporal_ensemble",
-                                   "captions_off", "size")}
+                                   "captions_off", "size", "camera")}
     k = key(code_hash(), policy_hash(job["policy"]), run)
     episodes, todo = [], []
     for task in job["tasks"]:
@@ -390,7 +397,8 @@ def _eval_job(job: dict[str, Any]) -> dict[str, Any]:
         cache.mkdir(parents=True, exist_ok=True)
         for task, seed in todo:
             e = evaluate_policy(policy, [task], [seed], fps=job["fps"], max_seconds=job["max_seconds"],
-                                hold=job.get("hold") or "foh", size=int(job.get("size") or IMAGE_SIZE))["episodes"][0]
+                                hold=job.get("hold") or "foh", size=int(job.get("size") or IMAGE_SIZE),
+                                camera_jitter=job.get("camera", "random") == "random")["episodes"][0]
             _write_json(cache / f"{task}-{seed}.json", {"key": k, "run": run, "episode": e})
             episodes.append(e)
     return {"variant": job["variant"], "train_seed": job["train_seed"], "episodes": episodes}
@@ -552,7 +560,7 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
         return matched_config(base, {"event": spec("event", cfg.chunk_len), mode: spec(mode, horizon)})[mode]
 
     train_key = {k: v for k, v in asdict(cfg).items() if k in (
-        "tasks", "observation", "image_size", "visual_shift", "actions", "train_episodes", "holdout_frac", "split_seed", "data_base", "fps", "steps", "batch_size", "d_model",
+        "tasks", "observation", "image_size", "visual_shift", "actions", "camera", "train_episodes", "holdout_frac", "split_seed", "data_base", "fps", "steps", "batch_size", "d_model",
         "n_layers", "n_heads", "max_len", "caption_dropout", "text", "text_dim", "clusters")}
     fits: dict[str, list[tuple[int, dict[str, Any]]]] = {}  # (training seed, its compute) per policy name
     offline: dict[str, list[list[dict[str, Any]]]] = {}
@@ -609,7 +617,7 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
         """Jobs of EVAL_BLOCK environment seeds, every policy's first block first (a run cut short
         has the same first seeds for every policy)."""
         return [{**pp, "tasks": [t], "seeds": seeds[b:b + EVAL_BLOCK], "fps": cfg.fps, "max_seconds": cfg.max_seconds,
-                 "size": cfg.image_size}
+                 "size": cfg.image_size, "camera": cfg.camera}
                 for b in range(0, len(seeds), EVAL_BLOCK) for t in cfg.tasks for pp in per_policy]
 
     # 3. the chunk sweep on validation seeds
@@ -807,7 +815,10 @@ def format_study(res: dict[str, Any]) -> str:
               "Every policy sees its proprioception followed by the simulator's object poses and goal point "
               "(privileged state, no images).")
              + (" Every mode predicts its joint targets as offsets from the joints measured at the plan's start "
-                "(relative actions; the gripper command stays absolute)." if c.get("actions") == "relative" else ""),
+                "(relative actions; the gripper command stays absolute)." if c.get("actions") == "relative" else "")
+             + (" The camera is fixed: every scene, demonstrated or evaluated, is seen from one pose "
+                "(`sim.scene.CameraPose.nominal`), not from a pose drawn per scene." if c.get("camera") == "fixed"
+                else ""),
              "",
              f"**Primary contrast, named in the configuration before the run:** `{res['primary']}`, closed-loop "
              f"success on the final environment seeds (base {c['seed_base']}, used by no development run). "
