@@ -17,6 +17,7 @@ the hand's yaw error (degrees).
     python -m bench.grasp_map                                 # stack, N up to 512, 64 held-out scenes
     python -m bench.grasp_map --task pick_place --max-train 256 --cache /tmp/gm
     python -m bench.grasp_map --policy STUDY/policies/chunk_best-seed0 --scenes 20   # a trained policy's grasps
+    python -m bench.grasp_map --policy DIR --task pick_place --camera fixed        # ... of a --camera fixed study
 
 With `--policy` it measures a trained study policy instead, closed loop on the held-out scenes: where the hand
 is, relative to the object the task moves first, when the policy first commands the gripper closed (the
@@ -144,9 +145,10 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def policy_closes(policy_dir: str, task: str, scenes: int) -> list[dict[str, Any]]:
+def policy_closes(policy_dir: str, task: str, scenes: int, camera: str = "random") -> list[dict[str, Any]]:
     """Per held-out scene: the hand's distance (cm) from the task's first object at the policy's first close
-    command (None when it never closes), and whether that close grasped it (held within the next second)."""
+    command (None when it never closes), and whether that close grasped it (held within the next second).
+    `camera`: as the policy's study ran (`carve eval-sim --study --camera`)."""
     from carve.sim.env import SimEnv
     from carve.sim.synth import episode_seed
     from carve.trainer.policy import Policy
@@ -155,7 +157,8 @@ def policy_closes(policy_dir: str, task: str, scenes: int) -> list[dict[str, Any
     pixels = policy.settings.visual == "pixels"
     out = []
     for i in range(scenes):
-        with SimEnv(fps=policy.settings.fps or 12, render=pixels, size=64, privileged=True) as env:
+        with SimEnv(fps=policy.settings.fps or 12, render=pixels, size=64, privileged=True,
+                    camera_jitter=camera == "random") as env:
             ob = env.reset(task, episode_seed(TEST_BASE, i))
             policy.reset()
             scene = env.scene
@@ -186,9 +189,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cache", type=Path, default=Path("/tmp/carve-grasp-map"))
     p.add_argument("--policy", default=None, help="a trained study policy's directory: measure its grasps instead")
     p.add_argument("--scenes", type=int, default=20, help="--policy: held-out scenes")
+    p.add_argument("--camera", choices=["random", "fixed"], default="random", help="--policy: as its study ran")
     a = p.parse_args(argv)
     if a.policy:
-        rows = policy_closes(a.policy, a.task, a.scenes)
+        rows = policy_closes(a.policy, a.task, a.scenes, a.camera)
         d = np.asarray([r["close_cm"] for r in rows if r["close_cm"] is not None])
         print(f"{a.policy}: {len(d)} of {len(rows)} scenes close the gripper; hand to object at the first close: "
               f"median {np.median(d):.1f} cm, within 2 cm {np.mean(d < 2):.0%}; grasped at that close "

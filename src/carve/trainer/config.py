@@ -76,7 +76,7 @@ class ModelConfig(_Section):
     # relative actions: the first N action dimensions are predicted as offsets from the first N state values
     # (the same joints, in the same order) at the plan's start, normalised by the offsets' statistics
     # (`action_mean` / `action_std` are then those of the offsets); the rest stay absolute. The action
-    # representation of pi0's and UMI's pipelines. 0: every dimension absolute
+    # representation of openpi's DeltaActions and UMI's relative trajectories. 0: every dimension absolute
     relative_actions: int = Field(default=0, ge=0)
 
 
