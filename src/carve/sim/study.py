@@ -398,7 +398,7 @@ def _eval_job(job: dict[str, Any]) -> dict[str, Any]:
         for task, seed in todo:
             e = evaluate_policy(policy, [task], [seed], fps=job["fps"], max_seconds=job["max_seconds"],
                                 hold=job.get("hold") or "foh", size=int(job.get("size") or IMAGE_SIZE),
-                                camera_jitter=job.get("camera", "random") == "random")["episodes"][0]
+                                camera_jitter=(job.get("camera") or "random") == "random")["episodes"][0]
             _write_json(cache / f"{task}-{seed}.json", {"key": k, "run": run, "episode": e})
             episodes.append(e)
     return {"variant": job["variant"], "train_seed": job["train_seed"], "episodes": episodes}
