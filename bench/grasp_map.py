@@ -193,14 +193,16 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     if a.policy:
         rows = policy_closes(a.policy, a.task, a.scenes, a.camera)
-        d = np.asarray([r["close_cm"] for r in rows if r["close_cm"] is not None])
-        print(f"{a.policy}: {len(d)} of {len(rows)} scenes close the gripper; hand to object at the first close: "
-              f"median {np.median(d):.1f} cm, within 2 cm {np.mean(d < 2):.0%}; grasped at that close "
-              f"{np.mean([r['grasped'] for r in rows]):.0%}")
+        def closes(subset: list[dict[str, Any]]) -> str:
+            d = np.asarray([r["close_cm"] for r in subset if r["close_cm"] is not None])
+            where = (f"first close median {np.median(d):.1f} cm, within 2 cm {np.mean(d < 2):.0%}" if len(d)
+                     else "never closes")
+            return (f"{len(d)} of {len(subset)} scenes close the gripper; {where}; grasped at that close "
+                    f"{np.mean([r['grasped'] for r in subset]):.0%}")
+
+        print(f"{a.policy}: {closes(rows)}")
         for k in sorted({r["other_objects"] for r in rows}):
-            d = np.asarray([r["close_cm"] for r in rows if r["other_objects"] == k and r["close_cm"] is not None])
-            print(f"  scenes with {k} other object(s): {len(d)}, first close median {np.median(d):.1f} cm, "
-                  f"grasped {np.mean([r['grasped'] for r in rows if r['other_objects'] == k]):.0%}")
+            print(f"  scenes with {k} other object(s): {closes([r for r in rows if r['other_objects'] == k])}")
         return
     data = record(a.task, a.max_train, a.test, a.cache)
     print(table(learning_curve(data, tuple(s for s in SIZES if s <= a.max_train))))

@@ -266,23 +266,26 @@ class WorldActionModel(nn.Module):
         img = end_visual.reshape(-1, 3, self.side, self.side)
         return F.adaptive_avg_pool2d(img, WORLD_SIDE).flatten(1)
 
-    def action_anchor(self, state: Tensor) -> Tensor:
-        """(B, A): what each action dimension is predicted relative to: the state's first
-        `relative_actions` values (raw units) for those dimensions, 0 for the absolute rest."""
+    def action_anchor(self, state: Tensor) -> Tensor | None:
+        """(B, 1, A): what each action position is predicted relative to: the state's first
+        `relative_actions` values (raw units) for those dimensions, 0 for the absolute rest; None
+        when every dimension is absolute (the default, which then does no anchor arithmetic)."""
         n = self.cfg.relative_actions
-        anchor = state.new_zeros(state.shape[0], self.spec.action_dim)
-        if n:
-            anchor[:, :n] = state[:, :n]
-        return anchor
+        if not n:
+            return None
+        return F.pad(state[:, :n], (0, self.spec.action_dim - n))[:, None]
 
     def normalize_actions(self, a: Tensor, state: Tensor) -> Tensor:
         """Actions (B, T, A) in dataset units -> the model's normalised targets, given the plan-start
         `state` (B, S) (the anchor of relative dimensions)."""
-        return (a - self.action_anchor(state)[:, None] - self.action_mean) / self.action_std
+        anchor = self.action_anchor(state)
+        return ((a if anchor is None else a - anchor) - self.action_mean) / self.action_std
 
     def denormalize_actions(self, x: Tensor, state: Tensor) -> Tensor:
         """The inverse of `normalize_actions`: predictions (B, T, A) -> dataset units."""
-        return x * self.action_std + self.action_mean + self.action_anchor(state)[:, None]
+        anchor = self.action_anchor(state)
+        a = x * self.action_std + self.action_mean
+        return a if anchor is None else a + anchor
 
     def loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """Total loss and its parts (detached) for a collated batch."""
