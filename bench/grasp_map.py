@@ -148,7 +148,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 def policy_closes(policy_dir: str, task: str, scenes: int, camera: str = "random") -> list[dict[str, Any]]:
     """Per held-out scene: the hand's distance (cm) from the task's first object at the policy's first close
     command (None when it never closes), and whether that close grasped it (held within the next second).
-    `camera`: as the policy's study ran (`carve eval-sim --study --camera`)."""
+    `camera`: as the policy's study ran (`carve eval-sim --study --camera`); the env renders as many cameras
+    as the policy's model reads (`--views`)."""
     from carve.sim.env import SimEnv
     from carve.sim.synth import episode_seed
     from carve.trainer.policy import Policy
@@ -158,7 +159,7 @@ def policy_closes(policy_dir: str, task: str, scenes: int, camera: str = "random
     out = []
     for i in range(scenes):
         with SimEnv(fps=policy.settings.fps or 12, render=pixels, size=64, privileged=True,
-                    camera_jitter=camera == "random") as env:
+                    camera_jitter=camera == "random", cameras=policy.model.cfg.visual_cameras) as env:
             ob = env.reset(task, episode_seed(TEST_BASE, i))
             policy.reset()
             scene = env.scene

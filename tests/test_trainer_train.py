@@ -261,12 +261,12 @@ def test_yaml_trainer_config_loads(tmp_path: Path) -> None:
                   "betas": (0.9, 0.95), "warmup_steps": 20, "min_lr_frac": 0.1, "grad_clip": 1.0},
     }
     old = TrainConfig.from_dict(legacy)
-    # new since: train.seed, data.sampling_weights, model.visual_stem, model.visual_shift, model.relative_actions
-    # (their defaults fill in)
+    # new since: train.seed, data.sampling_weights, model.visual_stem, model.visual_shift,
+    # model.visual_cameras, model.relative_actions (their defaults fill in)
     assert old == TrainConfig(mode="chunk")
     assert old.model_dump() == {**legacy, "seed": None, "data": {**legacy["data"], "sampling_weights": True},
                                 "model": {**legacy["model"], "visual_stem": "linear", "visual_shift": 0,
-                                          "relative_actions": 0}}
+                                          "visual_cameras": 1, "relative_actions": 0}}
     with pytest.raises(TrainConfigError, match="invalid trainer config: mode"):
         TrainConfig.from_dict({**legacy, "mode": "diffusion"})
 

@@ -71,9 +71,11 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def evaluate_policy(policy: Any, tasks: list[str], seeds: list[int], *, fps: int | None = None,
                     style: str = "dwell", size: int = 128, max_seconds: float | None = None,
-                    progress: bool = False, hold: str = "foh", camera_jitter: bool = True) -> dict[str, Any]:
+                    progress: bool = False, hold: str = "foh", camera_jitter: bool = True,
+                    cameras: int | None = None) -> dict[str, Any]:
     """Run `policy` once per (task, seed) in a `SimEnv` (joint targets between actions follow
-    `hold`, `sim.env.HOLDS`); per-task and overall summaries plus episodes."""
+    `hold`, `sim.env.HOLDS`; `cameras`: how many it renders, None for the scene's default); per-task
+    and overall summaries plus episodes."""
     from carve.sim.env import SimEnv
 
     render = policy.settings.visual != "zeros"
@@ -84,7 +86,7 @@ def evaluate_policy(policy: Any, tasks: list[str], seeds: list[int], *, fps: int
             t0 = time.perf_counter()
             with SimEnv(fps=fps, style=style, size=size, render=render, max_seconds=max_seconds,
                         privileged=bool(policy.settings.privileged_state), hold=hold,
-                        camera_jitter=camera_jitter) as env:
+                        camera_jitter=camera_jitter, cameras=cameras) as env:
                 obs = env.reset(task, seed)
                 policy.reset()
                 done, info = False, {"success": False, "progress": 0.0, "step": 0}
@@ -140,7 +142,7 @@ def _study_config(args: argparse.Namespace) -> Any:
                        matched_seeds=args.matched_seeds, plateau_every=args.plateau_every,
                        plateau_max_steps=args.plateau_max_steps, observation=args.observation,
                        visual_shift=args.visual_shift, actions=args.actions,
-                       camera=args.camera,
+                       camera=args.camera, views=args.views,
                        **({"image_size": args.size} if args.size else {}), **more)
 
 
@@ -203,6 +205,10 @@ def register(subparsers: Any) -> None:
     g.add_argument("--camera", choices=["random", "fixed"], default="random",
                    help="pixels: each scene's camera pose drawn at random (as carve synth records), or one fixed pose "
                         "for every scene (as a robot cell mounts it), in the demonstrations and the evaluation")
+    g.add_argument("--views", choices=["front", "front+wrist"], default="front",
+                   help="pixels: the cameras every policy sees: the front camera (default), or the front camera and "
+                        "the wrist camera on the hand, each through its own convolutions (robomimic's agentview + "
+                        "eye-in-hand)")
     g.add_argument("--actions", choices=["absolute", "relative"], default="absolute",
                    help="every mode's joint targets: as recorded, or offsets from the joints at the plan's start")
     g.add_argument("--visual-shift", type=int, default=0, metavar="PX",

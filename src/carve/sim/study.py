@@ -5,7 +5,8 @@
 One command, in one process (plus `--workers` evaluation and recording processes). What every
 policy observes besides its proprioception is `observation`: "pixels" (the default, the main
 study) is the front camera's frame, rendered at `image_size` and given to every mode as the same
-3 x 32 x 32 input to the same conv stem (`trainer.model.ConvStem`, trained with each policy);
+3 x 32 x 32 input to the same conv stem (`trainer.model.ConvStem`, trained with each policy;
+`views="front+wrist"` adds the wrist camera's frame, through its own convolutions, to the token);
 "privileged" (the ablation) is the simulator's object poses and goal point, no images, so control
 failures are not confused with perception failures. Task types enter the pooled rows and
 contrasts only if their best main variant exceeds `TASK_INCLUSION` (`included_tasks`).
@@ -70,6 +71,9 @@ CAPTION_GATE = 0.95  # verb-class accuracy of the study's captions below which c
 STUDY_TASKS = ("pick_place", "stack", "push", "two_object")
 OBSERVATIONS = ("pixels", "privileged")  # rendered camera images through one encoder | simulator object poses
 CAMERAS = ("random", "fixed")  # each scene's camera pose drawn, or the one nominal pose
+# the rendered views every pixel policy sees: the front camera, or the front camera and the wrist camera
+# that rides on the hand (robomimic's agentview + eye-in-hand); their camera counts in `SimEnv(cameras=N)`
+VIEWS = {"front": 1, "front+wrist": 2}
 ACTION_FRAMES = ("absolute", "relative")  # joint targets as recorded | offsets from the plan start's joints
 PIXEL_ENCODER = "pixels"  # the pixel study's image input, the same for every mode (trainer.policy)
 PIXEL_SIDE = 32  # images reach the model at 3 x 32 x 32, through its conv stem (trainer.model.ConvStem)
@@ -92,6 +96,7 @@ class StudyConfig:
     # the fixed cameras' pose: "random" (drawn per scene, as `carve synth` records) or "fixed" (every scene's at
     # `sim.scene.CameraPose.nominal`, as a robot cell mounts them), in the demonstrations and the evaluation
     camera: str = "random"
+    views: str = "front"  # pixels: the cameras rendered for every policy (VIEWS)
     train_episodes: int = 40
     holdout_frac: float = 0.2
     split_seed: int = 0
@@ -140,6 +145,11 @@ class StudyConfig:
             raise ValueError(f"unknown observation {self.observation!r}; use one of {', '.join(OBSERVATIONS)}")
         if self.camera not in CAMERAS:
             raise ValueError(f"unknown camera {self.camera!r}; use one of {', '.join(CAMERAS)}")
+        if self.views not in VIEWS:
+            raise ValueError(f"unknown views {self.views!r}; use one of {', '.join(VIEWS)}")
+        if self.views != "front" and self.observation != "pixels":
+            raise ValueError(f"views {self.views!r} renders cameras: it needs observation 'pixels', "
+                             f"not {self.observation!r}")
         if self.actions not in ACTION_FRAMES:
             raise ValueError(f"unknown actions {self.actions!r}; use one of {', '.join(ACTION_FRAMES)}")
         if self.visual_shift < 0:
@@ -151,21 +161,22 @@ class StudyConfig:
 
 # ----------------------------------------------------------------------------- data
 def record_episode(task: str, seed: int, fps: int, observation: str = "privileged",
-                   image_size: int = IMAGE_SIZE, camera: str = "random") -> dict[str, Any]:
+                   image_size: int = IMAGE_SIZE, camera: str = "random", views: str = "front") -> dict[str, Any]:
     """The scripted demonstration of (task, seed), replayed in a privileged env: per step the
     observation before the action (state, object_state) and the action. With `observation="pixels"`
-    the env also renders its cameras at `image_size` and each step keeps the visual input a
-    `visual=PIXEL_ENCODER` policy computes from the same images (`trainer.policy.visual_vector`)."""
+    the env also renders the cameras of `views` (VIEWS) at `image_size` and each step keeps the visual
+    input a `visual=PIXEL_ENCODER` policy computes from the same images (`trainer.policy.visual_vector`)."""
     from carve.sim.env import MAX_SECONDS, SimEnv
     from carve.sim.tasks import run_episode
 
     if observation not in OBSERVATIONS:
         raise ValueError(f"unknown observation {observation!r}; use one of {', '.join(OBSERVATIONS)}")
     pixels = observation == "pixels"
-    encoder = _visual_encoder() if pixels else None
+    encoder = _visual_encoder(VIEWS[views]) if pixels else None
     ep = run_episode(task, seed, fps=fps, render=False)
     states, envs, actions, visual = [], [], [], []
     with SimEnv(fps=fps, render=pixels, size=image_size, privileged=True, camera_jitter=camera == "random",
+                cameras=VIEWS[views],
                 max_seconds=max(MAX_SECONDS[task], ep.length / fps + 1.0)) as env:
         obs = env.reset(task, seed)
         info: dict[str, Any] = {"success": False}
@@ -196,18 +207,19 @@ def paired_dims(state_names: list[str], action_names: list[str]) -> int:
     return n
 
 
-def _visual_encoder() -> Any:
-    """The one image input of the pixel study: the policy's `visual=PIXEL_ENCODER` encoder."""
+def _visual_encoder(cameras: int = 1) -> Any:
+    """The one image input of the pixel study: the policy's `visual=PIXEL_ENCODER` encoder, for `cameras`
+    camera images."""
     from carve.trainer.policy import PolicySettings, make_visual_encoder
 
-    return make_visual_encoder(PolicySettings(visual=PIXEL_ENCODER), VISUAL_DIM)
+    return make_visual_encoder(PolicySettings(visual=PIXEL_ENCODER), cameras * VISUAL_DIM, cameras)
 
 
 def _visual_token(encoder: Any, images: dict[str, np.ndarray]) -> np.ndarray:
     """What a policy with default settings (`cameras`: every camera, sorted) sees of `images`."""
     from carve.trainer.policy import visual_vector
 
-    return visual_vector(encoder, [images[n] for n in sorted(images)], VISUAL_DIM)
+    return visual_vector(encoder, [images[n] for n in sorted(images)], encoder.cameras * VISUAL_DIM)
 
 
 def episode_rows(rec: dict[str, Any], index: int, fps: int) -> list[dict[str, Any]]:
@@ -250,14 +262,14 @@ def _recorded_rows(cfg: StudyConfig, work: Path) -> tuple[list[dict[str, Any]], 
     from carve.sim.synth import episode_seed
 
     k = key(code_hash(), cfg.tasks, cfg.train_episodes, cfg.data_base, cfg.fps, cfg.observation, cfg.image_size,
-            cfg.camera)
+            cfg.camera, cfg.views)
     cache = work / f"rows-{k}.pkl"
     if cache.exists():
         rows, ok, truth = pickle.loads(cache.read_bytes())
         return rows, ok, truth
     rows, ok, truth = [], 0, []
     jobs = [(cfg.tasks[i % len(cfg.tasks)], episode_seed(cfg.data_base, i), cfg.fps, cfg.observation, cfg.image_size,
-             cfg.camera) for i in range(cfg.train_episodes)]
+             cfg.camera, cfg.views) for i in range(cfg.train_episodes)]
     for i, rec in enumerate(_pool_map(_record, jobs, cfg.workers)):  # in episode order, whatever the workers
         ok += rec["replay_success"]
         rows.extend(episode_rows(rec, i, cfg.fps))
@@ -269,7 +281,7 @@ def _recorded_rows(cfg: StudyConfig, work: Path) -> tuple[list[dict[str, Any]], 
     return rows, ok, truth
 
 
-def _record(job: tuple[str, int, int, str, int, str]) -> dict[str, Any]:
+def _record(job: tuple[str, int, int, str, int, str, str]) -> dict[str, Any]:
     return record_episode(*job)
 
 
@@ -376,7 +388,7 @@ def _eval_job(job: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
     cache = Path(job.get("cache") or job["policy"]) / "study_eval" / job["variant"]
     run = {k: job.get(k) for k in ("fps", "max_seconds", "hold", "n_action_steps", "temporal_ensemble",
-                                   "captions_off", "size", "camera")}
+                                   "captions_off", "size", "camera", "views")}
     k = key(code_hash(), policy_hash(job["policy"]), run)
     episodes, todo = [], []
     for task in job["tasks"]:
@@ -398,7 +410,8 @@ def _eval_job(job: dict[str, Any]) -> dict[str, Any]:
         for task, seed in todo:
             e = evaluate_policy(policy, [task], [seed], fps=job["fps"], max_seconds=job["max_seconds"],
                                 hold=job.get("hold") or "foh", size=int(job.get("size") or IMAGE_SIZE),
-                                camera_jitter=(job.get("camera") or "random") == "random")["episodes"][0]
+                                camera_jitter=(job.get("camera") or "random") == "random",
+                                cameras=VIEWS[job.get("views") or "front"])["episodes"][0]
             _write_json(cache / f"{task}-{seed}.json", {"key": k, "run": run, "episode": e})
             episodes.append(e)
     return {"variant": job["variant"], "train_seed": job["train_seed"], "episodes": episodes}
@@ -548,10 +561,10 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
     lengths = np.concatenate([e.ends - e.starts for e in tr])
     base = ModelConfig(d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, block_size=4,
                        visual_stem="conv" if pixels else "linear", visual_shift=cfg.visual_shift,
-                       relative_actions=relative)
+                       visual_cameras=VIEWS[cfg.views] if pixels else 1, relative_actions=relative)
 
     def spec(mode: str, horizon: int) -> Any:
-        return spec_for(mode, state_dim=sd, action_dim=ad, visual_dim=VISUAL_DIM if pixels else 0, text_dim=text.dim,
+        return spec_for(mode, state_dim=sd, action_dim=ad, visual_dim=VIEWS[cfg.views] * VISUAL_DIM if pixels else 0, text_dim=text.dim,
                         max_len=cfg.max_len,
                         chunk_len=horizon)
 
@@ -560,7 +573,7 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
         return matched_config(base, {"event": spec("event", cfg.chunk_len), mode: spec(mode, horizon)})[mode]
 
     train_key = {k: v for k, v in asdict(cfg).items() if k in (
-        "tasks", "observation", "image_size", "visual_shift", "actions", "camera", "train_episodes", "holdout_frac", "split_seed", "data_base", "fps", "steps", "batch_size", "d_model",
+        "tasks", "observation", "image_size", "visual_shift", "actions", "camera", "views", "train_episodes", "holdout_frac", "split_seed", "data_base", "fps", "steps", "batch_size", "d_model",
         "n_layers", "n_heads", "max_len", "caption_dropout", "text", "text_dim", "clusters")}
     fits: dict[str, list[tuple[int, dict[str, Any]]]] = {}  # (training seed, its compute) per policy name
     offline: dict[str, list[list[dict[str, Any]]]] = {}
@@ -617,7 +630,7 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
         """Jobs of EVAL_BLOCK environment seeds, every policy's first block first (a run cut short
         has the same first seeds for every policy)."""
         return [{**pp, "tasks": [t], "seeds": seeds[b:b + EVAL_BLOCK], "fps": cfg.fps, "max_seconds": cfg.max_seconds,
-                 "size": cfg.image_size, "camera": cfg.camera}
+                 "size": cfg.image_size, "camera": cfg.camera, "views": cfg.views}
                 for b in range(0, len(seeds), EVAL_BLOCK) for t in cfg.tasks for pp in per_policy]
 
     # 3. the chunk sweep on validation seeds
@@ -818,7 +831,10 @@ def format_study(res: dict[str, Any]) -> str:
                 "(relative actions; the gripper command stays absolute)." if c.get("actions") == "relative" else "")
              + (" The camera is fixed: every scene, demonstrated or evaluated, is seen from one pose "
                 "(`sim.scene.CameraPose.nominal`), not from a pose drawn per scene." if c.get("camera") == "fixed"
-                else ""),
+                else "")
+             + (" Two cameras are rendered, the front camera and the wrist camera on the hand, each frame through "
+                "its own convolutions and spatial softmax into the one image token (robomimic's agentview + "
+                "eye-in-hand)." if c.get("views") == "front+wrist" else ""),
              "",
              f"**Primary contrast, named in the configuration before the run:** `{res['primary']}`, closed-loop "
              f"success on the final environment seeds (base {c['seed_base']}, used by no development run). "

@@ -73,6 +73,10 @@ class ModelConfig(_Section):
     # conv stem only: while training, each image is shifted by up to this many pixels in x and y (edges
     # replicated; DrQ's random shift, Kostrikov et al. 2021; Diffusion Policy's random crop). 0: off
     visual_shift: int = Field(default=0, ge=0)
+    # conv stem only: the visual vector is this many (3, S, S) images, one per camera, concatenated in the
+    # policy's camera order; each camera has its own convolutions and spatial softmax, and their keypoints
+    # together make the one image token (robomimic's multi-camera observation encoder)
+    visual_cameras: int = Field(default=1, ge=1)
     # relative actions: the first N action dimensions are predicted as offsets from the first N state values
     # (the same joints, in the same order) at the plan's start, normalised by the offsets' statistics
     # (`action_mean` / `action_std` are then those of the offsets); the rest stay absolute. The action
@@ -122,6 +126,9 @@ class TrainConfig(_Section):
         if m.visual_shift and m.visual_stem != "conv":
             raise ValueError(f"model.visual_shift: shifts the images of model.visual_stem 'conv', "
                              f"got {m.visual_shift} with {m.visual_stem!r}")
+        if m.visual_cameras > 1 and m.visual_stem != "conv":
+            raise ValueError(f"model.visual_cameras: {m.visual_cameras} camera images need model.visual_stem 'conv', "
+                             f"got {m.visual_stem!r}")
         return self
 
     def check(self) -> TrainConfig:

@@ -105,11 +105,13 @@ class Backbone(nn.Module):
 WORLD_SIDE = 8  # with the conv stem, the world head predicts the end frame at this size (3 x 8 x 8)
 
 
-def image_side(visual_dim: int) -> int:
-    """S of a flattened (3, S, S) image vector; an error when `visual_dim` is not one."""
-    side = round((visual_dim / 3) ** 0.5)
-    if side < 8 or 3 * side * side != visual_dim:
-        raise ValueError(f"a conv visual stem needs a (3, S, S) image vector with S >= 8, got {visual_dim} values")
+def image_side(visual_dim: int, cameras: int = 1) -> int:
+    """S of a flattened vector of `cameras` (3, S, S) images; an error when `visual_dim` is not one."""
+    per = visual_dim // cameras if cameras > 0 and visual_dim % cameras == 0 else 0
+    side = round((per / 3) ** 0.5)
+    if side < 8 or 3 * side * side != per:
+        raise ValueError(f"a conv visual stem needs {cameras} (3, S, S) image vector(s) with S >= 8, "
+                         f"got {visual_dim} values")
     return side
 
 
@@ -126,35 +128,43 @@ def random_shift(x: Tensor, pad: int) -> Tensor:
     return padded[bi, ci, rows, cols]
 
 
+def _conv_layers(channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 5, stride=2, padding=2), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(32, channels, 3, padding=1))
+
+
 class ConvStem(nn.Module):
     """The image token: a flattened (3, S, S) image in [-1, 1] through three convolutions (strides 2, 2, 1),
     then a spatial softmax that turns each of the last layer's channels into the expected (x, y) of its
     activation, a keypoint (Levine et al. 2016; robomimic's and Diffusion Policy's image encoders use it),
     and a linear map of the keypoints to `d_model`. Trained with the rest of the model, the same for
-    every mode. With `shift` > 0 a training batch's images are shifted at random first (`random_shift`);
-    in eval mode never."""
+    every mode. With `cameras` > 1 the vector is that many images one after another, each through its
+    own convolutions (`convs` for the first, `others` for the rest), and the token maps all their
+    keypoints (robomimic's multi-camera encoder). With `shift` > 0 a training batch's images are shifted
+    at random first (`random_shift`); in eval mode never."""
 
-    def __init__(self, side: int, d: int, channels: int = 32, shift: int = 0) -> None:
+    def __init__(self, side: int, d: int, channels: int = 32, shift: int = 0, cameras: int = 1) -> None:
         super().__init__()
-        self.side = side
-        self.shift = shift
-        self.convs = nn.Sequential(
-            nn.Conv2d(3, 16, 5, stride=2, padding=2), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(32, channels, 3, padding=1))
+        self.side, self.shift, self.cameras = side, shift, cameras
+        self.convs = _conv_layers(channels)
+        self.others = nn.ModuleList(_conv_layers(channels) for _ in range(cameras - 1))
         h = (side + 3) // 4
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, h), indexing="ij")
         self.register_buffer("grid", torch.stack([xs.reshape(-1), ys.reshape(-1)], 1), persistent=False)
-        self.proj = nn.Linear(2 * channels, d)
+        self.proj = nn.Linear(2 * channels * cameras, d)
 
     def forward(self, x: Tensor) -> Tensor:
-        img = x.reshape(-1, 3, self.side, self.side)
-        if self.training and self.shift:
-            img = random_shift(img, self.shift)
-        f = self.convs(img)
-        attn = torch.softmax(f.flatten(2), -1)  # (B, C, H*W)
-        keypoints = attn @ self.grid  # (B, C, 2)
-        return self.proj(keypoints.flatten(1))
+        imgs = x.reshape(-1, self.cameras, 3, self.side, self.side)
+        keypoints = []
+        for i, convs in enumerate([self.convs, *self.others]):
+            img = imgs[:, i]
+            if self.training and self.shift:
+                img = random_shift(img, self.shift)
+            attn = torch.softmax(convs(img).flatten(2), -1)  # (B, C, H*W)
+            keypoints.append((attn @ self.grid).flatten(1))  # (B, 2C)
+        return self.proj(torch.cat(keypoints, 1))
 
 
 class WorldActionModel(nn.Module):
@@ -168,9 +178,11 @@ class WorldActionModel(nn.Module):
         self.cfg, self.spec = cfg, spec
         d = cfg.d_model
         self.backbone = Backbone(cfg)
-        self.side = image_side(spec.visual_dim) if cfg.visual_stem == "conv" else 0
-        self.vis_in: nn.Module = ConvStem(self.side, d, shift=cfg.visual_shift) if self.side else nn.Linear(spec.visual_dim, d)
-        world_dim = 3 * WORLD_SIDE * WORLD_SIDE if self.side else spec.visual_dim
+        self.cameras = cfg.visual_cameras
+        self.side = image_side(spec.visual_dim, self.cameras) if cfg.visual_stem == "conv" else 0
+        self.vis_in: nn.Module = (ConvStem(self.side, d, shift=cfg.visual_shift, cameras=self.cameras) if self.side
+                                  else nn.Linear(spec.visual_dim, d))
+        world_dim = self.cameras * 3 * WORLD_SIDE * WORLD_SIDE if self.side else spec.visual_dim
         self.state_in = nn.Linear(spec.state_dim, d)
         cond_dim = spec.text_dim if spec.mode == "event" else spec.task_dim
         self.cond_in = nn.Linear(cond_dim, d)
@@ -260,11 +272,11 @@ class WorldActionModel(nn.Module):
 
     def world_target(self, end_visual: Tensor) -> Tensor:
         """What the world head predicts: the end observation's visual vector, or with the conv stem the end
-        frame average-pooled to WORLD_SIDE x WORLD_SIDE."""
+        frame (each camera's) average-pooled to WORLD_SIDE x WORLD_SIDE."""
         if not self.side:
             return end_visual
         img = end_visual.reshape(-1, 3, self.side, self.side)
-        return F.adaptive_avg_pool2d(img, WORLD_SIDE).flatten(1)
+        return F.adaptive_avg_pool2d(img, WORLD_SIDE).reshape(end_visual.shape[0], -1)
 
     def action_anchor(self, state: Tensor) -> Tensor | None:
         """(B, 1, A): what each action position is predicted relative to: the state's first

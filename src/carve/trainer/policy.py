@@ -8,7 +8,8 @@ Observation (what `carve.sim.env` returns, and what a robot would give): `state`
 state vector), `images` ({camera: HxWx3 uint8}), `task` (the episode's instruction). It becomes
 the model's inputs as the pipeline made its training rows: the visual token is the visual
 embedder's vector of each camera's image (the unit mean over cameras when there are several, as
-`embedding.stage` does for keyframes), the state is normalised by the model's statistics, the
+`embedding.stage` does for keyframes; with the "pixels" encoder the images one after another, one
+per camera the model has, `ModelConfig.visual_cameras`), the state is normalised by the model's statistics, the
 task token is `trainer.data.task_embedding` (`task_encoder="hash"`, the streaming trainer's)
 or the text encoder's vector of the task text (`task_encoder="text"`: one text encoder for
 every mode, as `sim.study_episodes` trains them), and event mode's text token is the text
@@ -39,7 +40,7 @@ the one source of those numbers) and `config.json` (written last: format, model 
 config, policy settings). A directory round trip gives the same actions bit for bit.
 
 Encoders are named in the policy settings (`visual`: "descriptor" | "open_clip" | "pixels" | "zeros";
-"pixels" is the image itself at 3 x S x S for a model with the conv visual stem, `model.ConvStem`;
+"pixels" is the image itself at 3 x S x S (per camera) for a model with the conv visual stem, `model.ConvStem`;
 `text`: "minilm" | "open_clip" | "hashed" | "zeros"; "hashed" is the task embedding's feature
 hashing at the text size, "zeros" a constant) and built on first use; objects with `dim` and
 `encode(items) -> (N, dim)` can be passed instead (not saved).
@@ -130,16 +131,20 @@ class _Zeros:
 
 
 class _Pixels:
-    """Images -> the image itself, (3, S, S) in [-1, 1] flattened channel-major (S from `dim` = 3 S^2), for a
-    model with the conv visual stem (`ModelConfig.visual_stem="conv"`, `model.ConvStem`): a PIL box-filter
-    resize of the RGB image to S x S, no learned weights here (the model learns them)."""
+    """Images -> the image itself, (3, S, S) in [-1, 1] flattened channel-major, for a model with the conv
+    visual stem (`ModelConfig.visual_stem="conv"`, `model.ConvStem`): a PIL box-filter resize of the RGB
+    image to S x S, no learned weights here (the model learns them). `dim` is the model's whole visual
+    vector, `cameras` images of 3 S^2 values; `visual_vector` puts the cameras' images one after another
+    (`concat`) instead of averaging them."""
 
     name = "pixels"
+    concat = True
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, cameras: int = 1) -> None:
         from carve.trainer.model import image_side
 
-        self.dim, self.side = dim, image_side(dim)
+        self.cameras, self.side = cameras, image_side(dim, cameras)
+        self.dim = 3 * self.side * self.side  # one camera's image
 
     def encode(self, items: Sequence[Any]) -> np.ndarray:
         from PIL import Image
@@ -173,9 +178,16 @@ def _embed_config(settings: PolicySettings, visual: str, text: str) -> Any:
 
 def visual_vector(encoder: Any, images: Sequence[np.ndarray], dim: int) -> np.ndarray:
     """One observation's visual token: `encoder`'s vector of each camera's image, the unit mean over
-    cameras when there are several (as `embedding.stage` does for keyframes). The policy and any code
+    cameras when there are several (as `embedding.stage` does for keyframes), or with an encoder that
+    says `concat` (the "pixels" images) the cameras' vectors one after another. The policy and any code
     that records training observations (the study's pixel recordings) share it, so both see one encoder."""
     vecs = np.asarray(encoder.encode(list(images)), np.float32)
+    if getattr(encoder, "concat", False):
+        if vecs.ndim != 2 or vecs.size != dim:
+            want = getattr(encoder, "cameras", "?")
+            raise PolicyError(f"the model takes {want} camera image(s) ({dim} values); the observation gives "
+                              f"{len(images)} image(s) of {vecs.shape[-1] if vecs.ndim == 2 else '?'} values")
+        return vecs.reshape(-1)
     if vecs.shape != (len(images), dim):
         raise PolicyError(f"visual encoder gives {vecs.shape[1:]} vectors, the model takes {dim}")
     if len(images) == 1:
@@ -185,11 +197,13 @@ def visual_vector(encoder: Any, images: Sequence[np.ndarray], dim: int) -> np.nd
     return (m / norm).astype(np.float32) if norm > 0 else m
 
 
-def make_visual_encoder(settings: PolicySettings, dim: int) -> Any:
+def make_visual_encoder(settings: PolicySettings, dim: int, cameras: int = 1) -> Any:
+    """The settings' visual encoder for a model whose visual vector has `dim` values (`cameras` images
+    of them with "pixels")."""
     if settings.visual == "zeros":
         return _Zeros(dim)
     if settings.visual == "pixels":
-        return _Pixels(dim)
+        return _Pixels(dim, cameras)
     from carve.embedding.embedders import make_visual_embedder
 
     return make_visual_embedder(_embed_config(settings, settings.visual, "none"))
@@ -248,7 +262,7 @@ class Policy:
     @property
     def visual_encoder(self) -> Any:
         if self._visual is None:
-            self._visual = make_visual_encoder(self.settings, self.spec.visual_dim)
+            self._visual = make_visual_encoder(self.settings, self.spec.visual_dim, self.model.cfg.visual_cameras)
         return self._visual
 
     @property
