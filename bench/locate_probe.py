@@ -104,9 +104,10 @@ def median_cm(pred: np.ndarray, y: np.ndarray) -> float:
 
 
 def probe(train: dict[str, np.ndarray], test: dict[str, np.ndarray], sizes: tuple[int, ...], *, side: int,
-          cameras: int, shift: int, steps: int) -> list[dict[str, Any]]:
+          cameras: int, shift: int, steps: int, report: Any = None) -> list[dict[str, Any]]:
     """One row per N: held-out median error (all scenes, without and with other objects), the training
-    scenes' own error, and the error of predicting the N scenes' mean position."""
+    scenes' own error, and the error of predicting the N scenes' mean position; `report(row)` is called
+    with each row as it is done."""
     rows = []
     for n in sizes:
         t = time.perf_counter()
@@ -120,15 +121,18 @@ def probe(train: dict[str, np.ndarray], test: dict[str, np.ndarray], sizes: tupl
                      "train_cm": median_cm(predict(x), y),
                      "mean_guess_cm": median_cm(np.broadcast_to(y.mean(0), test["y"].shape), test["y"]),
                      "seconds": round(time.perf_counter() - t, 1)})
+        if report is not None:
+            report(rows[-1])
     return rows
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    out = ["| N scenes | held-out median (cm) | no other object | other objects | training scenes | "
-           "guessing the mean |", "|---|---|---|---|---|---|"]
-    out += [f"| {r['n']} | {r['held_out_cm']:.1f} | {r['alone_cm']:.1f} | {r['with_others_cm']:.1f} | "
-            f"{r['train_cm']:.1f} | {r['mean_guess_cm']:.1f} |" for r in rows]
-    return "\n".join(out)
+HEADER = ("| N scenes | held-out median (cm) | no other object | other objects | training scenes | guessing the mean |\n"
+          "|---|---|---|---|---|---|")
+
+
+def table_row(r: dict[str, Any]) -> str:
+    return (f"| {r['n']} | {r['held_out_cm']:.1f} | {r['alone_cm']:.1f} | {r['with_others_cm']:.1f} | "
+            f"{r['train_cm']:.1f} | {r['mean_guess_cm']:.1f} |")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -148,11 +152,10 @@ def main(argv: list[str] | None = None) -> None:
     kw = {"camera": a.camera, "views": a.views, "side": a.side}
     train = cached_scenes(a.task, TRAIN_BASE, max(a.sizes), a.cache, **kw)
     test = cached_scenes(a.task, TEST_BASE, a.test, a.cache, **kw)
-    rows = probe(train, test, tuple(sorted(a.sizes)), side=a.side, cameras=VIEWS[a.views], shift=a.shift,
-                 steps=a.steps)
     print(f"{a.task}, camera {a.camera}, views {a.views}, {a.side} px, shift {a.shift}, {a.steps} steps, "
-          f"{a.test} held-out scenes")
-    print(table(rows))
+          f"{a.test} held-out scenes\n{HEADER}", flush=True)
+    probe(train, test, tuple(sorted(a.sizes)), side=a.side, cameras=VIEWS[a.views], shift=a.shift, steps=a.steps,
+          report=lambda r: print(table_row(r), flush=True))
 
 
 if __name__ == "__main__":

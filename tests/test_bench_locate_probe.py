@@ -30,6 +30,25 @@ def test_the_probe_finds_a_square_that_is_there_and_nothing_when_the_targets_are
     assert shuffled > 0.8 * guess  # no relation to learn: no better than the mean
 
 
+def test_the_probe_reports_a_row_per_size_as_it_goes_and_splits_by_other_objects() -> None:
+    from bench.locate_probe import median_cm, probe
+
+    rng = np.random.default_rng(1)
+    x, y = _spots(200, rng)
+    xt, yt = _spots(60, rng)
+    others = np.arange(60) % 3  # 0, 1 or 2 other objects
+    seen: list[dict] = []
+    rows = probe({"x": x, "y": y}, {"x": xt, "y": yt, "others": others}, (50, 200), side=16, cameras=1, shift=0,
+                 steps=400, report=seen.append)
+    assert [r["n"] for r in rows] == [50, 200] and seen == rows
+    big = rows[1]
+    assert big["held_out_cm"] < 0.5 * big["mean_guess_cm"]
+    assert big["mean_guess_cm"] == median_cm(np.broadcast_to(y.mean(0), yt.shape), yt)  # all 200, not 50
+    assert rows[0]["mean_guess_cm"] == median_cm(np.broadcast_to(y[:50].mean(0), yt.shape), yt)
+    assert min(big["alone_cm"], big["with_others_cm"]) <= big["held_out_cm"] <= max(big["alone_cm"],
+                                                                                   big["with_others_cm"])
+
+
 def test_a_scene_is_the_study_recordings_first_frame_and_the_object_the_expert_grasps_first() -> None:
     """The input is `record_episode`'s first visual row; the target is the object nearest the hand when the
     scripted expert first closes the gripper (found here by replaying its actions, not through `env.goals`)."""
