@@ -113,6 +113,10 @@ def test_views_are_checked_by_name_and_reach_the_command_line(tmp_path: Path, ca
         StudyConfig(views="top")
     with pytest.raises(ValueError, match=r"views 'front\+wrist' renders cameras: it needs observation 'pixels'"):
         StudyConfig(views="front+wrist", observation="privileged")
+    with pytest.raises(ValueError, match=r"views 'front\+wrist' is the one arm's wrist camera; bimanual_pick_place "
+                                         r"has two arms"):
+        StudyConfig(views="front+wrist", tasks=["push", "bimanual_pick_place"])
+    assert StudyConfig(tasks=["bimanual_pick_place"]).views == "front"
     with pytest.raises(ValueError, match=r"model\.visual_cameras: 2 camera images need model\.visual_stem 'conv'"):
         TrainConfig.from_dict({"model": {"visual_cameras": 2}})
     args = build_parser().parse_args(["eval-sim", "--study", "--views", "front+wrist"])

@@ -150,6 +150,13 @@ class StudyConfig:
         if self.views != "front" and self.observation != "pixels":
             raise ValueError(f"views {self.views!r} renders cameras: it needs observation 'pixels', "
                              f"not {self.observation!r}")
+        if self.views != "front":
+            from carve.sim.tasks import TWO_ARM_TASK_TYPES
+
+            two_arm = [t for t in self.tasks if t in TWO_ARM_TASK_TYPES]
+            if two_arm:
+                raise ValueError(f"views {self.views!r} is the one arm's wrist camera; {', '.join(two_arm)} has "
+                                 f"two arms (use views 'front')")
         if self.actions not in ACTION_FRAMES:
             raise ValueError(f"unknown actions {self.actions!r}; use one of {', '.join(ACTION_FRAMES)}")
         if self.visual_shift < 0:
@@ -564,9 +571,9 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> dict[
                        visual_cameras=VIEWS[cfg.views] if pixels else 1, relative_actions=relative)
 
     def spec(mode: str, horizon: int) -> Any:
-        return spec_for(mode, state_dim=sd, action_dim=ad, visual_dim=VIEWS[cfg.views] * VISUAL_DIM if pixels else 0, text_dim=text.dim,
-                        max_len=cfg.max_len,
-                        chunk_len=horizon)
+        visual_dim = VIEWS[cfg.views] * VISUAL_DIM if pixels else 0
+        return spec_for(mode, state_dim=sd, action_dim=ad, visual_dim=visual_dim, text_dim=text.dim,
+                        max_len=cfg.max_len, chunk_len=horizon)
 
     def model_cfg(mode: str, horizon: int) -> Any:
         """`base`, its MLP width matched to event mode's parameter count."""
