@@ -16,7 +16,8 @@ demonstrations is not expected to grasp it from pixels.
     python -m bench.locate_probe --camera fixed --side 64 --shift 4 --views front+wrist --sizes 160 640
 
 Scenes are cached in `--cache`, keyed on what renders them (task, camera, views, side, counts); rendering
-2,656 front frames takes ~2 minutes on one core, fitting one N ~1 minute at 32 px (3,000 steps).
+2,656 front frames took ~7 minutes here (two such runs side by side on the 2 cores), fitting one N ~1 minute
+at 32 px and 3,000 steps, ~4 times that at 64 px.
 """
 
 from __future__ import annotations
