@@ -99,8 +99,15 @@ def test_a_two_camera_policy_acts_on_both_images_and_refuses_one(tmp_path: Path)
     obs = {"state": np.zeros(8, np.float32), "images": {"front": front, "wrist": wrist}, "task": "pick"}
     policy.reset()
     assert policy.select_action(obs).shape == (8,)
-    with pytest.raises(PolicyError, match=r"takes 2 camera image\(s\).*gives 1 image"):
+    with pytest.raises(PolicyError, match=r"takes 2 camera image\(s\).*gives 1 image.*`cameras` setting"):
         policy._encode_visual({"front": front})
+    one = Policy(WorldActionModel(ModelConfig(d_model=32, n_layers=1, n_heads=4, visual_stem="conv"),
+                                  ModelSpec("chunk", 8, 8, 3 * 32 * 32, 0, 16, 4)),
+                 PolicySettings(visual="pixels", text="zeros"))
+    with pytest.raises(PolicyError, match=r"takes 1 camera image\(s\).*gives 2 image"):  # no silent average
+        one._encode_visual({"front": front, "wrist": wrist})
+    one.settings.cameras = ["front"]
+    np.testing.assert_allclose(one._encode_visual({"front": front, "wrist": wrist}), _small(front), atol=1.01 / 127.5)
 
 
 def test_views_are_checked_by_name_and_reach_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

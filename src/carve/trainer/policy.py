@@ -186,7 +186,8 @@ def visual_vector(encoder: Any, images: Sequence[np.ndarray], dim: int) -> np.nd
         if vecs.ndim != 2 or vecs.size != dim:
             want = getattr(encoder, "cameras", "?")
             raise PolicyError(f"the model takes {want} camera image(s) ({dim} values); the observation gives "
-                              f"{len(images)} image(s) of {vecs.shape[-1] if vecs.ndim == 2 else '?'} values")
+                              f"{len(images)} image(s) of {vecs.shape[-1] if vecs.ndim == 2 else '?'} values "
+                              f"(choose the cameras, in the training order, with the policy's `cameras` setting)")
         return vecs.reshape(-1)
     if vecs.shape != (len(images), dim):
         raise PolicyError(f"visual encoder gives {vecs.shape[1:]} vectors, the model takes {dim}")
