@@ -38,6 +38,11 @@ SIZES = (32, 64, 128, 256, 512)
 TRAIN_BASE, TEST_BASE = 0, 30_000  # the study's data seeds; the pixel study's development base
 
 
+def other_objects(env: Any) -> int:
+    """How many objects of `env`'s scene the task does not move (the distractors)."""
+    return len(env.scene.objects) - len(env.goals)
+
+
 def grasp_step(action: np.ndarray, gripper: int = 7) -> int:
     """Index of the first action that commands the gripper closed (> 0.5); an error when none does."""
     closed = np.flatnonzero(np.asarray(action)[:, gripper] > 0.5)
@@ -151,6 +156,7 @@ def policy_closes(policy_dir: str, task: str, scenes: int, camera: str = "random
     `camera`: as the policy's study ran (`carve eval-sim --study --camera`); the env renders as many cameras
     as the policy's model reads (`--views`)."""
     from carve.sim.env import SimEnv
+    from carve.sim.study import IMAGE_SIZE
     from carve.sim.synth import episode_seed
     from carve.trainer.policy import Policy
 
@@ -158,13 +164,13 @@ def policy_closes(policy_dir: str, task: str, scenes: int, camera: str = "random
     pixels = policy.settings.visual == "pixels"
     out = []
     for i in range(scenes):
-        with SimEnv(fps=policy.settings.fps or 12, render=pixels, size=64, privileged=True,
+        with SimEnv(fps=policy.settings.fps or 12, render=pixels, size=IMAGE_SIZE, privileged=True,
                     camera_jitter=camera == "random", cameras=policy.model.cfg.visual_cameras) as env:
             ob = env.reset(task, episode_seed(TEST_BASE, i))
             policy.reset()
             scene = env.scene
             assert scene is not None
-            arm, obj = scene.arms[0], env.goals[0].obj
+            arm, obj, others = scene.arms[0], env.goals[0].obj, other_objects(env)
             dist: float | None = None
             grasped, done, since = False, False, -1
             fps = env.fps
@@ -177,8 +183,7 @@ def policy_closes(policy_dir: str, task: str, scenes: int, camera: str = "random
                 if 0 <= since <= fps:  # the fingers take a few steps to close: held within a second counts
                     grasped = grasped or arm.held is obj
                     since += 1
-        out.append({"scene": i, "close_cm": dist, "grasped": grasped,
-                    "other_objects": len(scene.objects) - len(env.goals)})
+        out.append({"scene": i, "close_cm": dist, "grasped": grasped, "other_objects": others})
     return out
 
 

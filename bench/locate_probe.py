@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-TRAIN_BASE, TEST_BASE = 0, 30_000  # the study's data seeds; the pixel study's development base
+from bench.grasp_map import TEST_BASE, TRAIN_BASE, other_objects
+
 SIZES = (160, 640, 2560)
 
 
@@ -53,7 +54,7 @@ def scenes(task: str, base: int, n: int, *, camera: str = "random", views: str =
             assert env.scene is not None
             x.append(visual_vector(enc, [ob["images"][c] for c in sorted(ob["images"])], enc.dim * cams))
             y.append(env.scene.object_position(env.goals[0].obj)[:2])
-            others.append(len(env.scene.objects) - len(env.goals))
+            others.append(other_objects(env))
     return {"x": np.asarray(x, np.float32), "y": np.asarray(y, np.float32), "others": np.asarray(others)}
 
 

@@ -34,3 +34,30 @@ def test_hand_errors_follow_the_arm_kinematics() -> None:
     r = np.linalg.norm(pos[:2] - np.asarray(fk.env.scene.arms[0].base)[:2])
     err = hand_errors(fk, base[None], q[None])[0]
     assert r > 0.2 and err[0] == pytest.approx(100 * 2 * r * np.sin(0.05), rel=0.02)  # the chord of the arc
+
+
+def test_a_policys_closes_are_measured_per_scene_with_its_other_objects(tmp_path) -> None:
+    """`policy_closes` runs a saved policy closed loop (here an untrained one) and reports, per held-out scene,
+    its first close (or None) and how many objects the scene holds besides the task's."""
+    import torch
+
+    from bench.grasp_map import TEST_BASE, policy_closes
+    from carve.sim.env import SimEnv
+    from carve.sim.synth import episode_seed
+    from carve.trainer.config import ModelConfig
+    from carve.trainer.model import ModelSpec, WorldActionModel
+    from carve.trainer.policy import Policy, PolicySettings
+
+    torch.manual_seed(0)
+    model = WorldActionModel(ModelConfig(d_model=32, n_layers=1, n_heads=4), ModelSpec("chunk", 8, 8, 16, 0, 16, 8))
+    Policy(model, PolicySettings(visual="zeros", text="zeros", fps=12)).save(tmp_path / "p")
+    rows = policy_closes(str(tmp_path / "p"), "pick_place", 2)
+    want = []
+    for i in range(2):
+        with SimEnv(fps=12, render=False) as env:
+            env.reset("pick_place", episode_seed(TEST_BASE, i))
+            assert env.scene is not None
+            want.append(sum(o.name not in {g.obj.name for g in env.goals} for o in env.scene.objects))
+    assert [r["scene"] for r in rows] == [0, 1] and [r["other_objects"] for r in rows] == want
+    assert all(r["close_cm"] is None or r["close_cm"] >= 0 for r in rows)
+    assert all(isinstance(r["grasped"], bool) for r in rows)
